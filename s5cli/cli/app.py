@@ -1,0 +1,96 @@
+"""The `s5` command line: one Typer app whose subcommands each live in their own module.
+
+Command modules import torch and the models inside their functions, never at import time, so that
+`s5 --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import typer
+import typer.core
+
+from s5cli import __version__
+from s5cli.cli import benchmark, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
+from s5cli.cli.console import print_error
+from s5cli.errors import RunFailure, UserError
+
+
+class _ErrorReportingGroup(typer.core.TyperGroup):
+    """Turns `UserError`/`RunFailure` raised anywhere in a command into one red line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (UserError, RunFailure) as error:
+            if _debug_requested(ctx):
+                raise
+            print_error(str(error))
+            raise typer.Exit(code=error.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(code=130) from None
+
+
+def _debug_requested(ctx: click.Context) -> bool:
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    return bool(obj.get("debug"))
+
+
+app = typer.Typer(
+    name="s5",
+    cls=_ErrorReportingGroup,
+    help=(
+        "Selective structured state-spaces (S5) for long-form video.\n\n"
+        "Typical session:\n\n"
+        "  s5 finetune recipes/synthetic.yaml          train on the bundled synthetic task\n\n"
+        "  s5 eval recipes/synthetic.yaml --checkpoint runs/synthetic/last\n\n"
+        "  s5 visualize-mask movie.mp4 --out mask.gif  show which tokens S5 keeps\n\n"
+        "  s5 benchmark --frames 60 --compare vit      speed and memory against baselines"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"s5cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    """Selective structured state-spaces (S5) for long-form video."""
+    ctx.obj = {"debug": debug}
+
+
+app.command("pretrain", no_args_is_help=True)(pretrain.pretrain)
+app.command("finetune", no_args_is_help=True)(finetune.finetune)
+app.command("eval")(evaluate.evaluate)
+app.command("extract", no_args_is_help=True)(extract.extract)
+app.command("visualize-mask", no_args_is_help=True)(visualize_mask.visualize_mask)
+app.command("benchmark")(benchmark.benchmark)
+app.command("push", no_args_is_help=True)(push.push)
+app.add_typer(recipes.app, name="recipes")
+
+
+def main() -> None:
+    """Console-script entry point (`s5`)."""
+    app(prog_name="s5")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

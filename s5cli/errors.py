@@ -1,0 +1,28 @@
+"""One error type for user mistakes, so every command reports them the same way.
+
+A `UserError` is something the user can fix (a bad path, a bad recipe value). The CLI prints its message
+as one red line and exits with code 2; no traceback unless `--debug`. Anything else is a bug or a runtime
+failure and exits with code 1.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the user's input: reported as one line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message} ({hint})")
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} ({self.hint})"
+
+
+class RunFailure(Exception):
+    """A run that started correctly but cannot go on (NaN loss, all inputs skipped): exit code 1."""
+
+    exit_code = 1

