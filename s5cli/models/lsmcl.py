@@ -1,0 +1,158 @@
+"""LSMCL: long-short masked contrastive learning (S5 paper, sec. 3.3), a MoCo-style pretraining objective.
+
+A short clip (contiguous `short_frames` inside the long clip) and the long clip of the same video, each with
+a random fraction `mask_ratio` of every frame's tokens removed, must map to matching embeddings: the query
+encoder (the video model + an MLP projection) against a momentum (EMA) key encoder, with InfoNCE over the
+other videos of the batch (and an optional queue of past keys). Long and short clips alternately play query
+and key, so the loss is symmetric in their roles.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s5cli.models.s4_kernels import sync_kernel_lengths
+
+
+@dataclass
+class LSMCLConfig:
+    """Clip lengths, masking, InfoNCE temperature, projection size and key-encoder momentum."""
+
+    short_frames: int = 30
+    long_frames: int = 60
+    mask_ratio: float = 0.5  # fraction of each frame's tokens removed before encoding
+    temperature: float = 0.2
+    proj_dim: int = 128
+    momentum: float = 0.99
+    queue_size: int = 0  # 0 = in-batch negatives only
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.short_frames <= self.long_frames:
+            raise ValueError(f"need 1 <= short_frames <= long_frames, got {self.short_frames}, {self.long_frames}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+def info_nce(query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None) -> Tensor:
+    """InfoNCE: row i of `query` must pick row i of `key` among all keys (+ extra negatives). Inputs L2-normed."""
+    logits = query @ key.t()
+    if negatives is not None and negatives.numel():
+        logits = torch.cat([logits, query @ negatives.t()], dim=1)
+    target = torch.arange(query.shape[0], device=query.device)
+    return F.cross_entropy(logits / temperature, target)
+
+
+def symmetric_info_nce(
+    short_query: Tensor, short_key: Tensor, long_query: Tensor, long_key: Tensor, temperature: float,
+    negatives: Tensor | None = None,
+) -> Tensor:
+    """Mean of short→long and long→short InfoNCE; swapping the short and long inputs gives the same loss."""
+    return 0.5 * (
+        info_nce(short_query, long_key, temperature, negatives) + info_nce(long_query, short_key, temperature, negatives)
+    )
+
+
+def random_token_mask(tokens: Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """Remove a random `mask_ratio` of the tokens of every frame (same count per frame, order kept)."""
+    b, t, s, d = tokens.shape
+    keep = max(1, round((1 - mask_ratio) * s))
+    if keep == s:
+        return tokens
+    noise = torch.rand(b, t, s, generator=generator, device=tokens.device)
+    idx = noise.topk(keep, dim=-1).indices.sort(dim=-1).values
+    return tokens.gather(2, idx[..., None].expand(-1, -1, -1, d))
+
+
+def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = None) -> Tensor:
+    """A contiguous `frames`-frame clip from each video, at a random offset per video."""
+    b, t = tokens.shape[:2]
+    if frames >= t:
+        return tokens
+    start = torch.randint(0, t - frames + 1, (b,), generator=generator, device="cpu").to(tokens.device)
+    idx = start[:, None] + torch.arange(frames, device=tokens.device)
+    return tokens.gather(1, idx[:, :, None, None].expand(-1, -1, *tokens.shape[2:]))
+
+
+class Projector(nn.Module):
+    """Two-layer MLP to the contrastive space, L2-normalised output."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, d_in), nn.GELU(), nn.Linear(d_in, d_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+@dataclass
+class LSMCLOutput:
+    """Loss and the embeddings it came from (for logging and tests)."""
+
+    loss: Tensor
+    short_query: Tensor
+    long_query: Tensor
+    short_key: Tensor
+    long_key: Tensor
+
+
+class LSMCL(nn.Module):
+    """Wraps any video model with `forward_features` and `feature_dim`: query encoder + EMA key encoder."""
+
+    def __init__(self, encoder: nn.Module, config: LSMCLConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.projector = Projector(encoder.feature_dim, config.proj_dim)
+        self.key_encoder = copy.deepcopy(encoder)
+        self.key_projector = copy.deepcopy(self.projector)
+        for param in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
+            param.requires_grad_(False)
+        self.register_buffer("queue", torch.zeros(config.queue_size, config.proj_dim))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+
+    def embed(self, tokens: Tensor, key: bool) -> Tensor:
+        """Projected, normalised embedding of (B, T, S, D) tokens by the query or the key encoder."""
+        if key:
+            with torch.no_grad():
+                return self.key_projector(self.key_encoder.forward_features(tokens))
+        return self.projector(self.encoder.forward_features(tokens))
+
+    def forward(self, long_tokens: Tensor, generator: torch.Generator | None = None) -> LSMCLOutput:
+        """LSMCL loss for a batch of long clips (B, T_long, S, D); the short clips are cut from them."""
+        cfg = self.config
+        short = random_token_mask(short_clip(long_tokens, cfg.short_frames, generator), cfg.mask_ratio, generator)
+        long = random_token_mask(long_tokens, cfg.mask_ratio, generator)
+        # Long clips first: a DPLR kernel may grow its internal length in place on a longer input, which must
+        # happen before the same weights enter this step's autograd graph through the short clip.
+        lq, sq = self.embed(long, key=False), self.embed(short, key=False)
+        lk, sk = self.embed(long, key=True), self.embed(short, key=True)
+        negatives = self.queue[: int(self.queue_filled)] if cfg.queue_size else None
+        loss = symmetric_info_nce(sq, sk, lq, lk, cfg.temperature, negatives)
+        if cfg.queue_size and self.training:
+            self._enqueue(torch.cat([sk, lk]).detach())
+        return LSMCLOutput(loss, sq, lq, sk, lk)
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        keys = keys[: self.config.queue_size]
+        self.queue = torch.cat([keys, self.queue])[: self.config.queue_size]
+        self.queue_filled.fill_(min(int(self.queue_filled) + keys.shape[0], self.config.queue_size))
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key ← m·key + (1 − m)·query for encoder and projector; also the encoder's own EMA (S5 guide)."""
+        if hasattr(self.encoder, "momentum_update"):
+            self.encoder.momentum_update()
+        sync_kernel_lengths(self.key_encoder, self.encoder)
+        m = self.config.momentum
+        pairs = [(self.key_encoder, self.encoder), (self.key_projector, self.projector)]
+        for target, source in pairs:
+            for p_t, p_s in zip(target.parameters(), source.parameters(), strict=True):
+                p_t.mul_(m).add_(p_s.detach(), alpha=1 - m)

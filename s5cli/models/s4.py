@@ -1,0 +1,157 @@
+"""The S4 layer: a bank of independent linear state-space models applied as a long convolution.
+
+`S4Layer.forward` = out_linear(dropout(gelu(ssm(x)))) on (B, L, H) sequences, as in ViS4mer's S4 v1
+(postact None, so no GLU). `ssm` is the depthwise SSM convolution plus the D skip alone, and can run on a
+subset of channels — S5's momentum guide uses that to stay cheaper than the model it guides.
+Training uses FFT convolution; `step_state`/`step` run the same SSM as a recurrence for streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s5cli.models.s4_kernels import build_kernel
+
+
+@dataclass
+class S4Config:
+    """Hyper-parameters of one S4 layer (defaults: ViS4mer's LVU setting)."""
+
+    d_model: int
+    d_state: int = 64
+    kernel: str = "dplr"  # "dplr" (S4, HiPPO-LegS NPLR, Cauchy + Woodbury) | "s4d" (diagonal, Vandermonde)
+    init: str = "legs"  # dplr: "legs"; s4d: "lin" | "inv" | "legs"
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    ssm_lr: float | None = 1e-3  # lr of A, B, Δt (never weight-decayed); None = the main lr
+
+
+def fft_size(n: int) -> int:
+    """Smallest 2^a·3^b·5^c ≥ n: pocketfft/cuFFT are fastest on such sizes, and it pads far less than 2^k."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            size = p35
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def causal_fft_conv(u: Tensor, k: Tensor) -> Tensor:
+    """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, L); zero-padded to ≥ 2L so nothing wraps around."""
+    length = u.shape[1]
+    n = fft_size(2 * length)
+    u_f = torch.fft.rfft(u, n=n, dim=1)
+    k_f = torch.fft.rfft(k, n=n, dim=-1).transpose(0, 1)  # (F, H)
+    return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
+
+
+class TiedDropout(nn.Module):
+    """Dropout whose mask is shared along the sequence (drops whole channels), as S4 does for (B, L, H)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        mask = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.p
+        return x * mask.to(x.dtype) / (1 - self.p)
+
+
+class S4Layer(nn.Module):
+    """One S4 layer over (B, L, H): SSM convolution + D skip → GELU → dropout → position-wise linear."""
+
+    def __init__(self, config: S4Config):
+        super().__init__()
+        self.config = config
+        h = config.d_model
+        directions = 2 if config.bidirectional else 1
+        self.kernel_gen = build_kernel(
+            config.kernel, h * directions, config.d_state, config.init, config.dt_min, config.dt_max, config.ssm_lr
+        )
+        self.D = nn.Parameter(torch.randn(h))
+        self.dropout = TiedDropout(config.dropout)
+        self.out_linear = nn.Linear(h, h)
+
+    def kernel(self, length: int, channels: Tensor | None = None) -> Tensor:
+        """Real convolution kernel (H', length); (2, H', length) [forward, backward] when bidirectional."""
+        if not self.config.bidirectional:
+            return self.kernel_gen(length, channels)
+        h = self.config.d_model
+        idx = torch.arange(h, device=self.D.device) if channels is None else channels
+        both = self.kernel_gen(length, torch.cat([idx, idx + h]))
+        return both.view(2, -1, length)
+
+    def ssm(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
+        """Depthwise SSM convolution plus the D skip: (B, L, H) → (B, L, H'), H' = len(channels) or H."""
+        u = x if channels is None else x.index_select(-1, channels)
+        out_dtype = u.dtype
+        u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u  # FFT in at least fp32
+        length = u.shape[1]
+        k = self.kernel(length, channels).to(u.dtype)
+        if self.config.bidirectional:
+            forward_k, backward_k = k[0], k[1]
+            y = causal_fft_conv(u, forward_k)
+            # The backward branch sees strictly future inputs (lag ≥ 1), so the present is not counted twice.
+            shifted = F.pad(backward_k, (1, 0))[..., :length]
+            y = y + causal_fft_conv(u.flip(1), shifted).flip(1)
+        else:
+            y = causal_fft_conv(u, k)
+        d = self.D if channels is None else self.D.index_select(0, channels)
+        return (y + u * d.to(u.dtype)).to(out_dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, H) → (B, L, H)."""
+        return self.out_linear(self.dropout(F.gelu(self.ssm(x))))
+
+    # --- recurrent (streaming) mode -------------------------------------------------------------------
+    def step_state(self, batch: int) -> Tensor:
+        """Zero recurrent state for `batch` sequences; also prepares the discrete matrices for `step`."""
+        if self.config.bidirectional:
+            raise ValueError("step mode needs a causal layer; bidirectional S4 sees the future")
+        self._step_mats = self.kernel_gen.step_matrices()
+        a = self._step_mats["a"]
+        n = a.shape[-1]
+        return torch.zeros(batch, self.config.d_model, n, dtype=a.dtype, device=a.device)
+
+    def step_ssm(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of `ssm`: (B, H) input at time t → (B, H) output, new state."""
+        y, state = self.kernel_gen.step(x_t, state, self._step_mats)
+        return y.to(x_t.dtype) + x_t * self.D, state
+
+    def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of `forward`: equals forward(x)[:, t] given the state after inputs 0..t−1."""
+        y, state = self.step_ssm(x_t, state)
+        return self.out_linear(self.dropout(F.gelu(y[:, None]))[:, 0]), state
+
+
+def ssm_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: SSM dynamics (Λ, P, B, Δt) with their own lr and no weight decay; the rest."""
+    hinted: dict[tuple, list[nn.Parameter]] = {}
+    rest: list[nn.Parameter] = []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        hint = getattr(param, "_optim", None)
+        if hint is None:
+            rest.append(param)
+        else:
+            hinted.setdefault(tuple(sorted(hint.items())), []).append(param)
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}] if rest else []
+    for key, params in hinted.items():
+        hint = dict(key)
+        groups.append({"params": params, "lr": hint.get("lr", lr), "weight_decay": hint.get("weight_decay", 0.0)})
+    return groups

@@ -1,0 +1,187 @@
+"""S5: selective S4. A mask generator, read through a momentum copy of the S4 model, keeps the informative tokens.
+
+Flow for tokens (B, T, S, D):
+1. The momentum guide (an EMA copy of the decoder's encoder, first LayerNorm and first S4 layer; never
+   trained by gradients) reads *all* T·S tokens and returns its SSM response on `guide_channels` channels.
+   Only a strided subset of channels is computed so that the guide costs a fraction of the model it guides.
+2. The mask generator (LayerNorm → Linear → GELU → LayerNorm → Linear) turns that response into
+   log-probabilities over tokens, per frame (K_f tokens of each frame) or globally (K of all T·S).
+3. Gumbel top-K with straight-through weights picks the tokens; the others are *removed* (gathered out,
+   temporal order kept), so the S4 decoder runs on K tokens and time and memory fall with the keep ratio.
+Keep ratio 1.0 or selector "none" skip steps 1-3 and reproduce ViS4mer exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from s5cli.models.decoder import DecoderConfig, TemporalS4Decoder
+from s5cli.models.s4_kernels import sync_kernel_lengths
+from s5cli.models.selection import gumbel_topk
+
+SELECTORS = ("learned", "random", "uniform", "none")
+SELECTIONS = ("per_frame", "global")
+
+
+@dataclass
+class S5Config(DecoderConfig):
+    """ViS4mer decoder settings plus the token-selection settings of S5."""
+
+    keep_ratio: float = 0.5  # fraction of tokens kept, in (0, 1]
+    selection: str = "per_frame"  # "per_frame" (K_f of each frame) | "global" (K of all T·S)
+    selector: str = "learned"  # "learned" (S5) | "random" | "uniform" | "none" (= ViS4mer) — ablations
+    gumbel_tau: float = 1.0
+    momentum: float = 0.99  # EMA factor of the momentum guide
+    guide_channels: int = 256  # channels of the momentum S4 read by the mask generator
+    mg_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+
+
+@dataclass
+class TokenSelection:
+    """Which of the T·S tokens were kept: indices (B, K) sorted, their weights, and the scores they came from."""
+
+    indices: Tensor
+    weights: Tensor | None  # straight-through weights (1.0 forward); None for non-learned selectors
+    scores: Tensor | None  # (B, T·S) log-probabilities of the mask generator (learned selector only)
+    tokens_per_frame: int  # S of the input
+
+
+class MomentumGuide(nn.Module):
+    """No-grad EMA copy of the decoder's entry (encoder → LayerNorm → S4 SSM) that scores every token."""
+
+    def __init__(self, decoder: TemporalS4Decoder, channels: int):
+        super().__init__()
+        block = decoder.blocks[0]
+        self.encoder = copy.deepcopy(decoder.encoder)
+        self.norm = copy.deepcopy(block.norm)
+        self.s4 = copy.deepcopy(block.s4)
+        width = decoder.config.d_model
+        picked = torch.linspace(0, width - 1, min(channels, width)).round().long().unique()
+        self.register_buffer("channels", picked, persistent=False)
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def sources(self, decoder: TemporalS4Decoder) -> list[nn.Module]:
+        """The decoder modules this guide shadows, in the same order as (encoder, norm, s4)."""
+        return [decoder.encoder, decoder.blocks[0].norm, decoder.blocks[0].s4]
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, d_input) → (B, L, guide channels)."""
+        full = self.channels.numel() == self.s4.config.d_model
+        return self.s4.ssm(self.norm(self.encoder(x)), None if full else self.channels)
+
+
+class MaskGenerator(nn.Module):
+    """Light projection head with a LayerNorm in each projection: guide response → one score per token."""
+
+    def __init__(self, d_in: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, d_in) → (B, L) unnormalised scores."""
+        return self.net(x).squeeze(-1)
+
+
+class S5Model(nn.Module):
+    """Selective S4 video model: token selection guided by a momentum S4, then the ViS4mer decoder and a head."""
+
+    def __init__(self, config: S5Config, num_outputs: int):
+        super().__init__()
+        self.config = config
+        self.decoder = TemporalS4Decoder(DecoderConfig.subset(config))
+        self.feature_dim = self.decoder.feature_dim
+        self.head = nn.Linear(self.feature_dim, num_outputs)
+        if config.selector == "learned":
+            self.guide = MomentumGuide(self.decoder, config.guide_channels)
+            self.mask_generator = MaskGenerator(int(self.guide.channels.numel()), config.mg_hidden)
+
+    # --- selection --------------------------------------------------------------------------------
+    def tokens_kept(self, frames: int, tokens_per_frame: int) -> int:
+        """K: how many of the T·S tokens reach the decoder."""
+        if self.config.selection == "per_frame":
+            return frames * max(1, round(self.config.keep_ratio * tokens_per_frame))
+        return max(1, round(self.config.keep_ratio * frames * tokens_per_frame))
+
+    def selects(self, frames: int, tokens_per_frame: int) -> bool:
+        """Whether any token is dropped (otherwise the model is exactly ViS4mer)."""
+        return self.config.selector != "none" and self.tokens_kept(frames, tokens_per_frame) < frames * tokens_per_frame
+
+    def select(self, tokens: Tensor, generator: torch.Generator | None = None) -> TokenSelection:
+        """Choose the kept tokens of (B, T, S, D); indices refer to the flattened T·S axis."""
+        b, t, s, _ = tokens.shape
+        k_total = self.tokens_kept(t, s)
+        per_frame = self.config.selection == "per_frame"
+        k = k_total // t if per_frame else k_total
+        selector = self.config.selector
+        if selector in ("none",) or k_total == t * s:
+            idx = torch.arange(t * s, device=tokens.device).expand(b, -1)
+            return TokenSelection(idx, None, None, s)
+        if selector == "learned":
+            response = self.guide(tokens.reshape(b, t * s, -1))
+            sync_kernel_lengths(self.guide.s4, self.decoder.blocks[0].s4)
+            scores = self.mask_generator(response)  # (B, T·S)
+            rows = scores.view(b * t, s) if per_frame else scores
+            log_probs = torch.log_softmax(rows, dim=-1)
+            picked = gumbel_topk(log_probs, k, self.config.gumbel_tau, self.training, generator)
+            idx, weights = self._flatten(picked.indices, b, t, s, per_frame), picked.weights.reshape(b, -1)
+            return TokenSelection(idx, weights, log_probs.reshape(b, t * s), s)
+        rows = b * t if per_frame else b
+        width = s if per_frame else t * s
+        if selector == "random":
+            noise = torch.rand(rows, width, generator=generator, device=tokens.device)
+            local = noise.topk(k, dim=-1).indices.sort(dim=-1).values
+        else:  # uniform: evenly spaced, deterministic
+            local = torch.linspace(0, width - 1, k, device=tokens.device).round().long().expand(rows, -1)
+        return TokenSelection(self._flatten(local, b, t, s, per_frame), None, None, s)
+
+    @staticmethod
+    def _flatten(local: Tensor, b: int, t: int, s: int, per_frame: bool) -> Tensor:
+        if not per_frame:
+            return local
+        offsets = (torch.arange(t, device=local.device) * s).repeat(b)[:, None]
+        return (local + offsets).reshape(b, -1)
+
+    # --- forward ----------------------------------------------------------------------------------
+    def forward_features(self, tokens: Tensor) -> Tensor:
+        """(B, T, S, D) → (B, feature_dim), with the decoder seeing only the kept tokens."""
+        b, t, s, d = tokens.shape
+        flat = tokens.reshape(b, t * s, d)
+        if not self.selects(t, s):
+            return self.decoder(flat)
+        chosen = self.select(tokens)
+        kept = flat.gather(1, chosen.indices[..., None].expand(-1, -1, d))
+        if chosen.weights is not None:
+            kept = kept * chosen.weights[..., None].to(kept.dtype)
+        return self.decoder(kept)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(B, T, S, D) → (B, num_outputs)."""
+        return self.head(self.forward_features(tokens))
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """guide ← m·guide + (1 − m)·decoder; the only way the guide ever changes."""
+        if self.config.selector != "learned":
+            return
+        sync_kernel_lengths(self.guide.s4, self.decoder.blocks[0].s4)
+        m = self.config.momentum
+        guide_parts = [self.guide.encoder, self.guide.norm, self.guide.s4]
+        for target, source in zip(guide_parts, self.guide.sources(self.decoder), strict=True):
+            for p_target, p_source in zip(target.parameters(), source.parameters(), strict=True):
+                p_target.mul_(m).add_(p_source.detach(), alpha=1 - m)

@@ -1,0 +1,45 @@
+"""Differentiable top-K token selection: Gumbel-softmax with the straight-through trick (S5, paper eq. 4).
+
+Forward pass: exactly K hard picks (weights exactly 1.0), so removing the unkept tokens loses nothing.
+Backward pass: gradients reach the scores through the relaxed weights K·softmax((log p + g)/τ), which is how
+the mask generator learns which tokens matter although the selection itself is discrete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TopKSelection:
+    """Indices (B, K) in increasing order (temporal order kept) and their straight-through weights (B, K)."""
+
+    indices: Tensor
+    weights: Tensor
+
+
+def gumbel_noise(shape: torch.Size, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard Gumbel samples −log(−log U), with U kept away from 0 and 1 so the logs stay finite."""
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    tiny = torch.finfo(like.dtype).tiny
+    return -torch.log(-torch.log(u.clamp(tiny, 1 - 1e-7)))
+
+
+def gumbel_topk(
+    log_probs: Tensor, k: int, tau: float = 1.0, training: bool = True, generator: torch.Generator | None = None
+) -> TopKSelection:
+    """Pick k of N items per row of log_probs (B, N): sampled (Gumbel) when training, deterministic at eval."""
+    if not 1 <= k <= log_probs.shape[-1]:
+        raise ValueError(f"k must be in [1, {log_probs.shape[-1]}], got {k}")
+    if not training:
+        indices = torch.topk(log_probs, k, dim=-1).indices.sort(dim=-1).values
+        return TopKSelection(indices, torch.ones(indices.shape, dtype=log_probs.dtype, device=log_probs.device))
+    perturbed = log_probs + gumbel_noise(log_probs.shape, log_probs, generator)
+    soft = k * torch.softmax(perturbed / tau, dim=-1)
+    indices = torch.topk(perturbed.detach(), k, dim=-1).indices.sort(dim=-1).values
+    picked = soft.gather(-1, indices)
+    # hard (=1) in the forward pass, d(soft) in the backward pass.
+    return TopKSelection(indices, (picked - picked.detach()) + 1.0)  # (p − p) + 1 is exactly 1.0

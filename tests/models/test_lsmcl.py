@@ -1,0 +1,75 @@
+"""LSMCL: chance-level loss for random encoders, it learns, and it is symmetric in short/long roles."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from s5cli.models.lsmcl import LSMCL, LSMCLConfig, info_nce, random_token_mask, short_clip, symmetric_info_nce
+from s5cli.models.registry import build_model
+
+S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
+
+
+def test_random_embeddings_give_about_log_batch_size() -> None:
+    torch.manual_seed(0)
+    b = 64
+    q, k = F.normalize(torch.randn(b, 128), dim=-1), F.normalize(torch.randn(b, 128), dim=-1)
+    loss = info_nce(q, k, temperature=1.0)
+    assert abs(loss.item() - math.log(b)) < 0.1 * math.log(b)
+
+
+def test_random_encoder_loss_is_about_log_batch_size() -> None:
+    torch.manual_seed(0)
+    model = LSMCL(build_model("s5", S5_SMALL, 3), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16))
+    loss = model(torch.randn(8, 8, 6, 16)).loss.item()
+    assert abs(loss - math.log(8)) < 0.15 * math.log(8)
+
+
+def test_loss_decreases_when_training_a_tiny_model() -> None:
+    torch.manual_seed(0)
+    model = LSMCL(build_model("s4", {k: v for k, v in S5_SMALL.items() if k != "guide_channels"}, 3),
+                  LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16, momentum=0.9))
+    batch = torch.randn(8, 8, 6, 16)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    history = []
+    for _ in range(90):
+        loss = model(batch, generator=gen).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.momentum_update()
+        history.append(loss.item())
+    # Masks and clip offsets are resampled every step, so compare averages, not single steps.
+    assert sum(history[-15:]) / 15 < 0.75 * sum(history[:5]) / 5
+
+
+def test_symmetric_in_short_and_long_roles() -> None:
+    torch.manual_seed(0)
+    sq, sk, lq, lk = (F.normalize(torch.randn(6, 8), dim=-1) for _ in range(4))
+    a = symmetric_info_nce(sq, sk, lq, lk, 0.2)
+    b = symmetric_info_nce(lq, lk, sq, sk, 0.2)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(info_nce(sq, lk, 0.2), info_nce(lq, sk, 0.2))
+
+
+def test_key_encoder_gets_no_gradients() -> None:
+    torch.manual_seed(0)
+    model = LSMCL(build_model("s5", S5_SMALL, 3), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16))
+    model(torch.randn(4, 8, 6, 16)).loss.backward()
+    assert all(p.grad is None for p in model.key_encoder.parameters())
+    assert any(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_clip_and_mask_shapes() -> None:
+    tokens = torch.arange(2 * 10 * 6, dtype=torch.float32).view(2, 10, 6, 1)
+    clip = short_clip(tokens, 4)
+    assert clip.shape == (2, 4, 6, 1)
+    frame_index = clip[..., 0, 0] // 6 % 10
+    assert (frame_index.diff(dim=1) == 1).all()  # contiguous
+    masked = random_token_mask(tokens, 0.5)
+    assert masked.shape == (2, 10, 3, 1)
+    assert (masked[..., 0].diff(dim=-1) > 0).all()  # order kept inside each frame

@@ -1,0 +1,104 @@
+"""S4 / S4D layer: convolution = recurrence, prefix property, causality, long-sequence gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s5cli.models.s4 import S4Config, S4Layer, fft_size, ssm_param_groups
+
+KERNELS = [("dplr", "legs"), ("s4d", "lin"), ("s4d", "inv"), ("s4d", "legs")]
+
+
+def _layer(kind: str, init: str, h: int = 4, n: int = 16, **kw) -> S4Layer:
+    torch.manual_seed(0)
+    return S4Layer(S4Config(d_model=h, d_state=n, kernel=kind, init=init, **kw)).double()
+
+
+@pytest.mark.parametrize(("kind", "init"), KERNELS)
+def test_convolution_equals_recurrent_step(kind: str, init: str) -> None:
+    layer = _layer(kind, init).eval()
+    x = torch.randn(3, 64, 4, dtype=torch.float64)
+    conv = layer(x)
+    state = layer.step_state(3)
+    steps = []
+    for t in range(x.shape[1]):
+        y, state = layer.step(x[:, t], state)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), conv, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize(("kind", "init"), KERNELS)
+def test_kernel_for_length_is_prefix_of_longer_kernel(kind: str, init: str) -> None:
+    layer = _layer(kind, init)
+    short = layer.kernel(100)
+    long = layer.kernel(200)
+    torch.testing.assert_close(long[:, :100], short, rtol=1e-5, atol=1e-10)
+    # The other order too: a longer kernel first must not change the shorter one.
+    fresh = _layer(kind, init)
+    long_first = fresh.kernel(200)
+    torch.testing.assert_close(fresh.kernel(100), long_first[:, :100], rtol=1e-5, atol=1e-10)
+
+
+def test_dplr_length_change_keeps_the_system() -> None:
+    layer = _layer("dplr", "legs")
+    before = layer.kernel(50).clone()
+    layer.kernel_gen.set_length(77)
+    torch.testing.assert_close(layer.kernel(50), before, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize(("kind", "init"), KERNELS)
+def test_causal_unless_bidirectional(kind: str, init: str) -> None:
+    layer = _layer(kind, init).eval()
+    x = torch.randn(2, 40, 4, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 25:] += torch.randn_like(x2[:, 25:])
+    y, y2 = layer(x), layer(x2)
+    torch.testing.assert_close(y[:, :25], y2[:, :25])
+    assert not torch.allclose(y[:, 25:], y2[:, 25:])
+    bidir = _layer(kind, init, bidirectional=True).eval()
+    assert not torch.allclose(bidir(x)[:, :25], bidir(x2)[:, :25])
+
+
+def test_bidirectional_refuses_step_mode() -> None:
+    with pytest.raises(ValueError, match="causal"):
+        _layer("s4d", "lin", bidirectional=True).step_state(1)
+
+
+@pytest.mark.parametrize(("kind", "init"), [("dplr", "legs"), ("s4d", "inv")])
+def test_finite_gradients_at_12000_steps(kind: str, init: str) -> None:
+    torch.manual_seed(0)
+    layer = S4Layer(S4Config(d_model=4, kernel=kind, init=init))
+    y = layer(torch.randn(1, 12_000, 4))
+    y.square().mean().backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_channel_subset_matches_full_ssm() -> None:
+    layer = _layer("dplr", "legs", h=6)
+    x = torch.randn(2, 30, 6, dtype=torch.float64)
+    channels = torch.tensor([1, 4])
+    torch.testing.assert_close(layer.ssm(x, channels), layer.ssm(x)[..., channels])
+
+
+def test_ssm_parameters_get_their_own_lr_and_no_weight_decay() -> None:
+    layer = S4Layer(S4Config(d_model=4, d_state=8, ssm_lr=1e-3))
+    groups = ssm_param_groups(layer, lr=5e-4, weight_decay=0.01)
+    ssm = [g for g in groups if g["lr"] == 1e-3]
+    assert len(ssm) == 1 and ssm[0]["weight_decay"] == 0.0
+    names = {id(p): n for n, p in layer.named_parameters()}
+    assert {names[id(p)].split(".")[-1] for p in ssm[0]["params"]} == {"log_dt", "lambda_re_log", "lambda_im", "P", "B"}
+    assert sum(len(g["params"]) for g in groups) == len(list(layer.parameters()))
+
+
+def test_half_precision_input_runs_fft_in_float32() -> None:
+    layer = S4Layer(S4Config(d_model=4, d_state=8, kernel="s4d", init="lin"))
+    x = torch.randn(1, 16, 4)
+    assert layer.ssm(x.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("n", "expected"), [(1, 1), (7, 8), (23_640, 24_000), (4097, 4320)])
+def test_fft_size_is_smallest_5_smooth(n: int, expected: int) -> None:
+    assert fft_size(n) == expected

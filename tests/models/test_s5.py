@@ -1,0 +1,100 @@
+"""S5: straight-through gradients, exactly K tokens at eval, keep 1.0 = ViS4mer, momentum guide."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s5cli.models.decoder import DecoderConfig, ViS4mer
+from s5cli.models.s5 import S5Config, S5Model
+from s5cli.models.selection import gumbel_topk
+
+SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
+
+
+def _model(**kw) -> S5Model:
+    torch.manual_seed(0)
+    return S5Model(S5Config(**{**SMALL, **kw}), num_outputs=5)
+
+
+def test_gumbel_topk_is_hard_forward_and_soft_backward() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 10, requires_grad=True)
+    sel = gumbel_topk(torch.log_softmax(logits, -1), k=3, tau=0.5, training=True)
+    assert torch.equal(sel.weights.detach(), torch.ones(2, 3))
+    assert (sel.indices.diff(dim=-1) > 0).all()
+    (sel.weights * torch.arange(3.0)).sum().backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_mask_generator_gets_nonzero_gradients_through_straight_through_path() -> None:
+    model = _model()
+    model(torch.randn(2, 6, 10, 16)).square().sum().backward()
+    for name, param in model.mask_generator.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("selection", ["per_frame", "global"])
+def test_eval_feeds_exactly_k_tokens_to_the_decoder(selection: str) -> None:
+    model = _model(selection=selection, keep_ratio=0.3).eval()
+    seen = {}
+
+    def record(module, args) -> None:
+        seen["shape"] = args[0].shape
+
+    hook = model.decoder.register_forward_pre_hook(record)
+    tokens = torch.randn(2, 6, 10, 16)
+    model(tokens)
+    hook.remove()
+    k = 6 * 3 if selection == "per_frame" else 18
+    assert seen["shape"] == (2, k, 16)
+    sel = model.select(tokens)
+    assert sel.indices.shape == (2, k) and (sel.indices.diff(dim=-1) > 0).all()
+    if selection == "per_frame":
+        per_frame = torch.stack([(sel.indices[b] // 10).bincount(minlength=6) for b in range(2)])
+        assert (per_frame == 3).all()
+    # deterministic at eval
+    assert torch.equal(model.select(tokens).indices, sel.indices)
+
+
+def test_keep_ratio_one_reproduces_the_no_selection_model_exactly() -> None:
+    s5 = _model(keep_ratio=1.0).eval()
+    torch.manual_seed(0)
+    vis4mer = ViS4mer(DecoderConfig(**{k: v for k, v in SMALL.items() if k != "guide_channels"}), 5).eval()
+    vis4mer.load_state_dict({k: v for k, v in s5.state_dict().items() if k.startswith(("decoder.", "head."))})
+    tokens = torch.randn(2, 6, 10, 16)
+    assert torch.equal(s5(tokens), vis4mer(tokens))
+    none = _model(selector="none").eval()
+    none.load_state_dict({k: v for k, v in s5.state_dict().items() if not k.startswith(("guide", "mask"))})
+    assert torch.equal(none(tokens), vis4mer(tokens))
+
+
+def test_momentum_copy_changes_only_through_the_ema_update() -> None:
+    model = _model()
+    guide_before = {k: v.detach().clone() for k, v in model.guide.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.randn(2, 6, 10, 16)).square().sum().backward()
+    assert all(p.grad is None for p in model.guide.parameters())
+    opt.step()
+    for k, v in model.guide.named_parameters():
+        assert torch.equal(v, guide_before[k]), k
+    model.momentum_update()
+    m = model.config.momentum
+    src = model.decoder.blocks[0].s4.D
+    torch.testing.assert_close(model.guide.s4.D, m * guide_before["s4.D"] + (1 - m) * src)
+    assert not torch.equal(model.guide.s4.D, guide_before["s4.D"])
+
+
+@pytest.mark.parametrize("selector", ["random", "uniform"])
+def test_baseline_selectors_keep_k_tokens_without_a_guide(selector: str) -> None:
+    model = _model(selector=selector)
+    assert not hasattr(model, "guide")
+    sel = model.select(torch.randn(2, 6, 10, 16))
+    assert sel.indices.shape == (2, 30) and sel.weights is None
+    assert model(torch.randn(2, 6, 10, 16)).shape == (2, 5)
+
+
+def test_invalid_keep_ratio_is_refused() -> None:
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="keep_ratio"):
+            S5Config(keep_ratio=bad)
