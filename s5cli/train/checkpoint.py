@@ -1,0 +1,242 @@
+"""Checkpoints as safetensors only (never pickle), written atomically, resumable exactly.
+
+A checkpoint is a directory:
+  model.safetensors          weights of the trained module (EMA copies included) + metadata: format,
+                             model_name, num_outputs, objective, step, recipe (JSON of the resolved recipe)
+  trainer_state.safetensors  optimiser tensors (Adam moments …) and RNG states (torch, CUDA)
+  trainer_state.json         step, epoch, scheduler, best metric, optimiser scalars, Python/NumPy RNG states
+  metrics.json               the last evaluation (optional)
+The directory is assembled under a temporary name and renamed into place, so a kill -9 never leaves a
+half-written checkpoint where `latest` could point at it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from s5cli.errors import UserError
+from s5cli.io import atomic_write_text
+
+FORMAT = "s5cli-checkpoint/1"
+MODEL_FILE = "model.safetensors"
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+METRICS_FILE = "metrics.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or strided storage; clone to own, contiguous CPU memory.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """RNG states of torch (tensors) and of Python / NumPy (JSON)."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return tensors, {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+
+
+def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+    """Undo `rng_state`."""
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    if "python" in state:
+        version, inner, gauss = state["python"]
+        random.setstate((version, tuple(inner), gauss))
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in info.get("scalars", {}).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": dict(sorted(state.items())), "param_groups": info["param_groups"]}
+
+
+@dataclass
+class TrainerState:
+    """Where training stands: enough (with the RNG states) to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+
+
+def save_checkpoint(
+    directory: Path,
+    module: nn.Module,
+    metadata: Mapping[str, str],
+    optimizer: torch.optim.Optimizer | None = None,
+    schedule_state: Mapping[str, Any] | None = None,
+    trainer_state: TrainerState | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically (assembled beside it, then renamed)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        meta = {"format": FORMAT, **{k: str(v) for k, v in metadata.items()}}
+        save_file(_contiguous(module.state_dict()), str(tmp / MODEL_FILE), metadata=meta)
+        if optimizer is not None and trainer_state is not None:
+            opt_tensors, opt_info = _split_optimizer(optimizer)
+            rng_tensors, rng_json = rng_state()
+            save_file(_contiguous({**opt_tensors, **rng_tensors}), str(tmp / STATE_TENSORS))
+            payload = {
+                "trainer": trainer_state.__dict__, "optimizer": opt_info, "schedule": dict(schedule_state or {}),
+                "rng": rng_json,
+            }
+            atomic_write_text(tmp / STATE_JSON, json.dumps(payload, indent=1))
+        if metrics is not None:
+            atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=1))
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """Accept a checkpoint directory, its model.safetensors, or a run directory (its `latest` checkpoint)."""
+    path = Path(path).expanduser()
+    if path.suffix in PICKLE_SUFFIXES:
+        raise UserError(f"{path}: pickle checkpoints are not loaded (unsafe); s5cli reads safetensors only")
+    if path.is_file() and path.name == MODEL_FILE:
+        return path.parent
+    if (path / MODEL_FILE).is_file():
+        return path
+    if (path / "latest").is_file():
+        return checkpoint_dir(path / (path / "latest").read_text().strip())
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist: pass a checkpoint folder (with {MODEL_FILE}) or a run folder")
+    raise UserError(f"{path} holds no {MODEL_FILE}: pass a checkpoint folder written by s5 finetune/pretrain")
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """Metadata of a checkpoint's model.safetensors (format, model_name, num_outputs, recipe …)."""
+    file = checkpoint_dir(path) / MODEL_FILE
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises several error types for corrupt headers
+        raise UserError(f"{file}: not a readable safetensors file ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{file}: not an s5cli checkpoint (format {meta.get('format')!r}, expected {FORMAT})")
+    return meta
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights of a checkpoint."""
+    return load_file(str(checkpoint_dir(path) / MODEL_FILE))
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool = True) -> None:
+    """Load weights, naming mismatched keys and shapes (another architecture) in one line."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if (strict and (missing or unexpected)) or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+        if unexpected and strict:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(
+                "shape mismatch " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
+            )
+        raise UserError(f"{source} does not fit this model: {'; '.join(parts)} — was it trained with another model?")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def load_trainer_state(
+    path: str | Path, optimizer: torch.optim.Optimizer
+) -> tuple[TrainerState, dict[str, Any]]:
+    """Restore optimiser and RNG states; return the trainer position and the scheduler state."""
+    directory = checkpoint_dir(path)
+    if not (directory / STATE_JSON).is_file():
+        raise UserError(f"{directory} has no {STATE_JSON}: it cannot be resumed (weights-only checkpoint)")
+    payload = json.loads((directory / STATE_JSON).read_text())
+    tensors = load_file(str(directory / STATE_TENSORS))
+    optimizer.load_state_dict(_join_optimizer(tensors, payload["optimizer"]))
+    restore_rng(tensors, payload.get("rng", {}))
+    return TrainerState(**payload["trainer"]), payload.get("schedule", {})
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint named by `run_dir/latest`, if any."""
+    pointer = Path(run_dir) / "latest"
+    if not pointer.is_file():
+        return None
+    target = Path(run_dir) / pointer.read_text().strip()
+    return target if (target / MODEL_FILE).is_file() else None
+
+
+def set_latest(run_dir: Path, checkpoint: Path) -> None:
+    """Point `run_dir/latest` at a checkpoint (atomic)."""
+    atomic_write_text(Path(run_dir) / "latest", str(Path(checkpoint).relative_to(run_dir)) + "\n")
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (best/ is kept separately)."""
+    root = Path(run_dir) / "checkpoints"
+    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    for old in steps[: max(0, len(steps) - keep_last)]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,48 @@
+"""From a recipe's `data:` section to token datasets: records → (extract if needed) → cached tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from s5cli.train.distributed import DistContext
+
+
+def clip_frames(data: Any) -> int | None:
+    """Frames per training/eval clip: a window of `window_seconds` at `fps` (LVU), else `frames`."""
+    window = getattr(data, "window_seconds", None)
+    fps = getattr(data, "fps", None)
+    if window and fps:
+        return max(1, round(window * fps))
+    return getattr(data, "frames", None)
+
+
+def feature_cache(data: Any):
+    """The feature cache of this data section (its key changes with every extraction setting)."""
+    from s5cli.data.cache import FeatureCache
+    from s5cli.data.extract import settings_from_data
+
+    return FeatureCache(Path(data.cache_dir), settings_from_data(data))
+
+
+def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_progress: bool = True):
+    """Make sure every video of `splits` has cached tokens (each rank extracts its share), then list records."""
+    from s5cli.data.datasets import list_records
+    from s5cli.data.extract import ensure_cached
+
+    if ctx.is_main:
+        # Listing may generate the synthetic videos; do it once, before the other ranks look.
+        records = {split: list_records(data, split) for split in splits}
+    ctx.barrier()
+    if not ctx.is_main:
+        records = {split: list_records(data, split) for split in splits}
+    ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main)
+    ctx.barrier()
+    return records
+
+
+def token_dataset(data: Any, records, training: bool, frames: int | None = None):
+    """TokenDataset over cached tokens; clips of `frames` (default: the recipe's clip length)."""
+    from s5cli.data.datasets.base import TokenDataset
+
+    return TokenDataset(records, feature_cache(data), frames=frames or clip_frames(data), training=training)

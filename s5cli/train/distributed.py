@@ -1,0 +1,84 @@
+"""Process-group setup decided in one place: single process by default, DDP under torchrun.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we then use NCCL on CUDA and gloo on CPU. Everything else in
+the trainer asks a `DistContext` instead of reading the environment, so the same code runs both ways.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    """Rank, world size and device of this process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 - immutable default
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, shows progress and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        """Average a Python number over ranks (identity in a single process)."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(tensor)
+        return float(tensor.item()) / self.world_size
+
+    def gather_objects(self, obj: object) -> list[object]:
+        """Every rank's `obj`, in rank order (a one-element list in a single process)."""
+        if not self.distributed:
+            return [obj]
+        out: list[object] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`requested` ("cpu", "cuda", "cuda:1") or the best available device."""
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from s5cli.errors import UserError
+
+            raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        return device
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def init_distributed(requested_device: str | None = None) -> DistContext:
+    """Join the torchrun process group if there is one; otherwise a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(requested_device)
+    if world <= 1:
+        return DistContext(device=device)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)

@@ -1,0 +1,64 @@
+"""Run a model over a token dataset and score it (shared by training-time validation and `s5 eval`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from s5cli.data.datasets.base import collate_samples
+from s5cli.train.metrics import aggregate_by_video, compute_metrics
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
+            show_progress: bool = False) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Window-level outputs (N, C), labels (N,) and video ids, in dataset order."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
+    ids: list[str] = []
+    outputs, labels = [], []
+    progress = None
+    if show_progress:
+        from s5cli.train.progress import SimpleProgress
+
+        progress = SimpleProgress("evaluating", total=len(loader))
+    try:
+        for batch in loader:
+            with autocast(device):
+                out = model(batch.tokens.to(device, non_blocking=True))
+            outputs.append(out.float().cpu())
+            labels.append(batch.labels)
+            ids.extend(batch.video_ids)
+            if progress is not None:
+                progress.advance()
+    finally:
+        if progress is not None:
+            progress.close()
+        model.train(was_training)
+    if not outputs:
+        return [], torch.empty(0), torch.empty(0)
+    return ids, torch.cat(outputs), torch.cat(labels)
+
+
+def autocast(device: torch.device):
+    """bf16/fp16 autocast on CUDA only; a no-op context on CPU (AMP on GPU only)."""
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, device: torch.device,
+             aggregate: str = "mean", show_progress: bool = False) -> dict:
+    """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol)."""
+    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress)
+    if not ids:
+        return {"count": 0}
+    _, scores, vid_labels = aggregate_by_video(ids, outputs, labels, task.kind, aggregate)
+    metrics = compute_metrics(scores, vid_labels, task.kind, task.num_outputs)
+    metrics["windows"] = len(ids)
+    return metrics

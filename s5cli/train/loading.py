@@ -1,0 +1,59 @@
+"""Load a trained model (and the recipe it was trained with) from a checkpoint folder, run folder or Hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from s5cli.errors import UserError
+
+
+def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
+    """Local checkpoint/run folder, or hf://REPO[@REV]/path / a bare Hub repo id (through s5cli.hub)."""
+    text = str(spec)
+    local = Path(text).expanduser()
+    if local.exists() or not (text.startswith("hf://") or text.count("/") == 1):
+        from s5cli.train.checkpoint import checkpoint_dir
+
+        return checkpoint_dir(local)
+    from s5cli.hub import resolve_checkpoint_dir
+
+    return Path(resolve_checkpoint_dir(text, revision=revision))
+
+
+def load_trained_model(spec: str | Path, expect_model: str | None = None, revision: str | None = None):
+    """(model in eval mode, recipe dict, metadata) of a finetune checkpoint; LSMCL checkpoints give the encoder."""
+    from s5cli.models.registry import build_model, canonical_name
+    from s5cli.train import checkpoint as ckpt
+
+    directory = resolve_checkpoint(spec, revision)
+    meta = ckpt.read_metadata(directory)
+    recipe = json.loads(meta.get("recipe", "{}"))
+    model_cfg = dict(recipe.get("model", {}))
+    name = meta.get("model_name") or model_cfg.get("name")
+    if not name:
+        raise UserError(f"{directory}: checkpoint metadata names no model")
+    if expect_model is not None and canonical_name(expect_model) != canonical_name(name):
+        raise UserError(f"{directory} holds a {name!r} model, but {expect_model!r} was asked for")
+    model = build_model(name, {k: v for k, v in model_cfg.items() if k != "name"}, int(meta["num_outputs"]))
+    state = ckpt.load_state(directory)
+    if meta.get("objective") == "lsmcl":
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    ckpt.load_into(model, state, str(directory))
+    model.eval()
+    return model, recipe, meta
+
+
+def recipe_from_checkpoint(recipe_dict: dict[str, Any], overrides: list[str] | None = None):
+    """A validated Recipe object from the JSON stored in a checkpoint (written to a temp YAML, then loaded)."""
+    import tempfile
+
+    import yaml
+
+    from s5cli.recipe import load_recipe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe_dict, sort_keys=False))
+        return load_recipe(path, list(overrides or []))

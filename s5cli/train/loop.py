@@ -1,0 +1,274 @@
+"""The one trainer behind `s5 pretrain` (LSMCL) and `s5 finetune` (supervised): they differ by objective only.
+
+Resumability is exact: the epoch's sample order comes from (seed, epoch) through DistributedSampler, the
+RNG states are checkpointed, and a resumed run skips the batches already seen, so `--resume` after a
+kill -9 reaches the same final numbers as an uninterrupted run on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from s5cli.errors import RunFailure, UserError
+from s5cli.io import atomic_write_text
+from s5cli.train import checkpoint as ckpt
+from s5cli.train.distributed import DistContext
+from s5cli.train.evaluation import autocast, evaluate
+from s5cli.train.metrics import headline
+from s5cli.train.progress import TrainingProgress
+from s5cli.train.schedule import Schedule, build_optimizer
+
+
+class Interrupted(RunFailure):
+    """Ctrl-C: a checkpoint was saved; exit code 130 as shells expect."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainSetup:
+    """Everything the loop needs, built by the command from one Recipe."""
+
+    module: nn.Module  # the trained module: the video model, or LSMCL wrapping it
+    model_name: str
+    num_outputs: int
+    objective: str  # "supervised" | "lsmcl"
+    task: Any  # TaskInfo (kind, num_outputs)
+    train_set: Any
+    val_set: Any | None
+    recipe: Any
+    recipe_dict: dict
+    out_dir: Path
+    ctx: DistContext
+    seed: int
+    resume: bool = False
+    show_progress: bool = True
+    extra_metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def _momentum_update(module: nn.Module) -> None:
+    inner = _unwrap(module)
+    if hasattr(inner, "momentum_update"):
+        inner.momentum_update()
+
+
+def _loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
+    tokens = batch.tokens.to(setup.ctx.device, non_blocking=True)
+    if setup.objective == "lsmcl":
+        return module(tokens).loss
+    out = module(tokens)
+    labels = batch.labels.to(setup.ctx.device)
+    if setup.task.kind == "regression":
+        return F.mse_loss(out.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(out.float(), labels)
+
+
+class MetricsLog:
+    """metrics.jsonl (+ optional TensorBoard) written by rank 0."""
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int | None):
+        self.path = out_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            # Drop records from after the checkpoint we resume from, so the log reads like one run.
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        elif self.path.exists():
+            self.path.unlink()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                from s5cli.cli.console import print_warning
+
+                print_warning("train.tensorboard is on but tensorboard is not installed: pip install 's5cli[tensorboard]'")
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.writer.add_scalar(key, value, record.get("step", 0))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batch: int) -> list[list[int]]:
+    """This rank's batches of the epoch; the union over ranks of batch i is the global batch i."""
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    per_rank = max(1, global_batch // ctx.world_size)
+    return [order[i : i + per_rank] for i in range(0, len(order), per_rank)]
+
+
+def train(setup: TrainSetup) -> dict:
+    """Train, evaluating and checkpointing each `eval_every` epochs; return the final validation metrics."""
+    from s5cli.data.datasets.base import collate_samples
+
+    recipe, ctx = setup.recipe, setup.ctx
+    tcfg, ocfg = recipe.train, recipe.optim
+    out_dir = setup.out_dir
+    module = setup.module.to(ctx.device)
+    optimizer = build_optimizer(module, ocfg)
+    steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / max(1, tcfg.batch_size // ctx.world_size))
+    total_steps = steps_per_epoch * tcfg.epochs
+    schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
+    state = ckpt.TrainerState()
+    resume_from = ckpt.latest_checkpoint(out_dir) if setup.resume else None
+    if setup.resume and resume_from is None and ctx.is_main:
+        from s5cli.cli.console import print_warning
+
+        print_warning(f"--resume: no checkpoint in {out_dir} yet; starting from scratch")
+    if resume_from is not None:
+        ckpt.load_into(module, ckpt.load_state(resume_from), str(resume_from))
+        state, schedule_state = ckpt.load_trainer_state(resume_from, optimizer)
+        schedule.load_state_dict(schedule_state)
+    if ctx.distributed:
+        module = nn.parallel.DistributedDataParallel(
+            module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=setup.objective == "supervised",
+        )
+    scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    log = MetricsLog(out_dir, ctx.is_main, bool(getattr(tcfg, "tensorboard", False)),
+                     state.step if resume_from is not None else None)
+    progress = TrainingProgress(total_steps, state.step, enabled=setup.show_progress and ctx.is_main)
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame) -> None:
+        interrupted["flag"] = True
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    metadata = {
+        "model_name": setup.model_name, "num_outputs": str(setup.num_outputs), "objective": setup.objective,
+        "recipe": json.dumps(setup.recipe_dict), **setup.extra_metadata,
+    }
+    last_metrics: dict = {}
+    last_good: Path | None = resume_from
+
+    def save(tag_metrics: dict | None) -> Path:
+        nonlocal last_good
+        path = out_dir / "checkpoints" / f"step-{state.step:07d}"
+        if ctx.is_main:
+            ckpt.save_checkpoint(path, _unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
+                                 schedule.state_dict(), state, tag_metrics)
+            ckpt.set_latest(out_dir, path)
+            ckpt.prune_checkpoints(out_dir, max(1, tcfg.keep_last))
+        ctx.barrier()
+        last_good = path
+        return path
+
+    try:
+        module.train()
+        for epoch in range(state.epoch, tcfg.epochs):
+            batches = _epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
+            start_batch = state.batch_in_epoch if epoch == state.epoch else 0
+            for b_index in range(start_batch, len(batches)):
+                tick = time.perf_counter()
+                batch = collate_samples([setup.train_set[i] for i in batches[b_index]])
+                with autocast(ctx.device):
+                    loss = _loss(setup, module, batch)
+                if not torch.isfinite(loss.detach()):
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                    raise RunFailure(
+                        f"loss became {loss.item()} at step {state.step + 1} (epoch {epoch + 1}); stopped, {where}. "
+                        "Try a lower optim.lr or optim.grad_clip"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if ocfg.grad_clip and ocfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.after_step()
+                _momentum_update(module)
+                state.step += 1
+                state.batch_in_epoch = b_index + 1
+                loss_value = ctx.mean(float(loss.detach()))
+                speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
+                progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
+                if state.step % max(1, tcfg.log_every) == 0:
+                    log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
+                               "samples_per_s": speed})
+                if interrupted["flag"]:
+                    path = save(None)
+                    raise Interrupted(f"interrupted at step {state.step}; checkpoint saved to {path}. "
+                                      "Continue with the same command and --resume")
+            state.epoch = epoch + 1
+            state.batch_in_epoch = 0
+            is_last = state.epoch == tcfg.epochs
+            metrics = None
+            if setup.val_set is not None and len(setup.val_set) and (state.epoch % max(1, tcfg.eval_every) == 0 or is_last):
+                metrics = _validate(setup, module, epoch)
+                name, value, higher = headline(metrics)
+                schedule.after_eval(value)
+                log.write({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items()
+                                                                          if not isinstance(v, list)}})
+                progress.log(f"epoch {state.epoch}: val {name} {value:.4f}")
+                improved = state.best_metric is None or (value > state.best_metric if higher else value < state.best_metric)
+                if improved:
+                    state.best_metric, state.best_step = value, state.step
+                last_metrics = metrics
+                path = save(metrics)
+                if improved and ctx.is_main:
+                    ckpt.save_checkpoint(out_dir / "best", _unwrap(module), {**metadata, "step": str(state.step)},
+                                         metrics=metrics)
+            elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
+                save(None)
+    finally:
+        progress.close()
+        log.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+    return last_metrics
+
+
+def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:
+    """Validation metrics (rank 0 evaluates the whole split; every rank gets the result)."""
+    inner = _unwrap(module)
+    metrics: dict = {}
+    if setup.ctx.is_main:
+        metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
+                           setup.recipe.eval.aggregate)
+    return setup.ctx.gather_objects(metrics)[0] if setup.ctx.distributed else metrics
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def check_fresh_run(out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run folder that already has checkpoints unless resuming."""
+    if not resume and (out_dir / "latest").exists():
+        raise UserError(
+            f"{out_dir} already holds a run: pass --resume to continue it, or set train.out_dir=... for a new one"
+        )

@@ -1,0 +1,65 @@
+"""Evaluation metrics: top-k accuracy, MSE, confusion matrix, and per-video aggregation over windows.
+
+LVU protocol: a test video is cut into windows; its prediction is the mean of the softmaxed window
+predictions (classification) or of the window values (regression).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def aggregate_by_video(
+    video_ids: Sequence[str], outputs: Tensor, labels: Tensor, kind: str, how: str = "mean"
+) -> tuple[list[str], Tensor, Tensor]:
+    """Average window outputs per video (probabilities for classification); `how="none"` keeps windows."""
+    if kind == "classification":
+        outputs = outputs.float().softmax(dim=-1)
+    if how == "none":
+        return list(video_ids), outputs, labels
+    groups: OrderedDict[str, list[int]] = OrderedDict()
+    for i, vid in enumerate(video_ids):
+        groups.setdefault(vid, []).append(i)
+    ids = list(groups)
+    merged = torch.stack([outputs[idx].mean(dim=0) for idx in groups.values()])
+    merged_labels = torch.stack([labels[idx[0]] for idx in groups.values()])
+    return ids, merged, merged_labels
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
+    """Fraction of rows whose label is among the k highest scores."""
+    k = min(k, scores.shape[-1])
+    hits = (scores.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1)
+    return float(hits.float().mean().item())
+
+
+def confusion_matrix(scores: Tensor, labels: Tensor, num_classes: int) -> list[list[int]]:
+    """Counts [true][predicted]."""
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    pred = scores.argmax(dim=-1)
+    matrix.index_put_((labels.long(), pred), torch.ones_like(pred), accumulate=True)
+    return matrix.tolist()
+
+
+def compute_metrics(scores: Tensor, labels: Tensor, kind: str, num_classes: int | None = None) -> dict:
+    """The metric set for a task: top1 (+top5 when classes > 5) and a confusion matrix, or MSE."""
+    if kind == "regression":
+        pred = scores.reshape(-1).float()
+        return {"mse": float(torch.mean((pred - labels.float()) ** 2).item()), "count": int(labels.numel())}
+    num_classes = num_classes or scores.shape[-1]
+    result = {"top1": topk_accuracy(scores, labels, 1), "count": int(labels.numel())}
+    if num_classes > 5:
+        result["top5"] = topk_accuracy(scores, labels, 5)
+    result["confusion_matrix"] = confusion_matrix(scores, labels, num_classes)
+    return result
+
+
+def headline(metrics: dict) -> tuple[str, float, bool]:
+    """(name, value, higher_is_better) of the metric used for best-checkpoint selection and plateau."""
+    if "top1" in metrics:
+        return "top1", metrics["top1"], True
+    return "mse", metrics["mse"], False

@@ -1,0 +1,109 @@
+"""Checkpoints: safetensors only, exact round trip of weights, optimiser and RNG, clear mismatch errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from s5cli.errors import UserError
+from s5cli.models.registry import build_model
+from s5cli.train import checkpoint as ckpt
+
+SMALL = dict(d_input=8, d_model=16, n_blocks=2, d_state=8, guide_channels=4, dropout=0.0)
+
+
+def _trained_pair():
+    torch.manual_seed(0)
+    model = build_model("s5", SMALL, 3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(torch.randn(2, 3, 5, 8)).sum().backward()
+    opt.step()
+    model.momentum_update()
+    return model, opt
+
+
+def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
+    model, opt = _trained_pair()
+    state = ckpt.TrainerState(step=7, epoch=1, batch_in_epoch=2, best_metric=0.5, best_step=5)
+    path = ckpt.save_checkpoint(tmp_path / "c", model, {"model_name": "s5", "num_outputs": "3"}, opt,
+                                {"kind": "constant", "state": {}}, state, {"top1": 0.5})
+    expected_next = torch.rand(3)  # RNG draw right after saving
+    assert sorted(p.name for p in path.iterdir()) == [
+        "metrics.json", "model.safetensors", "trainer_state.json", "trainer_state.safetensors"
+    ]
+    torch.manual_seed(123)
+    clone = build_model("s5", SMALL, 3)
+    opt2 = torch.optim.AdamW([p for p in clone.parameters() if p.requires_grad], lr=1e-2)
+    ckpt.load_into(clone, ckpt.load_state(path), "test")
+    restored, schedule = ckpt.load_trainer_state(path, opt2)
+    assert restored == state and schedule["kind"] == "constant"
+    for (name, a), b in zip(model.state_dict().items(), clone.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    state_a, state_b = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert sorted(state_a) == sorted(state_b)
+    for pid, entries in state_a.items():
+        for key, value in entries.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b[pid][key])), (pid, key)
+    assert torch.equal(torch.rand(3), expected_next)
+    meta = ckpt.read_metadata(path)
+    assert meta["format"] == ckpt.FORMAT and meta["model_name"] == "s5"
+
+
+def test_files_are_safetensors_not_pickle(tmp_path) -> None:
+    model, opt = _trained_pair()
+    path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState())
+    for name in ("model.safetensors", "trainer_state.safetensors"):
+        with safe_open(str(path / name), framework="pt") as handle:
+            assert list(handle.keys())
+    json.loads((path / "trainer_state.json").read_text())
+
+
+def test_other_architecture_names_mismatched_keys(tmp_path) -> None:
+    model, _ = _trained_pair()
+    path = ckpt.save_checkpoint(tmp_path / "c", model, {"model_name": "s5"})
+    vit = build_model("vit", dict(d_input=8, d_model=16, depth=1, heads=2), 3)
+    with pytest.raises(UserError, match=r"does not fit this model: missing .* keys"):
+        ckpt.load_into(vit, ckpt.load_state(path), str(path))
+    wider = build_model("s5", {**SMALL, "d_model": 32}, 3)
+    with pytest.raises(UserError, match="shape mismatch"):
+        ckpt.load_into(wider, ckpt.load_state(path), str(path))
+
+
+def test_pickle_and_missing_checkpoints_are_refused(tmp_path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(UserError, match="pickle"):
+        ckpt.checkpoint_dir(tmp_path / "model.bin")
+    with pytest.raises(UserError, match="does not exist"):
+        ckpt.checkpoint_dir(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"holds no model\.safetensors"):
+        ckpt.checkpoint_dir(tmp_path / "empty")
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch) -> None:
+    model, _ = _trained_pair()
+    path = ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"})
+    before = (path / "model.safetensors").read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", boom)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"})
+    assert (path / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]
+
+
+def test_latest_pointer_and_pruning(tmp_path) -> None:
+    model, _ = _trained_pair()
+    for step in (1, 2, 3):
+        path = ckpt.save_checkpoint(tmp_path / "checkpoints" / f"step-{step:07d}", model, {})
+        ckpt.set_latest(tmp_path, path)
+    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-0000002", "step-0000003"]
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
+    assert ckpt.checkpoint_dir(tmp_path) == tmp_path / "checkpoints" / "step-0000003"

@@ -1,0 +1,66 @@
+"""Metrics (top-k, MSE, confusion, per-video aggregation) and learning-rate schedules."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from s5cli.train.metrics import aggregate_by_video, compute_metrics, topk_accuracy
+from s5cli.train.schedule import Schedule, WarmupCosine, build_optimizer
+
+
+def test_topk_and_confusion() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 2, 2])
+    assert topk_accuracy(scores, labels, 1) == pytest.approx(2 / 3)
+    assert topk_accuracy(scores, labels, 2) == pytest.approx(2 / 3)
+    m = compute_metrics(scores, labels, "classification")
+    assert m["confusion_matrix"] == [[0, 0, 0], [0, 1, 0], [1, 0, 1]] and "top5" not in m
+    assert "top5" in compute_metrics(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]), "classification")
+
+
+def test_per_video_aggregation_averages_softmaxed_windows() -> None:
+    # Video a: two windows that disagree; the average of the softmaxes decides.
+    outputs = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    ids, scores, labels = aggregate_by_video(["a", "a", "b"], outputs, torch.tensor([0, 0, 1]), "classification")
+    assert ids == ["a", "b"] and labels.tolist() == [0, 1]
+    assert scores[0].argmax() == 0 and scores[1].argmax() == 1
+    torch.testing.assert_close(scores.sum(-1), torch.ones(2))
+    _, reg, _ = aggregate_by_video(["a", "a"], torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 0.0]), "regression")
+    assert reg.item() == 2.0
+    assert compute_metrics(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0]), "regression")["mse"] == 2.5
+
+
+def test_warmup_cosine_shape() -> None:
+    fn = WarmupCosine(warmup=10, total=110)
+    assert fn(0) < fn(5) < fn(9) <= 1.0
+    assert fn(10) == pytest.approx(1.0)
+    assert fn(60) == pytest.approx(0.5)
+    assert fn(110) == pytest.approx(0.0)
+
+
+def test_optimizer_groups_and_schedule_state_round_trip() -> None:
+    from s5cli.models.s4 import S4Config, S4Layer
+
+    model = S4Layer(S4Config(d_model=4, d_state=8, ssm_lr=None))
+    optim = SimpleNamespace(lr=1e-3, ssm_lr=5e-4, weight_decay=0.01, betas=[0.9, 0.999], schedule="cosine",
+                            warmup_steps=2, plateau_factor=0.2, plateau_patience=1)
+    opt = build_optimizer(model, optim)
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert lrs == [5e-4, 1e-3]
+    assert all(g["weight_decay"] == 0.0 for g in opt.param_groups if g["lr"] == 5e-4)
+    sched = Schedule(opt, optim, total_steps=20, maximize=True)
+    for _ in range(5):
+        opt.step()
+        sched.after_step()
+    state = sched.state_dict()
+    opt2 = build_optimizer(model, optim)
+    sched2 = Schedule(opt2, optim, total_steps=20, maximize=True)
+    sched2.load_state_dict(state)
+    opt2.step()
+    sched2.after_step()
+    opt.step()
+    sched.after_step()
+    assert sched2.lr() == pytest.approx(sched.lr())
