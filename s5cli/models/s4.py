@@ -95,18 +95,22 @@ class S4Layer(nn.Module):
         both = self.kernel_gen(length, torch.cat([idx, idx + h]))
         return both.view(2, -1, length)
 
-    def ssm(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
-        """Depthwise SSM convolution plus the D skip: (B, L, H) → (B, L, H'), H' = len(channels) or H."""
+    def ssm(self, x: Tensor, channels: Tensor | None = None, max_kernel_length: int | None = None) -> Tensor:
+        """Depthwise SSM convolution plus the D skip: (B, L, H) → (B, L, H'), H' = len(channels) or H.
+
+        `max_kernel_length` truncates the impulse response (the SSM then remembers at most that many steps);
+        S5's guide uses it to share the decoder's kernel length.
+        """
         u = x if channels is None else x.index_select(-1, channels)
         out_dtype = u.dtype
         u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u  # FFT in at least fp32
         length = u.shape[1]
-        k = self.kernel(length, channels).to(u.dtype)
+        k = self.kernel(min(length, max_kernel_length or length), channels).to(u.dtype)
         if self.config.bidirectional:
             forward_k, backward_k = k[0], k[1]
             y = causal_fft_conv(u, forward_k)
             # The backward branch sees strictly future inputs (lag ≥ 1), so the present is not counted twice.
-            shifted = F.pad(backward_k, (1, 0))[..., :length]
+            shifted = F.pad(backward_k, (1, 0))[..., : backward_k.shape[-1]]
             y = y + causal_fft_conv(u.flip(1), shifted).flip(1)
         else:
             y = causal_fft_conv(u, k)

@@ -3,7 +3,8 @@
 Flow for tokens (B, T, S, D):
 1. The momentum guide (an EMA copy of the decoder's encoder, first LayerNorm and first S4 layer; never
    trained by gradients) reads *all* T·S tokens and returns its SSM response on `guide_channels` channels.
-   Only a strided subset of channels is computed so that the guide costs a fraction of the model it guides.
+   Only a strided subset of channels is computed, with the impulse response truncated to K steps, so the
+   guide costs a fraction of the model it guides.
 2. The mask generator (LayerNorm → Linear → GELU → LayerNorm → Linear) turns that response into
    log-probabilities over tokens, per frame (K_f tokens of each frame) or globally (K of all T·S).
 3. Gumbel top-K with straight-through weights picks the tokens; the others are *removed* (gathered out,
@@ -78,10 +79,15 @@ class MomentumGuide(nn.Module):
         return [decoder.encoder, decoder.blocks[0].norm, decoder.blocks[0].s4]
 
     @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, L, d_input) → (B, L, guide channels)."""
+    def forward(self, x: Tensor, kernel_length: int) -> Tensor:
+        """(B, L, d_input) → (B, L, guide channels).
+
+        The impulse response is truncated to `kernel_length` (= the number of tokens the decoder keeps):
+        guide and decoder then share one internal kernel length, so averaging their C̃ is consistent and
+        the guide never forces the decoder's kernel to the full, unselected length.
+        """
         full = self.channels.numel() == self.s4.config.d_model
-        return self.s4.ssm(self.norm(self.encoder(x)), None if full else self.channels)
+        return self.s4.ssm(self.norm(self.encoder(x)), None if full else self.channels, kernel_length)
 
 
 class MaskGenerator(nn.Module):
@@ -90,7 +96,8 @@ class MaskGenerator(nn.Module):
     def __init__(self, d_in: int, hidden: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, 1)
+            nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.LayerNorm(hidden),
+            nn.Linear(hidden, 1, bias=False),  # a shared offset cancels in the softmax: no bias to learn
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -133,8 +140,8 @@ class S5Model(nn.Module):
             idx = torch.arange(t * s, device=tokens.device).expand(b, -1)
             return TokenSelection(idx, None, None, s)
         if selector == "learned":
-            response = self.guide(tokens.reshape(b, t * s, -1))
             sync_kernel_lengths(self.guide.s4, self.decoder.blocks[0].s4)
+            response = self.guide(tokens.reshape(b, t * s, -1), kernel_length=k_total)
             scores = self.mask_generator(response)  # (B, T·S)
             rows = scores.view(b * t, s) if per_frame else scores
             log_probs = torch.log_softmax(rows, dim=-1)
