@@ -1,0 +1,67 @@
+"""Dataset adapters: annotation files -> `VideoRecord`s, and the task each dataset poses.
+
+`list_records(data, split)` and `task_info(data)` dispatch on `data.dataset`. Adapter modules (and torch, via
+base.py) are imported only when called, so importing this package costs nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from s5cli.errors import UserError
+
+if TYPE_CHECKING:
+    from .base import RecordList, TaskInfo
+
+DATASETS: dict[str, str] = {
+    "synthetic": "synthetic",
+    "lvu": "lvu",
+    "breakfast": "breakfast",
+    "coin": "coin",
+}
+_BASE_NAMES = {
+    "VideoRecord",
+    "Sample",
+    "SampleBatch",
+    "TaskInfo",
+    "TokenDataset",
+    "RecordList",
+    "AnnotationError",
+    "collate_samples",
+}
+
+
+def adapter(name: str | None) -> ModuleType:
+    """The adapter module of a dataset name; UserError suggesting the closest name if unknown."""
+    key = str(name).lower() if name is not None else ""
+    if key not in DATASETS:
+        close = difflib.get_close_matches(key, DATASETS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(DATASETS)}"
+        raise UserError(f"unknown dataset data.dataset={name!r}", hint=hint)
+    return importlib.import_module(f"{__name__}.{DATASETS[key]}")
+
+
+def _dataset_name(data: Any) -> Any:
+    return data.get("dataset") if isinstance(data, dict) else getattr(data, "dataset", None)
+
+
+def list_records(data: Any, split: str) -> RecordList:
+    """Videos of one split (train/val/test) of the recipe's dataset; missing videos are skipped and counted."""
+    return adapter(_dataset_name(data)).list_records(data, split)
+
+
+def task_info(data: Any) -> TaskInfo:
+    """Task kind ("classification"/"regression"), number of model outputs and class names of the dataset."""
+    return adapter(_dataset_name(data)).task_info(data)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy re-export of base.py's types (base imports torch).
+    if name in _BASE_NAMES:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

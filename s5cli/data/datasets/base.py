@@ -1,0 +1,321 @@
+"""Records, samples and the token dataset shared by every dataset adapter.
+
+An adapter turns a dataset's annotation files into `VideoRecord`s (one per video: id, path, label). Feature
+extraction writes backbone tokens per video id into the feature cache; `TokenDataset` then serves those cached
+tokens as `Sample`s, either as random clips (training) or as every window of a video (evaluation, so that the
+LVU protocol can average predictions over all windows of one video).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from s5cli.errors import UserError
+
+# Containers accepted for dataset videos, in order of preference when a video exists in several.
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".avi")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class VideoRecord:
+    """One video of a dataset split: where it is and what its label is."""
+
+    video_id: str
+    path: Path
+    label: int | float
+    duration: float | None = None
+
+
+@dataclass
+class Sample:
+    """Cached backbone tokens `(T, S, D)` of one clip/window of a video, with its label."""
+
+    tokens: Tensor
+    label: int | float
+    video_id: str
+    window: int = 0
+
+
+@dataclass
+class SampleBatch:
+    """A collated batch: tokens `(B, T, S, D)`, labels `(B,)`, ids and window indices."""
+
+    tokens: Tensor
+    labels: Tensor
+    video_ids: list[str]
+    windows: Tensor
+
+
+@dataclass
+class TaskInfo:
+    """What a dataset asks the model to predict."""
+
+    kind: str  # "classification" | "regression"
+    num_outputs: int
+    class_names: list[str] | None = None
+
+
+class RecordList(list):
+    """A list of `VideoRecord`s that also remembers which annotated videos were not found on disk."""
+
+    def __init__(self, records: Iterable[VideoRecord] = (), missing: Iterable[str] = ()) -> None:
+        super().__init__(records)
+        self.missing: list[str] = list(missing)
+
+
+class AnnotationError(UserError):
+    """A malformed annotation file; the message names the file and the line."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int | None, problem: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {problem}")
+
+
+class TokenCache(Protocol):
+    """What `TokenDataset` needs from the feature cache (s5cli.data.cache.FeatureCache satisfies it)."""
+
+    def load(self, video_id: str) -> tuple[Tensor, dict[str, str]]: ...
+
+
+def data_field(data: Any, name: str, default: Any = None) -> Any:
+    """Read a field of a DataSection (or a dict, in tests) with a default."""
+    if isinstance(data, dict):
+        return data.get(name, default)
+    return getattr(data, name, default)
+
+
+def require_root(data: Any, dataset: str) -> Path:
+    """The dataset root from the recipe, which must exist as a folder."""
+    root = data_field(data, "root")
+    if root in (None, ""):
+        raise UserError(f"data.root is not set: point it at the folder holding the {dataset} videos")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise UserError(
+            f"data.root {path} does not exist or is not a folder: point it at the {dataset} videos"
+        )
+    return path
+
+
+def index_videos(folder: Path) -> dict[str, Path]:
+    """Map file stem -> path for every video file directly in `folder` (one directory listing, no stats)."""
+    rank = {suffix: i for i, suffix in enumerate(VIDEO_SUFFIXES)}
+    found: dict[str, Path] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        stem, suffix = os.path.splitext(entry.name)
+        suffix = suffix.lower()
+        if suffix not in rank or (entry.name.startswith(".") and entry.name.endswith(".tmp" + suffix)):
+            continue
+        previous = found.get(stem)
+        if previous is None or rank[suffix] < rank[previous.suffix.lower()]:
+            found[stem] = Path(entry.path)
+    return found
+
+
+def find_video(candidates: Sequence[Path]) -> Path | None:
+    """The first existing file among `candidates` (paths without suffix) x VIDEO_SUFFIXES."""
+    for stem in candidates:
+        for suffix in VIDEO_SUFFIXES:
+            path = stem.with_name(stem.name + suffix)
+            if path.is_file():
+                return path
+    return None
+
+
+def in_holdout(video_id: str, fraction: float) -> bool:
+    """Stable pseudo-random membership of a video in a held-out fraction (independent of order and seed)."""
+    digest = hashlib.sha1(video_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_with_holdout(
+    train: list[VideoRecord], test: list[VideoRecord], split: str, val_fraction: float
+) -> list[VideoRecord]:
+    """Datasets without a val split: carve val out of train (`val_fraction` > 0) or evaluate val on test."""
+    if split == "test":
+        return test
+    if val_fraction <= 0:
+        return train if split == "train" else test
+    held = [in_holdout(record.video_id, val_fraction) for record in train]
+    if split == "val":
+        return [record for record, h in zip(train, held, strict=True) if h]
+    return [record for record, h in zip(train, held, strict=True) if not h]
+
+
+def check_split(split: str, dataset: str) -> None:
+    """Reject a split name other than train/val/test."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} for {dataset}: use one of {', '.join(SPLITS)}")
+
+
+_REPORTED: set[tuple[str, str, int]] = set()
+
+
+def report_missing(what: str, root: Path, missing: Sequence[str], total: int) -> None:
+    """Warn once (per dataset split and count) that some annotated videos are not on disk and are skipped."""
+    if not missing:
+        return
+    key = (what, str(root), len(missing))
+    if key in _REPORTED:
+        return
+    _REPORTED.add(key)
+    from s5cli.cli.console import print_warning
+
+    examples = ", ".join(missing[:3])
+    print_warning(
+        f"{what}: {len(missing)} of {total} videos not found under {root}; skipped (e.g. {examples})"
+    )
+
+
+def _frame_count(cache: Any, video_id: str) -> int:
+    """Number of cached frames of a video, read from the safetensors header when possible (no tensor load)."""
+    counter = getattr(cache, "num_frames", None)
+    if callable(counter):
+        return int(counter(video_id))
+    path_of = getattr(cache, "path", None)
+    if callable(path_of):
+        path = Path(path_of(video_id))
+        if path.suffix == ".safetensors" and path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                keys = list(handle.keys())
+                key = "tokens" if "tokens" in keys else keys[0]
+                return int(handle.get_slice(key).get_shape()[0])
+    tokens, _ = cache.load(video_id)
+    return int(tokens.shape[0])
+
+
+def _has(cache: Any, video_id: str) -> bool:
+    has = getattr(cache, "has", None)
+    if callable(has):
+        return bool(has(video_id))
+    try:
+        cache.load(video_id)
+    except (FileNotFoundError, KeyError):
+        return False
+    return True
+
+
+def num_windows(total_frames: int, frames: int | None) -> int:
+    """How many windows of `frames` frames cover `total_frames` (the last one is aligned to the end)."""
+    if frames is None or total_frames <= frames:
+        return 1
+    return math.ceil(total_frames / frames)
+
+
+def window_start(total_frames: int, frames: int, window: int) -> int:
+    """First frame of window `window`; the last window ends at the last frame instead of running over."""
+    return max(0, min(window * frames, total_frames - frames))
+
+
+def fit_length(tokens: Tensor, frames: int) -> Tensor:
+    """Cut or pad (repeating the last frame) a `(T, S, D)` sequence to exactly `frames` frames."""
+    length = tokens.shape[0]
+    if length == frames:
+        return tokens
+    if length > frames:
+        return tokens[:frames]
+    pad = tokens[-1:].expand(frames - length, *tokens.shape[1:])
+    return torch.cat([tokens, pad], dim=0)
+
+
+@dataclass
+class _Entry:
+    record: VideoRecord
+    window: int = 0
+    total_frames: int = 0
+
+
+class TokenDataset(Dataset):
+    """Cached tokens of dataset records as `Sample`s.
+
+    training=True: one item per video; each access takes a random clip of `frames` consecutive cached frames
+    (the whole sequence when `frames` is None or the video is shorter, padded by repeating its last frame).
+    training=False: one item per (video, window): consecutive windows of `frames` frames covering the video,
+    the last one aligned to its end, so evaluation can average predictions over all windows of a video.
+    Records without a cache entry are skipped; their ids are in `missing`.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        cache: TokenCache,
+        frames: int | None = None,
+        training: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if frames is not None and frames < 1:
+            raise UserError(f"frames must be at least 1, got {frames}")
+        self.cache = cache
+        self.frames = frames
+        self.training = training
+        self.dtype = dtype
+        self.missing: list[str] = []
+        self.records: list[VideoRecord] = []
+        for record in records:
+            if _has(cache, record.video_id):
+                self.records.append(record)
+            else:
+                self.missing.append(record.video_id)
+        self._entries: list[_Entry] = []
+        if training:
+            self._entries = [_Entry(record) for record in self.records]
+        else:
+            for record in self.records:
+                total = _frame_count(cache, record.video_id) if frames is not None else 0
+                for window in range(num_windows(total, frames)):
+                    self._entries.append(_Entry(record, window, total))
+
+    @property
+    def num_missing(self) -> int:
+        """How many records were skipped because the cache has no tokens for them."""
+        return len(self.missing)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> Sample:
+        entry = self._entries[index]
+        tokens, _ = self.cache.load(entry.record.video_id)
+        tokens = tokens.to(self.dtype)
+        window = entry.window
+        if self.frames is not None:
+            total = tokens.shape[0]
+            if self.training:
+                # torch's global RNG: seeded by seed_everything and per DataLoader worker, so runs repeat.
+                start = int(torch.randint(0, max(1, total - self.frames + 1), ()).item())
+                window = 0
+            else:
+                start = window_start(total, self.frames, window)
+            tokens = fit_length(tokens[start : start + self.frames], self.frames)
+        return Sample(tokens=tokens, label=entry.record.label, video_id=entry.record.video_id, window=window)
+
+
+def collate_samples(samples: Sequence[Sample]) -> SampleBatch:
+    """Stack samples into a batch (for `DataLoader(collate_fn=collate_samples)`)."""
+    labels = [sample.label for sample in samples]
+    dtype = torch.float32 if any(isinstance(label, float) for label in labels) else torch.long
+    return SampleBatch(
+        tokens=torch.stack([sample.tokens for sample in samples]),
+        labels=torch.tensor(labels, dtype=dtype),
+        video_ids=[sample.video_id for sample in samples],
+        windows=torch.tensor([sample.window for sample in samples], dtype=torch.long),
+    )

@@ -1,0 +1,146 @@
+"""Breakfast Actions (Kuehne et al., CVPR 2014): 1,712 cooking videos, 10 activity classes.
+
+Annotations: `<annotations>/{train,test}.csv` with `file_name,duration,action,class_id`, e.g.
+`P03-cam01-P03_cereals,56,cereals,0`. The file name encodes the original tree `P03/cam01/P03_cereals.avi`;
+a flat copy `P03-cam01-P03_cereals.<ext>` is accepted too. There is no val split: `data.val_fraction` > 0
+holds out a stable fraction of train, otherwise val is the test split (as in ViS4mer's protocol).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from s5cli.errors import UserError
+
+from .base import (
+    AnnotationError,
+    RecordList,
+    TaskInfo,
+    VideoRecord,
+    check_split,
+    data_field,
+    find_video,
+    report_missing,
+    require_root,
+    split_with_holdout,
+)
+
+HEADER = ["file_name", "duration", "action", "class_id"]
+
+
+@dataclass
+class BreakfastRow:
+    """One parsed line of a Breakfast split file."""
+
+    file_name: str
+    duration: float
+    action: str
+    class_id: int
+    line: int
+
+
+def parse_split_file(path: Path) -> list[BreakfastRow]:
+    """Parse every line of train.csv/test.csv; a malformed line raises AnnotationError with its number."""
+    if not path.is_file():
+        raise UserError(
+            f"Breakfast split file {path} not found: set data.annotations to the Breakfast folder"
+        )
+    rows: list[BreakfastRow] = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, fields in enumerate(csv.reader(handle), start=1):
+            if not fields or not "".join(fields).strip():
+                continue
+            if number == 1 and [f.strip() for f in fields] == HEADER:
+                continue
+            if len(fields) != 4:
+                raise AnnotationError(
+                    path, number, f"expected '{','.join(HEADER)}', got {len(fields)} fields"
+                )
+            name, duration, action, class_id = (f.strip() for f in fields)
+            if len(name.split("-")) != 3:
+                raise AnnotationError(path, number, f"file_name {name!r} is not PERSON-CAMERA-VIDEO")
+            try:
+                seconds = float(duration)
+                label = int(class_id)
+            except ValueError:
+                raise AnnotationError(
+                    path, number, "duration must be a number and class_id a whole number"
+                ) from None
+            if label < 0:
+                raise AnnotationError(path, number, f"class_id {label} is negative")
+            rows.append(BreakfastRow(name, seconds, action, label, number))
+    return rows
+
+
+def video_candidates(root: Path, file_name: str) -> list[Path]:
+    """Paths without suffix where a video may be: `P03/cam01/P03_cereals` and flat `P03-cam01-P03_cereals`."""
+    person, camera, video = file_name.split("-")
+    return [root / person / camera / video, root / file_name]
+
+
+def annotations_dir(data: Any) -> Path:
+    """The folder holding train.csv and test.csv (data.annotations, else data.root)."""
+    given = data_field(data, "annotations") or data_field(data, "root")
+    if not given:
+        raise UserError(
+            "data.annotations is not set: point it at the folder with Breakfast train.csv/test.csv"
+        )
+    folder = Path(given).expanduser()
+    if folder.is_file():
+        folder = folder.parent
+    if not (folder / "train.csv").is_file():
+        raise UserError(
+            f"Breakfast annotations not found: expected {folder / 'train.csv'} (set data.annotations)"
+        )
+    return folder
+
+
+def _records(rows: list[BreakfastRow], root: Path, what: str) -> RecordList:
+    records: list[VideoRecord] = []
+    missing: list[str] = []
+    for row in rows:
+        path = find_video(video_candidates(root, row.file_name))
+        if path is None:
+            missing.append(row.file_name)
+        else:
+            records.append(VideoRecord(row.file_name, path, row.class_id, row.duration))
+    if rows and not records:
+        person, camera, video = rows[0].file_name.split("-")
+        raise UserError(
+            f"none of the {len(rows)} Breakfast {what} videos is under data.root {root} "
+            f"(expected e.g. {root / person / camera / video}.avi or {root / rows[0].file_name}.mp4)"
+        )
+    report_missing(f"Breakfast {what}", root, missing, len(rows))
+    return RecordList(records, missing)
+
+
+def list_records(data: Any, split: str) -> RecordList:
+    """Records of one split whose video exists under data.root (missing ones are counted in `.missing`)."""
+    check_split(split, "Breakfast")
+    folder = annotations_dir(data)
+    root = require_root(data, "Breakfast")
+    source = "test" if split == "test" else "train"
+    val_fraction = float(data_field(data, "val_fraction", 0.0) or 0.0)
+    if split == "val" and val_fraction <= 0:
+        source = "test"
+    listed = _records(parse_split_file(folder / f"{source}.csv"), root, source)
+    chosen = split_with_holdout(listed, listed, split, val_fraction) if source == "train" else listed
+    return RecordList(chosen, listed.missing)
+
+
+def task_info(data: Any) -> TaskInfo:
+    """10-way classification (classes = max class id + 1 over train and test), names from the action column."""
+    folder = annotations_dir(data)
+    names: dict[int, str] = {}
+    for split in ("train", "test"):
+        path = folder / f"{split}.csv"
+        if path.is_file():
+            for row in parse_split_file(path):
+                names.setdefault(row.class_id, row.action)
+    if len(names) < 2:
+        raise AnnotationError(folder / "train.csv", None, "fewer than 2 classes in the split files")
+    num_classes = max(names) + 1
+    return TaskInfo("classification", num_classes, [names.get(i, f"class_{i}") for i in range(num_classes)])

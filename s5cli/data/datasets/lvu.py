@@ -1,0 +1,219 @@
+"""LVU (Wu & Krähenbühl, CVPR 2021): nine long-form movie tasks over YouTube clips.
+
+Annotations: `<annotations>/<task>/{train,val,test}.csv`, space separated with a header line.
+Classification tasks: `class_id class_name... youtube_id imdb_id` (the name may contain spaces, so only the
+first field and the last two are positional). `like_ratio`: `like_count dislike_count youtube_id imdb_id`,
+target like/(like+dislike)*10. `view_count`: `view_count youtube_id imdb_id`, target log(view_count).
+Regression targets are centred by the mean over the train split file. Videos: `<root>/<youtube_id>.<ext>`.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from s5cli.errors import UserError
+
+from .base import (
+    VIDEO_SUFFIXES,
+    AnnotationError,
+    RecordList,
+    TaskInfo,
+    VideoRecord,
+    check_split,
+    data_field,
+    index_videos,
+    report_missing,
+    require_root,
+)
+
+CLASSIFICATION_TASKS = ("relationship", "way_speaking", "scene", "director", "genre", "writer", "year")
+REGRESSION_TASKS = ("like_ratio", "view_count")
+TASKS = CLASSIFICATION_TASKS + REGRESSION_TASKS
+DURATIONS_FILE = "lvu_durations.csv"
+
+
+@dataclass
+class LVURow:
+    """One parsed line of an LVU split file (target before centring)."""
+
+    youtube_id: str
+    imdb_id: str
+    target: int | float
+    class_name: str | None
+    line: int
+
+
+def task_kind(task: str) -> str:
+    """'classification' or 'regression' for an LVU task name."""
+    return "regression" if task in REGRESSION_TASKS else "classification"
+
+
+def _number(text: str, path: Path, line: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise AnnotationError(path, line, f"{what} {text!r} is not a whole number") from None
+    if value < 0:
+        raise AnnotationError(path, line, f"{what} {value} is negative")
+    return value
+
+
+def parse_split_file(path: Path, task: str) -> list[LVURow]:
+    """Parse every line of one LVU split file; a malformed line raises AnnotationError with its number."""
+    if not path.is_file():
+        raise UserError(f"LVU split file {path} not found: set data.annotations to the lvu_1.0 folder")
+    rows: list[LVURow] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            fields = raw.split()
+            if not fields:
+                continue
+            # The header is the first line whose first field is not a number ("class_id", "like_count", ...).
+            if number == 1 and not fields[0].lstrip("-").isdigit():
+                continue
+            rows.append(_parse_fields(fields, task, path, number))
+    return rows
+
+
+def _parse_fields(fields: list[str], task: str, path: Path, line: int) -> LVURow:
+    if task == "view_count":
+        if len(fields) != 3:
+            raise AnnotationError(
+                path, line, f"expected 'view_count youtube_id imdb_id', got {len(fields)} fields"
+            )
+        views = _number(fields[0], path, line, "view_count")
+        if views <= 0:
+            raise AnnotationError(path, line, "view_count must be positive (its log is the target)")
+        return LVURow(fields[1], fields[2], math.log(views), None, line)
+    if task == "like_ratio":
+        if len(fields) != 4:
+            raise AnnotationError(
+                path,
+                line,
+                f"expected 'like_count dislike_count youtube_id imdb_id', got {len(fields)} fields",
+            )
+        likes = _number(fields[0], path, line, "like_count")
+        dislikes = _number(fields[1], path, line, "dislike_count")
+        if likes + dislikes == 0:
+            raise AnnotationError(path, line, "like_count + dislike_count is 0: the ratio is undefined")
+        return LVURow(fields[2], fields[3], likes / (likes + dislikes) * 10.0, None, line)
+    if len(fields) < 4:
+        raise AnnotationError(
+            path, line, f"expected 'class_id class_name youtube_id imdb_id', got {len(fields)} fields"
+        )
+    class_id = _number(fields[0], path, line, "class_id")
+    return LVURow(fields[-2], fields[-1], class_id, " ".join(fields[1:-2]), line)
+
+
+def _task(data: Any) -> str:
+    task = data_field(data, "task")
+    if task in TASKS:
+        return task
+    if not task:
+        raise UserError(f"data.task is not set for LVU: use one of {', '.join(TASKS)}")
+    close = difflib.get_close_matches(str(task), TASKS, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(TASKS)}"
+    raise UserError(f"unknown LVU task data.task={task!r}", hint=hint)
+
+
+def annotations_dir(data: Any, task: str) -> Path:
+    """The folder holding `<task>/{train,val,test}.csv` (data.annotations, else `<root>/lvu_1.0`)."""
+    given = data_field(data, "annotations")
+    if given:
+        folder = Path(given).expanduser()
+    else:
+        root = data_field(data, "root")
+        if not root:
+            raise UserError("data.annotations is not set: point it at the lvu_1.0 folder of split files")
+        folder = Path(root).expanduser() / "lvu_1.0"
+    if (folder / task / "train.csv").is_file():
+        return folder
+    # Also accept the task folder itself (`.../lvu_1.0/genre`).
+    if folder.name == task and (folder / "train.csv").is_file():
+        return folder.parent
+    raise UserError(
+        f"LVU annotations not found: expected {folder / task / 'train.csv'}; "
+        "set data.annotations to the lvu_1.0 folder"
+    )
+
+
+def read_durations(path: Path) -> dict[str, float]:
+    """`videoid,duration` rows of lvu_durations.csv (seconds)."""
+    durations: dict[str, float] = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or (number == 1 and row[0] == "videoid"):
+                continue
+            if len(row) != 2:
+                raise AnnotationError(path, number, f"expected 'videoid,duration', got {len(row)} fields")
+            try:
+                durations[row[0]] = float(row[1])
+            except ValueError:
+                raise AnnotationError(path, number, f"duration {row[1]!r} is not a number") from None
+    return durations
+
+
+def _all_rows(folder: Path, task: str) -> dict[str, list[LVURow]]:
+    return {
+        split: parse_split_file(folder / task / f"{split}.csv", task)
+        for split in ("train", "val", "test")
+        if split == "train" or (folder / task / f"{split}.csv").is_file()
+    }
+
+
+def train_mean(folder: Path, task: str) -> float:
+    """Mean regression target over the train split file (the centring offset)."""
+    rows = parse_split_file(folder / task / "train.csv", task)
+    if not rows:
+        raise AnnotationError(folder / task / "train.csv", None, "no data lines")
+    return sum(float(row.target) for row in rows) / len(rows)
+
+
+def list_records(data: Any, split: str) -> RecordList:
+    """Records of one LVU split whose video exists under data.root (missing ones are counted in `.missing`)."""
+    check_split(split, "LVU")
+    task = _task(data)
+    folder = annotations_dir(data, task)
+    rows = parse_split_file(folder / task / f"{split}.csv", task)
+    offset = train_mean(folder, task) if task in REGRESSION_TASKS else 0.0
+    root = require_root(data, "LVU")
+    durations_path = folder / DURATIONS_FILE
+    durations = read_durations(durations_path) if durations_path.is_file() else {}
+    videos = index_videos(root)
+    records: list[VideoRecord] = []
+    missing: list[str] = []
+    for row in rows:
+        path = videos.get(row.youtube_id)
+        if path is None:
+            missing.append(row.youtube_id)
+            continue
+        label: int | float = row.target - offset if task in REGRESSION_TASKS else int(row.target)
+        records.append(VideoRecord(row.youtube_id, path, label, durations.get(row.youtube_id)))
+    if rows and not records:
+        raise UserError(
+            f"none of the {len(rows)} LVU {task}/{split} videos is under data.root {root} "
+            f"(expected <youtube_id>{'|'.join(VIDEO_SUFFIXES)}, e.g. {root / rows[0].youtube_id}.mp4)"
+        )
+    report_missing(f"LVU {task}/{split}", root, missing, len(rows))
+    return RecordList(records, missing)
+
+
+def task_info(data: Any) -> TaskInfo:
+    """Classification (classes = max class id + 1 over all splits) or a single regression output."""
+    task = _task(data)
+    if task in REGRESSION_TASKS:
+        return TaskInfo("regression", 1, None)
+    folder = annotations_dir(data, task)
+    names: dict[int, str] = {}
+    for rows in _all_rows(folder, task).values():
+        for row in rows:
+            names.setdefault(int(row.target), row.class_name or str(row.target))
+    num_classes = max(names) + 1 if names else 0
+    if num_classes < 2:
+        raise AnnotationError(folder / task / "train.csv", None, "fewer than 2 classes in the split files")
+    return TaskInfo("classification", num_classes, [names.get(i, f"class_{i}") for i in range(num_classes)])

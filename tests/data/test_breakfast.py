@@ -1,0 +1,115 @@
+"""Breakfast adapter on the real split files of ../shared/data/Breakfast with a tree of placeholder videos."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from s5cli.data.datasets import list_records, task_info
+from s5cli.data.datasets.base import AnnotationError
+from s5cli.errors import UserError
+
+
+def data_rows(path: Path) -> list[list[str]]:
+    """Rows of a split file without its header, read independently of the adapter."""
+    with open(path, newline="") as handle:
+        return [row for row in csv.reader(handle) if row][1:]
+
+
+@pytest.fixture(scope="module")
+def breakfast_dir(shared_data_dir: Path) -> Path:
+    return shared_data_dir / "Breakfast"
+
+
+@pytest.fixture(scope="module")
+def video_root(breakfast_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Placeholder videos: even rows in the original nested tree (.avi), odd rows flat (.mp4)."""
+    root = tmp_path_factory.mktemp("breakfast_videos")
+    for split in ("train", "test"):
+        for i, row in enumerate(data_rows(breakfast_dir / f"{split}.csv")):
+            person, camera, video = row[0].split("-")
+            if i % 2 == 0:
+                (root / person / camera).mkdir(parents=True, exist_ok=True)
+                (root / person / camera / f"{video}.avi").touch()
+            else:
+                (root / f"{row[0]}.mp4").touch()
+    return root
+
+
+def breakfast_data(root: Path, annotations: Path, val_fraction: float = 0.0) -> dict:
+    return {"dataset": "breakfast", "root": root, "annotations": annotations, "val_fraction": val_fraction}
+
+
+def test_every_line_of_every_split_is_parsed(breakfast_dir: Path, video_root: Path) -> None:
+    data = breakfast_data(video_root, breakfast_dir)
+    info = task_info(data)
+    assert (info.kind, info.num_outputs) == ("classification", 10)
+    assert info.class_names[0] == "cereals" and info.class_names[9] == "salat"
+    for split in ("train", "test"):
+        rows = data_rows(breakfast_dir / f"{split}.csv")
+        records = list_records(data, split)
+        assert len(records) == len(rows) > 300
+        assert records.missing == []
+        assert [r.video_id for r in records] == [row[0] for row in rows]
+        assert [r.label for r in records] == [int(row[3]) for row in rows]
+        assert all(0 <= r.label < 10 for r in records)
+        assert [r.duration for r in records] == [float(row[1]) for row in rows]
+        for i, record in enumerate(records):
+            person, camera, video = record.video_id.split("-")
+            expected = (
+                video_root / person / camera / f"{video}.avi"
+                if i % 2 == 0
+                else video_root / f"{record.video_id}.mp4"
+            )
+            assert record.path == expected
+    # Without val_fraction, val is the test split.
+    assert [r.video_id for r in list_records(data, "val")] == [r.video_id for r in list_records(data, "test")]
+
+
+def test_val_fraction_holds_out_part_of_train(breakfast_dir: Path, video_root: Path) -> None:
+    data = breakfast_data(video_root, breakfast_dir, val_fraction=0.1)
+    train = {r.video_id for r in list_records(data, "train")}
+    val = {r.video_id for r in list_records(data, "val")}
+    all_train = {row[0] for row in data_rows(breakfast_dir / "train.csv")}
+    assert not train & val
+    assert train | val == all_train
+    assert 0.05 < len(val) / len(all_train) < 0.15
+    # Stable: the same split every time.
+    assert {r.video_id for r in list_records(data, "val")} == val
+
+
+def test_missing_videos_are_skipped_and_counted(breakfast_dir: Path, tmp_path: Path) -> None:
+    rows = data_rows(breakfast_dir / "test.csv")
+    for row in rows[:5]:
+        (tmp_path / f"{row[0]}.webm").touch()
+    records = list_records(breakfast_data(tmp_path, breakfast_dir), "test")
+    assert [r.video_id for r in records] == [row[0] for row in rows[:5]]
+    assert len(records.missing) == len(rows) - 5
+
+
+def test_missing_root_is_one_line_error(breakfast_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as caught:
+        list_records(breakfast_data(tmp_path / "absent", breakfast_dir), "train")
+    assert "absent" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_empty_root_names_the_layouts(breakfast_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="P03_cereals"):
+        list_records(breakfast_data(tmp_path, breakfast_dir), "train")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("file_name,duration,action,class_id\nP03-cam01-P03_tea,5,tea,2\nP03-cam01-P03_milk,5,milk\n", 3),
+        ("file_name,duration,action,class_id\nP03-cam01-P03_tea,5,tea,2\n\nP03-cam01-P03_milk,5,milk,x\n", 4),
+        ("file_name,duration,action,class_id\nP03_cam01_P03_tea,5,tea,2\n", 2),
+    ],
+)
+def test_malformed_line_names_file_and_line(text: str, line: int, tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text(text)
+    (tmp_path / "P03-cam01-P03_tea.mp4").touch()
+    with pytest.raises(AnnotationError, match=f"train.csv:{line}:"):
+        list_records(breakfast_data(tmp_path, tmp_path), "train")

@@ -1,0 +1,83 @@
+"""COIN adapter on a small hand-written COIN.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from s5cli.data.datasets import list_records, task_info
+from s5cli.data.datasets.base import AnnotationError
+from s5cli.errors import UserError
+
+DATABASE = {
+    "-0Xwn_Ax-Ts": {"recipe_type": 3, "class": "MakeCoffee", "subset": "training", "duration": 120.5},
+    "a1b2c3d4e5f": {"recipe_type": 0, "class": "ChangeTire", "subset": "training", "duration": 60},
+    "zzzzzzzzzzz": {"recipe_type": 3, "class": "MakeCoffee", "subset": "testing", "duration": 33.0},
+    "_underscore": {"recipe_type": 5, "class": "PlantTree", "subset": "testing"},
+    "notondisk00": {"recipe_type": 1, "class": "WashDog", "subset": "training", "duration": 10.0},
+}
+
+
+@pytest.fixture
+def coin(tmp_path: Path) -> dict:
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "COIN.json").write_text(json.dumps({"database": DATABASE}, indent=1))
+    for video_id in ("-0Xwn_Ax-Ts", "zzzzzzzzzzz", "_underscore"):
+        (tmp_path / "videos" / f"{video_id}.mp4").touch()
+    (tmp_path / "a1b2c3d4e5f.mkv").touch()  # flat layout is accepted too
+    return {"dataset": "coin", "root": tmp_path, "annotations": tmp_path / "COIN.json", "val_fraction": 0.0}
+
+
+def test_records_per_subset(coin: dict) -> None:
+    train = list_records(coin, "train")
+    assert [(r.video_id, r.label, r.duration) for r in train] == [
+        ("-0Xwn_Ax-Ts", 3, 120.5),
+        ("a1b2c3d4e5f", 0, 60.0),
+    ]
+    assert train[1].path.name == "a1b2c3d4e5f.mkv"
+    assert train.missing == ["notondisk00"]
+    test = list_records(coin, "test")
+    assert [(r.video_id, r.label, r.duration) for r in test] == [
+        ("zzzzzzzzzzz", 3, 33.0),
+        ("_underscore", 5, None),
+    ]
+    assert [r.video_id for r in list_records(coin, "val")] == [r.video_id for r in test]
+
+
+def test_task_info_from_the_database(coin: dict) -> None:
+    info = task_info(coin)
+    assert (info.kind, info.num_outputs) == ("classification", 6)
+    assert info.class_names == ["ChangeTire", "WashDog", "class_2", "MakeCoffee", "class_4", "PlantTree"]
+
+
+def test_annotations_folder_is_accepted(coin: dict) -> None:
+    coin["annotations"] = coin["root"]
+    assert len(list_records(coin, "test")) == 2
+
+
+def test_json_syntax_error_names_the_line(coin: dict) -> None:
+    coin["annotations"].write_text('{"database": {\n  "x": {"recipe_type": 1,\n  "subset": training}\n}}')
+    with pytest.raises(AnnotationError, match=r"COIN.json:3: invalid JSON"):
+        list_records(coin, "train")
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"recipe_type": "3", "subset": "training"}, "recipe_type"),
+        ({"recipe_type": 3, "subset": "val"}, "subset"),
+    ],
+)
+def test_bad_entry_names_the_video(coin: dict, entry: dict, problem: str) -> None:
+    coin["annotations"].write_text(json.dumps({"database": {"badvideo000": entry}}))
+    with pytest.raises(AnnotationError, match=f"badvideo000.*{problem}"):
+        task_info(coin)
+
+
+def test_missing_annotations_and_root(coin: dict, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="COIN annotations not found"):
+        list_records({**coin, "annotations": tmp_path / "nope.json"}, "train")
+    with pytest.raises(UserError, match="does not exist"):
+        list_records({**coin, "root": tmp_path / "gone"}, "train")

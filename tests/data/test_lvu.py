@@ -1,0 +1,198 @@
+"""LVU adapter on the real split files of ../shared/data/lvu_1.0 with a tree of placeholder videos."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from s5cli.data.datasets import list_records, task_info
+from s5cli.data.datasets.base import AnnotationError
+from s5cli.data.datasets.lvu import CLASSIFICATION_TASKS, REGRESSION_TASKS, TASKS
+from s5cli.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def data_lines(path: Path) -> list[list[str]]:
+    """Fields of every data line (header dropped), read independently of the adapter."""
+    lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[1:]
+
+
+@pytest.fixture(scope="module")
+def lvu_dir(shared_data_dir: Path) -> Path:
+    return shared_data_dir / "lvu_1.0"
+
+
+@pytest.fixture(scope="module")
+def video_root(lvu_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Zero-byte placeholder videos for every clip of every task (listing never decodes them)."""
+    root = tmp_path_factory.mktemp("lvu_videos")
+    ids = {
+        fields[-2]
+        for task in TASKS
+        for split in SPLITS
+        for fields in data_lines(lvu_dir / task / f"{split}.csv")
+    }
+    for i, youtube_id in enumerate(sorted(ids)):
+        # Mostly mp4, a few other containers the adapter must accept.
+        suffix = (".mp4", ".mp4", ".mp4", ".mkv", ".webm")[i % 5]
+        (root / f"{youtube_id}{suffix}").touch()
+    return root
+
+
+def lvu_data(root: Path, annotations: Path, task: str) -> dict:
+    return {"dataset": "lvu", "root": root, "annotations": annotations, "task": task}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_line_of_every_split_is_parsed(task: str, lvu_dir: Path, video_root: Path) -> None:
+    data = lvu_data(video_root, lvu_dir, task)
+    info = task_info(data)
+    records = {split: list_records(data, split) for split in SPLITS}
+    for split in SPLITS:
+        lines = data_lines(lvu_dir / task / f"{split}.csv")
+        assert len(records[split]) == len(lines) > 0
+        assert records[split].missing == []
+        assert [r.video_id for r in records[split]] == [fields[-2] for fields in lines]
+        assert all(r.path.stem == r.video_id and r.path.is_file() for r in records[split])
+    if task in CLASSIFICATION_TASKS:
+        assert info.kind == "classification"
+        all_ids = {
+            int(fields[0]) for split in SPLITS for fields in data_lines(lvu_dir / task / f"{split}.csv")
+        }
+        assert info.num_outputs == max(all_ids) + 1
+        assert len(info.class_names) == info.num_outputs
+        for split in SPLITS:
+            labels = [r.label for r in records[split]]
+            assert all(isinstance(x, int) and 0 <= x < info.num_outputs for x in labels)
+        assert {r.label for r in records["train"]} | {r.label for r in records["test"]} | {
+            r.label for r in records["val"]
+        } == all_ids
+    else:
+        assert (info.kind, info.num_outputs) == ("regression", 1)
+        train = [float(r.label) for r in records["train"]]
+        assert abs(sum(train) / len(train)) < 1e-9
+        for split in SPLITS:
+            assert all(math.isfinite(float(r.label)) for r in records[split])
+
+
+@pytest.mark.parametrize("task", REGRESSION_TASKS)
+def test_regression_targets_follow_the_formula(task: str, lvu_dir: Path, video_root: Path) -> None:
+    def raw(fields: list[str]) -> float:
+        if task == "like_ratio":
+            likes, dislikes = int(fields[0]), int(fields[1])
+            return likes / (likes + dislikes) * 10
+        return math.log(int(fields[0]))
+
+    train_raw = [raw(fields) for fields in data_lines(lvu_dir / task / "train.csv")]
+    mean = sum(train_raw) / len(train_raw)
+    test_lines = data_lines(lvu_dir / task / "test.csv")
+    records = list_records(lvu_data(video_root, lvu_dir, task), "test")
+    for fields, record in zip(test_lines, records, strict=True):
+        assert record.label == pytest.approx(raw(fields) - mean, abs=1e-9)
+    # Centring is not a no-op: the raw targets are far from zero.
+    assert abs(mean) > 1
+
+
+def test_durations_come_from_the_durations_file(lvu_dir: Path, video_root: Path) -> None:
+    durations = dict(
+        line.split(",")
+        for line in (lvu_dir / "lvu_durations.csv").read_text().splitlines()[1:]
+        if line.strip()
+    )
+    records = list_records(lvu_data(video_root, lvu_dir, "scene"), "val")
+    with_duration = [r for r in records if r.video_id in durations]
+    assert with_duration
+    assert all(r.duration == float(durations[r.video_id]) for r in with_duration)
+
+
+def test_missing_videos_are_skipped_and_counted(lvu_dir: Path, tmp_path: Path) -> None:
+    lines = data_lines(lvu_dir / "relationship" / "train.csv")
+    present = [fields[-2] for fields in lines[::2]]
+    for youtube_id in present:
+        (tmp_path / f"{youtube_id}.mp4").touch()
+    records = list_records(lvu_data(tmp_path, lvu_dir, "relationship"), "train")
+    assert [r.video_id for r in records] == present
+    assert records.missing == [fields[-2] for fields in lines[1::2]]
+
+
+def test_no_video_at_all_names_the_root(lvu_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=str(tmp_path)):
+        list_records(lvu_data(tmp_path, lvu_dir, "genre"), "train")
+
+
+def test_missing_root_is_one_line_error(lvu_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as caught:
+        list_records(lvu_data(tmp_path / "nowhere", lvu_dir, "genre"), "train")
+    message = str(caught.value)
+    assert "nowhere" in message and "\n" not in message
+
+
+def test_missing_annotations_is_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="annotations"):
+        list_records(lvu_data(tmp_path, tmp_path / "no_lvu", "genre"), "train")
+
+
+def test_unknown_task_suggests_the_closest(lvu_dir: Path, video_root: Path) -> None:
+    with pytest.raises(UserError, match="did you mean 'genre'"):
+        task_info(lvu_data(video_root, lvu_dir, "genra"))
+
+
+def _write_task(folder: Path, task: str, train: str, other: str | None = None) -> Path:
+    (folder / task).mkdir(parents=True)
+    (folder / task / "train.csv").write_text(train)
+    for split in ("val", "test"):
+        (folder / task / f"{split}.csv").write_text(other if other is not None else train)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "line"),
+    [
+        (
+            "genre",
+            "class_id class_name youtube_id imdb_id\n0 Comedy aaa tt1\n1 Drama bbb tt2\nx Drama ccc tt3\n",
+            4,
+        ),
+        ("genre", "class_id class_name youtube_id imdb_id\n0 Comedy aaa tt1\n1 bbb\n", 3),
+        ("view_count", "view_count youtube_id imdb_id\n10 aaa tt1\n12 bbb tt2 extra\n", 3),
+        ("like_ratio", "like_count dislike_count youtube_id imdb_id\n1 2 aaa tt1\n\n0 0 bbb tt2\n", 4),
+    ],
+)
+def test_malformed_line_names_file_and_line(task: str, text: str, line: int, tmp_path: Path) -> None:
+    annotations = _write_task(tmp_path / "lvu_1.0", task, text)
+    (tmp_path / "aaa.mp4").touch()
+    with pytest.raises(AnnotationError) as caught:
+        list_records(lvu_data(tmp_path, annotations, task), "train")
+    assert f"train.csv:{line}:" in str(caught.value)
+    assert caught.value.line == line
+
+
+def test_class_names_with_spaces_and_task_folder_as_annotations(tmp_path: Path) -> None:
+    text = "class_id class_name youtube_id imdb_id\n0 Science Fiction -ab_c tt1\n2 Film noir --x tt2\n"
+    annotations = _write_task(tmp_path / "lvu_1.0", "genre", text)
+    (tmp_path / "-ab_c.mp4").touch()
+    (tmp_path / "--x.avi").touch()
+    data = lvu_data(tmp_path, annotations / "genre", "genre")
+    records = list_records(data, "train")
+    assert [(r.video_id, r.label, r.path.name) for r in records] == [
+        ("-ab_c", 0, "-ab_c.mp4"),
+        ("--x", 2, "--x.avi"),
+    ]
+    assert task_info(data).class_names == ["Science Fiction", "class_1", "Film noir"]
+
+
+def test_missing_videos_are_reported_once(
+    lvu_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    lines = data_lines(lvu_dir / "scene" / "test.csv")
+    (tmp_path / f"{lines[0][-2]}.mp4").touch()
+    data = lvu_data(tmp_path, lvu_dir, "scene")
+    list_records(data, "test")
+    list_records(data, "test")
+    err = capsys.readouterr().err
+    assert err.count(f"{len(lines) - 1} of {len(lines)} videos not found") == 1
+    assert "scene/test" in err

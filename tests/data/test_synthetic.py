@@ -1,0 +1,184 @@
+"""The bundled synthetic task: seeded plans, real mp4 files, visible events, on-demand generation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from s5cli.data.datasets import list_records, task_info
+from s5cli.data.datasets.synthetic import synthetic_root
+from s5cli.data.synthetic_video import (
+    PALETTE,
+    SyntheticSpec,
+    event_mask,
+    generate_split,
+    load_ground_truth,
+    plan_video,
+    spec_from_section,
+    split_labels,
+)
+from s5cli.errors import UserError
+
+SMALL = {"seed": 3, "num_train": 9, "num_val": 3, "num_test": 0, "frames": 16, "size": 64, "grid": 4}
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def plans(spec: SyntheticSpec, split: str) -> list[dict]:
+    return [plan_video(spec, split, i, label) for i, label in enumerate(split_labels(spec, split))]
+
+
+def test_same_seed_same_plans_other_seed_differs() -> None:
+    spec = SyntheticSpec(seed=7, num_train=50)
+    assert plans(spec, "train") == plans(SyntheticSpec(seed=7, num_train=50), "train")
+    other = plans(SyntheticSpec(seed=8, num_train=50), "train")
+    assert [p["events"] for p in other] != [p["events"] for p in plans(spec, "train")]
+    assert [p["label"] for p in plans(spec, "val")] != [p["label"] for p in plans(spec, "train")][:100]
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [{}, {"frames": 60, "events_per_video": 5, "num_event_types": 4}, {"frames": 8, "events_per_video": 2}],
+)
+def test_events_are_ordered_disjoint_and_define_the_label(knobs: dict) -> None:
+    spec = SyntheticSpec(num_train=64, **knobs)
+    labels = split_labels(spec, "train")
+    counts = Counter(labels)
+    assert set(counts) == set(range(spec.num_classes))
+    assert max(counts.values()) - min(counts.values()) <= 1  # balanced
+    for plan in plans(spec, "train"):
+        events = plan["events"]
+        assert len(events) == spec.events_per_video
+        assert plan["label"] == events[0]["type"] * spec.num_event_types + events[-1]["type"]
+        for before, after in itertools.pairwise(events):
+            assert before["end"] < after["start"]  # at least one frame apart
+        assert events[0]["start"] >= 0 and events[-1]["end"] <= spec.frames
+        assert all(e["end"] - e["start"] >= 2 for e in events)
+        assert all(0 <= e["row"] < spec.grid and 0 <= e["col"] < spec.grid for e in events)
+
+
+def test_single_event_labels_are_on_the_diagonal() -> None:
+    spec = SyntheticSpec(num_train=12, events_per_video=1)
+    assert set(split_labels(spec, "train")) == {0, 4, 8}
+
+
+@pytest.mark.parametrize(
+    ("knobs", "field"),
+    [
+        ({"clutter": 1.5}, "clutter"),
+        ({"size": 48}, "size"),
+        ({"size": 100}, "size"),
+        ({"grid": 5}, "grid"),
+        ({"frames": 5, "events_per_video": 3}, "frames"),
+    ],
+)
+def test_bad_knobs_are_user_errors(knobs: dict, field: str) -> None:
+    with pytest.raises(UserError, match=field):
+        SyntheticSpec(**knobs)
+
+
+def test_written_videos_show_the_events_after_compression(tmp_path: Path) -> None:
+    spec = SyntheticSpec(seed=1, num_train=3, num_val=0, num_test=0, clutter=1.0)
+    truths = generate_split(spec, tmp_path, "train", show_progress=False)
+    cell = spec.size // spec.grid
+    for truth in truths:
+        path = tmp_path / "train" / f"{truth['video_id']}.mp4"
+        assert load_ground_truth(path) == truth
+        video = decode(path).astype(np.float32)
+        assert video.shape == (spec.frames, spec.size, spec.size, 3)
+        # Mean colour per grid cell, like the patch_pool backbone sees it.
+        cells = video.reshape(spec.frames, spec.grid, cell, spec.grid, cell, 3).mean(axis=(2, 4))
+        saturation = cells.max(axis=-1) - cells.min(axis=-1)
+        mask = event_mask(truth)
+        assert saturation[mask].min() > 90  # events are vivid ...
+        assert saturation[~mask].max() < 50  # ... and nothing else is
+        for event in truth["events"]:
+            colour = cells[event["start"] : event["end"], event["row"], event["col"]].mean(axis=0)
+            distances = [np.linalg.norm(colour - np.array(rgb)) for _, rgb in PALETTE[: spec.num_event_types]]
+            assert int(np.argmin(distances)) == event["type"]
+
+
+def test_list_records_generates_once_and_reuses(tmp_path: Path) -> None:
+    data = {"dataset": "synthetic", "root": tmp_path / "syn", "synthetic": SMALL}
+    records = list_records(data, "train")
+    assert len(records) == 9
+    key = SyntheticSpec(**SMALL).key()[:8]
+    assert [r.video_id for r in records] == [f"train_{i:05d}-{key}" for i in range(9)]
+    assert all(r.path.is_file() and r.path.with_suffix(".json").is_file() for r in records)
+    assert [r.label for r in records] == [
+        json.loads(r.path.with_suffix(".json").read_text())["label"] for r in records
+    ]
+    assert records[0].duration == pytest.approx(16 / 8)
+    stamps = {r.path: r.path.stat().st_mtime_ns for r in records}
+    # A deleted video is regenerated, identical in its ground truth; the others are left alone.
+    truth = records[4].path.with_suffix(".json").read_text()
+    records[4].path.unlink()
+    again = list_records(data, "train")
+    assert [r.label for r in again] == [r.label for r in records]
+    assert records[4].path.is_file() and records[4].path.with_suffix(".json").read_text() == truth
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items() if path != records[4].path)
+    assert not list((tmp_path / "syn" / "train").glob(".*"))  # no temporary files left behind
+    assert len(list_records(data, "val")) == 3
+    # The decode path of real datasets (decord) reads the files too.
+    import decord
+
+    reader = decord.VideoReader(str(records[0].path))
+    assert len(reader) == 16 and reader[0].shape == (64, 64, 3)
+
+
+def test_same_seed_gives_identical_files_labels(tmp_path: Path) -> None:
+    first = list_records({"dataset": "synthetic", "root": tmp_path / "a", "synthetic": SMALL}, "val")
+    second = list_records({"dataset": "synthetic", "root": tmp_path / "b", "synthetic": SMALL}, "val")
+    assert [load_ground_truth(r.path) for r in first] == [load_ground_truth(r.path) for r in second]
+    assert np.array_equal(decode(first[0].path), decode(second[0].path))
+
+
+def test_root_made_with_other_knobs_is_refused(tmp_path: Path) -> None:
+    list_records({"dataset": "synthetic", "root": tmp_path, "synthetic": SMALL}, "val")
+    with pytest.raises(UserError, match="other settings"):
+        list_records({"dataset": "synthetic", "root": tmp_path, "synthetic": {**SMALL, "seed": 4}}, "val")
+
+
+def test_default_root_depends_on_every_knob() -> None:
+    base = synthetic_root({"dataset": "synthetic", "root": None, "synthetic": SMALL})
+    assert base.parts[:2] == (".s5cache", "synthetic")
+    assert synthetic_root({"root": None, "synthetic": SMALL}) == base
+    assert synthetic_root({"root": None, "synthetic": {**SMALL, "clutter": 0.2}}) != base
+    # 8 and 8.0 are the same knob value.
+    assert synthetic_root({"root": None, "synthetic": {**SMALL, "fps": 8}}) == synthetic_root(
+        {"root": None, "synthetic": {**SMALL, "fps": 8.0}}
+    )
+
+
+def test_spec_from_an_object_section() -> None:
+    class Section:
+        seed, num_train, num_val, num_test, frames = 1, 2, 3, 4, 20
+        size, grid, num_event_types, events_per_video, clutter, fps = 64, 4, 2, 2, 0.0, 4
+
+    spec = spec_from_section(Section())
+    assert (spec.frames, spec.size, spec.grid, spec.num_classes, spec.clutter) == (20, 64, 4, 4, 0.0)
+
+
+def test_task_info_and_unknown_dataset() -> None:
+    info = task_info({"dataset": "synthetic", "synthetic": {"num_event_types": 4}})
+    assert (info.kind, info.num_outputs, len(info.class_names)) == ("classification", 16, 16)
+    assert info.class_names[1] == "red...green"
+    with pytest.raises(UserError, match="did you mean 'synthetic'"):
+        task_info({"dataset": "synthetik"})
+
+
+def test_video_ids_change_with_the_knobs() -> None:
+    # The token cache is keyed by video id: other knobs must never map onto the same ids.
+    ids = {plan_video(SyntheticSpec(**SMALL), "train", 0, 0)["video_id"]}
+    ids.add(plan_video(SyntheticSpec(**{**SMALL, "clutter": 0.9}), "train", 0, 0)["video_id"])
+    ids.add(plan_video(SyntheticSpec(**{**SMALL, "seed": 11}), "train", 0, 0)["video_id"])
+    assert len(ids) == 3 and all(i.startswith("train_00000-") for i in ids)

@@ -1,0 +1,147 @@
+"""TokenDataset over a fake feature cache: training clips, evaluation windows, missing entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from s5cli.data.datasets.base import (
+    TokenDataset,
+    VideoRecord,
+    collate_samples,
+    fit_length,
+    num_windows,
+    window_start,
+)
+from s5cli.errors import UserError
+
+
+class FakeCache:
+    """In-memory cache: tokens whose value at [t, s, d] is 1000 * video + t (so frames are recognisable)."""
+
+    def __init__(self, lengths: dict[str, int], tokens: int = 3, dim: int = 4) -> None:
+        self.store = {
+            video_id: (torch.arange(length, dtype=torch.float16)[:, None, None] + 1000 * i)
+            .expand(length, tokens, dim)
+            .clone()
+            for i, (video_id, length) in enumerate(lengths.items())
+        }
+        self.loads = 0
+
+    def has(self, video_id: str) -> bool:
+        return video_id in self.store
+
+    def load(self, video_id: str) -> tuple[torch.Tensor, dict[str, str]]:
+        self.loads += 1
+        if video_id not in self.store:
+            raise FileNotFoundError(video_id)
+        return self.store[video_id], {"frames": str(self.store[video_id].shape[0])}
+
+
+def records(*ids: str, label: int | float = 1) -> list[VideoRecord]:
+    return [VideoRecord(video_id, Path(f"/videos/{video_id}.mp4"), label) for video_id in ids]
+
+
+def frame_numbers(tokens: torch.Tensor) -> list[int]:
+    return [int(x) % 1000 for x in tokens[:, 0, 0]]
+
+
+def test_window_arithmetic() -> None:
+    assert [num_windows(n, 4) for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+    assert num_windows(100, None) == 1
+    assert [window_start(10, 4, w) for w in range(3)] == [0, 4, 6]  # last window ends at the last frame
+    padded = fit_length(torch.arange(3.0)[:, None, None], 5)
+    assert padded[:, 0, 0].tolist() == [0, 1, 2, 2, 2]
+
+
+def test_eval_mode_returns_every_window_of_every_video() -> None:
+    cache = FakeCache({"a": 10, "b": 4, "c": 2})
+    dataset = TokenDataset(records("a", "b", "c"), cache, frames=4, training=False)
+    assert len(dataset) == 3 + 1 + 1
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [(s.video_id, s.window) for s in samples] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("c", 0)]
+    assert [frame_numbers(s.tokens) for s in samples] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [6, 7, 8, 9],
+        [0, 1, 2, 3],
+        [0, 1, 1, 1],  # shorter than a window: last frame repeated
+    ]
+    assert all(s.tokens.shape == (4, 3, 4) and s.tokens.dtype == torch.float32 for s in samples)
+
+
+def test_training_mode_takes_random_clips_inside_the_video() -> None:
+    cache = FakeCache({"a": 20})
+    dataset = TokenDataset(records("a"), cache, frames=5, training=True)
+    assert len(dataset) == 1
+    torch.manual_seed(0)
+    starts = set()
+    for _ in range(60):
+        frames = frame_numbers(dataset[0].tokens)
+        assert frames == list(range(frames[0], frames[0] + 5))
+        starts.add(frames[0])
+    assert starts <= set(range(16)) and len(starts) > 8
+    torch.manual_seed(0)
+    first = [frame_numbers(dataset[0].tokens)[0] for _ in range(5)]
+    torch.manual_seed(0)
+    assert [frame_numbers(dataset[0].tokens)[0] for _ in range(5)] == first  # seeded
+
+
+def test_whole_sequence_when_frames_is_none() -> None:
+    dataset = TokenDataset(records("a"), FakeCache({"a": 7}), frames=None)
+    assert len(dataset) == 1 and dataset[0].tokens.shape[0] == 7
+
+
+def test_missing_cache_entries_are_skipped_and_counted() -> None:
+    cache = FakeCache({"a": 4, "c": 4})
+    dataset = TokenDataset(records("a", "b", "c", "d"), cache, frames=4)
+    assert dataset.missing == ["b", "d"] and dataset.num_missing == 2
+    assert [dataset[i].video_id for i in range(len(dataset))] == ["a", "c"]
+
+
+def test_cache_without_has_uses_load() -> None:
+    class LoadOnly:
+        def __init__(self) -> None:
+            self.inner = FakeCache({"a": 6})
+
+        def load(self, video_id: str):
+            return self.inner.load(video_id)
+
+    dataset = TokenDataset(records("a", "zz"), LoadOnly(), frames=3)
+    assert dataset.missing == ["zz"] and len(dataset) == 2
+
+
+def test_frame_count_read_from_safetensors_header(tmp_path: Path) -> None:
+    class FileCache:
+        def path(self, video_id: str) -> Path:
+            return tmp_path / f"{video_id}.safetensors"
+
+        def has(self, video_id: str) -> bool:
+            return self.path(video_id).is_file()
+
+        def load(self, video_id: str):
+            raise AssertionError("building the eval index must not load tensors")
+
+    save_file({"tokens": torch.zeros(9, 2, 2)}, str(tmp_path / "v.safetensors"))
+    dataset = TokenDataset(records("v"), FileCache(), frames=4)
+    assert len(dataset) == 3
+
+
+def test_collate_into_a_batch() -> None:
+    cache = FakeCache({"a": 8, "b": 8})
+    dataset = TokenDataset(records("a", "b", label=0.5), cache, frames=4)
+    batch = next(iter(DataLoader(dataset, batch_size=4, collate_fn=collate_samples)))
+    assert batch.tokens.shape == (4, 4, 3, 4)
+    assert batch.labels.dtype == torch.float32 and batch.labels.tolist() == [0.5] * 4
+    assert batch.video_ids == ["a", "a", "b", "b"] and batch.windows.tolist() == [0, 1, 0, 1]
+    int_batch = collate_samples([TokenDataset(records("a"), cache, frames=4)[0]])
+    assert int_batch.labels.dtype == torch.long
+
+
+def test_bad_frames_is_user_error() -> None:
+    with pytest.raises(UserError, match="frames"):
+        TokenDataset(records("a"), FakeCache({"a": 3}), frames=0)
