@@ -1,10 +1,134 @@
-"""`s5 eval`: evaluate a checkpoint on a recipe's test split, or one raw video."""
+"""`s5 eval`: score a checkpoint on a dataset split (LVU per-video protocol), or predict one raw video."""
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+import json
+from pathlib import Path
+
+import typer
 
 
-def evaluate() -> None:
-    """Evaluate a checkpoint on a recipe's test split, or one raw video."""
-    raise not_available("eval", 4)
+def evaluate(
+    recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the recipe stored in the checkpoint)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. eval.split=val"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: last finetune run here)."),
+    video: Path | None = typer.Option(None, "--video", help="Predict one raw video end to end instead of a dataset split."),
+    split: str | None = typer.Option(None, "--split", help="train, val or test (overrides eval.split)."),
+    top: int = typer.Option(5, "--top", help="How many predictions to print for --video."),
+    json_out: str | None = typer.Option(None, "--json", help="Also write the metrics as JSON to this file ('-' = stdout)."),
+    revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (evaluation is deterministic; kept for uniformity)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix."""
+    from s5cli.cli.console import stdout
+    from s5cli.errors import UserError
+    from s5cli.seeding import seed_everything
+    from s5cli.train.distributed import pick_device
+    from s5cli.train.job import last_run
+    from s5cli.train.loading import load_trained_model, recipe_from_checkpoint
+
+    seed_everything(seed)
+    if checkpoint is None:
+        found = last_run()
+        if found is None:
+            raise UserError("no --checkpoint given and no finetune run in this folder: run `s5 finetune RECIPE` first")
+        checkpoint = str(found / "best") if (found / "best").exists() else str(found)
+    model, stored_recipe, _ = load_trained_model(checkpoint, revision=revision)
+    dev = pick_device(device)
+    model.to(dev)
+    if recipe is not None:
+        from s5cli.train.job import recipe_objects
+
+        rec = recipe_objects(recipe, overrides, None)
+    else:
+        rec = recipe_from_checkpoint(stored_recipe, overrides)
+    if video is not None:
+        result = _predict_video(model, rec, video, dev, top)
+        _print_video(stdout, video, result)
+    else:
+        result = _evaluate_split(model, rec, split or rec.eval.split, dev, quiet)
+        _print_metrics(stdout, checkpoint, result)
+    if json_out:
+        text = json.dumps(result, indent=1)
+        if json_out == "-":
+            typer.echo(text)
+        else:
+            from s5cli.io import atomic_write_text
+
+            atomic_write_text(json_out, text + "\n")
+
+
+def _evaluate_split(model, rec, split: str, dev, quiet: bool) -> dict:
+    from s5cli.data.datasets import task_info
+    from s5cli.train.data import prepare_splits, token_dataset
+    from s5cli.train.distributed import DistContext
+    from s5cli.train.evaluation import evaluate as run_eval
+
+    records = prepare_splits(rec.data, (split,), DistContext(device=dev), show_progress=not quiet)
+    dataset = token_dataset(rec.data, records[split], training=False)
+    task = task_info(rec.data)
+    metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet)
+    metrics["split"] = split
+    metrics["missing"] = dataset.num_missing
+    if task.class_names:
+        metrics["class_names"] = task.class_names
+    return metrics
+
+
+def _predict_video(model, rec, video: Path, dev, top: int) -> dict:
+    import torch
+
+    from s5cli.data.datasets import task_info
+    from s5cli.data.extract import load_video_tokens
+
+    tokens = load_video_tokens(video, rec.data, device=str(dev))
+    task = task_info(rec.data)
+    with torch.inference_mode():
+        out = model(tokens[None].to(dev).float())[0].float().cpu()
+    if task.kind == "regression":
+        return {"video": str(video), "prediction": float(out.reshape(-1)[0])}
+    probs = out.softmax(-1)
+    k = min(top, probs.numel())
+    values, idx = probs.topk(k)
+    names = task.class_names or [str(i) for i in range(probs.numel())]
+    return {"video": str(video), "top": [{"class": int(i), "name": names[int(i)], "probability": float(v)}
+                                          for v, i in zip(values, idx, strict=True)]}
+
+
+def _print_metrics(console, checkpoint: str, metrics: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{checkpoint} on {metrics.get('split')}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("top1", "top5", "mse", "count", "windows", "missing"):
+        if key in metrics:
+            value = metrics[key]
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    matrix = metrics.get("confusion_matrix")
+    if matrix and len(matrix) <= 20:
+        conf = Table(title="confusion matrix (rows: true, columns: predicted)")
+        conf.add_column("")
+        for j in range(len(matrix)):
+            conf.add_column(str(j), justify="right")
+        for i, row in enumerate(matrix):
+            conf.add_row(str(i), *[str(v) for v in row])
+        console.print(conf)
+
+
+def _print_video(console, video: Path, result: dict) -> None:
+    if "prediction" in result:
+        console.print(f"{video}: predicted value {result['prediction']:.4f}")
+        return
+    from rich.table import Table
+
+    table = Table(title=str(video))
+    table.add_column("rank")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    for rank, row in enumerate(result["top"], 1):
+        table.add_row(str(rank), f"{row['class']} {row['name']}", f"{row['probability']:.3f}")
+    console.print(table)

@@ -2,9 +2,116 @@
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+import typer
+
+SPLIT_NAMES = ("train", "val", "test")
 
 
-def extract() -> None:
-    """Decode videos and cache frozen-backbone tokens for a recipe's dataset."""
-    raise not_available("extract", 3)
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' -> (i, n); None stays None (torchrun's RANK/WORLD_SIZE then decide)."""
+    from s5cli.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r} is not of the form i/n (e.g. 0/4)") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def parse_splits(text: str) -> tuple[str, ...]:
+    """'train,val' -> ('train', 'val'), rejecting unknown names."""
+    from s5cli.errors import UserError
+
+    splits = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [s for s in splits if s not in SPLIT_NAMES]
+    if unknown or not splits:
+        raise UserError(f"--split {text!r}: use a comma list of {', '.join(SPLIT_NAMES)}")
+    return splits
+
+
+def extract(
+    recipe: str = typer.Argument(..., help="Recipe YAML (path or bundled name like 'synthetic')."),
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides, e.g. data.fps=1 data.cache_dtype=float32"
+    ),
+    split: str = typer.Option("train,val,test", "--split", help="Comma-separated splits to extract."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="Take share i of n (e.g. 0/4); default: torchrun rank or all."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Decode a dataset's videos and cache frozen-backbone tokens (resumable: finished videos are skipped).
+
+    Examples:
+
+      s5 extract recipes/lvu/relationship.yaml data.root=~/lvu/videos --split train,val
+
+      s5 extract recipe.yaml --shard 1/4          one of four machines
+
+      torchrun --nproc-per-node 2 -m s5cli extract recipe.yaml
+    """
+    import json
+
+    import torch
+
+    from s5cli.cli.console import stdout
+    from s5cli.data.cache import FeatureCache
+    from s5cli.data.extract import ensure_cached, settings_from_data
+    from s5cli.errors import RunFailure
+    from s5cli.seeding import seed_everything
+    from s5cli.train.job import recipe_objects
+
+    splits = parse_splits(split)
+    shard_pair = parse_shard(shard)
+    loaded = recipe_objects(recipe, overrides, seed)
+    seed_everything(loaded.train.seed)
+    settings = settings_from_data(loaded.data)
+    folder = FeatureCache(loaded.data.cache_dir, settings).folder
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = ensure_cached(
+        loaded.data, splits, shard=shard_pair, show_progress=not quiet, device=dev, fail_if_none=False
+    )
+    summary = {
+        "cache": str(folder),
+        "extracted": report.extracted,
+        "reused": report.reused,
+        "failed": len(report.failed),
+        "failed_videos": [{"video_id": vid, "reason": reason} for vid, reason in report.failed],
+        "frames_per_second": round(report.frames / report.seconds, 2) if report.frames else None,
+    }
+    if json_output:
+        stdout.print_json(json.dumps(summary))
+    else:
+        _print_summary(stdout, summary)
+    if report.failed and report.extracted + report.reused == 0:
+        raise RunFailure(f"none of {len(report.failed)} videos could be decoded")
+
+
+def _print_summary(console, summary: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"token cache {escape(summary['cache'])}")
+    table.add_column("extracted", justify="right", style="green")
+    table.add_column("reused", justify="right")
+    table.add_column("failed", justify="right", style="red" if summary["failed"] else None)
+    table.add_column("frames/s", justify="right")
+    rate = summary["frames_per_second"]
+    table.add_row(
+        str(summary["extracted"]),
+        str(summary["reused"]),
+        str(summary["failed"]),
+        "-" if rate is None else f"{rate}",
+    )
+    console.print(table)
+    for item in summary["failed_videos"]:
+        console.print(f"[red]failed[/] {escape(item['video_id'])}: {escape(item['reason'])}", soft_wrap=True)

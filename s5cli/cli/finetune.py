@@ -1,10 +1,26 @@
-"""`s5 finetune`: train S5 (or a baseline) on a labelled dataset from a recipe."""
+"""`s5 finetune`: supervised training of S5 (or a baseline) from a recipe."""
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+from pathlib import Path
+
+import typer
 
 
-def finetune() -> None:
-    """Train S5 (or a baseline) on a labelled dataset from a recipe."""
-    raise not_available("finetune", 4)
+def finetune(
+    recipe: str = typer.Argument(..., help="Recipe YAML (path, bundled name like 'synthetic', or hf://repo/file)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 model.keep_ratio=0.5"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a video model on labelled data (bundled default: recipes/synthetic.yaml).
+
+    Start from an LSMCL checkpoint with train.init=PATH_OR_HUB_ID. Under torchrun the same command runs
+    DDP: torchrun --nproc-per-node 2 -m s5cli finetune recipes/synthetic.yaml
+    """
+    from s5cli.cli.training import run_training
+
+    run_training(recipe, overrides, "supervised", resume, seed, device, out, quiet)

@@ -1,10 +1,22 @@
-"""`s5 pretrain`: lSMCL pretraining (long-short masked contrastive learning) from a recipe."""
+"""`s5 pretrain`: LSMCL self-supervised pretraining (long-short masked contrastive learning)."""
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+from pathlib import Path
+
+import typer
 
 
-def pretrain() -> None:
-    """LSMCL pretraining (long-short masked contrastive learning) from a recipe."""
-    raise not_available("pretrain", 4)
+def pretrain(
+    recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/pretrain-lsmcl.yaml."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.lsmcl.mask_ratio=0.7"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Pretrain with LSMCL on unlabelled clips; finetune afterwards with train.init=RUN_FOLDER."""
+    from s5cli.cli.training import run_training
+
+    run_training(recipe, overrides, "lsmcl", resume, seed, device, out, quiet)

@@ -1,10 +1,30 @@
-"""`s5 push`: upload a checkpoint directory to the Hugging Face Hub with a model card."""
+"""`s5 push`: upload a checkpoint (or a run's best checkpoint) to the Hugging Face Hub with a model card."""
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+from pathlib import Path
+
+import typer
 
 
-def push() -> None:
-    """Upload a checkpoint directory to the Hugging Face Hub with a model card."""
-    raise not_available("push", 7)
+def push(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (pushes best/, else latest)."),
+    repo_id: str = typer.Argument(..., help="Hub repo OWNER/NAME; created if it does not exist."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private (ignored if it exists)."),
+    message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing; default main)."),
+    with_optimizer: bool = typer.Option(
+        False, "--with-optimizer", help="Also upload trainer_state.* (optimizer + RNG), so training can resume."
+    ),
+) -> None:
+    """Upload model.safetensors, metrics.json, the resolved recipe.yaml and a generated README.md model card.
+
+    Needs a token: set HF_TOKEN or run `hf auth login`. Pickle files are never uploaded.
+    """
+    from s5cli.cli.console import stderr, stdout
+    from s5cli.hub import push_checkpoint
+
+    result = push_checkpoint(checkpoint, repo_id, private=private, message=message, revision=revision,
+                             with_optimizer=with_optimizer)
+    stderr.print(f"pushed {len(result.files)} files to {result.repo_id}@{result.revision}: {', '.join(result.files)}")
+    stdout.print(result.commit_url, soft_wrap=True)

@@ -1,15 +1,123 @@
-"""`s5 recipes ...`: list, copy, pull and push recipe files."""
+"""`s5 recipes ...`: list and copy the bundled recipes; pull and push recipes from/to the Hugging Face Hub."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from s5cli.cli._pending import not_available
+import typer
 
 app = typer.Typer(help="List, copy, pull and push recipes.", no_args_is_help=True)
 
 
 @app.command("ls")
 def list_recipes() -> None:
-    """List the recipes that ship with s5cli."""
-    raise not_available("recipes ls", 4)
+    """List the recipes that ship with s5cli: name, dataset, model and what each one is for."""
+    from rich.table import Table
+
+    from s5cli.cli.console import stdout
+    from s5cli.recipe import bundled_recipes
+
+    table = Table(title="bundled recipes (copy one with `s5 recipes cp NAME DEST`)", title_justify="left")
+    for column in ("name", "dataset", "model", "description"):
+        table.add_column(column, overflow="fold", no_wrap=column != "description")
+    for name, path in bundled_recipes().items():
+        dataset, model, description = describe_recipe_file(path)
+        table.add_row(name, dataset, model, description)
+    stdout.print(table)
+
+
+@app.command("cp")
+def copy_recipe(
+    name: str = typer.Argument(..., help="Bundled recipe name (see `s5 recipes ls`), e.g. synthetic or lvu/genre."),
+    dest: Path = typer.Argument(..., help="Destination file, or an existing folder to copy into."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
+) -> None:
+    """Copy a bundled recipe to DEST so that you can edit it."""
+    from s5cli.cli.console import stderr
+    from s5cli.errors import UserError
+    from s5cli.io import atomic_write_bytes
+    from s5cli.recipe import bundled_recipes
+
+    recipes = bundled_recipes()
+    key = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    if key not in recipes:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(recipes), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "`s5 recipes ls` lists them"
+        raise UserError(f"no bundled recipe named {name!r}", hint=hint)
+    target = dest / f"{Path(key).name}.yaml" if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise UserError(f"{target} already exists: pass --force to overwrite it")
+    if not target.parent.is_dir():
+        raise UserError(f"folder {target.parent} does not exist: create it first")
+    atomic_write_bytes(target, recipes[key].read_bytes())
+    stderr.print(f"copied recipe {key} to {target}")
+
+
+def describe_recipe_file(path: Path) -> tuple[str, str, str]:
+    """(dataset, model, first line of the top comment) of a recipe file, without validating it."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    description = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        if stripped.strip("# "):
+            description = stripped.lstrip("#").strip()
+            break
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return "?", "?", description or "(invalid YAML)"
+    raw = raw if isinstance(raw, dict) else {}
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    dataset = str(data.get("dataset", "synthetic"))
+    if data.get("task"):
+        dataset += f" / {data['task']}"
+    objective = (raw.get("train") or {}).get("objective") if isinstance(raw.get("train"), dict) else None
+    model_name = str(model.get("name", "s5")) + (" + LSMCL" if objective == "lsmcl" else "")
+    return dataset, model_name, description
+
+
+@app.command("pull", no_args_is_help=True)
+def pull_recipes(
+    repo_id: str = typer.Argument(..., help="Hub repo OWNER/NAME (or hf://OWNER/NAME\\[@REV]\\[/file.yaml])."),
+    name: str | None = typer.Argument(None, help="One recipe file in the repo, e.g. lvu/genre.yaml (default: all)."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit to pull from."),
+    dest: Path = typer.Option(Path("recipes"), "--dest", help="Folder to write into (repo sub-folders kept)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing local files."),
+) -> None:
+    """Download recipe YAMLs from a Hub repo; each is validated before anything is written.
+
+    Works offline from the Hub cache with HF_HUB_OFFLINE=1.
+    """
+    from s5cli.cli.console import stderr
+    from s5cli.hub import pull_recipes as pull
+
+    for path in pull(repo_id, name, revision=revision, dest=dest, force=force):
+        stderr.print(f"pulled {path}")
+
+
+@app.command("push", no_args_is_help=True)
+def push_recipe(
+    recipe: Path = typer.Argument(..., help="Local recipe YAML (validated before upload)."),
+    repo_id: str = typer.Argument(..., help="Hub repo OWNER/NAME; created if it does not exist."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private (ignored if it exists)."),
+    message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing)."),
+    path_in_repo: str | None = typer.Option(None, "--path-in-repo", help="File name in the repo (default: RECIPE's)."),
+) -> None:
+    """Upload a recipe (bytes unchanged) to a Hub repo, with a README card if the repo has none.
+
+    Needs a token: set HF_TOKEN or run `hf auth login`.
+    """
+    from s5cli.cli.console import stderr, stdout
+    from s5cli.hub import push_recipe as push
+
+    result = push(recipe, repo_id, private=private, message=message, revision=revision, path_in_repo=path_in_repo)
+    stderr.print(f"pushed {', '.join(result.files)} to {result.repo_id}@{result.revision}")
+    stdout.print(result.commit_url, soft_wrap=True)

@@ -2,9 +2,180 @@
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+import contextlib
+from pathlib import Path
+
+import typer
+
+DEFAULT_FRAMES = 60
+DEFAULT_SIZE = 224
+RANDOM_INIT_BACKBONE = "patch_pool"  # parameter-free: a smoke test needs no downloads
 
 
-def visualize_mask() -> None:
-    """Render which tokens S5 keeps on a video (GIF, MP4 or PNG grid)."""
-    raise not_available("visualize-mask", 5)
+def visualize_mask(
+    video: Path = typer.Argument(..., help="Video file to visualise (anything FFmpeg/decord reads)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .gif (animation), .mp4 (video) or .png (contact sheet)."),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c", help="S5 checkpoint folder, run folder or Hub id (default: last `s5 finetune` run here)."
+    ),
+    frames: int | None = typer.Option(None, "--frames", "-t", min=1, help="Uniformly sampled frames (default: the checkpoint's, else 60)."),
+    fps: float | None = typer.Option(None, "--fps", min=0.001, help="Sample every frame at this rate instead of --frames (also the playback rate)."),
+    keep_ratio: float | None = typer.Option(None, "--keep-ratio", "-k", help="Fraction of tokens kept, in (0, 1] (default: the checkpoint's)."),
+    size: int | None = typer.Option(None, "--size", help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
+    style: str = typer.Option("dim", "--style", help="dim: dropped patches darkened; heatmap: score colours; both."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write per-frame kept token indices and scores as JSON."),
+    random_init: bool = typer.Option(False, "--random-init", help="Smoke test: a small S5 with random weights (says so on every frame)."),
+    backbone: str | None = typer.Option(None, "--backbone", help="Backbone name (default: the checkpoint's; patch_pool with --random-init)."),
+    backbone_weights: str | None = typer.Option(None, "--backbone-weights", help="Backbone safetensors path or Hub id (default: the checkpoint's)."),
+    playback_fps: float | None = typer.Option(None, "--playback-fps", min=0.1, help="Frames per second of the GIF/MP4 (default: real time, 1-30)."),
+    revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (random init, random selector)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Render which tokens S5 keeps on a video (GIF, MP4 or PNG grid).
+
+    Kept patches stay in full colour, dropped ones are dimmed; each frame shows its index, time and the kept
+    fraction. Examples:
+
+      s5 visualize-mask movie.mp4 --out mask.gif
+
+      s5 visualize-mask movie.mp4 --out grid.png --checkpoint runs/synthetic/best --style both --json sel.json
+
+      s5 visualize-mask movie.mp4 --out smoke.gif --random-init --frames 16 --size 96
+    """
+    from s5cli.cli.console import stdout
+    from s5cli.errors import UserError
+    from s5cli.io import atomic_write_json
+    from s5cli.seeding import seed_everything
+    from s5cli.visualize.render import STYLES
+    from s5cli.visualize.writers import check_output, check_writable
+
+    if style not in STYLES:
+        raise UserError(f"--style {style!r} is unknown: use one of {', '.join(STYLES)}")
+    if random_init and checkpoint is not None:
+        raise UserError("--random-init and --checkpoint exclude each other: drop one of them")
+    if keep_ratio is not None and not 0.0 < keep_ratio <= 1.0:
+        raise UserError(f"--keep-ratio {keep_ratio} is out of range: use a value in (0, 1]")
+    if size is not None and (size < 16 or size % 16):
+        raise UserError(f"--size {size} must be a positive multiple of the 16 px patch (e.g. 96, 224)")
+    # Cheap checks first: a bad suffix or folder must fail before any decoding or model loading.
+    check_output(out)
+    if json_out is not None:
+        check_writable(json_out, "--json file")
+    if not video.is_file():
+        raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
+    seed_everything(seed)
+
+    model, data, model_name = _load_model(checkpoint, random_init, revision)
+    name = backbone or data.get("backbone") or RANDOM_INIT_BACKBONE
+    weights = backbone_weights if backbone_weights is not None else (data.get("backbone_weights") if backbone is None else None)
+    image_size = int(size or data.get("image_size") or DEFAULT_SIZE)
+    trained_size = data.get("image_size")
+    if trained_size and image_size != int(trained_size):
+        from s5cli.cli.console import print_warning
+
+        # Allowed (the patch grid just grows), but the model then judges patches at a scale it never saw.
+        print_warning(f"--size {image_size} differs from the checkpoint's image size {trained_size}: selections may differ")
+    if fps is None and frames is None:
+        frames = int(data.get("frames") or DEFAULT_FRAMES)
+    _run(
+        video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, keep_ratio,
+        style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+    )
+
+
+def _load_model(checkpoint: str | None, random_init: bool, revision: str | None):
+    """(model or None for random init, recipe data section, display name)."""
+    from s5cli.errors import UserError
+    from s5cli.visualize.selection import RANDOM_INIT
+
+    if random_init:
+        return None, {}, RANDOM_INIT
+    if checkpoint is None:
+        from s5cli.train.job import last_run
+
+        found = last_run()
+        if found is None:
+            raise UserError(
+                "no --checkpoint given and no `s5 finetune` run in this folder: train one with "
+                "`s5 finetune recipes/synthetic.yaml`, or pass --random-init for a smoke test"
+            )
+        checkpoint = str(found / "best") if (found / "best").exists() else str(found)
+    from s5cli.train.loading import load_trained_model
+
+    model, recipe, _ = load_trained_model(checkpoint, expect_model="s5", revision=revision)
+    return model, dict(recipe.get("data") or {}), checkpoint
+
+
+def _run(
+    video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps,
+    keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from s5cli.cli.console import stderr
+    from s5cli.models.backbone import build_backbone
+    from s5cli.train.distributed import pick_device
+    from s5cli.visualize.render import render_selection
+    from s5cli.visualize.selection import random_init_model, run_selection, set_keep_ratio
+    from s5cli.visualize.writers import write_frames
+
+    dev = pick_device(device)
+    extractor = build_backbone(backbone_name, weights, image_size).to(dev)
+    if random_init:
+        model = random_init_model(int(extractor.dim), keep_ratio if keep_ratio is not None else 0.5, seed)
+    set_keep_ratio(model, keep_ratio)
+    model.to(dev)
+
+    progress = Progress(
+        TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=stderr, disable=quiet,
+    )
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress, _clear_on_error(progress):
+        selection = run_selection(
+            video, model, extractor, frames=frames, fps=fps, image_size=image_size, model_name=model_name,
+            seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
+            report=report,
+        )
+        rendered = render_selection(selection, style, report)
+        rate = playback_fps or fps or _real_time_rate(selection)
+        report("write", 0, 1)
+        write_frames(out, rendered, rate)
+        if json_out is not None:
+            atomic_write_json(json_out, selection.to_json())
+        report("write", 1, 1)
+
+    patches = selection.grid**2
+    mean_kept = sum(len(selection.kept_patches(t)) for t in range(len(selection.kept))) / len(selection.kept)
+    stdout.print(
+        f"wrote {out}: {len(rendered)} frames {image_size}x{image_size}, kept {mean_kept:.1f}/{patches} patches "
+        f"per frame ({100 * mean_kept / patches:.0f}%), model {model_name}"
+        + (f", selection JSON {json_out}" if json_out is not None else ""),
+        soft_wrap=True,  # one line, so scripts can grep it
+    )
+
+
+@contextlib.contextmanager
+def _clear_on_error(progress):
+    """On failure, erase the bars so the error stays the one line the user sees."""
+    try:
+        yield
+    except BaseException:
+        progress.live.transient = True
+        raise
+
+
+def _real_time_rate(selection) -> float:
+    """Playback rate that spans the sampled part of the video in real time, kept within 1-30 fps."""
+    times = selection.times
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    rate = (len(times) - 1) / span if span > 0 else 4.0
+    return min(30.0, max(1.0, rate))

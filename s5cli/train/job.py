@@ -23,22 +23,21 @@ def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | No
 
 
 def _resolve_recipe(spec: str) -> str:
-    """Local path, a bundled recipe name, or (with the hub module) hf://repo/path."""
+    """Local path, a bundled recipe name ('synthetic', 'lvu/genre'), or hf://REPO[@REV]/path."""
     if spec.startswith("hf://"):
         from s5cli.hub import resolve_recipe_path
 
         return str(resolve_recipe_path(spec))
-    path = Path(spec)
-    if path.exists():
+    if Path(spec).exists():
         return spec
-    from importlib import resources
+    from s5cli.recipe import bundled_recipes
 
-    bundled = resources.files("s5cli.recipes")
-    for candidate in (spec, f"{spec}.yaml"):
-        target = bundled.joinpath(candidate)
-        if target.is_file():
-            return str(target)
-    return spec  # load_recipe reports the missing file
+    bundled = bundled_recipes()
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    name = name[len("recipes/"):] if name.startswith("recipes/") else name
+    if name in bundled:
+        return str(bundled[name])
+    return spec  # load_recipe reports the missing file with a hint
 
 
 def build_model_from_recipe(recipe: Any, num_outputs: int):

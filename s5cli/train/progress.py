@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,12 +33,30 @@ class TrainingProgress:
             "train", total=total_steps, completed=start_step, loss="-", lr="-", speed="-"
         )
         self._progress.start()
+        # Rich draws a live bar only on a terminal; in logs (CI, nohup, pipes) print a plain line every
+        # ~5% of the run instead, so long jobs still show that they are alive and how fast they go.
+        self._plain = not stderr.is_terminal
+        self._total = total_steps
+        self._start = (start_step, time.monotonic())
+        self._last_logged = start_step
+        self._plain_every = max(1, total_steps // 20)
 
     def update(self, step: int, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
-        if self.enabled:
-            self._progress.update(
-                self._task, completed=step, description=f"epoch {epoch + 1}", loss=f"{loss:.4f}",
-                lr=f"{lr:.2e}", speed=f"{samples_per_s:.1f}",
+        if not self.enabled:
+            return
+        self._progress.update(
+            self._task, completed=step, description=f"epoch {epoch + 1}", loss=f"{loss:.4f}",
+            lr=f"{lr:.2e}", speed=f"{samples_per_s:.1f}",
+        )
+        if self._plain and (step - self._last_logged >= self._plain_every or step == self._total):
+            self._last_logged = step
+            first_step, started = self._start
+            elapsed = time.monotonic() - started
+            rate = (step - first_step) / elapsed if elapsed > 0 else 0.0
+            eta = (self._total - step) / rate if rate > 0 else float("nan")
+            self._progress.console.print(
+                f"epoch {epoch + 1} step {step}/{self._total} loss {loss:.4f} lr {lr:.2e} "
+                f"{samples_per_s:.1f} samples/s elapsed {elapsed:.0f}s ETA {eta:.0f}s"
             )
 
     def log(self, message: str) -> None:

@@ -1,0 +1,193 @@
+"""On-disk cache of frozen-backbone tokens: one safetensors file per video under a folder named by the settings.
+
+The folder name is a hash of every setting that changes the tokens (backbone, weights, frames, fps, image
+size, storage dtype), so changing any of them can never reuse a stale cache. Files are written atomically and
+checked when read: a torn or corrupt file is reported and treated as missing, so the next extraction redoes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from s5cli.errors import UserError
+from s5cli.io import atomic_write_json, atomic_write_path
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+CACHE_FORMAT = "s5cli-tokens/1"
+TOKENS_KEY = "tokens"
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+class CorruptCacheEntry(FileNotFoundError):
+    """A cache file that exists but cannot be read; callers treat it like a missing entry."""
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Everything that changes the cached tokens; `key()` names the cache folder."""
+
+    backbone: str
+    backbone_weights: str | None
+    frames: int | None
+    fps: float | None
+    image_size: int
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise UserError(
+                f"data.cache_dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}"
+            )
+
+    def key(self) -> str:
+        """Short stable hash of all fields (and the file format): any change gives a new key."""
+        values = asdict(self)
+        # 8 and 8.0 fps are the same setting; normalise so a YAML spelling does not split the cache.
+        values["fps"] = None if self.fps is None else float(self.fps)
+        text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+    def metadata(self) -> dict[str, str]:
+        """The settings as safetensors metadata (string values only)."""
+        return {
+            "format": CACHE_FORMAT,
+            "backbone": self.backbone,
+            "backbone_weights": self.backbone_weights or "",
+            "frames": "" if self.frames is None else str(self.frames),
+            "fps": "" if self.fps is None else str(float(self.fps)),
+            "image_size": str(self.image_size),
+            "dtype": self.dtype,
+            "settings_key": self.key(),
+        }
+
+
+def check_video_id(video_id: str) -> str:
+    """Video ids are used as file names as they are ('-abc', 'P03-cam01-P03_cereals'); refuse path separators."""
+    if not video_id or "/" in video_id or "\\" in video_id or video_id in (".", "..") or "\0" in video_id:
+        raise UserError(f"video id {video_id!r} cannot be used as a cache file name")
+    return video_id
+
+
+def verify_safetensors(path: Path) -> str | None:
+    """None if `path` is a complete safetensors file holding `tokens`, else a short reason why not."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return "file is shorter than a safetensors header"
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > min(size - 8, 100_000_000):
+                return "header length runs past the end of the file"
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        return f"unreadable header ({type(error).__name__})"
+    if not isinstance(header, dict) or TOKENS_KEY not in header:
+        return f"no {TOKENS_KEY!r} tensor"
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    # A file cut short (killed writer, full disk) keeps its header but loses data: sizes must add up.
+    if 8 + header_len + max(ends, default=0) != size:
+        return "file size does not match its header (truncated)"
+    return None
+
+
+class FeatureCache:
+    """Token files under `root/<settings key>/<video_id>.safetensors`."""
+
+    def __init__(self, root: str | os.PathLike[str], settings: ExtractionSettings) -> None:
+        self.root = Path(root).expanduser()
+        self.settings = settings
+        self.folder = self.root / settings.key()
+        self._reported: set[str] = set()
+
+    def path(self, video_id: str) -> Path:
+        """Where the tokens of `video_id` live (whether or not they exist yet)."""
+        return self.folder / f"{check_video_id(video_id)}.safetensors"
+
+    def has(self, video_id: str) -> bool:
+        """True if a complete, readable entry exists (a corrupt one is reported and counts as missing)."""
+        path = self.path(video_id)
+        if not path.is_file():
+            return False
+        problem = verify_safetensors(path)
+        if problem is not None:
+            self._report(path, problem)
+            return False
+        return True
+
+    def cached_ids(self) -> set[str]:
+        """Ids with a file in the cache folder (not verified)."""
+        if not self.folder.is_dir():
+            return set()
+        return {
+            p.name[: -len(".safetensors")]
+            for p in self.folder.glob("*.safetensors")
+            if not p.name.startswith(".")
+        }
+
+    def save(self, video_id: str, tokens: Tensor, metadata: dict[str, str] | None = None) -> Path:
+        """Store `(T, S, D)` tokens in the settings' dtype, atomically, with the settings as metadata."""
+        import torch
+        from safetensors.torch import save_file
+
+        if tokens.dim() != 3:
+            raise ValueError(f"tokens must be (T, S, D), got shape {tuple(tokens.shape)}")
+        path = self.path(video_id)
+        self._write_settings_file()
+        meta = {
+            **{k: str(v) for k, v in (metadata or {}).items()},
+            **self.settings.metadata(),
+            "video_id": video_id,
+        }
+        stored = tokens.detach().to("cpu", getattr(torch, self.settings.dtype)).contiguous()
+        with atomic_write_path(path) as tmp:
+            save_file({TOKENS_KEY: stored}, str(tmp), metadata=meta)
+        return path
+
+    def load(self, video_id: str) -> tuple[Tensor, dict[str, str]]:
+        """Tokens `(T, S, D)` and metadata; FileNotFoundError if missing, CorruptCacheEntry if unreadable."""
+        from safetensors import safe_open
+
+        path = self.path(video_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"no cached tokens for video {video_id!r} at {path}")
+        problem = verify_safetensors(path)
+        if problem is None:
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    return handle.get_tensor(TOKENS_KEY), dict(handle.metadata() or {})
+            except Exception as error:  # safetensors raises its own error types for damaged files
+                problem = f"unreadable ({str(error).splitlines()[0][:100]})"
+        self._report(path, problem)
+        raise CorruptCacheEntry(f"corrupt cache entry {path}: {problem}")
+
+    def num_frames(self, video_id: str) -> int:
+        """Cached frame count of a video, read from the file header only."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.path(video_id)), framework="pt") as handle:
+            return int(handle.get_slice(TOKENS_KEY).get_shape()[0])
+
+    def _write_settings_file(self) -> None:
+        # A human-readable note of what the hashed folder holds; written once per folder.
+        note = self.folder / "settings.json"
+        if not note.exists():
+            atomic_write_json(note, self.settings.metadata())
+
+    def _report(self, path: Path, problem: str) -> None:
+        if str(path) in self._reported:
+            return
+        self._reported.add(str(path))
+        from s5cli.cli.console import print_warning
+
+        print_warning(
+            f"corrupt cache entry {path}: {problem}; treating it as missing (it will be re-extracted)"
+        )

@@ -1,0 +1,216 @@
+"""Decode sampled frames of a video with decord and prepare them for an image backbone.
+
+Every failure to read a video (missing, empty, not a video, truncated) becomes a `VideoDecodeError`: a
+`UserError` whose one-line message names the file, so a dataset run can report it, skip it and go on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from s5cli.data.sampling import FramePlan, fps_plan, uniform_plan
+from s5cli.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+UNIT_MEAN = (0.0, 0.0, 0.0)
+UNIT_STD = (1.0, 1.0, 1.0)
+DECODER_SCALE_RATIO = 1.5  # scale while decoding when the shorter side is at least this many times the target
+
+
+class VideoDecodeError(UserError):
+    """A video that cannot be read; the message names the file and what is wrong with it."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video."""
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+@dataclass
+class DecodedClip:
+    """Sampled frames `(T, H, W, 3)` uint8, the plan that chose them, and the video's info."""
+
+    frames: np.ndarray
+    plan: FramePlan
+    info: VideoInfo
+
+
+def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[int, int] | None = None):
+    """A decord `VideoReader` on `path` (frames scaled to `size` = (height, width) if given).
+
+    Raises VideoDecodeError naming the file when it cannot be opened.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoDecodeError(path, "video file not found")
+    if path.is_dir():
+        raise VideoDecodeError(path, "is a folder, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "video file is empty (0 bytes)")
+    import decord
+
+    try:
+        height, width = size if size is not None else (-1, -1)
+        reader = decord.VideoReader(
+            str(path), num_threads=max(0, int(num_threads)), width=width, height=height
+        )
+    except Exception as error:  # decord raises a bare RuntimeError/DECORDError for every container problem
+        detail = _first_line(error)
+        # decord's "Error reading <path>..." says nothing the message does not already say.
+        detail = "" if str(path) in detail else f": {detail}"
+        raise VideoDecodeError(
+            path, f"cannot open as a video (not a video, or truncated/corrupt){detail}"
+        ) from None
+    if len(reader) < 1:
+        raise VideoDecodeError(path, "video has no frames")
+    return reader
+
+
+def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(height, width) from the container header via PyAV, without decoding; None if it cannot tell."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return int(stream.codec_context.height), int(stream.codec_context.width)
+    except Exception:  # anything unreadable is reported by decord's open with a clear message
+        return None
+
+
+def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
+    """(height, width) with the shorter side scaled to `shorter_side`, aspect ratio kept."""
+    scale = shorter_side / min(height, width)
+    return max(shorter_side, round(height * scale)), max(shorter_side, round(width * scale))
+
+
+def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
+    """Frame count, frame rate and size of an open reader."""
+    try:
+        height, width = reader[0].shape[:2]
+        fps = float(reader.get_avg_fps())
+    except Exception as error:
+        raise VideoDecodeError(path, f"cannot read the first frame: {_first_line(error)}") from None
+    if not fps > 0:
+        fps = 25.0  # some containers carry no rate; a nominal one keeps fps sampling defined
+    return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width))
+
+
+def read_frames(
+    reader, indices: list[int] | tuple[int, ...], path: str | os.PathLike[str] = ""
+) -> np.ndarray:
+    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB (repeated indices are decoded once)."""
+    import numpy as np
+
+    unique = sorted(set(indices))
+    try:
+        batch = reader.get_batch(unique).asnumpy()
+    except Exception as error:
+        raise VideoDecodeError(
+            path, f"decoding failed (truncated or corrupt video): {_first_line(error)}"
+        ) from None
+    position = {index: row for row, index in enumerate(unique)}
+    return np.ascontiguousarray(batch[[position[i] for i in indices]])
+
+
+def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_frames: int = 1) -> FramePlan:
+    """Uniform T frames (`frames`), or every frame at `fps` over the whole video (`fps` wins when both are set)."""
+    if fps is not None:
+        return fps_plan(info.num_frames, info.fps, fps, min_frames=min_frames)
+    if frames is not None:
+        return uniform_plan(info.num_frames, frames)
+    raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")
+
+
+def decode_clip(
+    path: str | os.PathLike[str],
+    frames: int | None,
+    fps: float | None,
+    num_threads: int = 2,
+    min_frames: int = 1,
+    warn: bool = True,
+    shorter_side: int | None = None,
+) -> DecodedClip:
+    """Open, plan and decode one video; warns once when it is too short and its last frame is repeated.
+
+    With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
+    long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
+    """
+    original = probe_size(path) if shorter_side else None
+    size = None
+    # Scaling inside the decoder pays off for large reductions (720p -> 224: 1.7x faster decode in
+    # benchmarks/extract.py) but costs more than it saves for small ones (272p -> 224: 1.6x slower), where the
+    # uint8 resize in `preprocess` is cheaper.
+    if original is not None and min(original) >= DECODER_SCALE_RATIO * shorter_side:
+        size = resized_size(*original, shorter_side)
+    reader = open_video(path, num_threads, size)
+    info = video_info(reader, path)
+    if original is not None:
+        info = replace(info, height=original[0], width=original[1])
+    plan = plan_frames(info, frames, fps, min_frames=min_frames)
+    array = read_frames(reader, plan.indices, path)
+    if warn and plan.padded:
+        from s5cli.cli.console import print_warning
+
+        print_warning(
+            f"{path}: only {len(plan) - plan.padded} frames to sample, asked for {len(plan)}; "
+            f"repeating the last frame {plan.padded} times"
+        )
+    return DecodedClip(frames=array, plan=plan, info=info)
+
+
+def preprocess(
+    frames: np.ndarray | torch.Tensor,
+    image_size: int,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 `(T, H, W, 3)` -> float `(T, 3, S, S)`: resize the shorter side to S, centre crop, normalise."""
+    import torch
+    import torch.nn.functional as F
+
+    # (T, H, W, 3) -> (T, 3, H, W) as a view: channels-last memory, which torch's uint8 resize kernel wants.
+    images = torch.as_tensor(frames).permute(0, 3, 1, 2)
+    height, width = images.shape[-2:]
+    new_h, new_w = resized_size(height, width, image_size)
+    if (new_h, new_w) != (height, width):
+        # Resizing the uint8 frames is ~20x faster than resizing floats (a vectorised uint8 path) and costs at
+        # most one grey level. Antialiasing matters when shrinking 720p to 224: without it edges alias.
+        images = F.interpolate(
+            images, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
+    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+    images = images[:, :, top : top + image_size, left : left + image_size].float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
+    return ((images - mean_t) / std_t).contiguous()
+
+
+def _first_line(error: BaseException) -> str:
+    # decord prefixes its messages with "[hh:mm:ss] /its/source/file.cc:NN: "; users need only the reason.
+    lines = [re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    return lines[0][:160] if lines else type(error).__name__

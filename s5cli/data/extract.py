@@ -1,0 +1,325 @@
+"""Feature extraction: decode videos, run the frozen backbone, cache the tokens; resumable and shardable.
+
+`extract_records` is the loop behind `s5 extract` and behind training on a dataset that is not cached yet.
+Finished videos are skipped (the cache is the progress record), a video that cannot be decoded is reported,
+counted and skipped, and each torchrun rank (or `--shard i/n`) takes every n-th record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.decode import VideoDecodeError, decode_clip, preprocess
+from s5cli.errors import RunFailure, UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PATCH_SIZE = 16  # every backbone we ship uses 16 px patches
+
+
+@dataclass
+class ExtractReport:
+    """What an extraction run did: new files, files already cached, and videos that failed (id, reason)."""
+
+    extracted: int = 0
+    reused: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        """Videos this run was responsible for."""
+        return self.extracted + self.reused + len(self.failed)
+
+
+def _field(data: Any, name: str, default: Any = None) -> Any:
+    value = data.get(name, default) if isinstance(data, dict) else getattr(data, name, default)
+    return default if value is None else value
+
+
+def settings_from_data(data: Any) -> ExtractionSettings:
+    """Extraction settings of a recipe's data section (fps sampling ignores `frames`: it is the clip length then)."""
+    backbone = _field(data, "backbone")
+    if not backbone:
+        raise UserError("data.backbone is not set: use e.g. patch_pool or vit_large_patch16_224")
+    fps = _field(data, "fps")
+    frames = _field(data, "frames")
+    if fps is not None:
+        if float(fps) <= 0:
+            raise UserError(f"data.fps must be positive, got {fps}")
+        fps, frames = float(fps), None
+    elif frames is None:
+        raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")
+    elif int(frames) < 1:
+        raise UserError(f"data.frames must be at least 1, got {frames}")
+    image_size = int(_field(data, "image_size", 224))
+    if image_size < PATCH_SIZE or image_size % PATCH_SIZE:
+        raise UserError(
+            f"data.image_size={image_size} must be a positive multiple of the {PATCH_SIZE} px patch"
+        )
+    return ExtractionSettings(
+        backbone=str(backbone),
+        backbone_weights=_field(data, "backbone_weights") or None,
+        frames=None if frames is None else int(frames),
+        fps=fps,
+        image_size=image_size,
+        dtype=str(_field(data, "cache_dtype", "float16")),
+    )
+
+
+def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """The (index, count) share of this process: given, or torchrun's RANK/WORLD_SIZE, or (0, 1)."""
+    if shard is None:
+        shard = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+    index, count = int(shard[0]), int(shard[1])
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"shard {index}/{count} is invalid: use i/n with 0 <= i < n")
+    return index, count
+
+
+def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cpu") -> nn.Module:
+    """The frozen backbone named by the settings, on `device`."""
+    from s5cli.models.backbone import PRESETS, build_backbone
+
+    if (
+        settings.backbone in PRESETS
+        and settings.backbone != "vit_tiny_test"
+        and not settings.backbone_weights
+    ):
+        from s5cli.cli.console import print_warning
+
+        print_warning(
+            f"backbone {settings.backbone} has no data.backbone_weights: using random weights (set a Hub id, "
+            "e.g. timm/vit_large_patch16_224.augreg_in21k, for meaningful tokens)"
+        )
+    return build_backbone(settings.backbone, settings.backbone_weights, settings.image_size).to(device)
+
+
+def encode_frames(backbone: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """`(T, 3, S, S)` normalised frames -> `(T, tokens, D)` float32, in batches of frames, without autograd."""
+    import torch
+
+    device = next(iter(backbone.buffers()), next(iter(backbone.parameters()), None))
+    device = device.device if device is not None else torch.device("cpu")
+    outputs = []
+    with torch.inference_mode():
+        for chunk in images.split(batch_size):
+            chunk = chunk.to(device, non_blocking=True)
+            if device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    outputs.append(backbone(chunk).float().cpu())
+            else:
+                outputs.append(backbone(chunk).float())
+    return torch.cat(outputs)
+
+
+@dataclass
+class _Decoded:
+    images: Any
+    metadata: dict[str, str]
+    warning: str | None
+
+
+def _decode_for_backbone(path: Path, settings: ExtractionSettings, mean, std, threads: int) -> _Decoded:
+    clip = decode_clip(
+        path, settings.frames, settings.fps, num_threads=threads, warn=False, shorter_side=settings.image_size
+    )
+    images = preprocess(clip.frames, settings.image_size, mean, std)
+    warning = None
+    if clip.plan.padded:
+        real = len(clip.plan) - clip.plan.padded
+        warning = f"{path}: only {real} frames, asked for {len(clip.plan)}; repeated the last frame {clip.plan.padded} times"
+    metadata = {
+        "source": path.name,
+        "video_frames": str(clip.info.num_frames),
+        "video_fps": f"{clip.info.fps:.6g}",
+        "padded": str(clip.plan.padded),
+        "frame_indices": json.dumps(list(clip.plan.indices)),
+    }
+    return _Decoded(images, metadata, warning)
+
+
+def _prefetched(pool: ThreadPoolExecutor, jobs: Sequence[Any], submit) -> Iterator[tuple[Any, Future]]:
+    """Yield (job, future) with the next job's decode already running: decoding overlaps the backbone pass."""
+    pending: Future | None = submit(pool, jobs[0]) if jobs else None
+    for position, job in enumerate(jobs):
+        current = pending
+        pending = submit(pool, jobs[position + 1]) if position + 1 < len(jobs) else None
+        yield job, current
+
+
+def extract_records(
+    records: Sequence[Any],
+    settings: ExtractionSettings,
+    cache: FeatureCache,
+    *,
+    decode_threads: int = 2,
+    shard: tuple[int, int] | None = None,
+    show_progress: bool = True,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    backbone: nn.Module | None = None,
+) -> ExtractReport:
+    """Cache tokens for this shard's records; skips cached ids, reports and skips videos that fail to decode."""
+    from s5cli.cli.console import print_warning
+
+    index, count = resolve_shard(shard)
+    mine = list(records)[index::count]
+    started = time.perf_counter()
+    report = ExtractReport()
+    todo = []
+    for record in mine:
+        if cache.has(record.video_id):
+            report.reused += 1
+        else:
+            todo.append(record)
+    if not todo:
+        report.seconds = time.perf_counter() - started
+        return report
+    if backbone is None:
+        backbone = load_backbone(settings, device)
+    mean, std = getattr(backbone, "mean", (0.0, 0.0, 0.0)), getattr(backbone, "std", (1.0, 1.0, 1.0))
+
+    def submit(pool: ThreadPoolExecutor, record: Any) -> Future:
+        return pool.submit(_decode_for_backbone, Path(record.path), settings, mean, std, decode_threads)
+
+    progress = (
+        _progress(len(todo), f"extract {index}/{count}" if count > 1 else "extract")
+        if show_progress
+        else None
+    )
+    try:
+        if progress is not None:
+            progress.start()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5-decode") as pool:
+            for record, future in _prefetched(pool, todo, submit):
+                try:
+                    decoded = future.result()
+                except VideoDecodeError as error:
+                    report.failed.append((record.video_id, str(error)))
+                    print_warning(f"skipping video {record.video_id}: {error}")
+                else:
+                    if decoded.warning:
+                        print_warning(decoded.warning)
+                    tokens = encode_frames(backbone, decoded.images, batch_size)
+                    cache.save(record.video_id, tokens, decoded.metadata)
+                    report.extracted += 1
+                    report.frames += tokens.shape[0]
+                if progress is not None:
+                    progress.advance(progress.task_ids[0])
+    finally:
+        if progress is not None:
+            progress.stop()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _progress(total: int, description: str):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    from s5cli.cli.console import stderr
+
+    class VideosPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("? videos/s" if speed is None else f"{speed:.2f} videos/s", style="cyan")
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        VideosPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=False,
+    )
+    progress.add_task(description, total=total)
+    return progress
+
+
+def unique_records(groups: Sequence[Sequence[Any]]) -> list[Any]:
+    """Records of several splits with each video id once (LVU tasks and splits share videos)."""
+    seen: set[str] = set()
+    out = []
+    for group in groups:
+        for record in group:
+            if record.video_id not in seen:
+                seen.add(record.video_id)
+                out.append(record)
+    return out
+
+
+def ensure_cached(
+    data: Any,
+    splits: Sequence[str] = ("train", "val", "test"),
+    *,
+    shard: tuple[int, int] | None = None,
+    show_progress: bool = True,
+    device: str | torch.device = "cpu",
+    fail_if_none: bool = True,
+) -> ExtractReport:
+    """Extract whatever the recipe's splits still miss in the cache; RunFailure if every video failed."""
+    from s5cli.data.datasets import list_records
+
+    records = unique_records([list_records(data, split) for split in splits])
+    settings = settings_from_data(data)
+    cache_dir = _field(data, "cache_dir")
+    if not cache_dir:
+        raise UserError("data.cache_dir is not set: name a folder for the token cache")
+    cache = FeatureCache(Path(cache_dir), settings)
+    report = extract_records(
+        records,
+        settings,
+        cache,
+        decode_threads=int(_field(data, "decode_threads", 2)),
+        shard=shard,
+        show_progress=show_progress,
+        device=device,
+    )
+    if fail_if_none and report.failed and report.extracted + report.reused == 0:
+        raise RunFailure(
+            f"none of {len(report.failed)} videos could be decoded (first: {report.failed[0][1]})"
+        )
+    return report
+
+
+def load_video_tokens(
+    path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """One raw video -> `(T, S, D)` float tokens with the recipe's extraction settings (rounded like the cache)."""
+    import torch
+
+    settings = settings_from_data(data)
+    backbone = load_backbone(settings, device)
+    decoded = _decode_for_backbone(
+        Path(path), settings, backbone.mean, backbone.std, int(_field(data, "decode_threads", 2))
+    )
+    if decoded.warning:
+        from s5cli.cli.console import print_warning
+
+        print_warning(decoded.warning)
+    tokens = encode_frames(backbone, decoded.images)
+    # Round through the storage dtype so a single video sees the same numbers a cached dataset would.
+    return tokens.to(getattr(torch, settings.dtype)).float().to(device)

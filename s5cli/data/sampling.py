@@ -1,0 +1,89 @@
+"""Which frames of a video to decode: T uniform frames, every frame at a target fps, or W-second windows.
+
+Pure index arithmetic (no decoding), so each rule is easy to test. Short videos are padded by repeating the
+last frame index; `FramePlan.padded` says by how many so the caller can warn once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Frame indices to read (in output order) and how many of them repeat the last frame as padding."""
+
+    indices: tuple[int, ...]
+    padded: int = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _check_count(num_frames_in_video: int) -> None:
+    if num_frames_in_video < 1:
+        raise ValueError(f"a video needs at least one frame, got {num_frames_in_video}")
+
+
+def uniform_indices(num_frames_in_video: int, frames: int) -> list[int]:
+    """`frames` indices at the centres of `frames` equal segments of the video (short videos: see uniform_plan)."""
+    return list(uniform_plan(num_frames_in_video, frames).indices)
+
+
+def uniform_plan(num_frames_in_video: int, frames: int) -> FramePlan:
+    """T frames at segment centres; a video with fewer than T frames gives all its frames, then the last repeated."""
+    _check_count(num_frames_in_video)
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    n = num_frames_in_video
+    if n < frames:
+        # Stretching a short video (repeating frames in the middle) would fake motion timing; padding at the
+        # end keeps real frames at their real positions and is what the warning describes.
+        return FramePlan(tuple(range(n)) + (n - 1,) * (frames - n), padded=frames - n)
+    # Centre of segment i is (i + 0.5) * n / T; integer arithmetic avoids float rounding at segment edges.
+    return FramePlan(tuple((2 * i + 1) * n // (2 * frames) for i in range(frames)))
+
+
+def fps_count(num_frames_in_video: int, video_fps: float, target_fps: float) -> int:
+    """How many frames sampling at `target_fps` takes from the whole video (at least one)."""
+    duration = num_frames_in_video / video_fps
+    # A small epsilon so that e.g. 250 frames at 25 fps sampled at 1 fps gives 10, not 9, after float error.
+    return max(1, math.floor(duration * target_fps + 1e-6))
+
+
+def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float) -> list[int]:
+    """One frame every 1/target_fps seconds over the whole video, starting at the first frame."""
+    _check_count(num_frames_in_video)
+    if video_fps <= 0 or target_fps <= 0:
+        raise ValueError(f"fps must be positive, got video_fps={video_fps}, target_fps={target_fps}")
+    count = fps_count(num_frames_in_video, video_fps, target_fps)
+    step = video_fps / target_fps
+    return [min(num_frames_in_video - 1, math.floor(k * step + 1e-6)) for k in range(count)]
+
+
+def fps_plan(num_frames_in_video: int, video_fps: float, target_fps: float, min_frames: int = 1) -> FramePlan:
+    """`fps_indices`, padded with the last frame up to `min_frames` (one full window) when the video is short."""
+    indices = fps_indices(num_frames_in_video, video_fps, target_fps)
+    padded = max(0, min_frames - len(indices))
+    return FramePlan(tuple(indices) + (indices[-1],) * padded, padded=padded)
+
+
+def window_indices(
+    num_frames_in_video: int, video_fps: float, window_seconds: float, target_fps: float
+) -> list[list[int]]:
+    """Every W-second window of the video sampled at `target_fps` (LVU evaluation).
+
+    Windows are consecutive and non-overlapping; the last one is aligned to the end of the video so that no
+    window runs past it (a video shorter than W gives one window padded with its last frame).
+    """
+    per_window = max(1, round(window_seconds * target_fps))
+    sampled = fps_indices(num_frames_in_video, video_fps, target_fps)
+    if len(sampled) <= per_window:
+        return [sampled + [sampled[-1]] * (per_window - len(sampled))]
+    count = math.ceil(len(sampled) / per_window)
+    windows = []
+    for w in range(count):
+        start = min(w * per_window, len(sampled) - per_window)
+        windows.append(sampled[start : start + per_window])
+    return windows

@@ -1,0 +1,120 @@
+"""Model cards (README.md with YAML front matter) for pushed checkpoints and recipes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from s5cli import __version__
+
+TAGS = ["s5cli", "video-classification", "state-space-model", "s4", "long-form-video"]
+_MODEL_TAGS = {"s5": ["s5", "token-selection"], "s4": ["vis4mer"], "transformer": ["video-transformer"]}
+# metrics.json key -> (Hub metric type, human name); confusion matrices and counts stay out of the card.
+_METRICS = {"top1": ("accuracy", "top-1 accuracy"), "top5": ("top_5_accuracy", "top-5 accuracy"),
+            "mse": ("mse", "mean squared error")}
+_DATASET_NAMES = {"lvu": "LVU", "breakfast": "Breakfast", "coin": "COIN", "synthetic": "s5cli synthetic"}
+
+
+def _front_matter(meta: Mapping[str, Any]) -> str:
+    return "---\n" + yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _dataset(recipe: Mapping[str, Any]) -> tuple[str, str]:
+    """(id, display name) of the recipe's dataset, e.g. ("lvu", "LVU genre")."""
+    data = recipe.get("data") or {}
+    dataset = str(data.get("dataset") or "synthetic")
+    name = _DATASET_NAMES.get(dataset, dataset)
+    if data.get("task"):
+        name += f" {data['task']}"
+    return dataset, name
+
+
+def _command(recipe: Mapping[str, Any]) -> str:
+    objective = (recipe.get("train") or {}).get("objective", "supervised")
+    return "pretrain" if objective == "lsmcl" else "finetune"
+
+
+def checkpoint_card(
+    repo_id: str, metadata: Mapping[str, str], metrics: Mapping[str, Any] | None, revision: str | None = None,
+) -> str:
+    """README.md for a pushed checkpoint: front matter, metrics table, reproduce and use commands."""
+    recipe = json.loads(metadata.get("recipe") or "{}")
+    model_name = metadata.get("model_name") or (recipe.get("model") or {}).get("name", "s5")
+    dataset, dataset_name = _dataset(recipe)
+    rev = f"@{revision}" if revision and revision != "main" else ""
+    scored = {k: float(v) for k, v in (metrics or {}).items() if k in _METRICS and isinstance(v, (int, float))}
+    # Checkpoint metrics come from the trainer's validation pass unless `s5 eval` recorded a split.
+    split = (metrics or {}).get("split") or "validation"
+    front: dict[str, Any] = {
+        "library_name": "s5cli",
+        "tags": TAGS + _MODEL_TAGS.get(str(model_name), [str(model_name)]),
+        "datasets": [dataset],
+        "metrics": [_METRICS[k][0] for k in scored],
+    }
+    if scored:
+        front["model-index"] = [{
+            "name": repo_id.split("/")[-1],
+            "results": [{
+                "task": ({"type": "video-classification", "name": "Video classification"} if "mse" not in scored
+                         else {"type": "other", "name": "Video regression"}),
+                "dataset": {"name": dataset_name, "type": dataset, "split": str(split)},
+                "metrics": [{"type": _METRICS[k][0], "value": round(v, 6), "name": f"{split} {_METRICS[k][1]}"}
+                            for k, v in scored.items()],
+            }],
+        }]
+    command = _command(recipe)
+    lines = [
+        _front_matter(front),
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"Video model `{model_name}` on {dataset_name}, trained with "
+        f"s5cli {__version__} (S5: selective structured state-spaces for "
+        "long-form video, CVPR 2023). Weights are safetensors only.",
+        "",
+        f"- step: {metadata.get('step', '?')}, outputs: {metadata.get('num_outputs', '?')}",
+    ]
+    if scored:
+        lines += ["", f"| metric ({split}) | value |", "|---|---|"]
+        lines += [f"| {_METRICS[k][1]} | {v:.4f} |" for k, v in scored.items()]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "The exact resolved recipe is `recipe.yaml` in this repo:",
+        "",
+        "```bash",
+        f"s5 {command} hf://{repo_id}{rev}/recipe.yaml",
+        "```",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"s5 eval --checkpoint hf://{repo_id}{rev}",
+        f"s5 eval --checkpoint hf://{repo_id}{rev} --video movie.mp4",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def recipe_card(repo_id: str, recipe: Mapping[str, Any], filename: str, revision: str | None = None) -> str:
+    """README.md for a repo of recipes: front matter and the commands to pull and run one."""
+    dataset, dataset_name = _dataset(recipe)
+    model_name = (recipe.get("model") or {}).get("name", "s5")
+    rev = f"@{revision}" if revision and revision != "main" else ""
+    front = {"library_name": "s5cli", "tags": [*TAGS, "recipe"], "datasets": [dataset]}
+    return "\n".join([
+        _front_matter(front),
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"s5cli recipes (YAML, validated on pull). `{filename}`: `{model_name}` on {dataset_name}.",
+        "",
+        "```bash",
+        f"s5 recipes pull {repo_id} {filename}{' --revision ' + revision if rev else ''}",
+        f"s5 {_command(recipe)} hf://{repo_id}{rev}/{filename}",
+        "```",
+        "",
+    ])

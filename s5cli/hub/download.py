@@ -1,0 +1,168 @@
+"""Download recipes and checkpoints from the Hub into its cache (HF_HUB_OFFLINE and --revision honoured).
+
+Checkpoints are fetched as safetensors + JSON/YAML only (never pickle). Recipes are validated against the
+schema before anything is written to the user's folder, and remote names are checked so nothing lands
+outside the destination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from s5cli.errors import UserError
+from s5cli.hub.client import hub_errors, hub_settings, optional_token
+from s5cli.hub.paths import HubSpec, is_pickle_name, parse_hub_spec, safe_destination
+
+CHECKPOINT_PATTERNS = ("*.safetensors", "*.json", "*.yaml", "latest", "README.md")
+RECIPE_SUFFIXES = (".yaml", ".yml")
+DEFAULT_RECIPE = "recipe.yaml"
+
+
+def _client_kwargs() -> dict:
+    settings = hub_settings()
+    return {
+        "endpoint": settings.endpoint,
+        "cache_dir": str(settings.cache_dir),
+        "local_files_only": settings.offline,
+        "token": optional_token(),
+    }
+
+
+def download_file(spec: HubSpec, filename: str) -> Path:
+    """One file of a Hub repo, from the cache when possible (hf_hub_download)."""
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(spec.repo_id, spec.revision, filename):
+        return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, **_client_kwargs()))
+
+
+def resolve_recipe_path(spec: str, revision: str | None = None) -> Path:
+    """`hf://REPO[@REV]/path/recipe.yaml` (or a bare repo id: its recipe.yaml) -> the cached local file."""
+    hub = parse_hub_spec(spec, revision)
+    filename = hub.path or DEFAULT_RECIPE
+    if not filename.endswith(RECIPE_SUFFIXES):
+        raise UserError(f"{hub}: a recipe is a .yaml file; name one, e.g. hf://{hub.repo_id}/{DEFAULT_RECIPE}")
+    return download_file(hub, filename)
+
+
+def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
+    """`hf://REPO[@REV][/subdir]` or `owner/name` -> local checkpoint folder in the Hub cache (safetensors only)."""
+    from huggingface_hub import snapshot_download
+
+    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir
+
+    hub = parse_hub_spec(spec, revision)
+    if is_pickle_name(hub.path):
+        raise _pickle_error(hub, hub.path)
+    sub = hub.path[: -len(MODEL_FILE)].rstrip("/") if hub.path.endswith(MODEL_FILE) else hub.path
+    patterns = [f"{sub}/{p}" for p in CHECKPOINT_PATTERNS] if sub else list(CHECKPOINT_PATTERNS)
+    with hub_errors(hub.repo_id, hub.revision, sub or None):
+        root = Path(snapshot_download(hub.repo_id, revision=hub.revision, allow_patterns=patterns, **_client_kwargs()))
+    local = root / sub if sub else root
+    if not (local / MODEL_FILE).is_file() and not (local / "latest").is_file():
+        pickles = _remote_pickles(hub, sub)
+        if pickles:
+            raise _pickle_error(hub, pickles[0])
+        raise UserError(
+            f"Hub repo {hub.where}{' folder ' + repr(sub) if sub else ''} holds no {MODEL_FILE}: "
+            "push a checkpoint with `s5 push CHECKPOINT_DIR REPO_ID`, or name the folder that holds it"
+        )
+    return checkpoint_dir(local)
+
+
+def _pickle_error(hub: HubSpec, name: str) -> UserError:
+    return UserError(
+        f"Hub repo {hub.where} file {name!r} is a pickle checkpoint: s5cli loads safetensors only "
+        "(unpickling can run arbitrary code); convert it to model.safetensors or use a repo pushed with `s5 push`"
+    )
+
+
+def _remote_pickles(hub: HubSpec, sub: str) -> list[str]:
+    """Pickle checkpoint names in the repo (to explain why no safetensors file came down); [] offline."""
+    settings = hub_settings()
+    if settings.offline:
+        return []
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=settings.endpoint, token=optional_token())
+    with hub_errors(hub.repo_id, hub.revision):
+        files = api.list_repo_files(hub.repo_id, revision=hub.revision)
+    prefix = f"{sub}/" if sub else ""
+    return sorted(f for f in files if f.startswith(prefix) and is_pickle_name(f))
+
+
+# ------------------------------------------------------------------------------------------- recipe pull
+@dataclass
+class PulledRecipe:
+    """One recipe fetched from the Hub and validated, before it is written."""
+
+    name: str          # path inside the repo
+    target: Path       # where it goes under --dest
+    data: bytes        # the remote bytes, written unchanged
+
+
+def list_remote_recipes(hub: HubSpec) -> list[str]:
+    """YAML file names in a Hub repo (the cached snapshot's when offline)."""
+    settings = hub_settings()
+    if settings.offline:
+        from huggingface_hub import snapshot_download
+
+        with hub_errors(hub.repo_id, hub.revision):
+            root = Path(snapshot_download(hub.repo_id, revision=hub.revision,
+                                          allow_patterns=[f"*{s}" for s in RECIPE_SUFFIXES], **_client_kwargs()))
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.endswith(RECIPE_SUFFIXES))
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=settings.endpoint, token=optional_token())
+    with hub_errors(hub.repo_id, hub.revision):
+        files = api.list_repo_files(hub.repo_id, revision=hub.revision)
+    return sorted(f for f in files if f.endswith(RECIPE_SUFFIXES))
+
+
+def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path) -> list[PulledRecipe]:
+    """Download and validate one recipe (NAME) or all recipes of a repo; nothing is written here."""
+    from s5cli.recipe import load_recipe_text
+
+    hub = parse_hub_spec(repo, revision)
+    if name is None and hub.path:
+        name = hub.path
+    if name is not None:
+        names = [name if name.endswith(RECIPE_SUFFIXES) else f"{name}.yaml"]
+    else:
+        names = list_remote_recipes(hub)
+        if not names:
+            raise UserError(f"Hub repo {hub.where} holds no recipe (.yaml) files")
+    # Check every name before downloading anything, so a hostile listing writes nothing at all.
+    targets = [safe_destination(dest, n, where=f"Hub repo {hub.where}") for n in names]
+    pulled = []
+    for remote, target in zip(names, targets, strict=True):
+        data = download_file(hub, remote).read_bytes()
+        source = str(HubSpec(hub.repo_id, hub.revision or "main", remote))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{source}: not UTF-8 text, so not a recipe") from None
+        load_recipe_text(text, source)  # UserError (unknown key, bad value ...) names the remote file
+        pulled.append(PulledRecipe(remote, target, data))
+    return pulled
+
+
+def pull_recipes(
+    repo: str, name: str | None = None, revision: str | None = None, dest: Path = Path("recipes"),
+    force: bool = False,
+) -> list[Path]:
+    """Fetch, validate, then write recipes under `dest` (atomic; existing files only with `force`)."""
+    from s5cli.io import atomic_write_bytes
+
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--dest {dest} is a file: pass a folder")
+    pulled = fetch_recipes(repo, name, revision, dest)
+    existing = [p.target for p in pulled if p.target.exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UserError(f"{existing[0]} already exists{more}: pass --force to overwrite")
+    for item in pulled:
+        atomic_write_bytes(item.target, item.data)
+    return [p.target for p in pulled]

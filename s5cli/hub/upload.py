@@ -1,0 +1,126 @@
+"""Push recipes and checkpoints to the Hub: create the repo if needed, one commit with a generated card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from s5cli.errors import UserError
+from s5cli.hub.client import hub_errors, hub_settings, require_token
+from s5cli.hub.paths import check_repo_path, is_repo_id
+
+
+@dataclass
+class PushResult:
+    """What one push did: the repo, the commit and the files in it."""
+
+    repo_id: str
+    revision: str
+    commit_url: str
+    files: list[str]
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not is_repo_id(repo_id):
+        raise UserError(f"{repo_id!r} is not a Hub repo id: use OWNER/NAME (letters, digits, - _ .)")
+
+
+def _api(action: str):
+    from huggingface_hub import HfApi
+
+    settings = hub_settings()
+    if settings.offline:
+        raise UserError(f"{action}: offline (HF_HUB_OFFLINE=1), nothing can be pushed: unset HF_HUB_OFFLINE")
+    return HfApi(endpoint=settings.endpoint, token=require_token(action))
+
+
+def commit_files(
+    repo_id: str, files: dict[str, Path | bytes], *, message: str, private: bool = False,
+    revision: str | None = None, readme: str | None = None, readme_if_missing: bool = False, action: str = "push",
+) -> PushResult:
+    """Create `repo_id` if needed (and branch `revision`), then upload `files` {path in repo: source} in one commit."""
+    from huggingface_hub import CommitOperationAdd
+
+    _check_repo_id(repo_id)
+    for name in files:
+        check_repo_path(name, where=repo_id)
+    api = _api(action)
+    branch = revision or "main"
+    with hub_errors(repo_id, branch, writing=True):
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        files = dict(files)
+        if readme is not None and not (readme_if_missing and api.file_exists(repo_id, "README.md", revision=branch)):
+            files["README.md"] = readme.encode("utf-8")
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes)
+                                         else str(source)) for name, source in files.items()]
+        info = api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch)
+    return PushResult(repo_id, branch, str(info.commit_url), sorted(files))
+
+
+def push_recipe(
+    recipe_path: str | Path, repo_id: str, *, private: bool = False, message: str | None = None,
+    revision: str | None = None, path_in_repo: str | None = None,
+) -> PushResult:
+    """Validate a local recipe, then upload it unchanged (plus a README card if the repo has none)."""
+    from s5cli.hub.card import recipe_card
+    from s5cli.recipe import load_recipe, recipe_to_dict
+
+    path = Path(recipe_path)
+    recipe = load_recipe(path)  # refuse to publish a recipe that would not load
+    name = path_in_repo or path.name
+    if not name.endswith((".yaml", ".yml")):
+        raise UserError(f"{name}: recipes are pushed as .yaml files (pass --path-in-repo NAME.yaml)")
+    card = recipe_card(repo_id, recipe_to_dict(recipe), name, revision)
+    return commit_files(
+        repo_id, {name: path.read_bytes()}, message=message or f"Add recipe {name} (s5cli)", private=private,
+        revision=revision, readme=card, readme_if_missing=True, action="s5 recipes push",
+    )
+
+
+def checkpoint_source(path: str | Path) -> Path:
+    """The checkpoint folder to publish: the folder itself, or a run's best/ (else its latest checkpoint)."""
+    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir
+
+    path = Path(path).expanduser()
+    if not (path / MODEL_FILE).is_file() and (path / "best" / MODEL_FILE).is_file():
+        return path / "best"
+    return checkpoint_dir(path)
+
+
+def push_checkpoint(
+    path: str | Path, repo_id: str, *, private: bool = False, message: str | None = None,
+    revision: str | None = None, with_optimizer: bool = False,
+) -> PushResult:
+    """Upload a checkpoint's safetensors + JSON, its resolved recipe.yaml and a generated model card."""
+    from s5cli.hub.card import checkpoint_card
+    from s5cli.recipe import dump_recipe
+    from s5cli.train.checkpoint import METRICS_FILE, MODEL_FILE, STATE_JSON, STATE_TENSORS, read_metadata
+
+    source = checkpoint_source(path)
+    metadata = read_metadata(source)
+    files: dict[str, Path | bytes] = {MODEL_FILE: source / MODEL_FILE}
+    metrics = None
+    if (source / METRICS_FILE).is_file():
+        files[METRICS_FILE] = source / METRICS_FILE
+        try:
+            metrics = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise UserError(f"{source / METRICS_FILE}: not valid JSON ({error})") from None
+    if with_optimizer:
+        missing = [n for n in (STATE_TENSORS, STATE_JSON) if not (source / n).is_file()]
+        if missing:
+            raise UserError(f"{source} has no {missing[0]}: push without --with-optimizer (weights only)")
+        files[STATE_TENSORS] = source / STATE_TENSORS
+        files[STATE_JSON] = source / STATE_JSON
+    recipe = json.loads(metadata.get("recipe") or "{}")
+    if recipe:
+        files["recipe.yaml"] = dump_recipe(recipe, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
+    card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)
+    step = metadata.get("step", "?")
+    return commit_files(
+        repo_id, files, message=message or f"Upload {metadata.get('model_name', 'model')} checkpoint (step {step})",
+        private=private, revision=revision, readme=card, action="s5 push",
+    )

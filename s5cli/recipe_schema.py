@@ -1,0 +1,415 @@
+"""The recipe schema: one dataclass per YAML section, with defaults and the allowed range of every field.
+
+`s5cli.recipe` loads YAML into these classes and validates it; this module only describes what is allowed.
+The `model:` section and `train.lsmcl` are not declared here: their fields are those of the model's config
+dataclass (`s5cli.models.registry.model_config_class`) and of `s5cli.models.lsmcl.LSMCLConfig`, so a new
+model setting never needs a schema change. Their ranges are in `MODEL_RULES` / `LSMCL_RULES`.
+Also here: YAML value -> field type conversion, the rules that tie several keys together (`cross_checks`),
+and where the bundled recipes are (`bundled_recipes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s5cli.errors import UserError
+
+DATASETS = ("synthetic", "lvu", "breakfast", "coin")
+LVU_TASKS = (
+    "relationship", "way_speaking", "scene", "director", "genre", "writer", "year", "like_ratio", "view_count",
+)
+SPLITS = ("train", "val", "test")
+PATCH_SIZE = 16
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Allowed values of one field: a numeric interval, a set of choices, a multiple, a list length."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    multiple_of: int | None = None
+    length: int | None = None
+
+    def allows(self, value: Any) -> bool:
+        """True if `value` (already of the right type) is allowed; lists are checked item by item."""
+        if isinstance(value, list):
+            if self.length is not None and len(value) != self.length:
+                return False
+            return all(self.allows(item) for item in value)
+        if value is None:
+            return True
+        if self.choices is not None and value not in self.choices:
+            return False
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                return False
+            if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+                return False
+            if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+                return False
+            if self.multiple_of is not None and value % self.multiple_of:
+                return False
+        return True
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. 'in (0, 1]' or 'one of cosine, plateau, constant'."""
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        parts = []
+        if self.length is not None:
+            parts.append(f"a list of {self.length} numbers")
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            parts.append(f"in {left}{_num(self.low)}, {_num(self.high)}{right}")
+        elif self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {_num(self.low)}")
+        elif self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {_num(self.high)}")
+        if self.multiple_of is not None:
+            parts.append(f"a multiple of {self.multiple_of}")
+        return " and ".join(parts) if parts else "any value"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+POSITIVE = Rule(low=0, low_open=True)
+AT_LEAST_1 = Rule(low=1)
+NON_NEGATIVE = Rule(low=0)
+FRACTION = Rule(low=0, high=1)  # [0, 1]
+PROPER_FRACTION = Rule(low=0, high=1, high_open=True)  # [0, 1)
+
+
+def knob(default: Any = None, rule: Rule | None = None) -> Any:
+    """A dataclass field with a default and the rule its values must follow."""
+    return field(default=default, metadata={"rule": rule} if rule is not None else {})
+
+
+@dataclass
+class SyntheticSection:
+    """Knobs of the bundled synthetic task (see s5cli.data.synthetic_video.SyntheticSpec)."""
+
+    seed: int = knob(0, NON_NEGATIVE)
+    num_train: int = knob(400, NON_NEGATIVE)
+    num_val: int = knob(100, NON_NEGATIVE)
+    num_test: int = knob(100, NON_NEGATIVE)
+    frames: int = knob(32, Rule(low=2))
+    size: int = knob(96, Rule(low=8))
+    grid: int = knob(6, AT_LEAST_1)
+    num_event_types: int = knob(3, Rule(low=1, high=8))
+    events_per_video: int = knob(3, AT_LEAST_1)
+    clutter: float = knob(0.5, FRACTION)
+    fps: float = knob(8.0, POSITIVE)
+
+
+@dataclass
+class DataSection:
+    """Which videos, where they are, how frames are sampled and which frozen backbone turns them into tokens."""
+
+    dataset: str = knob("synthetic", Rule(choices=DATASETS))
+    root: str | None = None  # videos; synthetic: generated here (default: a folder per settings under .s5cache)
+    annotations: str | None = None  # split files: lvu_1.0 folder, Breakfast folder, COIN.json
+    task: str | None = knob(None, Rule(choices=LVU_TASKS))  # LVU only
+    cache_dir: str = ".s5cache/features"
+    frames: int | None = knob(32, AT_LEAST_1)  # T frames per video (uniform), or the clip length with fps
+    fps: float | None = knob(None, POSITIVE)  # sample at this rate instead (LVU: 1 fps)
+    window_seconds: float | None = knob(None, POSITIVE)  # clip = window_seconds * fps frames (LVU: 60)
+    image_size: int = knob(224, Rule(low=PATCH_SIZE, multiple_of=PATCH_SIZE))
+    backbone: str = "patch_pool"
+    backbone_weights: str | None = None  # local .safetensors or Hugging Face Hub id
+    cache_dtype: str = knob("float16", Rule(choices=("float16", "bfloat16", "float32")))
+    decode_threads: int = knob(2, AT_LEAST_1)
+    num_workers: int = knob(0, NON_NEGATIVE)
+    val_fraction: float = knob(0.0, PROPER_FRACTION)  # Breakfast/COIN: hold out this share of train as val
+    synthetic: SyntheticSection = field(default_factory=SyntheticSection)
+
+
+@dataclass
+class ModelSection:
+    """`name` of a registered model; `s5cli.recipe` adds the fields of that model's config dataclass."""
+
+    name: str = "s5"
+
+
+@dataclass
+class OptimSection:
+    """AdamW (SSM parameters in their own no-weight-decay group) and the learning-rate schedule."""
+
+    lr: float = knob(1e-3, POSITIVE)
+    ssm_lr: float | None = knob(None, POSITIVE)  # None: the model's own hint (model.ssm_lr)
+    weight_decay: float = knob(0.01, NON_NEGATIVE)
+    betas: list[float] = field(
+        default_factory=lambda: [0.9, 0.999], metadata={"rule": Rule(low=0, high=1, high_open=True, length=2)}
+    )
+    grad_clip: float | None = knob(None, NON_NEGATIVE)  # max gradient norm; None or 0 = off
+    schedule: str = knob("cosine", Rule(choices=("cosine", "plateau", "constant")))
+    warmup_steps: int = knob(0, NON_NEGATIVE)
+    plateau_factor: float = knob(0.2, Rule(low=0, high=1, low_open=True, high_open=True))
+    plateau_patience: int = knob(10, NON_NEGATIVE)
+
+
+@dataclass
+class TrainSection:
+    """The training run: objective, length, batch, seed, output folder, checkpoints and logging."""
+
+    objective: str = knob("supervised", Rule(choices=("supervised", "lsmcl")))
+    epochs: int = knob(15, AT_LEAST_1)
+    batch_size: int = knob(16, AT_LEAST_1)  # global batch (split across DDP ranks)
+    seed: int = knob(0, NON_NEGATIVE)
+    out_dir: str = "runs/synthetic"
+    keep_last: int = knob(2, AT_LEAST_1)
+    eval_every: int = knob(1, AT_LEAST_1)  # epochs between validations (and plateau steps)
+    amp: bool = True  # mixed precision, used on CUDA only
+    init: str | None = None  # pretrained checkpoint folder or Hub id to start from
+    log_every: int = knob(10, AT_LEAST_1)
+    tensorboard: bool = False
+    # An s5cli.models.lsmcl.LSMCLConfig after loading; its fields are validated against LSMCL_RULES.
+    lsmcl: Any = field(default_factory=dict)
+
+
+@dataclass
+class EvalSection:
+    """Evaluation batch, split, and how window predictions become one prediction per video."""
+
+    batch_size: int = knob(32, AT_LEAST_1)
+    split: str = knob("test", Rule(choices=SPLITS))
+    aggregate: str = knob("mean", Rule(choices=("mean", "none")))
+
+
+@dataclass
+class HubSection:
+    """Default Hugging Face Hub repository for push/pull."""
+
+    repo_id: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class Recipe:
+    """Everything a command needs, loaded from one YAML file plus key=value overrides."""
+
+    data: DataSection = field(default_factory=DataSection)
+    model: Any = field(default_factory=ModelSection)  # a ModelSection subclass with the model's config fields
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    hub: HubSection = field(default_factory=HubSection)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataSection, "model": ModelSection, "optim": OptimSection, "train": TrainSection,
+    "eval": EvalSection, "hub": HubSection,
+}
+
+# Ranges of the model config fields (any registered model; fields a model lacks are ignored).
+MODEL_RULES: dict[str, Rule] = {
+    "d_input": AT_LEAST_1, "d_model": AT_LEAST_1, "n_blocks": AT_LEAST_1, "pool": AT_LEAST_1,
+    "dropout": PROPER_FRACTION, "d_state": Rule(low=2, multiple_of=2),
+    "kernel": Rule(choices=("dplr", "s4d")), "init": Rule(choices=("legs", "lin", "inv")),
+    "dt_min": POSITIVE, "dt_max": POSITIVE, "ssm_lr": POSITIVE,
+    "keep_ratio": Rule(low=0, high=1, low_open=True),
+    "selection": Rule(choices=("per_frame", "global")),
+    "selector": Rule(choices=("learned", "random", "uniform", "none")),
+    "gumbel_tau": POSITIVE, "momentum": FRACTION, "guide_channels": AT_LEAST_1, "mg_hidden": AT_LEAST_1,
+    "depth": AT_LEAST_1, "heads": AT_LEAST_1, "mlp_ratio": POSITIVE, "max_frames": AT_LEAST_1,
+    "max_tokens_per_frame": AT_LEAST_1,
+}
+LSMCL_RULES: dict[str, Rule] = {
+    "short_frames": AT_LEAST_1, "long_frames": AT_LEAST_1, "mask_ratio": PROPER_FRACTION,
+    "temperature": POSITIVE, "proj_dim": AT_LEAST_1, "momentum": FRACTION, "queue_size": NON_NEGATIVE,
+}
+
+
+# ------------------------------------------------------------------------------ types and model fields
+def coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(ok, value converted to `hint`): ints for floats and '1e-3' strings (YAML 1.1 reads them as text)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            return type(None) in args, None
+        for arg in args:
+            if arg is not type(None):
+                ok, converted = coerce(value, arg)
+                if ok:
+                    return True, converted
+        return False, value
+    if hint is Any:
+        return True, value
+    if origin is list:
+        (item_hint,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [coerce(item, item_hint) for item in value]
+        return all(ok for ok, _ in items), [converted for _, converted in items]
+    if value is None or isinstance(value, bool):
+        return hint is bool and isinstance(value, bool), value
+    if hint is int:
+        if isinstance(value, int):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        return False, value
+    if hint is float:
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            return True, float(value)
+        return False, value
+    if hint is str:
+        if isinstance(value, str):
+            return True, value
+        if isinstance(value, (int, float)):
+            return True, str(value)
+        return False, value
+    return isinstance(value, hint) if isinstance(hint, type) else True, value
+
+
+def describe_type(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [describe_type(a) for a in typing.get_args(hint) if a is not type(None)]
+        nullable = type(None) in typing.get_args(hint)
+        return " or ".join(parts) + (" or null" if nullable else "")
+    if origin is list:
+        return f"a list of {describe_type(typing.get_args(hint)[0])}s"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+_MODEL_SECTIONS: dict[type, type] = {}
+
+
+def model_section_class(config_cls: type) -> type:
+    """A ModelSection subclass holding `name` plus every field of the model config dataclass `config_cls`."""
+    if config_cls not in _MODEL_SECTIONS:
+        hints = typing.get_type_hints(config_cls)
+        specs = []
+        for f in dataclasses.fields(config_cls):
+            if f.default is not dataclasses.MISSING:
+                default = dataclasses.field(default=f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = dataclasses.field(default_factory=f.default_factory)
+            else:  # a required config field: the recipe must set it; validation reports it when missing
+                default = dataclasses.field(default=None)
+            specs.append((f.name, hints[f.name], default))
+        _MODEL_SECTIONS[config_cls] = dataclasses.make_dataclass(
+            f"{config_cls.__name__}Section", specs, bases=(ModelSection,), namespace={"config_class": config_cls}
+        )
+    return _MODEL_SECTIONS[config_cls]
+
+
+# ----------------------------------------------------------------------------- rules across keys
+def suggest_choice(value: str, choices: Sequence[str]) -> str:
+    """' (did you mean X?)' for the closest choice, or a unique one that starts with `value`, else ''."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    starts = [c for c in choices if len(value) >= 3 and c.startswith(value)]
+    if not close and len(starts) == 1:
+        close = starts
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
+    """Rules that tie several keys together."""
+    data, model = recipe.data, recipe.model
+    if data.dataset == "lvu" and not data.task:
+        add("data.task", "data.task is not set: LVU needs one of " + ", ".join(LVU_TASKS))
+    if data.frames is None and data.fps is None:
+        add("data.frames", "data.frames and data.fps are both null: set one (T frames, or frames per second)")
+    if data.window_seconds is not None and data.fps is None:
+        add("data.window_seconds", f"data.window_seconds={data.window_seconds} needs data.fps to be set")
+    if data.dataset == "synthetic":
+        _check_synthetic(data.synthetic, add)
+    _check_backbone(recipe, add)
+    d_model, n_blocks = getattr(model, "d_model", None), getattr(model, "n_blocks", None)
+    if d_model is not None and n_blocks is not None and hasattr(model, "pool") and d_model % (2**n_blocks):
+        add("model.d_model", f"model.d_model={d_model} must be divisible by 2**model.n_blocks = {2**n_blocks}")
+    heads = getattr(model, "heads", None)
+    if d_model is not None and heads and d_model % heads:
+        add("model.heads", f"model.heads={heads} must divide model.d_model={d_model}")
+    if getattr(model, "kernel", None) == "dplr" and getattr(model, "init", "legs") != "legs":
+        add("model.init", f"model.init={model.init!r} is not allowed with kernel dplr: use legs (or kernel: s4d)")
+    repo_id = recipe.hub.repo_id
+    if repo_id is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", repo_id):
+        add("hub.repo_id", f"hub.repo_id={repo_id!r} is not a Hub repo id: use owner/name")
+    dt_min, dt_max = getattr(model, "dt_min", None), getattr(model, "dt_max", None)
+    if dt_min is not None and dt_max is not None and dt_min > dt_max:
+        add("model.dt_min", f"model.dt_min={dt_min} must not exceed model.dt_max={dt_max}")
+
+
+def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None]) -> None:
+    from s5cli.data.synthetic_video import SyntheticSpec
+
+    try:
+        SyntheticSpec(**dataclasses.asdict(section))
+    except UserError as error:
+        add("data.synthetic", str(error))
+
+
+def backbone_width(backbone: str) -> int | None:
+    """Token width of a known backbone (None for unknown names, reported elsewhere)."""
+    import inspect
+
+    from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
+
+    if backbone == PATCH_POOL:  # build_backbone makes PatchPool() with its default width
+        return int(inspect.signature(PatchPool).parameters["dim"].default)
+    return PRESETS[backbone].dim if backbone in PRESETS else None
+
+
+def _check_backbone(recipe: Recipe, add: Callable[[str, str], None]) -> None:
+    """The backbone must exist, and the model's input width must equal its token width."""
+    from s5cli.models.backbone import BACKBONE_NAMES, PATCH_POOL
+
+    data = recipe.data
+    if data.backbone not in BACKBONE_NAMES:
+        add("data.backbone", f"data.backbone={data.backbone!r} is not allowed: must be one of "
+                     f"{', '.join(BACKBONE_NAMES)}{suggest_choice(data.backbone, BACKBONE_NAMES)}")
+        return
+    if data.backbone == PATCH_POOL and data.backbone_weights:
+        add("data.backbone_weights", f"data.backbone_weights={data.backbone_weights!r}: "
+                     f"backbone {PATCH_POOL} has no weights, set it to null")
+    width = backbone_width(data.backbone)
+    d_input = getattr(recipe.model, "d_input", None)
+    if d_input is not None and d_input != width:
+        add("model.d_input", f"model.d_input={d_input} does not match the {width}-d tokens of "
+                     f"data.backbone={data.backbone}: set model.d_input={width}")
+
+
+# ---------------------------------------------------------------------------------- bundled recipes
+def bundled_recipes_dir() -> Path:
+    """Folder of the recipes that ship with s5cli (package data `s5cli.recipes`, or the checkout's recipes/)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("s5cli.recipes")
+    except ModuleNotFoundError:
+        spec = None
+    # submodule_search_locations works for a regular and a namespace package (no __init__.py in recipes/).
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    for location in locations:
+        if Path(location).is_dir():
+            return Path(location)
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Name (e.g. 'synthetic', 'lvu/genre') -> path of every bundled recipe, sorted by name."""
+    folder = bundled_recipes_dir()
+    found = {p.relative_to(folder).with_suffix("").as_posix(): p for p in folder.rglob("*.yaml")}
+    return dict(sorted(found.items()))

@@ -1,0 +1,264 @@
+"""Run the backbone and the S5 mask generator on one video; return, per sampled frame, the kept tokens and scores.
+
+Token index `s` within a frame follows the backbone's layout: 0 = CLS, 1..P = patches in row-major order of the
+(size/16) x (size/16) grid. The model sees all T·S tokens of the clip at once, exactly as in training, and its
+`select` (deterministic top-K in eval mode) decides what reaches the S4 decoder; we only regroup the answer by
+frame. `s5cli.visualize.precision` scores a selection against the synthetic task's ground-truth event cells.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from s5cli.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+PATCH_SIZE = 16  # every backbone we ship uses 16 px patches
+JSON_FORMAT = "s5cli-mask-selection/1"
+RANDOM_INIT = "random-init"
+# report(stage, done, total): lets the CLI drive a progress bar without this module knowing about Rich.
+ProgressReport = Callable[[str, int, int], None]
+
+
+@dataclass
+class MaskSelection:
+    """Which tokens of each sampled frame the model kept, with the frames it saw (for drawing)."""
+
+    video: str
+    source_frames: list[int]  # frame index in the video of each sampled frame
+    times: list[float]  # seconds into the video of each sampled frame
+    image_size: int
+    patch_size: int
+    tokens_per_frame: int  # S = 1 + P
+    keep_ratio: float
+    selector: str  # "learned" | "random" | "uniform" | "none"
+    selection: str  # "per_frame" | "global"
+    kept: list[list[int]]  # per frame: kept token indices in [0, S), sorted (0 = CLS)
+    scores: list[list[float]] | None  # per frame: S log-probabilities of the mask generator (learned only)
+    model: str  # checkpoint path / Hub id, or "random-init"
+    images: np.ndarray | None = field(default=None, repr=False)  # (T, size, size, 3) uint8 the backbone saw
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def random_init(self) -> bool:
+        """True when the selection came from untrained weights (a smoke test, not a result)."""
+        return self.model == RANDOM_INIT
+
+    def kept_patches(self, frame: int) -> list[int]:
+        """Kept patch numbers (0-based, row-major over the grid) of one sampled frame; CLS left out."""
+        return [s - 1 for s in self.kept[frame] if s >= 1]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form (the `--json` side output)."""
+        frames = []
+        for t, kept in enumerate(self.kept):
+            entry: dict[str, Any] = {
+                "index": t,
+                "source_frame": self.source_frames[t],
+                "time": round(self.times[t], 4),
+                "kept": list(kept),
+                "kept_patches": len(self.kept_patches(t)),
+            }
+            if self.scores is not None:
+                entry["scores"] = [round(v, 5) for v in self.scores[t]]
+            frames.append(entry)
+        return {
+            "format": JSON_FORMAT,
+            "video": self.video,
+            "model": self.model,
+            "random_init": self.random_init,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "grid": self.grid,
+            "tokens_per_frame": self.tokens_per_frame,
+            "token_layout": "0 = CLS, 1..P = patches row-major over the grid",
+            "keep_ratio": self.keep_ratio,
+            "selector": self.selector,
+            "selection": self.selection,
+            "frames": frames,
+        }
+
+
+@dataclass
+class DecodedFrames:
+    """Sampled frames resized + centre-cropped to the model's size: float [0, 1] for the backbone, uint8 to draw."""
+
+    images: torch.Tensor  # (T, 3, size, size) float in [0, 1]
+    pixels: np.ndarray  # (T, size, size, 3) uint8
+    source_frames: list[int]
+    times: list[float]
+
+
+def decode_frames(
+    video: str | os.PathLike[str], frames: int | None, fps: float | None, image_size: int, threads: int = 2
+) -> DecodedFrames:
+    """Decode T uniform frames (or every frame at `fps`) and crop them to `image_size`; UserError if unreadable."""
+    import numpy as np
+
+    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, decode_clip, preprocess
+
+    check_container(video)
+    # Same decode as `s5 extract` (large videos scaled inside the decoder), so the model sees the tokens it
+    # would see from the feature cache.
+    clip = decode_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
+    images = preprocess(clip.frames, image_size, UNIT_MEAN, UNIT_STD).clamp_(0.0, 1.0)
+    pixels = (images.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+    times = [index / clip.info.fps for index in clip.plan.indices]
+    return DecodedFrames(images, np.ascontiguousarray(pixels), list(clip.plan.indices), times)
+
+
+def check_container(video: str | os.PathLike[str]) -> None:
+    """UserError naming `video` unless PyAV finds a video stream in it.
+
+    decord logs a failed open straight to stderr (C++ logging, not silenced by its log level), so a file that
+    is no video at all is turned away here first and the user sees one line.
+    """
+    import av
+
+    from s5cli.data.decode import VideoDecodeError
+
+    path = Path(video)
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # decode_clip words these cases itself
+    try:
+        with av.open(str(path)) as container:
+            has_video = bool(container.streams.video)
+    except Exception:  # PyAV raises a different error class per FFmpeg failure
+        has_video = False
+    if not has_video:
+        raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
+
+
+def encode_tokens(
+    backbone: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 16,
+    report: ProgressReport | None = None,
+    storage_dtype: str | None = "float16",
+) -> torch.Tensor:
+    """(T, 3, H, W) images in [0, 1] -> (T, S, D) tokens, normalised the way the backbone wants."""
+    import torch
+
+    param = next(iter(backbone.parameters()), None)
+    buffer = next(iter(backbone.buffers()), None)
+    device = (param if param is not None else buffer).device if (param is not None or buffer is not None) else None
+    mean = torch.tensor(getattr(backbone, "mean", (0.0, 0.0, 0.0)), dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(getattr(backbone, "std", (1.0, 1.0, 1.0)), dtype=images.dtype).view(1, 3, 1, 1)
+    outputs = []
+    total = images.shape[0]
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            chunk = ((images[start : start + batch_size] - mean) / std).to(device)
+            outputs.append(backbone(chunk).float().cpu())
+            if report is not None:
+                report("backbone", min(start + batch_size, total), total)
+    tokens = torch.cat(outputs)
+    if storage_dtype:
+        # Same rounding as the feature cache, so the model sees the numbers it was trained on.
+        tokens = tokens.to(getattr(torch, storage_dtype)).float()
+    return tokens
+
+
+def random_init_model(d_input: int, keep_ratio: float, seed: int = 0):
+    """A small S5 with random weights (smoke tests only: its selection means nothing)."""
+    import torch
+
+    from s5cli.models.s5 import S5Config, S5Model
+
+    config = S5Config(
+        d_input=d_input, d_model=64, n_blocks=2, d_state=16, dropout=0.0, guide_channels=32, mg_hidden=32,
+        keep_ratio=keep_ratio,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = S5Model(config, num_outputs=2)
+    return model.eval()
+
+
+def set_keep_ratio(model: Any, keep_ratio: float | None) -> float:
+    """Override the model's keep ratio (a selection-time setting, no retraining needed); returns the one in use."""
+    if keep_ratio is not None:
+        if not 0.0 < keep_ratio <= 1.0:
+            raise UserError(f"--keep-ratio {keep_ratio} is out of range: use a value in (0, 1]")
+        model.config.keep_ratio = float(keep_ratio)
+    return float(model.config.keep_ratio)
+
+
+def select_per_frame(
+    model: Any, tokens: torch.Tensor, seed: int = 0
+) -> tuple[list[list[int]], list[list[float]] | None]:
+    """Kept token indices per frame (and per-frame score rows) for (T, S, D) tokens of one clip."""
+    import torch
+
+    if not hasattr(model, "select"):
+        raise UserError(f"the model is a {type(model).__name__}, which keeps every token: visualize-mask needs an S5 model")
+    t, s, _ = tokens.shape
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.inference_mode():
+        chosen = model.select(tokens[None].to(device), generator=generator)
+    flat = chosen.indices[0].cpu().tolist()
+    kept: list[list[int]] = [[] for _ in range(t)]
+    for index in flat:
+        kept[index // s].append(index % s)
+    scores = None
+    if chosen.scores is not None:
+        scores = chosen.scores[0].float().cpu().view(t, s).tolist()
+    return [sorted(row) for row in kept], scores
+
+
+def run_selection(
+    video: str | os.PathLike[str],
+    model: Any,
+    backbone: nn.Module,
+    *,
+    frames: int | None,
+    fps: float | None,
+    image_size: int,
+    model_name: str,
+    seed: int = 0,
+    threads: int = 2,
+    storage_dtype: str | None = "float16",
+    report: ProgressReport | None = None,
+) -> MaskSelection:
+    """Decode `video`, run backbone + S5 selection, and group the kept tokens by frame."""
+    if report is not None:
+        report("decode", 0, 1)
+    decoded = decode_frames(video, frames, fps, image_size, threads)
+    if report is not None:
+        report("decode", 1, 1)
+    tokens = encode_tokens(backbone, decoded.images, report=report, storage_dtype=storage_dtype)
+    expected = getattr(model.config, "d_input", tokens.shape[-1])
+    if tokens.shape[-1] != expected:
+        raise UserError(
+            f"the backbone gives {tokens.shape[-1]}-dim tokens but the model expects d_input={expected}: "
+            "use the backbone the checkpoint was trained with"
+        )
+    kept, scores = select_per_frame(model, tokens, seed)
+    return MaskSelection(
+        video=str(video),
+        source_frames=decoded.source_frames,
+        times=decoded.times,
+        image_size=image_size,
+        patch_size=PATCH_SIZE,
+        tokens_per_frame=int(tokens.shape[1]),
+        keep_ratio=float(model.config.keep_ratio),
+        selector=str(model.config.selector),
+        selection=str(model.config.selection),
+        kept=kept,
+        scores=scores,
+        model=model_name,
+        images=decoded.pixels,
+    )

@@ -1,0 +1,147 @@
+"""Write rendered frames as an animated GIF (Pillow), an MP4 (PyAV) or a PNG contact sheet; format from the suffix.
+
+Every writer goes through `atomic_write_path`: the file appears complete or not at all, never half written.
+`check_output` runs before any decoding so a bad suffix or an unwritable folder fails in a second, not after
+the backbone pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from s5cli.errors import UserError
+from s5cli.io import atomic_write_path
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMATS = {".gif": "animated GIF", ".mp4": "H.264 video", ".png": "contact sheet of all frames"}
+SHEET_GAP = 2  # pixels between frames on a contact sheet
+SHEET_BACKGROUND = (24, 24, 24)
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """The format of an output path from its suffix (".gif", ".mp4", ".png"); UserError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = suffix or "no suffix"
+        raise UserError(f"{path}: unknown output format ({shown}): use .gif, .mp4 or .png")
+    return suffix
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
+    """UserError unless `path` can be created: its folder, or the nearest existing parent, takes a new file.
+
+    Nothing is left behind: missing folders are made only when the output is written, after the work is done.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{what} {target} is a folder: give a file name, e.g. {target / 'mask.gif'}")
+    folder = target.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write {what} {target}: folder {folder} is not writable ({existing} is a file)")
+    try:
+        # A real file, not os.access: root passes access checks even on read-only mounts.
+        fd, probe = tempfile.mkstemp(prefix=".s5-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"cannot write {what} {target}: folder {folder} is not writable ({error.strerror})") from None
+
+
+def check_output(path: str | os.PathLike[str]) -> str:
+    """Validate an output path up front: known suffix and writable folder; returns the format suffix."""
+    if Path(path).is_dir():
+        check_writable(path)  # names the folder problem before the suffix one
+    suffix = output_format(path)
+    check_writable(path)
+    return suffix
+
+
+def write_gif(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float) -> None:
+    """Looping animated GIF, one image per frame at `fps` (per-frame adaptive palette, no dithering)."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    duration = max(20, round(1000.0 / fps))  # browsers clamp shorter GIF delays anyway
+    with atomic_write_path(path) as tmp:
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=False
+        )
+
+
+def write_mp4(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float) -> None:
+    """H.264 (yuv420p) MP4 through PyAV; MPEG-4 part 2 when the PyAV build lacks libx264."""
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+        codec = "libx264"
+    except Exception:  # a PyAV build without libx264
+        codec = "mpeg4"
+    height, width = frames[0].shape[:2]
+    with atomic_write_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        else:
+            stream.bit_rate = 4_000_000
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def sheet_layout(count: int) -> tuple[int, int]:
+    """(rows, columns) of a contact sheet for `count` frames: as square as possible, filled row by row."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return math.ceil(count / columns), columns
+
+
+def contact_sheet(frames: list[np.ndarray]) -> np.ndarray:
+    """All frames on one image, row-major, SHEET_GAP pixels apart."""
+    import numpy as np
+
+    rows, columns = sheet_layout(len(frames))
+    height, width = frames[0].shape[:2]
+    sheet = np.empty(
+        (rows * height + (rows - 1) * SHEET_GAP, columns * width + (columns - 1) * SHEET_GAP, 3), dtype=np.uint8
+    )
+    sheet[:] = SHEET_BACKGROUND
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, columns)
+        top, left = r * (height + SHEET_GAP), c * (width + SHEET_GAP)
+        sheet[top : top + height, left : left + width] = frame
+    return sheet
+
+
+def write_png(path: str | os.PathLike[str], frames: list[np.ndarray]) -> None:
+    """PNG contact sheet of all frames."""
+    from PIL import Image
+
+    with atomic_write_path(path) as tmp:
+        Image.fromarray(contact_sheet(frames)).save(tmp, format="PNG")
+
+
+def write_frames(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float) -> None:
+    """Write `frames` in the format named by the suffix of `path`."""
+    if not frames:
+        raise ValueError("no frames to write")
+    suffix = output_format(path)
+    if suffix == ".gif":
+        write_gif(path, frames, fps)
+    elif suffix == ".mp4":
+        write_mp4(path, frames, fps)
+    else:
+        write_png(path, frames)

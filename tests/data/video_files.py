@@ -1,0 +1,33 @@
+"""Tiny real video files for decode/extract tests, written with PyAV (the encoder the package already uses)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def frame_value(index: int) -> int:
+    """Grey level of frame `index`: far enough apart to tell frames apart after lossy encoding."""
+    return 16 + (index * 23) % 224
+
+
+def write_video(path: Path, frames: int = 6, size: int = 64, fps: int = 8, width: int | None = None) -> Path:
+    """An mp4 whose frame i is a flat grey of `frame_value(i)` with a white square in the top-left corner."""
+    import av
+
+    width = width or size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, size, "yuv420p"
+        stream.options = {"crf": "10", "preset": "ultrafast"}
+        for i in range(frames):
+            image = np.full((size, width, 3), frame_value(i), dtype=np.uint8)
+            image[:16, :16] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

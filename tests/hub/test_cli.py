@@ -1,0 +1,95 @@
+"""`s5 push`, `s5 recipes push|pull` through the real CLI against the fake Hub (exit 2 + one line on mistakes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+from tests.hub.fake_hub import FakeHub
+
+# huggingface_hub's LFS upload passes a file object as `data=`, which httpx2 flags as deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def test_recipes_push_then_pull(runner: CliRunner, hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["recipes", "push", str(recipe_file), "carol/recipes", "--private",
+                                 "--message", "add synthetic"])
+    assert result.exit_code == 0, result.output
+    assert hub.repos["carol/recipes"].private
+    assert f"{hub.url}/carol/recipes/commit/" in result.output
+
+    dest = tmp_path / "pulled"
+    result = runner.invoke(app, ["recipes", "pull", "carol/recipes", "--dest", str(dest)])
+    assert result.exit_code == 0, result.output
+    assert (dest / "synthetic.yaml").read_bytes() == recipe_file.read_bytes()
+
+    result = runner.invoke(app, ["recipes", "pull", "carol/recipes", "synthetic", "--dest", str(dest)])
+    assert result.exit_code == 2
+    lines = _lines(result.output)
+    assert len(lines) == 1 and "already exists" in lines[0] and "--force" in lines[0]
+    result = runner.invoke(app, ["recipes", "pull", "carol/recipes", "synthetic", "--dest", str(dest), "--force"])
+    assert result.exit_code == 0, result.output
+
+
+def test_push_checkpoint_cli(runner: CliRunner, hub: FakeHub, run_dir: Path) -> None:
+    result = runner.invoke(app, ["push", str(run_dir), "carol/s5-tiny", "--with-optimizer", "-m", "tiny run"])
+    assert result.exit_code == 0, result.output
+    files = hub.files("carol/s5-tiny")
+    assert {"model.safetensors", "trainer_state.safetensors", "trainer_state.json", "metrics.json", "recipe.yaml",
+            "README.md"} <= set(files)
+    assert files["model.safetensors"] == (run_dir / "best" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["recipes", "pull", "nobody/missing"], "nobody/missing not found"),
+        (["recipes", "pull", "dave/r", "--revision", "nope"], "revision 'nope' not found"),
+        (["push", "{tmp}/nothing-here", "dave/c"], "does not exist"),
+        (["push", "{run}", "not a repo"], "not a Hub repo id"),
+        (["recipes", "push", "{tmp}/missing.yaml", "dave/r"], "not found"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(
+    runner: CliRunner, hub: FakeHub, recipe_file: Path, run_dir: Path, tmp_path: Path, args: list[str],
+    expected: str,
+) -> None:
+    hub.commit("dave/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    args = [a.format(tmp=tmp_path, run=run_dir) for a in args]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = _lines(result.output)
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.output
+
+
+def test_push_without_token_cli(runner: CliRunner, hub: FakeHub, run_dir: Path, monkeypatch) -> None:
+    monkeypatch.delenv("HF_TOKEN")
+    result = runner.invoke(app, ["push", str(run_dir), "carol/x"])
+    assert result.exit_code == 2
+    lines = _lines(result.output)
+    assert len(lines) == 1 and "HF_TOKEN" in lines[0]
+    assert hub.repos == {}
+
+
+def test_recipes_ls_still_works(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["recipes", "ls"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "synthetic" in result.output
+
+
+@pytest.mark.parametrize("command", [["push"], ["recipes", "push"], ["recipes", "pull"]])
+def test_help_renders(runner: CliRunner, command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "REPO_ID" in result.output.upper()

@@ -1,0 +1,195 @@
+"""Offline use from the cache, and every refusal (404, bad revision, bad recipe, hostile names, pickle, token)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s5cli.errors import UserError
+from s5cli.hub import pull_recipes, push_checkpoint, push_recipe, resolve_checkpoint_dir, resolve_recipe_path
+from tests.hub.fake_hub import FakeHub
+
+# huggingface_hub's LFS upload passes a file object as `data=`, which httpx2 flags as deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+
+
+def _tree(root: Path) -> list[Path]:
+    return sorted(root.rglob("*")) if root.exists() else []
+
+
+def _one_line(error: pytest.ExceptionInfo[UserError]) -> str:
+    text = str(error.value)
+    assert "\n" not in text
+    return text
+
+
+def test_offline_with_cache_pulls_without_any_request(
+    hub: FakeHub, recipe_file: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    push_checkpoint(run_dir, "bob/ckpt")
+    pull_recipes("bob/r", dest=tmp_path / "online")  # populates the cache
+    online_ckpt = resolve_checkpoint_dir("bob/ckpt")
+    seen = len(hub.requests)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    written = pull_recipes("bob/r", dest=tmp_path / "offline")
+    assert written[0].read_bytes() == recipe_file.read_bytes()
+    assert resolve_recipe_path("hf://bob/r/synthetic.yaml").read_bytes() == recipe_file.read_bytes()
+    offline_ckpt = resolve_checkpoint_dir("hf://bob/ckpt")
+    assert offline_ckpt == online_ckpt
+    assert (offline_ckpt / "model.safetensors").read_bytes() == (run_dir / "best" / "model.safetensors").read_bytes()
+    assert len(hub.requests) == seen  # nothing reached the server
+
+
+def test_offline_without_cache_says_offline(
+    hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for call in (lambda: pull_recipes("bob/r", dest=tmp_path / "d"),
+                 lambda: pull_recipes("bob/r", "synthetic", dest=tmp_path / "d"),
+                 lambda: resolve_recipe_path("hf://bob/r/synthetic.yaml"),
+                 lambda: resolve_checkpoint_dir("bob/r")):
+        with pytest.raises(UserError) as error:
+            call()
+        message = _one_line(error)
+        assert "offline" in message and "HF_HUB_OFFLINE=1" in message and "bob/r" in message
+    assert hub.requests == []
+    assert _tree(tmp_path / "d") == []
+
+
+def test_unknown_repo_is_refused(hub: FakeHub, tmp_path: Path) -> None:
+    for call in (lambda: pull_recipes("nobody/missing", dest=tmp_path / "d"),
+                 lambda: pull_recipes("nobody/missing", "x.yaml", dest=tmp_path / "d"),
+                 lambda: resolve_recipe_path("hf://nobody/missing/x.yaml"),
+                 lambda: resolve_checkpoint_dir("nobody/missing")):
+        with pytest.raises(UserError) as error:
+            call()
+        assert "nobody/missing not found" in _one_line(error)
+    assert _tree(tmp_path / "d") == []
+
+
+def test_missing_revision_is_refused(hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    for call in (lambda: pull_recipes("bob/r", revision="v9", dest=tmp_path / "d"),
+                 lambda: pull_recipes("bob/r", "synthetic", revision="v9", dest=tmp_path / "d"),
+                 lambda: resolve_recipe_path("hf://bob/r@v9/synthetic.yaml"),
+                 lambda: resolve_checkpoint_dir("hf://bob/r@v9")):
+        with pytest.raises(UserError) as error:
+            call()
+        message = _one_line(error)
+        assert "revision 'v9' not found" in message and "bob/r" in message and "--revision" in message
+    assert _tree(tmp_path / "d") == []
+
+
+def test_missing_file_is_refused(hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    with pytest.raises(UserError) as error:
+        pull_recipes("bob/r", "nope.yaml", dest=tmp_path / "d")
+    assert "nope.yaml" in _one_line(error) and "not found" in str(error.value)
+    assert _tree(tmp_path / "d") == []
+
+
+def test_remote_recipe_with_unknown_key_writes_nothing(hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:
+    bad = recipe_file.read_bytes().replace(b"  epochs:", b"  epochz:", 1)
+    assert bad != recipe_file.read_bytes()
+    hub.commit("bob/r", {"a.yaml": recipe_file.read_bytes(), "b.yaml": bad})
+    with pytest.raises(UserError) as error:
+        pull_recipes("bob/r", dest=tmp_path / "d")
+    message = _one_line(error)
+    assert "hf://bob/r@main/b.yaml" in message and "epochz" in message
+    assert _tree(tmp_path / "d") == []  # not even the valid a.yaml
+
+
+def test_remote_name_escaping_dest_is_refused_before_download(
+    hub: FakeHub, recipe_file: Path, tmp_path: Path
+) -> None:
+    hub.commit("bob/r", {"good.yaml": recipe_file.read_bytes(), "../evil.yaml": recipe_file.read_bytes()})
+    dest = tmp_path / "sub" / "d"
+    with pytest.raises(UserError) as error:
+        pull_recipes("bob/r", dest=dest)
+    assert "'../evil.yaml'" in _one_line(error) and "outside" in str(error.value)
+    with pytest.raises(UserError, match="outside"):
+        pull_recipes("bob/r", "../evil.yaml", dest=dest)
+    with pytest.raises(UserError, match="outside"):
+        pull_recipes("bob/r", "/etc/evil.yaml", dest=dest)
+    assert not any("/resolve/" in p for p in hub.paths_requested("GET"))
+    assert _tree(tmp_path / "sub") == [] and not (tmp_path / "evil.yaml").exists()
+
+
+def test_pickle_checkpoints_are_refused(hub: FakeHub, tmp_path: Path) -> None:
+    hub.commit("bob/pickled", {"pytorch_model.bin": b"\x80\x04not really a pickle", "config.json": b"{}"})
+    with pytest.raises(UserError) as error:
+        resolve_checkpoint_dir("bob/pickled")
+    assert "pytorch_model.bin" in _one_line(error) and "safetensors only" in str(error.value)
+    with pytest.raises(UserError, match="safetensors only"):
+        resolve_checkpoint_dir("hf://bob/pickled/pytorch_model.bin")
+    assert not any(p.endswith(".bin") for p in hub.paths_requested("GET") + hub.paths_requested("HEAD"))
+    cache = tmp_path / "hf-cache"
+    assert not [p for p in _tree(cache) if p.name.endswith(".bin")]
+    # and nothing pickled is ever pushed
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="pickle"):
+        push_checkpoint(tmp_path / "model.pt", "bob/out")
+    assert "bob/out" not in hub.repos
+
+
+def test_push_without_token_names_the_fix(
+    hub: FakeHub, recipe_file: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_TOKEN")
+    for call in (lambda: push_recipe(recipe_file, "bob/r"), lambda: push_checkpoint(run_dir, "bob/c")):
+        with pytest.raises(UserError) as error:
+            call()
+        assert "HF_TOKEN" in _one_line(error) and "hf auth login" in str(error.value)
+    assert hub.repos == {}
+
+
+def test_wrong_token_and_private_repo(hub: FakeHub, recipe_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.create("bob/secret", private=True)
+    hub.commit("bob/secret", {"synthetic.yaml": recipe_file.read_bytes()})
+    assert resolve_recipe_path("hf://bob/secret/synthetic.yaml").read_bytes() == recipe_file.read_bytes()
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(UserError) as error:
+        push_recipe(recipe_file, "bob/new")
+    assert "HF_TOKEN" in _one_line(error)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(UserError) as error:
+        resolve_recipe_path("hf://bob/secret@main/other.yaml")
+    assert "private" in _one_line(error) and "HF_TOKEN" in str(error.value)
+
+
+def test_invalid_local_recipe_is_not_pushed(hub: FakeHub, recipe_file: Path) -> None:
+    recipe_file.write_text(recipe_file.read_text().replace("  epochs:", "  epochz:", 1))
+    with pytest.raises(UserError, match="epochz"):
+        push_recipe(recipe_file, "bob/r")
+    assert hub.repos == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("hf://bob", "not a Hub address"),
+        ("hf://bob/r/../x.yaml", "outside"),
+        ("hf://bob/r@/x.yaml", "empty revision"),
+        ("hf://bo b/r/x.yaml", "not a valid Hub repo id"),
+        ("bob/r/x.yaml", "hf://"),
+        ("hf://bob/r/model.txt", "a recipe is a .yaml file"),
+    ],
+)
+def test_malformed_addresses(hub: FakeHub, spec: str, expected: str) -> None:
+    with pytest.raises(UserError, match=expected):
+        resolve_recipe_path(spec)
+    assert hub.requests == []
+
+
+def test_revision_conflict_and_parse() -> None:
+    from s5cli.hub.paths import parse_hub_spec
+
+    spec = parse_hub_spec("hf://bob/r@refs%2Fpr%2F1/sub/file.yaml")
+    assert (spec.repo_id, spec.revision, spec.path) == ("bob/r", "refs/pr/1", "sub/file.yaml")
+    assert parse_hub_spec("bob/r", revision="v1").revision == "v1"
+    with pytest.raises(UserError, match="give only one"):
+        parse_hub_spec("hf://bob/r@v1", revision="v2")

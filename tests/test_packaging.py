@@ -1,0 +1,35 @@
+"""The wheel ships every subpackage and the bundled recipes (packages are listed by hand in pyproject.toml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _listed_packages() -> set[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return set(config["tool"]["setuptools"]["packages"])
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "s5cli").rglob("__init__.py")
+    }
+    missing = on_disk - _listed_packages()
+    assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_bundled_recipes_resolve_by_name() -> None:
+    from s5cli.recipe import bundled_recipes
+    from s5cli.train.job import _resolve_recipe
+
+    names = bundled_recipes()
+    assert {"synthetic", "breakfast", "coin", "pretrain-lsmcl", "lvu/genre"} <= set(names)
+    assert Path(_resolve_recipe("synthetic")) == names["synthetic"]
+    assert Path(_resolve_recipe("lvu/genre.yaml")) == names["lvu/genre"]
+    assert _resolve_recipe("no-such-recipe") == "no-such-recipe"

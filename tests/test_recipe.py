@@ -1,0 +1,226 @@
+"""Recipes: loading, overrides, one-line validation errors, bundled recipes, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s5cli.errors import UserError
+from s5cli.recipe import (
+    bundled_recipes,
+    check_data_paths,
+    dump_recipe,
+    load_recipe,
+    model_config,
+    recipe_to_dict,
+    save_recipe,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTHETIC = REPO / "recipes" / "synthetic.yaml"
+LVU_TASKS = ("relationship", "way_speaking", "scene", "director", "genre", "writer", "year", "like_ratio", "view_count")
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(UserError) as info:
+        load_recipe(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    assert info.value.exit_code == 2
+    return message
+
+
+# ---------------------------------------------------------------------------------------- bad recipes
+def test_unknown_key_names_file_key_and_closest_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "optim:\n  lrr: 0.1\n")
+    message = error_of(path)
+    assert str(path) in message and "optim.lrr" in message and "did you mean optim.lr?" in message
+
+
+def test_unknown_section_is_reported(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "optimizer:\n  lr: 0.1\n"))
+    assert "unknown section 'optimizer'" in message and "did you mean optim" in message
+
+
+def test_unknown_model_key_suggests_the_model_field(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "model:\n  name: s5\n  keep_ration: 0.5\n"))
+    assert "model.keep_ration" in message and "did you mean model.keep_ratio?" in message
+
+
+def test_wrong_type_names_key_value_and_expected_type(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "train:\n  epochs: ten\n"))
+    assert "train.epochs='ten'" in message and "wrong type" in message and "integer" in message
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_keep_ratio_out_of_range(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"model:\n  name: s5\n  keep_ratio: {value}\n")
+    message = error_of(path)
+    assert str(path) in message and f"model.keep_ratio={value}" in message and "(0, 1]" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.lr=0", "optim.lr=0 is not allowed: must be > 0"),
+        ("data.frames=0", "data.frames=0 is not allowed: must be >= 1"),
+        ("train.batch_size=0", "train.batch_size=0"),
+        ("optim.schedule=cosin", "did you mean cosine?"),
+        ("optim.betas=[0.9]", "a list of 2 numbers"),
+        ("data.image_size=100", "a multiple of 16"),
+        ("model.d_model=100", "divisible by 2**model.n_blocks"),
+        ("model.d_input=1024", "set model.d_input=96"),
+        ("data.backbone=vit_larg", "did you mean vit_large_patch16_224?"),
+        ("model.name=s55", "unknown model 's55'"),
+        ("train.lsmcl.mask_ratio=1.0", "train.lsmcl.mask_ratio=1.0"),
+        ("data.synthetic.clutter=2", "data.synthetic.clutter=2"),
+        ("data.dataset=lvu", "data.task is not set"),
+    ],
+)
+def test_out_of_range_and_inconsistent_values(override: str, expected: str) -> None:
+    message = error_of(SYNTHETIC, (override,))
+    assert expected in message
+    assert "command-line override" in message or override == "data.dataset=lvu"
+
+
+def test_yaml_syntax_error_gives_line_number(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "data:\n  frames: 8\noptim:\n  lr: [0.1\n  wd: 2\n"))
+    assert "YAML syntax error at line" in message
+    line = int(message.split("at line ")[1].split(",")[0])
+    assert 4 <= line <= 6
+
+
+def test_list_recipe_empty_recipe_missing_recipe(tmp_path: Path) -> None:
+    assert "holds a list" in error_of(write(tmp_path, "- data\n- model\n"))
+    assert "is empty" in error_of(write(tmp_path, "", "empty.yaml"))
+    assert "is empty" in error_of(write(tmp_path, "# only a comment\n", "comment.yaml"))
+    assert "not found" in error_of(tmp_path / "nope.yaml")
+
+
+def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
+    assert "optim=3 must be a mapping" in error_of(write(tmp_path, "optim: 3\n"))
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(UserError, match="not key=value"):
+        load_recipe(SYNTHETIC, ["optim.lr"])
+
+
+def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
+    recipe = load_recipe(REPO / "recipes" / "coin.yaml", [f"data.root={tmp_path / 'absent'}"])
+    with pytest.raises(UserError) as info:
+        check_data_paths(recipe)
+    assert "data.root" in str(info.value) and "absent" in str(info.value) and "\n" not in str(info.value)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    recipe = load_recipe(REPO / "recipes" / "lvu" / "genre.yaml", [f"data.root={videos}", "data.annotations=null"])
+    with pytest.raises(UserError, match=r"lvu_1\.0"):
+        check_data_paths(recipe)
+    check_data_paths(load_recipe(SYNTHETIC))  # generated: nothing to check
+
+
+def test_data_paths_accept_real_split_files(tmp_path: Path, shared_data_dir: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    recipe = load_recipe(REPO / "recipes" / "lvu" / "scene.yaml",
+                         [f"data.root={videos}", f"data.annotations={shared_data_dir / 'lvu_1.0'}"])
+    check_data_paths(recipe)
+    recipe = load_recipe(REPO / "recipes" / "breakfast.yaml",
+                         [f"data.root={videos}", f"data.annotations={shared_data_dir / 'Breakfast'}"])
+    check_data_paths(recipe)
+
+
+# ------------------------------------------------------------------------------------------ overrides
+def test_overrides_set_typed_values() -> None:
+    recipe = load_recipe(
+        SYNTHETIC,
+        ["optim.lr=3e-4", "model.keep_ratio=0.25", "optim.betas=[0.8, 0.99]", "train.init=/ckpt", "data.root=null",
+         "train.tensorboard=true", "data.synthetic.num_train=12", "train.epochs=3.0"],
+    )
+    assert recipe.optim.lr == pytest.approx(3e-4) and isinstance(recipe.optim.lr, float)
+    assert recipe.model.keep_ratio == 0.25
+    assert recipe.optim.betas == [0.8, 0.99]
+    assert recipe.train.init == "/ckpt" and recipe.data.root is None and recipe.train.tensorboard is True
+    assert recipe.data.synthetic.num_train == 12
+    assert recipe.train.epochs == 3 and isinstance(recipe.train.epochs, int)
+
+
+def test_bare_keys_name_their_section() -> None:
+    recipe = load_recipe(SYNTHETIC, ["init=runs/x/best", "keep_ratio=0.75", "lr=0.01"])
+    assert recipe.train.init == "runs/x/best" and recipe.model.keep_ratio == 0.75 and recipe.optim.lr == 0.01
+    with pytest.raises(UserError, match="ambiguous"):
+        load_recipe(SYNTHETIC, ["batch_size=4"])
+
+
+def test_yaml_1_1_exponent_floats_are_numbers(tmp_path: Path) -> None:
+    # PyYAML reads `1e-3` (no dot) as a string; the schema still takes it as a number.
+    recipe = load_recipe(write(tmp_path, "optim:\n  lr: 1e-3\n  weight_decay: 5e-2\n"))
+    assert recipe.optim.lr == pytest.approx(1e-3) and recipe.optim.weight_decay == pytest.approx(0.05)
+
+
+def test_model_name_selects_the_config_class(tmp_path: Path) -> None:
+    # The synthetic recipe carries S5 fields, which the transformer does not have: reported as unknown.
+    message = error_of(SYNTHETIC, ("model.name=transformer",))
+    assert "unknown key model." in message
+    recipe = load_recipe(write(tmp_path, "model:\n  name: vit\n  d_model: 64\n  heads: 4\n"))
+    config = model_config(recipe)
+    assert type(config).__name__ == "VideoTransformerConfig" and config.d_input == 96  # = patch_pool width
+    assert "model.heads=5 must divide" in error_of(tmp_path / "r.yaml", ("model.heads=5",))
+
+
+def test_defaults_fill_a_minimal_recipe(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, "model:\n  name: s4\n  d_input: 96\n  d_model: 64\n"))
+    config = model_config(recipe)
+    assert type(config).__name__ == "DecoderConfig" and config.d_model == 64 and config.n_blocks == 3
+    assert recipe.optim.schedule == "cosine" and recipe.eval.split == "test"
+    assert type(recipe.train.lsmcl).__name__ == "LSMCLConfig"
+
+
+# ------------------------------------------------------------------------------ bundled + round trip
+def test_all_bundled_recipes_exist_and_validate() -> None:
+    names = set(bundled_recipes())
+    expected = {"synthetic", "breakfast", "coin", "pretrain-lsmcl", *(f"lvu/{t}" for t in LVU_TASKS)}
+    assert expected <= names
+    for name, path in bundled_recipes().items():
+        recipe = load_recipe(path)
+        assert model_config(recipe) is not None, name
+        assert path.read_text().startswith("# "), f"{name} needs a top comment"
+        if recipe.data.dataset != "synthetic":
+            assert "data.root" in path.read_text(), f"{name} must say where the data goes"
+    for task in LVU_TASKS:
+        recipe = load_recipe(REPO / "recipes" / "lvu" / f"{task}.yaml")
+        assert recipe.data.task == task and recipe.data.fps == 1.0 and recipe.data.window_seconds == 60
+        assert recipe.model.d_input == 1024 and recipe.optim.plateau_patience == 1 and recipe.train.epochs == 100
+    assert load_recipe(REPO / "recipes" / "pretrain-lsmcl.yaml").train.objective == "lsmcl"
+
+
+def test_synthetic_recipe_matches_the_synthetic_task() -> None:
+    recipe = load_recipe(SYNTHETIC)
+    assert recipe.data.dataset == "synthetic" and recipe.data.backbone == "patch_pool"
+    assert recipe.model.name == "s5" and recipe.model.d_model in (96, 128)
+    assert recipe.data.frames == recipe.data.synthetic.frames == 32
+    assert recipe.data.image_size == recipe.data.synthetic.size
+
+
+@pytest.mark.parametrize("name", ["synthetic", "lvu/like_ratio", "pretrain-lsmcl", "coin"])
+def test_round_trip_recipe_dict_yaml_recipe(tmp_path: Path, name: str) -> None:
+    recipe = load_recipe(bundled_recipes()[name], ["optim.lr=2e-4"])
+    as_dict = recipe_to_dict(recipe)
+    assert list(as_dict) == ["data", "model", "optim", "train", "eval", "hub"]
+    path = tmp_path / "saved.yaml"
+    save_recipe(recipe, path)
+    again = load_recipe(path)
+    assert again == recipe
+    assert recipe_to_dict(again) == as_dict
+    assert yaml.safe_load(dump_recipe(recipe)) == as_dict
+    assert dataclasses.asdict(model_config(again)) == dataclasses.asdict(model_config(recipe))
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file

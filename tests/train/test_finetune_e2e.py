@@ -1,0 +1,193 @@
+"""End to end on the bundled synthetic task (tiny sizes): finetune, eval, kill -9 + resume, torchrun, pretrain."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = str(REPO / "recipes" / "synthetic.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs record themselves in ./.s5/last_run: keep that out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+def tiny(tmp: Path, **extra: object) -> list[str]:
+    """Overrides that shrink the synthetic recipe to a few seconds of CPU work."""
+    values: dict[str, object] = {
+        "data.root": tmp / "videos", "data.cache_dir": tmp / "cache",
+        "data.synthetic.num_train": 24, "data.synthetic.num_val": 8, "data.synthetic.num_test": 8,
+        "data.synthetic.frames": 8, "data.frames": 8,
+        "model.d_model": 32, "model.n_blocks": 2, "model.d_state": 8, "model.guide_channels": 8,
+        "model.dropout": 0.0, "train.epochs": 2, "train.batch_size": 8, "train.log_every": 1,
+        "train.out_dir": tmp / "run", "eval.batch_size": 8,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [rec["loss"] for rec in lines if "loss" in rec]
+
+
+def test_finetune_writes_a_complete_run_and_eval_reads_it(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in ("recipe.yaml", "metrics.jsonl", "latest", "best/model.safetensors"):
+        assert (run / name).exists(), name
+    assert len(_losses(run)) == 2 * 3  # 24 videos / batch 8 x 2 epochs
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", "--checkpoint", str(run / "best"), "--split", "val", "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["count"] == 8 and 0.0 <= metrics["top1"] <= 1.0
+    best = json.loads((run / "best" / "metrics.json").read_text())
+    assert metrics["top1"] == pytest.approx(best["top1"])
+    # One raw video end to end: decode + backbone + model, top predictions as JSON.
+    video = next((tmp_path / "videos").rglob("*.mp4"))
+    out = tmp_path / "video.json"
+    result = runner.invoke(app, ["eval", "--video", str(video), "--checkpoint", str(run), "--top", "3",
+                                 "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(out.read_text())["top"]
+    assert len(top) == 3 and sum(p["probability"] for p in top) <= 1.0 + 1e-6
+    assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
+    # A second finetune into the same folder must not silently overwrite it.
+    result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
+    assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_kill9_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
+    full = subprocess.run([*base, *tiny(shared, **{"train.epochs": 4, "train.out_dir": tmp_path / "full"})],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    args = [*base, *tiny(shared, **{"train.epochs": 4, "train.out_dir": tmp_path / "killed"})]
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    final_full = json.loads((tmp_path / "full" / "best" / "metrics.json").read_text())
+    final_resumed = json.loads((tmp_path / "killed" / "best" / "metrics.json").read_text())
+    assert final_resumed == final_full
+    assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
+    # ViS4mer without dropout: no sampling noise, so one process with global batch 8 and two with 4 each
+    # must follow the same trajectory up to float reduction order.
+    shared = tmp_path / "shared"
+    extra = {"model.selector": "none", "train.epochs": 1}
+    one_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "one"})
+    two_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "two"})
+    one = subprocess.run([sys.executable, "-m", "s5cli", "finetune", RECIPE, *one_args, "--quiet"],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    two = subprocess.run([*torchrun, "-m", "s5cli", "finetune", RECIPE, *two_args, "--quiet"],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(losses_one) == len(losses_two) == 3
+    # Tolerance: gradients are averaged over ranks instead of summed in one batch -> 1e-4 relative.
+    assert losses_two == pytest.approx(losses_one, rel=1e-4)
+
+
+def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
+    runner = CliRunner()
+    pre = tiny(tmp_path, **{"train.out_dir": tmp_path / "pre", "train.epochs": 1, "train.lsmcl.short_frames": 4,
+                            "train.lsmcl.long_frames": 8, "train.lsmcl.proj_dim": 16})
+    result = runner.invoke(app, ["pretrain", RECIPE, *pre, "--quiet"])
+    assert result.exit_code == 0, result.output
+    fine = tiny(tmp_path, **{"train.out_dir": tmp_path / "fine", "train.epochs": 1, "train.init": tmp_path / "pre"})
+    result = runner.invoke(app, ["finetune", RECIPE, *fine, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fine" / "best" / "model.safetensors").exists()
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from s5cli.train import loop
+
+    real_loss, calls = loop._loss, {"n": 0}
+
+    def loss_that_explodes(setup, module, batch):
+        calls["n"] += 1
+        loss = real_loss(setup, module, batch)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(loop, "_loss", loss_that_explodes)
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "loss became nan at step 5" in result.output and "Traceback" not in result.output
+    run = tmp_path / "run"
+    from s5cli.train.checkpoint import checkpoint_dir, load_state
+
+    good = checkpoint_dir(run)
+    assert good.name == "step-0000003" and good.name in result.output
+
+    assert all(torch.isfinite(t).all() for t in load_state(checkpoint_dir(run)).values() if t.is_floating_point())
+
+
+def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet", *tiny(tmp_path, **{"train.epochs": 6})]
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = tmp_path / "run" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be interrupted; make it longer"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved to" in err and "--resume" in err
+    from s5cli.train.checkpoint import checkpoint_dir
+
+    saved = json.loads((checkpoint_dir(tmp_path / "run") / "trainer_state.json").read_text())
+    assert saved["trainer"]["step"] > 3  # written at the interrupt, not the epoch-end checkpoint
+    resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_losses(tmp_path / "run")) == 6 * 3
