@@ -207,8 +207,11 @@ def test_synthetic_recipe_matches_the_synthetic_task() -> None:
     recipe = load_recipe(SYNTHETIC)
     assert recipe.data.dataset == "synthetic" and recipe.data.backbone == "patch_pool"
     assert recipe.model.name == "s5" and recipe.model.d_model in (96, 128)
-    assert recipe.data.frames == recipe.data.synthetic.frames == 32
+    assert recipe.data.frames == recipe.data.synthetic.frames
     assert recipe.data.image_size == recipe.data.synthetic.size
+    # one grid cell = one 16 px backbone patch, so token s of a frame is grid cell s - 1
+    assert recipe.data.synthetic.size // recipe.data.synthetic.grid == 16
+    assert recipe.train.lsmcl.long_frames <= recipe.data.frames
 
 
 @pytest.mark.parametrize("name", ["synthetic", "lvu/like_ratio", "pretrain-lsmcl", "coin"])

@@ -1,10 +1,284 @@
-"""`s5 benchmark`: measure speed and memory of S5 against S4 and a video transformer."""
+"""`s5 benchmark`: measure speed and memory of S5 against S4 (ViS4mer) and a video transformer."""
 
 from __future__ import annotations
 
-from s5cli.cli._pending import not_available
+from pathlib import Path
+from typing import Any
+
+import typer
+
+# Defaults on a CPU: sized so that `s5 benchmark` (3 models, inference and training) ends in about two
+# minutes on 2 cores. On CUDA the default is the paper's LVU setting: 60 frames x 197 ViT-L tokens x 1024-d.
+CPU_TOKENS_PER_FRAME, CPU_DIM = 50, 256
+PAPER_TOKENS_PER_FRAME, PAPER_DIM = 197, 1024
+SWEEP_TIME_BUDGET_S = 60.0
+
+_EPILOG = (
+    "Examples:\n\n"
+    "  s5 benchmark --frames 60 --compare vit                      S5 vs the video transformer\n\n"
+    "  s5 benchmark --tokens-per-frame 197 --dim 1024 --batch 1    the paper's LVU size\n\n"
+    "  s5 benchmark --sweep 15,30,60,120,240,480 --plot sweep.png  how cost grows with length\n\n"
+    "  s5 benchmark --stage kernel                                 the S4 kernel + FFT conv alone"
+)
 
 
-def benchmark() -> None:
-    """Measure speed and memory of S5 against S4 and a video transformer."""
-    raise not_available("benchmark", 6)
+def benchmark(
+    frames: int = typer.Option(60, "--frames", help="Frames per clip (T)."),
+    tokens_per_frame: int | None = typer.Option(
+        None, "--tokens-per-frame", help=f"Tokens per frame (S) \\[default: {CPU_TOKENS_PER_FRAME} on CPU, "
+        f"{PAPER_TOKENS_PER_FRAME} on CUDA]."),
+    dim: int | None = typer.Option(
+        None, "--dim", help=f"Token dimension (D) \\[default: {CPU_DIM} on CPU, {PAPER_DIM} on CUDA]."),
+    batch: int = typer.Option(1, "--batch", help="Clips per step (B)."),
+    keep_ratio: float = typer.Option(0.5, "--keep-ratio", help="Fraction of tokens S5 keeps."),
+    compare: str = typer.Option(
+        "vit,s4", "--compare", help="Models measured besides S5: vit (transformer), s4 (ViS4mer), random "
+        "(S5 with random selection), uniform."),
+    mode: str = typer.Option("both", "--mode", help="infer, train (forward+backward+AdamW step) or both."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    sweep: str | None = typer.Option(
+        None, "--sweep", help="Comma-separated frame counts, e.g. 15,30,60,120,240,480 (replaces --frames)."),
+    repeat: int | None = typer.Option(None, "--repeat", help="Timed steps per model \\[default: 5; 3 in a sweep]."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps per model."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads per model \\[default: torch's default, all cores]. On a machine "
+        "shared with other work, --threads 1 gives far steadier timings."),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", help=f"Seconds one step may take before the model is marked over budget "
+        f"\\[default: none; {SWEEP_TIME_BUDGET_S:g} in a sweep]."),
+    memory_budget: str | None = typer.Option(
+        None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB \\[default on CPU: the "
+        "available memory shared by the models]."),
+    stage: str = typer.Option("model", "--stage", help="model (whole models) or kernel (S4 kernel + FFT conv)."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision \\[default: on for CUDA]."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full results as JSON here."),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Write time and memory vs frames (log-log) here."),
+    seed: int = typer.Option(0, "--seed", help="Seed for weights, inputs and selection."),
+) -> None:
+    """Measure speed and memory of S5 against S4 (ViS4mer) and a video transformer.
+
+    Each model runs in its own subprocess (honest peak memory); all are warmed up, then timed in
+    alternating order. Reports median step time with its spread, clips/s, tokens/s, peak memory above
+    the process baseline, and S5's ratios against every other model.
+    """
+    from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
+    from s5cli.cli.console import stderr, stdout
+    from s5cli.errors import RunFailure, UserError
+
+    torch_device = _resolve_device(device)
+    on_cuda = torch_device.startswith("cuda")
+    tokens_per_frame = tokens_per_frame or (PAPER_TOKENS_PER_FRAME if on_cuda else CPU_TOKENS_PER_FRAME)
+    dim = dim or (PAPER_DIM if on_cuda else CPU_DIM)
+    frame_counts = _parse_sweep(sweep) if sweep else [frames]
+    _check_sizes(frame_counts, tokens_per_frame, dim, batch, keep_ratio, warmup, repeat)
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be at least 1")
+    if stage not in ("model", "kernel"):
+        raise UserError(f"--stage must be 'model' or 'kernel', got {stage!r}")
+    if plot_path is not None:
+        if stage == "kernel":
+            raise UserError("--plot draws the model stage; drop --plot or use --stage model")
+        _require_matplotlib()
+    amp = on_cuda if amp is None else amp
+    if stage == "kernel":
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        _run_kernel_stage(torch_device, dim, frame_counts[-1] * tokens_per_frame, batch, repeat or 5, seed,
+                          json_path)
+        return
+
+    from s5cli.benchmark.report import build_report, render
+    from s5cli.benchmark.runner import ERROR, run_group, run_sweep
+    from s5cli.benchmark.workload import MODES, Workload, canonical_label
+
+    labels = ["s5", *_parse_compare(compare, canonical_label)]
+    modes = list(MODES) if mode == "both" else [mode]
+    if mode not in ("both", *MODES):
+        raise UserError(f"--mode must be infer, train or both, got {mode!r}")
+    repeat = repeat or (3 if sweep else 5)
+    if time_budget is None and sweep:
+        time_budget = SWEEP_TIME_BUDGET_S
+    if time_budget is not None and time_budget <= 0:
+        raise UserError("--time-budget must be a positive number of seconds")
+    budget_bytes = _memory_budget(memory_budget, parse_memory_size, available_memory, on_cuda, len(labels))
+
+    settings = {
+        "frames": frame_counts if sweep else frames, "tokens_per_frame": tokens_per_frame, "dim": dim,
+        "batch": batch, "keep_ratio": keep_ratio, "models": labels, "modes": modes, "device": torch_device,
+        "amp": amp, "repeat": repeat, "warmup": warmup, "threads": threads, "seed": seed, "sweep": bool(sweep),
+        "time_budget_s": time_budget, "memory_budget_bytes": budget_bytes,
+    }
+    stderr.print(
+        f"[bold]s5 benchmark[/] on {torch_device}: frames {','.join(map(str, frame_counts))}, "
+        f"{tokens_per_frame} tokens/frame, dim {dim}, batch {batch}, keep ratio {keep_ratio}, "
+        f"models {', '.join(labels)}, modes {', '.join(modes)}, {warmup} warm-up + {repeat} timed steps"
+        + (f", {threads} thread(s) per model" if threads else "")
+        + (f", time budget {time_budget:g} s/step" if time_budget else "")
+        + (f", memory budget {format_bytes(budget_bytes)}/model" if budget_bytes else ""))
+    if not on_cuda and (tokens_per_frame, dim) == (CPU_TOKENS_PER_FRAME, CPU_DIM):
+        stderr.print(f"[dim]CPU defaults; the paper's LVU size is --tokens-per-frame {PAPER_TOKENS_PER_FRAME} "
+                     f"--dim {PAPER_DIM}[/]")
+
+    def progress(message: str) -> None:
+        stderr.print(f"[dim]{message}[/]")
+
+    measurements = []
+    for run_mode in modes:
+        base = [Workload(label=label, mode=run_mode, frames=frame_counts[0], tokens_per_frame=tokens_per_frame,
+                         dim=dim, batch=batch, keep_ratio=keep_ratio, device=torch_device, amp=amp, seed=seed,
+                         warmup=warmup, threads=threads) for label in labels]
+        if sweep:
+            measurements += run_sweep(base, frame_counts, repeat, time_budget=time_budget,
+                                      memory_budget=budget_bytes, progress=progress)
+        else:
+            measurements += run_group(base, repeat, time_budget=time_budget, memory_budget=budget_bytes,
+                                      progress=progress)
+    report = build_report(measurements, settings, _machine(torch_device))
+    render(report, stdout)
+    _write_outputs(report, json_path, plot_path)
+    failed = [r for r in report["results"] if r["status"] == ERROR]
+    if failed:
+        first = failed[0]
+        raise RunFailure(f"{len(failed)} measurement(s) failed, e.g. {first['model']} {first['mode']} "
+                         f"{first['frames']} frames: {first['reason']}")
+
+
+benchmark.__doc__ = (benchmark.__doc__ or "") + "\n\n" + _EPILOG
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    from s5cli.errors import UserError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+        return device
+    raise UserError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+
+
+def _parse_sweep(text: str) -> list[int]:
+    from s5cli.errors import UserError
+
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"--sweep takes comma-separated frame counts like 15,30,60, got {text!r}") from None
+    if not counts:
+        raise UserError("--sweep needs at least one frame count, e.g. 15,30,60")
+    return counts
+
+
+def _parse_compare(text: str, canonical) -> list[str]:
+    from s5cli.errors import UserError
+
+    labels: list[str] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            label = canonical(part)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        if label != "s5" and label not in labels:
+            labels.append(label)
+    return labels
+
+
+def _check_sizes(frame_counts: list[int], tokens_per_frame: int, dim: int, batch: int, keep_ratio: float,
+                 warmup: int, repeat: int | None) -> None:
+    from s5cli.errors import UserError
+
+    if min(frame_counts) < 1 or tokens_per_frame < 1 or batch < 1:
+        raise UserError("--frames, --sweep, --tokens-per-frame and --batch must be at least 1")
+    if dim < 8 or dim % 8:
+        raise UserError(f"--dim must be a positive multiple of 8 (the S4 decoder halves it 3 times), got {dim}")
+    if not 0.0 < keep_ratio <= 1.0:
+        raise UserError(f"--keep-ratio must be in (0, 1], got {keep_ratio}")
+    if warmup < 0 or (repeat is not None and repeat < 1):
+        raise UserError("--warmup must be >= 0 and --repeat >= 1")
+
+
+def _memory_budget(text: str | None, parse, available, on_cuda: bool, models: int) -> int | None:
+    from s5cli.errors import UserError
+
+    if text is not None:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise UserError(f"--memory-budget: {error}") from None
+    if on_cuda:
+        return None  # the allocator raises out-of-memory, which is reported as over budget
+    free = available()
+    # All workers of a group stay alive between their turns, so they share what is free.
+    return None if free is None else int(0.8 * free / models)
+
+
+def _require_matplotlib() -> None:
+    import importlib.util
+
+    from s5cli.errors import UserError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError("--plot needs matplotlib: pip install 's5cli[plot]' (or pip install matplotlib)")
+
+
+def _machine(device: str) -> dict[str, Any]:
+    import os
+    import platform
+
+    import torch
+
+    from s5cli.benchmark.measure import cpu_count
+
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name() or platform.processor() or "cpu"
+    # The load average says how busy a shared machine was: alternation keeps ratios fair, not absolute times.
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"device": device, "device_name": name, "cpus": cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "load_average": load}
+
+
+def _cpu_name() -> str | None:
+    """The CPU model from /proc/cpuinfo (Linux); None elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
+    from s5cli.cli.console import stderr
+    from s5cli.io import atomic_write_json
+
+    if json_path is not None:
+        atomic_write_json(json_path, report)
+        stderr.print(f"wrote {json_path}")
+    if plot_path is not None:
+        from s5cli.benchmark.plot import write_plot
+
+        write_plot(report, plot_path)
+        stderr.print(f"wrote {plot_path}")
+
+
+def _run_kernel_stage(device: str, channels: int, length: int, batch: int, repeat: int, seed: int,
+                      json_path: Path | None) -> None:
+    from s5cli.benchmark.kernel import kernel_stage, render_kernel
+    from s5cli.cli.console import stderr, stdout
+
+    stderr.print(f"[bold]s5 benchmark --stage kernel[/] on {device}: H={channels} channels, L={length}, "
+                 f"batch {batch}, {repeat} timed runs")
+    report = kernel_stage(channels=channels, length=length, batch=batch, device=device, repeat=repeat, seed=seed)
+    report = {"schema": "s5cli-benchmark/1", **report, "machine": _machine(device)}
+    render_kernel(report, stdout)
+    _write_outputs(report, json_path, None)

@@ -48,13 +48,22 @@ def fft_size(n: int) -> int:
     return best
 
 
-def causal_fft_conv(u: Tensor, k: Tensor) -> Tensor:
-    """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, L); zero-padded to ≥ 2L so nothing wraps around."""
+def causal_fft_conv(u: Tensor, k: Tensor, k_f: Tensor | None = None) -> Tensor:
+    """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, L); zero-padded to ≥ 2L so nothing wraps around.
+
+    `k_f` is `kernel_spectrum(k, L)` when the caller already has it (a reused inference kernel).
+    """
     length = u.shape[1]
     n = fft_size(2 * length)
     u_f = torch.fft.rfft(u, n=n, dim=1)
-    k_f = torch.fft.rfft(k, n=n, dim=-1).transpose(0, 1)  # (F, H)
+    if k_f is None:
+        k_f = kernel_spectrum(k, length)
     return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
+
+
+def kernel_spectrum(k: Tensor, length: int) -> Tensor:
+    """rfft of a (H, ≤L) kernel at the FFT size `causal_fft_conv` uses for inputs of `length`: (F, H)."""
+    return torch.fft.rfft(k, n=fft_size(2 * length), dim=-1).transpose(0, 1)
 
 
 class TiedDropout(nn.Module):
@@ -87,7 +96,49 @@ class S4Layer(nn.Module):
         self.out_linear = nn.Linear(h, h)
 
     def kernel(self, length: int, channels: Tensor | None = None) -> Tensor:
-        """Real convolution kernel (H', length); (2, H', length) [forward, backward] when bidirectional."""
+        """Real convolution kernel (H', length); (2, H', length) [forward, backward] when bidirectional.
+
+        Without autograd (evaluation, the momentum guide) the kernel is reused while the SSM parameters are
+        unchanged: it depends on nothing else, and generating it (Cauchy / Vandermonde sums over all
+        frequencies) costs more than the convolution itself at inference.
+        """
+        if torch.is_grad_enabled():
+            self.__dict__.pop("_kernel_cache", None)
+            return self._generate_kernel(length, channels)
+        cached = self.__dict__.get("_kernel_cache")
+        key = self._kernel_key(length, channels)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        k = self._generate_kernel(length, channels)
+        key = self._kernel_key(length, channels)  # after: generation may grow the DPLR state in place
+        if key is not None:
+            self.__dict__["_kernel_cache"] = (key, k)
+        return k
+
+    def _kernel_key(self, length: int, channels: Tensor | None) -> tuple | None:
+        """What the kernel depends on; None where it cannot be told (inference-mode parameters)."""
+        try:
+            versions = tuple(t._version for t in (*self.kernel_gen.parameters(), *self.kernel_gen.buffers()))
+        except RuntimeError:  # parameters created under torch.inference_mode have no version counter
+            return None
+        first = self.D
+        picked = None if channels is None else (str(channels.device), tuple(channels.tolist()))
+        # id(self): a deep copy (the S5 guide) starts with equal version numbers but its own future.
+        return (id(self), length, picked, first.device, first.dtype, versions)
+
+    def _cached_spectrum(self, k: Tensor, length: int) -> Tensor | None:
+        """The kernel's FFT, reused with a reused kernel (no autograd): half of the FFTs at inference."""
+        if torch.is_grad_enabled():
+            return None
+        cached = self.__dict__.get("_spectrum_cache")
+        # `is`: the cache holds k, so a live identical object is the same (immutable) reused kernel.
+        if cached is not None and cached[0] is k and cached[1] == length:
+            return cached[2]
+        spectrum = kernel_spectrum(k, length)
+        self.__dict__["_spectrum_cache"] = (k, length, spectrum)
+        return spectrum
+
+    def _generate_kernel(self, length: int, channels: Tensor | None) -> Tensor:
         if not self.config.bidirectional:
             return self.kernel_gen(length, channels)
         h = self.config.d_model
@@ -113,7 +164,7 @@ class S4Layer(nn.Module):
             shifted = F.pad(backward_k, (1, 0))[..., : backward_k.shape[-1]]
             y = y + causal_fft_conv(u.flip(1), shifted).flip(1)
         else:
-            y = causal_fft_conv(u, k)
+            y = causal_fft_conv(u, k, self._cached_spectrum(k, length))
         d = self.D if channels is None else self.D.index_select(0, channels)
         return (y + u * d.to(u.dtype)).to(out_dtype)
 

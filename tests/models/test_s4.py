@@ -102,3 +102,26 @@ def test_half_precision_input_runs_fft_in_float32() -> None:
 @pytest.mark.parametrize(("n", "expected"), [(1, 1), (7, 8), (23_640, 24_000), (4097, 4320)])
 def test_fft_size_is_smallest_5_smooth(n: int, expected: int) -> None:
     assert fft_size(n) == expected
+
+
+@pytest.mark.parametrize("kernel", ["dplr", "s4d"])
+def test_no_grad_kernel_is_reused_until_a_parameter_changes(kernel: str) -> None:
+    import copy
+
+    torch.manual_seed(0)
+    layer = S4Layer(S4Config(d_model=8, d_state=8, kernel=kernel, init="legs" if kernel == "dplr" else "lin"))
+    channels = torch.tensor([1, 5])
+    with torch.no_grad():
+        first = layer.kernel(64, channels)
+        assert layer.kernel(64, channels) is first  # reused
+        assert layer.kernel(64) is not first and layer.kernel(32, channels) is not first  # other key
+        twin = copy.deepcopy(layer)
+        for p in layer.kernel_gen.parameters():  # an optimizer / EMA step: in place
+            p.mul_(0.9)
+        changed = layer.kernel(64, channels)
+        assert not torch.equal(changed, first)
+        layer.__dict__.pop("_kernel_cache")
+        assert torch.equal(layer.kernel(64, channels), changed)  # the cached value was the fresh one
+        assert torch.equal(twin.kernel(64, channels), first)  # a copy keeps its own parameters
+    with_grad = layer.kernel(64, channels)
+    assert with_grad.requires_grad and torch.equal(with_grad.detach(), changed)

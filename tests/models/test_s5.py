@@ -98,3 +98,14 @@ def test_invalid_keep_ratio_is_refused() -> None:
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="keep_ratio"):
             S5Config(keep_ratio=bad)
+
+
+def test_bounded_scores_stay_inside_the_bound() -> None:
+    from s5cli.models.s5 import MaskGenerator
+
+    torch.manual_seed(0)
+    generator = MaskGenerator(4, 8, bound=2.0)
+    with torch.no_grad():
+        generator.net[-1].weight.mul_(100.0)  # raw scores far beyond the bound
+        scores = generator(torch.randn(2, 50, 4))
+    assert scores.abs().max() <= 2.0 and scores.abs().max() > 1.9  # saturates at, never past, the bound

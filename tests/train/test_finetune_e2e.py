@@ -69,7 +69,8 @@ def test_finetune_writes_a_complete_run_and_eval_reads_it(tmp_path: Path) -> Non
         assert (run / name).exists(), name
     assert len(_losses(run)) == 2 * 3  # 24 videos / batch 8 x 2 epochs
     out = tmp_path / "eval.json"
-    result = runner.invoke(app, ["eval", "--checkpoint", str(run / "best"), "--split", "val", "--json", str(out), "-q"])
+    # A run folder means its best checkpoint.
+    result = runner.invoke(app, ["eval", "--checkpoint", str(run), "--split", "val", "--json", str(out), "-q"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     assert metrics["count"] == 8 and 0.0 <= metrics["top1"] <= 1.0

@@ -1,0 +1,90 @@
+"""Markdown tables from `s5 benchmark --json` files (how the numbers in benchmarks/README.md were made).
+
+    python benchmarks/results_table.py benchmarks/results/cpu-1thread/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.0f}"
+
+
+def _seconds(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    return f"{stats['median']:.3g} ({stats['q1']:.3g}-{stats['q3']:.3g})"
+
+
+def model_table(report: dict) -> list[str]:
+    """Rows with times, throughput, memory and S5 ratios of one model-stage report."""
+    ratios = {(r["model"], r["mode"], r["frames"]): r for r in report["ratios"]}
+    lines = ["| model | mode | T x S x D | step s, median (q1-q3) | clips/s | tokens/s | peak MiB | S5 speed-up | S5 memory |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in report["results"]:
+        size = f"{row['frames']} x {row['tokens_per_frame']} x {row['dim']}"
+        if row["status"] != "ok":
+            lines.append(f"| {row['model']} | {row['mode']} | {size} | {row['status']}: {row['reason']} | | | | | |")
+            continue
+        ratio = ratios.get((row["model"], row["mode"], row["frames"]))
+        speed = "1" if row["model"] == "s5" else (f"{ratio['s5_throughput_ratio']:.2f}x" if ratio else "-")
+        memory = "1" if row["model"] == "s5" else (
+            f"{ratio['s5_memory_ratio']:.2f}x" if ratio and ratio["s5_memory_ratio"] else "-")
+        lines.append(f"| {row['model']} | {row['mode']} | {size} | {_seconds(row['seconds'])} | "
+                     f"{row['clips_per_s']:.3g} | {row['tokens_per_s']:,.0f} | {_mib(row['peak_memory_bytes'])} | "
+                     f"{speed} | {memory} |")
+    if report.get("slopes"):
+        lines += ["", "| model | mode | frames | time slope | memory slope |", "|---|---|---|---|---|"]
+        for slope in report["slopes"]:
+            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {slope['model']} | {slope['mode']} | {','.join(map(str, slope['frames']))} | "
+                         f"{fmt(slope['time_slope'])} | {fmt(slope['memory_slope'])} |")
+    return lines
+
+
+def kernel_table(report: dict) -> list[str]:
+    """Rows of one kernel-stage report."""
+    limits = report["limits"]
+    lines = [f"Machine ({report.get('threads', '?')} thread(s)): matmul {limits['matmul_gflops']:.1f} GFLOP/s, "
+             f"copy {limits['copy_gbps']:.1f} GB/s. H={report['channels']}, L={report['length']}.", "",
+             "| stage | best ms | GFLOP/s | % of matmul | GB/s | % of copy | top op |", "|---|---|---|---|---|---|---|"]
+    for row in report["results"]:
+        top = row["profile"][0] if row["profile"] else None
+        lines.append(f"| {row['stage']} | {row['best_seconds'] * 1000:.1f} | {row['gflops']:.1f} | "
+                     f"{100 * row['fraction_of_matmul']:.0f}% | {row['gbps']:.1f} | {100 * row['fraction_of_copy']:.0f}% | "
+                     + (f"{top['op']} {100 * top['share']:.0f}% |" if top else "- |"))
+    return lines
+
+
+def lever_table(report: dict) -> list[str]:
+    """Rows of one benchmarks/kernel_levers.py file."""
+    lines = ["| model | lever | mode | step s, median | best s | peak MiB |", "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['lever']} | {row['mode']} | error: {row['error']} | | |")
+            continue
+        lines.append(f"| {row['model']} | {row['lever']} | {row['mode']} | {row['median_s']:.3g} | "
+                     f"{row['min_s']:.3g} | {_mib(row['peak_bytes'])} |")
+    return lines
+
+
+def main(paths: list[str]) -> int:
+    """Print one table per file."""
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        print(f"### {Path(path).name}\n")
+        if "rows" in report:
+            lines = lever_table(report)
+        else:
+            lines = kernel_table(report) if report.get("stage") == "kernel" else model_table(report)
+        print("\n".join(lines))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,60 @@
+"""`--plot`: step time and peak memory against frames, log-log, one line per model and mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from s5cli.errors import UserError
+from s5cli.io import atomic_write_path
+
+_INSTALL_HINT = "--plot needs matplotlib: pip install 's5cli[plot]' (or pip install matplotlib)"
+
+
+def write_plot(report: dict[str, Any], path: str | Path) -> Path:
+    """Draw the model-stage report to `path` (format from the suffix, e.g. .png, .svg, .pdf)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed; must precede pyplot
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError(_INSTALL_HINT) from None
+    rows = [r for r in report["results"] if r["status"] == "ok"]
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key in dict.fromkeys((r["model"], r["mode"]) for r in rows):
+        series = sorted((r for r in rows if (r["model"], r["mode"]) == key), key=lambda r: r["frames"])
+        frames = [r["frames"] for r in series]
+        label = f"{key[0]} ({key[1]})"
+        style = "-" if key[1] == "infer" else "--"
+        time_axis.plot(frames, [r["seconds"]["median"] for r in series], style, marker="o", label=label)
+        memory = [(f, r["peak_memory_bytes"] / 2**20) for f, r in zip(frames, series, strict=True)
+                  if r["peak_memory_bytes"]]
+        if memory:
+            memory_axis.plot(*zip(*memory, strict=True), style, marker="o", label=label)
+    settings = report.get("settings", {})
+    subtitle = (f"{settings.get('tokens_per_frame', '?')} tokens/frame, dim {settings.get('dim', '?')}, "
+                f"batch {settings.get('batch', '?')}, {report.get('machine', {}).get('device', '')}")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    all_frames = sorted({r["frames"] for r in rows})
+    for axis, ylabel in ((time_axis, "median step time (s)"), (memory_axis, "peak memory above baseline (MiB)")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        if all_frames:
+            # Label the measured lengths themselves; the default minor labels of a log axis overlap.
+            axis.set_xticks(all_frames)
+            axis.xaxis.set_major_formatter(ScalarFormatter())
+            axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("frames")
+        axis.set_ylabel(ylabel)
+        axis.grid(True, which="both", alpha=0.3)
+        if axis.has_data():
+            axis.legend(fontsize=8)
+    figure.suptitle(f"s5 benchmark: {subtitle}", fontsize=10)
+    figure.tight_layout()
+    target = Path(path)
+    with atomic_write_path(target) as tmp:
+        figure.savefig(tmp, dpi=120, format=target.suffix.lstrip(".") or "png")
+    plt.close(figure)
+    return target

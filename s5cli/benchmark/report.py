@@ -1,0 +1,191 @@
+"""From raw measurements to the report: per-model rows, ratios against S5, targets, slopes, table, JSON.
+
+Every ratio is computed here from the rows' own medians and peaks, so the JSON can be re-checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from s5cli.benchmark.measure import format_bytes, loglog_slope, summarize
+from s5cli.benchmark.runner import OK, Measurement
+
+SCHEMA = "s5cli-benchmark/1"
+REFERENCE = "s5"
+# Issue 6's targets for S5 at keep ratio 0.5: throughput at least, memory at most, these multiples.
+TARGETS = {"transformer": {"throughput": 4.0, "memory": 0.5}, "s4": {"throughput": 1.5, "memory": 0.77}}
+SLOPE_TARGET = 1.15  # S5's log-log slope of time vs frames
+
+
+def result_row(measurement: Measurement) -> dict[str, Any]:
+    """One JSON row: settings, status, time statistics, throughput and peak memory of one measurement."""
+    w = measurement.workload
+    times = measurement.times
+    stats = summarize(times) if times else None
+    # Warm-up steps that started from a trimmed heap measure what a step holds at once (see worker.py);
+    # otherwise (CUDA, warm-up 0, no glibc) every step's peak counts.
+    released = measurement.info.get("memory_released") and measurement.warmup_peaks
+    peaks = measurement.warmup_peaks if released else measurement.peaks + measurement.warmup_peaks
+    complete = measurement.status == OK and stats is not None
+    return {
+        "model": w.label,
+        "mode": w.mode,
+        "frames": w.frames,
+        "tokens_per_frame": w.tokens_per_frame,
+        "dim": w.dim,
+        "batch": w.batch,
+        "tokens": w.tokens,
+        "keep_ratio": w.keep_ratio if w.label in ("s5", "random", "uniform") else None,
+        "status": measurement.status,
+        "reason": measurement.reason,
+        "seconds": stats,
+        "times": list(times),
+        "warmup_seconds": list(measurement.warmup_times),
+        "clips_per_s": w.batch / stats["median"] if complete else None,
+        "tokens_per_s": w.batch * w.tokens / stats["median"] if complete else None,
+        "peak_memory_bytes": max(peaks) if complete and peaks else None,
+        "peak_memory_from": "warm-up steps (trimmed heap)" if released else "all steps",
+        "timed_step_peak_bytes": max(measurement.peaks) if measurement.peaks else None,
+        "params": measurement.info.get("params"),
+        "memory_method": measurement.info.get("memory_method"),
+        "baseline_bytes": measurement.info.get("baseline_bytes"),
+        "threads": measurement.info.get("threads"),
+    }
+
+
+def ratio_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """S5 against every other completed model of the same mode and frame count."""
+    reference = {(r["mode"], r["frames"]): r for r in rows if r["model"] == REFERENCE and r["status"] == OK}
+    ratios = []
+    for row in rows:
+        s5 = reference.get((row["mode"], row["frames"]))
+        if row["model"] == REFERENCE or row["status"] != OK or s5 is None:
+            continue
+        throughput = s5["clips_per_s"] / row["clips_per_s"]
+        memory = (s5["peak_memory_bytes"] / row["peak_memory_bytes"]) if row["peak_memory_bytes"] else None
+        ratios.append({"model": row["model"], "mode": row["mode"], "frames": row["frames"],
+                       "s5_throughput_ratio": throughput, "s5_memory_ratio": memory})
+    return ratios
+
+
+def slope_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Log-log slope of median step time and of peak memory against frames, per model and mode."""
+    slopes = []
+    for key in dict.fromkeys((r["model"], r["mode"]) for r in rows):
+        ok = [r for r in rows if (r["model"], r["mode"]) == key and r["status"] == OK]
+        frames = [r["frames"] for r in ok]
+        slopes.append({
+            "model": key[0], "mode": key[1], "frames": frames,
+            "time_slope": loglog_slope(frames, [r["seconds"]["median"] for r in ok]) if ok else None,
+            "memory_slope": loglog_slope(frames, [r["peak_memory_bytes"] or 0 for r in ok]) if ok else None,
+        })
+    return slopes
+
+
+def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each of issue 6's targets that this run measured, with the value and whether it is met."""
+    checks = []
+    for ratio in ratios:
+        target = TARGETS.get(ratio["model"])
+        if target is None:
+            continue
+        where = {"model": ratio["model"], "mode": ratio["mode"], "frames": ratio["frames"]}
+        value = ratio["s5_throughput_ratio"]
+        checks.append({**where, "metric": "throughput", "value": value, "target": f">= {target['throughput']}",
+                       "met": value >= target["throughput"]})
+        value = ratio["s5_memory_ratio"]
+        if value is not None:
+            checks.append({**where, "metric": "memory", "value": value, "target": f"<= {target['memory']}",
+                           "met": value <= target["memory"]})
+    for slope in slopes:
+        if slope["model"] == REFERENCE and slope["time_slope"] is not None:
+            checks.append({"model": REFERENCE, "mode": slope["mode"], "frames": None, "metric": "time_slope",
+                           "value": slope["time_slope"], "target": f"<= {SLOPE_TARGET}",
+                           "met": slope["time_slope"] <= SLOPE_TARGET})
+    return checks
+
+
+def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
+                 machine: dict[str, Any]) -> dict[str, Any]:
+    """The whole JSON document of one `s5 benchmark` run (stage "model")."""
+    rows = [result_row(m) for m in measurements]
+    ratios = ratio_rows(rows)
+    sweep = len({r["frames"] for r in rows}) > 1
+    slopes = slope_rows(rows) if sweep else []
+    return {"schema": SCHEMA, "stage": "model", "settings": settings, "machine": machine, "results": rows,
+            "ratios": ratios, "slopes": slopes, "targets": target_rows(ratios, slopes)}
+
+
+# --- rendering ----------------------------------------------------------------------------------------
+def wide(console: Any) -> Any:
+    """`console`, or where output is piped (a log, `tee`; Rich would cut it to 80 columns) a wider one."""
+    if console.is_terminal:
+        return console
+    from rich.console import Console
+
+    return Console(file=console.file, width=max(console.width, 132), highlight=False)
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _spread(stats: dict[str, float]) -> str:
+    low, high = stats["q1"], stats["q3"]
+    if high < 1:
+        return f"{low * 1000:.1f}-{high * 1000:.1f} ms"
+    return f"{low:.2f}-{high:.2f} s"
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def render(report: dict[str, Any], console: Any) -> None:
+    """Print the results table, slopes and target checks with Rich."""
+    from rich import box
+    from rich.table import Table
+
+    ratios = {(r["model"], r["mode"], r["frames"]): r for r in report["ratios"]}
+    table = Table(title="s5 benchmark", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("model", "mode", "T", "step median", "q1-q3", "clips/s", "tokens/s", "peak mem",
+                   "S5 speed", "S5 mem"):
+        table.add_column(column, justify="left" if column in ("model", "mode") else "right", no_wrap=True)
+    for row in report["results"]:
+        cells = [row["model"], row["mode"], str(row["frames"])]
+        if row["status"] != OK:
+            reason = f"[red]{row['status']}[/]" + (f": {row['reason']}" if row["reason"] else "")
+            table.add_row(*cells, reason, "", "", "", "", "", "")
+            continue
+        s = row["seconds"]
+        ratio = ratios.get((row["model"], row["mode"], row["frames"]))
+        speedup = "1.00x" if row["model"] == REFERENCE else (
+            f"{ratio['s5_throughput_ratio']:.2f}x" if ratio else "-")
+        memory = "1.00x" if row["model"] == REFERENCE else (
+            f"{ratio['s5_memory_ratio']:.2f}x" if ratio and ratio["s5_memory_ratio"] is not None else "-")
+        table.add_row(*cells, _seconds(s["median"]), _spread(s),
+                      _rate(row["clips_per_s"]), _rate(row["tokens_per_s"]),
+                      format_bytes(row["peak_memory_bytes"]), speedup, memory)
+    console = wide(console)
+    console.print(table)
+    console.print("S5 speedup = S5 clips/s / model clips/s; S5 memory = S5 peak / model peak "
+                  "(peak above the process baseline, weights + input + optimiser + activations).")
+    if report["slopes"]:
+        slopes = Table(title="scaling with frames (log-log slope)", title_justify="left")
+        for column in ("model", "mode", "frames", "time slope", "memory slope"):
+            slopes.add_column(column)
+        for row in report["slopes"]:
+            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            slopes.add_row(row["model"], row["mode"], ",".join(map(str, row["frames"])),
+                           fmt(row["time_slope"]), fmt(row["memory_slope"]))
+        console.print(slopes)
+    for check in report["targets"]:
+        mark = "[green]met[/]" if check["met"] else "[red]missed[/]"
+        where = f"vs {check['model']}" if check["metric"] != "time_slope" else "time vs frames"
+        frames = f", {check['frames']} frames" if check["frames"] else ""
+        unit = "" if check["metric"] == "time_slope" else "x"
+        console.print(f"target S5 {check['metric']} {where} ({check['mode']}{frames}): "
+                      f"{check['value']:.2f}{unit} (target {check['target']}{unit}) {mark}")

@@ -1,0 +1,266 @@
+"""The parent side of `s5 benchmark`: one worker subprocess per model, steps taken in turn, budgets enforced.
+
+Why this shape: each model lives in its own process (honest peak memory); all models of a group are
+built and warmed up first, then step r runs the models in an order rotated by r, so a burst of load on a
+shared machine hits every model alike and the ratios stay fair. The parent never imports torch.
+A step that runs past the time budget, a worker whose memory passes the memory budget (watched from
+here, so a runaway step is stopped before it takes the machine down), a worker the OS kills, or a
+CUDA/CPU out-of-memory error all mark that model "over budget"; the other models go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from s5cli.benchmark.measure import format_bytes, read_vm_status
+from s5cli.benchmark.workload import Workload
+
+OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
+BUILD_TIMEOUT_S = 600.0  # building + priming a model; budgets apply to the steps themselves
+_POLL_S = 0.05
+_GRACE_S = 1.0  # pipe and scheduling latency allowed on top of a time budget before the parent kills
+
+
+@dataclass
+class Measurement:
+    """Everything measured for one (model, mode, frames): raw step times and peaks, or why there are none."""
+
+    workload: Workload
+    status: str = OK
+    reason: str | None = None
+    times: list[float] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)  # bytes above the baseline, one per timed step
+    warmup_times: list[float] = field(default_factory=list)
+    warmup_peaks: list[int] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # params, baseline_bytes, memory_method, threads, ...
+
+    def fail(self, status: str, reason: str) -> None:
+        """Mark this measurement as not completed (keeps what was measured before)."""
+        self.status, self.reason = status, reason
+
+
+class _Worker:
+    """A running worker process with a line queue fed by a reader thread (so reads can time out)."""
+
+    def __init__(self, workload: Workload, memory_budget: int | None):
+        self.measurement = Measurement(workload)
+        self.memory_budget = memory_budget
+        command = [sys.executable, "-m", "s5cli.benchmark.worker", "--serve", "--workload",
+                   json.dumps(workload.to_json())]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.baseline = 0
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr_tail.append(line.rstrip())
+
+    @property
+    def alive(self) -> bool:
+        return self.measurement.status == OK
+
+    def send(self, command: str) -> None:
+        """Write one command line; a dead worker is reported by the next `wait`."""
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def wait(self, expected: str, timeout: float | None) -> dict[str, Any] | None:
+        """Next event of kind `expected`; None (with the measurement marked) on timeout, death or error."""
+        deadline = None if timeout is None else time.monotonic() + timeout + _GRACE_S
+        while True:
+            try:
+                line = self.lines.get(timeout=_POLL_S)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                self._died()
+                return None
+            if line:
+                event = json.loads(line)
+                kind = event.get("event")
+                if kind == expected:
+                    # The worker's own clock decides (no pipe latency); the deadline below is the backstop.
+                    if timeout is not None and event.get("seconds", 0.0) > timeout:
+                        self.stop(OVER_BUDGET, f"time: step took {event['seconds']:.3g} s > budget {timeout:g} s")
+                        return None
+                    return event
+                if kind == "over_budget":
+                    what = event.get("reason", "memory")
+                    peak = event.get("peak_bytes")
+                    detail = f"peak {format_bytes(peak)} > budget {format_bytes(self.memory_budget)}" if peak else what
+                    self.stop(OVER_BUDGET, f"{what}: {detail}" if peak else detail)
+                    return None
+                if kind == "error":
+                    self.stop(ERROR, event.get("message", "worker error"))
+                    return None
+                continue  # an event we do not wait for (e.g. "done")
+            if self.memory_budget is not None and self.baseline:
+                rss = read_vm_status(self.process.pid).get("VmRSS", 0)
+                if rss - self.baseline > self.memory_budget:
+                    self.stop(OVER_BUDGET, f"memory: {format_bytes(rss - self.baseline)} > budget "
+                                           f"{format_bytes(self.memory_budget)} (stopped)")
+                    return None
+            if deadline is not None and time.monotonic() > deadline:
+                self.stop(OVER_BUDGET, f"time: step ran past the {timeout:g} s budget (stopped)")
+                return None
+
+    def _died(self) -> None:
+        code = self.process.wait()
+        if code in (-signal.SIGKILL, 137):
+            self.stop(OVER_BUDGET, "killed by the operating system (out of memory?)")
+        else:
+            tail = next((line for line in reversed(self.stderr_tail) if line.strip()), "no message")
+            self.stop(ERROR, f"worker exited with code {code}: {tail}")
+
+    def stop(self, status: str, reason: str) -> None:
+        """Mark the measurement and end the process."""
+        if self.measurement.status == OK:
+            self.measurement.fail(status, reason)
+        self.kill()
+
+    def kill(self) -> None:
+        """End the worker process (no-op when it has exited)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def quit(self) -> None:
+        """Ask a healthy worker to exit, kill it if it does not."""
+        self.send("quit")
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+Progress = Callable[[str], None]
+
+
+def run_group(
+    workloads: Sequence[Workload],
+    repeat: int,
+    *,
+    time_budget: float | None = None,
+    memory_budget: int | None = None,
+    progress: Progress | None = None,
+) -> list[Measurement]:
+    """Measure the workloads together: build + warm up each in turn, then `repeat` rounds in rotating order."""
+    say = progress or (lambda _message: None)
+    workers: list[_Worker] = []
+    try:
+        for workload in workloads:
+            worker = _Worker(replace(workload, memory_budget=memory_budget), memory_budget)
+            workers.append(worker)
+            _start(worker, time_budget, say)
+        alive = [w for w in workers if w.alive]
+        for round_index in range(repeat):
+            shift = round_index % len(alive) if alive else 0
+            timings = []
+            for worker in alive[shift:] + alive[:shift]:
+                if not worker.alive:
+                    continue
+                worker.send("step")
+                event = worker.wait("step", time_budget)
+                if event is not None:
+                    worker.measurement.times.append(event["seconds"])
+                    worker.measurement.peaks.append(int(event["peak_bytes"]))
+                    timings.append(f"{worker.measurement.workload.label} {event['seconds']:.3g} s")
+            say(f"round {round_index + 1}/{repeat}: {', '.join(timings) or 'no model left'}")
+        for worker in workers:
+            if worker.alive:
+                worker.quit()
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker in workers:
+        if not worker.alive:
+            w = worker.measurement.workload
+            say(f"{w.label} {w.mode} {w.frames}f: {worker.measurement.status} ({worker.measurement.reason})")
+    return [worker.measurement for worker in workers]
+
+
+def _start(worker: _Worker, time_budget: float | None, say: Progress) -> None:
+    w = worker.measurement.workload
+    name = f"{w.label} {w.mode} {w.frames}x{w.tokens_per_frame}x{w.dim} batch {w.batch}"
+    say(f"building {name}")
+    built = worker.wait("built", BUILD_TIMEOUT_S)
+    if built is None:
+        return
+    worker.measurement.info = {k: v for k, v in built.items() if k not in ("event", "pid")}
+    worker.baseline = int(built.get("baseline_bytes", 0)) if built.get("memory_method", "").startswith("vm") else 0
+    for _ in range(w.warmup):
+        event = worker.wait("warmup", time_budget)
+        if event is None:
+            return
+        worker.measurement.warmup_times.append(event["seconds"])
+        worker.measurement.warmup_peaks.append(int(event["peak_bytes"]))
+    warm = worker.measurement.warmup_times
+    say(f"ready {name}" + (f" (warm-up step {warm[-1]:.3g} s)" if warm else ""))
+
+
+def run_sweep(
+    base: Sequence[Workload],
+    frames: Sequence[int],
+    repeat: int,
+    *,
+    time_budget: float | None = None,
+    memory_budget: int | None = None,
+    progress: Progress | None = None,
+) -> list[Measurement]:
+    """`run_group` at each frame count; a model over budget at some length is not run at longer ones."""
+    results: list[Measurement] = []
+    exceeded: dict[tuple[str, str], int] = {}
+    for count in sorted(frames):
+        group: list[Workload] = []
+        for workload in base:
+            key = (workload.label, workload.mode)
+            if key in exceeded:
+                skipped = Measurement(replace(workload, frames=count))
+                skipped.fail(OVER_BUDGET, f"over budget at {exceeded[key]} frames; not run")
+                results.append(skipped)
+            else:
+                group.append(replace(workload, frames=count))
+        if progress is not None:
+            progress(f"sweep: {count} frames")
+        for measurement in run_group(group, repeat, time_budget=time_budget, memory_budget=memory_budget,
+                                     progress=progress):
+            if measurement.status == OVER_BUDGET:
+                exceeded[(measurement.workload.label, measurement.workload.mode)] = count
+            results.append(measurement)
+    return results
+
+
+def child_pids() -> list[int]:
+    """Process ids of this process's live children (used by tests to check that no worker is left)."""
+    try:
+        with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children", encoding="ascii") as handle:
+            return [int(pid) for pid in handle.read().split()]
+    except OSError:
+        return []

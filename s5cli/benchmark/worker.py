@@ -1,0 +1,217 @@
+"""One benchmark worker: builds one model in its own process and times steps of it; JSON lines on stdout.
+
+Run by the parent (`s5cli.benchmark.runner`) as `python -m s5cli.benchmark.worker --serve --workload JSON`:
+it prints `{"event": "built"}`, one `{"event": "warmup"}` per warm-up step, then answers each `step` line
+on stdin with one `{"event": "step", "seconds": ..., "peak_bytes": ...}` until `quit`. Own process per
+model so that peak memory is this model's alone (no allocator caches or high-water marks of another).
+By hand: `python -m s5cli.benchmark.worker --workload '{"label": "s5", ...}' --repeat 3` prints the same
+events followed by a `result` line with the summary.
+
+Memory is "above baseline": the baseline is taken after torch is imported and initialised, before the
+model and its input exist, so the peak counts weights, input, optimiser state and activations, as
+`torch.cuda.max_memory_allocated` does on a GPU. On CPU, glibc keeps freed blocks in the process (RSS
+does not fall on free), so a step's RSS peak can include memory that an earlier, larger allocation left
+behind. Before the baseline and before each warm-up step the worker calls `malloc_trim(0)`, which hands
+those free pages back: the warm-up peaks then count what the step itself holds at once, and they are the
+memory figure of the report. Timed steps run untouched (trimming costs page faults), so times are steady-state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import dataclasses
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from s5cli.benchmark.measure import PeakRSSProbe, current_rss, summarize
+from s5cli.benchmark.workload import Workload
+
+
+class _Memory:
+    """Peak memory of one step above the pre-model baseline: VmHWM/RSS on CPU, allocator peak on CUDA."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self._torch = torch
+        self.cuda = device.startswith("cuda")
+        if self.cuda:
+            torch.cuda.init()
+            torch.empty(1, device=device)  # create the context before the baseline
+            self.method = "cuda-max-memory-allocated"
+            self.baseline = torch.cuda.memory_allocated()
+        else:
+            # Initialise the thread pool and BLAS before the baseline: shared by every model, not theirs.
+            self.probe = PeakRSSProbe()
+            self.method = self.probe.method
+            self.baseline = current_rss()
+
+    def take_baseline(self) -> None:
+        """Memory in use now becomes the zero of every later reading."""
+        if self.cuda:
+            self._torch.cuda.synchronize()
+            self.baseline = self._torch.cuda.memory_allocated()
+        else:
+            self.baseline = current_rss()
+
+    def start(self) -> None:
+        if self.cuda:
+            self._torch.cuda.reset_peak_memory_stats()
+        else:
+            self.probe.start()
+
+    def stop(self) -> int:
+        """Peak bytes above the baseline during the window."""
+        peak = self._torch.cuda.max_memory_allocated() if self.cuda else self.probe.stop()
+        return max(0, peak - self.baseline)
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the OS (glibc `malloc_trim(0)`); False where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _emit(stream: IO[str], event: str, **fields: Any) -> None:
+    stream.write(json.dumps({"event": event, **fields}) + "\n")
+    stream.flush()
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or "out of memory" in str(error).lower()
+
+
+def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
+    """Build, warm up, then answer `step` commands until `quit` or end of input; returns the exit code."""
+    import torch
+
+    from s5cli.benchmark.workload import PreparedStep
+
+    if workload.threads:
+        # Before anything runs: torch sizes its thread pool once. On a shared machine one thread per
+        # worker avoids OpenMP barriers waiting on a descheduled sibling thread (10x+ slower small ops).
+        torch.set_num_threads(workload.threads)
+    memory = _Memory(workload.device)
+    budget = workload.memory_budget
+    try:
+        _prime(workload)
+        released = not memory.cuda and workload.release_memory and release_free_memory()
+        memory.take_baseline()
+        started = time.perf_counter()
+        memory.start()
+        prepared = PreparedStep(workload)
+        prepared.synchronize()
+        build_peak = memory.stop()
+        _emit(out, "built", params=prepared.params, build_seconds=time.perf_counter() - started,
+              build_peak_bytes=build_peak, baseline_bytes=memory.baseline, memory_method=memory.method,
+              memory_released=released,
+              threads=torch.get_num_threads(), pid=os.getpid())
+        for kind in itertools.chain(["warmup"] * workload.warmup, commands):
+            if kind == "quit":
+                break
+            if kind not in ("warmup", "step"):
+                _emit(out, "error", message=f"unknown command {kind!r}")
+                return 2
+            if released and kind == "warmup":
+                release_free_memory()
+            memory.start()
+            prepared.synchronize()
+            began = time.perf_counter()
+            prepared.run()
+            prepared.synchronize()
+            seconds = time.perf_counter() - began
+            peak = memory.stop()
+            if budget is not None and peak > budget:
+                _emit(out, "over_budget", reason="memory", peak_bytes=peak, seconds=seconds)
+                return 0
+            _emit(out, kind, seconds=seconds, peak_bytes=peak)
+    except Exception as error:  # the parent reports it as this model's row, the others go on
+        if _is_out_of_memory(error):
+            _emit(out, "over_budget", reason="out of memory", message=str(error).splitlines()[0][:300])
+            return 0
+        traceback.print_exc(file=sys.stderr)
+        _emit(out, "error", message=f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+        return 1
+    _emit(out, "done")
+    return 0
+
+
+def _prime(workload: Workload) -> None:
+    """Run the same kind of model on a tiny input first, so the baseline already holds what every size
+    shares: imported modules, torch's thread pool, and the code pages of the operators the step touches
+    (file-backed pages count in RSS; otherwise a 1 MB model would seem to need 100 MB)."""
+    import gc
+
+    from s5cli.benchmark.workload import PreparedStep
+
+    tiny = dataclasses.replace(workload, frames=2, tokens_per_frame=4, dim=16, batch=1, memory_budget=None)
+    prepared = PreparedStep(tiny)
+    for _ in range(2):
+        prepared.run()
+    prepared.synchronize()
+    del prepared
+    gc.collect()
+
+
+def _stdin_commands() -> Iterator[str]:
+    for line in sys.stdin:
+        command = line.strip()
+        if command:
+            yield command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m s5cli.benchmark.worker`."""
+    parser = argparse.ArgumentParser(prog="python -m s5cli.benchmark.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", required=True, help="JSON object with the fields of Workload")
+    parser.add_argument("--serve", action="store_true", help="read step/quit commands from stdin (used by the parent)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed steps when not serving")
+    args = parser.parse_args(argv)
+    workload = Workload.from_json(json.loads(args.workload))
+    # Only our JSON lines may reach stdout: anything a library prints goes to stderr instead.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    if args.serve:
+        return serve(workload, _stdin_commands(), out)
+    events = _Recorder(out)
+    code = serve(workload, ["step"] * args.repeat, events)
+    times = [e["seconds"] for e in events.events if e["event"] == "step"]
+    peaks = [e["peak_bytes"] for e in events.events if e["event"] == "step"]
+    result = {"workload": workload.to_json(), "seconds": summarize(times) if times else None,
+              "peak_bytes": max(peaks) if peaks else None}
+    _emit(out, "result", **result)
+    return code
+
+
+class _Recorder:
+    """A text stream that forwards JSON lines and keeps the decoded events."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self.events: list[dict[str, Any]] = []
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.events.append(json.loads(line))
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""What one benchmark worker measures: a model built from the registry, a fixed input, and one step.
+
+A `Workload` is plain data (JSON round-trip), so the parent can hand it to a worker subprocess without
+importing torch. torch and the models are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# Benchmark model labels → (registry name, extra config). "random"/"uniform" are S5 with a fixed selector:
+# the same decoder on the same number of tokens, so they isolate what the learned selection costs.
+MODEL_LABELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "s5": ("s5", {"selector": "learned"}),
+    "s4": ("s4", {}),
+    "transformer": ("transformer", {}),
+    "random": ("s5", {"selector": "random"}),
+    "uniform": ("s5", {"selector": "uniform"}),
+}
+LABEL_ALIASES = {"vit": "transformer", "vis4mer": "s4", "selective-s4": "s5"}
+MODES = ("infer", "train")
+NUM_OUTPUTS = 10  # LVU-sized classification head; the head is a negligible part of every model
+
+
+def canonical_label(name: str) -> str:
+    """Benchmark label for `name` or one of its aliases; ValueError naming the choices otherwise."""
+    key = name.strip().lower()
+    key = LABEL_ALIASES.get(key, key)
+    if key not in MODEL_LABELS:
+        choices = ", ".join([*MODEL_LABELS, *LABEL_ALIASES])
+        raise ValueError(f"unknown model {name!r} in --compare; choose from {choices}")
+    return key
+
+
+def transformer_heads(dim: int) -> int:
+    """Heads of the baseline transformer: 64-d heads (16 at 1024-d, as ViT-L), always dividing `dim`."""
+    heads = max(1, dim // 64)
+    while dim % heads:
+        heads -= 1
+    return heads
+
+
+@dataclass
+class Workload:
+    """One (model, mode, input size) measurement, as the worker receives it."""
+
+    label: str  # key of MODEL_LABELS
+    mode: str  # "infer" | "train"
+    frames: int
+    tokens_per_frame: int
+    dim: int
+    batch: int
+    keep_ratio: float = 0.5
+    device: str = "cpu"
+    amp: bool = False
+    seed: int = 0
+    warmup: int = 1
+    memory_budget: int | None = None  # bytes above the baseline; the worker stops when a step exceeds it
+    threads: int | None = None  # torch intra-op threads of the worker; None = torch's default (all cores)
+    release_memory: bool = True  # CPU: hand the C heap's free pages back before the baseline and warm-up steps
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Workload:
+        """Inverse of `to_json`."""
+        return cls(**data)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per clip (T·S)."""
+        return self.frames * self.tokens_per_frame
+
+    def model_config(self) -> tuple[str, dict[str, Any]]:
+        """Registry name and config dict of the model this workload builds."""
+        name, extra = MODEL_LABELS[self.label]
+        if name == "transformer":
+            config: dict[str, Any] = {
+                "d_input": self.dim, "d_model": self.dim, "heads": transformer_heads(self.dim),
+                "max_frames": self.frames, "max_tokens_per_frame": self.tokens_per_frame,
+            }
+        else:
+            config = {"d_input": self.dim, "d_model": self.dim}
+            if name == "s5":
+                # The guide reads a quarter of the channels, the paper-size ratio (256 of 1024 = the S5Config
+                # default); at small widths the default 256 would be every channel and cost a whole S4 block.
+                config["keep_ratio"] = self.keep_ratio
+                config["guide_channels"] = max(1, self.dim // 4)
+        config.update(extra)
+        return name, config
+
+
+class PreparedStep:
+    """A built model, its input and optimiser, and `run()` = one inference pass or one training step."""
+
+    def __init__(self, workload: Workload):
+        import torch
+        import torch.nn.functional as F
+
+        from s5cli.models.registry import build_model
+        from s5cli.models.s4 import ssm_param_groups
+        from s5cli.seeding import seed_everything
+
+        self.workload = workload
+        self.device = torch.device(workload.device)
+        seed_everything(workload.seed, deterministic=False)
+        name, config = workload.model_config()
+        self.model = build_model(name, config, NUM_OUTPUTS).to(self.device)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        generator = torch.Generator().manual_seed(workload.seed)
+        shape = (workload.batch, workload.frames, workload.tokens_per_frame, workload.dim)
+        self.tokens = torch.randn(shape, generator=generator).to(self.device)
+        self.labels = torch.randint(0, NUM_OUTPUTS, (workload.batch,), generator=generator).to(self.device)
+        self._torch, self._F = torch, F
+        self.optimizer = None
+        if workload.mode == "train":
+            self.model.train()
+            # The trainer's optimiser: AdamW with the SSM parameters in their own no-decay group.
+            self.optimizer = torch.optim.AdamW(ssm_param_groups(self.model, 1e-4, 0.05))
+        else:
+            self.model.eval()
+
+    def _autocast(self):
+        torch = self._torch
+        return torch.autocast(self.device.type, enabled=self.workload.amp and self.device.type == "cuda")
+
+    def run(self) -> None:
+        """One step: forward (inference mode) or forward + backward + AdamW step (+ S5's momentum update)."""
+        torch = self._torch
+        if self.optimizer is None:
+            with torch.inference_mode(), self._autocast():
+                self.model(self.tokens)
+            return
+        with self._autocast():
+            loss = self._F.cross_entropy(self.model(self.tokens).float(), self.labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        momentum_update = getattr(self.model, "momentum_update", None)
+        if momentum_update is not None:
+            momentum_update()
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (CUDA kernels run asynchronously)."""
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)

@@ -1,0 +1,167 @@
+"""`s5 benchmark` end to end on tiny sizes: JSON schema, every model present, ratios from the measured
+numbers, over-budget handling, plot file, kernel stage. Mechanics only: nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+
+TINY = ["--frames", "4", "--tokens-per-frame", "6", "--dim", "16", "--batch", "2", "--repeat", "2",
+        "--device", "cpu"]
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, ["benchmark", *args])
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "out.json"
+    result = _invoke([*TINY, "--compare", "vit,s4", "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def test_json_has_schema_settings_and_one_row_per_model_and_mode(tiny_report: dict) -> None:
+    assert tiny_report["schema"] == "s5cli-benchmark/1"
+    assert tiny_report["stage"] == "model"
+    assert {"settings", "machine", "results", "ratios", "slopes", "targets"} <= set(tiny_report)
+    settings = tiny_report["settings"]
+    assert (settings["tokens_per_frame"], settings["dim"], settings["batch"]) == (6, 16, 2)
+    assert settings["threads"] == 1
+    pairs = {(r["model"], r["mode"]) for r in tiny_report["results"]}
+    assert pairs == {(m, mode) for m in ("s5", "transformer", "s4") for mode in ("infer", "train")}
+    for row in tiny_report["results"]:
+        assert row["status"] == "ok", row
+        assert len(row["times"]) == 2 and all(t > 0 for t in row["times"])
+        assert row["seconds"]["q1"] <= row["seconds"]["median"] <= row["seconds"]["q3"]
+        assert row["peak_memory_bytes"] > 0
+        assert row["params"] > 0
+        assert row["threads"] == 1  # reported by the worker itself after --threads 1
+        assert math.isclose(row["clips_per_s"], 2 / row["seconds"]["median"])
+        assert math.isclose(row["tokens_per_s"], 2 * 4 * 6 / row["seconds"]["median"])
+
+
+def test_ratios_are_computed_from_the_rows(tiny_report: dict) -> None:
+    rows = {(r["model"], r["mode"]): r for r in tiny_report["results"]}
+    ratios = tiny_report["ratios"]
+    assert {(r["model"], r["mode"]) for r in ratios} == {
+        (m, mode) for m in ("transformer", "s4") for mode in ("infer", "train")}
+    for ratio in ratios:
+        s5, other = rows[("s5", ratio["mode"])], rows[(ratio["model"], ratio["mode"])]
+        assert math.isclose(ratio["s5_throughput_ratio"], s5["clips_per_s"] / other["clips_per_s"])
+        assert math.isclose(ratio["s5_memory_ratio"], s5["peak_memory_bytes"] / other["peak_memory_bytes"])
+    # Targets exist for the transformer and S4 comparisons only, and agree with the ratios.
+    by_pair = {(r["model"], r["mode"]): r for r in ratios}
+    limits = {("transformer", "throughput"): 4.0, ("transformer", "memory"): 0.5,
+              ("s4", "throughput"): 1.5, ("s4", "memory"): 0.77}
+    assert len(tiny_report["targets"]) == 8
+    for check in tiny_report["targets"]:
+        ratio = by_pair[(check["model"], check["mode"])]
+        limit = limits[(check["model"], check["metric"])]
+        if check["metric"] == "throughput":
+            assert check["value"] == ratio["s5_throughput_ratio"] and check["met"] == (check["value"] >= limit)
+        else:
+            assert check["value"] == ratio["s5_memory_ratio"] and check["met"] == (check["value"] <= limit)
+
+
+def test_tiny_time_budget_marks_models_over_budget_without_failing(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    result = _invoke([*TINY, "--compare", "vit", "--mode", "infer", "--sweep", "2,4", "--time-budget", "1e-6", "--repeat", "1",
+                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "over budget" in result.output
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 4  # 2 models x 2 lengths, all reported
+    for row in report["results"]:
+        assert row["status"] == "over budget"
+        assert row["clips_per_s"] is None
+    longer = [r for r in report["results"] if r["frames"] == 4]
+    assert all("not run" in r["reason"] for r in longer)  # skipped after failing at 2 frames
+
+
+def test_sweep_reports_slopes_and_writes_plot(tmp_path: Path) -> None:
+    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    result = _invoke([*TINY, "--compare", "random", "--mode", "infer", "--sweep", "2,4", "--repeat", "1", "--json", str(out),
+                      "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(out.read_text())
+    assert sorted({r["frames"] for r in report["results"]}) == [2, 4]
+    slopes = {(s["model"], s["mode"]): s for s in report["slopes"]}
+    assert set(slopes) == {("s5", "infer"), ("random", "infer")}
+    s5 = sorted((r for r in report["results"] if r["model"] == "s5"), key=lambda r: r["frames"])
+    expected = math.log(s5[1]["seconds"]["median"] / s5[0]["seconds"]["median"]) / math.log(2)
+    assert math.isclose(slopes[("s5", "infer")]["time_slope"], expected)
+    assert any(c["metric"] == "time_slope" for c in report["targets"])
+
+
+def test_kernel_stage_reports_rates_against_machine_limits(tmp_path: Path) -> None:
+    out = tmp_path / "kernel.json"
+    result = _invoke(["--stage", "kernel", "--frames", "8", "--tokens-per-frame", "8", "--dim", "16",
+                      "--repeat", "2", "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["stage"] == "kernel" and report["length"] == 64 and report["channels"] == 16
+    assert report["limits"]["matmul_gflops"] > 0 and report["limits"]["copy_gbps"] > 0
+    stages = [r["stage"] for r in report["results"]]
+    assert stages == ["dplr kernel", "fft conv", "dplr ssm (kernel + fft conv)", "s4d kernel",
+                      "s4d ssm (kernel + fft conv)"]
+    for row in report["results"]:
+        assert math.isclose(row["gflops"], row["gflop"] / row["best_seconds"])
+        assert row["best_seconds"] == row["seconds"]["min"]
+        assert math.isclose(row["fraction_of_copy"], row["gbps"] / report["limits"]["copy_gbps"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--compare", "nope"], "unknown model"),
+        (["--dim", "12"], "multiple of 8"),
+        (["--mode", "fast"], "--mode"),
+        (["--keep-ratio", "0"], "--keep-ratio"),
+        (["--memory-budget", "lots"], "--memory-budget"),
+        (["--sweep", "a,b"], "--sweep"),
+        (["--threads", "0"], "--threads"),
+        (["--stage", "kernel", "--plot", "x.png"], "--plot"),
+    ],
+)
+def test_bad_flags_are_one_line_user_errors(args: list[str], message: str) -> None:
+    result = _invoke([*TINY, *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_plot_without_matplotlib_is_a_clear_user_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+    import sys
+
+    from s5cli.benchmark.plot import write_plot
+    from s5cli.errors import UserError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    result = _invoke([*TINY, "--plot", str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert "pip install" in result.output and "matplotlib" in result.output
+    assert not (tmp_path / "x.png").exists()  # refused before any model ran
+    # The plot module itself says the same when the import fails.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(UserError, match="matplotlib"):
+        write_plot({"results": []}, tmp_path / "y.png")
+
+
+def test_help_shows_the_cpu_and_cuda_default_sizes() -> None:
+    result = CliRunner().invoke(app, ["benchmark", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "[default: 50 on CPU, 197 on CUDA]" in text  # brackets escaped, not eaten as Rich markup
+    assert "[default: 256 on CPU, 1024 on CUDA]" in text

@@ -1,0 +1,126 @@
+"""The worker protocol, the parent's budgets and the report arithmetic, on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from s5cli.benchmark.measure import PeakRSSProbe, loglog_slope, parse_memory_size, summarize
+from s5cli.benchmark.report import build_report, ratio_rows, result_row
+from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, child_pids, run_group
+from s5cli.benchmark.workload import Workload, canonical_label, transformer_heads
+
+
+def _tiny(label: str, mode: str = "infer", **changes) -> Workload:
+    return Workload(label=label, mode=mode, frames=4, tokens_per_frame=6, dim=16, batch=1, **changes)
+
+
+def test_worker_prints_json_events_and_a_result() -> None:
+    workload = _tiny("s5", "train")
+    completed = subprocess.run(
+        [sys.executable, "-m", "s5cli.benchmark.worker", "--workload", json.dumps(workload.to_json()),
+         "--repeat", "2"], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    events = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["built", "warmup", "step", "step", "done", "result"]
+    assert events[0]["params"] > 0 and events[0]["memory_method"]
+    assert events[0]["memory_released"] is True  # glibc malloc_trim before the baseline and warm-ups
+    result = events[-1]
+    assert result["workload"] == workload.to_json()
+    assert result["seconds"]["min"] == min(e["seconds"] for e in events if e["event"] == "step")
+
+
+def test_memory_budget_and_errors_do_not_stop_the_other_models() -> None:
+    # 1 byte of budget: the worker's first step exceeds it. dim 12 is not divisible by 2**3: build error.
+    broken = Workload(label="s4", mode="infer", frames=2, tokens_per_frame=3, dim=12, batch=1)
+    results = run_group([_tiny("s5"), broken, _tiny("transformer")], repeat=2, memory_budget=1)
+    assert [m.status for m in results] == [OVER_BUDGET, ERROR, OVER_BUDGET]
+    assert "memory" in (results[0].reason or "")
+    assert "d_model" in (results[1].reason or "")
+    assert child_pids() == []  # every worker process was ended
+
+
+def test_time_budget_stops_a_slow_step() -> None:
+    results = run_group([_tiny("s4")], repeat=1, time_budget=1e-6)
+    assert results[0].status == OVER_BUDGET
+    assert "time" in (results[0].reason or "")
+    assert child_pids() == []
+
+
+def test_group_rounds_give_every_model_all_repeats() -> None:
+    results = run_group([_tiny("s5"), _tiny("random")], repeat=3)
+    assert all(m.status == OK and len(m.times) == 3 and len(m.peaks) == 3 for m in results)
+
+
+def _measurement(label: str, median: float, peak: int, frames: int = 60) -> Measurement:
+    m = Measurement(Workload(label=label, mode="infer", frames=frames, tokens_per_frame=10, dim=16, batch=2))
+    m.times, m.peaks = [median * 0.9, median, median * 1.1], [peak, peak // 2, peak // 3]
+    return m
+
+
+def test_ratios_and_targets_follow_the_numbers() -> None:
+    report = build_report([_measurement("s5", 1.0, 100), _measurement("transformer", 5.0, 400),
+                           _measurement("s4", 1.2, 110)], {}, {})
+    ratios = {r["model"]: r for r in report["ratios"]}
+    assert math.isclose(ratios["transformer"]["s5_throughput_ratio"], 5.0)
+    assert math.isclose(ratios["transformer"]["s5_memory_ratio"], 0.25)
+    assert math.isclose(ratios["s4"]["s5_throughput_ratio"], 1.2)
+    met = {(c["model"], c["metric"]): c["met"] for c in report["targets"]}
+    assert met == {("transformer", "throughput"): True, ("transformer", "memory"): True,
+                   ("s4", "throughput"): False, ("s4", "memory"): False}
+    assert report["slopes"] == []  # one length: no scaling slope
+
+
+def test_failed_rows_have_no_ratio() -> None:
+    failed = _measurement("transformer", 5.0, 400)
+    failed.fail(OVER_BUDGET, "time")
+    rows = [result_row(m) for m in (_measurement("s5", 1.0, 100), failed)]
+    assert rows[1]["clips_per_s"] is None
+    assert ratio_rows(rows) == []
+
+
+def test_sweep_slope_of_a_quadratic_model_is_two() -> None:
+    measurements = [_measurement("transformer", (f / 15) ** 2, 10 * f, frames=f) for f in (15, 30, 60)]
+    slope = build_report(measurements, {}, {})["slopes"][0]
+    assert math.isclose(slope["time_slope"], 2.0)
+    assert math.isclose(slope["memory_slope"], 1.0)
+
+
+def test_measure_helpers() -> None:
+    assert parse_memory_size("2GB") == 2 * 2**30
+    assert parse_memory_size("512 MiB") == 512 * 2**20
+    with pytest.raises(ValueError):
+        parse_memory_size("lots")
+    assert summarize([3.0, 1.0, 2.0])["median"] == 2.0
+    assert loglog_slope([1, 2, 4], [3, 3, 3]) == 0.0
+    probe = PeakRSSProbe()
+    probe.start()
+    block = bytearray(64 * 2**20)  # touched pages: RSS must rise by ~64 MiB
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    peak = probe.stop()
+    assert peak >= 64 * 2**20
+    del block
+
+
+def test_labels_and_heads() -> None:
+    assert canonical_label("vit") == "transformer" and canonical_label("VIS4MER") == "s4"
+    with pytest.raises(ValueError, match="choose from"):
+        canonical_label("mamba")
+    assert transformer_heads(1024) == 16 and transformer_heads(16) == 1 and 200 % transformer_heads(200) == 0
+    name, config = _tiny("random").model_config()
+    assert name == "s5" and config["selector"] == "random" and config["keep_ratio"] == 0.5
+
+
+def test_peak_memory_comes_from_trimmed_warmup_steps_when_released() -> None:
+    m = _measurement("s5", 1.0, 100)
+    m.warmup_peaks = [40]
+    assert result_row(m)["peak_memory_bytes"] == 100  # not released: every step counts
+    m.info["memory_released"] = True
+    row = result_row(m)
+    assert row["peak_memory_bytes"] == 40 and row["timed_step_peak_bytes"] == 100
+    assert "warm-up" in row["peak_memory_from"]
