@@ -61,16 +61,21 @@ def kept_precision(
         kept_cells += len(kept)
         kept_on_event += len(cells & kept)
     frames = len(selection["frames"])
-    coverage = kept_on_event / event_cells if event_cells else math.nan
-    coverage_chance = kept_cells / (frames * patches) if frames else math.nan
-    precision = kept_on_event / kept_cells if kept_cells else math.nan
-    precision_chance = event_cells / (frames * patches) if frames else math.nan
+    return _precision_summary(frames, frames * patches, event_cells, kept_cells, kept_on_event)
+
+
+def _precision_summary(frames: int, patches: int, event_cells: int, kept_cells: int, hits: int) -> dict:
+    """Coverage (recall) and precision of kept patches on event cells, each with its chance level and lift."""
+    coverage = hits / event_cells if event_cells else math.nan
+    coverage_chance = kept_cells / patches if patches else math.nan
+    precision = hits / kept_cells if kept_cells else math.nan
+    precision_chance = event_cells / patches if patches else math.nan
     return {
         "frames": frames,
-        "patches": frames * patches,
+        "patches": patches,
         "event_cells": event_cells,
         "kept_patches": kept_cells,
-        "kept_on_event": kept_on_event,
+        "kept_on_event": hits,
         "coverage": coverage,
         "coverage_chance": coverage_chance,
         "coverage_lift": coverage / coverage_chance if coverage_chance else math.nan,
@@ -82,28 +87,15 @@ def kept_precision(
 
 def merge_precision(results: list[dict[str, float | int]]) -> dict[str, float | int]:
     """Pool `kept_precision` results over many videos (sums of counts, then the same ratios)."""
-    frames = sum(int(r["frames"]) for r in results)
-    event_cells = sum(int(r["event_cells"]) for r in results)
-    kept_cells = sum(int(r["kept_patches"]) for r in results)
-    hits = sum(int(r["kept_on_event"]) for r in results)
-    cells_total = sum(int(r["patches"]) for r in results)
-    coverage = hits / event_cells if event_cells else math.nan
-    coverage_chance = kept_cells / cells_total if cells_total else math.nan
-    precision = hits / kept_cells if kept_cells else math.nan
-    precision_chance = event_cells / cells_total if cells_total else math.nan
     return {
         "videos": len(results),
-        "frames": frames,
-        "patches": cells_total,
-        "event_cells": event_cells,
-        "kept_patches": kept_cells,
-        "kept_on_event": hits,
-        "coverage": coverage,
-        "coverage_chance": coverage_chance,
-        "coverage_lift": coverage / coverage_chance if coverage_chance else math.nan,
-        "precision": precision,
-        "precision_chance": precision_chance,
-        "precision_lift": precision / precision_chance if precision_chance else math.nan,
+        **_precision_summary(
+            sum(int(r["frames"]) for r in results),
+            sum(int(r["patches"]) for r in results),
+            sum(int(r["event_cells"]) for r in results),
+            sum(int(r["kept_patches"]) for r in results),
+            sum(int(r["kept_on_event"]) for r in results),
+        ),
     }
 
 
