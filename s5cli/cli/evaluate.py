@@ -22,7 +22,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix."""
-    from s5cli.cli.console import stdout
+    from s5cli.cli.console import stderr, stdout
     from s5cli.errors import UserError
     from s5cli.seeding import seed_everything
     from s5cli.train.distributed import pick_device
@@ -44,12 +44,14 @@ def evaluate(
         rec = recipe_objects(recipe, overrides, None)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides)
+    # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
+    console = stderr if json_out == "-" else stdout
     if video is not None:
         result = _predict_video(model, rec, video, dev, top)
-        _print_video(stdout, video, result)
+        _print_video(console, video, result)
     else:
         result = _evaluate_split(model, rec, split or rec.eval.split, dev, quiet)
-        _print_metrics(stdout, checkpoint, result)
+        _print_metrics(console, checkpoint, result)
     if json_out:
         text = json.dumps(result, indent=1)
         if json_out == "-":

@@ -72,15 +72,27 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
 
 
 def _summary(console, out_dir: Path, metrics: dict) -> None:
+    """Last-epoch validation metrics beside those of the best checkpoint (what eval and visualize load)."""
+    import json
+
     from rich.table import Table
 
+    best_file = out_dir / "best" / "metrics.json"
+    best = json.loads(best_file.read_text()) if best_file.is_file() else {}
     table = Table(title=f"run {out_dir}", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("val metric")
+    table.add_column("last epoch", justify="right")
+    if best:
+        table.add_column("best checkpoint", justify="right")
     for key, value in metrics.items():
-        if isinstance(value, float):
-            table.add_row(f"val {key}", f"{value:.4f}")
-        elif isinstance(value, int):
-            table.add_row(f"val {key}", str(value))
-    table.add_row("checkpoint", str(out_dir / "best") if (out_dir / "best").exists() else str(out_dir / "latest"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            cells = [_format(value)] + ([_format(best.get(key))] if best else [])
+            table.add_row(key, *cells)
     console.print(table)
+    console.print(f"checkpoint: {out_dir / 'best' if best else out_dir / 'latest'}")
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)

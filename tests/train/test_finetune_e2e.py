@@ -76,6 +76,10 @@ def test_finetune_writes_a_complete_run_and_eval_reads_it(tmp_path: Path) -> Non
     assert metrics["count"] == 8 and 0.0 <= metrics["top1"] <= 1.0
     best = json.loads((run / "best" / "metrics.json").read_text())
     assert metrics["top1"] == pytest.approx(best["top1"])
+    # --json -: stdout is the JSON alone, so it can be piped.
+    result = runner.invoke(app, ["eval", "--checkpoint", str(run), "--split", "val", "--json", "-", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["top1"] == pytest.approx(metrics["top1"])
     # One raw video end to end: decode + backbone + model, top predictions as JSON.
     video = next((tmp_path / "videos").rglob("*.mp4"))
     out = tmp_path / "video.json"
