@@ -20,9 +20,15 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
         if (local / "best" / MODEL_FILE).is_file():
             return local / "best"
         return checkpoint_dir(local)
+    from s5cli.errors import RunFailure
     from s5cli.hub import resolve_checkpoint_dir
 
-    return Path(resolve_checkpoint_dir(text, revision=revision))
+    if text.startswith("hf://"):
+        return Path(resolve_checkpoint_dir(text, revision=revision))
+    try:  # a bare OWNER/NAME is also what a mistyped local run/folder looks like: say both
+        return Path(resolve_checkpoint_dir(text, revision=revision))
+    except (UserError, RunFailure) as error:
+        raise UserError(f"{text}: no such local checkpoint folder, and as a Hub repo id: {error}") from None
 
 
 def load_trained_model(spec: str | Path, expect_model: str | None = None, revision: str | None = None):

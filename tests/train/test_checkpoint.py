@@ -107,3 +107,18 @@ def test_latest_pointer_and_pruning(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-0000002", "step-0000003"]
     assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
     assert ckpt.checkpoint_dir(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
+
+
+def test_mistyped_run_folder_names_both_readings(tmp_path, monkeypatch) -> None:
+    from s5cli.errors import UserError
+    from s5cli.train.loading import resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never reach for the network
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(UserError) as error:
+        resolve_checkpoint("runs/synthtic")
+    message = str(error.value)
+    assert "runs/synthtic: no such local checkpoint folder" in message and "offline" in message.lower()
+    assert "\n" not in message
