@@ -47,7 +47,7 @@ app = typer.Typer(
         "Selective structured state-spaces (S5) for long-form video.\n\n"
         "Typical session:\n\n"
         "  s5 finetune recipes/synthetic.yaml          train on the bundled synthetic task\n\n"
-        "  s5 eval --checkpoint runs/synthetic              test-split metrics of the best checkpoint\n\n"
+        "  s5 eval --checkpoint runs/synthetic         test-split metrics of the best checkpoint\n\n"
         "  s5 visualize-mask movie.mp4 --out mask.gif  show which tokens S5 keeps\n\n"
         "  s5 benchmark --frames 60 --compare vit      speed and memory against baselines"
     ),
