@@ -25,6 +25,8 @@ RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "synthetic.yaml")
 
 VARIANTS = {
     "S5 (learned selection)": ["model.name=s5", "model.selector=learned"],
+    # Ablation: the paper's plain Gumbel draw from the first step (the recipe anneals from T = 8).
+    "S5, no exploration (T = 1)": ["model.name=s5", "model.selector=learned", "model.explore_temperature=1.0"],
     "random selection": ["model.name=s5", "model.selector=random"],
     "S4 / ViS4mer (no selection)": ["model.name=s5", "model.selector=none"],
 }
@@ -70,7 +72,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     for name, variant in VARIANTS.items():
         for seed in args.seeds:
-            tag = f"{name.split()[0].lower()}-{variant[-1].split('=')[1]}-seed{seed}"
+            tag = f"{name.split()[0].lower().rstrip(',')}-{variant[-1].split('=')[1]}-seed{seed}"
             run_dir = args.work / tag
             if not (run_dir / "best").exists():
                 run([*finetune, *variant, f"model.keep_ratio={args.keep_ratio}", f"train.seed={seed}",

@@ -115,6 +115,7 @@ class SyntheticSection:
     events_per_video: int = knob(3, AT_LEAST_1)
     clutter: float = knob(0.5, FRACTION)
     fps: float = knob(8.0, POSITIVE)
+    shared_background: bool = knob(False)
 
 
 @dataclass
@@ -225,7 +226,8 @@ MODEL_RULES: dict[str, Rule] = {
     "keep_ratio": Rule(low=0, high=1, low_open=True),
     "selection": Rule(choices=("per_frame", "global")),
     "selector": Rule(choices=("learned", "random", "uniform", "none")),
-    "gumbel_tau": POSITIVE, "momentum": FRACTION, "guide_channels": AT_LEAST_1, "mg_hidden": AT_LEAST_1,
+    "gumbel_tau": POSITIVE, "explore_temperature": Rule(low=1), "explore_fraction": Rule(low=0, high=1, low_open=True),
+    "momentum": FRACTION, "guide_channels": AT_LEAST_1, "mg_hidden": AT_LEAST_1,
     "depth": AT_LEAST_1, "heads": AT_LEAST_1, "mlp_ratio": POSITIVE, "max_frames": AT_LEAST_1,
     "max_tokens_per_frame": AT_LEAST_1,
 }

@@ -203,6 +203,15 @@ def test_all_bundled_recipes_exist_and_validate() -> None:
     assert load_recipe(REPO / "recipes" / "pretrain-lsmcl.yaml").train.objective == "lsmcl"
 
 
+def test_pretrain_recipe_reuses_the_synthetic_videos_and_model_shapes() -> None:
+    """Its comment promises that `finetune recipes/synthetic.yaml train.init=runs/pretrain-lsmcl/best` loads."""
+    pretrain, finetune = load_recipe(REPO / "recipes" / "pretrain-lsmcl.yaml"), load_recipe(SYNTHETIC)
+    assert pretrain.data == finetune.data  # same generated videos, same token cache
+    shapes = ("name", "d_input", "d_model", "n_blocks", "pool", "d_state", "kernel", "guide_channels", "mg_hidden")
+    assert {k: getattr(pretrain.model, k) for k in shapes} == {k: getattr(finetune.model, k) for k in shapes}
+    assert pretrain.train.lsmcl.long_frames <= pretrain.data.frames
+
+
 def test_synthetic_recipe_matches_the_synthetic_task() -> None:
     recipe = load_recipe(SYNTHETIC)
     assert recipe.data.dataset == "synthetic" and recipe.data.backbone == "patch_pool"

@@ -57,6 +57,9 @@ class SyntheticSpec:
     events_per_video: int = 3
     clutter: float = 0.5
     fps: float = 8.0
+    # One clutter movie for every video (like one kitchen for all of Breakfast's cooks): videos then differ
+    # only in their events, so telling two videos apart (LSMCL's pretext task) needs the events.
+    shared_background: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -103,9 +106,17 @@ class SyntheticSpec:
         """Number of videos in a split."""
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
 
+    def knobs(self) -> dict[str, Any]:
+        """Every knob by name; `shared_background` only when set, since it came later: folders and markers
+        of default-task videos made before it stay valid."""
+        values = asdict(self)
+        if not self.shared_background:
+            del values["shared_background"]
+        return values
+
     def key(self) -> str:
         """Short stable hash of every knob (names the default cache folder)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps(self.knobs(), sort_keys=True)
         return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -210,7 +221,10 @@ def _shape_masks(cell: int) -> np.ndarray:
 
 def render_video(spec: SyntheticSpec, truth: dict[str, Any], split: str, index: int) -> np.ndarray:
     """RGB frames (T, size, size, 3) uint8 of one planned video: clutter, then the event glyphs on top."""
-    rng = _rng(spec, split, index + 1_000_003)  # clutter draws do not shift the event plan
+    # Own stream: clutter draws do not shift the event plan. Shared background: the same stream for all.
+    rng = np.random.default_rng([spec.seed, 1_000_003]) if spec.shared_background else _rng(
+        spec, split, index + 1_000_003
+    )
     frames, size, cell = spec.frames, spec.size, spec.size // spec.grid
     t = np.arange(frames, dtype=np.float32)[:, None, None]
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -309,7 +323,7 @@ def event_mask(truth: dict[str, Any]) -> np.ndarray:
 def _check_root(spec: SyntheticSpec, root: Path) -> None:
     """Refuse a root that holds videos generated with other knobs (they would be silently reused)."""
     marker = root / "synthetic.json"
-    wanted = {"format": FORMAT, **asdict(spec)}
+    wanted = {"format": FORMAT, **spec.knobs()}
     if marker.is_file():
         try:
             found = json.loads(marker.read_text(encoding="utf-8"))

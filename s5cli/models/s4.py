@@ -48,17 +48,35 @@ def fft_size(n: int) -> int:
     return best
 
 
-def causal_fft_conv(u: Tensor, k: Tensor, k_f: Tensor | None = None) -> Tensor:
+# Without autograd, the FFT convolution runs over blocks of channels whose spectra take at most this many
+# bytes: the full-width spectra (input, product and inverse, each ~2x the activation) were the largest
+# transient buffers of an inference step; channel blocks give the same numbers with a fraction of the peak.
+INFERENCE_FFT_BLOCK_BYTES = 16 * 2**20
+
+
+def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None) -> Tensor:
     """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, L); zero-padded to ≥ 2L so nothing wraps around.
 
-    `k_f` is `kernel_spectrum(k, L)` when the caller already has it (a reused inference kernel).
+    `k_f` is `kernel_spectrum(k, L)` when the caller already has it (a reused inference kernel); k may
+    then be None.
     """
     length = u.shape[1]
     n = fft_size(2 * length)
-    u_f = torch.fft.rfft(u, n=n, dim=1)
     if k_f is None:
         k_f = kernel_spectrum(k, length)
-    return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
+    needs_graph = torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad)
+    channels = u.shape[-1]
+    block = max(1, INFERENCE_FFT_BLOCK_BYTES // max(1, u.shape[0] * (n // 2 + 1) * k_f.element_size()))
+    if needs_graph or block >= channels:
+        u_f = torch.fft.rfft(u, n=n, dim=1)
+        return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
+    out = u.new_empty(u.shape)
+    for start in range(0, channels, block):
+        part = slice(start, start + block)
+        u_f = torch.fft.rfft(u[..., part], n=n, dim=1)
+        u_f.mul_(k_f[:, part])
+        out[..., part] = torch.fft.irfft(u_f, n=n, dim=1)[:, :length]
+    return out
 
 
 def kernel_spectrum(k: Tensor, length: int) -> Tensor:
@@ -104,6 +122,7 @@ class S4Layer(nn.Module):
         """
         if torch.is_grad_enabled():
             self.__dict__.pop("_kernel_cache", None)
+            self.__dict__.pop("_spectrum_cache", None)  # stale once training changes the parameters
             return self._generate_kernel(length, channels)
         cached = self.__dict__.get("_kernel_cache")
         key = self._kernel_key(length, channels)
@@ -126,16 +145,20 @@ class S4Layer(nn.Module):
         # id(self): a deep copy (the S5 guide) starts with equal version numbers but its own future.
         return (id(self), length, picked, first.device, first.dtype, versions)
 
-    def _cached_spectrum(self, k: Tensor, length: int) -> Tensor | None:
-        """The kernel's FFT, reused with a reused kernel (no autograd): half of the FFTs at inference."""
-        if torch.is_grad_enabled():
-            return None
+    def _inference_spectrum(self, kernel_length: int, channels: Tensor | None, length: int, dtype) -> Tensor:
+        """FFT of the kernel for inputs of `length`, reused while the SSM parameters are unchanged.
+
+        Only the spectrum is kept, not the time-domain kernel it came from: at inference the convolution
+        needs nothing else, and at the paper's length the kernel alone is 48 MB per layer.
+        """
+        key = self._kernel_key(kernel_length, channels)
         cached = self.__dict__.get("_spectrum_cache")
-        # `is`: the cache holds k, so a live identical object is the same (immutable) reused kernel.
-        if cached is not None and cached[0] is k and cached[1] == length:
-            return cached[2]
-        spectrum = kernel_spectrum(k, length)
-        self.__dict__["_spectrum_cache"] = (k, length, spectrum)
+        if key is not None and cached is not None and cached[0] == (key, length, dtype):
+            return cached[1]
+        spectrum = kernel_spectrum(self._generate_kernel(kernel_length, channels).to(dtype), length)
+        key = self._kernel_key(kernel_length, channels)  # after: generation may grow the DPLR state in place
+        if key is not None:
+            self.__dict__["_spectrum_cache"] = ((key, length, dtype), spectrum)
         return spectrum
 
     def _generate_kernel(self, length: int, channels: Tensor | None) -> Tensor:
@@ -146,17 +169,26 @@ class S4Layer(nn.Module):
         both = self.kernel_gen(length, torch.cat([idx, idx + h]))
         return both.view(2, -1, length)
 
-    def ssm(self, x: Tensor, channels: Tensor | None = None, max_kernel_length: int | None = None) -> Tensor:
+    def ssm(
+        self, x: Tensor, channels: Tensor | None = None, max_kernel_length: int | None = None,
+        preselected: bool = False,
+    ) -> Tensor:
         """Depthwise SSM convolution plus the D skip: (B, L, H) → (B, L, H'), H' = len(channels) or H.
 
         `max_kernel_length` truncates the impulse response (the SSM then remembers at most that many steps);
-        S5's guide uses it to share the decoder's kernel length.
+        S5's guide uses it to share the decoder's kernel length. `preselected`: x already holds only
+        `channels` (B, L, H'), so the caller never had to build the full-width input.
         """
-        u = x if channels is None else x.index_select(-1, channels)
+        u = x if channels is None or preselected else x.index_select(-1, channels)
         out_dtype = u.dtype
         u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u  # FFT in at least fp32
         length = u.shape[1]
-        k = self.kernel(min(length, max_kernel_length or length), channels).to(u.dtype)
+        kernel_length = min(length, max_kernel_length or length)
+        if not self.config.bidirectional and not torch.is_grad_enabled():
+            y = causal_fft_conv(u, None, self._inference_spectrum(kernel_length, channels, length, u.dtype))
+            d = self.D if channels is None else self.D.index_select(0, channels)
+            return y.addcmul_(u, d.to(u.dtype)).to(out_dtype)  # in place: one activation less at inference
+        k = self.kernel(kernel_length, channels).to(u.dtype)
         if self.config.bidirectional:
             forward_k, backward_k = k[0], k[1]
             y = causal_fft_conv(u, forward_k)
@@ -164,7 +196,7 @@ class S4Layer(nn.Module):
             shifted = F.pad(backward_k, (1, 0))[..., : backward_k.shape[-1]]
             y = y + causal_fft_conv(u.flip(1), shifted).flip(1)
         else:
-            y = causal_fft_conv(u, k, self._cached_spectrum(k, length))
+            y = causal_fft_conv(u, k)
         d = self.D if channels is None else self.D.index_select(0, channels)
         return (y + u * d.to(u.dtype)).to(out_dtype)
 

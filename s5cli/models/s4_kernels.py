@@ -186,13 +186,17 @@ class DPLRKernel(nn.Module):
         g = (1 - omega)[None, :] / dt[:, None].to(lam.dtype)  # (H', F)
         # Numerators of the four Cauchy sums: C̃RB, C̃RP, PᴴRB, PᴴRP.
         numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])  # (4, H', M)
-        step = _chunk_size(g.shape[1], 4 * numer.shape[1] * numer.shape[2] * 2)
-        parts = [
-            _maybe_checkpoint(_cauchy_pair_sum, numer, g[:, i : i + step], half[i : i + step], lam)
-            for i in range(0, g.shape[1], step)
-        ]
-        k = torch.cat(parts, dim=-1)  # (4, H', F)
-        k_hat = k[0] - half * k[1] * k[2] / (1 + half * k[3])
+        freq_count = g.shape[1]
+        step = _chunk_size(freq_count, 4 * numer.shape[1] * numer.shape[2] * 2)
+        chunks = [slice(i, i + step) for i in range(0, freq_count, step)]
+        # Each chunk returns its (H', F_chunk) generating function, not the four (H', F_chunk) sums: the
+        # full-length tensors kept (for the Woodbury step, or for autograd) are then 4x smaller.
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (numer, g, lam)):
+            k_hat = torch.cat([_maybe_checkpoint(_woodbury_chunk, numer, g[:, f], half[f], lam) for f in chunks], -1)
+        else:  # inference: fill one preallocated buffer, no list of chunks + concatenated copy
+            k_hat = g.new_empty(g.shape)
+            for f in chunks:
+                k_hat[:, f] = _woodbury_chunk(numer, g[:, f], half[f], lam)
         return torch.fft.irfft(k_hat, n=ell)[..., :length]
 
     # --- recurrent mode ---------------------------------------------------------------------------
@@ -232,6 +236,12 @@ def _cauchy_pair_sum(numer: Tensor, g: Tensor, s: Tensor, lam: Tensor) -> Tensor
     r = 1 / (gs - s_ * lam_)  # (H, M, F)
     r_conj = 1 / (gs - s_ * lam_.conj())
     return torch.einsum("khm,hmf->khf", numer, r) + torch.einsum("khm,hmf->khf", numer.conj(), r_conj)
+
+
+def _woodbury_chunk(numer: Tensor, g: Tensor, s: Tensor, lam: Tensor) -> Tensor:
+    """Generating function (H, F) at a chunk of frequencies: the four Cauchy sums, Woodbury-combined."""
+    k = _cauchy_pair_sum(numer, g, s, lam)
+    return k[0] - s * k[1] * k[2] / (1 + s * k[3])
 
 
 def sync_kernel_lengths(*modules: nn.Module) -> None:

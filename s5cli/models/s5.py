@@ -25,6 +25,7 @@ from s5cli.models.s4_kernels import sync_kernel_lengths
 from s5cli.models.selection import gumbel_topk
 
 SELECTORS = ("learned", "random", "uniform", "none")
+GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
 SELECTIONS = ("per_frame", "global")
 
 
@@ -44,8 +45,18 @@ class S5Config(DecoderConfig):
     # (val top-1 ~0.45); bounded at 2, 2 of 5 seeds of a plain training loop escaped (> 0.9), 3 did not.
     # None = unbounded (the paper does not say).
     score_bound: float | None = 2.0
+    # Exploration: while training, Gumbel top-K samples from log p / T, with T annealed linearly from
+    # `explore_temperature` to 1 over the first `explore_fraction` of the steps. Early on the decoder sees
+    # near-random selections (it learns what every token type means) while the mask generator already gets
+    # straight-through gradients; later the generator's choice takes over. 1.0 = off (the paper's plain sampling).
+    explore_temperature: float = 1.0
+    explore_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if not self.explore_temperature >= 1.0:
+            raise ValueError(f"explore_temperature must be >= 1, got {self.explore_temperature}")
+        if not 0.0 < self.explore_fraction <= 1.0:
+            raise ValueError(f"explore_fraction must be in (0, 1], got {self.explore_fraction}")
         if self.score_bound is not None and not self.score_bound > 0:
             raise ValueError(f"score_bound must be > 0 or null, got {self.score_bound}")
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -94,7 +105,24 @@ class MomentumGuide(nn.Module):
         the guide never forces the decoder's kernel to the full, unselected length.
         """
         full = self.channels.numel() == self.s4.config.d_model
-        return self.s4.ssm(self.norm(self.encoder(x)), None if full else self.channels, kernel_length)
+        channels = None if full else self.channels
+        return self.s4.ssm(self._entry(x, channels), channels, kernel_length, preselected=True)
+
+    def _entry(self, x: Tensor, channels: Tensor | None) -> Tensor:
+        """encoder → LayerNorm → the guide's channels, in blocks of tokens.
+
+        The guide reads every token at the decoder's full width before keeping a quarter of the channels;
+        both maps are per token, so blocks give the same numbers without two full-width (L, d_model)
+        intermediates — at the paper's size those were S5's largest buffers after the input itself.
+        """
+        b, length, _ = x.shape
+        width = self.channels.numel()
+        out = x.new_empty(b, length, width)
+        block = max(1, GUIDE_BLOCK_ELEMENTS // max(1, b * self.s4.config.d_model))
+        for start in range(0, length, block):
+            part = self.norm(self.encoder(x[:, start : start + block]))
+            out[:, start : start + block] = part if channels is None else part.index_select(-1, channels)
+        return out
 
 
 class MaskGenerator(nn.Module):
@@ -128,6 +156,21 @@ class S5Model(nn.Module):
             self.mask_generator = MaskGenerator(
                 int(self.guide.channels.numel()), config.mg_hidden, config.score_bound
             )
+        # Fraction of training done, set by the trainer before each step (see `set_training_progress`);
+        # 1.0 outside training, so a loaded model never explores.
+        self.training_progress = 1.0
+
+    def set_training_progress(self, fraction: float) -> None:
+        """Tell the model how far training is (0 → 1); drives the exploration temperature."""
+        self.training_progress = min(max(float(fraction), 0.0), 1.0)
+
+    def selection_temperature(self) -> float:
+        """T of the Gumbel top-K draw: explore_temperature at the start, 1 after explore_fraction of training."""
+        start = self.config.explore_temperature
+        if not self.training or start == 1.0:
+            return 1.0
+        remaining = max(0.0, 1.0 - self.training_progress / self.config.explore_fraction)
+        return 1.0 + (start - 1.0) * remaining
 
     # --- selection --------------------------------------------------------------------------------
     def tokens_kept(self, frames: int, tokens_per_frame: int) -> int:
@@ -156,7 +199,9 @@ class S5Model(nn.Module):
             scores = self.mask_generator(response)  # (B, T·S)
             rows = scores.view(b * t, s) if per_frame else scores
             log_probs = torch.log_softmax(rows, dim=-1)
-            picked = gumbel_topk(log_probs, k, self.config.gumbel_tau, self.training, generator)
+            temperature = self.selection_temperature()
+            sampled_from = log_probs if temperature == 1.0 else log_probs / temperature
+            picked = gumbel_topk(sampled_from, k, self.config.gumbel_tau, self.training, generator)
             idx, weights = self._flatten(picked.indices, b, t, s, per_frame), picked.weights.reshape(b, -1)
             return TokenSelection(idx, weights, log_probs.reshape(b, t * s), s)
         rows = b * t if per_frame else b

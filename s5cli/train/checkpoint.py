@@ -119,6 +119,7 @@ def save_checkpoint(
     """Write a checkpoint directory atomically (assembled beside it, then renamed)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_swap(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -150,6 +151,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def recover_interrupted_swap(directory: Path) -> None:
+    """Put back a checkpoint that a kill caught between its two renames.
+
+    Replacing a directory takes two renames (old aside, new in). A kill -9 between them leaves only
+    `.NAME.old`; that copy is complete, so it is restored instead of reporting the checkpoint as missing.
+    """
+    old = directory.with_name(f".{directory.name}.old")
+    if old.is_dir() and not directory.exists():
+        old.rename(directory)
 
 
 def checkpoint_dir(path: str | Path) -> Path:

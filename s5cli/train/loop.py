@@ -67,6 +67,16 @@ def _momentum_update(module: nn.Module) -> None:
         inner.momentum_update()
 
 
+def _set_progress(module: nn.Module, fraction: float) -> None:
+    """Models with a training-progress schedule (S5's exploration temperature) hear where training is.
+
+    Derived from the step counter, so a resumed run sets exactly what the uninterrupted one did.
+    """
+    inner = _unwrap(module)
+    if hasattr(inner, "set_training_progress"):
+        inner.set_training_progress(fraction)
+
+
 def _loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
     tokens = batch.tokens.to(setup.ctx.device, non_blocking=True)
     if setup.objective == "lsmcl":
@@ -147,6 +157,7 @@ def train(setup: TrainSetup) -> dict:
 
         print_warning(f"--resume: no checkpoint in {out_dir} yet; starting from scratch")
     if resume_from is not None:
+        ckpt.recover_interrupted_swap(out_dir / "best")
         ckpt.load_into(module, ckpt.load_state(resume_from), str(resume_from))
         state, schedule_state = ckpt.load_trainer_state(resume_from, optimizer)
         schedule.load_state_dict(schedule_state)
@@ -192,6 +203,7 @@ def train(setup: TrainSetup) -> dict:
             for b_index in range(start_batch, len(batches)):
                 tick = time.perf_counter()
                 batch = collate_samples([setup.train_set[i] for i in batches[b_index]])
+                _set_progress(module, state.step / max(1, total_steps))
                 with autocast(ctx.device):
                     loss = _loss(setup, module, batch)
                 if not torch.isfinite(loss.detach()):
@@ -236,10 +248,12 @@ def train(setup: TrainSetup) -> dict:
                 if improved:
                     state.best_metric, state.best_step = value, state.step
                 last_metrics = metrics
-                path = save(metrics)
+                # best/ is written before the step checkpoint that records it as best: a kill between the two
+                # then re-runs this epoch on --resume (same numbers) instead of never writing best/.
                 if improved and ctx.is_main:
                     ckpt.save_checkpoint(out_dir / "best", _unwrap(module), {**metadata, "step": str(state.step)},
                                          metrics=metrics)
+                save(metrics)
             elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
                 save(None)
     finally:

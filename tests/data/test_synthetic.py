@@ -182,3 +182,25 @@ def test_video_ids_change_with_the_knobs() -> None:
     ids.add(plan_video(SyntheticSpec(**{**SMALL, "clutter": 0.9}), "train", 0, 0)["video_id"])
     ids.add(plan_video(SyntheticSpec(**{**SMALL, "seed": 11}), "train", 0, 0)["video_id"])
     assert len(ids) == 3 and all(i.startswith("train_00000-") for i in ids)
+
+
+def test_shared_background_videos_differ_only_where_events_are() -> None:
+    from s5cli.data.synthetic_video import render_video
+
+    def two_videos(shared: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        spec = SyntheticSpec(**SMALL, shared_background=shared)
+        truths = plans(spec, "train")[:2]
+        videos = [render_video(spec, truth, "train", i).astype(int) for i, truth in enumerate(truths)]
+        cell = spec.size // spec.grid
+        events = np.logical_or(*(event_mask(t) for t in truths))  # (T, grid, grid)
+        background = ~events.repeat(cell, axis=1).repeat(cell, axis=2)  # (T, size, size)
+        return videos[0], videos[1], background
+
+    first, second, background = two_videos(shared=True)
+    assert np.array_equal(first[background], second[background])
+    assert not np.array_equal(first, second)  # the events differ
+    first, second, background = two_videos(shared=False)
+    assert np.abs(first[background] - second[background]).mean() > 5  # own clutter per video
+    assert synthetic_root({"root": None, "synthetic": {**SMALL, "shared_background": True}}) != synthetic_root(
+        {"root": None, "synthetic": SMALL}
+    )

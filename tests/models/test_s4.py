@@ -125,3 +125,38 @@ def test_no_grad_kernel_is_reused_until_a_parameter_changes(kernel: str) -> None
         assert torch.equal(twin.kernel(64, channels), first)  # a copy keeps its own parameters
     with_grad = layer.kernel(64, channels)
     assert with_grad.requires_grad and torch.equal(with_grad.detach(), changed)
+
+
+def test_inference_convolution_in_channel_blocks_equals_the_full_width_one(monkeypatch) -> None:
+    from s5cli.models import s4 as s4_module
+
+    torch.manual_seed(0)
+    u, k = torch.randn(2, 300, 40, dtype=torch.float64), torch.randn(40, 300, dtype=torch.float64)
+    full = s4_module.causal_fft_conv(u.requires_grad_(), k).detach()  # autograd: one full-width FFT
+    monkeypatch.setattr(s4_module, "INFERENCE_FFT_BLOCK_BYTES", 2 * 301 * 16 * 7)  # blocks of 7 channels
+    with torch.no_grad():
+        blocked = s4_module.causal_fft_conv(u, k)
+    torch.testing.assert_close(blocked, full, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("kind", "init"), [("dplr", "legs"), ("s4d", "lin")])
+def test_inference_reuses_the_kernel_spectrum_and_matches_the_training_path(kind: str, init: str, monkeypatch) -> None:
+    layer = _layer(kind, init, h=6)
+    x = torch.randn(2, 50, 6, dtype=torch.float64)
+    calls = {"n": 0}
+    generate = layer._generate_kernel
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "_generate_kernel", counting)
+    with torch.no_grad():
+        first = layer.ssm(x)
+        again = layer.ssm(x)
+    assert calls["n"] == 1 and torch.equal(first, again)
+    torch.testing.assert_close(first, layer.ssm(x).detach(), rtol=1e-10, atol=1e-10)  # autograd path
+    with torch.no_grad():
+        layer.kernel_gen.log_dt.add_(0.1)  # an optimiser step
+        changed = layer.ssm(x)
+    assert calls["n"] == 3 and not torch.allclose(changed, first)

@@ -109,3 +109,35 @@ def test_bounded_scores_stay_inside_the_bound() -> None:
         generator.net[-1].weight.mul_(100.0)  # raw scores far beyond the bound
         scores = generator(torch.randn(2, 50, 4))
     assert scores.abs().max() <= 2.0 and scores.abs().max() > 1.9  # saturates at, never past, the bound
+
+
+def test_exploration_temperature_anneals_to_the_plain_draw() -> None:
+    model = _model(explore_temperature=9.0, explore_fraction=0.5).train()
+    model.set_training_progress(0.0)
+    assert model.selection_temperature() == pytest.approx(9.0)
+    model.set_training_progress(0.25)
+    assert model.selection_temperature() == pytest.approx(5.0)
+    model.set_training_progress(0.75)
+    assert model.selection_temperature() == 1.0
+    model.set_training_progress(0.0)
+    assert model.eval().selection_temperature() == 1.0  # evaluation never explores
+
+
+def test_high_exploration_temperature_flattens_a_confident_selection() -> None:
+    """With T large the draw is close to uniform although the scores strongly prefer some tokens."""
+    tokens = torch.randn(64, 4, 8, 16)
+    confident = tokens.reshape(64, 32, 16)[..., 0] * 20  # scores: a large first feature is preferred
+    top2 = tokens[..., 0].topk(2, dim=-1).indices + torch.arange(4)[None, :, None] * 8  # 2 of 8 per frame
+
+    def share_of_preferred_tokens(progress: float) -> float:
+        model = _model(explore_temperature=50.0, keep_ratio=0.25, score_bound=None).train()
+        model.set_training_progress(progress)
+        handle = model.mask_generator.register_forward_hook(lambda module, args, out: confident)
+        torch.manual_seed(1)
+        chosen = model.select(tokens)
+        handle.remove()
+        hits = chosen.indices[..., None] == top2.reshape(64, 1, -1)
+        return float(hits.any(-1).float().mean())
+
+    assert share_of_preferred_tokens(1.0) > 0.95  # T = 1: the generator's choice
+    assert share_of_preferred_tokens(0.0) < 0.5  # T = 50: close to the 0.25 of a uniform draw

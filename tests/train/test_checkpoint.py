@@ -98,6 +98,17 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch) ->
     assert [p.name for p in tmp_path.iterdir()] == ["best"]
 
 
+def test_kill_between_the_two_renames_of_a_replace_is_recovered(tmp_path) -> None:
+    model, _ = _trained_pair()
+    path = ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"}, metrics={"top1": 0.5})
+    before = (path / "model.safetensors").read_bytes()
+    path.rename(tmp_path / ".best.old")  # what a kill -9 after the first rename leaves
+    ckpt.recover_interrupted_swap(tmp_path / "best")
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == before
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text()) == {"top1": 0.5}
+    assert not (tmp_path / ".best.old").exists()
+
+
 def test_latest_pointer_and_pruning(tmp_path) -> None:
     model, _ = _trained_pair()
     for step in (1, 2, 3):
