@@ -184,10 +184,10 @@ class S4Layer(nn.Module):
         u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u  # FFT in at least fp32
         length = u.shape[1]
         kernel_length = min(length, max_kernel_length or length)
+        d = (self.D if channels is None else self.D.index_select(0, channels)).to(u.dtype)
         if not self.config.bidirectional and not torch.is_grad_enabled():
             y = causal_fft_conv(u, None, self._inference_spectrum(kernel_length, channels, length, u.dtype))
-            d = self.D if channels is None else self.D.index_select(0, channels)
-            return y.addcmul_(u, d.to(u.dtype)).to(out_dtype)  # in place: one activation less at inference
+            return y.addcmul_(u, d).to(out_dtype)  # in place: one activation less at inference
         k = self.kernel(kernel_length, channels).to(u.dtype)
         if self.config.bidirectional:
             forward_k, backward_k = k[0], k[1]
@@ -197,8 +197,7 @@ class S4Layer(nn.Module):
             y = y + causal_fft_conv(u.flip(1), shifted).flip(1)
         else:
             y = causal_fft_conv(u, k)
-        d = self.D if channels is None else self.D.index_select(0, channels)
-        return (y + u * d.to(u.dtype)).to(out_dtype)
+        return (y + u * d).to(out_dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, L, H) → (B, L, H)."""
