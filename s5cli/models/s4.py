@@ -124,15 +124,23 @@ class S4Layer(nn.Module):
             self.__dict__.pop("_kernel_cache", None)
             self.__dict__.pop("_spectrum_cache", None)  # stale once training changes the parameters
             return self._generate_kernel(length, channels)
-        cached = self.__dict__.get("_kernel_cache")
+        return self._reused("_kernel_cache", length, channels, (), lambda: self._generate_kernel(length, channels))
+
+    def _reused(self, slot: str, length: int, channels: Tensor | None, extra: tuple, make) -> Tensor:
+        """`make()`'s value, kept in `slot` and returned again while the kernel's inputs are unchanged.
+
+        The key is taken again after `make()`: generating a DPLR kernel may grow its internal length in
+        place, and the value then belongs to the new state.
+        """
         key = self._kernel_key(length, channels)
-        if key is not None and cached is not None and cached[0] == key:
+        cached = self.__dict__.get(slot)
+        if key is not None and cached is not None and cached[0] == (key, extra):
             return cached[1]
-        k = self._generate_kernel(length, channels)
-        key = self._kernel_key(length, channels)  # after: generation may grow the DPLR state in place
+        value = make()
+        key = self._kernel_key(length, channels)
         if key is not None:
-            self.__dict__["_kernel_cache"] = (key, k)
-        return k
+            self.__dict__[slot] = ((key, extra), value)
+        return value
 
     def _kernel_key(self, length: int, channels: Tensor | None) -> tuple | None:
         """What the kernel depends on; None where it cannot be told (inference-mode parameters)."""
@@ -151,15 +159,10 @@ class S4Layer(nn.Module):
         Only the spectrum is kept, not the time-domain kernel it came from: at inference the convolution
         needs nothing else, and at the paper's length the kernel alone is 48 MB per layer.
         """
-        key = self._kernel_key(kernel_length, channels)
-        cached = self.__dict__.get("_spectrum_cache")
-        if key is not None and cached is not None and cached[0] == (key, length, dtype):
-            return cached[1]
-        spectrum = kernel_spectrum(self._generate_kernel(kernel_length, channels).to(dtype), length)
-        key = self._kernel_key(kernel_length, channels)  # after: generation may grow the DPLR state in place
-        if key is not None:
-            self.__dict__["_spectrum_cache"] = ((key, length, dtype), spectrum)
-        return spectrum
+        return self._reused(
+            "_spectrum_cache", kernel_length, channels, (length, dtype),
+            lambda: kernel_spectrum(self._generate_kernel(kernel_length, channels).to(dtype), length),
+        )
 
     def _generate_kernel(self, length: int, channels: Tensor | None) -> Tensor:
         if not self.config.bidirectional:
