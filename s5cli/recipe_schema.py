@@ -226,6 +226,7 @@ MODEL_RULES: dict[str, Rule] = {
     "keep_ratio": Rule(low=0, high=1, low_open=True),
     "selection": Rule(choices=("per_frame", "global")),
     "selector": Rule(choices=("learned", "random", "uniform", "none")),
+    "head_norm": Rule(choices=("none", "batch")),
     "gumbel_tau": POSITIVE, "explore_temperature": Rule(low=1), "explore_fraction": Rule(low=0, high=1, low_open=True),
     "momentum": FRACTION, "guide_channels": AT_LEAST_1, "mg_hidden": AT_LEAST_1,
     "depth": AT_LEAST_1, "heads": AT_LEAST_1, "mlp_ratio": POSITIVE, "max_frames": AT_LEAST_1,
@@ -234,6 +235,7 @@ MODEL_RULES: dict[str, Rule] = {
 LSMCL_RULES: dict[str, Rule] = {
     "short_frames": AT_LEAST_1, "long_frames": AT_LEAST_1, "mask_ratio": PROPER_FRACTION,
     "temperature": POSITIVE, "proj_dim": AT_LEAST_1, "momentum": FRACTION, "queue_size": NON_NEGATIVE,
+    "projector_norm": Rule(choices=("none", "batch")),
 }
 
 

@@ -204,9 +204,11 @@ def test_all_bundled_recipes_exist_and_validate() -> None:
 
 
 def test_pretrain_recipe_reuses_the_synthetic_videos_and_model_shapes() -> None:
-    """Its comment promises that `finetune recipes/synthetic.yaml train.init=runs/pretrain-lsmcl/best` loads."""
-    pretrain, finetune = load_recipe(REPO / "recipes" / "pretrain-lsmcl.yaml"), load_recipe(SYNTHETIC)
-    assert pretrain.data == finetune.data  # same generated videos, same token cache
+    """Its comment promises that `finetune recipes/synthetic.yaml data.synthetic.shared_background=true
+    train.init=runs/pretrain-lsmcl` loads: the same task with one shared background, the same model shapes."""
+    pretrain = load_recipe(REPO / "recipes" / "pretrain-lsmcl.yaml")
+    finetune = load_recipe(SYNTHETIC, ["data.synthetic.shared_background=true"])
+    assert pretrain.data.synthetic.shared_background and pretrain.data == finetune.data
     shapes = ("name", "d_input", "d_model", "n_blocks", "pool", "d_state", "kernel", "guide_channels", "mg_hidden")
     assert {k: getattr(pretrain.model, k) for k in shapes} == {k: getattr(finetune.model, k) for k in shapes}
     assert pretrain.train.lsmcl.long_frames <= pretrain.data.frames

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s5cli.models.batch_norm import VideoBatchNorm
 from s5cli.models.s4_kernels import sync_kernel_lengths
 
 
@@ -30,6 +31,9 @@ class LSMCLConfig:
     proj_dim: int = 128
     momentum: float = 0.99
     queue_size: int = 0  # 0 = in-batch negatives only
+    # "batch": BatchNorm in the projection MLP (as in MoCo v3 / SimCLR). It removes what every video of the
+    # batch shares (a common background), so the contrast has to come from what tells the videos apart.
+    projector_norm: str = "none"
 
     def __post_init__(self) -> None:
         if not 1 <= self.short_frames <= self.long_frames:
@@ -38,6 +42,8 @@ class LSMCLConfig:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.projector_norm not in ("none", "batch"):
+            raise ValueError(f"projector_norm must be 'none' or 'batch', got {self.projector_norm!r}")
 
 
 def info_nce(query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None) -> Tensor:
@@ -81,11 +87,19 @@ def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = 
 
 
 class Projector(nn.Module):
-    """Two-layer MLP to the contrastive space, L2-normalised output."""
+    """Two-layer MLP to the contrastive space, L2-normalised output; optionally batch-normalised (MoCo v3:
+    BN after both linear layers, the last one without affine parameters)."""
 
-    def __init__(self, d_in: int, d_out: int):
+    def __init__(self, d_in: int, d_out: int, norm: str = "none"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_in, d_in), nn.GELU(), nn.Linear(d_in, d_out))
+        if norm == "batch":
+            layers: list[nn.Module] = [
+                nn.Linear(d_in, d_in, bias=False), VideoBatchNorm(d_in), nn.GELU(),
+                nn.Linear(d_in, d_out, bias=False), VideoBatchNorm(d_out, affine=False),
+            ]
+        else:
+            layers = [nn.Linear(d_in, d_in), nn.GELU(), nn.Linear(d_in, d_out)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.normalize(self.net(x), dim=-1)
@@ -109,7 +123,7 @@ class LSMCL(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder
-        self.projector = Projector(encoder.feature_dim, config.proj_dim)
+        self.projector = Projector(encoder.feature_dim, config.proj_dim, config.projector_norm)
         self.key_encoder = copy.deepcopy(encoder)
         self.key_projector = copy.deepcopy(self.projector)
         for param in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
@@ -138,6 +152,13 @@ class LSMCL(nn.Module):
         if cfg.queue_size and self.training:
             self._enqueue(torch.cat([sk, lk]).detach())
         return LSMCLOutput(loss, sq, lq, sk, lk)
+
+    def set_training_progress(self, fraction: float) -> None:
+        """Pass the trainer's progress on to both encoders, so S5's exploration schedule runs in pretraining
+        as in finetuning (the key encoder is an EMA copy and keeps the same schedule)."""
+        for encoder in (self.encoder, self.key_encoder):
+            if hasattr(encoder, "set_training_progress"):
+                encoder.set_training_progress(fraction)
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:

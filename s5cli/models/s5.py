@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from s5cli.models.batch_norm import VideoBatchNorm
 from s5cli.models.decoder import DecoderConfig, TemporalS4Decoder
 from s5cli.models.s4_kernels import sync_kernel_lengths
 from s5cli.models.selection import gumbel_topk
@@ -27,6 +28,7 @@ from s5cli.models.selection import gumbel_topk
 SELECTORS = ("learned", "random", "uniform", "none")
 GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
 SELECTIONS = ("per_frame", "global")
+HEAD_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -51,8 +53,14 @@ class S5Config(DecoderConfig):
     # straight-through gradients; later the generator's choice takes over. 1.0 = off (the paper's plain sampling).
     explore_temperature: float = 1.0
     explore_fraction: float = 0.5
+    # "batch": a BatchNorm without affine parameters before the classification head (MAE's linear-probe
+    # head). Contrastive pretraining can leave features that differ between videos by ~1 % around a large
+    # common value; the head then learns slowly from them unless they are standardised. "none": the paper's head.
+    head_norm: str = "none"
 
     def __post_init__(self) -> None:
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
         if not self.explore_temperature >= 1.0:
             raise ValueError(f"explore_temperature must be >= 1, got {self.explore_temperature}")
         if not 0.0 < self.explore_fraction <= 1.0:
@@ -150,7 +158,11 @@ class S5Model(nn.Module):
         self.config = config
         self.decoder = TemporalS4Decoder(DecoderConfig.subset(config))
         self.feature_dim = self.decoder.feature_dim
-        self.head = nn.Linear(self.feature_dim, num_outputs)
+        linear = nn.Linear(self.feature_dim, num_outputs)
+        self.head = (
+            nn.Sequential(VideoBatchNorm(self.feature_dim, affine=False), linear)
+            if config.head_norm == "batch" else linear
+        )
         if config.selector == "learned":
             self.guide = MomentumGuide(self.decoder, config.guide_channels)
             self.mask_generator = MaskGenerator(

@@ -4,13 +4,38 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from s5cli.models.lsmcl import LSMCL, LSMCLConfig, info_nce, random_token_mask, short_clip, symmetric_info_nce
+from s5cli.models.lsmcl import (
+    LSMCL,
+    LSMCLConfig,
+    Projector,
+    info_nce,
+    random_token_mask,
+    short_clip,
+    symmetric_info_nce,
+)
 from s5cli.models.registry import build_model
 
 S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
+
+
+def _train_tiny_s4(batch: torch.Tensor, config: LSMCLConfig, steps: int) -> list[float]:
+    """LSMCL losses of `steps` AdamW steps of a tiny S4 encoder on one fixed batch."""
+    model = LSMCL(build_model("s4", {k: v for k, v in S5_SMALL.items() if k != "guide_channels"}, 3), config)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    history = []
+    for _ in range(steps):
+        loss = model(batch, generator=gen).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.momentum_update()
+        history.append(loss.item())
+    return history
 
 
 def test_random_embeddings_give_about_log_batch_size() -> None:
@@ -30,19 +55,8 @@ def test_random_encoder_loss_is_about_log_batch_size() -> None:
 
 def test_loss_decreases_when_training_a_tiny_model() -> None:
     torch.manual_seed(0)
-    model = LSMCL(build_model("s4", {k: v for k, v in S5_SMALL.items() if k != "guide_channels"}, 3),
-                  LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16, momentum=0.9))
-    batch = torch.randn(8, 8, 6, 16)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    history = []
-    for _ in range(90):
-        loss = model(batch, generator=gen).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.momentum_update()
-        history.append(loss.item())
+    history = _train_tiny_s4(torch.randn(8, 8, 6, 16), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16,
+                                                                   momentum=0.9), steps=90)
     # Masks and clip offsets are resampled every step, so compare averages, not single steps.
     assert sum(history[-15:]) / 15 < 0.75 * sum(history[:5]) / 5
 
@@ -73,3 +87,50 @@ def test_clip_and_mask_shapes() -> None:
     masked = random_token_mask(tokens, 0.5)
     assert masked.shape == (2, 10, 3, 1)
     assert (masked[..., 0].diff(dim=-1) > 0).all()  # order kept inside each frame
+
+
+def test_batch_norm_projector_spreads_videos_that_differ_only_slightly() -> None:
+    """Videos sharing a background give features equal up to ~1 %: the plain projector maps them all to one
+    point (InfoNCE stuck at log B); the batch-normalised one keeps them apart."""
+    torch.manual_seed(0)
+    features = torch.randn(1, 16) + 0.01 * torch.randn(32, 16)
+    off_diagonal = ~torch.eye(32, dtype=torch.bool)
+    plain, batch_norm = Projector(16, 32, "none"), Projector(16, 32, "batch")
+    assert (plain(features) @ plain(features).t())[off_diagonal].mean() > 0.99
+    assert (batch_norm(features) @ batch_norm(features).t())[off_diagonal].mean().abs() < 0.2
+
+
+def test_lsmcl_learns_videos_that_share_a_background_with_a_batch_norm_projector() -> None:
+    torch.manual_seed(0)
+    b, t, s, d = 8, 8, 6, 16
+    background = torch.randn(1, t, s, d).expand(b, -1, -1, -1)
+    events = torch.zeros(b, t, s, d)
+    events[:, :, 0] = 0.3 * torch.randn(b, 1, d)  # one token per frame tells the videos apart
+    batch = background + events
+    config = LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16, momentum=0.9, mask_ratio=0.0,
+                         projector_norm="batch")
+    history = _train_tiny_s4(batch, config, steps=60)
+    assert sum(history[-10:]) / 10 < 0.5 * math.log(b)
+
+
+def test_unknown_projector_norm_is_refused() -> None:
+    with pytest.raises(ValueError, match="projector_norm"):
+        LSMCLConfig(projector_norm="layer")
+
+
+def test_batch_norm_projector_accepts_a_batch_of_one_video() -> None:
+    torch.manual_seed(0)
+    model = LSMCL(build_model("s5", S5_SMALL, 3),
+                  LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16, projector_norm="batch"))
+    loss = model(torch.randn(1, 8, 6, 16)).loss
+    assert torch.isfinite(loss)
+
+
+def test_training_progress_reaches_the_wrapped_s5_encoders() -> None:
+    model = LSMCL(build_model("s5", {**S5_SMALL, "explore_temperature": 8.0}, 3),
+                  LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16))
+    model.train()
+    model.set_training_progress(0.0)
+    assert model.encoder.selection_temperature() == model.key_encoder.selection_temperature() == 8.0
+    model.set_training_progress(1.0)
+    assert model.encoder.selection_temperature() == 1.0

@@ -141,3 +141,27 @@ def test_high_exploration_temperature_flattens_a_confident_selection() -> None:
 
     assert share_of_preferred_tokens(1.0) > 0.95  # T = 1: the generator's choice
     assert share_of_preferred_tokens(0.0) < 0.5  # T = 50: close to the 0.25 of a uniform draw
+
+
+def test_batch_norm_head_standardises_features_before_the_linear_layer() -> None:
+    """head_norm=batch: an offset and a scale common to every video do not change the logits."""
+    model = _model(head_norm="batch").train()
+    features = torch.randn(6, model.feature_dim)
+    shifted = 0.1 * features + 3.0
+    torch.testing.assert_close(model.head(shifted), model.head(features), rtol=1e-3, atol=1e-3)
+    plain = _model()
+    assert not torch.allclose(plain.head(shifted), plain.head(features), atol=1e-2)
+    assert set(_model(head_norm="batch").state_dict()) - set(plain.state_dict()) == {
+        "head.0.running_mean", "head.0.running_var", "head.0.num_batches_tracked", "head.1.weight", "head.1.bias",
+    }
+
+
+def test_batch_norm_head_trains_on_a_batch_of_one_video() -> None:
+    model = _model(head_norm="batch").train()
+    model(torch.randn(1, 4, 6, 16)).sum().backward()
+    assert model.head[1].weight.grad is not None
+
+
+def test_unknown_head_norm_is_refused() -> None:
+    with pytest.raises(ValueError, match="head_norm"):
+        S5Config(head_norm="layer")

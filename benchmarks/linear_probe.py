@@ -1,0 +1,106 @@
+"""Linear probe: how much of the label a frozen encoder's features already carry.
+
+Self-supervised pretraining (LSMCL) is judged by what the features know before any finetuning: the encoder is
+frozen, its pooled features (`forward_features`, eval mode) of every training video are standardised, and a
+logistic-regression head is fitted on them (full-batch L-BFGS, L2 penalty); the score is top-1 on another split.
+Random weights (`--random`) are the baseline a pretraining must beat.
+
+    python benchmarks/linear_probe.py runs/pretrain-lsmcl/best
+    python benchmarks/linear_probe.py --random recipes/pretrain-lsmcl.yaml
+    python benchmarks/linear_probe.py runs/pretrain-lsmcl/best data.synthetic.shared_background=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from torch import Tensor
+
+
+def pooled_features(model: torch.nn.Module, dataset, batch_size: int = 32) -> tuple[Tensor, Tensor]:
+    """(N, F) features and (N,) labels, one row per video (windows averaged)."""
+    from torch.utils.data import DataLoader
+
+    from s5cli.data.datasets.base import collate_samples
+
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    labels: dict[str, int] = {}
+    with torch.inference_mode():
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples):
+            feats = model.forward_features(batch.tokens.float())
+            for vid, feat, label in zip(batch.video_ids, feats, batch.labels, strict=True):
+                sums[vid] = sums.get(vid, 0) + feat
+                counts[vid] = counts.get(vid, 0) + 1
+                labels[vid] = int(label)
+    order = sorted(sums)
+    return torch.stack([sums[v] / counts[v] for v in order]), torch.tensor([labels[v] for v in order])
+
+
+def fit_probe(train_x: Tensor, train_y: Tensor, num_classes: int, l2: float) -> torch.nn.Linear:
+    """Multinomial logistic regression by L-BFGS (deterministic, no learning rate to tune)."""
+    head = torch.nn.Linear(train_x.shape[1], num_classes)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(train_x), train_y) + l2 * head.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="checkpoint folder (finetune or LSMCL), or a recipe with --random")
+    parser.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. the data section)")
+    parser.add_argument("--random", action="store_true", help="probe a randomly initialised model of the recipe")
+    parser.add_argument("--split", default="val", help="split the probe is scored on")
+    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args()
+
+    from s5cli.data.datasets import task_info
+    from s5cli.seeding import seed_everything
+    from s5cli.train.data import prepare_splits, token_dataset
+    from s5cli.train.distributed import DistContext
+    from s5cli.train.job import build_model_from_recipe, recipe_objects
+    from s5cli.train.loading import load_trained_model, recipe_from_checkpoint
+
+    seed_everything(args.seed)
+    if args.random:
+        recipe = recipe_objects(args.source, args.overrides, args.seed)
+        model = build_model_from_recipe(recipe, task_info(recipe.data).num_outputs).eval()
+    else:
+        model, stored, _ = load_trained_model(args.source)
+        recipe = recipe_from_checkpoint(stored, args.overrides)
+    splits = ("train", args.split)
+    records = prepare_splits(recipe.data, splits, DistContext(device=torch.device("cpu")), show_progress=False)
+    train_x, train_y = pooled_features(model, token_dataset(recipe.data, records["train"], training=False))
+    test_x, test_y = pooled_features(model, token_dataset(recipe.data, records[args.split], training=False))
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    num_classes = task_info(recipe.data).num_outputs
+    head = fit_probe((train_x - mean) / std, train_y, num_classes, args.l2)
+    with torch.no_grad():
+        train_acc = (head((train_x - mean) / std).argmax(1) == train_y).float().mean().item()
+        acc = (head((test_x - mean) / std).argmax(1) == test_y).float().mean().item()
+    result = {"source": args.source, "random": args.random, "split": args.split, "probe_top1": acc,
+              "train_top1": train_acc, "train_videos": len(train_y), "eval_videos": len(test_y),
+              "feature_dim": train_x.shape[1]}
+    print(json.dumps(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
