@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the result here")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come after the options
 
     from s5cli.data.datasets import task_info
     from s5cli.seeding import seed_everything

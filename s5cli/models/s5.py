@@ -129,8 +129,14 @@ class MomentumGuide(nn.Module):
         block = max(1, GUIDE_BLOCK_ELEMENTS // max(1, b * self.s4.config.d_model))
         for start in range(0, length, block):
             part = self.norm(self.encoder(x[:, start : start + block]))
-            out[:, start : start + block] = part if channels is None else part.index_select(-1, channels)
+            out[:, start : start + block] = part if channels is None else _pick_channels(part, channels)
         return out
+
+
+def _pick_channels(x: Tensor, channels: Tensor) -> Tensor:
+    """x[..., channels] of a (B, L, H) tensor. `gather` with a broadcast index: on CPU ~5x faster than
+    `index_select` on the last dimension (1.1 vs 6.0 ms for 2048 x 1024 -> 256 channels, one thread)."""
+    return torch.gather(x, -1, channels.view(1, 1, -1).expand(x.shape[0], x.shape[1], -1))
 
 
 class MaskGenerator(nn.Module):

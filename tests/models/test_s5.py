@@ -165,3 +165,11 @@ def test_batch_norm_head_trains_on_a_batch_of_one_video() -> None:
 def test_unknown_head_norm_is_refused() -> None:
     with pytest.raises(ValueError, match="head_norm"):
         S5Config(head_norm="layer")
+
+
+def test_guide_channel_pick_equals_index_select() -> None:
+    from s5cli.models.s5 import _pick_channels
+
+    x = torch.randn(3, 7, 32)
+    channels = torch.linspace(0, 31, 8).round().long().unique()
+    assert torch.equal(_pick_channels(x, channels), x.index_select(-1, channels))
