@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 from torch import Tensor
@@ -69,6 +68,7 @@ def main() -> None:
     args = parser.parse_intermixed_args()  # overrides may come after the options
 
     from s5cli.data.datasets import task_info
+    from s5cli.io import atomic_write_json
     from s5cli.seeding import seed_everything
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import DistContext
@@ -97,9 +97,7 @@ def main() -> None:
               "feature_dim": train_x.shape[1]}
     print(json.dumps(result))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
-    sys.exit(0)
+        atomic_write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -238,3 +238,10 @@ def test_round_trip_recipe_dict_yaml_recipe(tmp_path: Path, name: str) -> None:
     assert yaml.safe_load(dump_recipe(recipe)) == as_dict
     assert dataclasses.asdict(model_config(again)) == dataclasses.asdict(model_config(recipe))
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file
+
+
+def test_feature_norm_rules_match_the_models_choices() -> None:
+    from s5cli.models.batch_norm import FEATURE_NORMS
+    from s5cli.recipe_schema import LSMCL_RULES, MODEL_RULES
+
+    assert MODEL_RULES["head_norm"].choices == LSMCL_RULES["projector_norm"].choices == FEATURE_NORMS

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# Choices of the `model.head_norm` and `train.lsmcl.projector_norm` knobs.
+FEATURE_NORMS = ("none", "batch")
+
 
 class VideoBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d on (B, C) that uses its running statistics when a training batch holds a single video.

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s5cli.models.batch_norm import VideoBatchNorm
+from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
 from s5cli.models.s4_kernels import sync_kernel_lengths
 
 
@@ -42,8 +42,8 @@ class LSMCLConfig:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.projector_norm not in ("none", "batch"):
-            raise ValueError(f"projector_norm must be 'none' or 'batch', got {self.projector_norm!r}")
+        if self.projector_norm not in FEATURE_NORMS:
+            raise ValueError(f"projector_norm must be one of {FEATURE_NORMS}, got {self.projector_norm!r}")
 
 
 def info_nce(query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None) -> Tensor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from s5cli.models.batch_norm import VideoBatchNorm
+from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
 from s5cli.models.decoder import DecoderConfig, TemporalS4Decoder
 from s5cli.models.s4_kernels import sync_kernel_lengths
 from s5cli.models.selection import gumbel_topk
@@ -28,7 +28,6 @@ from s5cli.models.selection import gumbel_topk
 SELECTORS = ("learned", "random", "uniform", "none")
 GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
 SELECTIONS = ("per_frame", "global")
-HEAD_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -59,8 +58,8 @@ class S5Config(DecoderConfig):
     head_norm: str = "none"
 
     def __post_init__(self) -> None:
-        if self.head_norm not in HEAD_NORMS:
-            raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
+        if self.head_norm not in FEATURE_NORMS:
+            raise ValueError(f"head_norm must be one of {FEATURE_NORMS}, got {self.head_norm!r}")
         if not self.explore_temperature >= 1.0:
             raise ValueError(f"explore_temperature must be >= 1, got {self.explore_temperature}")
         if not 0.0 < self.explore_fraction <= 1.0:
