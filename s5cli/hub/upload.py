@@ -82,12 +82,11 @@ def push_recipe(
 
 def checkpoint_source(path: str | Path) -> Path:
     """The checkpoint folder to publish: the folder itself, or a run's best/ (else its latest checkpoint)."""
-    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir
+    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir, run_best_checkpoint
 
     path = Path(path).expanduser()
-    if not (path / MODEL_FILE).is_file() and (path / "best" / MODEL_FILE).is_file():
-        return path / "best"
-    return checkpoint_dir(path)
+    best = None if (path / MODEL_FILE).is_file() else run_best_checkpoint(path)
+    return best or checkpoint_dir(path)
 
 
 def push_checkpoint(

@@ -175,9 +175,22 @@ def checkpoint_dir(path: str | Path) -> Path:
         return path
     if (path / "latest").is_file():
         return checkpoint_dir(path / (path / "latest").read_text().strip())
+    interrupted = path.with_name(f".{path.name}.old")
+    if not path.exists() and (interrupted / MODEL_FILE).is_file():
+        # A kill between the two renames of a replace left the complete previous copy aside. Reads use it
+        # where it is: renaming it back here could collide with a trainer that is finishing that replace.
+        return interrupted
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist: pass a checkpoint folder (with {MODEL_FILE}) or a run folder")
     raise UserError(f"{path} holds no {MODEL_FILE}: pass a checkpoint folder written by s5 finetune/pretrain")
+
+
+def run_best_checkpoint(run_dir: str | Path) -> Path | None:
+    """A run folder's `best/` checkpoint (what eval, visualize-mask and push mean by a run), or None."""
+    try:
+        return checkpoint_dir(Path(run_dir).expanduser() / "best")
+    except UserError:
+        return None
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -14,12 +14,10 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
     text = str(spec)
     local = Path(text).expanduser()
     if local.exists() or not (text.startswith("hf://") or text.count("/") == 1):
-        from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir
+        from s5cli.train.checkpoint import checkpoint_dir, run_best_checkpoint
 
         # A run folder means its best checkpoint (what eval and visualize want); resuming uses `latest`.
-        if (local / "best" / MODEL_FILE).is_file():
-            return local / "best"
-        return checkpoint_dir(local)
+        return run_best_checkpoint(local) or checkpoint_dir(local)
     from s5cli.errors import RunFailure
     from s5cli.hub import resolve_checkpoint_dir
 

@@ -133,3 +133,27 @@ def test_mistyped_run_folder_names_both_readings(tmp_path, monkeypatch) -> None:
     message = str(error.value)
     assert "runs/synthtic: no such local checkpoint folder" in message and "offline" in message.lower()
     assert "\n" not in message
+
+
+def test_reads_find_a_checkpoint_caught_between_the_two_renames(tmp_path) -> None:
+    model, _ = _trained_pair()
+    path = ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"})
+    expected = ckpt.load_state(path)
+    path.rename(tmp_path / ".best.old")  # what a kill -9 after the first rename leaves
+    assert ckpt.checkpoint_dir(tmp_path / "best") == tmp_path / ".best.old"
+    assert ckpt.read_metadata(tmp_path / "best")["model_name"] == "s5"
+    assert all(torch.equal(v, expected[k]) for k, v in ckpt.load_state(tmp_path / "best").items())
+    assert not (tmp_path / "best").exists()  # a read repairs nothing; the next save or --resume does
+
+
+def test_a_run_folder_means_its_best_checkpoint_even_mid_replace(tmp_path) -> None:
+    from s5cli.train.loading import resolve_checkpoint
+
+    model, _ = _trained_pair()
+    step = ckpt.save_checkpoint(tmp_path / "checkpoints" / "step-0000001", model, {})
+    ckpt.set_latest(tmp_path, step)
+    assert ckpt.run_best_checkpoint(tmp_path) is None and resolve_checkpoint(tmp_path) == step
+    best = ckpt.save_checkpoint(tmp_path / "best", model, {})
+    assert ckpt.run_best_checkpoint(tmp_path) == best == resolve_checkpoint(tmp_path)
+    best.rename(tmp_path / ".best.old")
+    assert resolve_checkpoint(tmp_path) == tmp_path / ".best.old"
