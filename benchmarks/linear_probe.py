@@ -19,24 +19,25 @@ import torch
 from torch import Tensor
 
 
+class _Features(torch.nn.Module):
+    """The encoder's pooled features as the output, so the trainer's `predict` can run it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model.forward_features(tokens.float())
+
+
 def pooled_features(model: torch.nn.Module, dataset, batch_size: int = 32) -> tuple[Tensor, Tensor]:
-    """(N, F) features and (N,) labels, one row per video (windows averaged)."""
-    from torch.utils.data import DataLoader
+    """(N, F) features and (N,) labels, one row per video (its windows averaged, as `s5 eval` does)."""
+    from s5cli.train.evaluation import predict
+    from s5cli.train.metrics import aggregate_by_video
 
-    from s5cli.data.datasets.base import collate_samples
-
-    sums: dict[str, Tensor] = {}
-    counts: dict[str, int] = {}
-    labels: dict[str, int] = {}
-    with torch.inference_mode():
-        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples):
-            feats = model.forward_features(batch.tokens.float())
-            for vid, feat, label in zip(batch.video_ids, feats, batch.labels, strict=True):
-                sums[vid] = sums.get(vid, 0) + feat
-                counts[vid] = counts.get(vid, 0) + 1
-                labels[vid] = int(label)
-    order = sorted(sums)
-    return torch.stack([sums[v] / counts[v] for v in order]), torch.tensor([labels[v] for v in order])
+    ids, features, labels = predict(_Features(model), dataset, batch_size, torch.device("cpu"))
+    _, merged, merged_labels = aggregate_by_video(ids, features, labels, kind="features")
+    return merged, merged_labels
 
 
 def fit_probe(train_x: Tensor, train_y: Tensor, num_classes: int, l2: float) -> torch.nn.Linear:

@@ -139,7 +139,7 @@ def save_checkpoint(
         if metrics is not None:
             atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=1))
         if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
+            old = _set_aside(directory)
             if old.exists():
                 shutil.rmtree(old)
             directory.rename(old)
@@ -153,13 +153,18 @@ def save_checkpoint(
     return directory
 
 
+def _set_aside(directory: Path) -> Path:
+    """Where a replace moves the previous copy of `directory` between its two renames."""
+    return directory.with_name(f".{directory.name}.old")
+
+
 def recover_interrupted_swap(directory: Path) -> None:
     """Put back a checkpoint that a kill caught between its two renames.
 
     Replacing a directory takes two renames (old aside, new in). A kill -9 between them leaves only
     `.NAME.old`; that copy is complete, so it is restored instead of reporting the checkpoint as missing.
     """
-    old = directory.with_name(f".{directory.name}.old")
+    old = _set_aside(directory)
     if old.is_dir() and not directory.exists():
         old.rename(directory)
 
@@ -175,7 +180,7 @@ def checkpoint_dir(path: str | Path) -> Path:
         return path
     if (path / "latest").is_file():
         return checkpoint_dir(path / (path / "latest").read_text().strip())
-    interrupted = path.with_name(f".{path.name}.old")
+    interrupted = _set_aside(path)
     if not path.exists() and (interrupted / MODEL_FILE).is_file():
         # A kill between the two renames of a replace left the complete previous copy aside. Reads use it
         # where it is: renaming it back here could collide with a trainer that is finishing that replace.
