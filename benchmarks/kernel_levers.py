@@ -11,10 +11,8 @@ nothing in s5cli changes. Levers:
 * `baseline`      the models as they are.
 * `cache-kernel`  inference only: the SSM convolution kernel depends on parameters alone, so it is
                   computed once and reused while no parameter changes (keyed on the parameters' versions).
-* `chunk-2^18`    the Cauchy/Vandermonde intermediates are cut in chunks of 2^18 instead of 2^22 complex
-                  elements: smaller temporaries, the same arithmetic.
-* `no-ckpt`       training only: no activation checkpointing of the kernel chunks (checkpointing recomputes
-                  the Cauchy sums in the backward pass).
+* `chunk-2^18`    the DPLR kernel's Cauchy resolvents are cut in chunks of 2^18 instead of 2^20 complex
+                  elements (`s5cli.models.cauchy.CHUNK_ELEMENTS`): smaller temporaries, the same arithmetic.
 * `guide-quarter` S5 only: the momentum guide reads d_model/4 channels instead of min(256, d_model) (at the
                   paper's 1024-d both are 256; at 256-d the guide is otherwise as wide as the decoder).
 * `cache+guide-quarter` both of the above (inference).
@@ -30,14 +28,14 @@ import statistics
 import sys
 from typing import Any
 
-LEVERS = ("baseline", "cache-kernel", "chunk-2^18", "no-ckpt", "guide-quarter", "cache+guide-quarter")
+LEVERS = ("baseline", "cache-kernel", "chunk-2^18", "guide-quarter", "cache+guide-quarter")
 
 
 def _apply(lever: str) -> None:
     """Patch the model code in this (worker) process for one lever."""
     import torch
 
-    from s5cli.models import s4_kernels
+    from s5cli.models import cauchy, s4_kernels
 
     if "guide-quarter" in lever:
         from s5cli.benchmark import workload
@@ -52,9 +50,7 @@ def _apply(lever: str) -> None:
 
         workload.Workload.model_config = quarter_guide
     if lever == "chunk-2^18":
-        s4_kernels._CHUNK_ELEMENTS = 1 << 18
-    elif lever == "no-ckpt":
-        s4_kernels._maybe_checkpoint = lambda fn, *args: fn(*args)
+        cauchy.CHUNK_ELEMENTS = 1 << 18
     if lever.startswith("cache"):
         for cls in (s4_kernels.DPLRKernel, s4_kernels.DiagonalKernel):
             original = cls.forward
@@ -115,8 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     from s5cli.benchmark.workload import Workload
 
-    levers = [lv for lv in LEVERS if not (lv.startswith("cache") and args.mode == "train")
-              and not (lv == "no-ckpt" and args.mode == "infer")]
+    levers = [lv for lv in LEVERS if not (lv.startswith("cache") and args.mode == "train")]
     rows = []
     for label in ("s5", "s4", "transformer"):
         for lever in levers if label != "transformer" else ["baseline"]:

@@ -56,15 +56,28 @@ def machine_limits(device: Any, repeat: int = 5) -> dict[str, Any]:
     }
 
 
-def _cost_dplr_kernel(h: int, modes: int, ell: int) -> tuple[float, float]:
-    """Cauchy + Woodbury at F = ℓ/2+1 frequencies: per (channel, mode, frequency) and for both conjugate
-    halves, one complex multiply-subtract and one reciprocal, then the 4 numerators' MACs (einsum);
-    bytes: the chain materialises s·λ, g − s·λ and 1/(·) (complex64, each written then read once) per
-    half, and the einsum reads the result. Plus the inverse real FFT of length ℓ per channel."""
+# Per (channel, mode, frequency) element of the DPLR kernel (see `s5cli/models/cauchy.py`). Forward:
+# D = coef·(g², gs, s²) (a K = 3 real matmul: 12 FLOPs), R = 1/D, then the 8 real-weighted sums over modes
+# (32 FLOPs); D is written, read + written by the in-place reciprocal, and read by the sums: 32 bytes.
+_DPLR_FORWARD = (12 + COMPLEX_RECIPROCAL_FLOPS + 32, 8 + 16 + 8)
+# Backward: the forward's D and R again, ∂/∂weights (32), conj(∂L/∂R) (32), R² and its product (2 x 6),
+# ∂/∂powers and ∂/∂coef (12 each); bytes: D, R, the sums' reads, the product written, R² in place,
+# the product scaled in place, both reductions' reads.
+_DPLR_BACKWARD = (12 + COMPLEX_RECIPROCAL_FLOPS + 32 + 32 + 32 + 12 + 12 + 12, 8 + 16 + 8 + 8 + 8 + 16 + 24 + 8 + 8)
+
+
+def _cost_dplr_kernel(h: int, modes: int, ell: int, backward: bool = False) -> tuple[float, float]:
+    """Cauchy + Woodbury at F = ℓ/2+1 frequencies, both conjugate halves in one common-denominator pass
+    (`_DPLR_FORWARD` per (channel, mode, frequency)), plus the inverse real FFT of length ℓ per channel;
+    with `backward`, the hand-written backward's recompute and gradients too (`_DPLR_BACKWARD`) and the
+    FFT's adjoint."""
     f = ell // 2 + 1
-    elementwise = 2 * (6 + 2 + COMPLEX_RECIPROCAL_FLOPS)
-    flops = h * modes * f * (elementwise + 2 * 4 * COMPLEX_MAC_FLOPS) + h * 2.5 * ell * math.log2(ell)
-    bytes_moved = h * modes * f * 2 * (8 + 8 + 8 + 8 + 8 + 8) + h * (4 * 8 * f + 4 * ell)
+    per_flops, per_bytes = _DPLR_FORWARD
+    ffts = 1
+    if backward:
+        per_flops, per_bytes, ffts = per_flops + _DPLR_BACKWARD[0], per_bytes + _DPLR_BACKWARD[1], 2
+    flops = h * modes * f * per_flops + ffts * h * 2.5 * ell * math.log2(ell)
+    bytes_moved = h * modes * f * per_bytes + ffts * h * (4 * 8 * f + 4 * ell)
     return flops, bytes_moved
 
 
@@ -88,6 +101,15 @@ def _cost_fft_conv(batch: int, h: int, length: int, n: int) -> tuple[float, floa
     return flops, bytes_moved
 
 
+def _kernel_backward(layer: Any, length: int) -> None:
+    """What a training step spends on the kernel: generate it with autograd on, then backpropagate into Λ, P, B, C, Δt."""
+    import torch
+
+    with torch.enable_grad():
+        kernel = layer.kernel(length)
+        torch.autograd.grad(kernel.sum(), list(layer.kernel_gen.parameters()))
+
+
 def _top_ops(fn: Callable[[], Any], count: int = 5) -> list[dict[str, Any]]:
     """The ops that took the most self time in one call (torch.profiler)."""
     import torch
@@ -105,7 +127,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
     """Time kernel generation, FFT convolution and the whole `ssm` for DPLR and S4D; rates vs machine limits."""
     import torch
 
-    from s5cli.models.s4 import S4Config, S4Layer, causal_fft_conv, fft_size
+    from s5cli.models.s4 import S4Config, S4Layer, causal_fft_conv, conv_fft_size
     from s5cli.seeding import seed_everything
 
     seed_everything(seed, deterministic=False)
@@ -113,7 +135,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     limits = machine_limits(dev)
     u = torch.randn(batch, length, channels, device=dev)
-    n = fft_size(2 * length)
+    n = conv_fft_size(length, length)
     modes = d_state // 2
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
@@ -130,7 +152,10 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
                  f"B={batch} L={length} H={channels}"),
             ]
             if kind == "dplr":
-                stages.insert(1, ("fft conv", lambda k=k: causal_fft_conv(u, k),
+                stages.insert(1, ("dplr kernel + backward", lambda layer=layer: _kernel_backward(layer, length),
+                                  _cost_dplr_kernel(channels, modes, length, backward=True),
+                                  f"H={channels} N={d_state} L={length}"))
+                stages.insert(2, ("fft conv", lambda k=k: causal_fft_conv(u, k),
                                   _cost_fft_conv(batch, channels, length, n), f"B={batch} L={length} H={channels} n={n}"))
             for name, fn, (flops, bytes_moved), shape in stages:
                 times = _timer(fn, repeat, warmup, sync)

@@ -54,14 +54,23 @@ def fft_size(n: int) -> int:
 INFERENCE_FFT_BLOCK_BYTES = 16 * 2**20
 
 
-def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None) -> Tensor:
-    """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, L); zero-padded to ≥ 2L so nothing wraps around.
+def conv_fft_size(length: int, kernel_length: int) -> int:
+    """FFT size for a causal convolution of `length` inputs with `kernel_length` taps: ≥ L + K − 1, so nothing wraps.
+
+    Why not 2L: S5's guide truncates its kernel to the decoder's kept length (K = L/2), and padding to
+    what the linear convolution needs saves a quarter of the guide's FFT work.
+    """
+    return fft_size(length + kernel_length - 1)
+
+
+def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kernel_length: int | None = None) -> Tensor:
+    """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, K ≤ L); zero-padded to ≥ L + K − 1 so nothing wraps around.
 
     `k_f` is `kernel_spectrum(k, L)` when the caller already has it (a reused inference kernel); k may
-    then be None.
+    then be None and `kernel_length` must give K.
     """
     length = u.shape[1]
-    n = fft_size(2 * length)
+    n = conv_fft_size(length, k.shape[-1] if k is not None else kernel_length)
     if k_f is None:
         k_f = kernel_spectrum(k, length)
     needs_graph = torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad)
@@ -80,8 +89,8 @@ def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None) -> T
 
 
 def kernel_spectrum(k: Tensor, length: int) -> Tensor:
-    """rfft of a (H, ≤L) kernel at the FFT size `causal_fft_conv` uses for inputs of `length`: (F, H)."""
-    return torch.fft.rfft(k, n=fft_size(2 * length), dim=-1).transpose(0, 1)
+    """rfft of a (H, K ≤ L) kernel at the FFT size `causal_fft_conv` uses for inputs of `length`: (F, H)."""
+    return torch.fft.rfft(k, n=conv_fft_size(length, k.shape[-1]), dim=-1).transpose(0, 1)
 
 
 class TiedDropout(nn.Module):
@@ -189,7 +198,8 @@ class S4Layer(nn.Module):
         kernel_length = min(length, max_kernel_length or length)
         d = (self.D if channels is None else self.D.index_select(0, channels)).to(u.dtype)
         if not self.config.bidirectional and not torch.is_grad_enabled():
-            y = causal_fft_conv(u, None, self._inference_spectrum(kernel_length, channels, length, u.dtype))
+            spectrum = self._inference_spectrum(kernel_length, channels, length, u.dtype)
+            y = causal_fft_conv(u, None, spectrum, kernel_length)
             return y.addcmul_(u, d).to(out_dtype)  # in place: one activation less at inference
         k = self.kernel(kernel_length, channels).to(u.dtype)
         if self.config.bidirectional:

@@ -14,8 +14,8 @@ matrices for the recurrent step mode. Numerically delicate choices, and why:
   Shorter inputs truncate that kernel (so kernel(L) is a prefix of kernel(2L)); a longer input doubles ℓ
   with C̃ ← C̃ (I + Ā^ℓ), which leaves the underlying C unchanged.
 * The generating function is rescaled by s = (1+ω)/2 so the bilinear transform has no pole at ω = −1.
-* Large (channels × frequencies × modes) intermediates are computed in chunks under activation
-  checkpointing, so memory stays bounded at the paper's 11,820-token length.
+* The Cauchy sums and their Woodbury combination live in `cauchy.py`: computed in chunks of frequencies
+  with a hand-written backward, so memory stays bounded at the paper's 11,820-token length.
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from s5cli.models.cauchy import dplr_generating_function
 from s5cli.models.hippo import diagonal_init, legs_nplr
-
-# Complex elements per chunk of the (4, H, modes, freqs) Cauchy sum / (H, modes, taps) Vandermonde.
-_CHUNK_ELEMENTS = 1 << 22
 
 
 def _as_complex(param: Tensor) -> Tensor:
@@ -44,16 +41,6 @@ def _mark_ssm(params: list[nn.Parameter], lr: float | None) -> None:
     """Attach the optimiser hint: SSM dynamics get their own lr and never weight decay (S4 practice)."""
     for param in params:
         param._optim = {"weight_decay": 0.0, **({"lr": lr} if lr is not None else {})}  # type: ignore[attr-defined]
-
-
-def _chunk_size(total: int, per_item: int) -> int:
-    return max(1, min(total, _CHUNK_ELEMENTS // max(per_item, 1)))
-
-
-def _maybe_checkpoint(fn, *args: Tensor) -> Tensor:
-    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
-        return checkpoint(fn, *args, use_reentrant=False)
-    return fn(*args)
 
 
 def _init_log_dt(channels: int, dt_min: float, dt_max: float) -> Tensor:
@@ -186,17 +173,7 @@ class DPLRKernel(nn.Module):
         g = (1 - omega)[None, :] / dt[:, None].to(lam.dtype)  # (H', F)
         # Numerators of the four Cauchy sums: C̃RB, C̃RP, PᴴRB, PᴴRP.
         numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])  # (4, H', M)
-        freq_count = g.shape[1]
-        step = _chunk_size(freq_count, 4 * numer.shape[1] * numer.shape[2] * 2)
-        chunks = [slice(i, i + step) for i in range(0, freq_count, step)]
-        # Each chunk returns its (H', F_chunk) generating function, not the four (H', F_chunk) sums: the
-        # full-length tensors kept (for the Woodbury step, or for autograd) are then 4x smaller.
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (numer, g, lam)):
-            k_hat = torch.cat([_maybe_checkpoint(_woodbury_chunk, numer, g[:, f], half[f], lam) for f in chunks], -1)
-        else:  # inference: fill one preallocated buffer, no list of chunks + concatenated copy
-            k_hat = g.new_empty(g.shape)
-            for f in chunks:
-                k_hat[:, f] = _woodbury_chunk(numer, g[:, f], half[f], lam)
+        k_hat = dplr_generating_function(numer, lam, g, half)
         return torch.fft.irfft(k_hat, n=ell)[..., :length]
 
     # --- recurrent mode ---------------------------------------------------------------------------
@@ -226,22 +203,6 @@ class DPLRKernel(nn.Module):
     def step(u: Tensor, state: Tensor, mats: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         state = torch.einsum("hnm,bhm->bhn", mats["a"], state) + mats["b"] * u[..., None]
         return (state * mats["c"]).sum(-1).real, state
-
-
-def _cauchy_pair_sum(numer: Tensor, g: Tensor, s: Tensor, lam: Tensor) -> Tensor:
-    """Σ_m v_m/(g − sλ_m) + v̄_m/(g − sλ̄_m) for numerators (4, H, M), g (H, F), s (F,), λ (H, M) → (4, H, F)."""
-    gs = g[:, None, :]
-    s_ = s[None, None, :]
-    lam_ = lam[:, :, None]
-    r = 1 / (gs - s_ * lam_)  # (H, M, F)
-    r_conj = 1 / (gs - s_ * lam_.conj())
-    return torch.einsum("khm,hmf->khf", numer, r) + torch.einsum("khm,hmf->khf", numer.conj(), r_conj)
-
-
-def _woodbury_chunk(numer: Tensor, g: Tensor, s: Tensor, lam: Tensor) -> Tensor:
-    """Generating function (H, F) at a chunk of frequencies: the four Cauchy sums, Woodbury-combined."""
-    k = _cauchy_pair_sum(numer, g, s, lam)
-    return k[0] - s * k[1] * k[2] / (1 + s * k[3])
 
 
 def sync_kernel_lengths(*modules: nn.Module) -> None:

@@ -111,7 +111,7 @@ def test_kernel_stage_reports_rates_against_machine_limits(tmp_path: Path) -> No
     assert report["stage"] == "kernel" and report["length"] == 64 and report["channels"] == 16
     assert report["limits"]["matmul_gflops"] > 0 and report["limits"]["copy_gbps"] > 0
     stages = [r["stage"] for r in report["results"]]
-    assert stages == ["dplr kernel", "fft conv", "dplr ssm (kernel + fft conv)", "s4d kernel",
+    assert stages == ["dplr kernel", "dplr kernel + backward", "fft conv", "dplr ssm (kernel + fft conv)", "s4d kernel",
                       "s4d ssm (kernel + fft conv)"]
     for row in report["results"]:
         assert math.isclose(row["gflops"], row["gflop"] / row["best_seconds"])

@@ -160,3 +160,21 @@ def test_inference_reuses_the_kernel_spectrum_and_matches_the_training_path(kind
         layer.kernel_gen.log_dt.add_(0.1)  # an optimiser step
         changed = layer.ssm(x)
     assert calls["n"] == 3 and not torch.allclose(changed, first)
+
+
+@pytest.mark.parametrize(("length", "taps"), [(50, 50), (50, 25), (48, 1), (37, 20)])
+def test_fft_convolution_with_a_truncated_kernel_equals_the_direct_sum(length: int, taps: int) -> None:
+    """Padding to L + K − 1 (not 2L) is exactly enough: no output sees a wrapped-around input."""
+    from s5cli.models import s4 as s4_module
+
+    torch.manual_seed(0)
+    u, k = torch.randn(2, length, 3, dtype=torch.float64), torch.randn(3, taps, dtype=torch.float64)
+    direct = torch.zeros_like(u)
+    for t in range(length):
+        for j in range(min(taps, t + 1)):
+            direct[:, t] += k[:, j] * u[:, t - j]
+    torch.testing.assert_close(s4_module.causal_fft_conv(u, k), direct, rtol=1e-10, atol=1e-10)
+    spectrum = s4_module.kernel_spectrum(k, length)
+    with torch.no_grad():
+        torch.testing.assert_close(s4_module.causal_fft_conv(u, None, spectrum, taps), direct, rtol=1e-10, atol=1e-10)
+    assert s4_module.conv_fft_size(length, taps) >= length + taps - 1

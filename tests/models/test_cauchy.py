@@ -1,0 +1,104 @@
+"""DPLR generating function: the common-denominator form and its hand-written backward against the textbook sums."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from s5cli.models import cauchy
+from s5cli.models.cauchy import _PairCauchyWoodbury, dplr_generating_function
+from s5cli.models.s4_kernels import DPLRKernel
+
+
+def textbook(numer: torch.Tensor, lam: torch.Tensor, g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Σ_m v/(g − sλ) + v̄/(g − sλ̄) for each numerator, then k₀₀ − s·k₀₁·k₁₀/(1 + s·k₁₁): the S4 paper's form."""
+    pole = g[:, None, :] - s * lam[:, :, None]
+    pole_conj = g[:, None, :] - s * lam.conj()[:, :, None]
+    k = (numer[..., None] / pole).sum(-2) + (numer.conj()[..., None] / pole_conj).sum(-2)
+    return k[0] - s * k[1] * k[2] / (1 + s * k[3])
+
+
+def kernel_inputs(channels: int, ell: int, dtype: torch.dtype, seed: int = 0, perturb: float = 0.0):
+    """Numerators, λ, g and s of a HiPPO-LegS DPLR kernel (optionally with its parameters perturbed, as training does)."""
+    torch.manual_seed(seed)
+    kernel = DPLRKernel(channels, 16, "legs", 1e-3, 1e-1, None)
+    with torch.no_grad():
+        for param in kernel.parameters():
+            param.add_(perturb * torch.randn_like(param))
+    dt, lam, p, b, c = kernel._params(None)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    dt, lam, p, b, c = dt.detach().to(dtype), *(t.detach().to(complex_dtype) for t in (lam, p, b, c))
+    freqs = torch.arange(ell // 2 + 1, dtype=torch.float64)
+    omega = torch.exp(-2j * math.pi * freqs / ell).to(complex_dtype)
+    s = (1 + omega) / 2
+    g = (1 - omega)[None, :] / dt[:, None].to(complex_dtype)
+    numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])
+    return numer, lam, g, s
+
+
+@pytest.mark.parametrize("perturb", [0.0, 0.3])
+def test_common_denominator_form_equals_the_textbook_sums_in_float64(perturb: float) -> None:
+    numer, lam, g, s = kernel_inputs(6, 64, torch.float64, perturb=perturb)
+    torch.testing.assert_close(dplr_generating_function(numer, lam, g, s), textbook(numer, lam, g, s),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_float32_error_is_no_worse_than_the_textbook_form() -> None:
+    """Against a float64 reference, the float32 kernel keeps the textbook float32 form's accuracy."""
+    reference = torch.fft.irfft(textbook(*kernel_inputs(32, 600, torch.float64, perturb=0.3)), n=600)
+    inputs = kernel_inputs(32, 600, torch.float32, perturb=0.3)
+    ours = torch.fft.irfft(dplr_generating_function(*inputs), n=600).double()
+    theirs = torch.fft.irfft(textbook(*inputs), n=600).double()
+    our_error = ((ours - reference).norm() / reference.norm()).item()
+    their_error = ((theirs - reference).norm() / reference.norm()).item()
+    assert our_error < max(2 * their_error, 1e-6), (our_error, their_error)
+
+
+def test_backward_passes_gradcheck_across_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(cauchy, "CHUNK_ELEMENTS", 3 * 4 * 3)  # 3 frequencies per chunk → 3 chunks
+    torch.manual_seed(0)
+    weights = torch.randn(3, 8, 4, dtype=torch.float64, requires_grad=True)
+    coef = (torch.rand(3, 4, 3, dtype=torch.float64) + 0.5).requires_grad_()
+    powers = torch.randn(3, 3, 7, dtype=torch.complex128, requires_grad=True)
+    g = torch.randn(3, 7, dtype=torch.complex128, requires_grad=True)
+    s = torch.randn(7, dtype=torch.complex128)
+    assert torch.autograd.gradcheck(lambda *a: _PairCauchyWoodbury.apply(*a, s), (weights, coef, powers, g))
+
+
+def test_kernel_gradients_match_autograd_through_the_textbook_form() -> None:
+    """End to end: ∂(loss)/∂(Δt, Λ, P, B, C) of a DPLR kernel equals autograd through the textbook sums."""
+    torch.manual_seed(0)
+    kernel = DPLRKernel(5, 16, "legs", 1e-3, 1e-1, None).double()
+    kernel.ensure_length(80)
+    weight = torch.randn(5, 80, dtype=torch.float64)
+
+    def grads(form) -> list[torch.Tensor]:
+        dt, lam, p, b, c = kernel._params(None)
+        omega = torch.exp(-2j * math.pi * torch.arange(41, dtype=torch.float64) / 80)
+        s = (1 + omega) / 2
+        g = (1 - omega)[None, :] / dt[:, None].to(lam.dtype)
+        numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])
+        loss = (torch.fft.irfft(form(numer, lam, g, s), n=80) * weight).sum()
+        return list(torch.autograd.grad(loss, list(kernel.parameters())))
+
+    for ours, theirs in zip(grads(dplr_generating_function), grads(textbook), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-10)
+
+
+def test_chunking_does_not_change_the_values(monkeypatch) -> None:
+    inputs = kernel_inputs(4, 100, torch.float64, perturb=0.3)
+    whole = dplr_generating_function(*inputs)
+    monkeypatch.setattr(cauchy, "CHUNK_ELEMENTS", 4 * 8 * 5)
+    torch.testing.assert_close(dplr_generating_function(*inputs), whole, rtol=1e-12, atol=1e-14)
+
+
+def test_autocast_does_not_lower_the_kernel_precision() -> None:
+    """Under AMP the real matmuls would run in half precision near the poles; the function opts out."""
+    inputs = kernel_inputs(4, 100, torch.float32)
+    plain = dplr_generating_function(*inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = dplr_generating_function(*inputs)
+    assert under_amp.dtype == plain.dtype
+    torch.testing.assert_close(under_amp, plain, rtol=0, atol=0)
