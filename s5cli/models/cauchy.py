@@ -36,10 +36,9 @@ def dplr_generating_function(numer: Tensor, lam: Tensor, g: Tensor, s: Tensor) -
     weights = torch.cat([alpha, beta]).permute(1, 0, 2).contiguous()  # (H, 8, M)
     ones = torch.ones_like(lam.real)
     coef = torch.stack([ones, -2 * lam.real, lam.real.square() + lam.imag.square()], dim=-1)  # (H, M, 3)
-    powers = torch.stack([g * g, g * s, (s * s).expand_as(g)], dim=1)  # (H, 3, F): g², gs, s²
     # The real matmuls must stay float32 under AMP: R has poles, half precision would wreck the kernel.
     with torch.autocast(g.device.type, enabled=False):
-        return _PairCauchyWoodbury.apply(weights, coef, powers, g, s)
+        return _PairCauchyWoodbury.apply(weights, coef, g, s)
 
 
 def _chunks(freqs: int, channels: int, modes: int) -> list[slice]:
@@ -55,6 +54,11 @@ def _interleaved(z: Tensor) -> Tensor:
 def _as_complex(x: Tensor) -> Tensor:
     """Inverse of `_interleaved` for a contiguous (…, 2F) real tensor."""
     return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
+def _powers(g: Tensor, s: Tensor) -> Tensor:
+    """(H, 3, F): g², gs and s², the terms D is a real-weighted sum of. Built per chunk, never kept."""
+    return torch.stack([g * g, g * s, (s * s).expand_as(g)], dim=1)
 
 
 def _resolvents(coef: Tensor, powers: Tensor) -> Tensor:
@@ -75,38 +79,39 @@ def _woodbury(sums: Tensor, g: Tensor, s: Tensor) -> Tensor:
 
 
 class _PairCauchyWoodbury(torch.autograd.Function):
-    """k̂ = Woodbury(g·(W_α R) + s·(W_β R)), R = 1/(coef · powers); saves only its (small) inputs."""
+    """k̂ = Woodbury(g·(W_α R) + s·(W_β R)), R = 1/(coef · (g², gs, s²)); saves only its (small) inputs."""
 
     @staticmethod
-    def forward(ctx, weights: Tensor, coef: Tensor, powers: Tensor, g: Tensor, s: Tensor) -> Tensor:
-        ctx.save_for_backward(weights, coef, powers, g, s)
+    def forward(ctx, weights: Tensor, coef: Tensor, g: Tensor, s: Tensor) -> Tensor:
+        ctx.save_for_backward(weights, coef, g, s)
         out = g.new_empty(g.shape)
         for f in _chunks(g.shape[1], *coef.shape[:2]):
-            out[:, f] = _woodbury(_pair_sums(weights, _resolvents(coef, powers[:, :, f])), g[:, f], s[f])
+            resolvents = _resolvents(coef, _powers(g[:, f], s[f]))
+            out[:, f] = _woodbury(_pair_sums(weights, resolvents), g[:, f], s[f])
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        weights, coef, powers, g, s = ctx.saved_tensors
+        weights, coef, g, s = ctx.saved_tensors
         with torch.autocast(g.device.type, enabled=False):
-            return _PairCauchyWoodbury._backward(grad_out, weights, coef, powers, g, s)
+            return _PairCauchyWoodbury._backward(grad_out, weights, coef, g, s)
 
     @staticmethod
-    def _backward(grad_out: Tensor, weights: Tensor, coef: Tensor, powers: Tensor, g: Tensor,
-                  s: Tensor) -> tuple[Tensor | None, ...]:
+    def _backward(grad_out: Tensor, weights: Tensor, coef: Tensor, g: Tensor, s: Tensor) -> tuple[Tensor | None, ...]:
         grad_weights = torch.zeros_like(weights)
         grad_coef = torch.zeros_like(coef)
-        grad_powers = torch.empty_like(powers)
         grad_g = torch.empty_like(g)
         for f in _chunks(g.shape[1], *coef.shape[:2]):
-            resolvents = _resolvents(coef, powers[:, :, f])
+            g_chunk, s_chunk = g[:, f], s[f]
+            powers = _powers(g_chunk, s_chunk)
+            resolvents = _resolvents(coef, powers)
             flat_r = _interleaved(resolvents)
             # The (H, 8, F) → (H, F) tail is small: let autograd differentiate it.
             with torch.enable_grad():
                 sums = _as_complex(torch.bmm(weights, flat_r)).detach().requires_grad_()
-                g_chunk = g[:, f].detach().requires_grad_()
-                grad_sums, grad_g[:, f] = torch.autograd.grad(_woodbury(sums, g_chunk, s[f]), (sums, g_chunk),
-                                                              grad_out[:, f])
+                g_leaf = g_chunk.detach().requires_grad_()
+                grad_sums, grad_g_tail = torch.autograd.grad(_woodbury(sums, g_leaf, s_chunk), (sums, g_leaf),
+                                                             grad_out[:, f])
             # Real weights: ∂L/∂W_km = Re Σ_f ∂L/∂sums_kf · conj(R_mf), a real matmul of the interleaved views.
             grad_weights += torch.bmm(_interleaved(grad_sums), flat_r.transpose(1, 2))
             # P = conj(∂L/∂R)·R² = −conj(∂L/∂D), since ∂R/∂D = −R² (holomorphic).
@@ -116,6 +121,8 @@ class _PairCauchyWoodbury(torch.autograd.Function):
             flat_p = _interleaved(product)
             # D = Σ_j coef_j·powers_j with real coef: ∂L/∂powers_j = Σ_m coef_mj ∂L/∂D_m = −conj(Σ_m coef_mj P_m),
             # ∂L/∂coef_mj = Re Σ_f ∂L/∂D_mf · conj(powers_jf) = −Re Σ_f P_mf · powers_jf.
-            grad_powers[:, :, f] = -_as_complex(torch.bmm(coef.transpose(1, 2), flat_p)).conj()
-            grad_coef -= torch.bmm(flat_p, _interleaved(powers[:, :, f].conj()).transpose(1, 2))
-        return grad_weights, grad_coef, grad_powers, grad_g, None
+            grad_powers = -_as_complex(torch.bmm(coef.transpose(1, 2), flat_p)).conj()
+            grad_coef -= torch.bmm(flat_p, _interleaved(powers.conj()).transpose(1, 2))
+            # powers = (g², g·s, s²): ∂L/∂g = ∂L/∂(g²)·conj(2g) + ∂L/∂(gs)·conj(s) (s is a constant).
+            grad_g[:, f] = grad_g_tail + grad_powers[:, 0] * (2 * g_chunk).conj() + grad_powers[:, 1] * s_chunk.conj()
+        return grad_weights, grad_coef, grad_g, None

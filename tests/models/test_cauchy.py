@@ -61,10 +61,9 @@ def test_backward_passes_gradcheck_across_chunks(monkeypatch) -> None:
     torch.manual_seed(0)
     weights = torch.randn(3, 8, 4, dtype=torch.float64, requires_grad=True)
     coef = (torch.rand(3, 4, 3, dtype=torch.float64) + 0.5).requires_grad_()
-    powers = torch.randn(3, 3, 7, dtype=torch.complex128, requires_grad=True)
     g = torch.randn(3, 7, dtype=torch.complex128, requires_grad=True)
     s = torch.randn(7, dtype=torch.complex128)
-    assert torch.autograd.gradcheck(lambda *a: _PairCauchyWoodbury.apply(*a, s), (weights, coef, powers, g))
+    assert torch.autograd.gradcheck(lambda *a: _PairCauchyWoodbury.apply(*a, s), (weights, coef, g))
 
 
 def test_kernel_gradients_match_autograd_through_the_textbook_form() -> None:
