@@ -130,10 +130,14 @@ class S4Layer(nn.Module):
         frequencies) costs more than the convolution itself at inference.
         """
         if torch.is_grad_enabled():
-            self.__dict__.pop("_kernel_cache", None)
-            self.__dict__.pop("_spectrum_cache", None)  # stale once training changes the parameters
+            self.drop_reused_kernel()  # stale once training changes the parameters
             return self._generate_kernel(length, channels)
         return self._reused("_kernel_cache", length, channels, (), lambda: self._generate_kernel(length, channels))
+
+    def drop_reused_kernel(self) -> None:
+        """Forget the kernel and spectrum kept for inference; the next call generates them again."""
+        self.__dict__.pop("_kernel_cache", None)
+        self.__dict__.pop("_spectrum_cache", None)
 
     def _reused(self, slot: str, length: int, channels: Tensor | None, extra: tuple, make) -> Tensor:
         """`make()`'s value, kept in `slot` and returned again while the kernel's inputs are unchanged.

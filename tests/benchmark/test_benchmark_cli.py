@@ -119,6 +119,25 @@ def test_kernel_stage_reports_rates_against_machine_limits(tmp_path: Path) -> No
         assert math.isclose(row["fraction_of_copy"], row["gbps"] / report["limits"]["copy_gbps"])
 
 
+def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> None:
+    """Layers reuse their kernel at inference; the stage must time generation, not the reuse."""
+    from s5cli.benchmark.kernel import kernel_stage
+    from s5cli.models import s4_kernels
+
+    calls = {"dplr": 0, "s4d": 0}
+    for kind, cls in (("dplr", s4_kernels.DPLRKernel), ("s4d", s4_kernels.DiagonalKernel)):
+        original = cls.forward
+
+        def counting(self, *args, _original=original, _kind=kind, **kwargs):
+            calls[_kind] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "forward", counting)
+    kernel_stage(channels=8, length=32, batch=1, repeat=3, warmup=1, profile=False)
+    # dplr: kernel, kernel + backward, ssm (4 calls each) + the length fix; s4d: kernel, ssm + the length fix.
+    assert calls["dplr"] >= 3 * 4 + 1 and calls["s4d"] >= 2 * 4 + 1, calls
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
