@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
 from s5cli.models.decoder import DecoderConfig, TemporalS4Decoder
 from s5cli.models.s4_kernels import sync_kernel_lengths
-from s5cli.models.selection import gumbel_topk
+from s5cli.models.selection import gather_weighted, gumbel_topk
 
 SELECTORS = ("learned", "random", "uniform", "none")
 GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
@@ -150,8 +151,15 @@ class MaskGenerator(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, L, d_in) → (B, L) unnormalised scores, in (−bound, bound) when bounded."""
-        scores = self.net(x).squeeze(-1)
+        """(B, L, d_in) → (B, L) unnormalised scores, in (−bound, bound) when bounded.
+
+        In training the net is recomputed in the backward pass instead of keeping its activations: it reads
+        all T·S tokens (at the paper's size ~20 MB of saved LayerNorm/Linear inputs) and is cheap to rerun.
+        """
+        if torch.is_grad_enabled() and self.training:
+            scores = checkpoint(self.net, x, use_reentrant=False).squeeze(-1)
+        else:
+            scores = self.net(x).squeeze(-1)
         return scores if self.bound is None else self.bound * torch.tanh(scores / self.bound)
 
 
@@ -245,10 +253,9 @@ class S5Model(nn.Module):
         if not self.selects(t, s):
             return self.decoder(flat)
         chosen = self.select(tokens)
-        kept = flat.gather(1, chosen.indices[..., None].expand(-1, -1, d))
-        if chosen.weights is not None:
-            kept = kept * chosen.weights[..., None].to(kept.dtype)
-        return self.decoder(kept)
+        if chosen.weights is None:
+            return self.decoder(flat.gather(1, chosen.indices[..., None].expand(-1, -1, d)))
+        return self.decoder(gather_weighted(flat, chosen.indices, chosen.weights.to(flat.dtype)))
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T, S, D) → (B, num_outputs)."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from s5cli.models.decoder import DecoderConfig, ViS4mer
-from s5cli.models.s5 import S5Config, S5Model
+from s5cli.models.s5 import MaskGenerator, S5Config, S5Model
 from s5cli.models.selection import gumbel_topk
 
 SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
@@ -173,3 +173,50 @@ def test_guide_channel_pick_equals_index_select() -> None:
     x = torch.randn(3, 7, 32)
     channels = torch.linspace(0, 31, 8).round().long().unique()
     assert torch.equal(_pick_channels(x, channels), x.index_select(-1, channels))
+
+
+def test_gather_weighted_equals_gather_times_weights_and_keeps_no_gathered_copy() -> None:
+    from s5cli.models.selection import gather_weighted
+
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 30, 8, requires_grad=True)
+    indices = torch.sort(torch.randperm(30)[:12]).values.expand(2, -1).contiguous()
+    weights = torch.rand(2, 12, requires_grad=True)
+    grad_out = torch.randn(2, 12, 8)
+    reference = tokens.gather(1, indices[..., None].expand(-1, -1, 8)) * weights[..., None]
+    ref_grads = torch.autograd.grad(reference, (tokens, weights), grad_out)
+    saved_shapes: list[tuple[int, ...]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved_shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ours = gather_weighted(tokens, indices, weights)
+    grads = torch.autograd.grad(ours, (tokens, weights), grad_out)
+    assert torch.equal(ours, reference)
+    for got, expected in zip(grads, ref_grads, strict=True):
+        assert torch.equal(got, expected)  # bitwise: trained numbers do not move
+    assert (2, 12, 8) not in saved_shapes  # the gathered copy is regathered in backward, not stored
+
+
+def test_mask_generator_recomputes_its_activations_in_training() -> None:
+    torch.manual_seed(0)
+    generator = MaskGenerator(16, 32, bound=2.0).train()
+    x = torch.randn(2, 50, 16)
+    big: list[tuple[int, ...]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() >= 2 * 50 * 16 and t.data_ptr() != x.data_ptr():  # its input is the caller's anyway
+            big.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        scores = generator(x)
+    grads = torch.autograd.grad(scores.square().sum(), list(generator.parameters()))
+    assert big == []  # no (B, L, ·) activation of its own kept between forward and backward
+    plain = 2.0 * torch.tanh(generator.net(x).squeeze(-1) / 2.0)
+    assert torch.equal(scores, plain)
+    for got, expected in zip(grads, torch.autograd.grad(plain.square().sum(), list(generator.parameters())),
+                             strict=True):
+        assert torch.equal(got, expected)
