@@ -108,7 +108,7 @@ class _PairCauchyWoodbury(torch.autograd.Function):
             flat_r = _interleaved(resolvents)
             # The (H, 8, F) → (H, F) tail is small: let autograd differentiate it.
             with torch.enable_grad():
-                sums = _as_complex(torch.bmm(weights, flat_r)).detach().requires_grad_()
+                sums = _pair_sums(weights, resolvents).detach().requires_grad_()
                 g_leaf = g_chunk.detach().requires_grad_()
                 grad_sums, grad_g_tail = torch.autograd.grad(_woodbury(sums, g_leaf, s_chunk), (sums, g_leaf),
                                                              grad_out[:, f])

@@ -166,6 +166,11 @@ class DPLRKernel(nn.Module):
         """Real kernel (H', length), the first `length` taps of the ℓ-tap kernel."""
         self.ensure_length(length)
         ell = int(self.l_kernel)
+        k_hat = dplr_generating_function(*self.generating_inputs(ell, channels))
+        return torch.fft.irfft(k_hat, n=ell)[..., :length]
+
+    def generating_inputs(self, ell: int, channels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(numerators (4, H', M), λ (H', M), g (H', F), s (F,)) of the generating function at the ℓ-th roots of unity."""
         dt, lam, p, b, c = self._params(channels)
         freqs = torch.arange(ell // 2 + 1, device=dt.device, dtype=torch.float64)
         omega = torch.exp(-2j * math.pi * freqs / ell).to(lam.dtype)
@@ -173,8 +178,7 @@ class DPLRKernel(nn.Module):
         g = (1 - omega)[None, :] / dt[:, None].to(lam.dtype)  # (H', F)
         # Numerators of the four Cauchy sums: C̃RB, C̃RP, PᴴRB, PᴴRP.
         numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])  # (4, H', M)
-        k_hat = dplr_generating_function(numer, lam, g, half)
-        return torch.fft.irfft(k_hat, n=ell)[..., :length]
+        return numer, lam, g, half
 
     # --- recurrent mode ---------------------------------------------------------------------------
     def _full_system(self, channels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -27,15 +25,7 @@ def kernel_inputs(channels: int, ell: int, dtype: torch.dtype, seed: int = 0, pe
     with torch.no_grad():
         for param in kernel.parameters():
             param.add_(perturb * torch.randn_like(param))
-    dt, lam, p, b, c = kernel._params(None)
-    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    dt, lam, p, b, c = dt.detach().to(dtype), *(t.detach().to(complex_dtype) for t in (lam, p, b, c))
-    freqs = torch.arange(ell // 2 + 1, dtype=torch.float64)
-    omega = torch.exp(-2j * math.pi * freqs / ell).to(complex_dtype)
-    s = (1 + omega) / 2
-    g = (1 - omega)[None, :] / dt[:, None].to(complex_dtype)
-    numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])
-    return numer, lam, g, s
+        return kernel.to(dtype).generating_inputs(ell)
 
 
 @pytest.mark.parametrize("perturb", [0.0, 0.3])
@@ -74,12 +64,7 @@ def test_kernel_gradients_match_autograd_through_the_textbook_form() -> None:
     weight = torch.randn(5, 80, dtype=torch.float64)
 
     def grads(form) -> list[torch.Tensor]:
-        dt, lam, p, b, c = kernel._params(None)
-        omega = torch.exp(-2j * math.pi * torch.arange(41, dtype=torch.float64) / 80)
-        s = (1 + omega) / 2
-        g = (1 - omega)[None, :] / dt[:, None].to(lam.dtype)
-        numer = torch.stack([c * b, c * p, p.conj() * b, p.conj() * p])
-        loss = (torch.fft.irfft(form(numer, lam, g, s), n=80) * weight).sum()
+        loss = (torch.fft.irfft(form(*kernel.generating_inputs(80)), n=80) * weight).sum()
         return list(torch.autograd.grad(loss, list(kernel.parameters())))
 
     for ours, theirs in zip(grads(dplr_generating_function), grads(textbook), strict=True):
