@@ -23,10 +23,7 @@ def result_row(measurement: Measurement) -> dict[str, Any]:
     w = measurement.workload
     times = measurement.times
     stats = summarize(times) if times else None
-    # Warm-up steps that started from a trimmed heap measure what a step holds at once (see worker.py);
-    # otherwise (CUDA, warm-up 0, no glibc) every step's peak counts.
-    released = measurement.info.get("memory_released") and measurement.warmup_peaks
-    peaks = measurement.warmup_peaks if released else measurement.peaks + measurement.warmup_peaks
+    peaks, source = _memory_figure(measurement)
     complete = measurement.status == OK and stats is not None
     return {
         "model": w.label,
@@ -45,13 +42,25 @@ def result_row(measurement: Measurement) -> dict[str, Any]:
         "clips_per_s": w.batch / stats["median"] if complete else None,
         "tokens_per_s": w.batch * w.tokens / stats["median"] if complete else None,
         "peak_memory_bytes": max(peaks) if complete and peaks else None,
-        "peak_memory_from": "warm-up steps (trimmed heap)" if released else "all steps",
+        "peak_memory_from": source,
         "timed_step_peak_bytes": max(measurement.peaks) if measurement.peaks else None,
+        "memory_run_peaks": list(measurement.memory_peaks),
         "params": measurement.info.get("params"),
         "memory_method": measurement.info.get("memory_method"),
         "baseline_bytes": measurement.info.get("baseline_bytes"),
         "threads": measurement.info.get("threads"),
     }
+
+
+def _memory_figure(measurement: Measurement) -> tuple[list[int], str]:
+    """The peaks the memory column comes from, and where they come from (see worker.py for why)."""
+    if measurement.memory_peaks:
+        mapped = measurement.memory_info.get("large_blocks_mapped")
+        return list(measurement.memory_peaks), "memory run" + (" (large blocks mapped)" if mapped else "")
+    # No memory run (older runners): warm-up steps that started from a trimmed heap, else every step's peak.
+    if measurement.info.get("memory_released") and measurement.warmup_peaks:
+        return list(measurement.warmup_peaks), "warm-up steps (trimmed heap)"
+    return measurement.peaks + measurement.warmup_peaks, "all steps"
 
 
 def ratio_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

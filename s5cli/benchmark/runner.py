@@ -2,7 +2,8 @@
 
 Why this shape: each model lives in its own process (honest peak memory); all models of a group are
 built and warmed up first, then step r runs the models in an order rotated by r, so a burst of load on a
-shared machine hits every model alike and the ratios stay fair. The parent never imports torch.
+shared machine hits every model alike and the ratios stay fair; last, a fresh process per model measures
+its peak memory alone (why a separate process: see worker.py). The parent never imports torch.
 A step that runs past the time budget, a worker whose memory passes the memory budget (watched from
 here, so a runaway step is stopped before it takes the machine down), a worker the OS kills, or a
 CUDA/CPU out-of-memory error all mark that model "over budget"; the other models go on.
@@ -43,6 +44,8 @@ class Measurement:
     peaks: list[int] = field(default_factory=list)  # bytes above the baseline, one per timed step
     warmup_times: list[float] = field(default_factory=list)
     warmup_peaks: list[int] = field(default_factory=list)
+    memory_peaks: list[int] = field(default_factory=list)  # steps of the separate memory run (the reported figure)
+    memory_info: dict[str, Any] = field(default_factory=dict)  # the memory run's "built" event (allocator settings)
     info: dict[str, Any] = field(default_factory=dict)  # params, baseline_bytes, memory_method, threads, ...
 
     def fail(self, status: str, reason: str) -> None:
@@ -200,10 +203,48 @@ def run_group(
         for worker in workers:
             worker.kill()
     for worker in workers:
+        if worker.alive:
+            _measure_memory(worker, time_budget, memory_budget, say)
+    for worker in workers:
         if not worker.alive:
             w = worker.measurement.workload
             say(f"{w.label} {w.mode} {w.frames}f: {worker.measurement.status} ({worker.measurement.reason})")
     return [worker.measurement for worker in workers]
+
+
+def memory_run_steps(mode: str) -> int:
+    """Steps of a memory run: inference peaks in its cold first step; training's second step also holds AdamW's state."""
+    return 2 if mode == "train" else 1
+
+
+def _measure_memory(timed: _Worker, time_budget: float | None, memory_budget: int | None, say: Progress) -> None:
+    """Peak memory of one model from a fresh process that only measures memory (why: see worker.py).
+
+    Run after every model's timed steps and one model at a time, so no other worker competes for memory.
+    """
+    measurement = timed.measurement
+    worker = _Worker(replace(measurement.workload, memory_budget=memory_budget, memory_run=True), memory_budget)
+    try:
+        built = worker.wait("built", BUILD_TIMEOUT_S)
+        if built is not None:
+            worker.baseline = int(built.get("baseline_bytes", 0)) if str(built.get("memory_method", "")).startswith("vm") else 0
+            measurement.memory_info = {k: v for k, v in built.items() if k not in ("event", "pid")}
+            for _ in range(memory_run_steps(measurement.workload.mode)):
+                worker.send("step")
+                event = worker.wait("step", time_budget)
+                if event is None:
+                    break
+                measurement.memory_peaks.append(int(event["peak_bytes"]))
+        if worker.alive:
+            worker.quit()
+    finally:
+        worker.kill()
+    if not worker.alive:  # over the memory budget in its memory run, or broken: that decides the row
+        measurement.fail(worker.measurement.status, f"memory run: {worker.measurement.reason}")
+        measurement.memory_peaks = []
+    elif measurement.memory_peaks:
+        say(f"memory run {measurement.workload.label} {measurement.workload.mode}: "
+            f"{format_bytes(max(measurement.memory_peaks))}")
 
 
 def _start(worker: _Worker, time_budget: float | None, say: Progress) -> None:

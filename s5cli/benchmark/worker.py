@@ -9,11 +9,23 @@ events followed by a `result` line with the summary.
 
 Memory is "above baseline": the baseline is taken after torch is imported and initialised, before the
 model and its input exist, so the peak counts weights, input, optimiser state and activations, as
-`torch.cuda.max_memory_allocated` does on a GPU. On CPU, glibc keeps freed blocks in the process (RSS
-does not fall on free), so a step's RSS peak can include memory that an earlier, larger allocation left
-behind. Before the baseline and before each warm-up step the worker calls `malloc_trim(0)`, which hands
-those free pages back: the warm-up peaks then count what the step itself holds at once, and they are the
-memory figure of the report. Timed steps run untouched (trimming costs page faults), so times are steady-state.
+`torch.cuda.max_memory_allocated` does on a GPU. On CPU the parent takes the memory figure from a second,
+separate process per model (`Workload.memory_run`), because during ordinary steps glibc's RSS also holds
+memory that is free:
+* glibc serves blocks below its dynamic mmap threshold (which climbs to 32 MiB) from the heap, where a
+  freed block stays resident until trimmed and is reused by whatever fits next, so a step's RSS peak
+  includes fragments of earlier allocations. Nor is that fair between models: S5's half-length
+  activations (a few MiB to 32 MiB) land in the heap and fragment it, while S4's full-length ones are
+  larger, get mmapped and are returned on free.
+* A memory run fixes the threshold at 1 MiB (`mallopt`) before anything is allocated: every large tensor
+  is mapped on allocation and unmapped on free, and the peak is what a step holds at once, for every
+  model alike. It has no warm-up, so its first step is cold like a user's first clip (inference kernel
+  generation counts); a training run takes a second step, which also holds the optimiser state.
+  (Setting the threshold in a process whose heap is already fragmented does not help: glibc reuses
+  free heap chunks before it considers mmap.)
+Timing processes keep glibc's defaults untouched (a fixed threshold changes how often pages fault, i.e.
+the times). Before the baseline and before each warm-up the worker calls `malloc_trim(0)`: where no
+memory run exists (older reports, or non-glibc systems) the trimmed warm-up peaks are the fallback figure.
 """
 
 from __future__ import annotations
@@ -74,14 +86,33 @@ class _Memory:
         return max(0, peak - self.baseline)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MEMORY_RUN_MMAP_THRESHOLD = 1 << 20  # memory runs: tensors from 1 MiB up are mapped and unmapped
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def release_free_memory() -> bool:
     """Return the C heap's free pages to the OS (glibc `malloc_trim(0)`); False where that is unavailable."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+        _libc().malloc_trim(0)
+    except AttributeError:  # no libc, or a libc without malloc_trim (not glibc)
         return False
     return True
+
+
+def map_large_blocks(nbytes: int = MEMORY_RUN_MMAP_THRESHOLD) -> bool:
+    """glibc: serve every block of at least `nbytes` by mmap, returned to the OS on free (glibc's dynamic
+    threshold is off from then on); False where unsupported."""
+    try:
+        return bool(_libc().mallopt(M_MMAP_THRESHOLD, nbytes))
+    except AttributeError:
+        return False
 
 
 def _emit(stream: IO[str], event: str, **fields: Any) -> None:
@@ -105,6 +136,8 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
         torch.set_num_threads(workload.threads)
     memory = _Memory(workload.device)
     budget = workload.memory_budget
+    # A memory run maps large blocks before anything large is allocated (see the module docstring).
+    mapped = workload.memory_run and not memory.cuda and workload.release_memory and map_large_blocks()
     try:
         _prime(workload)
         released = not memory.cuda and workload.release_memory and release_free_memory()
@@ -116,9 +149,10 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
         build_peak = memory.stop()
         _emit(out, "built", params=prepared.params, build_seconds=time.perf_counter() - started,
               build_peak_bytes=build_peak, baseline_bytes=memory.baseline, memory_method=memory.method,
-              memory_released=released,
+              memory_released=released, large_blocks_mapped=mapped, memory_run=workload.memory_run,
               threads=torch.get_num_threads(), pid=os.getpid())
-        for kind in itertools.chain(["warmup"] * workload.warmup, commands):
+        warmups = 0 if workload.memory_run else workload.warmup
+        for kind in itertools.chain(["warmup"] * warmups, commands):
             if kind == "quit":
                 break
             if kind not in ("warmup", "step"):

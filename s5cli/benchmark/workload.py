@@ -60,6 +60,8 @@ class Workload:
     memory_budget: int | None = None  # bytes above the baseline; the worker stops when a step exceeds it
     threads: int | None = None  # torch intra-op threads of the worker; None = torch's default (all cores)
     release_memory: bool = True  # CPU: hand the C heap's free pages back before the baseline and warm-up steps
+    # A process that only measures peak memory: glibc maps large blocks from the start, no warm-up (worker.py)
+    memory_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict of the fields."""

@@ -29,9 +29,33 @@ def test_worker_prints_json_events_and_a_result() -> None:
     assert [e["event"] for e in events] == ["built", "warmup", "step", "step", "done", "result"]
     assert events[0]["params"] > 0 and events[0]["memory_method"]
     assert events[0]["memory_released"] is True  # glibc malloc_trim before the baseline and warm-ups
+    assert events[0]["large_blocks_mapped"] is False  # a timing process keeps glibc's allocator defaults
     result = events[-1]
     assert result["workload"] == workload.to_json()
     assert result["seconds"]["min"] == min(e["seconds"] for e in events if e["event"] == "step")
+
+
+def test_a_memory_run_maps_large_blocks_and_starts_cold() -> None:
+    workload = _tiny("s5", memory_run=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "s5cli.benchmark.worker", "--workload", json.dumps(workload.to_json()),
+         "--repeat", "1"], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    events = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["built", "step", "done", "result"]  # no warm-up: the step is cold
+    assert events[0]["large_blocks_mapped"] is True and events[0]["memory_run"] is True
+
+
+def test_the_group_measures_memory_in_separate_runs_and_reports_them() -> None:
+    results = run_group([_tiny("s5"), _tiny("s4", "train")], repeat=2)
+    assert all(m.status == OK and len(m.times) == 2 for m in results)
+    infer, train = results
+    assert len(infer.memory_peaks) == 1 and len(train.memory_peaks) == 2  # training: a step with AdamW state
+    assert infer.memory_info["large_blocks_mapped"] is True
+    row = result_row(train)
+    assert row["peak_memory_bytes"] == max(train.memory_peaks) and row["memory_run_peaks"] == train.memory_peaks
+    assert row["peak_memory_from"] == "memory run (large blocks mapped)"
+    assert child_pids() == []
 
 
 def test_memory_budget_and_errors_do_not_stop_the_other_models() -> None:
@@ -116,11 +140,15 @@ def test_labels_and_heads() -> None:
     assert name == "s5" and config["selector"] == "random" and config["keep_ratio"] == 0.5
 
 
-def test_peak_memory_comes_from_trimmed_warmup_steps_when_released() -> None:
+def test_peak_memory_comes_from_the_memory_run_else_trimmed_warmups() -> None:
     m = _measurement("s5", 1.0, 100)
     m.warmup_peaks = [40]
-    assert result_row(m)["peak_memory_bytes"] == 100  # not released: every step counts
+    assert result_row(m)["peak_memory_bytes"] == 100  # no memory step, not released: every step counts
     m.info["memory_released"] = True
     row = result_row(m)
     assert row["peak_memory_bytes"] == 40 and row["timed_step_peak_bytes"] == 100
     assert "warm-up" in row["peak_memory_from"]
+    m.memory_peaks, m.memory_info = [70, 60], {"large_blocks_mapped": True}
+    row = result_row(m)
+    assert row["peak_memory_bytes"] == 70 and row["timed_step_peak_bytes"] == 100
+    assert row["peak_memory_from"] == "memory run (large blocks mapped)"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from s5cli.models import cauchy
 from s5cli.models.cauchy import _PairCauchyWoodbury, dplr_generating_function
@@ -71,11 +75,73 @@ def test_kernel_gradients_match_autograd_through_the_textbook_form() -> None:
         torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-10)
 
 
-def test_chunking_does_not_change_the_values(monkeypatch) -> None:
-    inputs = kernel_inputs(4, 100, torch.float64, perturb=0.3)
-    whole = dplr_generating_function(*inputs)
+@pytest.mark.parametrize("differentiable", [True, False])
+def test_chunking_does_not_change_the_values(monkeypatch, differentiable: bool) -> None:
+    numer, lam, g, s = kernel_inputs(4, 100, torch.float64, perturb=0.3)
+    numer.requires_grad_(differentiable)
+    whole = dplr_generating_function(numer, lam, g, s).detach()
+    # 5 frequencies per chunk on either path (training's chunk size, or inference's with its minimum width)
     monkeypatch.setattr(cauchy, "CHUNK_ELEMENTS", 4 * 8 * 5)
-    torch.testing.assert_close(dplr_generating_function(*inputs), whole, rtol=1e-12, atol=1e-14)
+    monkeypatch.setattr(cauchy, "INFERENCE_CHUNK_ELEMENTS", 4 * 8 * 2)
+    monkeypatch.setattr(cauchy, "MIN_CHUNK_FREQUENCIES", 5)
+    assert len(cauchy._chunks(g.shape[1], 4, 8, differentiable)) == 11
+    torch.testing.assert_close(dplr_generating_function(numer, lam, g, s).detach(), whole, rtol=1e-12, atol=1e-14)
+
+
+def test_inference_chunks_are_smaller_but_keep_a_minimum_width() -> None:
+    freqs = 6001
+    # Training: 2^20 elements per chunk, as before (the gradient sums accumulate in this order).
+    assert cauchy._chunks(freqs, 256, 32, True)[0] == slice(0, cauchy.CHUNK_ELEMENTS // (256 * 32))
+    # Inference: a quarter of that at 256 channels, but never fewer than 32 frequencies (1024 channels).
+    assert cauchy._chunks(freqs, 256, 32, False)[0] == slice(0, cauchy.INFERENCE_CHUNK_ELEMENTS // (256 * 32))
+    assert cauchy._chunks(freqs, 1024, 32, False)[0] == slice(0, cauchy.MIN_CHUNK_FREQUENCIES)
+    assert cauchy._chunks(10, 1024, 32, False) == [slice(0, 10)]
+
+
+class _PeakTensorBytes(TorchDispatchMode):
+    """Peak bytes of the tensors created under this mode that are alive at once (views count once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}  # storage address → [bytes, live tensors on it]
+        self.now = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.now -= entry[0]
+            del self.live[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                key = storage.data_ptr()
+                if key not in self.live:
+                    self.live[key] = [storage.nbytes(), 0]
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                self.live[key][1] += 1
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def test_one_chunk_of_working_memory_at_a_time_without_autograd() -> None:
+    """The inference kernel's transient memory is about one small chunk: no chunk outlives the next one's build.
+
+    At 256 channels x 32 modes x 1501 frequencies each R chunk is 2 MiB (8 MiB in training); before the
+    chunk loop freed its buffers two R chunks were alive at once.
+    """
+    with torch.no_grad():
+        numer, lam, g, s = DPLRKernel(256, 64, "legs", 1e-3, 1e-1, None).generating_inputs(3000)
+    chunk_bytes = cauchy.INFERENCE_CHUNK_ELEMENTS * 8
+    with torch.no_grad(), _PeakTensorBytes() as tracker:
+        out = dplr_generating_function(numer, lam, g, s)
+    # g's slices are seen as new here; g and the result are not working memory.
+    working = tracker.peak - 2 * out.numel() * out.element_size()
+    assert working < 1.5 * chunk_bytes, (working, chunk_bytes)  # 2 chunks alive: ~1.9x
 
 
 def test_autocast_does_not_lower_the_kernel_precision() -> None:
