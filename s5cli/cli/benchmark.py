@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,11 @@ def benchmark(
 ) -> None:
     """Measure speed and memory of S5 against S4 (ViS4mer) and a video transformer.
 
-    Each model runs in its own subprocess (honest peak memory); all are warmed up, then timed in
-    alternating order. Reports median step time with its spread, clips/s, tokens/s, peak memory above
-    the process baseline, and S5's ratios against every other model.
+    Each model runs in its own subprocess; all are warmed up, then timed in alternating order. Peak
+    memory comes from a second, fresh process per model afterwards (on CPU with glibc's mmap threshold
+    fixed at 1 MiB, so freed blocks leave RSS: see benchmarks/README.md). Reports median step time with
+    its spread, clips/s, tokens/s, peak memory above the process baseline, and S5's ratios against
+    every other model.
     """
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
     from s5cli.cli.console import stderr, stdout
@@ -145,7 +148,8 @@ def benchmark(
                          f"{first['frames']} frames: {first['reason']}")
 
 
-benchmark.__doc__ = (benchmark.__doc__ or "") + "\n\n" + _EPILOG
+# cleandoc first: the epilog is not indented, and a docstring whose lines differ in indentation keeps it.
+benchmark.__doc__ = inspect.cleandoc(benchmark.__doc__ or "") + "\n\n" + _EPILOG
 
 
 def _resolve_device(device: str) -> str:

@@ -51,7 +51,10 @@ def fft_size(n: int) -> int:
 # Without autograd, the FFT convolution runs over blocks of channels whose spectra take at most this many
 # bytes: the full-width spectra (input, product and inverse, each ~2x the activation) were the largest
 # transient buffers of an inference step; channel blocks give the same numbers with a fraction of the peak.
-INFERENCE_FFT_BLOCK_BYTES = 16 * 2**20
+# 2 MiB rather than 16: a block's spectrum then stays in cache between the rfft, the product and the
+# irfft; on this project's CPU (one thread) a 3000-token, 256-channel convolution took 9 ms instead of
+# 18 and a 5910-token, 1024-channel one 93 ms instead of 144 (2-16 MiB measured, 2 best or near it).
+INFERENCE_FFT_BLOCK_BYTES = 2 * 2**20
 
 
 def conv_fft_size(length: int, kernel_length: int) -> int:
@@ -73,12 +76,13 @@ def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kern
     n = conv_fft_size(length, k.shape[-1] if k is not None else kernel_length)
     if k_f is None:
         k_f = kernel_spectrum(k, length)
-    needs_graph = torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad)
-    channels = u.shape[-1]
-    block = max(1, INFERENCE_FFT_BLOCK_BYTES // max(1, u.shape[0] * (n // 2 + 1) * k_f.element_size()))
-    if needs_graph or block >= channels:
+    if torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad):
         u_f = torch.fft.rfft(u, n=n, dim=1)
         return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
+    # Without autograd, even a single block takes this path: the product in place, and a contiguous output
+    # (the slice above would be a strided view into an n-long buffer, copied again by the next op).
+    channels = u.shape[-1]
+    block = max(1, INFERENCE_FFT_BLOCK_BYTES // max(1, u.shape[0] * (n // 2 + 1) * k_f.element_size()))
     out = u.new_empty(u.shape)
     for start in range(0, channels, block):
         part = slice(start, start + block)

@@ -253,7 +253,9 @@ class S5Model(nn.Module):
         if not self.selects(t, s):
             return self.decoder(flat)
         chosen = self.select(tokens)
-        if chosen.weights is None:
+        # The straight-through weights are exactly 1.0 in the forward pass: without autograd multiplying
+        # by them changes no value, so the kept tokens are gathered alone.
+        if chosen.weights is None or not torch.is_grad_enabled():
             return self.decoder(flat.gather(1, chosen.indices[..., None].expand(-1, -1, d)))
         return self.decoder(gather_weighted(flat, chosen.indices, chosen.weights.to(flat.dtype)))
 

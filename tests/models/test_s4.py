@@ -137,6 +137,13 @@ def test_inference_convolution_in_channel_blocks_equals_the_full_width_one(monke
     with torch.no_grad():
         blocked = s4_module.causal_fft_conv(u, k)
     torch.testing.assert_close(blocked, full, rtol=1e-12, atol=1e-12)
+    # One block wide enough for every channel: same numbers, and a contiguous output rather than a view
+    # into the n-long inverse FFT (which the next op would copy again).
+    monkeypatch.setattr(s4_module, "INFERENCE_FFT_BLOCK_BYTES", 1 << 30)
+    with torch.no_grad():
+        single = s4_module.causal_fft_conv(u, k)
+    assert single.is_contiguous() and not full.is_contiguous()
+    torch.testing.assert_close(single, full, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(("kind", "init"), [("dplr", "legs"), ("s4d", "lin")])

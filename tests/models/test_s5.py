@@ -220,3 +220,16 @@ def test_mask_generator_recomputes_its_activations_in_training() -> None:
     for got, expected in zip(grads, torch.autograd.grad(plain.square().sum(), list(generator.parameters())),
                              strict=True):
         assert torch.equal(got, expected)
+
+
+def test_eval_without_autograd_skips_the_unit_weights_and_changes_nothing() -> None:
+    """At inference the kept tokens are gathered alone: the straight-through weights are exactly 1.0."""
+    from s5cli.models.selection import gather_weighted
+
+    model = _model().eval()
+    tokens = torch.randn(2, 4, 6, 16)
+    with torch.no_grad():
+        chosen = model.select(tokens)
+        assert torch.equal(chosen.weights, torch.ones_like(chosen.weights))
+        weighted = model.head(model.decoder(gather_weighted(tokens.reshape(2, 24, 16), chosen.indices, chosen.weights)))
+        assert torch.equal(model(tokens), weighted)
