@@ -45,6 +45,27 @@ def gumbel_topk(
     return TopKSelection(indices, (picked - picked.detach()) + 1.0)  # (p − p) + 1 is exactly 1.0
 
 
+def take_tokens(tokens: Tensor, indices: Tensor) -> Tensor:
+    """tokens[b, indices[b]] for tokens (B, L, D) and indices (B, K): `tokens.gather(1, …)` as whole-row copies.
+
+    One `index_select` over the flattened (B·L, D) rows copies each kept token as a block, where `gather`
+    with an expanded index reads an index per element: 0.3 instead of 1.4 ms for 1500 of 3000 256-d tokens
+    and 5 instead of 18 ms at the paper's size (one CPU thread). Same values (a copy).
+    """
+    b, length, d = tokens.shape
+    rows = (indices + torch.arange(b, device=indices.device)[:, None] * length).reshape(-1)
+    return tokens.reshape(b * length, d).index_select(0, rows).view(b, indices.shape[1], d)
+
+
+def _add_rows(grad: Tensor, like: Tensor, indices: Tensor) -> Tensor:
+    """Inverse of `take_tokens` for gradients: a zero (B, L, D) tensor with grad's rows added at the indices."""
+    b, length, d = like.shape
+    rows = (indices + torch.arange(b, device=indices.device)[:, None] * length).reshape(-1)
+    out = torch.zeros_like(like)
+    out.view(b * length, d).index_add_(0, rows, grad.reshape(-1, d))
+    return out
+
+
 def gather_weighted(tokens: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
     """tokens[b, indices[b]] · weights[b, :, None] for tokens (B, L, D), indices and weights (B, K).
 
@@ -59,17 +80,17 @@ def gather_weighted(tokens: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
 class _GatherWeighted(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tokens: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
-        index = indices[..., None].expand(-1, -1, tokens.shape[-1])
         ctx.save_for_backward(tokens, indices, weights)
-        return tokens.gather(1, index) * weights[..., None]
+        return take_tokens(tokens, indices) * weights[..., None]
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
         tokens, indices, weights = ctx.saved_tensors
-        index = indices[..., None].expand(-1, -1, tokens.shape[-1])
         grad_tokens = grad_weights = None
         if ctx.needs_input_grad[2]:  # the op order of autograd's mul backward: (grad · kept) summed over D
-            grad_weights = (grad_out * tokens.gather(1, index)).sum(-1)
+            grad_weights = (grad_out * take_tokens(tokens, indices)).sum(-1)
         if ctx.needs_input_grad[0]:
-            grad_tokens = torch.zeros_like(tokens).scatter_add_(1, index, grad_out * weights[..., None])
+            # Kept indices are distinct within a row, so every destination gets one addend onto zero: the
+            # same numbers as gather's backward (scatter_add).
+            grad_tokens = _add_rows(grad_out * weights[..., None], tokens, indices)
         return grad_tokens, None, grad_weights
