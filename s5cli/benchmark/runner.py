@@ -227,7 +227,7 @@ def _measure_memory(timed: _Worker, time_budget: float | None, memory_budget: in
     try:
         built = worker.wait("built", BUILD_TIMEOUT_S)
         if built is not None:
-            worker.baseline = int(built.get("baseline_bytes", 0)) if str(built.get("memory_method", "")).startswith("vm") else 0
+            worker.baseline = _watchable_baseline(built)
             measurement.memory_info = {k: v for k, v in built.items() if k not in ("event", "pid")}
             for _ in range(memory_run_steps(measurement.workload.mode)):
                 worker.send("step")
@@ -247,6 +247,11 @@ def _measure_memory(timed: _Worker, time_budget: float | None, memory_budget: in
             f"{format_bytes(max(measurement.memory_peaks))}")
 
 
+def _watchable_baseline(built: dict[str, Any]) -> int:
+    """The worker's RSS baseline when the parent can watch its RSS against the memory budget (Linux), else 0."""
+    return int(built.get("baseline_bytes", 0)) if str(built.get("memory_method", "")).startswith("vm") else 0
+
+
 def _start(worker: _Worker, time_budget: float | None, say: Progress) -> None:
     w = worker.measurement.workload
     name = f"{w.label} {w.mode} {w.frames}x{w.tokens_per_frame}x{w.dim} batch {w.batch}"
@@ -255,7 +260,7 @@ def _start(worker: _Worker, time_budget: float | None, say: Progress) -> None:
     if built is None:
         return
     worker.measurement.info = {k: v for k, v in built.items() if k not in ("event", "pid")}
-    worker.baseline = int(built.get("baseline_bytes", 0)) if built.get("memory_method", "").startswith("vm") else 0
+    worker.baseline = _watchable_baseline(built)
     for _ in range(w.warmup):
         event = worker.wait("warmup", time_budget)
         if event is None:

@@ -53,16 +53,19 @@ def take_tokens(tokens: Tensor, indices: Tensor) -> Tensor:
     and 5 instead of 18 ms at the paper's size (one CPU thread). Same values (a copy).
     """
     b, length, d = tokens.shape
-    rows = (indices + torch.arange(b, device=indices.device)[:, None] * length).reshape(-1)
-    return tokens.reshape(b * length, d).index_select(0, rows).view(b, indices.shape[1], d)
+    return tokens.reshape(b * length, d).index_select(0, _flat_rows(indices, length)).view(b, indices.shape[1], d)
+
+
+def _flat_rows(indices: Tensor, length: int) -> Tensor:
+    """(B, K) per-video token indices → (B·K,) row numbers of the tokens flattened to (B·L, D)."""
+    return (indices + torch.arange(indices.shape[0], device=indices.device)[:, None] * length).reshape(-1)
 
 
 def _add_rows(grad: Tensor, like: Tensor, indices: Tensor) -> Tensor:
     """Inverse of `take_tokens` for gradients: a zero (B, L, D) tensor with grad's rows added at the indices."""
     b, length, d = like.shape
-    rows = (indices + torch.arange(b, device=indices.device)[:, None] * length).reshape(-1)
     out = torch.zeros_like(like)
-    out.view(b * length, d).index_add_(0, rows, grad.reshape(-1, d))
+    out.view(b * length, d).index_add_(0, _flat_rows(indices, length), grad.reshape(-1, d))
     return out
 
 
