@@ -94,6 +94,9 @@ class MomentumGuide(nn.Module):
         self.encoder = copy.deepcopy(decoder.encoder)
         self.norm = copy.deepcopy(block.norm)
         self.s4 = copy.deepcopy(block.s4)
+        # The guide reads the SSM response (`S4Layer.ssm`), never the layer's output projection: keeping a
+        # copy of it cost d_model² weights (4 MiB at the paper's width) and EMA work for nothing.
+        self.s4.out_linear = nn.Identity()
         width = decoder.config.d_model
         picked = torch.linspace(0, width - 1, min(channels, width)).round().long().unique()
         self.register_buffer("channels", picked, persistent=False)
@@ -272,5 +275,6 @@ class S5Model(nn.Module):
         m = self.config.momentum
         guide_parts = [self.guide.encoder, self.guide.norm, self.guide.s4]
         for target, source in zip(guide_parts, self.guide.sources(self.decoder), strict=True):
-            for p_target, p_source in zip(target.parameters(), source.parameters(), strict=True):
-                p_target.mul_(m).add_(p_source.detach(), alpha=1 - m)
+            source_params = dict(source.named_parameters())  # by name: the guide's S4 has no output projection
+            for name, p_target in target.named_parameters():
+                p_target.mul_(m).add_(source_params[name].detach(), alpha=1 - m)

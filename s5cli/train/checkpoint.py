@@ -216,8 +216,14 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(checkpoint_dir(path) / MODEL_FILE))
 
 
+# Weights that earlier builds saved and this one no longer has: S5's guide kept an unused copy of its S4
+# layer's output projection until 2026-11-29 (0.1.0, unreleased). Checkpoints with them load without them.
+RETIRED_KEY_PARTS = ("guide.s4.out_linear.",)
+
+
 def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool = True) -> None:
     """Load weights, naming mismatched keys and shapes (another architecture) in one line."""
+    state = {k: v for k, v in state.items() if not any(part in k for part in RETIRED_KEY_PARTS)}
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

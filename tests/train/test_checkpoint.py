@@ -52,6 +52,19 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
     assert meta["format"] == ckpt.FORMAT and meta["model_name"] == "s5"
 
 
+def test_checkpoints_with_the_guides_retired_output_projection_still_load() -> None:
+    """Earlier builds saved an unused copy of the guide's S4 output projection; those keys are dropped on load."""
+    model, _ = _trained_pair()
+    assert not any("guide.s4.out_linear" in key for key in model.state_dict())
+    old = dict(model.state_dict())
+    old["guide.s4.out_linear.weight"] = torch.zeros(16, 16)
+    old["guide.s4.out_linear.bias"] = torch.zeros(16)
+    clone = build_model("s5", SMALL, 3)
+    ckpt.load_into(clone, old, "old checkpoint")  # strict: any other unexpected key would be refused
+    for name, value in model.state_dict().items():
+        assert torch.equal(clone.state_dict()[name], value), name
+
+
 def test_files_are_safetensors_not_pickle(tmp_path) -> None:
     model, opt = _trained_pair()
     path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState())
