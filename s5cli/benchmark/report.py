@@ -57,7 +57,8 @@ def _memory_figure(measurement: Measurement) -> tuple[list[int], str]:
     if measurement.memory_peaks:
         mapped = measurement.memory_info.get("large_blocks_mapped")
         return list(measurement.memory_peaks), "memory run" + (" (large blocks mapped)" if mapped else "")
-    # No memory run (older runners): warm-up steps that started from a trimmed heap, else every step's peak.
+    # No memory run (a Measurement built by hand; run_group always takes one or fails the row): warm-up
+    # steps that started from a trimmed heap, else every step's peak.
     if measurement.info.get("memory_released") and measurement.warmup_peaks:
         return list(measurement.warmup_peaks), "warm-up steps (trimmed heap)"
     return measurement.peaks + measurement.warmup_peaks, "all steps"

@@ -24,8 +24,9 @@ memory that is free:
   (Setting the threshold in a process whose heap is already fragmented does not help: glibc reuses
   free heap chunks before it considers mmap.)
 Timing processes keep glibc's defaults untouched (a fixed threshold changes how often pages fault, i.e.
-the times). Before the baseline and before each warm-up the worker calls `malloc_trim(0)`: where no
-memory run exists (older reports, or non-glibc systems) the trimmed warm-up peaks are the fallback figure.
+the times). Before the baseline and before each warm-up the worker calls `malloc_trim(0)`, so the RSS
+the parent watches against the memory budget holds less of what earlier steps freed. Without glibc a
+memory run still runs (cold, nothing mapped) and says so in its "built" event.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
 from s5cli.models.s4_kernels import sync_kernel_lengths
+from s5cli.models.selection import take_tokens
 
 
 @dataclass
@@ -73,7 +74,7 @@ def random_token_mask(tokens: Tensor, mask_ratio: float, generator: torch.Genera
         return tokens
     noise = torch.rand(b, t, s, generator=generator, device=tokens.device)
     idx = noise.topk(keep, dim=-1).indices.sort(dim=-1).values
-    return tokens.gather(2, idx[..., None].expand(-1, -1, -1, d))
+    return take_tokens(tokens.reshape(b * t, s, d), idx.reshape(b * t, keep)).view(b, t, keep, d)
 
 
 def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = None) -> Tensor:
@@ -83,7 +84,7 @@ def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = 
         return tokens
     start = torch.randint(0, t - frames + 1, (b,), generator=generator, device="cpu").to(tokens.device)
     idx = start[:, None] + torch.arange(frames, device=tokens.device)
-    return tokens.gather(1, idx[:, :, None, None].expand(-1, -1, *tokens.shape[2:]))
+    return take_tokens(tokens.reshape(b, t, -1), idx).view(b, frames, *tokens.shape[2:])
 
 
 class Projector(nn.Module):

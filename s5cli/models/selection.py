@@ -75,7 +75,7 @@ def gather_weighted(tokens: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
     Same values and gradients as `tokens.gather(...) * weights[..., None]`, but the gathered (B, K, D) copy is
     not kept for the backward pass: autograd would store it to differentiate the weights, while the tokens
     it came from are alive anyway (the caller's input). At the paper's size that copy is 24 MB of S5's
-    training peak; regathering it costs one gather.
+    training peak; taking the rows again in backward costs one `take_tokens`.
     """
     return _GatherWeighted.apply(tokens, indices, weights)
 
