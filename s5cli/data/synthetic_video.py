@@ -5,8 +5,8 @@ sparse *events*: a saturated coloured glyph filling one grid cell for a few cons
 overlap in time, so the first and the last are well defined; the label is `first_type * E + last_type`.
 Labels are balanced within a split, and everything is a pure function of the knobs (same seed, same videos).
 
-Videos are encoded with PyAV (libx264, yuv420p, near-lossless CRF; mpeg4 when a PyAV build lacks libx264):
-PyAV is already a dependency of the package (its wheels bundle FFmpeg and libx264), so no ffmpeg binary is
+Videos are encoded with PyAV (libx264, yuv420p, near-lossless CRF, byte-identical from one process to the next;
+mpeg4 when a PyAV build lacks libx264): PyAV is already a dependency of the package (its wheels bundle FFmpeg and libx264), so no ffmpeg binary is
 needed, and frames go from numpy straight to the encoder without temporary image files. H.264 in mp4 is what
 decord (the decode path of real datasets) reads best. Colours are chosen to survive 4:2:0 chroma subsampling:
 one grid cell is 16 px, i.e. an 8x8 chroma block, and glyphs fill most of it.
@@ -39,7 +39,9 @@ PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("purple", (125, 30, 235)),
 )
 SHAPES = ("square", "disc", "diamond", "cross")
-FORMAT = "s5cli-synthetic/1"
+# Version 2: libx264 without macroblock-tree rate control, whose output varied between processes (see
+# `write_mp4`). The version is part of the cache key, so videos written by version 1 are never reused.
+FORMAT = "s5cli-synthetic/2"
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,9 @@ class SyntheticSpec:
         return values
 
     def key(self) -> str:
-        """Short stable hash of every knob (names the default cache folder)."""
-        text = json.dumps(self.knobs(), sort_keys=True)
+        """Short stable hash of every knob and of the file format (names the default cache folder and is
+        part of every video id, so a format change never reuses old videos or their cached tokens)."""
+        text = json.dumps({"format": FORMAT, **self.knobs()}, sort_keys=True)
         return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -295,7 +298,11 @@ def write_mp4(video: np.ndarray, path: Path, fps: float) -> None:
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
             # Near-lossless, one thread: frames are tiny, so per-video threading only adds overhead.
-            stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
+            # mbtree=0: with macroblock-tree rate control the same frames encoded to different bitstreams
+            # in different processes once torch was imported (a third of the videos differed, up to 14
+            # grey levels), so the bundled task was not the same data from one clone to the next. Without
+            # it the encode is a pure function of the frames; files are ~25 % larger (~11 KB a video).
+            stream.options = {"crf": "16", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
         else:
             stream.bit_rate = 2_000_000
         for frame in video:
@@ -329,6 +336,11 @@ def _check_root(spec: SyntheticSpec, root: Path) -> None:
             found = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             found = None
+        if isinstance(found, dict) and found.get("format") != FORMAT and found.get("format"):
+            raise UserError(
+                f"{root} holds synthetic videos of an older format ({found.get('format')}, now {FORMAT}): "
+                "delete the folder or use another data.root, and the videos are generated again"
+            )
         if found != wanted:
             raise UserError(
                 f"{root} holds synthetic videos made with other settings ({marker}): "
