@@ -16,6 +16,7 @@ import typer.core
 from s5cli import __version__
 from s5cli.cli import benchmark, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
 from s5cli.cli.console import print_error
+from s5cli.cli.help_text import command_help
 from s5cli.errors import RunFailure, UserError
 
 
@@ -43,13 +44,16 @@ def _debug_requested(ctx: click.Context) -> bool:
 app = typer.Typer(
     name="s5",
     cls=_ErrorReportingGroup,
-    help=(
-        "Selective structured state-spaces (S5) for long-form video.\n\n"
-        "Typical session:\n\n"
-        "  s5 finetune recipes/synthetic.yaml          train on the bundled synthetic task\n\n"
-        "  s5 eval --checkpoint runs/synthetic         test-split metrics of the best checkpoint\n\n"
-        "  s5 visualize-mask movie.mp4 --out mask.gif  show which tokens S5 keeps\n\n"
-        "  s5 benchmark --frames 60 --compare vit      speed and memory against baselines"
+    help=command_help(
+        """Selective structured state-spaces (S5) for long-form video.
+
+        Typical session:
+
+          s5 finetune recipes/synthetic.yaml          # train on the bundled task
+          s5 eval --checkpoint runs/synthetic         # test-split metrics
+          s5 visualize-mask movie.mp4 --out mask.gif  # which tokens S5 keeps
+          s5 benchmark --frames 60 --compare vit      # speed and memory
+        """
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -77,13 +81,16 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
-app.command("pretrain", no_args_is_help=True)(pretrain.pretrain)
-app.command("finetune", no_args_is_help=True)(finetune.finetune)
-app.command("eval")(evaluate.evaluate)
-app.command("extract", no_args_is_help=True)(extract.extract)
-app.command("visualize-mask", no_args_is_help=True)(visualize_mask.visualize_mask)
-app.command("benchmark")(benchmark.benchmark)
-app.command("push", no_args_is_help=True)(push.push)
+for _name, _function, _needs_args in (
+    ("pretrain", pretrain.pretrain, True),
+    ("finetune", finetune.finetune, True),
+    ("eval", evaluate.evaluate, False),
+    ("extract", extract.extract, True),
+    ("visualize-mask", visualize_mask.visualize_mask, True),
+    ("benchmark", benchmark.benchmark, False),
+    ("push", push.push, True),
+):
+    app.command(_name, help=command_help(_function.__doc__), no_args_is_help=_needs_args)(_function)
 app.add_typer(recipes.app, name="recipes")
 
 

@@ -16,10 +16,10 @@ SWEEP_TIME_BUDGET_S = 60.0
 
 _EPILOG = (
     "Examples:\n\n"
-    "  s5 benchmark --frames 60 --compare vit                      S5 vs the video transformer\n\n"
-    "  s5 benchmark --tokens-per-frame 197 --dim 1024 --batch 1    the paper's LVU size\n\n"
-    "  s5 benchmark --sweep 15,30,60,120,240,480 --plot sweep.png  how cost grows with length\n\n"
-    "  s5 benchmark --stage kernel                                 the S4 kernel + FFT conv alone"
+    "  s5 benchmark --frames 60 --compare vit          # S5 vs the transformer\n\n"
+    "  s5 benchmark --tokens-per-frame 197 --dim 1024  # the paper's LVU size\n\n"
+    "  s5 benchmark --sweep 15,30,60,120,240,480 --plot sweep.png\n\n"
+    "  s5 benchmark --stage kernel                     # S4 kernel + FFT alone"
 )
 
 

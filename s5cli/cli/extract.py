@@ -53,9 +53,9 @@ def extract(
 
     Examples:
 
-      s5 extract recipes/lvu/relationship.yaml data.root=~/lvu/videos --split train,val
+      s5 extract recipes/lvu/relationship.yaml data.root=~/lvu --split train,val
 
-      s5 extract recipe.yaml --shard 1/4          one of four machines
+      s5 extract recipe.yaml --shard 1/4     # one of four machines
 
       torchrun --nproc-per-node 2 -m s5cli extract recipe.yaml
     """

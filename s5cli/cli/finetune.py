@@ -18,8 +18,10 @@ def finetune(
 ) -> None:
     """Train a video model on labelled data (bundled default: recipes/synthetic.yaml).
 
-    Start from an LSMCL checkpoint with train.init=PATH_OR_HUB_ID. Under torchrun the same command runs
-    DDP: torchrun --nproc-per-node 2 -m s5cli finetune recipes/synthetic.yaml
+    Start from an LSMCL checkpoint with train.init=PATH_OR_HUB_ID. Under torchrun the same command trains
+    with DDP:
+
+      torchrun --nproc-per-node 2 -m s5cli finetune recipes/synthetic.yaml
     """
     from s5cli.cli.training import run_training
 

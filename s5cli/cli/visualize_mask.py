@@ -40,9 +40,11 @@ def visualize_mask(
 
       s5 visualize-mask movie.mp4 --out mask.gif
 
-      s5 visualize-mask movie.mp4 --out grid.png --checkpoint runs/synthetic/best --style both --json sel.json
+      s5 visualize-mask movie.mp4 --out grid.png --checkpoint runs/synthetic
 
-      s5 visualize-mask movie.mp4 --out smoke.gif --random-init --frames 16 --size 96
+      s5 visualize-mask movie.mp4 --out both.gif --style both --json sel.json
+
+      s5 visualize-mask movie.mp4 --out smoke.gif --random-init --frames 16
     """
     from s5cli.cli.console import stdout
     from s5cli.errors import UserError

@@ -1,0 +1,47 @@
+"""Command help that reads well at any terminal width.
+
+Docstrings are wrapped at the source's line length (~110 columns), and Typer's rich help keeps their single
+line breaks, so on an 80-column terminal every source line broke twice: once where the terminal ran out and
+again where the source did. `command_help` joins each prose paragraph into one line, which the terminal then
+wraps where it needs to, and keeps example lines (indented in the docstring) as written, in colour.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from rich.markup import escape
+
+# An example line: indentation, the command, and an optional trailing `# comment` with its alignment.
+_EXAMPLE = re.compile(r"^(?P<indent>\s*)(?P<command>.*?)(?P<comment>\s+#\s.*)?$")
+
+
+def command_help(doc: str | None) -> str:
+    """A command's docstring as help text: one line per prose paragraph, one paragraph per example line.
+
+    Example lines become paragraphs of their own (blank line between them) so that no Typer version joins
+    them into one, whatever it does with single line breaks. They are wrapped in Rich markup, which also
+    keeps their indentation: Typer dedents the text after the summary with `inspect.cleandoc`, which would
+    otherwise strip the indentation off a help whose every later line is an example.
+    """
+    paragraphs: list[str] = []
+    for block in inspect.cleandoc(doc or "").split("\n\n"):
+        lines = [line for line in block.splitlines() if line.strip()]
+        if not lines:
+            continue
+        if all(line[:1].isspace() for line in lines):
+            paragraphs.extend(_example(line.rstrip()) for line in lines)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def _example(line: str) -> str:
+    """One example line as Rich markup: the command in cyan, a trailing `# comment` dimmed."""
+    parts = _EXAMPLE.match(line)
+    assert parts is not None  # the pattern matches every string
+    text = f"[cyan]{parts['indent']}{escape(parts['command'])}[/cyan]"
+    if parts["comment"]:
+        text += f"[dim]{escape(parts['comment'])}[/dim]"
+    return text

@@ -1,0 +1,71 @@
+"""Command help reads well on an 80-column terminal: prose is wrapped by the terminal, examples stay whole."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from s5cli.cli import benchmark, evaluate, extract, finetune, pretrain, push, visualize_mask
+from s5cli.cli.app import app
+from s5cli.cli.help_text import command_help
+
+WIDTH = 80
+COMMANDS = {
+    "pretrain": pretrain.pretrain,
+    "finetune": finetune.finetune,
+    "eval": evaluate.evaluate,
+    "extract": extract.extract,
+    "visualize-mask": visualize_mask.visualize_mask,
+    "benchmark": benchmark.benchmark,
+    "push": push.push,
+}
+
+
+def test_prose_lines_are_joined_and_examples_kept() -> None:
+    doc = """Summary line.
+
+    A paragraph wrapped
+    at the source's width.
+
+      s5 run [x] --fast    # a comment
+    """
+    assert command_help(doc) == (
+        "Summary line.\n\nA paragraph wrapped at the source's width.\n\n"
+        "[cyan]  s5 run \\[x] --fast[/cyan][dim]    # a comment[/dim]"
+    )
+
+
+def _description(output: str) -> list[str]:
+    """The rendered lines between the usage line and the first panel, without rich's one-space margin."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Usage:")) + 1
+    end = next(i for i, line in enumerate(lines) if line.lstrip().startswith("╭"))
+    return [line[1:].rstrip() for line in lines[start:end]]
+
+
+@pytest.mark.parametrize("name", [None, *COMMANDS])
+def test_help_at_80_columns_breaks_lines_only_where_the_terminal_is_full(name: str | None) -> None:
+    args = ["--help"] if name is None else [name, "--help"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": str(WIDTH), "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    lines = _description(result.output)
+    for line, following in itertools.pairwise(lines):
+        if line and following and not line.startswith(" ") and not following.startswith(" "):
+            # Inside a prose paragraph a line ends only because the next word did not fit.
+            assert len(line) + 1 + len(following.split()[0]) > WIDTH - 4, f"early line break: {line!r}"
+    doc = command_help(app.info.help if name is None else COMMANDS[name].__doc__)
+    for example in re.findall(r"\[cyan\]\s*(.*?)\[/cyan\]", doc):
+        command = example.replace("\\[", "[")
+        assert any(line.strip().startswith(command) for line in lines), f"example wrapped: {command!r}"
+        assert len(command) < WIDTH - 4, f"example too wide for {WIDTH} columns: {command!r}"
+
+
+def test_every_registered_command_uses_its_reflowed_docstring() -> None:
+    import typer
+
+    group = typer.main.get_command(app)
+    for name, function in COMMANDS.items():
+        assert group.commands[name].help == command_help(function.__doc__)
