@@ -77,7 +77,7 @@ def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kern
     if k_f is None:
         k_f = kernel_spectrum(k, length)
     if torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad):
-        u_f = torch.fft.rfft(u, n=n, dim=1)
+        u_f = padded_rfft(u, n, dim=1)
         return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
     # Without autograd, even a single block takes this path: the product in place, and a contiguous output
     # (the slice above would be a strided view into an n-long buffer, copied again by the next op).
@@ -94,7 +94,42 @@ def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kern
 
 def kernel_spectrum(k: Tensor, length: int) -> Tensor:
     """rfft of a (H, K ≤ L) kernel at the FFT size `causal_fft_conv` uses for inputs of `length`: (F, H)."""
-    return torch.fft.rfft(k, n=conv_fft_size(length, k.shape[-1]), dim=-1).transpose(0, 1)
+    n = conv_fft_size(length, k.shape[-1])
+    spectrum = padded_rfft(k, n, dim=-1) if torch.is_grad_enabled() and k.requires_grad else torch.fft.rfft(k, n=n, dim=-1)
+    return spectrum.transpose(0, 1)
+
+
+def padded_rfft(x: Tensor, n: int, dim: int) -> Tensor:
+    """`torch.fft.rfft(x, n=n, dim=dim)` (zero-padded to n ≥ x.shape[dim]) that keeps nothing for backward.
+
+    Why: autograd's rfft saves its zero-padded input although its gradient needs only that input's shape.
+    In an S4 layer's training step that is two tensors of ~2x an activation each (the padded input and the
+    padded kernel, n ≈ 2L), alive from the forward pass until backward reaches the layer: about a fifth of
+    S4's training peak at the paper size. The backward below does what autograd's does (the missing half
+    of the spectrum as zeros, an unnormalised inverse complex FFT, its real part, the padding cut off), op
+    for op, so gradients are the same bit for bit.
+    """
+    return _PaddedRfft.apply(x, n, dim)
+
+
+class _PaddedRfft(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, n: int, dim: int) -> Tensor:
+        ctx.n, ctx.dim, ctx.length = n, dim % x.dim(), x.shape[dim]
+        return torch.fft.rfft(x, n=n, dim=dim)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        shape = list(grad.shape)
+        shape[ctx.dim] = ctx.n
+        full = grad.new_zeros(shape)
+        full.narrow(ctx.dim, 0, grad.shape[ctx.dim]).copy_(grad)
+        # normalization 0 ("none") with forward=False: the inverse of rfft's default norm="backward".
+        real = torch.ops.aten._fft_c2c(full, [ctx.dim], 0, False).real
+        if ctx.length == ctx.n:
+            return real, None, None
+        # Cutting the padding off gives a new contiguous tensor, as autograd's constant_pad_nd backward does.
+        return real.narrow(ctx.dim, 0, ctx.length).contiguous(), None, None
 
 
 class TiedDropout(nn.Module):
