@@ -133,7 +133,8 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
     """Time kernel generation, FFT convolution and the whole `ssm` for DPLR and S4D; rates vs machine limits."""
     import torch
 
-    from s5cli.models.s4 import S4Config, S4Layer, causal_fft_conv, conv_fft_size
+    from s5cli.models.fft_conv import causal_fft_conv, conv_fft_size
+    from s5cli.models.s4 import S4Config, S4Layer
     from s5cli.seeding import seed_everything
 
     seed_everything(seed, deterministic=False)

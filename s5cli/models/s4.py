@@ -3,7 +3,8 @@
 `S4Layer.forward` = out_linear(dropout(gelu(ssm(x)))) on (B, L, H) sequences, as in ViS4mer's S4 v1
 (postact None, so no GLU). `ssm` is the depthwise SSM convolution plus the D skip alone, and can run on a
 subset of channels — S5's momentum guide uses that to stay cheaper than the model it guides.
-Training uses FFT convolution; `step_state`/`step` run the same SSM as a recurrence for streaming.
+The convolution itself is `s5cli.models.fft_conv`; `step_state`/`step` run the same SSM as a recurrence
+for streaming.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s5cli.models.fft_conv import causal_fft_conv, kernel_spectrum
 from s5cli.models.s4_kernels import build_kernel
 
 
@@ -30,106 +32,6 @@ class S4Config:
     bidirectional: bool = False
     dropout: float = 0.0
     ssm_lr: float | None = 1e-3  # lr of A, B, Δt (never weight-decayed); None = the main lr
-
-
-def fft_size(n: int) -> int:
-    """Smallest 2^a·3^b·5^c ≥ n: pocketfft/cuFFT are fastest on such sizes, and it pads far less than 2^k."""
-    best = 1 << (n - 1).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            size = p35
-            while size < n:
-                size *= 2
-            best = min(best, size)
-            p35 *= 3
-        p5 *= 5
-    return best
-
-
-# Without autograd, the FFT convolution runs over blocks of channels whose spectra take at most this many
-# bytes: the full-width spectra (input, product and inverse, each ~2x the activation) were the largest
-# transient buffers of an inference step; channel blocks give the same numbers with a fraction of the peak.
-# 2 MiB rather than 16: a block's spectrum then stays in cache between the rfft, the product and the
-# irfft; on this project's CPU (one thread) a 3000-token, 256-channel convolution took 9 ms instead of
-# 18 and a 5910-token, 1024-channel one 93 ms instead of 144 (2-16 MiB measured, 2 best or near it).
-INFERENCE_FFT_BLOCK_BYTES = 2 * 2**20
-
-
-def conv_fft_size(length: int, kernel_length: int) -> int:
-    """FFT size for a causal convolution of `length` inputs with `kernel_length` taps: ≥ L + K − 1, so nothing wraps.
-
-    Why not 2L: S5's guide truncates its kernel to the decoder's kept length (K = L/2), and padding to
-    what the linear convolution needs saves a quarter of the guide's FFT work.
-    """
-    return fft_size(length + kernel_length - 1)
-
-
-def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kernel_length: int | None = None) -> Tensor:
-    """y_t = Σ_{j≤t} k_j u_{t−j} for u (B, L, H), k (H, K ≤ L); zero-padded to ≥ L + K − 1 so nothing wraps around.
-
-    `k_f` is `kernel_spectrum(k, L)` when the caller already has it (a reused inference kernel); k may
-    then be None and `kernel_length` must give K.
-    """
-    length = u.shape[1]
-    n = conv_fft_size(length, k.shape[-1] if k is not None else kernel_length)
-    if k_f is None:
-        k_f = kernel_spectrum(k, length)
-    if torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad):
-        u_f = padded_rfft(u, n, dim=1)
-        return torch.fft.irfft(u_f * k_f, n=n, dim=1)[:, :length]
-    # Without autograd, even a single block takes this path: the product in place, and a contiguous output
-    # (the slice above would be a strided view into an n-long buffer, copied again by the next op).
-    channels = u.shape[-1]
-    block = max(1, INFERENCE_FFT_BLOCK_BYTES // max(1, u.shape[0] * (n // 2 + 1) * k_f.element_size()))
-    out = u.new_empty(u.shape)
-    for start in range(0, channels, block):
-        part = slice(start, start + block)
-        u_f = torch.fft.rfft(u[..., part], n=n, dim=1)
-        u_f.mul_(k_f[:, part])
-        out[..., part] = torch.fft.irfft(u_f, n=n, dim=1)[:, :length]
-    return out
-
-
-def kernel_spectrum(k: Tensor, length: int) -> Tensor:
-    """rfft of a (H, K ≤ L) kernel at the FFT size `causal_fft_conv` uses for inputs of `length`: (F, H)."""
-    n = conv_fft_size(length, k.shape[-1])
-    spectrum = padded_rfft(k, n, dim=-1) if torch.is_grad_enabled() and k.requires_grad else torch.fft.rfft(k, n=n, dim=-1)
-    return spectrum.transpose(0, 1)
-
-
-def padded_rfft(x: Tensor, n: int, dim: int) -> Tensor:
-    """`torch.fft.rfft(x, n=n, dim=dim)` (zero-padded to n ≥ x.shape[dim]) that keeps nothing for backward.
-
-    Why: autograd's rfft saves its zero-padded input although its gradient needs only that input's shape.
-    In an S4 layer's training step that is two tensors of ~2x an activation each (the padded input and the
-    padded kernel, n ≈ 2L), alive from the forward pass until backward reaches the layer: about a fifth of
-    S4's training peak at the paper size. The backward below does what autograd's does (the missing half
-    of the spectrum as zeros, an unnormalised inverse complex FFT, its real part, the padding cut off), op
-    for op, so gradients are the same bit for bit.
-    """
-    return _PaddedRfft.apply(x, n, dim)
-
-
-class _PaddedRfft(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, n: int, dim: int) -> Tensor:
-        ctx.n, ctx.dim, ctx.length = n, dim % x.dim(), x.shape[dim]
-        return torch.fft.rfft(x, n=n, dim=dim)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        shape = list(grad.shape)
-        shape[ctx.dim] = ctx.n
-        full = grad.new_zeros(shape)
-        full.narrow(ctx.dim, 0, grad.shape[ctx.dim]).copy_(grad)
-        # normalization 0 ("none") with forward=False: the inverse of rfft's default norm="backward".
-        real = torch.ops.aten._fft_c2c(full, [ctx.dim], 0, False).real
-        if ctx.length == ctx.n:
-            return real, None, None
-        # Cutting the padding off gives a new contiguous tensor, as autograd's constant_pad_nd backward does.
-        return real.narrow(ctx.dim, 0, ctx.length).contiguous(), None, None
 
 
 class TiedDropout(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s5cli.models.s4 import S4Config, S4Layer, fft_size, ssm_param_groups
+from s5cli.models.s4 import S4Config, S4Layer, ssm_param_groups
 
 KERNELS = [("dplr", "legs"), ("s4d", "lin"), ("s4d", "inv"), ("s4d", "legs")]
 
@@ -99,11 +99,6 @@ def test_half_precision_input_runs_fft_in_float32() -> None:
     assert layer.ssm(x.bfloat16()).dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize(("n", "expected"), [(1, 1), (7, 8), (23_640, 24_000), (4097, 4320)])
-def test_fft_size_is_smallest_5_smooth(n: int, expected: int) -> None:
-    assert fft_size(n) == expected
-
-
 @pytest.mark.parametrize("kernel", ["dplr", "s4d"])
 def test_no_grad_kernel_is_reused_until_a_parameter_changes(kernel: str) -> None:
     import copy
@@ -127,25 +122,6 @@ def test_no_grad_kernel_is_reused_until_a_parameter_changes(kernel: str) -> None
     assert with_grad.requires_grad and torch.equal(with_grad.detach(), changed)
 
 
-def test_inference_convolution_in_channel_blocks_equals_the_full_width_one(monkeypatch) -> None:
-    from s5cli.models import s4 as s4_module
-
-    torch.manual_seed(0)
-    u, k = torch.randn(2, 300, 40, dtype=torch.float64), torch.randn(40, 300, dtype=torch.float64)
-    full = s4_module.causal_fft_conv(u.requires_grad_(), k).detach()  # autograd: one full-width FFT
-    monkeypatch.setattr(s4_module, "INFERENCE_FFT_BLOCK_BYTES", 2 * 301 * 16 * 7)  # blocks of 7 channels
-    with torch.no_grad():
-        blocked = s4_module.causal_fft_conv(u, k)
-    torch.testing.assert_close(blocked, full, rtol=1e-12, atol=1e-12)
-    # One block wide enough for every channel: same numbers, and a contiguous output rather than a view
-    # into the n-long inverse FFT (which the next op would copy again).
-    monkeypatch.setattr(s4_module, "INFERENCE_FFT_BLOCK_BYTES", 1 << 30)
-    with torch.no_grad():
-        single = s4_module.causal_fft_conv(u, k)
-    assert single.is_contiguous() and not full.is_contiguous()
-    torch.testing.assert_close(single, full, rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize(("kind", "init"), [("dplr", "legs"), ("s4d", "lin")])
 def test_inference_reuses_the_kernel_spectrum_and_matches_the_training_path(kind: str, init: str, monkeypatch) -> None:
     layer = _layer(kind, init, h=6)
@@ -167,53 +143,3 @@ def test_inference_reuses_the_kernel_spectrum_and_matches_the_training_path(kind
         layer.kernel_gen.log_dt.add_(0.1)  # an optimiser step
         changed = layer.ssm(x)
     assert calls["n"] == 3 and not torch.allclose(changed, first)
-
-
-@pytest.mark.parametrize(("length", "taps"), [(50, 50), (50, 25), (48, 1), (37, 20)])
-def test_fft_convolution_with_a_truncated_kernel_equals_the_direct_sum(length: int, taps: int) -> None:
-    """Padding to L + K − 1 (not 2L) is exactly enough: no output sees a wrapped-around input."""
-    from s5cli.models import s4 as s4_module
-
-    torch.manual_seed(0)
-    u, k = torch.randn(2, length, 3, dtype=torch.float64), torch.randn(3, taps, dtype=torch.float64)
-    direct = torch.zeros_like(u)
-    for t in range(length):
-        for j in range(min(taps, t + 1)):
-            direct[:, t] += k[:, j] * u[:, t - j]
-    torch.testing.assert_close(s4_module.causal_fft_conv(u, k), direct, rtol=1e-10, atol=1e-10)
-    spectrum = s4_module.kernel_spectrum(k, length)
-    with torch.no_grad():
-        torch.testing.assert_close(s4_module.causal_fft_conv(u, None, spectrum, taps), direct, rtol=1e-10, atol=1e-10)
-    assert s4_module.conv_fft_size(length, taps) >= length + taps - 1
-
-
-@pytest.mark.parametrize(("shape", "dim", "n"), [((2, 30, 5), 1, 64), ((5, 30), -1, 60), ((2, 30, 5), 1, 30)])
-def test_padded_rfft_gradient_is_autograds_bit_for_bit(shape: tuple[int, ...], dim: int, n: int) -> None:
-    from s5cli.models.s4 import padded_rfft
-
-    torch.manual_seed(0)
-    x = torch.randn(*shape, requires_grad=True)
-    reference = torch.fft.rfft(x, n=n, dim=dim)
-    ours = padded_rfft(x, n, dim)
-    assert torch.equal(ours, reference)
-    upstream = torch.randn_like(reference)
-    (expected,) = torch.autograd.grad(reference, x, upstream)
-    (got,) = torch.autograd.grad(ours, x, upstream)
-    assert torch.equal(got, expected)
-
-
-def test_training_convolution_keeps_no_zero_padded_copy_for_backward() -> None:
-    """Autograd's rfft would keep its zero-padded input (and the padded kernel) until backward: ~2x an
-    activation each, a fifth of S4's training peak at the paper size."""
-    from s5cli.models import s4 as s4_module
-
-    length, channels = 50, 6
-    u = torch.randn(2, length, channels, requires_grad=True)
-    k = torch.randn(channels, length, requires_grad=True)
-    saved: list[tuple[int, ...]] = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
-        y = s4_module.causal_fft_conv(u, k)
-    n = s4_module.conv_fft_size(length, length)
-    assert not [shape for shape in saved if n in shape], f"padded tensors saved for backward: {saved}"
-    y.square().sum().backward()
-    assert u.grad is not None and k.grad is not None
