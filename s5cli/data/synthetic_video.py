@@ -5,11 +5,12 @@ sparse *events*: a saturated coloured glyph filling one grid cell for a few cons
 overlap in time, so the first and the last are well defined; the label is `first_type * E + last_type`.
 Labels are balanced within a split, and everything is a pure function of the knobs (same seed, same videos).
 
-Videos are encoded with PyAV (libx264, yuv420p, near-lossless CRF, byte-identical from one process to the next;
-mpeg4 when a PyAV build lacks libx264): PyAV is already a dependency of the package (its wheels bundle FFmpeg and libx264), so no ffmpeg binary is
-needed, and frames go from numpy straight to the encoder without temporary image files. H.264 in mp4 is what
-decord (the decode path of real datasets) reads best. Colours are chosen to survive 4:2:0 chroma subsampling:
-one grid cell is 16 px, i.e. an 8x8 chroma block, and glyphs fill most of it.
+Videos are encoded with PyAV (libx264, yuv420p, near-lossless CRF, byte-identical from one process to the
+next; mpeg4 when a PyAV build lacks libx264): PyAV is already a dependency of the package (its wheels bundle
+FFmpeg and libx264), so no ffmpeg binary is needed, and frames go from numpy straight to the encoder without
+temporary image files. H.264 in mp4 is what decord (the decode path of real datasets) reads best. Colours
+are chosen to survive 4:2:0 chroma subsampling: one grid cell is 16 px, i.e. an 8x8 chroma block, and
+glyphs fill most of it.
 """
 
 from __future__ import annotations

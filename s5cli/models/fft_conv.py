@@ -96,8 +96,9 @@ def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kern
 def kernel_spectrum(k: Tensor, length: int) -> Tensor:
     """rfft of a (H, K ≤ L) kernel at the FFT size `causal_fft_conv` uses for inputs of `length`: (F, H)."""
     n = conv_fft_size(length, k.shape[-1])
-    spectrum = padded_rfft(k, n, dim=-1) if torch.is_grad_enabled() and k.requires_grad else torch.fft.rfft(k, n=n, dim=-1)
-    return spectrum.transpose(0, 1)
+    if torch.is_grad_enabled() and k.requires_grad:
+        return padded_rfft(k, n, dim=-1).transpose(0, 1)
+    return torch.fft.rfft(k, n=n, dim=-1).transpose(0, 1)
 
 
 def padded_rfft(x: Tensor, n: int, dim: int) -> Tensor:
