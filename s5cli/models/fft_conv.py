@@ -196,5 +196,6 @@ def _inverse_of_zero_filled(spectrum: Tensor, dim: int, n: int) -> Tensor:
 
 def _rfft_input_gradient(grad: Tensor, dim: int, n: int, length: int) -> Tensor:
     """Gradient of rfft's first `length` inputs from the gradient of its one-sided spectrum (autograd's
-    fft_r2c_backward, then the padding cut off into a new tensor as constant_pad_nd's backward does)."""
-    return _inverse_of_zero_filled(grad, dim, n).real.narrow(dim, 0, length).contiguous()
+    fft_r2c_backward, padding cut off): a strided view, which every caller copies once into its contiguous
+    output block (as constant_pad_nd's backward returns a new contiguous tensor)."""
+    return _inverse_of_zero_filled(grad, dim, n).real.narrow(dim, 0, length)
