@@ -13,6 +13,7 @@ nothing in s5cli changes. Levers:
                   computed once and reused while no parameter changes (keyed on the parameters' versions).
 * `chunk-2^18`    the DPLR kernel's Cauchy resolvents are cut in chunks of 2^18 instead of 2^20 complex
                   elements (`s5cli.models.cauchy.CHUNK_ELEMENTS`): smaller temporaries, the same arithmetic.
+                  2^18 has been the default since the lean training convolution: now equal to `baseline`.
 * `guide-quarter` S5 only: the momentum guide reads d_model/4 channels instead of min(256, d_model) (at the
                   paper's 1024-d both are 256; at 256-d the guide is otherwise as wide as the decoder).
 * `cache+guide-quarter` both of the above (inference).

@@ -24,12 +24,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Complex elements of R = 1/D (channels × modes × frequencies) per chunk: 8 MiB of complex64, cache-friendly.
-CHUNK_ELEMENTS = 1 << 20
-# Without autograd (inference, the momentum guide) the kernel is generated once and then reused, so its
-# working memory matters more than its speed: 2 MiB chunks, but never narrower than MIN_CHUNK_FREQUENCIES
-# (narrower matmuls lose speed: at 1024 channels, 8 instead of 32 frequencies cost ~25 %).
-INFERENCE_CHUNK_ELEMENTS = 1 << 18
+# Complex elements of R = 1/D (channels × modes × frequencies) per chunk: 2 MiB of complex64, but never
+# narrower than MIN_CHUNK_FREQUENCIES (narrower matmuls lose speed: at 1024 channels, 8 instead of 32
+# frequencies cost ~25 %). Training used 8 MiB chunks until its FFT convolution stopped dominating the
+# peak; then the backward's two live chunks were ~a third of a default-size training peak, for both S4 and
+# S5 (16 of ~48-62 MiB of live tensors). At 1024 channels the 32-frequency minimum keeps the 8 MiB chunk.
+CHUNK_ELEMENTS = 1 << 18
 MIN_CHUNK_FREQUENCIES = 32
 
 
@@ -42,18 +42,14 @@ def dplr_generating_function(numer: Tensor, lam: Tensor, g: Tensor, s: Tensor) -
     ones = torch.ones_like(lam.real)
     coef = torch.stack([ones, -2 * lam.real, lam.real.square() + lam.imag.square()], dim=-1)  # (H, M, 3)
     # The real matmuls must stay float32 under AMP: R has poles, half precision would wreck the kernel.
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (numer, lam, g, s))
     with torch.autocast(g.device.type, enabled=False):
-        return _PairCauchyWoodbury.apply(weights, coef, g, s, differentiable)
+        return _PairCauchyWoodbury.apply(weights, coef, g, s)
 
 
-def _chunks(freqs: int, channels: int, modes: int, differentiable: bool = True) -> list[slice]:
-    """Slices of the frequency axis: training's chunk size, or the smaller inference one (see above)."""
+def _chunks(freqs: int, channels: int, modes: int) -> list[slice]:
+    """Slices of the frequency axis of ~CHUNK_ELEMENTS each, at least MIN_CHUNK_FREQUENCIES wide (see above)."""
     per_frequency = max(channels * modes, 1)
-    if differentiable:
-        step = max(1, min(freqs, CHUNK_ELEMENTS // per_frequency))
-    else:
-        step = min(freqs, max(INFERENCE_CHUNK_ELEMENTS // per_frequency, MIN_CHUNK_FREQUENCIES))
+    step = max(1, min(freqs, max(CHUNK_ELEMENTS // per_frequency, MIN_CHUNK_FREQUENCIES)))
     return [slice(i, i + step) for i in range(0, freqs, step)]
 
 
@@ -93,10 +89,10 @@ class _PairCauchyWoodbury(torch.autograd.Function):
     """k̂ = Woodbury(g·(W_α R) + s·(W_β R)), R = 1/(coef · (g², gs, s²)); saves only its (small) inputs."""
 
     @staticmethod
-    def forward(ctx, weights: Tensor, coef: Tensor, g: Tensor, s: Tensor, differentiable: bool = True) -> Tensor:
+    def forward(ctx, weights: Tensor, coef: Tensor, g: Tensor, s: Tensor) -> Tensor:
         ctx.save_for_backward(weights, coef, g, s)
         out = g.new_empty(g.shape)
-        for f in _chunks(g.shape[1], *coef.shape[:2], differentiable):
+        for f in _chunks(g.shape[1], *coef.shape[:2]):
             out[:, f] = _woodbury(_pair_sums(weights, _resolvents(coef, _powers(g[:, f], s[f]))), g[:, f], s[f])
         return out
 
@@ -104,7 +100,7 @@ class _PairCauchyWoodbury(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         weights, coef, g, s = ctx.saved_tensors
         with torch.autocast(g.device.type, enabled=False):
-            return (*_PairCauchyWoodbury._backward(grad_out, weights, coef, g, s), None)
+            return _PairCauchyWoodbury._backward(grad_out, weights, coef, g, s)
 
     @staticmethod
     def _backward(grad_out: Tensor, weights: Tensor, coef: Tensor, g: Tensor, s: Tensor) -> tuple[Tensor | None, ...]:

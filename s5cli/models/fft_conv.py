@@ -51,8 +51,11 @@ def fft_size(n: int) -> int:
 INFERENCE_FFT_BLOCK_BYTES = 2 * 2**20
 
 # Working memory of one block of a training backward (its largest complex buffer), in whole multiples of 32
-# channels: a ragged block split gave different last bits from the unblocked FFT (MKL).
-BACKWARD_BLOCK_BYTES = 8 << 20
+# channels: a ragged block split gave different last bits from the unblocked FFT (MKL). 2 MiB, not 8: with
+# 8 MiB blocks the backward's two n-long buffers of one block were the largest live tensors of a
+# default-size training step (S5 ~12 MiB of a 40 MiB peak, S4 ~15 of 50); 2 MiB blocks (at least 32
+# channels) gave the same bits and no measurable slowdown.
+BACKWARD_BLOCK_BYTES = 2 << 20
 BLOCK_CHANNEL_MULTIPLE = 32
 
 

@@ -52,6 +52,7 @@ def test_float32_error_is_no_worse_than_the_textbook_form() -> None:
 
 def test_backward_passes_gradcheck_across_chunks(monkeypatch) -> None:
     monkeypatch.setattr(cauchy, "CHUNK_ELEMENTS", 3 * 4 * 3)  # 3 frequencies per chunk → 3 chunks
+    monkeypatch.setattr(cauchy, "MIN_CHUNK_FREQUENCIES", 1)
     torch.manual_seed(0)
     weights = torch.randn(3, 8, 4, dtype=torch.float64, requires_grad=True)
     coef = (torch.rand(3, 4, 3, dtype=torch.float64) + 0.5).requires_grad_()
@@ -80,22 +81,20 @@ def test_chunking_does_not_change_the_values(monkeypatch, differentiable: bool) 
     numer, lam, g, s = kernel_inputs(4, 100, torch.float64, perturb=0.3)
     numer.requires_grad_(differentiable)
     whole = dplr_generating_function(numer, lam, g, s).detach()
-    # 5 frequencies per chunk on either path (training's chunk size, or inference's with its minimum width)
-    monkeypatch.setattr(cauchy, "CHUNK_ELEMENTS", 4 * 8 * 5)
-    monkeypatch.setattr(cauchy, "INFERENCE_CHUNK_ELEMENTS", 4 * 8 * 2)
+    # 5 frequencies per chunk: 2 by the element budget, raised to the minimum width of 5
+    monkeypatch.setattr(cauchy, "CHUNK_ELEMENTS", 4 * 8 * 2)
     monkeypatch.setattr(cauchy, "MIN_CHUNK_FREQUENCIES", 5)
-    assert len(cauchy._chunks(g.shape[1], 4, 8, differentiable)) == 11
+    assert len(cauchy._chunks(g.shape[1], 4, 8)) == 11
     torch.testing.assert_close(dplr_generating_function(numer, lam, g, s).detach(), whole, rtol=1e-12, atol=1e-14)
 
 
-def test_inference_chunks_are_smaller_but_keep_a_minimum_width() -> None:
+def test_chunks_hold_2_mib_but_keep_a_minimum_width() -> None:
     freqs = 6001
-    # Training: 2^20 elements per chunk, as before (the gradient sums accumulate in this order).
-    assert cauchy._chunks(freqs, 256, 32, True)[0] == slice(0, cauchy.CHUNK_ELEMENTS // (256 * 32))
-    # Inference: a quarter of that at 256 channels, but never fewer than 32 frequencies (1024 channels).
-    assert cauchy._chunks(freqs, 256, 32, False)[0] == slice(0, cauchy.INFERENCE_CHUNK_ELEMENTS // (256 * 32))
-    assert cauchy._chunks(freqs, 1024, 32, False)[0] == slice(0, cauchy.MIN_CHUNK_FREQUENCIES)
-    assert cauchy._chunks(10, 1024, 32, False) == [slice(0, 10)]
+    # 2^18 complex elements per chunk at 256 channels x 32 modes (32 frequencies) ...
+    assert cauchy._chunks(freqs, 256, 32)[0] == slice(0, cauchy.CHUNK_ELEMENTS // (256 * 32))
+    # ... at 1024 channels never fewer than 32 frequencies (narrower matmuls are slow), and never past the end.
+    assert cauchy._chunks(freqs, 1024, 32)[0] == slice(0, cauchy.MIN_CHUNK_FREQUENCIES)
+    assert cauchy._chunks(10, 1024, 32) == [slice(0, 10)]
 
 
 class _PeakTensorBytes(TorchDispatchMode):
@@ -131,12 +130,12 @@ class _PeakTensorBytes(TorchDispatchMode):
 def test_one_chunk_of_working_memory_at_a_time_without_autograd() -> None:
     """The inference kernel's transient memory is about one small chunk: no chunk outlives the next one's build.
 
-    At 256 channels x 32 modes x 1501 frequencies each R chunk is 2 MiB (8 MiB in training); before the
-    chunk loop freed its buffers two R chunks were alive at once.
+    At 256 channels x 32 modes x 1501 frequencies each R chunk is 2 MiB; before the chunk loop freed its
+    buffers two R chunks were alive at once.
     """
     with torch.no_grad():
         numer, lam, g, s = DPLRKernel(256, 64, "legs", 1e-3, 1e-1, None).generating_inputs(3000)
-    chunk_bytes = cauchy.INFERENCE_CHUNK_ELEMENTS * 8
+    chunk_bytes = cauchy.CHUNK_ELEMENTS * 8
     with torch.no_grad(), _PeakTensorBytes() as tracker:
         out = dplr_generating_function(numer, lam, g, s)
     # g's slices are seen as new here; g and the result are not working memory.
