@@ -60,7 +60,7 @@ def benchmark(
 
     Each model runs in its own subprocess; all are warmed up, then timed in alternating order. Peak
     memory comes from a second, fresh process per model afterwards (on CPU with glibc's mmap threshold
-    fixed at 1 MiB, so freed blocks leave RSS: see benchmarks/README.md). Reports median step time with
+    fixed at 64 KiB, so freed blocks leave RSS: see benchmarks/README.md). Reports median step time with
     its spread, clips/s, tokens/s, peak memory above the process baseline, and S5's ratios against
     every other model.
     """

@@ -84,8 +84,14 @@ class S4Layer(nn.Module):
         """`make()`'s value, kept in `slot` and returned again while the kernel's inputs are unchanged.
 
         The key is taken again after `make()`: generating a DPLR kernel may grow its internal length in
-        place, and the value then belongs to the new state.
+        place, and the value then belongs to the new state. A module in training mode keeps nothing: its
+        parameters change every step (the optimiser, or S5's momentum update of its guide), so a kept
+        value would never be reused, only held through the step's memory peak (S5's guide spectrum: 1.1 MiB
+        of a 27 MiB default-size training peak).
         """
+        if self.training:
+            self.__dict__.pop(slot, None)
+            return make()
         key = self._kernel_key(length, channels)
         cached = self.__dict__.get(slot)
         if key is not None and cached is not None and cached[0] == (key, extra):

@@ -15,6 +15,19 @@ def _layer(kind: str, init: str, h: int = 4, n: int = 16, **kw) -> S4Layer:
     return S4Layer(S4Config(d_model=h, d_state=n, kernel=kind, init=init, **kw)).double()
 
 
+def _count_kernel_generation(layer: S4Layer, monkeypatch) -> dict[str, int]:
+    """Patch `layer` so that every kernel it generates adds one to the returned counter's "n"."""
+    calls = {"n": 0}
+    generate = layer._generate_kernel
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "_generate_kernel", counting)
+    return calls
+
+
 @pytest.mark.parametrize(("kind", "init"), KERNELS)
 def test_convolution_equals_recurrent_step(kind: str, init: str) -> None:
     layer = _layer(kind, init).eval()
@@ -104,7 +117,7 @@ def test_no_grad_kernel_is_reused_until_a_parameter_changes(kernel: str) -> None
     import copy
 
     torch.manual_seed(0)
-    layer = S4Layer(S4Config(d_model=8, d_state=8, kernel=kernel, init="legs" if kernel == "dplr" else "lin"))
+    layer = S4Layer(S4Config(d_model=8, d_state=8, kernel=kernel, init="legs" if kernel == "dplr" else "lin")).eval()
     channels = torch.tensor([1, 5])
     with torch.no_grad():
         first = layer.kernel(64, channels)
@@ -124,16 +137,9 @@ def test_no_grad_kernel_is_reused_until_a_parameter_changes(kernel: str) -> None
 
 @pytest.mark.parametrize(("kind", "init"), [("dplr", "legs"), ("s4d", "lin")])
 def test_inference_reuses_the_kernel_spectrum_and_matches_the_training_path(kind: str, init: str, monkeypatch) -> None:
-    layer = _layer(kind, init, h=6)
+    layer = _layer(kind, init, h=6).eval()
     x = torch.randn(2, 50, 6, dtype=torch.float64)
-    calls = {"n": 0}
-    generate = layer._generate_kernel
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return generate(*args, **kwargs)
-
-    monkeypatch.setattr(layer, "_generate_kernel", counting)
+    calls = _count_kernel_generation(layer, monkeypatch)
     with torch.no_grad():
         first = layer.ssm(x)
         again = layer.ssm(x)
@@ -143,3 +149,19 @@ def test_inference_reuses_the_kernel_spectrum_and_matches_the_training_path(kind
         layer.kernel_gen.log_dt.add_(0.1)  # an optimiser step
         changed = layer.ssm(x)
     assert calls["n"] == 3 and not torch.allclose(changed, first)
+
+
+def test_a_layer_in_training_mode_keeps_no_kernel(monkeypatch) -> None:
+    """Training changes the parameters every step (S5's guide runs without autograd but is updated by
+    momentum), so a kept spectrum would only sit through the step's memory peak, never be reused."""
+    layer = _layer("dplr", "legs", h=6)
+    x = torch.randn(2, 50, 6, dtype=torch.float64)
+    calls = _count_kernel_generation(layer, monkeypatch)
+    with torch.no_grad():
+        layer.eval()
+        evaluated = layer.ssm(x)  # kept: evaluation reuses it
+        layer.train()
+        first, again = layer.ssm(x), layer.ssm(x)
+    assert calls["n"] == 3
+    assert "_spectrum_cache" not in layer.__dict__ and "_kernel_cache" not in layer.__dict__
+    assert torch.equal(first, evaluated) and torch.equal(again, evaluated)
