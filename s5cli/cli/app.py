@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from s5cli import __version__
-from s5cli.cli import benchmark, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
+from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
 from s5cli.cli.console import print_error
 from s5cli.cli.help_text import command_help
 from s5cli.errors import RunFailure, UserError
@@ -92,6 +92,7 @@ for _name, _function, _needs_args in (
 ):
     app.command(_name, help=command_help(_function.__doc__), no_args_is_help=_needs_args)(_function)
 app.add_typer(recipes.app, name="recipes")
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from s5cli import __version__
 from s5cli.cli.app import app
 
-COMMANDS = ["pretrain", "finetune", "eval", "visualize-mask", "benchmark", "extract", "recipes", "push"]
+COMMANDS = ["pretrain", "finetune", "eval", "visualize-mask", "benchmark", "extract", "recipes", "push", "cache"]
 
 
 def test_help_lists_every_command() -> None:

@@ -1,0 +1,215 @@
+"""`s5 cache ls|clean`: see and delete the generated videos and backbone tokens s5cli keeps on disk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from s5cli.cli.help_text import command_help
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from s5cli.data.cache_inventory import CacheEntry, Inventory
+
+app = typer.Typer(
+    help=command_help(
+        """See and delete the videos and tokens s5cli caches (under .s5cache by default).
+
+        Training reuses current entries; stale ones (older formats, leftovers of interrupted writes) can go.
+
+          s5 cache ls                  # what is cached, and what is stale
+          s5 cache clean --dry-run     # what `clean` would delete
+        """
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+ROOT_HELP = "Cache root holding features/ and synthetic/ (default: .s5cache)."
+CACHE_DIR_HELP = "Also scan this folder of caches, e.g. a recipe's data.cache_dir; repeatable."
+STATUS_STYLE = {"current": "green", "stale": "yellow", "unknown": "dim", "recent": "cyan"}
+
+
+def list_caches(
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
+    cache_dirs: list[Path] | None = typer.Option(None, "--cache-dir", metavar="<path>", help=CACHE_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON to stdout instead of a table."),
+) -> None:
+    """List cached synthetic videos and backbone tokens, and whether this version still uses them.
+
+    An entry is current when its marker (synthetic.json, settings.json) has the format this version
+    writes, stale when older (videos of an older generator, the tokens extracted from them, token folders
+    of an older format), unknown when a folder has no marker: unknown folders are never deleted unless
+    named with --key. Temporary files left by interrupted writes are listed too.
+
+      s5 cache ls
+      s5 cache ls --cache-dir /data/tokens     # a recipe's data.cache_dir
+      s5 cache ls --json                       # machine-readable
+    """
+    from s5cli.cli.console import stderr, stdout
+    from s5cli.data.cache_inventory import STALE
+
+    inventory = _scan(root, cache_dirs)
+    entries = inventory.entries
+    if as_json:
+        import json
+
+        stale = [e for e in entries if e.status == STALE]
+        total = {"entries": len(entries), "files": sum(e.files for e in entries), "bytes": _bytes(entries)}
+        document = {
+            "parents": [str(p) for p in inventory.parents],
+            "entries": [entry.as_json() for entry in entries],
+            "total": {**total, "stale_entries": len(stale), "stale_bytes": _bytes(stale)},
+        }
+        typer.echo(json.dumps(document, indent=1))
+        return
+    if not entries:
+        stdout.print(f"nothing cached in {_where(inventory, root)}")
+        return
+    stdout.print(_table(stdout, entries))
+    stale = [e for e in entries if e.status == STALE]
+    line = f"{len(entries)} entries, {sum(e.files for e in entries)} files, {_size(_bytes(entries))}"
+    stdout.print(line + (f"; {len(stale)} stale: {_size(_bytes(stale))}" if stale else ""))
+    _notes(stderr, entries)
+    if stale:
+        stderr.print("delete the stale ones with `s5 cache clean` (`--dry-run` shows what goes)")
+
+
+def clean_caches(
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
+    cache_dirs: list[Path] | None = typer.Option(None, "--cache-dir", metavar="<path>", help=CACHE_DIR_HELP),
+    stale: bool = typer.Option(False, "--stale", help="Delete stale entries and leftover temporary files (default)."),
+    everything: bool = typer.Option(False, "--all", help="Delete every recognised entry, current ones too."),
+    keys: list[str] | None = typer.Option(
+        None, "--key", metavar="<str>", help="Delete the entry with this key (see `s5 cache ls`); repeatable."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted; delete nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed when stdin is not a terminal)."),
+) -> None:
+    """Delete stale caches (default), every recognised one (--all) or the entries named with --key.
+
+    Stale: videos of an older generator format, the tokens extracted from them, token folders of an older
+    format, and temporary files left by interrupted writes (once 15 min old). Current entries are kept
+    unless --all or --key; folders without a marker only go when named with --key. Shows what goes and
+    how much it frees, then asks (--yes does not ask; needed when stdin is not a terminal).
+
+      s5 cache clean --dry-run          # show, delete nothing
+      s5 cache clean                    # the stale entries, after asking
+      s5 cache clean --all --yes        # everything recognised, no question
+      s5 cache clean --key 3360df8198b1 # one entry (keys: s5 cache ls)
+    """
+    from s5cli.cli.console import print_warning, stderr, stdout
+    from s5cli.data.cache_inventory import delete, select
+    from s5cli.errors import RunFailure, UserError
+
+    if stale + everything + bool(keys) > 1:
+        raise UserError("--stale, --all and --key cannot be combined: pick one")
+    inventory = _scan(root, cache_dirs)
+    chosen = select(inventory, everything=everything, keys=keys or ())
+    if not chosen:
+        what = "recognised" if everything else "stale"
+        stdout.print(f"nothing to clean in {_where(inventory, root)}: no {what} entries")
+        return
+    stdout.print(_table(stdout, chosen))
+    files = sum(e.files for e in chosen)
+    stdout.print(f"{len(chosen)} entries, {files} files: {_size(_bytes(chosen))} to free")
+    if dry_run:
+        stdout.print("dry run: nothing deleted")
+        return
+    if not yes:
+        if not _interactive():
+            raise UserError("stdin is not a terminal, so s5 cannot ask: pass --yes to delete these entries")
+        if not typer.confirm(f"Delete these {len(chosen)} entries?", default=False):
+            stderr.print("nothing deleted")
+            raise typer.Exit(code=1)
+    removed, failures = delete(inventory, chosen)
+    stdout.print(f"deleted {len(removed)} entries, freed {_size(_bytes(removed))}")
+    for failure in failures:
+        print_warning(f"could not delete {failure}")
+    if failures:
+        raise RunFailure(f"{len(failures)} of {len(chosen)} entries could not be deleted (see above)")
+
+
+app.command("ls", help=command_help(list_caches.__doc__))(list_caches)
+app.command("clean", help=command_help(clean_caches.__doc__))(clean_caches)
+
+
+def _interactive() -> bool:
+    """Whether a question can be asked (a module function, so tests can pretend to be a terminal)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # a closed stdin
+        return False
+
+
+def _scan(root: Path | None, cache_dirs: list[Path] | None) -> Inventory:
+    from s5cli.cli.console import print_warning
+    from s5cli.data.cache_inventory import scan
+
+    inventory = scan(root, cache_dirs or ())
+    for note in inventory.notes:
+        print_warning(note)
+    return inventory
+
+
+def _table(console: Console, entries: list[CacheEntry]) -> Table:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    # On a narrow terminal kind and date break at their space and settings wraps; keys and sizes never do.
+    narrow = 9 if console.width < 120 else None
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("kind", min_width=9, max_width=narrow)
+    table.add_column("key", overflow="fold", min_width=12)
+    table.add_column("status", no_wrap=True)
+    table.add_column("settings", ratio=1, min_width=11, overflow="fold")
+    table.add_column("files", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("modified", min_width=10, max_width=narrow and 10)
+    for entry in entries:
+        status = f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
+        row = [entry.kind, escape(entry.key), status, escape(entry.settings), str(entry.files)]
+        table.add_row(*row, _size(entry.bytes), _time(entry.modified))
+    return table
+
+
+def _notes(console: Console, entries: list[CacheEntry]) -> None:
+    from s5cli.data.cache_inventory import RECENT, TEMP_GRACE_SECONDS, UNKNOWN
+
+    recent = sum(e.status == RECENT for e in entries)
+    if recent:
+        minutes = TEMP_GRACE_SECONDS // 60
+        console.print(f"{recent} temporary files are under {minutes} min old: a job may still be writing them")
+    if any(e.status == UNKNOWN for e in entries):
+        console.print("unknown folders have no marker file: they go only with `s5 cache clean --key KEY`")
+
+
+def _where(inventory: Inventory, root: Path | None) -> str:
+    from rich.markup import escape
+
+    from s5cli.data.cache_inventory import DEFAULT_ROOT
+
+    return escape(", ".join(str(p) for p in inventory.parents) or str(root or DEFAULT_ROOT))
+
+
+def _bytes(entries: list[CacheEntry]) -> int:
+    return sum(entry.bytes for entry in entries)
+
+
+def _size(size: float) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    while size >= 1024 and len(units) > 1:
+        size, units = size / 1024, units[1:]
+    return f"{size:.0f} {units[0]}" if units[0] == "B" or size >= 100 else f"{size:.1f} {units[0]}"
+
+
+def _time(stamp: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,279 @@
+"""What s5cli has cached on disk, whether this version can still use it, and how to remove it safely.
+
+Generated synthetic videos and backbone tokens live in folders named by a hash of their settings, so a
+format bump or a changed knob leaves the old folders behind, and nothing ever removed them. Folders are
+recognised by their marker file (`synthetic.json`, `settings.json`), never by name, and judged against
+the formats this version writes (`FORMAT`, `CACHE_FORMAT`), so the next bump makes old folders stale
+without touching this module. Folders without a marker may be anyone's data: they are listed, and only
+deleted when the user names them. No Typer or Rich here: `s5 cache` (`s5cli/cli/cache.py`) renders it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from s5cli.data.cache import CACHE_FORMAT
+from s5cli.data.synthetic_video import FORMAT as SYNTHETIC_FORMAT
+from s5cli.errors import UserError
+
+DEFAULT_ROOT = Path(".s5cache")
+SYNTHETIC, TOKENS, TEMPORARY, UNKNOWN_KIND = "synthetic videos", "backbone tokens", "temporary file", "unknown"
+CURRENT, STALE, UNKNOWN, RECENT = "current", "stale", "unknown", "recent"
+# Kind -> (marker file, the format this version writes). Imported, so a format bump makes old folders stale.
+MARKERS = {SYNTHETIC: ("synthetic.json", SYNTHETIC_FORMAT), TOKENS: ("settings.json", CACHE_FORMAT)}
+# A younger temporary file may belong to a writer that is still running (another shell, a DDP rank):
+# deleting it would crash that job, so it only counts as a leftover once it has sat unchanged this long.
+TEMP_GRACE_SECONDS = 15 * 60
+# `s5cli.io.atomic_write_path` names its temporary files `.<stem>.<8 mkstemp chars>.tmp<suffix>`.
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]+)?$")
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One deletable unit: a cache folder, a leftover temporary file, or the tokens of stale videos."""
+
+    kind: str
+    key: str  # folder name (tokens of stale videos: the videos' key); what `--key` matches
+    path: Path
+    format: str | None  # "format" of the marker, None where there is none (or it is unreadable)
+    status: str  # CURRENT, STALE, UNKNOWN (no marker) or RECENT (a temporary file maybe still in use)
+    settings: str  # one-line summary of what the folder holds
+    files: int
+    bytes: int
+    modified: float  # latest mtime inside, seconds since the epoch
+    members: tuple[Path, ...] = ()  # what deleting it removes, when not `path` itself
+    owner: Path | None = None  # a folder whose deletion makes this entry useless (it goes with it)
+
+    @property
+    def targets(self) -> tuple[Path, ...]:
+        """The paths to remove."""
+        return self.members or (self.path,)
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain-JSON form (the `s5 cache ls --json` schema)."""
+        stamp = datetime.fromtimestamp(self.modified, timezone.utc).isoformat(timespec="seconds")
+        fields = ("kind", "key", "format", "status", "settings", "files", "bytes")
+        return {**{name: getattr(self, name) for name in fields}, "path": str(self.path), "modified": stamp}
+
+
+@dataclass
+class Inventory:
+    """Everything found under the scanned folders (`parents`), and notes on what was not scanned."""
+
+    parents: list[Path]
+    entries: list[CacheEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def temp_target(name: str) -> str | None:
+    """The file name an atomic write was producing, if `name` is one of its temporary files."""
+    found = _TEMP_NAME.match(name)
+    return None if found is None else found["stem"] + (found["suffix"] or "")
+
+
+def cache_parents(root: Path | None, cache_dirs: Sequence[Path] = ()) -> tuple[list[Path], list[str]]:
+    """Folders whose sub-folders are cache entries: `<root>/features`, `<root>/synthetic` and each cache dir.
+
+    A missing default root is fine when cache dirs are given (their recipes keep caches elsewhere); a
+    symlinked `features/` or `synthetic/` is not followed, since it leads out of the root.
+    """
+    named_root = root is not None
+    root = Path(root if root is not None else DEFAULT_ROOT).expanduser()
+    parents: list[Path] = []
+    notes: list[str] = []
+    if root.is_dir():
+        for name in ("features", "synthetic"):
+            sub = root / name
+            if sub.is_symlink():
+                notes.append(f"{sub} is a symlink, not followed: pass --cache-dir {sub} to include it")
+            elif sub.is_dir():
+                parents.append(sub)
+    elif named_root or root.exists() or not cache_dirs:
+        problem = "is not a folder" if root.exists() else "does not exist"
+        fix = "run s5 in the folder you train in, or pass --root PATH or --cache-dir PATH"
+        raise UserError(f"cache root {root} {problem}", hint=fix)
+    # The root itself is never a parent: its features/ and synthetic/ would be "unknown" entries then.
+    seen = {os.path.realpath(p) for p in [root, *parents]}
+    for folder in (Path(d).expanduser() for d in cache_dirs):
+        if not folder.is_dir():
+            raise UserError(f"--cache-dir {folder} is not a folder", hint="a recipe's data.cache_dir")
+        if any((folder / marker).is_file() for marker, _ in MARKERS.values()):
+            raise UserError(f"{folder} is one cache entry, not a cache dir: pass its parent {folder.parent}")
+        if os.path.realpath(folder) not in seen:
+            seen.add(os.path.realpath(folder))
+            parents.append(folder)
+    return parents, notes
+
+
+def scan(root: Path | None = None, cache_dirs: Sequence[Path] = (), now: float | None = None) -> Inventory:
+    """Find every cache entry under the root and the given cache dirs (see `cache_parents`)."""
+    parents, notes = cache_parents(root, cache_dirs)
+    inventory = Inventory(parents, notes=notes)
+    now = time.time() if now is None else now
+    folders: dict[str, list[tuple[Path, Any]]] = {SYNTHETIC: [], TOKENS: [], UNKNOWN_KIND: []}
+    for parent in parents:
+        for child in sorted(parent.iterdir()):
+            if child.is_symlink():  # listed, never entered: it may point anywhere
+                inventory.entries.append(_unknown(child, f"symlink to {os.readlink(child)}"))
+            elif child.is_dir():
+                kind, marker = _classify(child)
+                folders[kind].append((child, marker))
+            elif temp_target(child.name):
+                inventory.entries.append(_temporary(child, child.lstat(), now, parent))
+    # Stale videos first: tokens extracted from them are named by their video ids and are stale too.
+    stale_videos: dict[str, Path] = {}
+    for folder, marker in folders[SYNTHETIC]:
+        entries = _marked_folder(SYNTHETIC, folder, marker, now, {})
+        if entries[0].status == STALE:  # video files are `<split>/<video id>.mp4|.json`
+            videos = (f for f, _ in _walk(folder) if f.parent != folder and f.suffix in (".mp4", ".json"))
+            stale_videos.update((f.stem, folder) for f in videos)
+        inventory.entries.extend(entries)
+    for folder, marker in folders[TOKENS]:
+        inventory.entries.extend(_marked_folder(TOKENS, folder, marker, now, stale_videos))
+    for folder, _ in folders[UNKNOWN_KIND]:
+        inventory.entries.append(_unknown(folder, "no synthetic.json or settings.json"))
+    order = [SYNTHETIC, TOKENS, TEMPORARY, UNKNOWN_KIND]
+    inventory.entries.sort(key=lambda entry: (order.index(entry.kind), entry.key, str(entry.path)))
+    return inventory
+
+
+def select(inventory: Inventory, *, everything: bool = False, keys: Sequence[str] = ()) -> list[CacheEntry]:
+    """Entries to delete: stale ones (default), all but unknown ones, or those named; plus what they hold."""
+    entries = inventory.entries
+    for key in keys:
+        if not any(entry.key == key for entry in entries):
+            raise UserError(f"no cache entry with key {key!r}", hint="`s5 cache ls` lists the keys")
+    if keys:
+        chosen = [entry for entry in entries if entry.key in keys]
+    else:
+        chosen = [entry for entry in entries if entry.status == STALE or (everything and entry.status != UNKNOWN)]
+    # What lies inside a chosen folder goes with it, and so do the tokens of chosen stale videos: count them.
+    gone = {target for entry in chosen for target in entry.targets}
+    picked = {id(entry) for entry in chosen}
+    return [
+        e for e in entries if id(e) in picked or e.owner in gone or any(gone.intersection(t.parents) for t in e.targets)
+    ]
+
+
+def delete(inventory: Inventory, chosen: Sequence[CacheEntry]) -> tuple[list[CacheEntry], list[str]]:
+    """Remove the chosen entries; (those removed, one line per failure). Only paths inside a scanned folder."""
+    removed: list[CacheEntry] = []
+    failures: list[str] = []
+    gone = {target for entry in chosen for target in entry.targets}
+    for entry in chosen:
+        try:
+            for target in entry.targets:
+                if gone.intersection(target.parents):
+                    continue  # removed with the folder that holds it
+                _check_inside(target, inventory.parents)
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)  # removes the links inside, never what they point to
+                else:
+                    target.unlink(missing_ok=True)
+        except (OSError, UserError) as error:
+            failures.append(f"{entry.path}: {error}")
+        else:
+            removed.append(entry)
+    return removed, failures
+
+
+def _check_inside(target: Path, parents: Sequence[Path]) -> None:
+    # Re-checked at deletion time: the tree may have changed since the scan (a folder swapped for a link).
+    path = Path(os.path.abspath(target))
+    for parent in (Path(os.path.abspath(p)) for p in parents):
+        if path != parent and parent in path.parents:
+            between = [a for a in path.parents if parent in a.parents]
+            if not any(a.is_symlink() for a in between):
+                return
+    raise UserError(f"refusing to delete {target}: not inside a scanned cache folder")
+
+
+def _classify(folder: Path) -> tuple[str, dict[str, Any] | None]:
+    for kind, (name, _) in MARKERS.items():
+        marker = folder / name
+        if marker.is_file() and not marker.is_symlink():
+            try:
+                found = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                found = None  # unreadable: an unknown format, so stale
+            return kind, found if isinstance(found, dict) else None
+    return UNKNOWN_KIND, None
+
+
+def _marked_folder(
+    kind: str, folder: Path, marker: dict[str, Any] | None, now: float, stale_videos: dict[str, Path]
+) -> list[CacheEntry]:
+    """The folder's entry, then its leftover temporary files, then (tokens) its files of stale videos."""
+    marker_name, current_format = MARKERS[kind]
+    found = (marker or {}).get("format")
+    found = found if isinstance(found, str) else None
+    status = CURRENT if found == current_format else STALE
+    own: list[os.stat_result] = []
+    extras: list[CacheEntry] = []
+    orphans: dict[Path, list[tuple[Path, os.stat_result]]] = {}
+    for path, stat in _walk(folder):
+        if temp_target(path.name):
+            extras.append(_temporary(path, stat, now, folder))
+        elif status == CURRENT and path.suffix == ".safetensors" and path.stem in stale_videos:
+            orphans.setdefault(stale_videos[path.stem], []).append((path, stat))
+        else:
+            own.append(stat)
+    summary = _summary(kind, marker) if marker else f"unreadable {marker_name}"
+    entry = CacheEntry(kind, folder.name, folder, found, status, summary, *_tally(own, folder.lstat().st_mtime))
+    for videos, files in orphans.items():
+        # Keyed like the videos, and owned by them: `--key` on the videos deletes their tokens too.
+        note = f"tokens of these stale videos, in {folder.name}"
+        counts = _tally(stat for _, stat in files)
+        members = tuple(path for path, _ in files)
+        extras.append(CacheEntry(kind, videos.name, folder, found, STALE, note, *counts, members, videos))
+    return [entry, *extras]
+
+
+def _summary(kind: str, marker: dict[str, Any]) -> str:
+    if kind == SYNTHETIC:
+        counts = "/".join(str(marker.get(f"num_{split}", "?")) for split in ("train", "val", "test"))
+        text = f"{marker.get('frames', '?')} frames, {marker.get('size', '?')} px, {counts} videos"
+        return text + (", shared background" if marker.get("shared_background") else "")
+    # Empty strings stand for None in the note: all frames, or as many as `fps` gives.
+    frames = marker.get("frames") and f"{marker['frames']} frames"
+    rate = frames or (f"{marker['fps']} fps" if marker.get("fps") else "all frames")
+    return f"{marker.get('backbone', '?')}, {rate}, {marker.get('image_size', '?')} px, {marker.get('dtype', '?')}"
+
+
+def _temporary(path: Path, stat: os.stat_result, now: float, folder: Path) -> CacheEntry:
+    status = STALE if now - stat.st_mtime >= TEMP_GRACE_SECONDS else RECENT
+    note = f"unfinished {temp_target(path.name)}, in {path.parent.relative_to(folder.parent)}"
+    return CacheEntry(TEMPORARY, path.name, path, None, status, note, 1, stat.st_size, stat.st_mtime)
+
+
+def _unknown(path: Path, note: str) -> CacheEntry:
+    stats = () if path.is_symlink() else (stat for _, stat in _walk(path))
+    return CacheEntry(UNKNOWN_KIND, path.name, path, None, UNKNOWN, note, *_tally(stats, path.lstat().st_mtime))
+
+
+def _tally(stats: Iterable[os.stat_result], modified: float = 0.0) -> tuple[int, int, float]:
+    """(files, bytes, latest mtime) of some files."""
+    files = size = 0
+    for stat in stats:
+        files, size, modified = files + 1, size + stat.st_size, max(modified, stat.st_mtime)
+    return files, size, modified
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every file under `folder` with its lstat; symlinks are reported as files and never entered."""
+    for top, dirs, files in os.walk(folder):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+            path = Path(top, name)
+            try:
+                yield path, path.lstat()
+            except FileNotFoundError:  # removed while we looked (a running job replacing a file)
+                continue

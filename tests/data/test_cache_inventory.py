@@ -1,0 +1,186 @@
+"""Cache inventory: markers tell current from stale, sizes add up, and deletion keeps what it must keep.
+
+The trees come from `tests/data/cache_trees.py` (the real writers), shared with `tests/cli/test_cache_cli.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from s5cli.data import cache_inventory as inv
+from s5cli.data.cache import CACHE_FORMAT
+from s5cli.data.synthetic_video import FORMAT, video_id
+from s5cli.errors import UserError
+from tests.data.cache_trees import (
+    OLD_SPEC,
+    OLD_SYNTHETIC,
+    SETTINGS,
+    SPEC,
+    build_tree,
+    files_under,
+    leftover,
+    write_tokens,
+    write_videos,
+)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    return build_tree(tmp_path / ".s5cache")
+
+
+def by_key(inventory: inv.Inventory) -> dict[tuple[str, str], inv.CacheEntry]:
+    return {(entry.kind, entry.key): entry for entry in inventory.entries}
+
+
+def test_markers_tell_current_from_stale_with_the_real_format_constants(tree, tmp_path):
+    entries = by_key(inv.scan(tmp_path / ".s5cache"))
+    assert entries[inv.SYNTHETIC, SPEC.key()].status == inv.CURRENT
+    assert entries[inv.SYNTHETIC, SPEC.key()].format == FORMAT
+    assert entries[inv.SYNTHETIC, OLD_SPEC.key()].status == inv.STALE
+    assert entries[inv.SYNTHETIC, OLD_SPEC.key()].format == OLD_SYNTHETIC
+    assert entries[inv.TOKENS, SETTINGS.key()].status == inv.CURRENT
+    assert entries[inv.TOKENS, SETTINGS.key()].format == CACHE_FORMAT
+    assert entries[inv.TOKENS, "0123456789ab"].status == inv.STALE
+    assert entries[inv.UNKNOWN_KIND, "my-notes"].status == inv.UNKNOWN
+    assert entries[inv.TOKENS, SETTINGS.key()].settings == "patch_pool, 16 frames, 64 px, float32"
+    assert entries[inv.SYNTHETIC, SPEC.key()].settings == "16 frames, 64 px, 2/1/1 videos"
+    # Imported, not copied: the next format bump makes today's folders stale by itself.
+    assert inv.MARKERS[inv.SYNTHETIC][1] is FORMAT and inv.MARKERS[inv.TOKENS][1] is CACHE_FORMAT
+
+
+def test_a_format_bump_makes_current_folders_stale(tree, tmp_path, monkeypatch):
+    monkeypatch.setitem(inv.MARKERS, inv.SYNTHETIC, ("synthetic.json", "s5cli-synthetic/3"))
+    assert by_key(inv.scan(tmp_path / ".s5cache"))[inv.SYNTHETIC, SPEC.key()].status == inv.STALE
+
+
+def test_file_counts_and_sizes_add_up(tree, tmp_path):
+    inventory = inv.scan(tmp_path / ".s5cache")
+    entries = by_key(inventory)
+    current = entries[inv.SYNTHETIC, SPEC.key()]
+    marker = (tree["current"] / "synthetic.json").stat().st_size
+    assert (current.files, current.bytes) == (1 + 2 * 4, marker + 4 * (100 + 2))
+    assert current.modified == max(p.stat().st_mtime for p in files_under(tree["current"]))
+    # Every byte under the root is in exactly one entry.
+    assert sum(e.bytes for e in inventory.entries) == sum(p.stat().st_size for p in files_under(tmp_path))
+    assert sum(e.files for e in inventory.entries) == len(files_under(tmp_path))
+
+
+def test_tokens_of_stale_videos_are_their_own_stale_entry(tree, tmp_path):
+    entries = inv.scan(tmp_path / ".s5cache").entries
+    orphans = [e for e in entries if e.kind == inv.TOKENS and e.key == OLD_SPEC.key()]
+    assert len(orphans) == 1 and orphans[0].status == inv.STALE and orphans[0].files == 4
+    assert {p.name for p in orphans[0].members} == {
+        f"{video_id(OLD_SPEC, s, i)}.safetensors" for s, n in (("train", 2), ("val", 1), ("test", 1)) for i in range(n)
+    }
+    folder = next(e for e in entries if e.key == SETTINGS.key())
+    assert folder.files == 1 + 4  # settings.json and the current videos' tokens
+
+
+def test_leftover_temporary_files_are_found_and_recent_ones_spared(tree, tmp_path):
+    recent = leftover(tree["current"] / "train" / "late.mp4")
+    os.utime(recent)  # just now: its writer may still be running
+    temps = {e.path: e for e in inv.scan(tmp_path / ".s5cache").entries if e.kind == inv.TEMPORARY}
+    assert set(temps) == {tree["temp"], recent}
+    assert temps[tree["temp"]].status == inv.STALE and temps[recent].status == inv.RECENT
+    assert temps[tree["temp"]].settings.startswith("unfinished extra.safetensors")
+    chosen = inv.select(inv.scan(tmp_path / ".s5cache"))
+    assert any(e.path == tree["temp"] for e in chosen) and not any(e.path == recent for e in chosen)
+
+
+def test_temporary_names_match_only_atomic_write_leftovers():
+    assert inv.temp_target(".train_00001-ab12cd34.k2_9xq0m.tmp.mp4") == "train_00001-ab12cd34.mp4"
+    assert inv.temp_target(".settings.abcdefgh.tmp.json") == "settings.json"
+    for name in ("settings.json", ".hidden", "train_00001.mp4", ".x.tmp.json", ".a.short.tmp.mp4"):
+        assert inv.temp_target(name) is None, name
+
+
+def test_clean_by_default_removes_only_stale_entries(tree, tmp_path):
+    root = tmp_path / ".s5cache"
+    inventory = inv.scan(root)
+    removed, failures = inv.delete(inventory, inv.select(inventory))
+    assert not failures
+    assert not tree["old"].exists() and not tree["stale_tokens"].exists() and not tree["temp"].exists()
+    assert tree["current"].is_dir() and tree["unknown"].is_dir() and (tree["unknown"] / "keep.txt").is_file()
+    left = {p.stem for p in tree["tokens"].glob("*.safetensors")}
+    assert all(name.endswith(SPEC.key()[:8]) for name in left) and len(left) == 4
+    assert (root / "features").is_dir() and (root / "synthetic").is_dir()
+    assert sum(e.bytes for e in removed) > 0
+    assert all(e.status != inv.STALE for e in inv.scan(root).entries)
+
+
+def test_all_keeps_unknown_folders_and_key_selects_exactly(tree, tmp_path):
+    root = tmp_path / ".s5cache"
+    inventory = inv.scan(root)
+    chosen = inv.select(inventory, everything=True)
+    assert {e.status for e in chosen} == {inv.CURRENT, inv.STALE}
+    inv.delete(inventory, chosen)
+    assert [p.name for p in (root / "features").iterdir()] == ["my-notes"]
+    assert list((root / "synthetic").iterdir()) == []
+    inventory = inv.scan(root)
+    inv.delete(inventory, inv.select(inventory, keys=["my-notes"]))
+    assert not tree["unknown"].exists() and root.is_dir()
+    with pytest.raises(UserError, match=r"no cache entry with key 'nope'.*s5 cache ls"):
+        inv.select(inventory, keys=["nope"])
+
+
+def test_key_of_stale_videos_takes_their_tokens_and_temp_files_too(tree, tmp_path):
+    inventory = inv.scan(tmp_path / ".s5cache")
+    chosen = inv.select(inventory, keys=[SETTINGS.key()])
+    assert {e.kind for e in chosen} == {inv.TOKENS, inv.TEMPORARY}  # the leftover lives in that folder
+    chosen = inv.select(inventory, keys=[OLD_SPEC.key()])
+    assert {e.kind for e in chosen} == {inv.SYNTHETIC, inv.TOKENS}
+    inv.delete(inventory, chosen)
+    assert not tree["old"].exists() and len(list(tree["tokens"].glob("[!.]*.safetensors"))) == 4
+    assert tree["temp"].is_file()  # not part of those videos
+
+
+def test_symlinks_are_listed_never_followed_and_only_unlinked(tmp_path):
+    outside = tmp_path / "elsewhere"
+    write_videos(outside / "videos", OLD_SPEC, OLD_SYNTHETIC)
+    root = tmp_path / ".s5cache"
+    (root / "synthetic").mkdir(parents=True)
+    (root / "synthetic" / "linked").symlink_to(outside / "videos")
+    inventory = inv.scan(root)
+    [entry] = inventory.entries
+    assert (entry.kind, entry.status, entry.files) == (inv.UNKNOWN_KIND, inv.UNKNOWN, 0)
+    assert inv.select(inventory, everything=True) == []
+    inv.delete(inventory, inv.select(inventory, keys=["linked"]))
+    assert not (root / "synthetic" / "linked").is_symlink()
+    assert (outside / "videos" / "synthetic.json").is_file()  # the target is untouched
+
+
+def test_symlinked_cache_folder_under_the_root_is_not_followed(tmp_path):
+    write_tokens(tmp_path / "big-disk", ["a"])
+    root = tmp_path / ".s5cache"
+    root.mkdir()
+    (root / "features").symlink_to(tmp_path / "big-disk")
+    inventory = inv.scan(root)
+    assert inventory.entries == [] and "symlink" in inventory.notes[0]
+    # Named explicitly, it is the user's folder to scan.
+    assert len(inv.scan(root, [root / "features"]).entries) == 1
+
+
+def test_deletion_refuses_paths_outside_the_scanned_folders(tree, tmp_path):
+    inventory = inv.scan(tmp_path / ".s5cache")
+    stray = inv.CacheEntry(inv.TOKENS, "x", tmp_path / ".s5cache", None, inv.STALE, "", 0, 0, 0.0)
+    removed, failures = inv.delete(inventory, [stray])
+    assert removed == [] and "refusing" in failures[0] and (tmp_path / ".s5cache").is_dir()
+
+
+def test_roots_and_cache_dirs_are_checked(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=r"cache root .*missing does not exist.*--root"):
+        inv.scan(tmp_path / "missing")
+    monkeypatch.chdir(tmp_path)  # no ./.s5cache here
+    with pytest.raises(UserError, match=r"cache root \.s5cache does not exist"):
+        inv.scan()
+    folder = write_tokens(tmp_path / "tokens", ["a", "b"])
+    [entry] = inv.scan(None, [tmp_path / "tokens"]).entries  # a recipe's data.cache_dir elsewhere
+    assert (entry.key, entry.files, entry.status) == (SETTINGS.key(), 3, inv.CURRENT)
+    with pytest.raises(UserError, match="is one cache entry"):
+        inv.scan(None, [folder])
+    with pytest.raises(UserError, match="is not a folder"):
+        inv.scan(None, [tmp_path / "nope"])
