@@ -198,4 +198,11 @@ def render(report: dict[str, Any], console: Any) -> None:
         frames = f", {check['frames']} frames" if check["frames"] else ""
         unit = "" if check["metric"] == "time_slope" else "x"
         console.print(f"target S5 {check['metric']} {where} ({check['mode']}{frames}): "
-                      f"{check['value']:.2f}{unit} (target {check['target']}{unit}) {mark}")
+                      f"{_target_value(check)}{unit} (target {check['target']}{unit}) {mark}")
+
+
+def _target_value(check: dict[str, Any]) -> str:
+    """The value to 2 decimals, or 3 where 2 would print the target itself ('0.77 ... <= 0.77 missed')."""
+    threshold = float(check["target"].split()[-1])
+    short = f"{check['value']:.2f}"
+    return f"{check['value']:.3f}" if float(short) == threshold else short

@@ -71,6 +71,18 @@ def test_ratios_are_computed_from_the_rows(tiny_report: dict) -> None:
             assert check["value"] == ratio["s5_memory_ratio"] and check["met"] == (check["value"] <= limit)
 
 
+@pytest.mark.parametrize(("value", "target", "printed"), [
+    (0.7731, "<= 0.77", "0.773"),  # two decimals would print the target itself next to "missed"
+    (0.742, "<= 0.77", "0.74"),
+    (1.497, ">= 1.5", "1.497"),
+    (27.06, ">= 4.0", "27.06"),
+])
+def test_a_target_value_is_never_printed_as_the_target_itself(value: float, target: str, printed: str) -> None:
+    from s5cli.benchmark.report import _target_value
+
+    assert _target_value({"value": value, "target": target}) == printed
+
+
 def test_tiny_time_budget_marks_models_over_budget_without_failing(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     result = _invoke([*TINY, "--compare", "vit", "--mode", "infer", "--sweep", "2,4", "--time-budget", "1e-6", "--repeat", "1",
