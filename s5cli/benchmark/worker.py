@@ -17,15 +17,15 @@ memory that is free:
   includes fragments of earlier allocations. Nor is that fair between models: S5's half-length
   activations (a few MiB to 32 MiB) land in the heap and fragment it, while S4's full-length ones are
   larger, get mmapped and are returned on free.
-* A memory run fixes the threshold at 64 KiB (`mallopt`) before anything is allocated: every tensor of
-  64 KiB or more is mapped on allocation and unmapped on free, and the peak is what a step holds at
-  once, for every model alike. Why not 1 MiB (until v9): at the default size every activation after the
-  first stage is smaller than that, so the heap's fragments still counted (~12 MiB of a 44 MiB training
-  peak) and repeated runs of one model moved by 3-8 MiB; at 64 KiB they agree within 0.5 MiB, 16 KiB
-  and 4 KiB give the same figures within 1 MiB, and page rounding adds at most 1/16 per block. It has no warm-up, so its first step is cold like a user's first clip (inference kernel
-  generation counts); a training run takes a second step, which also holds the optimiser state.
-  (Setting the threshold in a process whose heap is already fragmented does not help: glibc reuses
-  free heap chunks before it considers mmap.)
+* A memory run fixes the threshold at 64 KiB (`mallopt`) before anything is allocated: every tensor of 64
+  KiB or more is mapped on allocation and unmapped on free, and the peak is what a step holds at once, for
+  every model alike. Why not 1 MiB (until v9): at the default size every activation after the first stage
+  is smaller than that, so the heap's fragments still counted (~12 MiB of a 44 MiB training peak) and
+  repeated runs of one model moved by 3-8 MiB; at 64 KiB they agree within 0.5 MiB, 16 KiB and 4 KiB give
+  the same figures within 1 MiB, and page rounding adds at most 1/16 per block. It has no warm-up, so its
+  first step is cold like a user's first clip (inference kernel generation counts); a training run takes a
+  second step, which also holds the optimiser state. (Setting the threshold in a process whose heap is
+  already fragmented does not help: glibc reuses free heap chunks before it considers mmap.)
 Timing processes keep glibc's defaults untouched (a fixed threshold changes how often pages fault, i.e.
 the times). Before the baseline and before each warm-up the worker calls `malloc_trim(0)`, so the RSS
 the parent watches against the memory budget holds less of what earlier steps freed. Without glibc a
