@@ -84,7 +84,7 @@ def clean_caches(
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
     cache_dirs: list[Path] | None = typer.Option(None, "--cache-dir", metavar="<path>", help=CACHE_DIR_HELP),
     stale: bool = typer.Option(False, "--stale", help="Delete stale entries and leftover temporary files (default)."),
-    everything: bool = typer.Option(False, "--all", help="Delete every recognised entry, current ones too."),
+    everything: bool = typer.Option(False, "--all", help="Delete every recognised entry, current ones too (stop the jobs that use them first)."),
     keys: list[str] | None = typer.Option(
         None, "--key", metavar="<str>", help="Delete the entry with this key (see `s5 cache ls`); repeatable."
     ),
