@@ -143,11 +143,11 @@ class _FftConvolution(torch.autograd.Function):
     irfft's backward (a scaled rfft, inner bins doubled), the product's (a conjugate product each way, the
     kernel's summed over the batch) and rfft's (an inverse complex FFT of the zero-filled spectrum).
 
-    Forward runs in the same channel blocks. Why: MKL's transforms along the sequence axis of a (B, n, H)
-    buffer slow down 2-3x when H is 128 or 256 (the power-of-two row stride maps every row to the same
-    cache sets; one thread, n = 6000: rfft + irfft of 256 channels 17.5 ms at full width, 7.6 ms in blocks
-    of 32), and full-width spectra were the transient peak of the first layer's forward. Blocks of a
-    multiple of 32 channels give the same bits as the full width (r2c, c2r, the kernel's rfft: checked).
+    On CPU the forward runs in the same channel blocks. Why: MKL's transforms along the sequence axis of a
+    (B, n, H) buffer slow down 2-3x when H is 128 or 256 (the power-of-two row stride maps every row to the
+    same cache sets; one thread, n = 6000: rfft + irfft of 256 channels 17.5 ms at full width, 7.6 ms in
+    blocks of 32). Blocks of a multiple of 32 channels give the same bits as the full width (r2c, c2r, the
+    kernel's rfft: checked). On CUDA one full-width block: cuFFT prefers large batches.
     """
 
     @staticmethod
@@ -158,7 +158,10 @@ class _FftConvolution(torch.autograd.Function):
         # Channel-first memory, as the full-width irfft returned it: the elementwise ops after the
         # convolution (the D skip, GELU) then see the same layout, and vectorised GELU's last bits depend on it.
         out = u.new_empty(batch, channels, length).transpose(1, 2)
-        for start, width in _channel_blocks(u, 2, 1, n, complex_bytes=2 * u.element_size()):
+        blocks = [(0, channels)]  # CUDA: cuFFT prefers one large batch
+        if u.device.type == "cpu":
+            blocks = _channel_blocks(u, 2, 1, n, complex_bytes=2 * u.element_size())
+        for start, width in blocks:
             part = slice(start, start + width)
             k_f = torch.fft.rfft(k[part], n=n, dim=-1).transpose(0, 1)
             out[..., part] = torch.fft.irfft(torch.fft.rfft(u[..., part], n=n, dim=1) * k_f, n=n, dim=1)[:, :length]
