@@ -87,11 +87,21 @@ def causal_fft_conv(u: Tensor, k: Tensor | None, k_f: Tensor | None = None, kern
     # (the slice above would be a strided view into an n-long buffer, copied again by the next op).
     channels = u.shape[-1]
     block = max(1, INFERENCE_FFT_BLOCK_BYTES // max(1, u.shape[0] * (n // 2 + 1) * k_f.element_size()))
-    out = u.new_empty(u.shape)
-    for start in range(0, channels, block):
-        part = slice(start, start + block)
+    blocks = [(start, min(block, channels - start)) for start in range(0, channels, block)]
+    return _convolve_in_blocks(u, n, blocks, lambda part: k_f[:, part], u.new_empty(u.shape))
+
+
+def _convolve_in_blocks(u: Tensor, n: int, blocks: list[tuple[int, int]], block_spectrum, out: Tensor) -> Tensor:
+    """Write `irfft(rfft(u, n) · k_f, n)[:, :L]` into `out`, one (start, width) block of channels at a time.
+
+    `block_spectrum(part)` gives the kernel spectrum (F, width) of the channels in `part`: a slice of a
+    kept spectrum at inference, computed per block in training. The product is taken in place.
+    """
+    length = u.shape[1]
+    for start, width in blocks:
+        part = slice(start, start + width)
         u_f = torch.fft.rfft(u[..., part], n=n, dim=1)
-        u_f.mul_(k_f[:, part])
+        u_f.mul_(block_spectrum(part))
         out[..., part] = torch.fft.irfft(u_f, n=n, dim=1)[:, :length]
     return out
 
@@ -161,11 +171,7 @@ class _FftConvolution(torch.autograd.Function):
         blocks = [(0, channels)]  # CUDA: cuFFT prefers one large batch
         if u.device.type == "cpu":
             blocks = _channel_blocks(u, 2, 1, n, complex_bytes=2 * u.element_size())
-        for start, width in blocks:
-            part = slice(start, start + width)
-            k_f = torch.fft.rfft(k[part], n=n, dim=-1).transpose(0, 1)
-            out[..., part] = torch.fft.irfft(torch.fft.rfft(u[..., part], n=n, dim=1) * k_f, n=n, dim=1)[:, :length]
-        return out
+        return _convolve_in_blocks(u, n, blocks, lambda part: torch.fft.rfft(k[part], n=n, dim=-1).transpose(0, 1), out)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
