@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from s5cli.benchmark.measure import format_bytes
 from s5cli.cli.help_text import command_help
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ def list_caches(
         return
     stdout.print(_table(stdout, entries))
     stale = [e for e in entries if e.status == STALE]
-    line = f"{len(entries)} entries, {sum(e.files for e in entries)} files, {_size(_bytes(entries))}"
-    stdout.print(line + (f"; {len(stale)} stale: {_size(_bytes(stale))}" if stale else ""))
+    line = f"{len(entries)} entries, {sum(e.files for e in entries)} files, {format_bytes(_bytes(entries))}"
+    stdout.print(line + (f"; {len(stale)} stale: {format_bytes(_bytes(stale))}" if stale else ""))
     _notes(stderr, entries)
     if stale:
         stderr.print("delete the stale ones with `s5 cache clean` (`--dry-run` shows what goes)")
@@ -117,7 +118,7 @@ def clean_caches(
         return
     stdout.print(_table(stdout, chosen))
     files = sum(e.files for e in chosen)
-    stdout.print(f"{len(chosen)} entries, {files} files: {_size(_bytes(chosen))} to free")
+    stdout.print(f"{len(chosen)} entries, {files} files: {format_bytes(_bytes(chosen))} to free")
     if dry_run:
         stdout.print("dry run: nothing deleted")
         return
@@ -128,7 +129,7 @@ def clean_caches(
             stderr.print("nothing deleted")
             raise typer.Exit(code=1)
     removed, failures = delete(inventory, chosen)
-    stdout.print(f"deleted {len(removed)} entries, freed {_size(_bytes(removed))}")
+    stdout.print(f"deleted {len(removed)} entries, freed {format_bytes(_bytes(removed))}")
     for failure in failures:
         print_warning(f"could not delete {failure}")
     if failures:
@@ -175,7 +176,7 @@ def _table(console: Console, entries: list[CacheEntry]) -> Table:
     for entry in entries:
         status = f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
         row = [entry.kind, escape(entry.key), status, escape(entry.settings), str(entry.files)]
-        table.add_row(*row, _size(entry.bytes), _time(entry.modified))
+        table.add_row(*row, format_bytes(entry.bytes), _time(entry.modified))
     return table
 
 
@@ -200,13 +201,6 @@ def _where(inventory: Inventory, root: Path | None) -> str:
 
 def _bytes(entries: list[CacheEntry]) -> int:
     return sum(entry.bytes for entry in entries)
-
-
-def _size(size: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    while size >= 1024 and len(units) > 1:
-        size, units = size / 1024, units[1:]
-    return f"{size:.0f} {units[0]}" if units[0] == "B" or size >= 100 else f"{size:.1f} {units[0]}"
 
 
 def _time(stamp: float) -> str:
