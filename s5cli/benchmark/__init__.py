@@ -1,6 +1,6 @@
 """`s5 benchmark`: speed and peak memory of S5 against ViS4mer (S4) and a video transformer.
 
 Layout: `measure` (memory probes, timing statistics, slopes), `workload` (model + input + one step),
-`runner` (the per-model subprocess), `pool` (the parent: round-robin, budgets, sweep), `kernel`
-(the S4 kernel + FFT convolution stage), `report` (ratios, targets, Rich table, JSON, plot).
+`worker` (the per-model subprocess), `runner` (the parent: round-robin, budgets, memory runs, sweep),
+`kernel` (the S4 kernel + FFT convolution stage), `report` (ratios, targets, Rich table, JSON), `plot`.
 """
