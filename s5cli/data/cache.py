@@ -136,7 +136,8 @@ class FeatureCache:
     def save(self, video_id: str, tokens: Tensor, metadata: dict[str, str] | None = None) -> Path:
         """Store `(T, S, D)` tokens in the settings' dtype, atomically, with the settings as metadata."""
         import torch
-        from safetensors.torch import save_file
+
+        from s5cli.safetensors_io import save_tensors
 
         if tokens.dim() != 3:
             raise ValueError(f"tokens must be (T, S, D), got shape {tuple(tokens.shape)}")
@@ -149,7 +150,7 @@ class FeatureCache:
         }
         stored = tokens.detach().to("cpu", getattr(torch, self.settings.dtype)).contiguous()
         with atomic_write_path(path) as tmp:
-            save_file({TOKENS_KEY: stored}, str(tmp), metadata=meta)
+            save_tensors({TOKENS_KEY: stored}, tmp, metadata=meta)
         return path
 
     def load(self, video_id: str) -> tuple[Tensor, dict[str, str]]:

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from s5cli.errors import UserError
 from s5cli.io import atomic_write_text
+from s5cli.safetensors_io import save_tensors
 
 FORMAT = "s5cli-checkpoint/1"
 MODEL_FILE = "model.safetensors"
@@ -126,11 +127,11 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         meta = {"format": FORMAT, **{k: str(v) for k, v in metadata.items()}}
-        save_file(_contiguous(module.state_dict()), str(tmp / MODEL_FILE), metadata=meta)
+        save_tensors(_contiguous(module.state_dict()), tmp / MODEL_FILE, metadata=meta)
         if optimizer is not None and trainer_state is not None:
             opt_tensors, opt_info = _split_optimizer(optimizer)
             rng_tensors, rng_json = rng_state()
-            save_file(_contiguous({**opt_tensors, **rng_tensors}), str(tmp / STATE_TENSORS))
+            save_tensors(_contiguous({**opt_tensors, **rng_tensors}), tmp / STATE_TENSORS)
             payload = {
                 "trainer": trainer_state.__dict__, "optimizer": opt_info, "schedule": dict(schedule_state or {}),
                 "rng": rng_json,

@@ -104,7 +104,7 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch) ->
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", boom)
+    monkeypatch.setattr(ckpt, "save_tensors", boom)
     with pytest.raises(OSError):
         ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"})
     assert (path / "model.safetensors").read_bytes() == before

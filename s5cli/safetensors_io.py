@@ -1,0 +1,64 @@
+"""Safetensors files whose bytes depend only on their contents (same tensors + metadata → same file).
+
+Why: the `safetensors` writer keeps the `__metadata__` strings in a Rust hash map whose order is drawn at
+random in every process, so two runs with the same seed wrote checkpoints and token caches with equal
+tensors but different bytes. Users compare runs by checksum, and the Hub stores a changed file (and a new
+commit) for an unchanged model. `save_tensors` lets the library write the file, then rewrites only its
+JSON header with the metadata keys sorted: reordering keys keeps the header's length, so the tensor
+data and every offset stay where the library put them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+METADATA_KEY = "__metadata__"
+_LENGTH = struct.Struct("<Q")  # the header's byte length, little-endian u64, at the start of the file
+
+
+def save_tensors(
+    tensors: Mapping[str, Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file`, with the metadata in sorted key order (a byte-reproducible file).
+
+    Writes `path` in place: callers that need atomicity pass a temporary path and rename it.
+    """
+    from safetensors.torch import save_file
+
+    save_file(dict(tensors), os.fspath(path), metadata=dict(metadata) if metadata is not None else None)
+    sort_metadata(path)
+
+
+def sort_metadata(path: str | os.PathLike[str]) -> bool:
+    """Rewrite the header of the safetensors file at `path` with its metadata keys sorted.
+
+    Returns whether the header changed. The file is left as it is (still valid, only not canonical)
+    when the sorted header would not serialise to exactly the same length as the written one: the
+    tensor offsets must not move.
+    """
+    with open(path, "r+b") as handle:
+        (length,) = _LENGTH.unpack(handle.read(_LENGTH.size))
+        raw = handle.read(length)
+        text = raw.decode("utf-8").rstrip(" ")  # the writer pads the header with spaces for alignment
+        header = json.loads(text)
+        metadata = header.get(METADATA_KEY)
+        if not isinstance(metadata, dict) or len(metadata) < 2:
+            return False
+        ordered = {METADATA_KEY: dict(sorted(metadata.items()))}
+        ordered.update((name, entry) for name, entry in header.items() if name != METADATA_KEY)
+        # The writer's compact JSON: no spaces, non-ASCII characters as they are.
+        rewritten = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if rewritten == text.encode("utf-8"):
+            return False
+        if len(rewritten) != len(text.encode("utf-8")) or json.loads(rewritten) != header:
+            return False
+        handle.seek(_LENGTH.size)
+        handle.write(rewritten + b" " * (length - len(rewritten)))
+    return True
