@@ -41,3 +41,12 @@ def shared_data_dir() -> Path:
         if candidate and (Path(candidate) / "lvu_1.0").is_dir():
             return Path(candidate)
     pytest.skip("real split files not found: set S5CLI_SHARED_DATA or put them in ../shared/data")
+
+
+@pytest.fixture(autouse=True)
+def _release_cache_marks():
+    """Cache folders a test used stop counting as in use when it ends, as when a job's process exits."""
+    yield
+    from s5cli.data.cache_lock import release_all
+
+    release_all()

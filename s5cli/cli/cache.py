@@ -85,7 +85,7 @@ def clean_caches(
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
     cache_dirs: list[Path] | None = typer.Option(None, "--cache-dir", metavar="<path>", help=CACHE_DIR_HELP),
     stale: bool = typer.Option(False, "--stale", help="Delete stale entries and leftover temporary files (default)."),
-    everything: bool = typer.Option(False, "--all", help="Delete every recognised entry, current ones too (stop the jobs that use them first)."),
+    everything: bool = typer.Option(False, "--all", help="Delete every recognised entry, current ones too (those running jobs use are skipped)."),
     keys: list[str] | None = typer.Option(
         None, "--key", metavar="<str>", help="Delete the entry with this key (see `s5 cache ls`); repeatable."
     ),
@@ -96,8 +96,9 @@ def clean_caches(
 
     Stale: videos of an older generator format, the tokens extracted from them, token folders of an older
     format, and temporary files left by interrupted writes (once 15 min old). Current entries are kept
-    unless --all or --key; folders without a marker only go when named with --key. Shows what goes and
-    how much it frees, then asks (--yes does not ask; needed when stdin is not a terminal).
+    unless --all or --key; folders without a marker only go when named with --key. Folders a running s5
+    job is using are skipped (and the command exits non-zero). Shows what goes and how much it frees, then
+    asks (--yes does not ask; needed when stdin is not a terminal).
 
       s5 cache clean --dry-run          # show, delete nothing
       s5 cache clean                    # the stale entries, after asking
@@ -119,6 +120,9 @@ def clean_caches(
     stdout.print(_table(stdout, chosen))
     files = sum(e.files for e in chosen)
     stdout.print(f"{len(chosen)} entries, {files} files: {format_bytes(_bytes(chosen))} to free")
+    busy = sum(e.in_use for e in chosen)
+    if busy:
+        stderr.print(f"{busy} of them are in use by running s5 jobs: skipped (stop those jobs first)")
     if dry_run:
         stdout.print("dry run: nothing deleted")
         return
@@ -174,7 +178,8 @@ def _table(console: Console, entries: list[CacheEntry]) -> Table:
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("modified", min_width=10, max_width=narrow and 10)
     for entry in entries:
-        status = f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
+        # A folder a running job uses is one this version reads: "in use" says more than "current".
+        status = "[bold cyan]in use[/]" if entry.in_use else f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
         row = [entry.kind, escape(entry.key), status, escape(entry.settings), str(entry.files)]
         table.add_row(*row, format_bytes(entry.bytes), _time(entry.modified))
     return table
@@ -183,6 +188,9 @@ def _table(console: Console, entries: list[CacheEntry]) -> Table:
 def _notes(console: Console, entries: list[CacheEntry]) -> None:
     from s5cli.data.cache_inventory import RECENT, TEMP_GRACE_SECONDS, UNKNOWN
 
+    busy = sum(e.in_use for e in entries)
+    if busy:
+        console.print(f"{busy} entries are in use by running s5 jobs; `clean` skips them until those end")
     recent = sum(e.status == RECENT for e in entries)
     if recent:
         minutes = TEMP_GRACE_SECONDS // 60

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from s5cli.data.cache_lock import mark_in_use
 from s5cli.errors import UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
@@ -107,6 +108,13 @@ class FeatureCache:
         self.settings = settings
         self.folder = self.root / settings.key()
         self._reported: set[str] = set()
+        self._marked = False
+
+    def mark_in_use(self) -> None:
+        """Tell `s5 cache clean` that this process uses the folder (see `cache_lock`); once it exists."""
+        if not self._marked and self.folder.is_dir():
+            mark_in_use(self.folder)
+            self._marked = True
 
     def path(self, video_id: str) -> Path:
         """Where the tokens of `video_id` live (whether or not they exist yet)."""
@@ -115,6 +123,7 @@ class FeatureCache:
     def has(self, video_id: str) -> bool:
         """True if a complete, readable entry exists (a corrupt one is reported and counts as missing)."""
         path = self.path(video_id)
+        self.mark_in_use()
         if not path.is_file():
             return False
         problem = verify_safetensors(path)
@@ -142,6 +151,8 @@ class FeatureCache:
         if tokens.dim() != 3:
             raise ValueError(f"tokens must be (T, S, D), got shape {tuple(tokens.shape)}")
         path = self.path(video_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.mark_in_use()
         self._write_settings_file()
         meta = {
             **{k: str(v) for k, v in (metadata or {}).items()},
@@ -158,6 +169,7 @@ class FeatureCache:
         from safetensors import safe_open
 
         path = self.path(video_id)
+        self.mark_in_use()
         if not path.is_file():
             raise FileNotFoundError(f"no cached tokens for video {video_id!r} at {path}")
         problem = verify_safetensors(path)

@@ -10,6 +10,7 @@ deleted when the user names them. No Typer or Rich here: `s5 cache` (`s5cli/cli/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from s5cli.data.cache import CACHE_FORMAT
+from s5cli.data.cache_lock import LOCK_NAME, exclusive, in_use
 from s5cli.data.synthetic_video import FORMAT as SYNTHETIC_FORMAT
 from s5cli.errors import UserError
 
@@ -52,6 +54,7 @@ class CacheEntry:
     modified: float  # latest mtime inside, seconds since the epoch
     members: tuple[Path, ...] = ()  # what deleting it removes, when not `path` itself
     owner: Path | None = None  # a folder whose deletion makes this entry useless (it goes with it)
+    in_use: bool = False  # a running job has marked the folder (`cache_lock`): `clean` skips it
 
     @property
     def targets(self) -> tuple[Path, ...]:
@@ -61,7 +64,7 @@ class CacheEntry:
     def as_json(self) -> dict[str, Any]:
         """Plain-JSON form (the `s5 cache ls --json` schema)."""
         stamp = datetime.fromtimestamp(self.modified, timezone.utc).isoformat(timespec="seconds")
-        fields = ("kind", "key", "format", "status", "settings", "files", "bytes")
+        fields = ("kind", "key", "format", "status", "in_use", "settings", "files", "bytes")
         return {**{name: getattr(self, name) for name in fields}, "path": str(self.path), "modified": stamp}
 
 
@@ -170,20 +173,31 @@ def delete(inventory: Inventory, chosen: Sequence[CacheEntry]) -> tuple[list[Cac
     failures: list[str] = []
     gone = {target for entry in chosen for target in entry.targets}
     for entry in chosen:
+        # A job's mark is checked again now and held off while deleting: a job may have started since the
+        # scan. Leftover temporary files are not guarded: their grace period already says nobody writes them.
+        folder = entry.path if entry.kind != TEMPORARY and entry.path.is_dir() and not entry.path.is_symlink() else None
         try:
-            for target in entry.targets:
-                if gone.intersection(target.parents):
-                    continue  # removed with the folder that holds it
-                _check_inside(target, inventory.parents)
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)  # removes the links inside, never what they point to
-                else:
-                    target.unlink(missing_ok=True)
+            with exclusive(folder) if folder else contextlib.nullcontext(True) as free:
+                if not free:
+                    failures.append(f"{entry.path}: in use by a running s5 job; stop it (or let it end) and retry")
+                    continue
+                _remove(entry, gone, inventory.parents)
         except (OSError, UserError) as error:
             failures.append(f"{entry.path}: {error}")
         else:
             removed.append(entry)
     return removed, failures
+
+
+def _remove(entry: CacheEntry, gone: set[Path], parents: Sequence[Path]) -> None:
+    for target in entry.targets:
+        if gone.intersection(target.parents):
+            continue  # removed with the folder that holds it
+        _check_inside(target, parents)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # removes the links inside, never what they point to
+        else:
+            target.unlink(missing_ok=True)
 
 
 def _check_inside(target: Path, parents: Sequence[Path]) -> None:
@@ -221,6 +235,8 @@ def _marked_folder(
     extras: list[CacheEntry] = []
     orphans: dict[Path, list[tuple[Path, os.stat_result]]] = {}
     for path, stat in _walk(folder):
+        if path.parent == folder and path.name == LOCK_NAME:
+            continue  # the in-use mark, not cached data
         if temp_target(path.name):
             extras.append(_temporary(path, stat, now, folder))
         elif status == CURRENT and path.suffix == ".safetensors" and path.stem in stale_videos:
@@ -228,7 +244,9 @@ def _marked_folder(
         else:
             own.append(stat)
     summary = _summary(kind, marker) if marker else f"unreadable {marker_name}"
-    entry = CacheEntry(kind, folder.name, folder, found, status, summary, *_tally(own, folder.lstat().st_mtime))
+    entry = CacheEntry(
+        kind, folder.name, folder, found, status, summary, *_tally(own, folder.lstat().st_mtime), in_use=in_use(folder)
+    )
     for videos, files in orphans.items():
         # Keyed like the videos, and owned by them: `--key` on the videos deletes their tokens too.
         note = f"tokens of these stale videos, in {folder.name}"

@@ -49,8 +49,9 @@ def test_ls_json_schema(runner, root):
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert set(document) == {"parents", "entries", "total"}
-    fields = {"kind", "key", "path", "format", "status", "settings", "files", "bytes", "modified"}
+    fields = {"kind", "key", "path", "format", "status", "in_use", "settings", "files", "bytes", "modified"}
     assert all(set(entry) == fields for entry in document["entries"])
+    assert not any(entry["in_use"] for entry in document["entries"])
     statuses = {(e["kind"], e["key"]): e["status"] for e in document["entries"]}
     assert statuses["synthetic videos", OLD_SPEC.key()] == "stale"
     assert statuses["synthetic videos", SPEC.key()] == "current"

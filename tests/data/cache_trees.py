@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache_lock import LOCK_NAME, release_all
 from s5cli.data.synthetic_video import FORMAT, SyntheticSpec, _check_root, video_id
 from s5cli.io import atomic_write_path
 
@@ -44,6 +45,7 @@ def write_tokens(cache_dir: Path, ids: list[str], settings: ExtractionSettings =
     cache = FeatureCache(cache_dir, settings)
     for name in ids:
         cache.save(name, torch.zeros(2, 3, 4))
+    release_all()  # as the job that wrote them leaves them when it ends: not in use
     return cache.folder
 
 
@@ -77,4 +79,5 @@ def build_tree(root: Path) -> dict[str, Path]:
 
 
 def files_under(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*") if p.is_file()}
+    """Cached files under `folder`: in-use marks (`.in-use.lock`) are not cached data and are not counted."""
+    return {p for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME}

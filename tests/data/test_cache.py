@@ -59,9 +59,9 @@ def test_save_load_round_trip_in_fp16_with_metadata(tmp_path):
     assert meta["fps"] == "1.0" and meta["frames"] == "" and meta["image_size"] == "224"
     assert meta["dtype"] == "float16" and meta["source"] == "clip.mp4"
     assert cache.num_frames("-dQw4w9WgXcQ") == 5
-    # Only the entry and the settings note: no temporary files left behind.
-    names = sorted(p.name for p in cache.folder.iterdir())
-    assert names == ["-dQw4w9WgXcQ.safetensors", "settings.json"]
+    # Only the entry, the settings note and the in-use mark: no temporary files left behind.
+    names = {p.name for p in cache.folder.iterdir()}
+    assert names == {"-dQw4w9WgXcQ.safetensors", "settings.json", ".in-use.lock"}
 
 
 def test_float32_storage_is_exact(tmp_path):

@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from s5cli.data.cache_lock import in_use
 from s5cli.data.datasets import list_records, task_info
 from s5cli.data.datasets.synthetic import synthetic_root
 from s5cli.data.synthetic_video import (
@@ -113,6 +114,7 @@ def test_list_records_generates_once_and_reuses(tmp_path: Path) -> None:
     data = {"dataset": "synthetic", "root": tmp_path / "syn", "synthetic": SMALL}
     records = list_records(data, "train")
     assert len(records) == 9
+    assert in_use(tmp_path / "syn")  # `s5 cache clean` leaves videos alone while a job uses them
     key = SyntheticSpec(**SMALL).key()[:8]
     assert [r.video_id for r in records] == [f"train_{i:05d}-{key}" for i in range(9)]
     assert all(r.path.is_file() and r.path.with_suffix(".json").is_file() for r in records)

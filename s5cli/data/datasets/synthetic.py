@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from s5cli.data.cache_lock import mark_in_use
 from s5cli.data.synthetic_video import SyntheticSpec, class_name, generate_split, spec_from_section
 
 from .base import RecordList, TaskInfo, VideoRecord, check_split, data_field
@@ -34,6 +35,7 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     check_split(split, "synthetic")
     spec = spec_of(data)
     root = synthetic_root(data)
+    mark_in_use(root)  # `s5 cache clean` leaves the videos alone while this process uses them
     truths = generate_split(spec, root, split, show_progress=show_progress)
     duration = spec.frames / spec.fps
     return RecordList(

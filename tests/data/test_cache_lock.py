@@ -1,0 +1,115 @@
+"""In-use marks: `s5 cache clean` never deletes a folder a running job uses, and forgets jobs that ended."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+from s5cli.data import cache_inventory as inv
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_lock import LOCK_NAME, exclusive, in_use, mark_in_use, release_all
+from tests.data.cache_trees import SETTINGS
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="in-use marks need fcntl (POSIX)")
+
+# A training job in miniature: it reads (here: writes) one token folder, says so, then keeps running.
+JOB = textwrap.dedent(
+    """
+    import sys, torch
+    from s5cli.data.cache import ExtractionSettings, FeatureCache
+    cache = FeatureCache(sys.argv[1], ExtractionSettings("patch_pool", None, 16, None, 64, "float32"))
+    cache.save("clip", torch.zeros(2, 3, 4))
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def _clean_all(root: Path):
+    return CliRunner().invoke(app, ["cache", "clean", "--root", str(root), "--all", "--yes"])
+
+
+def test_clean_skips_the_folder_of_a_running_job_and_takes_it_once_the_job_is_killed(tmp_path):
+    features = tmp_path / ".s5cache" / "features"
+    job = subprocess.Popen(
+        [sys.executable, "-c", JOB, str(features)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert job.stdout.readline().strip() == "ready"
+        folder = features / SETTINGS.key()
+        [entry] = inv.scan(tmp_path / ".s5cache").entries
+        assert entry.path == folder and entry.in_use and entry.files == 2  # the tokens and settings.json
+        listed = CliRunner().invoke(app, ["cache", "ls", "--root", str(tmp_path / ".s5cache")])
+        assert "in use" in listed.output
+        result = _clean_all(tmp_path / ".s5cache")
+        assert result.exit_code != 0
+        assert "in use by a running s5 job" in result.output
+        assert (folder / "clip.safetensors").is_file()
+    finally:
+        job.kill()  # no clean exit: the kernel drops a dead process's locks
+        job.wait()
+    assert not in_use(folder)
+    result = _clean_all(tmp_path / ".s5cache")
+    assert result.exit_code == 0, result.output
+    assert not folder.exists()
+
+
+def test_marks_of_this_process_count_until_released(tmp_path):
+    cache = FeatureCache(tmp_path, SETTINGS)
+    assert not cache.has("clip") and not cache.folder.exists()  # reading a missing folder creates nothing
+    cache.save("clip", torch.zeros(1, 2, 3))
+    assert in_use(cache.folder)
+    release_all()
+    assert not in_use(cache.folder)
+    FeatureCache(tmp_path, SETTINGS).load("clip")  # a reader marks the folder too
+    assert in_use(cache.folder)
+
+
+def test_a_folder_without_a_mark_is_free(tmp_path):
+    assert not in_use(tmp_path / "never-used")
+    (tmp_path / "plain").mkdir()
+    with exclusive(tmp_path / "plain") as free:
+        assert free
+
+
+def test_a_job_that_waited_for_a_clean_marks_the_folder_it_recreates(tmp_path):
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    (folder / LOCK_NAME).touch()
+    with exclusive(folder) as free:  # a clean is deleting the folder...
+        assert free
+        marker = threading.Thread(target=mark_in_use, args=(folder,))
+        marker.start()  # ...while a job starts and waits for it
+        time.sleep(0.2)
+        shutil.rmtree(folder)
+    marker.join(timeout=10)
+    assert not marker.is_alive()
+    assert folder.is_dir() and in_use(folder)  # the mark is on the new folder's lock file, not the deleted one
+
+
+def test_an_unwritable_folder_is_used_without_a_mark(tmp_path, monkeypatch):
+    import errno
+
+    from s5cli.data import cache_lock
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    folder = tmp_path / "shared-tokens"
+    folder.mkdir()
+    monkeypatch.setattr(cache_lock.os, "open", read_only)
+    mark_in_use(folder)  # no error: a cache on a read-only mount is still usable (and nobody can clean it)
+    monkeypatch.undo()
+    assert not (folder / LOCK_NAME).exists() and not in_use(folder)
