@@ -101,19 +101,21 @@ def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any
         if target is None:
             continue
         where = {"model": ratio["model"], "mode": ratio["mode"], "frames": ratio["frames"]}
-        value = ratio["s5_throughput_ratio"]
-        checks.append({**where, "metric": "throughput", "value": value, "target": f">= {target['throughput']}",
-                       "met": value >= target["throughput"]})
-        value = ratio["s5_memory_ratio"]
-        if value is not None:
-            checks.append({**where, "metric": "memory", "value": value, "target": f"<= {target['memory']}",
-                           "met": value <= target["memory"]})
+        checks.append(_check(where, "throughput", ratio["s5_throughput_ratio"], ">=", target["throughput"]))
+        if ratio["s5_memory_ratio"] is not None:
+            checks.append(_check(where, "memory", ratio["s5_memory_ratio"], "<=", target["memory"]))
     for slope in slopes:
         if slope["model"] == REFERENCE and slope["time_slope"] is not None:
-            checks.append({"model": REFERENCE, "mode": slope["mode"], "frames": None, "metric": "time_slope",
-                           "value": slope["time_slope"], "target": f"<= {SLOPE_TARGET}",
-                           "met": slope["time_slope"] <= SLOPE_TARGET})
+            where = {"model": REFERENCE, "mode": slope["mode"], "frames": None}
+            checks.append(_check(where, "time_slope", slope["time_slope"], "<=", SLOPE_TARGET))
     return checks
+
+
+def _check(where: dict[str, Any], metric: str, value: float, comparison: str, threshold: float) -> dict[str, Any]:
+    """One target row: `target` reads ">= 1.5" for people, `comparison` and `threshold` are for scripts."""
+    met = value >= threshold if comparison == ">=" else value <= threshold
+    return {**where, "metric": metric, "value": value, "target": f"{comparison} {threshold}",
+            "comparison": comparison, "threshold": threshold, "met": met}
 
 
 def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
@@ -203,6 +205,5 @@ def render(report: dict[str, Any], console: Any) -> None:
 
 def _target_value(check: dict[str, Any]) -> str:
     """The value to 2 decimals, or 3 where 2 would print the target itself ('0.77 ... <= 0.77 missed')."""
-    threshold = float(check["target"].split()[-1])
     short = f"{check['value']:.2f}"
-    return f"{check['value']:.3f}" if float(short) == threshold else short
+    return f"{check['value']:.3f}" if float(short) == check["threshold"] else short
