@@ -111,6 +111,11 @@ def kernel_spectrum(k: Tensor, length: int) -> Tensor:
     n = conv_fft_size(length, k.shape[-1])
     if torch.is_grad_enabled() and k.requires_grad:
         return padded_rfft(k, n, dim=-1).transpose(0, 1)
+    return _kernel_rfft(k, n)
+
+
+def _kernel_rfft(k: Tensor, n: int) -> Tensor:
+    """Spectrum (F, H) of (H, K) kernels at FFT size n, frequency-major like the inputs' (B, F, H) spectra."""
     return torch.fft.rfft(k, n=n, dim=-1).transpose(0, 1)
 
 
@@ -171,7 +176,7 @@ class _FftConvolution(torch.autograd.Function):
         blocks = [(0, channels)]  # CUDA: cuFFT prefers one large batch
         if u.device.type == "cpu":
             blocks = _channel_blocks(u, 2, 1, n, complex_bytes=2 * u.element_size())
-        return _convolve_in_blocks(u, n, blocks, lambda part: torch.fft.rfft(k[part], n=n, dim=-1).transpose(0, 1), out)
+        return _convolve_in_blocks(u, n, blocks, lambda part: _kernel_rfft(k[part], n), out)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
@@ -190,7 +195,7 @@ class _FftConvolution(torch.autograd.Function):
             del padded
             grad_product.narrow(1, 1, n - bins).mul_(2)
             if need_u:
-                k_f = torch.fft.rfft(k[part], n=n, dim=-1).transpose(0, 1)
+                k_f = _kernel_rfft(k[part], n)
                 grad_u[..., part] = _rfft_input_gradient(grad_product * k_f.conj(), 1, n, length)
                 del k_f
             if need_k:
