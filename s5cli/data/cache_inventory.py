@@ -171,7 +171,6 @@ def delete(inventory: Inventory, chosen: Sequence[CacheEntry]) -> tuple[list[Cac
     """Remove the chosen entries; (those removed, one line per failure). Only paths inside a scanned folder."""
     removed: list[CacheEntry] = []
     failures: list[str] = []
-    gone = {target for entry in chosen for target in entry.targets}
     for entry in chosen:
         # A job's mark is checked again now and held off while deleting: a job may have started since the
         # scan. Leftover temporary files are not guarded: their grace period already says nobody writes them.
@@ -181,7 +180,7 @@ def delete(inventory: Inventory, chosen: Sequence[CacheEntry]) -> tuple[list[Cac
                 if not free:
                     failures.append(f"{entry.path}: in use by a running s5 job; stop it (or let it end) and retry")
                     continue
-                _remove(entry, gone, inventory.parents)
+                _remove(entry, inventory.parents)
         except (OSError, UserError) as error:
             failures.append(f"{entry.path}: {error}")
         else:
@@ -189,10 +188,10 @@ def delete(inventory: Inventory, chosen: Sequence[CacheEntry]) -> tuple[list[Cac
     return removed, failures
 
 
-def _remove(entry: CacheEntry, gone: set[Path], parents: Sequence[Path]) -> None:
+def _remove(entry: CacheEntry, parents: Sequence[Path]) -> None:
+    # Each target on its own, also when a chosen folder holds it: that folder may have been skipped (in
+    # use), and what it already took is simply missing now.
     for target in entry.targets:
-        if gone.intersection(target.parents):
-            continue  # removed with the folder that holds it
         _check_inside(target, parents)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)  # removes the links inside, never what they point to

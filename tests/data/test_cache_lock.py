@@ -113,3 +113,18 @@ def test_an_unwritable_folder_is_used_without_a_mark(tmp_path, monkeypatch):
     mark_in_use(folder)  # no error: a cache on a read-only mount is still usable (and nobody can clean it)
     monkeypatch.undo()
     assert not (folder / LOCK_NAME).exists() and not in_use(folder)
+
+
+def test_what_clean_reports_deleted_is_gone_and_what_it_skipped_is_intact(tmp_path):
+    from tests.data.cache_trees import build_tree
+
+    tree = build_tree(tmp_path)
+    mark_in_use(tree["tokens"])  # a job reads the current token folder
+    inventory = inv.scan(tmp_path)
+    removed, failures = inv.delete(inventory, inv.select(inventory, everything=True))
+    assert all(not target.exists() for entry in removed for target in entry.targets)
+    skipped = {line.split(": ")[0] for line in failures}
+    assert str(tree["tokens"]) in skipped and tree["tokens"].is_dir()
+    assert len(list(tree["tokens"].glob("*.safetensors"))) > 0  # nothing of the used folder went
+    assert not tree["temp"].exists()  # a stale leftover inside it did: nobody writes it
+    assert not tree["old"].exists() and not tree["current"].exists()  # folders nobody uses went
