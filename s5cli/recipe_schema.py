@@ -171,6 +171,9 @@ class TrainSection:
     objective: str = knob("supervised", Rule(choices=("supervised", "lsmcl")))
     epochs: int = knob(15, AT_LEAST_1)
     batch_size: int = knob(16, AT_LEAST_1)  # global batch (split across DDP ranks)
+    # Micro-batches per optimizer step (gradient accumulation): each process's batch is split into this many
+    # and their gradients summed, so activation memory is that of batch_size / accumulate clips.
+    accumulate: int = knob(1, AT_LEAST_1)
     seed: int = knob(0, NON_NEGATIVE)
     out_dir: str = "runs/synthetic"
     keep_last: int = knob(2, AT_LEAST_1)
@@ -354,6 +357,10 @@ def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
     dt_min, dt_max = getattr(model, "dt_min", None), getattr(model, "dt_max", None)
     if dt_min is not None and dt_max is not None and dt_min > dt_max:
         add("model.dt_min", f"model.dt_min={dt_min} must not exceed model.dt_max={dt_max}")
+    train = recipe.train
+    if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts
+        add("train.accumulate", f"train.accumulate={train.accumulate} is more micro-batches than train.batch_size="
+            f"{train.batch_size} has clips: use train.accumulate <= {train.batch_size}")
 
 
 def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None]) -> None:

@@ -7,6 +7,7 @@ kill -9 reaches the same final numbers as an uninterrupted run on the same machi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -138,6 +139,38 @@ def _epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batc
     return [order[i : i + per_rank] for i in range(0, len(order), per_rank)]
 
 
+def _micro_batches(indices: list[int], parts: int) -> list[list[int]]:
+    """`indices` in `parts` consecutive pieces as equal as possible (none empty; fewer for a short last batch)."""
+    parts = max(1, min(parts, len(indices)))
+    size, extra = divmod(len(indices), parts)
+    pieces, start = [], 0
+    for part in range(parts):
+        end = start + size + (part < extra)
+        pieces.append(indices[start:end])
+        start = end
+    return pieces
+
+
+def _check_accumulate(setup: TrainSetup) -> None:
+    """One-line errors and warnings for train.accumulate before anything is trained."""
+    tcfg, ctx = setup.recipe.train, setup.ctx
+    per_rank = max(1, tcfg.batch_size // ctx.world_size)
+    if tcfg.accumulate > per_rank:
+        where = f" per process ({ctx.world_size} processes)" if ctx.distributed else ""
+        raise UserError(
+            f"train.accumulate={tcfg.accumulate} splits a batch of {per_rank}{where} into more micro-batches than "
+            f"it has clips: use train.accumulate <= {per_rank} or a larger train.batch_size"
+        )
+    if tcfg.accumulate > 1 and setup.objective == "lsmcl" and ctx.is_main:
+        from s5cli.cli.console import print_warning
+
+        print_warning(
+            f"train.accumulate={tcfg.accumulate} with LSMCL: each micro-batch of ~{per_rank // tcfg.accumulate} "
+            "videos is its own contrastive task, with only those videos (and train.lsmcl.queue_size queued keys) "
+            "as negatives"
+        )
+
+
 def train(setup: TrainSetup) -> dict:
     """Train, evaluating and checkpointing each `eval_every` epochs; return the final validation metrics."""
     from s5cli.data.datasets.base import collate_samples
@@ -145,6 +178,7 @@ def train(setup: TrainSetup) -> dict:
     recipe, ctx = setup.recipe, setup.ctx
     tcfg, ocfg = recipe.train, recipe.optim
     out_dir = setup.out_dir
+    _check_accumulate(setup)
     module = setup.module.to(ctx.device)
     optimizer = build_optimizer(module, ocfg)
     steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / max(1, tcfg.batch_size // ctx.world_size))
@@ -202,18 +236,23 @@ def train(setup: TrainSetup) -> dict:
             start_batch = state.batch_in_epoch if epoch == state.epoch else 0
             for b_index in range(start_batch, len(batches)):
                 tick = time.perf_counter()
-                batch = collate_samples([setup.train_set[i] for i in batches[b_index]])
                 _set_progress(module, state.step / max(1, total_steps))
-                with autocast(ctx.device):
-                    loss = _loss(setup, module, batch)
-                if not torch.isfinite(loss.detach()):
-                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-                    raise RunFailure(
-                        f"loss became {loss.item()} at step {state.step + 1} (epoch {epoch + 1}); stopped, {where}. "
-                        "Try a lower optim.lr or optim.grad_clip"
-                    )
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                micro = _micro_batches(batches[b_index], tcfg.accumulate)
+                loss_value = 0.0
+                for m_index, indices in enumerate(micro):
+                    # Every micro-batch's mean loss weighted by its share of the batch: the summed gradients
+                    # are those of the whole batch's mean. DDP averages gradients over ranks only once, at
+                    # the last micro-batch.
+                    share = len(indices) / len(batches[b_index])
+                    syncs = not ctx.distributed or m_index == len(micro) - 1
+                    with contextlib.nullcontext() if syncs else module.no_sync():
+                        batch = collate_samples([setup.train_set[i] for i in indices])
+                        with autocast(ctx.device):
+                            loss = _loss(setup, module, batch)
+                        _check_finite(loss, state.step, epoch, last_good)
+                        scaler.scale(loss if share == 1.0 else loss * share).backward()
+                    loss_value += float(loss.detach()) * share
                 if ocfg.grad_clip and ocfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
@@ -223,7 +262,7 @@ def train(setup: TrainSetup) -> dict:
                 _momentum_update(module)
                 state.step += 1
                 state.batch_in_epoch = b_index + 1
-                loss_value = ctx.mean(float(loss.detach()))
+                loss_value = ctx.mean(loss_value)
                 speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
                 progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
                 if state.step % max(1, tcfg.log_every) == 0:
@@ -262,6 +301,16 @@ def train(setup: TrainSetup) -> dict:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
     return last_metrics
+
+
+def _check_finite(loss: torch.Tensor, step: int, epoch: int, last_good: Path | None) -> None:
+    """Stop at the first non-finite loss, naming the checkpoint to go back to."""
+    if not torch.isfinite(loss.detach()):
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        raise RunFailure(
+            f"loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); stopped, {where}. "
+            "Try a lower optim.lr or optim.grad_clip"
+        )
 
 
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:

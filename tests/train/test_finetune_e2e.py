@@ -55,6 +55,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def finetune_in_processes(args: list[str], processes: int = 1) -> subprocess.CompletedProcess:
+    """`s5 finetune RECIPE ARGS --quiet` in a fresh interpreter, or under torchrun with `processes` ranks."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                     "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    return subprocess.run([*launcher, "-m", "s5cli", "finetune", RECIPE, *args, "--quiet"],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+
+
 def _losses(run: Path) -> list[float]:
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [rec["loss"] for rec in lines if "loss" in rec]
@@ -126,13 +136,9 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
     extra = {"model.selector": "none", "train.epochs": 1}
     one_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "one"})
     two_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "two"})
-    one = subprocess.run([sys.executable, "-m", "s5cli", "finetune", RECIPE, *one_args, "--quiet"],
-                         env=_env(), capture_output=True, text=True, timeout=600)
+    one = finetune_in_processes(one_args)
     assert one.returncode == 0, one.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    two = subprocess.run([*torchrun, "-m", "s5cli", "finetune", RECIPE, *two_args, "--quiet"],
-                         env=_env(), capture_output=True, text=True, timeout=600)
+    two = finetune_in_processes(two_args, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
     losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(losses_one) == len(losses_two) == 3

@@ -1,0 +1,117 @@
+"""Gradient accumulation (train.accumulate): micro-batches whose summed gradients are the whole batch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+from s5cli.train.loop import _micro_batches
+from tests.train.test_finetune_e2e import RECIPE, _losses, finetune_in_processes, tiny
+
+# ViS4mer without dropout: nothing is sampled, so runs that differ only in how a batch is split must follow
+# the same trajectory up to the order of float sums.
+DETERMINISTIC = {"model.selector": "none", "train.epochs": 1}
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def test_micro_batches_are_consecutive_and_as_equal_as_possible() -> None:
+    assert _micro_batches(list(range(8)), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert _micro_batches(list(range(8)), 1) == [list(range(8))]
+    assert _micro_batches([5, 9], 4) == [[5], [9]]  # a short last batch: fewer pieces, none empty
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "best" / "model.safetensors"))
+
+
+def _recording_gradient_norms(monkeypatch) -> list[float]:
+    """Record the gradient norm each optimizer step sees (Adam's update alone would hide a scale error)."""
+    from s5cli.train import loop
+
+    norms: list[float] = []
+    real_build = loop.build_optimizer
+
+    def build(module, config):
+        optimizer = real_build(module, config)
+        real_step = optimizer.step
+
+        def step(*args, **kwargs):
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            return real_step(*args, **kwargs)
+
+        optimizer.step = step
+        return optimizer
+
+    monkeypatch.setattr(loop, "build_optimizer", build)
+    return norms
+
+
+def test_accumulated_micro_batches_train_like_the_whole_batch(tmp_path: Path, monkeypatch) -> None:
+    from s5cli.train import loop
+
+    seen: list[int] = []
+    real_loss = loop._loss
+
+    def recording_loss(setup, module, batch):
+        seen.append(batch.tokens.shape[0])
+        return real_loss(setup, module, batch)
+
+    runner = CliRunner()
+    whole_norms = _recording_gradient_norms(monkeypatch)
+    whole = tiny(tmp_path, **DETERMINISTIC, **{"train.out_dir": tmp_path / "whole"})
+    assert runner.invoke(app, ["finetune", RECIPE, *whole, "--quiet"]).exit_code == 0
+    monkeypatch.undo()
+    split_norms = _recording_gradient_norms(monkeypatch)
+    monkeypatch.setattr(loop, "_loss", recording_loss)
+    split = tiny(tmp_path, **DETERMINISTIC, **{"train.out_dir": tmp_path / "split", "train.accumulate": 2})
+    result = runner.invoke(app, ["finetune", RECIPE, *split, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert seen == [4] * 6  # 24 clips, batches of 8 in two micro-batches of 4: the model never saw 8 at once
+    assert len(split_norms) == 3 and split_norms == pytest.approx(whole_norms, rel=1e-4)
+    assert len(_losses(tmp_path / "split")) == 3  # one logged step per optimizer step
+    assert _losses(tmp_path / "split") == pytest.approx(_losses(tmp_path / "whole"), rel=1e-4)
+    whole_weights, split_weights = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    for name, value in whole_weights.items():
+        torch.testing.assert_close(split_weights[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_accumulate_above_the_batch_is_a_one_line_error_before_any_work(tmp_path: Path) -> None:
+    args = tiny(tmp_path, **{"train.accumulate": 9})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "train.accumulate=9" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "videos").exists() and not (tmp_path / "run").exists()  # nothing generated
+
+
+def test_accumulate_above_a_process_share_of_the_batch_is_refused_when_training_starts(tmp_path: Path) -> None:
+    # 8 clips over 2 processes are 4 each: 6 micro-batches cannot be made of them (the recipe alone is fine).
+    args = tiny(tmp_path, **DETERMINISTIC, **{"train.accumulate": 6})
+    result = finetune_in_processes(args, processes=2)
+    assert result.returncode != 0  # torchrun reports a failed rank as 1, whatever the rank's own code (2)
+    assert "train.accumulate=6" in result.stderr and "per process (2 processes)" in result.stderr
+    assert not (tmp_path / "run" / "latest").exists()
+
+
+def test_two_processes_accumulating_match_one_process(tmp_path: Path) -> None:
+    # Two ranks of 4 clips, each in two micro-batches of 2 (gradients averaged once, at the last micro-batch)
+    # against one process with the whole batch of 8.
+    shared = tmp_path / "shared"
+    one_args = tiny(shared, **DETERMINISTIC, **{"train.out_dir": tmp_path / "one"})
+    two_args = tiny(shared, **DETERMINISTIC, **{"train.out_dir": tmp_path / "two", "train.accumulate": 2})
+    one = finetune_in_processes(one_args)
+    assert one.returncode == 0, one.stderr
+    two = finetune_in_processes(two_args, processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
+    for name, value in _weights(tmp_path / "one").items():
+        torch.testing.assert_close(_weights(tmp_path / "two")[name], value, rtol=1e-4, atol=1e-5)
