@@ -178,6 +178,8 @@ class TrainSection:
     out_dir: str = "runs/synthetic"
     keep_last: int = knob(2, AT_LEAST_1)
     eval_every: int = knob(1, AT_LEAST_1)  # epochs between validations (and plateau steps)
+    # Stop once this many validations in a row brought no better headline metric; None = train all epochs.
+    early_stop_patience: int | None = knob(None, AT_LEAST_1)
     amp: bool = True  # mixed precision, used on CUDA only
     init: str | None = None  # pretrained checkpoint folder or Hub id to start from
     log_every: int = knob(10, AT_LEAST_1)
@@ -358,6 +360,9 @@ def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
     if dt_min is not None and dt_max is not None and dt_min > dt_max:
         add("model.dt_min", f"model.dt_min={dt_min} must not exceed model.dt_max={dt_max}")
     train = recipe.train
+    if train.early_stop_patience is not None and train.objective == "lsmcl":
+        add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
+            "pretraining has none: set it to null")
     if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts
         add("train.accumulate", f"train.accumulate={train.accumulate} is more micro-batches than train.batch_size="
             f"{train.batch_size} has clips: use train.accumulate <= {train.batch_size}")

@@ -106,6 +106,7 @@ class TrainerState:
     batch_in_epoch: int = 0
     best_metric: float | None = None
     best_step: int | None = None
+    evals_since_best: int = 0  # validations in a row without a better metric (train.early_stop_patience)
 
 
 def save_checkpoint(

@@ -229,9 +229,16 @@ def train(setup: TrainSetup) -> dict:
         last_good = path
         return path
 
+    patience = getattr(tcfg, "early_stop_patience", None)
+    if patience and ctx.is_main and (setup.val_set is None or not len(setup.val_set)):
+        from s5cli.cli.console import print_warning
+
+        print_warning("train.early_stop_patience is set but this run has no validation split: it never stops early")
     try:
         module.train()
         for epoch in range(state.epoch, tcfg.epochs):
+            if patience and state.evals_since_best >= patience:  # a resumed run that had already stopped
+                break
             batches = _epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
             start_batch = state.batch_in_epoch if epoch == state.epoch else 0
             for b_index in range(start_batch, len(batches)):
@@ -286,6 +293,7 @@ def train(setup: TrainSetup) -> dict:
                 improved = state.best_metric is None or (value > state.best_metric if higher else value < state.best_metric)
                 if improved:
                     state.best_metric, state.best_step = value, state.step
+                state.evals_since_best = 0 if improved else state.evals_since_best + 1
                 last_metrics = metrics
                 # best/ is written before the step checkpoint that records it as best: a kill between the two
                 # then re-runs this epoch on --resume (same numbers) instead of never writing best/.
@@ -293,6 +301,12 @@ def train(setup: TrainSetup) -> dict:
                     ckpt.save_checkpoint(out_dir / "best", _unwrap(module), {**metadata, "step": str(state.step)},
                                          metrics=metrics)
                 save(metrics)
+                if patience and state.evals_since_best >= patience and not is_last:
+                    progress.log(f"early stop after epoch {state.epoch}: val {name} not better than "
+                                 f"{state.best_metric:.4f} (step {state.best_step}) for {patience} validations")
+                    log.write({"step": state.step, "epoch": state.epoch, "early_stop": True,
+                               "best_step": state.best_step})
+                    break
             elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
                 save(None)
     finally:

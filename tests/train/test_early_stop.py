@@ -1,0 +1,76 @@
+"""train.early_stop_patience: training ends after that many validations without a better metric, resumably."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+from tests.train.test_finetune_e2e import RECIPE, tiny
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _validation_scores(monkeypatch, scores: list[float]) -> list[int]:
+    """Validation returns these top-1 values in turn; returns the list of epochs it was asked at."""
+    from s5cli.train import loop
+
+    asked: list[int] = []
+
+    def validate(setup, module, epoch):
+        asked.append(epoch + 1)
+        value = scores[min(len(asked), len(scores)) - 1]
+        return {"top1": value, "top5": 1.0, "count": 8, "windows": 8}
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    return asked
+
+
+def test_stops_after_patience_validations_without_improvement_and_resume_stays_stopped(tmp_path, monkeypatch):
+    # Better at epochs 1 and 2, then flat: with patience 2 training ends after epoch 4 of 10.
+    asked = _validation_scores(monkeypatch, [0.2, 0.5, 0.5, 0.4])
+    args = tiny(tmp_path, **{"train.epochs": 10, "train.early_stop_patience": 2})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args])
+    assert result.exit_code == 0, result.output
+    assert asked == [1, 2, 3, 4]
+    assert "early stop after epoch 4" in result.output
+    run = tmp_path / "run"
+    stop = [r for r in _records(run) if r.get("early_stop")]
+    assert len(stop) == 1 and stop[0]["epoch"] == 4 and stop[0]["best_step"] == 2 * 3  # 3 steps per epoch
+    assert json.loads((run / "best" / "metrics.json").read_text())["top1"] == 0.5
+    last_step = max(r["step"] for r in _records(run))
+    # Resuming a run that stopped early trains nothing more.
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert asked == [1, 2, 3, 4]
+    assert max(r["step"] for r in _records(run)) == last_step
+
+
+def test_without_patience_every_epoch_is_trained(tmp_path, monkeypatch):
+    asked = _validation_scores(monkeypatch, [0.5])
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **{"train.epochs": 4}), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert asked == [1, 2, 3, 4]
+
+
+def test_patience_needs_validation_metrics(tmp_path):
+    from s5cli.errors import UserError
+    from s5cli.recipe import load_recipe
+
+    with pytest.raises(UserError, match=r"train\.early_stop_patience .* LSMCL"):  # a pretraining recipe
+        load_recipe(RECIPE, ["train.objective=lsmcl", "train.early_stop_patience=3"])
+    # A supervised run without a validation split says so instead of silently never stopping.
+    args = tiny(tmp_path, **{"train.early_stop_patience": 3, "data.synthetic.num_val": 0, "train.epochs": 1})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "no validation split" in result.output
