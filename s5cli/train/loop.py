@@ -173,8 +173,6 @@ def _check_accumulate(setup: TrainSetup) -> None:
 
 def train(setup: TrainSetup) -> dict:
     """Train, evaluating and checkpointing each `eval_every` epochs; return the final validation metrics."""
-    from s5cli.data.datasets.base import collate_samples
-
     recipe, ctx = setup.recipe, setup.ctx
     tcfg, ocfg = recipe.train, recipe.optim
     out_dir = setup.out_dir
@@ -245,21 +243,14 @@ def train(setup: TrainSetup) -> dict:
                 tick = time.perf_counter()
                 _set_progress(module, state.step / max(1, total_steps))
                 optimizer.zero_grad(set_to_none=True)
-                micro = _micro_batches(batches[b_index], tcfg.accumulate)
-                loss_value = 0.0
-                for m_index, indices in enumerate(micro):
-                    # Every micro-batch's mean loss weighted by its share of the batch: the summed gradients
-                    # are those of the whole batch's mean. DDP averages gradients over ranks only once, at
-                    # the last micro-batch.
-                    share = len(indices) / len(batches[b_index])
-                    syncs = not ctx.distributed or m_index == len(micro) - 1
-                    with contextlib.nullcontext() if syncs else module.no_sync():
-                        batch = collate_samples([setup.train_set[i] for i in indices])
-                        with autocast(ctx.device):
-                            loss = _loss(setup, module, batch)
-                        _check_finite(loss, state.step, epoch, last_good)
-                        scaler.scale(loss if share == 1.0 else loss * share).backward()
-                    loss_value += float(loss.detach()) * share
+                try:
+                    loss_value = _backward_batch(setup, module, scaler, batches[b_index], tcfg.accumulate)
+                except _NonFiniteLoss as error:
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                    raise RunFailure(
+                        f"loss became {error.value} at step {state.step + 1} (epoch {epoch + 1}); stopped, {where}. "
+                        "Try a lower optim.lr or optim.grad_clip"
+                    ) from None
                 if ocfg.grad_clip and ocfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
@@ -317,14 +308,35 @@ def train(setup: TrainSetup) -> dict:
     return last_metrics
 
 
-def _check_finite(loss: torch.Tensor, step: int, epoch: int, last_good: Path | None) -> None:
-    """Stop at the first non-finite loss, naming the checkpoint to go back to."""
-    if not torch.isfinite(loss.detach()):
-        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-        raise RunFailure(
-            f"loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); stopped, {where}. "
-            "Try a lower optim.lr or optim.grad_clip"
-        )
+class _NonFiniteLoss(Exception):
+    def __init__(self, value: float):
+        super().__init__(value)
+        self.value = value
+
+
+def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, indices: list[int], accumulate: int) -> float:
+    """Forward + backward of one batch in `accumulate` micro-batches; returns the batch's mean loss.
+
+    Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradients are those
+    of the whole batch's mean. Under DDP gradients are averaged over ranks once, at the last micro-batch.
+    A non-finite loss raises `_NonFiniteLoss` before its backward pass.
+    """
+    from s5cli.data.datasets.base import collate_samples
+
+    micro = _micro_batches(indices, accumulate)
+    total = 0.0
+    for m_index, part in enumerate(micro):
+        share = len(part) / len(indices)
+        syncs = not setup.ctx.distributed or m_index == len(micro) - 1
+        with contextlib.nullcontext() if syncs else module.no_sync():
+            batch = collate_samples([setup.train_set[i] for i in part])
+            with autocast(setup.ctx.device):
+                loss = _loss(setup, module, batch)
+            if not torch.isfinite(loss.detach()):
+                raise _NonFiniteLoss(loss.item())
+            scaler.scale(loss if share == 1.0 else loss * share).backward()
+        total += float(loss.detach()) * share
+    return total
 
 
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:
