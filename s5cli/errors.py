@@ -26,3 +26,9 @@ class RunFailure(Exception):
     """A run that started correctly but cannot go on (NaN loss, all inputs skipped): exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(RunFailure):
+    """Ctrl-C after which something useful was kept (a checkpoint, partial results): exit code 130."""
+
+    exit_code = 130

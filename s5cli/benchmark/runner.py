@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -271,7 +271,7 @@ def _start(worker: _Worker, time_budget: float | None, say: Progress) -> None:
     say(f"ready {name}" + (f" (warm-up step {warm[-1]:.3g} s)" if warm else ""))
 
 
-def run_sweep(
+def iter_sweep(
     base: Sequence[Workload],
     frames: Sequence[int],
     repeat: int,
@@ -279,11 +279,12 @@ def run_sweep(
     time_budget: float | None = None,
     memory_budget: int | None = None,
     progress: Progress | None = None,
-) -> list[Measurement]:
-    """`run_group` at each frame count; a model over budget at some length is not run at longer ones."""
-    results: list[Measurement] = []
+) -> Iterator[list[Measurement]]:
+    """`run_group` at each frame count, yielded length by length (a caller interrupted mid-sweep keeps the
+    finished lengths); a model over budget at some length is not run at longer ones."""
     exceeded: dict[tuple[str, str], int] = {}
     for count in sorted(frames):
+        results: list[Measurement] = []
         group: list[Workload] = []
         for workload in base:
             key = (workload.label, workload.mode)
@@ -300,7 +301,7 @@ def run_sweep(
             if measurement.status == OVER_BUDGET:
                 exceeded[(measurement.workload.label, measurement.workload.mode)] = count
             results.append(measurement)
-    return results
+        yield results
 
 
 def child_pids() -> list[int]:

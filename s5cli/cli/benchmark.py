@@ -62,11 +62,11 @@ def benchmark(
     memory comes from a second, fresh process per model afterwards (on CPU with glibc's mmap threshold
     fixed at 64 KiB, so freed blocks leave RSS: see benchmarks/README.md). Reports median step time with
     its spread, clips/s, tokens/s, peak memory above the process baseline, and S5's ratios against
-    every other model.
+    every other model. Ctrl-C reports (and writes to --json/--plot) what was measured so far, exit 130.
     """
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
     from s5cli.cli.console import stderr, stdout
-    from s5cli.errors import RunFailure, UserError
+    from s5cli.errors import Interrupted, RunFailure, UserError
 
     torch_device = _resolve_device(device)
     on_cuda = torch_device.startswith("cuda")
@@ -93,7 +93,7 @@ def benchmark(
         return
 
     from s5cli.benchmark.report import build_report, render
-    from s5cli.benchmark.runner import ERROR, run_group, run_sweep
+    from s5cli.benchmark.runner import ERROR, iter_sweep, run_group
     from s5cli.benchmark.workload import MODES, Workload, canonical_label
 
     labels = ["s5", *_parse_compare(compare, canonical_label)]
@@ -128,19 +128,29 @@ def benchmark(
         stderr.print(f"[dim]{message}[/]")
 
     measurements = []
-    for run_mode in modes:
-        base = [Workload(label=label, mode=run_mode, frames=frame_counts[0], tokens_per_frame=tokens_per_frame,
-                         dim=dim, batch=batch, keep_ratio=keep_ratio, device=torch_device, amp=amp, seed=seed,
-                         warmup=warmup, threads=threads) for label in labels]
-        if sweep:
-            measurements += run_sweep(base, frame_counts, repeat, time_budget=time_budget,
-                                      memory_budget=budget_bytes, progress=progress)
-        else:
-            measurements += run_group(base, repeat, time_budget=time_budget, memory_budget=budget_bytes,
-                                      progress=progress)
-    report = build_report(measurements, settings, _machine(torch_device))
+    interrupted = False
+    try:
+        for run_mode in modes:
+            base = [Workload(label=label, mode=run_mode, frames=frame_counts[0], tokens_per_frame=tokens_per_frame,
+                             dim=dim, batch=batch, keep_ratio=keep_ratio, device=torch_device, amp=amp, seed=seed,
+                             warmup=warmup, threads=threads) for label in labels]
+            if sweep:  # group by group: Ctrl-C keeps the lengths already measured
+                for group in iter_sweep(base, frame_counts, repeat, time_budget=time_budget,
+                                        memory_budget=budget_bytes, progress=progress):
+                    measurements += group
+            else:
+                measurements += run_group(base, repeat, time_budget=time_budget, memory_budget=budget_bytes,
+                                          progress=progress)
+    except KeyboardInterrupt:
+        if not measurements:
+            raise
+        interrupted = True
+        stderr.print(f"[yellow]interrupted: reporting the {len(measurements)} measurements finished so far[/]")
+    report = build_report(measurements, {**settings, "interrupted": interrupted}, _machine(torch_device))
     render(report, stdout)
     _write_outputs(report, json_path, plot_path)
+    if interrupted:
+        raise Interrupted("interrupted; the results above and in --json/--plot are partial")
     failed = [r for r in report["results"] if r["status"] == ERROR]
     if failed:
         first = failed[0]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from s5cli.errors import RunFailure, UserError
+from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.io import atomic_write_text
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.distributed import DistContext
@@ -29,12 +29,6 @@ from s5cli.train.evaluation import autocast, evaluate
 from s5cli.train.metrics import headline
 from s5cli.train.progress import TrainingProgress
 from s5cli.train.schedule import Schedule, build_optimizer
-
-
-class Interrupted(RunFailure):
-    """Ctrl-C: a checkpoint was saved; exit code 130 as shells expect."""
-
-    exit_code = 130
 
 
 @dataclass

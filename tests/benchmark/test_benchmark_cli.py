@@ -84,6 +84,30 @@ def test_a_target_value_is_never_printed_as_the_target_itself(value: float, thre
     assert _target_value({"value": value, "threshold": threshold}) == printed
 
 
+def test_ctrl_c_mid_sweep_reports_and_writes_the_lengths_already_measured(tmp_path: Path, monkeypatch) -> None:
+    from s5cli.benchmark import runner
+    from s5cli.benchmark.runner import child_pids
+
+    real_run_group, calls = runner.run_group, {"n": 0}
+
+    def interrupted_at_the_second_length(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run_group(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_group", interrupted_at_the_second_length)
+    out = tmp_path / "sweep.json"
+    result = _invoke([*TINY, "--compare", "s4", "--mode", "infer", "--sweep", "2,4,8", "--repeat", "1",
+                      "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "partial" in result.output and "Traceback" not in result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["interrupted"] is True
+    assert {(r["model"], r["frames"], r["status"]) for r in report["results"]} == {("s5", 2, "ok"), ("s4", 2, "ok")}
+    assert not child_pids()  # no worker left behind
+
+
 def test_tiny_time_budget_marks_models_over_budget_without_failing(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     result = _invoke([*TINY, "--compare", "vit", "--mode", "infer", "--sweep", "2,4", "--time-budget", "1e-6", "--repeat", "1",
