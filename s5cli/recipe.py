@@ -353,6 +353,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def resolve_recipe_spec(spec: str) -> str:
+    """Local path, a bundled recipe name ('synthetic', 'lvu/genre'), or hf://REPO[@REV]/path."""
+    if spec.startswith("hf://"):
+        from s5cli.hub import resolve_recipe_path
+
+        return str(resolve_recipe_path(spec))
+    if Path(spec).exists():
+        return spec
+    bundled = bundled_recipes()
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    name = name[len("recipes/"):] if name.startswith("recipes/") else name
+    if name in bundled:
+        return str(bundled[name])
+    return spec  # load_recipe reports the missing file with a hint
+
+
 def dump_recipe(recipe: Recipe | dict[str, Any], header: str | None = None) -> str:
     """YAML text of a recipe (or its dict), with an optional comment header."""
     data = recipe if isinstance(recipe, dict) else recipe_to_dict(recipe)

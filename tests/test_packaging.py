@@ -25,11 +25,10 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
 
 
 def test_bundled_recipes_resolve_by_name() -> None:
-    from s5cli.recipe import bundled_recipes
-    from s5cli.train.job import _resolve_recipe
+    from s5cli.recipe import bundled_recipes, resolve_recipe_spec
 
     names = bundled_recipes()
     assert {"synthetic", "breakfast", "coin", "pretrain-lsmcl", "lvu/genre"} <= set(names)
-    assert Path(_resolve_recipe("synthetic")) == names["synthetic"]
-    assert Path(_resolve_recipe("lvu/genre.yaml")) == names["lvu/genre"]
-    assert _resolve_recipe("no-such-recipe") == "no-such-recipe"
+    assert Path(resolve_recipe_spec("synthetic")) == names["synthetic"]
+    assert Path(resolve_recipe_spec("lvu/genre.yaml")) == names["lvu/genre"]
+    assert resolve_recipe_spec("no-such-recipe") == "no-such-recipe"

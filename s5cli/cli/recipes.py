@@ -26,6 +26,32 @@ def list_recipes() -> None:
     stdout.print(table)
 
 
+@app.command("show", no_args_is_help=True)
+def show_recipe(
+    recipe: str = typer.Argument(..., help="Recipe: a path, a bundled name like synthetic or lvu/genre, or hf://repo/file."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, as for finetune and pretrain."),
+) -> None:
+    """Print the resolved recipe a run would use: every default filled in, overrides applied, all validated.
+
+    The same YAML a run saves as RUN/recipe.yaml, so it can be edited and run as it is:
+
+      s5 recipes show synthetic train.accumulate=2
+      s5 recipes show lvu/genre > genre.yaml
+    """
+    from s5cli.cli.console import print_warning
+    from s5cli.errors import UserError
+    from s5cli.recipe import check_data_paths, dump_recipe, load_recipe, resolve_recipe_spec
+
+    loaded = load_recipe(resolve_recipe_spec(recipe), overrides or [])
+    source = getattr(loaded, "source", None) or recipe
+    typer.echo(dump_recipe(loaded, f"Resolved s5cli recipe (from {source}" + (" and overrides)" if overrides else ")")),
+               nl=False)
+    try:
+        check_data_paths(loaded)
+    except UserError as error:  # the recipe is valid; its data is just not on this machine (yet)
+        print_warning(f"a run would stop here: {error}")
+
+
 @app.command("cp")
 def copy_recipe(
     name: str = typer.Argument(..., help="Bundled recipe name (see `s5 recipes ls`), e.g. synthetic or lvu/genre."),

@@ -12,32 +12,14 @@ from s5cli.train.distributed import DistContext
 
 def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | None):
     """Load + validate the recipe (before any work); `--seed` overrides train.seed."""
-    from s5cli.recipe import check_data_paths, load_recipe
+    from s5cli.recipe import check_data_paths, load_recipe, resolve_recipe_spec
 
     extra = list(overrides or [])
     if seed is not None:
         extra.append(f"train.seed={seed}")
-    recipe = load_recipe(_resolve_recipe(recipe_path), extra)
+    recipe = load_recipe(resolve_recipe_spec(recipe_path), extra)
     check_data_paths(recipe)
     return recipe
-
-
-def _resolve_recipe(spec: str) -> str:
-    """Local path, a bundled recipe name ('synthetic', 'lvu/genre'), or hf://REPO[@REV]/path."""
-    if spec.startswith("hf://"):
-        from s5cli.hub import resolve_recipe_path
-
-        return str(resolve_recipe_path(spec))
-    if Path(spec).exists():
-        return spec
-    from s5cli.recipe import bundled_recipes
-
-    bundled = bundled_recipes()
-    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
-    name = name[len("recipes/"):] if name.startswith("recipes/") else name
-    if name in bundled:
-        return str(bundled[name])
-    return spec  # load_recipe reports the missing file with a hint
 
 
 def build_model_from_recipe(recipe: Any, num_outputs: int):

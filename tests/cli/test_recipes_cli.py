@@ -1,4 +1,4 @@
-"""`s5 recipes ls|cp` and bad recipes through the real CLI (one red line, exit code 2)."""
+"""`s5 recipes ls|show|cp` and bad recipes through the real CLI (one red line, exit code 2)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,26 @@ def test_ls_lists_every_bundled_recipe(runner: CliRunner) -> None:
         assert name in result.output
     assert "S5 on the bundled synthetic" in result.output  # description from the top comment
     assert "LSMCL" in result.output
+
+
+def test_show_prints_the_resolved_recipe_that_loads_back_the_same(runner: CliRunner, tmp_path: Path) -> None:
+    from s5cli.recipe import recipe_to_dict
+
+    result = runner.invoke(app, ["recipes", "show", "synthetic", "train.accumulate=2", "optim.lr=3e-4"])
+    assert result.exit_code == 0, result.output
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(result.stdout)
+    expected = recipe_to_dict(load_recipe(SYNTHETIC, ["train.accumulate=2", "optim.lr=3e-4"]))
+    assert recipe_to_dict(load_recipe(shown)) == expected  # every default filled in: the file stands alone
+    assert expected["train"]["accumulate"] == 2 and expected["optim"]["lr"] == 3e-4
+
+
+def test_show_validates_and_warns_about_data_that_is_not_here(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["recipes", "show", "synthetic", "train.bogus=1"])
+    assert result.exit_code == 2 and "unknown key train.bogus" in result.output
+    result = runner.invoke(app, ["recipes", "show", "lvu/genre", f"data.root={tmp_path / 'absent'}"])
+    assert result.exit_code == 0, result.output
+    assert "dataset: lvu" in result.stdout and "a run would stop here" in result.output
 
 
 def test_cp_copies_and_refuses_to_overwrite(runner: CliRunner, tmp_path: Path) -> None:
