@@ -40,14 +40,16 @@ def mark_in_use(folder: str | os.PathLike[str]) -> None:
         lock_path = folder / LOCK_NAME
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            # Read-only is enough for flock, so a lock file another user created still works.
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
         except OSError:  # a read-only cache (shared tokens on a read-only mount): nobody can clean it either
             return
         fcntl.flock(fd, fcntl.LOCK_SH)
         # A clean may have deleted the folder while we waited: the lock is then on a file nobody can
         # find. Only a lock on the file now at the path counts.
         try:
-            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+            held, current = os.fstat(fd), os.stat(lock_path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
                 _held[key] = fd
                 return
         except FileNotFoundError:
@@ -71,8 +73,8 @@ def exclusive(folder: str | os.PathLike[str]) -> Iterator[bool]:
         yield True
         return
     try:
-        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDWR)
-    except (FileNotFoundError, NotADirectoryError):
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # unreadable: deleting will say why
         yield True
         return
     try:
