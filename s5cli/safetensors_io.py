@@ -45,9 +45,8 @@ def sort_metadata(path: str | os.PathLike[str]) -> bool:
     """
     with open(path, "r+b") as handle:
         (length,) = _LENGTH.unpack(handle.read(_LENGTH.size))
-        raw = handle.read(length)
-        text = raw.decode("utf-8").rstrip(" ")  # the writer pads the header with spaces for alignment
-        header = json.loads(text)
+        written = handle.read(length).rstrip(b" ")  # the writer pads the header with spaces for alignment
+        header = json.loads(written)
         metadata = header.get(METADATA_KEY)
         if not isinstance(metadata, dict) or len(metadata) < 2:
             return False
@@ -55,9 +54,7 @@ def sort_metadata(path: str | os.PathLike[str]) -> bool:
         ordered.update((name, entry) for name, entry in header.items() if name != METADATA_KEY)
         # The writer's compact JSON: no spaces, non-ASCII characters as they are.
         rewritten = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if rewritten == text.encode("utf-8"):
-            return False
-        if len(rewritten) != len(text.encode("utf-8")) or json.loads(rewritten) != header:
+        if rewritten == written or len(rewritten) != len(written) or json.loads(rewritten) != header:
             return False
         handle.seek(_LENGTH.size)
         handle.write(rewritten + b" " * (length - len(rewritten)))

@@ -124,12 +124,17 @@ class MetricsLog:
             self.writer.close()
 
 
+def _rank_batch(global_batch: int, ctx: DistContext) -> int:
+    """Clips per process in one step: the global batch split across DDP ranks (at least one)."""
+    return max(1, global_batch // ctx.world_size)
+
+
 def _epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batch: int) -> list[list[int]]:
     """This rank's batches of the epoch; the union over ranks of batch i is the global batch i."""
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
     sampler.set_epoch(epoch)
     order = list(sampler)
-    per_rank = max(1, global_batch // ctx.world_size)
+    per_rank = _rank_batch(global_batch, ctx)
     return [order[i : i + per_rank] for i in range(0, len(order), per_rank)]
 
 
@@ -148,7 +153,7 @@ def _micro_batches(indices: list[int], parts: int) -> list[list[int]]:
 def _check_accumulate(setup: TrainSetup) -> None:
     """One-line errors and warnings for train.accumulate before anything is trained."""
     tcfg, ctx = setup.recipe.train, setup.ctx
-    per_rank = max(1, tcfg.batch_size // ctx.world_size)
+    per_rank = _rank_batch(tcfg.batch_size, ctx)
     if tcfg.accumulate > per_rank:
         where = f" per process ({ctx.world_size} processes)" if ctx.distributed else ""
         raise UserError(
@@ -173,7 +178,7 @@ def train(setup: TrainSetup) -> dict:
     _check_accumulate(setup)
     module = setup.module.to(ctx.device)
     optimizer = build_optimizer(module, ocfg)
-    steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / max(1, tcfg.batch_size // ctx.world_size))
+    steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / _rank_batch(tcfg.batch_size, ctx))
     total_steps = steps_per_epoch * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
@@ -221,7 +226,7 @@ def train(setup: TrainSetup) -> dict:
         last_good = path
         return path
 
-    patience = getattr(tcfg, "early_stop_patience", None)
+    patience = tcfg.early_stop_patience
     if patience and ctx.is_main and (setup.val_set is None or not len(setup.val_set)):
         from s5cli.cli.console import print_warning
 
