@@ -30,11 +30,60 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_folder(folder: str | os.PathLike[str], files: bool = True) -> None:
+    """Flush a folder's files (if `files`) and its entries to disk (POSIX; a no-op where folders cannot be opened).
+
+    A folder assembled under a temporary name and renamed into place (a checkpoint) is only crash-safe
+    if its contents reach the disk before the rename does; otherwise a power loss can leave the new name
+    pointing at empty or torn files.
+    """
+    folder = Path(folder)
+    if files:
+        for path in folder.iterdir():
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its renames are journaled by NTFS
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_writable_folder(folder: str | os.PathLike[str], what: str, fix: str, need_write: bool = True) -> None:
+    """UserError (naming `what` and the `fix`) unless `folder` is, or can be created as, a writable folder.
+
+    Run before a long job, so a typo in an output path fails at once and not after hours of work.
+    `need_write=False` checks only that no file is in the way (a read-only cache that is already
+    complete is fine to read from).
+    """
+    from s5cli.errors import UserError
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file: {fix}")
+    existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what} {folder} cannot be created: {existing} is a file ({fix})")
+    if need_write and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder} cannot be written: no write permission in {existing} ({fix})")
+
+
+def default_file_mode() -> int:
+    """The permissions a plain `open(path, "w")` gives a new file under this process's umask."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

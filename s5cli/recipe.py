@@ -98,9 +98,34 @@ def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> R
     return recipe
 
 
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping.
+
+    PyYAML keeps the last value silently, so `lr: 0.001` followed further down by `lr: 1` trained at 1.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` merges, it does not repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base constructor reports unhashable keys itself
+            if key in seen:
+                raise _DuplicateKeyError(None, None, f"key {key!r} is given twice in one section",
+                                         key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_yaml(text: str, path: str) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -231,15 +256,20 @@ def _suggest(key: str, candidates: list[str], prefix: str = "", listing: str | N
 
 
 def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: _Problems,
-                     extra_rules: dict[str, Rule] | None = None, construct: bool = True) -> Any:
-    """Typed, range-checked instance of `cls` (or the dict of its checked values when construct=False)."""
+                     extra_rules: dict[str, Rule] | None = None, construct: bool = True,
+                     also_known: tuple[str, ...] = ()) -> Any:
+    """Typed, range-checked instance of `cls` (or the dict of its checked values when construct=False).
+
+    `also_known` are keys of the section that the caller handles itself (model.name), offered in hints.
+    """
     hints = typing.get_type_hints(cls)
     known = _field_names(cls)
     checked: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}.{key}"
         if key not in known:
-            problems.add(dotted, f"unknown key {dotted}{_suggest(str(key), known, prefix + '.')}")
+            hint = _suggest(str(key), [*also_known, *known], prefix + ".")
+            problems.add(dotted, f"unknown key {dotted}{hint}")
             continue
         spec = next(f for f in dataclasses.fields(cls) if f.name == key)
         hint = hints[key]
@@ -295,7 +325,8 @@ def _build_model(values: dict[str, Any], problems: _Problems, backbone: str) -> 
     width = backbone_width(backbone)
     if "d_input" not in fields and width is not None and "d_input" in _field_names(config_cls):
         fields["d_input"] = width  # unset: the width of the backbone's tokens
-    checked = _build_dataclass(config_cls, fields, "model", problems, MODEL_RULES, construct=False)
+    checked = _build_dataclass(config_cls, fields, "model", problems, MODEL_RULES, construct=False,
+                               also_known=("name",))
     try:
         config_cls(**checked)  # the config's own checks (__post_init__)
     except (TypeError, ValueError) as error:
@@ -330,9 +361,6 @@ def check_data_paths(recipe: Recipe) -> None:
     if not target.exists():
         what = _ANNOTATIONS[data.dataset]
         raise UserError(f"{source}: {target} not found: set data.annotations to the {what}")
-    init = recipe.train.init
-    if init and init.startswith(("/", "./", "../", "~")) and not Path(init).expanduser().exists():
-        raise UserError(f"{source}: train.init={init!r} does not exist (a checkpoint folder or a Hub repo id)")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -199,7 +199,8 @@ class EvalSection:
 
 @dataclass
 class HubSection:
-    """Default Hugging Face Hub repository for push/pull."""
+    """Where `s5 push` (of a checkpoint trained with this recipe) and `s5 recipes push` publish when no repo
+    is given on the command line: repo OWNER/NAME and branch."""
 
     repo_id: str | None = None
     revision: str | None = None
@@ -296,7 +297,9 @@ def describe_type(hint: Any) -> str:
         nullable = type(None) in typing.get_args(hint)
         return " or ".join(parts) + (" or null" if nullable else "")
     if origin is list:
-        return f"a list of {describe_type(typing.get_args(hint)[0])}s"
+        plurals = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        item = typing.get_args(hint)[0]
+        return f"a list of {plurals.get(item) or describe_type(item)}"
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 

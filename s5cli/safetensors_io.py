@@ -16,6 +16,8 @@ import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from s5cli.io import default_file_mode
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -34,6 +36,8 @@ def save_tensors(
 
     save_file(dict(tensors), os.fspath(path), metadata=dict(metadata) if metadata is not None else None)
     sort_metadata(path)
+    # The library creates its file with mode 0600; give it what any other file the job writes gets.
+    os.chmod(path, default_file_mode())
 
 
 def sort_metadata(path: str | os.PathLike[str]) -> bool:

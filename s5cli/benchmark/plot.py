@@ -55,6 +55,6 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
     figure.tight_layout()
     target = Path(path)
     with atomic_write_path(target) as tmp:
-        figure.savefig(tmp, dpi=120, format=target.suffix.lstrip(".") or "png")
+        figure.savefig(tmp, dpi=120, format=target.suffix.lstrip(".").lower() or "png")
     plt.close(figure)
     return target

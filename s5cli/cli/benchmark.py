@@ -82,6 +82,17 @@ def benchmark(
         if stage == "kernel":
             raise UserError("--plot draws the model stage; drop --plot or use --stage model")
         _require_matplotlib()
+    _check_output_paths(json_path, plot_path)
+    if stage == "kernel":
+        model_only = {
+            "--compare": compare != "vit,s4", "--mode": mode != "both", "--time-budget": time_budget is not None,
+            "--memory-budget": memory_budget is not None, "--warmup": warmup != 1, "--keep-ratio": keep_ratio != 0.5,
+            "--amp/--no-amp": amp is not None, "--sweep (several lengths)": len(frame_counts) > 1,
+        }
+        if any(model_only.values()):
+            given = ", ".join(name for name, set_ in model_only.items() if set_)
+            raise UserError(f"--stage kernel times the S4 kernel and FFT convolution alone; drop {given} "
+                            "(used by --stage model only)")
     amp = on_cuda if amp is None else amp
     if stage == "kernel":
         if threads:
@@ -225,14 +236,39 @@ def _memory_budget(text: str | None, parse, available, on_cuda: bool, models: in
 
     if text is not None:
         try:
-            return parse(text)
+            budget = parse(text)
         except ValueError as error:
             raise UserError(f"--memory-budget: {error}") from None
+        if budget <= 0:
+            raise UserError(f"--memory-budget {text}: must be more than 0 (e.g. 8GB)")
+        return budget
     if on_cuda:
         return None  # the allocator raises out-of-memory, which is reported as over budget
     free = available()
     # All workers of a group stay alive between their turns, so they share what is free.
     return None if free is None else int(0.8 * free / models)
+
+
+def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
+    """Check --json and --plot before measuring: a typo must not cost a finished hour-long run."""
+    from s5cli.errors import UserError
+    from s5cli.io import check_writable_folder
+
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UserError(f"{option} {path} is a folder: name a file, e.g. {path / 'benchmark'}"
+                            f"{'.json' if option == '--json' else '.png'}")
+        check_writable_folder(path.parent, f"{option} folder", f"write {option} somewhere else")
+    if plot_path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        suffix = plot_path.suffix.lstrip(".").lower() or "png"  # write_plot's default
+        if suffix not in formats:
+            raise UserError(f"--plot {plot_path}: matplotlib cannot write {plot_path.suffix} files; use .png, .svg "
+                            f"or .pdf (or one of {', '.join(sorted(formats))})")
 
 
 def _require_matplotlib() -> None:

@@ -14,7 +14,7 @@ def evaluate(
     checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: last finetune run here)."),
     video: Path | None = typer.Option(None, "--video", help="Predict one raw video end to end instead of a dataset split."),
     split: str | None = typer.Option(None, "--split", help="train, val or test (overrides eval.split)."),
-    top: int = typer.Option(5, "--top", help="How many predictions to print for --video."),
+    top: int = typer.Option(5, "--top", min=1, help="How many predictions to print for --video."),
     json_out: str | None = typer.Option(None, "--json", help="Also write the metrics as JSON to this file ('-' = stdout)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (evaluation is deterministic; kept for uniformity)."),
@@ -30,20 +30,30 @@ def evaluate(
     from s5cli.train.loading import load_trained_model, recipe_from_checkpoint
 
     seed_everything(seed)
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        # `s5 eval eval.split=val -c RUN`: an override, not a recipe file; the checkpoint's recipe is used.
+        overrides, recipe = [recipe, *(overrides or [])], None
     if checkpoint is None:
         found = last_run()
         if found is None:
             raise UserError("no --checkpoint given and no finetune run in this folder: run `s5 finetune RECIPE` first")
         checkpoint = str(found / "best") if (found / "best").exists() else str(found)
-    model, stored_recipe, _ = load_trained_model(checkpoint, revision=revision)
     dev = pick_device(device)
+    model, stored_recipe, meta = load_trained_model(checkpoint, revision=revision)
+    if meta.get("objective") == "lsmcl":
+        raise UserError(
+            f"{checkpoint} is an LSMCL pretraining checkpoint, whose classifier head was never trained: "
+            f"finetune it first (s5 finetune RECIPE train.init={checkpoint}) and evaluate that run"
+        )
     model.to(dev)
     if recipe is not None:
         from s5cli.train.job import recipe_objects
 
-        rec = recipe_objects(recipe, overrides, None)
+        # One raw video needs the recipe's decoding settings, not its dataset on this machine.
+        rec = recipe_objects(recipe, overrides, None, check_paths=video is None)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides)
+    _check_task_fits(rec, int(meta["num_outputs"]), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
     if video is not None:
@@ -60,6 +70,19 @@ def evaluate(
             from s5cli.io import atomic_write_text
 
             atomic_write_text(json_out, text + "\n")
+
+
+def _check_task_fits(rec, num_outputs: int, checkpoint: str) -> None:
+    """Refuse a recipe whose task has another number of classes than the model: its scores would be noise."""
+    from s5cli.data.datasets import task_info
+    from s5cli.errors import UserError
+
+    task = task_info(rec.data)
+    if task.num_outputs != num_outputs:
+        raise UserError(
+            f"{checkpoint} has {num_outputs} outputs, but the recipe's {rec.data.dataset} task has "
+            f"{task.num_outputs}: evaluate with the recipe it was trained with (omit RECIPE to use it)"
+        )
 
 
 def _evaluate_split(model, rec, split: str, dev, quiet: bool) -> dict:

@@ -61,30 +61,32 @@ def extract(
     """
     import json
 
-    import torch
-
     from s5cli.cli.console import stdout
     from s5cli.data.cache import FeatureCache
     from s5cli.data.extract import ensure_cached, settings_from_data
     from s5cli.errors import RunFailure
     from s5cli.seeding import seed_everything
+    from s5cli.train.distributed import pick_device
     from s5cli.train.job import recipe_objects
 
     splits = parse_splits(split)
     shard_pair = parse_shard(shard)
+    dev = pick_device(device)
     loaded = recipe_objects(recipe, overrides, seed)
     seed_everything(loaded.train.seed)
     settings = settings_from_data(loaded.data)
     folder = FeatureCache(loaded.data.cache_dir, settings).folder
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = ensure_cached(
-        loaded.data, splits, shard=shard_pair, show_progress=not quiet, device=dev, fail_if_none=False
+        loaded.data, splits, shard=shard_pair, show_progress=not quiet, device=dev, fail_if_none=False,
+        skip_empty_splits=True,
     )
     summary = {
         "cache": str(folder),
         "extracted": report.extracted,
         "reused": report.reused,
         "failed": len(report.failed),
+        "missing": report.missing,
+        "skipped_splits": report.skipped_splits,
         "failed_videos": [{"video_id": vid, "reason": reason} for vid, reason in report.failed],
         "frames_per_second": round(report.frames / report.seconds, 2) if report.frames else None,
     }
@@ -104,12 +106,14 @@ def _print_summary(console, summary: dict) -> None:
     table.add_column("extracted", justify="right", style="green")
     table.add_column("reused", justify="right")
     table.add_column("failed", justify="right", style="red" if summary["failed"] else None)
+    table.add_column("not on disk", justify="right", style="yellow" if summary["missing"] else None)
     table.add_column("frames/s", justify="right")
     rate = summary["frames_per_second"]
     table.add_row(
         str(summary["extracted"]),
         str(summary["reused"]),
         str(summary["failed"]),
+        str(summary["missing"]),
         "-" if rate is None else f"{rate}",
     )
     console.print(table)

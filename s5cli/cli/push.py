@@ -9,7 +9,9 @@ import typer
 
 def push(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (pushes best/, else latest)."),
-    repo_id: str = typer.Argument(..., help="Hub repo OWNER/NAME; created if it does not exist."),
+    repo_id: str | None = typer.Argument(
+        None, help="Hub repo OWNER/NAME, created if it does not exist (default: hub.repo_id of the "
+        "checkpoint's recipe)."),
     private: bool = typer.Option(False, "--private", help="Create the repo as private (ignored if it exists)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing; default main)."),
@@ -23,8 +25,10 @@ def push(
     """
     from s5cli.cli.console import stderr, stdout
     from s5cli.hub import push_checkpoint
+    from s5cli.hub.upload import checkpoint_source
 
     result = push_checkpoint(checkpoint, repo_id, private=private, message=message, revision=revision,
                              with_optimizer=with_optimizer)
-    stderr.print(f"pushed {len(result.files)} files to {result.repo_id}@{result.revision}: {', '.join(result.files)}")
+    stderr.print(f"pushed {checkpoint_source(checkpoint)} ({len(result.files)} files) to "
+                 f"{result.repo_id}@{result.revision}: {', '.join(result.files)}")
     stdout.print(result.commit_url, soft_wrap=True)

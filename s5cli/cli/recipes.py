@@ -130,8 +130,9 @@ def pull_recipes(
 
 @app.command("push", no_args_is_help=True)
 def push_recipe(
-    recipe: Path = typer.Argument(..., help="Local recipe YAML (validated before upload)."),
-    repo_id: str = typer.Argument(..., help="Hub repo OWNER/NAME; created if it does not exist."),
+    recipe: Path = typer.Argument(..., help="Local recipe YAML or a bundled name (validated before upload)."),
+    repo_id: str | None = typer.Argument(
+        None, help="Hub repo OWNER/NAME, created if it does not exist (default: the recipe's hub.repo_id)."),
     private: bool = typer.Option(False, "--private", help="Create the repo as private (ignored if it exists)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -16,13 +17,17 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     from s5cli.train.distributed import init_distributed
     from s5cli.train.loop import TrainSetup, check_fresh_run, train
 
-    recipe = job.recipe_objects(recipe_path, overrides, seed)
-    if objective == "lsmcl" and recipe.train.objective != "lsmcl":
-        recipe.train.objective = "lsmcl"
+    # The command decides the objective; validating with it applies its own cross-checks (early stopping
+    # is fine when finetuning from a pretraining recipe, refused when pretraining).
+    recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
     out_dir = job.out_dir_for(recipe, out)
+    job.check_run_folder(out_dir)
     check_fresh_run(out_dir, resume)
+    if resume:
+        job.check_resume_recipe(out_dir, recipe)
     ctx = init_distributed(device)
     try:
+        init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not resume else None
         seed_everything(recipe.train.seed)
         splits = ("train", "val")
         records = prepare_splits(recipe.data, splits, ctx, show_progress=not quiet)
@@ -39,8 +44,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
 
             raise UserError(f"no training videos with cached tokens for {recipe.data.dataset} (data.root={recipe.data.root})")
         model = job.build_model_from_recipe(recipe, task.num_outputs)
-        if recipe.train.init and not resume:
-            job.init_from_pretrained(model, recipe.train.init)
+        if init_dir is not None:
+            job.init_from_pretrained(model, init_dir, recipe.train.init)
         module = model
         if objective == "lsmcl":
             from s5cli.models.lsmcl import LSMCL
@@ -48,7 +53,12 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             module = LSMCL(model, job.lsmcl_config(recipe))
         recipe_dict = recipe_to_dict(recipe)
         if ctx.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                from s5cli.errors import UserError
+
+                raise UserError(f"cannot create run folder {out_dir}: {error.strerror}") from None
             save_recipe(recipe, out_dir / "recipe.yaml")
             if not quiet:
                 n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -57,14 +67,21 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                     f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val clips, "
                     f"device {ctx.device}, world {ctx.world_size}, run folder {out_dir}"
                 )
-        job.remember_last_run(out_dir, ctx)
+        if objective == "supervised":  # what eval and visualize-mask fall back to: a trained classifier
+            job.remember_last_run(out_dir, ctx)
         setup = TrainSetup(
             module=module, model_name=recipe.model.name, num_outputs=task.num_outputs, objective=objective,
             task=task, train_set=train_set, val_set=val_set, recipe=recipe, recipe_dict=recipe_dict,
             out_dir=out_dir, ctx=ctx, seed=recipe.train.seed, resume=resume, show_progress=not quiet,
         )
+        from s5cli.train.checkpoint import latest_checkpoint
+
+        before = latest_checkpoint(out_dir) if resume else None
         metrics = train(setup)
         if ctx.is_main:
+            if before is not None and latest_checkpoint(out_dir) == before:
+                stderr.print(f"nothing left to train: {out_dir} had finished its {recipe.train.epochs} epochs or "
+                             "stopped early; raise train.epochs (or train.early_stop_patience) to go on")
             _summary(stdout, out_dir, metrics)
         return metrics
     finally:
@@ -73,23 +90,37 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
 
 def _summary(console, out_dir: Path, metrics: dict) -> None:
     """Last-epoch validation metrics beside those of the best checkpoint (what eval and visualize load)."""
-    import json
-
     from rich.table import Table
 
     best_file = out_dir / "best" / "metrics.json"
     best = json.loads(best_file.read_text()) if best_file.is_file() else {}
     table = Table(title=f"run {out_dir}", show_header=True)
-    table.add_column("val metric")
+    table.add_column("metric")
     table.add_column("last epoch", justify="right")
     if best:
         table.add_column("best checkpoint", justify="right")
-    for key, value in metrics.items():
+    # A resumed run with nothing left to do has no new validation: show the best one's numbers.
+    for key, value in (metrics or best).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            cells = [_format(value)] + ([_format(best.get(key))] if best else [])
+            cells = [_format(value) if metrics else "-"] + ([_format(best.get(key))] if best else [])
             table.add_row(key, *cells)
+    last_loss = _last_logged_loss(out_dir / "metrics.jsonl")
+    if last_loss is not None:  # LSMCL pretraining has no validation: its loss is what there is to show
+        table.add_row("train loss (last logged)", _format(last_loss), *(["-"] if best else []))
     console.print(table)
     console.print(f"checkpoint: {out_dir / 'best' if best else out_dir / 'latest'}")
+
+
+def _last_logged_loss(log: Path) -> float | None:
+    """The training loss of the last record in metrics.jsonl that has one."""
+    if not log.is_file():
+        return None
+    for line in reversed(log.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            record = json.loads(line)
+            if "loss" in record:
+                return float(record["loss"])
+    return None
 
 
 def _format(value: object) -> str:

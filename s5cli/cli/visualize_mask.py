@@ -46,12 +46,12 @@ def visualize_mask(
 
       s5 visualize-mask movie.mp4 --out smoke.gif --random-init --frames 16
     """
-    from s5cli.cli.console import stdout
+    from s5cli.cli.console import print_warning, stdout
     from s5cli.errors import UserError
     from s5cli.io import atomic_write_json
     from s5cli.seeding import seed_everything
     from s5cli.visualize.render import STYLES
-    from s5cli.visualize.writers import check_output, check_writable
+    from s5cli.visualize.writers import check_distinct_paths, check_output, check_writable
 
     if style not in STYLES:
         raise UserError(f"--style {style!r} is unknown: use one of {', '.join(STYLES)}")
@@ -67,6 +67,9 @@ def visualize_mask(
         check_writable(json_out, "--json file")
     if not video.is_file():
         raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
+    check_distinct_paths(video, out, json_out)
+    if frames is not None and fps is not None:
+        print_warning(f"--frames {frames} is ignored because --fps {fps:g} is given: drop one of them")
     seed_everything(seed)
 
     model, data, model_name = _load_model(checkpoint, random_init, revision)
@@ -75,8 +78,6 @@ def visualize_mask(
     image_size = int(size or data.get("image_size") or DEFAULT_SIZE)
     trained_size = data.get("image_size")
     if trained_size and image_size != int(trained_size):
-        from s5cli.cli.console import print_warning
-
         # Allowed (the patch grid just grows), but the model then judges patches at a scale it never saw.
         print_warning(f"--size {image_size} differs from the checkpoint's image size {trained_size}: selections may differ")
     if fps is None and frames is None:
@@ -147,6 +148,8 @@ def _run(
             seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
             report=report,
         )
+        if fps is not None:
+            _warn_if_frames_repeat(selection, fps)
         rendered = render_selection(selection, style, report)
         rate = playback_fps or fps or _real_time_rate(selection)
         report("write", 0, 1)
@@ -173,6 +176,19 @@ def _clear_on_error(progress):
     except BaseException:
         progress.live.transient = True
         raise
+
+
+def _warn_if_frames_repeat(selection, fps: float) -> None:
+    """Warn once when --fps asks for more frames per second than the video has, so source frames repeat."""
+    from s5cli.cli.console import print_warning
+
+    sampled = selection.source_frames
+    if len(set(sampled)) == len(sampled):
+        return  # at or below the video's rate every sampled frame is a distinct source frame
+    # The decoder's own rate, read back from the samples (time = source frame / rate): no second open of the video.
+    rates = [frame / time for frame, time in zip(sampled, selection.times, strict=True) if time > 0]
+    rate = f"{rates[-1]:g} fps" if rates else "frame rate"
+    print_warning(f"--fps {fps:g} is above the video's own {rate}: source frames will repeat in the output")
 
 
 def _real_time_rate(selection) -> float:

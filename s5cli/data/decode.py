@@ -166,12 +166,16 @@ def decode_clip(
     # uint8 resize in `preprocess` is cheaper.
     if original is not None and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = resized_size(*original, shorter_side)
-    reader = open_video(path, num_threads, size)
-    info = video_info(reader, path)
+    try:
+        info, plan, array = _read_clip(path, num_threads, size, frames, fps, min_frames)
+    except VideoDecodeError:
+        if size is None:
+            raise
+        # decord's scaled decode fails for some output widths (48 or 72 px: "from_size == to_size", its
+        # rows are padded); decoding at full size and resizing in `preprocess` gives the same clip.
+        info, plan, array = _read_clip(path, num_threads, None, frames, fps, min_frames)
     if original is not None:
         info = replace(info, height=original[0], width=original[1])
-    plan = plan_frames(info, frames, fps, min_frames=min_frames)
-    array = read_frames(reader, plan.indices, path)
     if warn and plan.padded:
         from s5cli.cli.console import print_warning
 
@@ -180,6 +184,21 @@ def decode_clip(
             f"repeating the last frame {plan.padded} times"
         )
     return DecodedClip(frames=array, plan=plan, info=info)
+
+
+def _read_clip(
+    path: str | os.PathLike[str],
+    num_threads: int,
+    size: tuple[int, int] | None,
+    frames: int | None,
+    fps: float | None,
+    min_frames: int,
+) -> tuple[VideoInfo, FramePlan, np.ndarray]:
+    """Open `path` (scaled to `size` if given), plan the frames to sample and decode them."""
+    reader = open_video(path, num_threads, size)
+    info = video_info(reader, path)
+    plan = plan_frames(info, frames, fps, min_frames=min_frames)
+    return info, plan, read_frames(reader, plan.indices, path)
 
 
 def preprocess(

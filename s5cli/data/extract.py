@@ -36,6 +36,8 @@ class ExtractReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    missing: int = 0  # annotated videos not on disk (set by ensure_cached; extract_records never sees them)
+    skipped_splits: list[str] = field(default_factory=list)  # splits with no video on disk (ensure_cached)
 
     @property
     def total(self) -> int:
@@ -279,15 +281,38 @@ def ensure_cached(
     show_progress: bool = True,
     device: str | torch.device = "cpu",
     fail_if_none: bool = True,
+    skip_empty_splits: bool = False,
 ) -> ExtractReport:
-    """Extract whatever the recipe's splits still miss in the cache; RunFailure if every video failed."""
-    from s5cli.data.datasets import list_records
+    """Extract whatever the recipe's splits still miss in the cache; RunFailure if every video failed.
 
-    records = unique_records([list_records(data, split) for split in splits])
-    settings = settings_from_data(data)
+    With `skip_empty_splits` (`s5 extract`), a split with no video on disk is skipped with a warning
+    rather than stopping the run, so a user who has downloaded only some splits can still extract them.
+    """
+    from s5cli.cli.console import print_warning
+    from s5cli.data.datasets import list_records
+    from s5cli.data.datasets.base import NoVideosError
+    from s5cli.io import check_writable_folder
+
     cache_dir = _field(data, "cache_dir")
     if not cache_dir:
         raise UserError("data.cache_dir is not set: name a folder for the token cache")
+    check_writable_folder(cache_dir, "data.cache_dir", "set data.cache_dir to a folder", need_write=False)
+    groups, missing, skipped = [], set(), []
+    for split in splits:
+        try:
+            group = list_records(data, split)
+        except NoVideosError as error:
+            if not skip_empty_splits:
+                raise
+            print_warning(f"split {split} skipped: {error}")
+            skipped.append(split)
+            continue
+        groups.append(group)
+        missing.update(getattr(group, "missing", ()))
+    if not groups:
+        raise UserError(f"no video of the splits {', '.join(splits)} is on disk: check data.root")
+    records = unique_records(groups)
+    settings = settings_from_data(data)
     cache = FeatureCache(Path(cache_dir), settings)
     report = extract_records(
         records,
@@ -298,6 +323,7 @@ def ensure_cached(
         show_progress=show_progress,
         device=device,
     )
+    report.missing, report.skipped_splits = len(missing), skipped
     if fail_if_none and report.failed and report.extracted + report.reused == 0:
         raise RunFailure(
             f"none of {len(report.failed)} videos could be decoded (first: {report.failed[0][1]})"

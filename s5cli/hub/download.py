@@ -61,6 +61,11 @@ def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
         root = Path(snapshot_download(hub.repo_id, revision=hub.revision, allow_patterns=patterns, **_client_kwargs()))
     local = root / sub if sub else root
     if not (local / MODEL_FILE).is_file() and not (local / "latest").is_file():
+        if hub_settings().offline:  # the repo may well hold one; only the cache is known to lack it
+            raise UserError(
+                f"offline (HF_HUB_OFFLINE=1) and the Hub cache has no checkpoint of {hub.where}"
+                f"{' folder ' + repr(sub) if sub else ''}: download it once online, or pass a local checkpoint folder"
+            )
         pickles = _remote_pickles(hub, sub)
         if pickles:
             raise _pickle_error(hub, pickles[0])
@@ -108,9 +113,14 @@ def list_remote_recipes(hub: HubSpec) -> list[str]:
     if settings.offline:
         from huggingface_hub import snapshot_download
 
+        from s5cli.cli.console import print_warning
+
         with hub_errors(hub.repo_id, hub.revision):
             root = Path(snapshot_download(hub.repo_id, revision=hub.revision,
                                           allow_patterns=[f"*{s}" for s in RECIPE_SUFFIXES], **_client_kwargs()))
+        # Offline the repo cannot be listed: the cache holds what earlier pulls fetched, maybe not everything.
+        print_warning(f"offline (HF_HUB_OFFLINE=1): {hub.where} listed from the Hub cache, which holds only "
+                      "the recipes pulled before")
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.endswith(RECIPE_SUFFIXES))
     from huggingface_hub import HfApi
 

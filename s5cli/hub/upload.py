@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from s5cli.errors import UserError
 from s5cli.hub.client import hub_errors, hub_settings, require_token
-from s5cli.hub.paths import check_repo_path, is_repo_id
+from s5cli.hub.paths import SCHEME, check_repo_path, is_repo_id, parse_hub_spec
 
 
 @dataclass
@@ -60,16 +61,39 @@ def commit_files(
     return PushResult(repo_id, branch, str(info.commit_url), sorted(files))
 
 
+def recipe_hub_target(hub: Any, repo_id: str | None, revision: str | None, source: str) -> tuple[str, str | None]:
+    """(repo, revision) to push to: the ones given, else the recipe's `hub.repo_id` / `hub.revision`.
+
+    `hub` is the recipe's hub section (a HubSection or its dict); `source` names the recipe in errors.
+    """
+    def read(key: str) -> Any:
+        return hub.get(key) if isinstance(hub, dict) else getattr(hub, key, None)
+
+    if repo_id and repo_id.startswith(SCHEME):  # hf://OWNER/NAME[@REV], the form pull and eval take
+        spec = parse_hub_spec(repo_id, revision)
+        if spec.path:
+            raise UserError(f"{repo_id}: push to a repo (hf://OWNER/NAME), not to a path inside it")
+        repo_id, revision = spec.repo_id, spec.revision
+    repo_id = repo_id or (read("repo_id") if hub else None)
+    if not repo_id:
+        raise UserError(f"no Hub repo given and {source} sets no hub.repo_id: pass OWNER/NAME")
+    return repo_id, revision or (read("revision") if hub else None)
+
+
 def push_recipe(
-    recipe_path: str | Path, repo_id: str, *, private: bool = False, message: str | None = None,
+    recipe_path: str | Path, repo_id: str | None, *, private: bool = False, message: str | None = None,
     revision: str | None = None, path_in_repo: str | None = None,
 ) -> PushResult:
-    """Validate a local recipe, then upload it unchanged (plus a README card if the repo has none)."""
-    from s5cli.hub.card import recipe_card
-    from s5cli.recipe import load_recipe, recipe_to_dict
+    """Validate a local recipe, then upload it unchanged (plus a README card if the repo has none).
 
-    path = Path(recipe_path)
+    `repo_id` None means the recipe's own `hub.repo_id` (and `hub.revision` unless `revision` is given).
+    """
+    from s5cli.hub.card import recipe_card
+    from s5cli.recipe import load_recipe, recipe_to_dict, resolve_recipe_spec
+
+    path = Path(resolve_recipe_spec(str(recipe_path)))  # a bundled name such as `synthetic` works too
     recipe = load_recipe(path)  # refuse to publish a recipe that would not load
+    repo_id, revision = recipe_hub_target(recipe.hub, repo_id, revision, str(path))
     name = path_in_repo or path.name
     if not name.endswith((".yaml", ".yml")):
         raise UserError(f"{name}: recipes are pushed as .yaml files (pass --path-in-repo NAME.yaml)")
@@ -90,16 +114,22 @@ def checkpoint_source(path: str | Path) -> Path:
 
 
 def push_checkpoint(
-    path: str | Path, repo_id: str, *, private: bool = False, message: str | None = None,
+    path: str | Path, repo_id: str | None, *, private: bool = False, message: str | None = None,
     revision: str | None = None, with_optimizer: bool = False,
 ) -> PushResult:
-    """Upload a checkpoint's safetensors + JSON, its resolved recipe.yaml and a generated model card."""
+    """Upload a checkpoint's safetensors + JSON, its resolved recipe.yaml and a generated model card.
+
+    `repo_id` None means the `hub.repo_id` of the recipe the checkpoint was trained with.
+    """
     from s5cli.hub.card import checkpoint_card
     from s5cli.recipe import dump_recipe
     from s5cli.train.checkpoint import METRICS_FILE, MODEL_FILE, STATE_JSON, STATE_TENSORS, read_metadata
 
     source = checkpoint_source(path)
     metadata = read_metadata(source)
+    trained_with = json.loads(metadata.get("recipe") or "{}")
+    repo_id, revision = recipe_hub_target(trained_with.get("hub"), repo_id, revision,
+                                          f"the recipe of checkpoint {source}")
     files: dict[str, Path | bytes] = {MODEL_FILE: source / MODEL_FILE}
     metrics = None
     if (source / METRICS_FILE).is_file():
@@ -114,9 +144,8 @@ def push_checkpoint(
             raise UserError(f"{source} has no {missing[0]}: push without --with-optimizer (weights only)")
         files[STATE_TENSORS] = source / STATE_TENSORS
         files[STATE_JSON] = source / STATE_JSON
-    recipe = json.loads(metadata.get("recipe") or "{}")
-    if recipe:
-        files["recipe.yaml"] = dump_recipe(recipe, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
+    if trained_with:
+        files["recipe.yaml"] = dump_recipe(trained_with, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
     card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)
     step = metadata.get("step", "?")
     return commit_files(

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_text
+from s5cli.io import atomic_write_text, sync_folder
 from s5cli.safetensors_io import save_tensors
 
 FORMAT = "s5cli-checkpoint/1"
@@ -140,6 +140,7 @@ def save_checkpoint(
             atomic_write_text(tmp / STATE_JSON, json.dumps(payload, indent=1))
         if metrics is not None:
             atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=1))
+        sync_folder(tmp)
         if directory.exists():
             old = _set_aside(directory)
             if old.exists():
@@ -149,6 +150,7 @@ def save_checkpoint(
             shutil.rmtree(old)
         else:
             tmp.rename(directory)
+        sync_folder(directory.parent, files=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -244,18 +246,79 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
-def load_trainer_state(
-    path: str | Path, optimizer: torch.optim.Optimizer
-) -> tuple[TrainerState, dict[str, Any]]:
-    """Restore optimiser and RNG states; return the trainer position and the scheduler state."""
+@dataclass
+class ResumePoint:
+    """Everything `--resume` needs from one checkpoint, read in full before any of it is applied."""
+
+    directory: Path
+    weights: dict[str, torch.Tensor]
+    payload: dict[str, Any]  # trainer_state.json
+    tensors: dict[str, torch.Tensor]  # trainer_state.safetensors
+
+
+def read_resume_point(path: str | Path) -> ResumePoint:
+    """Read a checkpoint's weights and trainer state; UserError naming the file that cannot be read.
+
+    Reading everything first means a torn file (a crash before the data reached the disk) is found
+    before the model or the optimiser has been changed, so the caller can fall back to an older one.
+    """
     directory = checkpoint_dir(path)
     if not (directory / STATE_JSON).is_file():
         raise UserError(f"{directory} has no {STATE_JSON}: it cannot be resumed (weights-only checkpoint)")
-    payload = json.loads((directory / STATE_JSON).read_text())
-    tensors = load_file(str(directory / STATE_TENSORS))
-    optimizer.load_state_dict(_join_optimizer(tensors, payload["optimizer"]))
-    restore_rng(tensors, payload.get("rng", {}))
-    return TrainerState(**payload["trainer"]), payload.get("schedule", {})
+    reading = directory / MODEL_FILE
+    try:
+        weights = load_file(str(reading))
+        reading = directory / STATE_JSON
+        payload = json.loads(reading.read_text(encoding="utf-8"))
+        TrainerState(**payload["trainer"])
+        payload["optimizer"]
+        reading = directory / STATE_TENSORS
+        tensors = load_file(str(reading))
+    except Exception as error:  # safetensors, json and a missing key each raise their own type
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
+    return ResumePoint(directory, weights, payload, tensors)
+
+
+def find_resume_point(run_dir: Path) -> ResumePoint | None:
+    """The newest readable checkpoint of a run: `latest`, else the older step checkpoints, newest first.
+
+    A damaged newest checkpoint is reported and skipped rather than ending the run: `keep_last` keeps
+    older ones precisely so that a resume has somewhere to go back to. None when the run has none yet.
+    """
+    from s5cli.cli.console import print_warning
+
+    candidates = [latest] if (latest := latest_checkpoint(run_dir)) is not None else []
+    steps = sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
+                   key=lambda p: p.name, reverse=True)
+    candidates += [p for p in steps if p not in candidates]
+    problems = []
+    for directory in candidates:
+        try:
+            point = read_resume_point(directory)
+        except UserError as error:
+            problems.append(str(error))
+            print_warning(f"--resume: {error}; trying an older checkpoint")
+            continue
+        return point
+    if problems:
+        raise UserError(f"--resume: no readable checkpoint in {run_dir} (newest: {problems[0]}); "
+                        "start a new run with another --out")
+    return None
+
+
+def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer) -> tuple[TrainerState, dict[str, Any]]:
+    """Restore optimiser and RNG states; return the trainer position and the scheduler state."""
+    optimizer.load_state_dict(_join_optimizer(point.tensors, point.payload["optimizer"]))
+    restore_rng(point.tensors, point.payload.get("rng", {}))
+    return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
+
+
+def load_trainer_state(
+    path: str | Path, optimizer: torch.optim.Optimizer
+) -> tuple[TrainerState, dict[str, Any]]:
+    """Restore optimiser and RNG states from a checkpoint; return the trainer position and scheduler state."""
+    return apply_resume_point(read_resume_point(path), optimizer)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

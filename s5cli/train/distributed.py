@@ -57,13 +57,27 @@ class DistContext:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """`requested` ("cpu", "cuda", "cuda:1") or the best available device."""
-    if requested:
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            from s5cli.errors import UserError
+    """`requested` ("cpu", "cuda", "cuda:1") or the best available device; UserError for anything else.
 
+    Only CPU and CUDA are supported (the models' FFT paths and AMP are written for those two), so "mps" or
+    a typo such as "gpu" is refused here, before a run writes anything.
+    """
+    if requested:
+        from s5cli.errors import UserError
+
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise UserError(f"--device {requested!r} is not a device: use cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"--device {requested}: s5cli runs on cpu or cuda only")
+        if device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered from 0"
+            )
         return device
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 

@@ -10,15 +10,19 @@ from s5cli.errors import UserError
 from s5cli.train.distributed import DistContext
 
 
-def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | None):
-    """Load + validate the recipe (before any work); `--seed` overrides train.seed."""
+def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | None, check_paths: bool = True):
+    """Load + validate the recipe (before any work); `--seed` overrides train.seed.
+
+    `check_paths` also checks that the recipe's videos and split files exist on this machine.
+    """
     from s5cli.recipe import check_data_paths, load_recipe, resolve_recipe_spec
 
     extra = list(overrides or [])
     if seed is not None:
         extra.append(f"train.seed={seed}")
     recipe = load_recipe(resolve_recipe_spec(recipe_path), extra)
-    check_data_paths(recipe)
+    if check_paths:
+        check_data_paths(recipe)
     return recipe
 
 
@@ -39,16 +43,26 @@ def lsmcl_config(recipe: Any):
     return LSMCLConfig(**values)
 
 
-def init_from_pretrained(model: Any, spec: str) -> str:
+def resolve_init(spec: str) -> Path:
+    """The checkpoint folder `train.init` names, found before any data work so a typo fails at once.
+
+    The same rules as `s5 eval --checkpoint`: a local checkpoint or run folder (a run means its best
+    checkpoint if it has one, so a finetuned model starts from what it validated best), else a Hub repo.
+    """
+    from s5cli.train.loading import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(spec)
+    except UserError as error:
+        raise UserError(f"train.init={spec}: {error}") from None
+
+
+def init_from_pretrained(model: Any, directory: Path, spec: str) -> None:
     """Load encoder weights from an LSMCL (or any s5cli) checkpoint, skipping the classification head."""
     from s5cli.train import checkpoint as ckpt
 
-    if spec.startswith("hf://") or ("/" in spec and not Path(spec).exists() and not spec.startswith((".", "/"))):
-        from s5cli.hub import resolve_checkpoint_dir
-
-        spec = str(resolve_checkpoint_dir(spec))
-    meta = ckpt.read_metadata(spec)
-    state = ckpt.load_state(spec)
+    meta = ckpt.read_metadata(directory)
+    state = ckpt.load_state(directory)
     if meta.get("objective") == "lsmcl":
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     own = model.state_dict()
@@ -60,12 +74,76 @@ def init_from_pretrained(model: Any, spec: str) -> str:
             f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})"
         )
     ckpt.load_into(model, state, f"train.init={spec}", strict=False)
-    return spec
 
 
 def out_dir_for(recipe: Any, out: Path | None) -> Path:
-    """Run folder: --out, else train.out_dir."""
-    return Path(out) if out is not None else Path(recipe.train.out_dir)
+    """Run folder: --out, else train.out_dir (`~` expanded); recorded back in train.out_dir.
+
+    Recording it means the run's saved recipe.yaml names the folder it lives in, so
+    `s5 finetune RUN/recipe.yaml --resume` continues that run and not the recipe's original folder.
+    """
+    folder = Path(out if out is not None else recipe.train.out_dir).expanduser()
+    recipe.train.out_dir = str(folder)
+    return folder
+
+
+def check_run_folder(out_dir: Path) -> None:
+    """Fail before any work if the run folder cannot be a folder this process writes into."""
+    from s5cli.io import check_writable_folder
+
+    check_writable_folder(out_dir, "run folder", "pass a folder with --out or train.out_dir")
+
+
+# Recipe keys a resumed run may change: how long it trains and when it stops, what it logs and keeps,
+# how it is evaluated and published, and where its data lies. Everything else (model, optimiser, batch,
+# seed, tokens) is part of what the checkpoints hold or of the schedule they continue, and would be
+# ignored or break the step count silently (the optimiser's saved settings win over a new optim.lr).
+RESUMABLE_KEYS = (
+    "train.epochs", "train.early_stop_patience", "train.keep_last", "train.log_every", "train.tensorboard",
+    "train.out_dir", "eval.", "hub.", "data.root", "data.annotations", "data.cache_dir",
+    "data.decode_threads", "data.num_workers",
+)
+
+
+def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
+    """Refuse `--resume` with a recipe that differs from the run's own in keys that cannot change mid-run."""
+    import yaml
+
+    from s5cli.recipe import recipe_to_dict
+
+    saved_file = out_dir / "recipe.yaml"
+    if not saved_file.is_file():
+        return
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the checkpoints' own metadata still guard the model's shape
+    saved_flat, new_flat = _flatten(saved), _flatten(recipe_to_dict(recipe))
+    # Keys only one side has come from another s5cli version (a new key holds its default): not a change.
+    changed = [
+        f"{key} ({_show(saved_flat[key])} -> {_show(new_flat[key])})"
+        for key in sorted(set(saved_flat) & set(new_flat))
+        if saved_flat[key] != new_flat[key] and not key.startswith(RESUMABLE_KEYS)
+    ]
+    if changed:
+        raise UserError(
+            f"--resume: {saved_file} differs in {', '.join(changed[:4])}"
+            f"{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}; these cannot change mid-run: "
+            "resume without them, or start a new run with another --out"
+        )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else str(value)
 
 
 def remember_last_run(out_dir: Path, ctx: DistContext) -> None:

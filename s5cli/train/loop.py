@@ -182,15 +182,16 @@ def train(setup: TrainSetup) -> dict:
     total_steps = steps_per_epoch * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
-    resume_from = ckpt.latest_checkpoint(out_dir) if setup.resume else None
-    if setup.resume and resume_from is None and ctx.is_main:
+    point = ckpt.find_resume_point(out_dir) if setup.resume else None
+    resume_from = point.directory if point is not None else None
+    if setup.resume and point is None and ctx.is_main:
         from s5cli.cli.console import print_warning
 
         print_warning(f"--resume: no checkpoint in {out_dir} yet; starting from scratch")
-    if resume_from is not None:
+    if point is not None:
         ckpt.recover_interrupted_swap(out_dir / "best")
-        ckpt.load_into(module, ckpt.load_state(resume_from), str(resume_from))
-        state, schedule_state = ckpt.load_trainer_state(resume_from, optimizer)
+        ckpt.load_into(module, point.weights, str(point.directory))
+        state, schedule_state = ckpt.apply_resume_point(point, optimizer)
         schedule.load_state_dict(schedule_state)
     if ctx.distributed:
         module = nn.parallel.DistributedDataParallel(
@@ -358,5 +359,6 @@ def check_fresh_run(out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite a run folder that already has checkpoints unless resuming."""
     if not resume and (out_dir / "latest").exists():
         raise UserError(
-            f"{out_dir} already holds a run: pass --resume to continue it, or set train.out_dir=... for a new one"
+            f"{out_dir} already holds a run: pass --resume to continue it, or pick another folder for a new one "
+            "(--out or train.out_dir)"
         )

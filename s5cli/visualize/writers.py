@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 FORMATS = {".gif": "animated GIF", ".mp4": "H.264 video", ".png": "contact sheet of all frames"}
 SHEET_GAP = 2  # pixels between frames on a contact sheet
 SHEET_BACKGROUND = (24, 24, 24)
+GIF_MIN_DELAY_MS = 20  # browsers clamp shorter GIF delays anyway
+# GIF stores each frame's delay as a 16-bit count of 10 ms units: 65535 * 10 ms = 655.35 s is the longest it can
+# say; Pillow raises OverflowError beyond it, so slower rates (--fps 0.001) are shown at that delay instead.
+GIF_MAX_DELAY_MS = 655_350
 
 
 def output_format(path: str | os.PathLike[str]) -> str:
@@ -66,12 +70,47 @@ def check_output(path: str | os.PathLike[str]) -> str:
     return suffix
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when `a` and `b` name one file (through symlinks or relative paths), existing or not yet."""
+    first, second = Path(a), Path(b)
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
+def check_distinct_paths(
+    video: str | os.PathLike[str], out: str | os.PathLike[str], json_out: str | os.PathLike[str] | None
+) -> None:
+    """UserError when an output would replace the input video or the other output.
+
+    Atomic writes make such a run look successful while it silently destroys the video or the rendering, so it
+    is refused before any work starts.
+    """
+    suggestion = Path(out).with_suffix(".json")  # --out has a .gif/.mp4/.png suffix, so this never equals it
+    if same_file(out, video):
+        other = Path(out).with_name(f"{Path(out).stem}-mask{Path(out).suffix}")
+        raise UserError(f"--out {out} is the input video and would overwrite it: write to another file, e.g. {other}")
+    if json_out is None:
+        return
+    if same_file(json_out, video):
+        raise UserError(f"--json {json_out} is the input video and would overwrite it: write to another file, "
+                        f"e.g. {suggestion}")
+    if same_file(json_out, out):
+        raise UserError(f"--json {json_out} is the same file as --out and would overwrite the rendering: give "
+                        f"--json its own file, e.g. {suggestion}")
+
+
+def gif_delay_ms(fps: float) -> int:
+    """Per-frame GIF delay in ms for `fps`, clamped to what browsers show and what the GIF format can store."""
+    return min(GIF_MAX_DELAY_MS, max(GIF_MIN_DELAY_MS, round(1000.0 / fps)))
+
+
 def write_gif(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float) -> None:
     """Looping animated GIF, one image per frame at `fps` (per-frame adaptive palette, no dithering)."""
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in frames]
-    duration = max(20, round(1000.0 / fps))  # browsers clamp shorter GIF delays anyway
+    duration = gif_delay_ms(fps)
     with atomic_write_path(path) as tmp:
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=False

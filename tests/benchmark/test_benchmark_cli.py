@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--frames", "4", "--tokens-per-frame", "6", "--dim", "16", "--batch", "2", "--repeat", "2",
         "--device", "cpu"]
 
@@ -186,9 +187,18 @@ def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> N
         (["--sweep", "a,b"], "--sweep"),
         (["--threads", "0"], "--threads"),
         (["--stage", "kernel", "--plot", "x.png"], "--plot"),
+        (["--stage", "kernel", "--compare", "s4", "--mode", "infer"], "drop --compare, --mode"),
+        (["--memory-budget", "0"], "must be more than 0"),
+        (["--plot", "results.xyz"], "matplotlib cannot write .xyz"),
+        (["--json", "pyproject.toml/r.json"], "--json folder pyproject.toml is a file"),
     ],
 )
-def test_bad_flags_are_one_line_user_errors(args: list[str], message: str) -> None:
+def test_bad_flags_are_one_line_user_errors(args: list[str], message: str, monkeypatch) -> None:
+    """Refused before any model runs (an output path checked only at the end would waste the run)."""
+    import s5cli.benchmark.runner as runner
+
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setattr(runner, "run_group", lambda *a, **k: pytest.fail("a model ran before the flags were checked"))
     result = _invoke([*TINY, *args])
     assert result.exit_code == 2
     assert message in result.output

@@ -113,3 +113,22 @@ def test_malformed_line_names_file_and_line(text: str, line: int, tmp_path: Path
     (tmp_path / "P03-cam01-P03_tea.mp4").touch()
     with pytest.raises(AnnotationError, match=f"train.csv:{line}:"):
         list_records(breakfast_data(tmp_path, tmp_path), "train")
+
+
+def test_spreadsheet_encodings_are_read_or_named(tmp_path: Path) -> None:
+    """A byte-order mark (Excel's UTF-8) is accepted; a Latin-1 byte names its line and the fix."""
+    rows = "file_name,duration,action,class_id\nP03-cam01-P03_tea,5,tea,2\n"
+    (tmp_path / "train.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    (tmp_path / "P03-cam01-P03_tea.mp4").touch()
+    assert [r.video_id for r in list_records(breakfast_data(tmp_path, tmp_path), "train")] == ["P03-cam01-P03_tea"]
+    (tmp_path / "train.csv").write_bytes(rows.encode() + b"P03-cam01-P03_caf\xe9,5,tea,2\n")
+    with pytest.raises(AnnotationError, match=r"train\.csv:3: byte 0xe9 is not UTF-8 text; save the file as UTF-8"):
+        list_records(breakfast_data(tmp_path, tmp_path), "train")
+
+
+def test_header_only_split_file_is_an_error(tmp_path: Path) -> None:
+    from s5cli.data.datasets.base import NoVideosError
+
+    (tmp_path / "train.csv").write_text("file_name,duration,action,class_id\n")
+    with pytest.raises(NoVideosError, match="lists no videos"):
+        list_records(breakfast_data(tmp_path, tmp_path), "train")

@@ -81,3 +81,21 @@ def test_missing_annotations_and_root(coin: dict, tmp_path: Path) -> None:
         list_records({**coin, "annotations": tmp_path / "nope.json"}, "train")
     with pytest.raises(UserError, match="does not exist"):
         list_records({**coin, "root": tmp_path / "gone"}, "train")
+
+
+def test_byte_order_mark_is_accepted_and_latin1_named(coin: dict) -> None:
+    path = coin["annotations"]
+    text = path.read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + text)
+    assert len(list_records(coin, "test")) == 2
+    path.write_bytes(text.replace(b"ChangeTire", b"Chang\xe9Tire"))
+    with pytest.raises(AnnotationError, match=r"COIN\.json:\d+: byte 0xe9 is not UTF-8"):
+        list_records(coin, "test")
+
+
+def test_a_subset_without_entries_is_an_error(coin: dict) -> None:
+    from s5cli.data.datasets.base import NoVideosError
+
+    coin["annotations"].write_text(json.dumps({"database": {}}))
+    with pytest.raises(NoVideosError, match="no entries with subset 'training'"):
+        list_records(coin, "train")

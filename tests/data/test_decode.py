@@ -163,3 +163,12 @@ def test_decoding_can_scale_the_shorter_side_down_while_keeping_the_true_size(sk
     assert (a - b).abs().mean() < 0.02
     # A video already smaller than the target is left alone.
     assert decode_clip(path, frames=1, fps=None, num_threads=1, shorter_side=1000).frames.shape[1] == 720
+
+
+@pytest.mark.parametrize("shorter_side", [48, 72])
+def test_widths_the_scaling_decoder_rejects_fall_back_to_full_size(shorter_side, tmp_path):
+    """decord's scaled decode fails for some widths ("from_size == to_size"); the clip still decodes."""
+    path = write_video(tmp_path / "square.mp4", frames=4, size=200)
+    clip = decode_clip(path, frames=2, fps=None, num_threads=1, shorter_side=shorter_side)
+    assert clip.frames.shape == (2, 200, 200, 3)
+    assert preprocess(clip.frames, shorter_side).shape == (2, 3, shorter_side, shorter_side)

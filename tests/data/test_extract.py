@@ -276,3 +276,26 @@ def test_cli_extract_prints_a_summary_and_resumes(tmp_path, monkeypatch):
     assert '"extracted": 0' in second.output and '"reused": 4' in second.output
     bad = CliRunner().invoke(app, [*args[:2], "--shard", "2/2"])
     assert bad.exit_code == 2 and "--shard" in bad.output
+
+
+def test_extract_skips_a_split_without_videos_and_counts_missing_ones(tmp_path, monkeypatch, capsys):
+    """`s5 extract` works on the splits a user has; training still refuses a split without videos."""
+    import s5cli.data.datasets as datasets
+    from s5cli.data.datasets.base import NoVideosError, RecordList
+
+    records = make_records(tmp_path / "videos", 2)
+
+    def list_records(data, split):
+        if split == "val":
+            raise NoVideosError("none of the 3 val videos is under data.root")
+        return RecordList(records if split == "train" else [], missing=["gone"])
+
+    monkeypatch.setattr(datasets, "list_records", list_records)
+    data = data_section(tmp_path)
+    with pytest.raises(NoVideosError):
+        ensure_cached(data, show_progress=False)
+    report = ensure_cached(data, show_progress=False, skip_empty_splits=True)
+    assert (report.extracted, report.missing, report.skipped_splits) == (2, 1, ["val"])
+    assert "split val skipped: none of the 3 val videos" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no video of the splits val is on disk"):
+        ensure_cached(data, splits=("val",), show_progress=False, skip_empty_splits=True)

@@ -196,3 +196,14 @@ def test_missing_videos_are_reported_once(
     err = capsys.readouterr().err
     assert err.count(f"{len(lines) - 1} of {len(lines)} videos not found") == 1
     assert "scene/test" in err
+
+
+def test_blank_first_line_still_skips_the_header_and_latin1_is_named(tmp_path: Path) -> None:
+    text = "\nclass_id class_name youtube_id imdb_id\n0 Comedy aaa tt1\n"
+    annotations = _write_task(tmp_path / "lvu_1.0", "genre", text)
+    (tmp_path / "aaa.mp4").touch()
+    assert [r.video_id for r in list_records(lvu_data(tmp_path, annotations, "genre"), "train")] == ["aaa"]
+    split_file = annotations / "genre" / "train.csv"
+    split_file.write_bytes(text.encode() + b"1 Caf\xe9 bbb tt2\n")
+    with pytest.raises(AnnotationError, match=r"train\.csv:4: byte 0xe9 is not UTF-8 text"):
+        list_records(lvu_data(tmp_path, annotations, "genre"), "train")

@@ -93,3 +93,24 @@ def test_help_renders(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "REPO_ID" in result.output.upper()
+
+
+def test_the_recipe_hub_section_is_the_default_target(
+    runner: CliRunner, hub: FakeHub, recipe_file: Path, run_dir: Path
+) -> None:
+    """`hub.repo_id` / `hub.revision` name where a recipe (or a model trained with it) goes when no repo is given."""
+    recipe_file.write_text(recipe_file.read_text().replace("repo_id: null", "repo_id: erin/recipes")
+                           .replace("revision: null", "revision: drafts"))
+    result = runner.invoke(app, ["recipes", "push", str(recipe_file)])
+    assert result.exit_code == 0, result.output
+    assert "synthetic.yaml" in hub.files("erin/recipes", revision="drafts")
+    # The bundled synthetic recipe sets no repo; a bundled name is accepted, so the message is about the repo.
+    result = runner.invoke(app, ["recipes", "push", "synthetic"])
+    assert result.exit_code == 2 and "sets no hub.repo_id" in result.output
+    result = runner.invoke(app, ["push", str(run_dir)])
+    assert result.exit_code == 2 and "sets no hub.repo_id: pass OWNER/NAME" in result.output
+    # hf://OWNER/NAME, the form pull and eval take, works for push too; the output names what was pushed.
+    result = runner.invoke(app, ["push", str(run_dir), "hf://erin/model"])
+    assert result.exit_code == 0, result.output
+    assert f"pushed {run_dir / 'best'}" in " ".join(result.output.split())
+    assert "model.safetensors" in hub.files("erin/model")

@@ -60,6 +60,25 @@ def test_offline_without_cache_says_offline(
     assert _tree(tmp_path / "d") == []
 
 
+def test_offline_with_a_partial_cache_says_what_is_missing(
+    hub: FakeHub, recipe_file: Path, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Only the recipe of a checkpoint repo was fetched online: offline, the weights are not "missing"."""
+    push_checkpoint(run_dir, "bob/ckpt")
+    hub.commit("bob/ckpt", {"extra.yaml": recipe_file.read_bytes()})
+    pull_recipes("bob/ckpt", "recipe.yaml", dest=tmp_path / "one")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as error:
+        resolve_checkpoint_dir("hf://bob/ckpt")
+    message = _one_line(error)
+    assert "offline" in message and "Hub cache has no checkpoint of bob/ckpt" in message
+    assert "holds no" not in message
+    # Listing the repo offline can only list the cache: said, not hidden.
+    assert [p.name for p in pull_recipes("bob/ckpt", dest=tmp_path / "all")] == ["recipe.yaml"]
+    assert "listed from the Hub cache" in capsys.readouterr().err
+
+
 def test_unknown_repo_is_refused(hub: FakeHub, tmp_path: Path) -> None:
     for call in (lambda: pull_recipes("nobody/missing", dest=tmp_path / "d"),
                  lambda: pull_recipes("nobody/missing", "x.yaml", dest=tmp_path / "d"),

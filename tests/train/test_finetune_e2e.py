@@ -152,10 +152,25 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
                             "train.lsmcl.long_frames": 8, "train.lsmcl.proj_dim": 16})
     result = runner.invoke(app, ["pretrain", RECIPE, *pre, "--quiet"])
     assert result.exit_code == 0, result.output
+    # Its head was never trained: eval refuses it (explicitly, and as "the last run", which is not it).
+    result = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "pre"), "-q"])
+    assert result.exit_code == 2 and "LSMCL pretraining checkpoint" in result.output
+    result = runner.invoke(app, ["eval", "-q"])
+    assert result.exit_code == 2 and "no finetune run in this folder" in result.output
+    # A mistyped init fails before any data work, naming the key.
+    typo = tiny(tmp_path, **{"train.out_dir": tmp_path / "typo", "train.init": "runs/pre/best"})
+    result = runner.invoke(app, ["finetune", RECIPE, *typo, "--quiet"])
+    assert result.exit_code == 2 and "train.init=runs/pre/best" in result.output
     fine = tiny(tmp_path, **{"train.out_dir": tmp_path / "fine", "train.epochs": 1, "train.init": tmp_path / "pre"})
     result = runner.invoke(app, ["finetune", RECIPE, *fine, "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fine" / "best" / "model.safetensors").exists()
+    # An override alone is read as one (the checkpoint's recipe is used); another class count is refused.
+    result = runner.invoke(app, ["eval", "eval.split=val", "-q", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["split"] == "val"
+    result = runner.invoke(app, ["eval", RECIPE, *tiny(tmp_path), "data.synthetic.num_event_types=4", "-q"])
+    assert result.exit_code == 2 and "outputs, but the recipe's synthetic task has" in result.output
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:

@@ -74,6 +74,14 @@ class RecordList(list):
         self.missing: list[str] = list(missing)
 
 
+class NoVideosError(UserError):
+    """A split with nothing to work on: its annotation file lists no videos, or none of them is on disk.
+
+    Training needs every split it reads, so there this is an error; `s5 extract` skips such a split with a
+    warning instead, because extracting the splits a user does have is still worth doing.
+    """
+
+
 class AnnotationError(UserError):
     """A malformed annotation file; the message names the file and the line."""
 
@@ -82,6 +90,23 @@ class AnnotationError(UserError):
         self.line = line
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {problem}")
+
+
+def read_annotation_text(path: str | os.PathLike[str]) -> str:
+    """The text of an annotation file, or AnnotationError naming the line of the first non-UTF-8 byte.
+
+    Split files are often edited in spreadsheets, which write a byte-order mark (dropped here, as
+    `utf-8-sig` does) or save in a legacy code page; the latter would otherwise surface as a bare
+    UnicodeDecodeError without the file's name.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise AnnotationError(
+            path, line, f"byte 0x{data[error.start]:02x} is not UTF-8 text; save the file as UTF-8"
+        ) from None
 
 
 class TokenCache(Protocol):

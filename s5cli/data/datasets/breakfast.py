@@ -9,6 +9,7 @@ holds out a stable fraction of train, otherwise val is the test split (as in ViS
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from s5cli.errors import UserError
 
 from .base import (
     AnnotationError,
+    NoVideosError,
     RecordList,
     TaskInfo,
     VideoRecord,
     check_split,
     data_field,
     find_video,
+    read_annotation_text,
     report_missing,
     require_root,
     split_with_holdout,
@@ -49,29 +52,29 @@ def parse_split_file(path: Path) -> list[BreakfastRow]:
             f"Breakfast split file {path} not found: set data.annotations to the Breakfast folder"
         )
     rows: list[BreakfastRow] = []
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, fields in enumerate(csv.reader(handle), start=1):
-            if not fields or not "".join(fields).strip():
-                continue
-            if number == 1 and [f.strip() for f in fields] == HEADER:
-                continue
-            if len(fields) != 4:
-                raise AnnotationError(
-                    path, number, f"expected '{','.join(HEADER)}', got {len(fields)} fields"
-                )
-            name, duration, action, class_id = (f.strip() for f in fields)
-            if len(name.split("-")) != 3:
-                raise AnnotationError(path, number, f"file_name {name!r} is not PERSON-CAMERA-VIDEO")
-            try:
-                seconds = float(duration)
-                label = int(class_id)
-            except ValueError:
-                raise AnnotationError(
-                    path, number, "duration must be a number and class_id a whole number"
-                ) from None
-            if label < 0:
-                raise AnnotationError(path, number, f"class_id {label} is negative")
-            rows.append(BreakfastRow(name, seconds, action, label, number))
+    text = read_annotation_text(path)
+    for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not fields or not "".join(fields).strip():
+            continue
+        if not rows and [f.strip() for f in fields] == HEADER:
+            continue
+        if len(fields) != 4:
+            raise AnnotationError(
+                path, number, f"expected '{','.join(HEADER)}', got {len(fields)} fields"
+            )
+        name, duration, action, class_id = (f.strip() for f in fields)
+        if len(name.split("-")) != 3:
+            raise AnnotationError(path, number, f"file_name {name!r} is not PERSON-CAMERA-VIDEO")
+        try:
+            seconds = float(duration)
+            label = int(class_id)
+        except ValueError:
+            raise AnnotationError(
+                path, number, "duration must be a number and class_id a whole number"
+            ) from None
+        if label < 0:
+            raise AnnotationError(path, number, f"class_id {label} is negative")
+        rows.append(BreakfastRow(name, seconds, action, label, number))
     return rows
 
 
@@ -107,9 +110,11 @@ def _records(rows: list[BreakfastRow], root: Path, what: str) -> RecordList:
             missing.append(row.file_name)
         else:
             records.append(VideoRecord(row.file_name, path, row.class_id, row.duration))
-    if rows and not records:
+    if not rows:
+        raise NoVideosError(f"Breakfast {what}.csv lists no videos: add its rows or check data.annotations")
+    if not records:
         person, camera, video = rows[0].file_name.split("-")
-        raise UserError(
+        raise NoVideosError(
             f"none of the {len(rows)} Breakfast {what} videos is under data.root {root} "
             f"(expected e.g. {root / person / camera / video}.avi or {root / rows[0].file_name}.mp4)"
         )

@@ -17,12 +17,14 @@ from s5cli.errors import UserError
 
 from .base import (
     AnnotationError,
+    NoVideosError,
     RecordList,
     TaskInfo,
     VideoRecord,
     check_split,
     data_field,
     index_videos,
+    read_annotation_text,
     report_missing,
     require_root,
     split_with_holdout,
@@ -58,8 +60,7 @@ def annotations_file(data: Any) -> Path:
 def parse_annotations(path: Path) -> list[COINEntry]:
     """Every entry of COIN.json's `database`; syntax errors give the line, bad entries the video id."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+        document = json.loads(read_annotation_text(path))
     except json.JSONDecodeError as error:
         raise AnnotationError(path, error.lineno, f"invalid JSON: {error.msg}") from None
     database = document.get("database") if isinstance(document, dict) else None
@@ -110,8 +111,11 @@ def list_records(data: Any, split: str) -> RecordList:
             missing.append(entry.video_id)
         else:
             records.append(VideoRecord(entry.video_id, path, entry.label, entry.duration))
-    if chosen and not records:
-        raise UserError(
+    if not chosen:
+        subset = "training" if source == "train" else "testing"
+        raise NoVideosError(f"{annotations_file(data)} has no entries with subset '{subset}'")
+    if not records:
+        raise NoVideosError(
             f"none of the {len(chosen)} COIN {source} videos is under data.root {root} "
             f"(expected e.g. {root / 'videos' / chosen[0].video_id}.mp4)"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from s5cli.errors import UserError
 from .base import (
     VIDEO_SUFFIXES,
     AnnotationError,
+    NoVideosError,
     RecordList,
     TaskInfo,
     VideoRecord,
     check_split,
     data_field,
     index_videos,
+    read_annotation_text,
     report_missing,
     require_root,
 )
@@ -68,15 +71,17 @@ def parse_split_file(path: Path, task: str) -> list[LVURow]:
     if not path.is_file():
         raise UserError(f"LVU split file {path} not found: set data.annotations to the lvu_1.0 folder")
     rows: list[LVURow] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            fields = raw.split()
-            if not fields:
+    header_seen = False
+    for number, raw in enumerate(read_annotation_text(path).splitlines(), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        if not header_seen:
+            header_seen = True
+            # The header is the first non-blank line if its first field is not a number ("class_id", ...).
+            if not fields[0].lstrip("-").isdigit():
                 continue
-            # The header is the first line whose first field is not a number ("class_id", "like_count", ...).
-            if number == 1 and not fields[0].lstrip("-").isdigit():
-                continue
-            rows.append(_parse_fields(fields, task, path, number))
+        rows.append(_parse_fields(fields, task, path, number))
     return rows
 
 
@@ -145,16 +150,16 @@ def annotations_dir(data: Any, task: str) -> Path:
 def read_durations(path: Path) -> dict[str, float]:
     """`videoid,duration` rows of lvu_durations.csv (seconds)."""
     durations: dict[str, float] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or (number == 1 and row[0] == "videoid"):
-                continue
-            if len(row) != 2:
-                raise AnnotationError(path, number, f"expected 'videoid,duration', got {len(row)} fields")
-            try:
-                durations[row[0]] = float(row[1])
-            except ValueError:
-                raise AnnotationError(path, number, f"duration {row[1]!r} is not a number") from None
+    text = read_annotation_text(path)
+    for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or (not durations and row[0].strip() == "videoid"):
+            continue
+        if len(row) != 2:
+            raise AnnotationError(path, number, f"expected 'videoid,duration', got {len(row)} fields")
+        try:
+            durations[row[0]] = float(row[1])
+        except ValueError:
+            raise AnnotationError(path, number, f"duration {row[1]!r} is not a number") from None
     return durations
 
 
@@ -194,8 +199,11 @@ def list_records(data: Any, split: str) -> RecordList:
             continue
         label: int | float = row.target - offset if task in REGRESSION_TASKS else int(row.target)
         records.append(VideoRecord(row.youtube_id, path, label, durations.get(row.youtube_id)))
-    if rows and not records:
-        raise UserError(
+    if not rows:
+        split_file = folder / task / f"{split}.csv"
+        raise NoVideosError(f"{split_file} lists no videos: add its rows or check data.annotations")
+    if not records:
+        raise NoVideosError(
             f"none of the {len(rows)} LVU {task}/{split} videos is under data.root {root} "
             f"(expected <youtube_id>{'|'.join(VIDEO_SUFFIXES)}, e.g. {root / rows[0].youtube_id}.mp4)"
         )

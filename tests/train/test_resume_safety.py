@@ -1,0 +1,81 @@
+"""`--resume` continues the run its folder holds: no silent setting changes, damaged checkpoints skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+from s5cli.io import default_file_mode
+from tests.train.test_finetune_e2e import RECIPE, _losses, tiny
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def finetune(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["finetune", *args, "--quiet"])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    code, output = finetune(RECIPE, *tiny(tmp_path))
+    assert code == 0, output
+    return tmp_path / "run"
+
+
+def test_settings_the_checkpoints_hold_cannot_change_on_resume(tmp_path: Path, finished_run: Path) -> None:
+    saved = (finished_run / "recipe.yaml").read_text()
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"optim.lr": 1e-5, "model.d_model": 64}), "--resume")
+    assert code == 2
+    assert "optim.lr (0.001 -> 1e-05)" in output and "model.d_model (32 -> 64)" in output
+    assert "cannot change mid-run" in output
+    assert (finished_run / "recipe.yaml").read_text() == saved  # nothing rewritten by a refused resume
+    # Training longer is what resuming is for; the saved recipe then says so.
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")
+    assert code == 0, output
+    assert yaml.safe_load((finished_run / "recipe.yaml").read_text())["train"]["epochs"] == 3
+    assert len(_losses(finished_run)) == 3 * 3
+
+
+def test_the_saved_recipe_names_the_folder_given_with_out(tmp_path: Path) -> None:
+    code, output = finetune(RECIPE, *tiny(tmp_path), "--out", str(tmp_path / "elsewhere"))
+    assert code == 0, output
+    recipe = tmp_path / "elsewhere" / "recipe.yaml"
+    assert yaml.safe_load(recipe.read_text())["train"]["out_dir"] == str(tmp_path / "elsewhere")
+    # So the run's own recipe resumes the run itself (here: one more epoch), not the recipe's old folder.
+    code, output = finetune(str(recipe), "train.epochs=3", "--resume")
+    assert code == 0, output
+    assert len(_losses(tmp_path / "elsewhere")) == 3 * 3
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, finished_run: Path) -> None:
+    losses = _losses(finished_run)
+    latest = finished_run / (finished_run / "latest").read_text().strip()
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # what a power loss before the data reached disk leaves
+    code, output = finetune(RECIPE, *tiny(tmp_path), "--resume")
+    assert code == 0, output
+    assert "model.safetensors is unreadable" in output and "trying an older checkpoint" in output
+    assert _losses(finished_run) == losses  # epoch 2 redone from the epoch-1 checkpoint, exactly
+    # With every checkpoint damaged the run cannot continue: one line, exit 2, nothing started.
+    for state in finished_run.glob("checkpoints/step-*/trainer_state.json"):
+        state.write_text("{")
+    code, output = finetune(RECIPE, *tiny(tmp_path), "--resume")
+    assert code == 2 and "no readable checkpoint" in output
+
+
+def test_checkpoint_files_get_the_usual_permissions(finished_run: Path) -> None:
+    for path in finished_run.rglob("*.safetensors"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == default_file_mode(), path
+    assert json.loads((finished_run / "best" / "metrics.json").read_text())

