@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from s5cli.errors import UserError
+from s5cli.hub.paths import SCHEME as HUB_SCHEME
 from s5cli.recipe_schema import (
     LSMCL_RULES,
     MODEL_RULES,
@@ -87,6 +88,18 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"recipe {path} cannot be read: {error}") from None
     return load_recipe_text(text, str(path), overrides)
+
+
+def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:
+    """A recipe named the way users name it (path, bundled name or hf:// address), loaded and validated.
+
+    Errors and the saved recipe's header name a Hub recipe by its hf:// address: the path of its copy in
+    the Hub cache means nothing to its user, and editing that copy would be the wrong fix.
+    """
+    path = resolve_recipe_spec(spec)
+    if not spec.startswith(HUB_SCHEME):
+        return load_recipe(path, overrides)
+    return load_recipe_text(Path(path).read_text(encoding="utf-8"), spec, overrides)
 
 
 def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> Recipe:
@@ -347,7 +360,8 @@ def check_data_paths(recipe: Recipe) -> None:
     data, source = recipe.data, getattr(recipe, "source", "recipe")
     if data.dataset == "synthetic":
         return  # generated on demand
-    fix = f"set data.root in {source} or pass data.root=/path/to/{data.dataset}/videos"
+    fix = f"pass data.root=/path/to/{data.dataset}/videos" + (
+        "" if str(source).startswith(HUB_SCHEME) else f" or set data.root in {source}")
     if not data.root:
         raise UserError(f"{source}: data.root is not set: the {data.dataset} videos must be there ({fix})")
     root = Path(data.root).expanduser()
@@ -383,7 +397,7 @@ def _plain(value: Any) -> Any:
 
 def resolve_recipe_spec(spec: str) -> str:
     """Local path, a bundled recipe name ('synthetic', 'lvu/genre'), or hf://REPO[@REV]/path."""
-    if spec.startswith("hf://"):
+    if spec.startswith(HUB_SCHEME):
         from s5cli.hub import resolve_recipe_path
 
         return str(resolve_recipe_path(spec))

@@ -7,7 +7,7 @@ Command modules import torch and the models inside their functions, never at imp
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import typer
@@ -20,12 +20,38 @@ from s5cli.cli.help_text import command_help
 from s5cli.errors import RunFailure, UserError
 
 
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """click's UsageError, plus the one of the copy of click that newer Typer releases vendor (typer._click)."""
+    types: list[type[Exception]] = [click.UsageError]
+    try:
+        from typer._click.exceptions import UsageError as VendoredUsageError
+    except ImportError:  # Typer before it vendored click parses with click itself
+        return tuple(types)
+    return (*types, VendoredUsageError)
+
+
+USAGE_ERRORS = _usage_error_types()
+
+
 class _ErrorReportingGroup(typer.core.TyperGroup):
-    """Turns `UserError`/`RunFailure` raised anywhere in a command into one red line and an exit code."""
+    """Turns `UserError`/`RunFailure` raised anywhere in a command into one red line and an exit code.
+
+    Command-line mistakes that click itself catches (`--frames 0`, an unknown option or command) get the
+    same one red line instead of Typer's boxed panel, so every user mistake looks alike.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except USAGE_ERRORS as error:
+            _report_usage_error(error)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except USAGE_ERRORS as error:  # a subcommand's own arguments
+            _report_usage_error(error)
         except (UserError, RunFailure) as error:
             if _debug_requested(ctx):
                 raise
@@ -34,6 +60,15 @@ class _ErrorReportingGroup(typer.core.TyperGroup):
         except KeyboardInterrupt:
             print_error("interrupted")
             raise typer.Exit(code=130) from None
+
+
+def _report_usage_error(error: Any) -> NoReturn:
+    """One red line naming the problem and the help to read; exit code 2 (click's own for usage errors)."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        raise error  # `s5 finetune` alone prints the help, which is what click does with it
+    command = error.ctx.command_path if error.ctx is not None else "s5"
+    print_error(f"{' '.join(error.format_message().split())} (see `{command} --help`)")
+    raise typer.Exit(code=error.exit_code)
 
 
 def _debug_requested(ctx: click.Context) -> bool:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from s5cli.cli.help_text import command_help
+
 app = typer.Typer(help="List, copy, pull and push recipes.", no_args_is_help=True)
 
 
@@ -40,9 +42,9 @@ def show_recipe(
     """
     from s5cli.cli.console import print_warning
     from s5cli.errors import UserError
-    from s5cli.recipe import check_data_paths, dump_recipe, load_recipe, resolve_recipe_spec
+    from s5cli.recipe import check_data_paths, dump_recipe, load_recipe_spec
 
-    loaded = load_recipe(resolve_recipe_spec(recipe), overrides or [])
+    loaded = load_recipe_spec(recipe, overrides or [])
     source = getattr(loaded, "source", None) or recipe
     typer.echo(dump_recipe(loaded, f"Resolved s5cli recipe (from {source}" + (" and overrides)" if overrides else ")")),
                nl=False)
@@ -148,3 +150,8 @@ def push_recipe(
     result = push(recipe, repo_id, private=private, message=message, revision=revision, path_in_repo=path_in_repo)
     stderr.print(f"pushed {', '.join(result.files)} to {result.repo_id}@{result.revision}")
     stdout.print(result.commit_url, soft_wrap=True)
+
+
+# Format every subcommand's docstring like the top-level commands' (prose joined, example lines kept).
+for _info in app.registered_commands:
+    _info.help = command_help(_info.callback.__doc__ if _info.callback else None)

@@ -10,7 +10,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                  device: str | None, out: Path | None, quiet: bool) -> dict:
     """Run pretraining or finetuning from a recipe and print a summary; returns the final metrics."""
     from s5cli.cli.console import stderr, stdout
-    from s5cli.recipe import recipe_to_dict, save_recipe
+    from s5cli.recipe import recipe_to_dict
     from s5cli.seeding import seed_everything
     from s5cli.train import job
     from s5cli.train.data import prepare_splits, token_dataset
@@ -59,7 +59,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                 from s5cli.errors import UserError
 
                 raise UserError(f"cannot create run folder {out_dir}: {error.strerror}") from None
-            save_recipe(recipe, out_dir / "recipe.yaml")
+            job.save_run_recipe(recipe, out_dir)
             if not quiet:
                 n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 stderr.print(

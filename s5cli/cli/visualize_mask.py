@@ -36,7 +36,9 @@ def visualize_mask(
     """Render which tokens S5 keeps on a video (GIF, MP4 or PNG grid).
 
     Kept patches stay in full colour, dropped ones are dimmed; each frame shows its index, time and the kept
-    fraction. Examples:
+    fraction.
+
+    Examples:
 
       s5 visualize-mask movie.mp4 --out mask.gif
 

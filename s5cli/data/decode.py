@@ -72,6 +72,8 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
         raise VideoDecodeError(path, "video file is empty (0 bytes)")
     import decord
 
+    # FFmpeg's own log lines ("moov atom not found") would precede our one-line error for every bad file.
+    decord.logging.set_level(decord.logging.QUIET)
     try:
         height, width = size if size is not None else (-1, -1)
         reader = decord.VideoReader(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from s5cli.errors import UserError
+from s5cli.errors import RunFailure, UserError
 from s5cli.hub.client import hub_errors, hub_settings, optional_token
 from s5cli.hub.paths import HubSpec, is_pickle_name, parse_hub_spec, safe_destination
 
@@ -108,26 +108,42 @@ class PulledRecipe:
 
 
 def list_remote_recipes(hub: HubSpec) -> list[str]:
-    """YAML file names in a Hub repo (the cached snapshot's when offline)."""
+    """YAML file names in a Hub repo; from the cached snapshot (with a warning) when offline or unreachable."""
+    from s5cli.cli.console import print_warning
+
     settings = hub_settings()
     if settings.offline:
-        from huggingface_hub import snapshot_download
-
-        from s5cli.cli.console import print_warning
-
-        with hub_errors(hub.repo_id, hub.revision):
-            root = Path(snapshot_download(hub.repo_id, revision=hub.revision,
-                                          allow_patterns=[f"*{s}" for s in RECIPE_SUFFIXES], **_client_kwargs()))
+        names = _cached_recipe_names(hub)
         # Offline the repo cannot be listed: the cache holds what earlier pulls fetched, maybe not everything.
         print_warning(f"offline (HF_HUB_OFFLINE=1): {hub.where} listed from the Hub cache, which holds only "
                       "the recipes pulled before")
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.endswith(RECIPE_SUFFIXES))
+        return names
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=settings.endpoint, token=optional_token())
-    with hub_errors(hub.repo_id, hub.revision):
-        files = api.list_repo_files(hub.repo_id, revision=hub.revision)
+    try:
+        with hub_errors(hub.repo_id, hub.revision):
+            files = api.list_repo_files(hub.repo_id, revision=hub.revision)
+    except RunFailure as error:  # the network, not the repo: what an earlier pull cached is still usable
+        try:
+            names = _cached_recipe_names(hub)
+        except (UserError, RunFailure):
+            raise error from None
+        print_warning(f"{error}; using the {len(names)} recipe(s) of {hub.where} in the Hub cache instead, "
+                      "which may not be all of them")
+        return names
     return sorted(f for f in files if f.endswith(RECIPE_SUFFIXES))
+
+
+def _cached_recipe_names(hub: HubSpec) -> list[str]:
+    """Recipe files of the repo's cached snapshot; UserError (offline) or RunFailure when nothing is cached."""
+    from huggingface_hub import snapshot_download
+
+    kwargs = {**_client_kwargs(), "local_files_only": True}
+    with hub_errors(hub.repo_id, hub.revision):
+        root = Path(snapshot_download(hub.repo_id, revision=hub.revision,
+                                      allow_patterns=[f"*{s}" for s in RECIPE_SUFFIXES], **kwargs))
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.endswith(RECIPE_SUFFIXES))
 
 
 def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path) -> list[PulledRecipe]:

@@ -3,7 +3,7 @@
 A short clip (contiguous `short_frames` inside the long clip) and the long clip of the same video, each with
 a random fraction `mask_ratio` of every frame's tokens removed, must map to matching embeddings: the query
 encoder (the video model + an MLP projection) against a momentum (EMA) key encoder, with InfoNCE over the
-other videos of the batch (and an optional queue of past keys). Long and short clips alternately play query
+other videos of the batch (gathered from every process under DDP) and an optional queue of past keys. Long and short clips alternately play query
 and key, so the loss is symmetric in their roles.
 """
 
@@ -47,23 +47,52 @@ class LSMCLConfig:
             raise ValueError(f"projector_norm must be one of {FEATURE_NORMS}, got {self.projector_norm!r}")
 
 
-def info_nce(query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None) -> Tensor:
-    """InfoNCE: row i of `query` must pick row i of `key` among all keys (+ extra negatives). Inputs L2-normed."""
+def info_nce(
+    query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None, key_offset: int = 0
+) -> Tensor:
+    """InfoNCE: row i of `query` must pick row `key_offset + i` of `key` among all keys (+ extra negatives).
+
+    Inputs L2-normed. `key_offset` is where this process's videos start in keys gathered from every process.
+    """
     logits = query @ key.t()
     if negatives is not None and negatives.numel():
         logits = torch.cat([logits, query @ negatives.t()], dim=1)
-    target = torch.arange(query.shape[0], device=query.device)
+    target = torch.arange(key_offset, key_offset + query.shape[0], device=query.device)
     return F.cross_entropy(logits / temperature, target)
 
 
 def symmetric_info_nce(
     short_query: Tensor, short_key: Tensor, long_query: Tensor, long_key: Tensor, temperature: float,
-    negatives: Tensor | None = None,
+    negatives: Tensor | None = None, key_offset: int = 0,
 ) -> Tensor:
     """Mean of short→long and long→short InfoNCE; swapping the short and long inputs gives the same loss."""
     return 0.5 * (
-        info_nce(short_query, long_key, temperature, negatives) + info_nce(long_query, short_key, temperature, negatives)
+        info_nce(short_query, long_key, temperature, negatives, key_offset)
+        + info_nce(long_query, short_key, temperature, negatives, key_offset)
     )
+
+
+def gather_keys(keys: Tensor) -> tuple[Tensor, int]:
+    """Every process's keys, in rank order, and the row where this process's own keys start.
+
+    Under DDP each process holds batch_size / world_size videos; without this, InfoNCE would contrast a clip
+    with that share only, so a multi-GPU run would solve an easier task than one process with the same
+    recipe. The keys come from the momentum encoder and carry no gradient (as in MoCo), so a plain
+    all_gather suffices. Batches may differ in size at the end of an epoch: they are padded for the gather.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return keys, 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=keys.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([keys.shape[0]], dtype=torch.long, device=keys.device))
+    counts = [int(size) for size in sizes]
+    padded = keys.new_zeros((max(counts), *keys.shape[1:]))
+    padded[: keys.shape[0]] = keys
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[:count] for part, count in zip(gathered, counts, strict=True)]), sum(counts[:rank])
 
 
 def random_token_mask(tokens: Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> Tensor:
@@ -149,9 +178,11 @@ class LSMCL(nn.Module):
         lq, sq = self.embed(long, key=False), self.embed(short, key=False)
         lk, sk = self.embed(long, key=True), self.embed(short, key=True)
         negatives = self.queue[: int(self.queue_filled)] if cfg.queue_size else None
-        loss = symmetric_info_nce(sq, sk, lq, lk, cfg.temperature, negatives)
+        all_lk, offset = gather_keys(lk)
+        all_sk, _ = gather_keys(sk)
+        loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset)
         if cfg.queue_size and self.training:
-            self._enqueue(torch.cat([sk, lk]).detach())
+            self._enqueue(torch.cat([all_sk, all_lk]).detach())
         return LSMCLOutput(loss, sq, lq, sk, lk)
 
     def set_training_progress(self, fraction: float) -> None:

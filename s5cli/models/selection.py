@@ -1,8 +1,10 @@
 """Differentiable top-K token selection: Gumbel-softmax with the straight-through trick (S5, paper eq. 4).
 
-Forward pass: exactly K hard picks (weights exactly 1.0), so removing the unkept tokens loses nothing.
+Forward pass: exactly K hard picks (weights exactly 1.0), so removing the unkept tokens changes no output.
 Backward pass: gradients reach the scores through the relaxed weights K·softmax((log p + g)/τ), which is how
-the mask generator learns which tokens matter although the selection itself is discrete.
+the mask generator learns which tokens matter although the selection itself is discrete. Because unkept
+tokens are removed rather than multiplied by zero, only the kept tokens' weights receive a loss gradient;
+an unkept token's score moves only through the softmax normaliser (see README, "Where s5cli differs").
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | No
 
     `check_paths` also checks that the recipe's videos and split files exist on this machine.
     """
-    from s5cli.recipe import check_data_paths, load_recipe, resolve_recipe_spec
+    from s5cli.recipe import check_data_paths, load_recipe_spec
 
     extra = list(overrides or [])
     if seed is not None:
         extra.append(f"train.seed={seed}")
-    recipe = load_recipe(resolve_recipe_spec(recipe_path), extra)
+    recipe = load_recipe_spec(recipe_path, extra)
     if check_paths:
         check_data_paths(recipe)
     return recipe
@@ -77,14 +77,24 @@ def init_from_pretrained(model: Any, directory: Path, spec: str) -> None:
 
 
 def out_dir_for(recipe: Any, out: Path | None) -> Path:
-    """Run folder: --out, else train.out_dir (`~` expanded); recorded back in train.out_dir.
+    """Run folder: --out, else train.out_dir (`~` expanded)."""
+    return Path(out if out is not None else recipe.train.out_dir).expanduser()
 
-    Recording it means the run's saved recipe.yaml names the folder it lives in, so
-    `s5 finetune RUN/recipe.yaml --resume` continues that run and not the recipe's original folder.
+
+def save_run_recipe(recipe: Any, out_dir: Path) -> None:
+    """Write RUN/recipe.yaml with train.out_dir set to the run folder itself.
+
+    So `s5 finetune RUN/recipe.yaml --resume` continues that run, not the recipe's original folder. Only
+    this file says where the run lives: the recipe inside its checkpoints keeps train.out_dir as given, so
+    two runs of the same recipe and seed in different folders still write byte-identical checkpoints.
     """
-    folder = Path(out if out is not None else recipe.train.out_dir).expanduser()
-    recipe.train.out_dir = str(folder)
-    return folder
+    import copy
+
+    from s5cli.recipe import save_recipe
+
+    located = copy.deepcopy(recipe)
+    located.train.out_dir = str(out_dir)
+    save_recipe(located, out_dir / "recipe.yaml")
 
 
 def check_run_folder(out_dir: Path) -> None:

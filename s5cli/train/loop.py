@@ -196,7 +196,9 @@ def train(setup: TrainSetup) -> dict:
     if ctx.distributed:
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=setup.objective == "supervised",
+            # Both objectives leave parameters without a gradient in a step (supervised S5: the guide's
+            # entry at some widths; LSMCL: the encoder's classification head, which pretraining never uses).
+            find_unused_parameters=True,
         )
     scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
     log = MetricsLog(out_dir, ctx.is_main, bool(getattr(tcfg, "tensorboard", False)),

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from s5cli import __version__
@@ -27,9 +28,26 @@ def test_version_prints_package_version() -> None:
     assert result.output.strip() == f"s5cli {__version__}"
 
 
-def test_unknown_command_is_usage_error() -> None:
-    result = CliRunner().invoke(app, ["no-such-command"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["finetun"], "error: No such command 'finetun'. Did you mean 'finetune'? (see `s5 --help`)"),
+        (["benchmark", "--frames", "abc"], "error: Invalid value for '--frames'"),
+        (["visualize-mask", "x.mp4", "--out", "y.gif", "--frames", "0"], "(see `s5 visualize-mask --help`)"),
+        (["cache", "ls", "--bogus"], "error: No such option: --bogus (see `s5 cache ls --help`)"),
+    ],
+)
+def test_command_line_mistakes_are_one_red_line(args: list[str], message: str) -> None:
+    """click's own usage errors look like every other user mistake: one line, exit code 2, no panel."""
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_a_command_without_its_arguments_still_prints_its_help() -> None:
+    result = CliRunner().invoke(app, ["finetune"])
+    assert result.exit_code == 2 and "Usage: s5 finetune" in result.output and "--resume" in result.output
 
 
 def test_installed_console_script_and_module_entry_point() -> None:
@@ -39,3 +57,13 @@ def test_installed_console_script_and_module_entry_point() -> None:
         completed = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         assert completed.returncode == 0, completed.stderr
     assert __version__ in completed.stdout
+
+
+def test_debug_shows_the_exception_instead_of_one_line(tmp_path) -> None:
+    from s5cli.errors import UserError
+
+    missing = str(tmp_path / "missing.yaml")
+    plain = CliRunner().invoke(app, ["finetune", missing])
+    assert plain.exit_code == 2 and "not found" in plain.output and plain.exception.__class__ is SystemExit
+    debug = CliRunner().invoke(app, ["--debug", "finetune", missing])
+    assert isinstance(debug.exception, UserError) and "not found" in str(debug.exception)

@@ -93,6 +93,7 @@ def test_a_job_that_waited_for_a_clean_marks_the_folder_it_recreates(tmp_path):
         marker = threading.Thread(target=mark_in_use, args=(folder,))
         marker.start()  # ...while a job starts and waits for it
         time.sleep(0.2)
+        assert marker.is_alive()  # it is blocked on the lock, so the race below is really exercised
         shutil.rmtree(folder)
     marker.join(timeout=10)
     assert not marker.is_alive()

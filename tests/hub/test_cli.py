@@ -83,11 +83,6 @@ def test_push_without_token_cli(runner: CliRunner, hub: FakeHub, run_dir: Path, 
     assert hub.repos == {}
 
 
-def test_recipes_ls_still_works(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["recipes", "ls"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0 and "synthetic" in result.output
-
-
 @pytest.mark.parametrize("command", [["push"], ["recipes", "push"], ["recipes", "pull"]])
 def test_help_renders(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})

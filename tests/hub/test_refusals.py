@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s5cli.errors import UserError
+from s5cli.errors import RunFailure, UserError
 from s5cli.hub import pull_recipes, push_checkpoint, push_recipe, resolve_checkpoint_dir, resolve_recipe_path
 from tests.hub.fake_hub import FakeHub
 
@@ -212,3 +212,25 @@ def test_revision_conflict_and_parse() -> None:
     assert parse_hub_spec("bob/r", revision="v1").revision == "v1"
     with pytest.raises(UserError, match="give only one"):
         parse_hub_spec("hf://bob/r@v1", revision="v2")
+
+
+def test_unreachable_hub_lists_recipes_from_the_cache(
+    hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Listing a repo needs the network; when it is down, what an earlier pull cached is used, with a warning."""
+    import huggingface_hub
+
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    pull_recipes("bob/r", dest=tmp_path / "online")
+
+    def unreachable(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
+    written = pull_recipes("bob/r", dest=tmp_path / "later")
+    assert [p.read_bytes() for p in written] == [recipe_file.read_bytes()]
+    assert "cannot reach the Hub" in capsys.readouterr().err
+    # Nothing cached for a repo: the network error itself, not an empty success.
+    hub.commit("bob/never-pulled", {"synthetic.yaml": recipe_file.read_bytes()})
+    with pytest.raises(RunFailure, match="cannot reach the Hub"):
+        pull_recipes("bob/never-pulled", dest=tmp_path / "none")

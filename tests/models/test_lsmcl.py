@@ -68,6 +68,42 @@ def test_symmetric_in_short_and_long_roles() -> None:
     b = symmetric_info_nce(lq, lk, sq, sk, 0.2)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(info_nce(sq, lk, 0.2), info_nce(lq, sk, 0.2))
+    # Each query is matched with the *other* length's key: short with long, long with short.
+    torch.testing.assert_close(a, 0.5 * (info_nce(sq, lk, 0.2) + info_nce(lq, sk, 0.2)))
+    assert not torch.allclose(a, 0.5 * (info_nce(sq, sk, 0.2) + info_nce(lq, lk, 0.2)))
+
+
+def test_key_offset_points_each_query_at_its_own_row_of_gathered_keys() -> None:
+    """Under DDP the keys of every process are gathered; a process's positives start at its offset."""
+    torch.manual_seed(0)
+    query, keys = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(7, 8), dim=-1)
+    expected = F.cross_entropy(query @ keys.t() / 0.2, torch.tensor([4, 5, 6]))
+    torch.testing.assert_close(info_nce(query, keys, 0.2, key_offset=4), expected)
+    torch.testing.assert_close(info_nce(query, keys[:3], 0.2), F.cross_entropy(query @ keys[:3].t() / 0.2,
+                                                                               torch.arange(3)))
+
+
+def _gather_in_process(rank: int, world: int, store_file: str, results: dict) -> None:
+    import torch.distributed as dist
+
+    from s5cli.models.lsmcl import gather_keys
+
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
+    try:
+        keys = torch.full((3 - rank, 2), float(rank))  # uneven: 3 videos on rank 0, 2 on rank 1
+        gathered, offset = gather_keys(keys)
+        results[rank] = (gathered.tolist(), offset)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_keys_collects_every_process_in_rank_order(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_gather_in_process, args=(2, str(tmp_path / "store"), results), nprocs=2)
+    everyone = [[0.0, 0.0]] * 3 + [[1.0, 1.0]] * 2
+    assert results[0] == (everyone, 0) and results[1] == (everyone, 3)
 
 
 def test_key_encoder_gets_no_gradients() -> None:

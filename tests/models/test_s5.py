@@ -158,8 +158,14 @@ def test_batch_norm_head_standardises_features_before_the_linear_layer() -> None
 
 def test_batch_norm_head_trains_on_a_batch_of_one_video() -> None:
     model = _model(head_norm="batch").train()
+    norm, linear = model.head[0], model.head[1]
+    running_mean = norm.running_mean.clone()
     model(torch.randn(1, 4, 6, 16)).sum().backward()
-    assert model.head[1].weight.grad is not None
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+    # One video is normalised with the running statistics (as in evaluation), which it must not update.
+    assert torch.equal(norm.running_mean, running_mean)
+    features = torch.randn(1, norm.num_features)
+    torch.testing.assert_close(norm(features), norm.eval()(features))
 
 
 def test_unknown_head_norm_is_refused() -> None:

@@ -55,13 +55,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def finetune_in_processes(args: list[str], processes: int = 1) -> subprocess.CompletedProcess:
-    """`s5 finetune RECIPE ARGS --quiet` in a fresh interpreter, or under torchrun with `processes` ranks."""
+def finetune_in_processes(args: list[str], processes: int = 1, command: str = "finetune") -> subprocess.CompletedProcess:
+    """`s5 COMMAND RECIPE ARGS --quiet` in a fresh interpreter, or under torchrun with `processes` ranks."""
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
                      "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    return subprocess.run([*launcher, "-m", "s5cli", "finetune", RECIPE, *args, "--quiet"],
+    return subprocess.run([*launcher, "-m", "s5cli", command, RECIPE, *args, "--quiet"],
                           env=_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -143,6 +143,29 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
     losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(losses_one) == len(losses_two) == 3
     # Tolerance: gradients are averaged over ranks instead of summed in one batch -> 1e-4 relative.
+    assert losses_two == pytest.approx(losses_one, rel=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_lsmcl_under_torchrun_contrasts_against_every_process_videos(tmp_path: Path) -> None:
+    """Two processes with 4 videos each must solve the task of one process with 8: keys are gathered.
+
+    Made deterministic so the two runs can be compared: ViS4mer without dropout, no masking, and a short
+    clip as long as the long one (no random crop), no queue, no BatchNorm projector.
+    """
+    shared = tmp_path / "shared"
+    extra = {"model.selector": "none", "train.epochs": 1, "train.lsmcl.short_frames": 8,
+             "train.lsmcl.long_frames": 8, "train.lsmcl.mask_ratio": 0.0, "train.lsmcl.proj_dim": 16,
+             "train.lsmcl.queue_size": 0, "train.lsmcl.projector_norm": "none"}
+    one = finetune_in_processes(tiny(shared, **extra, **{"train.out_dir": tmp_path / "one"}), command="pretrain")
+    assert one.returncode == 0, one.stderr
+    two = finetune_in_processes(tiny(shared, **extra, **{"train.out_dir": tmp_path / "two"}), processes=2,
+                                command="pretrain")
+    assert two.returncode == 0, two.stderr[-3000:]
+    losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(losses_one) == len(losses_two) == 3
+    # Per-process negatives would give a loss near log(4) instead of log(8) from the first step on.
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
 
 

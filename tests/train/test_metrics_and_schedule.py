@@ -28,6 +28,9 @@ def test_per_video_aggregation_averages_softmaxed_windows() -> None:
     assert ids == ["a", "b"] and labels.tolist() == [0, 1]
     assert scores[0].argmax() == 0 and scores[1].argmax() == 1
     torch.testing.assert_close(scores.sum(-1), torch.ones(2))
+    # Exactly the mean of the windows' softmaxes (not the softmax of the mean logits, not one window).
+    torch.testing.assert_close(scores[0], outputs[:2].softmax(-1).mean(0))
+    assert not torch.allclose(scores[0], outputs[:2].mean(0).softmax(-1))
     _, reg, _ = aggregate_by_video(["a", "a"], torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 0.0]), "regression")
     assert reg.item() == 2.0
     assert compute_metrics(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0]), "regression")["mse"] == 2.5

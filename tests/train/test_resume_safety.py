@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -75,7 +74,31 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Pa
     assert code == 2 and "no readable checkpoint" in output
 
 
-def test_checkpoint_files_get_the_usual_permissions(finished_run: Path) -> None:
-    for path in finished_run.rglob("*.safetensors"):
-        assert stat.S_IMODE(os.stat(path).st_mode) == default_file_mode(), path
-    assert json.loads((finished_run / "best" / "metrics.json").read_text())
+def test_checkpoint_files_get_the_usual_permissions(finished_run: Path, tmp_path: Path) -> None:
+    """What a plain open() gives under this umask (safetensors' writer alone gives 0600)."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = stat.S_IMODE(os.stat(plain).st_mode)
+    assert expected == default_file_mode()
+    files = list(finished_run.rglob("*.safetensors"))
+    assert len(files) >= 5  # best/, two step checkpoints: weights and trainer state
+    for path in files:
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected, path
+
+
+def test_same_recipe_and_seed_in_two_folders_write_identical_checkpoints(tmp_path: Path) -> None:
+    """The README's `sha256sum` promise: only recipe.yaml says where a run lives, not its checkpoints."""
+    import hashlib
+
+    args = tiny(tmp_path, **{"train.epochs": 1})
+    args = [a for a in args if not a.startswith("train.out_dir=")]
+    for name in ("a", "b"):
+        code, output = finetune(RECIPE, *args, "--out", str(tmp_path / name))
+        assert code == 0, output
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for relative in ("best/model.safetensors", "checkpoints/step-0000003/trainer_state.safetensors"):
+        assert digest(tmp_path / "a" / relative) == digest(tmp_path / "b" / relative), relative
+    assert yaml.safe_load((tmp_path / "b" / "recipe.yaml").read_text())["train"]["out_dir"] == str(tmp_path / "b")

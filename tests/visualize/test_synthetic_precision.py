@@ -60,7 +60,8 @@ def test_synthetic_event_precision_of_a_checkpoint(synthetic_test_split, tmp_pat
     # round(0.25 * 37) = 9 tokens per frame, of which CLS may be one
     assert 8 * 24 <= result["kept_patches"] <= 9 * 24
     assert result["coverage_chance"] == pytest.approx(result["kept_patches"] / result["patches"])
-    assert 0.0 <= result["coverage"] <= 1.0
+    assert result["coverage"] == pytest.approx(result["kept_on_event"] / result["event_cells"])
+    assert 0 <= result["kept_on_event"] <= min(result["event_cells"], result["kept_patches"])
 
 
 def test_mask_precision_script_prints_precision_coverage_and_chance(synthetic_test_split, tmp_path, capsys) -> None:

@@ -1,0 +1,53 @@
+"""`train.init`: an LSMCL checkpoint's encoder becomes the model's weights; its head is left to finetuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from s5cli.errors import UserError
+from s5cli.models.lsmcl import LSMCL, LSMCLConfig
+from s5cli.models.registry import build_model
+from s5cli.train import checkpoint as ckpt
+from s5cli.train.job import init_from_pretrained, resolve_init
+
+S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
+
+
+def _pretrained(folder: Path, num_outputs: int) -> LSMCL:
+    """An LSMCL module whose encoder differs from a fresh model, saved as a pretraining run's checkpoint."""
+    torch.manual_seed(1)
+    module = LSMCL(build_model("s5", S5_SMALL, num_outputs), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16))
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1)
+    step = ckpt.save_checkpoint(folder / "checkpoints" / "step-0000001", module,
+                                {"model_name": "s5", "num_outputs": str(num_outputs), "objective": "lsmcl",
+                                 "recipe": json.dumps({})})
+    ckpt.set_latest(folder, step)
+    return module
+
+
+def test_encoder_weights_arrive_and_a_head_of_another_size_is_left_alone(tmp_path: Path) -> None:
+    pretrained = _pretrained(tmp_path / "pre", num_outputs=3)
+    torch.manual_seed(2)
+    model = build_model("s5", S5_SMALL, 9)  # another task: 9 classes, so the pretraining head cannot fit
+    head_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+    directory = resolve_init(str(tmp_path / "pre"))  # a run folder without best/: its latest checkpoint
+    assert directory == tmp_path / "pre" / "checkpoints" / "step-0000001"
+    init_from_pretrained(model, directory, "pre")
+    encoder = pretrained.encoder.state_dict()
+    loaded = model.state_dict()
+    body = [k for k in loaded if not k.startswith("head.")]
+    assert body and all(torch.equal(loaded[k], encoder[k]) for k in body)
+    assert all(torch.equal(loaded[k], v) for k, v in head_before.items())
+
+
+def test_a_checkpoint_of_another_width_is_refused_naming_the_key(tmp_path: Path) -> None:
+    _pretrained(tmp_path / "pre", num_outputs=3)
+    model = build_model("s5", {**S5_SMALL, "d_model": 64}, 3)
+    with pytest.raises(UserError, match=r"train\.init=pre"):
+        init_from_pretrained(model, resolve_init(str(tmp_path / "pre")), "pre")
