@@ -195,6 +195,9 @@ class EvalSection:
     batch_size: int = knob(32, AT_LEAST_1)
     split: str = knob("test", Rule(choices=SPLITS))
     aggregate: str = knob("mean", Rule(choices=("mean", "none")))
+    # Frames between the starts of a video's evaluation windows; null = the clip length (consecutive,
+    # non-overlapping windows). LVU at 1 fps: 1 = a window starting every second, ViS4mer's protocol.
+    window_stride: int | None = knob(None, AT_LEAST_1)
 
 
 @dataclass
@@ -362,6 +365,10 @@ def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
     dt_min, dt_max = getattr(model, "dt_min", None), getattr(model, "dt_max", None)
     if dt_min is not None and dt_max is not None and dt_min > dt_max:
         add("model.dt_min", f"model.dt_min={dt_min} must not exceed model.dt_max={dt_max}")
+    stride, clip = recipe.eval.window_stride, clip_frames(data)
+    if stride is not None and clip is not None and stride > clip:
+        add("eval.window_stride", f"eval.window_stride={stride} is longer than a clip ({clip} frames): frames "
+            f"between windows would never be seen; use at most {clip}")
     train = recipe.train
     if train.early_stop_patience is not None and train.objective == "lsmcl":
         add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
@@ -369,6 +376,15 @@ def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
     if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts
         add("train.accumulate", f"train.accumulate={train.accumulate} is more micro-batches than train.batch_size="
             f"{train.batch_size} has clips: use train.accumulate <= {train.batch_size}")
+
+
+def clip_frames(data: Any) -> int | None:
+    """Frames per training/eval clip: a window of `window_seconds` at `fps` (LVU), else `frames`."""
+    window = getattr(data, "window_seconds", None)
+    fps = getattr(data, "fps", None)
+    if window and fps:
+        return max(1, round(window * fps))
+    return getattr(data, "frames", None)
 
 
 def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None]) -> None:

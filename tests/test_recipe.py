@@ -84,12 +84,23 @@ def test_keep_ratio_out_of_range(tmp_path: Path, value: str) -> None:
         ("train.lsmcl.mask_ratio=1.0", "train.lsmcl.mask_ratio=1.0"),
         ("data.synthetic.clutter=2", "data.synthetic.clutter=2"),
         ("data.dataset=lvu", "data.task is not set"),
+        ("eval.window_stride=17", "eval.window_stride=17 is longer than a clip (16 frames)"),
+        ("eval.window_stride=0", "eval.window_stride=0 is not allowed"),
     ],
 )
 def test_out_of_range_and_inconsistent_values(override: str, expected: str) -> None:
     message = error_of(SYNTHETIC, (override,))
     assert expected in message
     assert "command-line override" in message or override == "data.dataset=lvu"
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    """PyYAML keeps the last value silently: `lr: 0.001` ... `lr: 1` would train at 1.0."""
+    message = error_of(write(tmp_path, "optim:\n  lr: 0.001\n  weight_decay: 0.1\n  lr: 1\n"))
+    assert "line 4" in message and "key 'lr' is given twice" in message
+    merged = write(tmp_path, "base: &b {lr: 0.002}\noptim:\n  <<: *b\n  weight_decay: 0.1\n")
+    message = error_of(merged)  # a merge key is not a repeat: the only complaint is the unknown section
+    assert "is given twice" not in message and "unknown section 'base'" in message
 
 
 def test_yaml_syntax_error_gives_line_number(tmp_path: Path) -> None:

@@ -177,11 +177,16 @@ def _table(console: Console, entries: list[CacheEntry]) -> Table:
     table.add_column("files", justify="right", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("modified", min_width=10, max_width=narrow and 10)
+    # Entries from several cache folders (--root and --cache-dir) can share a key: then say where each is.
+    several = len({entry.path.parent for entry in entries}) > 1
+    if several:
+        table.add_column("in", overflow="fold", min_width=8)
     for entry in entries:
         # A folder a running job uses is one this version reads: "in use" says more than "current".
         status = "[bold cyan]in use[/]" if entry.in_use else f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
         row = [entry.kind, escape(entry.key), status, escape(entry.settings), str(entry.files)]
-        table.add_row(*row, format_bytes(entry.bytes), _time(entry.modified))
+        row += [format_bytes(entry.bytes), _time(entry.modified)]
+        table.add_row(*row, *([escape(str(entry.path.parent))] if several else []))
     return table
 
 

@@ -92,7 +92,7 @@ def _evaluate_split(model, rec, split: str, dev, quiet: bool) -> dict:
     from s5cli.train.evaluation import evaluate as run_eval
 
     records = prepare_splits(rec.data, (split,), DistContext(device=dev), show_progress=not quiet)
-    dataset = token_dataset(rec.data, records[split], training=False)
+    dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
     task = task_info(rec.data)
     metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet)
     metrics["split"] = split

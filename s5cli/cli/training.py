@@ -38,7 +38,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         if objective == "lsmcl":
             frames = job.lsmcl_config(recipe).long_frames
         train_set = token_dataset(recipe.data, records["train"], training=True, frames=frames)
-        val_set = token_dataset(recipe.data, records["val"], training=False) if objective == "supervised" else None
+        val_set = (token_dataset(recipe.data, records["val"], training=False, stride=recipe.eval.window_stride)
+                   if objective == "supervised" else None)
         if len(train_set) == 0:
             from s5cli.errors import UserError
 

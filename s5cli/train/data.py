@@ -5,16 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from s5cli.recipe_schema import clip_frames
 from s5cli.train.distributed import DistContext
 
-
-def clip_frames(data: Any) -> int | None:
-    """Frames per training/eval clip: a window of `window_seconds` at `fps` (LVU), else `frames`."""
-    window = getattr(data, "window_seconds", None)
-    fps = getattr(data, "fps", None)
-    if window and fps:
-        return max(1, round(window * fps))
-    return getattr(data, "frames", None)
+__all__ = ["clip_frames", "feature_cache", "prepare_splits", "token_dataset"]
 
 
 def feature_cache(data: Any):
@@ -41,8 +35,10 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
     return records
 
 
-def token_dataset(data: Any, records, training: bool, frames: int | None = None):
-    """TokenDataset over cached tokens; clips of `frames` (default: the recipe's clip length)."""
+def token_dataset(data: Any, records, training: bool, frames: int | None = None, stride: int | None = None):
+    """TokenDataset over cached tokens; clips of `frames` (default: the recipe's clip length), evaluation
+    windows starting every `stride` frames (default: consecutive windows)."""
     from s5cli.data.datasets.base import TokenDataset
 
-    return TokenDataset(records, feature_cache(data), frames=frames or clip_frames(data), training=training)
+    return TokenDataset(records, feature_cache(data), frames=frames or clip_frames(data), training=training,
+                        stride=stride)

@@ -164,3 +164,17 @@ def test_cache_commands_do_not_import_torch(tmp_path):
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_entries_of_several_cache_folders_say_where_they_are(runner, tmp_path, monkeypatch):
+    """The same settings in two cache folders give two entries with one key: the table names each folder."""
+    monkeypatch.chdir(tmp_path)
+    write_tokens(tmp_path / "a", ["clip"])
+    write_tokens(tmp_path / "b", ["clip"])
+    result = invoke(runner, "ls", "--cache-dir", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(SETTINGS.key()) == 2
+    assert str(tmp_path / "a") in result.stdout and str(tmp_path / "b") in result.stdout
+    assert result.stdout.splitlines()[0].split()[-1] == "in"
+    one = invoke(runner, "ls", "--cache-dir", str(tmp_path / "a"))
+    assert one.stdout.splitlines()[0].split()[-1] == "modified"  # one folder: no "in" column

@@ -74,6 +74,22 @@ def test_eval_mode_returns_every_window_of_every_video() -> None:
     assert all(s.tokens.shape == (4, 3, 4) and s.tokens.dtype == torch.float32 for s in samples)
 
 
+def test_a_window_stride_starts_a_window_every_stride_frames() -> None:
+    """eval.window_stride 1 on 1 fps LVU tokens: a 60 s window starting every second (ViS4mer's protocol)."""
+    assert [num_windows(n, 4, 1) for n in (1, 4, 5, 10)] == [1, 1, 2, 7]
+    assert [num_windows(n, 4, 4) for n in range(1, 20)] == [num_windows(n, 4) for n in range(1, 20)]
+    assert [window_start(10, 4, w, 3) for w in range(3)] == [0, 3, 6]
+    cache = FakeCache({"a": 7, "b": 3})
+    dataset = TokenDataset(records("a", "b"), cache, frames=4, training=False, stride=1)
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert [frame_numbers(s.tokens) for s in samples if s.video_id == "a"] == [
+        [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5, 6],
+    ]
+    assert [frame_numbers(s.tokens) for s in samples if s.video_id == "b"] == [[0, 1, 2, 2]]
+    with pytest.raises(UserError, match="stride"):
+        TokenDataset(records("a"), cache, frames=4, stride=0)
+
+
 def test_training_mode_takes_random_clips_inside_the_video() -> None:
     cache = FakeCache({"a": 20})
     dataset = TokenDataset(records("a"), cache, frames=5, training=True)

@@ -239,16 +239,17 @@ def _has(cache: Any, video_id: str) -> bool:
     return True
 
 
-def num_windows(total_frames: int, frames: int | None) -> int:
-    """How many windows of `frames` frames cover `total_frames` (the last one is aligned to the end)."""
+def num_windows(total_frames: int, frames: int | None, stride: int | None = None) -> int:
+    """How many windows of `frames` frames, starting every `stride` frames (default: `frames`, so
+    consecutive), cover `total_frames`; the last one is aligned to the end."""
     if frames is None or total_frames <= frames:
         return 1
-    return math.ceil(total_frames / frames)
+    return math.ceil((total_frames - frames) / (stride or frames)) + 1
 
 
-def window_start(total_frames: int, frames: int, window: int) -> int:
+def window_start(total_frames: int, frames: int, window: int, stride: int | None = None) -> int:
     """First frame of window `window`; the last window ends at the last frame instead of running over."""
-    return max(0, min(window * frames, total_frames - frames))
+    return max(0, min(window * (stride or frames), total_frames - frames))
 
 
 def fit_length(tokens: Tensor, frames: int) -> Tensor:
@@ -274,8 +275,9 @@ class TokenDataset(Dataset):
 
     training=True: one item per video; each access takes a random clip of `frames` consecutive cached frames
     (the whole sequence when `frames` is None or the video is shorter, padded by repeating its last frame).
-    training=False: one item per (video, window): consecutive windows of `frames` frames covering the video,
-    the last one aligned to its end, so evaluation can average predictions over all windows of a video.
+    training=False: one item per (video, window): windows of `frames` frames starting every `stride` frames
+    (default: consecutive) and covering the video, the last one aligned to its end, so evaluation can
+    average predictions over all windows of a video.
     Records without a cache entry are skipped; their ids are in `missing`.
     """
 
@@ -286,11 +288,15 @@ class TokenDataset(Dataset):
         frames: int | None = None,
         training: bool = False,
         dtype: torch.dtype = torch.float32,
+        stride: int | None = None,
     ) -> None:
         if frames is not None and frames < 1:
             raise UserError(f"frames must be at least 1, got {frames}")
+        if stride is not None and stride < 1:
+            raise UserError(f"window stride must be at least 1 frame, got {stride}")
         self.cache = cache
         self.frames = frames
+        self.stride = stride
         self.training = training
         self.dtype = dtype
         self.missing: list[str] = []
@@ -306,7 +312,7 @@ class TokenDataset(Dataset):
         else:
             for record in self.records:
                 total = _frame_count(cache, record.video_id) if frames is not None else 0
-                for window in range(num_windows(total, frames)):
+                for window in range(num_windows(total, frames, stride)):
                     self._entries.append(_Entry(record, window, total))
 
     @property
@@ -329,7 +335,7 @@ class TokenDataset(Dataset):
                 start = int(torch.randint(0, max(1, total - self.frames + 1), ()).item())
                 window = 0
             else:
-                start = window_start(total, self.frames, window)
+                start = window_start(total, self.frames, window, self.stride)
             tokens = fit_length(tokens[start : start + self.frames], self.frames)
         return Sample(tokens=tokens, label=entry.record.label, video_id=entry.record.video_id, window=window)
 
