@@ -270,8 +270,9 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         weights = load_file(str(reading))
         reading = directory / STATE_JSON
         payload = json.loads(reading.read_text(encoding="utf-8"))
-        TrainerState(**payload["trainer"])
-        payload["optimizer"]
+        TrainerState(**payload["trainer"])  # every field the trainer needs, and no unknown one
+        if "optimizer" not in payload:
+            raise KeyError("optimizer")
         reading = directory / STATE_TENSORS
         tensors = load_file(str(reading))
     except Exception as error:  # safetensors, json and a missing key each raise their own type
