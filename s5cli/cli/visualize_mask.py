@@ -66,7 +66,7 @@ def visualize_mask(
     # Cheap checks first: a bad suffix or folder must fail before any decoding or model loading.
     check_output(out)
     if json_out is not None:
-        check_writable(json_out, "--json file")
+        check_writable(json_out, "--json file", example="selection.json")
     if not video.is_file():
         raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
     check_distinct_paths(video, out, json_out)
@@ -150,8 +150,6 @@ def _run(
             seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
             report=report,
         )
-        if fps is not None:
-            _warn_if_frames_repeat(selection, fps)
         rendered = render_selection(selection, style, report)
         rate = playback_fps or fps or _real_time_rate(selection)
         report("write", 0, 1)
@@ -178,19 +176,6 @@ def _clear_on_error(progress):
     except BaseException:
         progress.live.transient = True
         raise
-
-
-def _warn_if_frames_repeat(selection, fps: float) -> None:
-    """Warn once when --fps asks for more frames per second than the video has, so source frames repeat."""
-    from s5cli.cli.console import print_warning
-
-    sampled = selection.source_frames
-    if len(set(sampled)) == len(sampled):
-        return  # at or below the video's rate every sampled frame is a distinct source frame
-    # The decoder's own rate, read back from the samples (time = source frame / rate): no second open of the video.
-    rates = [frame / time for frame, time in zip(sampled, selection.times, strict=True) if time > 0]
-    rate = f"{rates[-1]:g} fps" if rates else "frame rate"
-    print_warning(f"--fps {fps:g} is above the video's own {rate}: source frames will repeat in the output")
 
 
 def _real_time_rate(selection) -> float:

@@ -113,6 +113,12 @@ def decode_frames(
     # Same decode as `s5 extract` (large videos scaled inside the decoder), so the model sees the tokens it
     # would see from the feature cache.
     clip = decode_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
+    if fps is not None and fps > clip.info.fps:
+        from s5cli.cli.console import print_warning
+
+        # Said right after decoding, before the backbone and the model run on the repeated frames.
+        print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
+                      "repeat in the output")
     images = preprocess(clip.frames, image_size, UNIT_MEAN, UNIT_STD).clamp_(0.0, 1.0)
     pixels = (images.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
     times = [index / clip.info.fps for index in clip.plan.indices]

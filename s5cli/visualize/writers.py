@@ -38,14 +38,15 @@ def output_format(path: str | os.PathLike[str]) -> str:
     return suffix
 
 
-def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
+def check_writable(path: str | os.PathLike[str], what: str = "output", example: str = "mask.gif") -> None:
     """UserError unless `path` can be created: its folder, or the nearest existing parent, takes a new file.
 
     Nothing is left behind: missing folders are made only when the output is written, after the work is done.
+    `example` is the file name suggested when `path` is a folder.
     """
     target = Path(path)
     if target.is_dir():
-        raise UserError(f"{what} {target} is a folder: give a file name, e.g. {target / 'mask.gif'}")
+        raise UserError(f"{what} {target} is a folder: give a file name, e.g. {target / example}")
     folder = target.parent
     existing = folder
     while not existing.exists() and existing != existing.parent:
