@@ -70,6 +70,7 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
         raise VideoDecodeError(path, "is a folder, not a video file")
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "video file is empty (0 bytes)")
+    _check_container(path)
     import decord
 
     # FFmpeg's own log lines ("moov atom not found") would precede our one-line error for every bad file.
@@ -89,6 +90,23 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
     if len(reader) < 1:
         raise VideoDecodeError(path, "video has no frames")
     return reader
+
+
+def _check_container(path: Path) -> None:
+    """VideoDecodeError naming `path` unless PyAV finds a video stream in it.
+
+    decord logs a failed open straight to stderr (C++ logging that its log level does not silence), so a
+    file that is no video at all is turned away here first and the user sees one line.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            has_video = bool(container.streams.video)
+    except Exception:  # PyAV raises a different error class per FFmpeg failure
+        has_video = False
+    if not has_video:
+        raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
 
 
 def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.errors import UserError
@@ -109,7 +108,6 @@ def decode_frames(
 
     from s5cli.data.decode import UNIT_MEAN, UNIT_STD, decode_clip, preprocess
 
-    check_container(video)
     # Same decode as `s5 extract` (large videos scaled inside the decoder), so the model sees the tokens it
     # would see from the feature cache.
     clip = decode_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
@@ -123,28 +121,6 @@ def decode_frames(
     pixels = (images.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
     times = [index / clip.info.fps for index in clip.plan.indices]
     return DecodedFrames(images, np.ascontiguousarray(pixels), list(clip.plan.indices), times)
-
-
-def check_container(video: str | os.PathLike[str]) -> None:
-    """UserError naming `video` unless PyAV finds a video stream in it.
-
-    decord logs a failed open straight to stderr (C++ logging, not silenced by its log level), so a file that
-    is no video at all is turned away here first and the user sees one line.
-    """
-    import av
-
-    from s5cli.data.decode import VideoDecodeError
-
-    path = Path(video)
-    if not path.is_file() or path.stat().st_size == 0:
-        return  # decode_clip words these cases itself
-    try:
-        with av.open(str(path)) as container:
-            has_video = bool(container.streams.video)
-    except Exception:  # PyAV raises a different error class per FFmpeg failure
-        has_video = False
-    if not has_video:
-        raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
 
 
 def encode_tokens(
