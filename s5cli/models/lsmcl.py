@@ -3,8 +3,8 @@
 A short clip (contiguous `short_frames` inside the long clip) and the long clip of the same video, each with
 a random fraction `mask_ratio` of every frame's tokens removed, must map to matching embeddings: the query
 encoder (the video model + an MLP projection) against a momentum (EMA) key encoder, with InfoNCE over the
-other videos of the batch (gathered from every process under DDP) and an optional queue of past keys. Long and short clips alternately play query
-and key, so the loss is symmetric in their roles.
+other videos of the batch (gathered from every process under DDP) and an optional queue of past keys. Long
+and short clips alternately play query and key, so the loss is symmetric in their roles.
 """
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ class LSMCL(nn.Module):
         lq, sq = self.embed(long, key=False), self.embed(short, key=False)
         lk, sk = self.embed(long, key=True), self.embed(short, key=True)
         negatives = self.queue[: int(self.queue_filled)] if cfg.queue_size else None
-        all_lk, offset = gather_keys(lk)
-        all_sk, _ = gather_keys(sk)
+        # One gather for both keys of a video (side by side), not two.
+        gathered, offset = gather_keys(torch.cat([lk, sk], dim=1))
+        all_lk, all_sk = (part.contiguous() for part in gathered.split(lk.shape[1], dim=1))
         loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset)
         if cfg.queue_size and self.training:
             self._enqueue(torch.cat([all_sk, all_lk]).detach())
