@@ -143,7 +143,8 @@ def _parse_yaml(text: str, path: str) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"{path}: YAML syntax error{line}: {problem}") from None
+        kind = "repeated key" if isinstance(error, _DuplicateKeyError) else "YAML syntax error"
+        raise UserError(f"{path}: {kind}{line}: {problem}") from None
     if raw is None:
         raise UserError(f"{path} is empty: a recipe is a mapping of sections (data:, model:, optim:, train:, ...)")
     if not isinstance(raw, dict):
