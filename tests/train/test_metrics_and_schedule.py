@@ -36,6 +36,17 @@ def test_per_video_aggregation_averages_softmaxed_windows() -> None:
     assert compute_metrics(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0]), "regression")["mse"] == 2.5
 
 
+def test_aggregate_none_scores_every_window_on_its_own() -> None:
+    """eval.aggregate: none: one softmaxed row per window, ids and labels repeated as they came."""
+    outputs = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    ids, scores, labels = aggregate_by_video(["a", "a", "b"], outputs, torch.tensor([0, 0, 1]), "classification",
+                                             "none")
+    assert ids == ["a", "a", "b"] and labels.tolist() == [0, 0, 1]
+    torch.testing.assert_close(scores, outputs.softmax(-1))
+    # Window a/1 votes for class 1: counted as a miss here, where the per-video mean counts video a a hit.
+    assert compute_metrics(scores, labels, "classification", 2)["top1"] == pytest.approx(2 / 3)
+
+
 def test_warmup_cosine_shape() -> None:
     fn = WarmupCosine(warmup=10, total=110)
     assert fn(0) < fn(5) < fn(9) <= 1.0

@@ -102,3 +102,23 @@ def test_same_recipe_and_seed_in_two_folders_write_identical_checkpoints(tmp_pat
     for relative in ("best/model.safetensors", "checkpoints/step-0000003/trainer_state.safetensors"):
         assert digest(tmp_path / "a" / relative) == digest(tmp_path / "b" / relative), relative
     assert yaml.safe_load((tmp_path / "b" / "recipe.yaml").read_text())["train"]["out_dir"] == str(tmp_path / "b")
+
+
+def test_resume_may_change_how_a_run_is_evaluated_and_kept(tmp_path: Path, finished_run: Path) -> None:
+    """Keys outside the checkpoints' state change on resume and are recorded (RESUMABLE_KEYS)."""
+    extra = {"train.epochs": 3, "train.keep_last": 1, "eval.batch_size": 4, "train.log_every": 2}
+    code, output = finetune(RECIPE, *tiny(tmp_path, **extra), "--resume")
+    assert code == 0, output
+    saved = yaml.safe_load((finished_run / "recipe.yaml").read_text())
+    assert (saved["train"]["keep_last"], saved["eval"]["batch_size"]) == (1, 4)
+    assert [p.name for p in (finished_run / "checkpoints").iterdir()] == ["step-0000009"]
+
+
+def test_seed_flag_sets_train_seed_and_changes_the_run(tmp_path: Path) -> None:
+    """`--seed` overrides train.seed: recorded in the run, and another seed trains differently."""
+    for seed in (0, 5):
+        code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.out_dir": tmp_path / f"seed{seed}"}),
+                                "--seed", str(seed))
+        assert code == 0, output
+        assert yaml.safe_load((tmp_path / f"seed{seed}" / "recipe.yaml").read_text())["train"]["seed"] == seed
+    assert _losses(tmp_path / "seed0") != _losses(tmp_path / "seed5")
