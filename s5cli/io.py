@@ -62,6 +62,26 @@ def sync_folder(folder: str | os.PathLike[str], files: bool = True) -> None:
         os.close(fd)
 
 
+def folder_problem(folder: str | os.PathLike[str], need_write: bool = True) -> str | None:
+    """Why files cannot be created in `folder` (made on demand if missing), or None when they can.
+
+    The nearest existing folder must be a folder, and (with `need_write`) must take a real file: a probe
+    file is created and removed, not `os.access`, which root passes even on read-only mounts.
+    """
+    folder = Path(folder).expanduser()
+    existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file"
+    if need_write:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".s5-write-check.", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            return f"{existing}: {error.strerror}"
+    return None
+
+
 def check_writable_folder(folder: str | os.PathLike[str], what: str, fix: str, need_write: bool = True) -> None:
     """UserError (naming `what` and the `fix`) unless `folder` is, or can be created as, a writable folder.
 
@@ -74,11 +94,9 @@ def check_writable_folder(folder: str | os.PathLike[str], what: str, fix: str, n
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{what} {folder} is a file: {fix}")
-    existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
-    if not existing.is_dir():
-        raise UserError(f"{what} {folder} cannot be created: {existing} is a file ({fix})")
-    if need_write and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {folder} cannot be written: no write permission in {existing} ({fix})")
+    problem = folder_problem(folder, need_write)
+    if problem:
+        raise UserError(f"{what} {folder} cannot be used: {problem} ({fix})")
 
 
 def default_file_mode() -> int:

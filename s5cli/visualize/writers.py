@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_path
+from s5cli.io import atomic_write_path, folder_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,19 +46,9 @@ def check_writable(path: str | os.PathLike[str], what: str = "output", example: 
     target = Path(path)
     if target.is_dir():
         raise UserError(f"{what} {target} is a folder: give a file name, e.g. {target / example}")
-    folder = target.parent
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot write {what} {target}: folder {folder} is not writable ({existing} is a file)")
-    try:
-        # A real file, not os.access: root passes access checks even on read-only mounts.
-        fd, probe = tempfile.mkstemp(prefix=".s5-write-check.", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise UserError(f"cannot write {what} {target}: folder {folder} is not writable ({error.strerror})") from None
+    problem = folder_problem(target.parent)
+    if problem:
+        raise UserError(f"cannot write {what} {target}: folder {target.parent} is not writable ({problem})")
 
 
 def check_output(path: str | os.PathLike[str]) -> str:
