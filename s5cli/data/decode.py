@@ -63,14 +63,7 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
 
     Raises VideoDecodeError naming the file when it cannot be opened.
     """
-    path = Path(path)
-    if not path.exists():
-        raise VideoDecodeError(path, "video file not found")
-    if path.is_dir():
-        raise VideoDecodeError(path, "is a folder, not a video file")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError(path, "video file is empty (0 bytes)")
-    _check_container(path)
+    path = _check_file(path)
     import decord
 
     # FFmpeg's own log lines ("moov atom not found") would precede our one-line error for every bad file.
@@ -92,21 +85,16 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
     return reader
 
 
-def _check_container(path: Path) -> None:
-    """VideoDecodeError naming `path` unless PyAV finds a video stream in it.
-
-    decord logs a failed open straight to stderr (C++ logging that its log level does not silence), so a
-    file that is no video at all is turned away here first and the user sees one line.
-    """
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            has_video = bool(container.streams.video)
-    except Exception:  # PyAV raises a different error class per FFmpeg failure
-        has_video = False
-    if not has_video:
-        raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path; VideoDecodeError naming it when it is missing, a folder or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoDecodeError(path, "video file not found")
+    if path.is_dir():
+        raise VideoDecodeError(path, "is a folder, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "video file is empty (0 bytes)")
+    return path
 
 
 def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
@@ -117,7 +105,7 @@ def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             return int(stream.codec_context.height), int(stream.codec_context.width)
-    except Exception:  # anything unreadable is reported by decord's open with a clear message
+    except Exception:  # PyAV raises a different error class per FFmpeg failure; no video stream: IndexError
         return None
 
 
@@ -179,12 +167,17 @@ def decode_clip(
     With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
     long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
     """
-    original = probe_size(path) if shorter_side else None
+    # One read of the container header gives the true size, and proves there is a video stream: decord logs
+    # a failed open straight to stderr (C++ logging its log level does not silence), so a file that is no
+    # video at all is turned away here and the user sees one line.
+    original = probe_size(_check_file(path))
+    if original is None:
+        raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
     size = None
     # Scaling inside the decoder pays off for large reductions (720p -> 224: 1.7x faster decode in
     # benchmarks/extract.py) but costs more than it saves for small ones (272p -> 224: 1.6x slower), where the
     # uint8 resize in `preprocess` is cheaper.
-    if original is not None and min(original) >= DECODER_SCALE_RATIO * shorter_side:
+    if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = resized_size(*original, shorter_side)
     try:
         info, plan, array = _read_clip(path, num_threads, size, frames, fps, min_frames)
@@ -194,7 +187,7 @@ def decode_clip(
         # decord's scaled decode fails for some output widths (48 or 72 px: "from_size == to_size", its
         # rows are padded); decoding at full size and resizing in `preprocess` gives the same clip.
         info, plan, array = _read_clip(path, num_threads, None, frames, fps, min_frames)
-    if original is not None:
+    if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
     if warn and plan.padded:
         from s5cli.cli.console import print_warning
