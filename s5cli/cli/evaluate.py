@@ -53,14 +53,14 @@ def evaluate(
         rec = recipe_objects(recipe, overrides, None, check_paths=video is None)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides)
-    _check_task_fits(rec, int(meta["num_outputs"]), checkpoint)
+    task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
     if video is not None:
-        result = _predict_video(model, rec, video, dev, top)
+        result = _predict_video(model, rec, task, video, dev, top)
         _print_video(console, video, result)
     else:
-        result = _evaluate_split(model, rec, split or rec.eval.split, dev, quiet)
+        result = _evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)
         _print_metrics(console, checkpoint, result)
     if json_out:
         text = json.dumps(result, indent=1)
@@ -72,8 +72,9 @@ def evaluate(
             atomic_write_text(json_out, text + "\n")
 
 
-def _check_task_fits(rec, num_outputs: int, checkpoint: str) -> None:
-    """Refuse a recipe whose task has another number of classes than the model: its scores would be noise."""
+def _task_that_fits(rec, num_outputs: int, checkpoint: str):
+    """The recipe's task (read once: LVU parses every split file for it); UserError when it has another
+    number of classes than the model, whose scores would then be noise."""
     from s5cli.data.datasets import task_info
     from s5cli.errors import UserError
 
@@ -83,17 +84,16 @@ def _check_task_fits(rec, num_outputs: int, checkpoint: str) -> None:
             f"{checkpoint} has {num_outputs} outputs, but the recipe's {rec.data.dataset} task has "
             f"{task.num_outputs}: evaluate with the recipe it was trained with (omit RECIPE to use it)"
         )
+    return task
 
 
-def _evaluate_split(model, rec, split: str, dev, quiet: bool) -> dict:
-    from s5cli.data.datasets import task_info
+def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import DistContext
     from s5cli.train.evaluation import evaluate as run_eval
 
     records = prepare_splits(rec.data, (split,), DistContext(device=dev), show_progress=not quiet)
     dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
-    task = task_info(rec.data)
     metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet)
     metrics["split"] = split
     metrics["missing"] = dataset.num_missing
@@ -102,14 +102,12 @@ def _evaluate_split(model, rec, split: str, dev, quiet: bool) -> dict:
     return metrics
 
 
-def _predict_video(model, rec, video: Path, dev, top: int) -> dict:
+def _predict_video(model, rec, task, video: Path, dev, top: int) -> dict:
     import torch
 
-    from s5cli.data.datasets import task_info
     from s5cli.data.extract import load_video_tokens
 
     tokens = load_video_tokens(video, rec.data, device=str(dev))
-    task = task_info(rec.data)
     with torch.inference_mode():
         out = model(tokens[None].to(dev).float())[0].float().cpu()
     if task.kind == "regression":
