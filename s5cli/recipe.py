@@ -44,8 +44,8 @@ from s5cli.recipe_schema import (
 
 __all__ = [
     "DataSection", "EvalSection", "HubSection", "ModelSection", "OptimSection", "Recipe", "SyntheticSection",
-    "TrainSection", "bundled_recipes", "bundled_recipes_dir", "check_data_paths", "load_recipe", "load_recipe_text",
-    "model_config", "parse_overrides", "recipe_to_dict", "save_recipe",
+    "TrainSection", "bundled_recipes", "bundled_recipes_dir", "check_data_paths", "load_recipe", "load_recipe_spec",
+    "load_recipe_text", "model_config", "parse_overrides", "recipe_to_dict", "save_recipe", "show_value",
 ]
 
 class _Problems:
@@ -67,7 +67,8 @@ class _Problems:
             raise UserError(self.items[0] + (f" [and {more} more problem{'s' * (more > 1)}]" if more else ""))
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A recipe value as YAML would write it (null, true/false), strings quoted: for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -182,7 +183,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path
                 child = node[part] = {}
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise UserError(f"override {key}={_show(value)}: {path} has {where}={_show(child)}, not a section")
+                raise UserError(f"override {key}={show_value(value)}: {path} has {where}={show_value(child)}, not a section")
             node = child
         node[parts[-1]] = value
         keys.add(".".join(parts))
@@ -252,7 +253,7 @@ def _section_mapping(value: Any, key: str, problems: _Problems) -> dict[str, Any
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.add(key, f"{key}={_show(value)} must be a mapping of keys (a YAML section), not a {type(value).__name__}")
+        problems.add(key, f"{key}={show_value(value)} must be a mapping of keys (a YAML section), not a {type(value).__name__}")
         return {}
     return value
 
@@ -295,12 +296,12 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: _
             continue
         ok, converted = coerce(value, hint)
         if not ok:
-            problems.add(dotted, f"{dotted}={_show(value)} has the wrong type: expected {describe_type(hint)}")
+            problems.add(dotted, f"{dotted}={show_value(value)} has the wrong type: expected {describe_type(hint)}")
             continue
         rule = spec.metadata.get("rule") or (extra_rules or {}).get(key)
         if rule is not None and not rule.allows(converted):
             hint = _suggest(str(value), [str(c) for c in rule.choices], listing=None) if rule.choices else ""
-            problems.add(dotted, f"{dotted}={_show(value)} is not allowed: must be {rule.describe()}{hint}")
+            problems.add(dotted, f"{dotted}={show_value(value)} is not allowed: must be {rule.describe()}{hint}")
             continue
         checked[key] = converted
     if not construct:
@@ -327,7 +328,7 @@ def _build_lsmcl(values: dict[str, Any], prefix: str, problems: _Problems) -> An
 def _build_model(values: dict[str, Any], problems: _Problems, backbone: str) -> Any:
     name = values.get("name", ModelSection.name)
     if not isinstance(name, str):
-        problems.add("model.name", f"model.name={_show(name)} has the wrong type: expected a string")
+        problems.add("model.name", f"model.name={show_value(name)} has the wrong type: expected a string")
         return ModelSection()
     try:
         config_cls = _model_config_class(name)

@@ -61,23 +61,23 @@ def commit_files(
     return PushResult(repo_id, branch, str(info.commit_url), sorted(files))
 
 
-def recipe_hub_target(hub: Any, repo_id: str | None, revision: str | None, source: str) -> tuple[str, str | None]:
+def recipe_hub_target(
+    hub: dict[str, Any] | None, repo_id: str | None, revision: str | None, source: str
+) -> tuple[str, str | None]:
     """(repo, revision) to push to: the ones given, else the recipe's `hub.repo_id` / `hub.revision`.
 
-    `hub` is the recipe's hub section (a HubSection or its dict); `source` names the recipe in errors.
+    `hub` is the recipe's hub section as a dict (None if it has none); `source` names the recipe in errors.
     """
-    def read(key: str) -> Any:
-        return hub.get(key) if isinstance(hub, dict) else getattr(hub, key, None)
-
+    hub = hub or {}
     if repo_id and repo_id.startswith(SCHEME):  # hf://OWNER/NAME[@REV], the form pull and eval take
         spec = parse_hub_spec(repo_id, revision)
         if spec.path:
             raise UserError(f"{repo_id}: push to a repo (hf://OWNER/NAME), not to a path inside it")
         repo_id, revision = spec.repo_id, spec.revision
-    repo_id = repo_id or (read("repo_id") if hub else None)
+    repo_id = repo_id or hub.get("repo_id")
     if not repo_id:
         raise UserError(f"no Hub repo given and {source} sets no hub.repo_id: pass OWNER/NAME")
-    return repo_id, revision or (read("revision") if hub else None)
+    return repo_id, revision or hub.get("revision")
 
 
 def push_recipe(
@@ -93,11 +93,12 @@ def push_recipe(
 
     path = Path(resolve_recipe_spec(str(recipe_path)))  # a bundled name such as `synthetic` works too
     recipe = load_recipe(path)  # refuse to publish a recipe that would not load
-    repo_id, revision = recipe_hub_target(recipe.hub, repo_id, revision, str(path))
+    resolved = recipe_to_dict(recipe)
+    repo_id, revision = recipe_hub_target(resolved["hub"], repo_id, revision, str(path))
     name = path_in_repo or path.name
     if not name.endswith((".yaml", ".yml")):
         raise UserError(f"{name}: recipes are pushed as .yaml files (pass --path-in-repo NAME.yaml)")
-    card = recipe_card(repo_id, recipe_to_dict(recipe), name, revision)
+    card = recipe_card(repo_id, resolved, name, revision)
     return commit_files(
         repo_id, {name: path.read_bytes()}, message=message or f"Add recipe {name} (s5cli)", private=private,
         revision=revision, readme=card, readme_if_missing=True, action="s5 recipes push",

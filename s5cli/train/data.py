@@ -8,8 +8,6 @@ from typing import Any
 from s5cli.recipe_schema import clip_frames
 from s5cli.train.distributed import DistContext
 
-__all__ = ["clip_frames", "feature_cache", "prepare_splits", "token_dataset"]
-
 
 def feature_cache(data: Any):
     """The feature cache of this data section (its key changes with every extraction setting)."""

@@ -119,7 +119,7 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     """Refuse `--resume` with a recipe that differs from the run's own in keys that cannot change mid-run."""
     import yaml
 
-    from s5cli.recipe import recipe_to_dict
+    from s5cli.recipe import recipe_to_dict, show_value
 
     saved_file = out_dir / "recipe.yaml"
     if not saved_file.is_file():
@@ -128,10 +128,11 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return  # the checkpoints' own metadata still guard the model's shape
-    saved_flat, new_flat = _flatten(saved), _flatten(recipe_to_dict(recipe))
+    saved_flat = _flatten(saved if isinstance(saved, dict) else {})
+    new_flat = _flatten(recipe_to_dict(recipe))
     # Keys only one side has come from another s5cli version (a new key holds its default): not a change.
     changed = [
-        f"{key} ({_show(saved_flat[key])} -> {_show(new_flat[key])})"
+        f"{key} ({show_value(saved_flat[key])} -> {show_value(new_flat[key])})"
         for key in sorted(set(saved_flat) & set(new_flat))
         if saved_flat[key] != new_flat[key] and not key.startswith(RESUMABLE_KEYS)
     ]
@@ -143,17 +144,15 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         )
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree} if prefix else {}
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: {"optim": {"lr": 0.001}} -> {"optim.lr": 0.001}."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _show(value: Any) -> str:
-    return "unset" if value is None else str(value)
 
 
 def remember_last_run(out_dir: Path, ctx: DistContext) -> None:
