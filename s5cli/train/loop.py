@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,13 +142,7 @@ def _epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batc
 def _micro_batches(indices: list[int], parts: int) -> list[list[int]]:
     """`indices` in `parts` consecutive pieces as equal as possible (none empty; fewer for a short last batch)."""
     parts = max(1, min(parts, len(indices)))
-    size, extra = divmod(len(indices), parts)
-    pieces, start = [], 0
-    for part in range(parts):
-        end = start + size + (part < extra)
-        pieces.append(indices[start:end])
-        start = end
-    return pieces
+    return [piece.tolist() for piece in np.array_split(np.asarray(indices, dtype=np.int64), parts)]
 
 
 def _check_accumulate(setup: TrainSetup) -> None:
