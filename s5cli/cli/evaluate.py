@@ -12,7 +12,7 @@ def evaluate(
     recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the recipe stored in the checkpoint)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. eval.split=val"),
     checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: last finetune run here)."),
-    video: Path | None = typer.Option(None, "--video", help="Predict one raw video end to end instead of a dataset split."),
+    video: Path | None = typer.Option(None, "--video", help="Predict one raw video end to end instead of a dataset split (windows averaged as for a dataset video)."),
     split: str | None = typer.Option(None, "--split", help="train, val or test (overrides eval.split)."),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to print for --video."),
     json_out: str | None = typer.Option(None, "--json", help="Also write the metrics as JSON to this file ('-' = stdout)."),
@@ -53,13 +53,14 @@ def evaluate(
         rec = recipe_objects(recipe, overrides, None, check_paths=video is None)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides)
-    task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
     if video is not None:
-        result = _predict_video(model, rec, task, video, dev, top)
+        task = _video_task(rec, meta, checkpoint)
+        result = _predict_video(model, rec, task, video, dev, top, quiet)
         _print_video(console, video, result)
     else:
+        task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
         result = _evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)
         _print_metrics(console, checkpoint, result)
     if json_out:
@@ -87,6 +88,18 @@ def _task_that_fits(rec, num_outputs: int, checkpoint: str):
     return task
 
 
+def _video_task(rec, meta: dict, checkpoint: str):
+    """What the model's outputs mean for --video: the task stored in the checkpoint (its class names travel
+    with it, so a downloaded LVU model needs no split files), else the recipe's (older checkpoints)."""
+    from s5cli.data.datasets.base import TaskInfo
+    from s5cli.train.checkpoint import stored_task
+
+    stored = stored_task(meta)
+    if stored is not None and stored["num_outputs"] == int(meta["num_outputs"]):
+        return TaskInfo(stored["kind"], stored["num_outputs"], stored["class_names"])
+    return _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
+
+
 def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import DistContext
@@ -102,22 +115,75 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     return metrics
 
 
-def _predict_video(model, rec, task, video: Path, dev, top: int) -> dict:
+def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool) -> dict:
+    """One raw video scored like a dataset video: windows of the recipe's clip length every
+    `eval.window_stride` frames, window outputs averaged (softmax first) as `s5 eval` does per video.
+
+    The model was trained on clips of that length; one pass over a whole movie would show it a sequence
+    many times longer than any it learned from (and hold all of its tokens at once).
+    """
     import torch
 
     from s5cli.data.extract import load_video_tokens
+    from s5cli.train.metrics import aggregate_by_video
 
     tokens = load_video_tokens(video, rec.data, device=str(dev))
-    with torch.inference_mode():
-        out = model(tokens[None].to(dev).float())[0].float().cpu()
+    starts, frames = video_windows(tokens.shape[0], rec)
+    outputs = _window_outputs(model, tokens, starts, frames, rec.eval.batch_size, dev, quiet)
+    _, merged, _ = aggregate_by_video(["video"] * len(starts), outputs, torch.zeros(len(starts)), task.kind)
+    result: dict = {"video": str(video), "frames": int(tokens.shape[0]), "window_frames": frames,
+                    "windows": len(starts)}
     if task.kind == "regression":
-        return {"video": str(video), "prediction": float(out.reshape(-1)[0])}
-    probs = out.softmax(-1)
-    k = min(top, probs.numel())
-    values, idx = probs.topk(k)
+        result["prediction"] = float(merged.reshape(-1)[0])
+        result["window_predictions"] = [{"start_frame": start, "prediction": float(value)}
+                                        for start, value in zip(starts, outputs.reshape(-1), strict=True)]
+        return result
+    probs = merged[0]
     names = task.class_names or [str(i) for i in range(probs.numel())]
-    return {"video": str(video), "top": [{"class": int(i), "name": names[int(i)], "probability": float(v)}
-                                          for v, i in zip(values, idx, strict=True)]}
+    values, idx = probs.topk(min(top, probs.numel()))
+    result["top"] = [{"class": int(i), "name": names[int(i)], "probability": float(v)}
+                     for v, i in zip(values, idx, strict=True)]
+    window_probs = outputs.softmax(-1)
+    best_prob, best = window_probs.max(-1)
+    result["window_predictions"] = [
+        {"start_frame": start, "class": int(c), "name": names[int(c)], "probability": float(p)}
+        for start, c, p in zip(starts, best, best_prob, strict=True)
+    ]
+    return result
+
+
+def video_windows(total_frames: int, rec) -> tuple[list[int], int]:
+    """(first frame of each window, window length) for a video of `total_frames` sampled frames, exactly the
+    windows the dataset evaluation cuts (TokenDataset): a shorter video is one window, padded."""
+    from s5cli.data.datasets.base import num_windows, window_start
+    from s5cli.recipe_schema import clip_frames
+
+    frames = clip_frames(rec.data) or total_frames
+    stride = rec.eval.window_stride
+    return [window_start(total_frames, frames, w, stride) for w in range(num_windows(total_frames, frames, stride))], frames
+
+
+def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: int, dev, quiet: bool):
+    """Model outputs (W, C) of the windows, `batch_size` windows per forward pass."""
+    import torch
+
+    from s5cli.data.datasets.base import fit_length
+    from s5cli.train.evaluation import autocast
+    from s5cli.train.progress import SimpleProgress
+
+    batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
+    progress = SimpleProgress("windows", total=len(batches), enabled=not quiet and len(batches) > 1)
+    outputs = []
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                clips = torch.stack([fit_length(tokens[start : start + frames], frames) for start in batch])
+                with autocast(dev):
+                    outputs.append(model(clips.to(dev).float()).float().cpu())
+                progress.advance()
+    finally:
+        progress.close()
+    return torch.cat(outputs)
 
 
 def _print_metrics(console, checkpoint: str, metrics: dict) -> None:
@@ -144,14 +210,21 @@ def _print_metrics(console, checkpoint: str, metrics: dict) -> None:
 
 def _print_video(console, video: Path, result: dict) -> None:
     if "prediction" in result:
-        console.print(f"{video}: predicted value {result['prediction']:.4f}")
+        console.print(f"{video}: predicted value {result['prediction']:.4f} (mean of {_windows_text(result)})")
         return
     from rich.table import Table
 
-    table = Table(title=str(video))
+    # The path on its own line: as a table title a long path wraps inside the table's narrow width.
+    console.print(f"{video}: mean of {_windows_text(result)}", soft_wrap=True)
+    table = Table()
     table.add_column("rank")
     table.add_column("class")
     table.add_column("probability", justify="right")
     for rank, row in enumerate(result["top"], 1):
         table.add_row(str(rank), f"{row['class']} {row['name']}", f"{row['probability']:.3f}")
     console.print(table)
+
+
+def _windows_text(result: dict) -> str:
+    count = result["windows"]
+    return f"{count} window{'s' if count != 1 else ''} of {result['window_frames']} frames ({result['frames']} sampled)"

@@ -75,6 +75,7 @@ def checkpoint_card(
         "long-form video, CVPR 2023). Weights are safetensors only.",
         "",
         f"- step: {metadata.get('step', '?')}, outputs: {metadata.get('num_outputs', '?')}",
+        *_classes_line(metadata),
     ]
     if scored:
         lines += ["", f"| metric ({split}) | value |", "|---|---|"]
@@ -98,6 +99,20 @@ def checkpoint_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _classes_line(metadata: Mapping[str, str], shown: int = 20) -> list[str]:
+    """`- classes (N): a, b, …` from the task the checkpoint stores, so readers see what the outputs mean."""
+    from s5cli.train.checkpoint import stored_task
+
+    if metadata.get("objective") == "lsmcl":  # pretraining never trains the head: its outputs mean nothing yet
+        return []
+    task = stored_task(metadata)
+    names = (task or {}).get("class_names")
+    if not names:
+        return []
+    more = f", … and {len(names) - shown} more" if len(names) > shown else ""
+    return [f"- classes ({len(names)}): {', '.join(names[:shown])}{more}"]
 
 
 def recipe_card(repo_id: str, recipe: Mapping[str, Any], filename: str, revision: str | None = None) -> str:

@@ -2,7 +2,8 @@
 
 A checkpoint is a directory:
   model.safetensors          weights of the trained module (EMA copies included) + metadata: format,
-                             model_name, num_outputs, objective, step, recipe (JSON of the resolved recipe)
+                             model_name, num_outputs, objective, step, recipe (JSON of the resolved recipe),
+                             task (JSON: kind, num_outputs, class_names — what the outputs mean)
   trainer_state.safetensors  optimiser tensors (Adam moments …) and RNG states (torch, CUDA)
   trainer_state.json         step, epoch, scheduler, best metric, optimiser scalars, Python/NumPy RNG states
   metrics.json               the last evaluation (optional)
@@ -215,6 +216,29 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
+def task_metadata(task: Any) -> str:
+    """The task's metadata entry (JSON of kind, num_outputs and class names).
+
+    Stored so that a checkpoint names its own classes: `s5 eval --video` on a downloaded checkpoint then
+    needs neither the dataset's split files (LVU's class names live only there) nor the dataset itself.
+    """
+    return json.dumps({"kind": task.kind, "num_outputs": int(task.num_outputs), "class_names": task.class_names})
+
+
+def stored_task(meta: Mapping[str, str]) -> dict[str, Any] | None:
+    """The task a checkpoint was trained for ({kind, num_outputs, class_names}); None for checkpoints written
+    before it was stored (2026-11-29) or whose entry is unreadable, so callers fall back to the recipe's."""
+    try:
+        task = json.loads(meta["task"])
+    except (KeyError, ValueError):
+        return None
+    names = task.get("class_names") if isinstance(task, dict) else None
+    valid = (isinstance(task, dict) and task.get("kind") in ("classification", "regression")
+             and isinstance(task.get("num_outputs"), int)
+             and (names is None or (isinstance(names, list) and len(names) == task["num_outputs"])))
+    return task if valid else None
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Model weights of a checkpoint."""
     return load_file(str(checkpoint_dir(path) / MODEL_FILE))
@@ -281,11 +305,12 @@ def read_resume_point(path: str | Path) -> ResumePoint:
     return ResumePoint(directory, weights, payload, tensors)
 
 
-def find_resume_point(run_dir: Path) -> ResumePoint | None:
+def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
     """The newest readable checkpoint of a run: `latest`, else the older step checkpoints, newest first.
 
-    A damaged newest checkpoint is reported and skipped rather than ending the run: `keep_last` keeps
-    older ones precisely so that a resume has somewhere to go back to. None when the run has none yet.
+    A damaged newest checkpoint is reported (when `report`: under DDP only the main process says it, every
+    process skips it) rather than ending the run: `keep_last` keeps older ones precisely so that a resume
+    has somewhere to go back to. None when the run has none yet.
     """
     from s5cli.cli.console import print_warning
 
@@ -299,7 +324,8 @@ def find_resume_point(run_dir: Path) -> ResumePoint | None:
             point = read_resume_point(directory)
         except UserError as error:
             problems.append(str(error))
-            print_warning(f"--resume: {error}; trying an older checkpoint")
+            if report:
+                print_warning(f"--resume: {error}; trying an older checkpoint")
             continue
         return point
     if problems:

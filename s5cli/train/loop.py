@@ -177,7 +177,7 @@ def train(setup: TrainSetup) -> dict:
     total_steps = steps_per_epoch * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
-    point = ckpt.find_resume_point(out_dir) if setup.resume else None
+    point = ckpt.find_resume_point(out_dir, report=ctx.is_main) if setup.resume else None
     resume_from = point.directory if point is not None else None
     if setup.resume and point is None and ctx.is_main:
         from s5cli.cli.console import print_warning
@@ -207,7 +207,7 @@ def train(setup: TrainSetup) -> dict:
     previous_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     metadata = {
         "model_name": setup.model_name, "num_outputs": str(setup.num_outputs), "objective": setup.objective,
-        "recipe": json.dumps(setup.recipe_dict), **setup.extra_metadata,
+        "recipe": json.dumps(setup.recipe_dict), "task": ckpt.task_metadata(setup.task), **setup.extra_metadata,
     }
     last_metrics: dict = {}
     last_good: Path | None = resume_from

@@ -27,6 +27,18 @@ def test_regression_checkpoint_card() -> None:
     assert "| mean squared error | 0.2500 |" in card
 
 
+def test_checkpoint_card_names_the_stored_classes() -> None:
+    recipe = {"data": {"dataset": "lvu", "task": "genre"}, "model": {"name": "s5"}}
+    names = [f"genre{i}" for i in range(25)]
+    task = {"kind": "classification", "num_outputs": 25, "class_names": names}
+    meta = {"model_name": "s5", "num_outputs": "25", "recipe": json.dumps(recipe), "task": json.dumps(task)}
+    card = checkpoint_card("me/s5-genre", meta, None)
+    assert f"- classes (25): {', '.join(names[:20])}, … and 5 more" in card
+    assert "- classes" not in checkpoint_card("me/lsmcl", {**meta, "objective": "lsmcl"}, None)
+    del meta["task"]  # checkpoints from before the task was stored: no line
+    assert "- classes" not in checkpoint_card("me/s5-genre", meta, None)
+
+
 def test_lsmcl_card_without_metrics_reproduces_with_pretrain() -> None:
     recipe = {"data": {"dataset": "synthetic"}, "model": {"name": "s5"}, "train": {"objective": "lsmcl"}}
     card = checkpoint_card("me/lsmcl", {"model_name": "s5", "recipe": json.dumps(recipe)}, None)

@@ -58,7 +58,9 @@ def test_the_saved_recipe_names_the_folder_given_with_out(tmp_path: Path) -> Non
     assert not (tmp_path / "run").exists()
 
 
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, finished_run: Path) -> None:
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(
+    tmp_path: Path, finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     losses = _losses(finished_run)
     latest = finished_run / (finished_run / "latest").read_text().strip()
     weights = latest / "model.safetensors"
@@ -67,6 +69,16 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path: Pa
     assert code == 0, output
     assert "model.safetensors is unreadable" in output and "trying an older checkpoint" in output
     assert _losses(finished_run) == losses  # epoch 2 redone from the epoch-1 checkpoint, exactly
+    # Under DDP only the main process reports it (report=False elsewhere); every process still skips it.
+    from s5cli.train.checkpoint import find_resume_point
+
+    damaged = finished_run / (finished_run / "latest").read_text().strip()
+    (damaged / "model.safetensors").write_bytes(b"\0" * 10)
+    capsys.readouterr()
+    point = find_resume_point(finished_run, report=False)
+    assert point is not None and point.directory != damaged and capsys.readouterr().err == ""
+    find_resume_point(finished_run)
+    assert "trying an older checkpoint" in capsys.readouterr().err
     # With every checkpoint damaged the run cannot continue: one line, exit 2, nothing started.
     for state in finished_run.glob("checkpoints/step-*/trainer_state.json"):
         state.write_text("{")

@@ -1,0 +1,141 @@
+"""`s5 eval --video`: one raw video scored with the windows and averaging of the dataset evaluation, and
+checkpoints that carry their own task (class names) so a downloaded model needs no split files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from s5cli.cli import evaluate as eval_cli
+from s5cli.cli.app import app
+from s5cli.data.datasets.base import TaskInfo
+from s5cli.recipe import load_recipe
+from s5cli.train import checkpoint as ckpt
+from tests.train.test_finetune_e2e import RECIPE, tiny
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+class MeanLinear(nn.Module):
+    """(B, T, S, D) → (B, C): a linear map of the clip's mean token, so each window gets its own output."""
+
+    def __init__(self, dim: int, outputs: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, outputs)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear(tokens.mean(dim=(1, 2)))
+
+
+def _recipe(*overrides: str):
+    return load_recipe(RECIPE, list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("total", "clip", "stride", "starts"),
+    [
+        (10, 4, None, [0, 4, 6]),  # consecutive windows, the last one aligned to the end
+        (10, 4, 1, [0, 1, 2, 3, 4, 5, 6]),
+        (10, 4, 3, [0, 3, 6]),
+        (3, 4, None, [0]),  # shorter than a clip: one window, padded
+    ],
+)
+def test_video_windows_are_the_dataset_windows(total: int, clip: int, stride: int | None, starts: list[int]) -> None:
+    rec = _recipe(f"data.frames={clip}", *([f"eval.window_stride={stride}"] if stride else []))
+    assert eval_cli.video_windows(total, rec) == (starts, clip)
+
+
+def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    tokens = torch.randn(10, 3, 6)  # 10 sampled frames of 3 tokens
+    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu": tokens)
+    model = MeanLinear(6, 4).eval()
+    task = TaskInfo("classification", 4, ["a", "b", "c", "d"])
+    rec = _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=2")  # 3 windows, 2 batches
+    result = eval_cli._predict_video(model, rec, task, Path("movie.mp4"), torch.device("cpu"), top=4, quiet=True)
+
+    with torch.no_grad():
+        windows = torch.stack([tokens[0:4], tokens[3:7], tokens[6:10]])
+        expected = model(windows).softmax(-1)
+    assert (result["windows"], result["window_frames"], result["frames"]) == (3, 4, 10)
+    mean = expected.mean(0)
+    assert [p["class"] for p in result["top"]] == mean.argsort(descending=True).tolist()
+    assert [p["probability"] for p in result["top"]] == pytest.approx(mean.sort(descending=True).values.tolist())
+    assert [p["name"] for p in result["top"]] == [task.class_names[i] for i in mean.argsort(descending=True)]
+    per_window = result["window_predictions"]
+    assert [w["start_frame"] for w in per_window] == [0, 3, 6]
+    assert [w["class"] for w in per_window] == expected.argmax(-1).tolist()
+    # One batch or several: the same predictions (up to the float rounding of another matmul shape).
+    whole = eval_cli._predict_video(model, _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=8"),
+                                    task, Path("movie.mp4"), torch.device("cpu"), top=4, quiet=True)
+    assert [p["class"] for p in whole["top"]] == [p["class"] for p in result["top"]]
+    assert [p["probability"] for p in whole["top"]] == pytest.approx([p["probability"] for p in result["top"]])
+
+
+def test_a_regression_video_averages_its_window_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(1)
+    tokens = torch.randn(9, 2, 5)
+    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu": tokens)
+    model = MeanLinear(5, 1).eval()
+    rec = _recipe("data.frames=4")  # windows at 0, 4, 5
+    result = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
+                                     top=5, quiet=True)
+    with torch.no_grad():
+        values = model(torch.stack([tokens[0:4], tokens[4:8], tokens[5:9]])).reshape(-1)
+    assert result["prediction"] == pytest.approx(float(values.mean()))
+    assert [w["prediction"] for w in result["window_predictions"]] == pytest.approx(values.tolist())
+
+
+def test_checkpoints_store_their_task_and_eval_video_uses_its_windows(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "run" / "best"
+    stored = ckpt.stored_task(ckpt.read_metadata(best))
+    from s5cli.data.datasets import task_info
+
+    expected = task_info(_recipe(*tiny(tmp_path)).data)
+    assert stored == {"kind": expected.kind, "num_outputs": expected.num_outputs, "class_names": expected.class_names}
+    # 8 frames at 8 fps; half-second windows every frame: 4-frame windows starting at frames 0..4.
+    video = next((tmp_path / "videos").rglob("*.mp4"))
+    out = tmp_path / "video.json"
+    result = runner.invoke(app, [
+        "eval", "data.frames=null", "data.fps=8", "data.window_seconds=0.5", "eval.window_stride=1",
+        "--video", str(video), "--checkpoint", str(tmp_path / "run"), "--json", str(out), "-q",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert (report["frames"], report["window_frames"], report["windows"]) == (8, 4, 5)
+    assert [w["start_frame"] for w in report["window_predictions"]] == [0, 1, 2, 3, 4]
+    assert {p["name"] for p in report["top"]} <= set(expected.class_names)
+    assert "mean of 5 windows of 4 frames" in result.output
+
+
+def test_video_task_comes_from_the_checkpoint_before_the_recipe(tmp_path: Path) -> None:
+    # An LVU recipe whose split files are not on this machine: only the stored task can name the classes.
+    rec = load_recipe(REPO / "recipes" / "lvu" / "genre.yaml", [f"data.root={tmp_path / 'nowhere'}"])
+    names = [f"genre {i}" for i in range(4)]
+    meta = {"num_outputs": "4", "task": json.dumps({"kind": "classification", "num_outputs": 4, "class_names": names})}
+    task = eval_cli._video_task(rec, meta, "hf://someone/model")
+    assert (task.kind, task.num_outputs, task.class_names) == ("classification", 4, names)
+    # A checkpoint from before the task was stored falls back to the recipe, which names what is missing.
+    from s5cli.errors import UserError
+
+    with pytest.raises(UserError, match=r"lvu_1\.0"):
+        eval_cli._video_task(rec, {"num_outputs": "4"}, "old-run")
+
+
+@pytest.mark.parametrize("entry", ["not json", '{"kind": "classification"}', '{"kind": "x", "num_outputs": 2}',
+                                   '{"kind": "classification", "num_outputs": 3, "class_names": ["a"]}'])
+def test_an_unreadable_task_entry_counts_as_absent(entry: str) -> None:
+    assert ckpt.stored_task({"task": entry}) is None
