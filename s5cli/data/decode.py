@@ -24,6 +24,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 UNIT_MEAN = (0.0, 0.0, 0.0)
 UNIT_STD = (1.0, 1.0, 1.0)
 DECODER_SCALE_RATIO = 1.5  # scale while decoding when the shorter side is at least this many times the target
+# Frames decoded (and transformed) per step by `read_frames_in_chunks`, and resized per step by `preprocess`:
+# intermediates then exist for one chunk, not for the whole video (at 1 fps a film has thousands of frames).
+DECODE_CHUNK_FRAMES = 64
 
 
 class VideoDecodeError(UserError):
@@ -51,9 +54,10 @@ class VideoInfo:
 
 @dataclass
 class DecodedClip:
-    """Sampled frames `(T, H, W, 3)` uint8, the plan that chose them, and the video's info."""
+    """Sampled frames `(T, H, W, 3)` uint8 (or what `decode_clip`'s `transform` made of them), the plan that
+    chose them, and the video's info."""
 
-    frames: np.ndarray
+    frames: np.ndarray | torch.Tensor
     plan: FramePlan
     info: VideoInfo
 
@@ -127,6 +131,28 @@ def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
     return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width))
 
 
+def read_frames_in_chunks(
+    reader, indices: list[int] | tuple[int, ...], transform, path: str | os.PathLike[str] = ""
+) -> torch.Tensor:
+    """`transform(read_frames(chunk))` for chunks of `indices`, stacked: `(T, ...)`.
+
+    A long video's frames at source size are never all in memory: a film at 1 fps and 360p is ~5 GB of
+    uint8 frames, its 224 px crops a fifth of that. `transform` maps each frame on its own (resize, crop),
+    so the result does not depend on the chunking.
+    """
+    import torch
+
+    out: torch.Tensor | None = None
+    for start in range(0, len(indices), DECODE_CHUNK_FRAMES):
+        part = transform(read_frames(reader, indices[start : start + DECODE_CHUNK_FRAMES], path))
+        if out is None:
+            out = torch.empty((len(indices), *part.shape[1:]), dtype=part.dtype)
+        out[start : start + part.shape[0]] = part
+    if out is None:
+        raise VideoDecodeError(path, "no frames to decode")
+    return out
+
+
 def read_frames(
     reader, indices: list[int] | tuple[int, ...], path: str | os.PathLike[str] = ""
 ) -> np.ndarray:
@@ -161,11 +187,14 @@ def decode_clip(
     min_frames: int = 1,
     warn: bool = True,
     shorter_side: int | None = None,
+    transform=None,
 ) -> DecodedClip:
     """Open, plan and decode one video; warns once when it is too short and its last frame is repeated.
 
     With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
     long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
+    With `transform` (a per-frame map of `(T, H, W, 3)` uint8 frames, e.g. `resized_crops`), frames are
+    decoded and transformed a chunk at a time and `frames` holds the transformed stack.
     """
     # One read of the container header gives the true size, and proves there is a video stream: decord logs
     # a failed open straight to stderr (C++ logging its log level does not silence), so a file that is no
@@ -180,13 +209,13 @@ def decode_clip(
     if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = resized_size(*original, shorter_side)
     try:
-        info, plan, array = _read_clip(path, num_threads, size, frames, fps, min_frames)
+        info, plan, array = _read_clip(path, num_threads, size, frames, fps, min_frames, transform)
     except VideoDecodeError:
         if size is None:
             raise
         # decord's scaled decode fails for some output widths (48 or 72 px: "from_size == to_size", its
         # rows are padded); decoding at full size and resizing in `preprocess` gives the same clip.
-        info, plan, array = _read_clip(path, num_threads, None, frames, fps, min_frames)
+        info, plan, array = _read_clip(path, num_threads, None, frames, fps, min_frames, transform)
     if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
     if warn and plan.padded:
@@ -206,11 +235,14 @@ def _read_clip(
     frames: int | None,
     fps: float | None,
     min_frames: int,
-) -> tuple[VideoInfo, FramePlan, np.ndarray]:
-    """Open `path` (scaled to `size` if given), plan the frames to sample and decode them."""
+    transform=None,
+) -> tuple[VideoInfo, FramePlan, np.ndarray | torch.Tensor]:
+    """Open `path` (scaled to `size` if given), plan the frames to sample and decode (and transform) them."""
     reader = open_video(path, num_threads, size)
     info = video_info(reader, path)
     plan = plan_frames(info, frames, fps, min_frames=min_frames)
+    if transform is not None:
+        return info, plan, read_frames_in_chunks(reader, plan.indices, transform, path)
     return info, plan, read_frames(reader, plan.indices, path)
 
 
@@ -221,11 +253,29 @@ def preprocess(
     std: tuple[float, ...] = IMAGENET_STD,
 ) -> torch.Tensor:
     """uint8 `(T, H, W, 3)` -> float `(T, 3, S, S)`: resize the shorter side to S, centre crop, normalise."""
+    return normalize(resized_crops(frames, image_size), mean, std)
+
+
+def resized_crops(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 `(T, H, W, 3)` -> uint8 `(T, 3, S, S)`: shorter side resized to S, then the centre crop.
+
+    Chunk by chunk into one preallocated output; each frame is resized on its own, so the chunking does not
+    change the numbers. uint8 because it is a quarter of the float frames' memory: the backbone's input is
+    normalised a batch at a time (`normalize`).
+    """
     import torch
-    import torch.nn.functional as F
 
     # (T, H, W, 3) -> (T, 3, H, W) as a view: channels-last memory, which torch's uint8 resize kernel wants.
     images = torch.as_tensor(frames).permute(0, 3, 1, 2)
+    out = torch.empty((images.shape[0], 3, image_size, image_size), dtype=torch.uint8)
+    for start in range(0, images.shape[0], DECODE_CHUNK_FRAMES):
+        out[start : start + DECODE_CHUNK_FRAMES] = _resized_crop(images[start : start + DECODE_CHUNK_FRAMES], image_size)
+    return out
+
+
+def _resized_crop(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
     height, width = images.shape[-2:]
     new_h, new_w = resized_size(height, width, image_size)
     if (new_h, new_w) != (height, width):
@@ -235,10 +285,19 @@ def preprocess(
             images, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
         )
     top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
-    images = images[:, :, top : top + image_size, left : left + image_size].float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
-    return ((images - mean_t) / std_t).contiguous()
+    return images[:, :, top : top + image_size, left : left + image_size]
+
+
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 `(T, 3, S, S)` -> float `((x / 255) - mean) / std`, computed in place on the float copy."""
+    import torch
+
+    out = images.to(torch.float32)
+    mean_t = torch.tensor(mean, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
+    return out.div_(255.0).sub_(mean_t).div_(std_t)
 
 
 def _first_line(error: BaseException) -> str:

