@@ -92,9 +92,20 @@ def _remote_pickles(hub: HubSpec, sub: str) -> list[str]:
 
     api = HfApi(endpoint=settings.endpoint, token=optional_token())
     with hub_errors(hub.repo_id, hub.revision):
-        files = api.list_repo_files(hub.repo_id, revision=hub.revision)
+        files = _repo_file_names(api, hub)
     prefix = f"{sub}/" if sub else ""
     return sorted(f for f in files if f.startswith(prefix) and is_pickle_name(f))
+
+
+def _repo_file_names(api, hub: HubSpec) -> list[str]:
+    """Paths of the repo's files at the revision, in one request (the file list of `model_info`).
+
+    Not `list_repo_files`: it pages through the repo tree with huggingface_hub's backoff, which retries a
+    refused connection or an unknown host five times, printing two lines each, so an offline user waited
+    ~25 s before learning anything. One failed request is enough to say the Hub is unreachable.
+    """
+    info = api.model_info(hub.repo_id, revision=hub.revision)
+    return [sibling.rfilename for sibling in info.siblings or []]
 
 
 # ------------------------------------------------------------------------------------------- recipe pull
@@ -123,7 +134,7 @@ def list_remote_recipes(hub: HubSpec) -> list[str]:
     api = HfApi(endpoint=settings.endpoint, token=optional_token())
     try:
         with hub_errors(hub.repo_id, hub.revision):
-            files = api.list_repo_files(hub.repo_id, revision=hub.revision)
+            files = _repo_file_names(api, hub)
     except RunFailure as error:  # the network, not the repo: what an earlier pull cached is still usable
         try:
             names = _cached_recipe_names(hub)

@@ -214,6 +214,15 @@ def test_revision_conflict_and_parse() -> None:
         parse_hub_spec("hf://bob/r@v1", revision="v2")
 
 
+def _closed_port() -> int:
+    """A local port with no listener (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_unreachable_hub_lists_recipes_from_the_cache(
     hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -223,13 +232,16 @@ def test_unreachable_hub_lists_recipes_from_the_cache(
     hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
     pull_recipes("bob/r", dest=tmp_path / "online")
 
-    def unreachable(*args, **kwargs):
-        raise OSError("connection refused")
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
+    # The Hub goes away: a port nothing listens on refuses the connection, as an offline machine does.
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    # huggingface_hub's backoff sleeps before each of its five retries (~25 s in all); one refused request
+    # must be enough to fall back.
+    sleeps: list[float] = []
+    monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", sleeps.append)
     written = pull_recipes("bob/r", dest=tmp_path / "later")
     assert [p.read_bytes() for p in written] == [recipe_file.read_bytes()]
     assert "cannot reach the Hub" in capsys.readouterr().err
+    assert sleeps == []
     # Nothing cached for a repo: the network error itself, not an empty success.
     hub.commit("bob/never-pulled", {"synthetic.yaml": recipe_file.read_bytes()})
     with pytest.raises(RunFailure, match="cannot reach the Hub"):
