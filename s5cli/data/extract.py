@@ -108,11 +108,15 @@ def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cp
     return build_backbone(settings.backbone, settings.backbone_weights, settings.image_size).to(device)
 
 
-def encode_frames(backbone: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """`(T, 3, S, S)` frames -> `(T, tokens, D)` float32, in batches of frames, without autograd.
+def encode_frames(
+    backbone: nn.Module, images: torch.Tensor, batch_size: int = 32, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens (float32, or `dtype`), in batches, without autograd.
 
     Float frames are taken as normalised; uint8 crops (what extraction decodes) are normalised a batch at a
     time with the backbone's `mean`/`std`, on its device: a quarter of the memory and of the copy to a GPU.
+    With `dtype` (the cache's), each batch is rounded as it is written: a whole video's float32 tokens
+    never exist, and the numbers are those of rounding them afterwards.
     """
     import torch
 
@@ -136,7 +140,7 @@ def encode_frames(backbone: nn.Module, images: torch.Tensor, batch_size: int = 3
             else:
                 tokens = backbone(chunk)
             if out is None:
-                out = torch.empty((images.shape[0], *tokens.shape[1:]), dtype=torch.float32)
+                out = torch.empty((images.shape[0], *tokens.shape[1:]), dtype=dtype or torch.float32)
             out[start : start + batch_size] = tokens
     return out if out is not None else torch.empty(0)
 
@@ -193,6 +197,8 @@ def extract_records(
     backbone: nn.Module | None = None,
 ) -> ExtractReport:
     """Cache tokens for this shard's records; skips cached ids, reports and skips videos that fail to decode."""
+    import torch
+
     from s5cli.cli.console import print_warning
 
     index, count = resolve_shard(shard)
@@ -231,7 +237,7 @@ def extract_records(
                 else:
                     if decoded.warning:
                         print_warning(decoded.warning)
-                    tokens = encode_frames(backbone, decoded.images, batch_size)
+                    tokens = encode_frames(backbone, decoded.images, batch_size, getattr(torch, settings.dtype))
                     cache.save(record.video_id, tokens, decoded.metadata)
                     report.extracted += 1
                     report.frames += tokens.shape[0]
@@ -351,7 +357,8 @@ def ensure_cached(
 def load_video_tokens(
     path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """One raw video -> `(T, S, D)` float tokens with the recipe's extraction settings (rounded like the cache)."""
+    """One raw video -> `(T, S, D)` tokens with the recipe's extraction settings, in the cache's dtype:
+    the numbers a cached dataset would give (callers convert a window at a time, as the dataset does)."""
     import torch
 
     settings = settings_from_data(data)
@@ -361,13 +368,4 @@ def load_video_tokens(
         from s5cli.cli.console import print_warning
 
         print_warning(decoded.warning)
-    tokens = encode_frames(backbone, decoded.images)
-    del decoded
-    # Round through the storage dtype so a single video sees the same numbers a cached dataset would; in
-    # place, a chunk at a time, rather than through two whole-video copies.
-    dtype = getattr(torch, settings.dtype)
-    if dtype != tokens.dtype:
-        with torch.inference_mode():  # encode_frames' output is an inference tensor
-            for chunk in tokens.split(64):  # frames per in-place rounding step
-                chunk.copy_(chunk.to(dtype))
-    return tokens.to(device)
+    return encode_frames(backbone, decoded.images, dtype=getattr(torch, settings.dtype)).to(device)
