@@ -164,8 +164,13 @@ class FeatureCache:
             save_tensors({TOKENS_KEY: stored}, tmp, metadata=meta)
         return path
 
-    def load(self, video_id: str) -> tuple[Tensor, dict[str, str]]:
-        """Tokens `(T, S, D)` and metadata; FileNotFoundError if missing, CorruptCacheEntry if unreadable."""
+    def load(self, video_id: str, frames: slice | None = None) -> tuple[Tensor, dict[str, str]]:
+        """Tokens `(T, S, D)` and metadata; FileNotFoundError if missing, CorruptCacheEntry if unreadable.
+
+        With `frames`, only those frames are read from the file: an evaluation window or a training clip
+        needs a minute of a video, and LVU's windows start every second, so loading the whole video for
+        each one read it once per window.
+        """
         from safetensors import safe_open
 
         path = self.path(video_id)
@@ -176,11 +181,16 @@ class FeatureCache:
         if problem is None:
             try:
                 with safe_open(str(path), framework="pt") as handle:
-                    return handle.get_tensor(TOKENS_KEY), dict(handle.metadata() or {})
+                    tokens = handle.get_tensor(TOKENS_KEY) if frames is None else handle.get_slice(TOKENS_KEY)[frames]
+                    return tokens, dict(handle.metadata() or {})
             except Exception as error:  # safetensors raises its own error types for damaged files
                 problem = f"unreadable ({str(error).splitlines()[0][:100]})"
         self._report(path, problem)
         raise CorruptCacheEntry(f"corrupt cache entry {path}: {problem}")
+
+    def load_frames(self, video_id: str, start: int, stop: int) -> Tensor:
+        """Frames [start, stop) of a video's tokens, read alone (see `load`)."""
+        return self.load(video_id, slice(start, stop))[0]
 
     def num_frames(self, video_id: str) -> int:
         """Cached frame count of a video, read from the file header only."""

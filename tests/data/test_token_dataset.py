@@ -161,3 +161,28 @@ def test_collate_into_a_batch() -> None:
 def test_bad_frames_is_user_error() -> None:
     with pytest.raises(UserError, match="frames"):
         TokenDataset(records("a"), FakeCache({"a": 3}), frames=0)
+
+
+def test_feature_cache_windows_read_only_their_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LVU windows start every second: each reads its own frames from the file, not the whole video, and
+    gets exactly the numbers of slicing the whole video."""
+    from s5cli.data.cache import ExtractionSettings, FeatureCache
+
+    cache = FeatureCache(tmp_path, ExtractionSettings("patch_pool", None, None, 1.0, 64, "float16"))
+    whole = torch.randn(9, 3, 4).half()
+    cache.save("a", whole)
+    reads: list[slice | None] = []
+    original = FeatureCache.load
+
+    def recording_load(self, video_id, frames=None):
+        reads.append(frames)
+        return original(self, video_id, frames)
+
+    monkeypatch.setattr(FeatureCache, "load", recording_load)
+    windows = TokenDataset(records("a"), cache, frames=4, training=False, stride=1)
+    assert [s.tokens.tolist() for s in windows] == [whole[i : i + 4].float().tolist() for i in range(6)]
+    assert reads == [slice(i, i + 4) for i in range(6)]
+    reads.clear()
+    torch.manual_seed(0)
+    clip = TokenDataset(records("a"), cache, frames=4, training=True)[0].tokens
+    assert len(reads) == 1 and torch.equal(clip, whole[reads[0]].float())

@@ -228,6 +228,15 @@ def _frame_count(cache: Any, video_id: str) -> int:
     return int(tokens.shape[0])
 
 
+def _load_frames(cache: Any, video_id: str, start: int, stop: int) -> Tensor:
+    """Frames [start, stop) of a cached video: read alone when the cache can (`FeatureCache.load_frames`)."""
+    reader = getattr(cache, "load_frames", None)
+    if callable(reader):
+        return reader(video_id, start, stop)
+    tokens, _ = cache.load(video_id)
+    return tokens[start:stop]
+
+
 def _has(cache: Any, video_id: str) -> bool:
     has = getattr(cache, "has", None)
     if callable(has):
@@ -325,19 +334,22 @@ class TokenDataset(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         entry = self._entries[index]
-        tokens, _ = self.cache.load(entry.record.video_id)
-        tokens = tokens.to(self.dtype)
+        video_id = entry.record.video_id
         window = entry.window
-        if self.frames is not None:
-            total = tokens.shape[0]
+        if self.frames is None:
+            tokens, _ = self.cache.load(video_id)
+        else:
+            if not entry.total_frames:  # training entries learn their length on first use (a header read)
+                entry.total_frames = _frame_count(self.cache, video_id)
+            total = entry.total_frames
             if self.training:
                 # torch's global RNG: seeded by seed_everything and per DataLoader worker, so runs repeat.
                 start = int(torch.randint(0, max(1, total - self.frames + 1), ()).item())
                 window = 0
             else:
                 start = window_start(total, self.frames, window, self.stride)
-            tokens = fit_length(tokens[start : start + self.frames], self.frames)
-        return Sample(tokens=tokens, label=entry.record.label, video_id=entry.record.video_id, window=window)
+            tokens = fit_length(_load_frames(self.cache, video_id, start, start + self.frames), self.frames)
+        return Sample(tokens=tokens.to(self.dtype), label=entry.record.label, video_id=video_id, window=window)
 
 
 def collate_samples(samples: Sequence[Sample]) -> SampleBatch:
