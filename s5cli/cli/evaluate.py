@@ -107,7 +107,8 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
 
     records = prepare_splits(rec.data, (split,), DistContext(device=dev), show_progress=not quiet)
     dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
-    metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet)
+    metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet,
+                       num_workers=rec.data.num_workers)
     metrics["split"] = split
     metrics["missing"] = dataset.num_missing
     if task.class_names:
@@ -168,7 +169,7 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
     import torch
 
     from s5cli.data.datasets.base import fit_length
-    from s5cli.train.evaluation import autocast
+    from s5cli.train.evaluation import as_model_input, autocast
     from s5cli.train.progress import SimpleProgress
 
     batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
@@ -179,7 +180,7 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
             for batch in batches:
                 clips = torch.stack([fit_length(tokens[start : start + frames], frames) for start in batch])
                 with autocast(dev):
-                    outputs.append(model(clips.to(dev).float()).float().cpu())
+                    outputs.append(model(as_model_input(clips, dev)).float().cpu())
                 progress.advance()
     finally:
         progress.close()

@@ -35,8 +35,12 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
 
 def token_dataset(data: Any, records, training: bool, frames: int | None = None, stride: int | None = None):
     """TokenDataset over cached tokens; clips of `frames` (default: the recipe's clip length), evaluation
-    windows starting every `stride` frames (default: consecutive windows)."""
+    windows starting every `stride` frames (default: consecutive windows).
+
+    Samples stay in the cache's dtype (float16 for the real-data recipes): loading and batching move half
+    the bytes, and the model's device converts the batch to float32 (`as_model_input`), the same numbers.
+    """
     from s5cli.data.datasets.base import TokenDataset
 
     return TokenDataset(records, feature_cache(data), frames=frames or clip_frames(data), training=training,
-                        stride=stride)
+                        stride=stride, dtype=None)

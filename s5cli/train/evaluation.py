@@ -12,13 +12,27 @@ from s5cli.data.datasets.base import collate_samples
 from s5cli.train.metrics import aggregate_by_video, compute_metrics
 
 
+def as_model_input(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of cached tokens (float16/bfloat16/float32) as the models' float32 input on `device`.
+
+    Batches travel in the cache's dtype and are converted where the model runs: half the bytes to load,
+    stack and copy to a GPU, and exactly the numbers of converting each sample on the CPU.
+    """
+    return tokens.to(device, non_blocking=True).float()
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
-            show_progress: bool = False) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Window-level outputs (N, C), labels (N,) and video ids, in dataset order."""
+            show_progress: bool = False, num_workers: int = 0) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Window-level outputs (N, C), labels (N,) and video ids, in dataset order.
+
+    `num_workers` processes load the next windows while the model runs (`data.num_workers`); windows
+    have no randomness, so the outputs do not depend on it.
+    """
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
     ids: list[str] = []
     outputs, labels = [], []
     progress = None
@@ -29,7 +43,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     try:
         for batch in loader:
             with autocast(device):
-                out = model(batch.tokens.to(device, non_blocking=True))
+                out = model(as_model_input(batch.tokens, device))
             outputs.append(out.float().cpu())
             labels.append(batch.labels)
             ids.extend(batch.video_ids)
@@ -53,9 +67,9 @@ def autocast(device: torch.device):
 
 
 def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, device: torch.device,
-             aggregate: str = "mean", show_progress: bool = False) -> dict:
+             aggregate: str = "mean", show_progress: bool = False, num_workers: int = 0) -> dict:
     """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol)."""
-    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress)
+    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers)
     if not ids:
         return {"count": 0}
     _, scores, vid_labels = aggregate_by_video(ids, outputs, labels, task.kind, aggregate)

@@ -26,7 +26,7 @@ from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.io import atomic_write_text
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import autocast, evaluate
+from s5cli.train.evaluation import as_model_input, autocast, evaluate
 from s5cli.train.metrics import headline
 from s5cli.train.progress import TrainingProgress
 from s5cli.train.schedule import Schedule, build_optimizer
@@ -74,7 +74,7 @@ def _set_progress(module: nn.Module, fraction: float) -> None:
 
 
 def _loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
-    tokens = batch.tokens.to(setup.ctx.device, non_blocking=True)
+    tokens = as_model_input(batch.tokens, setup.ctx.device)
     if setup.objective == "lsmcl":
         return module(tokens).loss
     out = module(tokens)
@@ -342,7 +342,7 @@ def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:
     metrics: dict = {}
     if setup.ctx.is_main:
         metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
-                           setup.recipe.eval.aggregate)
+                           setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers)
     return setup.ctx.gather_objects(metrics)[0] if setup.ctx.distributed else metrics
 
 

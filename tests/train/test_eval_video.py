@@ -139,3 +139,31 @@ def test_video_task_comes_from_the_checkpoint_before_the_recipe(tmp_path: Path) 
                                    '{"kind": "classification", "num_outputs": 3, "class_names": ["a"]}'])
 def test_an_unreadable_task_entry_counts_as_absent(entry: str) -> None:
     assert ckpt.stored_task({"task": entry}) is None
+
+
+def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_path: Path) -> None:
+    """Batches travel in the cache's float16 and become float32 where the model runs; `data.num_workers`
+    processes load evaluation windows ahead, and the scores do not depend on how many."""
+    from s5cli.train.data import token_dataset
+    from s5cli.train.evaluation import as_model_input
+
+    args = tiny(tmp_path, **{"data.cache_dtype": "float16"})
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", RECIPE, *args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    rec = _recipe(*args)
+    from s5cli.data.datasets import list_records
+
+    windows = token_dataset(rec.data, list_records(rec.data, "val"), training=False)
+    assert windows[0].tokens.dtype == torch.float16
+    batch = torch.stack([windows[0].tokens, windows[1].tokens])
+    as_input = as_model_input(batch, torch.device("cpu"))
+    assert as_input.dtype == torch.float32 and torch.equal(as_input, batch.float())
+    scores = []
+    for workers in (0, 2):
+        out = tmp_path / f"eval-{workers}.json"
+        result = runner.invoke(app, ["eval", f"data.num_workers={workers}", "--checkpoint", str(tmp_path / "run"),
+                                     "--split", "val", "--json", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(out.read_text()))
+    assert scores[0] == scores[1] and scores[0]["count"] == 8

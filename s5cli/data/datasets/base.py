@@ -296,7 +296,7 @@ class TokenDataset(Dataset):
         cache: TokenCache,
         frames: int | None = None,
         training: bool = False,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = torch.float32,  # None: the cache's own dtype
         stride: int | None = None,
     ) -> None:
         if frames is not None and frames < 1:
@@ -349,7 +349,9 @@ class TokenDataset(Dataset):
             else:
                 start = window_start(total, self.frames, window, self.stride)
             tokens = fit_length(_load_frames(self.cache, video_id, start, start + self.frames), self.frames)
-        return Sample(tokens=tokens.to(self.dtype), label=entry.record.label, video_id=video_id, window=window)
+        if self.dtype is not None:
+            tokens = tokens.to(self.dtype)
+        return Sample(tokens=tokens, label=entry.record.label, video_id=video_id, window=window)
 
 
 def collate_samples(samples: Sequence[Sample]) -> SampleBatch:
