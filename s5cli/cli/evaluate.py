@@ -134,10 +134,12 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool) ->
     _, merged, _ = aggregate_by_video(["video"] * len(starts), outputs, torch.zeros(len(starts)), task.kind)
     result: dict = {"video": str(video), "frames": int(tokens.shape[0]), "window_frames": frames,
                     "windows": len(starts)}
+    fps = rec.data.fps  # frames sampled at a fixed rate: a window's start is also a time in the video
+    where = [{"start_frame": start, **({"start_seconds": round(start / fps, 3)} if fps else {})} for start in starts]
     if task.kind == "regression":
         result["prediction"] = float(merged.reshape(-1)[0])
-        result["window_predictions"] = [{"start_frame": start, "prediction": float(value)}
-                                        for start, value in zip(starts, outputs.reshape(-1), strict=True)]
+        result["window_predictions"] = [{**at, "prediction": float(value)}
+                                        for at, value in zip(where, outputs.reshape(-1), strict=True)]
         return result
     probs = merged[0]
     names = task.class_names or [str(i) for i in range(probs.numel())]
@@ -147,8 +149,8 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool) ->
     window_probs = outputs.softmax(-1)
     best_prob, best = window_probs.max(-1)
     result["window_predictions"] = [
-        {"start_frame": start, "class": int(c), "name": names[int(c)], "probability": float(p)}
-        for start, c, p in zip(starts, best, best_prob, strict=True)
+        {**at, "class": int(c), "name": names[int(c)], "probability": float(p)}
+        for at, c, p in zip(where, best, best_prob, strict=True)
     ]
     return result
 

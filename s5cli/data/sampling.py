@@ -1,6 +1,7 @@
-"""Which frames of a video to decode: T uniform frames, every frame at a target fps, or W-second windows.
+"""Which frames of a video to decode: T uniform frames, or every frame at a target fps.
 
-Pure index arithmetic (no decoding), so each rule is easy to test. Short videos are padded by repeating the
+Evaluation windows are cut later, from the cached frames (`TokenDataset`, `s5 eval --video`). Pure index
+arithmetic (no decoding), so each rule is easy to test. Short videos are padded by repeating the
 last frame index; `FramePlan.padded` says by how many so the caller can warn once.
 """
 
@@ -67,23 +68,3 @@ def fps_plan(num_frames_in_video: int, video_fps: float, target_fps: float, min_
     indices = fps_indices(num_frames_in_video, video_fps, target_fps)
     padded = max(0, min_frames - len(indices))
     return FramePlan(tuple(indices) + (indices[-1],) * padded, padded=padded)
-
-
-def window_indices(
-    num_frames_in_video: int, video_fps: float, window_seconds: float, target_fps: float
-) -> list[list[int]]:
-    """Every W-second window of the video sampled at `target_fps` (LVU evaluation).
-
-    Windows are consecutive and non-overlapping; the last one is aligned to the end of the video so that no
-    window runs past it (a video shorter than W gives one window padded with its last frame).
-    """
-    per_window = max(1, round(window_seconds * target_fps))
-    sampled = fps_indices(num_frames_in_video, video_fps, target_fps)
-    if len(sampled) <= per_window:
-        return [sampled + [sampled[-1]] * (per_window - len(sampled))]
-    count = math.ceil(len(sampled) / per_window)
-    windows = []
-    for w in range(count):
-        start = min(w * per_window, len(sampled) - per_window)
-        windows.append(sampled[start : start + per_window])
-    return windows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s5cli.data.sampling import fps_indices, fps_plan, uniform_indices, uniform_plan, window_indices
+from s5cli.data.sampling import fps_indices, fps_plan, uniform_indices, uniform_plan
 
 
 def test_uniform_picks_segment_centres():
@@ -50,23 +50,6 @@ def test_fps_plan_pads_to_a_full_window():
     plan = fps_plan(50, 25.0, 1.0, min_frames=5)  # a 2 s video, 5 frames needed
     assert plan.indices == (0, 25, 25, 25, 25)
     assert plan.padded == 3
-
-
-def test_windows_cover_the_video_and_align_the_last_to_its_end():
-    # 130 s at 1 fps in 60 s windows: [0..59], [60..119], [70..129].
-    windows = window_indices(130 * 30, 30.0, 60.0, 1.0)
-    assert len(windows) == 3
-    assert [w[0] for w in windows] == [0, 60 * 30, 70 * 30]
-    assert all(len(w) == 60 for w in windows)
-    assert windows[-1][-1] == 129 * 30
-
-
-def test_short_video_gives_one_padded_window():
-    windows = window_indices(10 * 25, 25.0, 60.0, 1.0)
-    assert len(windows) == 1
-    assert len(windows[0]) == 60
-    assert windows[0][:10] == list(range(0, 250, 25))
-    assert set(windows[0][10:]) == {225}
 
 
 @pytest.mark.parametrize("bad", [(0, 4), (5, 0)])

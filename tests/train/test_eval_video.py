@@ -74,6 +74,7 @@ def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pyt
     assert [p["name"] for p in result["top"]] == [task.class_names[i] for i in mean.argsort(descending=True)]
     per_window = result["window_predictions"]
     assert [w["start_frame"] for w in per_window] == [0, 3, 6]
+    assert all("start_seconds" not in w for w in per_window)  # uniform frames: no time per window
     assert [w["class"] for w in per_window] == expected.argmax(-1).tolist()
     # One batch or several: the same predictions (up to the float rounding of another matmul shape).
     whole = eval_cli._predict_video(model, _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=8"),
@@ -117,6 +118,8 @@ def test_checkpoints_store_their_task_and_eval_video_uses_its_windows(tmp_path: 
     report = json.loads(out.read_text())
     assert (report["frames"], report["window_frames"], report["windows"]) == (8, 4, 5)
     assert [w["start_frame"] for w in report["window_predictions"]] == [0, 1, 2, 3, 4]
+    # Sampled at 8 fps: each window's start is also a time in the video.
+    assert [w["start_seconds"] for w in report["window_predictions"]] == [0.0, 0.125, 0.25, 0.375, 0.5]
     assert {p["name"] for p in report["top"]} <= set(expected.class_names)
     assert "mean of 5 windows of 4 frames" in result.output
 
