@@ -40,11 +40,6 @@ def model_config_class(name: str) -> type:
     return MODELS[canonical_name(name)][0]
 
 
-def config_field_names(name: str) -> list[str]:
-    """Field names of the config of model `name`."""
-    return [f.name for f in fields(model_config_class(name))]
-
-
 def build_model(name: str, config: Any, num_outputs: int) -> nn.Module:
     """Instantiate model `name` from a config dataclass or a dict of its fields."""
     config_cls, model_cls = MODELS[canonical_name(name)]

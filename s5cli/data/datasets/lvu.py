@@ -51,11 +51,6 @@ class LVURow:
     line: int
 
 
-def task_kind(task: str) -> str:
-    """'classification' or 'regression' for an LVU task name."""
-    return "regression" if task in REGRESSION_TASKS else "classification"
-
-
 def _number(text: str, path: Path, line: int, what: str) -> int:
     try:
         value = int(text)
