@@ -343,7 +343,8 @@ class TokenDataset(Dataset):
                 entry.total_frames = _frame_count(self.cache, video_id)
             total = entry.total_frames
             if self.training:
-                # torch's global RNG: seeded by seed_everything and per DataLoader worker, so runs repeat.
+                # torch's global RNG, seeded by seed_everything, so runs repeat. The trainer loads clips in its
+                # own process: the model draws from the same RNG, and the order of draws is part of a run.
                 start = int(torch.randint(0, max(1, total - self.frames + 1), ()).item())
                 window = 0
             else:
