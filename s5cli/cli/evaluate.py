@@ -12,7 +12,7 @@ def evaluate(
     recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the recipe stored in the checkpoint)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. eval.split=val"),
     checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: last finetune run here)."),
-    video: Path | None = typer.Option(None, "--video", help="Predict one raw video end to end instead of a dataset split (windows averaged as for a dataset video)."),
+    video: list[Path] | None = typer.Option(None, "--video", help="Predict raw videos end to end instead of a dataset split: a file or a folder of videos, repeatable (windows averaged as for a dataset video)."),
     split: str | None = typer.Option(None, "--split", help="train, val or test (overrides eval.split)."),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to print for --video."),
     json_out: str | None = typer.Option(None, "--json", help="Also write the metrics as JSON to this file ('-' = stdout)."),
@@ -21,7 +21,12 @@ def evaluate(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix."""
+    """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix.
+
+    With --video, predict raw videos instead (the backbone is loaded once for all of them):
+
+      s5 eval -c runs/synthetic --video movie.mp4 --video clips/ --json out.json
+    """
     from s5cli.cli.console import stderr, stdout
     from s5cli.errors import UserError
     from s5cli.seeding import seed_everything
@@ -50,15 +55,17 @@ def evaluate(
         from s5cli.train.job import recipe_objects
 
         # One raw video needs the recipe's decoding settings, not its dataset on this machine.
-        rec = recipe_objects(recipe, overrides, None, check_paths=video is None)
+        rec = recipe_objects(recipe, overrides, None, check_paths=not video)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
-    if video is not None:
+    failed: list[dict] = []
+    if video:
         task = _video_task(rec, meta, checkpoint)
-        result = _predict_video(model, rec, task, video, dev, top, quiet)
-        _print_video(console, video, result)
+        videos = _predict_videos(model, rec, task, _video_files(video), dev, top, quiet, console)
+        failed = [entry for entry in videos if "error" in entry]
+        result = videos[0] if len(videos) == 1 else {"videos": videos}
     else:
         task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
         result = _evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)
@@ -71,6 +78,10 @@ def evaluate(
             from s5cli.io import atomic_write_text
 
             atomic_write_text(json_out, text + "\n")
+    if failed:
+        from s5cli.errors import RunFailure
+
+        raise RunFailure(f"{len(failed)} of {len(videos)} videos could not be read (first: {failed[0]['error']})")
 
 
 def _task_that_fits(rec, num_outputs: int, checkpoint: str):
@@ -116,7 +127,49 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     return metrics
 
 
-def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool) -> dict:
+def _video_files(paths: list[Path]) -> list[Path]:
+    """The --video arguments as files: a folder stands for its video files (sorted, not recursive)."""
+    from s5cli.data.datasets.base import VIDEO_SUFFIXES
+    from s5cli.errors import UserError
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise UserError(f"--video {path}: no {'/'.join(VIDEO_SUFFIXES)} files in this folder")
+            files += found
+        elif not path.exists():
+            raise UserError(f"--video {path}: no such file or folder")
+        else:
+            files.append(path)
+    return files
+
+
+def _predict_videos(model, rec, task, files: list[Path], dev, top: int, quiet: bool, console) -> list[dict]:
+    """`_predict_video` for each file with one backbone, printing each result as it comes. With several
+    files an unreadable one is reported and skipped (its entry holds the error); one file raises it."""
+    from s5cli.cli.console import print_warning
+    from s5cli.data.decode import VideoDecodeError
+    from s5cli.data.extract import load_backbone, settings_from_data
+
+    backbone = load_backbone(settings_from_data(rec.data), str(dev))
+    results = []
+    for path in files:
+        try:
+            result = _predict_video(model, rec, task, path, dev, top, quiet, backbone)
+        except VideoDecodeError as error:
+            if len(files) == 1:
+                raise
+            print_warning(f"skipping {path}: {error}")
+            results.append({"video": str(path), "error": str(error)})
+            continue
+        _print_video(console, path, result)
+        results.append(result)
+    return results
+
+
+def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, backbone=None) -> dict:
     """One raw video scored like a dataset video: windows of the recipe's clip length every
     `eval.window_stride` frames, window outputs averaged (softmax first) as `s5 eval` does per video.
 
@@ -128,7 +181,7 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool) ->
     from s5cli.data.extract import load_video_tokens
     from s5cli.train.metrics import aggregate_by_video
 
-    tokens = load_video_tokens(video, rec.data, device=str(dev))
+    tokens = load_video_tokens(video, rec.data, device=str(dev), backbone=backbone, show_progress=not quiet)
     starts, frames = video_windows(tokens.shape[0], rec)
     outputs = _window_outputs(model, tokens, starts, frames, rec.eval.batch_size, dev, quiet)
     _, merged, _ = aggregate_by_video(["video"] * len(starts), outputs, torch.zeros(len(starts)), task.kind)

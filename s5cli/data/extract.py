@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,14 +109,16 @@ def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cp
 
 
 def encode_frames(
-    backbone: nn.Module, images: torch.Tensor, batch_size: int = 32, dtype: torch.dtype | None = None
+    backbone: nn.Module, images: torch.Tensor, batch_size: int = 32, dtype: torch.dtype | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens (float32, or `dtype`), in batches, without autograd.
 
     Float frames are taken as normalised; uint8 crops (what extraction decodes) are normalised a batch at a
     time with the backbone's `mean`/`std`, on its device: a quarter of the memory and of the copy to a GPU.
     With `dtype` (the cache's), each batch is rounded as it is written: a whole video's float32 tokens
-    never exist, and the numbers are those of rounding them afterwards.
+    never exist, and the numbers are those of rounding them afterwards. `on_batch` is called after each
+    batch (a progress bar).
     """
     import torch
 
@@ -142,6 +144,8 @@ def encode_frames(
             if out is None:
                 out = torch.empty((images.shape[0], *tokens.shape[1:]), dtype=dtype or torch.float32)
             out[start : start + batch_size] = tokens
+            if on_batch is not None:
+                on_batch()
     return out if out is not None else torch.empty(0)
 
 
@@ -355,17 +359,32 @@ def ensure_cached(
 
 
 def load_video_tokens(
-    path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu"
+    path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu",
+    backbone: nn.Module | None = None, show_progress: bool = False,
 ) -> torch.Tensor:
     """One raw video -> `(T, S, D)` tokens with the recipe's extraction settings, in the cache's dtype:
-    the numbers a cached dataset would give (callers convert a window at a time, as the dataset does)."""
+    the numbers a cached dataset would give (callers convert a window at a time, as the dataset does).
+
+    Pass `backbone` (`load_backbone(settings_from_data(data), device)`) to reuse it over several videos.
+    `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
+    """
     import torch
 
+    from s5cli.train.progress import SimpleProgress
+
     settings = settings_from_data(data)
-    backbone = load_backbone(settings, device)
+    if backbone is None:
+        backbone = load_backbone(settings, device)
     decoded = _decode_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
     if decoded.warning:
         from s5cli.cli.console import print_warning
 
         print_warning(decoded.warning)
-    return encode_frames(backbone, decoded.images, dtype=getattr(torch, settings.dtype)).to(device)
+    batch_size = 32
+    batches = -(-decoded.images.shape[0] // batch_size)
+    progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
+    try:
+        tokens = encode_frames(backbone, decoded.images, batch_size, getattr(torch, settings.dtype), progress.advance)
+    finally:
+        progress.close()
+    return tokens.to(device)

@@ -58,7 +58,7 @@ def test_video_windows_are_the_dataset_windows(total: int, clip: int, stride: in
 def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     tokens = torch.randn(10, 3, 6)  # 10 sampled frames of 3 tokens
-    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu": tokens)
+    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
     model = MeanLinear(6, 4).eval()
     task = TaskInfo("classification", 4, ["a", "b", "c", "d"])
     rec = _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=2")  # 3 windows, 2 batches
@@ -86,7 +86,7 @@ def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pyt
 def test_a_regression_video_averages_its_window_values(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(1)
     tokens = torch.randn(9, 2, 5)
-    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu": tokens)
+    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")  # windows at 0, 4, 5
     result = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
@@ -170,3 +170,41 @@ def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_pa
         assert result.exit_code == 0, result.output
         scores.append(json.loads(out.read_text()))
     assert scores[0] == scores[1] and scores[0]["count"] == 8
+
+
+def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sources = sorted((tmp_path / "videos").rglob("*.mp4"))[:2]
+    for source in sources:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "notes.txt").write_text("not a video")  # not a video suffix: not picked up
+    single = tmp_path / "single.json"
+    result = runner.invoke(app, ["eval", "--video", str(sources[0]), "-c", str(tmp_path / "run"), "--json",
+                                 str(single), "-q"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "many.json"
+    result = runner.invoke(app, ["eval", "--video", str(sources[0]), "--video", str(folder),
+                                 "-c", str(tmp_path / "run"), "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    videos = json.loads(out.read_text())["videos"]
+    assert [v["video"] for v in videos] == [str(sources[0]), *(str(folder / s.name) for s in sources)]
+    assert videos[0] == json.loads(single.read_text())  # the same prediction alone or in a batch of videos
+    # An unreadable file among several: reported, skipped, the others predicted, exit 1 after the JSON.
+    (folder / "broken.mp4").write_bytes(b"\0" * 100)
+    result = runner.invoke(app, ["eval", "--video", str(folder), "-c", str(tmp_path / "run"), "--json", str(out),
+                                 "-q"])
+    assert result.exit_code == 1
+    assert "skipping" in result.output and "1 of 3 videos could not be read" in result.output
+    videos = json.loads(out.read_text())["videos"]
+    assert [("error" in v) for v in videos] == [True, False, False]  # broken.mp4 sorts first
+    # Alone, an unreadable file is the usual one-line error (exit 2); a folder without videos too.
+    result = runner.invoke(app, ["eval", "--video", str(folder / "broken.mp4"), "-c", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 2 and "broken.mp4" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["eval", "--video", str(empty), "-c", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 2 and "no .mp4" in result.output
