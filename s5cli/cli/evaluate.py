@@ -15,7 +15,7 @@ def evaluate(
     video: list[Path] | None = typer.Option(None, "--video", help="Predict raw videos end to end instead of a dataset split: a file or a folder of videos, repeatable (windows averaged as for a dataset video)."),
     split: str | None = typer.Option(None, "--split", help="train, val or test (overrides eval.split)."),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to print for --video."),
-    json_out: str | None = typer.Option(None, "--json", help="Also write the metrics as JSON to this file ('-' = stdout)."),
+    json_out: str | None = typer.Option(None, "--json", help="Also write the metrics (with --video: the predictions) as JSON to this file ('-' = stdout)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (evaluation is deterministic; kept for uniformity)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
