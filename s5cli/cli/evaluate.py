@@ -38,6 +38,7 @@ def evaluate(
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
         # `s5 eval eval.split=val -c RUN`: an override, not a recipe file; the checkpoint's recipe is used.
         overrides, recipe = [recipe, *(overrides or [])], None
+    video_files = _video_files(video) if video else []  # a mistyped path is reported before the model loads
     if checkpoint is None:
         found = last_run()
         if found is None:
@@ -55,15 +56,15 @@ def evaluate(
         from s5cli.train.job import recipe_objects
 
         # One raw video needs the recipe's decoding settings, not its dataset on this machine.
-        rec = recipe_objects(recipe, overrides, None, check_paths=not video)
+        rec = recipe_objects(recipe, overrides, None, check_paths=not video_files)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
     failed: list[dict] = []
-    if video:
+    if video_files:
         task = _video_task(rec, meta, checkpoint)
-        videos = _predict_videos(model, rec, task, _video_files(video), dev, top, quiet, console)
+        videos = _predict_videos(model, rec, task, video_files, dev, top, quiet, console)
         failed = [entry for entry in videos if "error" in entry]
         result = videos[0] if len(videos) == 1 else {"videos": videos}
     else:
