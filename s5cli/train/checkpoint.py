@@ -341,13 +341,6 @@ def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer) -> 
     return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
 
 
-def load_trainer_state(
-    path: str | Path, optimizer: torch.optim.Optimizer
-) -> tuple[TrainerState, dict[str, Any]]:
-    """Restore optimiser and RNG states from a checkpoint; return the trainer position and scheduler state."""
-    return apply_resume_point(read_resume_point(path), optimizer)
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint named by `run_dir/latest`, if any."""
     pointer = Path(run_dir) / "latest"

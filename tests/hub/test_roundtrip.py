@@ -122,7 +122,7 @@ def test_checkpoint_push_pull_same_bytes_and_same_outputs(hub: FakeHub, run_dir:
 
 
 def test_push_with_optimizer_and_bare_repo_id(hub: FakeHub, run_dir: Path) -> None:
-    from s5cli.train.checkpoint import load_trainer_state
+    from s5cli.train.checkpoint import apply_resume_point, read_resume_point
 
     step_dir = run_dir / "checkpoints" / "step-0000007"
     push_checkpoint(step_dir, "alice/resumable", with_optimizer=True, revision="exp1")
@@ -136,7 +136,7 @@ def test_push_with_optimizer_and_bare_repo_id(hub: FakeHub, run_dir: Path) -> No
     from tests.hub.conftest import TINY_MODEL
 
     model = build_model("s5", {k: v for k, v in TINY_MODEL.items() if k != "name"}, 9)
-    state, _ = load_trainer_state(local, torch.optim.AdamW(model.parameters(), lr=1e-3))
+    state, _ = apply_resume_point(read_resume_point(local), torch.optim.AdamW(model.parameters(), lr=1e-3))
     assert state.step == 7
 
 
