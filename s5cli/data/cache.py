@@ -20,6 +20,7 @@ from s5cli.errors import UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 CACHE_FORMAT = "s5cli-tokens/1"
@@ -47,6 +48,13 @@ class ExtractionSettings:
             raise UserError(
                 f"data.cache_dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}"
             )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype tokens are stored in (`dtype` names it)."""
+        import torch
+
+        return getattr(torch, self.dtype)
 
     def key(self) -> str:
         """Short stable hash of all fields (and the file format): any change gives a new key."""
@@ -144,8 +152,6 @@ class FeatureCache:
 
     def save(self, video_id: str, tokens: Tensor, metadata: dict[str, str] | None = None) -> Path:
         """Store `(T, S, D)` tokens in the settings' dtype, atomically, with the settings as metadata."""
-        import torch
-
         from s5cli.safetensors_io import save_tensors
 
         if tokens.dim() != 3:
@@ -159,7 +165,7 @@ class FeatureCache:
             **self.settings.metadata(),
             "video_id": video_id,
         }
-        stored = tokens.detach().to("cpu", getattr(torch, self.settings.dtype)).contiguous()
+        stored = tokens.detach().to("cpu", self.settings.torch_dtype).contiguous()
         with atomic_write_path(path) as tmp:
             save_tensors({TOKENS_KEY: stored}, tmp, metadata=meta)
         return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,6 +132,26 @@ def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
     return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width))
 
 
+def fill_in_chunks(
+    count: int, step: int, piece: Callable[[int, int], torch.Tensor], dtype: torch.dtype | None = None
+) -> torch.Tensor | None:
+    """Rows [0, count) made `step` at a time by `piece(start, stop)`, written into one output allocated from
+    the first piece's shape (in `dtype`, else the piece's). None when `count` is 0.
+
+    Unlike pieces collected in a list and joined by `torch.cat`, the rows never exist twice: for a long
+    video's frames, crops or tokens that is the difference between holding them once and twice.
+    """
+    import torch
+
+    out: torch.Tensor | None = None
+    for start in range(0, count, step):
+        part = piece(start, min(start + step, count))
+        if out is None:
+            out = torch.empty((count, *part.shape[1:]), dtype=dtype or part.dtype)
+        out[start : start + part.shape[0]] = part
+    return out
+
+
 def read_frames_in_chunks(
     reader, indices: list[int] | tuple[int, ...], transform, path: str | os.PathLike[str] = ""
 ) -> torch.Tensor:
@@ -140,14 +161,8 @@ def read_frames_in_chunks(
     uint8 frames, its 224 px crops a fifth of that. `transform` maps each frame on its own (resize, crop),
     so the result does not depend on the chunking.
     """
-    import torch
-
-    out: torch.Tensor | None = None
-    for start in range(0, len(indices), DECODE_CHUNK_FRAMES):
-        part = transform(read_frames(reader, indices[start : start + DECODE_CHUNK_FRAMES], path))
-        if out is None:
-            out = torch.empty((len(indices), *part.shape[1:]), dtype=part.dtype)
-        out[start : start + part.shape[0]] = part
+    out = fill_in_chunks(len(indices), DECODE_CHUNK_FRAMES,
+                         lambda start, stop: transform(read_frames(reader, indices[start:stop], path)))
     if out is None:
         raise VideoDecodeError(path, "no frames to decode")
     return out
@@ -267,10 +282,9 @@ def resized_crops(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.T
 
     # (T, H, W, 3) -> (T, 3, H, W) as a view: channels-last memory, which torch's uint8 resize kernel wants.
     images = torch.as_tensor(frames).permute(0, 3, 1, 2)
-    out = torch.empty((images.shape[0], 3, image_size, image_size), dtype=torch.uint8)
-    for start in range(0, images.shape[0], DECODE_CHUNK_FRAMES):
-        out[start : start + DECODE_CHUNK_FRAMES] = _resized_crop(images[start : start + DECODE_CHUNK_FRAMES], image_size)
-    return out
+    out = fill_in_chunks(images.shape[0], DECODE_CHUNK_FRAMES,
+                         lambda start, stop: _resized_crop(images[start:stop], image_size))
+    return out if out is not None else torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
 
 
 def _resized_crop(images: torch.Tensor, image_size: int) -> torch.Tensor:

@@ -108,9 +108,13 @@ def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cp
     return build_backbone(settings.backbone, settings.backbone_weights, settings.image_size).to(device)
 
 
+# Frames per backbone forward pass when turning videos into tokens (extraction and `eval --video`).
+BACKBONE_BATCH_FRAMES = 32
+
+
 def encode_frames(
-    backbone: nn.Module, images: torch.Tensor, batch_size: int = 32, dtype: torch.dtype | None = None,
-    on_batch: Callable[[], None] | None = None,
+    backbone: nn.Module, images: torch.Tensor, batch_size: int = BACKBONE_BATCH_FRAMES,
+    dtype: torch.dtype | None = None, on_batch: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens (float32, or `dtype`), in batches, without autograd.
 
@@ -122,30 +126,26 @@ def encode_frames(
     """
     import torch
 
-    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, normalize
+    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, fill_in_chunks, normalize
 
     mean, std = getattr(backbone, "mean", UNIT_MEAN), getattr(backbone, "std", UNIT_STD)
 
     device = next(iter(backbone.buffers()), next(iter(backbone.parameters()), None))
     device = device.device if device is not None else torch.device("cpu")
-    # Batches are written into one output allocated after the first: collecting them and concatenating
-    # would hold every token twice at the end (a film's tokens run to gigabytes).
-    out: torch.Tensor | None = None
+
+    def batch_tokens(start: int, stop: int) -> torch.Tensor:
+        chunk = images[start:stop].to(device, non_blocking=True)
+        if chunk.dtype == torch.uint8:
+            chunk = normalize(chunk, mean, std)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+            tokens = backbone(chunk)
+        if on_batch is not None:
+            on_batch()
+        return tokens
+
+    # A film's tokens run to gigabytes: each batch goes straight into the one output (fill_in_chunks).
     with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size].to(device, non_blocking=True)
-            if chunk.dtype == torch.uint8:
-                chunk = normalize(chunk, mean, std)
-            if device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    tokens = backbone(chunk)
-            else:
-                tokens = backbone(chunk)
-            if out is None:
-                out = torch.empty((images.shape[0], *tokens.shape[1:]), dtype=dtype or torch.float32)
-            out[start : start + batch_size] = tokens
-            if on_batch is not None:
-                on_batch()
+        out = fill_in_chunks(images.shape[0], batch_size, batch_tokens, dtype or torch.float32)
     return out if out is not None else torch.empty(0)
 
 
@@ -197,12 +197,10 @@ def extract_records(
     shard: tuple[int, int] | None = None,
     show_progress: bool = True,
     device: str | torch.device = "cpu",
-    batch_size: int = 32,
+    batch_size: int = BACKBONE_BATCH_FRAMES,
     backbone: nn.Module | None = None,
 ) -> ExtractReport:
     """Cache tokens for this shard's records; skips cached ids, reports and skips videos that fail to decode."""
-    import torch
-
     from s5cli.cli.console import print_warning
 
     index, count = resolve_shard(shard)
@@ -241,7 +239,7 @@ def extract_records(
                 else:
                     if decoded.warning:
                         print_warning(decoded.warning)
-                    tokens = encode_frames(backbone, decoded.images, batch_size, getattr(torch, settings.dtype))
+                    tokens = encode_frames(backbone, decoded.images, batch_size, settings.torch_dtype)
                     cache.save(record.video_id, tokens, decoded.metadata)
                     report.extracted += 1
                     report.frames += tokens.shape[0]
@@ -368,7 +366,6 @@ def load_video_tokens(
     Pass `backbone` (`load_backbone(settings_from_data(data), device)`) to reuse it over several videos.
     `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
     """
-    import torch
 
     from s5cli.train.progress import SimpleProgress
 
@@ -380,11 +377,10 @@ def load_video_tokens(
         from s5cli.cli.console import print_warning
 
         print_warning(decoded.warning)
-    batch_size = 32
-    batches = -(-decoded.images.shape[0] // batch_size)
+    batches = -(-decoded.images.shape[0] // BACKBONE_BATCH_FRAMES)
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
     try:
-        tokens = encode_frames(backbone, decoded.images, batch_size, getattr(torch, settings.dtype), progress.advance)
+        tokens = encode_frames(backbone, decoded.images, dtype=settings.torch_dtype, on_batch=progress.advance)
     finally:
         progress.close()
     return tokens.to(device)
