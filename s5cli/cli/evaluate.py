@@ -221,7 +221,12 @@ def video_windows(total_frames: int, rec) -> tuple[list[int], int]:
 
 
 def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: int, dev, quiet: bool):
-    """Model outputs (W, C) of the windows, `batch_size` windows per forward pass."""
+    """Model outputs (W, C) of the windows, `batch_size` windows per forward pass.
+
+    Not `predict` over a TokenDataset: the video's tokens already sit on the model's device, and windows
+    are cut and stacked there; through a DataLoader every overlapping window (60 per frame with LVU's
+    stride 1) would be stacked on the CPU and copied to the device again.
+    """
     import torch
 
     from s5cli.data.datasets.base import fit_length
