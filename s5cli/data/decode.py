@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from s5cli.data.sampling import FramePlan, fps_plan, uniform_plan
 from s5cli.errors import UserError
@@ -25,7 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 UNIT_MEAN = (0.0, 0.0, 0.0)
 UNIT_STD = (1.0, 1.0, 1.0)
 DECODER_SCALE_RATIO = 1.5  # scale while decoding when the shorter side is at least this many times the target
-# Frames decoded (and transformed) per step by `read_frames_in_chunks`, and resized per step by `preprocess`:
+# Frames decoded (and transformed) per step by `OpenedClip.chunks`, and resized per step by `preprocess`:
 # intermediates then exist for one chunk, not for the whole video (at 1 fps a film has thousands of frames).
 DECODE_CHUNK_FRAMES = 64
 
@@ -55,10 +55,9 @@ class VideoInfo:
 
 @dataclass
 class DecodedClip:
-    """Sampled frames `(T, H, W, 3)` uint8 (or what `decode_clip`'s `transform` made of them), the plan that
-    chose them, and the video's info."""
+    """Sampled frames `(T, H, W, 3)` uint8 at the reader's size, the plan that chose them, the video's info."""
 
-    frames: np.ndarray | torch.Tensor
+    frames: np.ndarray
     plan: FramePlan
     info: VideoInfo
 
@@ -152,22 +151,6 @@ def fill_in_chunks(
     return out
 
 
-def read_frames_in_chunks(
-    reader, indices: list[int] | tuple[int, ...], transform, path: str | os.PathLike[str] = ""
-) -> torch.Tensor:
-    """`transform(read_frames(chunk))` for chunks of `indices`, stacked: `(T, ...)`.
-
-    A long video's frames at source size are never all in memory: a film at 1 fps and 360p is ~5 GB of
-    uint8 frames, its 224 px crops a fifth of that. `transform` maps each frame on its own (resize, crop),
-    so the result does not depend on the chunking.
-    """
-    out = fill_in_chunks(len(indices), DECODE_CHUNK_FRAMES,
-                         lambda start, stop: transform(read_frames(reader, indices[start:stop], path)))
-    if out is None:
-        raise VideoDecodeError(path, "no frames to decode")
-    return out
-
-
 def read_frames(
     reader, indices: list[int] | tuple[int, ...], path: str | os.PathLike[str] = ""
 ) -> np.ndarray:
@@ -194,27 +177,70 @@ def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_fram
     raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")
 
 
-def decode_clip(
+@dataclass
+class OpenedClip:
+    """A video opened for sampling: the plan and the video's info now, the frames when asked for.
+
+    Why separate from decoding: a film at 1 fps is thousands of frames. `chunks` hands them over
+    `DECODE_CHUNK_FRAMES` at a time, so a caller that passes each chunk on (to the backbone) never holds
+    more than a chunk of decoded frames.
+    """
+
+    path: Path
+    plan: FramePlan
+    info: VideoInfo  # with `shorter_side`, the video's own size although the reader scales
+    reader: Any
+    scaled: bool  # whether the reader scales while decoding (it falls back to full size where decord fails)
+    num_threads: int
+
+    def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
+        """Frames at `indices` (`read_frames`). decord's scaled decode fails for some output widths (48 or
+        72 px: "from_size == to_size", its rows are padded), and only when frames are read: the first read
+        then reopens the video at full size, and the later resize gives the same clip."""
+        try:
+            return read_frames(self.reader, indices, self.path)
+        except VideoDecodeError:
+            if not (self.scaled and first):
+                raise
+        self.reader, self.scaled = open_video(self.path, self.num_threads), False
+        return read_frames(self.reader, indices, self.path)
+
+    def chunks(self, transform: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
+        """The planned frames, `DECODE_CHUNK_FRAMES` at a time, each chunk through `transform` if given
+        (a per-frame map such as `resized_crops`, so the chunking does not change the numbers)."""
+        indices = self.plan.indices
+        for start in range(0, len(indices), DECODE_CHUNK_FRAMES):
+            frames = self.read(indices[start : start + DECODE_CHUNK_FRAMES], first=start == 0)
+            yield frames if transform is None else transform(frames)
+
+    def padding_warning(self) -> str | None:
+        """The one-line warning for a video too short for its plan (its last frame repeated), else None."""
+        if not self.plan.padded:
+            return None
+        return (
+            f"{self.path}: only {len(self.plan) - self.plan.padded} frames to sample, asked for "
+            f"{len(self.plan)}; repeating the last frame {self.plan.padded} times"
+        )
+
+
+def open_clip(
     path: str | os.PathLike[str],
     frames: int | None,
     fps: float | None,
     num_threads: int = 2,
     min_frames: int = 1,
-    warn: bool = True,
     shorter_side: int | None = None,
-    transform=None,
-) -> DecodedClip:
-    """Open, plan and decode one video; warns once when it is too short and its last frame is repeated.
+) -> OpenedClip:
+    """Open `path` and plan the frames to sample, without decoding any of them.
 
     With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
     long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
-    With `transform` (a per-frame map of `(T, H, W, 3)` uint8 frames, e.g. `resized_crops`), frames are
-    decoded and transformed a chunk at a time and `frames` holds the transformed stack.
     """
     # One read of the container header gives the true size, and proves there is a video stream: decord logs
     # a failed open straight to stderr (C++ logging its log level does not silence), so a file that is no
     # video at all is turned away here and the user sees one line.
-    original = probe_size(_check_file(path))
+    path = _check_file(path)
+    original = probe_size(path)
     if original is None:
         raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
     size = None
@@ -224,41 +250,37 @@ def decode_clip(
     if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = resized_size(*original, shorter_side)
     try:
-        info, plan, array = _read_clip(path, num_threads, size, frames, fps, min_frames, transform)
+        reader = open_video(path, num_threads, size)
     except VideoDecodeError:
         if size is None:
             raise
-        # decord's scaled decode fails for some output widths (48 or 72 px: "from_size == to_size", its
-        # rows are padded); decoding at full size and resizing in `preprocess` gives the same clip.
-        info, plan, array = _read_clip(path, num_threads, None, frames, fps, min_frames, transform)
+        reader, size = open_video(path, num_threads), None
+    info = video_info(reader, path)
     if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
-    if warn and plan.padded:
-        from s5cli.cli.console import print_warning
-
-        print_warning(
-            f"{path}: only {len(plan) - plan.padded} frames to sample, asked for {len(plan)}; "
-            f"repeating the last frame {plan.padded} times"
-        )
-    return DecodedClip(frames=array, plan=plan, info=info)
+    plan = plan_frames(info, frames, fps, min_frames=min_frames)
+    return OpenedClip(path, plan, info, reader, size is not None, num_threads)
 
 
-def _read_clip(
+def decode_clip(
     path: str | os.PathLike[str],
-    num_threads: int,
-    size: tuple[int, int] | None,
     frames: int | None,
     fps: float | None,
-    min_frames: int,
-    transform=None,
-) -> tuple[VideoInfo, FramePlan, np.ndarray | torch.Tensor]:
-    """Open `path` (scaled to `size` if given), plan the frames to sample and decode (and transform) them."""
-    reader = open_video(path, num_threads, size)
-    info = video_info(reader, path)
-    plan = plan_frames(info, frames, fps, min_frames=min_frames)
-    if transform is not None:
-        return info, plan, read_frames_in_chunks(reader, plan.indices, transform, path)
-    return info, plan, read_frames(reader, plan.indices, path)
+    num_threads: int = 2,
+    min_frames: int = 1,
+    warn: bool = True,
+    shorter_side: int | None = None,
+) -> DecodedClip:
+    """Open, plan and decode one video in one read (`shorter_side` as in `open_clip`); warns once when it
+    is too short and its last frame is repeated. For long videos, `open_clip(...).chunks` instead."""
+    clip = open_clip(path, frames, fps, num_threads, min_frames, shorter_side)
+    array = clip.read(clip.plan.indices)
+    warning = clip.padding_warning()
+    if warn and warning:
+        from s5cli.cli.console import print_warning
+
+        print_warning(warning)
+    return DecodedClip(frames=array, plan=clip.plan, info=clip.info)
 
 
 def preprocess(

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache import ExtractionSettings, FeatureCache
-from s5cli.data.decode import VideoDecodeError, decode_clip, resized_crops
+from s5cli.data.decode import OpenedClip, VideoDecodeError, open_clip, resized_crops
+from s5cli.data.prefetch import running_ahead
 from s5cli.errors import RunFailure, UserError
 
 if TYPE_CHECKING:
@@ -116,13 +116,23 @@ def encode_frames(
     backbone: nn.Module, images: torch.Tensor, batch_size: int = BACKBONE_BATCH_FRAMES,
     dtype: torch.dtype | None = None, on_batch: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens (float32, or `dtype`), in batches, without autograd.
+    """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens: `encode_frame_chunks` of one chunk, all the frames."""
+    return encode_frame_chunks(backbone, [images], images.shape[0], batch_size, dtype, on_batch)
 
-    Float frames are taken as normalised; uint8 crops (what extraction decodes) are normalised a batch at a
-    time with the backbone's `mean`/`std`, on its device: a quarter of the memory and of the copy to a GPU.
-    With `dtype` (the cache's), each batch is rounded as it is written: a whole video's float32 tokens
-    never exist, and the numbers are those of rounding them afterwards. `on_batch` is called after each
-    batch (a progress bar).
+
+def encode_frame_chunks(
+    backbone: nn.Module, chunks: Iterable[torch.Tensor], count: int, batch_size: int = BACKBONE_BATCH_FRAMES,
+    dtype: torch.dtype | None = None, on_batch: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """`count` frames, arriving as `(n, 3, S, S)` chunks -> `(count, tokens, D)` tokens (float32, or `dtype`).
+
+    The backbone sees batches of `batch_size` frames counted from the first frame, whatever the chunk
+    sizes, so the tokens are those of the whole stack at once; a chunk is dropped once its frames are
+    through, so a film's frames never all exist. Float frames are taken as normalised; uint8 crops (what
+    extraction decodes) are normalised a batch at a time with the backbone's `mean`/`std`, on its device: a
+    quarter of the memory and of the copy to a GPU. With `dtype` (the cache's), each batch is rounded as
+    it is written: a whole video's float32 tokens never exist, and the numbers are those of rounding them
+    afterwards. `on_batch` is called after each batch (a progress bar).
     """
     import torch
 
@@ -132,9 +142,13 @@ def encode_frames(
 
     device = next(iter(backbone.buffers()), next(iter(backbone.parameters()), None))
     device = device.device if device is not None else torch.device("cpu")
+    batches = _rebatched(chunks, batch_size)
 
     def batch_tokens(start: int, stop: int) -> torch.Tensor:
-        chunk = images[start:stop].to(device, non_blocking=True)
+        chunk = next(batches, None)
+        if chunk is None or chunk.shape[0] != stop - start:
+            raise RuntimeError(f"expected frames {start}-{stop} of {count}, the decoder gave a different number")
+        chunk = chunk.to(device, non_blocking=True)
         if chunk.dtype == torch.uint8:
             chunk = normalize(chunk, mean, std)
         with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
@@ -145,47 +159,92 @@ def encode_frames(
 
     # A film's tokens run to gigabytes: each batch goes straight into the one output (fill_in_chunks).
     with torch.inference_mode():
-        out = fill_in_chunks(images.shape[0], batch_size, batch_tokens, dtype or torch.float32)
+        out = fill_in_chunks(count, batch_size, batch_tokens, dtype or torch.float32)
     return out if out is not None else torch.empty(0)
 
 
+def _rebatched(chunks: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """The rows of `chunks` regrouped into batches of `size` (the last one shorter); a batch within one
+    chunk is a view of it, one spanning chunks a copy."""
+    import torch
+
+    pending: list[torch.Tensor] = []
+    held = 0
+    for chunk in chunks:
+        start = 0
+        while start < chunk.shape[0]:
+            piece = chunk[start : start + size - held]
+            pending.append(piece)
+            held += piece.shape[0]
+            start += piece.shape[0]
+            if held == size:
+                yield pending[0] if len(pending) == 1 else torch.cat(pending)
+                pending, held = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else torch.cat(pending)
+
+
 @dataclass
-class _Decoded:
-    images: Any
+class _VideoHeader:
+    """A video opened for the backbone: its crops follow in the stream, `frames` rows in all."""
+
+    record: Any
+    frames: int
     metadata: dict[str, str]
     warning: str | None
 
 
-def _decode_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -> _Decoded:
-    """The sampled frames as uint8 `(T, 3, S, S)` crops (decoded and cropped a chunk at a time; the backbone
-    pass normalises them), the cache metadata, and a warning when the video was too short."""
+@dataclass
+class _VideoFailed:
+    """A video that could not be decoded (when opened, or part-way through its frames)."""
+
+    record: Any
+    error: VideoDecodeError
+
+
+def _open_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -> OpenedClip:
+    return open_clip(path, settings.frames, settings.fps, num_threads=threads, shorter_side=settings.image_size)
+
+
+def _crops(clip: OpenedClip, settings: ExtractionSettings) -> Iterator[torch.Tensor]:
+    """The clip's uint8 `(n, 3, S, S)` crops, a decode chunk at a time (the backbone pass normalises them)."""
     size = settings.image_size
-    clip = decode_clip(
-        path, settings.frames, settings.fps, num_threads=threads, warn=False, shorter_side=size,
-        transform=lambda frames: resized_crops(frames, size),
-    )
-    images = clip.frames
-    warning = None
-    if clip.plan.padded:
-        real = len(clip.plan) - clip.plan.padded
-        warning = f"{path}: only {real} frames, asked for {len(clip.plan)}; repeated the last frame {clip.plan.padded} times"
-    metadata = {
-        "source": path.name,
+    return clip.chunks(lambda frames: resized_crops(frames, size))
+
+
+def _cache_metadata(clip: OpenedClip) -> dict[str, str]:
+    return {
+        "source": clip.path.name,
         "video_frames": str(clip.info.num_frames),
         "video_fps": f"{clip.info.fps:.6g}",
         "padded": str(clip.plan.padded),
         "frame_indices": json.dumps(list(clip.plan.indices)),
     }
-    return _Decoded(images, metadata, warning)
 
 
-def _prefetched(pool: ThreadPoolExecutor, jobs: Sequence[Any], submit) -> Iterator[tuple[Any, Future]]:
-    """Yield (job, future) with the next job's decode already running: decoding overlaps the backbone pass."""
-    pending: Future | None = submit(pool, jobs[0]) if jobs else None
-    for position, job in enumerate(jobs):
-        current = pending
-        pending = submit(pool, jobs[position + 1]) if position + 1 < len(jobs) else None
-        yield job, current
+def _decoded_videos(
+    records: Sequence[Any], settings: ExtractionSettings, threads: int
+) -> Iterator[_VideoHeader | _VideoFailed | torch.Tensor]:
+    """For each record: its header then its crop chunks, or a `_VideoFailed` (possibly after some chunks).
+    One flat stream, so that a background thread can decode it a few chunks ahead of the backbone."""
+    for record in records:
+        try:
+            clip = _open_for_backbone(Path(record.path), settings, threads)
+            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning())
+            yield from _crops(clip, settings)
+        except VideoDecodeError as error:
+            yield _VideoFailed(record, error)
+
+
+def _frames_of(stream: Iterator[Any], frames: int) -> Iterator[torch.Tensor]:
+    """The next `frames` rows of crop chunks from the stream; raises the error of a video failing part-way."""
+    seen = 0
+    while seen < frames:
+        item = next(stream)
+        if isinstance(item, _VideoFailed):
+            raise item.error
+        seen += item.shape[0]
+        yield item
 
 
 def extract_records(
@@ -218,9 +277,6 @@ def extract_records(
         return report
     if backbone is None:
         backbone = load_backbone(settings, device)
-    def submit(pool: ThreadPoolExecutor, record: Any) -> Future:
-        return pool.submit(_decode_for_backbone, Path(record.path), settings, decode_threads)
-
     progress = (
         _progress(len(todo), f"extract {index}/{count}" if count > 1 else "extract")
         if show_progress
@@ -229,20 +285,23 @@ def extract_records(
     try:
         if progress is not None:
             progress.start()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="s5-decode") as pool:
-            for record, future in _prefetched(pool, todo, submit):
-                try:
-                    decoded = future.result()
-                except VideoDecodeError as error:
-                    report.failed.append((record.video_id, str(error)))
-                    print_warning(f"skipping video {record.video_id}: {error}")
-                else:
-                    if decoded.warning:
-                        print_warning(decoded.warning)
-                    tokens = encode_frames(backbone, decoded.images, batch_size, settings.torch_dtype)
-                    cache.save(record.video_id, tokens, decoded.metadata)
-                    report.extracted += 1
-                    report.frames += tokens.shape[0]
+        with running_ahead(_decoded_videos(todo, settings, decode_threads), name="s5-decode") as stream:
+            for item in stream:
+                if isinstance(item, _VideoHeader):
+                    if item.warning:
+                        print_warning(item.warning)
+                    try:
+                        tokens = encode_frame_chunks(backbone, _frames_of(stream, item.frames), item.frames,
+                                                     batch_size, settings.torch_dtype)
+                    except VideoDecodeError as error:
+                        item = _VideoFailed(item.record, error)
+                    else:
+                        cache.save(item.record.video_id, tokens, item.metadata)
+                        report.extracted += 1
+                        report.frames += tokens.shape[0]
+                if isinstance(item, _VideoFailed):
+                    report.failed.append((item.record.video_id, str(item.error)))
+                    print_warning(f"skipping video {item.record.video_id}: {item.error}")
                 if progress is not None:
                     progress.advance(progress.task_ids[0])
     finally:
@@ -372,15 +431,19 @@ def load_video_tokens(
     settings = settings_from_data(data)
     if backbone is None:
         backbone = load_backbone(settings, device)
-    decoded = _decode_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
-    if decoded.warning:
+    clip = _open_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
+    warning = clip.padding_warning()
+    if warning:
         from s5cli.cli.console import print_warning
 
-        print_warning(decoded.warning)
-    batches = -(-decoded.images.shape[0] // BACKBONE_BATCH_FRAMES)
+        print_warning(warning)
+    frames = len(clip.plan)
+    batches = -(-frames // BACKBONE_BATCH_FRAMES)
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
     try:
-        tokens = encode_frames(backbone, decoded.images, dtype=settings.torch_dtype, on_batch=progress.advance)
+        with running_ahead(_crops(clip, settings), name="s5-decode") as crops:
+            tokens = encode_frame_chunks(backbone, crops, frames, dtype=settings.torch_dtype,
+                                         on_batch=progress.advance)
     finally:
         progress.close()
     return tokens.to(device)

