@@ -258,7 +258,9 @@ class S5Model(nn.Module):
         chosen = self.select(tokens)
         # The straight-through weights are exactly 1.0 in the forward pass: without autograd multiplying
         # by them changes no value, so the kept tokens are gathered alone.
-        if chosen.weights is None or not torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
+            return self.decoder.forward_selected(flat, chosen.indices)
+        if chosen.weights is None:
             return self.decoder(take_tokens(flat, chosen.indices))
         return self.decoder(gather_weighted(flat, chosen.indices, chosen.weights.to(flat.dtype)))
 

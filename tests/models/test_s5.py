@@ -239,3 +239,52 @@ def test_eval_without_autograd_skips_the_unit_weights_and_changes_nothing() -> N
         assert torch.equal(chosen.weights, torch.ones_like(chosen.weights))
         weighted = model.head(model.decoder(gather_weighted(tokens.reshape(2, 24, 16), chosen.indices, chosen.weights)))
         assert torch.equal(model(tokens), weighted)
+
+
+@pytest.mark.parametrize("d_input", [32, 16])  # no input projection (the lean path) / one (the plain path)
+def test_inference_decodes_the_kept_rows_to_the_same_numbers(d_input: int) -> None:
+    """Without autograd the decoder reads the kept rows from the input itself (`forward_selected`); the
+    features are bitwise those of decoding a gathered copy, in eval and in train mode (dropout)."""
+    from s5cli.models.selection import take_tokens
+
+    model = _model(d_input=d_input, dropout=0.2)
+    tokens = torch.randn(2, 4, 6, d_input)
+    flat = tokens.reshape(2, 24, d_input)
+    for training in (False, True):
+        model.train(training)
+        with torch.inference_mode():
+            idx = model.select(tokens, generator=torch.Generator().manual_seed(1)).indices
+            torch.manual_seed(2)
+            lean = model.decoder.forward_selected(flat, idx)
+            torch.manual_seed(2)
+            assert torch.equal(lean, model.decoder(take_tokens(flat, idx)))
+    model.eval()
+    with torch.no_grad():
+        idx = model.select(tokens).indices
+        assert torch.equal(model(tokens), model.head(model.decoder(take_tokens(flat, idx))))
+
+
+def test_inference_frees_the_gathered_rows_before_the_first_s4_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gathered copy of the kept tokens is gone while the first S4 layer runs (its memory peak): the
+    residual gathers the rows again afterwards. With autograd the copy is kept, as backward needs it."""
+    import weakref
+
+    from s5cli.models import decoder as decoder_module
+    from s5cli.models.selection import take_tokens
+
+    copies: list[weakref.ref] = []
+
+    def recording_take(source: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        rows = take_tokens(source, indices)
+        copies.append(weakref.ref(rows))
+        return rows
+
+    monkeypatch.setattr(decoder_module, "take_tokens", recording_take)
+    model = _model(d_input=32).eval()
+    alive: list[int] = []
+    model.decoder.blocks[0].s4.register_forward_pre_hook(
+        lambda module, args: alive.append(sum(ref() is not None for ref in copies))
+    )
+    with torch.inference_mode():
+        model(torch.randn(2, 4, 6, 32))
+    assert alive == [0] and len(copies) == 2
