@@ -6,6 +6,7 @@ Every failure to read a video (missing, empty, not a video, truncated) becomes a
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ DECODER_SCALE_RATIO = 1.5  # scale while decoding when the shorter side is at le
 # Frames decoded (and transformed) per step by `OpenedClip.chunks`, and resized per step by `preprocess`:
 # intermediates then exist for one chunk, not for the whole video (at 1 fps a film has thousands of frames).
 DECODE_CHUNK_FRAMES = 64
+# Extra decoding (a fraction of what the next chunk decodes anyway) worth paying to empty decord's queue
+# of frames decoded ahead between two chunks (`OpenedClip._drop_read_ahead`).
+READ_AHEAD_RESET_COST = 0.25
 
 
 class VideoDecodeError(UserError):
@@ -192,6 +196,7 @@ class OpenedClip:
     reader: Any
     scaled: bool  # whether the reader scales while decoding (it falls back to full size where decord fails)
     num_threads: int
+    keyframes: list[int] | None = None  # the reader's keyframe indices, read when first needed
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
         """Frames at `indices` (`read_frames`). decord's scaled decode fails for some output widths (48 or
@@ -202,16 +207,43 @@ class OpenedClip:
         except VideoDecodeError:
             if not (self.scaled and first):
                 raise
-        self.reader, self.scaled = open_video(self.path, self.num_threads), False
+        self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None
         return read_frames(self.reader, indices, self.path)
 
     def chunks(self, transform: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
         """The planned frames, `DECODE_CHUNK_FRAMES` at a time, each chunk through `transform` if given
         (a per-frame map such as `resized_crops`, so the chunking does not change the numbers)."""
         indices = self.plan.indices
-        for start in range(0, len(indices), DECODE_CHUNK_FRAMES):
-            frames = self.read(indices[start : start + DECODE_CHUNK_FRAMES], first=start == 0)
+        step = DECODE_CHUNK_FRAMES
+        for start in range(0, len(indices), step):
+            part = indices[start : start + step]
+            frames = self.read(part, first=start == 0)
+            upcoming = indices[start + step : start + 2 * step]
+            if upcoming:
+                self._drop_read_ahead(max(part) + 1, upcoming)
             yield frames if transform is None else transform(frames)
+
+    def _drop_read_ahead(self, position: int, upcoming: tuple[int, ...] | list[int]) -> None:
+        """Empty decord's queue of frames decoded ahead, when the next read pays little for it.
+
+        Why: while reading, decord hands packets to its decoder thread faster than frames come back and
+        never takes the surplus back; once its reader pauses (the backbone is busy with the chunk just
+        read), that thread decodes the surplus into full frames and keeps them. On a 20-minute H.264
+        film at 1 fps behind a slow backbone that grew to ~300 MiB. A seek empties the queue, and the next
+        read then decodes from the keyframe before its first frame: extra work of `position - keyframe`
+        frames, taken only when it is at most `READ_AHEAD_RESET_COST` of what the next chunk decodes
+        anyway (sparse sampling, or short keyframe intervals). The frames read are the same either way.
+        """
+        first = min(upcoming)
+        if first < position:  # decord seeks back for this read anyway
+            return
+        if self.keyframes is None:
+            self.keyframes = list(self.reader.get_key_indices())
+        at = bisect.bisect_right(self.keyframes, first) - 1
+        keyframe = self.keyframes[at] if at >= 0 else 0
+        extra = max(0, position - keyframe)
+        if extra <= READ_AHEAD_RESET_COST * (max(upcoming) + 1 - position):
+            self.reader.seek(0)
 
     def padding_warning(self) -> str | None:
         """The one-line warning for a video too short for its plan (its last frame repeated), else None."""

