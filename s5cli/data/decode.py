@@ -229,7 +229,7 @@ class OpenedClip:
         Why: while reading, decord hands packets to its decoder thread faster than frames come back and
         never takes the surplus back; once its reader pauses (the backbone is busy with the chunk just
         read), that thread decodes the surplus into full frames and keeps them. On a 20-minute H.264
-        film at 1 fps behind a slow backbone that grew to ~300 MiB. A seek empties the queue, and the next
+        film at 1 fps behind a slow backbone that surplus reached ~300 MiB. A seek empties the queue, and the next
         read then decodes from the keyframe before its first frame: extra work of `position - keyframe`
         frames, taken only when it is at most `READ_AHEAD_RESET_COST` of what the next chunk decodes
         anyway (sparse sampling, or short keyframe intervals). The frames read are the same either way.
@@ -237,13 +237,16 @@ class OpenedClip:
         first = min(upcoming)
         if first < position:  # decord seeks back for this read anyway
             return
-        if self.keyframes is None:
-            self.keyframes = list(self.reader.get_key_indices())
-        at = bisect.bisect_right(self.keyframes, first) - 1
-        keyframe = self.keyframes[at] if at >= 0 else 0
-        extra = max(0, position - keyframe)
-        if extra <= READ_AHEAD_RESET_COST * (max(upcoming) + 1 - position):
-            self.reader.seek(0)
+        try:
+            if self.keyframes is None:
+                self.keyframes = list(self.reader.get_key_indices())
+            at = bisect.bisect_right(self.keyframes, first) - 1
+            keyframe = self.keyframes[at] if at >= 0 else 0
+            extra = max(0, position - keyframe)
+            if extra <= READ_AHEAD_RESET_COST * (max(upcoming) + 1 - position):
+                self.reader.seek(0)
+        except Exception:  # only memory is at stake; a reader that is really broken fails the next read
+            return
 
     def padding_warning(self) -> str | None:
         """The one-line warning for a video too short for its plan (its last frame repeated), else None."""

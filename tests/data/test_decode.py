@@ -255,3 +255,16 @@ def test_dropping_decords_read_ahead_between_chunks_reads_the_same_frames(skvide
     chunks = list(clip.chunks())
     assert len(chunks) == 13 and 0 < len(seeks) < 12
     assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_a_reader_that_cannot_seek_only_keeps_its_read_ahead() -> None:
+    """Emptying decord's queue saves memory only: a failing seek must not fail the video."""
+    from s5cli.data.decode import OpenedClip
+    from s5cli.data.sampling import FramePlan
+
+    class Unseekable(_SeekRecorder):
+        def seek(self, position: int) -> None:
+            raise RuntimeError("DECORDError: seek failed")
+
+    clip = OpenedClip(Path("v.mp4"), FramePlan(()), None, Unseekable(), scaled=False, num_threads=1)
+    clip._drop_read_ahead(95, tuple(range(100, 164)))  # would seek: raises inside, swallowed
