@@ -290,9 +290,10 @@ def extract_records(
                 if isinstance(item, _VideoHeader):
                     if item.warning:
                         print_warning(item.warning)
+                    on_batch = _video_frames_bar(progress, item, batch_size)
                     try:
                         tokens = encode_frame_chunks(backbone, _frames_of(stream, item.frames), item.frames,
-                                                     batch_size, settings.torch_dtype)
+                                                     batch_size, settings.torch_dtype, on_batch)
                     except VideoDecodeError as error:
                         item = _VideoFailed(item.record, error)
                     else:
@@ -311,6 +312,34 @@ def extract_records(
     return report
 
 
+FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many backbone batches up
+
+
+def _video_frames_bar(progress: Any, header: _VideoHeader, batch_size: int) -> Callable[[], None] | None:
+    """For a long video, a second bar over its frames (one row, reused video after video); the callback
+    that advances it after each backbone batch. A 2-hour film is one step of the videos bar for minutes."""
+    if progress is None:
+        return None
+    frames_tasks = [task.id for task in progress.tasks if task.fields.get("unit") == "frames"]
+    if header.frames < FRAMES_BAR_MIN_BATCHES * batch_size:
+        for task in frames_tasks:
+            progress.update(task, visible=False)
+        return None
+    name = f"  {header.record.video_id}"
+    if frames_tasks:
+        task = frames_tasks[0]
+        progress.reset(task, total=header.frames, description=name, visible=True)
+    else:
+        task = progress.add_task(name, total=header.frames, unit="frames")
+    done = [0]
+
+    def advance() -> None:
+        done[0] = min(header.frames, done[0] + batch_size)
+        progress.update(task, completed=done[0])
+
+    return advance
+
+
 def _progress(total: int, description: str):
     from rich.progress import (
         BarColumn,
@@ -325,23 +354,24 @@ def _progress(total: int, description: str):
 
     from s5cli.cli.console import stderr
 
-    class VideosPerSecond(ProgressColumn):
+    class ItemsPerSecond(ProgressColumn):
         def render(self, task) -> Text:
             speed = task.finished_speed or task.speed
-            return Text("? videos/s" if speed is None else f"{speed:.2f} videos/s", style="cyan")
+            unit = task.fields.get("unit", "videos")
+            return Text(f"? {unit}/s" if speed is None else f"{speed:.2f} {unit}/s", style="cyan")
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        VideosPerSecond(),
+        ItemsPerSecond(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=stderr,
         transient=False,
     )
-    progress.add_task(description, total=total)
+    progress.add_task(description, total=total, unit="videos")
     return progress
 
 

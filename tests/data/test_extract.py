@@ -153,6 +153,23 @@ def test_progress_bar_shows_rate_and_eta_on_stderr(tmp_path, setup, capsys):
     assert "videos/s" not in captured.out
 
 
+def test_a_long_video_gets_a_frames_bar_under_the_videos_bar(tmp_path, capsys):
+    """A film is one step of the videos bar for minutes: from 4 backbone batches up, its frames show too."""
+    data = data_section(tmp_path, frames=None, fps=8.0)  # every frame of the 8 fps test videos
+    settings = settings_from_data(data)
+    records = [
+        VideoRecord("short", write_video(tmp_path / "short.mp4", frames=6), 0),  # 3 batches of 2: no bar
+        VideoRecord("film", write_video(tmp_path / "film.mp4", frames=20), 0),  # 10 batches: a bar
+    ]
+    report = extract_records(records, settings, FeatureCache(data.cache_dir, settings), decode_threads=1,
+                             show_progress=True, batch_size=2)
+    assert report.extracted == 2
+    err = capsys.readouterr().err
+    assert "videos/s" in err and "frames/s" in err
+    assert "film" in err and "20/20" in err
+    assert "6/6" not in err  # the short video had no frames bar
+
+
 def test_vit_extraction_uses_the_backbone_dimension(tmp_path):
     data = data_section(tmp_path, backbone="vit_tiny_test", frames=3, cache_dtype="float32")
     settings = settings_from_data(data)
