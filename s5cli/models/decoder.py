@@ -111,11 +111,11 @@ class TemporalS4Decoder(nn.Module):
         return self.forward_features(x)
 
     def forward_selected(self, tokens: Tensor, indices: Tensor) -> Tensor:
-        """`forward(take_tokens(tokens, indices))` for inference (no autograd): (B, L, d_input) tokens and
-        (B, K) kept indices → (B, feature_dim), holding less at the first block (`forward_gathered`)."""
+        """`self(take_tokens(tokens, indices))`: (B, L, d_input) tokens and (B, K) kept indices →
+        (B, feature_dim). At inference (no autograd) it holds less at the first block (`forward_gathered`)."""
         if torch.is_grad_enabled() or not isinstance(self.encoder, nn.Identity):
             # Autograd would keep the gathered copy anyway; an input projection makes a new tensor anyway.
-            return self.forward(take_tokens(tokens, indices))
+            return self(take_tokens(tokens, indices))
         x = self.blocks[0].forward_gathered(tokens, indices)
         for block in self.blocks[1:]:
             x = block(x)

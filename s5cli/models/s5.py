@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
 from s5cli.models.decoder import DecoderConfig, TemporalS4Decoder
 from s5cli.models.s4_kernels import sync_kernel_lengths
-from s5cli.models.selection import gather_weighted, gumbel_topk, take_tokens
+from s5cli.models.selection import gather_weighted, gumbel_topk
 
 SELECTORS = ("learned", "random", "uniform", "none")
 GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
@@ -257,11 +257,10 @@ class S5Model(nn.Module):
             return self.decoder(flat)
         chosen = self.select(tokens)
         # The straight-through weights are exactly 1.0 in the forward pass: without autograd multiplying
-        # by them changes no value, so the kept tokens are gathered alone.
-        if not torch.is_grad_enabled():
+        # by them changes no value, so the kept tokens are gathered alone (`forward_selected` also holds
+        # them only briefly when autograd is off).
+        if chosen.weights is None or not torch.is_grad_enabled():
             return self.decoder.forward_selected(flat, chosen.indices)
-        if chosen.weights is None:
-            return self.decoder(take_tokens(flat, chosen.indices))
         return self.decoder(gather_weighted(flat, chosen.indices, chosen.weights.to(flat.dtype)))
 
     def forward(self, tokens: Tensor) -> Tensor:
