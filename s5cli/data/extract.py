@@ -316,26 +316,20 @@ FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many bac
 
 
 def _video_frames_bar(progress: Any, header: _VideoHeader, batch_size: int) -> Callable[[], None] | None:
-    """For a long video, a second bar over its frames (one row, reused video after video); the callback
-    that advances it after each backbone batch. A 2-hour film is one step of the videos bar for minutes."""
+    """For a long video, the second row of `_progress` over its frames, shown and reset; the callback that
+    advances it after each backbone batch. A 2-hour film is one step of the videos bar for minutes."""
     if progress is None:
         return None
-    frames_tasks = [task.id for task in progress.tasks if task.fields.get("unit") == "frames"]
+    row = progress.task_ids[1]
     if header.frames < FRAMES_BAR_MIN_BATCHES * batch_size:
-        for task in frames_tasks:
-            progress.update(task, visible=False)
+        progress.update(row, visible=False)
         return None
-    name = f"  {header.record.video_id}"
-    if frames_tasks:
-        task = frames_tasks[0]
-        progress.reset(task, total=header.frames, description=name, visible=True)
-    else:
-        task = progress.add_task(name, total=header.frames, unit="frames")
+    progress.reset(row, total=header.frames, description=f"  {header.record.video_id}", visible=True)
     done = [0]
 
     def advance() -> None:
         done[0] = min(header.frames, done[0] + batch_size)
-        progress.update(task, completed=done[0])
+        progress.update(row, completed=done[0])
 
     return advance
 
@@ -372,6 +366,7 @@ def _progress(total: int, description: str):
         transient=False,
     )
     progress.add_task(description, total=total, unit="videos")
+    progress.add_task("", total=None, unit="frames", visible=False)  # a long video's frames (_video_frames_bar)
     return progress
 
 
