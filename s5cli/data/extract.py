@@ -206,10 +206,35 @@ def _open_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -
     return open_clip(path, settings.frames, settings.fps, num_threads=threads, shorter_side=settings.image_size)
 
 
-def _crops(clip: OpenedClip, settings: ExtractionSettings) -> Iterator[torch.Tensor]:
+def _crops(clip: OpenedClip, image_size: int) -> Iterator[torch.Tensor]:
     """The clip's uint8 `(n, 3, S, S)` crops, a decode chunk at a time (the backbone pass normalises them)."""
-    size = settings.image_size
-    return clip.chunks(lambda frames: resized_crops(frames, size))
+    return clip.chunks(lambda frames: resized_crops(frames, image_size))
+
+
+def encode_clip(
+    clip: OpenedClip, backbone: nn.Module, image_size: int, dtype: torch.dtype | None = None,
+    on_batch: Callable[[], None] | None = None, on_crops: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """An opened clip's `(T, tokens, D)` tokens (`encode_frame_chunks`), its crops decoded in a background
+    thread at most two chunks ahead of the backbone: decoding and the backbone overlap, and a film's
+    frames never all exist.
+
+    `on_crops(start, crops)` sees each uint8 `(n, 3, S, S)` chunk, rows `start:start + n` of the clip,
+    before the backbone does: `visualize-mask` keeps them to draw on.
+    """
+    with running_ahead(_crops(clip, image_size), name="s5-decode") as crops:
+        if on_crops is not None:
+            crops = _tapped(crops, on_crops)
+        return encode_frame_chunks(backbone, crops, len(clip.plan), dtype=dtype, on_batch=on_batch)
+
+
+def _tapped(chunks: Iterator[torch.Tensor], see: Callable[[int, torch.Tensor], None]) -> Iterator[torch.Tensor]:
+    """`chunks` unchanged, each shown to `see(start row, chunk)` on its way through."""
+    start = 0
+    for chunk in chunks:
+        see(start, chunk)
+        start += chunk.shape[0]
+        yield chunk
 
 
 def _cache_metadata(clip: OpenedClip) -> dict[str, str]:
@@ -231,7 +256,7 @@ def _decoded_videos(
         try:
             clip = _open_for_backbone(Path(record.path), settings, threads)
             yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning())
-            yield from _crops(clip, settings)
+            yield from _crops(clip, settings.image_size)
         except VideoDecodeError as error:
             yield _VideoFailed(record, error)
 
@@ -466,9 +491,7 @@ def load_video_tokens(
     batches = -(-frames // BACKBONE_BATCH_FRAMES)
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
     try:
-        with running_ahead(_crops(clip, settings), name="s5-decode") as crops:
-            tokens = encode_frame_chunks(backbone, crops, frames, dtype=settings.torch_dtype,
-                                         on_batch=progress.advance)
+        tokens = encode_clip(clip, backbone, settings.image_size, settings.torch_dtype, on_batch=progress.advance)
     finally:
         progress.close()
     return tokens.to(device)

