@@ -1,4 +1,4 @@
-"""Shared Rich consoles and the one-line error style used by every command."""
+"""Shared Rich consoles, the one-line error style used by every command, and a plain progress bar."""
 
 from __future__ import annotations
 
@@ -18,3 +18,29 @@ def print_error(message: str) -> None:
 def print_warning(message: str) -> None:
     """Print a warning as one yellow line on stderr."""
     stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+class SimpleProgress:
+    """A plain counted bar on stderr that disappears when done (evaluation windows, a video's backbone
+    batches); `enabled=False` gives a silent stand-in, so callers need no branches."""
+
+    def __init__(self, description: str, total: int | None, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich import progress as bars
+
+        self._progress = bars.Progress(
+            bars.TextColumn("[bold]{task.description}"), bars.BarColumn(), bars.MofNCompleteColumn(),
+            bars.TimeElapsedColumn(), bars.TimeRemainingColumn(), console=stderr, transient=True,
+        )
+        self._task = self._progress.add_task(description, total=total)
+        self._progress.start()
+
+    def advance(self, amount: int = 1) -> None:
+        if self.enabled:
+            self._progress.advance(self._task, amount)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._progress.stop()

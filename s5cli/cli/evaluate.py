@@ -229,9 +229,9 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
     """
     import torch
 
+    from s5cli.cli.console import SimpleProgress
     from s5cli.data.datasets.base import fit_length
     from s5cli.train.evaluation import as_model_input, autocast
-    from s5cli.train.progress import SimpleProgress
 
     batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
     progress = SimpleProgress("windows", total=len(batches), enabled=not quiet and len(batches) > 1)

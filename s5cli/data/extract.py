@@ -476,7 +476,7 @@ def load_video_tokens(
     `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
     """
 
-    from s5cli.train.progress import SimpleProgress
+    from s5cli.cli.console import SimpleProgress
 
     settings = settings_from_data(data)
     if backbone is None:

@@ -37,7 +37,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     outputs, labels = [], []
     progress = None
     if show_progress:
-        from s5cli.train.progress import SimpleProgress
+        from s5cli.cli.console import SimpleProgress
 
         progress = SimpleProgress("evaluating", total=len(loader))
     try:

@@ -66,28 +66,3 @@ class TrainingProgress:
     def close(self) -> None:
         if self.enabled:
             self._progress.stop()
-
-
-class SimpleProgress:
-    """A plain counted bar (evaluation, extraction)."""
-
-    def __init__(self, description: str, total: int | None, enabled: bool = True):
-        self.enabled = enabled
-        if not enabled:
-            return
-        from s5cli.cli.console import stderr
-
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=stderr, transient=True,
-        )
-        self._task = self._progress.add_task(description, total=total)
-        self._progress.start()
-
-    def advance(self, amount: int = 1) -> None:
-        if self.enabled:
-            self._progress.advance(self._task, amount)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._progress.stop()
