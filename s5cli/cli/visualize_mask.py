@@ -18,8 +18,15 @@ def visualize_mask(
     checkpoint: str | None = typer.Option(
         None, "--checkpoint", "-c", help="S5 checkpoint folder, run folder or Hub id (default: last `s5 finetune` run here)."
     ),
-    frames: int | None = typer.Option(None, "--frames", "-t", min=1, help="Uniformly sampled frames (default: the checkpoint's, else 60)."),
-    fps: float | None = typer.Option(None, "--fps", min=0.001, help="Sample every frame at this rate instead of --frames (also the playback rate)."),
+    frames: int | None = typer.Option(
+        None, "--frames", "-t", min=1,
+        help="Frames to sample: uniformly over the video, or with --fps a clip of this many (default: the checkpoint's clip, else 60 uniform).",
+    ),
+    fps: float | None = typer.Option(
+        None, "--fps", min=0.001,
+        help="Sample at this rate (also the playback rate): every frame from --start on, or a clip of --frames.",
+    ),
+    start: float = typer.Option(0.0, "--start", min=0.0, help="Seconds into the video where sampling starts."),
     keep_ratio: float | None = typer.Option(None, "--keep-ratio", "-k", help="Fraction of tokens kept, in (0, 1] (default: the checkpoint's)."),
     size: int | None = typer.Option(None, "--size", help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
     style: str = typer.Option("dim", "--style", help="dim: dropped patches darkened; heatmap: score colours; both."),
@@ -47,6 +54,11 @@ def visualize_mask(
       s5 visualize-mask movie.mp4 --out both.gif --style both --json sel.json
 
       s5 visualize-mask movie.mp4 --out smoke.gif --random-init --frames 16
+
+      s5 visualize-mask movie.mp4 --out 1h.gif --fps 1 --frames 60 --start 3600
+
+    Without --frames/--fps it samples what the checkpoint was trained on: a clip of data.frames frames at
+    data.fps from --start (LVU: 60 s at 1 fps), or data.frames uniform frames over the whole video.
     """
     from s5cli.cli.console import print_warning, stdout
     from s5cli.errors import UserError
@@ -70,8 +82,6 @@ def visualize_mask(
     if not video.is_file():
         raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
     check_distinct_paths(video, out, json_out)
-    if frames is not None and fps is not None:
-        print_warning(f"--frames {frames} is ignored because --fps {fps:g} is given: drop one of them")
     seed_everything(seed)
 
     model, data, model_name = _load_model(checkpoint, random_init, revision)
@@ -83,11 +93,19 @@ def visualize_mask(
         # Allowed (the patch grid just grows), but the model then judges patches at a scale it never saw.
         print_warning(f"--size {image_size} differs from the checkpoint's image size {trained_size}: selections may differ")
     if fps is None and frames is None:
-        frames = int(data.get("frames") or DEFAULT_FRAMES)
+        frames, fps = _trained_sampling(data)
     _run(
-        video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, keep_ratio,
-        style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+        video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, start,
+        keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
     )
+
+
+def _trained_sampling(data: dict) -> tuple[int, float | None]:
+    """(frames, fps) of the clips the checkpoint saw: a clip of data.frames at data.fps when it was trained at a
+    fixed rate, so the guide reads its tokens at the spacing it learned; else data.frames (or 60) uniform frames."""
+    frames = int(data.get("frames") or DEFAULT_FRAMES)
+    fps = data.get("fps")
+    return frames, (float(fps) if fps else None)
 
 
 def _load_model(checkpoint: str | None, random_init: bool, revision: str | None):
@@ -114,7 +132,7 @@ def _load_model(checkpoint: str | None, random_init: bool, revision: str | None)
 
 
 def _run(
-    video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps,
+    video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps, start,
     keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -147,7 +165,7 @@ def _run(
     with progress, _clear_on_error(progress):
         selection = run_selection(
             video, model, extractor, frames=frames, fps=fps, image_size=image_size, model_name=model_name,
-            seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
+            start=start, seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
             report=report,
         )
         rendered = render_selection(selection, style, report)

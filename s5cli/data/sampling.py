@@ -68,3 +68,33 @@ def fps_plan(num_frames_in_video: int, video_fps: float, target_fps: float, min_
     indices = fps_indices(num_frames_in_video, video_fps, target_fps)
     padded = max(0, min_frames - len(indices))
     return FramePlan(tuple(indices) + (indices[-1],) * padded, padded=padded)
+
+
+def start_frame(num_frames_in_video: int, video_fps: float, start_seconds: float) -> int:
+    """Index of the first frame at or after `start_seconds`; ValueError when that is past the last frame."""
+    _check_count(num_frames_in_video)
+    first = math.ceil(start_seconds * video_fps - 1e-6) if start_seconds > 0 else 0
+    if start_seconds < 0 or first >= num_frames_in_video:
+        raise ValueError(
+            f"start {start_seconds:g} s is outside the video (0 to {num_frames_in_video / video_fps:.3f} s)"
+        )
+    return first
+
+
+def clip_plan(
+    num_frames_in_video: int, video_fps: float, frames: int | None, fps: float | None, start_seconds: float = 0.0
+) -> FramePlan:
+    """Frames from `start_seconds` on: every frame at `fps`, at most `frames` of them (one clip, as a model
+    trained at that rate saw it; a short rest is padded to `frames`), or without `fps` `frames` uniform
+    frames over the rest of the video. With `start_seconds` 0 and one of the two, `plan_frames`'s plan."""
+    first = start_frame(num_frames_in_video, video_fps, start_seconds)
+    rest = num_frames_in_video - first
+    if fps is not None:
+        plan = fps_plan(rest, video_fps, fps, min_frames=frames or 1)
+        if frames is not None:
+            plan = FramePlan(plan.indices[:frames], plan.padded)
+    elif frames is not None:
+        plan = uniform_plan(rest, frames)
+    else:
+        raise ValueError("give frames, fps or both")
+    return FramePlan(tuple(first + index for index in plan.indices), plan.padded)

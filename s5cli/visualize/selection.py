@@ -107,11 +107,13 @@ def encode_video(
     frames: int | None,
     fps: float | None,
     image_size: int,
+    start: float = 0.0,
     threads: int = 2,
     storage_dtype: str | None = "float16",
     report: ProgressReport | None = None,
 ) -> EncodedVideo:
-    """Sample T uniform frames (or every frame at `fps`), crop them to `image_size` and run the backbone.
+    """Sample frames from `start` seconds on (`clip_plan`: `frames` uniform frames, every frame at `fps`, or
+    with both a clip of `frames` frames at `fps`), crop them to `image_size` and run the backbone.
 
     Through the same code as `s5 extract` (`encode_clip`: decoder scaling, uint8 crops, batches,
     normalisation, float16 autocast on CUDA, rounding to `storage_dtype`), so the model scores exactly the
@@ -124,8 +126,14 @@ def encode_video(
     from s5cli.cli.console import print_warning
     from s5cli.data.decode import open_clip
     from s5cli.data.extract import BACKBONE_BATCH_FRAMES, encode_clip
+    from s5cli.data.sampling import clip_plan
 
     clip = open_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
+    last = (clip.info.num_frames - 1) / clip.info.fps  # when the last frame is shown
+    if not 0.0 <= start <= last:
+        raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
+                        "in seconds from 0 to that")
+    clip.plan = clip_plan(clip.info.num_frames, clip.info.fps, frames, fps, start)
     warning = clip.padding_warning()
     if warning:
         print_warning(warning)
@@ -211,16 +219,18 @@ def run_selection(
     fps: float | None,
     image_size: int,
     model_name: str,
+    start: float = 0.0,
     seed: int = 0,
     threads: int = 2,
     storage_dtype: str | None = "float16",
     report: ProgressReport | None = None,
 ) -> MaskSelection:
-    """Decode `video`, run backbone + S5 selection, and group the kept tokens by frame."""
+    """Decode `video` (frames as `encode_video` samples them), run backbone + S5 selection, and group the
+    kept tokens by frame."""
     # Checked before decoding where the backbone states its width: a film takes minutes to encode.
     _check_width(getattr(backbone, "dim", None), model)
-    encoded = encode_video(video, backbone, frames=frames, fps=fps, image_size=image_size, threads=threads,
-                           storage_dtype=storage_dtype, report=report)
+    encoded = encode_video(video, backbone, frames=frames, fps=fps, image_size=image_size, start=start,
+                           threads=threads, storage_dtype=storage_dtype, report=report)
     tokens = encoded.tokens
     _check_width(tokens.shape[-1], model)
     kept, scores = select_per_frame(model, tokens, seed)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from s5cli.data.sampling import fps_indices, fps_plan, uniform_indices, uniform_plan
+from s5cli.data.sampling import (
+    FramePlan,
+    clip_plan,
+    fps_indices,
+    fps_plan,
+    start_frame,
+    uniform_indices,
+    uniform_plan,
+)
 
 
 def test_uniform_picks_segment_centres():
@@ -56,3 +64,29 @@ def test_fps_plan_pads_to_a_full_window():
 def test_uniform_rejects_empty_requests(bad):
     with pytest.raises(ValueError):
         uniform_indices(*bad)
+
+
+def test_clip_plan_from_the_start_is_the_whole_video_plan() -> None:
+    assert clip_plan(250, 25.0, None, 1.0) == fps_plan(250, 25.0, 1.0)
+    assert clip_plan(250, 25.0, 16, None) == uniform_plan(250, 16)
+
+
+def test_clip_plan_takes_a_clip_at_the_rate_from_the_start_time() -> None:
+    # 100 s at 25 fps; a 60-frame clip at 1 fps from 30 s: frames 750, 775, ..., 750 + 59 * 25
+    plan = clip_plan(2500, 25.0, 60, 1.0, start_seconds=30.0)
+    assert plan == FramePlan(tuple(750 + 25 * k for k in range(60)))
+    # near the end the clip is padded with its last frame, and says so
+    assert clip_plan(2500, 25.0, 4, 1.0, start_seconds=98.0) == FramePlan((2450, 2475, 2475, 2475), padded=2)
+    # uniform frames cover what follows the start
+    assert clip_plan(100, 10.0, 2, None, start_seconds=5.0) == FramePlan((62, 87))  # centres of 50-74, 75-99
+
+
+@pytest.mark.parametrize(("seconds", "first"), [(0.0, 0), (1.0, 30), (0.9676, 29), (3.97, 119)])
+def test_start_frame_is_the_first_frame_at_or_after_the_time(seconds: float, first: int) -> None:
+    assert start_frame(120, 30000 / 1001, seconds) == first
+
+
+@pytest.mark.parametrize("seconds", [-1.0, 3.99, 10.0])
+def test_a_start_outside_the_video_is_refused(seconds: float) -> None:
+    with pytest.raises(ValueError, match="outside the video"):
+        start_frame(120, 30000 / 1001, seconds)

