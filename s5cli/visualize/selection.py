@@ -123,9 +123,37 @@ def encode_video(
     import numpy as np
     import torch
 
+    from s5cli.data.extract import BACKBONE_BATCH_FRAMES, encode_clip
+
+    clip = _open_sampled(video, frames, fps, start, image_size, threads)
+    total = len(clip.plan)
+    pixels = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
+    encoded = 0
+
+    def keep_crops(row: int, crops: torch.Tensor) -> None:
+        pixels[row : row + crops.shape[0]] = crops.permute(0, 2, 3, 1).numpy()
+        if report is not None:
+            report("decode", row + crops.shape[0], total)
+
+    def batch_done() -> None:
+        nonlocal encoded
+        encoded = min(total, encoded + BACKBONE_BATCH_FRAMES)
+        if report is not None:
+            report("backbone", encoded, total)
+
+    dtype = getattr(torch, storage_dtype) if storage_dtype else None
+    tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
+    times = [index / clip.info.fps for index in clip.plan.indices]
+    return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
+
+
+def _open_sampled(
+    video: str | os.PathLike[str], frames: int | None, fps: float | None, start: float, image_size: int, threads: int
+):
+    """The video opened for the backbone with `clip_plan`'s frames; warns about padding and repeated frames
+    before any decoding. UserError for an unreadable video or a start past its last frame."""
     from s5cli.cli.console import print_warning
     from s5cli.data.decode import open_clip
-    from s5cli.data.extract import BACKBONE_BATCH_FRAMES, encode_clip
     from s5cli.data.sampling import clip_plan
 
     clip = open_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
@@ -138,28 +166,9 @@ def encode_video(
     if warning:
         print_warning(warning)
     if fps is not None and fps > clip.info.fps:
-        # Said before the backbone and the model run on the repeated frames.
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
-    total = len(clip.plan)
-    pixels = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
-    encoded = 0
-
-    def keep_crops(start: int, crops: torch.Tensor) -> None:
-        pixels[start : start + crops.shape[0]] = crops.permute(0, 2, 3, 1).numpy()
-        if report is not None:
-            report("decode", start + crops.shape[0], total)
-
-    def batch_done() -> None:
-        nonlocal encoded
-        encoded = min(total, encoded + BACKBONE_BATCH_FRAMES)
-        if report is not None:
-            report("backbone", encoded, total)
-
-    dtype = getattr(torch, storage_dtype) if storage_dtype else None
-    tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
-    times = [index / clip.info.fps for index in clip.plan.indices]
-    return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
+    return clip
 
 
 def random_init_model(d_input: int, keep_ratio: float, seed: int = 0):
