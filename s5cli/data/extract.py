@@ -114,7 +114,7 @@ BACKBONE_BATCH_FRAMES = 32
 
 def encode_frames(
     backbone: nn.Module, images: torch.Tensor, batch_size: int = BACKBONE_BATCH_FRAMES,
-    dtype: torch.dtype | None = None, on_batch: Callable[[], None] | None = None,
+    dtype: torch.dtype | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens: `encode_frame_chunks` of one chunk, all the frames."""
     return encode_frame_chunks(backbone, [images], images.shape[0], batch_size, dtype, on_batch)
@@ -122,7 +122,7 @@ def encode_frames(
 
 def encode_frame_chunks(
     backbone: nn.Module, chunks: Iterable[torch.Tensor], count: int, batch_size: int = BACKBONE_BATCH_FRAMES,
-    dtype: torch.dtype | None = None, on_batch: Callable[[], None] | None = None,
+    dtype: torch.dtype | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """`count` frames, arriving as `(n, 3, S, S)` chunks -> `(count, tokens, D)` tokens (float32, or `dtype`).
 
@@ -132,7 +132,7 @@ def encode_frame_chunks(
     extraction decodes) are normalised a batch at a time with the backbone's `mean`/`std`, on its device: a
     quarter of the memory and of the copy to a GPU. With `dtype` (the cache's), each batch is rounded as
     it is written: a whole video's float32 tokens never exist, and the numbers are those of rounding them
-    afterwards. `on_batch` is called after each batch (a progress bar).
+    afterwards. `on_batch(frames)` is called after each batch with its number of frames (a progress bar).
     """
     import torch
 
@@ -154,7 +154,7 @@ def encode_frame_chunks(
         with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
             tokens = backbone(chunk)
         if on_batch is not None:
-            on_batch()
+            on_batch(stop - start)
         return tokens
 
     # A film's tokens run to gigabytes: each batch goes straight into the one output (fill_in_chunks).
@@ -213,7 +213,7 @@ def _crops(clip: OpenedClip, image_size: int) -> Iterator[torch.Tensor]:
 
 def encode_clip(
     clip: OpenedClip, backbone: nn.Module, image_size: int, dtype: torch.dtype | None = None,
-    on_batch: Callable[[], None] | None = None, on_crops: Callable[[int, torch.Tensor], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, on_crops: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """An opened clip's `(T, tokens, D)` tokens (`encode_frame_chunks`), its crops decoded in a background
     thread at most two chunks ahead of the backbone: decoding and the backbone overlap, and a film's
@@ -340,7 +340,7 @@ def extract_records(
 FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many backbone batches up
 
 
-def _video_frames_bar(progress: Any, header: _VideoHeader, batch_size: int) -> Callable[[], None] | None:
+def _video_frames_bar(progress: Any, header: _VideoHeader, batch_size: int) -> Callable[[int], None] | None:
     """For a long video, the second row of `_progress` over its frames, shown and reset; the callback that
     advances it after each backbone batch. A 2-hour film is one step of the videos bar for minutes."""
     if progress is None:
@@ -350,13 +350,7 @@ def _video_frames_bar(progress: Any, header: _VideoHeader, batch_size: int) -> C
         progress.update(row, visible=False)
         return None
     progress.reset(row, total=header.frames, description=f"  {header.record.video_id}", visible=True)
-    done = [0]
-
-    def advance() -> None:
-        done[0] = min(header.frames, done[0] + batch_size)
-        progress.update(row, completed=done[0])
-
-    return advance
+    return lambda frames: progress.advance(row, frames)
 
 
 def _progress(total: int, description: str):
@@ -491,7 +485,8 @@ def load_video_tokens(
     batches = -(-frames // BACKBONE_BATCH_FRAMES)
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
     try:
-        tokens = encode_clip(clip, backbone, settings.image_size, settings.torch_dtype, on_batch=progress.advance)
+        tokens = encode_clip(clip, backbone, settings.image_size, settings.torch_dtype,
+                             on_batch=lambda _frames: progress.advance())  # the bar counts batches
     finally:
         progress.close()
     return tokens.to(device)

@@ -127,7 +127,7 @@ def encode_video(
     import numpy as np
     import torch
 
-    from s5cli.data.extract import BACKBONE_BATCH_FRAMES, encode_clip
+    from s5cli.data.extract import encode_clip
 
     clip = _open_sampled(video, frames, fps, start, image_size, threads, clip_frames)
     total = len(clip.plan)
@@ -139,9 +139,9 @@ def encode_video(
         if report is not None:
             report("decode", row + crops.shape[0], total)
 
-    def batch_done() -> None:
+    def batch_done(batch_frames: int) -> None:
         nonlocal encoded
-        encoded = min(total, encoded + BACKBONE_BATCH_FRAMES)
+        encoded += batch_frames
         if report is not None:
             report("backbone", encoded, total)
 
