@@ -38,6 +38,7 @@ def result_row(measurement: Measurement) -> dict[str, Any]:
         "reason": measurement.reason,
         "seconds": stats,
         "times": list(times),
+        "process_medians": list(measurement.process_medians),
         "warmup_seconds": list(measurement.warmup_times),
         "clips_per_s": w.batch / stats["median"] if complete else None,
         "tokens_per_s": w.batch * w.tokens / stats["median"] if complete else None,

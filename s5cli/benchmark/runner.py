@@ -4,6 +4,11 @@ Why this shape: each model lives in its own process (honest peak memory); all mo
 built and warmed up first, then step r runs the models in an order rotated by r, so a burst of load on a
 shared machine hits every model alike and the ratios stay fair; last, a fresh process per model measures
 its peak memory alone (why a separate process: see worker.py). The parent never imports torch.
+With `processes` > 1 the timing is repeated in that many sets of fresh workers and the steps of all sets
+are pooled: a process's speed also depends on its own history (glibc's dynamic mmap threshold decides
+which buffers fault their pages in again every step), so one process per model samples that luck once.
+On this project's 2-core VM, S4's median step at 60 x 50 x 768 was 76-108 ms over six fresh processes but
+93-100 ms over six batches of steps in one process (`benchmarks/process_spread.py`; the spread comes and goes).
 A step that runs past the time budget, a worker whose memory passes the memory budget (watched from
 here, so a runaway step is stopped before it takes the machine down), a worker the OS kills, or a
 CUDA/CPU out-of-memory error all mark that model "over budget"; the other models go on.
@@ -24,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from s5cli.benchmark.measure import format_bytes, read_vm_status
+from s5cli.benchmark.measure import format_bytes, read_vm_status, summarize
 from s5cli.benchmark.workload import Workload
 
 OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
@@ -47,6 +52,7 @@ class Measurement:
     memory_peaks: list[int] = field(default_factory=list)  # steps of the separate memory run (the reported figure)
     memory_info: dict[str, Any] = field(default_factory=dict)  # the memory run's "built" event (allocator settings)
     info: dict[str, Any] = field(default_factory=dict)  # params, baseline_bytes, memory_method, threads, ...
+    process_medians: list[float] = field(default_factory=list)  # median step of each timing process, in order
 
     def fail(self, status: str, reason: str) -> None:
         """Mark this measurement as not completed (keeps what was measured before)."""
@@ -56,8 +62,9 @@ class Measurement:
 class _Worker:
     """A running worker process with a line queue fed by a reader thread (so reads can time out)."""
 
-    def __init__(self, workload: Workload, memory_budget: int | None):
-        self.measurement = Measurement(workload)
+    def __init__(self, workload: Workload, memory_budget: int | None, measurement: Measurement | None = None):
+        # A timing worker adds its steps to the model's one Measurement, which outlives it (`processes`).
+        self.measurement = measurement if measurement is not None else Measurement(workload)
         self.memory_budget = memory_budget
         command = [sys.executable, "-m", "s5cli.benchmark.worker", "--serve", "--workload",
                    json.dumps(workload.to_json())]
@@ -170,21 +177,46 @@ def run_group(
     workloads: Sequence[Workload],
     repeat: int,
     *,
+    processes: int = 1,
     time_budget: float | None = None,
     memory_budget: int | None = None,
     progress: Progress | None = None,
 ) -> list[Measurement]:
-    """Measure the workloads together: build + warm up each in turn, then `repeat` rounds in rotating order."""
+    """Measure the workloads together: `processes` times, fresh workers built and warmed up in turn, then
+    `repeat` rounds in rotating order; the steps of all sets are pooled. Then one memory run per model."""
     say = progress or (lambda _message: None)
+    measurements = [Measurement(replace(workload, memory_budget=memory_budget)) for workload in workloads]
+    for set_index in range(processes):
+        active = [m for m in measurements if m.status == OK]
+        if not active:
+            break
+        label = f"process {set_index + 1}/{processes}: " if processes > 1 else ""
+        _time_in_fresh_workers(active, repeat, set_index * repeat, time_budget, memory_budget,
+                               lambda message, label=label: say(label + message))
+    for measurement in measurements:
+        if measurement.status == OK:
+            _measure_memory(measurement, time_budget, memory_budget, say)
+    for measurement in measurements:
+        if measurement.status != OK:
+            w = measurement.workload
+            say(f"{w.label} {w.mode} {w.frames}f: {measurement.status} ({measurement.reason})")
+    return measurements
+
+
+def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, first_round: int,
+                           time_budget: float | None, memory_budget: int | None, say: Progress) -> None:
+    """One worker per measurement: build and warm up each, then `repeat` rounds rotated by the round's
+    number (counted from `first_round`, so later sets keep rotating); every worker is ended on return."""
     workers: list[_Worker] = []
     try:
-        for workload in workloads:
-            worker = _Worker(replace(workload, memory_budget=memory_budget), memory_budget)
+        for measurement in measurements:
+            worker = _Worker(measurement.workload, memory_budget, measurement)
             workers.append(worker)
             _start(worker, time_budget, say)
         alive = [w for w in workers if w.alive]
+        counts = {id(w): len(w.measurement.times) for w in workers}
         for round_index in range(repeat):
-            shift = round_index % len(alive) if alive else 0
+            shift = (first_round + round_index) % len(alive) if alive else 0
             timings = []
             for worker in alive[shift:] + alive[:shift]:
                 if not worker.alive:
@@ -197,19 +229,14 @@ def run_group(
                     timings.append(f"{worker.measurement.workload.label} {event['seconds']:.3g} s")
             say(f"round {round_index + 1}/{repeat}: {', '.join(timings) or 'no model left'}")
         for worker in workers:
+            own = worker.measurement.times[counts[id(worker)]:]
+            if worker.alive and own:
+                worker.measurement.process_medians.append(summarize(own)["median"])
             if worker.alive:
                 worker.quit()
     finally:
         for worker in workers:
             worker.kill()
-    for worker in workers:
-        if worker.alive:
-            _measure_memory(worker, time_budget, memory_budget, say)
-    for worker in workers:
-        if not worker.alive:
-            w = worker.measurement.workload
-            say(f"{w.label} {w.mode} {w.frames}f: {worker.measurement.status} ({worker.measurement.reason})")
-    return [worker.measurement for worker in workers]
 
 
 def memory_run_steps(mode: str) -> int:
@@ -217,12 +244,12 @@ def memory_run_steps(mode: str) -> int:
     return 2 if mode == "train" else 1
 
 
-def _measure_memory(timed: _Worker, time_budget: float | None, memory_budget: int | None, say: Progress) -> None:
+def _measure_memory(measurement: Measurement, time_budget: float | None, memory_budget: int | None,
+                    say: Progress) -> None:
     """Peak memory of one model from a fresh process that only measures memory (why: see worker.py).
 
     Run after every model's timed steps and one model at a time, so no other worker competes for memory.
     """
-    measurement = timed.measurement
     worker = _Worker(replace(measurement.workload, memory_budget=memory_budget, memory_run=True), memory_budget)
     try:
         built = worker.wait("built", BUILD_TIMEOUT_S)
@@ -276,6 +303,7 @@ def iter_sweep(
     frames: Sequence[int],
     repeat: int,
     *,
+    processes: int = 1,
     time_budget: float | None = None,
     memory_budget: int | None = None,
     progress: Progress | None = None,
@@ -296,8 +324,8 @@ def iter_sweep(
                 group.append(replace(workload, frames=count))
         if progress is not None:
             progress(f"sweep: {count} frames")
-        for measurement in run_group(group, repeat, time_budget=time_budget, memory_budget=memory_budget,
-                                     progress=progress):
+        for measurement in run_group(group, repeat, processes=processes, time_budget=time_budget,
+                                     memory_budget=memory_budget, progress=progress):
             if measurement.status == OVER_BUDGET:
                 exceeded[(measurement.workload.label, measurement.workload.mode)] = count
             results.append(measurement)

@@ -41,6 +41,10 @@ def benchmark(
         None, "--sweep", help="Comma-separated frame counts, e.g. 15,30,60,120,240,480 (replaces --frames)."),
     repeat: int | None = typer.Option(None, "--repeat", help="Timed steps per model \\[default: 5; 3 in a sweep]."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps per model."),
+    processes: int = typer.Option(
+        1, "--processes", help="Fresh worker processes per model whose timed steps are pooled (each builds, "
+        "warms up and times --repeat steps). A process's speed depends on its own allocator history, so 3 "
+        "gives steadier ratios than 1 at the cost of more start-ups."),
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads per model \\[default: torch's default, all cores]. On a machine "
         "shared with other work, --threads 1 gives far steadier timings."),
@@ -76,6 +80,8 @@ def benchmark(
     _check_sizes(frame_counts, tokens_per_frame, dim, batch, keep_ratio, warmup, repeat)
     if threads is not None and threads < 1:
         raise UserError("--threads must be at least 1")
+    if processes < 1:
+        raise UserError(f"--processes must be at least 1, got {processes}")
     if stage not in ("model", "kernel"):
         raise UserError(f"--stage must be 'model' or 'kernel', got {stage!r}")
     if plot_path is not None:
@@ -88,6 +94,7 @@ def benchmark(
             "--compare": compare != "vit,s4", "--mode": mode != "both", "--time-budget": time_budget is not None,
             "--memory-budget": memory_budget is not None, "--warmup": warmup != 1, "--keep-ratio": keep_ratio != 0.5,
             "--amp/--no-amp": amp is not None, "--sweep (several lengths)": len(frame_counts) > 1,
+            "--processes": processes != 1,
         }
         if any(model_only.values()):
             given = ", ".join(name for name, set_ in model_only.items() if set_)
@@ -121,13 +128,15 @@ def benchmark(
     settings = {
         "frames": frame_counts if sweep else frames, "tokens_per_frame": tokens_per_frame, "dim": dim,
         "batch": batch, "keep_ratio": keep_ratio, "models": labels, "modes": modes, "device": torch_device,
-        "amp": amp, "repeat": repeat, "warmup": warmup, "threads": threads, "seed": seed, "sweep": bool(sweep),
+        "amp": amp, "repeat": repeat, "processes": processes, "warmup": warmup, "threads": threads, "seed": seed,
+        "sweep": bool(sweep),
         "time_budget_s": time_budget, "memory_budget_bytes": budget_bytes,
     }
     stderr.print(
         f"[bold]s5 benchmark[/] on {torch_device}: frames {','.join(map(str, frame_counts))}, "
         f"{tokens_per_frame} tokens/frame, dim {dim}, batch {batch}, keep ratio {keep_ratio}, "
         f"models {', '.join(labels)}, modes {', '.join(modes)}, {warmup} warm-up + {repeat} timed steps"
+        + (f" in each of {processes} processes per model" if processes > 1 else "")
         + (f", {threads} thread(s) per model" if threads else "")
         + (f", time budget {time_budget:g} s/step" if time_budget else "")
         + (f", memory budget {format_bytes(budget_bytes)}/model" if budget_bytes else ""))
@@ -146,12 +155,12 @@ def benchmark(
                              dim=dim, batch=batch, keep_ratio=keep_ratio, device=torch_device, amp=amp, seed=seed,
                              warmup=warmup, threads=threads) for label in labels]
             if sweep:  # group by group: Ctrl-C keeps the lengths already measured
-                for group in iter_sweep(base, frame_counts, repeat, time_budget=time_budget,
+                for group in iter_sweep(base, frame_counts, repeat, processes=processes, time_budget=time_budget,
                                         memory_budget=budget_bytes, progress=progress):
                     measurements += group
             else:
-                measurements += run_group(base, repeat, time_budget=time_budget, memory_budget=budget_bytes,
-                                          progress=progress)
+                measurements += run_group(base, repeat, processes=processes, time_budget=time_budget,
+                                          memory_budget=budget_bytes, progress=progress)
     except KeyboardInterrupt:
         if not measurements:
             raise

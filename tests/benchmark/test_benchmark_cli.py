@@ -35,12 +35,13 @@ def test_json_has_schema_settings_and_one_row_per_model_and_mode(tiny_report: di
     assert {"settings", "machine", "results", "ratios", "slopes", "targets"} <= set(tiny_report)
     settings = tiny_report["settings"]
     assert (settings["tokens_per_frame"], settings["dim"], settings["batch"]) == (6, 16, 2)
-    assert settings["threads"] == 1
+    assert settings["threads"] == 1 and settings["processes"] == 1
     pairs = {(r["model"], r["mode"]) for r in tiny_report["results"]}
     assert pairs == {(m, mode) for m in ("s5", "transformer", "s4") for mode in ("infer", "train")}
     for row in tiny_report["results"]:
         assert row["status"] == "ok", row
         assert len(row["times"]) == 2 and all(t > 0 for t in row["times"])
+        assert row["process_medians"] == [row["seconds"]["median"]]  # one process: its median is the row's
         assert row["seconds"]["q1"] <= row["seconds"]["median"] <= row["seconds"]["q3"]
         assert row["peak_memory_bytes"] > 0
         assert row["params"] > 0
@@ -186,6 +187,8 @@ def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> N
         (["--memory-budget", "lots"], "--memory-budget"),
         (["--sweep", "a,b"], "--sweep"),
         (["--threads", "0"], "--threads"),
+        (["--processes", "0"], "--processes must be at least 1"),
+        (["--stage", "kernel", "--processes", "2"], "drop --processes"),
         (["--stage", "kernel", "--plot", "x.png"], "--plot"),
         (["--stage", "kernel", "--compare", "s4", "--mode", "infer"], "drop --compare, --mode"),
         (["--memory-budget", "0"], "must be more than 0"),

@@ -80,6 +80,27 @@ def test_group_rounds_give_every_model_all_repeats() -> None:
     assert all(m.status == OK and len(m.times) == 3 and len(m.peaks) == 3 for m in results)
 
 
+def test_processes_pool_the_steps_of_fresh_workers() -> None:
+    results = run_group([_tiny("s5"), _tiny("s4")], repeat=2, processes=3)
+    for measurement in results:
+        assert measurement.status == OK
+        assert len(measurement.times) == 6 and len(measurement.peaks) == 6  # 3 processes x 2 steps, pooled
+        assert len(measurement.warmup_times) == 3  # every process was new: each warmed up once
+        assert len(measurement.process_medians) == 3
+        for index, median in enumerate(measurement.process_medians):
+            assert median == summarize(measurement.times[2 * index : 2 * index + 2])["median"]
+        assert len(measurement.memory_peaks) == 1  # one memory run per model, whatever the processes
+        assert result_row(measurement)["process_medians"] == measurement.process_medians
+    assert child_pids() == []
+
+
+def test_a_model_over_budget_is_not_started_again_by_later_processes() -> None:
+    results = run_group([_tiny("s4")], repeat=1, processes=3, time_budget=1e-6)
+    assert results[0].status == OVER_BUDGET
+    assert results[0].warmup_times == [] and results[0].process_medians == []  # stopped in its first warm-up
+    assert child_pids() == []
+
+
 def _measurement(label: str, median: float, peak: int, frames: int = 60) -> Measurement:
     m = Measurement(Workload(label=label, mode="infer", frames=frames, tokens_per_frame=10, dim=16, batch=2))
     m.times, m.peaks = [median * 0.9, median, median * 1.1], [peak, peak // 2, peak // 3]
