@@ -32,6 +32,20 @@ class CorruptCacheEntry(FileNotFoundError):
     """A cache file that exists but cannot be read; callers treat it like a missing entry."""
 
 
+def check_storage_dtype(name: str) -> None:
+    """UserError unless `name` is a dtype the cache stores tokens in."""
+    if name not in DTYPES:
+        raise UserError(f"data.cache_dtype={name!r} is not supported: use one of {', '.join(DTYPES)}")
+
+
+def storage_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a `data.cache_dtype` name; visualize-mask rounds its tokens to it as the cache does."""
+    import torch
+
+    check_storage_dtype(name)
+    return getattr(torch, name)
+
+
 @dataclass(frozen=True)
 class ExtractionSettings:
     """Everything that changes the cached tokens; `key()` names the cache folder."""
@@ -44,17 +58,12 @@ class ExtractionSettings:
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise UserError(
-                f"data.cache_dtype={self.dtype!r} is not supported: use one of {', '.join(DTYPES)}"
-            )
+        check_storage_dtype(self.dtype)
 
     @property
     def torch_dtype(self) -> torch.dtype:
         """The torch dtype tokens are stored in (`dtype` names it)."""
-        import torch
-
-        return getattr(torch, self.dtype)
+        return storage_dtype(self.dtype)
 
     def key(self) -> str:
         """Short stable hash of all fields (and the file format): any change gives a new key."""

@@ -257,6 +257,14 @@ class OpenedClip:
             f"{len(self.plan)}; repeating the last frame {self.plan.padded} times"
         )
 
+    def warn_if_padded(self) -> None:
+        """Print `padding_warning` when there is one (callers that print it at once; extraction defers it)."""
+        warning = self.padding_warning()
+        if warning:
+            from s5cli.cli.console import print_warning
+
+            print_warning(warning)
+
 
 def open_clip(
     path: str | os.PathLike[str],
@@ -310,11 +318,8 @@ def decode_clip(
     is too short and its last frame is repeated. For long videos, `open_clip(...).chunks` instead."""
     clip = open_clip(path, frames, fps, num_threads, min_frames, shorter_side)
     array = clip.read(clip.plan.indices)
-    warning = clip.padding_warning()
-    if warn and warning:
-        from s5cli.cli.console import print_warning
-
-        print_warning(warning)
+    if warn:
+        clip.warn_if_padded()
     return DecodedClip(frames=array, plan=clip.plan, info=clip.info)
 
 

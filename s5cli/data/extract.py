@@ -476,11 +476,7 @@ def load_video_tokens(
     if backbone is None:
         backbone = load_backbone(settings, device)
     clip = _open_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
-    warning = clip.padding_warning()
-    if warning:
-        from s5cli.cli.console import print_warning
-
-        print_warning(warning)
+    clip.warn_if_padded()
     frames = len(clip.plan)
     batches = -(-frames // BACKBONE_BATCH_FRAMES)
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)

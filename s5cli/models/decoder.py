@@ -102,8 +102,11 @@ class TemporalS4Decoder(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, L, d_input) → (B, feature_dim)."""
-        x = self.encoder(x)
-        for block in self.blocks:
+        return self._blocks_from(0, self.encoder(x))
+
+    def _blocks_from(self, first: int, x: Tensor) -> Tensor:
+        """Blocks `first`, `first` + 1, … on x, then the mean over the sequence."""
+        for block in self.blocks[first:]:
             x = block(x)
         return x.mean(dim=1)
 
@@ -116,10 +119,7 @@ class TemporalS4Decoder(nn.Module):
         if torch.is_grad_enabled() or not isinstance(self.encoder, nn.Identity):
             # Autograd would keep the gathered copy anyway; an input projection makes a new tensor anyway.
             return self(take_tokens(tokens, indices))
-        x = self.blocks[0].forward_gathered(tokens, indices)
-        for block in self.blocks[1:]:
-            x = block(x)
-        return x.mean(dim=1)
+        return self._blocks_from(1, self.blocks[0].forward_gathered(tokens, indices))
 
 
 class ViS4mer(nn.Module):

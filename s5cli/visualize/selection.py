@@ -141,8 +141,8 @@ def encode_video(
     `trained`: how the model's training clips were sampled (a much longer `fps` plan is warned about).
     """
     import numpy as np
-    import torch
 
+    from s5cli.data.cache import storage_dtype as cached_dtype
     from s5cli.data.extract import encode_clip
 
     clip = _open_sampled(video, frames, fps, start, image_size, threads, trained)
@@ -161,7 +161,7 @@ def encode_video(
         if report is not None:
             report("backbone", encoded, total)
 
-    dtype = getattr(torch, storage_dtype) if storage_dtype else None
+    dtype = cached_dtype(storage_dtype) if storage_dtype else None
     tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
     times = [index / clip.info.fps for index in clip.plan.indices]
     return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
@@ -184,9 +184,7 @@ def _open_sampled(
         raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
                         "in seconds from 0 to that")
     clip.plan = clip_plan(clip.info.num_frames, clip.info.fps, frames, fps, start)
-    warning = clip.padding_warning()
-    if warning:
-        print_warning(warning)
+    clip.warn_if_padded()
     if fps is not None and fps > clip.info.fps:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
