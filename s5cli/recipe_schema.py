@@ -135,8 +135,9 @@ class DataSection:
     backbone_weights: str | None = None  # local .safetensors or Hugging Face Hub id
     cache_dtype: str = knob("float16", Rule(choices=("float16", "bfloat16", "float32")))
     decode_threads: int = knob(2, AT_LEAST_1)
-    # Processes that load evaluation windows ahead of the model (results do not depend on it). Training
-    # clips load in the training process: their random starts come from the seeded RNG the model also uses.
+    # Processes that load training clips and evaluation windows ahead of the model (0: the training
+    # process loads them). Results do not depend on it: a clip's start comes from its own (seed, epoch,
+    # video) generator (TokenDataset.training_clip).
     num_workers: int = knob(0, NON_NEGATIVE)
     val_fraction: float = knob(0.0, PROPER_FRACTION)  # Breakfast/COIN: hold out this share of train as val
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)

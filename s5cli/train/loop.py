@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from s5cli.data.datasets.base import SampleBatch
 from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.io import atomic_write_text
 from s5cli.train import checkpoint as ckpt
@@ -211,6 +213,7 @@ def train(setup: TrainSetup) -> dict:
     }
     last_metrics: dict = {}
     last_good: Path | None = resume_from
+    clips: Iterator[SampleBatch] | None = None
 
     def save(tag_metrics: dict | None) -> Path:
         nonlocal last_good
@@ -236,12 +239,14 @@ def train(setup: TrainSetup) -> dict:
                 break
             batches = _epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
             start_batch = state.batch_in_epoch if epoch == state.epoch else 0
+            micro = [_micro_batches(batch, tcfg.accumulate) for batch in batches[start_batch:]]
+            clips = _clip_batches(setup, epoch, micro)
             for b_index in range(start_batch, len(batches)):
                 tick = time.perf_counter()
                 _set_progress(module, state.step / max(1, total_steps))
                 optimizer.zero_grad(set_to_none=True)
                 try:
-                    loss_value = _backward_batch(setup, module, scaler, batches[b_index], tcfg.accumulate)
+                    loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
                 except _NonFiniteLoss as error:
                     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                     raise RunFailure(
@@ -298,6 +303,7 @@ def train(setup: TrainSetup) -> dict:
             elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
                 save(None)
     finally:
+        clips = None  # the last reference: a DataLoader's worker processes end with it
         progress.close()
         log.close()
         if previous_handler is not None:
@@ -311,22 +317,22 @@ class _NonFiniteLoss(Exception):
         self.value = value
 
 
-def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, indices: list[int], accumulate: int) -> float:
-    """Forward + backward of one batch in `accumulate` micro-batches; returns the batch's mean loss.
+def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterator[SampleBatch],
+                    micro: list[list[int]]) -> float:
+    """Forward + backward of one batch, its micro-batches `micro` read in turn from `clips`; returns the
+    batch's mean loss.
 
     Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradients are those
     of the whole batch's mean. Under DDP gradients are averaged over ranks once, at the last micro-batch.
     A non-finite loss raises `_NonFiniteLoss` before its backward pass.
     """
-    from s5cli.data.datasets.base import collate_samples
-
-    micro = _micro_batches(indices, accumulate)
+    size = sum(len(part) for part in micro)
     total = 0.0
     for m_index, part in enumerate(micro):
-        share = len(part) / len(indices)
+        share = len(part) / size
         syncs = not setup.ctx.distributed or m_index == len(micro) - 1
         with contextlib.nullcontext() if syncs else module.no_sync():
-            batch = collate_samples([setup.train_set[i] for i in part])
+            batch = next(clips)
             with autocast(setup.ctx.device):
                 loss = _loss(setup, module, batch)
             if not torch.isfinite(loss.detach()):
@@ -334,6 +340,38 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, indices: list[
             scaler.scale(loss if share == 1.0 else loss * share).backward()
         total += float(loss.detach()) * share
     return total
+
+
+def _clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) -> Iterator[SampleBatch]:
+    """The epoch's micro-batches of training clips in order (`micro`: each batch's micro-batches of indices).
+
+    `data.num_workers` processes load them ahead of the model (0: here, when each is needed), as
+    evaluation does. The clips are the same either way: each comes from its own (seed, epoch, video)
+    generator (`TokenDataset.training_clip`).
+    """
+    from torch.utils.data import DataLoader
+
+    from s5cli.data.datasets.base import collate_samples
+
+    workers = setup.recipe.data.num_workers
+    loader = DataLoader(
+        setup.train_set.epoch_clips(setup.seed, epoch),
+        batch_sampler=[part for parts in micro for part in parts],
+        num_workers=workers,
+        collate_fn=collate_samples,
+        pin_memory=setup.ctx.device.type == "cuda",
+        worker_init_fn=_leave_ctrl_c_to_the_trainer if workers else None,
+        # A loader draws its workers' base seed when iterated, from the global RNG unless given a generator:
+        # that draw would shift the model's random numbers, and differently in a run resumed mid-epoch.
+        generator=torch.Generator().manual_seed(0),
+    )
+    return iter(loader)
+
+
+def _leave_ctrl_c_to_the_trainer(_worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C: the trainer saves a checkpoint and stops after the step, and a
+    worker killed by the same signal would fail the next batch before it could."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:

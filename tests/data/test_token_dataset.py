@@ -94,17 +94,33 @@ def test_training_mode_takes_random_clips_inside_the_video() -> None:
     cache = FakeCache({"a": 20})
     dataset = TokenDataset(records("a"), cache, frames=5, training=True)
     assert len(dataset) == 1
-    torch.manual_seed(0)
     starts = set()
-    for _ in range(60):
-        frames = frame_numbers(dataset[0].tokens)
+    for epoch in range(60):
+        frames = frame_numbers(dataset.training_clip(0, seed=0, epoch=epoch).tokens)
         assert frames == list(range(frames[0], frames[0] + 5))
         starts.add(frames[0])
-    assert starts <= set(range(16)) and len(starts) > 8
+    assert starts <= set(range(16)) and len(starts) > 8  # another clip nearly every epoch
+
+
+def test_a_training_clip_depends_on_seed_epoch_and_video_only() -> None:
+    """Not on torch's global RNG (which the model draws from) nor on the order clips are asked for: S5 and S4
+    see the same clips, and DataLoader workers load what the trainer would have."""
+    dataset = TokenDataset(records("a", "b", "c"), FakeCache({"a": 40, "b": 40, "c": 40}), frames=5, training=True)
+
+    def starts(seed: int, epoch: int, order: list[int]) -> dict[int, int]:
+        return {i: frame_numbers(dataset.training_clip(i, seed, epoch).tokens)[0] for i in order}
+
     torch.manual_seed(0)
-    first = [frame_numbers(dataset[0].tokens)[0] for _ in range(5)]
-    torch.manual_seed(0)
-    assert [frame_numbers(dataset[0].tokens)[0] for _ in range(5)] == first  # seeded
+    first = starts(7, 3, [0, 1, 2])
+    torch.manual_seed(123)
+    torch.rand(10)
+    assert starts(7, 3, [2, 0, 1]) == first
+    assert len({tuple(starts(seed, epoch, [0, 1, 2]).values()) for seed in range(3) for epoch in range(3)}) == 9
+    view = dataset.epoch_clips(seed=7, epoch=3)
+    assert len(view) == 3 and [frame_numbers(view[i].tokens)[0] for i in range(3)] == list(first.values())
+    loaded = list(DataLoader(view, batch_size=None, num_workers=2))  # other processes, the same clips
+    assert [frame_numbers(sample.tokens)[0] for sample in loaded] == list(first.values())
+    assert frame_numbers(dataset[1].tokens) == frame_numbers(dataset.training_clip(1, 0, 0).tokens)
 
 
 def test_whole_sequence_when_frames_is_none() -> None:
@@ -183,6 +199,5 @@ def test_feature_cache_windows_read_only_their_frames(tmp_path: Path, monkeypatc
     assert [s.tokens.tolist() for s in windows] == [whole[i : i + 4].float().tolist() for i in range(6)]
     assert reads == [slice(i, i + 4) for i in range(6)]
     reads.clear()
-    torch.manual_seed(0)
     clip = TokenDataset(records("a"), cache, frames=4, training=True)[0].tokens
     assert len(reads) == 1 and torch.equal(clip, whole[reads[0]].float())

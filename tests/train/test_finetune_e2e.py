@@ -240,3 +240,39 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert len(_losses(tmp_path / "run")) == 6 * 3
+
+
+def test_loader_workers_and_a_ctrl_c_mid_epoch_change_no_number(tmp_path: Path) -> None:
+    """Training clips come from per-video generators and the loader never draws from the model's RNG:
+    `data.num_workers=2`, interrupted mid-epoch and resumed, gives the losses of one uninterrupted,
+    in-process run (S5 with dropout, so the model's random numbers are in play)."""
+    shared = tmp_path / "shared"
+    s5 = {"train.epochs": 6, "model.dropout": 0.1}
+    base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
+    full = subprocess.run([*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "full"})],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    args = [*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2})]
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be interrupted; make it longer"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    from s5cli.train.checkpoint import checkpoint_dir
+
+    step = json.loads((checkpoint_dir(tmp_path / "cut") / "trainer_state.json").read_text())["trainer"]["step"]
+    resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full"), f"interrupted at step {step}"
+
+
+def _losses_if_any(metrics: Path) -> list[float]:
+    try:
+        return _losses(metrics.parent)
+    except (OSError, ValueError):
+        return []
+

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -282,8 +283,11 @@ class _Entry:
 class TokenDataset(Dataset):
     """Cached tokens of dataset records as `Sample`s.
 
-    training=True: one item per video; each access takes a random clip of `frames` consecutive cached frames
-    (the whole sequence when `frames` is None or the video is shorter, padded by repeating its last frame).
+    training=True: one item per video, a clip of `frames` consecutive cached frames at a random start (the
+    whole sequence when `frames` is None or the video is shorter, padded by repeating its last frame). The
+    start comes from the video's own generator for (seed, epoch) (`training_clip`, `epoch_clips`), never
+    from torch's global RNG: the clips do not depend on what the model draws (S5 and S4 see the same clips,
+    a resumed run the same as an uninterrupted one), and DataLoader workers can load them.
     training=False: one item per (video, window): windows of `frames` frames starting every `stride` frames
     (default: consecutive) and covering the video, the last one aligned to its end, so evaluation can
     average predictions over all windows of a video.
@@ -333,26 +337,62 @@ class TokenDataset(Dataset):
         return len(self._entries)
 
     def __getitem__(self, index: int) -> Sample:
+        """Evaluation: window `index`. Training: video `index`'s clip of epoch 0 for seed 0 (the trainer
+        reads `epoch_clips(seed, epoch)` instead)."""
+        if self.training:
+            return self.training_clip(index, seed=0, epoch=0)
         entry = self._entries[index]
-        video_id = entry.record.video_id
-        window = entry.window
         if self.frames is None:
-            tokens, _ = self.cache.load(video_id)
-        else:
-            if not entry.total_frames:  # training entries learn their length on first use (a header read)
-                entry.total_frames = _frame_count(self.cache, video_id)
-            total = entry.total_frames
-            if self.training:
-                # torch's global RNG, seeded by seed_everything, so runs repeat. The trainer loads clips in its
-                # own process: the model draws from the same RNG, and the order of draws is part of a run.
-                start = int(torch.randint(0, max(1, total - self.frames + 1), ()).item())
-                window = 0
-            else:
-                start = window_start(total, self.frames, window, self.stride)
-            tokens = fit_length(_load_frames(self.cache, video_id, start, start + self.frames), self.frames)
+            return self._sample(entry, self.cache.load(entry.record.video_id)[0])
+        start = window_start(self._total_frames(entry), self.frames, entry.window, self.stride)
+        return self._sample(entry, self._clip(entry, start))
+
+    def training_clip(self, index: int, seed: int, epoch: int) -> Sample:
+        """Video `index`'s training clip in `epoch` of a run seeded `seed`.
+
+        The start is drawn from numpy's generator seeded with (seed, epoch, index): the same clip whoever
+        asks, in whatever order and process, and another one every epoch.
+        """
+        if not self.training:
+            raise ValueError("training_clip needs a TokenDataset built with training=True")
+        entry = self._entries[index]
+        if self.frames is None:
+            return self._sample(entry, self.cache.load(entry.record.video_id)[0])
+        starts = max(1, self._total_frames(entry) - self.frames + 1)
+        rng = np.random.default_rng([seed % 2**64, epoch, index])  # SeedSequence mixes the three
+        return self._sample(entry, self._clip(entry, int(rng.integers(starts))))
+
+    def epoch_clips(self, seed: int, epoch: int) -> EpochClips:
+        """The training clips of one epoch as a dataset (item i = `training_clip(i, seed, epoch)`)."""
+        return EpochClips(self, seed, epoch)
+
+    def _total_frames(self, entry: _Entry) -> int:
+        if not entry.total_frames:  # training entries learn their length on first use (a header read)
+            entry.total_frames = _frame_count(self.cache, entry.record.video_id)
+        return entry.total_frames
+
+    def _clip(self, entry: _Entry, start: int) -> Tensor:
+        assert self.frames is not None
+        return fit_length(_load_frames(self.cache, entry.record.video_id, start, start + self.frames), self.frames)
+
+    def _sample(self, entry: _Entry, tokens: Tensor) -> Sample:
         if self.dtype is not None:
             tokens = tokens.to(self.dtype)
-        return Sample(tokens=tokens, label=entry.record.label, video_id=video_id, window=window)
+        return Sample(tokens=tokens, label=entry.record.label, video_id=entry.record.video_id, window=entry.window)
+
+
+class EpochClips(Dataset):
+    """One epoch's training clips of a `TokenDataset`: stateless, so a DataLoader's worker processes load
+    exactly the clips the training process would have."""
+
+    def __init__(self, dataset: TokenDataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset.training_clip(index, self.seed, self.epoch)
 
 
 def collate_samples(samples: Sequence[Sample]) -> SampleBatch:
