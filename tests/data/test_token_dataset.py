@@ -174,6 +174,27 @@ def test_collate_into_a_batch() -> None:
     assert int_batch.labels.dtype == torch.long
 
 
+def test_a_dataloader_pins_a_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DataLoader(pin_memory=True) pins what its batches' `pin_memory` returns; a dataclass without one would
+    reach the GPU copy unpinned. (Page-locked memory needs CUDA: the pinning itself is stood in for here.)"""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned: list[torch.Tensor] = []
+
+    def fake_pin(self: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        copy = self.clone()
+        pinned.append(copy)
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    dataset = TokenDataset(records("a", "b"), FakeCache({"a": 6, "b": 6}), frames=4)
+    batch = collate_samples([dataset[0], dataset[1]])
+    out = pin_memory(batch)
+    assert isinstance(out, type(batch)) and out.video_ids == batch.video_ids
+    assert [id(t) for t in pinned] == [id(out.tokens), id(out.labels), id(out.windows)]
+    assert torch.equal(out.tokens, batch.tokens) and torch.equal(out.labels, batch.labels)
+
+
 def test_bad_frames_is_user_error() -> None:
     with pytest.raises(UserError, match="frames"):
         TokenDataset(records("a"), FakeCache({"a": 3}), frames=0)
