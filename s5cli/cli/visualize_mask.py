@@ -96,19 +96,15 @@ def visualize_mask(
     if trained_size and image_size != int(trained_size):
         # Allowed (the patch grid just grows), but the model then judges patches at a scale it never saw.
         print_warning(f"--size {image_size} differs from the checkpoint's image size {trained_size}: selections may differ")
+    trained = _trained_clips(data)
     if fps is None and frames is None:
-        frames, fps = _trained_sampling(data)
+        # What the checkpoint saw: one clip at data.fps when it was trained at a fixed rate, so the guide reads
+        # its tokens at the spacing it learned; else its (or 60) uniform frames.
+        frames, fps = (trained.frames, trained.fps) if trained else (DEFAULT_FRAMES, None)
     _run(
         video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, start,
-        keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+        trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
     )
-
-
-def _trained_sampling(data: dict) -> tuple[int, float | None]:
-    """(frames, fps) of the clips the checkpoint saw: one clip at data.fps when it was trained at a fixed
-    rate, so the guide reads its tokens at the spacing it learned; else its (or 60) uniform frames."""
-    trained = _trained_clips(data)
-    return (trained.frames, trained.fps) if trained else (DEFAULT_FRAMES, None)
 
 
 def _trained_clips(data: dict) -> TrainedClips | None:
@@ -147,7 +143,7 @@ def _load_model(checkpoint: str | None, random_init: bool, revision: str | None)
 
 def _run(
     video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps, start,
-    keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+    trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -180,7 +176,7 @@ def _run(
         selection = run_selection(
             video, model, extractor, frames=frames, fps=fps, image_size=image_size, model_name=model_name,
             start=start, seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
-            report=report, trained=_trained_clips(data),
+            report=report, trained=trained,
         )
         rendered = render_selection(selection, style, report)
         rate = playback_fps or fps or _real_time_rate(selection)
