@@ -8,9 +8,13 @@ from typing import Any
 
 import typer
 
-# Defaults on a CPU: sized so that `s5 benchmark` (3 models, inference and training) ends in about two
-# minutes on 2 cores. On CUDA the default is the paper's LVU setting: 60 frames x 197 ViT-L tokens x 1024-d.
-CPU_TOKENS_PER_FRAME, CPU_DIM = 50, 256
+# Defaults on a CPU: the token grid of ViT-B/32 at 224 px (7 x 7 patches + CLS = 50 tokens of 768-d, as
+# CLIP ViT-B/32 gives), the widest standard ViT whose full default run (3 models, inference and training)
+# ends in about two minutes on 2 cores (104-116 s on this project's VM; 1024-d, ViT-L/32's grid, 150 s).
+# The width was 256 until 2026-11-30, a width no backbone produces: there S5's fixed selection cost (the guide
+# and mask generator read every token) is a third of S4's step, and the ratio vs S4 measured 1.0-1.5x
+# (benchmarks/README.md). On CUDA the default is the paper's LVU setting: 60 frames x 197 ViT-L tokens x 1024-d.
+CPU_TOKENS_PER_FRAME, CPU_DIM = 50, 768
 PAPER_TOKENS_PER_FRAME, PAPER_DIM = 197, 1024
 SWEEP_TIME_BUDGET_S = 60.0
 

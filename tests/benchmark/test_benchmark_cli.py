@@ -233,4 +233,4 @@ def test_help_shows_the_cpu_and_cuda_default_sizes() -> None:
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "[default: 50 on CPU, 197 on CUDA]" in text  # brackets escaped, not eaten as Rich markup
-    assert "[default: 256 on CPU, 1024 on CUDA]" in text
+    assert "[default: 768 on CPU, 1024 on CUDA]" in text
