@@ -38,6 +38,8 @@ class ExtractReport:
     seconds: float = 0.0
     missing: int = 0  # annotated videos not on disk (set by ensure_cached; extract_records never sees them)
     skipped_splits: list[str] = field(default_factory=list)  # splits with no video on disk (ensure_cached)
+    # (video id, its own fps) of the videos whose frame rate is below data.fps: their cached frames repeat
+    fps_above: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -192,6 +194,7 @@ class _VideoHeader:
     frames: int
     metadata: dict[str, str]
     warning: str | None
+    video_fps: float
 
 
 @dataclass
@@ -255,7 +258,7 @@ def _decoded_videos(
     for record in records:
         try:
             clip = _open_for_backbone(Path(record.path), settings, threads)
-            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning())
+            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning(), clip.info.fps)
             yield from _crops(clip, settings.image_size)
         except VideoDecodeError as error:
             yield _VideoFailed(record, error)
@@ -315,6 +318,8 @@ def extract_records(
                 if isinstance(item, _VideoHeader):
                     if item.warning:
                         print_warning(item.warning)
+                    if settings.fps is not None and settings.fps > item.video_fps:
+                        report.fps_above.append((item.record.video_id, item.video_fps))
                     on_batch = _video_frames_bar(progress, item, batch_size)
                     try:
                         tokens = encode_frame_chunks(backbone, _frames_of(stream, item.frames), item.frames,
@@ -333,8 +338,24 @@ def extract_records(
     finally:
         if progress is not None:
             progress.stop()
+    if report.fps_above:
+        print_warning(fps_above_warning(settings.fps, report.fps_above))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def fps_above_warning(fps: float, videos: Sequence[tuple[str, float]]) -> str:
+    """One line for the videos (name, own fps) that `fps` samples faster than they were filmed.
+
+    Why warn: sampling above a video's rate repeats its frames (`fps_indices` rounds down to the frame
+    shown at each time), so the cache holds the same tokens several times and the model's clips cover
+    less time than `frames / fps` suggests. Once per run, not per video: a dataset can have thousands.
+    """
+    name, rate = videos[0]
+    slowest = min(own for _, own in videos)
+    count = f"{len(videos)} videos" if len(videos) > 1 else "1 video"
+    return (f"data.fps {fps:g} is above the frame rate of {count} (e.g. {name}: {rate:g} fps), so their "
+            f"tokens repeat source frames; set data.fps to {slowest:g} or less to sample each frame once")
 
 
 FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many backbone batches up
@@ -477,6 +498,10 @@ def load_video_tokens(
         backbone = load_backbone(settings, device)
     clip = _open_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
     clip.warn_if_padded()
+    if settings.fps is not None and settings.fps > clip.info.fps:
+        from s5cli.cli.console import print_warning
+
+        print_warning(fps_above_warning(settings.fps, [(Path(path).name, clip.info.fps)]))
     frames = len(clip.plan)
     batches = -(-frames // BACKBONE_BATCH_FRAMES)
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)

@@ -129,6 +129,30 @@ def test_short_video_is_padded_and_warned_once(tmp_path, setup, capsys):
     assert capsys.readouterr().err.count("repeating the last frame") == 1
 
 
+def test_fps_above_a_videos_rate_is_warned_once_per_run(tmp_path, capsys):
+    # 8-fps videos sampled at 16 fps: every source frame is cached twice, and the user hears it once.
+    data = data_section(tmp_path, fps=16.0, frames=None)
+    settings = settings_from_data(data)
+    cache = FeatureCache(data.cache_dir, settings)
+    records = make_records(tmp_path / "videos", 2, frames=4)
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    tokens, _ = cache.load(records[0].video_id)
+    assert tokens.shape[0] == 8 and torch.equal(tokens[0], tokens[1])
+    assert report.fps_above == [(r.video_id, 8.0) for r in records]
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("data.fps 16 is above the frame rate of 2 videos") == 1
+    assert "set data.fps to 8 or less" in err
+    # At the video's own rate nothing repeats and nothing is said.
+    own_rate = settings_from_data(data_section(tmp_path, fps=8.0, frames=None))
+    rerun = extract_records(make_records(tmp_path / "more", 1, frames=4), own_rate,
+                            FeatureCache(tmp_path / "c8", own_rate), decode_threads=1, show_progress=False)
+    assert rerun.fps_above == [] and "data.fps" not in capsys.readouterr().err
+    # One raw video (`s5 eval --video`) says the same about itself.
+    load_video_tokens(records[0].path, data)
+    assert "data.fps 16 is above the frame rate of 1 video (e.g. -vid00.mp4: 8 fps)" in " ".join(
+        capsys.readouterr().err.split())
+
+
 def test_shards_split_the_records_by_stride(tmp_path, setup, monkeypatch):
     _, settings, cache = setup
     records = make_records(tmp_path / "videos", 6)
