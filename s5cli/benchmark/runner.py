@@ -36,6 +36,16 @@ OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
 BUILD_TIMEOUT_S = 600.0  # building + priming a model; budgets apply to the steps themselves
 _POLL_S = 0.05
 _GRACE_S = 1.0  # pipe and scheduling latency allowed on top of a time budget before the parent kills
+# Pause before each timed step. Why: after its step a worker's OpenMP threads spin-wait before they sleep
+# (libgomp's default), and with its reply and memory reading that took 4-10 ms of CPU within ~20 ms of the
+# step's end (60 x 50 x 768 inference, /proc/PID/task/*/schedstat sampled from the parent). Started at
+# once, the next model's step shared the machine's two cores with that spinning; on 2026-11-30, four
+# paired runs of S5 and S4 alternating (768-d, torch's 2 threads) gave S5 31-41 ms vs 34-46 ms with and
+# without a 50 ms pause, and S5/S4 1.44-1.87x against 1.25-1.52x. Five rounds of three models cost ~1 s.
+SETTLE_S = 0.05
+# With `min_time`, models whose timed steps add up to less keep stepping in extra rounds, at most this many
+# steps per model in all: a 10 ms step then gives 50 samples, not 5 (see `run_group`).
+MAX_TIMED_STEPS = 50
 
 
 @dataclass
@@ -181,9 +191,17 @@ def run_group(
     time_budget: float | None = None,
     memory_budget: int | None = None,
     progress: Progress | None = None,
+    min_time: float = 0.0,
 ) -> list[Measurement]:
     """Measure the workloads together: `processes` times, fresh workers built and warmed up in turn, then
-    `repeat` rounds in rotating order; the steps of all sets are pooled. Then one memory run per model."""
+    `repeat` rounds in rotating order; the steps of all sets are pooled. Then one memory run per model.
+
+    `min_time`: after the `repeat` rounds, the models whose timed steps in this process add up to less than
+    `min_time` seconds go on in extra rounds among themselves (still alternating), up to `MAX_TIMED_STEPS`
+    steps. Why: five samples of a 30 ms step span a fraction of a second, and one burst of load on a shared
+    machine then moves the median (S5/S4 at 60 x 50 x 768 read 1.14x in one of six runs with five steps
+    each, 1.69-2.66x in the others); a slow model's five steps already span seconds.
+    """
     say = progress or (lambda _message: None)
     measurements = [Measurement(replace(workload, memory_budget=memory_budget)) for workload in workloads]
     for set_index in range(processes):
@@ -192,7 +210,7 @@ def run_group(
             break
         label = f"process {set_index + 1}/{processes}: " if processes > 1 else ""
         _time_in_fresh_workers(active, repeat, set_index * repeat, time_budget, memory_budget,
-                               lambda message, label=label: say(label + message))
+                               lambda message, label=label: say(label + message), min_time)
     for measurement in measurements:
         if measurement.status == OK:
             _measure_memory(measurement, time_budget, memory_budget, say)
@@ -204,9 +222,11 @@ def run_group(
 
 
 def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, first_round: int,
-                           time_budget: float | None, memory_budget: int | None, say: Progress) -> None:
+                           time_budget: float | None, memory_budget: int | None, say: Progress,
+                           min_time: float = 0.0) -> None:
     """One worker per measurement: build and warm up each, then `repeat` rounds rotated by the round's
-    number (counted from `first_round`, so later sets keep rotating); every worker is ended on return."""
+    number (counted from `first_round`, so later sets keep rotating), then extra rounds for the workers
+    short of `min_time` seconds of timed steps (`run_group`); every worker is ended on return."""
     workers: list[_Worker] = []
     try:
         for measurement in measurements:
@@ -215,21 +235,26 @@ def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, fir
             _start(worker, time_budget, say)
         alive = [w for w in workers if w.alive]
         counts = {id(w): len(w.measurement.times) for w in workers}
+
+        def own_times(worker: _Worker) -> list[float]:
+            return worker.measurement.times[counts[id(worker)]:]
+
         for round_index in range(repeat):
-            shift = (first_round + round_index) % len(alive) if alive else 0
-            timings = []
-            for worker in alive[shift:] + alive[:shift]:
-                if not worker.alive:
-                    continue
-                worker.send("step")
-                event = worker.wait("step", time_budget)
-                if event is not None:
-                    worker.measurement.times.append(event["seconds"])
-                    worker.measurement.peaks.append(int(event["peak_bytes"]))
-                    timings.append(f"{worker.measurement.workload.label} {event['seconds']:.3g} s")
+            timings = _round(alive, first_round + round_index, time_budget)
             say(f"round {round_index + 1}/{repeat}: {', '.join(timings) or 'no model left'}")
+        extra = 0
+        while True:
+            short = [w for w in alive if w.alive and sum(own_times(w)) < min_time
+                     and len(own_times(w)) < max(repeat, MAX_TIMED_STEPS)]
+            if not short:
+                break
+            _round(short, first_round + repeat + extra, time_budget)
+            extra += 1
+        if extra:
+            steps = ", ".join(f"{w.measurement.workload.label} {len(own_times(w))}" for w in alive if w.alive)
+            say(f"{extra} more round(s) for the models under {min_time:g} s of timed steps; steps: {steps}")
         for worker in workers:
-            own = worker.measurement.times[counts[id(worker)]:]
+            own = own_times(worker)
             if worker.alive and own:
                 worker.measurement.process_medians.append(summarize(own)["median"])
             if worker.alive:
@@ -237,6 +262,23 @@ def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, fir
     finally:
         for worker in workers:
             worker.kill()
+
+
+def _round(workers: Sequence[_Worker], number: int, time_budget: float | None) -> list[str]:
+    """One timed step of each live worker, in the order rotated by `number`; "label seconds" of each step."""
+    shift = number % len(workers) if workers else 0
+    timings = []
+    for worker in [*workers[shift:], *workers[:shift]]:
+        if not worker.alive:
+            continue
+        time.sleep(SETTLE_S)  # the previous step's idle threads stop spinning first (see SETTLE_S)
+        worker.send("step")
+        event = worker.wait("step", time_budget)
+        if event is not None:
+            worker.measurement.times.append(event["seconds"])
+            worker.measurement.peaks.append(int(event["peak_bytes"]))
+            timings.append(f"{worker.measurement.workload.label} {event['seconds']:.3g} s")
+    return timings
 
 
 def memory_run_steps(mode: str) -> int:
@@ -307,6 +349,7 @@ def iter_sweep(
     time_budget: float | None = None,
     memory_budget: int | None = None,
     progress: Progress | None = None,
+    min_time: float = 0.0,
 ) -> Iterator[list[Measurement]]:
     """`run_group` at each frame count, yielded length by length (a caller interrupted mid-sweep keeps the
     finished lengths); a model over budget at some length is not run at longer ones."""
@@ -325,7 +368,7 @@ def iter_sweep(
         if progress is not None:
             progress(f"sweep: {count} frames")
         for measurement in run_group(group, repeat, processes=processes, time_budget=time_budget,
-                                     memory_budget=memory_budget, progress=progress):
+                                     memory_budget=memory_budget, progress=progress, min_time=min_time):
             if measurement.status == OVER_BUDGET:
                 exceeded[(measurement.workload.label, measurement.workload.mode)] = count
             results.append(measurement)

@@ -10,13 +10,14 @@ import typer
 
 # Defaults on a CPU: the token grid of ViT-B/32 at 224 px (7 x 7 patches + CLS = 50 tokens of 768-d, as
 # CLIP ViT-B/32 gives), the widest standard ViT whose full default run (3 models, inference and training)
-# ends in about two minutes on 2 cores (104-116 s on this project's VM; 1024-d, ViT-L/32's grid, 150 s).
+# ends in about two minutes on 2 cores (107-126 s on this project's VM; 1024-d, ViT-L/32's grid, 150 s).
 # The width was 256 until 2026-11-30, a width no backbone produces: there S5's fixed selection cost (the guide
 # and mask generator read every token) is a third of S4's step, and the ratio vs S4 measured 1.0-1.5x
 # (benchmarks/README.md). On CUDA the default is the paper's LVU setting: 60 frames x 197 ViT-L tokens x 1024-d.
 CPU_TOKENS_PER_FRAME, CPU_DIM = 50, 768
 PAPER_TOKENS_PER_FRAME, PAPER_DIM = 197, 1024
 SWEEP_TIME_BUDGET_S = 60.0
+DEFAULT_MIN_TIME_S = 1.0
 
 _EPILOG = (
     "Examples:\n\n"
@@ -43,8 +44,14 @@ def benchmark(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     sweep: str | None = typer.Option(
         None, "--sweep", help="Comma-separated frame counts, e.g. 15,30,60,120,240,480 (replaces --frames)."),
-    repeat: int | None = typer.Option(None, "--repeat", help="Timed steps per model \\[default: 5; 3 in a sweep]."),
+    repeat: int | None = typer.Option(
+        None, "--repeat", help="Timed steps per model, in alternating rounds (fast models take more: "
+        "--min-time) \\[default: 5; 3 in a sweep]."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps per model."),
+    min_time: float = typer.Option(
+        DEFAULT_MIN_TIME_S, "--min-time", help="After the --repeat rounds, models whose timed steps add up to "
+        "less than this many seconds go on stepping, alternating among themselves (at most 50 steps): a 30 ms "
+        "step then gets ~30 samples, so one burst of load cannot move its median. 0 = exactly --repeat steps."),
     processes: int = typer.Option(
         1, "--processes", help="Fresh worker processes per model whose timed steps are pooled (each builds, "
         "warms up and times --repeat steps). A process's speed depends on its own allocator history, so 3 "
@@ -86,6 +93,8 @@ def benchmark(
         raise UserError("--threads must be at least 1")
     if processes < 1:
         raise UserError(f"--processes must be at least 1, got {processes}")
+    if not min_time >= 0:
+        raise UserError(f"--min-time must be 0 or more seconds, got {min_time:g}")
     if stage not in ("model", "kernel"):
         raise UserError(f"--stage must be 'model' or 'kernel', got {stage!r}")
     if plot_path is not None:
@@ -98,7 +107,7 @@ def benchmark(
             "--compare": compare != "vit,s4", "--mode": mode != "both", "--time-budget": time_budget is not None,
             "--memory-budget": memory_budget is not None, "--warmup": warmup != 1, "--keep-ratio": keep_ratio != 0.5,
             "--amp/--no-amp": amp is not None, "--sweep (several lengths)": len(frame_counts) > 1,
-            "--processes": processes != 1,
+            "--processes": processes != 1, "--min-time": min_time != DEFAULT_MIN_TIME_S,
         }
         if any(model_only.values()):
             given = ", ".join(name for name, set_ in model_only.items() if set_)
@@ -132,7 +141,8 @@ def benchmark(
     settings = {
         "frames": frame_counts if sweep else frames, "tokens_per_frame": tokens_per_frame, "dim": dim,
         "batch": batch, "keep_ratio": keep_ratio, "models": labels, "modes": modes, "device": torch_device,
-        "amp": amp, "repeat": repeat, "processes": processes, "warmup": warmup, "threads": threads, "seed": seed,
+        "amp": amp, "repeat": repeat, "min_time_s": min_time, "processes": processes, "warmup": warmup,
+        "threads": threads, "seed": seed,
         "sweep": bool(sweep),
         "time_budget_s": time_budget, "memory_budget_bytes": budget_bytes,
     }
@@ -140,6 +150,7 @@ def benchmark(
         f"[bold]s5 benchmark[/] on {torch_device}: frames {','.join(map(str, frame_counts))}, "
         f"{tokens_per_frame} tokens/frame, dim {dim}, batch {batch}, keep ratio {keep_ratio}, "
         f"models {', '.join(labels)}, modes {', '.join(modes)}, {warmup} warm-up + {repeat} timed steps"
+        + (f" (more, up to 50, until {min_time:g} s of them)" if min_time > 0 else "")
         + (f" in each of {processes} processes per model" if processes > 1 else "")
         + (f", {threads} thread(s) per model" if threads else "")
         + (f", time budget {time_budget:g} s/step" if time_budget else "")
@@ -160,11 +171,11 @@ def benchmark(
                              warmup=warmup, threads=threads) for label in labels]
             if sweep:  # group by group: Ctrl-C keeps the lengths already measured
                 for group in iter_sweep(base, frame_counts, repeat, processes=processes, time_budget=time_budget,
-                                        memory_budget=budget_bytes, progress=progress):
+                                        memory_budget=budget_bytes, progress=progress, min_time=min_time):
                     measurements += group
             else:
                 measurements += run_group(base, repeat, processes=processes, time_budget=time_budget,
-                                          memory_budget=budget_bytes, progress=progress)
+                                          memory_budget=budget_bytes, progress=progress, min_time=min_time)
     except KeyboardInterrupt:
         if not measurements:
             raise

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from s5cli.cli.app import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# --min-time 0: exactly --repeat steps (the default would keep tiny models stepping for a second each).
 TINY = ["--frames", "4", "--tokens-per-frame", "6", "--dim", "16", "--batch", "2", "--repeat", "2",
-        "--device", "cpu"]
+        "--min-time", "0", "--device", "cpu"]
 
 
 def _invoke(args: list[str]):
@@ -188,6 +189,7 @@ def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> N
         (["--sweep", "a,b"], "--sweep"),
         (["--threads", "0"], "--threads"),
         (["--processes", "0"], "--processes must be at least 1"),
+        (["--min-time", "-1"], "--min-time must be 0 or more seconds"),
         (["--stage", "kernel", "--processes", "2"], "drop --processes"),
         (["--stage", "kernel", "--plot", "x.png"], "--plot"),
         (["--stage", "kernel", "--compare", "s4", "--mode", "infer"], "drop --compare, --mode"),

@@ -80,6 +80,22 @@ def test_group_rounds_give_every_model_all_repeats() -> None:
     assert all(m.status == OK and len(m.times) == 3 and len(m.peaks) == 3 for m in results)
 
 
+def test_min_time_gives_fast_models_extra_alternating_steps() -> None:
+    from s5cli.benchmark.runner import MAX_TIMED_STEPS
+
+    results = run_group([_tiny("s5"), _tiny("s4")], repeat=2, min_time=0.03)
+    for measurement in results:
+        assert measurement.status == OK and len(measurement.times) == len(measurement.peaks)
+        times = measurement.times
+        # Past the two rounds until its steps add up to min_time (or the cap), and not a step more.
+        if sum(times[:2]) < 0.03:
+            assert len(times) > 2
+        assert sum(times) >= 0.03 or len(times) == MAX_TIMED_STEPS
+        if len(times) > 2:
+            assert sum(times[:-1]) < 0.03
+    assert child_pids() == []
+
+
 def test_processes_pool_the_steps_of_fresh_workers() -> None:
     results = run_group([_tiny("s5"), _tiny("s4")], repeat=2, processes=3)
     for measurement in results:
