@@ -51,7 +51,7 @@ def benchmark(
     min_time: float = typer.Option(
         DEFAULT_MIN_TIME_S, "--min-time", help="After the --repeat rounds, models whose timed steps add up to "
         "less than this many seconds go on stepping, alternating among themselves (at most 50 steps): a 30 ms "
-        "step then gets ~30 samples, so one burst of load cannot move its median. 0 = exactly --repeat steps."),
+        "step then gets ~30 samples, and a short burst of load moves its median less. 0 = exactly --repeat steps."),
     processes: int = typer.Option(
         1, "--processes", help="Fresh worker processes per model whose timed steps are pooled (each builds, "
         "warms up and times --repeat steps). A process's speed depends on its own allocator history, so 3 "
