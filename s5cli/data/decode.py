@@ -197,6 +197,7 @@ class OpenedClip:
     scaled: bool  # whether the reader scales while decoding (it falls back to full size where decord fails)
     num_threads: int
     keyframes: list[int] | None = None  # the reader's keyframe indices, read when first needed
+    sampling_fps: float | None = None  # the rate the plan samples at (None: frames spread uniformly)
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
         """Frames at `indices` (`read_frames`). decord's scaled decode fails for some output widths (48 or
@@ -257,6 +258,11 @@ class OpenedClip:
             f"{len(self.plan)}; repeating the last frame {self.plan.padded} times"
         )
 
+    @property
+    def repeats_frames(self) -> bool:
+        """Whether the plan samples faster than the video's own rate, so some source frames come twice."""
+        return self.sampling_fps is not None and self.sampling_fps > self.info.fps
+
     def warn_if_padded(self) -> None:
         """Print `padding_warning` when there is one (callers that print it at once; extraction defers it)."""
         warning = self.padding_warning()
@@ -302,7 +308,7 @@ def open_clip(
     if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
     plan = plan_frames(info, frames, fps, min_frames=min_frames)
-    return OpenedClip(path, plan, info, reader, size is not None, num_threads)
+    return OpenedClip(path, plan, info, reader, size is not None, num_threads, sampling_fps=fps)
 
 
 def decode_clip(

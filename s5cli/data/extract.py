@@ -195,6 +195,7 @@ class _VideoHeader:
     metadata: dict[str, str]
     warning: str | None
     video_fps: float
+    repeats_frames: bool  # sampled above the video's own rate (`OpenedClip.repeats_frames`)
 
 
 @dataclass
@@ -258,7 +259,8 @@ def _decoded_videos(
     for record in records:
         try:
             clip = _open_for_backbone(Path(record.path), settings, threads)
-            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning(), clip.info.fps)
+            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning(), clip.info.fps,
+                               clip.repeats_frames)
             yield from _crops(clip, settings.image_size)
         except VideoDecodeError as error:
             yield _VideoFailed(record, error)
@@ -318,7 +320,7 @@ def extract_records(
                 if isinstance(item, _VideoHeader):
                     if item.warning:
                         print_warning(item.warning)
-                    if settings.fps is not None and settings.fps > item.video_fps:
+                    if item.repeats_frames:
                         report.fps_above.append((item.record.video_id, item.video_fps))
                     on_batch = _video_frames_bar(progress, item, batch_size)
                     try:
@@ -498,7 +500,7 @@ def load_video_tokens(
         backbone = load_backbone(settings, device)
     clip = _open_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
     clip.warn_if_padded()
-    if settings.fps is not None and settings.fps > clip.info.fps:
+    if clip.repeats_frames:
         from s5cli.cli.console import print_warning
 
         print_warning(fps_above_warning(settings.fps, [(Path(path).name, clip.info.fps)]))

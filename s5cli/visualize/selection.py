@@ -185,7 +185,7 @@ def _open_sampled(
                         "in seconds from 0 to that")
     clip.plan = clip_plan(clip.info.num_frames, clip.info.fps, frames, fps, start)
     clip.warn_if_padded()
-    if fps is not None and fps > clip.info.fps:
+    if clip.repeats_frames:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
     if fps is not None and frames is None and trained and len(clip.plan) > LONG_PLAN_CLIPS * trained.frames:
