@@ -48,7 +48,7 @@ def benchmark(
         None, "--repeat", help="Timed steps per model, in alternating rounds (fast models take more: "
         "--min-time) \\[default: 5; 3 in a sweep]."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps per model."),
-    min_time: float = typer.Option(
+    min_time: float = typer.Option(  # "50" is runner.MAX_TIMED_STEPS (not imported here: start-up time)
         DEFAULT_MIN_TIME_S, "--min-time", help="After the --repeat rounds, models whose timed steps add up to "
         "less than this many seconds go on stepping, alternating among themselves (at most 50 steps): a 30 ms "
         "step then gets ~30 samples, and a short burst of load moves its median less. 0 = exactly --repeat steps."),
@@ -124,7 +124,7 @@ def benchmark(
         return
 
     from s5cli.benchmark.report import build_report, render
-    from s5cli.benchmark.runner import ERROR, iter_sweep, run_group
+    from s5cli.benchmark.runner import ERROR, MAX_TIMED_STEPS, iter_sweep, run_group
     from s5cli.benchmark.workload import MODES, Workload, canonical_label
 
     labels = ["s5", *_parse_compare(compare, canonical_label)]
@@ -142,15 +142,14 @@ def benchmark(
         "frames": frame_counts if sweep else frames, "tokens_per_frame": tokens_per_frame, "dim": dim,
         "batch": batch, "keep_ratio": keep_ratio, "models": labels, "modes": modes, "device": torch_device,
         "amp": amp, "repeat": repeat, "min_time_s": min_time, "processes": processes, "warmup": warmup,
-        "threads": threads, "seed": seed,
-        "sweep": bool(sweep),
+        "threads": threads, "seed": seed, "sweep": bool(sweep),
         "time_budget_s": time_budget, "memory_budget_bytes": budget_bytes,
     }
     stderr.print(
         f"[bold]s5 benchmark[/] on {torch_device}: frames {','.join(map(str, frame_counts))}, "
         f"{tokens_per_frame} tokens/frame, dim {dim}, batch {batch}, keep ratio {keep_ratio}, "
         f"models {', '.join(labels)}, modes {', '.join(modes)}, {warmup} warm-up + {repeat} timed steps"
-        + (f" (more, up to 50, until {min_time:g} s of them)" if min_time > 0 else "")
+        + (f" (more, up to {MAX_TIMED_STEPS}, until {min_time:g} s of them)" if min_time > 0 else "")
         + (f" in each of {processes} processes per model" if processes > 1 else "")
         + (f", {threads} thread(s) per model" if threads else "")
         + (f", time budget {time_budget:g} s/step" if time_budget else "")
