@@ -16,7 +16,7 @@ import typer.core
 from s5cli import __version__
 from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
 from s5cli.cli.console import print_error
-from s5cli.cli.help_text import command_help
+from s5cli.cli.help_text import command_help, flag
 from s5cli.errors import RunFailure, UserError
 
 
@@ -107,10 +107,10 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    version: bool = typer.Option(
+    version: bool = flag(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool = flag(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     """Selective structured state-spaces (S5) for long-form video."""
     ctx.obj = {"debug": debug}

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 # Defaults on a CPU: the token grid of ViT-B/32 at 224 px (7 x 7 patches + CLS = 50 tokens of 768-d, as
 # CLIP ViT-B/32 gives), the widest standard ViT whose full default run (3 models, inference and training)
 # ends in about two minutes on 2 cores (107-126 s on this project's VM; 1024-d, ViT-L/32's grid, 150 s).
@@ -66,7 +68,7 @@ def benchmark(
         None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB \\[default on CPU: the "
         "available memory shared by the models]."),
     stage: str = typer.Option("model", "--stage", help="model (whole models) or kernel (S4 kernel + FFT conv)."),
-    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision \\[default: on for CUDA]."),
+    amp: bool | None = flag(None, "--amp/--no-amp", help="Mixed precision \\[default: on for CUDA]."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full results as JSON here."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write time and memory vs frames (log-log) here."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, inputs and selection."),

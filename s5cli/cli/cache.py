@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from s5cli.benchmark.measure import format_bytes
-from s5cli.cli.help_text import command_help
+from s5cli.cli.help_text import command_help, flag
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +39,7 @@ STATUS_STYLE = {"current": "green", "stale": "yellow", "unknown": "dim", "recent
 def list_caches(
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
     cache_dirs: list[Path] | None = typer.Option(None, "--cache-dir", metavar="<path>", help=CACHE_DIR_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON to stdout instead of a table."),
+    as_json: bool = flag(False, "--json", help="Print JSON to stdout instead of a table."),
 ) -> None:
     """List cached synthetic videos and backbone tokens, and whether this version still uses them.
 
@@ -84,13 +84,13 @@ def list_caches(
 def clean_caches(
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
     cache_dirs: list[Path] | None = typer.Option(None, "--cache-dir", metavar="<path>", help=CACHE_DIR_HELP),
-    stale: bool = typer.Option(False, "--stale", help="Delete stale entries and leftover temporary files (default)."),
-    everything: bool = typer.Option(False, "--all", help="Delete every recognised entry, current ones too (those running jobs use are skipped)."),
+    stale: bool = flag(False, "--stale", help="Delete stale entries and leftover temporary files (default)."),
+    everything: bool = flag(False, "--all", help="Delete every recognised entry, current ones too (those running jobs use are skipped)."),
     keys: list[str] | None = typer.Option(
         None, "--key", metavar="<str>", help="Delete the entry with this key (see `s5 cache ls`); repeatable."
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be deleted; delete nothing."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed when stdin is not a terminal)."),
+    dry_run: bool = flag(False, "--dry-run", help="Show what would be deleted; delete nothing."),
+    yes: bool = flag(False, "--yes", "-y", help="Do not ask (needed when stdin is not a terminal)."),
 ) -> None:
     """Delete stale caches (default), every recognised one (--all) or the entries named with --key.
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 
 def evaluate(
     recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the recipe stored in the checkpoint)."),
@@ -19,7 +21,7 @@ def evaluate(
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (evaluation is deterministic; kept for uniformity)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -46,8 +48,8 @@ def extract(
     device: str | None = typer.Option(
         None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = flag(False, "--quiet", "-q", help="No progress bar."),
+    json_output: bool = flag(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Decode a dataset's videos and cache frozen-backbone tokens (resumable: finished videos are skipped).
 

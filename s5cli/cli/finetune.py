@@ -6,15 +6,17 @@ from pathlib import Path
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 
 def finetune(
     recipe: str = typer.Argument(..., help="Recipe YAML (path, bundled name like 'synthetic', or hf://repo/file)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 model.keep_ratio=0.5"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
+    resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a video model on labelled data (bundled default: recipes/synthetic.yaml).
 

@@ -1,4 +1,4 @@
-"""Command help that reads well at any terminal width.
+"""Command help that reads well at any terminal width, and flags that do not look as if they took a value.
 
 Docstrings are wrapped at the source's line length (~110 columns), and Typer's rich help keeps their single
 line breaks, so on an 80-column terminal every source line broke twice: once where the terminal ran out and
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
+import typer
 from rich.markup import escape
 
 # An example line: indentation, the command, and an optional trailing `# comment` with its alignment.
@@ -45,3 +47,12 @@ def _example(line: str) -> str:
     if parts["comment"]:
         text += f"[dim]{escape(parts['comment'])}[/dim]"
     return text
+
+
+def flag(default: bool | None, *names: str, help: str, **options: Any) -> Any:
+    """`typer.Option` for an on/off flag, shown in the help without a type.
+
+    Typer prints each option's type next to it, `<bool>` for flags too, which reads as if a flag took a
+    value (`--resume true` is an error). An empty metavar leaves that column blank.
+    """
+    return typer.Option(default, *names, help=help, metavar="", **options)

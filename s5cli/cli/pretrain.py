@@ -6,15 +6,17 @@ from pathlib import Path
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 
 def pretrain(
     recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/pretrain-lsmcl.yaml."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.lsmcl.mask_ratio=0.7"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
+    resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Pretrain with LSMCL on unlabelled clips; finetune afterwards with train.init=RUN_FOLDER."""
     from s5cli.cli.training import run_training

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 
 def push(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (pushes best/, else latest)."),
     repo_id: str | None = typer.Argument(
         None, help="Hub repo OWNER/NAME, created if it does not exist (default: hub.repo_id of the "
         "checkpoint's recipe)."),
-    private: bool = typer.Option(False, "--private", help="Create the repo as private (ignored if it exists)."),
+    private: bool = flag(False, "--private", help="Create the repo as private (ignored if it exists)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing; default main)."),
-    with_optimizer: bool = typer.Option(
+    with_optimizer: bool = flag(
         False, "--with-optimizer", help="Also upload trainer_state.* (optimizer + RNG), so training can resume."
     ),
 ) -> None:

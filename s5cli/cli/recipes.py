@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from s5cli.cli.help_text import command_help
+from s5cli.cli.help_text import command_help, flag
 
 app = typer.Typer(help="List, copy, pull and push recipes.", no_args_is_help=True)
 
@@ -58,7 +58,7 @@ def show_recipe(
 def copy_recipe(
     name: str = typer.Argument(..., help="Bundled recipe name (see `s5 recipes ls`), e.g. synthetic or lvu/genre."),
     dest: Path = typer.Argument(..., help="Destination file, or an existing folder to copy into."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
+    force: bool = flag(False, "--force", "-f", help="Overwrite an existing file."),
 ) -> None:
     """Copy a bundled recipe to DEST so that you can edit it."""
     from s5cli.cli.console import stderr
@@ -117,7 +117,7 @@ def pull_recipes(
     name: str | None = typer.Argument(None, help="One recipe file in the repo, e.g. lvu/genre.yaml (default: all)."),
     revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit to pull from."),
     dest: Path = typer.Option(Path("recipes"), "--dest", help="Folder to write into (repo sub-folders kept)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing local files."),
+    force: bool = flag(False, "--force", "-f", help="Overwrite existing local files."),
 ) -> None:
     """Download recipe YAMLs from a Hub repo; each is validated before anything is written.
 
@@ -135,7 +135,7 @@ def push_recipe(
     recipe: Path = typer.Argument(..., help="Local recipe YAML or a bundled name (validated before upload)."),
     repo_id: str | None = typer.Argument(
         None, help="Hub repo OWNER/NAME, created if it does not exist (default: the recipe's hub.repo_id)."),
-    private: bool = typer.Option(False, "--private", help="Create the repo as private (ignored if it exists)."),
+    private: bool = flag(False, "--private", help="Create the repo as private (ignored if it exists)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing)."),
     path_in_repo: str | None = typer.Option(None, "--path-in-repo", help="File name in the repo (default: RECIPE's)."),

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from s5cli.cli.help_text import flag
+
 if TYPE_CHECKING:
     from s5cli.visualize.selection import TrainedClips
 
@@ -35,14 +37,14 @@ def visualize_mask(
     size: int | None = typer.Option(None, "--size", help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
     style: str = typer.Option("dim", "--style", help="dim: dropped patches darkened; heatmap: score colours; both."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write per-frame kept token indices and scores as JSON."),
-    random_init: bool = typer.Option(False, "--random-init", help="Smoke test: a small S5 with random weights (says so on every frame)."),
+    random_init: bool = flag(False, "--random-init", help="Smoke test: a small S5 with random weights (says so on every frame)."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone name (default: the checkpoint's; patch_pool with --random-init)."),
     backbone_weights: str | None = typer.Option(None, "--backbone-weights", help="Backbone safetensors path or Hub id (default: the checkpoint's)."),
     playback_fps: float | None = typer.Option(None, "--playback-fps", min=0.1, help="Frames per second of the GIF/MP4 (default: real time, 1-30)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (random init, random selector)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Render which tokens S5 keeps on a video (GIF, MP4 or PNG grid).
 

@@ -69,3 +69,29 @@ def test_every_registered_command_uses_its_reflowed_docstring() -> None:
     group = typer.main.get_command(app)
     for name, function in COMMANDS.items():
         assert group.commands[name].help == command_help(function.__doc__)
+
+
+def _command_paths(command, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command of the click tree under `command`, as argument tuples (`("cache", "ls")`)."""
+    children = getattr(command, "commands", {})
+    paths = [prefix]
+    for name, child in children.items():
+        paths.extend(_command_paths(child, (*prefix, name)))
+    return paths
+
+
+def test_flags_show_no_value_type_in_any_help() -> None:
+    """An on/off flag takes no value, so its help row must not say `<bool>` (only Typer's own --help does)."""
+    import typer
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("cache", "ls") in paths and ("finetune",) in paths
+    flags_seen = 0
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+        assert result.exit_code == 0, result.output
+        rows = [line for line in result.output.splitlines() if line.lstrip("│ ").startswith("-")]
+        flags_seen += sum(1 for row in rows if re.search(r"--(resume|quiet|json|force|debug)\b", row))
+        offenders = [row for row in rows if "<bool>" in row and "--help" not in row]
+        assert not offenders, f"s5 {' '.join(path)} --help: {offenders}"
+    assert flags_seen >= 5
