@@ -252,7 +252,7 @@ def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, fir
             extra += 1
         if extra:
             steps = ", ".join(f"{w.measurement.workload.label} {len(own_times(w))}" for w in alive if w.alive)
-            say(f"{extra} more round(s) for the models under {min_time:g} s of timed steps; steps: {steps}")
+            say(f"{extra} extra round(s) for --min-time {min_time:g} s; timed steps: {steps}")
         for worker in workers:
             own = own_times(worker)
             if worker.alive and own:

@@ -83,7 +83,16 @@ def test_group_rounds_give_every_model_all_repeats() -> None:
 def test_min_time_gives_fast_models_extra_alternating_steps() -> None:
     from s5cli.benchmark.runner import MAX_TIMED_STEPS
 
-    results = run_group([_tiny("s5"), _tiny("s4")], repeat=2, min_time=0.03)
+    messages: list[str] = []
+    results = run_group([_tiny("s5"), _tiny("s4")], repeat=2, min_time=0.03, progress=messages.append)
+    extra = [m for m in messages if "extra round" in m]
+    if any(len(m.times) > 2 for m in results):
+        # One short line that says why there were more rounds and how many steps each model got.
+        (line,) = extra
+        assert "--min-time 0.03 s" in line and len(line) <= 80
+        assert all(f"{m.workload.label} {len(m.times)}" in line for m in results)
+    else:
+        assert not extra
     for measurement in results:
         assert measurement.status == OK and len(measurement.times) == len(measurement.peaks)
         times = measurement.times
