@@ -139,6 +139,10 @@ class DataSection:
     # process loads them). Results do not depend on it: a clip's start comes from its own (seed, epoch,
     # video) generator (TokenDataset.training_clip).
     num_workers: int = knob(0, NON_NEGATIVE)
+    # Batches each of those processes keeps ready (PyTorch's prefetch_factor). The loaders hold up to
+    # num_workers x prefetch_batches batches at once: at the LVU recipes' batch of 16 one-minute float16
+    # clips, ~390 MB each, so 4 workers x 2 hold ~3 GB of host memory; 1 halves that. Ignored without workers.
+    prefetch_batches: int = knob(2, AT_LEAST_1)
     val_fraction: float = knob(0.0, PROPER_FRACTION)  # Breakfast/COIN: hold out this share of train as val
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
 

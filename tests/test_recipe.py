@@ -86,6 +86,7 @@ def test_keep_ratio_out_of_range(tmp_path: Path, value: str) -> None:
         ("data.dataset=lvu", "data.task is not set"),
         ("eval.window_stride=17", "eval.window_stride=17 is longer than a clip (16 frames)"),
         ("eval.window_stride=0", "eval.window_stride=0 is not allowed"),
+        ("data.prefetch_batches=0", "data.prefetch_batches=0 is not allowed: must be >= 1"),
     ],
 )
 def test_out_of_range_and_inconsistent_values(override: str, expected: str) -> None:

@@ -122,7 +122,7 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     records = prepare_splits(rec.data, (split,), DistContext(device=dev), show_progress=not quiet)
     dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
     metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet,
-                       num_workers=rec.data.num_workers)
+                       num_workers=rec.data.num_workers, prefetch_batches=rec.data.prefetch_batches)
     metrics["split"] = split
     metrics["missing"] = dataset.num_missing
     if task.class_names:

@@ -23,16 +23,17 @@ def as_model_input(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
-            show_progress: bool = False, num_workers: int = 0) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+            show_progress: bool = False, num_workers: int = 0,
+            prefetch_batches: int = 2) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Window-level outputs (N, C), labels (N,) and video ids, in dataset order.
 
-    `num_workers` processes load the next windows while the model runs (`data.num_workers`); windows
-    have no randomness, so the outputs do not depend on it.
+    `num_workers` processes load the next windows while the model runs (`data.num_workers`), each at most
+    `prefetch_batches` batches ahead; windows have no randomness, so the outputs do not depend on either.
     """
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", **worker_loading(num_workers, prefetch_batches))
     ids: list[str] = []
     outputs, labels = [], []
     progress = None
@@ -58,6 +59,17 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     return ids, torch.cat(outputs), torch.cat(labels)
 
 
+def worker_loading(num_workers: int, prefetch_batches: int) -> dict[str, int]:
+    """DataLoader options for `num_workers` loading processes, each at most `prefetch_batches` batches ahead.
+
+    Why a function: DataLoader refuses a prefetch factor without workers, and the training and evaluation
+    loaders must bound their memory the same way (`data.prefetch_batches`).
+    """
+    if num_workers == 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "prefetch_factor": prefetch_batches}
+
+
 def autocast(device: torch.device):
     """bf16/fp16 autocast on CUDA only; a no-op context on CPU (AMP on GPU only)."""
     if device.type != "cuda":
@@ -67,9 +79,10 @@ def autocast(device: torch.device):
 
 
 def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, device: torch.device,
-             aggregate: str = "mean", show_progress: bool = False, num_workers: int = 0) -> dict:
+             aggregate: str = "mean", show_progress: bool = False, num_workers: int = 0,
+             prefetch_batches: int = 2) -> dict:
     """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol)."""
-    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers)
+    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers, prefetch_batches)
     if not ids:
         return {"count": 0}
     _, scores, vid_labels = aggregate_by_video(ids, outputs, labels, task.kind, aggregate)

@@ -111,7 +111,7 @@ def check_run_folder(out_dir: Path) -> None:
 RESUMABLE_KEYS = (
     "train.epochs", "train.early_stop_patience", "train.keep_last", "train.log_every", "train.tensorboard",
     "train.out_dir", "eval.", "hub.", "data.root", "data.annotations", "data.cache_dir",
-    "data.decode_threads", "data.num_workers",
+    "data.decode_threads", "data.num_workers", "data.prefetch_batches",
 )
 
 

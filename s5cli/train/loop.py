@@ -28,7 +28,7 @@ from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.io import atomic_write_text
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import as_model_input, autocast, evaluate
+from s5cli.train.evaluation import as_model_input, autocast, evaluate, worker_loading
 from s5cli.train.metrics import headline
 from s5cli.train.progress import TrainingProgress
 from s5cli.train.schedule import Schedule, build_optimizer
@@ -345,7 +345,8 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
 def _clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) -> Iterator[SampleBatch]:
     """The epoch's micro-batches of training clips in order (`micro`: each batch's micro-batches of indices).
 
-    `data.num_workers` processes load them ahead of the model (0: here, when each is needed), as
+    `data.num_workers` processes load them ahead of the model (0: here, when each is needed), each at most
+    `data.prefetch_batches` batches ahead, as
     evaluation does. The clips are the same either way: each comes from its own (seed, epoch, video)
     generator (`TokenDataset.training_clip`).
     """
@@ -353,11 +354,12 @@ def _clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) -
 
     from s5cli.data.datasets.base import collate_samples
 
-    workers = setup.recipe.data.num_workers
+    data = setup.recipe.data
+    workers = data.num_workers
     loader = DataLoader(
         setup.train_set.epoch_clips(setup.seed, epoch),
         batch_sampler=[part for parts in micro for part in parts],
-        num_workers=workers,
+        **worker_loading(workers, data.prefetch_batches),
         collate_fn=collate_samples,
         pin_memory=setup.ctx.device.type == "cuda",
         worker_init_fn=_leave_ctrl_c_to_the_trainer if workers else None,
@@ -380,7 +382,8 @@ def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:
     metrics: dict = {}
     if setup.ctx.is_main:
         metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
-                           setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers)
+                           setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers,
+                           prefetch_batches=setup.recipe.data.prefetch_batches)
     return setup.ctx.gather_objects(metrics)[0] if setup.ctx.distributed else metrics
 
 

@@ -144,9 +144,11 @@ def test_an_unreadable_task_entry_counts_as_absent(entry: str) -> None:
     assert ckpt.stored_task({"task": entry}) is None
 
 
-def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_path: Path) -> None:
+def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_path: Path, monkeypatch) -> None:
     """Batches travel in the cache's float16 and become float32 where the model runs; `data.num_workers`
-    processes load evaluation windows ahead, and the scores do not depend on how many."""
+    processes load evaluation windows ahead, `data.prefetch_batches` batches each, and the scores depend
+    on neither."""
+    from s5cli.train import evaluation
     from s5cli.train.data import token_dataset
     from s5cli.train.evaluation import as_model_input
 
@@ -162,14 +164,23 @@ def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_pa
     batch = torch.stack([windows[0].tokens, windows[1].tokens])
     as_input = as_model_input(batch, torch.device("cpu"))
     assert as_input.dtype == torch.float32 and torch.equal(as_input, batch.float())
+    loaders: list[dict] = []
+
+    class RecordingLoader(evaluation.DataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaders.append({"workers": self.num_workers, "prefetch": self.prefetch_factor})
+
+    monkeypatch.setattr(evaluation, "DataLoader", RecordingLoader)
     scores = []
-    for workers in (0, 2):
-        out = tmp_path / f"eval-{workers}.json"
-        result = runner.invoke(app, ["eval", f"data.num_workers={workers}", "--checkpoint", str(tmp_path / "run"),
-                                     "--split", "val", "--json", str(out), "-q"])
+    for workers, prefetch in ((0, 2), (2, 2), (2, 1)):
+        out = tmp_path / f"eval-{workers}-{prefetch}.json"
+        result = runner.invoke(app, ["eval", f"data.num_workers={workers}", f"data.prefetch_batches={prefetch}",
+                                     "--checkpoint", str(tmp_path / "run"), "--split", "val", "--json", str(out), "-q"])
         assert result.exit_code == 0, result.output
         scores.append(json.loads(out.read_text()))
-    assert scores[0] == scores[1] and scores[0]["count"] == 8
+    assert scores[0] == scores[1] == scores[2] and scores[0]["count"] == 8
+    assert loaders == [{"workers": 0, "prefetch": None}, {"workers": 2, "prefetch": 2}, {"workers": 2, "prefetch": 1}]
 
 
 def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(tmp_path: Path) -> None:

@@ -244,15 +244,16 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
 
 def test_loader_workers_and_a_ctrl_c_mid_epoch_change_no_number(tmp_path: Path) -> None:
     """Training clips come from per-video generators and the loader never draws from the model's RNG:
-    `data.num_workers=2`, interrupted mid-epoch and resumed, gives the losses of one uninterrupted,
-    in-process run (S5 with dropout, so the model's random numbers are in play)."""
+    `data.num_workers=2` (one batch ready each), interrupted mid-epoch and resumed, gives the losses of one
+    uninterrupted, in-process run (S5 with dropout, so the model's random numbers are in play)."""
     shared = tmp_path / "shared"
     s5 = {"train.epochs": 6, "model.dropout": 0.1}
     base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
     full = subprocess.run([*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "full"})],
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr
-    args = [*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2})]
+    args = [*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2,
+                                        "data.prefetch_batches": 1})]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 300
