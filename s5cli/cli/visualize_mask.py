@@ -153,7 +153,7 @@ def _run(
     from s5cli.models.backbone import build_backbone
     from s5cli.train.distributed import pick_device
     from s5cli.visualize.render import render_selection
-    from s5cli.visualize.selection import random_init_model, run_selection, set_keep_ratio
+    from s5cli.visualize.selection import VideoSampling, random_init_model, run_selection, set_keep_ratio
     from s5cli.visualize.writers import write_frames
 
     dev = pick_device(device)
@@ -175,11 +175,10 @@ def _run(
         progress.update(tasks[stage], completed=done, total=total)
 
     with progress, _clear_on_error(progress):
-        selection = run_selection(
-            video, model, extractor, frames=frames, fps=fps, image_size=image_size, model_name=model_name,
-            start=start, seed=seed, threads=int(data.get("decode_threads") or 2), storage_dtype=data.get("cache_dtype") or "float16",
-            report=report, trained=trained,
-        )
+        sampling = VideoSampling(frames, fps, image_size, start, threads=int(data.get("decode_threads") or 2),
+                                 storage_dtype=data.get("cache_dtype") or "float16")
+        selection = run_selection(video, model, extractor, sampling, model_name=model_name, seed=seed, report=report,
+                                  trained=trained)
         rendered = render_selection(selection, style, report)
         rate = playback_fps or fps or _real_time_rate(selection)
         report("write", 0, 1)

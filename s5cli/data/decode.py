@@ -279,11 +279,14 @@ def open_clip(
     num_threads: int = 2,
     min_frames: int = 1,
     shorter_side: int | None = None,
+    planner: Callable[[VideoInfo], FramePlan] | None = None,
 ) -> OpenedClip:
     """Open `path` and plan the frames to sample, without decoding any of them.
 
     With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
     long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
+    `planner` chooses the frames from the video's info (default: `plan_frames` with `frames`, `fps` and
+    `min_frames`); `fps` is still the rate the plan samples at (`OpenedClip.sampling_fps`).
     """
     # One read of the container header gives the true size, and proves there is a video stream: decord logs
     # a failed open straight to stderr (C++ logging its log level does not silence), so a file that is no
@@ -307,7 +310,7 @@ def open_clip(
     info = video_info(reader, path)
     if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
-    plan = plan_frames(info, frames, fps, min_frames=min_frames)
+    plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
     return OpenedClip(path, plan, info, reader, size is not None, num_threads, sampling_fps=fps)
 
 

