@@ -18,6 +18,7 @@ from s5cli.io import atomic_write_path, folder_problem
 
 if TYPE_CHECKING:
     import numpy as np
+    from PIL import Image
 
 FORMATS = {".gif": "animated GIF", ".mp4": "H.264 video", ".png": "contact sheet of all frames"}
 SHEET_GAP = 2  # pixels between frames on a contact sheet
@@ -138,29 +139,28 @@ def sheet_layout(count: int) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def contact_sheet(frames: list[np.ndarray]) -> np.ndarray:
-    """All frames on one image, row-major, SHEET_GAP pixels apart."""
-    import numpy as np
+def contact_sheet(frames: list[np.ndarray]) -> Image.Image:
+    """All frames on one RGB image, row-major, SHEET_GAP pixels apart.
+
+    Built as a PIL image, frame by frame: a numpy sheet had to be copied again into PIL to be saved (PIL
+    copies RGB arrays), so a film's sheet (at 1 fps, thousands of frames) was held twice.
+    """
+    from PIL import Image
 
     rows, columns = sheet_layout(len(frames))
     height, width = frames[0].shape[:2]
-    sheet = np.empty(
-        (rows * height + (rows - 1) * SHEET_GAP, columns * width + (columns - 1) * SHEET_GAP, 3), dtype=np.uint8
-    )
-    sheet[:] = SHEET_BACKGROUND
+    size = (columns * width + (columns - 1) * SHEET_GAP, rows * height + (rows - 1) * SHEET_GAP)
+    sheet = Image.new("RGB", size, SHEET_BACKGROUND)
     for i, frame in enumerate(frames):
         r, c = divmod(i, columns)
-        top, left = r * (height + SHEET_GAP), c * (width + SHEET_GAP)
-        sheet[top : top + height, left : left + width] = frame
+        sheet.paste(Image.fromarray(frame), (c * (width + SHEET_GAP), r * (height + SHEET_GAP)))
     return sheet
 
 
 def write_png(path: str | os.PathLike[str], frames: list[np.ndarray]) -> None:
     """PNG contact sheet of all frames."""
-    from PIL import Image
-
     with atomic_write_path(path) as tmp:
-        Image.fromarray(contact_sheet(frames)).save(tmp, format="PNG")
+        contact_sheet(frames).save(tmp, format="PNG")
 
 
 def write_frames(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float) -> None:

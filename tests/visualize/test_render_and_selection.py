@@ -67,8 +67,9 @@ def test_output_formats_and_contact_sheet_layout(tmp_path) -> None:
         check_output(tmp_path)
     assert sheet_layout(1) == (1, 1) and sheet_layout(5) == (2, 3) and sheet_layout(16) == (4, 4)
     frames = [np.full((8, 8, 3), i * 10, dtype=np.uint8) for i in range(5)]
-    sheet = contact_sheet(frames)
+    sheet = np.asarray(contact_sheet(frames))
     assert sheet.shape == (18, 28, 3)
+    assert (sheet[8:10] == 24).all() and (sheet[:8, 8:10] == 24).all()  # the gaps: SHEET_BACKGROUND
     assert (sheet[10:18, 10:18] == 40).all()  # frame 4: row 1, column 1
 
 
