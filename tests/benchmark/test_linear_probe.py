@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "linear_probe.py"
+from tests.benchmark.scripts import REPO, load_script, script_path
+
+SCRIPT = script_path("linear_probe")
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("linear_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("linear_probe")
 
 
 def test_probe_fits_linearly_separable_features_and_not_shuffled_labels() -> None:
