@@ -16,7 +16,7 @@ import typer.core
 from s5cli import __version__
 from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
 from s5cli.cli.console import print_error
-from s5cli.cli.help_text import command_help, flag
+from s5cli.cli.help_text import PlainFlagCommand, PlainFlagGroup, command_help, flag
 from s5cli.errors import RunFailure, UserError
 
 
@@ -33,7 +33,7 @@ def _usage_error_types() -> tuple[type[Exception], ...]:
 USAGE_ERRORS = _usage_error_types()
 
 
-class _ErrorReportingGroup(typer.core.TyperGroup):
+class _ErrorReportingGroup(PlainFlagGroup):
     """Turns `UserError`/`RunFailure` raised anywhere in a command into one red line and an exit code.
 
     Command-line mistakes that click itself catches (`--frames 0`, an unknown option or command) get the
@@ -125,7 +125,9 @@ for _name, _function, _needs_args in (
     ("benchmark", benchmark.benchmark, False),
     ("push", push.push, True),
 ):
-    app.command(_name, help=command_help(_function.__doc__), no_args_is_help=_needs_args)(_function)
+    app.command(_name, cls=PlainFlagCommand, help=command_help(_function.__doc__), no_args_is_help=_needs_args)(
+        _function
+    )
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(cache.app, name="cache")
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from s5cli.benchmark.measure import format_bytes
-from s5cli.cli.help_text import command_help, flag
+from s5cli.cli.help_text import PlainFlagCommand, PlainFlagGroup, command_help, flag
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from s5cli.data.cache_inventory import CacheEntry, Inventory
 
 app = typer.Typer(
+    cls=PlainFlagGroup,
     help=command_help(
         """See and delete the videos and tokens s5cli caches (under .s5cache by default).
 
@@ -140,8 +141,8 @@ def clean_caches(
         raise RunFailure(f"{len(failures)} of {len(chosen)} entries could not be deleted (see above)")
 
 
-app.command("ls", help=command_help(list_caches.__doc__))(list_caches)
-app.command("clean", help=command_help(clean_caches.__doc__))(clean_caches)
+app.command("ls", cls=PlainFlagCommand, help=command_help(list_caches.__doc__))(list_caches)
+app.command("clean", cls=PlainFlagCommand, help=command_help(clean_caches.__doc__))(clean_caches)
 
 
 def _interactive() -> bool:

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import typer
+import typer.core
 from rich.markup import escape
 
 # An example line: indentation, the command, and an optional trailing `# comment` with its alignment.
@@ -56,3 +57,25 @@ def flag(default: bool | None, *names: str, help: str, **options: Any) -> Any:
     value (`--resume true` is an error). An empty metavar leaves that column blank.
     """
     return typer.Option(default, *names, help=help, metavar="", **options)
+
+
+def _untyped(option: Any) -> Any:
+    """The command's help option with an empty metavar (see `flag`); None stays None (no help option)."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
+class PlainFlagCommand(typer.core.TyperCommand):
+    """A command whose own --help row shows no `<bool>` either: Typer builds that option itself, so `flag`
+    cannot reach it; `get_help_option` (click's public hook for it) blanks its type."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _untyped(super().get_help_option(ctx))
+
+
+class PlainFlagGroup(typer.core.TyperGroup):
+    """`PlainFlagCommand` for command groups (`s5`, `s5 recipes`, `s5 cache`)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _untyped(super().get_help_option(ctx))

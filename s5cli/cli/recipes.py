@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from s5cli.cli.help_text import command_help, flag
+from s5cli.cli.help_text import PlainFlagCommand, PlainFlagGroup, command_help, flag
 
-app = typer.Typer(help="List, copy, pull and push recipes.", no_args_is_help=True)
+app = typer.Typer(cls=PlainFlagGroup, help="List, copy, pull and push recipes.", no_args_is_help=True)
 
 
-@app.command("ls")
+@app.command("ls", cls=PlainFlagCommand)
 def list_recipes() -> None:
     """List the recipes that ship with s5cli: name, dataset, model and what each one is for."""
     from rich.table import Table
@@ -28,7 +28,7 @@ def list_recipes() -> None:
     stdout.print(table)
 
 
-@app.command("show", no_args_is_help=True)
+@app.command("show", cls=PlainFlagCommand, no_args_is_help=True)
 def show_recipe(
     recipe: str = typer.Argument(..., help="Recipe: a path, a bundled name like synthetic or lvu/genre, or hf://repo/file."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, as for finetune and pretrain."),
@@ -54,7 +54,7 @@ def show_recipe(
         print_warning(f"a run would stop here: {error}")
 
 
-@app.command("cp")
+@app.command("cp", cls=PlainFlagCommand)
 def copy_recipe(
     name: str = typer.Argument(..., help="Bundled recipe name (see `s5 recipes ls`), e.g. synthetic or lvu/genre."),
     dest: Path = typer.Argument(..., help="Destination file, or an existing folder to copy into."),
@@ -111,7 +111,7 @@ def describe_recipe_file(path: Path) -> tuple[str, str, str]:
     return dataset, model_name, description
 
 
-@app.command("pull", no_args_is_help=True)
+@app.command("pull", cls=PlainFlagCommand, no_args_is_help=True)
 def pull_recipes(
     repo_id: str = typer.Argument(..., help="Hub repo OWNER/NAME (or hf://OWNER/NAME\\[@REV]\\[/file.yaml])."),
     name: str | None = typer.Argument(None, help="One recipe file in the repo, e.g. lvu/genre.yaml (default: all)."),
@@ -130,7 +130,7 @@ def pull_recipes(
         stderr.print(f"pulled {path}")
 
 
-@app.command("push", no_args_is_help=True)
+@app.command("push", cls=PlainFlagCommand, no_args_is_help=True)
 def push_recipe(
     recipe: Path = typer.Argument(..., help="Local recipe YAML or a bundled name (validated before upload)."),
     repo_id: str | None = typer.Argument(

@@ -81,7 +81,7 @@ def _command_paths(command, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...
 
 
 def test_flags_show_no_value_type_in_any_help() -> None:
-    """An on/off flag takes no value, so its help row must not say `<bool>` (only Typer's own --help does)."""
+    """An on/off flag takes no value, so its help row must not say `<bool>`: ours (`flag`) and --help alike."""
     import typer
 
     paths = _command_paths(typer.main.get_command(app))
@@ -91,7 +91,8 @@ def test_flags_show_no_value_type_in_any_help() -> None:
         result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
         assert result.exit_code == 0, result.output
         rows = [line for line in result.output.splitlines() if line.lstrip("│ ").startswith("-")]
-        flags_seen += sum(1 for row in rows if re.search(r"--(resume|quiet|json|force|debug)\b", row))
-        offenders = [row for row in rows if "<bool>" in row and "--help" not in row]
+        flags_seen += sum(1 for row in rows if re.search(r"--(resume|quiet|json|force|debug|help)\b", row))
+        assert any("--help" in row for row in rows), f"s5 {' '.join(path)} --help lists no --help"
+        offenders = [row for row in rows if "<bool>" in row]
         assert not offenders, f"s5 {' '.join(path)} --help: {offenders}"
     assert flags_seen >= 5
