@@ -3,6 +3,7 @@ numbers, over-budget handling, plot file, kernel stage. Mechanics only: nothing 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -236,3 +237,22 @@ def test_help_shows_the_cpu_and_cuda_default_sizes() -> None:
     text = " ".join(result.output.split())
     assert "[default: 50 on CPU, 197 on CUDA]" in text  # brackets escaped, not eaten as Rich markup
     assert "[default: 768 on CPU, 1024 on CUDA]" in text
+
+
+@pytest.mark.parametrize(("device", "met", "hinted"), [("cpu", False, True), ("cpu", True, False),
+                                                       ("cuda", False, False)])
+def test_a_missed_speed_target_on_cpu_says_how_to_take_steadier_numbers(device: str, met: bool, hinted: bool) -> None:
+    from rich.console import Console
+
+    from s5cli.benchmark.report import render
+
+    check = {"model": "s4", "mode": "infer", "frames": 60, "metric": "throughput", "value": 1.4 if not met else 1.6,
+             "target": ">= 1.5", "comparison": ">=", "threshold": 1.5, "met": met}
+    memory = {**check, "metric": "memory", "value": 0.9, "target": "<= 0.77", "comparison": "<=",
+              "threshold": 0.77, "met": False}  # a missed memory target is no matter of load
+    report = {"settings": {"device": device}, "results": [], "ratios": [], "slopes": [], "targets": [check, memory]}
+    out = io.StringIO()
+    render(report, Console(file=out, width=200))
+    text = out.getvalue()
+    assert ("--processes 3 or --threads 1" in text) == hinted
+    assert "target S5 throughput vs s4 (infer, 60 frames)" in text
