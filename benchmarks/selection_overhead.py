@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
-SETTLE_S = 0.05  # pause before each timed step, as s5cli.benchmark.runner.SETTLE_S
+from s5cli.benchmark.measure import summarize
+from s5cli.benchmark.runner import SETTLE_S  # the benchmark's pause before each timed step
 
 
 def _summary(times: list[float]) -> dict[str, float]:
-    return {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times)}
+    """Median and fastest step in milliseconds (`summarize`, the benchmark's own statistics)."""
+    stats = summarize(times)
+    return {"median_ms": 1000 * stats["median"], "min_ms": 1000 * stats["min"]}
 
 
 def measure(dim: int, tokens_per_frame: int, frames: int, steps: int, warmup: int, seed: int) -> dict:
