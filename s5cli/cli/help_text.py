@@ -59,23 +59,20 @@ def flag(default: bool | None, *names: str, help: str, **options: Any) -> Any:
     return typer.Option(default, *names, help=help, metavar="", **options)
 
 
-def _untyped(option: Any) -> Any:
-    """The command's help option with an empty metavar (see `flag`); None stays None (no help option)."""
-    if option is not None:
-        option.metavar = ""
-    return option
-
-
-class PlainFlagCommand(typer.core.TyperCommand):
-    """A command whose own --help row shows no `<bool>` either: Typer builds that option itself, so `flag`
-    cannot reach it; `get_help_option` (click's public hook for it) blanks its type."""
+class _UntypedHelpOption:
+    """Mixin: the command's own --help row shows no `<bool>` either. Typer builds that option itself, so
+    `flag` cannot reach it; `get_help_option` (click's public hook for it) blanks its type."""
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _untyped(super().get_help_option(ctx))
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:  # None: the command has no help option
+            option.metavar = ""
+        return option
 
 
-class PlainFlagGroup(typer.core.TyperGroup):
-    """`PlainFlagCommand` for command groups (`s5`, `s5 recipes`, `s5 cache`)."""
+class PlainFlagCommand(_UntypedHelpOption, typer.core.TyperCommand):
+    """A Typer command whose help shows no `<bool>` (see `_UntypedHelpOption`)."""
 
-    def get_help_option(self, ctx: Any) -> Any:
-        return _untyped(super().get_help_option(ctx))
+
+class PlainFlagGroup(_UntypedHelpOption, typer.core.TyperGroup):
+    """A Typer command group (`s5`, `s5 recipes`, `s5 cache`) whose help shows no `<bool>`."""
