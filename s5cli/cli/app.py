@@ -133,8 +133,20 @@ app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:
-    """Console-script entry point (`s5`)."""
-    app(prog_name="s5")
+    """Console-script entry point (`s5`, `python -m s5cli`, `torchrun -m s5cli`).
+
+    A process that took part in a torchrun group ends without interpreter shutdown, which can abort it
+    after a finished run (`distributed.exit_without_finalizing` says why).
+    """
+    try:
+        app(prog_name="s5")
+    except SystemExit as stop:
+        # Looked up, not imported: a command that never loaded it never joined a group (and `s5 --help`
+        # should not pay for importing torch on its way out).
+        distributed = sys.modules.get("s5cli.train.distributed")
+        if distributed is not None and distributed.left_process_group():
+            distributed.exit_without_finalizing(stop.code)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,3 +67,50 @@ def test_debug_shows_the_exception_instead_of_one_line(tmp_path) -> None:
     assert plain.exit_code == 2 and "not found" in plain.output and plain.exception.__class__ is SystemExit
     debug = CliRunner().invoke(app, ["--debug", "finetune", missing])
     assert isinstance(debug.exception, UserError) and "not found" in str(debug.exception)
+
+
+class _HardExit(Exception):
+    """Stands in for os._exit, which would end the test process."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+@pytest.mark.parametrize(("code", "status", "printed"), [(None, 0, ""), (3, 3, ""), ("stopped: reason", 1, "stopped: reason")])
+def test_a_process_that_left_a_torchrun_group_ends_without_interpreter_shutdown(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: object, status: int, printed: str
+) -> None:
+    import os
+
+    from s5cli.cli import app as app_module
+    from s5cli.train import distributed
+
+    def command(**_: object) -> None:
+        raise SystemExit(code)
+
+    def hard_exit(value: int) -> None:
+        raise _HardExit(value)
+
+    monkeypatch.setattr(app_module, "app", command)
+    monkeypatch.setattr(os, "_exit", hard_exit)
+    monkeypatch.setattr(distributed, "_left_process_group", True)
+    with pytest.raises(_HardExit) as ended:
+        app_module.main()
+    assert ended.value.status == status
+    assert capsys.readouterr().err.strip() == printed
+
+
+def test_a_single_process_run_exits_normally(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s5cli.cli import app as app_module
+    from s5cli.train import distributed
+
+    def command(**_: object) -> None:
+        raise SystemExit(2)
+
+    monkeypatch.setattr(app_module, "app", command)
+    distributed.DistContext().close()  # one process: there is no group to leave
+    assert not distributed.left_process_group()
+    with pytest.raises(SystemExit) as stop:
+        app_module.main()
+    assert stop.value.code == 2
