@@ -79,7 +79,7 @@ def exit_without_finalizing(code: object) -> NoReturn:
     that drops a finished collective's last reference to a tensor created in Python needs the GIL; when
     that happens while the interpreter is shutting down, the thread cannot get it and C++ calls
     std::terminate ("terminate called without an active exception", SIGABRT), turning a finished, fully
-    saved run into a failed one (1 in 16-120 two-process runs on a 2-core machine). Everything the run
+    saved run into a failed one (3 of 47 two-process runs on a 2-core machine). Everything the run
     writes is closed (metrics, checkpoints written atomically) before this point, so skipping the
     shutdown loses nothing; `code` is a SystemExit code (None, an int or a message).
     """
