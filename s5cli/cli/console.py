@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.markup import escape
 
+
+class LogFriendlyConsole(Console):
+    """A Console that, writing to a file or pipe, prints each message as one line.
+
+    Rich wraps text at the console width, and a non-terminal has a fixed 80 columns: a run's header or
+    progress line in a CI log or `nohup` file came out split over two lines, which breaks grep and tail.
+    On a terminal text still wraps at words; renderables (tables) keep their width either way.
+    """
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        if soft_wrap is None:
+            soft_wrap = self.soft_wrap or not self.is_terminal
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
 # Results go to stdout (pipeable, e.g. `--json`); progress and errors go to stderr.
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+stdout = LogFriendlyConsole(highlight=False)
+stderr = LogFriendlyConsole(stderr=True, highlight=False)
 
 
 def print_error(message: str) -> None:

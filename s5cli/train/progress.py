@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 from rich.progress import (
@@ -9,7 +10,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
@@ -23,22 +23,27 @@ class TrainingProgress:
             return
         from s5cli.cli.console import stderr
 
+        # Rich draws a live bar only on a terminal; in logs (CI, nohup, pipes) print a plain line every
+        # ~5% of the run instead, so long jobs still show that they are alive and how fast they go. The bar
+        # is then disabled: Rich would otherwise add its final frame after the plain lines, cut to the
+        # log's 80 columns ("0:00:… ET").
+        self._plain = not stderr.is_terminal
+        # No elapsed-time column: with it the line needed ~90 columns, and an 80-column terminal cut the step
+        # count and the ETA ("700/…", "-:--:…"); `close` prints the elapsed time once instead.
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[speed]} samples/s"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=stderr, transient=False,
+            TextColumn("{task.fields[speed]} samples/s"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=stderr, transient=False, disable=self._plain,
         )
         self._task = self._progress.add_task(
             "train", total=total_steps, completed=start_step, loss="-", lr="-", speed="-"
         )
         self._progress.start()
-        # Rich draws a live bar only on a terminal; in logs (CI, nohup, pipes) print a plain line every
-        # ~5% of the run instead, so long jobs still show that they are alive and how fast they go.
-        self._plain = not stderr.is_terminal
         self._total = total_steps
         self._start = (start_step, time.monotonic())
         self._last_logged = start_step
+        self._step = start_step
         self._plain_every = max(1, total_steps // 20)
 
     def update(self, step: int, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
@@ -48,6 +53,7 @@ class TrainingProgress:
             self._task, completed=step, description=f"epoch {epoch + 1}", loss=f"{loss:.4f}",
             lr=f"{lr:.2e}", speed=f"{samples_per_s:.1f}",
         )
+        self._step = step
         if self._plain and (step - self._last_logged >= self._plain_every or step == self._total):
             self._last_logged = step
             first_step, started = self._start
@@ -64,5 +70,11 @@ class TrainingProgress:
             self._progress.console.print(message)
 
     def close(self) -> None:
-        if self.enabled:
-            self._progress.stop()
+        """Stop the bar; on a terminal, say how long the steps took (the plain lines already did)."""
+        if not self.enabled:
+            return
+        self._progress.stop()
+        first_step, started = self._start
+        if not self._plain and self._step > first_step:
+            elapsed = datetime.timedelta(seconds=round(time.monotonic() - started))
+            self._progress.console.print(f"{self._step - first_step} step(s) in {elapsed}")
