@@ -75,13 +75,13 @@ def exit_without_finalizing(code: object) -> NoReturn:
     """Flush stdout/stderr and end the process now, skipping Python's interpreter shutdown.
 
     Why: once DistributedDataParallel has wrapped a model, `destroy_process_group` leaves the gloo group's
-    worker threads running (torch 2.13), so they outlive the Python code. A worker
-    that drops a finished collective's last reference to a tensor created in Python needs the GIL; when
-    that happens while the interpreter is shutting down, the thread cannot get it and C++ calls
-    std::terminate ("terminate called without an active exception", SIGABRT), turning a finished, fully
-    saved run into a failed one (3 of 47 two-process runs on a 2-core machine). Everything the run
-    writes is closed (metrics, checkpoints written atomically) before this point, so skipping the
-    shutdown loses nothing; `code` is a SystemExit code (None, an int or a message).
+    worker threads running (torch 2.13), so they outlive the Python code. A worker that drops a finished
+    collective's last reference to a tensor created in Python needs the GIL; when that happens while the
+    interpreter is shutting down, the thread cannot get it and C++ calls std::terminate ("terminate called
+    without an active exception", SIGABRT), turning a finished, fully saved run into a failed one (3 of 47
+    two-process runs on a 2-core machine). Everything the run writes is closed (metrics, checkpoints
+    written atomically) before this point, so skipping the shutdown loses nothing; `code` is a SystemExit
+    code (None, an int or a message).
     """
     if code is None:
         status = 0
