@@ -132,12 +132,13 @@ def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
 
 # --- rendering ----------------------------------------------------------------------------------------
 def wide(console: Any) -> Any:
-    """`console`, or where output is piped (a log, `tee`; Rich would cut it to 80 columns) a wider one."""
+    """`console`, or where output is piped (a log, `tee`; Rich would cut the table to 80 columns) a wider one,
+    which like every s5 console prints each text line whole."""
     if console.is_terminal:
         return console
-    from rich.console import Console
+    from s5cli.cli.console import LogFriendlyConsole
 
-    return Console(file=console.file, width=max(console.width, 132), highlight=False)
+    return LogFriendlyConsole(file=console.file, width=max(console.width, 132), highlight=False)
 
 
 def _seconds(value: float) -> str:

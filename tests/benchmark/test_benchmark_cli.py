@@ -256,3 +256,17 @@ def test_a_missed_speed_target_on_cpu_says_how_to_take_steadier_numbers(device: 
     text = out.getvalue()
     assert ("--processes 3 or --threads 1" in text) == hinted
     assert "target S5 throughput vs s4 (infer, 60 frames)" in text
+
+
+def test_piped_report_keeps_each_text_line_whole(tiny_report: dict) -> None:
+    """In a log the table is widened to 132 columns and no sentence is split over two lines."""
+    from rich.console import Console
+
+    from s5cli.benchmark.report import render
+
+    out = io.StringIO()
+    render(tiny_report, Console(file=out, width=80))
+    lines = out.getvalue().splitlines()
+    footnote = next(line for line in lines if line.startswith("S5 speedup = "))
+    assert footnote.rstrip().endswith("optimiser + activations).")
+    assert max(len(line) for line in lines) > 80  # the table's width, not a terminal's
