@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -25,6 +26,36 @@ class LogFriendlyConsole(Console):
 # Results go to stdout (pipeable, e.g. `--json`); progress and errors go to stderr.
 stdout = LogFriendlyConsole(highlight=False)
 stderr = LogFriendlyConsole(stderr=True, highlight=False)
+
+
+class PeriodicLines:
+    """When a plain progress line is due in a log, and the timing to print in it.
+
+    Rich draws no live bar on a non-terminal (CI, nohup, pipes): a long job's log would stay silent until
+    it ends. Training and extraction therefore print one plain line every ~5 % of their work instead
+    (`parts` lines in all, and one at the end).
+    """
+
+    def __init__(self, total: int, start: int = 0, parts: int = 20):
+        self.total = total
+        self._first = start
+        self._last = start
+        self._every = max(1, total // parts)
+        self._started = time.monotonic()
+
+    def due(self, done: int) -> bool:
+        """True once per ~1/parts of the work, and at the end; the caller then prints its line."""
+        if done - self._last >= self._every or done == self.total:
+            self._last = done
+            return True
+        return False
+
+    def timing(self, done: int) -> tuple[float, float, float]:
+        """(seconds elapsed, items per second, seconds left) over the items done since this began."""
+        elapsed = time.monotonic() - self._started
+        rate = (done - self._first) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        return elapsed, rate, eta
 
 
 def print_error(message: str) -> None:

@@ -307,11 +307,14 @@ def extract_records(
         return report
     if backbone is None:
         backbone = load_backbone(settings, device)
-    progress = (
-        _progress(len(todo), f"extract {index}/{count}" if count > 1 else "extract")
-        if show_progress
-        else None
-    )
+    description = f"extract {index}/{count}" if count > 1 else "extract"
+    progress = _progress(len(todo), description) if show_progress else None
+    # In a log the bars are off (`_progress`): a plain line every ~5 % of the videos shows the job is alive.
+    lines = None
+    if progress is not None and progress.disable:
+        from s5cli.cli.console import PeriodicLines
+
+        lines = PeriodicLines(len(todo))
     try:
         if progress is not None:
             progress.start()
@@ -337,6 +340,11 @@ def extract_records(
                     print_warning(f"skipping video {item.record.video_id}: {item.error}")
                 if progress is not None:
                     progress.advance(progress.task_ids[0])
+                    done = report.extracted + len(report.failed)
+                    if lines is not None and lines.due(done):
+                        elapsed, rate, eta = lines.timing(done)
+                        progress.console.print(f"{description} {done}/{len(todo)} videos {rate:.2f} videos/s "
+                                               f"elapsed {elapsed:.0f}s ETA {eta:.0f}s")
     finally:
         if progress is not None:
             progress.stop()
@@ -406,6 +414,8 @@ def _progress(total: int, description: str):
         TimeRemainingColumn(),
         console=stderr,
         transient=False,
+        # Off in logs, where `extract_records` prints plain lines instead: Rich would only add the last frame.
+        disable=not stderr.is_terminal,
     )
     progress.add_task(description, total=total, unit="videos")
     progress.add_task("", total=None, unit="frames", visible=False)  # a long video's frames (_video_frames_bar)

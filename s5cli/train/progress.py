@@ -21,7 +21,7 @@ class TrainingProgress:
         self.enabled = enabled
         if not enabled:
             return
-        from s5cli.cli.console import stderr
+        from s5cli.cli.console import PeriodicLines, stderr
 
         # Rich draws a live bar only on a terminal; in logs (CI, nohup, pipes) print a plain line every
         # ~5% of the run instead, so long jobs still show that they are alive and how fast they go. The bar
@@ -40,11 +40,9 @@ class TrainingProgress:
             "train", total=total_steps, completed=start_step, loss="-", lr="-", speed="-"
         )
         self._progress.start()
-        self._total = total_steps
         self._start = (start_step, time.monotonic())
-        self._last_logged = start_step
         self._step = start_step
-        self._plain_every = max(1, total_steps // 20)
+        self._lines = PeriodicLines(total_steps, start_step)
 
     def update(self, step: int, epoch: int, loss: float, lr: float, samples_per_s: float) -> None:
         if not self.enabled:
@@ -54,14 +52,10 @@ class TrainingProgress:
             lr=f"{lr:.2e}", speed=f"{samples_per_s:.1f}",
         )
         self._step = step
-        if self._plain and (step - self._last_logged >= self._plain_every or step == self._total):
-            self._last_logged = step
-            first_step, started = self._start
-            elapsed = time.monotonic() - started
-            rate = (step - first_step) / elapsed if elapsed > 0 else 0.0
-            eta = (self._total - step) / rate if rate > 0 else float("nan")
+        if self._plain and self._lines.due(step):
+            elapsed, _, eta = self._lines.timing(step)
             self._progress.console.print(
-                f"epoch {epoch + 1} step {step}/{self._total} loss {loss:.4f} lr {lr:.2e} "
+                f"epoch {epoch + 1} step {step}/{self._lines.total} loss {loss:.4f} lr {lr:.2e} "
                 f"{samples_per_s:.1f} samples/s elapsed {elapsed:.0f}s ETA {eta:.0f}s"
             )
 

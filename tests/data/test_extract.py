@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import signal
@@ -169,16 +170,40 @@ def test_shards_split_the_records_by_stride(tmp_path, setup, monkeypatch):
         resolve_shard((3, 3))
 
 
-def test_progress_bar_shows_rate_and_eta_on_stderr(tmp_path, setup, capsys):
+def _terminal_stderr(monkeypatch) -> io.StringIO:
+    """stderr as a 120-column terminal, so the live bars are drawn (into the returned buffer)."""
+    from s5cli.cli import console
+
+    out = io.StringIO()
+    monkeypatch.setattr(console, "stderr", console.LogFriendlyConsole(file=out, force_terminal=True, width=120))
+    return out
+
+
+def test_progress_bar_shows_rate_and_eta_on_a_terminal(tmp_path, setup, monkeypatch, capsys):
     _, settings, cache = setup
+    err = _terminal_stderr(monkeypatch)
     extract_records(make_records(tmp_path / "videos", 2), settings, cache, decode_threads=1, show_progress=True)
-    captured = capsys.readouterr()
-    assert "videos/s" in captured.err and "ETA" in captured.err
-    assert "videos/s" not in captured.out
+    assert "videos/s" in err.getvalue() and "ETA" in err.getvalue() and "━" in err.getvalue()
+    assert "videos/s" not in capsys.readouterr().out
 
 
-def test_a_long_video_gets_a_frames_bar_under_the_videos_bar(tmp_path, capsys):
+def test_a_log_gets_a_plain_line_every_few_videos_instead_of_the_bar(tmp_path, setup, capsys):
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 3)
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    records.insert(1, VideoRecord("broken", broken, 0))
+    extract_records(records, settings, cache, decode_threads=1, show_progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
+    # Four videos: one line each (every 5 % rounds up to one video), the failed one counted too.
+    assert [line.split(" videos ")[0] for line in lines] == [f"extract {n}/4" for n in range(1, 5)]
+    assert all(" videos/s elapsed " in line and " ETA " in line for line in lines)
+    assert not any("━" in line for line in lines)
+
+
+def test_a_long_video_gets_a_frames_bar_under_the_videos_bar(tmp_path, monkeypatch):
     """A film is one step of the videos bar for minutes: from 4 backbone batches up, its frames show too."""
+    out = _terminal_stderr(monkeypatch)
     data = data_section(tmp_path, frames=None, fps=8.0)  # every frame of the 8 fps test videos
     settings = settings_from_data(data)
     records = [
@@ -188,7 +213,7 @@ def test_a_long_video_gets_a_frames_bar_under_the_videos_bar(tmp_path, capsys):
     report = extract_records(records, settings, FeatureCache(data.cache_dir, settings), decode_threads=1,
                              show_progress=True, batch_size=2)
     assert report.extracted == 2
-    err = capsys.readouterr().err
+    err = out.getvalue()
     assert "videos/s" in err and "frames/s" in err
     assert "film" in err and "20/20" in err
     assert "6/6" not in err  # the short video had no frames bar
