@@ -68,9 +68,16 @@ def print_warning(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
+LOG_LINE_EVERY_S = 30.0  # SimpleProgress in a log: at most one plain line per this many seconds
+
+
 class SimpleProgress:
     """A plain counted bar on stderr that disappears when done (evaluation windows, a video's backbone
-    batches); `enabled=False` gives a silent stand-in, so callers need no branches."""
+    batches); `enabled=False` gives a silent stand-in, so callers need no branches.
+
+    In a log (no terminal) there is no bar; a job that runs longer than `LOG_LINE_EVERY_S` prints one plain
+    line each time that much has passed ("evaluating 40/800 elapsed 31s ETA 589s"), a short one nothing.
+    """
 
     def __init__(self, description: str, total: int | None, enabled: bool = True):
         self.enabled = enabled
@@ -78,16 +85,30 @@ class SimpleProgress:
             return
         from rich import progress as bars
 
+        self._description = description
+        self._plain = not stderr.is_terminal
         self._progress = bars.Progress(
             bars.TextColumn("[bold]{task.description}"), bars.BarColumn(), bars.MofNCompleteColumn(),
             bars.TimeElapsedColumn(), bars.TimeRemainingColumn(), console=stderr, transient=True,
+            disable=self._plain,
         )
         self._task = self._progress.add_task(description, total=total)
+        self._lines = PeriodicLines(total or 0)
+        self._done = 0
+        self._last_line = time.monotonic()
         self._progress.start()
 
     def advance(self, amount: int = 1) -> None:
-        if self.enabled:
-            self._progress.advance(self._task, amount)
+        if not self.enabled:
+            return
+        self._progress.advance(self._task, amount)
+        self._done += amount
+        if self._plain and time.monotonic() - self._last_line >= LOG_LINE_EVERY_S:
+            self._last_line = time.monotonic()
+            elapsed, _, eta = self._lines.timing(self._done)
+            total = f"/{self._lines.total}" if self._lines.total else ""
+            left = f" ETA {eta:.0f}s" if self._lines.total else ""
+            self._progress.console.print(f"{self._description} {self._done}{total} elapsed {elapsed:.0f}s{left}")
 
     def close(self) -> None:
         if self.enabled:
