@@ -38,7 +38,7 @@ class PeriodicLines:
 
     def __init__(self, total: int, start: int = 0, parts: int = 20):
         self.total = total
-        self._first = start
+        self.start = start
         self._last = start
         self._every = max(1, total // parts)
         self._started = time.monotonic()
@@ -53,7 +53,7 @@ class PeriodicLines:
     def timing(self, done: int) -> tuple[float, float, float]:
         """(seconds elapsed, items per second, seconds left) over the items done since this began."""
         elapsed = time.monotonic() - self._started
-        rate = (done - self._first) / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("nan")
         return elapsed, rate, eta
 

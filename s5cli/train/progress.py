@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import time
 
 from rich.progress import (
     BarColumn,
@@ -40,7 +39,6 @@ class TrainingProgress:
             "train", total=total_steps, completed=start_step, loss="-", lr="-", speed="-"
         )
         self._progress.start()
-        self._start = (start_step, time.monotonic())
         self._step = start_step
         self._lines = PeriodicLines(total_steps, start_step)
 
@@ -68,7 +66,8 @@ class TrainingProgress:
         if not self.enabled:
             return
         self._progress.stop()
-        first_step, started = self._start
-        if not self._plain and self._step > first_step:
-            elapsed = datetime.timedelta(seconds=round(time.monotonic() - started))
-            self._progress.console.print(f"{self._step - first_step} step(s) in {elapsed}")
+        if not self._plain and self._step > self._lines.start:
+            elapsed, _, _ = self._lines.timing(self._step)
+            self._progress.console.print(
+                f"{self._step - self._lines.start} step(s) in {datetime.timedelta(seconds=round(elapsed))}"
+            )
