@@ -32,3 +32,7 @@ class Interrupted(RunFailure):
     """Ctrl-C after which something useful was kept (a checkpoint, partial results): exit code 130."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs; the CLI exits with 143."""

@@ -99,6 +99,27 @@ def check_writable_folder(folder: str | os.PathLike[str], what: str, fix: str, n
         raise UserError(f"{what} {folder} cannot be used: {problem} ({fix})")
 
 
+def check_output_file(path: str | os.PathLike[str], option: str, example: str) -> None:
+    """UserError unless `path` can be written as `option`'s output: checked before the work, not after it.
+
+    Refused: a folder (named with `example`, a file name to use instead), a folder that cannot take a
+    new file, and an existing file of another kind than the output (suffix other than `example`'s):
+    `--json runs/x/best/model.safetensors` would otherwise replace a checkpoint with a report.
+    """
+    from s5cli.errors import UserError
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UserError(f"{option} {target} is a folder: name a file, e.g. {target / example}")
+    wanted = Path(example).suffix.lower()
+    if target.exists() and target.suffix.lower() != wanted:
+        raise UserError(f"{option} {target} exists and is not a {wanted} file; refusing to replace it "
+                        f"(write to a new {wanted} file, e.g. {target.with_name(example)})")
+    problem = folder_problem(target.parent)
+    if problem:
+        raise UserError(f"cannot write {option} {target}: folder {target.parent} is not writable ({problem})")
+
+
 def default_file_mode() -> int:
     """The permissions a plain `open(path, "w")` gives a new file under this process's umask."""
     return 0o666 & ~_umask()

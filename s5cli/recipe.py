@@ -53,6 +53,10 @@ class _Problems:
 
     def __init__(self, source: str, override_keys: set[str]) -> None:
         self.source, self.override_keys, self.items = source, override_keys, []
+        self.notes: list[str] = []  # not problems: printed as warnings once the recipe is valid
+
+    def note(self, key: str, text: str) -> None:
+        self.notes.append(f"{self.where(key)}: {text}")
 
     def where(self, key: str) -> str:
         from_override = any(k == key or k.startswith(key + ".") for k in self.override_keys)
@@ -107,8 +111,14 @@ def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> R
     """Validate recipe YAML held in memory (e.g. downloaded); `source` names it in error messages."""
     raw = _parse_yaml(text, source)
     override_keys = _apply_overrides(raw, parse_overrides(overrides), source)
-    recipe = _build(raw, _Problems(source, override_keys))
+    problems = _Problems(source, override_keys)
+    recipe = _build(raw, problems)
     recipe.source = source  # not a field: reported in later errors, never saved
+    if problems.notes:
+        from s5cli.cli.console import print_warning
+
+        for note in problems.notes:
+            print_warning(note)
     return recipe
 
 
@@ -219,6 +229,13 @@ def _model_config_class(name: str) -> type:
     from s5cli.models.registry import model_config_class
 
     return model_config_class(name)
+
+
+def _other_model_keys(config_cls: type) -> set[str]:
+    """Config keys of the registered models other than `config_cls`."""
+    from s5cli.models.registry import MODELS
+
+    return {name for cls, _ in MODELS.values() if cls is not config_cls for name in _field_names(cls)}
 
 
 def _lsmcl_config_class() -> type:
@@ -337,6 +354,13 @@ def _build_model(values: dict[str, Any], problems: _Problems, backbone: str) -> 
         return ModelSection()
     section_cls = model_section_class(config_cls)
     fields = {k: v for k, v in values.items() if k != "name"}
+    unused = [key for key in fields if key not in _field_names(config_cls) and key in _other_model_keys(config_cls)]
+    if unused:
+        # `model.name=s4` on an S5 recipe: the S5-only settings simply do not apply to the baseline, so
+        # switching the model is one override, not one per key. A typo (no model has it) stays an error.
+        keys = ", ".join(f"model.{key}" for key in unused)
+        problems.note("model.name", f"{keys} not used by model.name={name} (settings of another model): ignored")
+        fields = {k: v for k, v in fields.items() if k not in unused}
     width = backbone_width(backbone)
     if "d_input" not in fields and width is not None and "d_input" in _field_names(config_cls):
         fields["d_input"] = width  # unset: the width of the backbone's tokens
@@ -371,9 +395,14 @@ def check_data_paths(recipe: Recipe) -> None:
         raise UserError(f"{source}: data.root={data.root!r} does not exist or is not a folder ({fix})")
     wanted = {"lvu": ("lvu_1.0", None), "breakfast": (".", "train.csv"), "coin": (".", "COIN.json")}[data.dataset]
     base = Path(data.annotations).expanduser() if data.annotations else root / wanted[0]
+    names_the_file = bool(data.annotations and wanted[1] and base.suffix.lower() == Path(wanted[1]).suffix)
+    if data.dataset == "breakfast" and names_the_file:
+        raise UserError(f"{source}: data.annotations={data.annotations!r} names a file: set it to the folder "
+                        f"holding train.csv and test.csv (e.g. {base.parent})")
     if data.dataset == "coin" and data.annotations and base.is_file():
         return
-    target = base / wanted[1] if wanted[1] else base
+    # COIN's annotations are the JSON file itself: a path ending in .json is not a folder to look in.
+    target = base / wanted[1] if wanted[1] and not names_the_file else base
     if not target.exists():
         what = _ANNOTATIONS[data.dataset]
         raise UserError(f"{source}: {target} not found: set data.annotations to the {what}")

@@ -93,6 +93,7 @@ AT_LEAST_1 = Rule(low=1)
 NON_NEGATIVE = Rule(low=0)
 FRACTION = Rule(low=0, high=1)  # [0, 1]
 PROPER_FRACTION = Rule(low=0, high=1, high_open=True)  # [0, 1)
+SEED = Rule(low=0, high=2**32 - 1)  # s5cli.seeding.MAX_SEED (not imported: this module stays light)
 
 
 def knob(default: Any = None, rule: Rule | None = None) -> Any:
@@ -104,7 +105,7 @@ def knob(default: Any = None, rule: Rule | None = None) -> Any:
 class SyntheticSection:
     """Knobs of the bundled synthetic task (see s5cli.data.synthetic_video.SyntheticSpec)."""
 
-    seed: int = knob(0, NON_NEGATIVE)
+    seed: int = knob(0, SEED)
     num_train: int = knob(400, NON_NEGATIVE)
     num_val: int = knob(100, NON_NEGATIVE)
     num_test: int = knob(100, NON_NEGATIVE)
@@ -181,7 +182,7 @@ class TrainSection:
     # Micro-batches per optimizer step (gradient accumulation): each process's batch is split into this many
     # and their gradients summed, so activation memory is that of batch_size / accumulate clips.
     accumulate: int = knob(1, AT_LEAST_1)
-    seed: int = knob(0, NON_NEGATIVE)
+    seed: int = knob(0, SEED)
     out_dir: str = "runs/synthetic"
     keep_last: int = knob(2, AT_LEAST_1)
     eval_every: int = knob(1, AT_LEAST_1)  # epochs between validations (and plateau steps)

@@ -5,14 +5,27 @@ from __future__ import annotations
 import os
 import random
 
+# Seeds are 32-bit: NumPy's legacy seeding takes no more, and a larger one would be folded onto a smaller one.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, what: str = "--seed") -> None:
+    """UserError for a seed outside [0, MAX_SEED] (torch would fail on it with a bare 'Overflow')."""
+    if not 0 <= seed <= MAX_SEED:
+        from s5cli.errors import UserError
+
+        raise UserError(f"{what} {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
+
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers on one machine."""
     import numpy as np
     import torch
 
+    check_seed(seed)
+
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)

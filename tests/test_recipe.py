@@ -151,6 +151,20 @@ def test_data_paths_accept_real_split_files(tmp_path: Path, shared_data_dir: Pat
     check_data_paths(recipe)
 
 
+def test_annotation_paths_naming_a_file_are_not_looked_into(tmp_path: Path) -> None:
+    """COIN's annotations are a file: a missing one is named as given, not as `COIN.json/COIN.json`;
+    Breakfast's are a folder: naming its train.csv says to give the folder."""
+    recipe = load_recipe(REPO / "recipes" / "coin.yaml", [f"data.root={tmp_path}", f"data.annotations={tmp_path}/COIN.json"])
+    with pytest.raises(UserError) as info:
+        check_data_paths(recipe)
+    assert f"{tmp_path}/COIN.json not found" in str(info.value) and "COIN.json/COIN.json" not in str(info.value)
+    (tmp_path / "train.csv").write_text("video,label\n")
+    recipe = load_recipe(REPO / "recipes" / "breakfast.yaml",
+                         [f"data.root={tmp_path}", f"data.annotations={tmp_path}/train.csv"])
+    with pytest.raises(UserError, match=r"names a file: set it to the folder holding train.csv and test.csv"):
+        check_data_paths(recipe)
+
+
 # ------------------------------------------------------------------------------------------ overrides
 def test_overrides_set_typed_values() -> None:
     recipe = load_recipe(
@@ -179,10 +193,15 @@ def test_yaml_1_1_exponent_floats_are_numbers(tmp_path: Path) -> None:
     assert recipe.optim.lr == pytest.approx(1e-3) and recipe.optim.weight_decay == pytest.approx(0.05)
 
 
-def test_model_name_selects_the_config_class(tmp_path: Path) -> None:
-    # The synthetic recipe carries S5 fields, which the transformer does not have: reported as unknown.
-    message = error_of(SYNTHETIC, ("model.name=transformer",))
-    assert "unknown key model." in message
+def test_model_name_selects_the_config_class(tmp_path: Path, capsys) -> None:
+    # The synthetic recipe carries S5 fields: switching the model is one override; the other model's settings
+    # are named in a warning and left out, and a key no model has is still an error.
+    for name, dropped, kept in (("s4", "model.keep_ratio", "n_blocks"), ("transformer", "model.n_blocks", "heads")):
+        recipe = load_recipe(SYNTHETIC, (f"model.name={name}",))
+        warning = capsys.readouterr().err
+        assert f"{dropped}" in warning and f"not used by model.name={name}" in warning
+        assert kept in dataclasses.asdict(model_config(recipe)) and dropped.split(".")[1] not in vars(recipe.model)
+    assert "unknown key model.keep_ration" in error_of(SYNTHETIC, ("model.name=s4", "model.keep_ration=0.5"))
     recipe = load_recipe(write(tmp_path, "model:\n  name: vit\n  d_model: 64\n  heads: 4\n"))
     config = model_config(recipe)
     assert type(config).__name__ == "VideoTransformerConfig" and config.d_input == 96  # = patch_pool width

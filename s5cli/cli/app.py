@@ -6,6 +6,10 @@ Command modules import torch and the models inside their functions, never at imp
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -17,7 +21,7 @@ from s5cli import __version__
 from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
 from s5cli.cli.console import print_error
 from s5cli.cli.help_text import PlainFlagCommand, PlainFlagGroup, command_help, flag
-from s5cli.errors import RunFailure, UserError
+from s5cli.errors import RunFailure, Terminated, UserError
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
@@ -57,9 +61,46 @@ class _ErrorReportingGroup(PlainFlagGroup):
                 raise
             print_error(str(error))
             raise typer.Exit(code=error.exit_code) from None
-        except KeyboardInterrupt:
-            print_error("interrupted")
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as error:
+            print_error("terminated" if isinstance(error, Terminated) else "interrupted")
+            raise typer.Exit(code=128 + signal.SIGTERM if isinstance(error, Terminated) else 130) from None
+        except (OSError, MemoryError) as error:
+            reported = _system_error_line(error)
+            if reported is None or _debug_requested(ctx):
+                raise
+            print_error(reported[0])
+            raise typer.Exit(code=reported[1]) from None
+
+
+# What the user can do about a file-system error, by errno: the path is theirs to change (exit code 2).
+_PATH_FIXES = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.EISDIR: "it is a folder where a file is needed: name a file",
+    errno.ENOTDIR: "part of the path is a file where a folder is needed: choose another path",
+    errno.EEXIST: "something is in the way (a file where a folder is needed?): choose another path",
+    errno.ENOENT: "check the path",
+}
+
+
+def _system_error_line(error: BaseException) -> tuple[str, int] | None:
+    """One line and an exit code for an OSError that names a file, or for running out of memory; None otherwise.
+
+    Why here: such errors come from deep inside a job (a cache folder that turns out read-only, a file
+    where a folder belongs) long after the up-front checks; the file name and the reason are what the
+    user needs, not a traceback. Other OSErrors (no file name) stay tracebacks: they are not the user's.
+    """
+    if isinstance(error, MemoryError):
+        detail = " ".join(str(error).split()) or "allocation failed"
+        return f"out of memory ({detail}): ask for less (fewer frames, a smaller size or batch)", 1
+    if not isinstance(error, OSError) or error.filename is None:
+        return None
+    reason = error.strerror or type(error).__name__
+    fix = _PATH_FIXES.get(error.errno)
+    if fix is None:  # no space left, I/O error: the run failed, not the command line
+        return f"{error.filename}: {reason}", 1
+    return f"{error.filename}: {reason} ({fix})", 2
 
 
 def _report_usage_error(error: Any) -> NoReturn:
@@ -138,6 +179,7 @@ def main() -> None:
     A process that took part in a torchrun group ends without interpreter shutdown, which can abort it
     after a finished run (`distributed.exit_without_finalizing` says why).
     """
+    _terminate_like_interrupt()
     try:
         app(prog_name="s5")
     except SystemExit as stop:
@@ -147,6 +189,28 @@ def main() -> None:
         if distributed is not None and distributed.left_process_group():
             distributed.exit_without_finalizing(stop.code)
         raise
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (`kill`, `timeout`, a batch scheduler's preemption) ends a command the way Ctrl-C does.
+
+    Why: by default SIGTERM kills the process on the spot, so a training run lost the steps since its last
+    checkpoint and a half-written output stayed behind as a temporary file. Raised as `Terminated` (a
+    KeyboardInterrupt) in this process only: training then saves a checkpoint after the current step,
+    outputs are cleaned up, and the exit code is 143 (128 + SIGTERM). Child processes forked later (data
+    loader workers) get the default action back, so they still end when terminated.
+    """
+    main_pid = os.getpid()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding application): its own handling
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 if __name__ == "__main__":  # pragma: no cover

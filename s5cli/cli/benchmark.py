@@ -87,12 +87,18 @@ def benchmark(
 
     torch_device = _resolve_device(device)
     on_cuda = torch_device.startswith("cuda")
-    tokens_per_frame = tokens_per_frame or (PAPER_TOKENS_PER_FRAME if on_cuda else CPU_TOKENS_PER_FRAME)
-    dim = dim or (PAPER_DIM if on_cuda else CPU_DIM)
-    frame_counts = _parse_sweep(sweep) if sweep else [frames]
-    _check_sizes(frame_counts, tokens_per_frame, dim, batch, keep_ratio, warmup, repeat)
+    # `is None`, not `or`: an explicit 0 (or --sweep '') is a mistake to report, not a request for the default.
+    if tokens_per_frame is None:
+        tokens_per_frame = PAPER_TOKENS_PER_FRAME if on_cuda else CPU_TOKENS_PER_FRAME
+    if dim is None:
+        dim = PAPER_DIM if on_cuda else CPU_DIM
+    frame_counts = _parse_sweep(sweep) if sweep is not None else [frames]
+    _check_sizes(frame_counts, sweep, tokens_per_frame, dim, batch, keep_ratio, warmup, repeat)
+    from s5cli.seeding import check_seed
+
+    check_seed(seed)
     if threads is not None and threads < 1:
-        raise UserError("--threads must be at least 1")
+        raise UserError(f"--threads {threads}: must be at least 1")
     if processes < 1:
         raise UserError(f"--processes must be at least 1, got {processes}")
     if not min_time >= 0:
@@ -222,7 +228,7 @@ def _parse_sweep(text: str) -> list[int]:
     except ValueError:
         raise UserError(f"--sweep takes comma-separated frame counts like 15,30,60, got {text!r}") from None
     if not counts:
-        raise UserError("--sweep needs at least one frame count, e.g. 15,30,60")
+        raise UserError(f"--sweep {text!r}: needs at least one frame count, e.g. 15,30,60")
     return counts
 
 
@@ -242,18 +248,28 @@ def _parse_compare(text: str, canonical) -> list[str]:
     return labels
 
 
-def _check_sizes(frame_counts: list[int], tokens_per_frame: int, dim: int, batch: int, keep_ratio: float,
-                 warmup: int, repeat: int | None) -> None:
+def _check_sizes(frame_counts: list[int], sweep: str | None, tokens_per_frame: int, dim: int, batch: int,
+                 keep_ratio: float, warmup: int, repeat: int | None) -> None:
+    """Refuse the first bad size by its flag and value: a message listing several flags leaves the user guessing.
+
+    `frame_counts` is --sweep parsed when `sweep` (its text as given) is set, else [--frames].
+    """
     from s5cli.errors import UserError
 
-    if min(frame_counts) < 1 or tokens_per_frame < 1 or batch < 1:
-        raise UserError("--frames, --sweep, --tokens-per-frame and --batch must be at least 1")
+    if sweep is not None and min(frame_counts) < 1:
+        raise UserError(f"--sweep {sweep}: every frame count must be at least 1")
+    counts = [("--frames", frame_counts[0])] if sweep is None else []
+    for option, value in (*counts, ("--tokens-per-frame", tokens_per_frame), ("--batch", batch)):
+        if value < 1:
+            raise UserError(f"{option} {value}: must be at least 1")
     if dim < 8 or dim % 8:
         raise UserError(f"--dim must be a positive multiple of 8 (the S4 decoder halves it 3 times), got {dim}")
     if not 0.0 < keep_ratio <= 1.0:
         raise UserError(f"--keep-ratio must be in (0, 1], got {keep_ratio}")
-    if warmup < 0 or (repeat is not None and repeat < 1):
-        raise UserError("--warmup must be >= 0 and --repeat >= 1")
+    if warmup < 0:
+        raise UserError(f"--warmup {warmup}: must be 0 or more")
+    if repeat is not None and repeat < 1:
+        raise UserError(f"--repeat {repeat}: must be at least 1")
 
 
 def _memory_budget(text: str | None, parse, available, on_cuda: bool, models: int) -> int | None:
@@ -286,6 +302,9 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
             raise UserError(f"{option} {path} is a folder: name a file, e.g. {path / 'benchmark'}"
                             f"{'.json' if option == '--json' else '.png'}")
         check_writable_folder(path.parent, f"{option} folder", f"write {option} somewhere else")
+        if option == "--json" and path.is_file() and path.suffix.lower() != ".json":
+            raise UserError(f"--json {path} exists and is not a .json file; refusing to replace it "
+                            f"(write to a new .json file, e.g. {path.with_name('benchmark.json')})")
     if plot_path is not None:
         from matplotlib.backend_bases import FigureCanvasBase
 

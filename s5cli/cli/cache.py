@@ -46,8 +46,9 @@ def list_caches(
 
     An entry is current when its marker (synthetic.json, settings.json) has the format this version
     writes, stale when older (videos of an older generator, the tokens extracted from them, token folders
-    of an older format), unknown when a folder has no marker: unknown folders are never deleted unless
-    named with --key. Temporary files left by interrupted writes are listed too.
+    of an older format), unknown when a folder has no marker or one that cannot be read or parsed (the
+    settings column says why): unknown folders are never deleted unless named with --key. Temporary files
+    left by interrupted writes are listed too.
 
       s5 cache ls
       s5 cache ls --cache-dir /data/tokens     # a recipe's data.cache_dir
@@ -97,9 +98,9 @@ def clean_caches(
 
     Stale: videos of an older generator format, the tokens extracted from them, token folders of an older
     format, and temporary files left by interrupted writes (once 15 min old). Current entries are kept
-    unless --all or --key; folders without a marker only go when named with --key. Folders a running s5
-    job is using are skipped (and the command exits non-zero). Shows what goes and how much it frees, then
-    asks (--yes does not ask; needed when stdin is not a terminal).
+    unless --all or --key; folders without a readable marker only go when named with --key. Folders a
+    running s5 job is using are skipped (and the command exits non-zero). Shows what goes and how much it
+    frees, then asks (--yes does not ask; needed when stdin is not a terminal).
 
       s5 cache clean --dry-run          # show, delete nothing
       s5 cache clean                    # the stale entries, after asking
@@ -119,9 +120,11 @@ def clean_caches(
         stdout.print(f"nothing to clean in {_where(inventory, root)}: no {what} entries")
         return
     stdout.print(_table(stdout, chosen))
-    files = sum(e.files for e in chosen)
-    stdout.print(f"{len(chosen)} entries, {files} files: {format_bytes(_bytes(chosen))} to free")
-    busy = sum(e.in_use for e in chosen)
+    # What a deletion would free: entries in use are skipped by `delete`, so they are not counted.
+    free = [e for e in chosen if not e.in_use]
+    busy = len(chosen) - len(free)
+    stdout.print(f"{len(chosen)} entries, {sum(e.files for e in free)} files: {format_bytes(_bytes(free))} to free"
+                 + (f" ({busy} in use, kept)" if busy else ""))
     if busy:
         stderr.print(f"{busy} of them are in use by running s5 jobs: skipped (stop those jobs first)")
     if dry_run:
@@ -202,7 +205,8 @@ def _notes(console: Console, entries: list[CacheEntry]) -> None:
         minutes = TEMP_GRACE_SECONDS // 60
         console.print(f"{recent} temporary files are under {minutes} min old: a job may still be writing them")
     if any(e.status == UNKNOWN for e in entries):
-        console.print("unknown folders have no marker file: they go only with `s5 cache clean --key KEY`")
+        note = "unknown folders have no marker s5cli can read: they go only with `s5 cache clean --key KEY`"
+        console.print(note)
 
 
 def _where(inventory: Inventory, root: Path | None) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
+
+LOG_WIDTH = 200  # columns of a table written to a file or pipe (rows longer than this still fold)
 
 
 class LogFriendlyConsole(Console):
@@ -21,6 +23,19 @@ class LogFriendlyConsole(Console):
         if soft_wrap is None:
             soft_wrap = self.soft_wrap or not self.is_terminal
         super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """On a file or pipe without COLUMNS, at least LOG_WIDTH columns: a table then keeps each row on one
+        line (`s5 cache ls > f`, then grep a key) instead of folding paths mid-word at 80 columns."""
+        dims = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(max(dims.width, LOG_WIDTH), dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
 
 
 # Results go to stdout (pipeable, e.g. `--json`); progress and errors go to stderr.

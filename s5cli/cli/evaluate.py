@@ -41,6 +41,10 @@ def evaluate(
         # `s5 eval eval.split=val -c RUN`: an override, not a recipe file; the checkpoint's recipe is used.
         overrides, recipe = [recipe, *(overrides or [])], None
     video_files = _video_files(video) if video else []  # a mistyped path is reported before the model loads
+    if json_out not in (None, "-"):
+        from s5cli.io import check_output_file
+
+        check_output_file(json_out, "--json", "metrics.json")  # before the evaluation, not after it
     if checkpoint is None:
         found = last_run()
         if found is None:
@@ -48,6 +52,7 @@ def evaluate(
         checkpoint = str(found / "best") if (found / "best").exists() else str(found)
     dev = pick_device(device)
     model, stored_recipe, meta = load_trained_model(checkpoint, revision=revision)
+    _refuse_model_changes(overrides or [], stored_recipe.get("model", {}), checkpoint)
     if meta.get("objective") == "lsmcl":
         raise UserError(
             f"{checkpoint} is an LSMCL pretraining checkpoint, whose classifier head was never trained: "
@@ -60,7 +65,7 @@ def evaluate(
         # One raw video needs the recipe's decoding settings, not its dataset on this machine.
         rec = recipe_objects(recipe, overrides, None, check_paths=not video_files)
     else:
-        rec = recipe_from_checkpoint(stored_recipe, overrides)
+        rec = recipe_from_checkpoint(stored_recipe, overrides, source=f"{checkpoint}'s recipe")
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
     failed: list[dict] = []
@@ -85,6 +90,24 @@ def evaluate(
         from s5cli.errors import RunFailure
 
         raise RunFailure(f"{len(failed)} of {len(videos)} videos could not be read (first: {failed[0]['error']})")
+
+
+def _refuse_model_changes(overrides: list[str], stored_model: dict, checkpoint: str) -> None:
+    """UserError for a `model.*` override that differs from the checkpoint's model, which eval cannot change.
+
+    Why: such an override used to be accepted and ignored, so a user comparing `keep_ratio=0.25` at eval
+    time got the trained ratio's numbers. One that repeats the trained value (the finetune command line
+    reused for eval) is fine.
+    """
+    from s5cli.errors import UserError
+    from s5cli.recipe import parse_overrides
+
+    for key, value in parse_overrides([item for item in overrides if "=" in item]):
+        name = key.split(".", 1)[1] if key.startswith("model.") else None
+        if name is not None and stored_model.get(name) != value:
+            raise UserError(f"override {key}={value}: {checkpoint} was trained with {key}="
+                            f"{stored_model.get(name)}, and eval cannot change the model (train one with it: "
+                            "s5 finetune RECIPE ...)")
 
 
 def _task_that_fits(rec, num_outputs: int, checkpoint: str):
@@ -120,6 +143,11 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     from s5cli.train.evaluation import evaluate as run_eval
 
     records = prepare_splits(rec.data, (split,), DistContext(device=dev), show_progress=not quiet)
+    if not records[split]:
+        from s5cli.errors import UserError
+
+        raise UserError(f"the {split} split of {rec.data.dataset} has no videos: evaluate another split "
+                        "(--split train|val|test)")
     dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
     metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet,
                        num_workers=rec.data.num_workers, prefetch_batches=rec.data.prefetch_batches)

@@ -53,6 +53,9 @@ def extract(
 ) -> None:
     """Decode a dataset's videos and cache frozen-backbone tokens (resumable: finished videos are skipped).
 
+    The bundled LVU recipes need only data.root: their split files are read from <data.root>/lvu_1.0 unless
+    data.annotations names another folder.
+
     Examples:
 
       s5 extract recipes/lvu/relationship.yaml data.root=~/lvu --split train,val

@@ -10,7 +10,9 @@ from s5cli.cli.help_text import flag
 
 
 def push(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (pushes best/, else latest)."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Checkpoint folder, or a run folder (pushes best/, else latest; with --with-optimizer, the "
+        "latest step checkpoint)."),
     repo_id: str | None = typer.Argument(
         None, help="Hub repo OWNER/NAME, created if it does not exist (default: hub.repo_id of the "
         "checkpoint's recipe)."),
@@ -18,7 +20,8 @@ def push(
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing; default main)."),
     with_optimizer: bool = flag(
-        False, "--with-optimizer", help="Also upload trainer_state.* (optimizer + RNG), so training can resume."
+        False, "--with-optimizer", help="Also upload trainer_state.* (optimizer + RNG), so training can resume. "
+        "A run folder then pushes its latest step checkpoint, not best/ (best/ keeps weights only)."
     ),
 ) -> None:
     """Upload model.safetensors, metrics.json, the resolved recipe.yaml and a generated README.md model card.
@@ -27,10 +30,12 @@ def push(
     """
     from s5cli.cli.console import stderr, stdout
     from s5cli.hub import push_checkpoint
-    from s5cli.hub.upload import checkpoint_source
 
     result = push_checkpoint(checkpoint, repo_id, private=private, message=message, revision=revision,
                              with_optimizer=with_optimizer)
-    stderr.print(f"pushed {checkpoint_source(checkpoint)} ({len(result.files)} files) to "
+    # A run folder stands for one of its checkpoints; with --with-optimizer not the best/ one, so say which.
+    given = checkpoint.expanduser()
+    which = "the latest step checkpoint " if with_optimizer and given.is_dir() and result.source != given else ""
+    stderr.print(f"pushed {which}{result.source} ({len(result.files)} files) to "
                  f"{result.repo_id}@{result.revision}: {', '.join(result.files)}")
     stdout.print(result.commit_url, soft_wrap=True)

@@ -19,6 +19,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
 
     # The command decides the objective; validating with it applies its own cross-checks (early stopping
     # is fine when finetuning from a pretraining recipe, refused when pretraining).
+    _check_objective(recipe_path, overrides or [], objective)
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
     out_dir = job.out_dir_for(recipe, out)
     job.check_run_folder(out_dir)
@@ -75,12 +76,11 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             task=task, train_set=train_set, val_set=val_set, recipe=recipe, recipe_dict=recipe_dict,
             out_dir=out_dir, ctx=ctx, seed=recipe.train.seed, resume=resume, show_progress=not quiet,
         )
-        from s5cli.train.checkpoint import latest_checkpoint
-
-        before = latest_checkpoint(out_dir) if resume else None
         metrics = train(setup)
         if ctx.is_main:
-            if before is not None and latest_checkpoint(out_dir) == before:
+            # Counted, not inferred from checkpoint names: a resume that fell back past a damaged newest
+            # checkpoint trains up to that step again and rewrites the checkpoint of the same name.
+            if resume and setup.steps_run == 0:
                 stderr.print(f"nothing left to train: {out_dir} had finished its {recipe.train.epochs} epochs or "
                              "stopped early; raise train.epochs (or train.early_stop_patience) to go on")
             _summary(stdout, out_dir, metrics)
@@ -128,3 +128,48 @@ def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "-" if value is None else str(value)
+
+
+_COMMANDS = {"supervised": "finetune", "lsmcl": "pretrain"}
+
+
+def _check_objective(recipe_path: str, overrides: list[str], objective: str) -> None:
+    """The command, not the recipe, decides the objective; say so where the two disagree.
+
+    Why: the command's `train.objective` replaced the user's silently, so `s5 finetune R train.objective=lsmcl`
+    trained the supervised way. An override that disagrees is an error; a recipe file that does (finetuning
+    with a pretraining recipe) gets a warning, as that can be meant.
+    """
+    from s5cli.errors import UserError
+    from s5cli.recipe import parse_overrides
+
+    command = _COMMANDS[objective]
+    for key, value in parse_overrides(overrides):
+        if key in ("train.objective", "objective") and value != objective:
+            other = _COMMANDS.get(str(value))
+            fix = f"run `s5 {other}` for {value}" if other else "drop the override"
+            raise UserError(f"override {key}={value}: `s5 {command}` always trains the {objective} objective ({fix})")
+    file_objective = _recipe_file_objective(recipe_path)
+    if file_objective is not None and file_objective != objective:
+        from s5cli.cli.console import print_warning
+
+        print_warning(f"{recipe_path} sets train.objective: {file_objective}; `s5 {command}` trains the {objective} "
+                      f"objective (`s5 {_COMMANDS.get(str(file_objective), 'pretrain')}` runs {file_objective})")
+
+
+def _recipe_file_objective(recipe_path: str) -> object | None:
+    """`train.objective` as written in a local or bundled recipe file; None when unset or not readable here
+    (loading the recipe reports a broken file; a Hub recipe is not downloaded twice for a warning)."""
+    import yaml
+
+    from s5cli.hub.paths import SCHEME
+    from s5cli.recipe import resolve_recipe_spec
+
+    if recipe_path.startswith(SCHEME):
+        return None
+    try:
+        raw = yaml.safe_load(Path(resolve_recipe_spec(recipe_path)).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    train = raw.get("train") if isinstance(raw, dict) else None
+    return train.get("objective") if isinstance(train, dict) else None

@@ -68,10 +68,10 @@ def visualize_mask(
     """
     from s5cli.cli.console import print_warning, stdout
     from s5cli.errors import UserError
-    from s5cli.io import atomic_write_json
+    from s5cli.io import atomic_write_json, check_output_file
     from s5cli.seeding import seed_everything
     from s5cli.visualize.render import STYLES
-    from s5cli.visualize.writers import check_distinct_paths, check_output, check_writable
+    from s5cli.visualize.writers import check_distinct_paths, check_output
 
     if style not in STYLES:
         raise UserError(f"--style {style!r} is unknown: use one of {', '.join(STYLES)}")
@@ -83,11 +83,11 @@ def visualize_mask(
         raise UserError(f"--size {size} must be a positive multiple of the 16 px patch (e.g. 96, 224)")
     # Cheap checks first: a bad suffix or folder must fail before any decoding or model loading.
     check_output(out)
-    if json_out is not None:
-        check_writable(json_out, "--json file", example="selection.json")
     if not video.is_file():
         raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
     check_distinct_paths(video, out, json_out)
+    if json_out is not None:
+        check_output_file(json_out, "--json", "selection.json")
     seed_everything(seed)
 
     model, data, model_name = _load_model(checkpoint, random_init, revision)

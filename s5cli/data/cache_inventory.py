@@ -4,8 +4,9 @@ Generated synthetic videos and backbone tokens live in folders named by a hash o
 format bump or a changed knob leaves the old folders behind, and nothing ever removed them. Folders are
 recognised by their marker file (`synthetic.json`, `settings.json`), never by name, and judged against
 the formats this version writes (`FORMAT`, `CACHE_FORMAT`), so the next bump makes old folders stale
-without touching this module. Folders without a marker may be anyone's data: they are listed, and only
-deleted when the user names them. No Typer or Rich here: `s5 cache` (`s5cli/cli/cache.py`) renders it.
+without touching this module. Folders without a marker, or with one that cannot be read or parsed, may be
+anyone's data: they are listed as unknown (with the reason), and only deleted when the user names them.
+No Typer or Rich here: `s5 cache` (`s5cli/cli/cache.py`) renders it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class CacheEntry:
     key: str  # folder name (tokens of stale videos: the videos' key); what `--key` matches
     path: Path
     format: str | None  # "format" of the marker, None where there is none (or it is unreadable)
-    status: str  # CURRENT, STALE, UNKNOWN (no marker) or RECENT (a temporary file maybe still in use)
+    status: str  # CURRENT, STALE, UNKNOWN (no usable marker) or RECENT (a temporary file maybe still in use)
     settings: str  # one-line summary of what the folder holds
     files: int
     bytes: int
@@ -122,6 +123,7 @@ def scan(root: Path | None = None, cache_dirs: Sequence[Path] = (), now: float |
     parents, notes = cache_parents(root, cache_dirs)
     inventory = Inventory(parents, notes=notes)
     now = time.time() if now is None else now
+    # Marked folders come with their marker, unknown ones with the reason they are not identified.
     folders: dict[str, list[tuple[Path, Any]]] = {SYNTHETIC: [], TOKENS: [], UNKNOWN_KIND: []}
     for parent in parents:
         for child in sorted(parent.iterdir()):
@@ -142,8 +144,8 @@ def scan(root: Path | None = None, cache_dirs: Sequence[Path] = (), now: float |
         inventory.entries.extend(entries)
     for folder, marker in folders[TOKENS]:
         inventory.entries.extend(_marked_folder(TOKENS, folder, marker, now, stale_videos))
-    for folder, _ in folders[UNKNOWN_KIND]:
-        inventory.entries.append(_unknown(folder, "no synthetic.json or settings.json"))
+    for folder, reason in folders[UNKNOWN_KIND]:
+        inventory.entries.append(_unknown(folder, reason))
     order = [SYNTHETIC, TOKENS, TEMPORARY, UNKNOWN_KIND]
     inventory.entries.sort(key=lambda entry: (order.index(entry.kind), entry.key, str(entry.path)))
     return inventory
@@ -210,26 +212,35 @@ def _check_inside(target: Path, parents: Sequence[Path]) -> None:
     raise UserError(f"refusing to delete {target}: not inside a scanned cache folder")
 
 
-def _classify(folder: Path) -> tuple[str, dict[str, Any] | None]:
+def _classify(folder: Path) -> tuple[str, dict[str, Any] | str]:
+    """(kind, its marker) of a folder, or (UNKNOWN_KIND, why it is not identified).
+
+    Only a marker that reads and parses as an object with a format identifies the folder: one that cannot
+    be read or parsed says nothing about what the folder holds, and calling it stale would let a plain
+    `clean` delete what may be anyone's data. Every marker s5cli ever wrote has a string "format".
+    """
     for kind, (name, _) in MARKERS.items():
         marker = folder / name
-        if marker.is_file() and not marker.is_symlink():
-            try:
-                found = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                found = None  # unreadable: an unknown format, so stale
-            return kind, found if isinstance(found, dict) else None
-    return UNKNOWN_KIND, None
+        try:
+            if not marker.is_file() or marker.is_symlink():
+                continue
+            found = json.loads(marker.read_text(encoding="utf-8"))
+        except OSError as error:  # no permission (also to look inside the folder), an I/O error
+            return UNKNOWN_KIND, f"cannot read {name}: {error.strerror or error}"
+        except ValueError as error:  # not JSON, or not UTF-8
+            return UNKNOWN_KIND, f"cannot parse {name}: {error}"
+        if not isinstance(found, dict) or not isinstance(found.get("format"), str):
+            return UNKNOWN_KIND, f"{name} holds no format: not an s5cli marker"
+        return kind, found
+    return UNKNOWN_KIND, "no synthetic.json or settings.json"
 
 
 def _marked_folder(
-    kind: str, folder: Path, marker: dict[str, Any] | None, now: float, stale_videos: dict[str, Path]
+    kind: str, folder: Path, marker: dict[str, Any], now: float, stale_videos: dict[str, Path]
 ) -> list[CacheEntry]:
     """The folder's entry, then its leftover temporary files, then (tokens) its files of stale videos."""
-    marker_name, current_format = MARKERS[kind]
-    found = (marker or {}).get("format")
-    found = found if isinstance(found, str) else None
-    status = CURRENT if found == current_format else STALE
+    found: str = marker["format"]  # a string: `_classify` made sure
+    status = CURRENT if found == MARKERS[kind][1] else STALE
     own: list[os.stat_result] = []
     extras: list[CacheEntry] = []
     orphans: dict[Path, list[tuple[Path, os.stat_result]]] = {}
@@ -242,7 +253,7 @@ def _marked_folder(
             orphans.setdefault(stale_videos[path.stem], []).append((path, stat))
         else:
             own.append(stat)
-    summary = _summary(kind, marker) if marker else f"unreadable {marker_name}"
+    summary = _summary(kind, marker)
     entry = CacheEntry(
         kind, folder.name, folder, found, status, summary, *_tally(own, folder.lstat().st_mtime), in_use=in_use(folder)
     )

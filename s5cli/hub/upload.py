@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,13 @@ from s5cli.hub.paths import SCHEME, check_repo_path, is_repo_id, parse_hub_spec
 
 @dataclass
 class PushResult:
-    """What one push did: the repo, the commit and the files in it."""
+    """What one push did: the repo, the commit and the files in it (and, for a checkpoint, which folder)."""
 
     repo_id: str
     revision: str
     commit_url: str
     files: list[str]
+    source: Path | None = None  # the checkpoint folder pushed: a run folder stands for one of its checkpoints
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -105,13 +106,38 @@ def push_recipe(
     )
 
 
-def checkpoint_source(path: str | Path) -> Path:
-    """The checkpoint folder to publish: the folder itself, or a run's best/ (else its latest checkpoint)."""
+def checkpoint_source(path: str | Path, *, with_optimizer: bool = False) -> Path:
+    """The checkpoint folder to publish: the folder itself, or a run's best/ (else its latest checkpoint).
+
+    With `with_optimizer`, a run folder means its latest step checkpoint instead: the trainer writes best/
+    with weights and metrics only, so the step checkpoints are the only resumable copies a run has.
+    """
     from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir, run_best_checkpoint
 
     path = Path(path).expanduser()
-    best = None if (path / MODEL_FILE).is_file() else run_best_checkpoint(path)
-    return best or checkpoint_dir(path)
+    if (path / MODEL_FILE).is_file():
+        return path
+    if with_optimizer and path.is_dir():
+        return latest_step_checkpoint(path)
+    return run_best_checkpoint(path) or checkpoint_dir(path)
+
+
+def latest_step_checkpoint(run_dir: Path) -> Path:
+    """The step checkpoint `run_dir/latest` names, else the newest checkpoints/step-*; UserError if none.
+
+    The fallback covers a run copied without its `latest` file; the order is the one `--resume` tries.
+    """
+    from s5cli.train.checkpoint import MODEL_FILE, latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        return latest
+    steps = sorted((p for p in (run_dir / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
+                   key=lambda p: p.name)
+    if not steps:
+        raise UserError(f"{run_dir} has no step checkpoint (checkpoints/step-*), the only place a run keeps its "
+                        "trainer state: push without --with-optimizer (best/ weights only)")
+    return steps[-1]
 
 
 def push_checkpoint(
@@ -120,13 +146,14 @@ def push_checkpoint(
 ) -> PushResult:
     """Upload a checkpoint's safetensors + JSON, its resolved recipe.yaml and a generated model card.
 
-    `repo_id` None means the `hub.repo_id` of the recipe the checkpoint was trained with.
+    `repo_id` None means the `hub.repo_id` of the recipe the checkpoint was trained with. A run folder means
+    its best/, or with `with_optimizer` its latest step checkpoint (see `checkpoint_source`).
     """
     from s5cli.hub.card import checkpoint_card
     from s5cli.recipe import dump_recipe
     from s5cli.train.checkpoint import METRICS_FILE, MODEL_FILE, STATE_JSON, STATE_TENSORS, read_metadata
 
-    source = checkpoint_source(path)
+    source = checkpoint_source(path, with_optimizer=with_optimizer)
     metadata = read_metadata(source)
     trained_with = json.loads(metadata.get("recipe") or "{}")
     repo_id, revision = recipe_hub_target(trained_with.get("hub"), repo_id, revision,
@@ -149,7 +176,8 @@ def push_checkpoint(
         files["recipe.yaml"] = dump_recipe(trained_with, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
     card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)
     step = metadata.get("step", "?")
-    return commit_files(
+    result = commit_files(
         repo_id, files, message=message or f"Upload {metadata.get('model_name', 'model')} checkpoint (step {step})",
         private=private, revision=revision, readme=card, action="s5 push",
     )
+    return replace(result, source=source)

@@ -283,8 +283,9 @@ def resolve_weights(weights: str) -> tuple[Path, dict]:
         file = Path(hf_hub_download(repo_id, "model.safetensors", revision=revision))
     except Exception as error:
         raise UserError(
-            f"cannot download model.safetensors from Hub repo {repo_id!r}: {str(error).splitlines()[0][:160]}",
-            hint="check the id and your connection, or pass a local .safetensors path",
+            f"cannot download model.safetensors from Hub repo {repo_id!r}: {_first_words(str(error), 240)}",
+            hint="check the id and your connection; offline (HF_HUB_OFFLINE=1) only the local Hub cache is "
+            "read, or pass a local .safetensors path",
         ) from None
     try:
         config_file = Path(hf_hub_download(repo_id, "config.json", revision=revision))
@@ -346,3 +347,11 @@ def load_timm_state_dict(model: VisionTransformer, state: dict[str, Tensor], sou
 def _few(items: list[str], limit: int = 4) -> str:
     shown = ", ".join(items[:limit])
     return shown if len(items) <= limit else f"{shown} (+{len(items) - limit} more)"
+
+
+def _first_words(text: str, limit: int) -> str:
+    """The first line of `text`, cut at a word boundary with "..." when longer than `limit` characters."""
+    line = (text.strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."

@@ -184,7 +184,7 @@ def checkpoint_dir(path: str | Path) -> Path:
     if (path / MODEL_FILE).is_file():
         return path
     if (path / "latest").is_file():
-        return checkpoint_dir(path / (path / "latest").read_text().strip())
+        return checkpoint_dir(_latest_target(path))
     interrupted = _set_aside(path)
     if not path.exists() and (interrupted / MODEL_FILE).is_file():
         # A kill between the two renames of a replace left the complete previous copy aside. Reads use it
@@ -193,6 +193,23 @@ def checkpoint_dir(path: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist: pass a checkpoint folder (with {MODEL_FILE}) or a run folder")
     raise UserError(f"{path} holds no {MODEL_FILE}: pass a checkpoint folder written by s5 finetune/pretrain")
+
+
+def _latest_target(run_dir: Path) -> Path:
+    """The checkpoint folder a run's `latest` file names; UserError when the file names no folder below the run.
+
+    Why checked: the file is a plain relative path, and an empty or hand-edited one named the run folder
+    itself (endless lookup) or a folder elsewhere.
+    """
+    pointer = run_dir / "latest"
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        name = ""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise UserError(f"{pointer} does not name a checkpoint of this run: pass a checkpoint folder instead "
+                        f"(e.g. {run_dir / 'checkpoints'}/step-...), or delete {pointer}")
+    return run_dir / name
 
 
 def run_best_checkpoint(run_dir: str | Path) -> Path | None:
@@ -206,6 +223,11 @@ def run_best_checkpoint(run_dir: str | Path) -> Path | None:
 def read_metadata(path: str | Path) -> dict[str, str]:
     """Metadata of a checkpoint's model.safetensors (format, model_name, num_outputs, recipe …)."""
     file = checkpoint_dir(path) / MODEL_FILE
+    try:  # safetensors reports a file it may not read as "No such file or directory"
+        with open(file, "rb"):
+            pass
+    except OSError as error:
+        raise UserError(f"{file}: cannot be read ({error.strerror}): check its permissions") from None
     try:
         with safe_open(str(file), framework="pt") as handle:
             meta = handle.metadata() or {}
@@ -314,7 +336,13 @@ def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
     """
     from s5cli.cli.console import print_warning
 
-    candidates = [latest] if (latest := latest_checkpoint(run_dir)) is not None else []
+    try:
+        latest = latest_checkpoint(run_dir)
+    except UserError as error:  # a damaged `latest` file: the step checkpoints are still there
+        if report:
+            print_warning(f"--resume: {error}; trying the step checkpoints")
+        latest = None
+    candidates = [latest] if latest is not None else []
     steps = sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
                    key=lambda p: p.name, reverse=True)
     candidates += [p for p in steps if p not in candidates]
@@ -346,7 +374,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / "latest"
     if not pointer.is_file():
         return None
-    target = Path(run_dir) / pointer.read_text().strip()
+    target = _latest_target(Path(run_dir))
     return target if (target / MODEL_FILE).is_file() else None
 
 

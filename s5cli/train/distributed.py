@@ -46,6 +46,19 @@ class DistContext:
         dist.all_reduce(tensor)
         return float(tensor.item()) / self.world_size
 
+    def largest(self, value: int) -> int:
+        """The largest of the ranks' integers (identity in a single process).
+
+        Why: a decision every rank must take together (stop and save after this step) when only some
+        ranks saw its cause (a signal sent to one process); deciding alone would leave the others waiting
+        in the next collective.
+        """
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
     def gather_objects(self, obj: object) -> list[object]:
         """Every rank's `obj`, in rank order (a one-element list in a single process)."""
         if not self.distributed:

@@ -171,5 +171,8 @@ def last_run() -> Path | None:
     marker = Path(".s5") / "last_run"
     if not marker.is_file():
         return None
-    path = Path(marker.read_text().strip())
-    return path if (path / "latest").is_file() else None
+    try:
+        path = Path(marker.read_text(encoding="utf-8").strip())
+    except UnicodeDecodeError:  # not written by s5cli: as if there were none
+        return None
+    return path if str(path) not in ("", ".") and (path / "latest").is_file() else None

@@ -52,15 +52,11 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
     return model, recipe, meta
 
 
-def recipe_from_checkpoint(recipe_dict: dict[str, Any], overrides: list[str] | None = None):
-    """A validated Recipe object from the JSON stored in a checkpoint (written to a temp YAML, then loaded)."""
-    import tempfile
-
+def recipe_from_checkpoint(recipe_dict: dict[str, Any], overrides: list[str] | None = None,
+                           source: str = "the checkpoint's recipe"):
+    """A validated Recipe object from the JSON stored in a checkpoint; `source` names it in error messages."""
     import yaml
 
-    from s5cli.recipe import load_recipe
+    from s5cli.recipe import load_recipe_text
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "recipe.yaml"
-        path.write_text(yaml.safe_dump(recipe_dict, sort_keys=False))
-        return load_recipe(path, list(overrides or []))
+    return load_recipe_text(yaml.safe_dump(recipe_dict, sort_keys=False), source, list(overrides or []))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ class TrainSetup:
     resume: bool = False
     show_progress: bool = True
     extra_metadata: dict[str, str] = field(default_factory=dict)
+    steps_run: int = 0  # set by `train`: optimizer steps this call took (0: a resumed run had nothing left)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -201,12 +203,21 @@ def train(setup: TrainSetup) -> dict:
     log = MetricsLog(out_dir, ctx.is_main, bool(getattr(tcfg, "tensorboard", False)),
                      state.step if resume_from is not None else None)
     progress = TrainingProgress(total_steps, state.step, enabled=setup.show_progress and ctx.is_main)
-    interrupted = {"flag": False}
+    interrupted: dict[str, int | None] = {"signal": None}
 
-    def on_sigint(signum, frame) -> None:
-        interrupted["flag"] = True
+    trainer_pid = os.getpid()
 
-    previous_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    def on_stop_signal(signum, frame) -> None:
+        if os.getpid() != trainer_pid:  # a forked loader worker: the default action (Ctrl-C: see below)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        interrupted["signal"] = signum
+
+    # Ctrl-C and SIGTERM (a scheduler's preemption) both finish the current step and save a checkpoint.
+    previous_handlers = (
+        {sig: signal.signal(sig, on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
+    )
     metadata = {
         "model_name": setup.model_name, "num_outputs": str(setup.num_outputs), "objective": setup.objective,
         "recipe": json.dumps(setup.recipe_dict), "task": ckpt.task_metadata(setup.task), **setup.extra_metadata,
@@ -261,6 +272,7 @@ def train(setup: TrainSetup) -> dict:
                 schedule.after_step()
                 _momentum_update(module)
                 state.step += 1
+                setup.steps_run += 1
                 state.batch_in_epoch = b_index + 1
                 loss_value = ctx.mean(loss_value)
                 speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
@@ -268,10 +280,14 @@ def train(setup: TrainSetup) -> dict:
                 if state.step % max(1, tcfg.log_every) == 0:
                     log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
                                "samples_per_s": speed})
-                if interrupted["flag"]:
+                stop_signal = ctx.largest(interrupted["signal"] or 0)  # every rank stops at the same step
+                if stop_signal:
                     path = save(None)
-                    raise Interrupted(f"interrupted at step {state.step}; checkpoint saved to {path}. "
-                                      "Continue with the same command and --resume")
+                    what = "terminated" if stop_signal == signal.SIGTERM else "interrupted"
+                    stop = Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
+                                       "Continue with the same command and --resume")
+                    stop.exit_code = 128 + stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
+                    raise stop
             state.epoch = epoch + 1
             state.batch_in_epoch = 0
             is_last = state.epoch == tcfg.epochs
@@ -306,8 +322,8 @@ def train(setup: TrainSetup) -> dict:
         clips = None  # the last reference: a DataLoader's worker processes end with it
         progress.close()
         log.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     return last_metrics
 
 

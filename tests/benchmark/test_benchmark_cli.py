@@ -197,6 +197,8 @@ def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> N
         (["--memory-budget", "0"], "must be more than 0"),
         (["--plot", "results.xyz"], "matplotlib cannot write .xyz"),
         (["--json", "pyproject.toml/r.json"], "--json folder pyproject.toml is a file"),
+        (["--json", "pyproject.toml"], "--json pyproject.toml exists and is not a .json file; refusing to replace"),
+        (["--seed", "-1"], "--seed -1 is out of range: use a whole number from 0 to 4294967295"),
     ],
 )
 def test_bad_flags_are_one_line_user_errors(args: list[str], message: str, monkeypatch) -> None:
@@ -209,6 +211,47 @@ def test_bad_flags_are_one_line_user_errors(args: list[str], message: str, monke
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        # An explicit 0 or '' once fell through `x or default` and ran the default size.
+        (["--tokens-per-frame", "0"], "--tokens-per-frame 0: must be at least 1"),
+        (["--dim", "0"], "--dim must be a positive multiple of 8 (the S4 decoder halves it 3 times), got 0"),
+        (["--sweep", ""], "--sweep '': needs at least one frame count, e.g. 15,30,60"),
+        (["--stage", "kernel", "--tokens-per-frame", "0"], "--tokens-per-frame 0: must be at least 1"),
+        # Each flag is named alone, with its value, not as one of a list.
+        (["--frames", "0"], "--frames 0: must be at least 1"),
+        (["--sweep", "0,15"], "--sweep 0,15: every frame count must be at least 1"),
+        (["--batch", "0"], "--batch 0: must be at least 1"),
+        (["--batch", "-3"], "--batch -3: must be at least 1"),
+        (["--warmup", "-1"], "--warmup -1: must be 0 or more"),
+        (["--repeat", "0"], "--repeat 0: must be at least 1"),
+        (["--threads", "0"], "--threads 0: must be at least 1"),
+    ],
+)
+def test_a_zero_or_empty_size_is_refused_by_its_flag_and_value(args: list[str], line: str, monkeypatch) -> None:
+    import s5cli.benchmark.runner as runner
+    import s5cli.cli.benchmark as command
+
+    monkeypatch.setattr(runner, "run_group", lambda *a, **k: pytest.fail("a model ran before the flags were checked"))
+    monkeypatch.setattr(command, "_run_kernel_stage", lambda *a, **k: pytest.fail("the kernel stage ran"))
+    result = _invoke([*TINY, *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [f"error: {line}"]
+
+
+def test_unset_sizes_still_take_the_cpu_defaults(monkeypatch) -> None:
+    """The `is None` checks that refuse an explicit 0 must leave the defaults of an omitted flag alone."""
+    import s5cli.cli.benchmark as command
+
+    seen: list[tuple] = []
+    monkeypatch.setattr(command, "_run_kernel_stage", lambda *args: seen.append(args))
+    result = _invoke(["--stage", "kernel", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    (device, channels, length, batch, *_), = seen
+    assert (device, channels, length, batch) == ("cpu", command.CPU_DIM, 60 * command.CPU_TOKENS_PER_FRAME, 1)
 
 
 def test_plot_without_matplotlib_is_a_clear_user_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

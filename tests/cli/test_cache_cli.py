@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +180,32 @@ def test_entries_of_several_cache_folders_say_where_they_are(runner, tmp_path, m
     assert result.stdout.splitlines()[0].split()[-1] == "in"
     one = invoke(runner, "ls", "--cache-dir", str(tmp_path / "a"))
     assert one.stdout.splitlines()[0].split()[-1] == "modified"  # one folder: no "in" column
+
+
+def test_folders_whose_marker_cannot_be_read_are_unknown_and_never_cleaned(runner, root, monkeypatch):
+    """A corrupt or unreadable marker identifies nothing: `ls` says why, and `clean` needs --key for them."""
+    videos, tokens = root / "synthetic" / OLD_SPEC.key(), root / "features" / "0123456789ab"
+    (videos / "synthetic.json").write_bytes(b"\x00garbage")
+    read_text = Path.read_text
+
+    def denied(self: Path, *args, **kwargs) -> str:  # root reads a chmod 000 file: fail the read itself
+        if self == tokens / "settings.json":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    before = files_under(videos) | files_under(tokens)
+    result = invoke(runner, "ls", "--root", str(root))
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("unknown")}
+    assert "cannot parse synthetic.json: Expecting value" in rows[OLD_SPEC.key()]
+    assert "cannot read settings.json: Permission denied" in rows["0123456789ab"]
+    assert "no marker s5cli can read" in result.stderr
+    dry = invoke(runner, "clean", "--root", str(root), "--dry-run")
+    assert dry.exit_code == 0 and OLD_SPEC.key() not in dry.stdout and "0123456789ab" not in dry.stdout
+    for args in ([], ["--all"]):
+        result = invoke(runner, "clean", "--root", str(root), "--yes", *args)
+        assert result.exit_code == 0, result.output
+        assert before <= files_under(root)
+    result = invoke(runner, "clean", "--root", str(root), "--yes", "--key", OLD_SPEC.key())
+    assert result.exit_code == 0 and not videos.exists()  # named, it goes

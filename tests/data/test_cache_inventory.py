@@ -5,6 +5,7 @@ The trees come from `tests/data/cache_trees.py` (the real writers), shared with 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -184,3 +185,79 @@ def test_roots_and_cache_dirs_are_checked(tmp_path, monkeypatch):
         inv.scan(None, [folder])
     with pytest.raises(UserError, match="is not a folder"):
         inv.scan(None, [tmp_path / "nope"])
+
+
+# What a marker may hold that identifies nothing: bytes that are not UTF-8, JSON cut short, JSON that is no
+# object, an object without the "format" every s5cli marker has had.
+UNPARSABLE = {
+    "not-utf8": b"\xff\xfe\x00garbage",
+    "truncated": b'{"format": "s5cli-synthetic/2", "fra',
+    "not-an-object": b'["s5cli-synthetic/2"]',
+    "no-format": b'{"frames": 16}',
+}
+MARKER_OF = {"old": "synthetic.json", "stale_tokens": "settings.json"}
+
+
+def assert_unidentified_and_kept(root: Path, folder: Path, reason: str) -> None:
+    """Listed as unknown with `reason`; neither a plain clean nor --all touches a file inside it."""
+    inventory = inv.scan(root)
+    entry = by_key(inventory)[inv.UNKNOWN_KIND, folder.name]
+    assert (entry.status, entry.format, entry.path) == (inv.UNKNOWN, None, folder)
+    assert entry.settings.startswith(reason), entry.settings
+    assert entry.files == len(files_under(folder))  # its leftover temporary files are its own, not entries
+    assert not any(folder in e.path.parents for e in inventory.entries)
+    before = files_under(folder)
+    for everything in (False, True):
+        inventory = inv.scan(root)
+        chosen = inv.select(inventory, everything=everything)
+        assert not any(t == folder or folder in t.parents for e in chosen for t in e.targets)
+        inv.delete(inventory, chosen)
+        assert files_under(folder) == before
+
+
+@pytest.mark.parametrize("content", UNPARSABLE.values(), ids=list(UNPARSABLE))
+@pytest.mark.parametrize("folder", list(MARKER_OF))
+def test_an_unparsable_marker_leaves_its_folder_unidentified_and_kept(tree, tmp_path, folder, content):
+    """Stale would let a plain `clean` delete a folder nobody can identify: only `--key` may do that."""
+    name = MARKER_OF[folder]
+    (tree[folder] / name).write_bytes(content)
+    leftover(tree[folder] / "late.json")
+    assert_unidentified_and_kept(tmp_path / ".s5cache", tree[folder], "")
+    assert name in by_key(inv.scan(tmp_path / ".s5cache"))[inv.UNKNOWN_KIND, tree[folder].name].settings
+
+
+def test_unidentified_markers_say_why(tree, tmp_path):
+    (tree["old"] / "synthetic.json").write_text("{oops")
+    (tree["stale_tokens"] / "settings.json").write_text("[]")
+    entries = by_key(inv.scan(tmp_path / ".s5cache"))
+    reasons = {key: entry.settings for (kind, key), entry in entries.items() if kind == inv.UNKNOWN_KIND}
+    assert reasons[OLD_SPEC.key()].startswith("cannot parse synthetic.json: Expecting")
+    assert reasons["0123456789ab"] == "settings.json holds no format: not an s5cli marker"
+    assert reasons["my-notes"] == "no synthetic.json or settings.json"
+
+
+@pytest.mark.parametrize("folder", list(MARKER_OF))
+def test_an_unreadable_marker_leaves_its_folder_unidentified_and_kept(tree, tmp_path, monkeypatch, folder):
+    """The tests run as root, for whom chmod 000 does not stop a read: the read itself is made to fail."""
+    marker = tree[folder] / MARKER_OF[folder]
+    read_text = Path.read_text
+
+    def denied(self: Path, *args, **kwargs) -> str:
+        if self == marker:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    reason = f"cannot read {marker.name}: Permission denied"
+    assert_unidentified_and_kept(tmp_path / ".s5cache", tree[folder], reason)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads a chmod 000 file")
+def test_a_marker_without_read_permission_leaves_its_folder_unidentified_and_kept(tree, tmp_path):
+    marker = tree["old"] / "synthetic.json"
+    marker.chmod(0)
+    try:
+        reason = "cannot read synthetic.json: Permission denied"
+        assert_unidentified_and_kept(tmp_path / ".s5cache", tree["old"], reason)
+    finally:
+        marker.chmod(0o644)

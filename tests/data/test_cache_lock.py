@@ -129,3 +129,24 @@ def test_what_clean_reports_deleted_is_gone_and_what_it_skipped_is_intact(tmp_pa
     assert len(list(tree["tokens"].glob("*.safetensors"))) > 0  # nothing of the used folder went
     assert not tree["temp"].exists()  # a stale leftover inside it did: nobody writes it
     assert not tree["old"].exists() and not tree["current"].exists()  # folders nobody uses went
+
+
+def test_a_dry_run_counts_only_what_a_clean_would_free(tmp_path):
+    """Entries in use are skipped by a clean, so the dry run's "to free" leaves them out."""
+    from typer.testing import CliRunner
+
+    from s5cli.benchmark.measure import format_bytes
+    from s5cli.cli.app import app
+    from tests.data.cache_trees import build_tree
+
+    tree = build_tree(tmp_path)
+    mark_in_use(tree["tokens"])
+    inventory = inv.scan(tmp_path)
+    chosen = inv.select(inventory, everything=True)
+    free = [entry for entry in chosen if not entry.in_use]
+    assert 0 < len(free) < len(chosen)
+    result = CliRunner().invoke(app, ["cache", "clean", "--all", "--dry-run", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    freed = format_bytes(sum(entry.bytes for entry in free))
+    line = next(line for line in result.output.splitlines() if "to free" in line)
+    assert f"{sum(e.files for e in free)} files: {freed} to free (1 in use, kept)" in line, line

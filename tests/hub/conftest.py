@@ -52,7 +52,8 @@ TINY_MODEL = {"name": "s5", "d_input": 96, "d_model": 16, "n_blocks": 1, "d_stat
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
-    """A run folder with a tiny S5 checkpoint (optimizer state included) as best/ and latest."""
+    """A run folder laid out as the trainer writes it: a tiny S5 step checkpoint (optimizer state included)
+    named by `latest`, and best/ with the same weights but, like every best/, no trainer state."""
     import torch
 
     from s5cli.models.registry import build_model
@@ -75,5 +76,5 @@ def run_dir(tmp_path: Path) -> Path:
     step = ckpt.save_checkpoint(run / "checkpoints" / "step-0000007", model, metadata, optimizer, {},
                                 ckpt.TrainerState(step=7, epoch=1), metrics)
     ckpt.set_latest(run, step)
-    ckpt.save_checkpoint(run / "best", model, metadata, optimizer, {}, ckpt.TrainerState(step=7, epoch=1), metrics)
+    ckpt.save_checkpoint(run / "best", model, metadata, metrics=metrics)
     return run

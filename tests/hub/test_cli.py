@@ -44,12 +44,30 @@ def test_recipes_push_then_pull(runner: CliRunner, hub: FakeHub, recipe_file: Pa
 
 
 def test_push_checkpoint_cli(runner: CliRunner, hub: FakeHub, run_dir: Path) -> None:
-    result = runner.invoke(app, ["push", str(run_dir), "carol/s5-tiny", "--with-optimizer", "-m", "tiny run"])
+    """A run folder with --with-optimizer pushes its latest step checkpoint (best/ has no trainer state)."""
+    result = runner.invoke(app, ["push", str(run_dir), "carol/s5-tiny", "--with-optimizer", "-m", "tiny run"],
+                           env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     files = hub.files("carol/s5-tiny")
     assert {"model.safetensors", "trainer_state.safetensors", "trainer_state.json", "metrics.json", "recipe.yaml",
             "README.md"} <= set(files)
-    assert files["model.safetensors"] == (run_dir / "best" / "model.safetensors").read_bytes()
+    step_dir = run_dir / "checkpoints" / "step-0000007"
+    assert files["trainer_state.json"] == (step_dir / "trainer_state.json").read_bytes()
+    assert f"pushed the latest step checkpoint {step_dir}" in " ".join(result.output.split())
+
+
+def test_push_with_optimizer_without_step_checkpoints_is_one_line(
+    runner: CliRunner, hub: FakeHub, run_dir: Path
+) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints")
+    result = runner.invoke(app, ["push", str(run_dir), "carol/x", "--with-optimizer"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = _lines(result.output)
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert "no step checkpoint" in lines[0] and "without --with-optimizer" in lines[0], result.output
+    assert hub.repos == {}
 
 
 @pytest.mark.parametrize(

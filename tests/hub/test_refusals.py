@@ -166,6 +166,20 @@ def test_push_without_token_names_the_fix(
     assert hub.repos == {}
 
 
+def test_with_optimizer_on_a_run_without_step_checkpoints_names_the_run_and_the_fix(
+    hub: FakeHub, run_dir: Path
+) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "latest").unlink()
+    with pytest.raises(UserError) as error:
+        push_checkpoint(run_dir, "bob/c", with_optimizer=True)
+    message = _one_line(error)
+    assert str(run_dir) in message and "no step checkpoint" in message and "without --with-optimizer" in message
+    assert hub.repos == {}  # refused before anything was created
+
+
 def test_wrong_token_and_private_repo(hub: FakeHub, recipe_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub.create("bob/secret", private=True)
     hub.commit("bob/secret", {"synthetic.yaml": recipe_file.read_bytes()})

@@ -149,6 +149,54 @@ def test_run_folder_without_best_pushes_latest(hub: FakeHub, run_dir: Path) -> N
     assert hub.files("alice/latest")["model.safetensors"] == latest.read_bytes()
 
 
+def _later_step_checkpoint(run_dir: Path, step: int) -> Path:
+    """What a later epoch adds to a run: a step checkpoint with other weights, named by `latest` (best/ stays)."""
+    import torch
+
+    from s5cli.models.registry import build_model
+    from s5cli.train import checkpoint as ckpt
+    from tests.hub.conftest import TINY_MODEL
+
+    model = build_model("s5", {k: v for k, v in TINY_MODEL.items() if k != "name"}, 9)
+    ckpt.load_into(model, ckpt.load_state(run_dir / "best"), "best")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(2, 4, 37, 96)).sum().backward()
+    optimizer.step()
+    metadata = {**ckpt.read_metadata(run_dir / "best"), "step": str(step)}
+    metadata.pop("format")
+    path = ckpt.save_checkpoint(run_dir / "checkpoints" / f"step-{step:07d}", model, metadata, optimizer, {},
+                                ckpt.TrainerState(step=step, epoch=2), {"top1": 0.25})
+    ckpt.set_latest(run_dir, path)
+    return path
+
+
+def test_run_folder_with_optimizer_pushes_the_latest_step_checkpoint(hub: FakeHub, run_dir: Path) -> None:
+    """best/ never holds a trainer state, so a resumable push of a run is its newest step checkpoint."""
+    import torch
+
+    from s5cli.models.registry import build_model
+    from s5cli.train.checkpoint import apply_resume_point, read_resume_point
+    from tests.hub.conftest import TINY_MODEL
+
+    step_dir = _later_step_checkpoint(run_dir, 9)
+    result = push_checkpoint(run_dir, "alice/resume-run", with_optimizer=True)
+    assert result.source == step_dir
+    remote = hub.files("alice/resume-run")
+    for name in ("model.safetensors", "trainer_state.safetensors", "trainer_state.json", "metrics.json"):
+        assert remote[name] == (step_dir / name).read_bytes(), name
+    assert remote["model.safetensors"] != (run_dir / "best" / "model.safetensors").read_bytes()
+    local = resolve_checkpoint_dir("alice/resume-run")
+    model = build_model("s5", {k: v for k, v in TINY_MODEL.items() if k != "name"}, 9)
+    state, _ = apply_resume_point(read_resume_point(local), torch.optim.AdamW(model.parameters(), lr=1e-3))
+    assert state.step == 9 and state.epoch == 2
+
+    # Without --with-optimizer a run still means its best weights; without a `latest` file, the newest step.
+    assert push_checkpoint(run_dir, "alice/best-run").source == run_dir / "best"
+    assert hub.files("alice/best-run")["model.safetensors"] == (run_dir / "best" / "model.safetensors").read_bytes()
+    (run_dir / "latest").unlink()
+    assert push_checkpoint(run_dir, "alice/no-pointer", with_optimizer=True).source == step_dir
+
+
 def test_hf_recipe_address_through_the_trainer(hub: FakeHub, recipe_file: Path) -> None:
     from s5cli.train.job import recipe_objects
 

@@ -102,6 +102,39 @@ def test_finetune_writes_a_complete_run_and_eval_reads_it(tmp_path: Path) -> Non
     # A second finetune into the same folder must not silently overwrite it.
     result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
     assert result.exit_code == 2 and "--resume" in result.output
+    _eval_refusals(runner, run)
+
+
+def _eval_refusals(runner: CliRunner, run: Path) -> None:
+    """Mistakes `s5 eval` refuses up front, each as one line, with the run left as it was."""
+    weights = run / "best" / "model.safetensors"
+    before = weights.read_bytes()
+    result = runner.invoke(app, ["eval", "-c", str(run), "-q", "--json", str(weights)])
+    assert result.exit_code == 2 and "refusing to replace it" in result.output, result.output
+    assert weights.read_bytes() == before
+    result = runner.invoke(app, ["eval", "-c", str(run), "-q", "--json", str(run)])
+    assert result.exit_code == 2 and "is a folder" in result.output, result.output
+    result = runner.invoke(app, ["eval", "-c", str(run), "-q", "model.d_model=64"])
+    assert result.exit_code == 2 and "was trained with model.d_model=32, and eval cannot change" in result.output
+    result = runner.invoke(app, ["eval", "-c", str(run), "-q", "eval.batch_size=0"])
+    assert result.exit_code == 2 and f"{run}'s recipe (command-line override)" in result.output, result.output
+    (run / "latest").write_text("")  # emptied by hand: it named the run itself, an endless lookup
+    from s5cli.errors import UserError
+    from s5cli.train.checkpoint import checkpoint_dir
+
+    with pytest.raises(UserError, match="does not name a checkpoint of this run"):
+        checkpoint_dir(run)
+
+
+def test_eval_of_a_split_without_videos_is_a_user_error(monkeypatch) -> None:
+    import s5cli.train.data
+    from s5cli.cli.evaluate import _evaluate_split
+    from s5cli.errors import UserError
+    from s5cli.recipe import load_recipe
+
+    monkeypatch.setattr(s5cli.train.data, "prepare_splits", lambda data, splits, ctx, show_progress: {"test": []})
+    with pytest.raises(UserError, match="the test split of synthetic has no videos"):
+        _evaluate_split(None, load_recipe(RECIPE), None, "test", None, quiet=True)
 
 
 def test_kill9_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
@@ -221,7 +254,11 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(t).all() for t in load_state(checkpoint_dir(run)).values() if t.is_floating_point())
 
 
-def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop_signal", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                         (signal.SIGTERM, 143, "terminated")])
+def test_a_stop_signal_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, stop_signal: int, code: int,
+                                                              word: str) -> None:
+    """Ctrl-C, and SIGTERM as `kill` or a batch scheduler sends it, finish the step and save a checkpoint."""
     args = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet", *tiny(tmp_path, **{"train.epochs": 6})]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     latest = tmp_path / "run" / "latest"
@@ -229,10 +266,10 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     while not latest.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "run finished before it could be interrupted; make it longer"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop_signal)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    assert "checkpoint saved to" in err and "--resume" in err
+    assert proc.returncode == code, err
+    assert f"{word} at step" in err and "checkpoint saved to" in err and "--resume" in err
     from s5cli.train.checkpoint import checkpoint_dir
 
     saved = json.loads((checkpoint_dir(tmp_path / "run") / "trainer_state.json").read_text())

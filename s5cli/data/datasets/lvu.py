@@ -1,6 +1,7 @@
 """LVU (Wu & Krähenbühl, CVPR 2021): nine long-form movie tasks over YouTube clips.
 
-Annotations: `<annotations>/<task>/{train,val,test}.csv`, space separated with a header line.
+Annotations: `<annotations>/<task>/{train,val,test}.csv`, space separated with a header line; `<annotations>` is
+data.annotations, else `<root>/lvu_1.0` (the bundled recipes leave it null, so data.root alone is enough).
 Classification tasks: `class_id class_name... youtube_id imdb_id` (the name may contain spaces, so only the
 first field and the last two are positional). `like_ratio`: `like_count dislike_count youtube_id imdb_id`,
 target like/(like+dislike)*10. `view_count`: `view_count youtube_id imdb_id`, target log(view_count).
@@ -136,8 +137,10 @@ def annotations_dir(data: Any, task: str) -> Path:
     # Also accept the task folder itself (`.../lvu_1.0/genre`).
     if folder.name == task and (folder / "train.csv").is_file():
         return folder.parent
+    # Say where the folder came from: with data.annotations null the user may not know <root>/lvu_1.0 was tried.
+    origin = "data.annotations" if given else "data.annotations is null, so <data.root>/lvu_1.0"
     raise UserError(
-        f"LVU annotations not found: expected {folder / task / 'train.csv'}; "
+        f"LVU annotations not found: expected {folder / task / 'train.csv'} ({origin}); "
         "set data.annotations to the lvu_1.0 folder"
     )
 
