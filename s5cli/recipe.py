@@ -217,11 +217,14 @@ def _expand_bare_key(raw: dict[str, Any], key: str, path: str) -> list[str]:
             owners.append("model")
     except Exception:  # an unknown model name is reported by the validation
         pass
+    # The nested sections too: `momentum=` is S5's or LSMCL's, and `clutter=` lives in data.synthetic.
+    owners += [name for name, cls in (("data.synthetic", SyntheticSection), ("train.lsmcl", _lsmcl_config_class()))
+               if key in _field_names(cls)]
     if len(owners) == 1:
-        return [owners[0], key]
+        return [*owners[0].split("."), key]
     if owners:
         raise UserError(f"override {key}=... is ambiguous: use one of {', '.join(f'{o}.{key}' for o in owners)}")
-    raise UserError(f"override {key}=... names no recipe key ({path})", hint=f"use section.key, e.g. optim.{key}")
+    raise UserError(f"override {key}=... names no recipe key ({path})", hint="use section.key, e.g. optim.lr")
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -314,6 +317,9 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: _
         ok, converted = coerce(value, hint)
         if not ok:
             problems.add(dotted, f"{dotted}={show_value(value)} has the wrong type: expected {describe_type(hint)}")
+            continue
+        if isinstance(converted, float) and not math.isfinite(converted):
+            problems.add(dotted, f"{dotted}={show_value(value)} is not a finite number")
             continue
         rule = spec.metadata.get("rule") or (extra_rules or {}).get(key)
         if rule is not None and not rule.allows(converted):

@@ -185,6 +185,15 @@ def test_bare_keys_name_their_section() -> None:
     assert recipe.train.init == "runs/x/best" and recipe.model.keep_ratio == 0.75 and recipe.optim.lr == 0.01
     with pytest.raises(UserError, match="ambiguous"):
         load_recipe(SYNTHETIC, ["batch_size=4"])
+    # Nested sections count: clutter is only data.synthetic's; momentum is S5's and LSMCL's, so ambiguous.
+    assert load_recipe(SYNTHETIC, ["clutter=0.9"]).data.synthetic.clutter == 0.9
+    with pytest.raises(UserError, match=r"use one of model\.momentum, train\.lsmcl\.momentum"):
+        load_recipe(SYNTHETIC, ["momentum=0.5"])
+
+
+@pytest.mark.parametrize("value", ["1e400", ".nan", "-.inf"])
+def test_a_number_that_is_not_finite_is_named_so(value: str) -> None:
+    assert "is not a finite number" in error_of(SYNTHETIC, (f"optim.lr={value}",))
 
 
 def test_yaml_1_1_exponent_floats_are_numbers(tmp_path: Path) -> None:

@@ -44,7 +44,11 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         if len(train_set) == 0:
             from s5cli.errors import UserError
 
-            raise UserError(f"no training videos with cached tokens for {recipe.data.dataset} (data.root={recipe.data.root})")
+            if recipe.data.dataset == "synthetic" and recipe.data.synthetic.num_train == 0:
+                raise UserError("data.synthetic.num_train=0: there is nothing to train on (set it to at least 1)")
+            raise UserError(f"no training videos with cached tokens for {recipe.data.dataset} "
+                            f"(data.root={recipe.data.root}): check that data.root holds the videos the train "
+                            "split names (missing ones are skipped)")
         model = job.build_model_from_recipe(recipe, task.num_outputs)
         if init_dir is not None:
             job.init_from_pretrained(model, init_dir, recipe.train.init)

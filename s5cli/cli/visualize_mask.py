@@ -93,6 +93,9 @@ def visualize_mask(
     model, data, model_name = _load_model(checkpoint, random_init, revision)
     name = backbone or data.get("backbone") or RANDOM_INIT_BACKBONE
     weights = backbone_weights if backbone_weights is not None else (data.get("backbone_weights") if backbone is None else None)
+    if backbone_weights is not None and name == "patch_pool":
+        raise UserError(f"--backbone-weights {backbone_weights}: the backbone here is patch_pool, which has no "
+                        "weights (name a ViT with --backbone, or drop --backbone-weights)")
     image_size = int(size or data.get("image_size") or DEFAULT_SIZE)
     trained_size = data.get("image_size")
     if trained_size and image_size != int(trained_size):

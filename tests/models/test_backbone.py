@@ -218,3 +218,10 @@ def test_same_outputs_as_timm_on_the_same_weights(tmp_path):
         features = ours(reference["images"])
     torch.testing.assert_close(features, reference["features"], atol=1e-5, rtol=1e-4)
     assert features.std() > 0.5  # every token differs: a wrong block or position embedding would show
+
+
+def test_a_long_download_error_is_cut_at_a_word() -> None:
+    from s5cli.models.backbone import _first_words
+
+    assert _first_words("short line\nsecond", 40) == "short line"
+    assert _first_words("Please check your connection and try again", 30) == "Please check your connection ..."

@@ -314,3 +314,10 @@ def _losses_if_any(metrics: Path) -> list[float]:
     except (OSError, ValueError):
         return []
 
+
+
+def test_a_synthetic_recipe_without_training_videos_names_the_field(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **{"data.synthetic.num_train": 0}),
+                                      "--quiet"])
+    assert result.exit_code == 2
+    assert "data.synthetic.num_train=0: there is nothing to train on (set it to at least 1)" in result.output

