@@ -52,6 +52,18 @@ def run(cmd: list[str]) -> None:
     print(f"  done in {time.perf_counter() - started:.0f}s: {' '.join(cmd[3:6])} ...", file=sys.stderr)
 
 
+def finished(marker: Path) -> bool:
+    """Whether a run of an earlier invocation can be reused (resuming an interrupted measurement), said aloud.
+
+    Why aloud: a work folder kept across code changes silently mixed old runs into a re-measurement once
+    (README, Measured results); use a new --work folder to measure everything afresh.
+    """
+    if not marker.exists():
+        return False
+    print(f"  reusing {marker.parent} (an earlier run; use a new --work folder to train it again)", file=sys.stderr)
+    return True
+
+
 def test_top1(run_dir: Path, work: Path, tag: str) -> float:
     out = work / f"{tag}.eval.json"
     run([sys.executable, "-m", "s5cli", "eval", "--checkpoint", str(run_dir / "best"), "--split", "test",
@@ -93,14 +105,14 @@ def main() -> None:
         for seed in args.seeds:
             tag = f"{name.split()[0].lower().rstrip(',')}-{variant[-1].split('=')[1]}-seed{seed}"
             run_dir = args.work / tag
-            if not (run_dir / "best").exists():
+            if not finished(run_dir / "best"):
                 run([*finetune, *variant, f"model.keep_ratio={args.keep_ratio}", f"train.seed={seed}",
                      f"train.out_dir={run_dir}", *args.overrides])
             results.setdefault(name, {})[str(seed)] = test_top1(run_dir, args.work, tag)
     if not args.skip_pretrain:
         for seed in args.seeds:
             pre_dir = args.work / f"lsmcl-pretrain-seed{seed}"
-            if not (pre_dir / "latest").exists():
+            if not finished(pre_dir / "latest"):
                 run([*pretrain, f"train.seed={seed}", f"train.out_dir={pre_dir}",
                      f"train.epochs={args.pretrain_epochs}", *args.overrides])
             probes = (("linear probe, random weights", ["--random", PRETRAIN_RECIPE, f"--seed={seed}"]),
@@ -114,7 +126,7 @@ def main() -> None:
                     name = f"{args.few_labels} labels, {start}, {head}"
                     suffix = "" if not head_args else "-bnhead"
                     run_dir = args.work / f"{'lsmcl' if init else 'scratch'}-few{args.few_labels}{suffix}-seed{seed}"
-                    if not (run_dir / "best").exists():
+                    if not finished(run_dir / "best"):
                         run([*finetune, *few, *head_args, f"train.seed={seed}", f"train.out_dir={run_dir}",
                              f"train.epochs={args.few_epochs}", *init, *args.overrides])
                     results.setdefault(name, {})[str(seed)] = test_top1(run_dir, args.work, run_dir.name)
