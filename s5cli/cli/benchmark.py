@@ -83,7 +83,7 @@ def benchmark(
     """
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
     from s5cli.cli.console import stderr, stdout
-    from s5cli.errors import Interrupted, RunFailure, UserError
+    from s5cli.errors import Interrupted, RunFailure, Terminated, UserError
 
     torch_device = _resolve_device(device)
     on_cuda = torch_device.startswith("cuda")
@@ -170,7 +170,7 @@ def benchmark(
         stderr.print(f"[dim]{message}[/]")
 
     measurements = []
-    interrupted = False
+    interrupted = ""  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM) once stopped
     try:
         for run_mode in modes:
             base = [Workload(label=label, mode=run_mode, frames=frame_counts[0], tokens_per_frame=tokens_per_frame,
@@ -183,16 +183,18 @@ def benchmark(
             else:
                 measurements += run_group(base, repeat, processes=processes, time_budget=time_budget,
                                           memory_budget=budget_bytes, progress=progress, min_time=min_time)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if not measurements:
             raise
-        interrupted = True
-        stderr.print(f"[yellow]interrupted: reporting the {len(measurements)} measurements finished so far[/]")
-    report = build_report(measurements, {**settings, "interrupted": interrupted}, _machine(torch_device))
+        interrupted = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        stderr.print(f"[yellow]{interrupted}: reporting the {len(measurements)} measurements finished so far[/]")
+    report = build_report(measurements, {**settings, "interrupted": bool(interrupted)}, _machine(torch_device))
     render(report, stdout)
     _write_outputs(report, json_path, plot_path)
     if interrupted:
-        raise Interrupted("interrupted; the results above and in --json/--plot are partial")
+        stopped = Interrupted(f"{interrupted}; the results above and in --json/--plot are partial")
+        stopped.exit_code = 143 if interrupted == "terminated" else 130  # 128 + SIGTERM / SIGINT
+        raise stopped
     failed = [r for r in report["results"] if r["status"] == ERROR]
     if failed:
         first = failed[0]

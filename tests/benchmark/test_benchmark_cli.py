@@ -88,24 +88,28 @@ def test_a_target_value_is_never_printed_as_the_target_itself(value: float, thre
     assert _target_value({"value": value, "threshold": threshold}) == printed
 
 
-def test_ctrl_c_mid_sweep_reports_and_writes_the_lengths_already_measured(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("stop", "code", "word"), [("ctrl-c", 130, "interrupted"), ("sigterm", 143, "terminated")])
+def test_a_stop_mid_sweep_reports_and_writes_the_lengths_already_measured(
+    tmp_path: Path, monkeypatch, stop: str, code: int, word: str
+) -> None:
     from s5cli.benchmark import runner
     from s5cli.benchmark.runner import child_pids
+    from s5cli.errors import Terminated
 
     real_run_group, calls = runner.run_group, {"n": 0}
 
     def interrupted_at_the_second_length(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt
+            raise Terminated() if stop == "sigterm" else KeyboardInterrupt()
         return real_run_group(*args, **kwargs)
 
     monkeypatch.setattr(runner, "run_group", interrupted_at_the_second_length)
     out = tmp_path / "sweep.json"
     result = _invoke([*TINY, "--compare", "s4", "--mode", "infer", "--sweep", "2,4,8", "--repeat", "1",
                       "--threads", "1", "--json", str(out)])
-    assert result.exit_code == 130, result.output
-    assert "partial" in result.output and "Traceback" not in result.output
+    assert result.exit_code == code, result.output
+    assert f"{word}; the results above" in result.output and "Traceback" not in result.output
     report = json.loads(out.read_text())
     assert report["settings"]["interrupted"] is True
     assert {(r["model"], r["frames"], r["status"]) for r in report["results"]} == {("s5", 2, "ok"), ("s4", 2, "ok")}
