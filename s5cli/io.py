@@ -99,25 +99,41 @@ def check_writable_folder(folder: str | os.PathLike[str], what: str, fix: str, n
         raise UserError(f"{what} {folder} cannot be used: {problem} ({fix})")
 
 
-def check_output_file(path: str | os.PathLike[str], option: str, example: str) -> None:
-    """UserError unless `path` can be written as `option`'s output: checked before the work, not after it.
+def check_writable(path: str | os.PathLike[str], what: str = "output", example: str = "mask.gif") -> None:
+    """UserError unless `path` can be created: its folder, or the nearest existing parent, takes a new file.
 
-    Refused: a folder (named with `example`, a file name to use instead), a folder that cannot take a
-    new file, and an existing file of another kind than the output (suffix other than `example`'s):
-    `--json runs/x/best/model.safetensors` would otherwise replace a checkpoint with a report.
+    Nothing is left behind: missing folders are made only when the output is written, after the work is done.
+    `example` is the file name suggested when `path` is a folder.
+    """
+    from s5cli.errors import UserError
+
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{what} {target} is a folder: give a file name, e.g. {target / example}")
+    problem = folder_problem(target.parent)
+    if problem:
+        raise UserError(f"cannot write {what} {target}: folder {target.parent} is not writable ({problem})")
+
+
+def refuse_replacing_another_kind(path: str | os.PathLike[str], option: str, example: str) -> None:
+    """UserError when `path` exists with another suffix than `example`'s (the kind of file `option` writes).
+
+    Why: `--json runs/x/best/model.safetensors` would otherwise replace a checkpoint with a report, and
+    the atomic write makes that look like a success.
     """
     from s5cli.errors import UserError
 
     target = Path(path).expanduser()
-    if target.is_dir():
-        raise UserError(f"{option} {target} is a folder: name a file, e.g. {target / example}")
     wanted = Path(example).suffix.lower()
-    if target.exists() and target.suffix.lower() != wanted:
+    if target.is_file() and target.suffix.lower() != wanted:
         raise UserError(f"{option} {target} exists and is not a {wanted} file; refusing to replace it "
                         f"(write to a new {wanted} file, e.g. {target.with_name(example)})")
-    problem = folder_problem(target.parent)
-    if problem:
-        raise UserError(f"cannot write {option} {target}: folder {target.parent} is not writable ({problem})")
+
+
+def check_output_file(path: str | os.PathLike[str], option: str, example: str) -> None:
+    """`check_writable`, and no existing file of another kind replaced: checked before the work, not after it."""
+    check_writable(Path(path).expanduser(), option, example)
+    refuse_replacing_another_kind(path, option, example)
 
 
 def default_file_mode() -> int:

@@ -360,7 +360,8 @@ def _build_model(values: dict[str, Any], problems: _Problems, backbone: str) -> 
         return ModelSection()
     section_cls = model_section_class(config_cls)
     fields = {k: v for k, v in values.items() if k != "name"}
-    unused = [key for key in fields if key not in _field_names(config_cls) and key in _other_model_keys(config_cls)]
+    own, others = set(_field_names(config_cls)), _other_model_keys(config_cls)
+    unused = [key for key in fields if key not in own and key in others]
     if unused:
         # `model.name=s4` on an S5 recipe: the S5-only settings simply do not apply to the baseline, so
         # switching the model is one override, not one per key. A typo (no model has it) stays an error.

@@ -9,12 +9,12 @@ import random
 MAX_SEED = 2**32 - 1
 
 
-def check_seed(seed: int, what: str = "--seed") -> None:
-    """UserError for a seed outside [0, MAX_SEED] (torch would fail on it with a bare 'Overflow')."""
+def check_seed(seed: int) -> None:
+    """UserError for a --seed outside [0, MAX_SEED] (torch would fail on it with a bare 'Overflow')."""
     if not 0 <= seed <= MAX_SEED:
         from s5cli.errors import UserError
 
-        raise UserError(f"{what} {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
+        raise UserError(f"--seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}")
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:

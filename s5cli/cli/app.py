@@ -22,6 +22,7 @@ from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, p
 from s5cli.cli.console import print_error
 from s5cli.cli.help_text import PlainFlagCommand, PlainFlagGroup, command_help, flag
 from s5cli.errors import RunFailure, Terminated, UserError
+from s5cli.stop_signals import default_action_in_child, signal_of, stop_outcome
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
@@ -62,8 +63,9 @@ class _ErrorReportingGroup(PlainFlagGroup):
             print_error(str(error))
             raise typer.Exit(code=error.exit_code) from None
         except KeyboardInterrupt as error:
-            print_error("terminated" if isinstance(error, Terminated) else "interrupted")
-            raise typer.Exit(code=128 + signal.SIGTERM if isinstance(error, Terminated) else 130) from None
+            word, code = stop_outcome(signal_of(error))
+            print_error(word)
+            raise typer.Exit(code=code) from None
         except (OSError, MemoryError) as error:
             reported = _system_error_line(error)
             if reported is None or _debug_requested(ctx):
@@ -203,11 +205,8 @@ def _terminate_like_interrupt() -> None:
     main_pid = os.getpid()
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        if os.getpid() != main_pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated()
+        if not default_action_in_child(main_pid, signum):
+            raise Terminated()
 
     with contextlib.suppress(ValueError):  # not the main thread (an embedding application): its own handling
         signal.signal(signal.SIGTERM, on_sigterm)

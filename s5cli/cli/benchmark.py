@@ -83,7 +83,8 @@ def benchmark(
     """
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
     from s5cli.cli.console import stderr, stdout
-    from s5cli.errors import Interrupted, RunFailure, Terminated, UserError
+    from s5cli.errors import Interrupted, RunFailure, UserError
+    from s5cli.stop_signals import signal_of, stop_outcome
 
     torch_device = _resolve_device(device)
     on_cuda = torch_device.startswith("cuda")
@@ -170,7 +171,7 @@ def benchmark(
         stderr.print(f"[dim]{message}[/]")
 
     measurements = []
-    interrupted = ""  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM) once stopped
+    stopped: tuple[str, int] | None = None  # (word, exit code) of a Ctrl-C or SIGTERM
     try:
         for run_mode in modes:
             base = [Workload(label=label, mode=run_mode, frames=frame_counts[0], tokens_per_frame=tokens_per_frame,
@@ -186,15 +187,15 @@ def benchmark(
     except KeyboardInterrupt as stop:
         if not measurements:
             raise
-        interrupted = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        stderr.print(f"[yellow]{interrupted}: reporting the {len(measurements)} measurements finished so far[/]")
-    report = build_report(measurements, {**settings, "interrupted": bool(interrupted)}, _machine(torch_device))
+        stopped = stop_outcome(signal_of(stop))
+        stderr.print(f"[yellow]{stopped[0]}: reporting the {len(measurements)} measurements finished so far[/]")
+    report = build_report(measurements, {**settings, "interrupted": stopped is not None}, _machine(torch_device))
     render(report, stdout)
     _write_outputs(report, json_path, plot_path)
-    if interrupted:
-        stopped = Interrupted(f"{interrupted}; the results above and in --json/--plot are partial")
-        stopped.exit_code = 143 if interrupted == "terminated" else 130  # 128 + SIGTERM / SIGINT
-        raise stopped
+    if stopped is not None:
+        partial = Interrupted(f"{stopped[0]}; the results above and in --json/--plot are partial")
+        partial.exit_code = stopped[1]
+        raise partial
     failed = [r for r in report["results"] if r["status"] == ERROR]
     if failed:
         first = failed[0]
@@ -295,7 +296,7 @@ def _memory_budget(text: str | None, parse, available, on_cuda: bool, models: in
 def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
     """Check --json and --plot before measuring: a typo must not cost a finished hour-long run."""
     from s5cli.errors import UserError
-    from s5cli.io import check_writable_folder
+    from s5cli.io import check_writable_folder, refuse_replacing_another_kind
 
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is None:
@@ -304,9 +305,8 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
             raise UserError(f"{option} {path} is a folder: name a file, e.g. {path / 'benchmark'}"
                             f"{'.json' if option == '--json' else '.png'}")
         check_writable_folder(path.parent, f"{option} folder", f"write {option} somewhere else")
-        if option == "--json" and path.is_file() and path.suffix.lower() != ".json":
-            raise UserError(f"--json {path} exists and is not a .json file; refusing to replace it "
-                            f"(write to a new .json file, e.g. {path.with_name('benchmark.json')})")
+        if option == "--json":
+            refuse_replacing_another_kind(path, option, "benchmark.json")
     if plot_path is not None:
         from matplotlib.backend_bases import FigureCanvasBase
 

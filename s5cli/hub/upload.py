@@ -127,17 +127,13 @@ def latest_step_checkpoint(run_dir: Path) -> Path:
 
     The fallback covers a run copied without its `latest` file; the order is the one `--resume` tries.
     """
-    from s5cli.train.checkpoint import MODEL_FILE, latest_checkpoint
+    from s5cli.train.checkpoint import latest_checkpoint, step_checkpoints
 
-    latest = latest_checkpoint(run_dir)
-    if latest is not None:
-        return latest
-    steps = sorted((p for p in (run_dir / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
-                   key=lambda p: p.name)
-    if not steps:
+    latest = latest_checkpoint(run_dir) or next(iter(step_checkpoints(run_dir)), None)
+    if latest is None:
         raise UserError(f"{run_dir} has no step checkpoint (checkpoints/step-*), the only place a run keeps its "
                         "trainer state: push without --with-optimizer (best/ weights only)")
-    return steps[-1]
+    return latest
 
 
 def push_checkpoint(

@@ -343,9 +343,7 @@ def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
             print_warning(f"--resume: {error}; trying the step checkpoints")
         latest = None
     candidates = [latest] if latest is not None else []
-    steps = sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
-                   key=lambda p: p.name, reverse=True)
-    candidates += [p for p in steps if p not in candidates]
+    candidates += [p for p in step_checkpoints(run_dir) if p not in candidates]
     problems = []
     for directory in candidates:
         try:
@@ -367,6 +365,12 @@ def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer) -> 
     optimizer.load_state_dict(_join_optimizer(point.tensors, point.payload["optimizer"]))
     restore_rng(point.tensors, point.payload.get("rng", {}))
     return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's step checkpoints that hold weights, newest first (names are zero-padded step numbers)."""
+    return sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
+                  key=lambda p: p.name, reverse=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -42,7 +42,7 @@ class DistContext:
         """Average a Python number over ranks (identity in a single process)."""
         if not self.distributed:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        tensor = torch.tensor([value], dtype=torch.float64, device=self._collective_device())
         dist.all_reduce(tensor)
         return float(tensor.item()) / self.world_size
 
@@ -55,9 +55,13 @@ class DistContext:
         """
         if not self.distributed:
             return value
-        tensor = torch.tensor([value], dtype=torch.int64, device=self.device if self.device.type == "cuda" else "cpu")
+        tensor = torch.tensor([value], dtype=torch.int64, device=self._collective_device())
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return int(tensor.item())
+
+    def _collective_device(self) -> torch.device | str:
+        """Where a one-number collective's tensor lives: NCCL needs it on the GPU, gloo on the CPU."""
+        return self.device if self.device.type == "cuda" else "cpu"
 
     def gather_objects(self, obj: object) -> list[object]:
         """Every rank's `obj`, in rank order (a one-element list in a single process)."""

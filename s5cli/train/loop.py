@@ -27,6 +27,7 @@ from torch.utils.data import DistributedSampler
 from s5cli.data.datasets.base import SampleBatch
 from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.io import atomic_write_text
+from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.distributed import DistContext
 from s5cli.train.evaluation import as_model_input, autocast, evaluate, worker_loading
@@ -208,11 +209,8 @@ def train(setup: TrainSetup) -> dict:
     trainer_pid = os.getpid()
 
     def on_stop_signal(signum, frame) -> None:
-        if os.getpid() != trainer_pid:  # a forked loader worker: the default action (Ctrl-C: see below)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        interrupted["signal"] = signum
+        if not default_action_in_child(trainer_pid, signum):  # loader workers ignore Ctrl-C: see below
+            interrupted["signal"] = signum
 
     # Ctrl-C and SIGTERM (a scheduler's preemption) both finish the current step and save a checkpoint.
     previous_handlers = (
@@ -283,10 +281,10 @@ def train(setup: TrainSetup) -> dict:
                 stop_signal = ctx.largest(interrupted["signal"] or 0)  # every rank stops at the same step
                 if stop_signal:
                     path = save(None)
-                    what = "terminated" if stop_signal == signal.SIGTERM else "interrupted"
+                    what, code = stop_outcome(stop_signal)
                     stop = Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
                                        "Continue with the same command and --resume")
-                    stop.exit_code = 128 + stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
+                    stop.exit_code = code
                     raise stop
             state.epoch = epoch + 1
             state.batch_in_epoch = 0

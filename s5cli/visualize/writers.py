@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_path, folder_problem
+from s5cli.io import atomic_write_path, check_writable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,20 +36,6 @@ def output_format(path: str | os.PathLike[str]) -> str:
         shown = suffix or "no suffix"
         raise UserError(f"{path}: unknown output format ({shown}): use .gif, .mp4 or .png")
     return suffix
-
-
-def check_writable(path: str | os.PathLike[str], what: str = "output", example: str = "mask.gif") -> None:
-    """UserError unless `path` can be created: its folder, or the nearest existing parent, takes a new file.
-
-    Nothing is left behind: missing folders are made only when the output is written, after the work is done.
-    `example` is the file name suggested when `path` is a folder.
-    """
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"{what} {target} is a folder: give a file name, e.g. {target / example}")
-    problem = folder_problem(target.parent)
-    if problem:
-        raise UserError(f"cannot write {what} {target}: folder {target.parent} is not writable ({problem})")
 
 
 def check_output(path: str | os.PathLike[str]) -> str:

