@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -46,6 +47,14 @@ SETTLE_S = 0.05
 # With `min_time`, models whose timed steps add up to less keep stepping in extra rounds, at most this many
 # steps per model in all: a 10 ms step then gives 50 samples, not 5 (see `run_group`).
 MAX_TIMED_STEPS = 50
+# Extra rounds also take every model whose median step is at most this many times the slowest short
+# model's, so models of similar speed keep alternating and their ratio compares the same stretch of time.
+# Through v17 the short models stepped among themselves: on 2026-11-30 S5 took 28 steps and S4 19 at the
+# default size, load arrived near the end (S5 31 -> 37-50 ms), S5 stepped on alone through 9 of its
+# slow steps, and S5/S4 read 1.49x from the medians where the 19 rounds both took gave 1.58x. A model
+# many times slower already has seconds of samples; pairing it would only cost time (the transformer:
+# ~2 s a step at the default size).
+COMPANION_PACE = 4.0
 
 
 @dataclass
@@ -197,8 +206,8 @@ def run_group(
     `repeat` rounds in rotating order; the steps of all sets are pooled. Then one memory run per model.
 
     `min_time`: after the `repeat` rounds, the models whose timed steps in this process add up to less than
-    `min_time` seconds go on in extra rounds among themselves (still alternating), up to `MAX_TIMED_STEPS`
-    steps. Why: five samples of a 30 ms step span a fraction of a second, and one burst of load on a shared
+    `min_time` seconds go on in extra rounds (still alternating, with the models of similar speed:
+    `COMPANION_PACE`), up to `MAX_TIMED_STEPS` steps. Why: five samples of a 30 ms step span a fraction of a second, and one burst of load on a shared
     machine then moves the median (S5/S4 at 60 x 50 x 768 read 1.14x in one of six runs with five steps
     each, 1.69-2.66x in the others); a slow model's five steps already span seconds.
     """
@@ -243,12 +252,13 @@ def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, fir
             timings = _round(alive, first_round + round_index, time_budget)
             say(f"round {round_index + 1}/{repeat}: {', '.join(timings) or 'no model left'}")
         extra = 0
+        cap = max(repeat, MAX_TIMED_STEPS)
         while True:
-            short = [w for w in alive if w.alive and sum(own_times(w)) < min_time
-                     and len(own_times(w)) < max(repeat, MAX_TIMED_STEPS)]
-            if not short:
+            live = [w for w in alive if w.alive]
+            members = extra_round_members([own_times(w) for w in live], min_time, cap)
+            if not members:
                 break
-            _round(short, first_round + repeat + extra, time_budget)
+            _round([live[i] for i in members], first_round + repeat + extra, time_budget)
             extra += 1
         if extra:
             steps = ", ".join(f"{w.measurement.workload.label} {len(own_times(w))}" for w in alive if w.alive)
@@ -262,6 +272,21 @@ def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, fir
     finally:
         for worker in workers:
             worker.kill()
+
+
+def extra_round_members(times: Sequence[Sequence[float]], min_time: float, cap: int) -> list[int]:
+    """Which models step in the next extra round (indices into `times`, each model's own timed steps so far).
+
+    None when no model is short of `min_time` seconds (below `cap` steps); otherwise the short ones plus
+    their companions: models below the cap whose median step is at most `COMPANION_PACE` times the
+    slowest short model's (see `COMPANION_PACE`)."""
+    below_cap = [i for i, own in enumerate(times) if len(own) < cap]
+    short = [i for i in below_cap if sum(times[i]) < min_time]
+    if not short:
+        return []
+    pace = max((statistics.median(times[i]) for i in short if times[i]), default=0.0)
+    return [i for i in below_cap
+            if i in short or (times[i] and statistics.median(times[i]) <= COMPANION_PACE * pace)]
 
 
 def _round(workers: Sequence[_Worker], number: int, time_budget: float | None) -> list[str]:

@@ -52,8 +52,9 @@ def benchmark(
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps per model."),
     min_time: float = typer.Option(  # "50" is runner.MAX_TIMED_STEPS (not imported here: start-up time)
         DEFAULT_MIN_TIME_S, "--min-time", help="After the --repeat rounds, models whose timed steps add up to "
-        "less than this many seconds go on stepping, alternating among themselves (at most 50 steps): a 30 ms "
-        "step then gets ~30 samples, and a short burst of load moves its median less. 0 = exactly --repeat steps."),
+        "less than this many seconds go on stepping (at most 50 steps), alternating with every model at most 4x "
+        "slower: a 30 ms step then gets ~30 samples, a short burst of load moves its median less, and models of "
+        "similar speed are timed over the same stretch. 0 = exactly --repeat steps."),
     processes: int = typer.Option(
         1, "--processes", help="Fresh worker processes per model whose timed steps are pooled (each builds, "
         "warms up and times --repeat steps). A process's speed depends on its own allocator history, so 3 "
