@@ -461,7 +461,7 @@ def ensure_cached(
     groups, missing, skipped = [], set(), []
     for split in splits:
         try:
-            group = list_records(data, split)
+            group = list_records(data, split, show_progress=show_progress)
         except NoVideosError as error:
             if not skip_empty_splits:
                 raise

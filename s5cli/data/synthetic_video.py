@@ -377,9 +377,13 @@ def generate_split(
 
         from s5cli.cli.console import stderr
 
-        progress = Progress(console=stderr, transient=True)
-        progress.start()
-        task = progress.add_task(f"generating {len(todo)} synthetic {split} videos", total=len(todo))
+        description = f"generating {len(todo)} synthetic {split} videos"
+        if stderr.is_terminal:
+            progress = Progress(console=stderr, transient=True)
+            progress.start()
+            task = progress.add_task(description, total=len(todo))
+        else:  # a log gets one line: a transient bar draws nothing there, and its end printed a blank line
+            stderr.print(f"{description} under {folder}")
     try:
         for i in todo:
             truth = truths[i]

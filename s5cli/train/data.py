@@ -24,10 +24,10 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
 
     if ctx.is_main:
         # Listing may generate the synthetic videos; do it once, before the other ranks look.
-        records = {split: list_records(data, split) for split in splits}
+        records = {split: list_records(data, split, show_progress=show_progress) for split in splits}
     ctx.barrier()
     if not ctx.is_main:
-        records = {split: list_records(data, split) for split in splits}
+        records = {split: list_records(data, split, show_progress=False) for split in splits}
     ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main)
     ctx.barrier()
     return records

@@ -234,13 +234,13 @@ def test_ensure_cached_lists_splits_once_and_fails_only_when_nothing_decodes(tmp
 
     records = make_records(tmp_path / "videos", 3)
     by_split = {"train": records[:2], "val": records[1:], "test": []}
-    monkeypatch.setattr(datasets, "list_records", lambda data, split: by_split[split])
+    monkeypatch.setattr(datasets, "list_records", lambda data, split, show_progress=True: by_split[split])
     data = data_section(tmp_path)
     report = ensure_cached(data, show_progress=False)
     assert (report.extracted, report.reused) == (3, 0)
     assert ensure_cached(data, splits=("val",), show_progress=False).reused == 2
     bad = [VideoRecord("bad", tmp_path / "missing.mp4", 0)]
-    monkeypatch.setattr(datasets, "list_records", lambda data, split: bad)
+    monkeypatch.setattr(datasets, "list_records", lambda data, split, show_progress=True: bad)
     with pytest.raises(RunFailure, match=r"missing\.mp4"):
         ensure_cached(data, splits=("train",), show_progress=False)
 
@@ -442,7 +442,7 @@ def test_extract_skips_a_split_without_videos_and_counts_missing_ones(tmp_path, 
 
     records = make_records(tmp_path / "videos", 2)
 
-    def list_records(data, split):
+    def list_records(data, split, show_progress=True):
         if split == "val":
             raise NoVideosError("none of the 3 val videos is under data.root")
         return RecordList(records if split == "train" else [], missing=["gone"])

@@ -143,6 +143,22 @@ def test_list_records_generates_once_and_reuses(tmp_path: Path) -> None:
     assert len(reader) == 16 and reader[0].shape == (64, 64, 3)
 
 
+def test_generation_says_one_line_in_a_log_and_nothing_when_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 21 videos: over the 20 from which generation shows progress. Under capsys stderr is no terminal.
+    knobs = {**SMALL, "num_train": 21}
+    quiet = {"dataset": "synthetic", "root": tmp_path / "quiet", "synthetic": knobs}
+    assert len(list_records(quiet, "train", show_progress=False)) == 21
+    assert capsys.readouterr().err == ""  # `-q`: not even the blank line a stopped transient bar printed
+    shown = {"dataset": "synthetic", "root": tmp_path / "shown", "synthetic": knobs}
+    list_records(shown, "train")
+    assert capsys.readouterr().err.splitlines() == [
+        f"generating 21 synthetic train videos under {tmp_path / 'shown' / 'train'}"]
+    list_records(shown, "train")  # nothing left to generate: nothing to say
+    assert capsys.readouterr().err == ""
+
+
 def test_same_seed_gives_identical_files_labels(tmp_path: Path) -> None:
     first = list_records({"dataset": "synthetic", "root": tmp_path / "a", "synthetic": SMALL}, "val")
     second = list_records({"dataset": "synthetic", "root": tmp_path / "b", "synthetic": SMALL}, "val")

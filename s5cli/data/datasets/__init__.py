@@ -1,6 +1,6 @@
 """Dataset adapters: annotation files -> `VideoRecord`s, and the task each dataset poses.
 
-`list_records(data, split)` and `task_info(data)` dispatch on `data.dataset`. Adapter modules (and torch, via
+`list_records(data, split, show_progress)` and `task_info(data)` dispatch on `data.dataset`. Adapter modules (and torch, via
 base.py) are imported only when called, so importing this package costs nothing.
 """
 
@@ -48,9 +48,13 @@ def _dataset_name(data: Any) -> Any:
     return data.get("dataset") if isinstance(data, dict) else getattr(data, "dataset", None)
 
 
-def list_records(data: Any, split: str) -> RecordList:
-    """Videos of one split (train/val/test) of the recipe's dataset; missing videos are skipped and counted."""
-    return adapter(_dataset_name(data)).list_records(data, split)
+def list_records(data: Any, split: str, show_progress: bool = True) -> RecordList:
+    """Videos of one split (train/val/test) of the recipe's dataset; missing videos are skipped and counted.
+
+    `show_progress`: a bar (a line in logs) for work that listing itself may do. Only the synthetic
+    dataset has any (it generates its videos on first use); the others read annotation files and take
+    the flag so that every adapter answers the same call."""
+    return adapter(_dataset_name(data)).list_records(data, split, show_progress=show_progress)
 
 
 def task_info(data: Any) -> TaskInfo:

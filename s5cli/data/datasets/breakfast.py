@@ -122,7 +122,7 @@ def _records(rows: list[BreakfastRow], root: Path, what: str) -> RecordList:
     return RecordList(records, missing)
 
 
-def list_records(data: Any, split: str) -> RecordList:
+def list_records(data: Any, split: str, show_progress: bool = True) -> RecordList:
     """Records of one split whose video exists under data.root (missing ones are counted in `.missing`)."""
     check_split(split, "Breakfast")
     folder = annotations_dir(data)

@@ -93,7 +93,7 @@ def parse_annotations(path: Path) -> list[COINEntry]:
     return entries
 
 
-def list_records(data: Any, split: str) -> RecordList:
+def list_records(data: Any, split: str, show_progress: bool = True) -> RecordList:
     """Records of one split whose video exists under data.root (missing ones are counted in `.missing`)."""
     check_split(split, "COIN")
     entries = parse_annotations(annotations_file(data))

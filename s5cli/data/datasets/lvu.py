@@ -177,7 +177,7 @@ def train_mean(folder: Path, task: str) -> float:
     return sum(float(row.target) for row in rows) / len(rows)
 
 
-def list_records(data: Any, split: str) -> RecordList:
+def list_records(data: Any, split: str, show_progress: bool = True) -> RecordList:
     """Records of one LVU split whose video exists under data.root (missing ones are counted in `.missing`)."""
     check_split(split, "LVU")
     task = _task(data)
