@@ -20,22 +20,9 @@ import typer.core
 from s5cli import __version__
 from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
 from s5cli.cli.console import print_error
-from s5cli.cli.help_text import PlainFlagCommand, PlainFlagGroup, command_help, flag
+from s5cli.cli.help_text import USAGE_ERRORS, PlainFlagCommand, PlainFlagGroup, command_help, flag
 from s5cli.errors import RunFailure, Terminated, UserError
 from s5cli.stop_signals import default_action_in_child, signal_of, stop_outcome
-
-
-def _usage_error_types() -> tuple[type[Exception], ...]:
-    """click's UsageError, plus the one of the copy of click that newer Typer releases vendor (typer._click)."""
-    types: list[type[Exception]] = [click.UsageError]
-    try:
-        from typer._click.exceptions import UsageError as VendoredUsageError
-    except ImportError:  # Typer before it vendored click parses with click itself
-        return tuple(types)
-    return (*types, VendoredUsageError)
-
-
-USAGE_ERRORS = _usage_error_types()
 
 
 class _ErrorReportingGroup(PlainFlagGroup):

@@ -12,6 +12,7 @@ import inspect
 import re
 from typing import Any
 
+import click
 import typer
 import typer.core
 from rich.markup import escape
@@ -59,6 +60,19 @@ def flag(default: bool | None, *names: str, help: str, **options: Any) -> Any:
     return typer.Option(default, *names, help=help, metavar="", **options)
 
 
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """click's UsageError, plus the one of the copy of click that newer Typer releases vendor (typer._click)."""
+    types: list[type[Exception]] = [click.UsageError]
+    try:
+        from typer._click.exceptions import UsageError as VendoredUsageError
+    except ImportError:  # Typer before it vendored click parses with click itself
+        return tuple(types)
+    return (*types, VendoredUsageError)
+
+
+USAGE_ERRORS = _usage_error_types()
+
+
 class _UntypedHelpOption:
     """Mixin: the command's own --help row shows no `<bool>` either. Typer builds that option itself, so
     `flag` cannot reach it; `get_help_option` (click's public hook for it) blanks its type."""
@@ -74,5 +88,28 @@ class PlainFlagCommand(_UntypedHelpOption, typer.core.TyperCommand):
     """A Typer command whose help shows no `<bool>` (see `_UntypedHelpOption`)."""
 
 
-class PlainFlagGroup(_UntypedHelpOption, typer.core.TyperGroup):
-    """A Typer command group (`s5`, `s5 recipes`, `s5 cache`) whose help shows no `<bool>`."""
+class _SubcommandErrorContext:
+    """Mixin: a usage error in a subcommand's arguments carries that subcommand's context, so the one-line
+    error can point to its help ("see `s5 cache clean --help`"). click's parser raises some errors (an
+    option missing its value: `s5 finetune R --out`) with no context, and the reporter then fell back to
+    `s5 --help`."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except USAGE_ERRORS as error:
+            _fill_context(self, ctx, error)
+            raise
+
+
+def _fill_context(group: Any, ctx: Any, error: Any) -> None:
+    """Give a context-less usage error a context for the subcommand being parsed (only its path is read)."""
+    name = ctx.invoked_subcommand
+    command = group.get_command(ctx, name) if name else None
+    if error.ctx is None and command is not None:
+        error.ctx = type(ctx)(command, info_name=name, parent=ctx)
+
+
+class PlainFlagGroup(_SubcommandErrorContext, _UntypedHelpOption, typer.core.TyperGroup):
+    """A Typer command group (`s5`, `s5 recipes`, `s5 cache`) whose help shows no `<bool>`, and whose
+    subcommands' usage errors name the subcommand (`_SubcommandErrorContext`)."""

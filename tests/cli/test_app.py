@@ -35,6 +35,10 @@ def test_version_prints_package_version() -> None:
         (["benchmark", "--frames", "abc"], "error: Invalid value for '--frames'"),
         (["visualize-mask", "x.mp4", "--out", "y.gif", "--frames", "0"], "(see `s5 visualize-mask --help`)"),
         (["cache", "ls", "--bogus"], "error: No such option: --bogus (see `s5 cache ls --help`)"),
+        # click raises a missing option value without a context: the subcommand is still the one named.
+        (["finetune", "r.yaml", "--out"], "error: Option '--out' requires an argument. (see `s5 finetune --help`)"),
+        (["cache", "clean", "--key"], "(see `s5 cache clean --help`)"),
+        (["--bogus"], "error: No such option: --bogus (see `s5 --help`)"),
     ],
 )
 def test_command_line_mistakes_are_one_red_line(args: list[str], message: str) -> None:
