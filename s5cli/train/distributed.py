@@ -15,6 +15,8 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+MAX_SIGNAL = 64  # the largest POSIX signal number (SIGRTMAX on Linux); see `DistContext.after_step`
+
 
 @dataclass
 class DistContext:
@@ -38,26 +40,27 @@ class DistContext:
         if self.distributed:
             dist.barrier()
 
-    def mean(self, value: float) -> float:
-        """Average a Python number over ranks (identity in a single process)."""
-        if not self.distributed:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self._collective_device())
-        dist.all_reduce(tensor)
-        return float(tensor.item()) / self.world_size
+    def after_step(self, loss: float, stop_signal: int) -> tuple[float, int]:
+        """(the ranks' mean loss, the largest stop signal any rank saw, 0 for none) in one collective.
 
-    def largest(self, value: int) -> int:
-        """The largest of the ranks' integers (identity in a single process).
-
-        Why: a decision every rank must take together (stop and save after this step) when only some
-        ranks saw its cause (a signal sent to one process); deciding alone would leave the others waiting
-        in the next collective.
+        Why the signal: stopping and saving after this step is a decision every rank must take together
+        when only some saw its cause (a signal sent to one process); deciding alone would leave the others
+        waiting in the next collective. Why one collective: both are needed after every step, and each
+        all-reduce is a round trip and a host sync. The signal travels one-hot among `MAX_SIGNAL` slots, so
+        the summing all-reduce that averages the loss also keeps the largest signal (SIGTERM over SIGINT).
         """
         if not self.distributed:
-            return value
-        tensor = torch.tensor([value], dtype=torch.int64, device=self._collective_device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return int(tensor.item())
+            return loss, stop_signal
+        if not 0 <= stop_signal <= MAX_SIGNAL:
+            raise ValueError(f"stop_signal must be in [0, {MAX_SIGNAL}], got {stop_signal}")
+        values = torch.zeros(2 + MAX_SIGNAL, dtype=torch.float64)
+        values[0] = loss
+        values[1 + stop_signal] = 1.0  # slot 1 = no signal
+        tensor = values.to(self._collective_device())
+        dist.all_reduce(tensor)
+        summed = tensor.cpu()
+        seen = torch.nonzero(summed[2:] > 0)
+        return float(summed[0]) / self.world_size, int(seen.max()) + 1 if seen.numel() else 0
 
     def _collective_device(self) -> torch.device | str:
         """Where a one-number collective's tensor lives: NCCL needs it on the GPU, gloo on the CPU."""

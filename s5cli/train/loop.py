@@ -272,13 +272,13 @@ def train(setup: TrainSetup) -> dict:
                 state.step += 1
                 setup.steps_run += 1
                 state.batch_in_epoch = b_index + 1
-                loss_value = ctx.mean(loss_value)
+                # Mean loss and an agreed stop in one collective: every rank stops at the same step.
+                loss_value, stop_signal = ctx.after_step(loss_value, interrupted["signal"] or 0)
                 speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
                 progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
                 if state.step % max(1, tcfg.log_every) == 0:
                     log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
                                "samples_per_s": speed})
-                stop_signal = ctx.largest(interrupted["signal"] or 0)  # every rank stops at the same step
                 if stop_signal:
                     path = save(None)
                     what, code = stop_outcome(stop_signal)
