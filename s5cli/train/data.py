@@ -28,7 +28,8 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
     ctx.barrier()
     if not ctx.is_main:
         records = {split: list_records(data, split, show_progress=False) for split in splits}
-    ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main)
+    # On the run's device: a video not cached yet goes through the backbone (ViT-L for LVU) on the GPU.
+    ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main, device=ctx.device)
     ctx.barrier()
     return records
 

@@ -118,6 +118,7 @@ def exit_without_finalizing(code: object) -> NoReturn:
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` ("cpu", "cuda", "cuda:1") or the best available device; UserError for anything else.
+    Under torchrun a CUDA device is this process's GPU, cuda:LOCAL_RANK (see `_made_current`).
 
     Only CPU and CUDA are supported (the models' FFT paths and AMP are written for those two), so "mps" or
     a typo such as "gpu" is refused here, before a run writes anything.
@@ -138,21 +139,36 @@ def pick_device(requested: str | None = None) -> torch.device:
                 f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                 f"numbered from 0"
             )
+    else:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return _made_current(device)
+
+
+def _made_current(device: torch.device) -> torch.device:
+    """Under torchrun a CUDA device becomes this process's own GPU, cuda:LOCAL_RANK; a CUDA device with an
+    index becomes the current device.
+
+    Why: `torch.cuda` calls without a device argument (the DataLoader's pin-memory thread, memory
+    statistics, capability checks) use the current device, which is GPU 0 unless set; left alone,
+    `--device cuda:1` created a context on GPU 0 too, and `torchrun ... extract` put every rank on GPU 0.
+    """
+    if device.type != "cuda":
         return device
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def init_distributed(requested_device: str | None = None) -> DistContext:
     """Join the torchrun process group if there is one; otherwise a single-process context."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(requested_device)
+    device = pick_device(requested_device)  # under torchrun on CUDA: cuda:LOCAL_RANK, made current
     if world <= 1:
         return DistContext(device=device)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)

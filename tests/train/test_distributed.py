@@ -38,3 +38,51 @@ def test_after_step_averages_the_loss_and_agrees_on_the_largest_stop_signal(tmp_
 def test_after_step_is_the_identity_in_one_process() -> None:
     assert DistContext().after_step(0.25, signal.SIGTERM) == (0.25, signal.SIGTERM)
     assert DistContext().after_step(0.25, 0) == (0.25, 0)
+
+
+class _FakeCuda:
+    """`torch.cuda` as seen on a 4-GPU machine, recording which device is made current."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.current: list[torch.device] = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+        monkeypatch.setattr(torch.cuda, "set_device", self.current.append)
+
+
+def test_a_cuda_device_with_an_index_becomes_the_current_device(monkeypatch) -> None:
+    from s5cli.train.distributed import pick_device
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cuda = _FakeCuda(monkeypatch)
+    assert pick_device("cuda:2") == torch.device("cuda", 2)
+    assert cuda.current == [torch.device("cuda", 2)]  # else pin-memory and memory stats use GPU 0
+    assert pick_device("cuda") == torch.device("cuda") and pick_device(None) == torch.device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
+    assert cuda.current == [torch.device("cuda", 2)]  # no index, or the CPU: the current device stays
+
+
+def test_under_torchrun_each_process_gets_its_own_gpu(monkeypatch) -> None:
+    """`torchrun ... -m s5cli extract` picks its device with pick_device alone (no process group)."""
+    from s5cli.train.distributed import pick_device
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    cuda = _FakeCuda(monkeypatch)
+    for requested in (None, "cuda", "cuda:0"):
+        assert pick_device(requested) == torch.device("cuda", 1)
+    assert cuda.current == [torch.device("cuda", 1)] * 3
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_extraction_before_training_runs_on_the_run_device(monkeypatch) -> None:
+    import s5cli.data.datasets as datasets
+    import s5cli.data.extract as extract
+    from s5cli.train.data import prepare_splits
+
+    seen = {}
+    monkeypatch.setattr(datasets, "list_records", lambda data, split, show_progress=True: [split])
+    monkeypatch.setattr(extract, "ensure_cached", lambda data, **kwargs: seen.update(kwargs))
+    gpu = torch.device("cuda", 1)  # a device object only: nothing runs on it
+    assert prepare_splits({}, ("train",), DistContext(device=gpu)) == {"train": ["train"]}
+    assert seen["device"] == gpu  # it defaulted to the CPU: hours of ViT-L for LVU on a GPU machine
