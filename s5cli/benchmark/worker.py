@@ -60,10 +60,13 @@ class _Memory:
         self._torch = torch
         self.cuda = device.startswith("cuda")
         if self.cuda:
+            # Every call names the device: without it torch.cuda reads the current device, GPU 0, and a
+            # model on cuda:1 measured ~0 bytes (and never tripped --memory-budget).
+            self.device = torch.device(device)
             torch.cuda.init()
-            torch.empty(1, device=device)  # create the context before the baseline
+            torch.empty(1, device=self.device)  # create the context before the baseline
             self.method = "cuda-max-memory-allocated"
-            self.baseline = torch.cuda.memory_allocated()
+            self.baseline = torch.cuda.memory_allocated(self.device)
         else:
             # Initialise the thread pool and BLAS before the baseline: shared by every model, not theirs.
             self.probe = PeakRSSProbe()
@@ -73,20 +76,20 @@ class _Memory:
     def take_baseline(self) -> None:
         """Memory in use now becomes the zero of every later reading."""
         if self.cuda:
-            self._torch.cuda.synchronize()
-            self.baseline = self._torch.cuda.memory_allocated()
+            self._torch.cuda.synchronize(self.device)
+            self.baseline = self._torch.cuda.memory_allocated(self.device)
         else:
             self.baseline = current_rss()
 
     def start(self) -> None:
         if self.cuda:
-            self._torch.cuda.reset_peak_memory_stats()
+            self._torch.cuda.reset_peak_memory_stats(self.device)
         else:
             self.probe.start()
 
     def stop(self) -> int:
         """Peak bytes above the baseline during the window."""
-        peak = self._torch.cuda.max_memory_allocated() if self.cuda else self.probe.stop()
+        peak = self._torch.cuda.max_memory_allocated(self.device) if self.cuda else self.probe.stop()
         return max(0, peak - self.baseline)
 
 

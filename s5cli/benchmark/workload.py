@@ -127,8 +127,10 @@ class PreparedStep:
             self.model.eval()
 
     def _autocast(self):
-        torch = self._torch
-        return torch.autocast(self.device.type, enabled=self.workload.amp and self.device.type == "cuda")
+        """The trainer's mixed precision (bfloat16 from Ampere on, else float16; CUDA only)."""
+        from s5cli.train.evaluation import autocast
+
+        return autocast(self.device, self.workload.amp)
 
     def run(self) -> None:
         """One step: forward (inference mode) or forward + backward + AdamW step (+ S5's momentum update)."""

@@ -150,7 +150,8 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
                         "(--split train|val|test)")
     dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
     metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet,
-                       num_workers=rec.data.num_workers, prefetch_batches=rec.data.prefetch_batches)
+                       num_workers=rec.data.num_workers, prefetch_batches=rec.data.prefetch_batches,
+                       amp=rec.train.amp)
     metrics["split"] = split
     metrics["missing"] = dataset.num_missing
     if task.class_names:
@@ -214,7 +215,7 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, ba
 
     tokens = load_video_tokens(video, rec.data, device=str(dev), backbone=backbone, show_progress=not quiet)
     starts, frames = video_windows(tokens.shape[0], rec)
-    outputs = _window_outputs(model, tokens, starts, frames, rec.eval.batch_size, dev, quiet)
+    outputs = _window_outputs(model, tokens, starts, frames, rec.eval.batch_size, dev, quiet, rec.train.amp)
     _, merged, _ = aggregate_by_video(["video"] * len(starts), outputs, torch.zeros(len(starts)), task.kind)
     result: dict = {"video": str(video), "frames": int(tokens.shape[0]), "window_frames": frames,
                     "windows": len(starts)}
@@ -250,7 +251,8 @@ def video_windows(total_frames: int, rec) -> tuple[list[int], int]:
     return [window_start(total_frames, frames, w, stride) for w in range(num_windows(total_frames, frames, stride))], frames
 
 
-def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: int, dev, quiet: bool):
+def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: int, dev, quiet: bool,
+                    amp: bool = True):
     """Model outputs (W, C) of the windows, `batch_size` windows per forward pass.
 
     Not `predict` over a TokenDataset: the video's tokens already sit on the model's device, and windows
@@ -270,7 +272,7 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
         with torch.inference_mode():
             for batch in batches:
                 clips = torch.stack([fit_length(tokens[start : start + frames], frames) for start in batch])
-                with autocast(dev):
+                with autocast(dev, amp):
                     outputs.append(model(as_model_input(clips, dev)).float().cpu())
                 progress.advance()
     finally:

@@ -91,10 +91,12 @@ class DiagonalKernel(nn.Module):
         outer = weights[:, None, :] * _complex_exp(
             dt_lam[:, None, :] * (block * torch.arange(blocks, device=dt_lam.device, dtype=real))[None, :, None]
         )  # (H, q, M)
-        # 2·Re(outer @ inner) as one real bmm: [Re, −Im] @ [Re; Im].
+        # 2·Re(outer @ inner) as one real bmm: [Re, −Im] @ [Re; Im]. Kept float32 under AMP (autocast runs
+        # bmm in half precision): powers of z near the unit circle lose the kernel's tail in bfloat16.
         lhs = torch.cat([outer.real, -outer.imag], dim=-1)
         rhs = torch.cat([inner.real, inner.imag], dim=-2)
-        return 2 * torch.bmm(lhs, rhs).reshape(lhs.shape[0], -1)[:, :length]
+        with torch.autocast(lhs.device.type, enabled=False):
+            return 2 * torch.bmm(lhs, rhs).reshape(lhs.shape[0], -1)[:, :length]
 
     def step_matrices(self) -> dict[str, Tensor]:
         """Diagonal Ā, B̄ and C for the recurrent mode (state: (B, H, N/2) complex)."""

@@ -37,6 +37,7 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 METRICS_FILE = "metrics.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+CUDA_RNG = "rng.cuda"  # trainer_state.safetensors key of the CUDA generator's state (see `rng_state`)
 
 
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -45,11 +46,16 @@ def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """RNG states of torch (tensors) and of Python / NumPy (JSON)."""
+    """RNG states of torch (tensors) and of Python / NumPy (JSON).
+
+    CUDA: the state of this process's own GPU, the current device (`pick_device` makes the run's device
+    current). Rank 0 writes the checkpoint and every rank restores it onto its own GPU: the ranks share a
+    seed and draw in lockstep, so rank 0's GPU state is every rank's. Until 2026-11-30 the states of all
+    visible GPUs were saved (`rng.cuda.N`) and restored per index: rank k then got rank 0's never-used
+    view of cuda:k (its dropout and Gumbel noise restarted), and resuming on fewer GPUs failed."""
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
+        tensors[CUDA_RNG] = torch.cuda.get_rng_state()
     np_state = np.random.get_state()
     py_state = random.getstate()
     return tensors, {
@@ -62,9 +68,12 @@ def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -
     """Undo `rng_state`."""
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    if torch.cuda.is_available():
+        cuda = tensors.get(CUDA_RNG)
+        if cuda is None:  # older checkpoints: every visible GPU's state as rng.cuda.N (see rng_state)
+            cuda = tensors.get(f"{CUDA_RNG}.{torch.cuda.current_device()}", tensors.get(f"{CUDA_RNG}.0"))
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
     if "python" in state:
         version, inner, gauss = state["python"]
         random.setstate((version, tuple(inner), gauss))
@@ -118,8 +127,12 @@ def save_checkpoint(
     schedule_state: Mapping[str, Any] | None = None,
     trainer_state: TrainerState | None = None,
     metrics: Mapping[str, Any] | None = None,
+    scaler_state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically (assembled beside it, then renamed)."""
+    """Write a checkpoint directory atomically (assembled beside it, then renamed).
+
+    `scaler_state`: the float16 GradScaler's (scale, growth tracker), kept so a resumed run does not
+    restart at the initial scale and skip steps an uninterrupted run took; empty when no scaler is used."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_swap(directory)
@@ -138,6 +151,8 @@ def save_checkpoint(
                 "trainer": trainer_state.__dict__, "optimizer": opt_info, "schedule": dict(schedule_state or {}),
                 "rng": rng_json,
             }
+            if scaler_state:
+                payload["grad_scaler"] = dict(scaler_state)
             atomic_write_text(tmp / STATE_JSON, json.dumps(payload, indent=1))
         if metrics is not None:
             atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=1))

@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import NoReturn
 
 import torch
@@ -161,6 +162,29 @@ def _made_current(device: torch.device) -> torch.device:
     return device
 
 
+TIMEOUT_ENV = "S5_DIST_TIMEOUT_MINUTES"
+DEFAULT_TIMEOUT_MINUTES = 60.0
+
+
+def collective_timeout() -> timedelta:
+    """How long a rank waits in a collective or barrier before the job is aborted: 60 minutes, or
+    $S5_DIST_TIMEOUT_MINUTES.
+
+    Why not torch's default: NCCL's is 10 minutes, and some phases keep ranks apart longer than that:
+    the ranks extract their shares of a dataset's tokens before training and wait for the slowest at a
+    barrier; rank 0 alone validates the whole split (LVU's stride-1 windows are tens of thousands)."""
+    from s5cli.errors import UserError
+
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        minutes = float(text) if text.strip() else DEFAULT_TIMEOUT_MINUTES
+    except ValueError:
+        minutes = -1.0
+    if not (minutes > 0 and minutes < float("inf")):
+        raise UserError(f"{TIMEOUT_ENV}={text!r} is not a number of minutes: unset it or give e.g. 120")
+    return timedelta(minutes=minutes)
+
+
 def init_distributed(requested_device: str | None = None) -> DistContext:
     """Join the torchrun process group if there is one; otherwise a single-process context."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -170,5 +194,5 @@ def init_distributed(requested_device: str | None = None) -> DistContext:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=collective_timeout())
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)

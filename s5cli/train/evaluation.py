@@ -24,8 +24,9 @@ def as_model_input(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
             show_progress: bool = False, num_workers: int = 0,
-            prefetch_batches: int = 2) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Window-level outputs (N, C), labels (N,) and video ids, in dataset order.
+            prefetch_batches: int = 2, amp: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Window-level outputs (N, C), labels (N,) and video ids, in dataset order; `amp`: mixed precision
+    on CUDA (`train.amp`).
 
     `num_workers` processes load the next windows while the model runs (`data.num_workers`), each at most
     `prefetch_batches` batches ahead; windows have no randomness, so the outputs do not depend on either.
@@ -43,7 +44,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
         progress = SimpleProgress("evaluating", total=len(loader))
     try:
         for batch in loader:
-            with autocast(device):
+            with autocast(device, amp):
                 out = model(as_model_input(batch.tokens, device))
             outputs.append(out.float().cpu())
             labels.append(batch.labels)
@@ -70,19 +71,35 @@ def worker_loading(num_workers: int, prefetch_batches: int) -> dict[str, int]:
     return {"num_workers": num_workers, "prefetch_factor": prefetch_batches}
 
 
-def autocast(device: torch.device):
-    """bf16/fp16 autocast on CUDA only; a no-op context on CPU (AMP on GPU only)."""
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The mixed-precision dtype on a CUDA device: bfloat16 where the GPU computes it natively (compute
+    capability 8.0+, Ampere on), else float16 (with a GradScaler in training).
+
+    Why not `torch.cuda.is_bf16_supported()`: it also counts emulated bfloat16 (no tensor cores) by default,
+    so a V100 or T4 ran slow emulated bfloat16; and it asks the current device, not this one."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA when `enabled` (the recipe's `train.amp`); on CPU, or disabled, a context
+    that turns autocast off."""
+    if device.type != "cuda" or not enabled:
+        return torch.autocast(device.type if device.type == "cuda" else "cpu", enabled=False)
+    return torch.autocast("cuda", dtype=amp_dtype(device))
+
+
+def needs_grad_scaler(device: torch.device, enabled: bool = True) -> bool:
+    """Whether training needs a GradScaler: float16 autocast only (bfloat16 has float32's range)."""
+    return device.type == "cuda" and enabled and amp_dtype(device) == torch.float16
 
 
 def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, device: torch.device,
              aggregate: str = "mean", show_progress: bool = False, num_workers: int = 0,
-             prefetch_batches: int = 2) -> dict:
+             prefetch_batches: int = 2, amp: bool = True) -> dict:
     """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol)."""
-    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers, prefetch_batches)
+    ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers, prefetch_batches,
+                                   amp)
     if not ids:
         return {"count": 0}
     _, scores, vid_labels = aggregate_by_video(ids, outputs, labels, task.kind, aggregate)

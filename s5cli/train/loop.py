@@ -30,7 +30,7 @@ from s5cli.io import atomic_write_text
 from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import as_model_input, autocast, evaluate, worker_loading
+from s5cli.train.evaluation import as_model_input, autocast, evaluate, needs_grad_scaler, worker_loading
 from s5cli.train.metrics import headline
 from s5cli.train.progress import TrainingProgress
 from s5cli.train.schedule import Schedule, build_optimizer
@@ -200,7 +200,9 @@ def train(setup: TrainSetup) -> dict:
             # entry at some widths; LSMCL: the encoder's classification head, which pretraining never uses).
             find_unused_parameters=True,
         )
-    scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(ctx.device, setup.recipe.train.amp))
+    if point is not None and scaler.is_enabled() and point.payload.get("grad_scaler"):
+        scaler.load_state_dict(point.payload["grad_scaler"])
     log = MetricsLog(out_dir, ctx.is_main, bool(getattr(tcfg, "tensorboard", False)),
                      state.step if resume_from is not None else None)
     progress = TrainingProgress(total_steps, state.step, enabled=setup.show_progress and ctx.is_main)
@@ -229,7 +231,7 @@ def train(setup: TrainSetup) -> dict:
         path = out_dir / "checkpoints" / f"step-{state.step:07d}"
         if ctx.is_main:
             ckpt.save_checkpoint(path, _unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
-                                 schedule.state_dict(), state, tag_metrics)
+                                 schedule.state_dict(), state, tag_metrics, scaler.state_dict())
             ckpt.set_latest(out_dir, path)
             ckpt.prune_checkpoints(out_dir, max(1, tcfg.keep_last))
         ctx.barrier()
@@ -254,14 +256,17 @@ def train(setup: TrainSetup) -> dict:
                 tick = time.perf_counter()
                 _set_progress(module, state.step / max(1, total_steps))
                 optimizer.zero_grad(set_to_none=True)
-                try:
-                    loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
-                except _NonFiniteLoss as error:
+                loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
+                # Mean loss and an agreed stop in one collective, before the optimiser step: a non-finite loss
+                # on any rank makes the mean non-finite, so every rank stops here together (one rank raising
+                # alone left the others blocked in the next collective), and no rank steps on it.
+                loss_value, stop_signal = ctx.after_step(loss_value, interrupted["signal"] or 0)
+                if not math.isfinite(loss_value):
                     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                     raise RunFailure(
-                        f"loss became {error.value} at step {state.step + 1} (epoch {epoch + 1}); stopped, {where}. "
+                        f"loss became {loss_value} at step {state.step + 1} (epoch {epoch + 1}); stopped, {where}. "
                         "Try a lower optim.lr or optim.grad_clip"
-                    ) from None
+                    )
                 if ocfg.grad_clip and ocfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
@@ -272,14 +277,12 @@ def train(setup: TrainSetup) -> dict:
                 state.step += 1
                 setup.steps_run += 1
                 state.batch_in_epoch = b_index + 1
-                # Mean loss and an agreed stop in one collective: every rank stops at the same step.
-                loss_value, stop_signal = ctx.after_step(loss_value, interrupted["signal"] or 0)
                 speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
                 progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
                 if state.step % max(1, tcfg.log_every) == 0:
                     log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
                                "samples_per_s": speed})
-                if stop_signal:
+                if stop_signal:  # agreed above: every rank finishes this step and saves
                     path = save(None)
                     what, code = stop_outcome(stop_signal)
                     stop = Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
@@ -325,12 +328,6 @@ def train(setup: TrainSetup) -> dict:
     return last_metrics
 
 
-class _NonFiniteLoss(Exception):
-    def __init__(self, value: float):
-        super().__init__(value)
-        self.value = value
-
-
 def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterator[SampleBatch],
                     micro: list[list[int]]) -> float:
     """Forward + backward of one batch, its micro-batches `micro` read in turn from `clips`; returns the
@@ -338,7 +335,8 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
 
     Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradients are those
     of the whole batch's mean. Under DDP gradients are averaged over ranks once, at the last micro-batch.
-    A non-finite loss raises `_NonFiniteLoss` before its backward pass.
+    A non-finite loss still goes through its backward pass (under DDP every rank must reach the gradient
+    all-reduce) and makes the returned mean non-finite; the caller stops before the optimiser step.
     """
     size = sum(len(part) for part in micro)
     total = 0.0
@@ -347,10 +345,8 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
         syncs = not setup.ctx.distributed or m_index == len(micro) - 1
         with contextlib.nullcontext() if syncs else module.no_sync():
             batch = next(clips)
-            with autocast(setup.ctx.device):
+            with autocast(setup.ctx.device, setup.recipe.train.amp):
                 loss = _loss(setup, module, batch)
-            if not torch.isfinite(loss.detach()):
-                raise _NonFiniteLoss(loss.item())
             scaler.scale(loss if share == 1.0 else loss * share).backward()
         total += float(loss.detach()) * share
     return total
@@ -397,7 +393,7 @@ def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:
     if setup.ctx.is_main:
         metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
                            setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers,
-                           prefetch_batches=setup.recipe.data.prefetch_batches)
+                           prefetch_batches=setup.recipe.data.prefetch_batches, amp=setup.recipe.train.amp)
     return setup.ctx.gather_objects(metrics)[0] if setup.ctx.distributed else metrics
 
 

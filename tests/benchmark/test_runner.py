@@ -219,3 +219,25 @@ def test_peak_memory_comes_from_the_memory_run_else_trimmed_warmups() -> None:
     row = result_row(m)
     assert row["peak_memory_bytes"] == 70 and row["timed_step_peak_bytes"] == 100
     assert row["peak_memory_from"] == "memory run (large blocks mapped)"
+
+
+def test_cuda_memory_is_read_on_the_workers_own_gpu(monkeypatch) -> None:
+    """`--device cuda:1`: every torch.cuda memory call names cuda:1 (without a device they read GPU 0).
+    No GPU here: the calls are recorded, not run."""
+    import torch
+
+    from s5cli.benchmark.worker import _Memory
+
+    calls: list[tuple[str, object]] = []
+    for name in ("memory_allocated", "max_memory_allocated", "reset_peak_memory_stats", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, name=name: calls.append((name, device)) or 0)
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *size, device=None, **kwargs: real_empty(*size, **kwargs))
+    memory = _Memory("cuda:1")
+    memory.take_baseline()
+    memory.start()
+    memory.stop()
+    assert {name for name, _ in calls} == {"memory_allocated", "max_memory_allocated", "reset_peak_memory_stats",
+                                           "synchronize"}
+    assert all(device == torch.device("cuda", 1) for _, device in calls), calls

@@ -52,6 +52,49 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
     assert meta["format"] == ckpt.FORMAT and meta["model_name"] == "s5"
 
 
+class _FakeGpus:
+    """`torch.cuda` with four GPUs whose generator states are recorded, the current one being `current`."""
+
+    def __init__(self, monkeypatch, current: int) -> None:
+        self.current, self.restored = current, []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.full((4,), self.current,
+                                                                                          dtype=torch.uint8))
+        monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": self.restored.append(state))
+
+
+def test_the_cuda_generator_saved_is_this_process_gpu_and_restores_onto_any_rank(monkeypatch) -> None:
+    gpus = _FakeGpus(monkeypatch, current=0)
+    tensors, _ = ckpt.rng_state()
+    assert sorted(tensors) == ["rng.cuda", "rng.torch"] and tensors["rng.cuda"].tolist() == [0] * 4
+    gpus.current = 3  # rank 3 of a torchrun job resumes rank 0's checkpoint onto its own GPU
+    ckpt.restore_rng(tensors, {})
+    assert [s.tolist() for s in gpus.restored] == [[0] * 4]
+
+
+def test_older_checkpoints_with_every_gpus_state_still_restore(monkeypatch) -> None:
+    gpus = _FakeGpus(monkeypatch, current=1)
+    old = {f"rng.cuda.{i}": torch.full((4,), 10 + i, dtype=torch.uint8) for i in range(2)}
+    ckpt.restore_rng(old, {})
+    gpus.current = 5  # more GPUs than the checkpoint saw: this used to be an IndexError
+    ckpt.restore_rng(old, {})
+    assert [s.tolist() for s in gpus.restored] == [[11] * 4, [10] * 4]
+
+
+def test_the_float16_grad_scaler_state_is_saved_and_read_back(tmp_path) -> None:
+    model, opt = _trained_pair()
+    scaler = {"scale": 2048.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+              "_growth_tracker": 17}
+    path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState(step=3),
+                                scaler_state=scaler)
+    assert ckpt.read_resume_point(path).payload["grad_scaler"] == scaler
+    # No scaler (CPU, bfloat16, train.amp false): GradScaler.state_dict() is empty and nothing is written.
+    path = ckpt.save_checkpoint(tmp_path / "d", model, {}, opt, {}, ckpt.TrainerState(step=3),
+                                scaler_state=torch.amp.GradScaler("cuda", enabled=False).state_dict())
+    assert "grad_scaler" not in ckpt.read_resume_point(path).payload
+
+
 def test_checkpoints_with_the_guides_retired_output_projection_still_load() -> None:
     """Earlier builds saved an unused copy of the guide's S4 output projection; those keys are dropped on load."""
     model, _ = _trained_pair()

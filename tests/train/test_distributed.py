@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 
 import torch
@@ -21,6 +22,8 @@ def _steps_in_process(rank: int, world: int, store_file: str, results: dict) -> 
         ctx = DistContext(rank=rank, world_size=world, local_rank=rank, device=torch.device("cpu"))
         results[rank] = [ctx.after_step(float(rank + 1) * (step + 1), signals[rank])
                          for step, (signals, _) in enumerate(ROUNDS)]
+        # A non-finite loss on one rank: every rank's mean is non-finite, so all stop at the same step.
+        results[f"nan{rank}"] = ctx.after_step(float("nan") if rank == 1 else 1.0, 0)
     finally:
         dist.destroy_process_group()
 
@@ -33,6 +36,9 @@ def test_after_step_averages_the_loss_and_agrees_on_the_largest_stop_signal(tmp_
     # losses: rank 0 gives step + 1, rank 1 twice that; the mean is 1.5 (step + 1)
     expected = [(1.5 * (step + 1), agreed) for step, (_, agreed) in enumerate(ROUNDS)]
     assert results[0] == expected and results[1] == expected
+    for rank in (0, 1):
+        loss, stop = results[f"nan{rank}"]
+        assert math.isnan(loss) and stop == 0
 
 
 def test_after_step_is_the_identity_in_one_process() -> None:
@@ -86,3 +92,23 @@ def test_extraction_before_training_runs_on_the_run_device(monkeypatch) -> None:
     gpu = torch.device("cuda", 1)  # a device object only: nothing runs on it
     assert prepare_splits({}, ("train",), DistContext(device=gpu)) == {"train": ["train"]}
     assert seen["device"] == gpu  # it defaulted to the CPU: hours of ViT-L for LVU on a GPU machine
+
+
+def test_collectives_wait_an_hour_or_what_the_environment_says(monkeypatch) -> None:
+    """NCCL's own default (10 minutes) aborted jobs whose ranks waited longer at a barrier (extraction shares,
+    rank 0's validation)."""
+    from datetime import timedelta
+
+    import pytest
+
+    from s5cli.errors import UserError
+    from s5cli.train.distributed import TIMEOUT_ENV, collective_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert collective_timeout() == timedelta(minutes=60)
+    monkeypatch.setenv(TIMEOUT_ENV, "150")
+    assert collective_timeout() == timedelta(minutes=150)
+    for bad in ("ten", "0", "-5", "inf", "nan"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(UserError, match=f"{TIMEOUT_ENV}='{bad}' is not a number of minutes"):
+            collective_timeout()
