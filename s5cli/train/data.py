@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from s5cli.errors import RunFailure, UserError
 from s5cli.recipe_schema import clip_frames
 from s5cli.train.distributed import DistContext
 
@@ -29,9 +30,33 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
     if not ctx.is_main:
         records = {split: list_records(data, split, show_progress=False) for split in splits}
     # On the run's device: a video not cached yet goes through the backbone (ViT-L for LVU) on the GPU.
-    ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main, device=ctx.device)
+    failure: UserError | RunFailure | None = None
+    try:
+        ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main, device=ctx.device)
+    except (UserError, RunFailure) as error:
+        failure = error
+    if ctx.distributed:
+        _fail_together(ctx, failure)
+    elif failure is not None:
+        raise failure
     ctx.barrier()
     return records
+
+
+def _fail_together(ctx: DistContext, failure: UserError | RunFailure | None) -> None:
+    """Raise on every rank when extraction failed on any (each extracts its own share of the videos).
+
+    Why: a rank that raised alone left the others waiting at the next barrier until the collective
+    timeout aborted the job, with the reason printed only in the failing rank's log."""
+    reports = ctx.gather_objects(None if failure is None else (str(failure), failure.exit_code))
+    if failure is not None:
+        raise failure
+    for rank, report in enumerate(reports):
+        if report is not None:
+            message, code = report
+            error = RunFailure(f"rank {rank}: {message}")
+            error.exit_code = code
+            raise error
 
 
 def token_dataset(data: Any, records, training: bool, frames: int | None = None, stride: int | None = None):

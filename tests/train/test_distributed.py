@@ -112,3 +112,40 @@ def test_collectives_wait_an_hour_or_what_the_environment_says(monkeypatch) -> N
         monkeypatch.setenv(TIMEOUT_ENV, bad)
         with pytest.raises(UserError, match=f"{TIMEOUT_ENV}='{bad}' is not a number of minutes"):
             collective_timeout()
+
+
+def _prepare_in_process(rank: int, world: int, store_file: str, results: dict) -> None:
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    import s5cli.data.datasets as datasets
+    import s5cli.data.extract as extract
+    from s5cli.errors import RunFailure
+    from s5cli.train.data import prepare_splits
+
+    def extract_share(data, **kwargs) -> None:
+        if rank == 1:
+            raise RunFailure("every video of this share failed to decode")
+
+    datasets.list_records = lambda data, split, show_progress=True: []
+    extract.ensure_cached = extract_share
+    # A short timeout: without the agreement rank 0 would wait at the barrier for rank 1 until it expired.
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=30))
+    try:
+        prepare_splits({}, ("train",), DistContext(rank=rank, world_size=world, local_rank=rank))
+        results[rank] = "went on"
+    except RunFailure as error:
+        results[rank] = str(error)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_an_extraction_failure_on_one_rank_stops_every_rank(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_prepare_in_process, args=(2, str(tmp_path / "store"), results), nprocs=2)
+    assert results[1] == "every video of this share failed to decode"
+    assert results[0] == "rank 1: every video of this share failed to decode"
