@@ -209,19 +209,15 @@ benchmark.__doc__ = inspect.cleandoc(benchmark.__doc__ or "") + "\n\n" + _EPILOG
 
 
 def _resolve_device(device: str) -> str:
+    """The workers' device: "auto" is CUDA where there is one; anything else is checked as every command
+    checks --device (a CUDA index this machine has, no "mps" or typo)."""
     import torch
 
-    from s5cli.errors import UserError
+    from s5cli.train.distributed import check_device
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA device is available here (use --device cpu)")
-        return device
-    raise UserError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return str(check_device(device))
 
 
 def _parse_sweep(text: str) -> list[int]:

@@ -118,11 +118,17 @@ def exit_without_finalizing(code: object) -> NoReturn:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """`requested` ("cpu", "cuda", "cuda:1") or the best available device; UserError for anything else.
-    Under torchrun a CUDA device is this process's GPU, cuda:LOCAL_RANK (see `_made_current`).
+    """`requested` ("cpu", "cuda", "cuda:1") or the best available device, checked by `check_device`.
+    Under torchrun a CUDA device is this process's GPU, cuda:LOCAL_RANK (see `_made_current`)."""
+    return _made_current(check_device(requested))
+
+
+def check_device(requested: str | None = None) -> torch.device:
+    """`requested` as a device, or the best available one; UserError for anything this machine cannot run.
 
     Only CPU and CUDA are supported (the models' FFT paths and AMP are written for those two), so "mps" or
-    a typo such as "gpu" is refused here, before a run writes anything.
+    a typo such as "gpu" is refused here, before a run writes anything. Nothing is initialised (the
+    benchmark's parent process checks the flag but runs nothing on the device).
     """
     if requested:
         from s5cli.errors import UserError
@@ -140,9 +146,8 @@ def pick_device(requested: str | None = None) -> torch.device:
                 f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                 f"numbered from 0"
             )
-    else:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    return _made_current(device)
+        return device
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _made_current(device: torch.device) -> torch.device:

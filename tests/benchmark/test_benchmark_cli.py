@@ -317,3 +317,15 @@ def test_piped_report_keeps_each_text_line_whole(tiny_report: dict) -> None:
     footnote = next(line for line in lines if line.startswith("S5 speedup = "))
     assert footnote.rstrip().endswith("optimiser + activations).")
     assert max(len(line) for line in lines) > 80  # the table's width, not a terminal's
+
+
+def test_device_is_checked_as_every_command_checks_it(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    result = CliRunner().invoke(app, ["benchmark", "--device", "cuda:7"])
+    assert result.exit_code == 2  # a GPU this machine lacks used to reach the workers
+    assert "error: --device cuda:7: this machine has 4 CUDA device(s), numbered from 0" in result.output
+    result = CliRunner().invoke(app, ["benchmark", "--device", "gpu"])
+    assert result.exit_code == 2 and "--device 'gpu' is not a device: use cpu, cuda or cuda:N" in result.output
