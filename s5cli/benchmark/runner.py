@@ -207,9 +207,10 @@ def run_group(
 
     `min_time`: after the `repeat` rounds, the models whose timed steps in this process add up to less than
     `min_time` seconds go on in extra rounds (still alternating, with the models of similar speed:
-    `COMPANION_PACE`), up to `MAX_TIMED_STEPS` steps. Why: five samples of a 30 ms step span a fraction of a second, and one burst of load on a shared
-    machine then moves the median (S5/S4 at 60 x 50 x 768 read 1.14x in one of six runs with five steps
-    each, 1.69-2.66x in the others); a slow model's five steps already span seconds.
+    `COMPANION_PACE`), up to `MAX_TIMED_STEPS` steps. Why: five samples of a 30 ms step span a fraction of
+    a second, and one burst of load on a shared machine then moves the median (S5/S4 at 60 x 50 x 768 read
+    1.14x in one of six runs with five steps each, 1.69-2.66x in the others); a slow model's five steps
+    already span seconds.
     """
     say = progress or (lambda _message: None)
     measurements = [Measurement(replace(workload, memory_budget=memory_budget)) for workload in workloads]

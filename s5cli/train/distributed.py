@@ -49,6 +49,8 @@ class DistContext:
         waiting in the next collective. Why one collective: both are needed after every step, and each
         all-reduce is a round trip and a host sync. The signal travels one-hot among `MAX_SIGNAL` slots, so
         the summing all-reduce that averages the loss also keeps the largest signal (SIGTERM over SIGINT).
+        A non-finite loss on any rank makes every rank's mean non-finite: the trainer calls this before
+        the optimiser step, so all ranks stop on it together.
         """
         if not self.distributed:
             return loss, stop_signal
