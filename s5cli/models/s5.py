@@ -158,12 +158,16 @@ class MaskGenerator(nn.Module):
 
         In training the net is recomputed in the backward pass instead of keeping its activations: it reads
         all T·S tokens (at the paper's size ~20 MB of saved LayerNorm/Linear inputs) and is cheap to rerun.
+        Always in float32, also under AMP: bfloat16 scores (8 bits of mantissa) tie and reorder tokens, so
+        a GPU evaluation kept other tokens than `visualize-mask` shows (2 of 200 in a CPU bfloat16 test).
         """
-        if torch.is_grad_enabled() and self.training:
-            scores = checkpoint(self.net, x, use_reentrant=False).squeeze(-1)
-        else:
-            scores = self.net(x).squeeze(-1)
-        return scores if self.bound is None else self.bound * torch.tanh(scores / self.bound)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if torch.is_grad_enabled() and self.training:
+                scores = checkpoint(self.net, x, use_reentrant=False).squeeze(-1)
+            else:
+                scores = self.net(x).squeeze(-1)
+            return scores if self.bound is None else self.bound * torch.tanh(scores / self.bound)
 
 
 class S5Model(nn.Module):

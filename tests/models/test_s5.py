@@ -288,3 +288,18 @@ def test_inference_frees_the_gathered_rows_before_the_first_s4_layer(monkeypatch
     with torch.inference_mode():
         model(torch.randn(2, 4, 6, 32))
     assert alive == [0] and len(copies) == 2
+
+
+def test_mask_generator_scores_in_float32_under_autocast() -> None:
+    """A GPU evaluation runs under bfloat16 autocast, `visualize-mask` does not: the scores that choose
+    the tokens must not depend on it (bfloat16 scores tie and reorder near-equal tokens)."""
+    torch.manual_seed(0)
+    generator = MaskGenerator(32, 16, bound=2.0).eval()
+    response = torch.randn(2, 300, 32)
+    with torch.no_grad():
+        plain = generator(response)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = generator(response)
+            from_half = generator(response.bfloat16())  # a bfloat16 guide response is read in float32 too
+    assert mixed.dtype == torch.float32 and from_half.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0, atol=0)
