@@ -189,7 +189,9 @@ def train(setup: TrainSetup) -> dict:
 
         print_warning(f"--resume: no checkpoint in {out_dir} yet; starting from scratch")
     if point is not None:
-        ckpt.recover_interrupted_swap(out_dir / "best")
+        if ctx.is_main:  # one rank renames: two renaming the same folder at once, one fails
+            ckpt.recover_interrupted_swap(out_dir / "best")
+        ctx.barrier()
         ckpt.load_into(module, point.weights, str(point.directory))
         state, schedule_state = ckpt.apply_resume_point(point, optimizer)
         schedule.load_state_dict(schedule_state)
