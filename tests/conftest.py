@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,48 @@ def shared_data_dir() -> Path:
         if candidate and (Path(candidate) / "lvu_1.0").is_dir():
             return Path(candidate)
     pytest.skip("real split files not found: set S5CLI_SHARED_DATA or put them in ../shared/data")
+
+
+def _is_local(host: object) -> bool:
+    """Loopback or unspecified addresses, localhost and this machine's own name."""
+    if host in (None, "", b"", "localhost", socket.gethostname()):
+        return True
+    try:
+        address = ipaddress.ip_address(host.decode() if isinstance(host, bytes) else str(host))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch):
+    """Fail any test that reaches beyond this machine, even where the caller swallows the error.
+
+    Why: a library's best-effort request (huggingface_hub fetched a registry from huggingface.co while
+    building its first request headers) passes a test whether or not the network is there, so "no test
+    reaches the network" needs a guard that records attempts, not one that only makes them fail.
+    Loopback (the fake Hub on 127.0.0.1) and Unix sockets (multiprocessing) are allowed; subprocesses
+    are not watched.
+    """
+    attempts: list[str] = []
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _is_local(host):
+            attempts.append(f"name lookup of {host!r}")
+            raise OSError(f"tests may not reach the network (looked up {host!r})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+            attempts.append(f"connection to {address!r}")
+            raise OSError(f"tests may not reach the network (connect to {address!r})")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield
+    assert not attempts, f"the test tried to reach the network: {attempts}"
 
 
 @pytest.fixture(autouse=True)

@@ -401,10 +401,22 @@ def iter_sweep(
         yield results
 
 
-def child_pids() -> list[int]:
-    """Process ids of this process's live children (used by tests to check that no worker is left)."""
+def worker_pids() -> list[int]:
+    """Process ids of this process's live benchmark workers (tests check that none is left behind).
+
+    Only workers: other children of a long-lived process (multiprocessing's resource tracker, a
+    Manager another test started) are not the benchmark's to end."""
     try:
         with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children", encoding="ascii") as handle:
-            return [int(pid) for pid in handle.read().split()]
+            children = [int(pid) for pid in handle.read().split()]
     except OSError:
         return []
+    return [pid for pid in children if _runs_worker(pid)]
+
+
+def _runs_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"s5cli.benchmark.worker" in handle.read()
+    except OSError:  # ended meanwhile
+        return False

@@ -93,7 +93,7 @@ def test_a_stop_mid_sweep_reports_and_writes_the_lengths_already_measured(
     tmp_path: Path, monkeypatch, stop: str, code: int, word: str
 ) -> None:
     from s5cli.benchmark import runner
-    from s5cli.benchmark.runner import child_pids
+    from s5cli.benchmark.runner import worker_pids
     from s5cli.errors import Terminated
 
     real_run_group, calls = runner.run_group, {"n": 0}
@@ -113,7 +113,7 @@ def test_a_stop_mid_sweep_reports_and_writes_the_lengths_already_measured(
     report = json.loads(out.read_text())
     assert report["settings"]["interrupted"] is True
     assert {(r["model"], r["frames"], r["status"]) for r in report["results"]} == {("s5", 2, "ok"), ("s4", 2, "ok")}
-    assert not child_pids()  # no worker left behind
+    assert not worker_pids()  # no worker left behind
 
 
 def test_tiny_time_budget_marks_models_over_budget_without_failing(tmp_path: Path) -> None:

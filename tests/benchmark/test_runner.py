@@ -11,7 +11,7 @@ import pytest
 
 from s5cli.benchmark.measure import PeakRSSProbe, current_rss, loglog_slope, parse_memory_size, summarize
 from s5cli.benchmark.report import build_report, ratio_rows, result_row
-from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, child_pids, run_group
+from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, run_group, worker_pids
 from s5cli.benchmark.workload import Workload, canonical_label, transformer_heads
 
 
@@ -55,7 +55,7 @@ def test_the_group_measures_memory_in_separate_runs_and_reports_them() -> None:
     row = result_row(train)
     assert row["peak_memory_bytes"] == max(train.memory_peaks) and row["memory_run_peaks"] == train.memory_peaks
     assert row["peak_memory_from"] == "memory run (large blocks mapped)"
-    assert child_pids() == []
+    assert worker_pids() == []
 
 
 def test_memory_budget_and_errors_do_not_stop_the_other_models() -> None:
@@ -65,14 +65,14 @@ def test_memory_budget_and_errors_do_not_stop_the_other_models() -> None:
     assert [m.status for m in results] == [OVER_BUDGET, ERROR, OVER_BUDGET]
     assert "memory" in (results[0].reason or "")
     assert "d_model" in (results[1].reason or "")
-    assert child_pids() == []  # every worker process was ended
+    assert worker_pids() == []  # every worker process was ended
 
 
 def test_time_budget_stops_a_slow_step() -> None:
     results = run_group([_tiny("s4")], repeat=1, time_budget=1e-6)
     assert results[0].status == OVER_BUDGET
     assert "time" in (results[0].reason or "")
-    assert child_pids() == []
+    assert worker_pids() == []
 
 
 def test_group_rounds_give_every_model_all_repeats() -> None:
@@ -104,7 +104,7 @@ def test_min_time_gives_fast_models_extra_alternating_steps() -> None:
     longest = max(len(m.times) for m in results)
     if longest > 2:
         assert any(sum(m.times[:-1]) < 0.03 for m in results if len(m.times) == longest)
-    assert child_pids() == []
+    assert worker_pids() == []
 
 
 def test_extra_rounds_keep_models_of_similar_speed_alternating() -> None:
@@ -135,14 +135,14 @@ def test_processes_pool_the_steps_of_fresh_workers() -> None:
             assert median == summarize(measurement.times[2 * index : 2 * index + 2])["median"]
         assert len(measurement.memory_peaks) == 1  # one memory run per model, whatever the processes
         assert result_row(measurement)["process_medians"] == measurement.process_medians
-    assert child_pids() == []
+    assert worker_pids() == []
 
 
 def test_a_model_over_budget_is_not_started_again_by_later_processes() -> None:
     results = run_group([_tiny("s4")], repeat=1, processes=3, time_budget=1e-6)
     assert results[0].status == OVER_BUDGET
     assert results[0].warmup_times == [] and results[0].process_medians == []  # stopped in its first warm-up
-    assert child_pids() == []
+    assert worker_pids() == []
 
 
 def _measurement(label: str, median: float, peak: int, frames: int = 60) -> Measurement:
@@ -241,3 +241,18 @@ def test_cuda_memory_is_read_on_the_workers_own_gpu(monkeypatch) -> None:
     assert {name for name, _ in calls} == {"memory_allocated", "max_memory_allocated", "reset_peak_memory_stats",
                                            "synchronize"}
     assert all(device == torch.device("cuda", 1) for _, device in calls), calls
+
+
+def test_worker_pids_sees_a_live_worker_and_nothing_else() -> None:
+    """The leftover-worker checks above must fail when a worker is left, yet ignore children that are not
+    the benchmark's (multiprocessing's resource tracker, a Manager started by another test)."""
+    worker = subprocess.Popen([sys.executable, "-m", "s5cli.benchmark.worker", "--serve", "--workload",
+                               json.dumps(_tiny("s4").to_json())], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert worker_pids() == [worker.pid]
+    finally:
+        for process in (worker, other):
+            process.kill()
+            process.wait()
+    assert worker_pids() == []

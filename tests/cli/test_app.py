@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -55,8 +56,10 @@ def test_a_command_without_its_arguments_still_prints_its_help() -> None:
 
 
 def test_installed_console_script_and_module_entry_point() -> None:
-    script = shutil.which("s5")
-    assert script is not None, "the `s5` console script is not on PATH: install the project with pip"
+    # The script pip installed beside this interpreter (a venv's bin/ need not be on PATH), else PATH's.
+    beside = Path(sys.executable).with_name("s5")
+    script = str(beside) if beside.is_file() else shutil.which("s5")
+    assert script is not None, "the `s5` console script is missing: install the project with pip"
     for argv in ([script, "--help"], [sys.executable, "-m", "s5cli", "--version"]):
         completed = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         assert completed.returncode == 0, completed.stderr

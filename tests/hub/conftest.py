@@ -29,6 +29,16 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
         # The saved-login token file is read from a path fixed at import time: point it at nothing.
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        # huggingface_hub 2.x builds its first request headers after fetching an "agent harness" registry
+        # from huggingface.co (best effort, so no test failed; `_no_network` in tests/conftest.py caught
+        # it) and caches it under HF_HOME: give it the empty registry it falls back to offline.
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        try:
+            from huggingface_hub.utils import _detect_agent
+
+            monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
+        except (ImportError, AttributeError):  # a huggingface_hub without the registry fetches nothing
+            pass
         # With hf_xet installed the client sends LFS-mode files through Xet storage (a separate CAS service
         # the fake does not emulate); without it, through the classic LFS batch API, which the fake serves.
         import huggingface_hub._commit_api as commit_api

@@ -100,8 +100,10 @@ def _gather_in_process(rank: int, world: int, store_file: str, results: dict) ->
 def test_gather_keys_collects_every_process_in_rank_order(tmp_path) -> None:
     import torch.multiprocessing as mp
 
-    results = mp.Manager().dict()
-    mp.spawn(_gather_in_process, args=(2, str(tmp_path / "store"), results), nprocs=2)
+    with mp.Manager() as manager:  # the manager process ends here (a leaked one broke later child-process checks)
+        shared = manager.dict()
+        mp.spawn(_gather_in_process, args=(2, str(tmp_path / "store"), shared), nprocs=2)
+        results = dict(shared)
     everyone = [[0.0, 0.0]] * 3 + [[1.0, 1.0]] * 2
     assert results[0] == (everyone, 0) and results[1] == (everyone, 3)
 

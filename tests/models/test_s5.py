@@ -50,9 +50,17 @@ def test_eval_feeds_exactly_k_tokens_to_the_decoder(selection: str) -> None:
     assert seen["shape"] == (2, k, 16)
     sel = model.select(tokens)
     assert sel.indices.shape == (2, k) and (sel.indices.diff(dim=-1) > 0).all()
+    per_frame = torch.stack([(sel.indices[b] // 10).bincount(minlength=6) for b in range(2)])
     if selection == "per_frame":
-        per_frame = torch.stack([(sel.indices[b] // 10).bincount(minlength=6) for b in range(2)])
         assert (per_frame == 3).all()
+    else:
+        # Global: one frame can take more than its share. Scores that favour frame 2's tokens make it so;
+        # per-frame selection could never give it more than 3.
+        frame = torch.arange(60).view(1, 60) // 10
+        model.mask_generator.forward = lambda response: (frame == 2).float().expand(response.shape[0], -1) * 10.0
+        favoured = model.select(tokens).indices
+        assert ((favoured // 10) == 2).sum(dim=-1).tolist() == [10, 10]  # all of frame 2, then 8 others
+        del model.mask_generator.forward  # the class's own forward again
     # deterministic at eval
     assert torch.equal(model.select(tokens).indices, sel.indices)
 

@@ -10,13 +10,22 @@ from s5cli.models.s5 import S5Config, S5Model
 
 
 def test_transformer_attends_across_time() -> None:
+    """Changing only the last frame changes the first frame's tokens: they attend across time. Read before
+    the final pooling (the pooled features change with any token, attention or not)."""
     torch.manual_seed(0)
     model = build_model("vit", dict(d_input=16, d_model=32, depth=2, heads=4), 3).eval()
     x = torch.randn(2, 5, 4, 16)
     x2 = x.clone()
     x2[:, -1] += 1.0
     assert model(x).shape == (2, 3)
-    assert not torch.allclose(model.forward_features(x)[:, :1], model.forward_features(x2)[:, :1])
+    sequences = []
+    hook = model.norm.register_forward_pre_hook(lambda module, args: sequences.append(args[0]))
+    with torch.no_grad():
+        model.forward_features(x)
+        model.forward_features(x2)
+    hook.remove()
+    first_frame = [seq[:, :4] for seq in sequences]  # (B, T·S, D), frame-major: frame 0's 4 tokens
+    assert not torch.allclose(first_frame[0], first_frame[1])
 
 
 def test_registry_builds_by_name_and_alias() -> None:

@@ -28,11 +28,19 @@ def _steps_in_process(rank: int, world: int, store_file: str, results: dict) -> 
         dist.destroy_process_group()
 
 
-def test_after_step_averages_the_loss_and_agrees_on_the_largest_stop_signal(tmp_path) -> None:
+def _spawn_two(body, tmp_path) -> dict:
+    """Run `body(rank, 2, store_file, results)` in two processes; their `results` entries, copied out.
+    The manager process ends here: a leaked one made later tests' child-process checks fail."""
     import torch.multiprocessing as mp
 
-    results = mp.Manager().dict()
-    mp.spawn(_steps_in_process, args=(2, str(tmp_path / "store"), results), nprocs=2)
+    with mp.Manager() as manager:
+        shared = manager.dict()
+        mp.spawn(body, args=(2, str(tmp_path / "store"), shared), nprocs=2)
+        return dict(shared)
+
+
+def test_after_step_averages_the_loss_and_agrees_on_the_largest_stop_signal(tmp_path) -> None:
+    results = _spawn_two(_steps_in_process, tmp_path)
     # losses: rank 0 gives step + 1, rank 1 twice that; the mean is 1.5 (step + 1)
     expected = [(1.5 * (step + 1), agreed) for step, (_, agreed) in enumerate(ROUNDS)]
     assert results[0] == expected and results[1] == expected
@@ -143,9 +151,6 @@ def _prepare_in_process(rank: int, world: int, store_file: str, results: dict) -
 
 
 def test_an_extraction_failure_on_one_rank_stops_every_rank(tmp_path) -> None:
-    import torch.multiprocessing as mp
-
-    results = mp.Manager().dict()
-    mp.spawn(_prepare_in_process, args=(2, str(tmp_path / "store"), results), nprocs=2)
+    results = _spawn_two(_prepare_in_process, tmp_path)
     assert results[1] == "every video of this share failed to decode"
     assert results[0] == "rank 1: every video of this share failed to decode"

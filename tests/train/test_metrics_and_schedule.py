@@ -78,3 +78,39 @@ def test_optimizer_groups_and_schedule_state_round_trip() -> None:
     opt.step()
     sched.after_step()
     assert sched2.lr() == pytest.approx(sched.lr())
+
+
+@pytest.mark.parametrize("maximize", [True, False])
+def test_plateau_lowers_the_rate_after_patience_evaluations_without_progress(maximize: bool) -> None:
+    """ViS4mer's schedule (every LVU and Breakfast recipe): the rate falls by plateau_factor once the
+    validation metric stops improving for more than plateau_patience evaluations, in the metric's own
+    direction (top-1 up, MSE down), and the count survives a resume."""
+    import json
+
+    from s5cli.models.s4 import S4Config, S4Layer
+
+    model = S4Layer(S4Config(d_model=4, d_state=8, ssm_lr=None))
+    optim = SimpleNamespace(lr=1e-3, ssm_lr=None, weight_decay=0.01, betas=[0.9, 0.999], schedule="plateau",
+                            warmup_steps=0, plateau_factor=0.2, plateau_patience=2)
+    sched = Schedule(build_optimizer(model, optim), optim, total_steps=100, maximize=maximize)
+    better = 1.0 if maximize else -1.0
+    sched.after_eval(0.5)
+    sched.after_eval(0.5 + better * 0.1)  # improved: the count restarts
+    for _ in range(2):
+        sched.after_eval(0.5 + better * 0.1)  # two evaluations without progress: still patient
+        sched.after_step()  # per-step calls never move a plateau schedule
+    assert sched.lr() == pytest.approx(1e-3)
+    # A resumed run (state through the checkpoint's JSON) counts on from there.
+    state = json.loads(json.dumps(sched.state_dict()))
+    resumed = Schedule(build_optimizer(model, optim), optim, total_steps=100, maximize=maximize)
+    resumed.load_state_dict(state)
+    resumed.after_eval(0.5 + better * 0.1)  # the third: past the patience
+    assert resumed.lr() == pytest.approx(2e-4)
+    # Getting worse is no progress: a schedule reading the metric the wrong way round would call these
+    # improvements and never lower the rate (and would have lowered it in the first part).
+    worse = Schedule(build_optimizer(model, optim), optim, total_steps=100, maximize=maximize)
+    for step in range(3):
+        worse.after_eval(0.5 - better * 0.1 * step)
+    assert worse.lr() == pytest.approx(1e-3)
+    worse.after_eval(0.5 - better * 0.3)
+    assert worse.lr() == pytest.approx(2e-4)
