@@ -52,15 +52,17 @@ def run(cmd: list[str]) -> None:
     print(f"  done in {time.perf_counter() - started:.0f}s: {' '.join(cmd[3:6])} ...", file=sys.stderr)
 
 
-def finished(marker: Path) -> bool:
-    """Whether a run of an earlier invocation can be reused (resuming an interrupted measurement), said aloud.
+def finished(marker: Path, result: Path | None = None) -> bool:
+    """Whether a result of an earlier invocation can be reused (resuming an interrupted measurement), said
+    aloud: `result` (default: the run folder holding `marker`).
 
     Why aloud: a work folder kept across code changes silently mixed old runs into a re-measurement once
     (README, Measured results); use a new --work folder to measure everything afresh.
     """
     if not marker.exists():
         return False
-    print(f"  reusing {marker.parent} (an earlier run; use a new --work folder to train it again)", file=sys.stderr)
+    print(f"  reusing {result or marker.parent} (from an earlier invocation; use a new --work folder to "
+          "measure it again)", file=sys.stderr)
     return True
 
 
@@ -73,7 +75,7 @@ def test_top1(run_dir: Path, work: Path, tag: str) -> float:
 
 def probe_top1(source: list[str], work: Path, tag: str) -> float:
     out = work / f"{tag}.probe.json"
-    if not out.exists():
+    if not finished(out, out):  # a linear probe's result is reused like a run (it used to be silently)
         run([sys.executable, str(Path(__file__).with_name("linear_probe.py")), *source, "--split", "test",
              "--json", str(out)])
     return float(json.loads(out.read_text())["probe_top1"])
