@@ -47,20 +47,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def finetune_in_processes(args: list[str], processes: int = 1, command: str = "finetune") -> subprocess.CompletedProcess:
     """`s5 COMMAND RECIPE ARGS --quiet` in a fresh interpreter, or under torchrun with `processes` ranks."""
     launcher = [sys.executable]
     if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-                     "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+        # --standalone: the rendezvous binds a port the OS picks and hands it to the ranks (a port found
+        # free beforehand and passed in could be taken by another process in between).
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
     return subprocess.run([*launcher, "-m", "s5cli", command, RECIPE, *args, "--quiet"],
                           env=_env(), capture_output=True, text=True, timeout=600)
 
