@@ -254,7 +254,7 @@ class OpenedClip:
         if not self.plan.padded:
             return None
         return (
-            f"{self.path}: only {len(self.plan) - self.plan.padded} frames to sample, asked for "
+            f"{self.path}: only {self.plan.real_frames} frames to sample, asked for "
             f"{len(self.plan)}; repeating the last frame {self.plan.padded} time{'' if self.plan.padded == 1 else 's'}"
         )
 

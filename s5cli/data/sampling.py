@@ -21,6 +21,11 @@ class FramePlan:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def real_frames(self) -> int:
+        """Frames of the plan that are not padding."""
+        return len(self.indices) - self.padded
+
 
 def _check_count(num_frames_in_video: int) -> None:
     if num_frames_in_video < 1:

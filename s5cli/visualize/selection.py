@@ -203,7 +203,7 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     clip = open_clip(video, frames, fps, num_threads=sampling.threads, shorter_side=sampling.image_size,
                      planner=plan_from_start)
     if asked:
-        real = len(clip.plan) - clip.plan.padded
+        real = clip.plan.real_frames
         if clip.plan.padded:
             shown = f"padded to {len(clip.plan)} by repeating the last frame (the model's clip length), not to {asked[0]}"
         elif trained:
@@ -232,11 +232,10 @@ def cap_padding(plan: FramePlan, clip_frames: int) -> FramePlan:
     Why: padding exists so a short video fills the clip length the model was trained on (what `s5 eval`
     does too); past that it only repeats one frozen frame. `--frames 100000` on a 250-frame video would
     encode and draw 99,750 copies of the last frame for minutes."""
-    real = len(plan) - plan.padded
-    keep = max(real, clip_frames)
+    keep = max(plan.real_frames, clip_frames)
     if len(plan) <= keep:
         return plan
-    return FramePlan(plan.indices[:keep], padded=keep - real)
+    return FramePlan(plan.indices[:keep], padded=keep - plan.real_frames)
 
 
 def random_init_model(d_input: int, keep_ratio: float, seed: int = 0):
