@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
+from s5cli.models.host_scalar import buffer_int, store_buffer_int
 from s5cli.models.s4_kernels import sync_kernel_lengths
 from s5cli.models.selection import take_tokens
 
@@ -177,7 +178,7 @@ class LSMCL(nn.Module):
         # happen before the same weights enter this step's autograd graph through the short clip.
         lq, sq = self.embed(long, key=False), self.embed(short, key=False)
         lk, sk = self.embed(long, key=True), self.embed(short, key=True)
-        negatives = self.queue[: int(self.queue_filled)] if cfg.queue_size else None
+        negatives = self.queue[: buffer_int(self, "queue_filled")] if cfg.queue_size else None
         # One gather for both keys of a video (side by side), not two.
         gathered, offset = gather_keys(torch.cat([lk, sk], dim=1))
         all_lk, all_sk = (part.contiguous() for part in gathered.split(lk.shape[1], dim=1))
@@ -197,7 +198,8 @@ class LSMCL(nn.Module):
     def _enqueue(self, keys: Tensor) -> None:
         keys = keys[: self.config.queue_size]
         self.queue = torch.cat([keys, self.queue])[: self.config.queue_size]
-        self.queue_filled.fill_(min(int(self.queue_filled) + keys.shape[0], self.config.queue_size))
+        filled = min(buffer_int(self, "queue_filled") + keys.shape[0], self.config.queue_size)
+        store_buffer_int(self, "queue_filled", filled)
 
     @torch.no_grad()
     def momentum_update(self) -> None:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from s5cli.models.cauchy import dplr_generating_function
 from s5cli.models.hippo import diagonal_init, legs_nplr
+from s5cli.models.host_scalar import buffer_int, store_buffer_int
 
 
 def _as_complex(param: Tensor) -> Tensor:
@@ -134,40 +135,49 @@ class DPLRKernel(nn.Module):
         return dt, lam, _as_complex(pick(self.P)), _as_complex(pick(self.B)), _as_complex(pick(self.C))
 
     # --- length bookkeeping -------------------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        """ℓ as a Python int, without a device read while the `l_kernel` buffer is unchanged (host_scalar)."""
+        return buffer_int(self, "l_kernel")
+
+    def _store_length(self, value: int) -> None:
+        store_buffer_int(self, "l_kernel", value)
+
     def ensure_length(self, length: int) -> None:
         """Fix or double the internal length ℓ until ℓ ≥ length, keeping the underlying C unchanged."""
-        if int(self.l_kernel) == 0:
-            self.l_kernel.fill_(length)
+        if self.length == 0:
+            self._store_length(length)
             return
-        while int(self.l_kernel) < length:
+        while self.length < length:
+            ell = self.length
             with torch.no_grad():
                 a_bar, _, c_full = self._full_system(None)
-                power = torch.linalg.matrix_power(a_bar, int(self.l_kernel))
+                power = torch.linalg.matrix_power(a_bar, ell)
                 eye = torch.eye(power.shape[-1], dtype=power.dtype, device=power.device)
                 c_new = torch.einsum("hn,hnm->hm", c_full, eye + power)[:, : self.C.shape[1]]
                 self.C.copy_(torch.view_as_real(c_new.to(_as_complex(self.C).dtype)))
-                self.l_kernel.mul_(2)
+                self._store_length(2 * ell)
 
     def set_length(self, length: int) -> None:
         """Re-express C̃ for internal length `length` (any value): C̃' = C̃ (I − Ā^ℓ)^{-1} (I − Ā^{ℓ'})."""
-        if int(self.l_kernel) in (0, length):
-            self.l_kernel.fill_(length)
+        if self.length in (0, length):
+            self._store_length(length)
             return
         with torch.no_grad():
             a_bar, _, c_tilde = self._full_system(None)
             eye = torch.eye(a_bar.shape[-1], dtype=a_bar.dtype, device=a_bar.device)
-            old = eye - torch.linalg.matrix_power(a_bar, int(self.l_kernel))
+            old = eye - torch.linalg.matrix_power(a_bar, self.length)
             c_true = torch.linalg.solve(old.transpose(-1, -2), c_tilde[..., None])[..., 0]
             new = eye - torch.linalg.matrix_power(a_bar, length)
             c_new = torch.einsum("hn,hnm->hm", c_true, new)[:, : self.C.shape[1]]
             self.C.copy_(torch.view_as_real(c_new.to(_as_complex(self.C).dtype)))
-            self.l_kernel.fill_(length)
+            self._store_length(length)
 
     # --- convolution kernel ------------------------------------------------------------------------
     def forward(self, length: int, channels: Tensor | None = None) -> Tensor:
         """Real kernel (H', length), the first `length` taps of the ℓ-tap kernel."""
         self.ensure_length(length)
-        ell = int(self.l_kernel)
+        ell = self.length
         k_hat = dplr_generating_function(*self.generating_inputs(ell, channels))
         return torch.fft.irfft(k_hat, n=ell)[..., :length]
 
@@ -199,7 +209,7 @@ class DPLRKernel(nn.Module):
     def step_matrices(self) -> dict[str, Tensor]:
         """Ā, B̄ and the true C = C̃ (I − Ā^ℓ)^{-1} for the recurrent mode (state: (B, H, N) complex)."""
         a_bar, b_bar, c_tilde = self._full_system(None)
-        ell = max(int(self.l_kernel), 1)
+        ell = max(self.length, 1)
         eye = torch.eye(a_bar.shape[-1], dtype=a_bar.dtype, device=a_bar.device)
         lhs = (eye - torch.linalg.matrix_power(a_bar, ell)).transpose(-1, -2)
         c = torch.linalg.solve(lhs, c_tilde[..., None])[..., 0]
@@ -219,10 +229,10 @@ def sync_kernel_lengths(*modules: nn.Module) -> None:
     """
     kernels = [[m for m in module.modules() if isinstance(m, DPLRKernel)] for module in modules]
     for group in zip(*kernels, strict=True):
-        target = max(int(k.l_kernel) for k in group)
+        target = max(k.length for k in group)
         if target:
             for k in group:
-                if int(k.l_kernel) != target:
+                if k.length != target:
                     k.set_length(target)
 
 

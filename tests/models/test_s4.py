@@ -60,6 +60,36 @@ def test_dplr_length_change_keeps_the_system() -> None:
     torch.testing.assert_close(layer.kernel(50), before, rtol=1e-6, atol=1e-10)
 
 
+def _count_length_reads(layer: S4Layer, monkeypatch) -> dict[str, int]:
+    """Count host reads (`int(...)`) of the layer's `l_kernel` buffer, whichever tensor object holds it."""
+    reads = {"n": 0}
+    real_int = torch.Tensor.__int__
+    gen = layer.kernel_gen
+
+    def counting_int(tensor):
+        if tensor is gen.l_kernel:
+            reads["n"] += 1
+        return real_int(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "__int__", counting_int)
+    return reads
+
+
+def test_dplr_forward_reads_its_length_from_the_device_only_after_it_changed(monkeypatch) -> None:
+    # Each read of a CUDA buffer waits for the GPU's queue; steady-state training steps must not do any.
+    layer = _layer("dplr", "legs").train()
+    reads = _count_length_reads(layer, monkeypatch)
+    x = torch.randn(2, 40, 4, dtype=torch.float64)
+    layer(x).sum().backward()  # fixes l = 40
+    first = reads["n"]
+    for _ in range(3):
+        layer(x).sum().backward()
+    assert reads["n"] == first
+    layer(torch.randn(2, 100, 4, dtype=torch.float64))  # grows l (40 -> 80 -> 160): written, not read back
+    assert layer.kernel_gen.length == int(layer.kernel_gen.l_kernel) == 160
+    assert reads["n"] == first + 1  # the line above
+
+
 @pytest.mark.parametrize(("kind", "init"), KERNELS)
 def test_causal_unless_bidirectional(kind: str, init: str) -> None:
     layer = _layer(kind, init).eval()

@@ -1,0 +1,42 @@
+"""Integer buffers (a DPLR kernel's length ℓ, LSMCL's queue fill) read on the host without a device round trip.
+
+Why: such a buffer lives on the model's device so that checkpoints, `.to()` and DDP's buffer broadcast carry
+it, but every forward needs its value on the host (FFT sizes, loop bounds, slices). Reading a CUDA tensor
+waits for all queued GPU work, and three reads per DPLR layer per step stalled the launch queue 10-20
+times a step. The value read last is remembered with the buffer object and its version counter: every
+in-place write (`fill_`, `mul_`, `load_state_dict`'s `copy_`) bumps the counter and `.to()` makes a new
+object, so a changed buffer is always read again.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def _memo_slot(name: str) -> str:
+    return f"_host_value_{name}"
+
+
+def buffer_int(module: nn.Module, name: str) -> int:
+    """`int(module.<name>)`, from memory while the buffer is the same object at the same version."""
+    buffer = getattr(module, name)
+    try:
+        version = buffer._version
+    except RuntimeError:  # a buffer made under torch.inference_mode has no version counter
+        return int(buffer)
+    seen = module.__dict__.get(_memo_slot(name))
+    if seen is not None and seen[0] is buffer and seen[1] == version:
+        return seen[2]
+    value = int(buffer)
+    module.__dict__[_memo_slot(name)] = (buffer, version, value)
+    return value
+
+
+def store_buffer_int(module: nn.Module, name: str, value: int) -> None:
+    """Write `value` into the scalar buffer and remember it, so the next `buffer_int` needs no device read."""
+    buffer = getattr(module, name)
+    buffer.fill_(value)
+    try:
+        module.__dict__[_memo_slot(name)] = (buffer, buffer._version, int(value))
+    except RuntimeError:
+        module.__dict__.pop(_memo_slot(name), None)

@@ -1,0 +1,62 @@
+"""buffer_int / store_buffer_int: a scalar buffer's value on the host, read again whenever the buffer changed."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from s5cli.models.host_scalar import buffer_int, store_buffer_int
+
+
+class Holder(nn.Module):
+    def __init__(self, value: int = 0):
+        super().__init__()
+        self.register_buffer("count", torch.tensor(value))
+
+
+def _count_reads(monkeypatch) -> dict[str, int]:
+    reads = {"n": 0}
+    real_int = torch.Tensor.__int__
+
+    def counting(tensor):
+        reads["n"] += 1
+        return real_int(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "__int__", counting)
+    return reads
+
+
+def test_an_unchanged_buffer_is_read_once(monkeypatch) -> None:
+    holder = Holder(7)
+    reads = _count_reads(monkeypatch)
+    assert [buffer_int(holder, "count") for _ in range(5)] == [7] * 5
+    assert reads["n"] == 1
+    store_buffer_int(holder, "count", 9)
+    assert buffer_int(holder, "count") == 9 and int(holder.count) == 9
+    assert reads["n"] == 2  # only the explicit int() above: a stored value needs no read back
+
+
+def test_every_kind_of_write_is_seen() -> None:
+    holder = Holder(3)
+    assert buffer_int(holder, "count") == 3
+    holder.count.fill_(4)  # an in-place write made elsewhere
+    assert buffer_int(holder, "count") == 4
+    holder.load_state_dict({"count": torch.tensor(11)})  # copy_ into the buffer
+    assert buffer_int(holder, "count") == 11
+    holder.count = torch.tensor(12)  # a new buffer object, as `.to(device)` makes
+    assert buffer_int(holder, "count") == 12
+    twin = copy.deepcopy(holder)
+    twin.count.mul_(2)
+    assert (buffer_int(twin, "count"), buffer_int(holder, "count")) == (24, 12)
+
+
+def test_a_buffer_made_in_inference_mode_is_always_read() -> None:
+    with torch.inference_mode():
+        holder = Holder(5)
+        assert buffer_int(holder, "count") == 5
+        store_buffer_int(holder, "count", 6)
+        assert buffer_int(holder, "count") == 6
+        holder.count.fill_(8)
+        assert buffer_int(holder, "count") == 8
