@@ -28,6 +28,7 @@ from s5cli.data.extract import (
 )
 from s5cli.errors import RunFailure, UserError
 from tests.data.video_files import write_video
+from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -330,8 +331,12 @@ def test_extraction_holds_a_few_decoded_chunks_not_the_whole_video(tmp_path, mon
 
     class CountingPool(PatchPool):
         def forward(self, images):
-            time.sleep(0.01)  # a backbone slower than the decoder, as with a real ViT
-            encoded[0] += images.shape[0]
+            # A backbone slower than the decoder, as with a real ViT: it waits until the decoder is a chunk
+            # ahead (or done), then a little longer, in which an unbounded decoder would run further.
+            done = encoded[0] + images.shape[0]
+            assert wait_until(lambda: made[0] >= min(40, done + 2))
+            time.sleep(0.002)
+            encoded[0] = done
             lead.append(made[0] - encoded[0])
             return super().forward(images)
 

