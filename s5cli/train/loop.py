@@ -109,7 +109,10 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+                # On resume, hide the killed run's events after the checkpoint (as metrics.jsonl drops
+                # its records), so TensorBoard shows one curve instead of two overlapping ones.
+                purge_step = resume_step + 1 if resume_step is not None else None
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge_step)
             except ImportError:
                 from s5cli.cli.console import print_warning
 
