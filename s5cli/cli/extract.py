@@ -50,6 +50,11 @@ def extract(
     ),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bar."),
     json_output: bool = flag(False, "--json", help="Print the summary as JSON."),
+    strict: bool = flag(
+        False, "--strict",
+        help="Exit 1 if any video failed to decode or is not on disk (the others are still cached). "
+             "Default: report them and exit 0, as training then uses the videos that work.",
+    ),
 ) -> None:
     """Decode a dataset's videos and cache frozen-backbone tokens (resumable: finished videos are skipped).
 
@@ -63,6 +68,8 @@ def extract(
       s5 extract recipe.yaml --shard 1/4     # one of four machines
 
       torchrun --nproc-per-node 2 -m s5cli extract recipe.yaml
+
+      s5 extract recipe.yaml --strict        # in a pipeline: fail if a video is broken or missing
     """
     import json
 
@@ -101,6 +108,18 @@ def extract(
         _print_summary(stdout, summary)
     if report.failed and report.extracted + report.reused == 0:
         raise RunFailure(f"none of {len(report.failed)} videos could be decoded")
+    if strict and (report.failed or report.missing):
+        raise RunFailure(_strict_failure(len(report.failed), report.missing))
+
+
+def _strict_failure(failed: int, missing: int) -> str:
+    """One line for --strict: what went wrong and what to do about it."""
+    def videos(count: int) -> str:
+        return f"{count} video" + ("s" if count != 1 else "")
+
+    parts = [f"{videos(failed)} failed to decode (listed above)"] if failed else []
+    parts += [f"{videos(missing)} of the split files not under data.root"] if missing else []
+    return f"--strict: {' and '.join(parts)}; fix or remove them, or drop --strict"
 
 
 def _print_summary(console, summary: dict) -> None:

@@ -440,6 +440,34 @@ def test_cli_extract_prints_a_summary_and_resumes(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "--shard" in bad.output
 
 
+def test_cli_extract_strict_fails_on_a_broken_or_missing_video(tmp_path, monkeypatch):
+    """--strict: any failed or missing video is exit 1 (the rest still cached); without it, exit 0."""
+    from typer.testing import CliRunner
+
+    import s5cli.data.datasets as datasets
+    from s5cli.cli.app import app
+    from s5cli.data.datasets.base import RecordList
+
+    records = make_records(tmp_path / "videos", 2)
+    broken = tmp_path / "videos" / "-broken.mp4"
+    broken.write_bytes(b"not a video")
+    records.append(VideoRecord("-broken", broken, 0))
+    listed = {"train": RecordList(records, missing=[]), "val": RecordList(records[:1], missing=["gone"])}
+    monkeypatch.setattr(datasets, "list_records", lambda data, split, show_progress=True: listed[split])
+    recipe = str(REPO_ROOT / "recipes" / "synthetic.yaml")
+    base = ["extract", recipe, f"data.cache_dir={tmp_path / 'cache'}", "data.frames=4", "--quiet", "--json"]
+
+    strict = CliRunner().invoke(app, [*base, "--split", "train", "--strict"])
+    assert strict.exit_code == 1
+    assert "--strict: 1 video failed to decode" in strict.output and "-broken" in strict.output
+    assert '"extracted": 2' in strict.output  # the good videos are cached all the same
+    lenient = CliRunner().invoke(app, [*base, "--split", "train"])
+    assert lenient.exit_code == 0, lenient.output
+    assert '"reused": 2' in lenient.output and '"failed": 1' in lenient.output
+    missing = CliRunner().invoke(app, [*base, "--split", "val", "--strict"])
+    assert missing.exit_code == 1 and "1 video of the split files not under data.root" in missing.output
+
+
 def test_extract_skips_a_split_without_videos_and_counts_missing_ones(tmp_path, monkeypatch, capsys):
     """`s5 extract` works on the splits a user has; training still refuses a split without videos."""
     import s5cli.data.datasets as datasets
