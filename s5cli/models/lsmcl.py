@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
-from s5cli.models.host_scalar import buffer_int, store_buffer_int
+from s5cli.models.host_values import buffer_int, store_buffer_int
 from s5cli.models.s4_kernels import sync_kernel_lengths
 from s5cli.models.selection import take_tokens
 

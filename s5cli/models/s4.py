@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s5cli.models.fft_conv import causal_fft_conv, kernel_spectrum
+from s5cli.models.host_values import tensor_values
 from s5cli.models.s4_kernels import build_kernel
 
 
@@ -109,7 +110,7 @@ class S4Layer(nn.Module):
         except RuntimeError:  # parameters created under torch.inference_mode have no version counter
             return None
         first = self.D
-        picked = None if channels is None else (str(channels.device), tuple(channels.tolist()))
+        picked = None if channels is None else (str(channels.device), tensor_values(self, channels, "_picked_seen"))
         # id(self): a deep copy (the S5 guide) starts with equal version numbers but its own future.
         return (id(self), length, picked, first.device, first.dtype, versions)
 

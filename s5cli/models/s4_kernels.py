@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from s5cli.models.cauchy import dplr_generating_function
 from s5cli.models.hippo import diagonal_init, legs_nplr
-from s5cli.models.host_scalar import buffer_int, store_buffer_int
+from s5cli.models.host_values import buffer_int, store_buffer_int
 
 
 def _as_complex(param: Tensor) -> Tensor:
@@ -137,7 +137,7 @@ class DPLRKernel(nn.Module):
     # --- length bookkeeping -------------------------------------------------------------------------
     @property
     def length(self) -> int:
-        """ℓ as a Python int, without a device read while the `l_kernel` buffer is unchanged (host_scalar)."""
+        """ℓ as a Python int, without a device read while the `l_kernel` buffer is unchanged (host_values)."""
         return buffer_int(self, "l_kernel")
 
     def _store_length(self, value: int) -> None:

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from s5cli.models.host_scalar import buffer_int, store_buffer_int
+from s5cli.models.host_values import buffer_int, store_buffer_int, tensor_values
 
 
 class Holder(nn.Module):
@@ -60,3 +60,36 @@ def test_a_buffer_made_in_inference_mode_is_always_read() -> None:
         assert buffer_int(holder, "count") == 6
         holder.count.fill_(8)
         assert buffer_int(holder, "count") == 8
+
+
+def test_index_values_are_read_once_while_unchanged(monkeypatch) -> None:
+    owner = Holder()
+    channels = torch.tensor([0, 4, 8])
+    calls = {"n": 0}
+    real_tolist = torch.Tensor.tolist
+
+    def counting(tensor):
+        calls["n"] += 1
+        return real_tolist(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting)
+    assert [tensor_values(owner, channels, "_seen") for _ in range(3)] == [(0, 4, 8)] * 3
+    assert calls["n"] == 1
+    channels[1] = 5  # an in-place write
+    assert tensor_values(owner, channels, "_seen") == (0, 5, 8)
+    assert tensor_values(owner, torch.tensor([1, 2]), "_seen") == (1, 2)  # another tensor
+    assert calls["n"] == 3
+
+
+def test_the_guides_inference_forward_reads_its_channels_once() -> None:
+    # S5's guide names its channel subset in its kernel-cache key on every inference forward.
+    from s5cli.models.s5 import S5Config, S5Model
+
+    torch.manual_seed(0)
+    model = S5Model(S5Config(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0), 3).eval()
+    tokens = torch.randn(1, 6, 4, 16)
+    with torch.no_grad():
+        first = model(tokens)
+        seen = model.guide.s4.__dict__["_picked_seen"]
+        assert model(tokens).equal(first)
+        assert model.guide.s4.__dict__["_picked_seen"] is seen  # remembered, not read again

@@ -1,4 +1,5 @@
-"""Integer buffers (a DPLR kernel's length ℓ, LSMCL's queue fill) read on the host without a device round trip.
+"""Small device tensors (a DPLR kernel's length ℓ, LSMCL's queue fill, S5's guide channels) read on the host
+without a device round trip while they are unchanged.
 
 Why: such a buffer lives on the model's device so that checkpoints, `.to()` and DDP's buffer broadcast carry
 it, but every forward needs its value on the host (FFT sizes, loop bounds, slices). Reading a CUDA tensor
@@ -10,7 +11,7 @@ object, so a changed buffer is always read again.
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 def _memo_slot(name: str) -> str:
@@ -40,3 +41,18 @@ def store_buffer_int(module: nn.Module, name: str, value: int) -> None:
         module.__dict__[_memo_slot(name)] = (buffer, buffer._version, int(value))
     except RuntimeError:
         module.__dict__.pop(_memo_slot(name), None)
+
+
+def tensor_values(owner: nn.Module, tensor: Tensor, slot: str) -> tuple:
+    """`tuple(tensor.tolist())`, remembered in `owner` under `slot` while `tensor` is the same object at the
+    same version (a small index tensor that a cache key must name by value, e.g. S5's guide channels)."""
+    try:
+        version = tensor._version
+    except RuntimeError:
+        return tuple(tensor.tolist())
+    seen = owner.__dict__.get(slot)
+    if seen is not None and seen[0] is tensor and seen[1] == version:
+        return seen[2]
+    values = tuple(tensor.tolist())
+    owner.__dict__[slot] = (tensor, version, values)
+    return values
