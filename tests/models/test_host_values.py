@@ -16,15 +16,16 @@ class Holder(nn.Module):
         self.register_buffer("count", torch.tensor(value))
 
 
-def _count_reads(monkeypatch) -> dict[str, int]:
+def _count_reads(monkeypatch, method: str = "__int__") -> dict[str, int]:
+    """Count calls of a Tensor method that copies values to the host (`__int__`, `tolist`)."""
     reads = {"n": 0}
-    real_int = torch.Tensor.__int__
+    real = getattr(torch.Tensor, method)
 
     def counting(tensor):
         reads["n"] += 1
-        return real_int(tensor)
+        return real(tensor)
 
-    monkeypatch.setattr(torch.Tensor, "__int__", counting)
+    monkeypatch.setattr(torch.Tensor, method, counting)
     return reads
 
 
@@ -65,14 +66,7 @@ def test_a_buffer_made_in_inference_mode_is_always_read() -> None:
 def test_index_values_are_read_once_while_unchanged(monkeypatch) -> None:
     owner = Holder()
     channels = torch.tensor([0, 4, 8])
-    calls = {"n": 0}
-    real_tolist = torch.Tensor.tolist
-
-    def counting(tensor):
-        calls["n"] += 1
-        return real_tolist(tensor)
-
-    monkeypatch.setattr(torch.Tensor, "tolist", counting)
+    calls = _count_reads(monkeypatch, "tolist")
     assert [tensor_values(owner, channels, "_seen") for _ in range(3)] == [(0, 4, 8)] * 3
     assert calls["n"] == 1
     channels[1] = 5  # an in-place write
