@@ -23,9 +23,18 @@ class UserError(Exception):
 
 
 class RunFailure(Exception):
-    """A run that started correctly but cannot go on (NaN loss, all inputs skipped): exit code 1."""
+    """A run that started correctly but cannot go on (NaN loss, all inputs skipped): exit code 1.
+
+    `exit_code` overrides the class's code for this one failure: a stop by a signal exits 128 + its number,
+    and a failure reported from another rank keeps the code it had there.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class Interrupted(RunFailure):

@@ -194,9 +194,8 @@ def benchmark(
     render(report, stdout)
     _write_outputs(report, json_path, plot_path)
     if stopped is not None:
-        partial = Interrupted(f"{stopped[0]}; the results above and in --json/--plot are partial")
-        partial.exit_code = stopped[1]
-        raise partial
+        word, code = stopped
+        raise Interrupted(f"{word}; the results above and in --json/--plot are partial", exit_code=code)
     failed = [r for r in report["results"] if r["status"] == ERROR]
     if failed:
         first = failed[0]

@@ -11,6 +11,9 @@ object, so a changed buffer is always read again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from torch import Tensor, nn
 
 
@@ -18,19 +21,24 @@ def _memo_slot(name: str) -> str:
     return f"_host_value_{name}"
 
 
+def _remembered(owner: nn.Module, slot: str, tensor: Tensor, read: Callable[[Tensor], Any]) -> Any:
+    """`read(tensor)`, kept in `owner.__dict__[slot]` with the tensor object and its version counter and
+    returned from there while both are unchanged."""
+    try:
+        version = tensor._version
+    except RuntimeError:  # a tensor made under torch.inference_mode has no version counter
+        return read(tensor)
+    seen = owner.__dict__.get(slot)
+    if seen is not None and seen[0] is tensor and seen[1] == version:
+        return seen[2]
+    value = read(tensor)
+    owner.__dict__[slot] = (tensor, version, value)
+    return value
+
+
 def buffer_int(module: nn.Module, name: str) -> int:
     """`int(module.<name>)`, from memory while the buffer is the same object at the same version."""
-    buffer = getattr(module, name)
-    try:
-        version = buffer._version
-    except RuntimeError:  # a buffer made under torch.inference_mode has no version counter
-        return int(buffer)
-    seen = module.__dict__.get(_memo_slot(name))
-    if seen is not None and seen[0] is buffer and seen[1] == version:
-        return seen[2]
-    value = int(buffer)
-    module.__dict__[_memo_slot(name)] = (buffer, version, value)
-    return value
+    return _remembered(module, _memo_slot(name), getattr(module, name), int)
 
 
 def store_buffer_int(module: nn.Module, name: str, value: int) -> None:
@@ -46,13 +54,4 @@ def store_buffer_int(module: nn.Module, name: str, value: int) -> None:
 def tensor_values(owner: nn.Module, tensor: Tensor, slot: str) -> tuple:
     """`tuple(tensor.tolist())`, remembered in `owner` under `slot` while `tensor` is the same object at the
     same version (a small index tensor that a cache key must name by value, e.g. S5's guide channels)."""
-    try:
-        version = tensor._version
-    except RuntimeError:
-        return tuple(tensor.tolist())
-    seen = owner.__dict__.get(slot)
-    if seen is not None and seen[0] is tensor and seen[1] == version:
-        return seen[2]
-    values = tuple(tensor.tolist())
-    owner.__dict__[slot] = (tensor, version, values)
-    return values
+    return _remembered(owner, slot, tensor, lambda t: tuple(t.tolist()))

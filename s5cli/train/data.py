@@ -35,16 +35,14 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
         ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main, device=ctx.device)
     except (UserError, RunFailure) as error:
         failure = error
-    if ctx.distributed:
-        _fail_together(ctx, failure)
-    elif failure is not None:
-        raise failure
+    _fail_together(ctx, failure)
     ctx.barrier()
     return records
 
 
 def _fail_together(ctx: DistContext, failure: UserError | RunFailure | None) -> None:
-    """Raise on every rank when extraction failed on any (each extracts its own share of the videos).
+    """Raise on every rank when extraction failed on any (each extracts its own share of the videos); in a
+    single process, raise the failure itself.
 
     Why: a rank that raised alone left the others waiting at the next barrier until the collective
     timeout aborted the job, with the reason printed only in the failing rank's log."""
@@ -54,9 +52,7 @@ def _fail_together(ctx: DistContext, failure: UserError | RunFailure | None) -> 
     for rank, report in enumerate(reports):
         if report is not None:
             message, code = report
-            error = RunFailure(f"rank {rank}: {message}")
-            error.exit_code = code
-            raise error
+            raise RunFailure(f"rank {rank}: {message}", exit_code=code)
 
 
 def token_dataset(data: Any, records, training: bool, frames: int | None = None, stride: int | None = None):

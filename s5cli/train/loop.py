@@ -290,10 +290,8 @@ def train(setup: TrainSetup) -> dict:
                 if stop_signal:  # agreed above: every rank finishes this step and saves
                     path = save(None)
                     what, code = stop_outcome(stop_signal)
-                    stop = Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
-                                       "Continue with the same command and --resume")
-                    stop.exit_code = code
-                    raise stop
+                    raise Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
+                                      "Continue with the same command and --resume", exit_code=code)
             state.epoch = epoch + 1
             state.batch_in_epoch = 0
             is_last = state.epoch == tcfg.epochs
