@@ -163,7 +163,13 @@ def _made_current(device: torch.device) -> torch.device:
     if device.type != "cuda":
         return device
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:  # else CUDA's "invalid device ordinal" from deep inside the first tensor move
+            from s5cli.errors import UserError
+
+            raise UserError(f"torchrun started local rank {local_rank} but this machine has {gpus} GPU(s): "
+                            f"use --nproc-per-node {gpus} or at most that, or add --device cpu")
+        device = torch.device("cuda", local_rank)
     if device.index is not None:
         torch.cuda.set_device(device)
     return device

@@ -151,3 +151,13 @@ def test_autocast_does_not_lower_the_kernel_precision() -> None:
         under_amp = dplr_generating_function(*inputs)
     assert under_amp.dtype == plain.dtype
     torch.testing.assert_close(under_amp, plain, rtol=0, atol=0)
+
+
+def test_chunks_on_a_gpu_are_wider_so_a_step_launches_fewer_operators() -> None:
+    # A GPU step at these sizes is bound by operator launches, not arithmetic (cauchy.CUDA_CHUNK_ELEMENTS).
+    freqs = 12001  # the first S4 layer at the paper's 11,820 tokens
+    on_cpu, on_gpu = cauchy._chunks(freqs, 1024, 32), cauchy._chunks(freqs, 1024, 32, "cuda")
+    assert on_gpu[0] == slice(0, cauchy.CUDA_CHUNK_ELEMENTS // (1024 * 32))
+    assert len(on_gpu) * 8 <= len(on_cpu)
+    for chunks in (on_cpu, on_gpu):  # every frequency exactly once, in order
+        assert [i for f in chunks for i in range(f.start, min(f.stop, freqs))] == list(range(freqs))

@@ -114,3 +114,17 @@ def test_training_convolution_keeps_only_its_input_and_kernel_for_backward() -> 
     assert sorted(saved) == sorted([(2, length, channels), (channels, length)])
     y.square().sum().backward()
     assert u.grad is not None and k.grad is not None
+
+
+def test_channel_blocks_off_the_cpu_are_wider_whole_multiples_of_32() -> None:
+    # Sized for cache on the CPU; on a GPU for fewer launches (`block_bytes`). A meta tensor stands in for a
+    # CUDA one: only its device type and shape are read.
+    shape, n = (1, 11820, 1024), fft_conv.conv_fft_size(11820, 11820)
+    on_cpu = fft_conv._channel_blocks(torch.empty(shape), 2, 1, n, complex_bytes=8)
+    off_cpu = fft_conv._channel_blocks(torch.empty(shape, device="meta"), 2, 1, n, complex_bytes=8)
+    assert len(off_cpu) * 4 <= len(on_cpu)
+    for blocks in (on_cpu, off_cpu):
+        assert all(width % fft_conv.BLOCK_CHANNEL_MULTIPLE == 0 for _, width in blocks)
+        assert [start for start, _ in blocks] == list(range(0, 1024, blocks[0][1]))
+    assert fft_conv.block_bytes(torch.device("cuda"), fft_conv.INFERENCE_FFT_BLOCK_BYTES) == fft_conv.CUDA_FFT_BLOCK_BYTES
+    assert fft_conv.block_bytes(torch.device("cpu"), fft_conv.INFERENCE_FFT_BLOCK_BYTES) == fft_conv.INFERENCE_FFT_BLOCK_BYTES

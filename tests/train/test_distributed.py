@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 
+import pytest
 import torch
 
 from s5cli.train.distributed import DistContext
@@ -55,12 +56,12 @@ def test_after_step_is_the_identity_in_one_process() -> None:
 
 
 class _FakeCuda:
-    """`torch.cuda` as seen on a 4-GPU machine, recording which device is made current."""
+    """`torch.cuda` as seen on a machine with `gpus` GPUs (4 unless told), recording which device is made current."""
 
-    def __init__(self, monkeypatch) -> None:
+    def __init__(self, monkeypatch, gpus: int = 4) -> None:
         self.current: list[torch.device] = []
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
         monkeypatch.setattr(torch.cuda, "set_device", self.current.append)
 
 
@@ -87,6 +88,22 @@ def test_under_torchrun_each_process_gets_its_own_gpu(monkeypatch) -> None:
         assert pick_device(requested) == torch.device("cuda", 1)
     assert cuda.current == [torch.device("cuda", 1)] * 3
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_more_torchrun_processes_than_gpus_is_a_one_line_error_naming_the_fix(monkeypatch) -> None:
+    # Seen on a one-GPU machine: rank 1 of `torchrun --nproc-per-node 2` failed deep inside CUDA.
+    from s5cli.errors import UserError
+    from s5cli.train.distributed import pick_device
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    cuda = _FakeCuda(monkeypatch, gpus=1)
+    for requested in (None, "cuda"):
+        with pytest.raises(UserError, match=r"local rank 1 but this machine has 1 GPU\(s\).*--nproc-per-node 1.*--device cpu"):
+            pick_device(requested)
+    assert cuda.current == [] and pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert pick_device(None) == torch.device("cuda", 0)
 
 
 def test_extraction_before_training_runs_on_the_run_device(monkeypatch) -> None:
