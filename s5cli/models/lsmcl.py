@@ -112,7 +112,10 @@ def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = 
     b, t = tokens.shape[:2]
     if frames >= t:
         return tokens
-    start = torch.randint(0, t - frames + 1, (b,), generator=generator, device="cpu").to(tokens.device)
+    # Drawn where the generator lives (the tokens' device without one, as `random_token_mask` draws): offsets
+    # drawn on the CPU and copied to a GPU cost a host sync every LSMCL step (benchmarks/cuda_checks.py).
+    device = generator.device if generator is not None else tokens.device
+    start = torch.randint(0, t - frames + 1, (b,), generator=generator, device=device).to(tokens.device)
     idx = start[:, None] + torch.arange(frames, device=tokens.device)
     return take_tokens(tokens.reshape(b, t, -1), idx).view(b, frames, *tokens.shape[2:])
 

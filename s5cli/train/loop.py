@@ -62,6 +62,23 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
+def _optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+    """`scaler.step` + `scaler.update`; False when the scaler skipped the step (inf/NaN float16 gradients).
+
+    Why the caller needs to know: a skipped step leaves the weights as they were, so it must not advance
+    the lr schedule or the momentum copies either (float16 training skips its first steps while the scale
+    comes down from 65536, and would spend warmup on them). The scaler halves its scale exactly when it
+    skips, so comparing the scale before and after says which happened; reading it waits for the step's
+    GPU work, once per step and only with float16's scaler (the loss was read already)."""
+    if not scaler.is_enabled():
+        optimizer.step()
+        return True
+    before = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= before
+
+
 def _momentum_update(module: nn.Module) -> None:
     inner = _unwrap(module)
     if hasattr(inner, "momentum_update"):
@@ -275,10 +292,9 @@ def train(setup: TrainSetup) -> dict:
                 if ocfg.grad_clip and ocfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.after_step()
-                _momentum_update(module)
+                if _optimizer_step(scaler, optimizer):
+                    schedule.after_step()
+                    _momentum_update(module)
                 state.step += 1
                 setup.steps_run += 1
                 state.batch_in_epoch = b_index + 1
