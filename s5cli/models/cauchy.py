@@ -34,7 +34,7 @@ MIN_CHUNK_FREQUENCIES = 32
 # On a GPU, 64 MiB chunks. Why: each chunk costs ~130 operator calls (forward and backward) and a GPU step
 # at these sizes is bound by launching them, not by arithmetic. With the CPU's chunks a paper-size S4
 # training step made ~650 chunks and ~143k operator calls and took 652 ms on an H200 (S5: 402 ms); with these,
-# ~18k calls and ~97 ms (S5: ~62 ms). The backward holds two chunks, so S5's training peak there rose by
+# ~18k calls and ~97 ms (S5: ~63 ms). The backward holds two chunks, so S5's training peak there rose by
 # ~90 MiB (394 -> 481 MiB); larger chunks would raise S5's peak against the transformer's and S4's more.
 CUDA_CHUNK_ELEMENTS = 1 << 23
 

@@ -168,7 +168,7 @@ def _made_current(device: torch.device) -> torch.device:
             from s5cli.errors import UserError
 
             raise UserError(f"torchrun started local rank {local_rank} but this machine has {gpus} GPU(s): "
-                            f"use --nproc-per-node {gpus} or at most that, or add --device cpu")
+                            f"use --nproc-per-node {gpus} (one process per GPU at most) or add --device cpu")
         device = torch.device("cuda", local_rank)
     if device.index is not None:
         torch.cuda.set_device(device)
