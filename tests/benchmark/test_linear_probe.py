@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tests.benchmark.scripts import REPO, load_script, script_path
-
-SCRIPT = script_path("linear_probe")
+from tests.benchmark.scripts import REPO, load_script, run_script
 
 
 def _module():
@@ -37,12 +33,8 @@ def test_random_weights_probe_on_a_tiny_synthetic_task(tmp_path: Path) -> None:
         "model.d_model=32", "model.n_blocks=2", "model.d_state=8", "model.guide_channels=8",
     ]
     out = tmp_path / "probe.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--random", str(REPO / "recipes" / "synthetic.yaml"), *overrides,
-         "--split", "test", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script("linear_probe", "--random", str(REPO / "recipes" / "synthetic.yaml"), *overrides,
+                      "--split", "test", "--json", str(out), timeout=600)
     result = json.loads(out.read_text())
     assert result == json.loads(proc.stdout.strip().splitlines()[-1])
     assert (result["train_videos"], result["eval_videos"], result["split"]) == (18, 9, "test")

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.benchmark.scripts import REPO, load_script, script_path
-
-SCRIPT = script_path("selection_overhead")
+from tests.benchmark.scripts import load_script, run_script
 
 
 def _module():
@@ -33,10 +29,8 @@ def test_every_model_is_timed_and_the_ratios_are_their_medians(monkeypatch) -> N
 
 def test_the_script_prints_a_row_per_model_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "overhead.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--dim", "32", "--tokens-per-frame", "6", "--frames", "4",
-                           "--steps", "2", "--warmup", "1", "--threads", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("selection_overhead", "--dim", "32", "--tokens-per-frame", "6", "--frames", "4",
+                      "--steps", "2", "--warmup", "1", "--threads", "1", "--json", str(out))
     assert [line.split()[0] for line in proc.stdout.splitlines()[:3]] == ["s5", "random", "s4"]
     data = json.loads(out.read_text())
     assert data["threads"] == 1 and set(data["models"]) == {"s5", "random", "s4"}
