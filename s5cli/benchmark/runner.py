@@ -317,8 +317,11 @@ def _measure_memory(measurement: Measurement, time_budget: float | None, memory_
     """Peak memory of one model from a fresh process that only measures memory (why: see worker.py).
 
     Run after every model's timed steps and one model at a time, so no other worker competes for memory.
+    Always without a CUDA graph: a replay allocates nothing (its tensors live in the graph's pool, sized
+    by the captured step), so the peak of the eager step is the figure, graphed or not.
     """
-    worker = _Worker(replace(measurement.workload, memory_budget=memory_budget, memory_run=True), memory_budget)
+    memory_workload = replace(measurement.workload, memory_budget=memory_budget, memory_run=True, cuda_graphs=False)
+    worker = _Worker(memory_workload, memory_budget)
     try:
         built = worker.wait("built", BUILD_TIMEOUT_S)
         if built is not None:

@@ -30,6 +30,10 @@ Timing processes keep glibc's defaults untouched (a fixed threshold changes how 
 the times). Before the baseline and before each warm-up the worker calls `malloc_trim(0)`, so the RSS
 the parent watches against the memory budget holds less of what earlier steps freed. Without glibc a
 memory run still runs (cold, nothing mapped) and says so in its "built" event.
+
+CUDA graphs (`Workload.cuda_graphs`): the step is captured while the model is built and each step replays
+it. A replay allocates nothing (its tensors stay in the graph's pool), so a timed step's peak is only what
+lives between steps; the reported figure comes from the memory run, which is always an eager step.
 """
 
 from __future__ import annotations
@@ -135,8 +139,6 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
     """Build, warm up, then answer `step` commands until `quit` or end of input; returns the exit code."""
     import torch
 
-    from s5cli.benchmark.workload import PreparedStep
-
     if workload.threads:
         # Before anything runs: torch sizes its thread pool once. On a shared machine one thread per
         # worker avoids OpenMP barriers waiting on a descheduled sibling thread (10x+ slower small ops).
@@ -151,13 +153,14 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
         memory.take_baseline()
         started = time.perf_counter()
         memory.start()
-        prepared = PreparedStep(workload)
+        prepared = _prepare(workload)
         prepared.synchronize()
         build_peak = memory.stop()
         _emit(out, "built", params=prepared.params, build_seconds=time.perf_counter() - started,
               build_peak_bytes=build_peak, baseline_bytes=memory.baseline, memory_method=memory.method,
               memory_released=released, large_blocks_mapped=mapped, memory_run=workload.memory_run,
-              threads=torch.get_num_threads(), pid=os.getpid())
+              threads=torch.get_num_threads(), pid=os.getpid(), cuda_graph=prepared.graph is not None,
+              graph_error=prepared.graph_error)
         warmups = 0 if workload.memory_run else workload.warmup
         for kind in itertools.chain(["warmup"] * warmups, commands):
             if kind == "quit":
@@ -187,6 +190,27 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
         return 1
     _emit(out, "done")
     return 0
+
+
+def _prepare(workload: Workload):
+    """The workload's `PreparedStep`; where CUDA graph capture fails, a fresh eager one that keeps the
+    capture's error in `graph_error` (the report then shows this model ran eagerly, and why)."""
+    import gc
+
+    import torch
+
+    from s5cli.benchmark.workload import PreparedStep
+
+    prepared = PreparedStep(workload)
+    if prepared.graph_error is None:
+        return prepared
+    error = prepared.graph_error
+    del prepared
+    gc.collect()
+    torch.cuda.empty_cache()
+    prepared = PreparedStep(dataclasses.replace(workload, cuda_graphs=False))
+    prepared.graph_error = error
+    return prepared
 
 
 def _prime(workload: Workload) -> None:

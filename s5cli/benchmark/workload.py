@@ -62,6 +62,7 @@ class Workload:
     release_memory: bool = True  # CPU: hand the C heap's free pages back before the baseline and warm-up steps
     # A process that only measures peak memory: glibc maps large blocks from the start, no warm-up (worker.py)
     memory_run: bool = False
+    cuda_graphs: bool = False  # CUDA: capture the step once and time replays of it (cuda_graph.py)
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict of the fields."""
@@ -97,7 +98,12 @@ class Workload:
 
 
 class PreparedStep:
-    """A built model, its input and optimiser, and `run()` = one inference pass or one training step."""
+    """A built model, its input and optimiser, and `run()` = one inference pass or one training step.
+
+    With `workload.cuda_graphs` the step is captured as a CUDA graph when built and `run()` replays it;
+    where capture fails (a step that is not graph-safe) `graph_error` says why and the caller should build
+    an eager one instead (a failed capture may leave caches pointing at memory that was never written).
+    """
 
     def __init__(self, workload: Workload):
         import torch
@@ -119,31 +125,59 @@ class PreparedStep:
         self.labels = torch.randint(0, NUM_OUTPUTS, (workload.batch,), generator=generator).to(self.device)
         self._torch, self._F = torch, F
         self.optimizer = None
+        graphs = workload.cuda_graphs  # on a CPU, capture_step refuses with a ValueError
+        self.output = None  # an inference step's logits (a graph's replays rewrite the same tensor)
         if workload.mode == "train":
             self.model.train()
-            # The trainer's optimiser: AdamW with the SSM parameters in their own no-decay group.
-            self.optimizer = torch.optim.AdamW(ssm_param_groups(self.model, 1e-4, 0.05))
+            # The trainer's optimiser: AdamW with the SSM parameters in their own no-decay group (its step
+            # count on the device when captured: a host-side count would be frozen into the graph).
+            self.optimizer = torch.optim.AdamW(ssm_param_groups(self.model, 1e-4, 0.05), capturable=graphs)
         else:
             self.model.eval()
+        self.graph = None
+        self.graph_error: str | None = None
+        if graphs:
+            self._capture()
+
+    def _capture(self) -> None:
+        from s5cli.benchmark.cuda_graph import capture_step
+
+        try:
+            # The warm-up steps end with zero_grad(set_to_none=True), so gradients are None when capture
+            # starts: backward then allocates them in the graph's pool and every replay writes (not adds)
+            # them, and the captured step needs no zero_grad of its own.
+            self.graph = capture_step(lambda: self._eager_step(zero_grad=False), self.device,
+                                      warmup_step=self._eager_step)
+        except RuntimeError as error:
+            self.graph = None
+            self.graph_error = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
     def _autocast(self):
-        """The trainer's mixed precision (bfloat16 from Ampere on, else float16; CUDA only)."""
+        """The trainer's mixed precision (bfloat16 from Ampere on, else float16; CUDA only). Captured steps
+        cast the weights afresh each time: autocast's cache of cast weights must not outlive a capture."""
         from s5cli.train.evaluation import autocast
 
-        return autocast(self.device, self.workload.amp)
+        return autocast(self.device, self.workload.amp, cache_enabled=not self.workload.cuda_graphs)
 
     def run(self) -> None:
         """One step: forward (inference mode) or forward + backward + AdamW step (+ S5's momentum update)."""
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._eager_step()
+
+    def _eager_step(self, zero_grad: bool = True) -> None:
         torch = self._torch
         if self.optimizer is None:
             with torch.inference_mode(), self._autocast():
-                self.model(self.tokens)
+                self.output = self.model(self.tokens)
             return
         with self._autocast():
             loss = self._F.cross_entropy(self.model(self.tokens).float(), self.labels)
         loss.backward()
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
         momentum_update = getattr(self.model, "momentum_update", None)
         if momentum_update is not None:
             momentum_update()

@@ -70,6 +70,10 @@ def benchmark(
         "available memory shared by the models]."),
     stage: str = typer.Option("model", "--stage", help="model (whole models) or kernel (S4 kernel + FFT conv)."),
     amp: bool | None = flag(None, "--amp/--no-amp", help="Mixed precision \\[default: on for CUDA]."),
+    cuda_graphs: bool | None = flag(
+        None, "--cuda-graphs/--no-cuda-graphs", help="CUDA: capture each model's step once as a CUDA graph and "
+        "time replays of it, every model alike (small batches are otherwise bound by launching operators) "
+        "\\[default: on for CUDA]."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full results as JSON here."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write time and memory vs frames (log-log) here."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, inputs and selection."),
@@ -80,7 +84,9 @@ def benchmark(
     memory comes from a second, fresh process per model afterwards (on CPU with glibc's mmap threshold
     fixed at 64 KiB, so freed blocks leave RSS: see benchmarks/README.md). Reports median step time with
     its spread, clips/s, tokens/s, peak memory above the process baseline, and S5's ratios against
-    every other model. Ctrl-C reports (and writes to --json/--plot) what was measured so far, exit 130.
+    every other model. On CUDA each model's step is captured once as a CUDA graph and replayed
+    (--no-cuda-graphs: eager steps). Ctrl-C reports (and writes to --json/--plot) what was measured so
+    far, exit 130.
     """
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
     from s5cli.cli.console import stderr, stdout
@@ -116,7 +122,8 @@ def benchmark(
         model_only = {
             "--compare": compare != "vit,s4", "--mode": mode != "both", "--time-budget": time_budget is not None,
             "--memory-budget": memory_budget is not None, "--warmup": warmup != 1, "--keep-ratio": keep_ratio != 0.5,
-            "--amp/--no-amp": amp is not None, "--sweep (several lengths)": len(frame_counts) > 1,
+            "--amp/--no-amp": amp is not None, "--cuda-graphs/--no-cuda-graphs": cuda_graphs is not None,
+            "--sweep (several lengths)": len(frame_counts) > 1,
             "--processes": processes != 1, "--min-time": min_time != DEFAULT_MIN_TIME_S,
         }
         if any(model_only.values()):
@@ -124,6 +131,9 @@ def benchmark(
             raise UserError(f"--stage kernel times the S4 kernel and FFT convolution alone; drop {given} "
                             "(used by --stage model only)")
     amp = on_cuda if amp is None else amp
+    if cuda_graphs and not on_cuda:
+        raise UserError(f"--cuda-graphs needs a GPU (--device cuda); this run is on {torch_device}")
+    cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
     if stage == "kernel":
         if threads:
             import torch
@@ -151,8 +161,8 @@ def benchmark(
     settings = {
         "frames": frame_counts if sweep else frames, "tokens_per_frame": tokens_per_frame, "dim": dim,
         "batch": batch, "keep_ratio": keep_ratio, "models": labels, "modes": modes, "device": torch_device,
-        "amp": amp, "repeat": repeat, "min_time_s": min_time, "processes": processes, "warmup": warmup,
-        "threads": threads, "seed": seed, "sweep": bool(sweep),
+        "amp": amp, "cuda_graphs": cuda_graphs, "repeat": repeat, "min_time_s": min_time, "processes": processes,
+        "warmup": warmup, "threads": threads, "seed": seed, "sweep": bool(sweep),
         "time_budget_s": time_budget, "memory_budget_bytes": budget_bytes,
     }
     stderr.print(
@@ -162,6 +172,7 @@ def benchmark(
         + (f" (more, up to {MAX_TIMED_STEPS}, until {min_time:g} s of them)" if min_time > 0 else "")
         + (f" in each of {processes} processes per model" if processes > 1 else "")
         + (f", {threads} thread(s) per model" if threads else "")
+        + (", CUDA graphs" if cuda_graphs else "")
         + (f", time budget {time_budget:g} s/step" if time_budget else "")
         + (f", memory budget {format_bytes(budget_bytes)}/model" if budget_bytes else ""))
     if not on_cuda and (tokens_per_frame, dim) == (CPU_TOKENS_PER_FRAME, CPU_DIM):
@@ -177,7 +188,7 @@ def benchmark(
         for run_mode in modes:
             base = [Workload(label=label, mode=run_mode, frames=frame_counts[0], tokens_per_frame=tokens_per_frame,
                              dim=dim, batch=batch, keep_ratio=keep_ratio, device=torch_device, amp=amp, seed=seed,
-                             warmup=warmup, threads=threads) for label in labels]
+                             warmup=warmup, threads=threads, cuda_graphs=cuda_graphs) for label in labels]
             if sweep:  # group by group: Ctrl-C keeps the lengths already measured
                 for group in iter_sweep(base, frame_counts, repeat, processes=processes, time_budget=time_budget,
                                         memory_budget=budget_bytes, progress=progress, min_time=min_time):

@@ -81,12 +81,12 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
-def autocast(device: torch.device, enabled: bool = True):
+def autocast(device: torch.device, enabled: bool = True, cache_enabled: bool = True):
     """Mixed precision on CUDA when `enabled` (the recipe's `train.amp`); on CPU, or disabled, a context
-    that turns autocast off."""
+    that turns autocast off. `cache_enabled=False` for steps captured as CUDA graphs (see torch.autocast)."""
     if device.type != "cuda" or not enabled:
         return torch.autocast(device.type if device.type == "cuda" else "cpu", enabled=False)
-    return torch.autocast("cuda", dtype=amp_dtype(device))
+    return torch.autocast("cuda", dtype=amp_dtype(device), cache_enabled=cache_enabled)
 
 
 def needs_grad_scaler(device: torch.device, enabled: bool = True) -> bool:

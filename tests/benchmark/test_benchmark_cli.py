@@ -38,6 +38,7 @@ def test_json_has_schema_settings_and_one_row_per_model_and_mode(tiny_report: di
     settings = tiny_report["settings"]
     assert (settings["tokens_per_frame"], settings["dim"], settings["batch"]) == (6, 16, 2)
     assert settings["threads"] == 1 and settings["processes"] == 1
+    assert settings["cuda_graphs"] is False  # on for CUDA only
     pairs = {(r["model"], r["mode"]) for r in tiny_report["results"]}
     assert pairs == {(m, mode) for m in ("s5", "transformer", "s4") for mode in ("infer", "train")}
     for row in tiny_report["results"]:
@@ -48,6 +49,7 @@ def test_json_has_schema_settings_and_one_row_per_model_and_mode(tiny_report: di
         assert row["peak_memory_bytes"] > 0
         assert row["params"] > 0
         assert row["threads"] == 1  # reported by the worker itself after --threads 1
+        assert row["cuda_graph"] is False and row["graph_error"] is None
         assert math.isclose(row["clips_per_s"], 2 / row["seconds"]["median"])
         assert math.isclose(row["tokens_per_s"], 2 * 4 * 6 / row["seconds"]["median"])
 
@@ -203,6 +205,8 @@ def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> N
         (["--json", "pyproject.toml/r.json"], "--json folder pyproject.toml is a file"),
         (["--json", "pyproject.toml"], "--json pyproject.toml exists and is not a .json file; refusing to replace"),
         (["--seed", "-1"], "--seed -1 is out of range: use a whole number from 0 to 4294967295"),
+        (["--cuda-graphs"], "--cuda-graphs needs a GPU (--device cuda); this run is on cpu"),
+        (["--stage", "kernel", "--no-cuda-graphs"], "drop --cuda-graphs/--no-cuda-graphs"),
     ],
 )
 def test_bad_flags_are_one_line_user_errors(args: list[str], message: str, monkeypatch) -> None:
@@ -286,11 +290,12 @@ def test_help_shows_the_cpu_and_cuda_default_sizes() -> None:
     assert "[default: 768 on CPU, 1024 on CUDA]" in text
 
 
-@pytest.mark.parametrize(("device", "met", "hint"), [
-    ("cpu", False, "--processes 3 or --threads 1"), ("cpu", True, None),
-    ("cuda", False, "README, 'On a GPU'"), ("cuda", True, None),
+@pytest.mark.parametrize(("device", "graphs", "met", "hint"), [
+    ("cpu", False, False, "--processes 3 or --threads 1"), ("cpu", False, True, None),
+    ("cuda", True, False, "selection is a fixed cost"), ("cuda", True, True, None),
+    ("cuda", False, False, "CUDA graphs (the default there)"),
 ])
-def test_a_missed_speed_target_says_why_and_what_to_do(device: str, met: bool, hint: str | None) -> None:
+def test_a_missed_speed_target_says_why_and_what_to_do(device: str, graphs: bool, met: bool, hint: str | None) -> None:
     from rich.console import Console
 
     from s5cli.benchmark.report import render
@@ -299,12 +304,14 @@ def test_a_missed_speed_target_says_why_and_what_to_do(device: str, met: bool, h
              "target": ">= 1.5", "comparison": ">=", "threshold": 1.5, "met": met}
     memory = {**check, "metric": "memory", "value": 0.9, "target": "<= 0.77", "comparison": "<=",
               "threshold": 0.77, "met": False}  # a missed memory target is no matter of load
-    report = {"settings": {"device": device}, "results": [], "ratios": [], "slopes": [], "targets": [check, memory]}
+    report = {"settings": {"device": device, "cuda_graphs": graphs}, "results": [], "ratios": [], "slopes": [],
+              "targets": [check, memory]}
     out = io.StringIO()
     render(report, Console(file=out, width=200))
     text = out.getvalue()
-    for expected in ("--processes 3 or --threads 1", "README, 'On a GPU'"):
+    for expected in ("--processes 3 or --threads 1", "selection is a fixed cost", "CUDA graphs (the default there)"):
         assert (expected in text) == (expected == hint)
+    assert ("README, 'On a GPU'" in text) == (hint is not None and device == "cuda")
     assert "target S5 throughput vs s4 (infer, 60 frames)" in text
 
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One call on a borrowed GPU machine: install s5cli there, then the checks in order of worth, each under its
+# own time limit, every result written under $OUT as soon as it exists (a call cut at its limit still
+# returns what finished). Why one script: a session gets ~15 minutes of device time, a machine takes a
+# minute or two to start, so there is one full call, rarely two (benchmarks/README.md, "On a GPU").
+#
+#   OUT=/tmp/out bash benchmarks/gpu_session.sh [seconds]    # default 560: the call's limit less a margin
+#
+# Needs decord, av and scikit-video as wheels in .whl/ (see benchmarks/README.md), the machine's own torch
+# with CUDA, and the split files where tests find them (S5CLI_SHARED_DATA: ../shared does not travel). Writes: setup.log, graph-tests.log, graphs.json, eager.json, bench.log, cuda-checks.json,
+# pytest.log (at most 8 files come back from such a call).
+set -u
+OUT=${OUT:?set OUT to the folder whose files come back}
+BUDGET=${1:-560}
+START=$SECONDS
+export PYTHONUNBUFFERED=1
+left() { echo $((BUDGET - (SECONDS - START))); }
+stamp() { echo "== +$((SECONDS - START)) s: $*" | tee -a "$OUT/bench.log"; }
+
+{
+  python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl
+  python3 -m pip install -q --no-deps --no-build-isolation -e .
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv
+  python3 -c "import torch, s5cli; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  command -v s5
+} >"$OUT/setup.log" 2>&1
+stamp "setup done: $(tail -2 "$OUT/setup.log" | head -1)"
+
+# 1. Do CUDA-graph steps capture and compute what eager steps compute?
+timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/benchmark/test_cuda_graph.py \
+  >"$OUT/graph-tests.log" 2>&1
+stamp "graph tests rc=$? $(tail -1 "$OUT/graph-tests.log")"
+
+# 2. The benchmark as a user types it (paper size, bf16, CUDA graphs on by default), then without graphs.
+timeout 210 s5 benchmark --json "$OUT/graphs.json" >>"$OUT/bench.log" 2>&1
+stamp "s5 benchmark (graphs) rc=$?"
+timeout $(( $(left) > 170 ? 170 : $(left) )) s5 benchmark --no-cuda-graphs --min-time 0.5 \
+  --json "$OUT/eager.json" >>"$OUT/bench.log" 2>&1
+stamp "s5 benchmark --no-cuda-graphs rc=$?"
+
+# 3. Host syncs per step (default size: the counts do not depend on it) beside the test suite.
+timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) python3 benchmarks/cuda_checks.py --json "$OUT/cuda-checks.json" \
+  >>"$OUT/bench.log" 2>&1 &
+checks=$!
+# Two threads per test worker: eight workers of torch's default 16 threads on 16 cores crawled (v20).
+OMP_NUM_THREADS=2 timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) python3 -m pytest -v -p no:cacheprovider \
+  -rfE --tb=short -n 8 --timeout 120 tests >"$OUT/pytest.log" 2>&1
+stamp "pytest rc=$? $(tail -1 "$OUT/pytest.log")"
+wait $checks
+stamp "cuda_checks rc=$?"
