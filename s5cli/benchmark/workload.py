@@ -148,6 +148,8 @@ class PreparedStep:
             # them, and the captured step needs no zero_grad of its own.
             self.graph = capture_step(lambda: self._eager_step(zero_grad=False), self.device,
                                       warmup_step=self._eager_step)
+        except self._torch.cuda.OutOfMemoryError:
+            raise  # over budget, not a step that cannot be captured: an eager step would need as much
         except RuntimeError as error:
             self.graph = None
             self.graph_error = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"

@@ -66,6 +66,19 @@ def test_a_failed_capture_falls_back_to_an_eager_step_and_says_why(monkeypatch: 
     assert [e["event"] for e in events[1:]] == ["warmup", "step", "done"]  # measured eagerly all the same
 
 
+def test_running_out_of_memory_while_capturing_is_not_a_capture_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker reports it as over budget (as for an eager step) instead of retrying without a graph."""
+    def capture(step, device, warmup_step=None):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cuda_graph, "capture_step", capture)
+    out = io.StringIO()
+    assert serve(_tiny("s4"), ["step", "quit"], out) == 0
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["over_budget"]
+    assert events[0]["reason"] == "out of memory"
+
+
 @needs_cuda
 @pytest.mark.parametrize("label", ["s5", "s4", "transformer"])
 @pytest.mark.parametrize("amp", [False, True])
