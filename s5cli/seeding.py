@@ -34,3 +34,13 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of one torchrun rank's training draws (dropout, Gumbel noise, LSMCL's clips and masks).
+
+    Why not `seed` on every rank: rank r's i-th clip then got the same dropout channels, Gumbel noise and
+    LSMCL token mask as rank 0's i-th clip, so W processes did not optimise what one process with the same
+    global batch does. Rank 0 keeps `seed` (a one-process run draws the same numbers as before); the others
+    are above every valid seed (`MAX_SEED`), so no rank of one run repeats another run's rank 0."""
+    return seed + rank * (MAX_SEED + 1)

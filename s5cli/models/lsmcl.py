@@ -187,7 +187,9 @@ class LSMCL(nn.Module):
         all_lk, all_sk = (part.contiguous() for part in gathered.split(lk.shape[1], dim=1))
         loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset)
         if cfg.queue_size and self.training:
-            self._enqueue(torch.cat([all_sk, all_lk]).detach())
+            # Short and long key of each video side by side: a queue shorter than a batch's 2B keys then keeps
+            # both kinds (cat([short, long]) kept the short keys alone).
+            self._enqueue(torch.stack([all_sk, all_lk], dim=1).flatten(0, 1).detach())
         return LSMCLOutput(loss, sq, lq, sk, lk)
 
     def set_training_progress(self, fraction: float) -> None:

@@ -239,11 +239,28 @@ class S5Model(nn.Module):
         rows = b * t if per_frame else b
         width = s if per_frame else t * s
         if selector == "random":
-            noise = torch.rand(rows, width, generator=generator, device=tokens.device)
+            if self.training or generator is not None:
+                noise = torch.rand(rows, width, generator=generator, device=tokens.device)
+            else:
+                noise = self._evaluation_noise(rows // b, width, tokens.device).repeat(b, 1)
             local = noise.topk(k, dim=-1).indices.sort(dim=-1).values
         else:  # uniform: evenly spaced, deterministic
             local = torch.linspace(0, width - 1, k, device=tokens.device).round().long().expand(rows, -1)
         return TokenSelection(self._flatten(local, b, t, s, per_frame), None, None, s)
+
+    def _evaluation_noise(self, rows: int, width: int, device: torch.device) -> Tensor:
+        """The random selector's scores at evaluation: drawn once from seed 0, the same for every clip.
+
+        Why fixed: drawn afresh, validation, `s5 eval` and the choice of the best checkpoint changed from
+        call to call, and evaluation took numbers from the generator that training's dropout and noise
+        come from. Each frame (per-frame selection) still gets its own random positions; kept with the
+        module (not saved), so a captured CUDA graph reads the same tensor every replay."""
+        key = (rows, width, str(device))
+        kept = self.__dict__.get("_evaluation_noise_kept")
+        if kept is None or kept[0] != key:
+            noise = torch.rand(rows, width, generator=torch.Generator().manual_seed(0)).to(device)
+            kept = self.__dict__["_evaluation_noise_kept"] = (key, noise)
+        return kept[1]
 
     @staticmethod
     def _flatten(local: Tensor, b: int, t: int, s: int, per_frame: bool) -> Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,17 +45,35 @@ def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def torch_rng_state() -> dict[str, torch.Tensor]:
+    """This process's torch generators: the CPU's and, with CUDA, its own GPU's (the current device,
+    which `pick_device` makes the run's device)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    return tensors
+
+
+def rank_rng_key(rank: int, generator: str) -> str:
+    """trainer_state.safetensors key of rank `rank`'s (>= 1) torch or CUDA generator state."""
+    return f"rng.rank{rank}.{generator}"
+
+
+def rng_state(other_ranks: Sequence[Mapping[str, torch.Tensor]] = ()) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """RNG states of torch (tensors) and of Python / NumPy (JSON).
 
-    CUDA: the state of this process's own GPU, the current device (`pick_device` makes the run's device
-    current). Rank 0 writes the checkpoint and every rank restores it onto its own GPU: the ranks share a
-    seed and draw in lockstep, so rank 0's GPU state is every rank's. Until 2026-11-30 the states of all
-    visible GPUs were saved (`rng.cuda.N`) and restored per index: rank k then got rank 0's never-used
-    view of cuda:k (its dropout and Gumbel noise restarted), and resuming on fewer GPUs failed."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors[CUDA_RNG] = torch.cuda.get_rng_state()
+    `other_ranks`: under torchrun, ranks 1.. `torch_rng_state()`, gathered by the trainer: each rank draws
+    its own dropout, Gumbel and LSMCL noise (seeded with `seeding.rank_seed`) and on resume takes its own
+    state back (`restore_rng`). Rank 0's are saved under the single-process keys. Python's and NumPy's
+    generators are rank 0's: every rank seeds them alike and the models do not draw from them.
+    Until 2026-11-30 the states of all visible GPUs were saved (`rng.cuda.N`) and restored per index, which
+    gave rank k a never-used state and failed on fewer GPUs; such checkpoints are still read."""
+    own = torch_rng_state()
+    tensors = {"rng.torch": own["torch"]}
+    if "cuda" in own:
+        tensors[CUDA_RNG] = own["cuda"]
+    for rank, states in enumerate(other_ranks, start=1):
+        tensors.update({rank_rng_key(rank, name): state for name, state in states.items()})
     np_state = np.random.get_state()
     py_state = random.getstate()
     return tensors, {
@@ -64,12 +82,15 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     }
 
 
-def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
-    """Undo `rng_state`."""
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
+def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank: int = 0) -> None:
+    """Undo `rng_state` in rank `rank`. A rank the checkpoint has no state for (one written by fewer
+    processes, or before per-rank states) takes rank 0's."""
+    own = rank > 0 and rank_rng_key(rank, "torch") in tensors
+    cpu = tensors.get(rank_rng_key(rank, "torch") if own else "rng.torch")
+    if cpu is not None:
+        torch.set_rng_state(cpu)
     if torch.cuda.is_available():
-        cuda = tensors.get(CUDA_RNG)
+        cuda = tensors.get(rank_rng_key(rank, "cuda") if own else CUDA_RNG)
         if cuda is None:  # older checkpoints: every visible GPU's state as rng.cuda.N (see rng_state)
             cuda = tensors.get(f"{CUDA_RNG}.{torch.cuda.current_device()}", tensors.get(f"{CUDA_RNG}.0"))
         if cuda is not None:
@@ -117,6 +138,12 @@ class TrainerState:
     best_metric: float | None = None
     best_step: int | None = None
     evals_since_best: int = 0  # validations in a row without a better metric (train.early_stop_patience)
+    # Steps the run was planned for when this was saved; a resume with another train.epochs says what that
+    # changes (0: a checkpoint from before this field).
+    planned_steps: int = 0
+    # Steps S5's exploration temperature anneals over: the planned length when the run started, kept when a
+    # resume raises train.epochs so that a trained mask generator does not start exploring again.
+    progress_steps: int = 0
 
 
 def save_checkpoint(
@@ -128,11 +155,13 @@ def save_checkpoint(
     trainer_state: TrainerState | None = None,
     metrics: Mapping[str, Any] | None = None,
     scaler_state: Mapping[str, Any] | None = None,
+    other_ranks_rng: Sequence[Mapping[str, torch.Tensor]] = (),
 ) -> Path:
     """Write a checkpoint directory atomically (assembled beside it, then renamed).
 
     `scaler_state`: the float16 GradScaler's (scale, growth tracker), kept so a resumed run does not
-    restart at the initial scale and skip steps an uninterrupted run took; empty when no scaler is used."""
+    restart at the initial scale and skip steps an uninterrupted run took; empty when no scaler is used.
+    `other_ranks_rng`: ranks 1..'s generator states (see `rng_state`)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_swap(directory)
@@ -145,7 +174,7 @@ def save_checkpoint(
         save_tensors(_contiguous(module.state_dict()), tmp / MODEL_FILE, metadata=meta)
         if optimizer is not None and trainer_state is not None:
             opt_tensors, opt_info = _split_optimizer(optimizer)
-            rng_tensors, rng_json = rng_state()
+            rng_tensors, rng_json = rng_state(other_ranks_rng)
             save_tensors(_contiguous({**opt_tensors, **rng_tensors}), tmp / STATE_TENSORS)
             payload = {
                 "trainer": trainer_state.__dict__, "optimizer": opt_info, "schedule": dict(schedule_state or {}),
@@ -375,10 +404,11 @@ def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
     return None
 
 
-def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer) -> tuple[TrainerState, dict[str, Any]]:
-    """Restore optimiser and RNG states; return the trainer position and the scheduler state."""
+def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
+                       rank: int = 0) -> tuple[TrainerState, dict[str, Any]]:
+    """Restore optimiser and (rank `rank`'s) RNG states; return the trainer position and the scheduler state."""
     optimizer.load_state_dict(_join_optimizer(point.tensors, point.payload["optimizer"]))
-    restore_rng(point.tensors, point.payload.get("rng", {}))
+    restore_rng(point.tensors, point.payload.get("rng", {}), rank)
     return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
 
 

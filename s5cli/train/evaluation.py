@@ -33,8 +33,12 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     """
     was_training = model.training
     model.eval()
+    # generator: iterating a loader draws its workers' base seed from the global RNG unless it has its own;
+    # validation (rank 0 alone under torchrun) then shifted that rank's training noise by one draw, and a
+    # run resumed after it drew other dropout and Gumbel noise than the uninterrupted one.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples,
-                        pin_memory=device.type == "cuda", **worker_loading(num_workers, prefetch_batches))
+                        pin_memory=device.type == "cuda", **worker_loading(num_workers, prefetch_batches),
+                        generator=torch.Generator().manual_seed(0))
     ids: list[str] = []
     outputs, labels = [], []
     progress = None

@@ -1,8 +1,9 @@
 """The one trainer behind `s5 pretrain` (LSMCL) and `s5 finetune` (supervised): they differ by objective only.
 
 Resumability is exact: the epoch's sample order comes from (seed, epoch) through DistributedSampler, the
-RNG states are checkpointed, and a resumed run skips the batches already seen, so `--resume` after a
-kill -9 reaches the same final numbers as an uninterrupted run on the same machine.
+RNG states are checkpointed (each torchrun rank's own: ranks draw different noise, `seeding.rank_seed`),
+and a resumed run skips the batches already seen, so `--resume` after a kill -9 reaches the same final
+numbers as an uninterrupted run on the same machine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.utils.data import DistributedSampler
 from s5cli.data.datasets.base import SampleBatch
 from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.io import atomic_write_text
+from s5cli.seeding import rank_seed
 from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.distributed import DistContext
@@ -83,6 +85,21 @@ def _momentum_update(module: nn.Module) -> None:
     inner = _unwrap(module)
     if hasattr(inner, "momentum_update"):
         inner.momentum_update()
+
+
+def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, schedule: Schedule,
+                                   setup: TrainSetup, ctx: DistContext) -> None:
+    """One warning when a resume changes the run's length (train.epochs) under a cosine schedule: the rate
+    follows the new curve from this step on, so after a finished run it rises again (a warm restart).
+    S5's exploration keeps the run's first length (`TrainerState.progress_steps`)."""
+    planned = state.planned_steps
+    if not ctx.is_main or not planned or planned == total_steps or schedule.kind != "cosine":
+        return
+    from s5cli.cli.console import print_warning
+
+    print_warning(f"--resume with train.epochs={setup.recipe.train.epochs}: the cosine learning-rate schedule now "
+                  f"ends at step {total_steps}, not {planned}; from step {state.step} the rate is "
+                  f"{schedule.lr():.3g} (a warm restart if the old schedule had ended)")
 
 
 def _set_progress(module: nn.Module, fraction: float) -> None:
@@ -213,8 +230,15 @@ def train(setup: TrainSetup) -> dict:
             ckpt.recover_interrupted_swap(out_dir / "best")
         ctx.barrier()
         ckpt.load_into(module, point.weights, str(point.directory))
-        state, schedule_state = ckpt.apply_resume_point(point, optimizer)
+        state, schedule_state = ckpt.apply_resume_point(point, optimizer, ctx.rank)
         schedule.load_state_dict(schedule_state)
+        _say_what_a_new_length_changes(state, total_steps, schedule, setup, ctx)
+    elif ctx.distributed:
+        # Every rank has built the same model from the same seed (DDP also broadcasts rank 0's weights);
+        # from here on each draws its own noise (see `rank_seed`; a resumed rank takes its saved state).
+        torch.manual_seed(rank_seed(setup.seed, ctx.rank))
+    state.planned_steps = total_steps
+    state.progress_steps = state.progress_steps or total_steps
     if ctx.distributed:
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
@@ -251,9 +275,11 @@ def train(setup: TrainSetup) -> dict:
     def save(tag_metrics: dict | None) -> Path:
         nonlocal last_good
         path = out_dir / "checkpoints" / f"step-{state.step:07d}"
+        rank_states = ctx.gather_objects(ckpt.torch_rng_state())  # a collective: every rank takes part
         if ctx.is_main:
             ckpt.save_checkpoint(path, _unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
-                                 schedule.state_dict(), state, tag_metrics, scaler.state_dict())
+                                 schedule.state_dict(), state, tag_metrics, scaler.state_dict(),
+                                 other_ranks_rng=rank_states[1:])
             ckpt.set_latest(out_dir, path)
             ckpt.prune_checkpoints(out_dir, max(1, tcfg.keep_last))
         ctx.barrier()
@@ -276,7 +302,7 @@ def train(setup: TrainSetup) -> dict:
             clips = _clip_batches(setup, epoch, micro)
             for b_index in range(start_batch, len(batches)):
                 tick = time.perf_counter()
-                _set_progress(module, state.step / max(1, total_steps))
+                _set_progress(module, state.step / max(1, state.progress_steps))
                 optimizer.zero_grad(set_to_none=True)
                 loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
                 # Mean loss and an agreed stop in one collective, before the optimiser step: a non-finite loss

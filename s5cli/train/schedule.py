@@ -81,8 +81,15 @@ class Schedule:
         return {"kind": self.kind, "state": {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a saved schedule. A per-step schedule also sets the learning rate of the current step
+        now: the optimiser's saved rate was computed for the saved run's length, and a resume that changes
+        train.epochs would otherwise take its first step at that rate."""
         inner = state.get("state", {})
         if self.lambda_lr is not None:
             self.lambda_lr.load_state_dict({**inner, "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+            scheduler = self.lambda_lr
+            for group, base, factor in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas,
+                                           strict=True):
+                group["lr"] = base * factor(scheduler.last_epoch)
         elif self.plateau is not None:
             self.plateau.load_state_dict(inner)

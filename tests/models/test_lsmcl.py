@@ -116,6 +116,19 @@ def test_key_encoder_gets_no_gradients() -> None:
     assert any(p.grad is not None for p in model.encoder.parameters())
 
 
+@pytest.mark.parametrize("queue_size", [6, 16])
+def test_the_queue_keeps_short_and_long_keys_of_the_newest_videos(queue_size: int) -> None:
+    """A queue shorter than a batch's 2B keys once kept the short keys alone."""
+    torch.manual_seed(0)
+    model = LSMCL(build_model("s5", S5_SMALL, 3), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16,
+                                                             queue_size=queue_size))
+    out = model(torch.randn(4, 8, 6, 16))
+    keys = torch.stack([out.short_key, out.long_key], dim=1).flatten(0, 1)  # s0, l0, s1, l1, ...
+    kept = min(queue_size, 8)
+    torch.testing.assert_close(model.queue[:kept], keys[:kept].detach())
+    assert int(model.queue_filled) == kept
+
+
 def test_clip_and_mask_shapes() -> None:
     tokens = torch.arange(2 * 10 * 6, dtype=torch.float32).view(2, 10, 6, 1)
     clip = short_clip(tokens, 4)

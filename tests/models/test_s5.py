@@ -102,6 +102,23 @@ def test_baseline_selectors_keep_k_tokens_without_a_guide(selector: str) -> None
     assert model(torch.randn(2, 6, 10, 16)).shape == (2, 5)
 
 
+@pytest.mark.parametrize("selection", ["per_frame", "global"])
+def test_the_random_selector_is_fixed_at_evaluation_and_fresh_in_training(selection: str) -> None:
+    """Evaluation must not change from call to call nor draw from training's generator; training explores."""
+    model = _model(selector="random", selection=selection).eval()
+    tokens = torch.randn(3, 6, 10, 16)
+    before = torch.get_rng_state()
+    first, second = model.select(tokens).indices, model.select(tokens[:1]).indices
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[0], first[2])  # every clip alike, any batch
+    if selection == "per_frame":
+        frames = first[0].view(6, -1) % 10
+        assert any(not torch.equal(frames[0], frames[i]) for i in range(1, 6))  # positions differ per frame
+    model.train()
+    drawn = [model.select(tokens).indices for _ in range(2)]
+    assert not torch.equal(drawn[0], drawn[1])
+
+
 def test_invalid_keep_ratio_is_refused() -> None:
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="keep_ratio"):

@@ -82,6 +82,31 @@ def test_older_checkpoints_with_every_gpus_state_still_restore(monkeypatch) -> N
     assert [s.tolist() for s in gpus.restored] == [[11] * 4, [10] * 4]
 
 
+def test_each_torchrun_rank_takes_back_its_own_generators(monkeypatch, tmp_path) -> None:
+    gpus = _FakeGpus(monkeypatch, current=0)
+    model, opt = _trained_pair()
+    rank1 = {"torch": torch.Generator().manual_seed(11).get_state(), "cuda": torch.full((4,), 21, dtype=torch.uint8)}
+    path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState(step=3),
+                                other_ranks_rng=[rank1])
+    point = ckpt.read_resume_point(path)
+    rank0_cpu = point.tensors["rng.torch"]
+    ckpt.restore_rng(point.tensors, point.payload["rng"], rank=1)
+    assert torch.equal(torch.get_rng_state(), rank1["torch"]) and gpus.restored[-1].tolist() == [21] * 4
+    ckpt.restore_rng(point.tensors, point.payload["rng"], rank=0)
+    assert torch.equal(torch.get_rng_state(), rank0_cpu) and gpus.restored[-1].tolist() == [0] * 4
+    # A rank the checkpoint has no state for (written by fewer processes) takes rank 0's.
+    ckpt.restore_rng(point.tensors, point.payload["rng"], rank=2)
+    assert torch.equal(torch.get_rng_state(), rank0_cpu) and gpus.restored[-1].tolist() == [0] * 4
+
+
+def test_rank_seeds_keep_rank_0_and_never_meet_another_runs_seed() -> None:
+    from s5cli.seeding import MAX_SEED, rank_seed
+
+    assert rank_seed(7, 0) == 7
+    seeds = {rank_seed(seed, rank) for seed in (0, 1, MAX_SEED) for rank in range(4)}
+    assert len(seeds) == 12 and all(s > MAX_SEED for s in seeds - {0, 1, MAX_SEED})
+
+
 def test_the_float16_grad_scaler_state_is_saved_and_read_back(tmp_path) -> None:
     model, opt = _trained_pair()
     scaler = {"scale": 2048.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,

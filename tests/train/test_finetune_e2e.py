@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from s5cli.cli.app import app
@@ -173,6 +174,33 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
     assert len(losses_one) == len(losses_two) == 3
     # Tolerance: gradients are averaged over ranks instead of summed in one batch -> 1e-4 relative.
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_torchrun_ranks_draw_their_own_noise_and_resume_it(tmp_path: Path) -> None:
+    """S5 with dropout under two processes: each rank has its own generator state in the checkpoint, and a
+    run stopped after epoch 1 (validation included) and resumed takes the uninterrupted run's steps.
+
+    Both halves failed before: every rank restored rank 0's state, and rank 0's validation drew one
+    number from the global generator (its loader's worker seed) that the other rank did not."""
+    from safetensors.torch import load_file
+
+    shared = tmp_path / "shared"
+    extra = {"model.dropout": 0.2, "model.explore_temperature": 1.0, "optim.schedule": "constant"}
+    full = finetune_in_processes(tiny(shared, **extra, **{"train.out_dir": tmp_path / "full"}), processes=2)
+    assert full.returncode == 0, full.stderr[-3000:]
+    cut_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "cut", "train.epochs": 1})
+    cut = finetune_in_processes(cut_args, processes=2)
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    latest = tmp_path / "cut" / (tmp_path / "cut" / "latest").read_text().strip()  # `latest` names the folder
+    saved = load_file(latest / "trainer_state.safetensors")
+    assert not torch.equal(saved["rng.torch"], saved["rng.rank1.torch"])  # the ranks' generators differ
+    resumed = finetune_in_processes([*tiny(shared, **extra, **{"train.out_dir": tmp_path / "cut"}), "--resume"],
+                                    processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(_losses(tmp_path / "full")) == 6
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),

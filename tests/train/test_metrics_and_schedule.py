@@ -114,3 +114,41 @@ def test_plateau_lowers_the_rate_after_patience_evaluations_without_progress(max
     assert worse.lr() == pytest.approx(1e-3)
     worse.after_eval(0.5 - better * 0.3)
     assert worse.lr() == pytest.approx(2e-4)
+
+
+def test_predicting_leaves_the_global_generator_alone() -> None:
+    """Validation runs on rank 0 alone under torchrun: had it drawn from the global generator (a DataLoader
+    draws its workers' base seed there unless it has its own), rank 0's training noise would shift."""
+    from torch import nn
+
+    from s5cli.data.datasets.base import Sample
+    from s5cli.train.evaluation import predict
+
+    samples = [Sample(torch.randn(2, 3, 4), i % 2, f"v{i}") for i in range(5)]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 2))
+    before = torch.get_rng_state()
+    ids, outputs, _ = predict(model, samples, batch_size=2, device=torch.device("cpu"))
+    assert ids == [f"v{i}" for i in range(5)] and outputs.shape == (5, 2)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_resumed_cosine_schedule_takes_its_first_step_at_the_new_curves_rate() -> None:
+    """Resumed with another train.epochs, the first step used the rate the saved (shorter) run had reached."""
+    optim = SimpleNamespace(schedule="cosine", warmup_steps=1, lr=1.0)
+    saved_run = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    short = Schedule(saved_run, optim, total_steps=6, maximize=True)
+    for _ in range(6):
+        saved_run.step()
+        short.after_step()
+    assert short.lr() == pytest.approx(0.0)
+    resumed = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed.load_state_dict(saved_run.state_dict())
+    longer = Schedule(resumed, optim, total_steps=12, maximize=True)
+    longer.load_state_dict(short.state_dict())
+    assert longer.lr() == pytest.approx(WarmupCosine(1, 12)(6))
+    # The same length resumes at exactly the saved rate.
+    again = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    again.load_state_dict(saved_run.state_dict())
+    same = Schedule(again, optim, total_steps=6, maximize=True)
+    same.load_state_dict(short.state_dict())
+    assert same.lr() == short.lr()

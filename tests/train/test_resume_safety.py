@@ -134,3 +134,25 @@ def test_seed_flag_sets_train_seed_and_changes_the_run(tmp_path: Path) -> None:
         assert code == 0, output
         assert yaml.safe_load((tmp_path / f"seed{seed}" / "recipe.yaml").read_text())["train"]["seed"] == seed
     assert _losses(tmp_path / "seed0") != _losses(tmp_path / "seed5")
+
+
+def test_training_longer_keeps_s5s_exploration_done_and_says_what_the_lr_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished cosine run resumed with more epochs: the rate follows the longer curve (a warning says so),
+    and S5's exploration, annealed over the first length, does not start again."""
+    from s5cli.train import loop
+
+    fractions: list[float] = []
+    real = loop._set_progress
+    monkeypatch.setattr(loop, "_set_progress", lambda module, fraction: (fractions.append(fraction),
+                                                                         real(module, fraction)))
+    extra = {"optim.schedule": "cosine", "model.explore_temperature": 8.0}
+    code, output = finetune(RECIPE, *tiny(tmp_path, **extra))
+    assert code == 0, output
+    first = len(fractions)
+    code, output = finetune(RECIPE, *tiny(tmp_path, **extra, **{"train.epochs": 4}), "--resume")
+    assert code == 0, output
+    assert "the cosine learning-rate schedule now ends at step 12, not 6; from step 6 the rate is" in " ".join(
+        output.split())
+    assert fractions[:first] == [step / 6 for step in range(6)]
+    assert fractions[first:] == [step / 6 for step in range(6, 12)]  # >= 1: exploration stays done
