@@ -204,6 +204,17 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path
 _BARE_KEYS = {"init": "train.init", "seed": "train.seed"}
 
 
+def full_override_key(raw: dict[str, Any], key: str) -> str | None:
+    """The dotted key an override's `key` sets in a recipe like `raw` (`keep_ratio` -> `model.keep_ratio`);
+    None where it names no key or several (the recipe's validation reports those)."""
+    if "." in key:
+        return key
+    try:
+        return ".".join(_expand_bare_key(raw, key, "override"))
+    except UserError:
+        return None
+
+
 def _expand_bare_key(raw: dict[str, Any], key: str, path: str) -> list[str]:
     """`init=...` -> ['train', 'init']: a bare key names the one section that has such a field."""
     if key in _BARE_KEYS:

@@ -68,6 +68,14 @@ def test_keep_ratio_out_of_range(tmp_path: Path, value: str) -> None:
     assert str(path) in message and f"model.keep_ratio={value}" in message and "(0, 1]" in message
 
 
+def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
+    """Its loss is exactly 0 (no negatives): it once trained for hours learning nothing, without a word."""
+    message = error_of(SYNTHETIC, ("train.objective=lsmcl", "train.batch_size=1"))
+    assert "train.batch_size=1 with LSMCL and no queue" in message
+    load_recipe(SYNTHETIC, ("train.objective=lsmcl", "train.batch_size=1", "train.lsmcl.queue_size=8"))
+    load_recipe(SYNTHETIC, ("train.batch_size=1",))  # supervised: fine
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -11,6 +11,7 @@ import errno
 import os
 import signal
 import sys
+import traceback
 from typing import Any, NoReturn
 
 import click
@@ -45,8 +46,8 @@ class _ErrorReportingGroup(PlainFlagGroup):
         except USAGE_ERRORS as error:  # a subcommand's own arguments
             _report_usage_error(error)
         except (UserError, RunFailure) as error:
-            if _debug_requested(ctx):
-                raise
+            if _debug_requested(ctx):  # the traceback as well, same exit code (scripts branch on it)
+                traceback.print_exc()
             print_error(str(error))
             raise typer.Exit(code=error.exit_code) from None
         except KeyboardInterrupt as error:
@@ -55,8 +56,10 @@ class _ErrorReportingGroup(PlainFlagGroup):
             raise typer.Exit(code=code) from None
         except (OSError, MemoryError) as error:
             reported = _system_error_line(error)
-            if reported is None or _debug_requested(ctx):
+            if reported is None:
                 raise
+            if _debug_requested(ctx):
+                traceback.print_exc()
             print_error(reported[0])
             raise typer.Exit(code=reported[1]) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -66,6 +67,7 @@ def evaluate(
         rec = recipe_objects(recipe, overrides, None, check_paths=not video_files)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides, source=f"{checkpoint}'s recipe")
+    _check_token_settings(rec.data, stored_recipe.get("data", {}), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if json_out == "-" else stdout
     failed: list[dict] = []
@@ -92,6 +94,36 @@ def evaluate(
         raise RunFailure(f"{len(failed)} of {len(videos)} videos could not be read (first: {failed[0]['error']})")
 
 
+# Settings that decide what a token is (another backbone: other features, maybe another width) and settings
+# that only change which frames are seen and at what size (the model runs, on inputs it was not trained on).
+_TOKEN_IDENTITY = ("backbone", "backbone_weights")
+_TOKEN_SAMPLING = ("image_size", "frames", "fps", "window_seconds")
+
+
+def _check_token_settings(data: Any, stored_data: dict, checkpoint: str) -> None:
+    """UserError when the tokens would come from another backbone than the checkpoint's; one warning when they
+    are sampled differently (size, frames, rate), since the metrics then describe other inputs.
+
+    Why: a recipe file given with -c was used as it was, so another backbone failed deep in the model with
+    a bare shape error ("mat1 and mat2 shapes cannot be multiplied"), and data.image_size=128 quietly gave
+    top-1 0.37 for a model that scores 0.96 on its own settings."""
+    from s5cli.cli.console import print_warning
+    from s5cli.errors import UserError
+
+    def differs(name: str) -> bool:
+        return name in stored_data and getattr(data, name) != stored_data[name]
+
+    for name in _TOKEN_IDENTITY:
+        if differs(name):
+            raise UserError(f"data.{name}={getattr(data, name)}: {checkpoint} was trained on tokens of "
+                            f"data.{name}={stored_data[name]}; evaluate with its own (drop the recipe, or set "
+                            f"data.{name}={stored_data[name]})")
+    changed = [f"data.{name}={getattr(data, name)} (trained: {stored_data[name]})"
+               for name in _TOKEN_SAMPLING if differs(name)]
+    if changed:
+        print_warning(f"{', '.join(changed)}: {checkpoint} is evaluated on inputs sampled unlike its training")
+
+
 def _refuse_model_changes(overrides: list[str], stored_model: dict, checkpoint: str) -> None:
     """UserError for a `model.*` override that differs from the checkpoint's model, which eval cannot change.
 
@@ -100,9 +132,10 @@ def _refuse_model_changes(overrides: list[str], stored_model: dict, checkpoint: 
     reused for eval) is fine.
     """
     from s5cli.errors import UserError
-    from s5cli.recipe import parse_overrides
+    from s5cli.recipe import full_override_key, parse_overrides
 
-    for key, value in parse_overrides([item for item in overrides if "=" in item]):
+    for given, value in parse_overrides([item for item in overrides if "=" in item]):
+        key = full_override_key({"model": stored_model}, given) or given  # the short form too: keep_ratio=
         name = key.split(".", 1)[1] if key.startswith("model.") else None
         if name is not None and stored_model.get(name) != value:
             raise UserError(f"override {key}={value}: {checkpoint} was trained with {key}="

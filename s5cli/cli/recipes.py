@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -57,7 +58,7 @@ def show_recipe(
 @app.command("cp", cls=PlainFlagCommand)
 def copy_recipe(
     name: str = typer.Argument(..., help="Bundled recipe name (see `s5 recipes ls`), e.g. synthetic or lvu/genre."),
-    dest: Path = typer.Argument(..., help="Destination file, or an existing folder to copy into."),
+    dest: str = typer.Argument(..., help="Destination file, or an existing folder to copy into (DIR/ for a folder)."),
     force: bool = flag(False, "--force", "-f", help="Overwrite an existing file."),
 ) -> None:
     """Copy a bundled recipe to DEST so that you can edit it."""
@@ -74,9 +75,15 @@ def copy_recipe(
         close = difflib.get_close_matches(key, list(recipes), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "`s5 recipes ls` lists them"
         raise UserError(f"no bundled recipe named {name!r}", hint=hint)
-    target = dest / f"{Path(key).name}.yaml" if dest.is_dir() else dest
+    folder = Path(dest)
+    # A trailing slash means a folder (Path drops it): `cp synthetic new/` once wrote a file named `new`.
+    target = folder / f"{Path(key).name}.yaml" if folder.is_dir() or dest.endswith(("/", os.sep)) else folder
+    if target.is_dir():
+        raise UserError(f"{target} is a folder: name a file, or a folder without a {target.name} in it")
     if target.exists() and not force:
         raise UserError(f"{target} already exists: pass --force to overwrite it")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise UserError(f"{target.parent} is a file, not a folder: choose another destination")
     if not target.parent.is_dir():
         raise UserError(f"folder {target.parent} does not exist: create it first")
     atomic_write_bytes(target, recipes[key].read_bytes())

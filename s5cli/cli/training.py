@@ -16,6 +16,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import init_distributed
     from s5cli.train.loop import TrainSetup, check_fresh_run, train
+    from s5cli.train.run_lock import hold_run_folder, release_run_folder
 
     # The command decides the objective; validating with it applies its own cross-checks (early stopping
     # is fine when finetuning from a pretraining recipe, refused when pretraining).
@@ -23,9 +24,14 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
     out_dir = job.out_dir_for(recipe, out)
     job.check_run_folder(out_dir)
-    check_fresh_run(out_dir, resume)
-    if resume:
-        job.check_resume_recipe(out_dir, recipe)
+    hold_run_folder(out_dir)  # before the fresh-run check: a second launch seconds later found no run yet
+    try:
+        check_fresh_run(out_dir, resume)
+        if resume:
+            job.check_resume_recipe(out_dir, recipe)
+    except BaseException:
+        release_run_folder(out_dir)
+        raise
     ctx = init_distributed(device)
     try:
         init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not resume else None
@@ -91,6 +97,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         return metrics
     finally:
         ctx.close()
+        release_run_folder(out_dir)
 
 
 def _summary(console, out_dir: Path, metrics: dict) -> None:

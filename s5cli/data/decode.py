@@ -172,6 +172,38 @@ def read_frames(
     return np.ascontiguousarray(batch[[position[i] for i in indices]])
 
 
+def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[int, ...]) -> np.ndarray:
+    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB, decoded in order by PyAV (FFmpeg), no seeking.
+
+    Why: decord cannot hand over frames whose rows FFmpeg pads (widths such as 48 or 72 px: "from_size ==
+    to_size"), even unscaled; PyAV converts those frames correctly. Slower (one pass from the start), so
+    only for videos decord refuses."""
+    import av
+    import numpy as np
+
+    wanted = set(indices)
+    last = max(wanted)
+    found: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            for number, frame in enumerate(container.decode(video=0)):
+                if number in wanted:
+                    found[number] = frame.to_ndarray(format="rgb24")
+                if number >= last:
+                    break
+    except Exception as error:  # PyAV raises one error class per FFmpeg failure
+        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video): {_first_line(error)}") from None
+    missing = wanted - found.keys()
+    if missing:
+        raise VideoDecodeError(path, f"decoding failed: frame {min(missing)} is past the end of the video")
+    return np.ascontiguousarray(np.stack([found[i] for i in indices]))
+
+
+def _rows_padded(error: VideoDecodeError) -> bool:
+    """Whether decord failed on padded frame rows (see `read_frames_pyav`)."""
+    return "from_size == to_size" in str(error)
+
+
 def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_frames: int = 1) -> FramePlan:
     """Uniform T frames (`frames`), or every frame at `fps` over the whole video (`fps` wins when both are set)."""
     if fps is not None:
@@ -198,18 +230,25 @@ class OpenedClip:
     num_threads: int
     keyframes: list[int] | None = None  # the reader's keyframe indices, read when first needed
     sampling_fps: float | None = None  # the rate the plan samples at (None: frames spread uniformly)
+    pyav: bool = False  # decord cannot hand over this video's frames: PyAV decodes them (`read`)
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
-        """Frames at `indices` (`read_frames`). decord's scaled decode fails for some output widths (48 or
-        72 px: "from_size == to_size", its rows are padded), and only when frames are read: the first read
-        then reopens the video at full size, and the later resize gives the same clip."""
+        """Frames at `indices` (`read_frames`). decord fails for some frame widths (48 or 72 px: "from_size
+        == to_size", its rows are padded), and only when frames are read: a scaled reader is then reopened
+        at full size (the later resize gives the same clip), and a video whose own width fails is read with
+        PyAV from then on (`read_frames_pyav`)."""
+        if self.pyav:
+            return read_frames_pyav(self.path, indices)
         try:
             return read_frames(self.reader, indices, self.path)
-        except VideoDecodeError:
-            if not (self.scaled and first):
+        except VideoDecodeError as error:
+            if self.scaled and first:
+                self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None
+                return self.read(indices, first)
+            if not _rows_padded(error):
                 raise
-        self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None
-        return read_frames(self.reader, indices, self.path)
+        self.pyav = True
+        return read_frames_pyav(self.path, indices)
 
     def chunks(self, transform: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
         """The planned frames, `DECODE_CHUNK_FRAMES` at a time, each chunk through `transform` if given
@@ -220,7 +259,7 @@ class OpenedClip:
             part = indices[start : start + step]
             frames = self.read(part, first=start == 0)
             upcoming = indices[start + step : start + 2 * step]
-            if upcoming:
+            if upcoming and not self.pyav:
                 self._drop_read_ahead(max(part) + 1, upcoming)
             yield frames if transform is None else transform(frames)
 

@@ -33,8 +33,45 @@ def download_file(spec: HubSpec, filename: str) -> Path:
     """One file of a Hub repo, from the cache when possible (hf_hub_download)."""
     from huggingface_hub import hf_hub_download
 
+    kwargs = _client_kwargs()
     with hub_errors(spec.repo_id, spec.revision, filename):
-        return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, **_client_kwargs()))
+        if not kwargs["local_files_only"]:
+            cached = _cached_copy_if_unreachable(spec, filename, kwargs)
+            if cached is not None:
+                return cached
+        return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, **kwargs))
+
+
+def _cached_copy_if_unreachable(spec: HubSpec, filename: str, kwargs: dict) -> Path | None:
+    """None when the Hub answers (hf_hub_download then fetches or revalidates the file); the cached copy,
+    with a warning, when it cannot be reached; LocalEntryNotFoundError (one line, via `hub_errors`) when
+    it cannot be reached and nothing is cached.
+
+    Why ask first with one request: for a file not cached yet, hf_hub_download retries an unreachable
+    Hub five times with backoff, printing two lines each, so `s5 finetune hf://...` offline took ~23 s
+    and 11 lines of noise before its one-line error."""
+    from huggingface_hub import errors as hf
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    url = hf_hub_url(spec.repo_id, filename, revision=spec.revision, endpoint=kwargs["endpoint"])
+    try:
+        get_hf_file_metadata(url, token=kwargs["token"], retry_on_errors=False)
+    except hf.HfHubHTTPError:
+        raise  # the Hub answered: not found, gated, ... (named by hub_errors)
+    except Exception as error:  # connection refused, unknown host, timeout
+        cached = try_to_load_from_cache(spec.repo_id, filename, cache_dir=kwargs["cache_dir"], revision=spec.revision)
+        if not isinstance(cached, str):
+            raise hf.LocalEntryNotFoundError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+        from s5cli.cli.console import print_warning
+
+        print_warning(f"cannot reach the Hub ({_short(error)}): using the cached {filename} of {spec.repo_id}")
+        return Path(cached)
+    return None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:120]
 
 
 def resolve_recipe_path(spec: str, revision: str | None = None) -> Path:

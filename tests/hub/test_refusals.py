@@ -265,3 +265,23 @@ def test_unreachable_hub_lists_recipes_from_the_cache(
     hub.commit("bob/never-pulled", {"synthetic.yaml": recipe_file.read_bytes()})
     with pytest.raises(RunFailure, match="cannot reach the Hub"):
         pull_recipes("bob/never-pulled", dest=tmp_path / "none")
+
+
+def test_an_unreachable_hub_fails_or_falls_back_at_the_first_refusal(
+    hub: FakeHub, recipe_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    refused_port: int,
+) -> None:
+    """`hf://` recipes: hf_hub_download retried an unreachable Hub five times with backoff (~23 s and 11 lines
+    of noise) before its error, for a file not cached yet; now one refused request decides."""
+    import huggingface_hub
+
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    resolve_recipe_path("hf://bob/r/synthetic.yaml")  # cached once while online
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
+    sleeps: list[float] = []
+    monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", sleeps.append)
+    assert resolve_recipe_path("hf://bob/r/synthetic.yaml").read_bytes() == recipe_file.read_bytes()
+    assert "cannot reach the Hub" in capsys.readouterr().err
+    with pytest.raises(RunFailure, match=r"cannot reach the Hub for bob/r@main file 'other\.yaml' and it is not cached"):
+        resolve_recipe_path("hf://bob/r/other.yaml")
+    assert sleeps == []

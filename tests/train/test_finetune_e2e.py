@@ -113,6 +113,18 @@ def _eval_refusals(runner: CliRunner, run: Path) -> None:
     assert result.exit_code == 2 and "is a folder" in result.output, result.output
     result = runner.invoke(app, ["eval", "-c", str(run), "-q", "model.d_model=64"])
     assert result.exit_code == 2 and "was trained with model.d_model=32, and eval cannot change" in result.output
+    result = runner.invoke(app, ["eval", "-c", str(run), "-q", "keep_ratio=0.25"])  # the short form too
+    assert result.exit_code == 2 and "was trained with model.keep_ratio=0.5, and eval cannot" in result.output, \
+        result.output
+    # Tokens of another backbone once reached the model and failed there with a bare shape error.
+    import yaml
+
+    other = yaml.safe_load((run / "recipe.yaml").read_text())
+    other["data"]["backbone"], other["model"]["d_input"] = "vit_tiny_test", 32  # a consistent recipe of its own
+    (run.parent / "other.yaml").write_text(yaml.safe_dump(other))
+    result = runner.invoke(app, ["eval", str(run.parent / "other.yaml"), "-c", str(run), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "was trained on tokens of data.backbone=patch_pool" in " ".join(result.output.split()), result.output
     result = runner.invoke(app, ["eval", "-c", str(run), "-q", "eval.batch_size=0"])
     assert result.exit_code == 2 and f"{run}'s recipe (command-line override)" in result.output, result.output
     (run / "latest").write_text("")  # emptied by hand: it named the run itself, an endless lookup
@@ -303,10 +315,14 @@ def test_a_stop_signal_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, st
     assert len(_losses(tmp_path / "run")) == 6 * 3
 
 
-def test_loader_workers_and_a_ctrl_c_mid_epoch_change_no_number(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop_signal", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_loader_workers_and_a_stop_mid_epoch_change_no_number(tmp_path: Path, stop_signal: int, code: int) -> None:
     """Training clips come from per-video generators and the loader never draws from the model's RNG:
     `data.num_workers=2` (one batch ready each), interrupted mid-epoch and resumed, gives the losses of one
-    uninterrupted, in-process run (S5 with dropout, so the model's random numbers are in play)."""
+    uninterrupted, in-process run (S5 with dropout, so the model's random numbers are in play).
+
+    The signal goes to the whole process group, as a terminal's Ctrl-C and `timeout` send it: workers that
+    died of it once failed the trainer's next batch (a traceback, exit 1, no checkpoint)."""
     shared = tmp_path / "shared"
     s5 = {"train.epochs": 6, "model.dropout": 0.1}
     base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
@@ -315,15 +331,17 @@ def test_loader_workers_and_a_ctrl_c_mid_epoch_change_no_number(tmp_path: Path) 
     assert full.returncode == 0, full.stderr
     args = [*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2,
                                         "data.prefetch_batches": 1})]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     metrics = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
         time.sleep(0.02)
     assert proc.poll() is None, "run finished before it could be interrupted; make it longer"
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, stop_signal)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "checkpoint saved to" in err
     from s5cli.train.checkpoint import checkpoint_dir
 
     step = json.loads((checkpoint_dir(tmp_path / "cut") / "trainer_state.json").read_text())["trainer"]["step"]

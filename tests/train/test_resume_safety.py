@@ -156,3 +156,34 @@ def test_training_longer_keeps_s5s_exploration_done_and_says_what_the_lr_does(
         output.split())
     assert fractions[:first] == [step / 6 for step in range(6)]
     assert fractions[first:] == [step / 6 for step in range(6, 12)]  # >= 1: exploration stays done
+
+
+def test_a_second_training_in_the_same_folder_stops_at_once(tmp_path: Path) -> None:
+    """Two trainers in one run folder (a restarted preemptible job while the old one still runs) both ran to
+    the end, writing each other's checkpoints and interleaving metrics.jsonl."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.train.test_finetune_e2e import _env
+
+    args = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet", *tiny(tmp_path, **{"train.epochs": 50})]
+    first = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = tmp_path / "run" / ".training.lock"
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None and not (lock.exists() and lock.read_text()):
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second could start"
+        code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 50}), "--resume")
+        assert code == 2, output
+        assert f"is in use by another training (pid {first.pid})" in " ".join(output.split())
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 1}), "--out", str(tmp_path / "other"))
+    assert code == 0, output  # the kernel released the killed run's lock; other folders were never locked
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 1}), "--out", str(tmp_path / "other"),
+                            "--resume")
+    assert code == 0, output  # and an in-process run gives its lock back when it ends
