@@ -327,7 +327,9 @@ def train(setup: TrainSetup) -> dict:
                 state.batch_in_epoch = b_index + 1
                 speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
                 progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
-                if state.step % max(1, tcfg.log_every) == 0:
+                # The run's last step too: a run shorter than log_every otherwise logged nothing (and
+                # `s5 pretrain` printed an empty summary).
+                if state.step % max(1, tcfg.log_every) == 0 or state.step == total_steps:
                     log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
                                "samples_per_s": speed})
                 if stop_signal:  # agreed above: every rank finishes this step and saves

@@ -241,9 +241,11 @@ def test_lsmcl_under_torchrun_contrasts_against_every_process_videos(tmp_path: P
 def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     runner = CliRunner()
     pre = tiny(tmp_path, **{"train.out_dir": tmp_path / "pre", "train.epochs": 1, "train.lsmcl.short_frames": 4,
-                            "train.lsmcl.long_frames": 8, "train.lsmcl.proj_dim": 16})
+                            "train.lsmcl.long_frames": 8, "train.lsmcl.proj_dim": 16, "train.log_every": 100})
     result = runner.invoke(app, ["pretrain", RECIPE, *pre, "--quiet"])
     assert result.exit_code == 0, result.output
+    # Shorter than log_every (3 steps): the last step is logged, so the summary has a loss to show.
+    assert len(_losses(tmp_path / "pre")) == 1 and "loss" in result.output
     # Its head was never trained: eval refuses it (explicitly, and as "the last run", which is not it).
     result = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "pre"), "-q"])
     assert result.exit_code == 2 and "LSMCL pretraining checkpoint" in result.output
