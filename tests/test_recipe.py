@@ -128,6 +128,10 @@ def test_list_recipe_empty_recipe_missing_recipe(tmp_path: Path) -> None:
 
 def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
     assert "optim=3 must be a mapping" in error_of(write(tmp_path, "optim: 3\n"))
+    # Also when an override reaches into it (`s5 finetune` adds train.objective itself): the file is named.
+    message = error_of(write(tmp_path, "train: 5\n", "t.yaml"), ("train.objective=supervised",))
+    assert message.endswith("t.yaml: train=5 must be a mapping of keys (a YAML section), not an int")
+    assert "override" not in message
 
 
 def test_malformed_override() -> None:
