@@ -381,8 +381,8 @@ def cross_checks(recipe: Recipe, add: Callable[[str, str], None]) -> None:
     if train.early_stop_patience is not None and train.objective == "lsmcl":
         add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
             "pretraining has none: set it to null")
-    queue = train.lsmcl.get("queue_size", 0) if isinstance(train.lsmcl, dict) else getattr(train.lsmcl, "queue_size", 0)
-    if train.objective == "lsmcl" and train.batch_size < 2 and not queue:
+    # train.lsmcl is an LSMCLConfig here: cross checks run once every section has been built without problems.
+    if train.objective == "lsmcl" and train.batch_size < 2 and not train.lsmcl.queue_size:
         add("train.batch_size", f"train.batch_size={train.batch_size} with LSMCL and no queue contrasts each video "
             "with no other (the loss is 0 and nothing is learnt): use train.batch_size >= 2 or set "
             "train.lsmcl.queue_size")

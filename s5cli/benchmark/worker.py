@@ -52,7 +52,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from s5cli.benchmark.measure import PeakRSSProbe, current_rss, summarize
-from s5cli.benchmark.workload import Workload
+from s5cli.benchmark.workload import Workload, error_summary
 
 
 class _Memory:
@@ -186,7 +186,7 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
             _emit(out, "over_budget", reason="out of memory", message=str(error).splitlines()[0][:300])
             return 0
         traceback.print_exc(file=sys.stderr)
-        _emit(out, "error", message=f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+        _emit(out, "error", message=error_summary(error, 300))
         return 1
     _emit(out, "done")
     return 0

@@ -24,6 +24,12 @@ MODES = ("infer", "train")
 NUM_OUTPUTS = 10  # LVU-sized classification head; the head is a negligible part of every model
 
 
+def error_summary(error: BaseException, limit: int) -> str:
+    """'ClassName: first line of the message' (cut to `limit`), as a worker reports a failed step or capture."""
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0][:limit] if text else ''}"
+
+
 def canonical_label(name: str) -> str:
     """Benchmark label for `name` or one of its aliases; ValueError naming the choices otherwise."""
     key = name.strip().lower()
@@ -152,7 +158,7 @@ class PreparedStep:
             raise  # over budget, not a step that cannot be captured: an eager step would need as much
         except RuntimeError as error:
             self.graph = None
-            self.graph_error = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+            self.graph_error = error_summary(error, 200)
 
     def _autocast(self):
         """The trainer's mixed precision (bfloat16 from Ampere on, else float16; CUDA only). Captured steps

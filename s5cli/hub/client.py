@@ -90,22 +90,23 @@ def hub_errors(repo_id: str, revision: str | None, file: str | None = None, *, w
                 f"offline (HF_HUB_OFFLINE=1) and {what} is not in the Hub cache: "
                 "unset HF_HUB_OFFLINE to download it, or pull it once while online"
             ) from None
-        raise RunFailure(f"cannot reach the Hub for {what} and it is not cached: {_first_line(error)}") from None
+        raise RunFailure(f"cannot reach the Hub for {what} and it is not cached: {first_line(error)}") from None
     except hf.HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
             verb = "write to" if writing else "read"
             raise UserError(f"not allowed to {verb} Hub repo {repo_id} (HTTP {status}): {TOKEN_FIX}") from None
-        raise RunFailure(f"Hub request for {what} failed: {_first_line(error)}") from None
+        raise RunFailure(f"Hub request for {what} failed: {first_line(error)}") from None
     except OSError as error:
-        raise RunFailure(f"cannot reach the Hub for {what}: {_first_line(error)}") from None
+        raise RunFailure(f"cannot reach the Hub for {what}: {first_line(error)}") from None
     except Exception as error:
         # huggingface_hub's HTTP layer (httpx2 / httpcore) raises its own transport errors.
         if type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
-            raise RunFailure(f"cannot reach the Hub for {what}: {_first_line(error)}") from None
+            raise RunFailure(f"cannot reach the Hub for {what}: {first_line(error)}") from None
         raise
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message, else its class name (one-line reports)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__

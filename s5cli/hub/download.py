@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s5cli.errors import RunFailure, UserError
-from s5cli.hub.client import hub_errors, hub_settings, optional_token
+from s5cli.hub.client import first_line, hub_errors, hub_settings, optional_token
 from s5cli.hub.paths import HubSpec, is_pickle_name, parse_hub_spec, safe_destination
 
 CHECKPOINT_PATTERNS = ("*.safetensors", "*.json", "*.yaml", "latest", "README.md")
@@ -61,17 +61,12 @@ def _cached_copy_if_unreachable(spec: HubSpec, filename: str, kwargs: dict) -> P
     except Exception as error:  # connection refused, unknown host, timeout
         cached = try_to_load_from_cache(spec.repo_id, filename, cache_dir=kwargs["cache_dir"], revision=spec.revision)
         if not isinstance(cached, str):
-            raise hf.LocalEntryNotFoundError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+            raise hf.LocalEntryNotFoundError(first_line(error)) from None
         from s5cli.cli.console import print_warning
 
-        print_warning(f"cannot reach the Hub ({_short(error)}): using the cached {filename} of {spec.repo_id}")
+        print_warning(f"cannot reach the Hub ({first_line(error)[:120]}): using the cached {filename} of {spec.repo_id}")
         return Path(cached)
     return None
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text[:120]
 
 
 def resolve_recipe_path(spec: str, revision: str | None = None) -> Path:

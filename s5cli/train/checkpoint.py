@@ -37,7 +37,7 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 METRICS_FILE = "metrics.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-CUDA_RNG = "rng.cuda"  # trainer_state.safetensors key of the CUDA generator's state (see `rng_state`)
+CUDA_RNG = "rng.cuda"  # rank 0's CUDA generator key; older checkpoints saved every GPU's as rng.cuda.N (`restore_rng`)
 
 
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,8 +55,9 @@ def torch_rng_state() -> dict[str, torch.Tensor]:
 
 
 def rank_rng_key(rank: int, generator: str) -> str:
-    """trainer_state.safetensors key of rank `rank`'s (>= 1) torch or CUDA generator state."""
-    return f"rng.rank{rank}.{generator}"
+    """trainer_state.safetensors key of rank `rank`'s torch or CUDA generator state; rank 0's are the
+    single-process keys (`rng.torch`, `rng.cuda`), so one-process checkpoints read as before."""
+    return f"rng.{generator}" if rank == 0 else f"rng.rank{rank}.{generator}"
 
 
 def rng_state(other_ranks: Sequence[Mapping[str, torch.Tensor]] = ()) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -64,15 +65,12 @@ def rng_state(other_ranks: Sequence[Mapping[str, torch.Tensor]] = ()) -> tuple[d
 
     `other_ranks`: under torchrun, ranks 1.. `torch_rng_state()`, gathered by the trainer: each rank draws
     its own dropout, Gumbel and LSMCL noise (seeded with `seeding.rank_seed`) and on resume takes its own
-    state back (`restore_rng`). Rank 0's are saved under the single-process keys. Python's and NumPy's
+    state back (`restore_rng`); keys from `rank_rng_key`. Python's and NumPy's
     generators are rank 0's: every rank seeds them alike and the models do not draw from them.
     Until 2026-11-30 the states of all visible GPUs were saved (`rng.cuda.N`) and restored per index, which
     gave rank k a never-used state and failed on fewer GPUs; such checkpoints are still read."""
-    own = torch_rng_state()
-    tensors = {"rng.torch": own["torch"]}
-    if "cuda" in own:
-        tensors[CUDA_RNG] = own["cuda"]
-    for rank, states in enumerate(other_ranks, start=1):
+    tensors = {}
+    for rank, states in enumerate([torch_rng_state(), *other_ranks]):
         tensors.update({rank_rng_key(rank, name): state for name, state in states.items()})
     np_state = np.random.get_state()
     py_state = random.getstate()
@@ -85,12 +83,12 @@ def rng_state(other_ranks: Sequence[Mapping[str, torch.Tensor]] = ()) -> tuple[d
 def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank: int = 0) -> None:
     """Undo `rng_state` in rank `rank`. A rank the checkpoint has no state for (one written by fewer
     processes, or before per-rank states) takes rank 0's."""
-    own = rank > 0 and rank_rng_key(rank, "torch") in tensors
-    cpu = tensors.get(rank_rng_key(rank, "torch") if own else "rng.torch")
+    saved = rank if rank_rng_key(rank, "torch") in tensors else 0
+    cpu = tensors.get(rank_rng_key(saved, "torch"))
     if cpu is not None:
         torch.set_rng_state(cpu)
     if torch.cuda.is_available():
-        cuda = tensors.get(rank_rng_key(rank, "cuda") if own else CUDA_RNG)
+        cuda = tensors.get(rank_rng_key(saved, "cuda"))
         if cuda is None:  # older checkpoints: every visible GPU's state as rng.cuda.N (see rng_state)
             cuda = tensors.get(f"{CUDA_RNG}.{torch.cuda.current_device()}", tensors.get(f"{CUDA_RNG}.0"))
         if cuda is not None:
