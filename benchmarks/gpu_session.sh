@@ -8,7 +8,7 @@
 #
 # Needs decord, av and scikit-video as wheels in .whl/ (see benchmarks/README.md), the machine's own torch
 # with CUDA, and the split files where tests find them (S5CLI_SHARED_DATA: ../shared does not travel). Writes: setup.log, graph-tests.log, graphs.json, eager.json, bench.log, cuda-checks.json,
-# pytest.log (at most 8 files come back from such a call).
+# pytest.log, profile.json (at most 8 files come back from such a call).
 set -u
 OUT=${OUT:?set OUT to the folder whose files come back}
 BUDGET=${1:-560}
@@ -31,14 +31,18 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/benchmark/test_c
   >"$OUT/graph-tests.log" 2>&1
 stamp "graph tests rc=$? $(tail -1 "$OUT/graph-tests.log")"
 
-# 2. The benchmark as a user types it (paper size, bf16, CUDA graphs on by default), then without graphs.
+# 2. S5's inference step stage by stage, candidate changes beside it (benchmarks/profile_inference.py).
+timeout 90 python3 benchmarks/profile_inference.py --device cuda --paper --json "$OUT/profile.json" >/dev/null 2>&1
+stamp "profile_inference rc=$?"
+
+# 3. The benchmark as a user types it (paper size, bf16, CUDA graphs on by default), then without graphs.
 timeout 210 s5 benchmark --json "$OUT/graphs.json" >>"$OUT/bench.log" 2>&1
 stamp "s5 benchmark (graphs) rc=$?"
 timeout $(( $(left) > 170 ? 170 : $(left) )) s5 benchmark --no-cuda-graphs --min-time 0.5 \
   --json "$OUT/eager.json" >>"$OUT/bench.log" 2>&1
 stamp "s5 benchmark --no-cuda-graphs rc=$?"
 
-# 3. Host syncs per step (default size: the counts do not depend on it) beside the test suite.
+# 4. Host syncs per step (default size: the counts do not depend on it) beside the test suite.
 timeout $(( $(left) > 20 ? $(left) - 10 : 10 )) python3 benchmarks/cuda_checks.py --json "$OUT/cuda-checks.json" \
   >>"$OUT/bench.log" 2>&1 &
 checks=$!

@@ -55,14 +55,21 @@ class _Problems:
         self.source, self.override_keys, self.items = source, override_keys, []
         self.notes: list[str] = []  # not problems: printed as warnings once the recipe is valid
 
-    def note(self, key: str, text: str) -> None:
+    def note(self, key: str | tuple[str, ...], text: str) -> None:
         self.notes.append(f"{self.where(key)}: {text}")
 
-    def where(self, key: str) -> str:
-        from_override = any(k == key or k.startswith(key + ".") for k in self.override_keys)
-        return f"{self.source} (command-line override)" if from_override else self.source
+    def overridden(self, key: str) -> bool:
+        """Whether `key` (or a key under it) was set by a command-line override."""
+        return any(k == key or k.startswith(key + ".") for k in self.override_keys)
 
-    def add(self, key: str, text: str) -> None:
+    def where(self, key: str | tuple[str, ...]) -> str:
+        """The recipe's name, marked as a command-line override when the problem's key, or any of the
+        keys a rule ties together (a tuple), came from one: `model.n_blocks=20` against the file's
+        `d_model` is the override's doing, though the rule reports `model.d_model`."""
+        keys = (key,) if isinstance(key, str) else key
+        return f"{self.source} (command-line override)" if any(map(self.overridden, keys)) else self.source
+
+    def add(self, key: str | tuple[str, ...], text: str) -> None:
         self.items.append(f"{self.where(key)}: {text}")
 
     def raise_if_any(self) -> None:
@@ -386,7 +393,9 @@ def _build_model(values: dict[str, Any], problems: _Problems, backbone: str) -> 
         # `model.name=s4` on an S5 recipe: the S5-only settings simply do not apply to the baseline, so
         # switching the model is one override, not one per key. A typo (no model has it) stays an error.
         keys = ", ".join(f"model.{key}" for key in unused)
-        problems.note("model.name", f"{keys} not used by model.name={name} (settings of another model): ignored")
+        chosen = f"model.name={name}" + (" (command line)" if problems.overridden("model.name") else "")
+        problems.note(tuple(f"model.{key}" for key in unused),
+                      f"{keys} not used by {chosen} (settings of another model): ignored")
         fields = {k: v for k, v in fields.items() if k not in unused}
     width = backbone_width(backbone)
     if "d_input" not in fields and width is not None and "d_input" in _field_names(config_cls):

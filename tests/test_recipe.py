@@ -86,6 +86,7 @@ def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
         ("optim.betas=[0.9]", "a list of 2 numbers"),
         ("data.image_size=100", "a multiple of 16"),
         ("model.d_model=100", "divisible by 2**model.n_blocks"),
+        ("model.n_blocks=20", "divisible by 2**model.n_blocks"),  # the rule names d_model; the override broke it
         ("model.d_input=1024", "set model.d_input=96"),
         ("data.backbone=vit_larg", "did you mean vit_large_patch16_224?"),
         ("model.name=s55", "unknown model 's55'"),
@@ -101,6 +102,11 @@ def test_out_of_range_and_inconsistent_values(override: str, expected: str) -> N
     message = error_of(SYNTHETIC, (override,))
     assert expected in message
     assert "command-line override" in message or override == "data.dataset=lvu"
+
+
+def test_a_rule_broken_by_the_file_alone_does_not_blame_the_command_line(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "model:\n  d_model: 100\n"), ("optim.lr=0.01",))
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: model.d_model=100 must be divisible")
 
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -220,7 +226,8 @@ def test_model_name_selects_the_config_class(tmp_path: Path, capsys) -> None:
     for name, dropped, kept in (("s4", "model.keep_ratio", "n_blocks"), ("transformer", "model.n_blocks", "heads")):
         recipe = load_recipe(SYNTHETIC, (f"model.name={name}",))
         warning = capsys.readouterr().err
-        assert f"{dropped}" in warning and f"not used by model.name={name}" in warning
+        assert f"{dropped}" in warning and f"not used by model.name={name} (command line)" in warning
+        assert f"{SYNTHETIC}: " in warning and "command-line override" not in warning  # the keys are the file's
         assert kept in dataclasses.asdict(model_config(recipe)) and dropped.split(".")[1] not in vars(recipe.model)
     assert "unknown key model.keep_ration" in error_of(SYNTHETIC, ("model.name=s4", "model.keep_ration=0.5"))
     recipe = load_recipe(write(tmp_path, "model:\n  name: vit\n  d_model: 64\n  heads: 4\n"))

@@ -28,6 +28,10 @@ from s5cli.models.selection import gather_weighted, gumbel_topk
 
 SELECTORS = ("learned", "random", "uniform", "none")
 GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
+# On a GPU, 64 MiB blocks (one at the paper's size, batch 1): there the entry is not at S5's memory peak
+# (H200, paper size: 174 MiB with 6 blocks or one), and each block costs launches, not cache misses
+# (guide entry 0.067 instead of 0.101 ms replayed; benchmarks/profile_inference.py).
+CUDA_GUIDE_BLOCK_ELEMENTS = 1 << 24
 SELECTIONS = ("per_frame", "global")
 
 
@@ -129,7 +133,8 @@ class MomentumGuide(nn.Module):
         b, length, _ = x.shape
         width = self.channels.numel()
         out = x.new_empty(b, length, width)
-        block = max(1, GUIDE_BLOCK_ELEMENTS // max(1, b * self.s4.config.d_model))
+        elements = GUIDE_BLOCK_ELEMENTS if x.device.type == "cpu" else CUDA_GUIDE_BLOCK_ELEMENTS
+        block = max(1, elements // max(1, b * self.s4.config.d_model))
         for start in range(0, length, block):
             part = self.norm(self.encoder(x[:, start : start + block]))
             out[:, start : start + block] = part if channels is None else _pick_channels(part, channels)

@@ -11,7 +11,7 @@ import torch
 
 import s5cli.benchmark.cuda_graph as cuda_graph
 from s5cli.benchmark.worker import serve
-from s5cli.benchmark.workload import PreparedStep, Workload
+from s5cli.benchmark.workload import MODEL_LABELS, PreparedStep, Workload
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -92,20 +92,36 @@ def test_a_replayed_inference_step_gives_the_eager_logits(label: str, amp: bool)
     torch.testing.assert_close(graphed.output.float(), eager.output.float(), rtol=1e-3, atol=1e-3)
 
 
+def _update(model: torch.nn.Module, start: list[torch.Tensor]) -> torch.Tensor:
+    """All of the model's parameters minus `start`, as one flat vector."""
+    return torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start, strict=True)])
+
+
 @needs_cuda
-def test_replayed_training_steps_update_the_weights_as_eager_steps_do() -> None:
-    """S4 (no random numbers in its step): three replays and three eager steps from the same start."""
+def test_replayed_training_steps_update_the_weights_as_eager_steps_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three replays and three eager steps of S4 from the same start move the weights the same way.
+
+    S4 without dropout: replays and eager steps draw different random numbers (with the default dropout
+    the updates parted, cosine 0.992 on an H200). Compared as whole updates, not weight by weight: AdamW
+    divides each gradient by its own running magnitude, so a parameter whose gradient is ~0 takes a
+    full-size step in the direction of its rounding noise, which differs between any two runs.
+    """
+    monkeypatch.setitem(MODEL_LABELS, "s4", ("s4", {"dropout": 0.0}))
     graphed = PreparedStep(_tiny("s4", "train", device="cuda"))
     assert graphed.graph is not None, graphed.graph_error
     eager = PreparedStep(_tiny("s4", "train", device="cuda", cuda_graphs=False))
     eager.model.load_state_dict(graphed.model.state_dict())  # the capture's warm-up steps moved the weights
     eager.optimizer.load_state_dict(graphed.optimizer.state_dict())
+    start = [p.detach().clone() for p in eager.model.parameters()]
     for _ in range(3):
         graphed.run()
         eager.run()
-    for (name, after_graph), after_eager in zip(graphed.model.state_dict().items(), eager.model.state_dict().values(),
-                                                strict=True):
-        torch.testing.assert_close(after_graph, after_eager, rtol=1e-4, atol=1e-5, msg=name)
+    graph_update, eager_update = _update(graphed.model, start), _update(eager.model, start)
+    assert eager_update.norm() > 0
+    # H200: cosine 0.9997. A replay that skipped the optimiser step, or a parameter group of it (the SSM
+    # group's rate is 10x the others'), would be far off in direction or size.
+    assert torch.nn.functional.cosine_similarity(graph_update, eager_update, dim=0) > 0.999
+    assert (graph_update.norm() / eager_update.norm() - 1).abs() < 1e-2
 
 
 @needs_cuda

@@ -194,7 +194,9 @@ def test_measure_helpers() -> None:
         block[i] = 1
     del block  # freed before stop(): only a probe that saw the peak still reports it
     peak = probe.stop()
-    assert peak - base >= 60 * 2**20
+    # Not the full 64 MiB: the kernel's RSS counters are per-CPU approximations when it records the peak
+    # (VmHWM once read 50 of the 64 MiB on this project's loaded 2-core VM); without the peak it would be ~0.
+    assert peak - base >= 40 * 2**20
     assert current_rss() < base + 32 * 2**20  # the block really left RSS, so the peak was not just "now"
 
 

@@ -30,6 +30,33 @@ def test_inference_convolution_in_channel_blocks_equals_the_full_width_one(monke
     torch.testing.assert_close(single, full, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("blocks_of", [7, 40])
+def test_transforms_with_channels_as_rows_give_the_same_convolution(monkeypatch, blocks_of: int) -> None:
+    """The GPU layout (`transforms_as_rows`), forced on the CPU: inference in blocks and the training
+    forward give the convolution of the CPU layout, and the same gradients (the backward is shared)."""
+    torch.manual_seed(0)
+    u, k = torch.randn(2, 300, 40, dtype=torch.float64), torch.randn(40, 150, dtype=torch.float64)
+    with torch.no_grad():
+        expected = fft_conv.causal_fft_conv(u, k)
+    u_train, k_train = u.clone().requires_grad_(), k.clone().requires_grad_()
+    y_expected = fft_conv.causal_fft_conv(u_train, k_train)
+    y_expected.square().sum().backward()
+    n = fft_conv.conv_fft_size(300, 150)
+    monkeypatch.setattr(fft_conv, "transforms_as_rows", lambda device: True)
+    monkeypatch.setattr(fft_conv, "INFERENCE_FFT_BLOCK_BYTES", 2 * (n // 2 + 1) * 16 * blocks_of)
+    with torch.no_grad():
+        rows = fft_conv.causal_fft_conv(u, k)
+    assert rows.is_contiguous()
+    torch.testing.assert_close(rows, expected, rtol=1e-12, atol=1e-12)
+    u_rows, k_rows = u.clone().requires_grad_(), k.clone().requires_grad_()
+    y_rows = fft_conv.causal_fft_conv(u_rows, k_rows)
+    assert y_rows.stride(1) == 1  # time innermost, as before
+    torch.testing.assert_close(y_rows, y_expected, rtol=1e-12, atol=1e-12)
+    y_rows.square().sum().backward()
+    torch.testing.assert_close(u_rows.grad, u_train.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(k_rows.grad, k_train.grad, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize(("length", "taps"), [(50, 50), (50, 25), (48, 1), (37, 20)])
 def test_fft_convolution_with_a_truncated_kernel_equals_the_direct_sum(length: int, taps: int) -> None:
     """Padding to L + K − 1 (not 2L) is exactly enough: no output sees a wrapped-around input."""
