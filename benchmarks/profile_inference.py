@@ -61,7 +61,12 @@ def timer(step: Callable[[], object], device: torch.device, repeats: int) -> dic
 
 
 def fused_entry(guide, x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-    """Candidate: the LayerNorm's statistics over all channels, normalisation of the kept ones only."""
+    """Candidate: the LayerNorm's statistics over all channels, normalisation of the kept ones only.
+
+    Reads the tokens as the LayerNorm's input, so it stands for the guide's entry only where the encoder is
+    the identity (d_input == d_model, as in every benchmark model)."""
+    if not isinstance(guide.encoder, torch.nn.Identity):
+        raise ValueError("fused_entry needs d_input == d_model (no input projection)")
     var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
     picked = x.index_select(-1, channels)
     scale = torch.rsqrt(var + guide.norm.eps)

@@ -348,13 +348,15 @@ def suggest_choice(value: str, choices: Sequence[str]) -> str:
 
 
 def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], None]) -> None:
-    """Rules that tie several keys together; each names all of its keys, so that the message says
-    "command-line override" when any of them came from one."""
+    """Rules that tie several keys together; each names the keys a user sets, so that the message says
+    "command-line override" when one of them came from there. Not `train.objective`: `s5 pretrain` and
+    `s5 finetune` add it as an override themselves, and a mistake in the file would read as the user's
+    command line."""
     data, model = recipe.data, recipe.model
     if data.dataset == "lvu" and not data.task:
-        add("data.task", "data.task is not set: LVU needs one of " + ", ".join(LVU_TASKS))
+        add(("data.task", "data.dataset"), "data.task is not set: LVU needs one of " + ", ".join(LVU_TASKS))
     if data.frames is None and data.fps is None:
-        add("data.frames", "data.frames and data.fps are both null: set one (T frames, or frames per second)")
+        add(("data.frames", "data.fps"), "data.frames and data.fps are both null: set one (T frames, or frames per second)")
     if data.window_seconds is not None and data.fps is None:
         add(("data.window_seconds", "data.fps"), f"data.window_seconds={data.window_seconds} needs data.fps to be set")
     if data.dataset == "synthetic":
@@ -380,11 +382,11 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
             f"between windows would never be seen; use at most {clip}")
     train = recipe.train
     if train.early_stop_patience is not None and train.objective == "lsmcl":
-        add(("train.early_stop_patience", "train.objective"), "train.early_stop_patience needs validation metrics, and LSMCL "
+        add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
             "pretraining has none: set it to null")
     # train.lsmcl is an LSMCLConfig here: cross checks run once every section has been built without problems.
     if train.objective == "lsmcl" and train.batch_size < 2 and not train.lsmcl.queue_size:
-        add(("train.batch_size", "train.objective", "train.lsmcl"), f"train.batch_size={train.batch_size} with LSMCL and no queue contrasts each video "
+        add(("train.batch_size", "train.lsmcl.queue_size"), f"train.batch_size={train.batch_size} with LSMCL and no queue contrasts each video "
             "with no other (the loss is 0 and nothing is learnt): use train.batch_size >= 2 or set "
             "train.lsmcl.queue_size")
     if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts

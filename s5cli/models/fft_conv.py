@@ -112,10 +112,12 @@ def _convolve_in_blocks(u: Tensor, n: int, blocks: list[tuple[int, int]], block_
     On a GPU the transforms run with channels as rows (each signal contiguous), on the CPU along the
     sequence axis of (B, L, H). Why: cuFFT over contiguous signals of a (B, width, n) buffer is faster than
     over signals strided by the channel count, and the zero-padding copy makes that layout for free; on an
-    H200 (paper size, one call each, same numbers to the bit) the convolution of S4's first layer took
-    0.80 instead of 1.09 ms, S5's 0.33 instead of 0.45 ms, its guide's 0.13 instead of 0.16 ms
-    (benchmarks/profile_inference.py). On the CPU the row layout was 2.6x slower (pocketfft is tuned for
-    the other one, see `_FftConvolution`), and training there must stay bitwise as it was.
+    H200 (paper size, inference, same numbers to the bit) the convolution of S4's first layer took 0.88
+    instead of 1.09 ms, S5's 0.35 instead of 0.45 ms, its guide's 0.13 instead of 0.16 ms
+    (benchmarks/profile_inference.py, `conv` in benchmarks/results/gpu-h200-v21/). On the CPU the rows
+    were slower (S5's first layer at the paper size, two threads: 89 ms in one block against 34 ms in the
+    CPU layout's 2 MiB blocks; one thread, both in blocks: 105 against 77 ms), and CPU training must stay
+    bitwise as it was.
     """
     length = u.shape[1]
     rows = transforms_as_rows(u.device)

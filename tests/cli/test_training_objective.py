@@ -30,3 +30,24 @@ def test_a_recipe_file_that_disagrees_gets_a_warning(capsys) -> None:
     _check_objective("pretrain-lsmcl", [], "lsmcl")  # a bundled name, agreeing: nothing to say
     _check_objective(str(REPO / "recipes" / "synthetic.yaml"), [], "supervised")
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("section", "overrides", "blamed"), [
+    ("train:\n  early_stop_patience: 3\n", [], False),
+    ("train:\n  batch_size: 1\n", ["train.lsmcl.temperature=0.2"], False),  # an override the rule does not read
+    ("train:\n  batch_size: 1\n", ["train.lsmcl.queue_size=0"], True),
+])
+def test_s5_pretrain_blames_the_command_line_only_for_the_users_overrides(
+    tmp_path: Path, section: str, overrides: list[str], blamed: bool
+) -> None:
+    """`s5 pretrain` adds `train.objective=lsmcl` itself: a mistake in the file must not read as the
+    user's command line (as it did while the LSMCL rules named train.objective among their keys)."""
+    from typer.testing import CliRunner
+
+    from s5cli.cli.app import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  dataset: synthetic\n" + section)
+    result = CliRunner().invoke(app, ["pretrain", str(recipe), *overrides])
+    assert result.exit_code == 2, result.output
+    assert f"{recipe}{' (command-line override)' if blamed else ''}: train." in " ".join(result.output.split())
