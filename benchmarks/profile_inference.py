@@ -2,6 +2,7 @@
 
     python benchmarks/profile_inference.py                       # default size on the CPU, eager
     python benchmarks/profile_inference.py --device cuda --paper --json out.json
+    python benchmarks/profile_inference.py --device cuda --fft-sizes    # which FFT sizes cuFFT runs fastest
 
 Why: with CUDA graphs an H200 replays S5's paper-size inference step in 1.47 ms and S4's in 2.05 ms
 (benchmarks/README.md, v20): 1.39x, the target is 1.5x. `s5 benchmark` times whole steps; this script
@@ -195,6 +196,42 @@ def conv_row(channels: int, length: int, taps: int, generator: torch.Generator, 
     return row
 
 
+def smooth_sizes(low: int, high: int, primes: tuple[int, ...] = (2, 3, 5, 7)) -> list[int]:
+    """Every n in [low, high] whose prime factors are all in `primes` (cuFFT's fast radices)."""
+    found = []
+    for n in range(low, high + 1):
+        rest = n
+        for p in primes:
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            found.append(n)
+    return found
+
+
+def fft_size_sweep(device: torch.device, repeats: int, stretch: float = 1.4) -> dict:
+    """Row-layout convolution time (ms) at every 7-smooth FFT size from the smallest that does not wrap
+    to `stretch` times it, for the three shapes of `conv_variants`: which sizes cuFFT runs fastest."""
+    from s5cli.models.fft_conv import conv_fft_size
+
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    shapes = {"guide": (256, 11820, 5910), "s5_block0": (1024, 5910, 5910), "s4_block0": (1024, 11820, 11820)}
+    out: dict = {}
+    for name, (channels, length, taps) in shapes.items():
+        u = torch.randn(1, length, channels, generator=generator).to(device)
+        k = torch.randn(channels, taps, generator=generator).to(device) / taps
+        low = length + taps - 1
+        row = {"picked": conv_fft_size(length, taps), "ms": {}}
+        with torch.inference_mode():
+            for size in smooth_sizes(low, int(low * stretch)):
+                spectrum = torch.fft.rfft(k, n=size, dim=-1)
+                row["ms"][size] = timer(lambda s=spectrum, z=size, x=u: channel_first_conv(x, s, z),
+                                        device, repeats)["ms"]
+                del spectrum
+        out[name] = row
+    return out
+
+
 def peak_memory(label: str, frames: int, tokens_per_frame: int, dim: int, amp: bool) -> dict:
     """CUDA peak of one eager inference step above the model and input (MiB): as configured, and for S5
     with the guide's entry in 8 MiB blocks (the CPU's size)."""
@@ -263,12 +300,17 @@ def kernel_table(step, rows: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--paper", action="store_true", help="60 x 197 x 1024 (default: 60 x 50 x 768)")
+    parser.add_argument("--paper", action="store_true", help="60 x 197 x 1024 (the three flags below ignored)")
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--tokens-per-frame", type=int, default=50)
+    parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-variants", dest="variants", action="store_false")
     parser.add_argument("--json", help="write the results here as well")
+    parser.add_argument("--fft-sizes", action="store_true",
+                        help="only time the convolution at every 7-smooth FFT size up to 1.4x the smallest")
     args = parser.parse_args()
-    frames, tokens_per_frame, dim = (60, 197, 1024) if args.paper else (60, 50, 768)
+    frames, tokens_per_frame, dim = (60, 197, 1024) if args.paper else (args.frames, args.tokens_per_frame, args.dim)
     amp = args.device == "cuda"
     if args.device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -276,6 +318,9 @@ def main() -> None:
                  "torch": torch.__version__}
     if args.device == "cuda":
         out["gpu"] = torch.cuda.get_device_name()
+    if args.fft_sizes:
+        out["fft_sizes"] = fft_size_sweep(torch.device(args.device), args.repeats)
+        return finish(out, args.json)
     s5 = build("s5", frames, tokens_per_frame, dim, args.device, amp)
     out["s5"] = s5_stages(s5, args.repeats, args.variants)
     out["s5_kernels"] = kernel_table(s5, 25)
@@ -287,10 +332,15 @@ def main() -> None:
     if args.device == "cuda" and args.variants:
         out["conv"] = conv_variants(torch.device("cuda"), args.repeats)
         out["peak_mib"] = {label: peak_memory(label, frames, tokens_per_frame, dim, amp) for label in ("s5", "s4")}
+    finish(out, args.json)
+
+
+def finish(out: dict, path: str | None) -> None:
+    """Print the results as JSON and write them to `path` too."""
     text = json.dumps(out, indent=1)
     print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
+    if path:
+        with open(path, "w") as handle:
             handle.write(text)
 
 

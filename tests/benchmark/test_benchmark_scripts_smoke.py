@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmark.scripts import CPU_ONLY, REPO, run_script
+from tests.benchmark.scripts import CPU_ONLY, REPO, load_script, run_script
 
 TINY = ["--frames", "4", "--tokens-per-frame", "6", "--dim", "16"]
 # patch_pool at 64 px: CLS + (64 / 16)^2 patches of 96 values, float16 by default.
@@ -142,6 +142,21 @@ def test_video_tokens_memory_reports_the_tokens_of_one_video(
         "video": video, "fps": 1.0, "image_size": 64, "backbone": "patch_pool", "dtype": "float16", "frames": frames}
     assert row["token_mib"] == pytest.approx(frames * PATCH_POOL_64_BYTES_PER_FRAME / 2**20)
     assert row["peak_above_start_mib"] >= 0
+
+
+def test_profile_inference_times_every_stage_of_both_models(tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    run_script("profile_inference", *TINY, "--repeats", "1", "--json", str(out))
+    found = json.loads(out.read_text())
+    assert found["size"] == [4, 6, 16] and found["device"] == "cpu"
+    stages = {"guide_entry", "guide_ssm", "mask_generator", "topk", "decoder_on_kept", "whole_step"}
+    assert stages <= set(found["s5"]) and {"first_block", "whole_step"} <= set(found["s4"])
+    assert all(found[model][stage]["min"] <= found[model][stage]["ms"] <= found[model][stage]["max"]
+               for model in ("s5", "s4") for stage in found[model])
+    assert found["s5"]["variant_fused_entry"]["max_abs_diff"] < 1e-5  # the candidate computes the same entry
+    assert found["s5_kernels"] and found["s4_kernels"]  # torch.profiler's operator tables
+    sizes = load_script("profile_inference").smooth_sizes(95, 130)
+    assert sizes == [96, 98, 100, 105, 108, 112, 120, 125, 126, 128]
 
 
 def test_kernel_levers_reports_a_worker_that_died_instead_of_waiting_for_it_forever() -> None:
