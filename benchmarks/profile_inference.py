@@ -23,6 +23,10 @@ from collections.abc import Callable
 
 import torch
 
+# (channels, tokens, kernel taps) of the paper-size inference step's FFT convolutions: S5's guide, S5's first
+# decoder block (the kept half), S4's first block.
+PAPER_CONV_SHAPES = {"guide": (256, 11820, 5910), "s5_block0": (1024, 5910, 5910), "s4_block0": (1024, 11820, 11820)}
+
 
 def build(label: str, frames: int, tokens_per_frame: int, dim: int, device: str, amp: bool):
     """The benchmark's model and input for `label` ("s5" | "s4"), in eval mode."""
@@ -169,8 +173,7 @@ def conv_variants(device: torch.device, repeats: int) -> dict:
     and S4's (1024 x 11,820); FFT sizes: the current smallest 2^a 3^b 5^c and the next power of two.
     """
     generator = torch.Generator(device="cpu").manual_seed(0)
-    shapes = {"guide": (256, 11820, 5910), "s5_block0": (1024, 5910, 5910), "s4_block0": (1024, 11820, 11820)}
-    return {name: conv_row(*shape, generator, device, repeats) for name, shape in shapes.items()}
+    return {name: conv_row(*shape, generator, device, repeats) for name, shape in PAPER_CONV_SHAPES.items()}
 
 
 def conv_row(channels: int, length: int, taps: int, generator: torch.Generator, device: torch.device,
@@ -215,9 +218,8 @@ def fft_size_sweep(device: torch.device, repeats: int, stretch: float = 1.4) -> 
     from s5cli.models.fft_conv import conv_fft_size
 
     generator = torch.Generator(device="cpu").manual_seed(0)
-    shapes = {"guide": (256, 11820, 5910), "s5_block0": (1024, 5910, 5910), "s4_block0": (1024, 11820, 11820)}
     out: dict = {}
-    for name, (channels, length, taps) in shapes.items():
+    for name, (channels, length, taps) in PAPER_CONV_SHAPES.items():
         u = torch.randn(1, length, channels, generator=generator).to(device)
         k = torch.randn(channels, taps, generator=generator).to(device) / taps
         low = length + taps - 1

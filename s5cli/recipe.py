@@ -201,8 +201,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
                 if depth == 0:  # the file's own mistake, whatever the override (s5 pretrain adds one itself)
-                    raise UserError(f"{path}: {where}={show_value(child)} must be a mapping of keys (a YAML "
-                                    f"section), not {_a_kind_of(child)}")
+                    raise UserError(f"{path}: {_not_a_section(where, child)}")
                 raise UserError(f"override {key}={show_value(value)}: {path} has {where}={show_value(child)}, not a section")
             node = child
         node[parts[-1]] = value
@@ -290,17 +289,17 @@ def _build(raw: dict[str, Any], problems: _Problems) -> Recipe:
     return recipe
 
 
-def _a_kind_of(value: Any) -> str:
-    """'an int', 'a list', ...: the YAML value's type with its article."""
-    name = type(value).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+def _not_a_section(key: str, value: Any) -> str:
+    """The problem of a section (`train: 5`) that holds no mapping, with the value's type and its article."""
+    kind = type(value).__name__
+    return f"{key}={show_value(value)} must be a mapping of keys (a YAML section), not {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def _section_mapping(value: Any, key: str, problems: _Problems) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.add(key, f"{key}={show_value(value)} must be a mapping of keys (a YAML section), not {_a_kind_of(value)}")
+        problems.add(key, _not_a_section(key, value))
         return {}
     return value
 

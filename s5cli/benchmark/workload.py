@@ -157,7 +157,6 @@ class PreparedStep:
         except self._torch.cuda.OutOfMemoryError:
             raise  # over budget, not a step that cannot be captured: an eager step would need as much
         except RuntimeError as error:
-            self.graph = None
             self.graph_error = error_summary(error, 200)
 
     def _autocast(self):

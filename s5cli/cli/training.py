@@ -25,15 +25,12 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     out_dir = job.out_dir_for(recipe, out)
     job.check_run_folder(out_dir)
     hold_run_folder(out_dir)  # before the fresh-run check: a second launch seconds later found no run yet
+    ctx = None
     try:
         check_fresh_run(out_dir, resume)
         if resume:
             job.check_resume_recipe(out_dir, recipe)
-    except BaseException:
-        release_run_folder(out_dir)
-        raise
-    ctx = init_distributed(device)
-    try:
+        ctx = init_distributed(device)
         init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not resume else None
         seed_everything(recipe.train.seed)
         splits = ("train", "val")
@@ -96,7 +93,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             _summary(stdout, out_dir, metrics)
         return metrics
     finally:
-        ctx.close()
+        if ctx is not None:
+            ctx.close()
         release_run_folder(out_dir)
 
 
