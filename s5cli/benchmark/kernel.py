@@ -81,6 +81,18 @@ def _cost_dplr_kernel(h: int, modes: int, ell: int, backward: bool = False) -> t
     return flops, bytes_moved
 
 
+def _cost_dplr_fused(h: int, modes: int, ell: int, backward: bool = False) -> tuple[float, float]:
+    """The same FLOPs as `_cost_dplr_kernel`; bytes of the fused Triton kernels (`cauchy_fused.py`): R stays in
+    registers, so per (channel, frequency) forward reads g and writes k̂ (16 bytes), backward reads the
+    incoming gradient and g and writes grad g (24 bytes; its per-chunk partial sums are ~1/20 of that),
+    plus the inverse FFT's bytes as there."""
+    f = ell // 2 + 1
+    flops, _ = _cost_dplr_kernel(h, modes, ell, backward)
+    ffts = 2 if backward else 1
+    bytes_moved = h * f * (16 + (24 if backward else 0)) + ffts * h * (4 * 8 * f + 4 * ell)
+    return flops, bytes_moved
+
+
 def _cost_s4d_kernel(h: int, modes: int, length: int) -> tuple[float, float]:
     """Blocked Vandermonde: one real bmm (H, q, 2M) @ (H, 2M, r) with q·r ≥ L, plus H·M·(q + r) complex exps;
     bytes: the (H, L) float32 kernel written once (the factors are O(H·M·√L), negligible)."""
@@ -116,6 +128,14 @@ def _kernel_backward(layer: Any, length: int) -> None:
         torch.autograd.grad(kernel.sum(), list(layer.kernel_gen.parameters()))
 
 
+def _in_matmul_form(fn: Callable[[], Any], matmul_form: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with matmul_form():
+            return fn()
+
+    return run
+
+
 def _top_ops(fn: Callable[[], Any], count: int = 5) -> list[dict[str, Any]]:
     """The ops that took the most self time in one call (torch.profiler)."""
     import torch
@@ -133,6 +153,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
     """Time kernel generation, FFT convolution and the whole `ssm` for DPLR and S4D; rates vs machine limits."""
     import torch
 
+    from s5cli.models.cauchy import fused_kernels_usable, matmul_form
     from s5cli.models.fft_conv import causal_fft_conv, conv_fft_size
     from s5cli.models.s4 import S4Config, S4Layer
     from s5cli.seeding import seed_everything
@@ -160,12 +181,22 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
                  tuple(a + b for a, b in zip(cost, _cost_fft_conv(batch, channels, length, n), strict=True)),
                  f"B={batch} L={length} H={channels}"),
             ]
+            fused = kind == "dplr" and fused_kernels_usable(k.new_zeros((), dtype=torch.complex64))
             if kind == "dplr":
+                shape = f"H={channels} N={d_state} L={length}"
                 stages.insert(1, ("dplr kernel + backward", lambda layer=layer: _kernel_backward(layer, length),
-                                  _cost_dplr_kernel(channels, modes, length, backward=True),
-                                  f"H={channels} N={d_state} L={length}"))
+                                  _cost_dplr_kernel(channels, modes, length, backward=True), shape))
                 stages.insert(2, ("fft conv", lambda k=k: causal_fft_conv(u, k),
                                   _cost_fft_conv(batch, channels, length, n), f"B={batch} L={length} H={channels} n={n}"))
+                if fused:
+                    # The rows above ran the fused Triton kernels; the matmul form beside them says what they saved.
+                    stages[0] = ("dplr kernel, fused", stages[0][1], _cost_dplr_fused(channels, modes, length), shape)
+                    stages[1] = ("dplr kernel + backward, fused", stages[1][1],
+                                 _cost_dplr_fused(channels, modes, length, backward=True), shape)
+                    stages.insert(2, ("dplr kernel, matmul form", _in_matmul_form(stages[0][1], matmul_form),
+                                      cost, shape))
+                    stages.insert(3, ("dplr kernel + backward, matmul form", _in_matmul_form(stages[1][1], matmul_form),
+                                      _cost_dplr_kernel(channels, modes, length, backward=True), shape))
             for name, fn, (flops, bytes_moved), shape in stages:
                 times = _timer(fn, repeat, warmup, sync)
                 best = min(times)
@@ -181,6 +212,8 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
                     "profile": _top_ops(fn) if profile and dev.type == "cpu" else [],
                 })
     return {"stage": "kernel", "device": str(dev), "channels": channels, "length": length, "batch": batch,
+            "dplr_implementation": "fused Triton kernels" if fused_kernels_usable(
+                torch.zeros((), dtype=torch.complex64, device=dev)) else "matmul form",
             "d_state": d_state, "fft_size": n, "threads": torch.get_num_threads(), "limits": limits,
             "results": rows}
 

@@ -14,12 +14,20 @@ N/2 kept modes *and* their conjugates: Σ_m v_m/(g − sλ_m) + v̄_m/(g − sλ
   batched matmuls per chunk; nothing of that size is kept between forward and backward.
 * Chunks over frequencies bound the working memory at the paper's length (11,820 tokens, 1024 channels).
 
+On a GPU with Triton the same math runs as two fused kernels instead (`cauchy_fused.py`: R never leaves
+registers); this module's matmul form stays the CPU's path and the reference those kernels are tested against.
+
 Numerically the common denominator loses nothing that the textbook form keeps: with g/s purely imaginary
 (bilinear transform) and Re λ < 0, neither factor of D can vanish, and the test suite checks both forms
 against a float64 reference.
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -37,19 +45,59 @@ MIN_CHUNK_FREQUENCIES = 32
 # ~18k calls and ~97 ms (S5: ~63 ms). The backward holds two chunks, so S5's training peak there rose by
 # ~90 MiB (394 -> 481 MiB); larger chunks would raise S5's peak against the transformer's and S4's more.
 CUDA_CHUNK_ELEMENTS = 1 << 23
+# Set to 0 to run the matmul form below on a GPU too (to compare, or where a Triton build misbehaves).
+FUSED_ENV = "S5CLI_FUSED_CAUCHY"
 
 
 def dplr_generating_function(numer: Tensor, lam: Tensor, g: Tensor, s: Tensor) -> Tensor:
     """k̂ (H, F) from numerators (4, H, M) [C̃B, C̃P, PᴴB, PᴴP], modes λ (H, M), g (H, F) and s (F,)."""
     # Small (H, M) and (H, F) preparations stay in autograd; only the (H, M, F) work is hand-differentiated.
-    alpha = 2 * numer.real
-    beta = -2 * (numer * lam.conj()).real
-    weights = torch.cat([alpha, beta]).permute(1, 0, 2).contiguous()  # (H, 8, M)
-    ones = torch.ones_like(lam.real)
-    coef = torch.stack([ones, -2 * lam.real, lam.real.square() + lam.imag.square()], dim=-1)  # (H, M, 3)
+    weights, coef = pair_weights(numer, lam)
     # The real matmuls must stay float32 under AMP: R has poles, half precision would wreck the kernel.
     with torch.autocast(g.device.type, enabled=False):
         return _PairCauchyWoodbury.apply(weights, coef, g, s)
+
+
+_matmul_form_forced = False
+
+
+def pair_weights(numer: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """The real weights (H, 8, M) [α = 2 Re v; β = −2 Re(v λ̄)] of the pair sums and the coefficients (H, M, 3)
+    [1, −2 Re λ, |λ|²] of D, from numerators (4, H, M) and modes λ (H, M)."""
+    alpha = 2 * numer.real
+    beta = -2 * (numer * lam.conj()).real
+    weights = torch.cat([alpha, beta]).permute(1, 0, 2).contiguous()
+    ones = torch.ones_like(lam.real)
+    coef = torch.stack([ones, -2 * lam.real, lam.real.square() + lam.imag.square()], dim=-1)
+    return weights, coef
+
+
+def fused_kernels_usable(g: Tensor) -> bool:
+    """Whether the generating function runs as `cauchy_fused`'s Triton kernels: on CUDA in float32 where
+    Triton imports, unless S5CLI_FUSED_CAUCHY=0 or inside `matmul_form()`. The CPU keeps the matmul form."""
+    if g.device.type != "cuda" or g.dtype != torch.complex64 or _matmul_form_forced:
+        return False
+    return os.environ.get(FUSED_ENV, "1") != "0" and _triton_importable()
+
+
+@contextlib.contextmanager
+def matmul_form() -> Iterator[None]:
+    """Run the matmul form below even where the fused kernels are usable (`--stage kernel` times both)."""
+    global _matmul_form_forced
+    previous, _matmul_form_forced = _matmul_form_forced, True
+    try:
+        yield
+    finally:
+        _matmul_form_forced = previous
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _chunks(freqs: int, channels: int, modes: int, device_type: str = "cpu") -> list[slice]:
@@ -99,6 +147,10 @@ class _PairCauchyWoodbury(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weights: Tensor, coef: Tensor, g: Tensor, s: Tensor) -> Tensor:
         ctx.save_for_backward(weights, coef, g, s)
+        if fused_kernels_usable(g):
+            from s5cli.models import cauchy_fused
+
+            return cauchy_fused.generating_function(weights, coef, g, s)
         out = g.new_empty(g.shape)
         for f in _chunks(g.shape[1], *coef.shape[:2], g.device.type):
             out[:, f] = _woodbury(_pair_sums(weights, _resolvents(coef, _powers(g[:, f], s[f]))), g[:, f], s[f])
@@ -107,6 +159,10 @@ class _PairCauchyWoodbury(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         weights, coef, g, s = ctx.saved_tensors
+        if fused_kernels_usable(g):
+            from s5cli.models import cauchy_fused
+
+            return (*cauchy_fused.generating_function_backward(grad_out, weights, coef, g, s), None)
         with torch.autocast(g.device.type, enabled=False):
             return _PairCauchyWoodbury._backward(grad_out, weights, coef, g, s)
 

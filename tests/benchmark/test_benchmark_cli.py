@@ -9,8 +9,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from s5cli.benchmark import kernel as kernel_module
 from s5cli.cli.app import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +185,42 @@ def test_kernel_stage_generates_the_kernel_in_every_timed_call(monkeypatch) -> N
     kernel_stage(channels=8, length=32, batch=1, repeat=3, warmup=1, profile=False)
     # dplr: kernel, kernel + backward, ssm (4 calls each) + the length fix; s4d: kernel, ssm + the length fix.
     assert calls["dplr"] >= 3 * 4 + 1 and calls["s4d"] >= 2 * 4 + 1, calls
+
+
+def test_kernel_stage_times_the_fused_kernels_beside_the_matmul_form(monkeypatch) -> None:
+    """Where the fused Triton kernels run (GPUs; here Triton's CPU interpreter), the DPLR rows time them and
+    two more rows time the matmul form they replaced, which must not call them."""
+    pytest.importorskip("triton")
+    from s5cli.benchmark.kernel import kernel_stage
+    from s5cli.models import cauchy, cauchy_fused
+
+    monkeypatch.setattr(cauchy, "fused_kernels_usable",
+                        lambda g: g.dtype == torch.complex64 and not cauchy._matmul_form_forced)
+    fused_calls: list[str] = []
+    for name in ("generating_function", "generating_function_backward"):
+        original = getattr(cauchy_fused, name)
+        monkeypatch.setattr(cauchy_fused, name,
+                            lambda *a, _original=original, _name=name: fused_calls.append(_name) or _original(*a))
+    fused_calls_per_timing: list[int] = []  # the machine limits' two timings first, then one per stage
+
+    def counting_timer(fn, repeat, warmup, sync, _original=kernel_module._timer):
+        before = len(fused_calls)
+        times = _original(fn, repeat, warmup, sync)
+        fused_calls_per_timing.append(len(fused_calls) - before)
+        return times
+
+    monkeypatch.setattr(kernel_module, "_timer", counting_timer)
+    report = kernel_stage(channels=4, length=16, batch=1, d_state=8, repeat=2, warmup=0, profile=False)
+    stages = [row["stage"] for row in report["results"]]
+    assert report["dplr_implementation"] == "fused Triton kernels"
+    assert stages[:4] == ["dplr kernel, fused", "dplr kernel + backward, fused", "dplr kernel, matmul form",
+                          "dplr kernel + backward, matmul form"]
+    calls = fused_calls_per_timing[-len(stages):]
+    assert calls[0] == 2 and calls[1] == 4, calls  # two timed runs; forward + backward in each
+    assert calls[2] == 0 and calls[3] == 0, calls
+    # The fused rows' bytes count only what the kernels read and write: far less than the matmul form's.
+    rows = report["results"]
+    assert rows[0]["gbytes"] < rows[2]["gbytes"] and rows[0]["gflop"] == rows[2]["gflop"]
 
 
 @pytest.mark.parametrize(

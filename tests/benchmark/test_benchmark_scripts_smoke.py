@@ -159,6 +159,27 @@ def test_profile_inference_times_every_stage_of_both_models(tmp_path: Path) -> N
     assert sizes == [96, 98, 100, 105, 108, 112, 120, 125, 126, 128]
 
 
+def test_profile_inference_train_tables_every_models_training_step(tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    run_script("profile_inference", *TINY, "--train", "--json", str(out))
+    found = json.loads(out.read_text())
+    for model in ("s5", "s4", "transformer"):
+        table = found[f"{model}_train_kernels"]
+        assert table and all(row["calls_per_step"] > 0 and row["ms_per_step"] >= 0 for row in table)
+    # A training step: the optimiser's step is among the operators profiled.
+    assert any("AdamW" in row["name"] for row in found["s5_train_kernels"])
+
+
+def test_fused_cauchy_builds_its_inputs_and_refuses_to_run_without_a_gpu() -> None:
+    script = load_script("fused_cauchy")
+    weights, coef, g, s, grad = script.kernel_inputs(4, 40, "cpu")
+    assert weights.shape == (4, 8, 32) and coef.shape == (4, 32, 3)
+    assert g.shape == grad.shape == (4, 21) and s.shape == (21,)
+    completed = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fused_cauchy.py")], capture_output=True,
+                               text=True, timeout=120, check=False, cwd=REPO, env=CPU_ONLY)
+    assert completed.returncode != 0 and "needs a CUDA GPU" in completed.stderr
+
+
 def test_kernel_levers_reports_a_worker_that_died_instead_of_waiting_for_it_forever() -> None:
     # A workload the child cannot even build (fields missing): it exits before putting anything on its queue.
     code = ("import sys; sys.path.insert(0, 'benchmarks'); import kernel_levers; "
