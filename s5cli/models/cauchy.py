@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -74,10 +75,39 @@ def pair_weights(numer: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
 
 def fused_kernels_usable(g: Tensor) -> bool:
     """Whether the generating function runs as `cauchy_fused`'s Triton kernels: on CUDA in float32 where
-    Triton imports, unless S5CLI_FUSED_CAUCHY=0 or inside `matmul_form()`. The CPU keeps the matmul form."""
+    Triton imports and its kernels build on this machine, unless S5CLI_FUSED_CAUCHY=0 or inside
+    `matmul_form()`. The CPU keeps the matmul form."""
     if g.device.type != "cuda" or g.dtype != torch.complex64 or _matmul_form_forced:
         return False
-    return os.environ.get(FUSED_ENV, "1") != "0" and _triton_importable()
+    if os.environ.get(FUSED_ENV, "1") == "0" or not _triton_importable():
+        return False
+    return fused_kernels_work(g.device)
+
+
+@functools.cache
+def fused_kernels_work(device: torch.device) -> bool:
+    """Run both kernels once on a tiny problem on `device`; on failure warn once and keep the matmul form.
+
+    Why: on first use Triton builds a small C launcher with the machine's C compiler and assembles the
+    kernels for the GPU; a slim container without a compiler, or a GPU its build does not support, fails
+    there. A training run should then lose speed, not stop. Errors of a later, real call are not caught:
+    they would be bugs, not the environment.
+    """
+    from s5cli.models import cauchy_fused
+
+    try:
+        weights = torch.zeros(1, cauchy_fused.SUMS, 32, device=device)
+        coef = torch.tensor([1.0, 2.0, 1.0], device=device).expand(1, 32, 3)  # D = (g + s)² = 4 at g = s = 1
+        g = torch.ones(1, 4, dtype=torch.complex64, device=device)
+        out = cauchy_fused.generating_function(weights, coef, g, g[0])
+        cauchy_fused.generating_function_backward(out, weights, coef, g, g[0])
+    except Exception as error:  # any failure to build or launch: the environment, see above
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"s5cli: the fused Triton kernels for the S4 kernel cannot run on {device} "
+                      f"({type(error).__name__}: {reason}); using the slower matmul form "
+                      f"(set {FUSED_ENV}=0 to skip this attempt)", RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -123,3 +123,16 @@ def test_compiled_kernels_match_the_matmul_form_and_repeat_bit_for_bit(fused) ->
     reference = matmul_results(*as_float64(weights, coef, g, s, grad))
     for value, same_precision, exact in zip(fused, (ours[0], *ours[1]), (reference[0], *reference[1]), strict=True):
         assert relative_error(value, exact) < max(4 * relative_error(same_precision, exact), 1e-5)
+
+
+def test_kernels_that_cannot_build_here_leave_the_matmul_form_with_one_warning(fused, monkeypatch) -> None:
+    """No C compiler for Triton's launcher, an unsupported GPU: the probe fails, training goes on slower."""
+    assert cauchy.fused_kernels_work.__wrapped__(torch.device(DEVICE))  # the real kernels build and run
+
+    def no_compiler(*args):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.\nmore")
+
+    monkeypatch.setattr(fused, "generating_function", no_compiler)
+    with pytest.warns(RuntimeWarning, match=r"cannot run on .*RuntimeError: Failed to find C compiler.*"
+                                            r"matmul form \(set S5CLI_FUSED_CAUCHY=0"):
+        assert not cauchy.fused_kernels_work.__wrapped__(torch.device(DEVICE))
