@@ -150,7 +150,33 @@ def s5_stages(step, repeats: int, variants: bool) -> dict:
             with ctx():
                 same = (fused_entry(guide, flat, channels) - entry).abs().max().item()
             results["variant_fused_entry"] = {**timer(run_fused, device, repeats), "max_abs_diff": same}
+            triton_entry = load_triton_entry(device)
+            if triton_entry is not None and isinstance(guide.encoder, torch.nn.Identity):
+                for warps in (4, 8):
+                    def run_triton(warps=warps):
+                        triton_entry.fused_guide_entry(guide.norm, flat, channels, warps)
+
+                    same = (triton_entry.fused_guide_entry(guide.norm, flat, channels, warps) - entry).abs().max().item()
+                    results[f"variant_triton_entry_{warps}_warps"] = {**timer(run_triton, device, repeats),
+                                                                      "max_abs_diff": same}
     return results
+
+
+def load_triton_entry(device: torch.device):
+    """benchmarks/triton_entry.py where its kernel can run: a GPU, or Triton's interpreter (tests); else None."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("triton") is None:
+        return None
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import triton_entry
+
+    return triton_entry
 
 
 def channel_first_conv(u: torch.Tensor, spectrum: torch.Tensor, n: int) -> torch.Tensor:
