@@ -41,7 +41,7 @@ BACKWARD_BLOCK_F = 16
 BACKWARD_CHUNK_F = 256
 FORWARD_WARPS = 2
 BACKWARD_WARPS = 2
-SUMS = 8  # α and β rows of the four numerators (see cauchy.dplr_generating_function)
+SUMS = 8  # α and β rows of the four numerators (see cauchy.pair_weights)
 
 
 @triton.jit
