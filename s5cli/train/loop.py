@@ -242,8 +242,11 @@ def train(setup: TrainSetup) -> dict:
     if ctx.distributed:
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            # Both objectives leave parameters without a gradient in a step (supervised S5: the guide's
-            # entry at some widths; LSMCL: the encoder's classification head, which pretraining never uses).
+            # Some settings leave parameters without a gradient in a step (supervised S5 at keep ratio 1.0:
+            # the mask generator; LSMCL: the encoder's classification head, which pretraining never uses).
+            # Where none are left out, DDP warns once per rank that the flag was not needed; it is kept on
+            # for every run because a missed case would stop training instead. `static_graph=True`, which
+            # would learn the set, breaks gradient accumulation (`no_sync`) in torch 2.13.
             find_unused_parameters=True,
         )
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(ctx.device, setup.recipe.train.amp))
