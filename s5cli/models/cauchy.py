@@ -48,6 +48,7 @@ MIN_CHUNK_FREQUENCIES = 32
 CUDA_CHUNK_ELEMENTS = 1 << 23
 # Set to 0 to run the matmul form below on a GPU too (to compare, or where a Triton build misbehaves).
 FUSED_ENV = "S5CLI_FUSED_CAUCHY"
+_matmul_form_forced = False  # inside `matmul_form()`
 
 
 def dplr_generating_function(numer: Tensor, lam: Tensor, g: Tensor, s: Tensor) -> Tensor:
@@ -57,9 +58,6 @@ def dplr_generating_function(numer: Tensor, lam: Tensor, g: Tensor, s: Tensor) -
     # The real matmuls must stay float32 under AMP: R has poles, half precision would wreck the kernel.
     with torch.autocast(g.device.type, enabled=False):
         return _PairCauchyWoodbury.apply(weights, coef, g, s)
-
-
-_matmul_form_forced = False
 
 
 def pair_weights(numer: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
