@@ -45,3 +45,9 @@ class Interrupted(RunFailure):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs; the CLI exits with 143."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message, else its class name (one-line reports)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

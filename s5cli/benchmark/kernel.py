@@ -128,7 +128,28 @@ def _kernel_backward(layer: Any, length: int) -> None:
         torch.autograd.grad(kernel.sum(), list(layer.kernel_gen.parameters()))
 
 
-def _in_matmul_form(fn: Callable[[], Any], matmul_form: Callable[[], Any]) -> Callable[[], Any]:
+def _dplr_kernel_stages(layer: Any, channels: int, modes: int, length: int, shape: str,
+                        fused: bool) -> list[tuple[str, Callable[[], Any], tuple[float, float], str]]:
+    """The DPLR kernel alone and with its backward. Where the fused Triton kernels run, these rows time them
+    (with their own byte counts) and the matmul form's rows beside them say what they saved."""
+    def generate() -> Any:
+        return _fresh(layer).kernel(length)
+
+    def with_backward() -> None:
+        _kernel_backward(layer, length)
+
+    matmul_rows = [("dplr kernel", generate, _cost_dplr_kernel(channels, modes, length), shape),
+                   ("dplr kernel + backward", with_backward, _cost_dplr_kernel(channels, modes, length, True), shape)]
+    if not fused:
+        return matmul_rows
+    return [("dplr kernel, fused", generate, _cost_dplr_fused(channels, modes, length), shape),
+            ("dplr kernel + backward, fused", with_backward, _cost_dplr_fused(channels, modes, length, True), shape),
+            *[(f"{name}, matmul form", _in_matmul_form(fn), cost, shape) for name, fn, cost, shape in matmul_rows]]
+
+
+def _in_matmul_form(fn: Callable[[], Any]) -> Callable[[], Any]:
+    from s5cli.models.cauchy import matmul_form
+
     def run() -> Any:
         with matmul_form():
             return fn()
@@ -153,7 +174,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
     """Time kernel generation, FFT convolution and the whole `ssm` for DPLR and S4D; rates vs machine limits."""
     import torch
 
-    from s5cli.models.cauchy import fused_kernels_usable, matmul_form
+    from s5cli.models.cauchy import fused_kernels_usable
     from s5cli.models.fft_conv import causal_fft_conv, conv_fft_size
     from s5cli.models.s4 import S4Config, S4Layer
     from s5cli.seeding import seed_everything
@@ -165,6 +186,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
     u = torch.randn(batch, length, channels, device=dev)
     n = conv_fft_size(length, length)
     modes = d_state // 2
+    fused = fused_kernels_usable(torch.zeros((), dtype=torch.complex64, device=dev))
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for kind, init in (("dplr", "legs"), ("s4d", "lin")):
@@ -174,29 +196,16 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
                 channels, modes, length)
             # Layers reuse their kernel at inference while the parameters are unchanged; the stages time
             # what a step with fresh parameters does (every training step, and S5's guide after each update).
-            stages = [
-                (f"{kind} kernel", lambda layer=layer: _fresh(layer).kernel(length), cost,
-                 f"H={channels} N={d_state} L={length}"),
-                (f"{kind} ssm (kernel + fft conv)", lambda layer=layer: _fresh(layer).ssm(u),
-                 tuple(a + b for a, b in zip(cost, _cost_fft_conv(batch, channels, length, n), strict=True)),
-                 f"B={batch} L={length} H={channels}"),
-            ]
-            fused = kind == "dplr" and fused_kernels_usable(k.new_zeros((), dtype=torch.complex64))
+            kernel_shape = f"H={channels} N={d_state} L={length}"
             if kind == "dplr":
-                shape = f"H={channels} N={d_state} L={length}"
-                stages.insert(1, ("dplr kernel + backward", lambda layer=layer: _kernel_backward(layer, length),
-                                  _cost_dplr_kernel(channels, modes, length, backward=True), shape))
-                stages.insert(2, ("fft conv", lambda k=k: causal_fft_conv(u, k),
-                                  _cost_fft_conv(batch, channels, length, n), f"B={batch} L={length} H={channels} n={n}"))
-                if fused:
-                    # The rows above ran the fused Triton kernels; the matmul form beside them says what they saved.
-                    stages[0] = ("dplr kernel, fused", stages[0][1], _cost_dplr_fused(channels, modes, length), shape)
-                    stages[1] = ("dplr kernel + backward, fused", stages[1][1],
-                                 _cost_dplr_fused(channels, modes, length, backward=True), shape)
-                    stages.insert(2, ("dplr kernel, matmul form", _in_matmul_form(stages[0][1], matmul_form),
-                                      cost, shape))
-                    stages.insert(3, ("dplr kernel + backward, matmul form", _in_matmul_form(stages[1][1], matmul_form),
-                                      _cost_dplr_kernel(channels, modes, length, backward=True), shape))
+                stages = _dplr_kernel_stages(layer, channels, modes, length, kernel_shape, fused)
+                stages.append(("fft conv", lambda k=k: causal_fft_conv(u, k),
+                               _cost_fft_conv(batch, channels, length, n), f"B={batch} L={length} H={channels} n={n}"))
+            else:
+                stages = [(f"{kind} kernel", lambda layer=layer: _fresh(layer).kernel(length), cost, kernel_shape)]
+            stages.append((f"{kind} ssm (kernel + fft conv)", lambda layer=layer: _fresh(layer).ssm(u),
+                           tuple(a + b for a, b in zip(cost, _cost_fft_conv(batch, channels, length, n), strict=True)),
+                           f"B={batch} L={length} H={channels}"))
             for name, fn, (flops, bytes_moved), shape in stages:
                 times = _timer(fn, repeat, warmup, sync)
                 best = min(times)
@@ -212,8 +221,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
                     "profile": _top_ops(fn) if profile and dev.type == "cpu" else [],
                 })
     return {"stage": "kernel", "device": str(dev), "channels": channels, "length": length, "batch": batch,
-            "dplr_implementation": "fused Triton kernels" if fused_kernels_usable(
-                torch.zeros((), dtype=torch.complex64, device=dev)) else "matmul form",
+            "dplr_implementation": "fused Triton kernels" if fused else "matmul form",
             "d_state": d_state, "fft_size": n, "threads": torch.get_num_threads(), "limits": limits,
             "results": rows}
 

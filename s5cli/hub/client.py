@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from s5cli.errors import RunFailure, UserError
+from s5cli.errors import RunFailure, UserError, first_line
 
 TOKEN_FIX = "set HF_TOKEN or run `hf auth login` (formerly `huggingface-cli login`)"
 _TRUE = {"1", "on", "yes", "true"}
@@ -104,9 +104,3 @@ def hub_errors(repo_id: str, revision: str | None, file: str | None = None, *, w
         if type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
             raise RunFailure(f"cannot reach the Hub for {what}: {first_line(error)}") from None
         raise
-
-
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of an error's message, else its class name (one-line reports)."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

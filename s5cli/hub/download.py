@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from s5cli.errors import RunFailure, UserError
-from s5cli.hub.client import first_line, hub_errors, hub_settings, optional_token
+from s5cli.errors import RunFailure, UserError, first_line
+from s5cli.hub.client import hub_errors, hub_settings, optional_token
 from s5cli.hub.paths import HubSpec, is_pickle_name, parse_hub_spec, safe_destination
 
 CHECKPOINT_PATTERNS = ("*.safetensors", "*.json", "*.yaml", "latest", "README.md")

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from s5cli.errors import first_line
+
 # Complex elements of R = 1/D (channels × modes × frequencies) per chunk: 2 MiB of complex64, but never
 # narrower than MIN_CHUNK_FREQUENCIES (narrower matmuls lose speed: at 1024 channels, 8 instead of 32
 # frequencies cost ~25 %). Training used 8 MiB chunks until its FFT convolution stopped dominating the
@@ -100,9 +102,8 @@ def fused_kernels_work(device: torch.device) -> bool:
         out = cauchy_fused.generating_function(weights, coef, g, g[0])
         cauchy_fused.generating_function_backward(out, weights, coef, g, g[0])
     except Exception as error:  # any failure to build or launch: the environment, see above
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
         warnings.warn(f"s5cli: the fused Triton kernels for the S4 kernel cannot run on {device} "
-                      f"({type(error).__name__}: {reason}); using the slower matmul form "
+                      f"({type(error).__name__}: {first_line(error)[:200]}); using the slower matmul form "
                       f"(set {FUSED_ENV}=0 to skip this attempt)", RuntimeWarning, stacklevel=2)
         return False
     return True
@@ -179,6 +180,11 @@ class _PairCauchyWoodbury(torch.autograd.Function):
             from s5cli.models import cauchy_fused
 
             return cauchy_fused.generating_function(weights, coef, g, s)
+        return _PairCauchyWoodbury._forward(weights, coef, g, s)
+
+    @staticmethod
+    def _forward(weights: Tensor, coef: Tensor, g: Tensor, s: Tensor) -> Tensor:
+        """The matmul form's k̂, chunk by chunk (the twin of `_backward`; benchmarks and tests call both)."""
         out = g.new_empty(g.shape)
         for f in _chunks(g.shape[1], *coef.shape[:2], g.device.type):
             out[:, f] = _woodbury(_pair_sums(weights, _resolvents(coef, _powers(g[:, f], s[f]))), g[:, f], s[f])

@@ -41,9 +41,8 @@ def generating_inputs(channels: int, d_state: int, ell: int, device: str = "cpu"
 
 def matmul_results(weights, coef, g, s, grad):
     """Forward and (grad weights, grad coef, grad g) of the matmul form in `cauchy.py`."""
-    ctx = type("Ctx", (), {"save_for_backward": lambda *tensors: None})()
-    out = cauchy._PairCauchyWoodbury.forward(ctx, weights, coef, g, s)
-    return out, cauchy._PairCauchyWoodbury._backward(grad, weights, coef, g, s)[:3]
+    form = cauchy._PairCauchyWoodbury
+    return form._forward(weights, coef, g, s), form._backward(grad, weights, coef, g, s)[:3]
 
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -63,8 +62,7 @@ def test_kernels_match_the_matmul_form_against_float64(fused, channels, d_state,
     results = (fused.generating_function(weights, coef, g, s),
                *fused.generating_function_backward(grad, weights, coef, g, s))
     reference = matmul_results(*as_float64(weights, coef, g, s, grad))
-    with cauchy.matmul_form():
-        ours = matmul_results(weights, coef, g, s, grad)
+    ours = matmul_results(weights, coef, g, s, grad)
     names = ("k̂", "grad weights", "grad coef", "grad g")
     for name, value, same_precision, exact in zip(names, results, (ours[0], *ours[1]), (reference[0], *reference[1]),
                                                   strict=True):
@@ -118,8 +116,7 @@ def test_compiled_kernels_match_the_matmul_form_and_repeat_bit_for_bit(fused) ->
              *cauchy_fused.generating_function_backward(grad, weights, coef, g, s))
     for value, repeat in zip(fused, again, strict=True):
         assert torch.equal(value, repeat)
-    with cauchy.matmul_form():
-        ours = matmul_results(weights, coef, g, s, grad)
+    ours = matmul_results(weights, coef, g, s, grad)
     reference = matmul_results(*as_float64(weights, coef, g, s, grad))
     for value, same_precision, exact in zip(fused, (ours[0], *ours[1]), (reference[0], *reference[1]), strict=True):
         assert relative_error(value, exact) < max(4 * relative_error(same_precision, exact), 1e-5)
