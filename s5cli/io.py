@@ -130,6 +130,14 @@ def refuse_replacing_another_kind(path: str | os.PathLike[str], option: str, exa
                         f"(write to a new {wanted} file, e.g. {target.with_name(example)})")
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when `a` and `b` name one file (through symlinks or relative paths), existing or not yet."""
+    first, second = Path(a), Path(b)
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
 def check_output_file(path: str | os.PathLike[str], option: str, example: str) -> None:
     """`check_writable`, and no existing file of another kind replaced: checked before the work, not after it."""
     check_writable(Path(path).expanduser(), option, example)

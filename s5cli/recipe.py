@@ -94,7 +94,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not path.exists():
         raise UserError(f"recipe {path} not found", hint="`s5 recipes ls` lists the bundled ones")
     if not path.is_file():
-        raise UserError(f"recipe {path} is not a file")
+        raise UserError(f"recipe {path} is a folder: name a recipe .yaml file in it (`s5 recipes ls` lists the "
+                        "bundled ones)")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -419,8 +420,11 @@ _ANNOTATIONS = {
 def check_data_paths(recipe: Recipe) -> None:
     """Fail with one line, before any work, if the recipe's videos or split files are not where it says."""
     data, source = recipe.data, getattr(recipe, "source", "recipe")
-    if data.dataset == "synthetic":
-        return  # generated on demand
+    if data.dataset == "synthetic":  # generated on demand, into a folder
+        if data.root and Path(data.root).expanduser().exists() and not Path(data.root).expanduser().is_dir():
+            raise UserError(f"{source}: data.root={data.root!r} is a file: the synthetic videos are generated into "
+                            "a folder (pass data.root=/path/to/a/folder)")
+        return
     fix = f"pass data.root=/path/to/{data.dataset}/videos" + (
         "" if str(source).startswith(HUB_SCHEME) else f" or set data.root in {source}")
     if not data.root:

@@ -140,6 +140,11 @@ def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
     assert "override" not in message
 
 
+def test_a_folder_given_as_the_recipe_says_to_name_a_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"is a folder: name a recipe \.yaml file in it"):
+        load_recipe(tmp_path)
+
+
 def test_malformed_override() -> None:
     with pytest.raises(UserError, match="not key=value"):
         load_recipe(SYNTHETIC, ["optim.lr"])
@@ -156,6 +161,9 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"lvu_1\.0"):
         check_data_paths(recipe)
     check_data_paths(load_recipe(SYNTHETIC))  # generated: nothing to check
+    check_data_paths(load_recipe(SYNTHETIC, [f"data.root={tmp_path / 'new'}"]))  # ... into a folder made then
+    with pytest.raises(UserError, match=r"data.root=.*is a file: the synthetic videos are generated into a folder"):
+        check_data_paths(load_recipe(SYNTHETIC, [f"data.root={SYNTHETIC}"]))
 
 
 def test_data_paths_accept_real_split_files(tmp_path: Path, shared_data_dir: Path) -> None:

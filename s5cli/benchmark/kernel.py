@@ -10,9 +10,12 @@ only fusion (fewer intermediates) would speed it up.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from s5cli.benchmark.measure import summarize
@@ -157,12 +160,33 @@ def _in_matmul_form(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+@contextlib.contextmanager
+def _without_native_stderr() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block: silences what C++ code writes there (Python's
+    own sys.stderr is flushed first, and nothing of ours writes inside)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _top_ops(fn: Callable[[], Any], count: int = 5) -> list[dict[str, Any]]:
     """The ops that took the most self time in one call (torch.profiler)."""
     import torch
 
-    with torch.profiler.profile() as prof:
+    prof = torch.profiler.profile()
+    with _without_native_stderr():  # torch 2.13's profiler logs "USDT: ... profiler_start" lines there
+        prof.start()
+    try:
         fn()
+    finally:
+        with _without_native_stderr():
+            prof.stop()
     averages = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in averages) or 1
     return [{"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def benchmark(
         return
 
     from s5cli.benchmark.report import build_report, render
-    from s5cli.benchmark.runner import ERROR, MAX_TIMED_STEPS, iter_sweep, run_group
+    from s5cli.benchmark.runner import ERROR, MAX_TIMED_STEPS, OK, iter_sweep, run_group
     from s5cli.benchmark.workload import MODES, Workload, canonical_label
 
     labels = ["s5", *_parse_compare(compare, canonical_label)]
@@ -154,8 +155,8 @@ def benchmark(
     repeat = repeat or (3 if sweep else 5)
     if time_budget is None and sweep:
         time_budget = SWEEP_TIME_BUDGET_S
-    if time_budget is not None and time_budget <= 0:
-        raise UserError("--time-budget must be a positive number of seconds")
+    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+        raise UserError(f"--time-budget {time_budget:g}: must be a positive number of seconds")
     budget_bytes = _memory_budget(memory_budget, parse_memory_size, available_memory, on_cuda, len(labels))
 
     settings = {
@@ -208,6 +209,9 @@ def benchmark(
         word, code = stopped
         raise Interrupted(f"{word}; the results above and in --json/--plot are partial", exit_code=code)
     failed = [r for r in report["results"] if r["status"] == ERROR]
+    if report["results"] and not failed and all(r["status"] != OK for r in report["results"]):
+        raise RunFailure("nothing was measured: every model went over its budget; raise --time-budget or "
+                         "--memory-budget, or measure smaller sizes")
     if failed:
         first = failed[0]
         raise RunFailure(f"{len(failed)} measurement(s) failed, e.g. {first['model']} {first['mode']} "
@@ -303,7 +307,7 @@ def _memory_budget(text: str | None, parse, available, on_cuda: bool, models: in
 def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
     """Check --json and --plot before measuring: a typo must not cost a finished hour-long run."""
     from s5cli.errors import UserError
-    from s5cli.io import check_writable_folder, refuse_replacing_another_kind
+    from s5cli.io import check_writable_folder, refuse_replacing_another_kind, same_file
 
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is None:
@@ -314,6 +318,9 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
         check_writable_folder(path.parent, f"{option} folder", f"write {option} somewhere else")
         if option == "--json":
             refuse_replacing_another_kind(path, option, "benchmark.json")
+    if json_path is not None and plot_path is not None and same_file(json_path, plot_path):
+        raise UserError(f"--json and --plot are both {json_path}: the plot would replace the JSON; give each its "
+                        f"own file, e.g. --json {json_path.with_suffix('.json')} --plot {plot_path.with_suffix('.png')}")
     if plot_path is not None:
         from matplotlib.backend_bases import FigureCanvasBase
 

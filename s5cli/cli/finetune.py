@@ -18,7 +18,7 @@ def finetune(
     out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train a video model on labelled data (bundled default: recipes/synthetic.yaml).
+    """Train a video model on labelled data (to try it: the bundled recipes/synthetic.yaml).
 
     Start from an LSMCL checkpoint with train.init=PATH_OR_HUB_ID. Under torchrun the same command trains
     with DDP:

@@ -12,6 +12,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     from s5cli.cli.console import stderr, stdout
     from s5cli.recipe import recipe_to_dict
     from s5cli.seeding import seed_everything
+    from s5cli.train import checkpoint as ckpt
     from s5cli.train import job
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import init_distributed
@@ -31,7 +32,10 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         if resume:
             job.check_resume_recipe(out_dir, recipe)
         ctx = init_distributed(device)
-        init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not resume else None
+        # train.init starts a new run: also under --resume while the folder has no checkpoint yet (a
+        # preemptible job's first start, or one killed before its first checkpoint).
+        continues = resume and ckpt.has_checkpoints(out_dir)
+        init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
         seed_everything(recipe.train.seed)
         splits = ("train", "val")
         records = prepare_splits(recipe.data, splits, ctx, show_progress=not quiet)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,9 @@ def visualize_mask(
         raise UserError(f"--style {style!r} is unknown: use one of {', '.join(STYLES)}")
     if random_init and checkpoint is not None:
         raise UserError("--random-init and --checkpoint exclude each other: drop one of them")
+    for option, value in (("--fps", fps), ("--playback-fps", playback_fps)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{option} {value:g} is not a finite rate: give frames per second, e.g. 1 or 25")
     if keep_ratio is not None and not 0.0 < keep_ratio <= 1.0:
         raise UserError(f"--keep-ratio {keep_ratio} is out of range: use a value in (0, 1]")
     if size is not None and (size < 16 or size % 16):

@@ -207,7 +207,10 @@ def _rows_padded(error: VideoDecodeError) -> bool:
 def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_frames: int = 1) -> FramePlan:
     """Uniform T frames (`frames`), or every frame at `fps` over the whole video (`fps` wins when both are set)."""
     if fps is not None:
-        return fps_plan(info.num_frames, info.fps, fps, min_frames=min_frames)
+        try:
+            return fps_plan(info.num_frames, info.fps, fps, min_frames=min_frames)
+        except ValueError as error:  # a plan past MAX_FPS_PLAN_FRAMES (a mistyped data.fps)
+            raise UserError(f"data.fps {fps:g}: {error}") from None
     if frames is not None:
         return uniform_plan(info.num_frames, frames)
     raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")

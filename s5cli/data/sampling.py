@@ -10,6 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# The most frames an fps plan over a whole video may have (a 2-hour film at 60 fps is 432,000): past it a
+# rate is a typo, and its index list alone would take gigabytes before any decoding started.
+MAX_FPS_PLAN_FRAMES = 1_000_000
+
 
 @dataclass(frozen=True)
 class FramePlan:
@@ -58,19 +62,33 @@ def fps_count(num_frames_in_video: int, video_fps: float, target_fps: float) -> 
     return max(1, math.floor(duration * target_fps + 1e-6))
 
 
-def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float) -> list[int]:
-    """One frame every 1/target_fps seconds over the whole video, starting at the first frame."""
+def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float, limit: int | None = None) -> list[int]:
+    """One frame every 1/target_fps seconds over the whole video (the first `limit` of them), from the first frame.
+
+    Why `limit`: a clip of `--frames` at a mistyped rate (1e6 fps) used to build the whole video's index
+    list first and cut it afterwards, gigabytes for two frames. Without a limit, a plan longer than
+    `MAX_FPS_PLAN_FRAMES` is refused: sampling above the video's rate only repeats its frames.
+    """
     _check_count(num_frames_in_video)
-    if video_fps <= 0 or target_fps <= 0:
-        raise ValueError(f"fps must be positive, got video_fps={video_fps}, target_fps={target_fps}")
+    if not (math.isfinite(video_fps) and math.isfinite(target_fps)) or video_fps <= 0 or target_fps <= 0:
+        raise ValueError(f"fps must be a finite positive number, got video_fps={video_fps}, target_fps={target_fps}")
     count = fps_count(num_frames_in_video, video_fps, target_fps)
+    if limit is not None:
+        count = min(count, max(1, limit))
+    elif count > MAX_FPS_PLAN_FRAMES:
+        shown = f"{count:,}" if count < 10**12 else f"{float(count):.3g}"
+        raise ValueError(f"sampling at {target_fps:g} fps gives {shown} frames of a {num_frames_in_video / video_fps:.1f} s "
+                         f"video (more than {MAX_FPS_PLAN_FRAMES:,}): lower the fps (the video has {video_fps:g}) "
+                         "or sample a clip of fewer frames")
     step = video_fps / target_fps
     return [min(num_frames_in_video - 1, math.floor(k * step + 1e-6)) for k in range(count)]
 
 
-def fps_plan(num_frames_in_video: int, video_fps: float, target_fps: float, min_frames: int = 1) -> FramePlan:
-    """`fps_indices`, padded with the last frame up to `min_frames` (one full window) when the video is short."""
-    indices = fps_indices(num_frames_in_video, video_fps, target_fps)
+def fps_plan(num_frames_in_video: int, video_fps: float, target_fps: float, min_frames: int = 1,
+             limit: int | None = None) -> FramePlan:
+    """`fps_indices` (at most `limit`), padded with the last frame up to `min_frames` (one full window) when
+    the video is short."""
+    indices = fps_indices(num_frames_in_video, video_fps, target_fps, limit)
     padded = max(0, min_frames - len(indices))
     return FramePlan(tuple(indices) + (indices[-1],) * padded, padded=padded)
 
@@ -95,9 +113,7 @@ def clip_plan(
     first = start_frame(num_frames_in_video, video_fps, start_seconds)
     rest = num_frames_in_video - first
     if fps is not None:
-        plan = fps_plan(rest, video_fps, fps, min_frames=frames or 1)
-        if frames is not None:
-            plan = FramePlan(plan.indices[:frames], plan.padded)
+        plan = fps_plan(rest, video_fps, fps, min_frames=frames or 1, limit=frames)
     elif frames is not None:
         plan = uniform_plan(rest, frames)
     else:

@@ -194,10 +194,15 @@ def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path)
     from s5cli.recipe import load_recipe_text
 
     hub = parse_hub_spec(repo, revision)
+    if name is not None and hub.path and name != hub.path:
+        raise UserError(f"{repo} names the recipe {hub.path!r} and NAME names {name!r}: give it once, in the "
+                        "address or as NAME")
     if name is None and hub.path:
         name = hub.path
     if name is not None:
-        names = [name if name.endswith(RECIPE_SUFFIXES) else f"{name}.yaml"]
+        if Path(name).name in ("", ".", ".."):
+            raise UserError(f"recipe name {name!r} names no file: give one like genre.yaml or lvu/genre.yaml")
+        names = [name if name.lower().endswith(RECIPE_SUFFIXES) else f"{name}.yaml"]
     else:
         names = list_remote_recipes(hub)
         if not names:

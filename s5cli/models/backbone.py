@@ -277,19 +277,23 @@ def resolve_weights(weights: str) -> tuple[Path, dict]:
         raise UserError(
             f"backbone weights {text!r} is neither a .safetensors file nor a Hub id like 'timm/vit_small_patch16_224.augreg_in21k'"
         )
-    from huggingface_hub import hf_hub_download
+    # Through s5cli's Hub download, as checkpoints and recipes are: one request decides whether the Hub
+    # answers, so an unreachable one fails in a second with one line (hf_hub_download alone retried five
+    # times, ~26 s and a dozen lines of retries), and a cached copy is used with a warning.
+    from s5cli.errors import RunFailure
+    from s5cli.hub.download import download_file
+    from s5cli.hub.paths import HubSpec
 
+    spec = HubSpec(repo_id, revision)
     try:
-        file = Path(hf_hub_download(repo_id, "model.safetensors", revision=revision))
-    except Exception as error:
-        raise UserError(
-            f"cannot download model.safetensors from Hub repo {repo_id!r}: {_first_words(str(error), 240)}",
-            hint="check the id and your connection; offline (HF_HUB_OFFLINE=1) only the local Hub cache is "
-            "read, or pass a local .safetensors path",
-        ) from None
+        file = download_file(spec, "model.safetensors")
+    except UserError as error:
+        raise UserError(f"backbone weights {text}: {error}") from None
+    except RunFailure as error:  # the Hub unreachable and nothing cached: exit 1, as every Hub download
+        raise RunFailure(f"backbone weights {text}: {error}") from None
     try:
-        config_file = Path(hf_hub_download(repo_id, "config.json", revision=revision))
-    except Exception:
+        config_file = download_file(spec, "config.json")
+    except (UserError, RunFailure):  # optional: without it the backbone keeps its preset normalisation
         config_file = None
     return file, _read_pretrained_cfg(config_file)
 
@@ -347,11 +351,3 @@ def load_timm_state_dict(model: VisionTransformer, state: dict[str, Tensor], sou
 def _few(items: list[str], limit: int = 4) -> str:
     shown = ", ".join(items[:limit])
     return shown if len(items) <= limit else f"{shown} (+{len(items) - limit} more)"
-
-
-def _first_words(text: str, limit: int) -> str:
-    """The first line of `text`, cut at a word boundary with "..." when longer than `limit` characters."""
-    line = (text.strip().splitlines() or [""])[0]
-    if len(line) <= limit:
-        return line
-    return line[:limit].rsplit(" ", 1)[0] + " ..."

@@ -234,6 +234,8 @@ def checkpoint_dir(path: str | Path) -> Path:
         return interrupted
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist: pass a checkpoint folder (with {MODEL_FILE}) or a run folder")
+    if path.is_file():
+        raise UserError(f"{path} is a file: pass the checkpoint or run folder that holds it ({path.parent})")
     raise UserError(f"{path} holds no {MODEL_FILE}: pass a checkpoint folder written by s5 finetune/pretrain")
 
 
@@ -414,6 +416,11 @@ def step_checkpoints(run_dir: Path) -> list[Path]:
     """A run's step checkpoints that hold weights, newest first (names are zero-padded step numbers)."""
     return sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
                   key=lambda p: p.name, reverse=True)
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    """Whether a run folder has anything `--resume` would continue from (readable or not)."""
+    return (Path(run_dir) / "latest").is_file() or bool(step_checkpoints(run_dir))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

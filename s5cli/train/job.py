@@ -127,9 +127,21 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     try:
         saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return  # the checkpoints' own metadata still guard the model's shape
-    saved_flat = _flatten(saved if isinstance(saved, dict) else {})
+        saved = None
+    if not isinstance(saved, dict):
+        from s5cli.cli.console import print_warning
+
+        # The checkpoints' own metadata still guard the model's shape; optimiser, batch and seed go unchecked.
+        print_warning(f"--resume: {saved_file} is unreadable, so changed optimiser, batch or seed settings "
+                      "cannot be caught; the run goes on with this recipe's")
+        return
+    saved_flat = _flatten(saved)
     new_flat = _flatten(recipe_to_dict(recipe))
+    objectives = saved_flat.get("train.objective"), new_flat.get("train.objective")
+    if objectives[0] != objectives[1] and None not in objectives:
+        command = {"lsmcl": "s5 pretrain", "supervised": "s5 finetune"}.get(objectives[0], "the command that made it")
+        raise UserError(f"--resume: {out_dir} is a {objectives[0]} run: resume it with `{command} "
+                        f"{saved_file} --resume`")
     # Keys only one side has come from another s5cli version (a new key holds its default): not a change.
     changed = [
         f"{key} ({show_value(saved_flat[key])} -> {show_value(new_flat[key])})"

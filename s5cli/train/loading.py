@@ -42,7 +42,8 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
     if not name:
         raise UserError(f"{directory}: checkpoint metadata names no model")
     if expect_model is not None and canonical_name(expect_model) != canonical_name(name):
-        raise UserError(f"{directory} holds a {name!r} model, but {expect_model!r} was asked for")
+        raise UserError(f"{directory} holds a {name!r} model, but this needs {expect_model!r}: pass a checkpoint "
+                        f"of a {expect_model} run (model.name={expect_model})")
     model = build_model(name, {k: v for k, v in model_cfg.items() if k != "name"}, int(meta["num_outputs"]))
     state = ckpt.load_state(directory)
     if meta.get("objective") == "lsmcl":

@@ -224,7 +224,8 @@ def train(setup: TrainSetup) -> dict:
     if setup.resume and point is None and ctx.is_main:
         from s5cli.cli.console import print_warning
 
-        print_warning(f"--resume: no checkpoint in {out_dir} yet; starting from scratch")
+        start = f"from train.init={recipe.train.init}" if recipe.train.init else "from scratch"
+        print_warning(f"--resume: no checkpoint in {out_dir} yet; starting a new run {start}")
     if point is not None:
         if ctx.is_main:  # one rank renames: two renaming the same folder at once, one fails
             ckpt.recover_interrupted_swap(out_dir / "best")

@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".training.lock"
-_held: dict[str, int] = {}  # real path of a run folder -> descriptor holding its lock
+# real path of a run folder -> (descriptor holding its lock, whether this process created the folder)
+_held: dict[str, tuple[int, bool]] = {}
 
 
 def hold_run_folder(out_dir: Path) -> None:
@@ -32,6 +33,7 @@ def hold_run_folder(out_dir: Path) -> None:
     key = os.path.realpath(out_dir)
     if key in _held:
         return
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -43,11 +45,27 @@ def hold_run_folder(out_dir: Path) -> None:
                         "finish, or train into another folder (--out)") from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode("ascii"))
-    _held[key] = fd
+    _held[key] = (fd, created)
 
 
 def release_run_folder(out_dir: Path) -> None:
-    """Give the lock back before the process ends (in-process callers such as tests train several runs)."""
-    fd = _held.pop(os.path.realpath(Path(out_dir)), None)
-    if fd is not None:
+    """Give the lock back; a folder this process created and never wrote into goes too.
+
+    Why remove it: a command that fails its checks after taking the lock (a mistyped --device, a missing
+    train.init, data not found) otherwise left an empty run folder holding only the lock file, named
+    after the recipe, in the user's working folder.
+    """
+    held = _held.pop(os.path.realpath(Path(out_dir)), None)
+    if held is None:
+        return
+    fd, created = held
+    try:
+        if created and os.listdir(out_dir) == [LOCK_NAME]:
+            # Still holding the lock, so no other trainer is using the folder; one that races in now finds
+            # no folder, or a new lock file that makes rmdir fail (then the folder stays, as before).
+            os.unlink(Path(out_dir) / LOCK_NAME)
+            os.rmdir(out_dir)
+    except OSError:
+        pass
+    finally:
         os.close(fd)

@@ -194,7 +194,10 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
         if not 0.0 <= start <= last:
             raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
                             "in seconds from 0 to that")
-        plan = clip_plan(info.num_frames, info.fps, frames, fps, start)
+        try:
+            plan = clip_plan(info.num_frames, info.fps, frames, fps, start)
+        except ValueError as error:  # an fps plan past MAX_FPS_PLAN_FRAMES
+            raise UserError(f"{video}: --fps {fps:g}: {error}") from None
         capped = cap_padding(plan, trained.frames if trained else 0)
         if len(capped) < len(plan):
             asked.append(len(plan))
@@ -210,7 +213,7 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
             shown = f"showing those {real} (no padding past the model's {trained.frames}-frame clips)"
         else:
             shown = f"showing those {real} (a model without a trained clip length needs no padding)"
-        print_warning(f"{video}: only {real} frames to sample, asked for {asked[0]}; {shown}")
+        print_warning(f"{video}: only {real} frame{'s' if real != 1 else ''} to sample, asked for {asked[0]}; {shown}")
     else:
         clip.warn_if_padded()
     if clip.repeats_frames:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_path, check_writable
+from s5cli.io import atomic_write_path, check_writable, same_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,14 +45,6 @@ def check_output(path: str | os.PathLike[str]) -> str:
     suffix = output_format(path)
     check_writable(path)
     return suffix
-
-
-def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """True when `a` and `b` name one file (through symlinks or relative paths), existing or not yet."""
-    first, second = Path(a), Path(b)
-    if first.exists() and second.exists():
-        return os.path.samefile(first, second)
-    return first.resolve() == second.resolve()
 
 
 def check_distinct_paths(

@@ -120,12 +120,14 @@ def test_a_stop_mid_sweep_reports_and_writes_the_lengths_already_measured(
     assert not worker_pids()  # no worker left behind
 
 
-def test_tiny_time_budget_marks_models_over_budget_without_failing(tmp_path: Path) -> None:
+def test_tiny_time_budget_marks_models_over_budget_without_crashing(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     result = _invoke([*TINY, "--compare", "vit", "--mode", "infer", "--sweep", "2,4", "--time-budget", "1e-6", "--repeat", "1",
                       "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "over budget" in result.output
+    # Rows and JSON as usual, but a run that measured nothing must not look like a success to a script.
+    assert result.exit_code == 1, result.output
+    assert "over budget" in result.output and "Traceback" not in result.output
+    assert "error: nothing was measured: every model went over its budget" in result.output
     report = json.loads(out.read_text())
     assert len(report["results"]) == 4  # 2 models x 2 lengths, all reported
     for row in report["results"]:
@@ -240,6 +242,8 @@ def test_kernel_stage_times_the_fused_kernels_beside_the_matmul_form(monkeypatch
         (["--stage", "kernel", "--compare", "s4", "--mode", "infer"], "drop --compare, --mode"),
         (["--memory-budget", "0"], "must be more than 0"),
         (["--plot", "results.xyz"], "matplotlib cannot write .xyz"),
+        (["--json", "r.png", "--plot", "./r.png"], "--json and --plot are both r.png: the plot would replace the JSON"),
+        (["--time-budget", "nan"], "--time-budget nan: must be a positive number of seconds"),
         (["--json", "pyproject.toml/r.json"], "--json folder pyproject.toml is a file"),
         (["--json", "pyproject.toml"], "--json pyproject.toml exists and is not a .json file; refusing to replace"),
         (["--seed", "-1"], "--seed -1 is out of range: use a whole number from 0 to 4294967295"),
@@ -351,6 +355,19 @@ def test_a_missed_speed_target_says_why_and_what_to_do(device: str, graphs: bool
         assert (expected in text) == (expected == hint)
     assert ("README, 'On a GPU'" in text) == (hint is not None and device == "cuda")
     assert "target S5 throughput vs s4 (infer, 60 frames)" in text
+
+
+@pytest.mark.parametrize(("settings", "hint"), [
+    ({"threads": 1}, "steadier: --processes 3 (benchmarks"),
+    ({"threads": 1, "processes": 3}, "speed ratios vary between runs; compare several runs"),
+    ({"tokens_per_frame": 50, "dim": 768}, "steadier: --processes 3 or --threads 1"),
+    ({"tokens_per_frame": 8, "dim": 32}, "the targets are set for the default size (60 x 50 x 768)"),
+])
+def test_the_cpu_hint_offers_only_what_the_run_did_not_use(settings: dict, hint: str) -> None:
+    from s5cli.benchmark.report import missed_speed_hint
+
+    check = {"model": "s4", "mode": "infer", "frames": 60, "metric": "throughput", "met": False}
+    assert hint in missed_speed_hint({"settings": {"device": "cpu", **settings}, "targets": [check]})
 
 
 def test_piped_report_keeps_each_text_line_whole(tiny_report: dict) -> None:

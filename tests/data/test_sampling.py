@@ -54,6 +54,17 @@ def test_fps_sampling_steps_by_source_over_target_rate():
     assert fps_indices(4, 2.0, 4.0) == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
+def test_an_fps_plan_stops_at_its_limit_and_refuses_runaway_rates() -> None:
+    assert fps_indices(250, 25.0, 1e9, limit=3) == [0, 0, 0]
+    assert fps_plan(50, 25.0, 1.0, min_frames=5, limit=5) == fps_plan(50, 25.0, 1.0, min_frames=5)
+    assert clip_plan(250, 25.0, 2, 1e300) == FramePlan((0, 0))
+    with pytest.raises(ValueError, match=r"more than 1,000,000\): lower the fps \(the video has 25\)"):
+        fps_indices(250, 25.0, 200_000.0)  # 2,000,000 frames of a 10 s video
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ValueError, match="finite positive"):
+            fps_indices(250, 25.0, bad)
+
+
 def test_fps_plan_pads_to_a_full_window():
     plan = fps_plan(50, 25.0, 1.0, min_frames=5)  # a 2 s video, 5 frames needed
     assert plan.indices == (0, 25, 25, 25, 25)

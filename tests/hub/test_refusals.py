@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,24 @@ def test_missing_file_is_refused(hub: FakeHub, recipe_file: Path, tmp_path: Path
         pull_recipes("bob/r", "nope.yaml", dest=tmp_path / "d")
     assert "nope.yaml" in _one_line(error) and "not found" in str(error.value)
     assert _tree(tmp_path / "d") == []
+
+
+def test_recipe_names_that_name_no_file_or_two_files_are_refused_before_any_request(
+    hub: FakeHub, recipe_file: Path, tmp_path: Path
+) -> None:
+    hub.commit("bob/r", {"lvu/genre.yaml": recipe_file.read_bytes(), "synthetic.yaml": recipe_file.read_bytes()})
+    seen = len(hub.requests)
+    with pytest.raises(UserError, match=re.escape("names the recipe 'lvu/genre.yaml' and NAME names 'synthetic.yaml': give it once")):
+        pull_recipes("hf://bob/r/lvu/genre.yaml", "synthetic.yaml", dest=tmp_path / "d")
+    for name in ("", ".", "lvu/.."):
+        with pytest.raises(UserError, match=re.escape("names no file: give one like genre.yaml")):
+            pull_recipes("bob/r", name, dest=tmp_path / "d")
+    assert len(hub.requests) == seen and _tree(tmp_path / "d") == []
+    # The same name in both places is fine, and a suffix in capitals is still a suffix.
+    assert pull_recipes("hf://bob/r/lvu/genre.yaml", "lvu/genre.yaml", dest=tmp_path / "d") == [
+        (tmp_path / "d" / "lvu" / "genre.yaml").resolve()]
+    hub.commit("bob/r", {"UPPER.YAML": recipe_file.read_bytes()})
+    assert pull_recipes("bob/r", "UPPER.YAML", dest=tmp_path / "e")[0].name == "UPPER.YAML"
 
 
 def test_remote_recipe_with_unknown_key_writes_nothing(hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:

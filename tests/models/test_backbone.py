@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -123,35 +122,6 @@ def test_missing_local_file_and_unknown_name_are_user_errors(tmp_path):
         build_backbone("vit_smal_patch16_224")
 
 
-def test_hub_id_goes_through_hf_hub_download_and_reads_normalisation(monkeypatch, tmp_path, tiny_weights):
-    import huggingface_hub
-
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
-    calls = []
-
-    def fake_download(repo_id, filename, revision=None, **_):
-        calls.append((repo_id, filename, revision))
-        return str(tiny_weights[0] if filename == "model.safetensors" else config)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    model = build_backbone("vit_tiny_test", "hf-hub:timm/vit_tiny_test.fake@v1")
-    assert calls[0] == ("timm/vit_tiny_test.fake", "model.safetensors", "v1")
-    assert model.mean == (0.5, 0.5, 0.5) and model.std == (0.5, 0.5, 0.5)
-    torch.testing.assert_close(model.norm.weight, tiny_weights[1]["norm.weight"])
-
-
-def test_hub_failure_is_a_user_error_naming_the_repo(monkeypatch):
-    import huggingface_hub
-
-    def offline(*_, **__):
-        raise OSError("no connection")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(UserError, match="timm/missing"):
-        build_backbone("vit_tiny_test", "timm/missing")
-
-
 def test_pos_embed_is_resampled_to_another_image_size(tiny_weights):
     model = build_backbone("vit_tiny_test", str(tiny_weights[0]), image_size=96)
     assert model.pos_embed.shape == (1, 1 + 36, 32)
@@ -218,10 +188,3 @@ def test_same_outputs_as_timm_on_the_same_weights(tmp_path):
         features = ours(reference["images"])
     torch.testing.assert_close(features, reference["features"], atol=1e-5, rtol=1e-4)
     assert features.std() > 0.5  # every token differs: a wrong block or position embedding would show
-
-
-def test_a_long_download_error_is_cut_at_a_word() -> None:
-    from s5cli.models.backbone import _first_words
-
-    assert _first_words("short line\nsecond", 40) == "short line"
-    assert _first_words("Please check your connection and try again", 30) == "Please check your connection ..."

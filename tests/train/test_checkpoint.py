@@ -162,6 +162,9 @@ def test_pickle_and_missing_checkpoints_are_refused(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"holds no model\.safetensors"):
         ckpt.checkpoint_dir(tmp_path / "empty")
+    (tmp_path / "empty" / "recipe.yaml").write_text("model: {}\n")  # a run's recipe given for the run
+    with pytest.raises(UserError, match=r"recipe\.yaml is a file: pass the checkpoint or run folder that holds it"):
+        ckpt.checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
 
 
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch) -> None:

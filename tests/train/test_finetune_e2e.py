@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from s5cli.cli.app import app
@@ -255,10 +256,19 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     typo = tiny(tmp_path, **{"train.out_dir": tmp_path / "typo", "train.init": "runs/pre/best"})
     result = runner.invoke(app, ["finetune", RECIPE, *typo, "--quiet"])
     assert result.exit_code == 2 and "train.init=runs/pre/best" in result.output
+    assert not (tmp_path / "typo").exists()  # a run that failed its checks leaves no empty run folder behind
     fine = tiny(tmp_path, **{"train.out_dir": tmp_path / "fine", "train.epochs": 1, "train.init": tmp_path / "pre"})
     result = runner.invoke(app, ["finetune", RECIPE, *fine, "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fine" / "best" / "model.safetensors").exists()
+    # A preemptible job's first start (--resume, no checkpoint yet) starts from train.init too, not from scratch.
+    first = tiny(tmp_path, **{"train.out_dir": tmp_path / "first", "train.epochs": 1, "train.init": tmp_path / "pre"})
+    result = runner.invoke(app, ["finetune", RECIPE, *first, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"no checkpoint in {tmp_path / 'first'} yet; starting a new run from train.init=" in " ".join(result.output.split())
+    weights = [load_file(str(tmp_path / run / "best" / "model.safetensors")) for run in ("fine", "first")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     # An override alone is read as one (the checkpoint's recipe is used); another class count is refused.
     result = runner.invoke(app, ["eval", "eval.split=val", "-q", "--json", "-"])
     assert result.exit_code == 0, result.output

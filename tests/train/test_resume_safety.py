@@ -46,6 +46,23 @@ def test_settings_the_checkpoints_hold_cannot_change_on_resume(tmp_path: Path, f
     assert len(_losses(finished_run)) == 3 * 3
 
 
+def test_resuming_with_the_other_command_names_the_right_one(tmp_path: Path, finished_run: Path) -> None:
+    result = CliRunner().invoke(app, ["pretrain", RECIPE, *tiny(tmp_path), "--resume", "--quiet"])
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()).endswith(  # after the warning that pretrain trains lsmcl
+        f"error: --resume: {finished_run} is a supervised run: resume it with `s5 finetune "
+        f"{finished_run / 'recipe.yaml'} --resume`")
+
+
+def test_an_unreadable_run_recipe_is_warned_about_on_resume(tmp_path: Path, finished_run: Path) -> None:
+    (finished_run / "recipe.yaml").write_text("x: [\n")
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")
+    assert code == 0, output
+    assert "recipe.yaml is unreadable, so changed optimiser, batch or seed settings cannot be caught" in (
+        " ".join(output.split()))
+    assert yaml.safe_load((finished_run / "recipe.yaml").read_text())["train"]["epochs"] == 3  # rewritten whole
+
+
 def test_the_saved_recipe_names_the_folder_given_with_out(tmp_path: Path) -> None:
     code, output = finetune(RECIPE, *tiny(tmp_path), "--out", str(tmp_path / "elsewhere"))
     assert code == 0, output

