@@ -165,9 +165,27 @@ def _video_task(rec, meta: dict, checkpoint: str):
     from s5cli.train.checkpoint import stored_task
 
     stored = stored_task(meta)
-    if stored is not None and stored["num_outputs"] == int(meta["num_outputs"]):
-        return TaskInfo(stored["kind"], stored["num_outputs"], stored["class_names"])
-    return _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
+    if stored is None or stored["num_outputs"] != int(meta["num_outputs"]):
+        return _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
+    offset = stored["target_offset"]
+    if offset is None and stored["kind"] == "regression":
+        offset = _recipe_offset(rec, checkpoint)
+    return TaskInfo(stored["kind"], stored["num_outputs"], stored["class_names"], target_offset=offset or 0.0)
+
+
+def _recipe_offset(rec, checkpoint: str) -> float:
+    """A regression checkpoint from before the offset was stored: the recipe's split files give it, else
+    the predictions stay centred (with a warning saying so)."""
+    from s5cli.cli.console import print_warning
+    from s5cli.data.datasets import task_info
+    from s5cli.errors import UserError
+
+    try:
+        return task_info(rec.data).target_offset
+    except (UserError, OSError):
+        print_warning(f"{checkpoint} predates stored target offsets and the recipe's split files are not "
+                      "here: predictions are centred on the training mean, not on the target's own scale")
+        return 0.0
 
 
 def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
@@ -186,7 +204,8 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
                        num_workers=rec.data.num_workers, prefetch_batches=rec.data.prefetch_batches,
                        amp=rec.train.amp)
     metrics["split"] = split
-    metrics["missing"] = dataset.num_missing
+    # Not scored: videos the split names but data.root lacks, and videos whose tokens could not be made.
+    metrics["missing"] = len(getattr(records[split], "missing", [])) + dataset.num_missing
     if task.class_names:
         metrics["class_names"] = task.class_names
     return metrics
@@ -226,7 +245,7 @@ def _predict_videos(model, rec, task, files: list[Path], dev, top: int, quiet: b
         except VideoDecodeError as error:
             if len(files) == 1:
                 raise
-            print_warning(f"skipping {path}: {error}")
+            print_warning(f"{error}; skipped")  # the message names the file already
             results.append({"video": str(path), "error": str(error)})
             continue
         _print_video(console, path, result)
@@ -254,9 +273,9 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, ba
                     "windows": len(starts)}
     fps = rec.data.fps  # frames sampled at a fixed rate: a window's start is also a time in the video
     where = [{"start_frame": start, **({"start_seconds": round(start / fps, 3)} if fps else {})} for start in starts]
-    if task.kind == "regression":
-        result["prediction"] = float(merged.reshape(-1)[0])
-        result["window_predictions"] = [{**at, "prediction": float(value)}
+    if task.kind == "regression":  # on the target's own scale: the training targets were centred
+        result["prediction"] = float(merged.reshape(-1)[0]) + task.target_offset
+        result["window_predictions"] = [{**at, "prediction": float(value) + task.target_offset}
                                         for at, value in zip(where, outputs.reshape(-1), strict=True)]
         return result
     probs = merged[0]

@@ -88,10 +88,18 @@ def extract(
     seed_everything(loaded.train.seed)
     settings = settings_from_data(loaded.data)
     folder = FeatureCache(loaded.data.cache_dir, settings).folder
-    report = ensure_cached(
-        loaded.data, splits, shard=shard_pair, show_progress=not quiet, device=dev, fail_if_none=False,
-        skip_empty_splits=True,
-    )
+    try:
+        report = ensure_cached(
+            loaded.data, splits, shard=shard_pair, show_progress=not quiet, device=dev, fail_if_none=False,
+            skip_empty_splits=True,
+        )
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what is done stays done
+        from s5cli.errors import Interrupted
+        from s5cli.stop_signals import signal_of, stop_outcome
+
+        word, code = stop_outcome(signal_of(stop))
+        raise Interrupted(f"{word}; the videos finished so far stay in {folder}: run the same command again to "
+                          "extract the rest", exit_code=code) from None
     summary = {
         "cache": str(folder),
         "extracted": report.extracted,

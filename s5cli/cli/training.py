@@ -77,7 +77,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                 n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 stderr.print(
                     f"[bold]{objective}[/] {recipe.model.name} ({n_params / 1e6:.2f}M trainable) on {recipe.data.dataset}: "
-                    f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val clips, "
+                    f"{len(train_set)} train clips / {len(val_set) if val_set is not None else 0} val windows, "
                     f"device {ctx.device}, world {ctx.world_size}, run folder {out_dir}"
                 )
         if objective == "supervised":  # what eval and visualize-mask fall back to: a trained classifier

@@ -54,12 +54,16 @@ def info_nce(
     """InfoNCE: row i of `query` must pick row `key_offset + i` of `key` among all keys (+ extra negatives).
 
     Inputs L2-normed. `key_offset` is where this process's videos start in keys gathered from every process.
+    Similarities in float32 also under autocast: in bfloat16 cosines near 1 lie ~0.004 apart, steps of ~0.02
+    in the logits after dividing by the temperature (0.2), coarser than the differences being learned.
     """
-    logits = query @ key.t()
-    if negatives is not None and negatives.numel():
-        logits = torch.cat([logits, query @ negatives.t()], dim=1)
-    target = torch.arange(key_offset, key_offset + query.shape[0], device=query.device)
-    return F.cross_entropy(logits / temperature, target)
+    with torch.autocast(query.device.type, enabled=False):
+        query, key = query.float(), key.float()
+        logits = query @ key.t()
+        if negatives is not None and negatives.numel():
+            logits = torch.cat([logits, query @ negatives.float().t()], dim=1)
+        target = torch.arange(key_offset, key_offset + query.shape[0], device=query.device)
+        return F.cross_entropy(logits / temperature, target)
 
 
 def symmetric_info_nce(
@@ -102,7 +106,8 @@ def random_token_mask(tokens: Tensor, mask_ratio: float, generator: torch.Genera
     keep = max(1, round((1 - mask_ratio) * s))
     if keep == s:
         return tokens
-    noise = torch.rand(b, t, s, generator=generator, device=tokens.device)
+    device = generator.device if generator is not None else tokens.device  # a CPU generator draws on the CPU
+    noise = torch.rand(b, t, s, generator=generator, device=device).to(tokens.device)
     idx = noise.topk(keep, dim=-1).indices.sort(dim=-1).values
     return take_tokens(tokens.reshape(b * t, s, d), idx.reshape(b * t, keep)).view(b, t, keep, d)
 

@@ -288,12 +288,14 @@ def task_metadata(task: Any) -> str:
     Stored so that a checkpoint names its own classes: `s5 eval --video` on a downloaded checkpoint then
     needs neither the dataset's split files (LVU's class names live only there) nor the dataset itself.
     """
-    return json.dumps({"kind": task.kind, "num_outputs": int(task.num_outputs), "class_names": task.class_names})
+    return json.dumps({"kind": task.kind, "num_outputs": int(task.num_outputs), "class_names": task.class_names,
+                       "target_offset": float(getattr(task, "target_offset", 0.0))})
 
 
 def stored_task(meta: Mapping[str, str]) -> dict[str, Any] | None:
-    """The task a checkpoint was trained for ({kind, num_outputs, class_names}); None for checkpoints written
-    before it was stored (2026-11-29) or whose entry is unreadable, so callers fall back to the recipe's."""
+    """The task a checkpoint was trained for ({kind, num_outputs, class_names, target_offset}); None for
+    checkpoints written before it was stored (2026-11-29) or whose entry is unreadable, so callers fall back
+    to the recipe's. `target_offset` is None in checkpoints from before 2026-12-01, which did not store it."""
     try:
         task = json.loads(meta["task"])
     except (KeyError, ValueError):
@@ -301,8 +303,9 @@ def stored_task(meta: Mapping[str, str]) -> dict[str, Any] | None:
     names = task.get("class_names") if isinstance(task, dict) else None
     valid = (isinstance(task, dict) and task.get("kind") in ("classification", "regression")
              and isinstance(task.get("num_outputs"), int)
-             and (names is None or (isinstance(names, list) and len(names) == task["num_outputs"])))
-    return task if valid else None
+             and (names is None or (isinstance(names, list) and len(names) == task["num_outputs"]))
+             and isinstance(task.get("target_offset", 0.0), (int, float)))
+    return {**task, "target_offset": task.get("target_offset")} if valid else None
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:

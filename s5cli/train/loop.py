@@ -207,6 +207,11 @@ def _check_accumulate(setup: TrainSetup) -> None:
         )
 
 
+def _carves_val(recipe: Any) -> bool:
+    """Whether this run's val split is held out of train (Breakfast, COIN with data.val_fraction > 0)."""
+    return recipe.data.dataset in ("breakfast", "coin") and float(recipe.data.val_fraction or 0.0) > 0
+
+
 def train(setup: TrainSetup) -> dict:
     """Train, evaluating and checkpointing each `eval_every` epochs; return the final validation metrics."""
     recipe, ctx = setup.recipe, setup.ctx
@@ -292,10 +297,16 @@ def train(setup: TrainSetup) -> dict:
         return path
 
     patience = tcfg.early_stop_patience
-    if patience and ctx.is_main and (setup.val_set is None or not len(setup.val_set)):
+    no_validation = setup.val_set is None or not len(setup.val_set)
+    if ctx.is_main and no_validation and setup.objective == "supervised":
         from s5cli.cli.console import print_warning
 
-        print_warning("train.early_stop_patience is set but this run has no validation split: it never stops early")
+        # Without validation there is no best/ (the checkpoint eval and visualize-mask load), no plateau
+        # step and no early stop: say so at the start, not after hours of training.
+        fix = ("raise data.val_fraction or put more videos under data.root" if _carves_val(recipe)
+               else "check that data.root holds the videos of the val split")
+        print_warning(f"the val split has no clips: no best checkpoint is chosen, and no plateau or early stop "
+                      f"acts ({fix})")
     try:
         module.train()
         for epoch in range(state.epoch, tcfg.epochs):

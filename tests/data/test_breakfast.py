@@ -75,9 +75,26 @@ def test_val_fraction_holds_out_part_of_train(breakfast_dir: Path, video_root: P
     all_train = {row[0] for row in data_rows(breakfast_dir / "train.csv")}
     assert not train & val
     assert train | val == all_train
-    assert 0.05 < len(val) / len(all_train) < 0.15
+    assert 0.05 < len(val) / len(all_train) < 0.2
+    # Whole people are held out, as in the test split: no session reaches val from another of its cameras.
+    def people(ids: set[str]) -> set[str]:
+        return {video_id.split("-")[0] for video_id in ids}
+
+    assert people(val) and not people(val) & people(train)
+    sessions = {video_id.split("-")[2] for video_id in val}
+    assert not any(video_id.split("-")[2] in sessions for video_id in train)
     # Stable: the same split every time.
     assert {r.video_id for r in list_records(data, "val")} == val
+
+
+def test_a_held_out_split_counts_only_its_own_missing_videos(breakfast_dir: Path, tmp_path: Path) -> None:
+    rows = data_rows(breakfast_dir / "train.csv")
+    for row in rows[::2]:  # half of train on disk
+        (tmp_path / f"{row[0]}.mp4").touch()
+    data = breakfast_data(tmp_path, breakfast_dir, val_fraction=0.1)
+    train, val = list_records(data, "train"), list_records(data, "val")
+    assert sorted(train.missing + val.missing) == sorted(row[0] for row in rows[1::2])
+    assert {r.video_id.split("-")[0] for r in val} >= {m.split("-")[0] for m in val.missing}
 
 
 def test_missing_videos_are_skipped_and_counted(breakfast_dir: Path, tmp_path: Path) -> None:

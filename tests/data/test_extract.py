@@ -26,7 +26,7 @@ from s5cli.data.extract import (
     resolve_shard,
     settings_from_data,
 )
-from s5cli.errors import RunFailure, UserError
+from s5cli.errors import RunFailure, Terminated, UserError
 from tests.data.video_files import write_video
 from tests.waiting import wait_until
 
@@ -438,6 +438,27 @@ def test_cli_extract_prints_a_summary_and_resumes(tmp_path, monkeypatch):
     assert '"extracted": 0' in second.output and '"reused": 4' in second.output
     bad = CliRunner().invoke(app, [*args[:2], "--shard", "2/2"])
     assert bad.exit_code == 2 and "--shard" in bad.output
+
+
+@pytest.mark.parametrize(("stop", "word", "code"), [(KeyboardInterrupt, "interrupted", 130),
+                                                    (Terminated, "terminated", 143)])
+def test_a_stopped_extract_says_how_to_go_on(tmp_path, monkeypatch, stop, word, code):
+    from typer.testing import CliRunner
+
+    import s5cli.data.extract as extract
+    from s5cli.cli.app import app
+
+    def stopped(*args, **kwargs):
+        raise stop()
+
+    monkeypatch.setattr(extract, "ensure_cached", stopped)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["extract", str(REPO_ROOT / "recipes" / "synthetic.yaml"), "--quiet",
+                                      f"data.cache_dir={tmp_path / 'cache'}"])
+    assert result.exit_code == code
+    line = " ".join(result.output.split())
+    assert line.startswith(f"error: {word}; the videos finished so far stay in {tmp_path / 'cache'}")
+    assert line.endswith("run the same command again to extract the rest")
 
 
 def test_cli_extract_strict_fails_on_a_broken_or_missing_video(tmp_path, monkeypatch):

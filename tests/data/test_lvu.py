@@ -136,6 +136,18 @@ def test_missing_annotations_is_user_error(tmp_path: Path) -> None:
         list_records(lvu_data(tmp_path, tmp_path / "no_lvu", "genre"), "train")
 
 
+def test_a_task_folder_missing_from_a_real_lvu_folder_names_the_tasks_there(tmp_path: Path) -> None:
+    folder = tmp_path / "lvu_1.0"
+    for task in ("genre", "year"):
+        (folder / task).mkdir(parents=True)
+        (folder / task / "train.csv").write_text("")
+    with pytest.raises(UserError) as info:
+        list_records(lvu_data(tmp_path, folder, "scene"), "train")
+    assert str(info.value) == (f"LVU task 'scene' has no split files: expected {folder / 'scene' / 'train.csv'} "
+                               "(data.annotations holds genre, year); copy the scene/ folder of lvu_1.0 there, or "
+                               "pick one of those")
+
+
 def test_unknown_task_suggests_the_closest(lvu_dir: Path, video_root: Path) -> None:
     with pytest.raises(UserError, match="did you mean 'genre'"):
         task_info(lvu_data(video_root, lvu_dir, "genra"))

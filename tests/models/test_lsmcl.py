@@ -83,6 +83,20 @@ def test_key_offset_points_each_query_at_its_own_row_of_gathered_keys() -> None:
                                                                                torch.arange(3)))
 
 
+def test_similarities_stay_float32_under_autocast() -> None:
+    """bfloat16 similarities round cosines near 1 to steps of ~0.004: the loss must not change with autocast."""
+    torch.manual_seed(0)
+    query = F.normalize(torch.randn(4, 64), dim=-1)
+    keys = F.normalize(query + 0.05 * torch.randn(4, 64), dim=-1)  # positives with cosines near 1
+    negatives = F.normalize(torch.randn(6, 64), dim=-1)
+    plain = info_nce(query, keys, 0.2, negatives)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (query @ keys.t()).dtype == torch.bfloat16  # what a plain matmul does here
+        mixed = info_nce(query, keys, 0.2, negatives)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0, atol=0)
+
+
 def _gather_in_process(rank: int, world: int, store_file: str, results: dict) -> None:
     import torch.distributed as dist
 

@@ -106,7 +106,8 @@ def test_checkpoints_store_their_task_and_eval_video_uses_its_windows(tmp_path: 
     from s5cli.data.datasets import task_info
 
     expected = task_info(_recipe(*tiny(tmp_path)).data)
-    assert stored == {"kind": expected.kind, "num_outputs": expected.num_outputs, "class_names": expected.class_names}
+    assert stored == {"kind": expected.kind, "num_outputs": expected.num_outputs, "class_names": expected.class_names,
+                      "target_offset": 0.0}
     # 8 frames at 8 fps; half-second windows every frame: 4-frame windows starting at frames 0..4.
     video = next((tmp_path / "videos").rglob("*.mp4"))
     out = tmp_path / "video.json"
@@ -136,6 +137,40 @@ def test_video_task_comes_from_the_checkpoint_before_the_recipe(tmp_path: Path) 
 
     with pytest.raises(UserError, match=r"lvu_1\.0"):
         eval_cli._video_task(rec, {"num_outputs": "4"}, "old-run")
+
+
+def test_regression_predictions_come_back_on_the_targets_own_scale(tmp_path: Path, shared_data_dir: Path) -> None:
+    """LVU trains regression models on targets centred by the train split's mean; --video adds it back
+    (a like ratio near 9, not near 0), from the checkpoint, or from the recipe for older checkpoints."""
+    from s5cli.data.datasets import task_info
+    from s5cli.data.datasets.lvu import train_mean
+
+    folder = shared_data_dir / "lvu_1.0"
+    rec = load_recipe(REPO / "recipes" / "lvu" / "like_ratio.yaml",
+                      [f"data.root={tmp_path}", f"data.annotations={folder}"])
+    mean = train_mean(folder, "like_ratio")
+    assert 5.0 < mean < 10.0  # like / (like + dislike) x 10 over the real train split
+    assert task_info(rec.data).target_offset == pytest.approx(mean)
+    stored = {"num_outputs": "1", "task": ckpt.task_metadata(task_info(rec.data))}
+    assert eval_cli._video_task(rec, stored, "run").target_offset == pytest.approx(mean)
+    older = {"num_outputs": "1", "task": json.dumps({"kind": "regression", "num_outputs": 1, "class_names": None})}
+    assert eval_cli._video_task(rec, older, "run").target_offset == pytest.approx(mean)  # from the split files
+    elsewhere = load_recipe(REPO / "recipes" / "lvu" / "like_ratio.yaml", [f"data.root={tmp_path / 'x'}"])
+    assert eval_cli._video_task(elsewhere, stored, "hf://someone/model").target_offset == pytest.approx(mean)
+
+
+def test_a_regression_video_prediction_adds_the_offset(tmp_path: Path, monkeypatch) -> None:
+    tokens = torch.randn(9, 3, 5)
+    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda *a, **k: tokens)
+    model = MeanLinear(5, 1).eval()
+    rec = _recipe("data.frames=4")
+    plain = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
+                                    top=5, quiet=True)
+    shifted = eval_cli._predict_video(model, rec, TaskInfo("regression", 1, target_offset=8.5), Path("m.mp4"),
+                                      torch.device("cpu"), top=5, quiet=True)
+    assert shifted["prediction"] == pytest.approx(plain["prediction"] + 8.5)
+    assert [w["prediction"] for w in shifted["window_predictions"]] == pytest.approx(
+        [w["prediction"] + 8.5 for w in plain["window_predictions"]])
 
 
 @pytest.mark.parametrize("entry", ["not json", '{"kind": "classification"}', '{"kind": "x", "num_outputs": 2}',
@@ -209,7 +244,10 @@ def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(
     result = runner.invoke(app, ["eval", "--video", str(folder), "-c", str(tmp_path / "run"), "--json", str(out),
                                  "-q"])
     assert result.exit_code == 1
-    assert "skipping" in result.output and "1 of 3 videos could not be read" in result.output
+    text = " ".join(result.output.split())
+    assert f"warning: {folder / 'broken.mp4'}: " in text and "; skipped" in text
+    assert text.count(str(folder / "broken.mp4")) == 2  # in the warning once, in the last line once
+    assert "1 of 3 videos could not be read" in text
     videos = json.loads(out.read_text())["videos"]
     assert [("error" in v) for v in videos] == [True, False, False]  # broken.mp4 sorts first
     # Alone, an unreadable file is the usual one-line error (exit 2); a folder without videos too.

@@ -277,6 +277,15 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "outputs, but the recipe's synthetic task has" in result.output
 
 
+def test_a_run_without_validation_clips_says_so_at_the_start(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **{"data.synthetic.num_val": 0,
+                                                                           "train.epochs": 1}), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: the val split has no clips: no best checkpoint is chosen, and no plateau or early stop acts"
+            in " ".join(result.output.split()))
+    assert not (tmp_path / "run" / "best").exists() and (tmp_path / "run" / "latest").is_file()
+
+
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
     import torch
 

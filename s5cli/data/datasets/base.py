@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +72,9 @@ class TaskInfo:
     kind: str  # "classification" | "regression"
     num_outputs: int
     class_names: list[str] | None = None
+    # Regression: what the model's output is shifted by from the target's own scale. LVU centres its targets
+    # by the train split's mean, and `s5 eval --video` adds it back (a like ratio on 0-10, not around 0).
+    target_offset: float = 0.0
 
 
 class RecordList(list):
@@ -179,17 +182,34 @@ def in_holdout(video_id: str, fraction: float) -> bool:
 
 
 def split_with_holdout(
-    train: list[VideoRecord], test: list[VideoRecord], split: str, val_fraction: float
+    train: list[VideoRecord], test: list[VideoRecord], split: str, val_fraction: float,
+    group: Callable[[str], str] | None = None,
 ) -> list[VideoRecord]:
-    """Datasets without a val split: carve val out of train (`val_fraction` > 0) or evaluate val on test."""
+    """Datasets without a val split: carve val out of train (`val_fraction` > 0) or evaluate val on test.
+
+    `group` maps a video id to what is held out as a whole (default: the video itself): Breakfast films
+    each session with up to five cameras, so holding out single videos left the same session, seen from
+    another camera, in train, and validation scored near-copies of training clips.
+    """
     if split == "test":
         return test
     if val_fraction <= 0:
         return train if split == "train" else test
-    held = [in_holdout(record.video_id, val_fraction) for record in train]
+    key = group or (lambda video_id: video_id)
+    held = [in_holdout(key(record.video_id), val_fraction) for record in train]
     if split == "val":
         return [record for record, h in zip(train, held, strict=True) if h]
     return [record for record, h in zip(train, held, strict=True) if not h]
+
+
+def missing_in_split(missing: list[str], split: str, val_fraction: float,
+                     group: Callable[[str], str] | None = None) -> list[str]:
+    """The ids of `missing` (train videos not on disk) that `split_with_holdout` would put in `split`:
+    so `s5 eval --split val` counts only the val videos it lacks, not every missing train video."""
+    if split not in ("train", "val") or val_fraction <= 0:
+        return missing
+    key = group or (lambda video_id: video_id)
+    return [video_id for video_id in missing if in_holdout(key(video_id), val_fraction) == (split == "val")]
 
 
 def check_split(split: str, dataset: str) -> None:

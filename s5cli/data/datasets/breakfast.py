@@ -3,7 +3,8 @@
 Annotations: `<annotations>/{train,test}.csv` with `file_name,duration,action,class_id`, e.g.
 `P03-cam01-P03_cereals,56,cereals,0`. The file name encodes the original tree `P03/cam01/P03_cereals.avi`;
 a flat copy `P03-cam01-P03_cereals.<ext>` is accepted too. There is no val split: `data.val_fraction` > 0
-holds out a stable fraction of train, otherwise val is the test split (as in ViS4mer's protocol).
+holds out a stable fraction of train's people (every video of a held-out person, as the test split holds
+out people), otherwise val is the test split (as in ViS4mer's protocol).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .base import (
     check_split,
     data_field,
     find_video,
+    missing_in_split,
     read_annotation_text,
     report_missing,
     require_root,
@@ -76,6 +78,11 @@ def parse_split_file(path: Path) -> list[BreakfastRow]:
             raise AnnotationError(path, number, f"class_id {label} is negative")
         rows.append(BreakfastRow(name, seconds, action, label, number))
     return rows
+
+
+def person_of(file_name: str) -> str:
+    """`P03` of `P03-cam01-P03_cereals`: who was filmed (every camera of a session shares it)."""
+    return file_name.split("-", 1)[0]
 
 
 def video_candidates(root: Path, file_name: str) -> list[Path]:
@@ -132,8 +139,12 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     if split == "val" and val_fraction <= 0:
         source = "test"
     listed = _records(parse_split_file(folder / f"{source}.csv"), root, source)
-    chosen = split_with_holdout(listed, listed, split, val_fraction) if source == "train" else listed
-    return RecordList(chosen, listed.missing)
+    # Held out by person, as the test split is (its people never appear in train): validation then asks the
+    # question the test asks, and no session reaches it from another camera of the same recording.
+    if source == "test":
+        return listed
+    chosen = split_with_holdout(listed, listed, split, val_fraction, group=person_of)
+    return RecordList(chosen, missing_in_split(listed.missing, split, val_fraction, group=person_of))
 
 
 def task_info(data: Any) -> TaskInfo:

@@ -24,6 +24,7 @@ from .base import (
     check_split,
     data_field,
     index_videos,
+    missing_in_split,
     read_annotation_text,
     report_missing,
     require_root,
@@ -122,6 +123,7 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     report_missing(f"COIN {source}", root, missing, len(chosen))
     if source == "train":
         records = split_with_holdout(records, records, split, val_fraction)
+        missing = missing_in_split(missing, split, val_fraction)
     return RecordList(records, missing)
 
 

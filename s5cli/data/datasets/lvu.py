@@ -139,6 +139,10 @@ def annotations_dir(data: Any, task: str) -> Path:
         return folder.parent
     # Say where the folder came from: with data.annotations null the user may not know <root>/lvu_1.0 was tried.
     origin = "data.annotations" if given else "data.annotations is null, so <data.root>/lvu_1.0"
+    others = sorted(found.parent.name for found in folder.glob("*/train.csv"))
+    if others:  # the lvu_1.0 folder is right; only this task's split files are not in it
+        raise UserError(f"LVU task {task!r} has no split files: expected {folder / task / 'train.csv'} ({origin} "
+                        f"holds {', '.join(others)}); copy the {task}/ folder of lvu_1.0 there, or pick one of those")
     raise UserError(
         f"LVU annotations not found: expected {folder / task / 'train.csv'} ({origin}); "
         "set data.annotations to the lvu_1.0 folder"
@@ -212,9 +216,9 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
 def task_info(data: Any) -> TaskInfo:
     """Classification (classes = max class id + 1 over all splits) or a single regression output."""
     task = _task(data)
-    if task in REGRESSION_TASKS:
-        return TaskInfo("regression", 1, None)
     folder = annotations_dir(data, task)
+    if task in REGRESSION_TASKS:
+        return TaskInfo("regression", 1, None, target_offset=train_mean(folder, task))
     names: dict[int, str] = {}
     for rows in _all_rows(folder, task).values():
         for row in rows:
