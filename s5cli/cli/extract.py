@@ -108,6 +108,7 @@ def extract(
         "missing": report.missing,
         "skipped_splits": report.skipped_splits,
         "failed_videos": [{"video_id": vid, "reason": reason} for vid, reason in report.failed],
+        "missing_videos": report.missing_videos,  # what to download, for a script
         "frames_per_second": round(report.frames / report.seconds, 2) if report.frames else None,
     }
     if json_output:

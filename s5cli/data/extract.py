@@ -37,6 +37,7 @@ class ExtractReport:
     frames: int = 0
     seconds: float = 0.0
     missing: int = 0  # annotated videos not on disk (set by ensure_cached; extract_records never sees them)
+    missing_videos: list[str] = field(default_factory=list)  # their ids, sorted (ensure_cached)
     skipped_splits: list[str] = field(default_factory=list)  # splits with no video on disk (ensure_cached)
     # (video id, its own fps) of the videos whose frame rate is below data.fps: their cached frames repeat
     fps_above: list[tuple[str, float]] = field(default_factory=list)
@@ -484,7 +485,7 @@ def ensure_cached(
         show_progress=show_progress,
         device=device,
     )
-    report.missing, report.skipped_splits = len(missing), skipped
+    report.missing, report.missing_videos, report.skipped_splits = len(missing), sorted(missing), skipped
     if fail_if_none and report.failed and report.extracted + report.reused == 0:
         raise RunFailure(
             f"none of {len(report.failed)} videos could be decoded (first: {report.failed[0][1]})"

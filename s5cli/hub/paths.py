@@ -73,8 +73,9 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> HubSpec:
     return HubSpec(repo_id, inline_rev or revision or None, path)
 
 
-def check_repo_path(name: str, where: str = "Hub repo") -> PurePosixPath:
-    """A remote file name as a relative POSIX path; UserError for absolute paths, `..`, backslashes, NUL."""
+def check_repo_path(name: str, where: str = "Hub repo", uploading: bool = False) -> PurePosixPath:
+    """A remote file name as a relative POSIX path; UserError for absolute paths, `..`, backslashes, NUL
+    (worded for a download's destination folder, or with `uploading` for a path in the repo)."""
     bad = (
         not name
         or "\\" in name
@@ -84,6 +85,9 @@ def check_repo_path(name: str, where: str = "Hub repo") -> PurePosixPath:
     )
     pure = PurePosixPath(name)
     if bad or any(part in ("..", "") for part in pure.parts) or pure.is_absolute():
+        if uploading:
+            raise UserError(f"{where}: refusing path in repo {name!r}: give a relative path without '..' or "
+                            "backslashes (e.g. lvu/genre.yaml)")
         raise UserError(
             f"{where}: refusing remote file name {name!r}: it would be written outside the destination folder"
         )

@@ -46,7 +46,7 @@ def commit_files(
 
     _check_repo_id(repo_id)
     for name in files:
-        check_repo_path(name, where=repo_id)
+        check_repo_path(name, where=repo_id, uploading=True)
     api = _api(action)
     branch = revision or "main"
     with hub_errors(repo_id, branch, writing=True):

@@ -487,6 +487,7 @@ def test_cli_extract_strict_fails_on_a_broken_or_missing_video(tmp_path, monkeyp
     assert '"reused": 2' in lenient.output and '"failed": 1' in lenient.output
     missing = CliRunner().invoke(app, [*base, "--split", "val", "--strict"])
     assert missing.exit_code == 1 and "1 video of the split files not under data.root" in missing.output
+    assert '"missing_videos": [' in missing.output and '"gone"' in missing.output  # which ones, for a script
 
 
 def test_extract_skips_a_split_without_videos_and_counts_missing_ones(tmp_path, monkeypatch, capsys):

@@ -213,6 +213,14 @@ def test_wrong_token_and_private_repo(hub: FakeHub, recipe_file: Path, monkeypat
     assert "private" in _one_line(error) and "HF_TOKEN" in str(error.value)
 
 
+def test_a_path_in_repo_that_climbs_out_is_refused_in_push_words(hub: FakeHub, recipe_file: Path) -> None:
+    with pytest.raises(UserError) as error:
+        push_recipe(recipe_file, "bob/r", path_in_repo="../x.yaml")
+    assert _one_line(error) == ("bob/r: refusing path in repo '../x.yaml': give a relative path without '..' or "
+                                "backslashes (e.g. lvu/genre.yaml)")
+    assert hub.repos == {}
+
+
 def test_invalid_local_recipe_is_not_pushed(hub: FakeHub, recipe_file: Path) -> None:
     recipe_file.write_text(recipe_file.read_text().replace("  epochs:", "  epochz:", 1))
     with pytest.raises(UserError, match="epochz"):
