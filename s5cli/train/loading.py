@@ -13,11 +13,19 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
     """Local checkpoint/run folder, or hf://REPO[@REV]/path / a bare Hub repo id (through s5cli.hub)."""
     text = str(spec)
     local = Path(text).expanduser()
-    if local.exists() or not (text.startswith("hf://") or text.count("/") == 1):
+    # OWNER/NAME whose OWNER is a folder here (`runs/nosuch` beside runs/): a mistyped local path, not a Hub
+    # id; asking the Hub then only added its connection error to the message. `hf://` still means the Hub.
+    beside_a_folder = not text.startswith("hf://") and text.count("/") == 1 and local.parent.is_dir()
+    if local.exists() or beside_a_folder or not (text.startswith("hf://") or text.count("/") == 1):
         from s5cli.train.checkpoint import checkpoint_dir, run_best_checkpoint
 
         # A run folder means its best checkpoint (what eval and visualize want); resuming uses `latest`.
-        return run_best_checkpoint(local) or checkpoint_dir(local)
+        try:
+            return run_best_checkpoint(local) or checkpoint_dir(local)
+        except UserError as error:
+            if beside_a_folder and not local.exists():
+                raise UserError(f"{error} (a Hub repo of that name: hf://{text})") from None
+            raise
     from s5cli.errors import RunFailure
     from s5cli.hub import resolve_checkpoint_dir
 

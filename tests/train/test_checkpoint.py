@@ -217,6 +217,14 @@ def test_mistyped_run_folder_names_both_readings(tmp_path, monkeypatch) -> None:
     message = str(error.value)
     assert "runs/synthtic: no such local checkpoint folder" in message and "offline" in message.lower()
     assert "\n" not in message
+    # With runs/ here, runs/synthtic is a mistyped run folder: no Hub reading (an `hf://` address still is one).
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(UserError) as error:
+        resolve_checkpoint("runs/synthtic")
+    assert str(error.value) == ("checkpoint runs/synthtic does not exist: pass a checkpoint folder (with "
+                                "model.safetensors) or a run folder (a Hub repo of that name: hf://runs/synthtic)")
+    with pytest.raises(UserError, match="offline"):
+        resolve_checkpoint("hf://runs/synthtic")
 
 
 def test_reads_find_a_checkpoint_caught_between_the_two_renames(tmp_path) -> None:
