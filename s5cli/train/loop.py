@@ -187,9 +187,21 @@ def _micro_batches(indices: list[int], parts: int) -> list[list[int]]:
     return [piece.tolist() for piece in np.array_split(np.asarray(indices, dtype=np.int64), parts)]
 
 
-def _check_accumulate(setup: TrainSetup) -> None:
-    """One-line errors and warnings for train.accumulate before anything is trained."""
+def _multiples_near(batch: int, world: int) -> list[int]:
+    """The multiples of `world` just below and above `batch` (the first one at least `world`)."""
+    below = max(world, batch // world * world)
+    return sorted({below, (batch // world + 1) * world})
+
+
+def _check_batch_settings(setup: TrainSetup) -> None:
+    """One-line errors and warnings for train.batch_size and train.accumulate before anything is trained."""
     tcfg, ctx = setup.recipe.train, setup.ctx
+    if tcfg.batch_size % ctx.world_size:
+        # train.batch_size is the global batch of one optimiser step; split unevenly, every process would
+        # take batch_size // world clips and the run would train on another batch than its recipe says.
+        fits = ", ".join(str(n) for n in _multiples_near(tcfg.batch_size, ctx.world_size))
+        raise UserError(f"train.batch_size={tcfg.batch_size} (the global batch) does not split evenly over "
+                        f"{ctx.world_size} processes: use a multiple of {ctx.world_size} (e.g. {fits})")
     per_rank = _rank_batch(tcfg.batch_size, ctx)
     if tcfg.accumulate > per_rank:
         where = f" per process ({ctx.world_size} processes)" if ctx.distributed else ""
@@ -205,6 +217,14 @@ def _check_accumulate(setup: TrainSetup) -> None:
             "videos is its own contrastive task, with only those videos (and train.lsmcl.queue_size queued keys) "
             "as negatives"
         )
+    if setup.objective == "lsmcl" and per_rank // tcfg.accumulate == 1 and ctx.is_main \
+            and setup.recipe.train.lsmcl.projector_norm == "batch":
+        from s5cli.cli.console import print_warning
+
+        # Batch norm over one clip has no batch statistics: the projector falls back to its running ones,
+        # which never move, and the loss stays at ln 2 (measured: torchrun, batch_size=2 on 2 processes).
+        print_warning("train.lsmcl.projector_norm=batch sees one clip per forward pass here, so it cannot "
+                      "normalise over a batch: raise train.batch_size or set train.lsmcl.projector_norm=none")
 
 
 def _carves_val(recipe: Any) -> bool:
@@ -217,7 +237,7 @@ def train(setup: TrainSetup) -> dict:
     recipe, ctx = setup.recipe, setup.ctx
     tcfg, ocfg = recipe.train, recipe.optim
     out_dir = setup.out_dir
-    _check_accumulate(setup)
+    _check_batch_settings(setup)
     module = setup.module.to(ctx.device)
     optimizer = build_optimizer(module, ocfg)
     steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / _rank_batch(tcfg.batch_size, ctx))
@@ -340,7 +360,9 @@ def train(setup: TrainSetup) -> dict:
                 state.step += 1
                 setup.steps_run += 1
                 state.batch_in_epoch = b_index + 1
-                speed = tcfg.batch_size / max(time.perf_counter() - tick, 1e-9)
+                # Clips of this step over every process (the sampler gives each rank as many; the last
+                # batch of an epoch may be short): batch_size overstated a short or uneven batch.
+                speed = len(batches[b_index]) * ctx.world_size / max(time.perf_counter() - tick, 1e-9)
                 progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
                 # The run's last step too: a run shorter than log_every otherwise logged nothing (and
                 # `s5 pretrain` printed an empty summary).

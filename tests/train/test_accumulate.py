@@ -117,3 +117,40 @@ def test_two_processes_accumulating_match_one_process(tmp_path: Path) -> None:
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)
     for name, value in _weights(tmp_path / "one").items():
         torch.testing.assert_close(_weights(tmp_path / "two")[name], value, rtol=1e-4, atol=1e-5)
+
+
+def _setup(batch: int, world: int, objective: str = "supervised", accumulate: int = 1, norm: str = "batch"):
+    from types import SimpleNamespace
+
+    train = SimpleNamespace(batch_size=batch, accumulate=accumulate, lsmcl=SimpleNamespace(projector_norm=norm))
+    ctx = SimpleNamespace(world_size=world, distributed=world > 1, is_main=True)
+    return SimpleNamespace(recipe=SimpleNamespace(train=train), ctx=ctx, objective=objective)
+
+
+def test_a_global_batch_that_does_not_split_over_the_processes_is_refused() -> None:
+    from s5cli.errors import UserError
+    from s5cli.train.loop import _check_batch_settings
+
+    with pytest.raises(UserError) as error:
+        _check_batch_settings(_setup(7, 2))
+    assert str(error.value) == ("train.batch_size=7 (the global batch) does not split evenly over 2 processes: "
+                                "use a multiple of 2 (e.g. 6, 8)")
+    with pytest.raises(UserError, match=r"use a multiple of 4 \(e\.g\. 4\)"):
+        _check_batch_settings(_setup(1, 4))
+    _check_batch_settings(_setup(8, 2))
+    _check_batch_settings(_setup(7, 1))
+
+
+def test_a_batch_norm_projector_over_one_clip_is_warned_about(monkeypatch) -> None:
+    import s5cli.cli.console as console
+    from s5cli.train.loop import _check_batch_settings
+
+    said: list[str] = []
+    monkeypatch.setattr(console, "print_warning", said.append)
+    _check_batch_settings(_setup(2, 2, "lsmcl"))  # one clip per process
+    assert len(said) == 1 and "projector_norm=batch sees one clip per forward pass" in said[0]
+    said.clear()
+    _check_batch_settings(_setup(4, 1, "lsmcl", accumulate=2, norm="none"))  # the warning about accumulate only
+    _check_batch_settings(_setup(4, 2, "lsmcl"))
+    _check_batch_settings(_setup(2, 2, "supervised"))
+    assert [m for m in said if "projector_norm" in m] == []
