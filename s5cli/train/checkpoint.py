@@ -80,6 +80,13 @@ def rng_state(other_ranks: Sequence[Mapping[str, torch.Tensor]] = ()) -> tuple[d
     }
 
 
+def saved_processes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """How many processes wrote a checkpoint, from its per-rank generator states (1 for checkpoints from
+    before those were saved, 2026-11-30, whatever wrote them)."""
+    ranks = [key for key in tensors if key.startswith("rng.rank") and key.endswith(".torch")]
+    return 1 + len(ranks)
+
+
 def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank: int = 0) -> None:
     """Undo `rng_state` in rank `rank`. A rank the checkpoint has no state for (one written by fewer
     processes, or before per-rank states) takes rank 0's."""

@@ -255,6 +255,16 @@ def train(setup: TrainSetup) -> dict:
         if ctx.is_main:  # one rank renames: two renaming the same folder at once, one fails
             ckpt.recover_interrupted_swap(out_dir / "best")
         ctx.barrier()
+        saved = ckpt.saved_processes(point.tensors)
+        if saved != ctx.world_size and ctx.is_main:
+            from s5cli.cli.console import print_warning
+
+            # Same global batch and schedule, but the noise each process draws (dropout, Gumbel, LSMCL
+            # masks) no longer continues as one uninterrupted run's would: say so rather than let a user
+            # expect byte-identical results.
+            print_warning(f"--resume: {point.directory} was written by {saved} process(es), this run has "
+                          f"{ctx.world_size}: training goes on with the same global batch, but its random draws "
+                          "differ from an uninterrupted run's")
         ckpt.load_into(module, point.weights, str(point.directory))
         state, schedule_state = ckpt.apply_resume_point(point, optimizer, ctx.rank)
         schedule.load_state_dict(schedule_state)

@@ -89,6 +89,9 @@ def test_each_torchrun_rank_takes_back_its_own_generators(monkeypatch, tmp_path)
     path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState(step=3),
                                 other_ranks_rng=[rank1])
     point = ckpt.read_resume_point(path)
+    assert ckpt.saved_processes(point.tensors) == 2  # what a resume on another process count warns about
+    one = ckpt.save_checkpoint(tmp_path / "one", model, {}, opt, {}, ckpt.TrainerState(step=3))
+    assert ckpt.saved_processes(ckpt.read_resume_point(one).tensors) == 1
     rank0_cpu = point.tensors["rng.torch"]
     ckpt.restore_rng(point.tensors, point.payload["rng"], rank=1)
     assert torch.equal(torch.get_rng_state(), rank1["torch"]) and gpus.restored[-1].tolist() == [21] * 4

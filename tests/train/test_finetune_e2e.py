@@ -214,6 +214,13 @@ def test_torchrun_ranks_draw_their_own_noise_and_resume_it(tmp_path: Path) -> No
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(_losses(tmp_path / "full")) == 6
     assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    assert "was written by" not in resumed.stderr  # the same process count: nothing to say
+    # One process going on with the two-process run: allowed, and said (its draws are not the run's).
+    more = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(shared, **extra, **{"train.out_dir": tmp_path / "cut",
+                                                                                   "train.epochs": 3}), "--resume", "-q"])
+    assert more.exit_code == 0, more.output
+    assert "was written by 2 process(es), this run has 1: training goes on with the same global batch" in (
+        " ".join(more.output.split()))
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
