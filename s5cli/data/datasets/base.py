@@ -195,8 +195,7 @@ def split_with_holdout(
         return test
     if val_fraction <= 0:
         return train if split == "train" else test
-    key = group or (lambda video_id: video_id)
-    held = [in_holdout(key(record.video_id), val_fraction) for record in train]
+    held = [_held_out(record.video_id, val_fraction, group) for record in train]
     if split == "val":
         return [record for record, h in zip(train, held, strict=True) if h]
     return [record for record, h in zip(train, held, strict=True) if not h]
@@ -208,8 +207,12 @@ def missing_in_split(missing: list[str], split: str, val_fraction: float,
     so `s5 eval --split val` counts only the val videos it lacks, not every missing train video."""
     if split not in ("train", "val") or val_fraction <= 0:
         return missing
-    key = group or (lambda video_id: video_id)
-    return [video_id for video_id in missing if in_holdout(key(video_id), val_fraction) == (split == "val")]
+    return [video_id for video_id in missing if _held_out(video_id, val_fraction, group) == (split == "val")]
+
+
+def _held_out(video_id: str, val_fraction: float, group: Callable[[str], str] | None) -> bool:
+    """Whether a train video goes to val: its group (default: the video itself) is in the held-out fraction."""
+    return in_holdout(group(video_id) if group else video_id, val_fraction)
 
 
 def check_split(split: str, dataset: str) -> None:
