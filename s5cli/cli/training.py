@@ -10,6 +10,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                  device: str | None, out: Path | None, quiet: bool) -> dict:
     """Run pretraining or finetuning from a recipe and print a summary; returns the final metrics."""
     from s5cli.cli.console import stderr, stdout
+    from s5cli.errors import UserError
     from s5cli.recipe import recipe_to_dict
     from s5cli.seeding import seed_everything
     from s5cli.train import checkpoint as ckpt
@@ -25,13 +26,21 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
     out_dir = job.out_dir_for(recipe, out)
     job.check_run_folder(out_dir)
-    hold_run_folder(out_dir)  # before the fresh-run check: a second launch seconds later found no run yet
     ctx = None
     try:
-        check_fresh_run(out_dir, resume)
-        if resume:
-            job.check_resume_recipe(out_dir, recipe)
+        # The process group first: checks that fail on some ranks only (rank 0 alone takes the lock) then
+        # stop every rank at once instead of leaving the others waiting for the failed one.
         ctx = init_distributed(device)
+        problem = None
+        try:
+            # Before the fresh-run check: a second launch seconds later found no run yet.
+            hold_run_folder(out_dir)
+            check_fresh_run(out_dir, resume)
+            if resume:
+                job.check_resume_recipe(out_dir, recipe)
+        except Exception as error:  # re-raised by stop_together, on every rank
+            problem = error
+        ctx.stop_together(problem)
         # train.init starts a new run: also under --resume while the folder has no checkpoint yet (a
         # preemptible job's first start, or one killed before its first checkpoint).
         continues = resume and ckpt.has_checkpoints(out_dir)
@@ -49,8 +58,6 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         val_set = (token_dataset(recipe.data, records["val"], training=False, stride=recipe.eval.window_stride)
                    if objective == "supervised" else None)
         if len(train_set) == 0:
-            from s5cli.errors import UserError
-
             if recipe.data.dataset == "synthetic" and recipe.data.synthetic.num_train == 0:
                 raise UserError("data.synthetic.num_train=0: there is nothing to train on (set it to at least 1)")
             raise UserError(f"no training videos with cached tokens for {recipe.data.dataset} "
@@ -69,8 +76,6 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             try:
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                from s5cli.errors import UserError
-
                 raise UserError(f"cannot create run folder {out_dir}: {error.strerror}") from None
             job.save_run_recipe(recipe, out_dir)
             if not quiet:

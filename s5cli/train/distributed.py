@@ -77,6 +77,24 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def stop_together(self, problem: Exception | None) -> None:
+        """Raise `problem`, or a UserError naming another rank's, on every rank if any rank had one.
+
+        Why: a check one rank makes alone (rank 0's run-folder lock) or that differs between ranks would
+        otherwise fail on that rank while the others went on into their next collective, where they waited
+        for the failed one until torchrun's SIGKILL ended them without a word.
+        """
+        if self.distributed:
+            problems = self.gather_objects(None if problem is None else str(problem))
+            if problem is None:
+                for rank, text in enumerate(problems):
+                    if text is not None:
+                        from s5cli.errors import UserError
+
+                        raise UserError(f"rank {rank} stopped: {text}")
+        if problem is not None:
+            raise problem
+
     def close(self) -> None:
         global _left_process_group
         if self.distributed and dist.is_initialized():

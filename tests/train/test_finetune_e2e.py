@@ -246,6 +246,28 @@ def test_lsmcl_under_torchrun_contrasts_against_every_process_videos(tmp_path: P
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
 
 
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_a_check_only_rank_0_fails_stops_every_rank_with_its_reason(tmp_path: Path) -> None:
+    """Rank 0 alone takes the run folder's lock. Finding it taken used to stop rank 0 before the process
+    group met, leaving rank 1 waiting in it until torchrun killed it, silently, half a minute later."""
+    import fcntl
+
+    from s5cli.train.run_lock import LOCK_NAME
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / LOCK_NAME, "w") as holder:  # another training holds the folder
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("4242")
+        holder.flush()
+        result = finetune_in_processes(tiny(tmp_path, **{"train.out_dir": run}), processes=2)
+    assert result.returncode != 0
+    said = " ".join(result.stderr.split())
+    assert "is in use by another training (pid 4242)" in said
+    assert "rank 0 stopped: run folder" in said  # rank 1's own line, not torchrun's kill
+
+
 def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     runner = CliRunner()
     pre = tiny(tmp_path, **{"train.out_dir": tmp_path / "pre", "train.epochs": 1, "train.lsmcl.short_frames": 4,
