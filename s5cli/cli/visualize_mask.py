@@ -196,9 +196,13 @@ def _run(
 
     patches = selection.grid**2
     mean_kept = sum(len(selection.kept_patches(t)) for t in range(len(selection.kept))) / len(selection.kept)
+    # The CLS token competes for the same per-frame budget: without its count a small grid read as
+    # "kept 0.0/1 patches" although one token per frame was kept.
+    cls_frames = sum(0 in kept for kept in selection.kept)
     stdout.print(
         f"wrote {out}: {len(rendered)} frames {image_size}x{image_size}, kept {mean_kept:.1f}/{patches} patches "
-        f"per frame ({100 * mean_kept / patches:.0f}%), model {model_name}"
+        f"per frame ({100 * mean_kept / patches:.0f}%) and the CLS token in {cls_frames}/{len(selection.kept)} "
+        f"frames, model {model_name}"
         + (f", selection JSON {json_out}" if json_out is not None else ""),
         soft_wrap=True,  # one line, so scripts can grep it
     )

