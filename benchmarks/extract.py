@@ -81,7 +81,7 @@ def bench_backbone(name: str, image_size: int, batch: int, device: str, repeats:
     """Frames/s through a frozen backbone (inference mode, fp16 autocast on CUDA)."""
     import torch
 
-    from s5cli.data.extract import encode_frames
+    from s5cli.data.encode import encode_frames
     from s5cli.models.backbone import build_backbone
 
     model = build_backbone(name, None, image_size).to(device)

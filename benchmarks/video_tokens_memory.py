@@ -32,8 +32,8 @@ _CHILD = """
 import json, resource, sys, time
 from types import SimpleNamespace
 import torch
-from s5cli.data.extract import load_video_tokens
-from s5cli.data.extract import load_backbone, settings_from_data
+from s5cli.data.encode import load_video_tokens
+from s5cli.data.encode import load_backbone, settings_from_data
 video, fps, size, backbone, dtype = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 delay = float(sys.argv[6])
 data = SimpleNamespace(backbone=backbone, backbone_weights=None, frames=None, fps=fps, image_size=size,

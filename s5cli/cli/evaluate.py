@@ -235,7 +235,7 @@ def _predict_videos(model, rec, task, files: list[Path], dev, top: int, quiet: b
     files an unreadable one is reported and skipped (its entry holds the error); one file raises it."""
     from s5cli.cli.console import print_warning
     from s5cli.data.decode import VideoDecodeError
-    from s5cli.data.extract import load_backbone, settings_from_data
+    from s5cli.data.encode import load_backbone, settings_from_data
 
     backbone = load_backbone(settings_from_data(rec.data), str(dev))
     results = []
@@ -262,7 +262,7 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, ba
     """
     import torch
 
-    from s5cli.data.extract import load_video_tokens
+    from s5cli.data.encode import load_video_tokens
     from s5cli.train.metrics import aggregate_by_video
 
     tokens = load_video_tokens(video, rec.data, device=str(dev), backbone=backbone, show_progress=not quiet)

@@ -75,7 +75,8 @@ def extract(
 
     from s5cli.cli.console import stdout
     from s5cli.data.cache import FeatureCache
-    from s5cli.data.extract import ensure_cached, settings_from_data
+    from s5cli.data.encode import settings_from_data
+    from s5cli.data.extract import ensure_cached
     from s5cli.errors import RunFailure
     from s5cli.seeding import seed_everything
     from s5cli.train.distributed import pick_device

@@ -2,7 +2,8 @@
 
 `extract_records` is the loop behind `s5 extract` and behind training on a dataset that is not cached yet.
 Finished videos are skipped (the cache is the progress record), a video that cannot be decoded is reported,
-counted and skipped, and each torchrun rank (or `--shard i/n`) takes every n-th record.
+counted and skipped, and each torchrun rank (or `--shard i/n`) takes every n-th record. How a video becomes
+tokens (the backbone pass that `eval --video` and `visualize-mask` share) is `s5cli.data.encode`.
 """
 
 from __future__ import annotations
@@ -10,21 +11,29 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache import ExtractionSettings, FeatureCache
-from s5cli.data.decode import OpenedClip, VideoDecodeError, open_clip, resized_crops
+from s5cli.data.decode import OpenedClip, VideoDecodeError
+from s5cli.data.encode import (
+    BACKBONE_BATCH_FRAMES,
+    backbone_crops,
+    data_setting,
+    encode_frame_chunks,
+    fps_above_warning,
+    load_backbone,
+    open_for_backbone,
+    settings_from_data,
+)
 from s5cli.data.prefetch import running_ahead
 from s5cli.errors import RunFailure, UserError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-PATCH_SIZE = 16  # every backbone we ship uses 16 px patches
 
 
 @dataclass
@@ -48,41 +57,6 @@ class ExtractReport:
         return self.extracted + self.reused + len(self.failed)
 
 
-def _field(data: Any, name: str, default: Any = None) -> Any:
-    value = data.get(name, default) if isinstance(data, dict) else getattr(data, name, default)
-    return default if value is None else value
-
-
-def settings_from_data(data: Any) -> ExtractionSettings:
-    """Extraction settings of a recipe's data section (fps sampling ignores `frames`: it is the clip length then)."""
-    backbone = _field(data, "backbone")
-    if not backbone:
-        raise UserError("data.backbone is not set: use e.g. patch_pool or vit_large_patch16_224")
-    fps = _field(data, "fps")
-    frames = _field(data, "frames")
-    if fps is not None:
-        if float(fps) <= 0:
-            raise UserError(f"data.fps must be positive, got {fps}")
-        fps, frames = float(fps), None
-    elif frames is None:
-        raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")
-    elif int(frames) < 1:
-        raise UserError(f"data.frames must be at least 1, got {frames}")
-    image_size = int(_field(data, "image_size", 224))
-    if image_size < PATCH_SIZE or image_size % PATCH_SIZE:
-        raise UserError(
-            f"data.image_size={image_size} must be a positive multiple of the {PATCH_SIZE} px patch"
-        )
-    return ExtractionSettings(
-        backbone=str(backbone),
-        backbone_weights=_field(data, "backbone_weights") or None,
-        frames=None if frames is None else int(frames),
-        fps=fps,
-        image_size=image_size,
-        dtype=str(_field(data, "cache_dtype", "float16")),
-    )
-
-
 def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     """The (index, count) share of this process: given, or torchrun's RANK/WORLD_SIZE, or (0, 1)."""
     if shard is None:
@@ -91,100 +65,6 @@ def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise UserError(f"shard {index}/{count} is invalid: use i/n with 0 <= i < n")
     return index, count
-
-
-def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cpu") -> nn.Module:
-    """The frozen backbone named by the settings, on `device`."""
-    from s5cli.models.backbone import PRESETS, build_backbone
-
-    if (
-        settings.backbone in PRESETS
-        and settings.backbone != "vit_tiny_test"
-        and not settings.backbone_weights
-    ):
-        from s5cli.cli.console import print_warning
-
-        print_warning(
-            f"backbone {settings.backbone} has no data.backbone_weights: using random weights (set a Hub id, "
-            "e.g. timm/vit_large_patch16_224.augreg_in21k, for meaningful tokens)"
-        )
-    return build_backbone(settings.backbone, settings.backbone_weights, settings.image_size).to(device)
-
-
-# Frames per backbone forward pass when turning videos into tokens (extraction and `eval --video`).
-BACKBONE_BATCH_FRAMES = 32
-
-
-def encode_frames(
-    backbone: nn.Module, images: torch.Tensor, batch_size: int = BACKBONE_BATCH_FRAMES,
-    dtype: torch.dtype | None = None, on_batch: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """`(T, 3, S, S)` frames -> `(T, tokens, D)` tokens: `encode_frame_chunks` of one chunk, all the frames."""
-    return encode_frame_chunks(backbone, [images], images.shape[0], batch_size, dtype, on_batch)
-
-
-def encode_frame_chunks(
-    backbone: nn.Module, chunks: Iterable[torch.Tensor], count: int, batch_size: int = BACKBONE_BATCH_FRAMES,
-    dtype: torch.dtype | None = None, on_batch: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """`count` frames, arriving as `(n, 3, S, S)` chunks -> `(count, tokens, D)` tokens (float32, or `dtype`).
-
-    The backbone sees batches of `batch_size` frames counted from the first frame, whatever the chunk
-    sizes, so the tokens are those of the whole stack at once; a chunk is dropped once its frames are
-    through, so a film's frames never all exist. Float frames are taken as normalised; uint8 crops (what
-    extraction decodes) are normalised a batch at a time with the backbone's `mean`/`std`, on its device: a
-    quarter of the memory and of the copy to a GPU. With `dtype` (the cache's), each batch is rounded as
-    it is written: a whole video's float32 tokens never exist, and the numbers are those of rounding them
-    afterwards. `on_batch(frames)` is called after each batch with its number of frames (a progress bar).
-    """
-    import torch
-
-    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, fill_in_chunks, normalize
-
-    mean, std = getattr(backbone, "mean", UNIT_MEAN), getattr(backbone, "std", UNIT_STD)
-
-    device = next(iter(backbone.buffers()), next(iter(backbone.parameters()), None))
-    device = device.device if device is not None else torch.device("cpu")
-    batches = _rebatched(chunks, batch_size)
-
-    def batch_tokens(start: int, stop: int) -> torch.Tensor:
-        chunk = next(batches, None)
-        if chunk is None or chunk.shape[0] != stop - start:
-            raise RuntimeError(f"expected frames {start}-{stop} of {count}, the decoder gave a different number")
-        chunk = chunk.to(device, non_blocking=True)
-        if chunk.dtype == torch.uint8:
-            chunk = normalize(chunk, mean, std)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-            tokens = backbone(chunk)
-        if on_batch is not None:
-            on_batch(stop - start)
-        return tokens
-
-    # A film's tokens run to gigabytes: each batch goes straight into the one output (fill_in_chunks).
-    with torch.inference_mode():
-        out = fill_in_chunks(count, batch_size, batch_tokens, dtype or torch.float32)
-    return out if out is not None else torch.empty(0)
-
-
-def _rebatched(chunks: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
-    """The rows of `chunks` regrouped into batches of `size` (the last one shorter); a batch within one
-    chunk is a view of it, one spanning chunks a copy."""
-    import torch
-
-    pending: list[torch.Tensor] = []
-    held = 0
-    for chunk in chunks:
-        start = 0
-        while start < chunk.shape[0]:
-            piece = chunk[start : start + size - held]
-            pending.append(piece)
-            held += piece.shape[0]
-            start += piece.shape[0]
-            if held == size:
-                yield pending[0] if len(pending) == 1 else torch.cat(pending)
-                pending, held = [], 0
-    if pending:
-        yield pending[0] if len(pending) == 1 else torch.cat(pending)
 
 
 @dataclass
@@ -207,41 +87,6 @@ class _VideoFailed:
     error: VideoDecodeError
 
 
-def _open_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -> OpenedClip:
-    return open_clip(path, settings.frames, settings.fps, num_threads=threads, shorter_side=settings.image_size)
-
-
-def _crops(clip: OpenedClip, image_size: int) -> Iterator[torch.Tensor]:
-    """The clip's uint8 `(n, 3, S, S)` crops, a decode chunk at a time (the backbone pass normalises them)."""
-    return clip.chunks(lambda frames: resized_crops(frames, image_size))
-
-
-def encode_clip(
-    clip: OpenedClip, backbone: nn.Module, image_size: int, dtype: torch.dtype | None = None,
-    on_batch: Callable[[int], None] | None = None, on_crops: Callable[[int, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """An opened clip's `(T, tokens, D)` tokens (`encode_frame_chunks`), its crops decoded in a background
-    thread at most two chunks ahead of the backbone: decoding and the backbone overlap, and a film's
-    frames never all exist.
-
-    `on_crops(start, crops)` sees each uint8 `(n, 3, S, S)` chunk, rows `start:start + n` of the clip,
-    before the backbone does: `visualize-mask` keeps them to draw on.
-    """
-    with running_ahead(_crops(clip, image_size), name="s5-decode") as crops:
-        if on_crops is not None:
-            crops = _tapped(crops, on_crops)
-        return encode_frame_chunks(backbone, crops, len(clip.plan), dtype=dtype, on_batch=on_batch)
-
-
-def _tapped(chunks: Iterator[torch.Tensor], see: Callable[[int, torch.Tensor], None]) -> Iterator[torch.Tensor]:
-    """`chunks` unchanged, each shown to `see(start row, chunk)` on its way through."""
-    start = 0
-    for chunk in chunks:
-        see(start, chunk)
-        start += chunk.shape[0]
-        yield chunk
-
-
 def _cache_metadata(clip: OpenedClip) -> dict[str, str]:
     return {
         "source": clip.path.name,
@@ -259,10 +104,10 @@ def _decoded_videos(
     One flat stream, so that a background thread can decode it a few chunks ahead of the backbone."""
     for record in records:
         try:
-            clip = _open_for_backbone(Path(record.path), settings, threads)
+            clip = open_for_backbone(Path(record.path), settings, threads)
             yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning(), clip.info.fps,
                                clip.repeats_frames)
-            yield from _crops(clip, settings.image_size)
+            yield from backbone_crops(clip, settings.image_size)
         except VideoDecodeError as error:
             yield _VideoFailed(record, error)
 
@@ -355,20 +200,6 @@ def extract_records(
     return report
 
 
-def fps_above_warning(fps: float, videos: Sequence[tuple[str, float]]) -> str:
-    """One line for the videos (name, own fps) that `fps` samples faster than they were filmed.
-
-    Why warn: sampling above a video's rate repeats its frames (`fps_indices` rounds down to the frame
-    shown at each time), so the cache holds the same tokens several times and the model's clips cover
-    less time than `frames / fps` suggests. Once per run, not per video: a dataset can have thousands.
-    """
-    name, rate = videos[0]
-    slowest = min(own for _, own in videos)
-    count = f"{len(videos)} videos" if len(videos) > 1 else "1 video"
-    return (f"data.fps {fps:g} is above the frame rate of {count} (e.g. {name}: {rate:g} fps), so their "
-            f"tokens repeat source frames; set data.fps to {slowest:g} or less to sample each frame once")
-
-
 FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many backbone batches up
 
 
@@ -455,7 +286,7 @@ def ensure_cached(
     from s5cli.data.datasets.base import NoVideosError
     from s5cli.io import check_writable_folder
 
-    cache_dir = _field(data, "cache_dir")
+    cache_dir = data_setting(data, "cache_dir")
     if not cache_dir:
         raise UserError("data.cache_dir is not set: name a folder for the token cache")
     check_writable_folder(cache_dir, "data.cache_dir", "set data.cache_dir to a folder", need_write=False)
@@ -480,7 +311,7 @@ def ensure_cached(
         records,
         settings,
         cache,
-        decode_threads=int(_field(data, "decode_threads", 2)),
+        decode_threads=int(data_setting(data, "decode_threads", 2)),
         shard=shard,
         show_progress=show_progress,
         device=device,
@@ -493,34 +324,3 @@ def ensure_cached(
     return report
 
 
-def load_video_tokens(
-    path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu",
-    backbone: nn.Module | None = None, show_progress: bool = False,
-) -> torch.Tensor:
-    """One raw video -> `(T, S, D)` tokens with the recipe's extraction settings, in the cache's dtype:
-    the numbers a cached dataset would give (callers convert a window at a time, as the dataset does).
-
-    Pass `backbone` (`load_backbone(settings_from_data(data), device)`) to reuse it over several videos.
-    `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
-    """
-
-    from s5cli.cli.console import SimpleProgress
-
-    settings = settings_from_data(data)
-    if backbone is None:
-        backbone = load_backbone(settings, device)
-    clip = _open_for_backbone(Path(path), settings, int(_field(data, "decode_threads", 2)))
-    clip.warn_if_padded()
-    if clip.repeats_frames:
-        from s5cli.cli.console import print_warning
-
-        print_warning(fps_above_warning(settings.fps, [(Path(path).name, clip.info.fps)]))
-    frames = len(clip.plan)
-    batches = -(-frames // BACKBONE_BATCH_FRAMES)
-    progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
-    try:
-        tokens = encode_clip(clip, backbone, settings.image_size, settings.torch_dtype,
-                             on_batch=lambda _frames: progress.advance())  # the bar counts batches
-    finally:
-        progress.close()
-    return tokens.to(device)

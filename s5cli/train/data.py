@@ -13,7 +13,7 @@ from s5cli.train.distributed import DistContext
 def feature_cache(data: Any):
     """The feature cache of this data section (its key changes with every extraction setting)."""
     from s5cli.data.cache import FeatureCache
-    from s5cli.data.extract import settings_from_data
+    from s5cli.data.encode import settings_from_data
 
     return FeatureCache(Path(data.cache_dir), settings_from_data(data))
 

