@@ -119,7 +119,8 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     """Refuse `--resume` with a recipe that differs from the run's own in keys that cannot change mid-run."""
     import yaml
 
-    from s5cli.recipe import recipe_to_dict, show_value
+    from s5cli.recipe import recipe_to_dict
+    from s5cli.recipe_validation import show_value
 
     saved_file = out_dir / "recipe.yaml"
     if not saved_file.is_file():

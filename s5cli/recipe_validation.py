@@ -1,0 +1,235 @@
+"""Recipe validation: a parsed YAML mapping -> typed, range-checked sections, every problem in one line.
+
+Problems are collected rather than raised at the first one, so that the message names the recipe, marks the
+keys a command-line override set, and counts the other problems. What is allowed is declared in
+`s5cli.recipe_schema`; reading the file and applying the overrides is `s5cli.recipe`. The model section and
+`train.lsmcl` take their fields from the model config dataclasses, imported lazily because they pull in torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from typing import Any
+
+from s5cli.errors import UserError
+from s5cli.recipe_schema import (
+    LSMCL_RULES,
+    MODEL_RULES,
+    SECTIONS,
+    ModelSection,
+    Recipe,
+    Rule,
+    SyntheticSection,
+    TrainSection,
+    backbone_width,
+    coerce,
+    cross_checks,
+    describe_type,
+    model_section_class,
+)
+
+
+class Problems:
+    """Collects validation problems; the first is reported (one line), with a count of the others."""
+
+    def __init__(self, source: str, override_keys: set[str]) -> None:
+        self.source, self.override_keys, self.items = source, override_keys, []
+        self.notes: list[str] = []  # not problems: printed as warnings once the recipe is valid
+
+    def note(self, key: str | tuple[str, ...], text: str) -> None:
+        self.notes.append(f"{self.where(key)}: {text}")
+
+    def overridden(self, key: str) -> bool:
+        """Whether `key` (or a key under it) was set by a command-line override."""
+        return any(k == key or k.startswith(key + ".") for k in self.override_keys)
+
+    def where(self, key: str | tuple[str, ...]) -> str:
+        """The recipe's name, marked as a command-line override when the problem's key, or any of the
+        keys a rule ties together (a tuple), came from one: `model.n_blocks=20` against the file's
+        `d_model` is the override's doing, though the rule reports `model.d_model`."""
+        keys = (key,) if isinstance(key, str) else key
+        return f"{self.source} (command-line override)" if any(map(self.overridden, keys)) else self.source
+
+    def add(self, key: str | tuple[str, ...], text: str) -> None:
+        self.items.append(f"{self.where(key)}: {text}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            more = len(self.items) - 1
+            raise UserError(self.items[0] + (f" [and {more} more problem{'s' * (more > 1)}]" if more else ""))
+
+
+def show_value(value: Any) -> str:
+    """A recipe value as YAML would write it (null, true/false), strings quoted: for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def model_config_class(name: str) -> type:
+    """The config dataclass of the registered model `name`, imported when called (models pull in torch)."""
+    from s5cli.models import registry
+
+    return registry.model_config_class(name)
+
+
+def _other_model_keys(config_cls: type) -> set[str]:
+    """Config keys of the registered models other than `config_cls`."""
+    from s5cli.models.registry import MODELS
+
+    return {name for cls, _ in MODELS.values() if cls is not config_cls for name in field_names(cls)}
+
+
+def lsmcl_config_class() -> type:
+    """LSMCL's config dataclass, imported when called (it pulls in torch)."""
+    from s5cli.models.lsmcl import LSMCLConfig
+
+    return LSMCLConfig
+
+
+def field_names(cls: type) -> list[str]:
+    """The field names of dataclass `cls`, in order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def build_recipe(raw: dict[str, Any], problems: Problems) -> Recipe:
+    """The typed, range-checked `Recipe` of a parsed mapping (overrides applied); UserError on its problems."""
+    for key in raw:
+        if key not in SECTIONS:
+            problems.add(str(key), f"unknown section {key!r}{_suggest(str(key), list(SECTIONS), listing='sections')}")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = _section_mapping(raw.get(name), name, problems)
+        if name == "model":
+            sections[name] = _build_model(values, problems, sections["data"].backbone)
+        else:
+            sections[name] = _build_dataclass(cls, values, name, problems)
+    problems.raise_if_any()
+    recipe = Recipe(**sections)
+    cross_checks(recipe, problems.add)
+    problems.raise_if_any()
+    return recipe
+
+
+def not_a_section(key: str, value: Any) -> str:
+    """The problem of a section (`train: 5`) that holds no mapping, with the value's type and its article."""
+    kind = type(value).__name__
+    return f"{key}={show_value(value)} must be a mapping of keys (a YAML section), not {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def _section_mapping(value: Any, key: str, problems: Problems) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(key, not_a_section(key, value))
+        return {}
+    return value
+
+
+def _suggest(key: str, candidates: list[str], prefix: str = "", listing: str | None = "known keys") -> str:
+    """' (did you mean X?)' for the closest candidate, else the list of candidates (when `listing` names it)."""
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close and len(key) >= 3:  # a truncated name: 'vit_larg' -> 'vit_large_patch16_224'
+        close = [c for c in candidates if c.startswith(key)][:1] if sum(c.startswith(key) for c in candidates) == 1 else []
+    if close:
+        return f" (did you mean {prefix}{close[0]}?)"
+    if listing is None or not candidates:
+        return ""
+    return f"; {listing}: {', '.join(prefix + c for c in candidates)}"
+
+
+def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: Problems,
+                     extra_rules: dict[str, Rule] | None = None, construct: bool = True,
+                     also_known: tuple[str, ...] = ()) -> Any:
+    """Typed, range-checked instance of `cls` (or the dict of its checked values when construct=False).
+
+    `also_known` are keys of the section that the caller handles itself (model.name), offered in hints.
+    """
+    hints = typing.get_type_hints(cls)
+    known = field_names(cls)
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}"
+        if key not in known:
+            hint = _suggest(str(key), [*also_known, *known], prefix + ".")
+            problems.add(dotted, f"unknown key {dotted}{hint}")
+            continue
+        spec = next(f for f in dataclasses.fields(cls) if f.name == key)
+        hint = hints[key]
+        if key == "synthetic" and hint is SyntheticSection:
+            checked[key] = _build_dataclass(SyntheticSection, _section_mapping(value, dotted, problems), dotted, problems)
+            continue
+        if key == "lsmcl" and cls is TrainSection:
+            checked[key] = _build_lsmcl(_section_mapping(value, dotted, problems), dotted, problems)
+            continue
+        ok, converted = coerce(value, hint)
+        if not ok:
+            problems.add(dotted, f"{dotted}={show_value(value)} has the wrong type: expected {describe_type(hint)}")
+            continue
+        if isinstance(converted, float) and not math.isfinite(converted):
+            problems.add(dotted, f"{dotted}={show_value(value)} is not a finite number")
+            continue
+        rule = spec.metadata.get("rule") or (extra_rules or {}).get(key)
+        if rule is not None and not rule.allows(converted):
+            hint = _suggest(str(value), [str(c) for c in rule.choices], listing=None) if rule.choices else ""
+            problems.add(dotted, f"{dotted}={show_value(value)} is not allowed: must be {rule.describe()}{hint}")
+            continue
+        checked[key] = converted
+    if not construct:
+        return checked
+    if cls is TrainSection and "lsmcl" not in checked:
+        checked["lsmcl"] = _build_lsmcl({}, f"{prefix}.lsmcl", problems)
+    try:
+        return cls(**checked)
+    except (TypeError, ValueError) as error:
+        problems.add(prefix, f"{prefix}: {error}")
+        return cls()
+
+
+def _build_lsmcl(values: dict[str, Any], prefix: str, problems: Problems) -> Any:
+    cfg_cls = lsmcl_config_class()
+    checked = _build_dataclass(cfg_cls, values, prefix, problems, LSMCL_RULES, construct=False)
+    try:
+        return cfg_cls(**checked)
+    except (TypeError, ValueError) as error:
+        problems.add(prefix, f"{prefix}: {error}")
+        return None
+
+
+def _build_model(values: dict[str, Any], problems: Problems, backbone: str) -> Any:
+    name = values.get("name", ModelSection.name)
+    if not isinstance(name, str):
+        problems.add("model.name", f"model.name={show_value(name)} has the wrong type: expected a string")
+        return ModelSection()
+    try:
+        config_cls = model_config_class(name)
+    except (ValueError, KeyError) as error:
+        problems.add("model.name", f"model.name={name!r}: {str(error).strip(chr(39))}")
+        return ModelSection()
+    section_cls = model_section_class(config_cls)
+    fields = {k: v for k, v in values.items() if k != "name"}
+    own, others = set(field_names(config_cls)), _other_model_keys(config_cls)
+    unused = [key for key in fields if key not in own and key in others]
+    if unused:
+        # `model.name=s4` on an S5 recipe: the S5-only settings simply do not apply to the baseline, so
+        # switching the model is one override, not one per key. A typo (no model has it) stays an error.
+        keys = ", ".join(f"model.{key}" for key in unused)
+        chosen = f"model.name={name}" + (" (command line)" if problems.overridden("model.name") else "")
+        problems.note(tuple(f"model.{key}" for key in unused),
+                      f"{keys} not used by {chosen} (settings of another model): ignored")
+        fields = {k: v for k, v in fields.items() if k not in unused}
+    width = backbone_width(backbone)
+    if "d_input" not in fields and width is not None and "d_input" in field_names(config_cls):
+        fields["d_input"] = width  # unset: the width of the backbone's tokens
+    checked = _build_dataclass(config_cls, fields, "model", problems, MODEL_RULES, construct=False,
+                               also_known=("name",))
+    try:
+        config_cls(**checked)  # the config's own checks (__post_init__)
+    except (TypeError, ValueError) as error:
+        problems.add("model", f"model ({name}): {error}")
+    return section_cls(name=name, **checked)
