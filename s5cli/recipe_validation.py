@@ -2,7 +2,8 @@
 
 Problems are collected rather than raised at the first one, so that the message names the recipe, marks the
 keys a command-line override set, and counts the other problems. What is allowed is declared in
-`s5cli.recipe_schema`; reading the file and applying the overrides is `s5cli.recipe`. The model section and
+`s5cli.recipe_schema` (each key) and `s5cli.recipe_cross_checks` (keys together); reading the file and
+applying the overrides is `s5cli.recipe`. The model section and
 `train.lsmcl` take their fields from the model config dataclasses, imported lazily because they pull in torch.
 """
 
@@ -15,6 +16,7 @@ import typing
 from typing import Any
 
 from s5cli.errors import UserError
+from s5cli.recipe_cross_checks import backbone_width, cross_checks
 from s5cli.recipe_schema import (
     LSMCL_RULES,
     MODEL_RULES,
@@ -24,9 +26,7 @@ from s5cli.recipe_schema import (
     Rule,
     SyntheticSection,
     TrainSection,
-    backbone_width,
     coerce,
-    cross_checks,
     describe_type,
     model_section_class,
 )

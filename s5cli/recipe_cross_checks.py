@@ -1,0 +1,111 @@
+"""Recipe rules that tie several keys together (`cross_checks`), run once every section is valid on its own.
+
+Each rule reports the keys a user sets that it involves, so that the message says "command-line override"
+when one of them came from there. What each key alone allows is `s5cli.recipe_schema`; the backbone and
+synthetic-task rules import their modules only when run, so that this module stays as light as the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Sequence
+
+from s5cli.errors import UserError
+from s5cli.recipe_schema import LVU_TASKS, Recipe, SyntheticSection, clip_frames
+
+
+def suggest_choice(value: str, choices: Sequence[str]) -> str:
+    """' (did you mean X?)' for the closest choice, or a unique one that starts with `value`, else ''."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    starts = [c for c in choices if len(value) >= 3 and c.startswith(value)]
+    if not close and len(starts) == 1:
+        close = starts
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], None]) -> None:
+    """Rules that tie several keys together; each names the keys a user sets, so that the message says
+    "command-line override" when one of them came from there. Not `train.objective`: `s5 pretrain` and
+    `s5 finetune` add it as an override themselves, and a mistake in the file would read as the user's
+    command line."""
+    data, model = recipe.data, recipe.model
+    if data.dataset == "lvu" and not data.task:
+        add(("data.task", "data.dataset"), "data.task is not set: LVU needs one of " + ", ".join(LVU_TASKS))
+    if data.frames is None and data.fps is None:
+        add(("data.frames", "data.fps"), "data.frames and data.fps are both null: set one (T frames, or frames per second)")
+    if data.window_seconds is not None and data.fps is None:
+        add(("data.window_seconds", "data.fps"), f"data.window_seconds={data.window_seconds} needs data.fps to be set")
+    if data.dataset == "synthetic":
+        _check_synthetic(data.synthetic, add)
+    _check_backbone(recipe, add)
+    d_model, n_blocks = getattr(model, "d_model", None), getattr(model, "n_blocks", None)
+    if d_model is not None and n_blocks is not None and hasattr(model, "pool") and d_model % (2**n_blocks):
+        add(("model.d_model", "model.n_blocks"), f"model.d_model={d_model} must be divisible by 2**model.n_blocks = {2**n_blocks}")
+    heads = getattr(model, "heads", None)
+    if d_model is not None and heads and d_model % heads:
+        add(("model.heads", "model.d_model"), f"model.heads={heads} must divide model.d_model={d_model}")
+    if getattr(model, "kernel", None) == "dplr" and getattr(model, "init", "legs") != "legs":
+        add(("model.init", "model.kernel"), f"model.init={model.init!r} is not allowed with kernel dplr: use legs (or kernel: s4d)")
+    repo_id = recipe.hub.repo_id
+    if repo_id is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", repo_id):
+        add("hub.repo_id", f"hub.repo_id={repo_id!r} is not a Hub repo id: use owner/name")
+    dt_min, dt_max = getattr(model, "dt_min", None), getattr(model, "dt_max", None)
+    if dt_min is not None and dt_max is not None and dt_min > dt_max:
+        add(("model.dt_min", "model.dt_max"), f"model.dt_min={dt_min} must not exceed model.dt_max={dt_max}")
+    stride, clip = recipe.eval.window_stride, clip_frames(data)
+    if stride is not None and clip is not None and stride > clip:
+        add(("eval.window_stride", "data.frames", "data.fps", "data.window_seconds"), f"eval.window_stride={stride} is longer than a clip ({clip} frames): frames "
+            f"between windows would never be seen; use at most {clip}")
+    train = recipe.train
+    if train.early_stop_patience is not None and train.objective == "lsmcl":
+        add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
+            "pretraining has none: set it to null")
+    # train.lsmcl is an LSMCLConfig here: cross checks run once every section has been built without problems.
+    if train.objective == "lsmcl" and train.batch_size < 2 and not train.lsmcl.queue_size:
+        add(("train.batch_size", "train.lsmcl.queue_size"), f"train.batch_size={train.batch_size} with LSMCL and no queue contrasts each video "
+            "with no other (the loss is 0 and nothing is learnt): use train.batch_size >= 2 or set "
+            "train.lsmcl.queue_size")
+    if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts
+        add(("train.accumulate", "train.batch_size"), f"train.accumulate={train.accumulate} is more micro-batches than train.batch_size="
+            f"{train.batch_size} has clips: use train.accumulate <= {train.batch_size}")
+
+
+def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None]) -> None:
+    from s5cli.data.synthetic_video import SyntheticSpec
+
+    try:
+        SyntheticSpec(**dataclasses.asdict(section))
+    except UserError as error:
+        add("data.synthetic", str(error))
+
+
+def backbone_width(backbone: str) -> int | None:
+    """Token width of a known backbone (None for unknown names, reported elsewhere)."""
+    import inspect
+
+    from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
+
+    if backbone == PATCH_POOL:  # build_backbone makes PatchPool() with its default width
+        return int(inspect.signature(PatchPool).parameters["dim"].default)
+    return PRESETS[backbone].dim if backbone in PRESETS else None
+
+
+def _check_backbone(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], None]) -> None:
+    """The backbone must exist, and the model's input width must equal its token width."""
+    from s5cli.models.backbone import BACKBONE_NAMES, PATCH_POOL
+
+    data = recipe.data
+    if data.backbone not in BACKBONE_NAMES:
+        add("data.backbone", f"data.backbone={data.backbone!r} is not allowed: must be one of "
+                     f"{', '.join(BACKBONE_NAMES)}{suggest_choice(data.backbone, BACKBONE_NAMES)}")
+        return
+    if data.backbone == PATCH_POOL and data.backbone_weights:
+        add(("data.backbone_weights", "data.backbone"), f"data.backbone_weights={data.backbone_weights!r}: "
+                     f"backbone {PATCH_POOL} has no weights, set it to null")
+    width = backbone_width(data.backbone)
+    d_input = getattr(recipe.model, "d_input", None)
+    if d_input is not None and d_input != width:
+        add(("model.d_input", "data.backbone"), f"model.d_input={d_input} does not match the {width}-d tokens of "
+                     f"data.backbone={data.backbone}: set model.d_input={width}")
