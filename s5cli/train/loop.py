@@ -19,21 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 from s5cli.data.datasets.base import SampleBatch
 from s5cli.errors import Interrupted, RunFailure, UserError
-from s5cli.io import atomic_write_text
 from s5cli.seeding import rank_seed
 from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
+from s5cli.train.batching import check_batch_settings, clip_batches, epoch_batches, micro_batches, rank_batch
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import as_model_input, autocast, evaluate, needs_grad_scaler, worker_loading
+from s5cli.train.evaluation import as_model_input, autocast, evaluate, needs_grad_scaler
 from s5cli.train.metrics import headline
+from s5cli.train.metrics_log import MetricsLog
 from s5cli.train.progress import TrainingProgress
 from s5cli.train.schedule import Schedule, build_optimizer
 
@@ -123,110 +122,6 @@ def _loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(out.float(), labels)
 
 
-class MetricsLog:
-    """metrics.jsonl (+ optional TensorBoard) written by rank 0."""
-
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, resume_step: int | None):
-        self.path = out_dir / "metrics.jsonl"
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.exists():
-            # Drop records from after the checkpoint we resume from, so the log reads like one run.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-        elif self.path.exists():
-            self.path.unlink()
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                # On resume, hide the killed run's events after the checkpoint (as metrics.jsonl drops
-                # its records), so TensorBoard shows one curve instead of two overlapping ones.
-                purge_step = resume_step + 1 if resume_step is not None else None
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge_step)
-            except ImportError:
-                from s5cli.cli.console import print_warning
-
-                print_warning("train.tensorboard is on but tensorboard is not installed: pip install 's5cli[tensorboard]'")
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    self.writer.add_scalar(key, value, record.get("step", 0))
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _rank_batch(global_batch: int, ctx: DistContext) -> int:
-    """Clips per process in one step: the global batch split across DDP ranks (at least one)."""
-    return max(1, global_batch // ctx.world_size)
-
-
-def _epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batch: int) -> list[list[int]]:
-    """This rank's batches of the epoch; the union over ranks of batch i is the global batch i."""
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-    sampler.set_epoch(epoch)
-    order = list(sampler)
-    per_rank = _rank_batch(global_batch, ctx)
-    return [order[i : i + per_rank] for i in range(0, len(order), per_rank)]
-
-
-def _micro_batches(indices: list[int], parts: int) -> list[list[int]]:
-    """`indices` in `parts` consecutive pieces as equal as possible (none empty; fewer for a short last batch)."""
-    parts = max(1, min(parts, len(indices)))
-    return [piece.tolist() for piece in np.array_split(np.asarray(indices, dtype=np.int64), parts)]
-
-
-def _multiples_near(batch: int, world: int) -> list[int]:
-    """The multiples of `world` just below and above `batch` (the first one at least `world`)."""
-    below = max(world, batch // world * world)
-    return sorted({below, (batch // world + 1) * world})
-
-
-def _check_batch_settings(setup: TrainSetup) -> None:
-    """One-line errors and warnings for train.batch_size and train.accumulate before anything is trained."""
-    tcfg, ctx = setup.recipe.train, setup.ctx
-    if tcfg.batch_size % ctx.world_size:
-        # train.batch_size is the global batch of one optimiser step; split unevenly, every process would
-        # take batch_size // world clips and the run would train on another batch than its recipe says.
-        fits = ", ".join(str(n) for n in _multiples_near(tcfg.batch_size, ctx.world_size))
-        raise UserError(f"train.batch_size={tcfg.batch_size} (the global batch) does not split evenly over "
-                        f"{ctx.world_size} processes: use a multiple of {ctx.world_size} (e.g. {fits})")
-    per_rank = _rank_batch(tcfg.batch_size, ctx)
-    if tcfg.accumulate > per_rank:
-        where = f" per process ({ctx.world_size} processes)" if ctx.distributed else ""
-        raise UserError(
-            f"train.accumulate={tcfg.accumulate} splits a batch of {per_rank}{where} into more micro-batches than "
-            f"it has clips: use train.accumulate <= {per_rank} or a larger train.batch_size"
-        )
-    if tcfg.accumulate > 1 and setup.objective == "lsmcl" and ctx.is_main:
-        from s5cli.cli.console import print_warning
-
-        print_warning(
-            f"train.accumulate={tcfg.accumulate} with LSMCL: each micro-batch of ~{per_rank // tcfg.accumulate} "
-            "videos is its own contrastive task, with only those videos (and train.lsmcl.queue_size queued keys) "
-            "as negatives"
-        )
-    if setup.objective == "lsmcl" and per_rank // tcfg.accumulate == 1 and ctx.is_main \
-            and setup.recipe.train.lsmcl.projector_norm == "batch":
-        from s5cli.cli.console import print_warning
-
-        # Batch norm over one clip has no batch statistics: the projector falls back to its running ones,
-        # which never move, and the loss stays at ln 2 (measured: torchrun, batch_size=2 on 2 processes).
-        print_warning("train.lsmcl.projector_norm=batch sees one clip per forward pass here, so it cannot "
-                      "normalise over a batch: raise train.batch_size or set train.lsmcl.projector_norm=none")
-
-
 def _carves_val(recipe: Any) -> bool:
     """Whether this run's val split is held out of train (Breakfast, COIN with data.val_fraction > 0)."""
     return recipe.data.dataset in ("breakfast", "coin") and float(recipe.data.val_fraction or 0.0) > 0
@@ -237,10 +132,10 @@ def train(setup: TrainSetup) -> dict:
     recipe, ctx = setup.recipe, setup.ctx
     tcfg, ocfg = recipe.train, recipe.optim
     out_dir = setup.out_dir
-    _check_batch_settings(setup)
+    check_batch_settings(setup)
     module = setup.module.to(ctx.device)
     optimizer = build_optimizer(module, ocfg)
-    steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / _rank_batch(tcfg.batch_size, ctx))
+    steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / rank_batch(tcfg.batch_size, ctx))
     total_steps = steps_per_epoch * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
@@ -342,10 +237,10 @@ def train(setup: TrainSetup) -> dict:
         for epoch in range(state.epoch, tcfg.epochs):
             if patience and state.evals_since_best >= patience:  # a resumed run that had already stopped
                 break
-            batches = _epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
+            batches = epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
             start_batch = state.batch_in_epoch if epoch == state.epoch else 0
-            micro = [_micro_batches(batch, tcfg.accumulate) for batch in batches[start_batch:]]
-            clips = _clip_batches(setup, epoch, micro)
+            micro = [micro_batches(batch, tcfg.accumulate) for batch in batches[start_batch:]]
+            clips = clip_batches(setup, epoch, micro)
             for b_index in range(start_batch, len(batches)):
                 tick = time.perf_counter()
                 _set_progress(module, state.step / max(1, state.progress_steps))
@@ -445,33 +340,6 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
             scaler.scale(loss if share == 1.0 else loss * share).backward()
         total += float(loss.detach()) * share
     return total
-
-
-def _clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) -> Iterator[SampleBatch]:
-    """The epoch's micro-batches of training clips in order (`micro`: each batch's micro-batches of indices).
-
-    `data.num_workers` processes load them ahead of the model (0: here, when each is needed), each at most
-    `data.prefetch_batches` batches ahead, as
-    evaluation does. The clips are the same either way: each comes from its own (seed, epoch, video)
-    generator (`TokenDataset.training_clip`).
-    """
-    from torch.utils.data import DataLoader
-
-    from s5cli.data.datasets.base import collate_samples
-
-    data = setup.recipe.data
-    workers = data.num_workers
-    loader = DataLoader(
-        setup.train_set.epoch_clips(setup.seed, epoch),
-        batch_sampler=[part for parts in micro for part in parts],
-        **worker_loading(workers, data.prefetch_batches),
-        collate_fn=collate_samples,
-        pin_memory=setup.ctx.device.type == "cuda",
-        # A loader draws its workers' base seed when iterated, from the global RNG unless given a generator:
-        # that draw would shift the model's random numbers, and differently in a run resumed mid-epoch.
-        generator=torch.Generator().manual_seed(0),
-    )
-    return iter(loader)
 
 
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:

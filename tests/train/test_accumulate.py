@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from s5cli.cli.app import app
-from s5cli.train.loop import _micro_batches
+from s5cli.train.batching import micro_batches
 from tests.train.test_finetune_e2e import RECIPE, _losses, finetune_in_processes, tiny
 
 # ViS4mer without dropout: nothing is sampled, so runs that differ only in how a batch is split must follow
@@ -26,9 +26,9 @@ def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_micro_batches_are_consecutive_and_as_equal_as_possible() -> None:
-    assert _micro_batches(list(range(8)), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
-    assert _micro_batches(list(range(8)), 1) == [list(range(8))]
-    assert _micro_batches([5, 9], 4) == [[5], [9]]  # a short last batch: fewer pieces, none empty
+    assert micro_batches(list(range(8)), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert micro_batches(list(range(8)), 1) == [list(range(8))]
+    assert micro_batches([5, 9], 4) == [[5], [9]]  # a short last batch: fewer pieces, none empty
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -129,28 +129,28 @@ def _setup(batch: int, world: int, objective: str = "supervised", accumulate: in
 
 def test_a_global_batch_that_does_not_split_over_the_processes_is_refused() -> None:
     from s5cli.errors import UserError
-    from s5cli.train.loop import _check_batch_settings
+    from s5cli.train.batching import check_batch_settings
 
     with pytest.raises(UserError) as error:
-        _check_batch_settings(_setup(7, 2))
+        check_batch_settings(_setup(7, 2))
     assert str(error.value) == ("train.batch_size=7 (the global batch) does not split evenly over 2 processes: "
                                 "use a multiple of 2 (e.g. 6, 8)")
     with pytest.raises(UserError, match=r"use a multiple of 4 \(e\.g\. 4\)"):
-        _check_batch_settings(_setup(1, 4))
-    _check_batch_settings(_setup(8, 2))
-    _check_batch_settings(_setup(7, 1))
+        check_batch_settings(_setup(1, 4))
+    check_batch_settings(_setup(8, 2))
+    check_batch_settings(_setup(7, 1))
 
 
 def test_a_batch_norm_projector_over_one_clip_is_warned_about(monkeypatch) -> None:
     import s5cli.cli.console as console
-    from s5cli.train.loop import _check_batch_settings
+    from s5cli.train.batching import check_batch_settings
 
     said: list[str] = []
     monkeypatch.setattr(console, "print_warning", said.append)
-    _check_batch_settings(_setup(2, 2, "lsmcl"))  # one clip per process
+    check_batch_settings(_setup(2, 2, "lsmcl"))  # one clip per process
     assert len(said) == 1 and "projector_norm=batch sees one clip per forward pass" in said[0]
     said.clear()
-    _check_batch_settings(_setup(4, 1, "lsmcl", accumulate=2, norm="none"))  # the warning about accumulate only
-    _check_batch_settings(_setup(4, 2, "lsmcl"))
-    _check_batch_settings(_setup(2, 2, "supervised"))
+    check_batch_settings(_setup(4, 1, "lsmcl", accumulate=2, norm="none"))  # the warning about accumulate only
+    check_batch_settings(_setup(4, 2, "lsmcl"))
+    check_batch_settings(_setup(2, 2, "supervised"))
     assert [m for m in said if "projector_norm" in m] == []

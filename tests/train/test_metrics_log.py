@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from s5cli.train.loop import MetricsLog
+from s5cli.train.metrics_log import MetricsLog
 
 
 class RecordingWriter:

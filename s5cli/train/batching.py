@@ -1,0 +1,110 @@
+"""Which clips each optimiser step trains on: the global batch split over the processes and into
+micro-batches, checked before training starts, and the loader that reads them in order.
+
+Every rank draws its batches from (seed, epoch) through DistributedSampler and each clip from its own
+(seed, epoch, video) generator, so a run resumed mid-epoch reads exactly the clips the killed one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+from s5cli.data.datasets.base import SampleBatch
+from s5cli.errors import UserError
+from s5cli.train.distributed import DistContext
+from s5cli.train.evaluation import worker_loading
+
+if TYPE_CHECKING:
+    from s5cli.train.loop import TrainSetup
+
+
+def rank_batch(global_batch: int, ctx: DistContext) -> int:
+    """Clips per process in one step: the global batch split across DDP ranks (at least one)."""
+    return max(1, global_batch // ctx.world_size)
+
+
+def epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batch: int) -> list[list[int]]:
+    """This rank's batches of the epoch; the union over ranks of batch i is the global batch i."""
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    per_rank = rank_batch(global_batch, ctx)
+    return [order[i : i + per_rank] for i in range(0, len(order), per_rank)]
+
+
+def micro_batches(indices: list[int], parts: int) -> list[list[int]]:
+    """`indices` in `parts` consecutive pieces as equal as possible (none empty; fewer for a short last batch)."""
+    parts = max(1, min(parts, len(indices)))
+    return [piece.tolist() for piece in np.array_split(np.asarray(indices, dtype=np.int64), parts)]
+
+
+def _multiples_near(batch: int, world: int) -> list[int]:
+    """The multiples of `world` just below and above `batch` (the first one at least `world`)."""
+    below = max(world, batch // world * world)
+    return sorted({below, (batch // world + 1) * world})
+
+
+def check_batch_settings(setup: TrainSetup) -> None:
+    """One-line errors and warnings for train.batch_size and train.accumulate before anything is trained."""
+    tcfg, ctx = setup.recipe.train, setup.ctx
+    if tcfg.batch_size % ctx.world_size:
+        # train.batch_size is the global batch of one optimiser step; split unevenly, every process would
+        # take batch_size // world clips and the run would train on another batch than its recipe says.
+        fits = ", ".join(str(n) for n in _multiples_near(tcfg.batch_size, ctx.world_size))
+        raise UserError(f"train.batch_size={tcfg.batch_size} (the global batch) does not split evenly over "
+                        f"{ctx.world_size} processes: use a multiple of {ctx.world_size} (e.g. {fits})")
+    per_rank = rank_batch(tcfg.batch_size, ctx)
+    if tcfg.accumulate > per_rank:
+        where = f" per process ({ctx.world_size} processes)" if ctx.distributed else ""
+        raise UserError(
+            f"train.accumulate={tcfg.accumulate} splits a batch of {per_rank}{where} into more micro-batches than "
+            f"it has clips: use train.accumulate <= {per_rank} or a larger train.batch_size"
+        )
+    if tcfg.accumulate > 1 and setup.objective == "lsmcl" and ctx.is_main:
+        from s5cli.cli.console import print_warning
+
+        print_warning(
+            f"train.accumulate={tcfg.accumulate} with LSMCL: each micro-batch of ~{per_rank // tcfg.accumulate} "
+            "videos is its own contrastive task, with only those videos (and train.lsmcl.queue_size queued keys) "
+            "as negatives"
+        )
+    if setup.objective == "lsmcl" and per_rank // tcfg.accumulate == 1 and ctx.is_main \
+            and setup.recipe.train.lsmcl.projector_norm == "batch":
+        from s5cli.cli.console import print_warning
+
+        # Batch norm over one clip has no batch statistics: the projector falls back to its running ones,
+        # which never move, and the loss stays at ln 2 (measured: torchrun, batch_size=2 on 2 processes).
+        print_warning("train.lsmcl.projector_norm=batch sees one clip per forward pass here, so it cannot "
+                      "normalise over a batch: raise train.batch_size or set train.lsmcl.projector_norm=none")
+
+
+def clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) -> Iterator[SampleBatch]:
+    """The epoch's micro-batches of training clips in order (`micro`: each batch's micro-batches of indices).
+
+    `data.num_workers` processes load them ahead of the model (0: here, when each is needed), each at most
+    `data.prefetch_batches` batches ahead, as
+    evaluation does. The clips are the same either way: each comes from its own (seed, epoch, video)
+    generator (`TokenDataset.training_clip`).
+    """
+    from torch.utils.data import DataLoader
+
+    from s5cli.data.datasets.base import collate_samples
+
+    data = setup.recipe.data
+    workers = data.num_workers
+    loader = DataLoader(
+        setup.train_set.epoch_clips(setup.seed, epoch),
+        batch_sampler=[part for parts in micro for part in parts],
+        **worker_loading(workers, data.prefetch_batches),
+        collate_fn=collate_samples,
+        pin_memory=setup.ctx.device.type == "cuda",
+        # A loader draws its workers' base seed when iterated, from the global RNG unless given a generator:
+        # that draw would shift the model's random numbers, and differently in a run resumed mid-epoch.
+        generator=torch.Generator().manual_seed(0),
+    )
+    return iter(loader)
