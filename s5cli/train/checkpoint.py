@@ -4,7 +4,7 @@ A checkpoint is a directory:
   model.safetensors          weights of the trained module (EMA copies included) + metadata: format,
                              model_name, num_outputs, objective, step, recipe (JSON of the resolved recipe),
                              task (JSON: kind, num_outputs, class_names — what the outputs mean)
-  trainer_state.safetensors  optimiser tensors (Adam moments …) and RNG states (torch, CUDA)
+  trainer_state.safetensors  optimiser tensors (Adam moments …) and RNG states (torch, CUDA; `rng_states`)
   trainer_state.json         step, epoch, scheduler, best metric, optimiser scalars, Python/NumPy RNG states
   metrics.json               the last evaluation (optional)
 The directory is assembled under a temporary name and renamed into place, so a kill -9 never leaves a
@@ -14,14 +14,12 @@ half-written checkpoint where `latest` could point at it.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -30,6 +28,7 @@ from torch import nn
 from s5cli.errors import UserError
 from s5cli.io import atomic_write_text, sync_folder
 from s5cli.safetensors_io import save_tensors
+from s5cli.train.rng_states import restore_rng, rng_state
 
 FORMAT = "s5cli-checkpoint/1"
 MODEL_FILE = "model.safetensors"
@@ -37,75 +36,11 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 METRICS_FILE = "metrics.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-CUDA_RNG = "rng.cuda"  # rank 0's CUDA generator key; older checkpoints saved every GPU's as rng.cuda.N (`restore_rng`)
 
 
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or strided storage; clone to own, contiguous CPU memory.
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-
-
-def torch_rng_state() -> dict[str, torch.Tensor]:
-    """This process's torch generators: the CPU's and, with CUDA, its own GPU's (the current device,
-    which `pick_device` makes the run's device)."""
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors["cuda"] = torch.cuda.get_rng_state()
-    return tensors
-
-
-def rank_rng_key(rank: int, generator: str) -> str:
-    """trainer_state.safetensors key of rank `rank`'s torch or CUDA generator state; rank 0's are the
-    single-process keys (`rng.torch`, `rng.cuda`), so one-process checkpoints read as before."""
-    return f"rng.{generator}" if rank == 0 else f"rng.rank{rank}.{generator}"
-
-
-def rng_state(other_ranks: Sequence[Mapping[str, torch.Tensor]] = ()) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """RNG states of torch (tensors) and of Python / NumPy (JSON).
-
-    `other_ranks`: under torchrun, ranks 1.. `torch_rng_state()`, gathered by the trainer: each rank draws
-    its own dropout, Gumbel and LSMCL noise (seeded with `seeding.rank_seed`) and on resume takes its own
-    state back (`restore_rng`); keys from `rank_rng_key`. Python's and NumPy's
-    generators are rank 0's: every rank seeds them alike and the models do not draw from them.
-    Until 2026-11-30 the states of all visible GPUs were saved (`rng.cuda.N`) and restored per index, which
-    gave rank k a never-used state and failed on fewer GPUs; such checkpoints are still read."""
-    tensors = {}
-    for rank, states in enumerate([torch_rng_state(), *other_ranks]):
-        tensors.update({rank_rng_key(rank, name): state for name, state in states.items()})
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return tensors, {
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-
-
-def saved_processes(tensors: Mapping[str, torch.Tensor]) -> int:
-    """How many processes wrote a checkpoint, from its per-rank generator states (1 for checkpoints from
-    before those were saved, 2026-11-30, whatever wrote them)."""
-    ranks = [key for key in tensors if key.startswith("rng.rank") and key.endswith(".torch")]
-    return 1 + len(ranks)
-
-
-def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank: int = 0) -> None:
-    """Undo `rng_state` in rank `rank`. A rank the checkpoint has no state for (one written by fewer
-    processes, or before per-rank states) takes rank 0's."""
-    saved = rank if rank_rng_key(rank, "torch") in tensors else 0
-    cpu = tensors.get(rank_rng_key(saved, "torch"))
-    if cpu is not None:
-        torch.set_rng_state(cpu)
-    if torch.cuda.is_available():
-        cuda = tensors.get(rank_rng_key(saved, "cuda"))
-        if cuda is None:  # older checkpoints: every visible GPU's state as rng.cuda.N (see rng_state)
-            cuda = tensors.get(f"{CUDA_RNG}.{torch.cuda.current_device()}", tensors.get(f"{CUDA_RNG}.0"))
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda)
-    if "python" in state:
-        version, inner, gauss = state["python"]
-        random.setstate((version, tuple(inner), gauss))
-    if "numpy" in state:
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -34,6 +34,7 @@ from s5cli.train.evaluation import as_model_input, autocast, evaluate, needs_gra
 from s5cli.train.metrics import headline
 from s5cli.train.metrics_log import MetricsLog
 from s5cli.train.progress import TrainingProgress
+from s5cli.train.rng_states import saved_processes, torch_rng_state
 from s5cli.train.schedule import Schedule, build_optimizer
 
 
@@ -150,7 +151,7 @@ def train(setup: TrainSetup) -> dict:
         if ctx.is_main:  # one rank renames: two renaming the same folder at once, one fails
             ckpt.recover_interrupted_swap(out_dir / "best")
         ctx.barrier()
-        saved = ckpt.saved_processes(point.tensors)
+        saved = saved_processes(point.tensors)
         if saved != ctx.world_size and ctx.is_main:
             from s5cli.cli.console import print_warning
 
@@ -210,7 +211,7 @@ def train(setup: TrainSetup) -> dict:
     def save(tag_metrics: dict | None) -> Path:
         nonlocal last_good
         path = out_dir / "checkpoints" / f"step-{state.step:07d}"
-        rank_states = ctx.gather_objects(ckpt.torch_rng_state())  # a collective: every rank takes part
+        rank_states = ctx.gather_objects(torch_rng_state())  # a collective: every rank takes part
         if ctx.is_main:
             ckpt.save_checkpoint(path, _unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
                                  schedule.state_dict(), state, tag_metrics, scaler.state_dict(),

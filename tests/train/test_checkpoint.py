@@ -11,6 +11,8 @@ from safetensors import safe_open
 from s5cli.errors import UserError
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
+from s5cli.train.rng_states import restore_rng, saved_processes
+from tests.train.test_rng_states import FakeGpus
 
 SMALL = dict(d_input=8, d_model=16, n_blocks=2, d_state=8, guide_channels=4, dropout=0.0)
 
@@ -52,53 +54,23 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
     assert meta["format"] == ckpt.FORMAT and meta["model_name"] == "s5"
 
 
-class _FakeGpus:
-    """`torch.cuda` with four GPUs whose generator states are recorded, the current one being `current`."""
-
-    def __init__(self, monkeypatch, current: int) -> None:
-        self.current, self.restored = current, []
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
-        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.full((4,), self.current,
-                                                                                          dtype=torch.uint8))
-        monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": self.restored.append(state))
-
-
-def test_the_cuda_generator_saved_is_this_process_gpu_and_restores_onto_any_rank(monkeypatch) -> None:
-    gpus = _FakeGpus(monkeypatch, current=0)
-    tensors, _ = ckpt.rng_state()
-    assert sorted(tensors) == ["rng.cuda", "rng.torch"] and tensors["rng.cuda"].tolist() == [0] * 4
-    gpus.current = 3  # rank 3 of a torchrun job resumes rank 0's checkpoint onto its own GPU
-    ckpt.restore_rng(tensors, {})
-    assert [s.tolist() for s in gpus.restored] == [[0] * 4]
-
-
-def test_older_checkpoints_with_every_gpus_state_still_restore(monkeypatch) -> None:
-    gpus = _FakeGpus(monkeypatch, current=1)
-    old = {f"rng.cuda.{i}": torch.full((4,), 10 + i, dtype=torch.uint8) for i in range(2)}
-    ckpt.restore_rng(old, {})
-    gpus.current = 5  # more GPUs than the checkpoint saw: this used to be an IndexError
-    ckpt.restore_rng(old, {})
-    assert [s.tolist() for s in gpus.restored] == [[11] * 4, [10] * 4]
-
-
 def test_each_torchrun_rank_takes_back_its_own_generators(monkeypatch, tmp_path) -> None:
-    gpus = _FakeGpus(monkeypatch, current=0)
+    gpus = FakeGpus(monkeypatch, current=0)
     model, opt = _trained_pair()
     rank1 = {"torch": torch.Generator().manual_seed(11).get_state(), "cuda": torch.full((4,), 21, dtype=torch.uint8)}
     path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState(step=3),
                                 other_ranks_rng=[rank1])
     point = ckpt.read_resume_point(path)
-    assert ckpt.saved_processes(point.tensors) == 2  # what a resume on another process count warns about
+    assert saved_processes(point.tensors) == 2  # what a resume on another process count warns about
     one = ckpt.save_checkpoint(tmp_path / "one", model, {}, opt, {}, ckpt.TrainerState(step=3))
-    assert ckpt.saved_processes(ckpt.read_resume_point(one).tensors) == 1
+    assert saved_processes(ckpt.read_resume_point(one).tensors) == 1
     rank0_cpu = point.tensors["rng.torch"]
-    ckpt.restore_rng(point.tensors, point.payload["rng"], rank=1)
+    restore_rng(point.tensors, point.payload["rng"], rank=1)
     assert torch.equal(torch.get_rng_state(), rank1["torch"]) and gpus.restored[-1].tolist() == [21] * 4
-    ckpt.restore_rng(point.tensors, point.payload["rng"], rank=0)
+    restore_rng(point.tensors, point.payload["rng"], rank=0)
     assert torch.equal(torch.get_rng_state(), rank0_cpu) and gpus.restored[-1].tolist() == [0] * 4
     # A rank the checkpoint has no state for (written by fewer processes) takes rank 0's.
-    ckpt.restore_rng(point.tensors, point.payload["rng"], rank=2)
+    restore_rng(point.tensors, point.payload["rng"], rank=2)
     assert torch.equal(torch.get_rng_state(), rank0_cpu) and gpus.restored[-1].tolist() == [0] * 4
 
 
