@@ -24,7 +24,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     # is fine when finetuning from a pretraining recipe, refused when pretraining).
     _check_objective(recipe_path, overrides or [], objective)
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
-    out_dir = job.out_dir_for(recipe, out)
+    out_dir = job.out_dir_for(recipe, out, recipe_path, overrides or [])
     job.check_run_folder(out_dir)
     ctx = None
     try:
@@ -134,11 +134,11 @@ def _last_logged_loss(log: Path) -> float | None:
     """The training loss of the last record in metrics.jsonl that has one."""
     if not log.is_file():
         return None
-    for line in reversed(log.read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            record = json.loads(line)
-            if "loss" in record:
-                return float(record["loss"])
+    from s5cli.train.metrics_log import read_records
+
+    for record in reversed(read_records(log)[0]):
+        if "loss" in record:
+            return float(record["loss"])
     return None
 
 

@@ -84,6 +84,10 @@ class TrainerState:
     # Steps S5's exploration temperature anneals over: the planned length when the run started, kept when a
     # resume raises train.epochs so that a trained mask generator does not start exploring again.
     progress_steps: int = 0
+    # Records metrics.jsonl held when this was saved (-1: a checkpoint from before this field). A stop at an
+    # epoch's last step is saved before that epoch's validation; a run killed after logging the validation
+    # and then resumed logged it twice when the log was cut by step number alone.
+    log_records: int = -1
 
 
 def save_checkpoint(
@@ -382,9 +386,17 @@ def set_latest(run_dir: Path, checkpoint: Path) -> None:
     atomic_write_text(Path(run_dir) / "latest", str(Path(checkpoint).relative_to(run_dir)) + "\n")
 
 
-def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step checkpoints (best/ is kept separately)."""
+def prune_checkpoints(run_dir: Path, keep_last: int, just_saved: Path | None = None) -> None:
+    """Delete all but the newest `keep_last` step checkpoints up to `just_saved` (best/ is kept separately).
+
+    Why "up to": a run resumed past an unreadable newest checkpoint trains again towards that step. Counting
+    it as the newest deleted the checkpoint just written (the one `latest` names) and kept the damaged
+    one, so the run could not be resumed at all. Newer ones are left to be overwritten when reached.
+    """
     root = Path(run_dir) / "checkpoints"
     steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    if just_saved is not None:
+        limit = int(Path(just_saved).name.split("-")[1])
+        steps = [p for p in steps if int(p.name.split("-")[1]) <= limit]
     for old in steps[: max(0, len(steps) - keep_last)]:
         shutil.rmtree(old, ignore_errors=True)

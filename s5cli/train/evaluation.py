@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,6 +12,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from s5cli.data.datasets.base import collate_samples
 from s5cli.train.metrics import aggregate_by_video, compute_metrics
+
+
+class EvaluationStopped(Exception):
+    """`stop_requested` said yes between two batches: the evaluation was abandoned, no metrics."""
 
 
 def as_model_input(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -25,9 +30,11 @@ def as_model_input(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
             show_progress: bool = False, num_workers: int = 0,
-            prefetch_batches: int = 2, amp: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+            prefetch_batches: int = 2, amp: bool = True,
+            stop_requested: Callable[[], bool] | None = None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Window-level outputs (N, C), labels (N,) and video ids, in dataset order; `amp`: mixed precision
-    on CUDA (`train.amp`).
+    on CUDA (`train.amp`). Raises `EvaluationStopped` when `stop_requested()` is true after a batch: a
+    trainer's validation of a long split otherwise kept a Ctrl-C or a scheduler's SIGTERM waiting for minutes.
 
     `num_workers` processes load the next windows while the model runs (`data.num_workers`), each at most
     `prefetch_batches` batches ahead; windows have no randomness, so the outputs do not depend on either.
@@ -56,6 +63,8 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
             ids.extend(batch.video_ids)
             if progress is not None:
                 progress.advance()
+            if stop_requested is not None and stop_requested():
+                raise EvaluationStopped
     finally:
         if progress is not None:
             progress.close()
@@ -114,10 +123,11 @@ def needs_grad_scaler(device: torch.device, enabled: bool = True) -> bool:
 
 def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, device: torch.device,
              aggregate: str = "mean", show_progress: bool = False, num_workers: int = 0,
-             prefetch_batches: int = 2, amp: bool = True) -> dict:
-    """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol)."""
+             prefetch_batches: int = 2, amp: bool = True, stop_requested: Callable[[], bool] | None = None) -> dict:
+    """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol); `stop_requested`
+    as for `predict`."""
     ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers, prefetch_batches,
-                                   amp)
+                                   amp, stop_requested)
     if not ids:
         return {"count": 0}
     _, scores, vid_labels = aggregate_by_video(ids, outputs, labels, task.kind, aggregate)

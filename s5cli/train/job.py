@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,34 @@ def init_from_pretrained(model: Any, directory: Path, spec: str) -> None:
     ckpt.load_into(model, state, f"train.init={spec}", strict=False)
 
 
-def out_dir_for(recipe: Any, out: Path | None) -> Path:
-    """Run folder: --out, else train.out_dir (`~` expanded)."""
-    return Path(out if out is not None else recipe.train.out_dir).expanduser()
+def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Run folder: --out, else the run folder that `recipe_path` (a RUN/recipe.yaml) sits in, else
+    train.out_dir (`~` expanded).
+
+    Why the recipe's own folder: RUN/recipe.yaml names its run folder as typed when the run started, so a
+    relative train.out_dir (the bundled recipes' `runs/NAME`) made `s5 finetune RUN/recipe.yaml --resume`
+    from another working folder start a new run there, and a copied run folder resumed the original.
+    A `train.out_dir=` override still wins.
+    """
+    if out is not None:
+        return Path(out).expanduser()
+    home = _run_folder_of(recipe_path)
+    if home is not None and not any(o.partition("=")[0].strip() == "train.out_dir" for o in overrides):
+        return home
+    return Path(recipe.train.out_dir).expanduser()
+
+
+def _run_folder_of(recipe_path: str | None) -> Path | None:
+    """The folder of a recipe.yaml that training wrote (checkpoints or a log beside it), else None."""
+    if not recipe_path:
+        return None
+    path = Path(recipe_path).expanduser()
+    if path.name != "recipe.yaml" or not path.is_file():
+        return None
+    from s5cli.train.checkpoint import has_checkpoints
+
+    folder = path.parent
+    return folder if has_checkpoints(folder) or (folder / "metrics.jsonl").is_file() else None
 
 
 def save_run_recipe(recipe: Any, out_dir: Path) -> None:

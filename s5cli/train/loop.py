@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
 from s5cli.train.batching import check_batch_settings, clip_batches, epoch_batches, micro_batches, rank_batch
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import as_model_input, autocast, evaluate, needs_grad_scaler
+from s5cli.train.evaluation import EvaluationStopped, as_model_input, autocast, evaluate, needs_grad_scaler
 from s5cli.train.metrics import headline
 from s5cli.train.metrics_log import MetricsLog
 from s5cli.train.progress import TrainingProgress
@@ -185,7 +185,7 @@ def train(setup: TrainSetup) -> dict:
     if point is not None and scaler.is_enabled() and point.payload.get("grad_scaler"):
         scaler.load_state_dict(point.payload["grad_scaler"])
     log = MetricsLog(out_dir, ctx.is_main, bool(getattr(tcfg, "tensorboard", False)),
-                     state.step if resume_from is not None else None)
+                     state.step if resume_from is not None else None, state.log_records)
     progress = TrainingProgress(total_steps, state.step, enabled=setup.show_progress and ctx.is_main)
     interrupted: dict[str, int | None] = {"signal": None}
 
@@ -208,19 +208,29 @@ def train(setup: TrainSetup) -> dict:
     last_good: Path | None = resume_from
     clips: Iterator[SampleBatch] | None = None
 
+    saved_state: tuple[int, int] | None = None  # (step, epoch) of the last checkpoint this call wrote
+
     def save(tag_metrics: dict | None) -> Path:
-        nonlocal last_good
+        nonlocal last_good, saved_state
         path = out_dir / "checkpoints" / f"step-{state.step:07d}"
         rank_states = ctx.gather_objects(torch_rng_state())  # a collective: every rank takes part
+        state.log_records = log.records
         if ctx.is_main:
             ckpt.save_checkpoint(path, _unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
                                  schedule.state_dict(), state, tag_metrics, scaler.state_dict(),
                                  other_ranks_rng=rank_states[1:])
             ckpt.set_latest(out_dir, path)
-            ckpt.prune_checkpoints(out_dir, max(1, tcfg.keep_last))
+            ckpt.prune_checkpoints(out_dir, max(1, tcfg.keep_last), just_saved=path)
         ctx.barrier()
-        last_good = path
+        last_good, saved_state = path, (state.step, state.epoch)
         return path
+
+    def stop_after_saving(stop_signal: int) -> None:
+        """Save (unless this state's checkpoint is written already) and end the command as the signal asks."""
+        path = last_good if saved_state == (state.step, state.epoch) and last_good is not None else save(None)
+        what, code = stop_outcome(stop_signal)
+        raise Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
+                          "Continue with the same command and --resume", exit_code=code)
 
     patience = tcfg.early_stop_patience
     no_validation = setup.val_set is None or not len(setup.val_set)
@@ -276,16 +286,18 @@ def train(setup: TrainSetup) -> dict:
                     log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
                                "samples_per_s": speed})
                 if stop_signal:  # agreed above: every rank finishes this step and saves
-                    path = save(None)
-                    what, code = stop_outcome(stop_signal)
-                    raise Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
-                                      "Continue with the same command and --resume", exit_code=code)
+                    stop_after_saving(stop_signal)
             state.epoch = epoch + 1
             state.batch_in_epoch = 0
             is_last = state.epoch == tcfg.epochs
             metrics = None
             if setup.val_set is not None and len(setup.val_set) and (state.epoch % max(1, tcfg.eval_every) == 0 or is_last):
-                metrics = _validate(setup, module, epoch)
+                metrics = _validate(setup, module, epoch, stop_requested=lambda: interrupted["signal"] is not None)
+                if metrics is None:
+                    # Stopped during validation: saved as a stop at the epoch's last step, so --resume runs
+                    # this validation again (a long split's validation no longer holds a stop for minutes).
+                    state.epoch, state.batch_in_epoch = epoch, len(batches)
+                    stop_after_saving(_agreed_stop(ctx, interrupted["signal"]) or signal.SIGINT)
                 name, value, higher = headline(metrics)
                 schedule.after_eval(value)
                 log.write({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items()
@@ -310,6 +322,12 @@ def train(setup: TrainSetup) -> dict:
                     break
             elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
                 save(None)
+            # A signal that came after the epoch's last step (while another rank validated, or while saving)
+            # stops here, not one step into the next epoch. After the last epoch the run is complete.
+            if not is_last:
+                stop_signal = _agreed_stop(ctx, interrupted["signal"])
+                if stop_signal:
+                    stop_after_saving(stop_signal)
     finally:
         clips = None  # the last reference: a DataLoader's worker processes end with it
         progress.close()
@@ -343,15 +361,26 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
     return total
 
 
-def _validate(setup: TrainSetup, module: nn.Module, epoch: int) -> dict:
-    """Validation metrics (rank 0 evaluates the whole split; every rank gets the result)."""
+def _validate(setup: TrainSetup, module: nn.Module, epoch: int,
+              stop_requested: Callable[[], bool] | None = None) -> dict | None:
+    """Validation metrics (rank 0 evaluates the whole split; every rank gets the result); None on every
+    rank when `stop_requested` (a stop signal on rank 0) abandoned it."""
     inner = _unwrap(module)
-    metrics: dict = {}
+    metrics: dict | None = {}
     if setup.ctx.is_main:
-        metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
-                           setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers,
-                           prefetch_batches=setup.recipe.data.prefetch_batches, amp=setup.recipe.train.amp)
+        try:
+            metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
+                               setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers,
+                               prefetch_batches=setup.recipe.data.prefetch_batches, amp=setup.recipe.train.amp,
+                               stop_requested=stop_requested)
+        except EvaluationStopped:
+            metrics = None
     return setup.ctx.gather_objects(metrics)[0] if setup.ctx.distributed else metrics
+
+
+def _agreed_stop(ctx: DistContext, own_signal: int | None) -> int:
+    """The stop signal any rank has seen (0 for none), agreed in one collective as after a step."""
+    return ctx.after_step(0.0, own_signal or 0)[1]
 
 
 def _main_thread() -> bool:
@@ -362,7 +391,9 @@ def _main_thread() -> bool:
 
 def check_fresh_run(out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite a run folder that already has checkpoints unless resuming."""
-    if not resume and (out_dir / "latest").exists():
+    # Step checkpoints count too: a run whose `latest` was lost (deleted, or never written by a kill between
+    # the two) was overwritten by a fresh start, without a word.
+    if not resume and ckpt.has_checkpoints(out_dir):
         raise UserError(
             f"{out_dir} already holds a run: pass --resume to continue it, or pick another folder for a new one "
             "(--out or train.out_dir)"

@@ -179,6 +179,16 @@ def test_latest_pointer_and_pruning(tmp_path) -> None:
     assert ckpt.checkpoint_dir(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
 
 
+def test_pruning_keeps_the_checkpoint_just_saved_below_a_newer_damaged_one(tmp_path) -> None:
+    """After resuming past an unreadable step 8 from step 4, the step-6 checkpoint just saved must stay:
+    keeping the highest steps deleted it and kept the damaged one, and the run could not resume at all."""
+    model, _ = _trained_pair()
+    for step in (4, 6, 8):
+        ckpt.save_checkpoint(tmp_path / "checkpoints" / f"step-{step:07d}", model, {})
+    ckpt.prune_checkpoints(tmp_path, keep_last=1, just_saved=tmp_path / "checkpoints" / "step-0000006")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-0000006", "step-0000008"]
+
+
 def test_mistyped_run_folder_names_both_readings(tmp_path, monkeypatch) -> None:
     from s5cli.errors import UserError
     from s5cli.train.loading import resolve_checkpoint

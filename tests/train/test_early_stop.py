@@ -27,7 +27,7 @@ def _validation_scores(monkeypatch, scores: list[float]) -> list[int]:
 
     asked: list[int] = []
 
-    def validate(setup, module, epoch):
+    def validate(setup, module, epoch, **_):
         asked.append(epoch + 1)
         value = scores[min(len(asked), len(scores)) - 1]
         return {"top1": value, "top5": 1.0, "count": 8, "windows": 8}

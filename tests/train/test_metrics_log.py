@@ -87,3 +87,32 @@ def test_tensorboard_missing_is_one_warning_and_the_jsonl_still_written(
     err = capsys.readouterr().err
     assert "tensorboard is not installed" in err and "s5cli[tensorboard]" in err
     assert _records(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 0.1}]
+
+
+def test_resume_keeps_the_records_the_checkpoint_counted(tmp_path: Path, fake_tensorboard) -> None:
+    """A stop at an epoch's last step saves before that epoch's validation: a run killed after logging the
+    validation and resumed from that checkpoint logged the validation twice when cut by step alone."""
+    first = MetricsLog(tmp_path, enabled=True, tensorboard=False, resume_step=None)
+    for record in ({"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}):
+        first.write(record)
+    assert first.records == 2  # what the step-2 checkpoint stores
+    first.write({"step": 2, "val_top1": 0.5})  # then killed before the next checkpoint
+    resumed = MetricsLog(tmp_path, enabled=True, tensorboard=False, resume_step=2, resume_records=2)
+    assert resumed.records == 2
+    resumed.write({"step": 2, "val_top1": 0.5})
+    assert _records(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9},
+                                                     {"step": 2, "val_top1": 0.5}]
+    # A checkpoint from before the count (-1) keeps every record up to its step, as before.
+    MetricsLog(tmp_path, enabled=True, tensorboard=False, resume_step=2)
+    assert len(_records(tmp_path / "metrics.jsonl")) == 3
+
+
+def test_a_torn_last_line_is_dropped_with_a_warning_on_resume(tmp_path: Path, capsys) -> None:
+    from s5cli.cli.training import _last_logged_loss
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "epoch": 1, "lo')
+    assert _last_logged_loss(log) == 0.5
+    resumed = MetricsLog(tmp_path, enabled=True, tensorboard=False, resume_step=2)
+    assert "dropped 1 unreadable line(s)" in " ".join(capsys.readouterr().err.split())
+    assert resumed.records == 2 and [r["step"] for r in _records(log)] == [1, 2]

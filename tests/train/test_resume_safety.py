@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -204,3 +205,84 @@ def test_a_second_training_in_the_same_folder_stops_at_once(tmp_path: Path) -> N
     code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 1}), "--out", str(tmp_path / "other"),
                             "--resume")
     assert code == 0, output  # and an in-process run gives its lock back when it ends
+
+
+def test_a_fresh_start_is_refused_in_a_folder_with_step_checkpoints_but_no_latest(
+        tmp_path: Path, finished_run: Path) -> None:
+    (finished_run / "latest").unlink()
+    before = (finished_run / "metrics.jsonl").read_text()
+    code, output = finetune(RECIPE, *tiny(tmp_path))
+    assert code == 2 and "already holds a run: pass --resume" in " ".join(output.split())
+    assert (finished_run / "metrics.jsonl").read_text() == before
+
+
+def test_a_run_recipe_resumes_its_own_folder_from_anywhere_and_a_copy_resumes_the_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUN/recipe.yaml holds train.out_dir as typed (relative here): resumed from another working folder
+    it started a new run there, and a copied run folder resumed the original."""
+    import shutil
+
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.out_dir": "runs/a"}))
+    assert code == 0, output
+    original = (tmp_path / "runs" / "a" / "metrics.jsonl").read_text()
+    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "runs" / "b")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, output = finetune(str(tmp_path / "runs" / "b" / "recipe.yaml"), "train.epochs=3", "--resume")
+    assert code == 0, output
+    assert len(_losses(tmp_path / "runs" / "b")) == 3 * 3
+    assert (tmp_path / "runs" / "a" / "metrics.jsonl").read_text() == original
+    assert not (elsewhere / "runs").exists()
+
+
+def _records_without_speed(run: Path) -> list[dict]:
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in records]
+
+
+@pytest.mark.parametrize("stopped_validation", [1, 2])
+def test_a_stop_during_validation_abandons_it_and_resume_runs_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped_validation: int) -> None:
+    """SIGTERM during validation used to wait for the whole split (minutes on LVU), then train one more
+    step; in the last epoch it was dropped and the run exited 0. It now stops after the batch in hand."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    from s5cli.train import loop
+
+    shared = tmp_path / "shared"
+    extra = {"eval.batch_size": 2, "model.dropout": 0.1}
+    code, output = finetune(RECIPE, *tiny(shared, **extra, **{"train.out_dir": tmp_path / "full"}))
+    assert code == 0, output
+    real_evaluate, seen = loop.evaluate, {"validations": 0, "batches": 0}
+
+    def evaluate_then_stop(*args, stop_requested, **kwargs):
+        seen["validations"] += 1
+        if seen["validations"] == stopped_validation:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler takes it: a flag, nothing raised
+
+        def counted() -> bool:
+            seen["batches"] += 1
+            return stop_requested()
+
+        return real_evaluate(*args, stop_requested=counted, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_stop)
+    cut = tiny(shared, **extra, **{"train.out_dir": tmp_path / "cut"})
+    code, output = finetune(RECIPE, *cut)
+    assert code == 143, output
+    steps = 3 * stopped_validation
+    assert f"terminated at step {steps}; checkpoint saved to" in " ".join(output.split())
+    assert seen["batches"] == 1 + 4 * (stopped_validation - 1)  # 4 batches of 2 windows; stopped after one
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    code, output = finetune(RECIPE, *cut, "--resume")
+    assert code == 0, output
+    assert _records_without_speed(tmp_path / "cut") == _records_without_speed(tmp_path / "full")
+    for pick in (lambda run: run / "best", lambda run: run / (run / "latest").read_text().strip()):
+        full_dir, cut_dir = pick(tmp_path / "full"), pick(tmp_path / "cut")
+        full_w, cut_w = load_file(full_dir / "model.safetensors"), load_file(cut_dir / "model.safetensors")
+        assert full_w.keys() == cut_w.keys() and all(torch.equal(full_w[k], cut_w[k]) for k in full_w)
