@@ -141,13 +141,24 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
         key, sep, text = str(item).partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise UserError(f"override {item!r} is not key=value", hint="e.g. optim.lr=3e-4 model.keep_ratio=0.5")
+            raise UserError(f"override {item!r} is not key=value", hint=_override_hint(str(item)))
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text  # not YAML: keep the text; the schema decides whether a string is allowed
         parsed.append((key, value))
     return parsed
+
+
+def _override_hint(item: str) -> str:
+    """What a non-key=value argument most likely is, and the fix: a recipe given after its overrides, or a
+    file for `s5 extract --json` (a flag there: it prints the JSON on stdout)."""
+    suffix = Path(item).suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return "the recipe comes first: s5 COMMAND RECIPE key=value ..."
+    if suffix == ".json":
+        return "if it was meant for --json: here --json prints the JSON on stdout; redirect it: --json > FILE"
+    return "e.g. optim.lr=3e-4 model.keep_ratio=0.5"
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path: str) -> set[str]:

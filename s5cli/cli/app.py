@@ -100,7 +100,13 @@ def _report_usage_error(error: Any) -> NoReturn:
     if type(error).__name__ == "NoArgsIsHelpError":
         raise error  # `s5 finetune` alone prints the help, which is what click does with it
     command = error.ctx.command_path if error.ctx is not None else "s5"
-    print_error(f"{' '.join(error.format_message().split())} (see `{command} --help`)")
+    message = " ".join(error.format_message().split())
+    if message.startswith("No such option: --debug") and command != "s5":
+        # --debug belongs to `s5` itself (every command's tracebacks), so it goes before the command.
+        subcommand = command.split(" ", 1)[1]
+        print_error(f"--debug goes before the command: s5 --debug {subcommand} ...")
+        raise typer.Exit(code=error.exit_code)
+    print_error(f"{message} (see `{command} --help`)")
     raise typer.Exit(code=error.exit_code)
 
 

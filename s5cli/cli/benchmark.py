@@ -75,7 +75,7 @@ def benchmark(
         None, "--cuda-graphs/--no-cuda-graphs", help="CUDA: capture each model's step once as a CUDA graph and "
         "time replays of it, every model alike (small batches are otherwise bound by launching operators) "
         "\\[default: on for CUDA]."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the full results as JSON here."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full results as JSON here ('-' = stdout, the table then goes to stderr)."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write time and memory vs frames (log-log) here."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, inputs and selection."),
 ) -> None:
@@ -203,7 +203,7 @@ def benchmark(
         stopped = stop_outcome(signal_of(stop))
         stderr.print(f"[yellow]{stopped[0]}: reporting the {len(measurements)} measurements finished so far[/]")
     report = build_report(measurements, {**settings, "interrupted": stopped is not None}, _machine(torch_device))
-    render(report, stdout)
+    render(report, stderr if json_path is not None and _is_stdout(json_path) else stdout)
     _write_outputs(report, json_path, plot_path)
     if stopped is not None:
         word, code = stopped
@@ -310,7 +310,7 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
     from s5cli.io import check_writable_folder, refuse_replacing_another_kind, same_file
 
     for option, path in (("--json", json_path), ("--plot", plot_path)):
-        if path is None:
+        if path is None or (option == "--json" and _is_stdout(path)):
             continue
         if path.is_dir():
             raise UserError(f"{option} {path} is a folder: name a file, e.g. {path / 'benchmark'}"
@@ -318,7 +318,7 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
         check_writable_folder(path.parent, f"{option} folder", f"write {option} somewhere else")
         if option == "--json":
             refuse_replacing_another_kind(path, option, "benchmark.json")
-    if json_path is not None and plot_path is not None and same_file(json_path, plot_path):
+    if json_path is not None and plot_path is not None and not _is_stdout(json_path) and same_file(json_path, plot_path):
         raise UserError(f"--json and --plot are both {json_path}: the plot would replace the JSON; give each its "
                         f"own file, e.g. --json {json_path.with_suffix('.json')} --plot {plot_path.with_suffix('.png')}")
     if plot_path is not None:
@@ -367,11 +367,20 @@ def _cpu_name() -> str | None:
     return None
 
 
+def _is_stdout(path: Path) -> bool:
+    """`--json -`: the JSON goes to stdout, as with `s5 eval` (and no file named '-' is written)."""
+    return str(path) == "-"
+
+
 def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
     from s5cli.cli.console import stderr
     from s5cli.io import atomic_write_json
 
-    if json_path is not None:
+    if json_path is not None and _is_stdout(json_path):
+        import json
+
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    elif json_path is not None:
         atomic_write_json(json_path, report)
         stderr.print(f"wrote {json_path}")
     if plot_path is not None:
@@ -390,5 +399,5 @@ def _run_kernel_stage(device: str, channels: int, length: int, batch: int, repea
                  f"batch {batch}, {repeat} timed runs")
     report = kernel_stage(channels=channels, length=length, batch=batch, device=device, repeat=repeat, seed=seed)
     report = {"schema": "s5cli-benchmark/1", **report, "machine": _machine(device)}
-    render_kernel(report, stdout)
+    render_kernel(report, stderr if json_path is not None and _is_stdout(json_path) else stdout)
     _write_outputs(report, json_path, None)

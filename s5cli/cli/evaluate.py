@@ -21,7 +21,7 @@ def evaluate(
     json_out: str | None = typer.Option(None, "--json", help="Also write the metrics (with --video: the predictions) as JSON to this file ('-' = stdout)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (evaluation is deterministic; kept for uniformity)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix.
@@ -212,22 +212,33 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
 
 
 def _video_files(paths: list[Path]) -> list[Path]:
-    """The --video arguments as files: a folder stands for its video files (sorted, not recursive)."""
+    """The --video arguments as files, each once: a folder stands for its video files (sorted, not
+    recursive); its other files are named in a warning, not skipped silently."""
+    from s5cli.cli.console import print_warning
     from s5cli.data.datasets.base import VIDEO_SUFFIXES
     from s5cli.errors import UserError
 
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = [p for p in entries if p.suffix.lower() in VIDEO_SUFFIXES]
             if not found:
                 raise UserError(f"--video {path}: no {'/'.join(VIDEO_SUFFIXES)} files in this folder")
+            others = [p.name for p in entries if p not in found]
+            if others:
+                print_warning(f"--video {path}: skipped {len(others)} file(s) without a video suffix "
+                              f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); name one with "
+                              "--video to score it anyway")
             files += found
         elif not path.exists():
             raise UserError(f"--video {path}: no such file or folder")
         else:
             files.append(path)
-    return files
+    unique: dict[Path, Path] = {}
+    for file in files:  # a file named and also in a named folder is scored once
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values())
 
 
 def _predict_videos(model, rec, task, files: list[Path], dev, top: int, quiet: bool, console) -> list[dict]:

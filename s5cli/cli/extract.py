@@ -44,9 +44,11 @@ def extract(
     shard: str | None = typer.Option(
         None, "--shard", help="Take share i of n (e.g. 0/4); default: torchrun rank or all."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed (extraction draws none: tokens do not depend on it; kept for uniformity)."
+    ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."
+        None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."
     ),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bar."),
     json_output: bool = flag(False, "--json", help="Print the summary as JSON."),

@@ -14,7 +14,7 @@ def finetune(
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 model.keep_ratio=0.5"),
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

@@ -14,7 +14,7 @@ def pretrain(
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.lsmcl.mask_ratio=0.7"),
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

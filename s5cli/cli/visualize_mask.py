@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 DEFAULT_FRAMES = 60
 DEFAULT_SIZE = 224
+# Smallest side a drawn frame gets by default (see --scale): the quick start's 64 px frames were a thumbnail
+# whose captions covered a third of it.
+MIN_DISPLAY_PX = 224
 RANDOM_INIT_BACKBONE = "patch_pool"  # parameter-free: a smoke test needs no downloads
 
 
@@ -36,15 +40,20 @@ def visualize_mask(
     start: float = typer.Option(0.0, "--start", min=0.0, help="Seconds into the video where sampling starts."),
     keep_ratio: float | None = typer.Option(None, "--keep-ratio", "-k", help="Fraction of tokens kept, in (0, 1] (default: the checkpoint's)."),
     size: int | None = typer.Option(None, "--size", help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
+    scale: int | None = typer.Option(
+        None, "--scale", min=1, max=32,
+        help=f"Draw each frame N times larger, nearest neighbour (default: enough for {MIN_DISPLAY_PX} px; 1 from "
+             f"{MIN_DISPLAY_PX} px on). The model still sees --size.",
+    ),
     style: str = typer.Option("dim", "--style", help="dim: dropped patches darkened; heatmap: score colours; both."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write per-frame kept token indices and scores as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write per-frame kept token indices and scores as JSON ('-' = stdout, the summary then goes to stderr)."),
     random_init: bool = flag(False, "--random-init", help="Smoke test: a small S5 with random weights (says so on every frame)."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone name (default: the checkpoint's; patch_pool with --random-init)."),
     backbone_weights: str | None = typer.Option(None, "--backbone-weights", help="Backbone safetensors path or Hub id (default: the checkpoint's)."),
     playback_fps: float | None = typer.Option(None, "--playback-fps", min=0.1, help="Frames per second of the GIF/MP4 (default: real time, 1-30)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (random init, random selector)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Render which tokens S5 keeps on a video (GIF, MP4 or PNG grid).
@@ -89,8 +98,9 @@ def visualize_mask(
     check_output(out)
     if not video.is_file():
         raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
-    check_distinct_paths(video, out, json_out)
-    if json_out is not None:
+    to_stdout = json_out is not None and str(json_out) == "-"  # as `s5 eval --json -`; no file named '-'
+    check_distinct_paths(video, out, None if to_stdout else json_out)
+    if json_out is not None and not to_stdout:
         check_output_file(json_out, "--json", "selection.json")
     seed_everything(seed)
 
@@ -110,9 +120,10 @@ def visualize_mask(
         # What the checkpoint saw: one clip at data.fps when it was trained at a fixed rate, so the guide reads
         # its tokens at the spacing it learned; else its (or 60) uniform frames.
         frames, fps = (trained.frames, trained.fps) if trained else (DEFAULT_FRAMES, None)
+    drawn_scale = scale if scale is not None else max(1, math.ceil(MIN_DISPLAY_PX / image_size))
     _run(
         video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, start,
-        trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+        trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json, drawn_scale,
     )
 
 
@@ -152,7 +163,7 @@ def _load_model(checkpoint: str | None, random_init: bool, revision: str | None)
 
 def _run(
     video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps, start,
-    trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json,
+    trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json, scale,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -170,13 +181,23 @@ def _run(
     set_keep_ratio(model, keep_ratio)
     model.to(dev)
 
+    # Piped or logged: no live bars (their last frame, and a blank line before an error), one plain line
+    # as each stage ends instead, as training and extraction print plain lines there.
+    plain = not stderr.is_terminal
     progress = Progress(
         TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=stderr, disable=quiet,
+        console=stderr, disable=quiet or plain,
     )
     tasks: dict[str, int] = {}
+    stage_started: dict[str, float] = {}
 
     def report(stage: str, done: int, total: int) -> None:
+        if plain:
+            started = stage_started.setdefault(stage, time.monotonic())
+            if done >= total and not quiet and stage not in tasks:
+                tasks[stage] = -1
+                stderr.print(f"{stage:<9} {done}/{total} {time.monotonic() - started:.1f}s")
+            return
         if stage not in tasks:
             tasks[stage] = progress.add_task(stage, total=total)
         progress.update(tasks[stage], completed=done, total=total)
@@ -186,11 +207,11 @@ def _run(
                                  storage_dtype=data.get("cache_dtype") or "float16")
         selection = run_selection(video, model, extractor, sampling, model_name=model_name, seed=seed, report=report,
                                   trained=trained)
-        rendered = render_selection(selection, style, report)
+        rendered = render_selection(selection, style, report, scale=scale)
         rate = playback_fps or fps or _real_time_rate(selection)
         report("write", 0, 1)
         write_frames(out, rendered, rate)
-        if json_out is not None:
+        if json_out is not None and str(json_out) != "-":
             atomic_write_json(json_out, selection.to_json())
         report("write", 1, 1)
 
@@ -199,11 +220,19 @@ def _run(
     # The CLS token competes for the same per-frame budget: without its count a small grid read as
     # "kept 0.0/1 patches" although one token per frame was kept.
     cls_frames = sum(0 in kept for kept in selection.kept)
-    stdout.print(
-        f"wrote {out}: {len(rendered)} frames {image_size}x{image_size}, kept {mean_kept:.1f}/{patches} patches "
+    to_stdout = json_out is not None and str(json_out) == "-"
+    if to_stdout:
+        import json
+
+        typer.echo(json.dumps(selection.to_json(), indent=2, sort_keys=True))
+    summary = stderr if to_stdout else stdout  # stdout then carries only the JSON (pipe-able)
+    summary.print(
+        f"wrote {out}: {len(rendered)} frames {image_size * scale}x{image_size * scale}"
+        + (f" (the model's {image_size} px drawn x{scale})" if scale > 1 else "")
+        + f", kept {mean_kept:.1f}/{patches} patches "
         f"per frame ({100 * mean_kept / patches:.0f}%) and the CLS token in {cls_frames}/{len(selection.kept)} "
         f"frames, model {model_name}"
-        + (f", selection JSON {json_out}" if json_out is not None else ""),
+        + (f", selection JSON {json_out}" if json_out is not None and not to_stdout else ""),
         soft_wrap=True,  # one line, so scripts can grep it
     )
 

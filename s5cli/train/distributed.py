@@ -138,7 +138,7 @@ def exit_without_finalizing(code: object) -> NoReturn:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """`requested` ("cpu", "cuda", "cuda:1") or the best available device, checked by `check_device`.
+    """`requested` ("cpu", "cuda", "cuda:1"; "auto" or None: the best available device), checked by `check_device`.
     Under torchrun a CUDA device is this process's GPU, cuda:LOCAL_RANK (see `_made_current`)."""
     return _made_current(check_device(requested))
 
@@ -150,13 +150,13 @@ def check_device(requested: str | None = None) -> torch.device:
     a typo such as "gpu" is refused here, before a run writes anything. Nothing is initialised (the
     benchmark's parent process checks the flag but runs nothing on the device).
     """
-    if requested:
+    if requested and requested.strip().lower() != "auto":  # "auto": as `s5 benchmark` takes it
         from s5cli.errors import UserError
 
         try:
             device = torch.device(requested)
         except RuntimeError:
-            raise UserError(f"--device {requested!r} is not a device: use cpu, cuda or cuda:N") from None
+            raise UserError(f"--device {requested!r} is not a device: use cpu, cuda, cuda:N or auto") from None
         if device.type not in ("cpu", "cuda"):
             raise UserError(f"--device {requested}: s5cli runs on cpu or cuda only")
         if device.type == "cuda" and not torch.cuda.is_available():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -74,12 +75,24 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     return ids, torch.cat(outputs), torch.cat(labels)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, as torch's loader checks)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
 def worker_loading(num_workers: int, prefetch_batches: int) -> dict[str, int]:
     """DataLoader options for `num_workers` loading processes, each at most `prefetch_batches` batches ahead.
 
     Why a function: DataLoader refuses a prefetch factor without workers, and the training and evaluation
     loaders must bound their memory the same way (`data.prefetch_batches`).
     """
+    # Capped at the CPUs this process may use: more only compete for them, and torch then printed a
+    # multi-line warning for every loader (the LVU and Breakfast recipes ask for 4 workers). No number
+    # depends on the count (see `predict`, and the trainer's per-video clip generators).
+    num_workers = min(num_workers, usable_cpus())
     if num_workers == 0:
         return {"num_workers": 0}
     return {"num_workers": num_workers, "prefetch_factor": prefetch_batches,

@@ -1,9 +1,10 @@
 """Draw a token selection onto its frames: dropped patches dimmed, a score heatmap, the patch grid and captions.
 
 Styles: "dim" (kept patches in full colour, dropped ones multiplied by `DIM`), "heatmap" (every patch tinted by
-its mask-generator score, kept ones outlined), "both" (heatmap tint, then dropped patches dimmed). Each frame
-stays exactly image_size x image_size; the captions (position, source frame, time, kept fraction and, for
-untrained weights, "RANDOM INIT") are drawn on top of it in small outlined text.
+its mask-generator score, kept ones outlined), "both" (heatmap tint, then dropped patches dimmed). Each frame is
+image_size x image_size times `scale` (nearest neighbour, so every model pixel stays one block: a 64 px model
+input is unreadable drawn 1:1); the captions (position, source frame, time, kept fraction and, for untrained
+weights, "RANDOM INIT") are drawn on top at that size in small outlined text.
 """
 
 from __future__ import annotations
@@ -88,13 +89,17 @@ def render_frame(
     captions: list[str] | None = None,
     banner: str | None = None,
     grid_lines: bool = True,
+    scale: int = 1,
 ) -> np.ndarray:
-    """One (H, W, 3) uint8 frame with its selection drawn; same size as the input."""
+    """One (H * scale, W * scale, 3) uint8 frame with its selection drawn."""
     import numpy as np
     from PIL import Image
 
     if style not in STYLES:
         raise UserError(f"--style {style!r} is unknown: use one of {', '.join(STYLES)}")
+    if scale > 1:
+        pixels = pixels.repeat(scale, 0).repeat(scale, 1)
+        patch_size *= scale
     height, width = pixels.shape[:2]
     rows, cols = height // patch_size, width // patch_size
     patches = rows * cols
@@ -140,9 +145,10 @@ def frame_captions(selection: MaskSelection, t: int) -> list[str]:
 
 
 def render_selection(
-    selection: MaskSelection, style: str = "dim", report: ProgressReport | None = None, captions: bool = True
+    selection: MaskSelection, style: str = "dim", report: ProgressReport | None = None, captions: bool = True,
+    scale: int = 1,
 ) -> list[np.ndarray]:
-    """All frames of a selection drawn in `style`, each image_size x image_size."""
+    """All frames of a selection drawn in `style`, each (image_size * scale) px square."""
     if selection.images is None:
         raise ValueError("the selection carries no frames to draw on")
     if style not in STYLES:
@@ -160,6 +166,7 @@ def render_selection(
                 style,
                 frame_captions(selection, t) if captions else None,
                 banner,
+                scale=scale,
             )
         )
         if report is not None:

@@ -393,4 +393,13 @@ def test_device_is_checked_as_every_command_checks_it(monkeypatch) -> None:
     assert result.exit_code == 2  # a GPU this machine lacks used to reach the workers
     assert "error: --device cuda:7: this machine has 4 CUDA device(s), numbered from 0" in result.output
     result = CliRunner().invoke(app, ["benchmark", "--device", "gpu"])
-    assert result.exit_code == 2 and "--device 'gpu' is not a device: use cpu, cuda or cuda:N" in result.output
+    assert result.exit_code == 2 and "--device 'gpu' is not a device: use cpu, cuda, cuda:N or auto" in result.output
+
+
+def test_json_dash_prints_the_report_on_stdout_and_the_table_on_stderr(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _invoke([*TINY, "--compare", "vit", "--mode", "infer", "--repeat", "1", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # nothing else on stdout
+    assert {row["model"] for row in report["results"]} == {"s5", "transformer"}
+    assert "transformer" in result.stderr and not (tmp_path / "-").exists()

@@ -121,3 +121,19 @@ def test_a_single_process_run_exits_normally(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(SystemExit) as stop:
         app_module.main()
     assert stop.value.code == 2
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["finetune", "optim.lr=3e-4", "recipes/synthetic.yaml"],
+     "error: override 'recipes/synthetic.yaml' is not key=value (the recipe comes first: s5 COMMAND RECIPE "
+     "key=value ...)"),
+    (["extract", "synthetic", "--json", "out.json"],
+     "error: override 'out.json' is not key=value (if it was meant for --json: here --json prints the JSON on "
+     "stdout; redirect it: --json > FILE)"),
+    (["eval", "--debug", "-c", "runs/x"], "error: --debug goes before the command: s5 --debug eval ..."),
+    (["recipes", "show", "--debug", "synthetic"], "error: --debug goes before the command: s5 --debug recipes show ..."),
+])
+def test_arguments_in_the_wrong_place_say_where_they_go(args: list[str], line: str) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == line

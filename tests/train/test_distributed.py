@@ -171,3 +171,13 @@ def test_an_extraction_failure_on_one_rank_stops_every_rank(tmp_path) -> None:
     results = _spawn_two(_prepare_in_process, tmp_path)
     assert results[1] == "every video of this share failed to decode"
     assert results[0] == "rank 1: every video of this share failed to decode"
+
+
+def test_auto_is_the_best_device_for_every_command_and_a_typo_names_it() -> None:
+    from s5cli.errors import UserError
+    from s5cli.train.distributed import check_device
+
+    best = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    assert check_device("auto").type == check_device("AUTO").type == check_device(None).type == best.type
+    with pytest.raises(UserError, match="--device 'gpu' is not a device: use cpu, cuda, cuda:N or auto"):
+        check_device("gpu")

@@ -227,18 +227,23 @@ def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(
     sources = sorted((tmp_path / "videos").rglob("*.mp4"))[:2]
     for source in sources:
         (folder / source.name).write_bytes(source.read_bytes())
-    (folder / "notes.txt").write_text("not a video")  # not a video suffix: not picked up
+    (folder / "notes.txt").write_text("not a video")  # not a video suffix: not picked up, but named
+    (folder / "camera.MOV").write_bytes(sources[1].read_bytes())  # QuickTime: a video suffix too
     single = tmp_path / "single.json"
     result = runner.invoke(app, ["eval", "--video", str(sources[0]), "-c", str(tmp_path / "run"), "--json",
                                  str(single), "-q"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "many.json"
-    result = runner.invoke(app, ["eval", "--video", str(sources[0]), "--video", str(folder),
-                                 "-c", str(tmp_path / "run"), "--json", str(out), "-q"])
+    in_folder = sorted([folder / "camera.MOV", *(folder / s.name for s in sources)])
+    result = runner.invoke(app, ["eval", "--video", str(sources[0]), "--video", str(in_folder[-1]),
+                                 "--video", str(folder), "-c", str(tmp_path / "run"), "--json", str(out), "-q"])
     assert result.exit_code == 0, result.output
+    assert "skipped 1 file(s) without a video suffix (notes.txt)" in " ".join(result.output.split())
     videos = json.loads(out.read_text())["videos"]
-    assert [v["video"] for v in videos] == [str(sources[0]), *(str(folder / s.name) for s in sources)]
+    # Each file once: the one named alone keeps its place, the folder adds the rest.
+    assert [v["video"] for v in videos] == [str(sources[0]), str(in_folder[-1]), *map(str, in_folder[:-1])]
     assert videos[0] == json.loads(single.read_text())  # the same prediction alone or in a batch of videos
+    (folder / "camera.MOV").unlink()
     # An unreadable file among several: reported, skipped, the others predicted, exit 1 after the JSON.
     (folder / "broken.mp4").write_bytes(b"\0" * 100)
     result = runner.invoke(app, ["eval", "--video", str(folder), "-c", str(tmp_path / "run"), "--json", str(out),

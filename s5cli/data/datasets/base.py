@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from s5cli.errors import UserError
 
 # Containers accepted for dataset videos, in order of preference when a video exists in several.
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".avi")
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
