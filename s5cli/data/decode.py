@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import bisect
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s5cli.data.probe import NOT_A_VIDEO, VideoDecodeError, check_file, error_detail, probe_video
 from s5cli.data.sampling import FramePlan, fps_plan, uniform_plan
 from s5cli.errors import UserError
 
@@ -32,14 +32,11 @@ DECODE_CHUNK_FRAMES = 64
 # Extra decoding (a fraction of what the next chunk decodes anyway) worth paying to empty decord's queue
 # of frames decoded ahead between two chunks (`OpenedClip._drop_read_ahead`).
 READ_AHEAD_RESET_COST = 0.25
-
-
-class VideoDecodeError(UserError):
-    """A video that cannot be read; the message names the file and what is wrong with it."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        super().__init__(f"{self.path}: {problem}")
+# Decodable frames below this share of the container's claim are reported as a truncated file (stated counts
+# of intact files are exact or off by a frame or two).
+TRUNCATED_FRACTION = 0.9
+# decord's failure on frames whose rows FFmpeg pads ("from_size == to_size"), as `read_frames` reports it.
+ROWS_PADDED = "decoding failed (decord cannot hand over frames of this width)"
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
 
     Raises VideoDecodeError naming the file when it cannot be opened.
     """
-    path = _check_file(path)
+    path = check_file(path)
     import decord
 
     # FFmpeg's own log lines ("moov atom not found") would precede our one-line error for every bad file.
@@ -82,39 +79,22 @@ def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[i
             str(path), num_threads=max(0, int(num_threads)), width=width, height=height
         )
     except Exception as error:  # decord raises a bare RuntimeError/DECORDError for every container problem
-        detail = _first_line(error)
+        detail = error_detail(error)
         # decord's "Error reading <path>..." says nothing the message does not already say.
-        detail = "" if str(path) in detail else f": {detail}"
-        raise VideoDecodeError(
-            path, f"cannot open as a video (not a video, or truncated/corrupt){detail}"
-        ) from None
+        detail = "" if str(path) in detail else detail
+        raise VideoDecodeError(path, f"{NOT_A_VIDEO}{detail}") from None
     if len(reader) < 1:
         raise VideoDecodeError(path, "video has no frames")
     return reader
 
 
-def _check_file(path: str | os.PathLike[str]) -> Path:
-    """`path` as a Path; VideoDecodeError naming it when it is missing, a folder or empty."""
-    path = Path(path)
-    if not path.exists():
-        raise VideoDecodeError(path, "video file not found")
-    if path.is_dir():
-        raise VideoDecodeError(path, "is a folder, not a video file")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError(path, "video file is empty (0 bytes)")
-    return path
-
-
 def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """(height, width) from the container header via PyAV, without decoding; None if it cannot tell."""
-    import av
-
+    """(height, width) as decord hands frames over (rotation applied); None if the file is no video."""
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            return int(stream.codec_context.height), int(stream.codec_context.width)
-    except Exception:  # PyAV raises a different error class per FFmpeg failure; no video stream: IndexError
+        probe = probe_video(path)
+    except VideoDecodeError:
         return None
+    return probe.height, probe.width
 
 
 def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
@@ -129,7 +109,7 @@ def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
         height, width = reader[0].shape[:2]
         fps = float(reader.get_avg_fps())
     except Exception as error:
-        raise VideoDecodeError(path, f"cannot read the first frame: {_first_line(error)}") from None
+        raise VideoDecodeError(path, f"cannot read the first frame{error_detail(error)}") from None
     if not fps > 0:
         fps = 25.0  # some containers carry no rate; a nominal one keeps fps sampling defined
     return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width))
@@ -165,9 +145,9 @@ def read_frames(
     try:
         batch = reader.get_batch(unique).asnumpy()
     except Exception as error:
-        raise VideoDecodeError(
-            path, f"decoding failed (truncated or corrupt video): {_first_line(error)}"
-        ) from None
+        if "from_size == to_size" in str(error):  # a decord internal, so not shown: see `read_frames_pyav`
+            raise VideoDecodeError(path, ROWS_PADDED) from None
+        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video){error_detail(error)}") from None
     position = {index: row for row, index in enumerate(unique)}
     return np.ascontiguousarray(batch[[position[i] for i in indices]])
 
@@ -192,7 +172,7 @@ def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[in
                 if number >= last:
                     break
     except Exception as error:  # PyAV raises one error class per FFmpeg failure
-        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video): {_first_line(error)}") from None
+        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video){error_detail(error)}") from None
     missing = wanted - found.keys()
     if missing:
         raise VideoDecodeError(path, f"decoding failed: frame {min(missing)} is past the end of the video")
@@ -201,7 +181,7 @@ def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[in
 
 def _rows_padded(error: VideoDecodeError) -> bool:
     """Whether decord failed on padded frame rows (see `read_frames_pyav`)."""
-    return "from_size == to_size" in str(error)
+    return str(error).endswith(ROWS_PADDED)
 
 
 def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_frames: int = 1) -> FramePlan:
@@ -234,6 +214,7 @@ class OpenedClip:
     keyframes: list[int] | None = None  # the reader's keyframe indices, read when first needed
     sampling_fps: float | None = None  # the rate the plan samples at (None: frames spread uniformly)
     pyav: bool = False  # decord cannot hand over this video's frames: PyAV decodes them (`read`)
+    stated_frames: int = 0  # frames the container claims (0: it does not say; see `truncation_warning`)
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
         """Frames at `indices` (`read_frames`). decord fails for some frame widths (48 or 72 px: "from_size
@@ -245,11 +226,11 @@ class OpenedClip:
         try:
             return read_frames(self.reader, indices, self.path)
         except VideoDecodeError as error:
+            if not _rows_padded(error):
+                raise  # a damaged video: reopening at full size only decoded up to a chunk of 4K frames again
             if self.scaled and first:
                 self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None
                 return self.read(indices, first)
-            if not _rows_padded(error):
-                raise
         self.pyav = True
         return read_frames_pyav(self.path, indices)
 
@@ -300,18 +281,35 @@ class OpenedClip:
             f"{len(self.plan)}; repeating the last frame {self.plan.padded} time{'' if self.plan.padded == 1 else 's'}"
         )
 
+    def truncation_warning(self) -> str | None:
+        """A warning when the decoder finds clearly fewer frames than the container claims, else None.
+
+        Why: a download or copy cut short still opens, and its tokens then covered part of the film
+        without a word (a 100-frame file cut at 50 % decoded 45 frames, cached as if complete).
+        """
+        found, stated = self.info.num_frames, self.stated_frames
+        if stated <= 0 or found >= TRUNCATED_FRACTION * stated:
+            return None
+        return (f"{self.path}: the container claims {stated} frames but only {found} decode (a file cut "
+                "short?); using those")
+
+    def warnings(self) -> list[str]:
+        """Every warning this clip has (truncation, padding), for callers that report them later."""
+        return [w for w in (self.truncation_warning(), self.padding_warning()) if w]
+
     @property
     def repeats_frames(self) -> bool:
         """Whether the plan samples faster than the video's own rate, so some source frames come twice."""
         return self.sampling_fps is not None and self.sampling_fps > self.info.fps
 
-    def warn_if_padded(self) -> None:
-        """Print `padding_warning` when there is one (callers that print it at once; extraction defers it)."""
-        warning = self.padding_warning()
-        if warning:
-            from s5cli.cli.console import print_warning
+    def print_warnings(self, padding: bool = True) -> None:
+        """Print `warnings` (without the padding one if `padding` is False: a caller that words it itself);
+        for callers that print at once (extraction reports them with the video)."""
+        from s5cli.cli.console import print_warning
 
-            print_warning(warning)
+        for warning in self.warnings():
+            if padding or warning != self.padding_warning():
+                print_warning(warning)
 
 
 def open_clip(
@@ -333,10 +331,9 @@ def open_clip(
     # One read of the container header gives the true size, and proves there is a video stream: decord logs
     # a failed open straight to stderr (C++ logging its log level does not silence), so a file that is no
     # video at all is turned away here and the user sees one line.
-    path = _check_file(path)
-    original = probe_size(path)
-    if original is None:
-        raise VideoDecodeError(path, "cannot open as a video (not a video, or truncated/corrupt)")
+    path = check_file(path)
+    probe = probe_video(path)  # why a file is no video, in one line; the size decord hands frames over at
+    original = (probe.height, probe.width)
     size = None
     # Scaling inside the decoder pays off for large reductions (720p -> 224: 1.7x faster decode in
     # benchmarks/extract.py) but costs more than it saves for small ones (272p -> 224: 1.6x slower), where the
@@ -353,7 +350,8 @@ def open_clip(
     if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
     plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
-    return OpenedClip(path, plan, info, reader, size is not None, num_threads, sampling_fps=fps)
+    return OpenedClip(path, plan, info, reader, size is not None, num_threads, sampling_fps=fps,
+                      stated_frames=probe.stated_frames)
 
 
 def decode_clip(
@@ -370,7 +368,7 @@ def decode_clip(
     clip = open_clip(path, frames, fps, num_threads, min_frames, shorter_side)
     array = clip.read(clip.plan.indices)
     if warn:
-        clip.warn_if_padded()
+        clip.print_warnings()
     return DecodedClip(frames=array, plan=clip.plan, info=clip.info)
 
 
@@ -425,10 +423,3 @@ def normalize(
     mean_t = torch.tensor(mean, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
     return out.div_(255.0).sub_(mean_t).div_(std_t)
-
-
-def _first_line(error: BaseException) -> str:
-    # decord prefixes its messages with "[hh:mm:ss] /its/source/file.cc:NN: "; users need only the reason.
-    lines = [re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", line).strip() for line in str(error).splitlines()]
-    lines = [line for line in lines if line]
-    return lines[0][:160] if lines else type(error).__name__

@@ -223,7 +223,7 @@ def load_video_tokens(
     if backbone is None:
         backbone = load_backbone(settings, device)
     clip = open_for_backbone(Path(path), settings, int(data_setting(data, "decode_threads", 2)))
-    clip.warn_if_padded()
+    clip.print_warnings()
     if clip.repeats_frames:
         from s5cli.cli.console import print_warning
 

@@ -74,7 +74,7 @@ class _VideoHeader:
     record: Any
     frames: int
     metadata: dict[str, str]
-    warning: str | None
+    warnings: list[str]  # truncation and padding (`OpenedClip.warnings`)
     video_fps: float
     repeats_frames: bool  # sampled above the video's own rate (`OpenedClip.repeats_frames`)
 
@@ -105,7 +105,7 @@ def _decoded_videos(
     for record in records:
         try:
             clip = open_for_backbone(Path(record.path), settings, threads)
-            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.padding_warning(), clip.info.fps,
+            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.warnings(), clip.info.fps,
                                clip.repeats_frames)
             yield from backbone_crops(clip, settings.image_size)
         except VideoDecodeError as error:
@@ -167,8 +167,8 @@ def extract_records(
         with running_ahead(_decoded_videos(todo, settings, decode_threads), name="s5-decode") as stream:
             for item in stream:
                 if isinstance(item, _VideoHeader):
-                    if item.warning:
-                        print_warning(item.warning)
+                    for warning in item.warnings:
+                        print_warning(warning)
                     if item.repeats_frames:
                         report.fps_above.append((item.record.video_id, item.video_fps))
                     on_batch = _video_frames_bar(progress, item, batch_size)

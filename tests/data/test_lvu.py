@@ -219,3 +219,13 @@ def test_blank_first_line_still_skips_the_header_and_latin1_is_named(tmp_path: P
     split_file.write_bytes(text.encode() + b"1 Caf\xe9 bbb tt2\n")
     with pytest.raises(AnnotationError, match=r"train\.csv:4: byte 0xe9 is not UTF-8 text"):
         list_records(lvu_data(tmp_path, annotations, "genre"), "train")
+
+
+def test_a_folder_or_dangling_link_named_like_a_video_does_not_hide_the_real_file(tmp_path: Path) -> None:
+    from s5cli.data.datasets.base import index_videos
+
+    (tmp_path / "a.mp4").mkdir()
+    (tmp_path / "a.mkv").write_bytes(b"x")
+    (tmp_path / "b.mp4").symlink_to(tmp_path / "gone.mp4")
+    (tmp_path / "b.webm").write_bytes(b"x")
+    assert index_videos(tmp_path) == {"a": tmp_path / "a.mkv", "b": tmp_path / "b.webm"}

@@ -13,8 +13,10 @@ def frame_value(index: int) -> int:
     return 16 + (index * 23) % 224
 
 
-def write_video(path: Path, frames: int = 6, size: int = 64, fps: int = 8, width: int | None = None) -> Path:
-    """An mp4 whose frame i is a flat grey of `frame_value(i)` with a white square in the top-left corner."""
+def write_video(path: Path, frames: int = 6, size: int = 64, fps: int = 8, width: int | None = None,
+                rotation: int = 0) -> Path:
+    """An mp4 whose frame i is a flat grey of `frame_value(i)` with a white square in the top-left corner;
+    `rotation`: the display rotation a phone writes (players and decord show the frames turned)."""
     import av
 
     width = width or size
@@ -23,6 +25,8 @@ def write_video(path: Path, frames: int = 6, size: int = 64, fps: int = 8, width
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, size, "yuv420p"
         stream.options = {"crf": "10", "preset": "ultrafast"}
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i in range(frames):
             image = np.full((size, width, 3), frame_value(i), dtype=np.uint8)
             image[:16, :16] = 255

@@ -159,6 +159,8 @@ def index_videos(folder: Path) -> dict[str, Path]:
         suffix = suffix.lower()
         if suffix not in rank or (entry.name.startswith(".") and entry.name.endswith(".tmp" + suffix)):
             continue
+        if not entry.is_file():  # a folder or a dangling link named ID.mp4 hid a real ID.mkv beside it
+            continue
         previous = found.get(stem)
         if previous is None or rank[suffix] < rank[previous.suffix.lower()]:
             found[stem] = Path(entry.path)
