@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.probe import NOT_A_VIDEO, VideoDecodeError, check_file, error_detail, probe_video
-from s5cli.data.sampling import FramePlan, fps_plan, uniform_plan
+from s5cli.data.sampling import FramePlan, Timeline, fps_plan, timeline_if_variable, uniform_plan
 from s5cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,11 +47,18 @@ class VideoInfo:
     fps: float
     height: int
     width: int
+    timeline: Timeline | None = None  # frame start times, for variable-frame-rate videos only
 
     @property
     def duration(self) -> float:
         """Length in seconds."""
+        if self.timeline is not None:
+            return self.timeline.duration
         return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    def time_of(self, index: int) -> float:
+        """Seconds from the first frame to frame `index`."""
+        return self.timeline.starts[index] if self.timeline is not None else index / self.fps
 
 
 @dataclass
@@ -112,7 +119,20 @@ def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
         raise VideoDecodeError(path, f"cannot read the first frame{error_detail(error)}") from None
     if not fps > 0:
         fps = 25.0  # some containers carry no rate; a nominal one keeps fps sampling defined
-    return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width))
+    return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width),
+                     timeline=_timeline(reader, fps))
+
+
+def _timeline(reader, fps: float) -> Timeline | None:
+    """The frames' start times when they are not evenly spaced (see `Timeline`); None otherwise, or when the
+    container keeps no times (then the average rate is all there is)."""
+    try:
+        times = reader.get_frame_timestamp(range(len(reader)))
+    except Exception:
+        return None
+    if len(times) < 2:
+        return None
+    return timeline_if_variable([float(t) for t in times[:, 0]], float(times[-1, 1]), fps)
 
 
 def fill_in_chunks(
@@ -188,7 +208,7 @@ def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_fram
     """Uniform T frames (`frames`), or every frame at `fps` over the whole video (`fps` wins when both are set)."""
     if fps is not None:
         try:
-            return fps_plan(info.num_frames, info.fps, fps, min_frames=min_frames)
+            return fps_plan(info.num_frames, info.fps, fps, min_frames=min_frames, timeline=info.timeline)
         except ValueError as error:  # a plan past MAX_FPS_PLAN_FRAMES (a mistyped data.fps)
             raise UserError(f"data.fps {fps:g}: {error}") from None
     if frames is not None:

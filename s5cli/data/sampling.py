@@ -7,7 +7,9 @@ last frame index; `FramePlan.padded` says by how many so the caller can warn onc
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # The most frames an fps plan over a whole video may have (a 2-hour film at 60 fps is 432,000): past it a
@@ -29,6 +31,44 @@ class FramePlan:
     def real_frames(self) -> int:
         """Frames of the plan that are not padding."""
         return len(self.indices) - self.padded
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When each frame of a variable-frame-rate video starts (seconds from the first), and how long it runs.
+
+    Why: for such a video "frame k x average fps" is not time k / fps (a phone clip filmed 15 frames at
+    25 fps, then 15 at 2.5 fps, sampled at 1 fps gave frames of 0, 0.2, 0.4, 1.0 and 3.0 s labelled
+    0, 0.9, 1.8, 2.9 and 3.9 s, and stopped halfway). Constant-rate videos have no timeline, so their
+    frames stay exactly those of the index arithmetic.
+    """
+
+    starts: tuple[float, ...]
+    duration: float
+
+    def index_at(self, seconds: float) -> int:
+        """The frame shown at `seconds`: the last one starting at or before it."""
+        return max(0, bisect.bisect_right(self.starts, seconds + 1e-6) - 1)
+
+    def first_at_or_after(self, seconds: float) -> int:
+        """The first frame starting at or after `seconds` (len(starts) when none does)."""
+        return bisect.bisect_left(self.starts, seconds - 1e-6)
+
+    def after(self, first: int) -> Timeline:
+        """The timeline of frames `first` on, from their own start."""
+        offset = self.starts[first]
+        return Timeline(tuple(t - offset for t in self.starts[first:]), self.duration - offset)
+
+
+def timeline_if_variable(starts: Sequence[float], end: float, fps: float) -> Timeline | None:
+    """A Timeline when frame start times stray from `index / fps` by more than half a frame, else None."""
+    if len(starts) < 2 or not fps > 0:
+        return None
+    first = float(starts[0])
+    shifted = tuple(float(t) - first for t in starts)
+    if max(abs(t - i / fps) for i, t in enumerate(shifted)) <= 0.5 / fps:
+        return None
+    return Timeline(shifted, float(end) - first)
 
 
 def _check_count(num_frames_in_video: int) -> None:
@@ -62,7 +102,8 @@ def fps_count(num_frames_in_video: int, video_fps: float, target_fps: float) -> 
     return max(1, math.floor(duration * target_fps + 1e-6))
 
 
-def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float, limit: int | None = None) -> list[int]:
+def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float, limit: int | None = None,
+                timeline: Timeline | None = None) -> list[int]:
     """One frame every 1/target_fps seconds over the whole video (the first `limit` of them), from the first frame.
 
     Why `limit`: a clip of `--frames` at a mistyped rate (1e6 fps) used to build the whole video's index
@@ -73,6 +114,8 @@ def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float, l
     if not (math.isfinite(video_fps) and math.isfinite(target_fps)) or video_fps <= 0 or target_fps <= 0:
         raise ValueError(f"fps must be a finite positive number, got video_fps={video_fps}, target_fps={target_fps}")
     count = fps_count(num_frames_in_video, video_fps, target_fps)
+    if timeline is not None:  # its own length: the average rate stretches or shrinks it
+        count = max(1, math.floor(timeline.duration * target_fps + 1e-6))
     if limit is not None:
         count = min(count, max(1, limit))
     elif count > MAX_FPS_PLAN_FRAMES:
@@ -80,23 +123,28 @@ def fps_indices(num_frames_in_video: int, video_fps: float, target_fps: float, l
         raise ValueError(f"sampling at {target_fps:g} fps gives {shown} frames of a {num_frames_in_video / video_fps:.1f} s "
                          f"video (more than {MAX_FPS_PLAN_FRAMES:,}): lower the fps (the video has {video_fps:g}) "
                          "or sample a clip of fewer frames")
+    if timeline is not None:
+        return [min(num_frames_in_video - 1, timeline.index_at(k / target_fps)) for k in range(count)]
     step = video_fps / target_fps
     return [min(num_frames_in_video - 1, math.floor(k * step + 1e-6)) for k in range(count)]
 
 
 def fps_plan(num_frames_in_video: int, video_fps: float, target_fps: float, min_frames: int = 1,
-             limit: int | None = None) -> FramePlan:
+             limit: int | None = None, timeline: Timeline | None = None) -> FramePlan:
     """`fps_indices` (at most `limit`), padded with the last frame up to `min_frames` (one full window) when
     the video is short."""
-    indices = fps_indices(num_frames_in_video, video_fps, target_fps, limit)
+    indices = fps_indices(num_frames_in_video, video_fps, target_fps, limit, timeline)
     padded = max(0, min_frames - len(indices))
     return FramePlan(tuple(indices) + (indices[-1],) * padded, padded=padded)
 
 
-def start_frame(num_frames_in_video: int, video_fps: float, start_seconds: float) -> int:
+def start_frame(num_frames_in_video: int, video_fps: float, start_seconds: float,
+                timeline: Timeline | None = None) -> int:
     """Index of the first frame at or after `start_seconds`; ValueError when that is past the last frame."""
     _check_count(num_frames_in_video)
     first = math.ceil(start_seconds * video_fps - 1e-6) if start_seconds > 0 else 0
+    if timeline is not None and start_seconds > 0:
+        first = timeline.first_at_or_after(start_seconds)
     if start_seconds < 0 or first >= num_frames_in_video:
         raise ValueError(
             f"start {start_seconds:g} s is outside the video (0 to {num_frames_in_video / video_fps:.3f} s)"
@@ -105,15 +153,17 @@ def start_frame(num_frames_in_video: int, video_fps: float, start_seconds: float
 
 
 def clip_plan(
-    num_frames_in_video: int, video_fps: float, frames: int | None, fps: float | None, start_seconds: float = 0.0
+    num_frames_in_video: int, video_fps: float, frames: int | None, fps: float | None, start_seconds: float = 0.0,
+    timeline: Timeline | None = None,
 ) -> FramePlan:
     """Frames from `start_seconds` on: every frame at `fps`, at most `frames` of them (one clip, as a model
     trained at that rate saw it; a short rest is padded to `frames`), or without `fps` `frames` uniform
     frames over the rest of the video. With `start_seconds` 0 and one of the two, `plan_frames`'s plan."""
-    first = start_frame(num_frames_in_video, video_fps, start_seconds)
+    first = start_frame(num_frames_in_video, video_fps, start_seconds, timeline)
     rest = num_frames_in_video - first
     if fps is not None:
-        plan = fps_plan(rest, video_fps, fps, min_frames=frames or 1, limit=frames)
+        rest_timeline = timeline.after(first) if timeline is not None else None
+        plan = fps_plan(rest, video_fps, fps, min_frames=frames or 1, limit=frames, timeline=rest_timeline)
     elif frames is not None:
         plan = uniform_plan(rest, frames)
     else:

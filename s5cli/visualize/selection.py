@@ -176,7 +176,7 @@ def encode_video(
 
     dtype = cached_dtype(sampling.storage_dtype) if sampling.storage_dtype else None
     tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
-    times = [index / clip.info.fps for index in clip.plan.indices]
+    times = [clip.info.time_of(index) for index in clip.plan.indices]
     return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
 
 
@@ -199,12 +199,12 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
             raise UserError(f"--fps {fps:g} is {fps / info.fps:.3g} times {video}'s own {info.fps:g} fps (each frame "
                             f"would repeat): give at most --fps {MAX_FPS_OVER_SOURCE * info.fps:.4g}, or a clip of "
                             "--frames N")
-        last = (info.num_frames - 1) / info.fps  # when the last frame is shown
+        last = info.time_of(info.num_frames - 1)  # when the last frame is shown
         if not 0.0 <= start <= last:
             raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
                             "in seconds from 0 to that")
         try:
-            plan = clip_plan(info.num_frames, info.fps, frames, fps, start)
+            plan = clip_plan(info.num_frames, info.fps, frames, fps, start, timeline=info.timeline)
         except ValueError as error:  # an fps plan past MAX_FPS_PLAN_FRAMES
             raise UserError(f"{video}: --fps {fps:g}: {error}") from None
         capped = cap_padding(plan, trained.frames if trained else 0)

@@ -385,3 +385,17 @@ def test_a_damaged_video_is_not_decoded_again_at_full_size(tmp_path, monkeypatch
     with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
         clip.read(clip.plan.indices)
     assert opened == []
+
+
+def test_a_variable_frame_rate_video_is_sampled_by_its_timestamps(tmp_path):
+    from tests.data.test_sampling import PHONE_STARTS
+    from tests.data.video_files import write_variable_rate_video
+
+    path = write_variable_rate_video(tmp_path / "phone.mp4", [round(1000 * t) for t in PHONE_STARTS])
+    clip = decode_clip(path, frames=None, fps=1.0, num_threads=1)
+    assert clip.plan.indices == (0, 16, 18, 21, 23, 26)
+    assert [clip.info.time_of(i) for i in clip.plan.indices] == pytest.approx([0.0, 1.0, 1.8, 3.0, 3.8, 5.0])
+    levels = clip.frames[:, 16, 16, 0].astype(int)
+    assert all(abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True))
+    # A constant-rate video has no timeline: its frames stay those of the index rule.
+    assert video_info(open_video(write_video(tmp_path / "steady.mp4", frames=20))).timeline is None

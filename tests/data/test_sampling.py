@@ -101,3 +101,20 @@ def test_start_frame_is_the_first_frame_at_or_after_the_time(seconds: float, fir
 def test_a_start_outside_the_video_is_refused(seconds: float) -> None:
     with pytest.raises(ValueError, match="outside the video"):
         start_frame(120, 30000 / 1001, seconds)
+
+
+# A phone clip: 15 frames 40 ms apart, then 15 frames 400 ms apart (the scene went dark or still).
+PHONE_STARTS = [0.04 * i for i in range(15)] + [0.6 + 0.4 * i for i in range(15)]
+
+
+def test_a_variable_rate_timeline_samples_by_time_and_a_constant_one_keeps_the_index_rule() -> None:
+    from s5cli.data.sampling import Timeline, timeline_if_variable
+
+    assert timeline_if_variable([i / 25 for i in range(50)], 2.0, 25.0) is None
+    timeline = timeline_if_variable(PHONE_STARTS, 6.24, 30 / 6.24)
+    assert isinstance(timeline, Timeline) and timeline.duration == pytest.approx(6.24)
+    # By the average rate (4.8 fps) these were frames 0, 4, 9, 14, 19, 24 at "0..5 s": really 0 to 3.0 s.
+    assert fps_indices(30, 30 / 6.24, 1.0) == [0, 4, 9, 14, 19, 24]
+    assert fps_indices(30, 30 / 6.24, 1.0, timeline=timeline) == [0, 16, 18, 21, 23, 26]  # shown at 0, 1, ..., 5 s
+    assert start_frame(30, 30 / 6.24, 2.0, timeline) == 19  # the first frame starting at or after 2 s (2.2 s)
+    assert clip_plan(30, 30 / 6.24, 3, 1.0, 1.0, timeline=timeline).indices == (16, 18, 21)  # 1, 2, 3 s

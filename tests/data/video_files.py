@@ -35,3 +35,26 @@ def write_video(path: Path, frames: int = 6, size: int = 64, fps: int = 8, width
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_variable_rate_video(path: Path, starts_ms: list[int], size: int = 32) -> Path:
+    """An mp4 whose frame i starts at `starts_ms[i]` (as a phone writes when the scene goes dark or still),
+    frame i a flat grey of `frame_value(i)`."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(25))
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"crf": "10", "preset": "ultrafast", "bf": "0"}
+        for i, start in enumerate(starts_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), frame_value(i), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = start, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
