@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.probe import NOT_A_VIDEO, VideoDecodeError, check_file, error_detail, probe_video
+from s5cli.data.pyav_reading import count_decodable_frames, read_frames_pyav
 from s5cli.data.sampling import FramePlan, Timeline, fps_plan, timeline_if_variable, uniform_plan
 from s5cli.errors import UserError
 
@@ -172,33 +173,6 @@ def read_frames(
     return np.ascontiguousarray(batch[[position[i] for i in indices]])
 
 
-def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[int, ...]) -> np.ndarray:
-    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB, decoded in order by PyAV (FFmpeg), no seeking.
-
-    Why: decord cannot hand over frames whose rows FFmpeg pads (widths such as 48 or 72 px: "from_size ==
-    to_size"), even unscaled; PyAV converts those frames correctly. Slower (one pass from the start), so
-    only for videos decord refuses."""
-    import av
-    import numpy as np
-
-    wanted = set(indices)
-    last = max(wanted)
-    found: dict[int, np.ndarray] = {}
-    try:
-        with av.open(str(path)) as container:
-            for number, frame in enumerate(container.decode(video=0)):
-                if number in wanted:
-                    found[number] = frame.to_ndarray(format="rgb24")
-                if number >= last:
-                    break
-    except Exception as error:  # PyAV raises one error class per FFmpeg failure
-        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video){error_detail(error)}") from None
-    missing = wanted - found.keys()
-    if missing:
-        raise VideoDecodeError(path, f"decoding failed: frame {min(missing)} is past the end of the video")
-    return np.ascontiguousarray(np.stack([found[i] for i in indices]))
-
-
 def _rows_padded(error: VideoDecodeError) -> bool:
     """Whether decord failed on padded frame rows (see `read_frames_pyav`)."""
     return str(error).endswith(ROWS_PADDED)
@@ -234,6 +208,8 @@ class OpenedClip:
     keyframes: list[int] | None = None  # the reader's keyframe indices, read when first needed
     sampling_fps: float | None = None  # the rate the plan samples at (None: frames spread uniformly)
     pyav: bool = False  # decord cannot hand over this video's frames: PyAV decodes them (`read`)
+    rotation: int = 0  # display rotation in degrees (decord applies it; the PyAV path turns its frames too)
+    decoder_note: str | None = None  # why PyAV decodes this file, for the warnings (decord would not open it)
     stated_frames: int = 0  # frames the container claims (0: it does not say; see `truncation_warning`)
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
@@ -242,7 +218,7 @@ class OpenedClip:
         at full size (the later resize gives the same clip), and a video whose own width fails is read with
         PyAV from then on (`read_frames_pyav`)."""
         if self.pyav:
-            return read_frames_pyav(self.path, indices)
+            return read_frames_pyav(self.path, indices, self.rotation)
         try:
             return read_frames(self.reader, indices, self.path)
         except VideoDecodeError as error:
@@ -252,7 +228,7 @@ class OpenedClip:
                 self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None
                 return self.read(indices, first)
         self.pyav = True
-        return read_frames_pyav(self.path, indices)
+        return read_frames_pyav(self.path, indices, self.rotation)
 
     def chunks(self, transform: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
         """The planned frames, `DECODE_CHUNK_FRAMES` at a time, each chunk through `transform` if given
@@ -308,14 +284,14 @@ class OpenedClip:
         without a word (a 100-frame file cut at 50 % decoded 45 frames, cached as if complete).
         """
         found, stated = self.info.num_frames, self.stated_frames
-        if stated <= 0 or found >= TRUNCATED_FRACTION * stated:
+        if stated <= 0 or found >= TRUNCATED_FRACTION * stated or self.decoder_note:  # the note says it
             return None
         return (f"{self.path}: the container claims {stated} frames but only {found} decode (a file cut "
                 "short?); using those")
 
     def warnings(self) -> list[str]:
         """Every warning this clip has (truncation, padding), for callers that report them later."""
-        return [w for w in (self.truncation_warning(), self.padding_warning()) if w]
+        return [w for w in (self.decoder_note, self.truncation_warning(), self.padding_warning()) if w]
 
     @property
     def repeats_frames(self) -> bool:
@@ -361,17 +337,37 @@ def open_clip(
     if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = resized_size(*original, shorter_side)
     try:
-        reader = open_video(path, num_threads, size)
-    except VideoDecodeError:
-        if size is None:
-            raise
-        reader, size = open_video(path, num_threads), None
+        try:
+            reader = open_video(path, num_threads, size)
+        except VideoDecodeError:
+            if size is None:
+                raise
+            reader, size = open_video(path, num_threads), None
+    except VideoDecodeError as refused:
+        return _opened_with_pyav(path, probe, refused, frames, fps, min_frames, planner, num_threads)
     info = video_info(reader, path)
     if shorter_side:  # the reader's frames may be scaled: report the video's own size
         info = replace(info, height=original[0], width=original[1])
     plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
     return OpenedClip(path, plan, info, reader, size is not None, num_threads, sampling_fps=fps,
-                      stated_frames=probe.stated_frames)
+                      stated_frames=probe.stated_frames, rotation=probe.rotation)
+
+
+def _opened_with_pyav(path: Path, probe, refused: VideoDecodeError, frames: int | None, fps: float | None,
+                      min_frames: int, planner: Callable[[VideoInfo], FramePlan] | None,
+                      num_threads: int) -> OpenedClip:
+    """The frames PyAV decodes from a file decord refused (a cut faststart MP4 still holds ~40 %), with a
+    warning saying so; `refused` again when PyAV decodes none either."""
+    found = count_decodable_frames(path)
+    if found < 1 or not probe.fps > 0:
+        raise refused
+    info = VideoInfo(num_frames=found, fps=probe.fps, height=probe.height, width=probe.width)
+    plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
+    claimed = f" of the {probe.stated_frames} its container claims" if probe.stated_frames > found else ""
+    note = (f"{path}: decord cannot open it (damaged or cut short?); PyAV decodes {found} "
+            f"frame{'s' if found != 1 else ''}{claimed}, using those")
+    return OpenedClip(path, plan, info, None, False, num_threads, sampling_fps=fps, pyav=True,
+                      stated_frames=probe.stated_frames, rotation=probe.rotation, decoder_note=note)
 
 
 def decode_clip(

@@ -31,6 +31,8 @@ class VideoProbe:
     height: int
     width: int
     stated_frames: int  # frames the container says it holds (0: it does not say)
+    fps: float = 0.0  # the stream's average rate (0: it does not say)
+    rotation: int = 0  # degrees the frames are turned when shown (decord hands them over turned)
 
 
 NOT_A_VIDEO = "cannot open as a video (not a video, or truncated/corrupt)"
@@ -68,7 +70,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
         height, width = int(stream.codec_context.height or 0), int(stream.codec_context.width or 0)
         if height < 1 or width < 1:
             raise VideoDecodeError(path, NOT_A_VIDEO)
-        if _first_frame_rotation(container, stream) % 180:
+        rotation = _first_frame_rotation(container, stream)
+        if rotation % 180:
             height, width = width, height  # shown upright: decord hands over the rotated frames
         stated = int(stream.frames or 0)
         rate = float(stream.average_rate or 0)
@@ -77,7 +80,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
                 stated = round(float(stream.duration * stream.time_base) * rate)
             elif container.duration:  # the whole file's, in microseconds
                 stated = round(container.duration / 1_000_000 * rate)
-    return VideoProbe(height=height, width=width, stated_frames=max(0, stated))
+    return VideoProbe(height=height, width=width, stated_frames=max(0, stated), fps=rate, rotation=rotation)
 
 
 def _first_frame_rotation(container, stream) -> int:

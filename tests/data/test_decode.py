@@ -116,8 +116,8 @@ def test_bad_files_raise_one_line_errors_naming_the_file(kind, phrase, tmp_path,
 
 
 def test_truncated_faststart_video_fails_cleanly(tmp_path):
-    # With the index (moov) at the front the container still opens after a cut; decoding must still fail
-    # with a clean error naming the file, not crash or return garbage.
+    # With the index (moov) at the front the container still opens after a cut; with no frame left to
+    # decode it must fail with a clean error naming the file, not crash or return garbage.
     import av
 
     source = write_video(tmp_path / "full.mp4", frames=40, size=64)
@@ -132,7 +132,7 @@ def test_truncated_faststart_video_fails_cleanly(tmp_path):
     data = faststart.read_bytes()
     assert data.find(b"moov") < data.find(b"mdat")
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[: len(data) // 10])  # not even one frame left (a longer cut decodes: see below)
     with pytest.raises(VideoDecodeError) as caught:
         decode_clip(cut, frames=8, fps=None, num_threads=1)
     assert str(cut) in str(caught.value)
@@ -399,3 +399,41 @@ def test_a_variable_frame_rate_video_is_sampled_by_its_timestamps(tmp_path):
     assert all(abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True))
     # A constant-rate video has no timeline: its frames stay those of the index rule.
     assert video_info(open_video(write_video(tmp_path / "steady.mp4", frames=20))).timeline is None
+
+
+def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_path, capsys):
+    """decord refuses the whole file at its first bad packet; PyAV still decodes the frames before the cut."""
+    import av
+
+    from s5cli.data.decode import open_clip
+
+    source = write_video(tmp_path / "full.mp4", frames=40, size=64)
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(source)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 3 // 4])
+    with pytest.raises(VideoDecodeError):
+        open_video(cut)  # decord alone
+    clip = open_clip(cut, 4, None, num_threads=1)
+    assert clip.pyav and 0 < clip.info.num_frames < 40
+    frames = clip.read(clip.plan.indices)
+    levels = frames[:, 40, 40, 0].astype(int)
+    assert all(abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True))
+    assert clip.warnings()[0] == (f"{cut}: decord cannot open it (damaged or cut short?); PyAV decodes "
+                                  f"{clip.info.num_frames} frames of the 40 its container claims, using those")
+    assert len(clip.warnings()) == 1
+
+
+def test_the_pyav_path_turns_frames_as_decord_does(tmp_path):
+    from s5cli.data.pyav_reading import read_frames_pyav
+
+    path = write_video(tmp_path / "phone.mp4", frames=2, size=64, width=128, rotation=90)
+    by_decord = open_video(path)[0].asnumpy()
+    assert by_decord.shape == (128, 64, 3)
+    by_pyav = read_frames_pyav(path, [0], rotation=90)[0]
+    assert np.abs(by_pyav.astype(int) - by_decord.astype(int)).mean() < 3
