@@ -169,3 +169,29 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class NotARegularFile(OSError):
+    """A lock or data file that is a link, a FIFO or a device where a regular file belongs."""
+
+
+def open_regular_file(path: str | os.PathLike[str], flags: int, mode: int = 0o666) -> int:
+    """`os.open` that never follows a final symlink and never blocks on a FIFO; NotARegularFile otherwise.
+
+    Why: lock files live in folders other people can write to (a shared run or cache folder). A planted
+    link made training truncate and overwrite the file it named, and a FIFO hung every job using the
+    cache until it was killed.
+    """
+    import errno
+    import stat
+
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise NotARegularFile(f"{path} is a symbolic link, not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(f"{path} is not a regular file")
+    return fd

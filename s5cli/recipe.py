@@ -96,11 +96,25 @@ class _DuplicateKeyError(yaml.constructor.ConstructorError):
     """A key given twice in one mapping."""
 
 
+# Aliases (*name) one recipe may use: a few `<<: *defaults` merges at most. Nested aliases multiply: 450
+# bytes of them described 10^9 values, and printing one in an error message took all memory.
+MAX_YAML_ALIASES = 32
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping.
+    """SafeLoader that refuses a key repeated in one mapping, and more than `MAX_YAML_ALIASES` aliases.
 
     PyYAML keeps the last value silently, so `lr: 0.001` followed further down by `lr: 1` trained at 1.
     """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name): a recipe needs a few at most", mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

@@ -68,7 +68,13 @@ def show_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value)
+    import reprlib
+
+    # Bounded: a value from a hostile recipe may be nested and huge, and the message is one line.
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxlist, shown.maxdict, shown.maxstring, shown.maxother = 3, 8, 8, 200, 200
+    text = shown.repr(value)
+    return text if len(text) <= 200 else text[:196] + " ..."
 
 
 def model_config_class(name: str) -> type:

@@ -54,7 +54,7 @@ class _ErrorReportingGroup(PlainFlagGroup):
             word, code = stop_outcome(signal_of(error))
             print_error(word)
             raise typer.Exit(code=code) from None
-        except (OSError, MemoryError) as error:
+        except (OSError, MemoryError, RuntimeError) as error:
             reported = _system_error_line(error)
             if reported is None:
                 raise
@@ -83,8 +83,12 @@ def _system_error_line(error: BaseException) -> tuple[str, int] | None:
     where a folder belongs) long after the up-front checks; the file name and the reason are what the
     user needs, not a traceback. Other OSErrors (no file name) stay tracebacks: they are not the user's.
     """
-    if isinstance(error, MemoryError):
-        detail = " ".join(str(error).split()) or "allocation failed"
+    # torch reports a failed CPU allocation as a RuntimeError ("DefaultCPUAllocator: can't allocate memory"),
+    # and CUDA's as torch.OutOfMemoryError (a RuntimeError too): the same mistake as a MemoryError.
+    out_of_memory = isinstance(error, RuntimeError) and (
+        "can't allocate memory" in str(error) or type(error).__name__ == "OutOfMemoryError")
+    if isinstance(error, MemoryError) or out_of_memory:
+        detail = " ".join(str(error).split())[:200] or "allocation failed"
         return f"out of memory ({detail}): ask for less (fewer frames, a smaller size or batch)", 1
     if not isinstance(error, OSError) or error.filename is None:
         return None

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from s5cli.io import NotARegularFile, open_regular_file
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -41,9 +43,9 @@ def mark_in_use(folder: str | os.PathLike[str]) -> None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             # Read-only is enough for flock, so a lock file another user created still works.
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
-        except OSError:  # a read-only cache (shared tokens on a read-only mount): nobody can clean it either
-            return
+            fd = open_regular_file(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:  # a read-only cache (shared tokens on a read-only mount): nobody can clean it either;
+            return  # a link or FIFO planted as the lock (NotARegularFile): never followed, never waited on
         fcntl.flock(fd, fcntl.LOCK_SH)
         # A clean may have deleted the folder while we waited: the lock is then on a file nobody can
         # find. Only a lock on the file now at the path counts.
@@ -73,7 +75,10 @@ def exclusive(folder: str | os.PathLike[str]) -> Iterator[bool]:
         yield True
         return
     try:
-        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+        fd = open_regular_file(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except NotARegularFile:  # a link or FIFO as the lock: not s5cli's, so nothing to clean on its say-so
+        yield False
+        return
     except (FileNotFoundError, NotADirectoryError, PermissionError):  # unreadable: deleting will say why
         yield True
         return

@@ -136,6 +136,17 @@ def latest_step_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
+def _check_inside(source: Path, file: Path) -> None:
+    """UserError unless `file` is a regular file of the checkpoint folder itself, not reached through a link.
+
+    Why: a checkpoint in a shared folder whose metrics.json or trainer_state.json was a symlink to the
+    user's ~/.docker/config.json or an SSH key uploaded that file to the Hub (possibly a public repo).
+    """
+    if file.is_symlink() or not file.resolve().is_relative_to(source.resolve()) or not file.is_file():
+        raise UserError(f"{file} is a link or lies outside the checkpoint {source}: s5 push uploads only the "
+                        "files s5cli wrote there (replace the link by the file, or push another checkpoint)")
+
+
 def push_checkpoint(
     path: str | Path, repo_id: str | None, *, private: bool = False, message: str | None = None,
     revision: str | None = None, with_optimizer: bool = False,
@@ -151,13 +162,16 @@ def push_checkpoint(
 
     source = checkpoint_source(path, with_optimizer=with_optimizer)
     metadata = read_metadata(source)
-    trained_with = json.loads(metadata.get("recipe") or "{}")
+    from s5cli.train.loading import stored_recipe
+
+    trained_with = stored_recipe(metadata, source)
     repo_id, revision = recipe_hub_target(trained_with.get("hub"), repo_id, revision,
                                           f"the recipe of checkpoint {source}")
     files: dict[str, Path | bytes] = {MODEL_FILE: source / MODEL_FILE}
     metrics = None
     if (source / METRICS_FILE).is_file():
         files[METRICS_FILE] = source / METRICS_FILE
+        _check_inside(source, source / METRICS_FILE)  # before its numbers go into the model card
         try:
             metrics = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
@@ -168,6 +182,15 @@ def push_checkpoint(
             raise UserError(f"{source} has no {missing[0]}: push without --with-optimizer (weights only)")
         files[STATE_TENSORS] = source / STATE_TENSORS
         files[STATE_JSON] = source / STATE_JSON
+    for file in files.values():
+        if isinstance(file, Path):
+            _check_inside(source, file)
+    if with_optimizer:
+        try:
+            json.loads((source / STATE_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError(f"{source / STATE_JSON} is not the trainer state s5cli writes: push without "
+                            "--with-optimizer, or push a checkpoint s5cli wrote") from None
     if trained_with:
         files["recipe.yaml"] = dump_recipe(trained_with, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
     card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)

@@ -172,7 +172,12 @@ def checkpoint_dir(path: str | Path) -> Path:
     if (path / MODEL_FILE).is_file():
         return path
     if (path / "latest").is_file():
-        return checkpoint_dir(_latest_target(path))
+        target = _latest_target(path)
+        if (target / "latest").is_file() and not (target / MODEL_FILE).is_file():
+            # One level only: `latest` names a checkpoint, and a chain of run folders could loop.
+            raise UserError(f"{path / 'latest'} names another run folder, not a checkpoint: pass a checkpoint "
+                            f"folder instead (e.g. {path / 'checkpoints'}/step-...)")
+        return checkpoint_dir(target)
     interrupted = _set_aside(path)
     if not path.exists() and (interrupted / MODEL_FILE).is_file():
         # A kill between the two renames of a replace left the complete previous copy aside. Reads use it
@@ -196,7 +201,8 @@ def _latest_target(run_dir: Path) -> Path:
         name = pointer.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:
         name = ""
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+    parts = [part for part in Path(name).parts if part != "."]
+    if not parts or Path(name).is_absolute() or ".." in parts:  # "." or "./" named the run itself
         raise UserError(f"{pointer} does not name a checkpoint of this run: pass a checkpoint folder instead "
                         f"(e.g. {run_dir / 'checkpoints'}/step-...), or delete {pointer}")
     return run_dir / name

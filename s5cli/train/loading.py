@@ -44,7 +44,7 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
 
     directory = resolve_checkpoint(spec, revision)
     meta = ckpt.read_metadata(directory)
-    recipe = json.loads(meta.get("recipe", "{}"))
+    recipe = stored_recipe(meta, directory)
     model_cfg = dict(recipe.get("model", {}))
     name = meta.get("model_name") or model_cfg.get("name")
     if not name:
@@ -52,13 +52,49 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
     if expect_model is not None and canonical_name(expect_model) != canonical_name(name):
         raise UserError(f"{directory} holds a {name!r} model, but this needs {expect_model!r}: pass a checkpoint "
                         f"of a {expect_model} run (model.name={expect_model})")
-    model = build_model(name, {k: v for k, v in model_cfg.items() if k != "name"}, int(meta["num_outputs"]))
+    outputs = _num_outputs(meta, directory)
+    try:
+        model = build_model(name, {k: v for k, v in model_cfg.items() if k != "name"}, outputs)
+    except MemoryError:
+        raise
+    except Exception as error:  # settings no s5cli run writes: unknown model or key, wrong type, absurd size
+        problem = ("needs more memory than this machine has" if "alloc" in str(error).lower()
+                   else f"cannot be built ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})")
+        raise UserError(f"{directory}: the model its metadata describes ({name}) {problem}: pass a checkpoint "
+                        "written by s5 finetune/pretrain") from None
     state = ckpt.load_state(directory)
     if meta.get("objective") == "lsmcl":
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     ckpt.load_into(model, state, str(directory))
     model.eval()
     return model, recipe, meta
+
+
+# More classes than any video benchmark has by far; a larger count in metadata is damage, not a task.
+MAX_OUTPUTS = 1_000_000
+
+
+def stored_recipe(meta: dict[str, str], directory: Path | str) -> dict[str, Any]:
+    """The recipe a checkpoint's metadata stores (a mapping with a `model` mapping); UserError otherwise."""
+    try:
+        recipe = json.loads(meta.get("recipe") or "{}")
+    except ValueError:
+        recipe = None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("model", {}), dict):
+        raise UserError(f"{directory}: its metadata's recipe is not the JSON mapping s5cli writes: pass a checkpoint "
+                        "written by s5 finetune/pretrain")
+    return recipe
+
+
+def _num_outputs(meta: dict[str, str], directory: Path | str) -> int:
+    try:
+        outputs = int(meta["num_outputs"])
+    except (KeyError, ValueError):
+        outputs = 0
+    if not 1 <= outputs <= MAX_OUTPUTS:
+        raise UserError(f"{directory}: its metadata's num_outputs ({meta.get('num_outputs')!r}) is not a count of "
+                        "classes s5cli writes: pass a checkpoint written by s5 finetune/pretrain")
+    return outputs
 
 
 def recipe_from_checkpoint(recipe_dict: dict[str, Any], overrides: list[str] | None = None,

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from s5cli.errors import UserError
+from s5cli.io import NotARegularFile, open_regular_file
 
 try:
     import fcntl
@@ -35,7 +36,11 @@ def hold_run_folder(out_dir: Path) -> None:
         return
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = open_regular_file(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except NotARegularFile as error:
+        raise UserError(f"{error}: remove it (a training writes its process id there), or train into "
+                        "another folder (--out)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

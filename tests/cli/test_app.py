@@ -137,3 +137,12 @@ def test_arguments_in_the_wrong_place_say_where_they_go(args: list[str], line: s
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert " ".join(result.output.split()) == line
+
+
+def test_torch_running_out_of_cpu_memory_is_the_out_of_memory_line() -> None:
+    from s5cli.cli.app import _system_error_line
+
+    line, code = _system_error_line(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                                                 "allocate memory: you tried to allocate 4398046511104 bytes."))
+    assert code == 1 and line.startswith("out of memory (") and line.endswith("(fewer frames, a smaller size or batch)")
+    assert _system_error_line(RuntimeError("shape mismatch")) is None  # other RuntimeErrors stay tracebacks

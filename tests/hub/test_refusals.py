@@ -312,3 +312,14 @@ def test_an_unreachable_hub_fails_or_falls_back_at_the_first_refusal(
     with pytest.raises(RunFailure, match=r"cannot reach the Hub for bob/r@main file 'other\.yaml' and it is not cached"):
         resolve_recipe_path("hf://bob/r/other.yaml")
     assert sleeps == []
+
+
+def test_push_refuses_a_checkpoint_file_that_is_a_link(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "config.json"
+    secret.write_text('{"auths": {"registry": "s3cr3t"}}')
+    metrics = run_dir / "best" / "metrics.json"
+    metrics.unlink()
+    metrics.symlink_to(secret)
+    with pytest.raises(UserError, match="is a link or lies outside the checkpoint"):
+        push_checkpoint(run_dir, "bob/c")
+    assert hub.repos == {}

@@ -1,0 +1,93 @@
+"""Files from other people (a shared folder, a downloaded checkpoint or recipe): links are never followed,
+lock files never block, and damage is one clear line instead of a traceback or a memory blow-up."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from s5cli.errors import UserError
+
+
+def test_a_planted_link_as_the_run_lock_is_refused_and_its_target_kept(tmp_path: Path) -> None:
+    from s5cli.train.run_lock import LOCK_NAME, hold_run_folder, release_run_folder
+
+    victim = tmp_path / "notes.txt"
+    victim.write_text("IMPORTANT")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(UserError, match="is a symbolic link, not a regular file: remove it"):
+        hold_run_folder(run)
+    release_run_folder(run)
+    assert victim.read_text() == "IMPORTANT"
+
+
+def test_a_fifo_or_link_as_a_cache_lock_neither_blocks_nor_is_followed(tmp_path: Path) -> None:
+    from s5cli.data.cache_lock import LOCK_NAME, in_use, mark_in_use, release_all
+
+    fifo_folder, link_folder = tmp_path / "a", tmp_path / "b"
+    fifo_folder.mkdir()
+    link_folder.mkdir()
+    os.mkfifo(fifo_folder / LOCK_NAME)
+    (link_folder / LOCK_NAME).symlink_to(tmp_path / "created-elsewhere")
+    for folder in (fifo_folder, link_folder):
+        mark_in_use(folder)  # returned at once: before, the FIFO hung here
+        assert in_use(folder)  # not s5cli's lock: never cleaned on its say-so
+    assert not (tmp_path / "created-elsewhere").exists()
+    release_all()
+
+
+def test_a_latest_file_naming_the_run_itself_is_one_line(tmp_path: Path) -> None:
+    from s5cli.train.checkpoint import checkpoint_dir
+
+    for text in (".", "./", "././"):
+        (tmp_path / "latest").write_text(text + "\n")
+        with pytest.raises(UserError, match="does not name a checkpoint of this run"):
+            checkpoint_dir(tmp_path)
+
+
+def test_nested_yaml_aliases_are_refused_quickly(tmp_path: Path) -> None:
+    from s5cli.recipe import MAX_YAML_ALIASES, load_recipe_text
+
+    lines = ["x0: &x0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values
+    lines.append("optim: {betas: *x8}")
+    with pytest.raises(UserError, match=f"more than {MAX_YAML_ALIASES} aliases"):
+        load_recipe_text("\n".join(lines), "bomb.yaml", [])
+
+
+def test_a_huge_value_in_an_error_message_is_shown_bounded() -> None:
+    from s5cli.recipe_validation import show_value
+
+    nested = [[list(range(1000))] * 1000] * 1000
+    assert len(show_value(nested)) <= 200
+    assert show_value(0.001) == "0.001" and show_value("abc") == "'abc'" and show_value([1, 2]) == "[1, 2]"
+
+
+@pytest.mark.parametrize(("change", "phrase"), [
+    ({"recipe": "not json"}, "recipe is not the JSON mapping s5cli writes"),
+    ({"recipe": "[1, 2]"}, "recipe is not the JSON mapping s5cli writes"),
+    ({"num_outputs": "abc"}, "num_outputs ('abc') is not a count"),
+    ({"num_outputs": "-5"}, "num_outputs ('-5') is not a count"),
+    ({"num_outputs": str(10**9)}, "is not a count"),
+    ({"model_name": "evil"}, "the model its metadata describes (evil) cannot be built"),
+])
+def test_damaged_checkpoint_metadata_is_one_line(tmp_path: Path, change: dict, phrase: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from s5cli.train.loading import load_trained_model
+
+    recipe = {"model": {"name": "s4", "d_input": 8, "d_model": 8, "n_blocks": 1, "d_state": 4}}
+    meta = {"format": "s5cli-checkpoint/1", "model_name": "s4", "num_outputs": "3", "recipe": json.dumps(recipe),
+            **change}
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"), metadata=meta)
+    with pytest.raises(UserError) as caught:
+        load_trained_model(folder)
+    assert phrase in str(caught.value) and "\n" not in str(caught.value)
