@@ -91,3 +91,35 @@ def test_damaged_checkpoint_metadata_is_one_line(tmp_path: Path, change: dict, p
     with pytest.raises(UserError) as caught:
         load_trained_model(folder)
     assert phrase in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["a\x1b[31mRED\x1b[0m.yaml", "b\nwrote: /etc/passwd.yaml", "a//b.yaml", "a/./b.yaml"])
+def test_hub_file_names_with_control_characters_or_folded_parts_are_refused(name: str) -> None:
+    from s5cli.hub.paths import check_repo_path
+
+    with pytest.raises(UserError) as caught:
+        check_repo_path(name, uploading=True)
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+
+def test_backbone_weights_whose_position_embedding_is_no_square_grid_are_one_line() -> None:
+    import torch
+
+    from s5cli.models.backbone import build_backbone, load_timm_state_dict
+
+    model = build_backbone("vit_tiny_test", None, 32)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    width = state["pos_embed"].shape[-1]
+    for shape in ((1, 7, width), (1, 1, width)):
+        state["pos_embed"] = torch.zeros(shape)
+        with pytest.raises(UserError, match="is not \\(1, 1 \\+ a square grid of patches, width\\)"):
+            load_timm_state_dict(model, dict(state), "bad.safetensors")
+
+
+def test_a_trainer_state_with_values_of_the_wrong_type_is_a_damaged_checkpoint(tmp_path: Path) -> None:
+    from s5cli.train.checkpoint import TrainerState, _check_trainer_fields
+
+    _check_trainer_fields(TrainerState(step=3, best_metric=0.5, best_step=3))
+    for bad in ({"step": "abc"}, {"epoch": 1.5}, {"best_metric": "x"}, {"step": True}):
+        with pytest.raises(ValueError, match=r"trainer\.\w+ is "):
+            _check_trainer_fields(TrainerState(**bad))

@@ -74,17 +74,22 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> HubSpec:
 
 
 def check_repo_path(name: str, where: str = "Hub repo", uploading: bool = False) -> PurePosixPath:
-    """A remote file name as a relative POSIX path; UserError for absolute paths, `..`, backslashes, NUL
-    (worded for a download's destination folder, or with `uploading` for a path in the repo)."""
+    """A remote file name as a relative POSIX path; UserError for absolute paths, `..`, backslashes and
+    control characters (a name holding a newline or an escape sequence printed a fake "wrote" line or
+    recoloured the terminal), worded for a download's destination folder, or with `uploading` for a
+    path in the repo."""
     bad = (
         not name
         or "\\" in name
-        or "\x00" in name
+        or any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name)  # NUL, newlines, terminal escapes
         or name.startswith("/")
         or re.match(r"^[A-Za-z]:", name) is not None
     )
     pure = PurePosixPath(name)
-    if bad or any(part in ("..", "") for part in pure.parts) or pure.is_absolute():
+    # Parts of the name as given: PurePosixPath folds `a//b` and `a/./b`, which were then pushed as typed.
+    if bad or any(part in ("..", "", ".") for part in name.split("/")) or pure.is_absolute():
+        if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):
+            raise UserError(f"{where}: refusing file name {name!r}: it holds control characters")
         if uploading:
             raise UserError(f"{where}: refusing path in repo {name!r}: give a relative path without '..' or "
                             "backslashes (e.g. lvu/genre.yaml)")

@@ -337,6 +337,10 @@ def load_timm_state_dict(model: VisionTransformer, state: dict[str, Tensor], sou
     pos = state["pos_embed"]
     if pos.shape != expected["pos_embed"].shape and pos.shape[-1] == expected["pos_embed"].shape[-1]:
         grid = math.isqrt(expected["pos_embed"].shape[1] - model.prefix_tokens)
+        patches = pos.shape[1] - model.prefix_tokens if pos.dim() == 3 else -1
+        if patches < 1 or math.isqrt(patches) ** 2 != patches:
+            raise UserError(f"backbone weights {source}: pos_embed {tuple(pos.shape)} is not (1, "
+                            f"{model.prefix_tokens} + a square grid of patches, width): not timm ViT weights")
         state["pos_embed"] = resample_pos_embed(pos, (grid, grid), model.prefix_tokens)
     wrong = [
         f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"

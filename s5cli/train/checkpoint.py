@@ -13,6 +13,7 @@ half-written checkpoint where `latest` could point at it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -315,7 +316,7 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         weights = load_file(str(reading))
         reading = directory / STATE_JSON
         payload = json.loads(reading.read_text(encoding="utf-8"))
-        TrainerState(**payload["trainer"])  # every field the trainer needs, and no unknown one
+        _check_trainer_fields(TrainerState(**payload["trainer"]))  # every field, no unknown one, right types
         if "optimizer" not in payload:
             raise KeyError("optimizer")
         reading = directory / STATE_TENSORS
@@ -324,6 +325,18 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
     return ResumePoint(directory, weights, payload, tensors)
+
+
+def _check_trainer_fields(state: TrainerState) -> None:
+    """ValueError for a hand-edited or damaged trainer position (a step of "abc" failed later, mid-resume)."""
+    for field_ in dataclasses.fields(state):
+        value = getattr(state, field_.name)
+        if field_.name in ("best_metric", "best_step"):
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= -1
+        if not ok:
+            raise ValueError(f"trainer.{field_.name} is {value!r}")
 
 
 def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
