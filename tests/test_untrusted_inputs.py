@@ -123,3 +123,30 @@ def test_a_trainer_state_with_values_of_the_wrong_type_is_a_damaged_checkpoint(t
     for bad in ({"step": "abc"}, {"epoch": 1.5}, {"best_metric": "x"}, {"step": True}):
         with pytest.raises(ValueError, match=r"trainer\.\w+ is "):
             _check_trainer_fields(TrainerState(**bad))
+
+
+@pytest.mark.parametrize(("tensors", "header", "reason"), [
+    (None, {"tokens": 5}, "malformed header entry"),
+    ({"tokens": ("I64", (2, 3, 4))}, None, "is not a float (frames, tokens, width) tensor"),
+    ({"tokens": ("F32", (3, 4))}, None, "is not a float (frames, tokens, width) tensor"),
+    ({"tokens": ("F32", (0, 3, 4))}, None, "is not a float (frames, tokens, width) tensor"),
+])
+def test_a_cache_entry_that_is_no_token_tensor_is_damaged_not_a_crash(tmp_path: Path, tensors, header, reason) -> None:
+    import math
+    import struct
+
+    from s5cli.data.cache import verify_safetensors
+
+    if header is None:
+        header, offset = {}, 0
+        for name, (dtype, shape) in tensors.items():
+            size = 8 * max(1, math.prod(shape))
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        data = b"\0" * offset
+    else:
+        data = b""
+    text = json.dumps(header).encode()
+    path = tmp_path / "v.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    assert verify_safetensors(path) == (reason if reason.startswith("malformed") else f"'tokens' {reason}")

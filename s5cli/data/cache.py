@@ -110,10 +110,28 @@ def verify_safetensors(path: Path) -> str | None:
         return f"unreadable header ({type(error).__name__})"
     if not isinstance(header, dict) or TOKENS_KEY not in header:
         return f"no {TOKENS_KEY!r} tensor"
-    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    if not all(isinstance(entry, dict) and _offsets(entry) is not None for entry in entries.values()):
+        return "malformed header entry"
+    # What every reader assumes of the tokens: a float (T, S, D) with at least one frame. A hand-made or
+    # damaged entry otherwise failed mid-epoch with a traceback instead of being re-extracted.
+    tokens = entries[TOKENS_KEY]
+    shape = tokens.get("shape")
+    if tokens.get("dtype") not in ("F16", "BF16", "F32") or not isinstance(shape, list) or len(shape) != 3 \
+            or not all(isinstance(n, int) and n >= 1 for n in shape):
+        return f"{TOKENS_KEY!r} is not a float (frames, tokens, width) tensor"
+    ends = [_offsets(entry)[1] for entry in entries.values()]
     # A file cut short (killed writer, full disk) keeps its header but loses data: sizes must add up.
     if 8 + header_len + max(ends, default=0) != size:
         return "file size does not match its header (truncated)"
+    return None
+
+
+def _offsets(entry: dict) -> tuple[int, int] | None:
+    """An entry's (start, end) data offsets, or None when the header does not hold two integers there."""
+    offsets = entry.get("data_offsets")
+    if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets):
+        return offsets[0], offsets[1]
     return None
 
 
