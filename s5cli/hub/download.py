@@ -14,7 +14,10 @@ from s5cli.errors import RunFailure, UserError, first_line
 from s5cli.hub.client import hub_errors, hub_settings, optional_token
 from s5cli.hub.paths import HubSpec, is_pickle_name, parse_hub_spec, safe_destination
 
-CHECKPOINT_PATTERNS = ("*.safetensors", "*.json", "*.yaml", "latest", "README.md")
+# The files of one checkpoint folder, by exact name: a pattern such as "*.safetensors" also matches every
+# file below the folder (fnmatch's * crosses "/"), so `eval -c hf://REPO` downloaded the whole repo.
+CHECKPOINT_FILES = ("model.safetensors", "metrics.json", "recipe.yaml", "latest", "README.md",
+                    "trainer_state.json", "trainer_state.safetensors")
 RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_RECIPE = "recipe.yaml"
 
@@ -88,10 +91,22 @@ def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
     if is_pickle_name(hub.path):
         raise _pickle_error(hub, hub.path)
     sub = hub.path[: -len(MODEL_FILE)].rstrip("/") if hub.path.endswith(MODEL_FILE) else hub.path
-    patterns = [f"{sub}/{p}" for p in CHECKPOINT_PATTERNS] if sub else list(CHECKPOINT_PATTERNS)
-    with hub_errors(hub.repo_id, hub.revision, sub or None):
-        root = Path(snapshot_download(hub.repo_id, revision=hub.revision, allow_patterns=patterns, **_client_kwargs()))
+
+    def fetch(folder: str) -> Path:
+        patterns = [f"{folder}/{name}" if folder else name for name in CHECKPOINT_FILES]
+        with hub_errors(hub.repo_id, hub.revision, folder or None):
+            return Path(snapshot_download(hub.repo_id, revision=hub.revision, allow_patterns=patterns,
+                                          **_client_kwargs()))
+
+    root = fetch(sub)
     local = root / sub if sub else root
+    if not (local / MODEL_FILE).is_file() and (local / "latest").is_file():
+        # A run folder: `latest` names its checkpoint (checked by checkpoint_dir below); fetch that folder.
+        from s5cli.train.checkpoint import latest_target_name
+
+        target = latest_target_name(local)
+        if target is not None:
+            fetch(f"{sub}/{target}" if sub else target)
     if not (local / MODEL_FILE).is_file() and not (local / "latest").is_file():
         if hub_settings().offline:  # the repo may well hold one; only the cache is known to lack it
             raise UserError(

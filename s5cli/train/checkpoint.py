@@ -209,6 +209,14 @@ def _latest_target(run_dir: Path) -> Path:
     return run_dir / name
 
 
+def latest_target_name(run_dir: Path) -> str | None:
+    """The relative folder name a run's `latest` holds when it names one below the run, else None."""
+    try:
+        return _latest_target(Path(run_dir)).relative_to(Path(run_dir)).as_posix()
+    except (UserError, OSError, ValueError):
+        return None
+
+
 def run_best_checkpoint(run_dir: str | Path) -> Path | None:
     """A run folder's `best/` checkpoint (what eval, visualize-mask and push mean by a run), or None."""
     try:

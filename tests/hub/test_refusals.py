@@ -323,3 +323,16 @@ def test_push_refuses_a_checkpoint_file_that_is_a_link(hub: FakeHub, run_dir: Pa
     with pytest.raises(UserError, match="is a link or lies outside the checkpoint"):
         push_checkpoint(run_dir, "bob/c")
     assert hub.repos == {}
+
+
+def test_a_checkpoint_is_fetched_by_its_own_files_not_the_whole_repo(hub: FakeHub, run_dir: Path) -> None:
+    """fnmatch's * crosses '/': '*.safetensors' fetched every safetensors file anywhere in the repo."""
+    step = run_dir / (run_dir / "latest").read_text().strip()
+    files = {f"checkpoints/{step.name}/{p.name}": p.read_bytes() for p in step.iterdir() if p.is_file()}
+    files.update({"latest": f"checkpoints/{step.name}\n".encode(), "old/huge.safetensors": b"\0" * 4096,
+                  "notes/deep/notes.json": b"{}"})
+    hub.commit("bob/run", files)
+    local = resolve_checkpoint_dir("hf://bob/run")
+    assert local.name == step.name and (local / "model.safetensors").is_file()
+    requested = hub.paths_requested("GET")
+    assert not any("huge" in p or "notes" in p for p in requested)
