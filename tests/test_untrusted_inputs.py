@@ -150,3 +150,26 @@ def test_a_cache_entry_that_is_no_token_tensor_is_damaged_not_a_crash(tmp_path: 
     path = tmp_path / "v.safetensors"
     path.write_bytes(struct.pack("<Q", len(text)) + text + data)
     assert verify_safetensors(path) == (reason if reason.startswith("malformed") else f"'tokens' {reason}")
+
+
+def test_non_finite_weights_are_refused_not_evaluated(tmp_path: Path) -> None:
+    import torch
+
+    from s5cli.train.checkpoint import load_into
+
+    model = torch.nn.Linear(3, 2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["weight"][0, 0] = float("nan")
+    with pytest.raises(UserError, match=r"holds non-finite \(NaN/inf\) weights in 1 tensors \(e.g. weight\)"):
+        load_into(model, state, "ckpt")
+    assert torch.isfinite(model.weight).all()  # nothing was loaded
+
+
+def test_stored_class_names_are_printable_and_a_regression_task_has_one_output() -> None:
+    from s5cli.train.checkpoint import stored_task
+
+    task = {"kind": "classification", "num_outputs": 2, "class_names": ["\x1b[2Jcleared", "ok"]}
+    assert stored_task({"task": json.dumps(task)})["class_names"] == ["\\x1b[2Jcleared", "ok"]
+    assert stored_task({"task": json.dumps({**task, "class_names": [1, 2]})}) is None
+    assert stored_task({"task": json.dumps({"kind": "regression", "num_outputs": 9})}) is None
+    assert stored_task({"task": json.dumps({"kind": "regression", "num_outputs": 1})})["num_outputs"] == 1

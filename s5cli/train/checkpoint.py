@@ -264,9 +264,21 @@ def stored_task(meta: Mapping[str, str]) -> dict[str, Any] | None:
     names = task.get("class_names") if isinstance(task, dict) else None
     valid = (isinstance(task, dict) and task.get("kind") in ("classification", "regression")
              and isinstance(task.get("num_outputs"), int)
-             and (names is None or (isinstance(names, list) and len(names) == task["num_outputs"]))
+             # A regression head has one output: a claim of 9 failed `eval --video` with a traceback.
+             and (task["kind"] == "classification" or task["num_outputs"] == 1)
+             and (names is None or (isinstance(names, list) and len(names) == task["num_outputs"]
+                                    and all(isinstance(name, str) for name in names)))
              and isinstance(task.get("target_offset", 0.0), (int, float)))
-    return {**task, "target_offset": task.get("target_offset")} if valid else None
+    if not valid:
+        return None
+    if names is not None:  # printed by `eval --video`: an escape sequence in a name cleared the terminal
+        task = {**task, "class_names": [_printable(name) for name in names]}
+    return {**task, "target_offset": task.get("target_offset")}
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters shown as escapes (\x1b), so printing it cannot drive the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -297,6 +309,12 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                 "shape mismatch " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
             )
         raise UserError(f"{source} does not fit this model: {'; '.join(parts)} — was it trained with another model?")
+    # Training stops on a non-finite loss before it saves, so non-finite weights mean a damaged or foreign
+    # file: they loaded silently and evaluated to plausible-looking numbers (every video one class).
+    broken = sorted(k for k in own if k in state and state[k].is_floating_point() and not torch.isfinite(state[k]).all())
+    if broken:
+        raise UserError(f"{source} holds non-finite (NaN/inf) weights in {len(broken)} tensors (e.g. {broken[0]}): "
+                        "the checkpoint is damaged; use another one")
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
