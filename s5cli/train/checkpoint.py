@@ -347,10 +347,35 @@ def read_resume_point(path: str | Path) -> ResumePoint:
             raise KeyError("optimizer")
         reading = directory / STATE_TENSORS
         tensors = load_file(str(reading))
+        reading = directory / STATE_JSON
+        _check_resume_payload(payload, tensors)
     except Exception as error:  # safetensors, json and a missing key each raise their own type
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
     return ResumePoint(directory, weights, payload, tensors)
+
+
+def _check_resume_payload(payload: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """ValueError when the optimiser or generator states could not be applied: found while reading, so
+    `--resume` falls back to an older checkpoint instead of failing half-way through applying this one."""
+    groups = payload["optimizer"].get("param_groups") if isinstance(payload["optimizer"], dict) else None
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise ValueError("optimizer.param_groups is not a list of parameter groups")
+    _join_optimizer(tensors, payload["optimizer"])  # raises on a malformed key or scalar
+    cpu_state = torch.get_rng_state()
+    for key, value in tensors.items():
+        generator = key.startswith("rng.") and key.endswith(".torch")  # rng.torch, rng.rankN.torch
+        if generator and (value.dtype != torch.uint8 or value.shape != cpu_state.shape):
+            raise ValueError(f"{key} is not a torch generator state")
+    rng = payload.get("rng", {})
+    if not isinstance(rng, dict):
+        raise ValueError("rng is not a mapping")
+    if "python" in rng and not (isinstance(rng["python"], list) and len(rng["python"]) == 3
+                                and isinstance(rng["python"][1], list)):
+        raise ValueError("rng.python is not a Python generator state")
+    if "numpy" in rng and not (isinstance(rng["numpy"], list) and len(rng["numpy"]) == 5
+                               and isinstance(rng["numpy"][1], list)):
+        raise ValueError("rng.numpy is not a NumPy generator state")
 
 
 def _check_trainer_fields(state: TrainerState) -> None:

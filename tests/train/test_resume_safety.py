@@ -286,3 +286,28 @@ def test_a_stop_during_validation_abandons_it_and_resume_runs_it_again(
         full_dir, cut_dir = pick(tmp_path / "full"), pick(tmp_path / "cut")
         full_w, cut_w = load_file(full_dir / "model.safetensors"), load_file(cut_dir / "model.safetensors")
         assert full_w.keys() == cut_w.keys() and all(torch.equal(full_w[k], cut_w[k]) for k in full_w)
+
+
+@pytest.mark.parametrize("damage", ["param_groups", "rng_tensor", "python_rng"])
+def test_a_trainer_state_that_cannot_be_applied_is_a_damaged_checkpoint(finished_run: Path, damage: str) -> None:
+    """Found while reading, so --resume falls back to the older checkpoint instead of failing half-way."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from s5cli.train.checkpoint import find_resume_point
+
+    latest = finished_run / (finished_run / "latest").read_text().strip()
+    state_json = latest / "trainer_state.json"
+    payload = json.loads(state_json.read_text())
+    if damage == "param_groups":
+        payload["optimizer"]["param_groups"] = []
+    elif damage == "python_rng":
+        payload["rng"]["python"] = "garbage"
+    else:
+        tensors = load_file(str(latest / "trainer_state.safetensors"))
+        tensors["rng.torch"] = torch.zeros(7, dtype=torch.float32)
+        save_file(tensors, str(latest / "trainer_state.safetensors"))
+    state_json.write_text(json.dumps(payload))
+    point = find_resume_point(finished_run, report=False)
+    assert point is not None and point.directory != latest
