@@ -195,3 +195,9 @@ def open_regular_file(path: str | os.PathLike[str], flags: int, mode: int = 0o66
         os.close(fd)
         raise NotARegularFile(f"{path} is not a regular file")
     return fd
+
+
+def is_stdout(path: str | os.PathLike[str] | None) -> bool:
+    """Whether an output option names stdout (`--json -`): the command then prints the JSON there alone,
+    its human-readable output on stderr, and writes no file named '-'."""
+    return path is not None and str(path) == "-"

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from s5cli.cli.help_text import flag
+from s5cli.io import is_stdout
 
 # Defaults on a CPU: the token grid of ViT-B/32 at 224 px (7 x 7 patches + CLS = 50 tokens of 768-d, as
 # CLIP ViT-B/32 gives), the widest standard ViT whose full default run (3 models, inference and training)
@@ -203,7 +204,7 @@ def benchmark(
         stopped = stop_outcome(signal_of(stop))
         stderr.print(f"[yellow]{stopped[0]}: reporting the {len(measurements)} measurements finished so far[/]")
     report = build_report(measurements, {**settings, "interrupted": stopped is not None}, _machine(torch_device))
-    render(report, stderr if json_path is not None and _is_stdout(json_path) else stdout)
+    render(report, stderr if is_stdout(json_path) else stdout)
     _write_outputs(report, json_path, plot_path)
     if stopped is not None:
         word, code = stopped
@@ -310,7 +311,7 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
     from s5cli.io import check_writable_folder, refuse_replacing_another_kind, same_file
 
     for option, path in (("--json", json_path), ("--plot", plot_path)):
-        if path is None or (option == "--json" and _is_stdout(path)):
+        if path is None or (option == "--json" and is_stdout(path)):
             continue
         if path.is_dir():
             raise UserError(f"{option} {path} is a folder: name a file, e.g. {path / 'benchmark'}"
@@ -318,7 +319,7 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
         check_writable_folder(path.parent, f"{option} folder", f"write {option} somewhere else")
         if option == "--json":
             refuse_replacing_another_kind(path, option, "benchmark.json")
-    if json_path is not None and plot_path is not None and not _is_stdout(json_path) and same_file(json_path, plot_path):
+    if json_path is not None and plot_path is not None and not is_stdout(json_path) and same_file(json_path, plot_path):
         raise UserError(f"--json and --plot are both {json_path}: the plot would replace the JSON; give each its "
                         f"own file, e.g. --json {json_path.with_suffix('.json')} --plot {plot_path.with_suffix('.png')}")
     if plot_path is not None:
@@ -367,16 +368,11 @@ def _cpu_name() -> str | None:
     return None
 
 
-def _is_stdout(path: Path) -> bool:
-    """`--json -`: the JSON goes to stdout, as with `s5 eval` (and no file named '-' is written)."""
-    return str(path) == "-"
-
-
 def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
     from s5cli.cli.console import stderr
     from s5cli.io import atomic_write_json
 
-    if json_path is not None and _is_stdout(json_path):
+    if is_stdout(json_path):
         import json
 
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -399,5 +395,5 @@ def _run_kernel_stage(device: str, channels: int, length: int, batch: int, repea
                  f"batch {batch}, {repeat} timed runs")
     report = kernel_stage(channels=channels, length=length, batch=batch, device=device, repeat=repeat, seed=seed)
     report = {"schema": "s5cli-benchmark/1", **report, "machine": _machine(device)}
-    render_kernel(report, stderr if json_path is not None and _is_stdout(json_path) else stdout)
+    render_kernel(report, stderr if is_stdout(json_path) else stdout)
     _write_outputs(report, json_path, None)

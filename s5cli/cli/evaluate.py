@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from s5cli.cli.help_text import flag
+from s5cli.io import is_stdout
 
 
 def evaluate(
@@ -42,7 +43,7 @@ def evaluate(
         # `s5 eval eval.split=val -c RUN`: an override, not a recipe file; the checkpoint's recipe is used.
         overrides, recipe = [recipe, *(overrides or [])], None
     video_files = _video_files(video) if video else []  # a mistyped path is reported before the model loads
-    if json_out not in (None, "-"):
+    if json_out is not None and not is_stdout(json_out):
         from s5cli.io import check_output_file
 
         check_output_file(json_out, "--json", "metrics.json")  # before the evaluation, not after it
@@ -69,7 +70,7 @@ def evaluate(
         rec = recipe_from_checkpoint(stored_recipe, overrides, source=f"{checkpoint}'s recipe")
     _check_token_settings(rec.data, stored_recipe.get("data", {}), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
-    console = stderr if json_out == "-" else stdout
+    console = stderr if is_stdout(json_out) else stdout
     failed: list[dict] = []
     if video_files:
         task = _video_task(rec, meta, checkpoint)
@@ -82,7 +83,7 @@ def evaluate(
         _print_metrics(console, checkpoint, result)
     if json_out:
         text = json.dumps(result, indent=1)
-        if json_out == "-":
+        if is_stdout(json_out):
             typer.echo(text)
         else:
             from s5cli.io import atomic_write_text

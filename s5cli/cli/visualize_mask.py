@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from s5cli.cli.help_text import flag
+from s5cli.io import is_stdout
 
 if TYPE_CHECKING:
     from s5cli.visualize.selection import TrainedClips
@@ -98,7 +99,7 @@ def visualize_mask(
     check_output(out)
     if not video.is_file():
         raise UserError(f"{video}: video file not found" if not video.exists() else f"{video}: not a video file")
-    to_stdout = json_out is not None and str(json_out) == "-"  # as `s5 eval --json -`; no file named '-'
+    to_stdout = is_stdout(json_out)  # as `s5 eval --json -`
     check_distinct_paths(video, out, None if to_stdout else json_out)
     if json_out is not None and not to_stdout:
         check_output_file(json_out, "--json", "selection.json")
@@ -190,12 +191,13 @@ def _run(
     )
     tasks: dict[str, int] = {}
     stage_started: dict[str, float] = {}
+    stages_done: set[str] = set()
 
     def report(stage: str, done: int, total: int) -> None:
         if plain:
             started = stage_started.setdefault(stage, time.monotonic())
-            if done >= total and not quiet and stage not in tasks:
-                tasks[stage] = -1
+            if done >= total and not quiet and stage not in stages_done:
+                stages_done.add(stage)
                 stderr.print(f"{stage:<9} {done}/{total} {time.monotonic() - started:.1f}s")
             return
         if stage not in tasks:
@@ -211,7 +213,7 @@ def _run(
         rate = playback_fps or fps or _real_time_rate(selection)
         report("write", 0, 1)
         write_frames(out, rendered, rate)
-        if json_out is not None and str(json_out) != "-":
+        if json_out is not None and not is_stdout(json_out):
             atomic_write_json(json_out, selection.to_json())
         report("write", 1, 1)
 
@@ -220,7 +222,7 @@ def _run(
     # The CLS token competes for the same per-frame budget: without its count a small grid read as
     # "kept 0.0/1 patches" although one token per frame was kept.
     cls_frames = sum(0 in kept for kept in selection.kept)
-    to_stdout = json_out is not None and str(json_out) == "-"
+    to_stdout = is_stdout(json_out)
     if to_stdout:
         import json
 

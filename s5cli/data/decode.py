@@ -289,9 +289,11 @@ class OpenedClip:
         return (f"{self.path}: the container claims {stated} frames but only {found} decode (a file cut "
                 "short?); using those")
 
-    def warnings(self) -> list[str]:
-        """Every warning this clip has (truncation, padding), for callers that report them later."""
-        return [w for w in (self.decoder_note, self.truncation_warning(), self.padding_warning()) if w]
+    def warnings(self, padding: bool = True) -> list[str]:
+        """Every warning this clip has (decoder, truncation and, if `padding`, padding), for callers that
+        report them later."""
+        found = (self.decoder_note, self.truncation_warning(), self.padding_warning() if padding else None)
+        return [w for w in found if w]
 
     @property
     def repeats_frames(self) -> bool:
@@ -303,9 +305,8 @@ class OpenedClip:
         for callers that print at once (extraction reports them with the video)."""
         from s5cli.cli.console import print_warning
 
-        for warning in self.warnings():
-            if padding or warning != self.padding_warning():
-                print_warning(warning)
+        for warning in self.warnings(padding):
+            print_warning(warning)
 
 
 def open_clip(
@@ -344,30 +345,27 @@ def open_clip(
                 raise
             reader, size = open_video(path, num_threads), None
     except VideoDecodeError as refused:
-        return _opened_with_pyav(path, probe, refused, frames, fps, min_frames, planner, num_threads)
-    info = video_info(reader, path)
-    if shorter_side:  # the reader's frames may be scaled: report the video's own size
-        info = replace(info, height=original[0], width=original[1])
+        reader, (info, note) = None, _pyav_info(path, probe, refused)
+    else:
+        info, note = video_info(reader, path), None
+        if shorter_side:  # the reader's frames may be scaled: report the video's own size
+            info = replace(info, height=original[0], width=original[1])
     plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
-    return OpenedClip(path, plan, info, reader, size is not None, num_threads, sampling_fps=fps,
-                      stated_frames=probe.stated_frames, rotation=probe.rotation)
+    return OpenedClip(path, plan, info, reader, reader is not None and size is not None, num_threads,
+                      sampling_fps=fps, pyav=reader is None, stated_frames=probe.stated_frames,
+                      rotation=probe.rotation, decoder_note=note)
 
 
-def _opened_with_pyav(path: Path, probe, refused: VideoDecodeError, frames: int | None, fps: float | None,
-                      min_frames: int, planner: Callable[[VideoInfo], FramePlan] | None,
-                      num_threads: int) -> OpenedClip:
-    """The frames PyAV decodes from a file decord refused (a cut faststart MP4 still holds ~40 %), with a
-    warning saying so; `refused` again when PyAV decodes none either."""
+def _pyav_info(path: Path, probe, refused: VideoDecodeError) -> tuple[VideoInfo, str]:
+    """The info of a file decord refused, from the frames PyAV decodes (a cut faststart MP4 still holds
+    ~40 %), and the warning saying so; `refused` again when PyAV decodes none either."""
     found = count_decodable_frames(path)
     if found < 1 or not probe.fps > 0:
         raise refused
-    info = VideoInfo(num_frames=found, fps=probe.fps, height=probe.height, width=probe.width)
-    plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
     claimed = f" of the {probe.stated_frames} its container claims" if probe.stated_frames > found else ""
     note = (f"{path}: decord cannot open it (damaged or cut short?); PyAV decodes {found} "
             f"frame{'s' if found != 1 else ''}{claimed}, using those")
-    return OpenedClip(path, plan, info, None, False, num_threads, sampling_fps=fps, pyav=True,
-                      stated_frames=probe.stated_frames, rotation=probe.rotation, decoder_note=note)
+    return VideoInfo(num_frames=found, fps=probe.fps, height=probe.height, width=probe.width), note
 
 
 def decode_clip(

@@ -36,6 +36,7 @@ class VideoProbe:
 
 
 NOT_A_VIDEO = "cannot open as a video (not a video, or truncated/corrupt)"
+UNREADABLE = "permission denied: make the file readable (chmod +r) or copy it"
 
 
 def check_file(path: str | os.PathLike[str]) -> Path:
@@ -48,7 +49,7 @@ def check_file(path: str | os.PathLike[str]) -> Path:
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "video file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
-        raise VideoDecodeError(path, "permission denied: make the file readable (chmod +r) or copy it")
+        raise VideoDecodeError(path, UNREADABLE)
     return path
 
 
@@ -59,7 +60,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
     try:
         container = av.open(str(path))
     except PermissionError:
-        raise VideoDecodeError(path, "permission denied: make the file readable (chmod +r) or copy it") from None
+        raise VideoDecodeError(path, UNREADABLE) from None
     except Exception:  # PyAV raises one error class per FFmpeg failure
         raise VideoDecodeError(path, NOT_A_VIDEO) from None
     with container:

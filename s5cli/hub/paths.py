@@ -78,17 +78,18 @@ def check_repo_path(name: str, where: str = "Hub repo", uploading: bool = False)
     control characters (a name holding a newline or an escape sequence printed a fake "wrote" line or
     recoloured the terminal), worded for a download's destination folder, or with `uploading` for a
     path in the repo."""
+    controls = any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name)  # NUL, newlines, terminal escapes
     bad = (
         not name
         or "\\" in name
-        or any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name)  # NUL, newlines, terminal escapes
+        or controls
         or name.startswith("/")
         or re.match(r"^[A-Za-z]:", name) is not None
     )
     pure = PurePosixPath(name)
     # Parts of the name as given: PurePosixPath folds `a//b` and `a/./b`, which were then pushed as typed.
     if bad or any(part in ("..", "", ".") for part in name.split("/")) or pure.is_absolute():
-        if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):
+        if controls:
             raise UserError(f"{where}: refusing file name {name!r}: it holds control characters")
         if uploading:
             raise UserError(f"{where}: refusing path in repo {name!r}: give a relative path without '..' or "

@@ -171,20 +171,20 @@ def push_checkpoint(
     metrics = None
     if (source / METRICS_FILE).is_file():
         files[METRICS_FILE] = source / METRICS_FILE
-        _check_inside(source, source / METRICS_FILE)  # before its numbers go into the model card
-        try:
-            metrics = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UserError(f"{source / METRICS_FILE}: not valid JSON ({error})") from None
     if with_optimizer:
         missing = [n for n in (STATE_TENSORS, STATE_JSON) if not (source / n).is_file()]
         if missing:
             raise UserError(f"{source} has no {missing[0]}: push without --with-optimizer (weights only)")
         files[STATE_TENSORS] = source / STATE_TENSORS
         files[STATE_JSON] = source / STATE_JSON
-    for file in files.values():
+    for file in files.values():  # before anything is read from them (metrics go into the model card)
         if isinstance(file, Path):
             _check_inside(source, file)
+    if METRICS_FILE in files:
+        try:
+            metrics = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise UserError(f"{source / METRICS_FILE}: not valid JSON ({error})") from None
     if with_optimizer:
         try:
             json.loads((source / STATE_JSON).read_text(encoding="utf-8"))

@@ -464,9 +464,11 @@ def prune_checkpoints(run_dir: Path, keep_last: int, just_saved: Path | None = N
     one, so the run could not be resumed at all. Newer ones are left to be overwritten when reached.
     """
     root = Path(run_dir) / "checkpoints"
-    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    def step_of(folder: Path) -> int:
+        return int(folder.name.split("-")[1])
+
+    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=step_of)
     if just_saved is not None:
-        limit = int(Path(just_saved).name.split("-")[1])
-        steps = [p for p in steps if int(p.name.split("-")[1]) <= limit]
+        steps = [p for p in steps if step_of(p) <= step_of(Path(just_saved))]
     for old in steps[: max(0, len(steps) - keep_last)]:
         shutil.rmtree(old, ignore_errors=True)
