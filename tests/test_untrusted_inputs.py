@@ -93,6 +93,45 @@ def test_damaged_checkpoint_metadata_is_one_line(tmp_path: Path, change: dict, p
     assert phrase in str(caught.value) and "\n" not in str(caught.value)
 
 
+def _tiny_s4_checkpoint(folder: Path, **model_changes) -> None:
+    """A real checkpoint of a tiny S4 model whose metadata then claims `model_changes`."""
+    from safetensors.torch import save_file
+
+    from s5cli.models.registry import build_model
+
+    settings = {"d_input": 8, "d_model": 8, "n_blocks": 1, "d_state": 4}
+    weights = {k: v.contiguous() for k, v in build_model("s4", settings, 3).state_dict().items()}
+    recipe = {"model": {"name": "s4", **settings, **model_changes}}
+    meta = {"format": "s5cli-checkpoint/1", "model_name": "s4", "num_outputs": "3", "recipe": json.dumps(recipe)}
+    folder.mkdir()
+    save_file(weights, str(folder / "model.safetensors"), metadata=meta)
+
+
+@pytest.mark.parametrize(("change", "phrase"), [
+    # Without the count check n_blocks=10**9 built blocks for hours before the weights were compared.
+    ({"n_blocks": 10**9}, "its metadata's model.n_blocks=1000000000 does not match its weights (16 tensors)"),
+    ({"d_model": 16}, "does not fit this model"),
+])
+def test_metadata_describing_another_model_than_its_weights_is_one_line(
+    tmp_path: Path, change: dict, phrase: str
+) -> None:
+    from s5cli.train.loading import load_trained_model
+
+    _tiny_s4_checkpoint(tmp_path / "ckpt", **change)
+    with pytest.raises(UserError) as caught:
+        load_trained_model(tmp_path / "ckpt")
+    assert phrase in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_whose_metadata_matches_its_weights_loads(tmp_path: Path) -> None:
+    from s5cli.train.loading import load_trained_model
+
+    _tiny_s4_checkpoint(tmp_path / "ckpt")
+    model, recipe, _ = load_trained_model(tmp_path / "ckpt")
+    assert recipe["model"]["d_model"] == 8 and not model.training
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
 @pytest.mark.parametrize("name", ["a\x1b[31mRED\x1b[0m.yaml", "b\nwrote: /etc/passwd.yaml", "a//b.yaml", "a/./b.yaml"])
 def test_hub_file_names_with_control_characters_or_folded_parts_are_refused(name: str) -> None:
     from s5cli.hub.paths import check_repo_path

@@ -291,6 +291,18 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
 RETIRED_KEY_PARTS = ("guide.s4.out_linear.",)
 
 
+def stored_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every weight in a checkpoint, from the safetensors header alone (no tensor is read),
+    so what its metadata claims can be checked against the file before a model is built."""
+    file = checkpoint_dir(path) / MODEL_FILE
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            names = handle.keys()  # the handle itself is not iterable
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in names}
+    except Exception as exc:  # safetensors raises several error types for corrupt headers
+        raise UserError(f"{file}: not a readable safetensors file ({exc})") from exc
+
+
 def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool = True) -> None:
     """Load weights, naming mismatched keys and shapes (another architecture) in one line."""
     state = {k: v for k, v in state.items() if not any(part in k for part in RETIRED_KEY_PARTS)}

@@ -39,7 +39,7 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
 
 def load_trained_model(spec: str | Path, expect_model: str | None = None, revision: str | None = None):
     """(model in eval mode, recipe dict, metadata) of a finetune checkpoint; LSMCL checkpoints give the encoder."""
-    from s5cli.models.registry import build_model, canonical_name
+    from s5cli.models.registry import canonical_name
     from s5cli.train import checkpoint as ckpt
 
     directory = resolve_checkpoint(spec, revision)
@@ -53,21 +53,51 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
         raise UserError(f"{directory} holds a {name!r} model, but this needs {expect_model!r}: pass a checkpoint "
                         f"of a {expect_model} run (model.name={expect_model})")
     outputs = _num_outputs(meta, directory)
-    try:
-        model = build_model(name, {k: v for k, v in model_cfg.items() if k != "name"}, outputs)
-    except MemoryError:
-        raise
-    except Exception as error:  # settings no s5cli run writes: unknown model or key, wrong type, absurd size
-        problem = ("needs more memory than this machine has" if "alloc" in str(error).lower()
-                   else f"cannot be built ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})")
-        raise UserError(f"{directory}: the model its metadata describes ({name}) {problem}: pass a checkpoint "
-                        "written by s5 finetune/pretrain") from None
+    settings = {k: v for k, v in model_cfg.items() if k != "name"}
+    lsmcl = meta.get("objective") == "lsmcl"
+    _check_block_counts(settings, ckpt.stored_shapes(directory), directory)
+    model = _build(name, settings, outputs, directory)
     state = ckpt.load_state(directory)
-    if meta.get("objective") == "lsmcl":
+    if lsmcl:
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     ckpt.load_into(model, state, str(directory))
     model.eval()
     return model, recipe, meta
+
+
+# Model settings that repeat a block that many times; each block stores weights of its own.
+BLOCK_COUNTS = ("n_blocks", "depth")
+
+
+def _check_block_counts(settings: dict[str, Any], shapes: dict[str, tuple[int, ...]], directory: Path) -> None:
+    """A model of N blocks stores more than N tensors: a larger count in metadata is damage, and building
+    the model it describes would loop that many times (for hours at a billion) before the weights were
+    compared. Read from the file's header, so this costs nothing.
+
+    Why not build the described model on the meta device and compare every shape first: in torch 2.13 the
+    S4 kernels' initialisation on meta tensors imports torch._dynamo, 1.6 s on every load."""
+    for key in BLOCK_COUNTS:
+        count = settings.get(key)
+        if isinstance(count, int) and count > len(shapes):
+            raise UserError(f"{directory}: its metadata's model.{key}={count} does not match its weights "
+                            f"({len(shapes)} tensors): pass a checkpoint written by s5 finetune/pretrain")
+
+
+def _build(name: str, settings: dict[str, Any], outputs: int, directory: Path):
+    """The model a checkpoint's metadata describes; settings no s5cli run writes (unknown model or key,
+    wrong type, absurd size) become a UserError."""
+    from s5cli.models.registry import build_model
+
+    try:
+        return build_model(name, settings, outputs)
+    except MemoryError:
+        raise
+    except Exception as error:
+        text = str(error)
+        problem = ("needs more memory than this machine has" if "alloc" in text.lower()
+                   else f"cannot be built ({type(error).__name__}: {text.splitlines()[0][:200] if text else ''})")
+        raise UserError(f"{directory}: the model its metadata describes ({name}) {problem}: pass a checkpoint "
+                        "written by s5 finetune/pretrain") from None
 
 
 # More classes than any video benchmark has by far; a larger count in metadata is damage, not a task.
