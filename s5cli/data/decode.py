@@ -1,7 +1,8 @@
 """Decode sampled frames of a video with decord and prepare them for an image backbone.
 
 Every failure to read a video (missing, empty, not a video, truncated) becomes a `VideoDecodeError`: a
-`UserError` whose one-line message names the file, so a dataset run can report it, skip it and go on.
+`UserError` whose one-line message names the file, so a dataset run can report it, skip it and go on. A file
+decord refuses, or fails on before any frame is handed over, is read with PyAV up to its damage instead.
 """
 
 from __future__ import annotations
@@ -9,11 +10,20 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from s5cli.data.probe import NOT_A_VIDEO, VideoDecodeError, check_file, error_detail, probe_video
+from s5cli.data.probe import (
+    DAMAGED,
+    NOT_A_VIDEO,
+    VideoDecodeError,
+    check_file,
+    error_detail,
+    probe_video,
+    reencode_hint,
+)
 from s5cli.data.pyav_reading import count_decodable_frames, read_frames_pyav
 from s5cli.data.sampling import FramePlan, Timeline, fps_plan, timeline_if_variable, uniform_plan
 from s5cli.errors import UserError
@@ -38,6 +48,9 @@ READ_AHEAD_RESET_COST = 0.25
 TRUNCATED_FRACTION = 0.9
 # decord's failure on frames whose rows FFmpeg pads ("from_size == to_size"), as `read_frames` reports it.
 ROWS_PADDED = "decoding failed (decord cannot hand over frames of this width)"
+# Why PyAV decodes a file, in the warning that says so (`OpenedClip.decoder_note`).
+DECORD_REFUSED = "decord cannot open it (damaged or cut short?)"
+DECORD_FAILED = "decord failed partway through it (damaged?)"
 
 
 @dataclass(frozen=True)
@@ -168,7 +181,7 @@ def read_frames(
     except Exception as error:
         if "from_size == to_size" in str(error):  # a decord internal, so not shown: see `read_frames_pyav`
             raise VideoDecodeError(path, ROWS_PADDED) from None
-        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video){error_detail(error)}") from None
+        raise VideoDecodeError(path, f"{DAMAGED}{error_detail(error)}") from None
     position = {index: row for row, index in enumerate(unique)}
     return np.ascontiguousarray(batch[[position[i] for i in indices]])
 
@@ -192,7 +205,8 @@ def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_fram
 
 @dataclass
 class OpenedClip:
-    """A video opened for sampling: the plan and the video's info now, the frames when asked for.
+    """A video opened for sampling: the plan and the video's info now, the frames when asked for (the first
+    chunk of them already decoded by `open_clip`, which may re-plan a damaged file then).
 
     Why separate from decoding: a film at 1 fps is thousands of frames. `chunks` hands them over
     `DECODE_CHUNK_FRAMES` at a time, so a caller that passes each chunk on (to the backbone) never holds
@@ -209,8 +223,10 @@ class OpenedClip:
     sampling_fps: float | None = None  # the rate the plan samples at (None: frames spread uniformly)
     pyav: bool = False  # decord cannot hand over this video's frames: PyAV decodes them (`read`)
     rotation: int = 0  # display rotation in degrees (decord applies it; the PyAV path turns its frames too)
-    decoder_note: str | None = None  # why PyAV decodes this file, for the warnings (decord would not open it)
+    decoder_note: str | None = None  # why PyAV decodes this file, for the warnings (decord refused or failed)
     stated_frames: int = 0  # frames the container claims (0: it does not say; see `truncation_warning`)
+    planner: Callable[[VideoInfo], FramePlan] | None = None  # how `plan` was made, to re-plan (`_fall_back`)
+    held: np.ndarray | None = field(default=None, repr=False, compare=False)  # first chunk (`open_clip`)
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
         """Frames at `indices` (`read_frames`). decord fails for some frame widths (48 or 72 px: "from_size
@@ -232,16 +248,72 @@ class OpenedClip:
 
     def chunks(self, transform: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
         """The planned frames, `DECODE_CHUNK_FRAMES` at a time, each chunk through `transform` if given
-        (a per-frame map such as `resized_crops`, so the chunking does not change the numbers)."""
-        indices = self.plan.indices
-        step = DECODE_CHUNK_FRAMES
-        for start in range(0, len(indices), step):
-            part = indices[start : start + step]
-            frames = self.read(part, first=start == 0)
-            upcoming = indices[start + step : start + 2 * step]
-            if upcoming and not self.pyav:
-                self._drop_read_ahead(max(part) + 1, upcoming)
+        (a per-frame map such as `resized_crops`, so the chunking does not change the numbers). The first
+        chunk is the one `open_clip` decoded already (`held`)."""
+        held, self.held = self.held, None
+        for start in range(0, len(self.plan.indices), DECODE_CHUNK_FRAMES):
+            if start == 0 and held is not None:
+                frames, held = held, None
+            else:
+                frames = self._read_handed_on(start)
             yield frames if transform is None else transform(frames)
+
+    def _decode_first_chunk(self) -> None:
+        """Decode the first chunk now (kept in `held` for `chunks`), while the plan may still change.
+
+        Why at once: callers take the plan (its length, the cache's metadata, the warnings) as soon as the
+        clip is open, and decord fails on a damaged file only when it reads frames. A failure here re-plans
+        the clip over the frames PyAV decodes before the damage (`_fall_back`); once the first chunk has
+        been handed over, the plan can no longer change. decord decodes ahead of the frames asked for, so
+        damage shortly past the first chunk may fail it too, by timing: the re-plan is the better outcome.
+        """
+        if self.pyav or not self.plan.indices:
+            return
+        try:
+            self.held = self._read_chunk(0)
+        except VideoDecodeError as error:
+            self._fall_back(error)
+
+    def _read_chunk(self, start: int) -> np.ndarray:
+        """The plan's `DECODE_CHUNK_FRAMES` frames from position `start`; then decord's read-ahead is dropped
+        when the next chunk pays little for it (`_drop_read_ahead`)."""
+        indices, step = self.plan.indices, DECODE_CHUNK_FRAMES
+        part = indices[start : start + step]
+        frames = self.read(part, first=start == 0)
+        upcoming = indices[start + step : start + 2 * step]
+        if upcoming and not self.pyav:
+            self._drop_read_ahead(max(part) + 1, upcoming)
+        return frames
+
+    def _read_handed_on(self, start: int) -> np.ndarray:
+        """`_read_chunk`, for a chunk after frames were handed over: a failure then says how far decoding got
+        and how to repair the file, since the plan the caller holds cannot shrink to the frames before it.
+        Not retried with PyAV: it decodes from the first frame on each read (most of a film, late in one),
+        and it stops at the same damage, so the frames past it stay out of reach."""
+        try:
+            return self._read_chunk(start)
+        except VideoDecodeError as error:
+            if start == 0:
+                raise
+            raise self._failed_after(error, max(self.plan.indices[:start]) + 1) from None
+
+    def _failed_after(self, error: VideoDecodeError, decoded: int) -> VideoDecodeError:
+        """`error` for a video whose frames up to frame `decoded` (counted from 1) were handed over."""
+        detail = str(error).partition(DAMAGED)[2]
+        return VideoDecodeError(self.path, f"decoding failed after frame {decoded} of {self.info.num_frames} "
+                                f"(damaged from there?){detail}: {reencode_hint(self.path)}")
+
+    def _fall_back(self, error: VideoDecodeError) -> None:
+        """Re-plan the clip over the frames PyAV decodes, and read them with PyAV from now on, after decord
+        failed on a damaged file before any frame was handed over; `error` again where that cannot help
+        (PyAV reads this clip already, or decodes no frame either)."""
+        if self.pyav or self.planner is None:
+            raise error
+        found, note = _pyav_frames(self.path, self.info.fps, self.stated_frames, error, DECORD_FAILED)
+        self.info = replace(self.info, num_frames=found, timeline=_first_frames(self.info.timeline, found))
+        self.plan = self.planner(self.info)
+        self.reader, self.keyframes, self.scaled, self.held = None, None, False, None
+        self.pyav, self.decoder_note = True, note
 
     def _drop_read_ahead(self, position: int, upcoming: tuple[int, ...] | list[int]) -> None:
         """Empty decord's queue of frames decoded ahead, when the next read pays little for it.
@@ -318,13 +390,29 @@ def open_clip(
     shorter_side: int | None = None,
     planner: Callable[[VideoInfo], FramePlan] | None = None,
 ) -> OpenedClip:
-    """Open `path` and plan the frames to sample, without decoding any of them.
+    """Open `path`, plan the frames to sample and decode the first chunk of them (`_decode_first_chunk`: a
+    file decord fails on there is re-planned over the frames PyAV decodes, before the caller sees the plan).
 
     With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
     long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
     `planner` chooses the frames from the video's info (default: `plan_frames` with `frames`, `fps` and
     `min_frames`); `fps` is still the rate the plan samples at (`OpenedClip.sampling_fps`).
     """
+    clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, planner)
+    clip._decode_first_chunk()
+    return clip
+
+
+def _planned_clip(
+    path: str | os.PathLike[str],
+    frames: int | None,
+    fps: float | None,
+    num_threads: int,
+    min_frames: int,
+    shorter_side: int | None,
+    planner: Callable[[VideoInfo], FramePlan] | None,
+) -> OpenedClip:
+    """`open_clip` without decoding any frame."""
     # One read of the container header gives the true size, and proves there is a video stream: decord logs
     # a failed open straight to stderr (C++ logging its log level does not silence), so a file that is no
     # video at all is turned away here and the user sees one line.
@@ -337,6 +425,7 @@ def open_clip(
     # uint8 resize in `preprocess` is cheaper.
     if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = resized_size(*original, shorter_side)
+    reader = None
     try:
         try:
             reader = open_video(path, num_threads, size)
@@ -344,28 +433,44 @@ def open_clip(
             if size is None:
                 raise
             reader, size = open_video(path, num_threads), None
-    except VideoDecodeError as refused:
-        reader, (info, note) = None, _pyav_info(path, probe, refused)
-    else:
         info, note = video_info(reader, path), None
+    except VideoDecodeError as failed:  # decord refused the file, or failed on its first frame
+        why = DECORD_REFUSED if reader is None else DECORD_FAILED
+        reader, (info, note) = None, _pyav_info(path, probe, failed, why)
+    else:
         if shorter_side:  # the reader's frames may be scaled: report the video's own size
             info = replace(info, height=original[0], width=original[1])
-    plan = planner(info) if planner is not None else plan_frames(info, frames, fps, min_frames=min_frames)
-    return OpenedClip(path, plan, info, reader, reader is not None and size is not None, num_threads,
+    if planner is None:
+        planner = partial(plan_frames, frames=frames, fps=fps, min_frames=min_frames)
+    return OpenedClip(path, planner(info), info, reader, reader is not None and size is not None, num_threads,
                       sampling_fps=fps, pyav=reader is None, stated_frames=probe.stated_frames,
-                      rotation=probe.rotation, decoder_note=note)
+                      rotation=probe.rotation, decoder_note=note, planner=planner)
 
 
-def _pyav_info(path: Path, probe, refused: VideoDecodeError) -> tuple[VideoInfo, str]:
-    """The info of a file decord refused, from the frames PyAV decodes (a cut faststart MP4 still holds
-    ~40 %), and the warning saying so; `refused` again when PyAV decodes none either."""
-    found = count_decodable_frames(path)
-    if found < 1 or not probe.fps > 0:
-        raise refused
-    claimed = f" of the {probe.stated_frames} its container claims" if probe.stated_frames > found else ""
-    note = (f"{path}: decord cannot open it (damaged or cut short?); PyAV decodes {found} "
-            f"frame{'s' if found != 1 else ''}{claimed}, using those")
+def _pyav_info(path: Path, probe, failed: VideoDecodeError, why: str) -> tuple[VideoInfo, str]:
+    """The info of a file decord refused or failed on (`why`), from the frames PyAV decodes (a cut
+    faststart MP4 still holds ~40 %), and the warning saying so; `failed` again when PyAV decodes none."""
+    found, note = _pyav_frames(path, probe.fps, probe.stated_frames, failed, why)
     return VideoInfo(num_frames=found, fps=probe.fps, height=probe.height, width=probe.width), note
+
+
+def _pyav_frames(path: Path, fps: float, stated: int, failed: VideoDecodeError, why: str) -> tuple[int, str]:
+    """How many frames PyAV decodes of a file decord failed on (those before the damage), and the warning
+    that says `why` and how many are used; `failed` again when PyAV decodes no frame either."""
+    found = count_decodable_frames(path)
+    if found < 1 or not fps > 0:
+        raise failed
+    claimed = f" of the {stated} its container claims" if stated > found else ""
+    frames = f"{found} frame{'s' if found != 1 else ''}{claimed}"
+    return found, f"{path}: {why}; PyAV decodes {frames}, using those"
+
+
+def _first_frames(timeline: Timeline | None, frames: int) -> Timeline | None:
+    """The timeline of a video's first `frames` frames (the last one runs until the next would start);
+    None when there is none, or it ends before them (the average rate is all there is then)."""
+    if timeline is None or frames >= len(timeline.starts):
+        return None
+    return Timeline(timeline.starts[:frames], timeline.starts[frames])
 
 
 def decode_clip(
@@ -378,9 +483,16 @@ def decode_clip(
     shorter_side: int | None = None,
 ) -> DecodedClip:
     """Open, plan and decode one video in one read (`shorter_side` as in `open_clip`); warns once when it
-    is too short and its last frame is repeated. For long videos, `open_clip(...).chunks` instead."""
-    clip = open_clip(path, frames, fps, num_threads, min_frames, shorter_side)
-    array = clip.read(clip.plan.indices)
+    is too short and its last frame is repeated. For long videos, `open_clip(...).chunks` instead.
+
+    No frame is handed over before the read ends, so wherever decord fails on a damaged file, the clip is
+    re-planned over the frames PyAV decodes (`OpenedClip._fall_back`) and read again."""
+    clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, None)
+    try:
+        array = clip.read(clip.plan.indices)
+    except VideoDecodeError as error:
+        clip._fall_back(error)
+        array = clip.read(clip.plan.indices)
     if warn:
         clip.print_warnings()
     return DecodedClip(frames=array, plan=clip.plan, info=clip.info)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,15 @@ class VideoProbe:
 
 NOT_A_VIDEO = "cannot open as a video (not a video, or truncated/corrupt)"
 UNREADABLE = "permission denied: make the file readable (chmod +r) or copy it"
+# Why a read of frames failed, for any failure but decord's padded rows (`read_frames`, `read_frames_pyav`).
+DAMAGED = "decoding failed (truncated or corrupt video)"
+
+
+def reencode_hint(path: str | os.PathLike[str]) -> str:
+    """How to repair a damaged video: FFmpeg decodes past damaged packets and writes a clean copy."""
+    name = Path(path).name
+    copy = shlex.quote(f"{Path(name).stem}-fixed.mp4")
+    return f"re-encode it (ffmpeg -i {shlex.quote(name)} -c:v libx264 {copy}) and use the copy"
 
 
 def check_file(path: str | os.PathLike[str]) -> Path:

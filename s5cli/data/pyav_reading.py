@@ -1,10 +1,10 @@
-"""Reading frames with PyAV where decord cannot: frames whose rows FFmpeg pads, and files decord will not open.
+"""Reading frames with PyAV where decord cannot: frames whose rows FFmpeg pads, and damaged files.
 
 Why a second decoder: decord cannot hand over frames of some widths (48 or 72 px: "from_size == to_size"),
-even unscaled, and refuses a whole file at its first bad packet (a faststart MP4 cut in half, of which
-PyAV still decodes the first 40 %). PyAV decodes in order from the start, no seeking: slower, so only for
-the videos decord refuses. Frames are turned as decord turns them (the display rotation), so both
-decoders hand over the same pictures.
+even unscaled, refuses a whole file at its first bad packet (a faststart MP4 cut in half, of which PyAV
+still decodes the first 40 %), and fails a whole read of frames when any lies past a damaged section. PyAV
+decodes in order from the start, no seeking: slower, so only for the videos decord refuses or fails on.
+Frames are turned as decord turns them (the display rotation), so both decoders hand over the same pictures.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from s5cli.data.probe import VideoDecodeError, error_detail
+from s5cli.data.probe import DAMAGED, VideoDecodeError, error_detail
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +35,7 @@ def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[in
                 if number >= last:
                     break
     except Exception as error:  # PyAV raises one error class per FFmpeg failure
-        raise VideoDecodeError(path, f"decoding failed (truncated or corrupt video){error_detail(error)}") from None
+        raise VideoDecodeError(path, f"{DAMAGED}{error_detail(error)}") from None
     missing = wanted - found.keys()
     if missing:
         raise VideoDecodeError(path, f"decoding failed: frame {min(missing)} is past the end of the video")
@@ -45,8 +45,8 @@ def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[in
 def count_decodable_frames(path: str | os.PathLike[str]) -> int:
     """How many frames PyAV decodes from the start before the first error (or the end).
 
-    One full pass, at the video's own size: only for a file decord would not open at all, where the
-    alternative is no result."""
+    One full pass, at the video's own size: only for a file decord would not open, or failed on before
+    any frame was handed over, where the alternative is no result."""
     import av
 
     count = 0

@@ -182,8 +182,8 @@ def encode_video(
 
 def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, trained: TrainedClips | None = None):
     """The video opened for the backbone with `clip_plan`'s frames; warns about padding, repeated frames and a
-    plan far longer than the model's clips before any decoding. UserError for an unreadable video or a start
-    past its last frame."""
+    plan far longer than the model's clips before decoding past the first chunk (`open_clip`). UserError for
+    an unreadable video or a start past its last frame."""
     from s5cli.cli.console import print_warning
     from s5cli.data.decode import VideoInfo, open_clip
     from s5cli.data.sampling import clip_plan

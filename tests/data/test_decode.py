@@ -437,3 +437,51 @@ def test_the_pyav_path_turns_frames_as_decord_does(tmp_path):
     assert by_decord.shape == (128, 64, 3)
     by_pyav = read_frames_pyav(path, [0], rotation=90)[0]
     assert np.abs(by_pyav.astype(int) - by_decord.astype(int)).mean() < 3
+
+
+def test_a_video_decord_fails_on_partway_is_read_with_pyav_up_to_the_damage(tmp_path, capsys):
+    """decord opens a file damaged in the middle (its index is whole), then fails every read that reaches
+    the damage (by timing, even its first frame): the video was lost although 20 frames are intact."""
+    from s5cli.data.decode import open_clip, read_frames
+    from tests.data.video_files import damage_packets
+
+    source = write_video(tmp_path / "source.mp4", frames=40, size=64)
+    damaged = damage_packets(source, tmp_path / "damaged.mp4", first=20, count=5)
+    with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
+        read_frames(open_video(damaged, num_threads=1), [5, 15, 25, 35], damaged)  # decord alone
+    note = (f"{damaged}: decord failed partway through it (damaged?); PyAV decodes 20 frames of the 40 its "
+            "container claims, using those")
+    clip = decode_clip(damaged, frames=4, fps=None, num_threads=1)
+    assert clip.info.num_frames == 20 and clip.plan.indices == (2, 7, 12, 17)  # plan_frames over the 20
+    levels = clip.frames[:, 40, 40, 0].astype(int)
+    assert all(abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True))
+    assert " ".join(capsys.readouterr().err.split()) == f"warning: {note}"
+    opened = open_clip(damaged, 4, None, num_threads=1, shorter_side=32)  # as extraction opens it
+    assert opened.pyav and opened.plan == clip.plan and opened.warnings() == [note]
+    assert np.array_equal(np.concatenate(list(opened.chunks())), clip.frames)
+    # An fps plan keeps its rule: every frame of the 20 at the video's 8 fps, padded up to `min_frames`.
+    padded = decode_clip(damaged, frames=None, fps=8.0, num_threads=1, min_frames=24, warn=False).plan
+    assert padded.indices == (*range(20), 19, 19, 19, 19) and padded.padded == 4
+
+
+def test_a_video_damaged_after_its_first_chunk_says_how_far_decoding_got(tmp_path, monkeypatch):
+    """Once chunks were handed over the plan cannot change: the error says where the damage begins and how
+    to repair the file, instead of "truncated or corrupt" after minutes of a film."""
+    from s5cli.data import decode
+    from tests.data.video_files import damage_packets
+
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 16)
+    source = write_video(tmp_path / "source.mp4", frames=240, size=32)
+    damaged = damage_packets(source, tmp_path / "film.mp4", first=200, count=5)
+    clip = decode.open_clip(source, None, 8.0, num_threads=1)  # every frame, the first 16 decoded
+    # decord's read-ahead decides by timing how soon before frame 200 it fails, even on the first chunk: the
+    # clip gets the damaged copy of its film only once that chunk is decoded.
+    clip.path, clip.reader = damaged, decode.open_video(damaged, num_threads=1)
+    handed = 0
+    with pytest.raises(VideoDecodeError) as caught:
+        for chunk in clip.chunks():
+            handed += len(chunk)
+    assert 16 <= handed <= 192  # frames 192-207 are one chunk
+    assert str(caught.value) == (
+        f"{damaged}: decoding failed after frame {handed} of 240 (damaged from there?): re-encode it "
+        "(ffmpeg -i film.mp4 -c:v libx264 film-fixed.mp4) and use the copy")

@@ -255,6 +255,22 @@ def test_a_video_failing_part_way_is_skipped_and_the_next_one_is_whole(tmp_path,
     assert "skipping video -vid01" in capsys.readouterr().err
 
 
+def test_a_video_decord_fails_on_is_extracted_from_the_frames_pyav_decodes(tmp_path, setup, capsys):
+    """decord opens a file damaged in the middle and fails on its frames: it was skipped, although the
+    frames before the damage decode. The plan, and so the cache's metadata, covers those frames."""
+    from tests.data.video_files import damage_packets
+
+    _, settings, cache = setup
+    source = write_video(tmp_path / "source.mp4", frames=40)
+    damaged = damage_packets(source, tmp_path / "videos" / "-vid00.mp4", first=20, count=5)
+    report = extract_records([VideoRecord("-vid00", damaged, 0)], settings, cache, decode_threads=1,
+                             show_progress=False)
+    assert report.extracted == 1 and report.failed == []
+    tokens, meta = cache.load("-vid00")
+    assert tokens.shape[0] == 4 and meta["video_frames"] == "20" and meta["frame_indices"] == "[2, 7, 12, 17]"
+    assert "decord failed partway through it (damaged?); PyAV decodes 20 frames" in capsys.readouterr().err
+
+
 def test_extraction_holds_a_few_decoded_chunks_not_the_whole_video(tmp_path, monkeypatch):
     """Decoding runs a bounded distance ahead of the backbone: a film's crops never all exist at once."""
     from s5cli.data import decode

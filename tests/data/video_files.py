@@ -58,3 +58,20 @@ def write_variable_rate_video(path: Path, starts_ms: list[int], size: int = 32) 
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def damage_packets(source: Path, path: Path, first: int, count: int) -> Path:
+    """A copy of the mp4 `source` at `path` whose video packets `first` to `first + count - 1` are overwritten
+    with a fixed junk pattern in place: the index (moov) still lists every frame, so decord opens the file
+    and fails only when it decodes past the damage, while PyAV decodes the `first` frames before it."""
+    import av
+
+    with av.open(str(source)) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
+    start = packets[first][0]
+    end = packets[first + count - 1][0] + packets[first + count - 1][1]
+    data = bytearray(source.read_bytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data[start:end] = bytes((3 + 7 * i) % 256 for i in range(end - start))
+    path.write_bytes(bytes(data))
+    return path
