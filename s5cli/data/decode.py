@@ -225,7 +225,7 @@ class OpenedClip:
     rotation: int = 0  # display rotation in degrees (decord applies it; the PyAV path turns its frames too)
     decoder_note: str | None = None  # why PyAV decodes this file, for the warnings (decord refused or failed)
     stated_frames: int = 0  # frames the container claims (0: it does not say; see `truncation_warning`)
-    planner: Callable[[VideoInfo], FramePlan] | None = None  # how `plan` was made, to re-plan (`_fall_back`)
+    planner: Callable[[VideoInfo], FramePlan] | None = None  # how `plan` was made, to re-plan (`_recover`)
     held: np.ndarray | None = field(default=None, repr=False, compare=False)  # first chunk (`open_clip`)
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
@@ -251,69 +251,66 @@ class OpenedClip:
         (a per-frame map such as `resized_crops`, so the chunking does not change the numbers). The first
         chunk is the one `open_clip` decoded already (`held`)."""
         held, self.held = self.held, None
-        for start in range(0, len(self.plan.indices), DECODE_CHUNK_FRAMES):
-            if start == 0 and held is not None:
-                frames, held = held, None
-            else:
-                frames = self._read_handed_on(start)
+        step = DECODE_CHUNK_FRAMES
+        for start in range(0, len(self.plan.indices), step):
+            frames = held if start == 0 and held is not None else self._read_span(start, start + step)
+            held = None
             yield frames if transform is None else transform(frames)
 
     def _decode_first_chunk(self) -> None:
         """Decode the first chunk now (kept in `held` for `chunks`), while the plan may still change.
 
         Why at once: callers take the plan (its length, the cache's metadata, the warnings) as soon as the
-        clip is open, and decord fails on a damaged file only when it reads frames. A failure here re-plans
-        the clip over the frames PyAV decodes before the damage (`_fall_back`); once the first chunk has
-        been handed over, the plan can no longer change. decord decodes ahead of the frames asked for, so
-        damage shortly past the first chunk may fail it too, by timing: the re-plan is the better outcome.
-        """
+        clip is open, and decord fails on a damaged file only when it reads frames (`_recover`)."""
         if self.pyav or not self.plan.indices:
             return
-        try:
-            self.held = self._read_chunk(0)
-        except VideoDecodeError as error:
-            self._fall_back(error)
+        self.held = self._read_span(0, DECODE_CHUNK_FRAMES)
 
-    def _read_chunk(self, start: int) -> np.ndarray:
-        """The plan's `DECODE_CHUNK_FRAMES` frames from position `start`; then decord's read-ahead is dropped
-        when the next chunk pays little for it (`_drop_read_ahead`)."""
-        indices, step = self.plan.indices, DECODE_CHUNK_FRAMES
-        part = indices[start : start + step]
-        frames = self.read(part, first=start == 0)
-        upcoming = indices[start + step : start + 2 * step]
+    def _read_span(self, start: int, stop: int | None) -> np.ndarray:
+        """The plan's frames `[start:stop]` (`read`, `_recover` where that fails); then decord's read-ahead is
+        dropped when the next chunk pays little for it (`_drop_read_ahead`)."""
+        part = self.plan.indices[start:stop]
+        try:
+            frames = self.read(part, first=start == 0)
+        except VideoDecodeError as error:
+            return self._recover(error, start, stop)
+        upcoming = self.plan.indices[stop : stop + DECODE_CHUNK_FRAMES] if stop is not None else ()
         if upcoming and not self.pyav:
             self._drop_read_ahead(max(part) + 1, upcoming)
         return frames
 
-    def _read_handed_on(self, start: int) -> np.ndarray:
-        """`_read_chunk`, for a chunk after frames were handed over: a failure then says how far decoding got
-        and how to repair the file, since the plan the caller holds cannot shrink to the frames before it.
-        Not retried with PyAV: it decodes from the first frame on each read (most of a film, late in one),
-        and it stops at the same damage, so the frames past it stay out of reach."""
-        try:
-            return self._read_chunk(start)
-        except VideoDecodeError as error:
-            if start == 0:
-                raise
-            raise self._failed_after(error, max(self.plan.indices[:start]) + 1) from None
+    def _recover(self, error: VideoDecodeError, start: int, stop: int | None) -> np.ndarray:
+        """The plan's frames `[start:stop]` of a video whose read failed, with the same outcome however decord
+        failed.
 
-    def _failed_after(self, error: VideoDecodeError, decoded: int) -> VideoDecodeError:
-        """`error` for a video whose frames up to frame `decoded` (counted from 1) were handed over."""
-        detail = str(error).partition(DAMAGED)[2]
-        return VideoDecodeError(self.path, f"decoding failed after frame {decoded} of {self.info.num_frames} "
-                                f"(damaged from there?){detail}: {reencode_hint(self.path)}")
-
-    def _fall_back(self, error: VideoDecodeError) -> None:
-        """Re-plan the clip over the frames PyAV decodes, and read them with PyAV from now on, after decord
-        failed on a damaged file before any frame was handed over; `error` again where that cannot help
-        (PyAV reads this clip already, or decodes no frame either)."""
-        if self.pyav or self.planner is None:
+        Why PyAV's count decides: decord decodes ahead of the frames asked for, so damage shortly past them
+        fails a read by timing. PyAV counts the frames before the damage (one pass, for damaged files only;
+        `_pyav_frames`) and reads from then on: frames all before it are the same pictures decord gives. A
+        plan needing frames past it is re-planned over those frames while none were handed over (`start`
+        0: the first chunk, or a whole clip), and fails saying how far it got otherwise: the plan the
+        caller holds cannot shrink then. `error` again where PyAV decodes no frame, or failed itself on a
+        clip it reads already."""
+        part = self.plan.indices[start:stop]
+        found: int | None = None
+        if not self.pyav:
+            found, self.decoder_note = _pyav_frames(self.path, self.info.fps, self.stated_frames, error,
+                                                    DECORD_FAILED)
+            self.reader, self.keyframes, self.scaled, self.pyav = None, None, False, True
+            if max(part) < found:
+                return read_frames_pyav(self.path, part, self.rotation)
+        if start:
+            raise self._failed_after(max(self.plan.indices[:start]) + 1) from None
+        if found is None or self.planner is None:
             raise error
-        found, note = _pyav_frames(self.path, self.info.fps, self.stated_frames, error, DECORD_FAILED)
         self.info = replace(self.info, num_frames=found, timeline=_first_frames(self.info.timeline, found))
         self.plan = self.planner(self.info)
-        self.reader, self.keyframes, self.scaled, self.held = None, None, False, None
-        self.pyav, self.decoder_note = True, note
+        return read_frames_pyav(self.path, self.plan.indices[start:stop], self.rotation)
+
+    def _failed_after(self, decoded: int) -> VideoDecodeError:
+        """The error of a video whose frames up to frame `decoded` (counted from 1) were handed over. No
+        decoder's detail: which decoder met the damage first (`_recover`) is a matter of timing."""
+        return VideoDecodeError(self.path, f"decoding failed after frame {decoded} of {self.info.num_frames} "
+                                f"(damaged from there?): {reencode_hint(self.path)}")
 
     def _drop_read_ahead(self, position: int, upcoming: tuple[int, ...] | list[int]) -> None:
         """Empty decord's queue of frames decoded ahead, when the next read pays little for it.
@@ -485,14 +482,10 @@ def decode_clip(
     """Open, plan and decode one video in one read (`shorter_side` as in `open_clip`); warns once when it
     is too short and its last frame is repeated. For long videos, `open_clip(...).chunks` instead.
 
-    No frame is handed over before the read ends, so wherever decord fails on a damaged file, the clip is
-    re-planned over the frames PyAV decodes (`OpenedClip._fall_back`) and read again."""
+    No frame is handed over before the read ends, so wherever decord fails on a damaged file, the clip can be
+    re-planned over the frames PyAV decodes (`OpenedClip._recover`)."""
     clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, None)
-    try:
-        array = clip.read(clip.plan.indices)
-    except VideoDecodeError as error:
-        clip._fall_back(error)
-        array = clip.read(clip.plan.indices)
+    array = clip._read_span(0, None)
     if warn:
         clip.print_warnings()
     return DecodedClip(frames=array, plan=clip.plan, info=clip.info)
