@@ -24,7 +24,7 @@ from s5cli.data.probe import (
     probe_video,
     reencode_hint,
 )
-from s5cli.data.pyav_reading import count_decodable_frames, read_frames_pyav
+from s5cli.data.pyav_reading import PyAVFrameReader, count_decodable_frames
 from s5cli.data.sampling import FramePlan, Timeline, fps_plan, timeline_if_variable, uniform_plan
 from s5cli.errors import UserError
 
@@ -227,6 +227,7 @@ class OpenedClip:
     stated_frames: int = 0  # frames the container claims (0: it does not say; see `truncation_warning`)
     planner: Callable[[VideoInfo], FramePlan] | None = None  # how `plan` was made, to re-plan (`_recover`)
     held: np.ndarray | None = field(default=None, repr=False, compare=False)  # first chunk (`open_clip`)
+    pyav_reader: PyAVFrameReader | None = field(default=None, repr=False, compare=False)  # made when first used
 
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
         """Frames at `indices` (`read_frames`). decord fails for some frame widths (48 or 72 px: "from_size
@@ -234,7 +235,7 @@ class OpenedClip:
         at full size (the later resize gives the same clip), and a video whose own width fails is read with
         PyAV from then on (`read_frames_pyav`)."""
         if self.pyav:
-            return read_frames_pyav(self.path, indices, self.rotation)
+            return self._read_pyav(indices)
         try:
             return read_frames(self.reader, indices, self.path)
         except VideoDecodeError as error:
@@ -244,7 +245,13 @@ class OpenedClip:
                 self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None
                 return self.read(indices, first)
         self.pyav = True
-        return read_frames_pyav(self.path, indices, self.rotation)
+        return self._read_pyav(indices)
+
+    def _read_pyav(self, indices: list[int] | tuple[int, ...]) -> np.ndarray:
+        """Frames at `indices` from PyAV, whose decoder stays open from one chunk to the next."""
+        if self.pyav_reader is None:
+            self.pyav_reader = PyAVFrameReader(self.path, self.rotation)
+        return self.pyav_reader.read(indices)
 
     def chunks(self, transform: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
         """The planned frames, `DECODE_CHUNK_FRAMES` at a time, each chunk through `transform` if given
@@ -297,14 +304,14 @@ class OpenedClip:
                                                     DECORD_FAILED)
             self.reader, self.keyframes, self.scaled, self.pyav = None, None, False, True
             if max(part) < found:
-                return read_frames_pyav(self.path, part, self.rotation)
+                return self._read_pyav(part)
         if start:
             raise self._failed_after(max(self.plan.indices[:start]) + 1) from None
         if found is None or self.planner is None:
             raise error
         self.info = replace(self.info, num_frames=found, timeline=_first_frames(self.info.timeline, found))
         self.plan = self.planner(self.info)
-        return read_frames_pyav(self.path, self.plan.indices[start:stop], self.rotation)
+        return self._read_pyav(self.plan.indices[start:stop])
 
     def _failed_after(self, decoded: int) -> VideoDecodeError:
         """The error of a video whose frames up to frame `decoded` (counted from 1) were handed over. No

@@ -10,6 +10,7 @@ Frames are turned as decord turns them (the display rotation), so both decoders 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from s5cli.data.probe import DAMAGED, VideoDecodeError, error_detail
@@ -18,28 +19,73 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[int, ...], rotation: int = 0) -> np.ndarray:
-    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB, decoded in order, turned by `rotation` degrees."""
-    import av
-    import numpy as np
+class PyAVFrameReader:
+    """Frames of one video by index, decoded in order by PyAV, the decoder kept open between reads.
 
-    wanted = set(indices)
-    last = max(wanted)
-    found: dict[int, np.ndarray] = {}
-    turns = (rotation // 90) % 4
-    try:
-        with av.open(str(path)) as container:
-            for number, frame in enumerate(container.decode(video=0)):
+    Why kept open: a clip is read a chunk at a time (`OpenedClip.chunks`), each chunk after the last, and
+    reopening the file decoded a film from its first frame again for every chunk (hours for a 2-hour film
+    at 1 fps: chunks x position). A read that starts before the decoder's position opens the file again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], rotation: int = 0) -> None:
+        self.path = path
+        self.turns = (rotation // 90) % 4
+        self.decoded = 0  # frames decoded in all, for tests and profiles
+        self._container = None
+        self._frames: Iterator | None = None
+        self._position = 0  # number of the next frame `_frames` yields
+
+    def read(self, indices: list[int] | tuple[int, ...]) -> np.ndarray:
+        """Frames at `indices` as `(T, H, W, 3)` uint8 RGB, turned by the rotation."""
+        import numpy as np
+
+        wanted = set(indices)
+        last = max(wanted)
+        if self._frames is None or min(wanted) < self._position:
+            self._open()
+        found: dict[int, np.ndarray] = {}
+        try:
+            for frame in self._frames:
+                number, self._position = self._position, self._position + 1
+                self.decoded += 1
                 if number in wanted:
-                    found[number] = np.rot90(frame.to_ndarray(format="rgb24"), turns)
+                    found[number] = np.rot90(frame.to_ndarray(format="rgb24"), self.turns)
                 if number >= last:
                     break
-    except Exception as error:  # PyAV raises one error class per FFmpeg failure
-        raise VideoDecodeError(path, f"{DAMAGED}{error_detail(error)}") from None
-    missing = wanted - found.keys()
-    if missing:
-        raise VideoDecodeError(path, f"decoding failed: frame {min(missing)} is past the end of the video")
-    return np.ascontiguousarray(np.stack([found[i] for i in indices]))
+        except Exception as error:  # PyAV raises one error class per FFmpeg failure
+            self.close()
+            raise VideoDecodeError(self.path, f"{DAMAGED}{error_detail(error)}") from None
+        missing = wanted - found.keys()
+        if missing:
+            self.close()
+            raise VideoDecodeError(self.path, f"decoding failed: frame {min(missing)} is past the end of the video")
+        return np.ascontiguousarray(np.stack([found[i] for i in indices]))
+
+    def _open(self) -> None:
+        import av
+
+        self.close()
+        try:
+            self._container = av.open(str(self.path))
+        except Exception as error:
+            raise VideoDecodeError(self.path, f"{DAMAGED}{error_detail(error)}") from None
+        self._frames = iter(self._container.decode(video=0))
+
+    def close(self) -> None:
+        """Let the file go (the next read opens it again)."""
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames, self._position = None, None, 0
+
+
+def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[int, ...], rotation: int = 0) -> np.ndarray:
+    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB, decoded in order, turned by `rotation` degrees
+    (one read: `PyAVFrameReader` for several)."""
+    reader = PyAVFrameReader(path, rotation)
+    try:
+        return reader.read(indices)
+    finally:
+        reader.close()
 
 
 def count_decodable_frames(path: str | os.PathLike[str]) -> int:

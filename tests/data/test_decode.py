@@ -487,3 +487,21 @@ def test_a_video_damaged_after_its_first_chunk_says_how_far_decoding_got(tmp_pat
         assert str(caught.value) == (
             f"{damaged}: decoding failed after frame 192 of 240 (damaged from there?): re-encode it "
             "(ffmpeg -i film.mp4 -c:v libx264 film-fixed.mp4) and use the copy")
+
+
+def test_pyav_reads_a_clip_chunk_by_chunk_in_one_pass(tmp_path, monkeypatch):
+    """PyAV has no seeking here: reopening the file for every chunk decoded a film from its first frame
+    again each time (chunks x position frames: 1,920 for these 240). Kept open, each frame is decoded once,
+    and the frames are decord's."""
+    from s5cli.data import decode
+
+    monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 16)
+    path = write_video(tmp_path / "film.mp4", frames=240, size=32)
+    by_decord = np.concatenate(list(decode.open_clip(path, None, 8.0, num_threads=1).chunks()))
+    clip = decode.open_clip(path, None, 8.0, num_threads=1)
+    clip.pyav, clip.held = True, None  # as after a decord failure
+    by_pyav = np.concatenate(list(clip.chunks()))
+    assert clip.pyav_reader.decoded == 240
+    assert np.abs(by_pyav.astype(int) - by_decord.astype(int)).max() <= 3
+    again = clip.read([3, 5])  # an earlier frame: the file is opened again
+    assert np.array_equal(again, by_pyav[[3, 5]]) and clip.pyav_reader.decoded == 240 + 6
