@@ -192,6 +192,7 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     asked: list[int] = []  # the plan's length before padding was capped (see `cap_padding`)
 
     def plan_from_start(info: VideoInfo):
+        asked.clear()  # a damaged video is planned again over the frames before the damage (`open_clip`)
         if fps is not None and frames is None and fps > MAX_FPS_OVER_SOURCE * info.fps:
             # Over the whole video every source frame would repeat fps / info.fps times: --fps 1000 on a 25 fps
             # video decoded, encoded and drew 2,000 frames (1.6 GB) to show 50, and --fps 1e5 ran out of
