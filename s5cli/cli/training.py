@@ -65,7 +65,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                             "split names (missing ones are skipped)")
         model = job.build_model_from_recipe(recipe, task.num_outputs)
         if init_dir is not None:
-            job.init_from_pretrained(model, init_dir, recipe.train.init)
+            job.init_from_pretrained(model, init_dir, recipe.train.init, recipe_to_dict(recipe)["model"])
         module = model
         if objective == "lsmcl":
             from s5cli.models.lsmcl import LSMCL

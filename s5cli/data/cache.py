@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = "s5cli-tokens/1"
 TOKENS_KEY = "tokens"
+SOURCE_BYTES = "source_bytes"  # metadata: size of the video file the tokens were extracted from
 DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -127,6 +128,18 @@ def verify_safetensors(path: Path) -> str | None:
     return None
 
 
+def _stored_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's header (empty when it has none or cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(min(header_len, 100_000_000)))
+    except (OSError, ValueError, struct.error, UnicodeDecodeError):
+        return {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return {k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {}
+
+
 def _offsets(entry: dict) -> tuple[int, int] | None:
     """An entry's (start, end) data offsets, or None when the header does not hold two integers there."""
     offsets = entry.get("data_offsets")
@@ -166,6 +179,29 @@ class FeatureCache:
             self._report(path, problem)
             return False
         return True
+
+    def changed_source(self, video_id: str, source: str | os.PathLike[str]) -> str | None:
+        """Why the cached tokens of `video_id` were not extracted from `source` as it is now, else None.
+
+        Why: tokens are found by video id alone, so a video replaced in data.root (a download redone, a
+        re-encode, another folder of the same ids) was read from its old tokens forever, while `eval --video`
+        on the same file decoded the new one. The file's name and size are stored when it is extracted
+        (entries written before that carry only the name); a copy to another disk keeps both, so moving the
+        data does not extract it again. A file that cannot be read now, or an entry without them, counts
+        as unchanged.
+        """
+        source = Path(source)
+        stored = _stored_metadata(self.path(video_id))
+        try:
+            size = source.stat().st_size
+        except OSError:
+            return None
+        name, stored_size = stored.get("source"), stored.get(SOURCE_BYTES)
+        if name and name != source.name:
+            return f"extracted from {name}, now {source.name}"
+        if stored_size and stored_size != str(size):
+            return f"{source.name} was {stored_size} bytes, now {size}"
+        return None
 
     def cached_ids(self) -> set[str]:
         """Ids with a file in the cache folder (not verified)."""

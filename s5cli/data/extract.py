@@ -8,6 +8,7 @@ tokens (the backbone pass that `eval --video` and `visualize-mask` share) is `s5
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import SOURCE_BYTES, ExtractionSettings, FeatureCache
 from s5cli.data.decode import OpenedClip, VideoDecodeError
 from s5cli.data.encode import (
     BACKBONE_BATCH_FRAMES,
@@ -88,13 +89,16 @@ class _VideoFailed:
 
 
 def _cache_metadata(clip: OpenedClip) -> dict[str, str]:
-    return {
+    metadata = {
         "source": clip.path.name,
         "video_frames": str(clip.info.num_frames),
         "video_fps": f"{clip.info.fps:.6g}",
         "padded": str(clip.plan.padded),
         "frame_indices": json.dumps(list(clip.plan.indices)),
     }
+    with contextlib.suppress(OSError):  # what `FeatureCache.changed_source` compares on later runs
+        metadata[SOURCE_BYTES] = str(os.stat(clip.path).st_size)
+    return metadata
 
 
 def _decoded_videos(
@@ -142,12 +146,18 @@ def extract_records(
     mine = list(records)[index::count]
     started = time.perf_counter()
     report = ExtractReport()
-    todo = []
+    todo, changed = [], []
     for record in mine:
-        if cache.has(record.video_id):
-            report.reused += 1
-        else:
+        if not cache.has(record.video_id):
             todo.append(record)
+        elif (reason := cache.changed_source(record.video_id, record.path)) is not None:
+            changed.append(f"{record.video_id} ({reason})")
+            todo.append(record)
+        else:
+            report.reused += 1
+    if changed:
+        print_warning(f"{len(changed)} videos changed since their tokens were cached, extracting them again: "
+                      f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}")
     if not todo:
         report.seconds = time.perf_counter() - started
         return report

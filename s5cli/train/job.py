@@ -58,23 +58,82 @@ def resolve_init(spec: str) -> Path:
         raise UserError(f"train.init={spec}: {error}") from None
 
 
-def init_from_pretrained(model: Any, directory: Path, spec: str) -> None:
-    """Load encoder weights from an LSMCL (or any s5cli) checkpoint, skipping the classification head."""
+# Model settings that decide which weights a model holds and their shapes; the others (dropout, the keep
+# ratio, ...) may differ between pretraining and finetuning.
+WEIGHT_SETTINGS = ("name", "d_input", "d_model", "n_blocks", "d_state", "kernel", "bidirectional",
+                   "guide_channels", "mg_hidden", "selector", "depth", "heads", "mlp_ratio", "max_frames",
+                   "max_tokens_per_frame")
+# S5's token selection: a model that selects no tokens (S4, `selector: none`) has no place for these weights.
+SELECTION_PREFIXES = ("guide.", "mask_generator.")
+
+
+def init_from_pretrained(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None) -> None:
+    """Load encoder weights from an LSMCL (or any s5cli) checkpoint, leaving a head of another shape alone.
+
+    Every weight of the model but its head comes from the checkpoint, and every weight of the checkpoint
+    must have a place in the model: only S5's token selection may be left out, with a warning, when the
+    model selects no tokens. Why: a checkpoint of more blocks than the recipe's model (pretrained with
+    n_blocks=3, finetuned with 1) loaded its first block and dropped the rest without a word.
+    `recipe_model` (the recipe's `model` section) lets the error name the settings that differ.
+    """
     from s5cli.train import checkpoint as ckpt
 
     meta = ckpt.read_metadata(directory)
     state = ckpt.load_state(directory)
     if meta.get("objective") == "lsmcl":
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    state = {k: v for k, v in state.items() if not any(part in k for part in ckpt.RETIRED_KEY_PARTS)}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and (k not in own or own[k].shape != v.shape))}
     missing = [k for k in own if k not in state and not k.startswith("head.")]
-    if missing:
-        raise UserError(
-            f"train.init={spec}: checkpoint does not fit model {meta.get('model_name')!r} → recipe model; "
-            f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})"
-        )
+    unused = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if unused and not missing and not wrong and all(k.startswith(SELECTION_PREFIXES) for k in unused):
+        from s5cli.cli.console import print_warning
+
+        settings = recipe_model or {}
+        which = ("model.selector=none" if settings.get("selector") == "none"
+                 else f"model.name={settings.get('name', model.__class__.__name__)}")
+        print_warning(f"train.init={spec}: its token selection ({len(unused)} tensors of the guide and mask "
+                      f"generator) is left out, as this model ({which}) selects no tokens; the rest is loaded")
+        state = {k: v for k, v in state.items() if k in own}
+    elif missing or unused or wrong:
+        parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in (
+            (missing, "weights missing"), (unused, "weights without a place"), (wrong, "weights of another shape"))
+            if keys]
+        differs = _settings_that_differ(meta, recipe_model)
+        cause = (f"it was trained with {differs}" if differs
+                 else f"it holds a {meta.get('model_name') or 'different'} model of other settings")
+        raise UserError(f"train.init={spec} does not fit the recipe's model: {cause}; {', '.join(parts)}: use the "
+                        "checkpoint's model settings, or another train.init")
     ckpt.load_into(model, state, f"train.init={spec}", strict=False)
+
+
+def _settings_that_differ(meta: dict[str, str], recipe_model: dict[str, Any] | None) -> str:
+    """`model.n_blocks=2 (recipe: 1), ...` for the weight-shaping settings in which a checkpoint's stored recipe
+    and this recipe differ; empty when either is unknown or none differs."""
+    import json
+
+    if not recipe_model:
+        return ""
+    try:
+        stored = json.loads(meta.get("recipe") or "{}").get("model")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(stored, dict):
+        return ""
+    from s5cli.models.registry import UnknownModelError, canonical_name
+
+    def same(key: str) -> bool:
+        if key != "name":
+            return stored.get(key) == recipe_model.get(key)
+        try:
+            return canonical_name(str(stored.get(key))) == canonical_name(str(recipe_model.get(key)))
+        except UnknownModelError:
+            return False
+
+    keys = [key for key in WEIGHT_SETTINGS if key in stored and key in recipe_model and not same(key)]
+    return ", ".join(f"model.{key}={stored[key]} (recipe: {recipe_model[key]})" for key in keys)
 
 
 def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, overrides: Sequence[str] = ()) -> Path:

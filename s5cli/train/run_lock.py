@@ -22,8 +22,9 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".training.lock"
-# real path of a run folder -> (descriptor holding its lock, whether this process created the folder)
-_held: dict[str, tuple[int, bool]] = {}
+# real path of a run folder -> (descriptor holding its lock, the outermost folder this process created for it,
+# None when the run folder existed)
+_held: dict[str, tuple[int, Path | None]] = {}
 
 
 def hold_run_folder(out_dir: Path) -> None:
@@ -34,7 +35,7 @@ def hold_run_folder(out_dir: Path) -> None:
     key = os.path.realpath(out_dir)
     if key in _held:
         return
-    created = not out_dir.exists()
+    created = _outermost_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         fd = open_regular_file(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -54,7 +55,8 @@ def hold_run_folder(out_dir: Path) -> None:
 
 
 def release_run_folder(out_dir: Path) -> None:
-    """Give the lock back; a folder this process created and never wrote into goes too.
+    """Give the lock back; a folder this process created and never wrote into goes too, with the empty
+    folders made for it (`runs/` of `runs/synthetic`).
 
     Why remove it: a command that fails its checks after taking the lock (a mistyped --device, a missing
     train.init, data not found) otherwise left an empty run folder holding only the lock file, named
@@ -65,12 +67,28 @@ def release_run_folder(out_dir: Path) -> None:
         return
     fd, created = held
     try:
-        if created and os.listdir(out_dir) == [LOCK_NAME]:
+        if created is not None and os.listdir(out_dir) == [LOCK_NAME]:
             # Still holding the lock, so no other trainer is using the folder; one that races in now finds
             # no folder, or a new lock file that makes rmdir fail (then the folder stays, as before).
             os.unlink(Path(out_dir) / LOCK_NAME)
             os.rmdir(out_dir)
+            # The folders made for it too (`runs/` of the bundled `runs/synthetic`), while they are empty.
+            folder = Path(out_dir)
+            while folder != created and created in folder.parents:
+                folder = folder.parent
+                os.rmdir(folder)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+def _outermost_missing(folder: Path) -> Path | None:
+    """The outermost of `folder` and its parents that does not exist yet (what `mkdir(parents=True)` makes
+    first), None when `folder` exists."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing

@@ -103,6 +103,31 @@ def test_rerun_reuses_finished_videos_and_redoes_corrupt_ones(tmp_path, setup, c
     assert "corrupt cache entry" in capsys.readouterr().err
 
 
+def test_a_video_replaced_under_its_id_is_extracted_again_and_a_moved_copy_is_not(tmp_path, setup, capsys):
+    """Tokens are found by id: a video replaced in data.root kept its old tokens, while `eval --video` on the
+    same file decoded the new one."""
+    import shutil
+
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 2, frames=4)
+    extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    old = cache.load("-vid01")[0]
+    write_video(records[1].path, frames=9, size=80)  # another download of the same id
+    capsys.readouterr()
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert (report.extracted, report.reused) == (1, 1)
+    assert "1 videos changed since their tokens were cached" in " ".join(capsys.readouterr().err.split())
+    new, _ = cache.load("-vid01")
+    reference = FeatureCache(tmp_path / "reference", settings)
+    extract_records(records[1:], settings, reference, decode_threads=1, show_progress=False)
+    assert torch.equal(new, reference.load("-vid01")[0]) and not torch.equal(new, old)
+    # The same files copied to another folder (new times, same names and sizes): nothing to extract.
+    shutil.copytree(tmp_path / "videos", tmp_path / "moved")
+    moved = [VideoRecord(r.video_id, tmp_path / "moved" / r.path.name, r.label) for r in records]
+    report = extract_records(moved, settings, cache, decode_threads=1, show_progress=False)
+    assert (report.extracted, report.reused) == (0, 2)
+
+
 def test_short_video_is_padded_and_warned_once(tmp_path, setup, capsys):
     _, settings, cache = setup
     records = [VideoRecord("short", write_video(tmp_path / "short.mp4", frames=2), 0)]

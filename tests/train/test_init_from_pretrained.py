@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from s5cli.errors import UserError
 from s5cli.models.lsmcl import LSMCL, LSMCLConfig
@@ -51,3 +52,49 @@ def test_a_checkpoint_of_another_width_is_refused_naming_the_key(tmp_path: Path)
     model = build_model("s5", {**S5_SMALL, "d_model": 64}, 3)
     with pytest.raises(UserError, match=r"train\.init=pre"):
         init_from_pretrained(model, resolve_init(str(tmp_path / "pre")), "pre")
+
+
+def _saved_with_recipe(folder: Path, name: str, settings: dict) -> nn.Module:
+    """A finetuned model saved as its run's checkpoint, its recipe's model section in the metadata."""
+    torch.manual_seed(3)
+    model = build_model(name, settings, 3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1)
+    recipe = {"model": {"name": name, **settings}}
+    step = ckpt.save_checkpoint(folder / "checkpoints" / "step-0000001", model,
+                                {"model_name": name, "num_outputs": "3", "objective": "supervised",
+                                 "recipe": json.dumps(recipe)})
+    ckpt.set_latest(folder, step)
+    return model
+
+
+def test_a_checkpoint_of_more_blocks_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """Its first block used to load and the others were dropped without a word."""
+    _saved_with_recipe(tmp_path / "pre", "s5", S5_SMALL)
+    one_block = {**S5_SMALL, "n_blocks": 1}
+    model = build_model("s5", one_block, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match=r"train\.init=pre does not fit .* model\.n_blocks=2 \(recipe: 1\); "
+                                        r"\d+ weights without a place \(e\.g\. decoder\.blocks\.1\."):
+        init_from_pretrained(model, resolve_init(str(tmp_path / "pre")), "pre", {"name": "s5", **one_block})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_an_s5_checkpoint_into_s4_leaves_out_only_the_selection_and_says_so(tmp_path: Path, capsys) -> None:
+    trained = _saved_with_recipe(tmp_path / "pre", "s5", S5_SMALL).state_dict()
+    decoder = {k: v for k, v in S5_SMALL.items() if k not in ("guide_channels",)}
+    model = build_model("s4", decoder, 3)
+    init_from_pretrained(model, resolve_init(str(tmp_path / "pre")), "pre", {"name": "s4", **decoder})
+    loaded = model.state_dict()
+    assert loaded and all(torch.equal(v, trained[k]) for k, v in loaded.items())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "train.init=pre: its token selection" in err and "(model.name=s4) selects no tokens" in err
+
+
+def test_an_s4_checkpoint_into_s5_names_the_model(tmp_path: Path) -> None:
+    decoder = {k: v for k, v in S5_SMALL.items() if k not in ("guide_channels",)}
+    _saved_with_recipe(tmp_path / "pre", "s4", decoder)
+    with pytest.raises(UserError, match=r"model\.name=s4 \(recipe: s5\); \d+ weights missing \(e\.g\. guide\."):
+        init_from_pretrained(build_model("s5", S5_SMALL, 3), resolve_init(str(tmp_path / "pre")), "pre",
+                             {"name": "s5", **S5_SMALL})
