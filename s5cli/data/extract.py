@@ -156,7 +156,8 @@ def extract_records(
         else:
             report.reused += 1
     if changed:
-        print_warning(f"{len(changed)} videos changed since their tokens were cached, extracting them again: "
+        videos = "1 video" if len(changed) == 1 else f"{len(changed)} videos"
+        print_warning(f"{videos} changed since their tokens were cached, extracting again: "
                       f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}")
     if not todo:
         report.seconds = time.perf_counter() - started

@@ -91,8 +91,8 @@ def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[in
 def count_decodable_frames(path: str | os.PathLike[str]) -> int:
     """How many frames PyAV decodes from the start before the first error (or the end).
 
-    One full pass, at the video's own size: only for a file decord would not open, or failed on before
-    any frame was handed over, where the alternative is no result."""
+    One full pass, at the video's own size: only for a file decord would not open or failed on (once per
+    clip: `OpenedClip._recover`), where the alternative is no result."""
     import av
 
     count = 0
