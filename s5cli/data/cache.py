@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache_lock import mark_in_use
 from s5cli.errors import UserError
@@ -99,14 +99,9 @@ def verify_safetensors(path: Path) -> str | None:
     """None if `path` is a complete safetensors file holding `tokens`, else a short reason why not."""
     try:
         size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return "file is shorter than a safetensors header"
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len > min(size - 8, 100_000_000):
-                return "header length runs past the end of the file"
-            header = json.loads(handle.read(header_len))
+        header_len, header = _read_header(path, size)
+    except _MalformedHeader as error:
+        return str(error)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         return f"unreadable header ({type(error).__name__})"
     if not isinstance(header, dict) or TOKENS_KEY not in header:
@@ -128,13 +123,28 @@ def verify_safetensors(path: Path) -> str | None:
     return None
 
 
+class _MalformedHeader(ValueError):
+    """A safetensors file whose first bytes cannot be a header; the message says why."""
+
+
+def _read_header(path: Path, size: int) -> tuple[int, Any]:
+    """(header length, the parsed JSON header) of the safetensors file `path` of `size` bytes, read without
+    loading any tensor; `_MalformedHeader`, OSError or a JSON error when there is none."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise _MalformedHeader("file is shorter than a safetensors header")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(size - 8, 100_000_000):
+            raise _MalformedHeader("header length runs past the end of the file")
+        return header_len, json.loads(handle.read(header_len))
+
+
 def _stored_metadata(path: Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors file's header (empty when it has none or cannot be read)."""
     try:
-        with open(path, "rb") as handle:
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(min(header_len, 100_000_000)))
-    except (OSError, ValueError, struct.error, UnicodeDecodeError):
+        _, header = _read_header(path, path.stat().st_size)
+    except (OSError, ValueError, UnicodeDecodeError):
         return {}
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     return {k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {}

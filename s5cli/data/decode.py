@@ -179,7 +179,7 @@ def read_frames(
     try:
         batch = reader.get_batch(unique).asnumpy()
     except Exception as error:
-        if "from_size == to_size" in str(error):  # a decord internal, so not shown: see `read_frames_pyav`
+        if "from_size == to_size" in str(error):  # a decord internal, so not shown: see `PyAVFrameReader`
             raise VideoDecodeError(path, ROWS_PADDED) from None
         raise VideoDecodeError(path, f"{DAMAGED}{error_detail(error)}") from None
     position = {index: row for row, index in enumerate(unique)}
@@ -187,7 +187,7 @@ def read_frames(
 
 
 def _rows_padded(error: VideoDecodeError) -> bool:
-    """Whether decord failed on padded frame rows (see `read_frames_pyav`)."""
+    """Whether decord failed on padded frame rows (see `PyAVFrameReader`)."""
     return str(error).endswith(ROWS_PADDED)
 
 
@@ -233,7 +233,7 @@ class OpenedClip:
         """Frames at `indices` (`read_frames`). decord fails for some frame widths (48 or 72 px: "from_size
         == to_size", its rows are padded), and only when frames are read: a scaled reader is then reopened
         at full size (the later resize gives the same clip), and a video whose own width fails is read with
-        PyAV from then on (`read_frames_pyav`)."""
+        PyAV from then on (`PyAVFrameReader`)."""
         if self.pyav:
             return self._read_pyav(indices)
         try:

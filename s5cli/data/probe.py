@@ -38,7 +38,7 @@ class VideoProbe:
 
 NOT_A_VIDEO = "cannot open as a video (not a video, or truncated/corrupt)"
 UNREADABLE = "permission denied: make the file readable (chmod +r) or copy it"
-# Why a read of frames failed, for any failure but decord's padded rows (`read_frames`, `read_frames_pyav`).
+# Why a read of frames failed, for any failure but decord's padded rows (`read_frames`, `PyAVFrameReader`).
 DAMAGED = "decoding failed (truncated or corrupt video)"
 
 

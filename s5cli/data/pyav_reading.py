@@ -78,16 +78,6 @@ class PyAVFrameReader:
         self._container, self._frames, self._position = None, None, 0
 
 
-def read_frames_pyav(path: str | os.PathLike[str], indices: list[int] | tuple[int, ...], rotation: int = 0) -> np.ndarray:
-    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB, decoded in order, turned by `rotation` degrees
-    (one read: `PyAVFrameReader` for several)."""
-    reader = PyAVFrameReader(path, rotation)
-    try:
-        return reader.read(indices)
-    finally:
-        reader.close()
-
-
 def count_decodable_frames(path: str | os.PathLike[str]) -> int:
     """How many frames PyAV decodes from the start before the first error (or the end).
 

@@ -291,25 +291,29 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
 RETIRED_KEY_PARTS = ("guide.s4.out_linear.",)
 
 
-def stored_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every weight in a checkpoint, from the safetensors header alone (no tensor is read),
-    so what its metadata claims can be checked against the file before a model is built."""
-    file = checkpoint_dir(path) / MODEL_FILE
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            names = handle.keys()  # the handle itself is not iterable
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in names}
-    except Exception as exc:  # safetensors raises several error types for corrupt headers
-        raise UserError(f"{file}: not a readable safetensors file ({exc})") from exc
+def model_weights(path: str | Path, meta: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """The weights of the model a checkpoint holds (`meta`: its metadata), without retired ones: of an
+    LSMCL checkpoint, its encoder's (the key encoder and projectors are pretraining's own)."""
+    state = load_state(path)
+    if meta.get("objective") == "lsmcl":
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    return {k: v for k, v in state.items() if not any(part in k for part in RETIRED_KEY_PARTS)}
+
+
+def weight_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mis-shaped) keys of `state` against a module's state dict `own`, sorted."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    return missing, unexpected, wrong
 
 
 def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool = True) -> None:
     """Load weights, naming mismatched keys and shapes (another architecture) in one line."""
     state = {k: v for k, v in state.items() if not any(part in k for part in RETIRED_KEY_PARTS)}
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    missing, unexpected, wrong = weight_mismatch(own, state)
     if (strict and (missing or unexpected)) or wrong:
         parts = []
         if missing:

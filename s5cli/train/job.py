@@ -79,15 +79,11 @@ def init_from_pretrained(model: Any, directory: Path, spec: str, recipe_model: d
     from s5cli.train import checkpoint as ckpt
 
     meta = ckpt.read_metadata(directory)
-    state = ckpt.load_state(directory)
-    if meta.get("objective") == "lsmcl":
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    state = {k: v for k, v in state.items() if not any(part in k for part in ckpt.RETIRED_KEY_PARTS)}
+    state = ckpt.model_weights(directory, meta)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and (k not in own or own[k].shape != v.shape))}
-    missing = [k for k in own if k not in state and not k.startswith("head.")]
-    unused = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing, unused, wrong = ckpt.weight_mismatch(own, state)
+    missing = [k for k in missing if not k.startswith("head.")]
     if unused and not missing and not wrong and all(k.startswith(SELECTION_PREFIXES) for k in unused):
         from s5cli.cli.console import print_warning
 
@@ -112,13 +108,13 @@ def init_from_pretrained(model: Any, directory: Path, spec: str, recipe_model: d
 def _settings_that_differ(meta: dict[str, str], recipe_model: dict[str, Any] | None) -> str:
     """`model.n_blocks=2 (recipe: 1), ...` for the weight-shaping settings in which a checkpoint's stored recipe
     and this recipe differ; empty when either is unknown or none differs."""
-    import json
+    from s5cli.train.loading import stored_recipe
 
     if not recipe_model:
         return ""
     try:
-        stored = json.loads(meta.get("recipe") or "{}").get("model")
-    except (ValueError, AttributeError):
+        stored = stored_recipe(meta, "").get("model")
+    except UserError:
         return ""
     if not isinstance(stored, dict):
         return ""

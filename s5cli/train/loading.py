@@ -54,12 +54,9 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
                         f"of a {expect_model} run (model.name={expect_model})")
     outputs = _num_outputs(meta, directory)
     settings = {k: v for k, v in model_cfg.items() if k != "name"}
-    lsmcl = meta.get("objective") == "lsmcl"
-    _check_block_counts(settings, ckpt.stored_shapes(directory), directory)
+    state = ckpt.model_weights(directory, meta)  # before the model: its count of tensors bounds the build
+    _check_block_counts(settings, len(state), directory)
     model = _build(name, settings, outputs, directory)
-    state = ckpt.load_state(directory)
-    if lsmcl:
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     ckpt.load_into(model, state, str(directory))
     model.eval()
     return model, recipe, meta
@@ -69,18 +66,18 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
 BLOCK_COUNTS = ("n_blocks", "depth")
 
 
-def _check_block_counts(settings: dict[str, Any], shapes: dict[str, tuple[int, ...]], directory: Path) -> None:
+def _check_block_counts(settings: dict[str, Any], tensors: int, directory: Path) -> None:
     """A model of N blocks stores more than N tensors: a larger count in metadata is damage, and building
     the model it describes would loop that many times (for hours at a billion) before the weights were
-    compared. Read from the file's header, so this costs nothing.
+    compared.
 
     Why not build the described model on the meta device and compare every shape first: in torch 2.13 the
     S4 kernels' initialisation on meta tensors imports torch._dynamo, 1.6 s on every load."""
     for key in BLOCK_COUNTS:
         count = settings.get(key)
-        if isinstance(count, int) and count > len(shapes):
+        if isinstance(count, int) and count > tensors:
             raise UserError(f"{directory}: its metadata's model.{key}={count} does not match its weights "
-                            f"({len(shapes)} tensors): pass a checkpoint written by s5 finetune/pretrain")
+                            f"({tensors} tensors): pass a checkpoint written by s5 finetune/pretrain")
 
 
 def _build(name: str, settings: dict[str, Any], outputs: int, directory: Path):

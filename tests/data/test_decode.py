@@ -430,12 +430,12 @@ def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_p
 
 
 def test_the_pyav_path_turns_frames_as_decord_does(tmp_path):
-    from s5cli.data.pyav_reading import read_frames_pyav
+    from s5cli.data.pyav_reading import PyAVFrameReader
 
     path = write_video(tmp_path / "phone.mp4", frames=2, size=64, width=128, rotation=90)
     by_decord = open_video(path)[0].asnumpy()
     assert by_decord.shape == (128, 64, 3)
-    by_pyav = read_frames_pyav(path, [0], rotation=90)[0]
+    by_pyav = PyAVFrameReader(path, rotation=90).read([0])[0]
     assert np.abs(by_pyav.astype(int) - by_decord.astype(int)).mean() < 3
 
 
