@@ -97,7 +97,6 @@ def evaluate(
 
 # Settings that decide what a token is (another backbone: other features, maybe another width) and settings
 # that only change which frames are seen and at what size (the model runs, on inputs it was not trained on).
-_TOKEN_IDENTITY = ("backbone", "backbone_weights")
 _TOKEN_SAMPLING = ("image_size", "frames", "fps", "window_seconds")
 
 
@@ -109,12 +108,13 @@ def _check_token_settings(data: Any, stored_data: dict, checkpoint: str) -> None
     a bare shape error ("mat1 and mat2 shapes cannot be multiplied"), and data.image_size=128 quietly gave
     top-1 0.37 for a model that scores 0.96 on its own settings."""
     from s5cli.cli.console import print_warning
+    from s5cli.data.encode import TOKEN_IDENTITY
     from s5cli.errors import UserError
 
     def differs(name: str) -> bool:
         return name in stored_data and getattr(data, name) != stored_data[name]
 
-    for name in _TOKEN_IDENTITY:
+    for name in TOKEN_IDENTITY:
         if differs(name):
             raise UserError(f"data.{name}={getattr(data, name)}: {checkpoint} was trained on tokens of "
                             f"data.{name}={stored_data[name]}; evaluate with its own (drop the recipe, or set "
@@ -190,6 +190,8 @@ def _recipe_offset(rec, checkpoint: str) -> float:
 
 
 def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
+    from s5cli.data.cache import TokensLost
+    from s5cli.errors import RunFailure
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import DistContext
     from s5cli.train.evaluation import evaluate as run_eval
@@ -201,9 +203,12 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
         raise UserError(f"the {split} split of {rec.data.dataset} has no videos: evaluate another split "
                         "(--split train|val|test)")
     dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
-    metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate, show_progress=not quiet,
-                       num_workers=rec.data.num_workers, prefetch_batches=rec.data.prefetch_batches,
-                       amp=rec.train.amp)
+    try:
+        metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate,
+                           show_progress=not quiet, num_workers=rec.data.num_workers,
+                           prefetch_batches=rec.data.prefetch_batches, amp=rec.train.amp)
+    except TokensLost as lost:
+        raise RunFailure(f"{lost}: run the same command again; it extracts missing tokens first") from None
     metrics["split"] = split
     # Not scored: videos the split names but data.root lacks, and videos whose tokens could not be made.
     metrics["missing"] = len(getattr(records[split], "missing", [])) + dataset.num_missing

@@ -45,6 +45,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         # preemptible job's first start, or one killed before its first checkpoint).
         continues = resume and ckpt.has_checkpoints(out_dir)
         init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
+        init_state = job.check_init(recipe, init_dir, recipe.train.init) if init_dir is not None else None
         seed_everything(recipe.train.seed)
         splits = ("train", "val")
         records = prepare_splits(recipe.data, splits, ctx, show_progress=not quiet)
@@ -64,8 +65,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                             f"(data.root={recipe.data.root}): check that data.root holds the videos the train "
                             "split names (missing ones are skipped)")
         model = job.build_model_from_recipe(recipe, task.num_outputs)
-        if init_dir is not None:
-            job.init_from_pretrained(model, init_dir, recipe.train.init, recipe_to_dict(recipe)["model"])
+        if init_state is not None:
+            ckpt.load_into(model, init_state, f"train.init={recipe.train.init}", strict=False)
         module = model
         if objective == "lsmcl":
             from s5cli.models.lsmcl import LSMCL

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache_lock import mark_in_use
-from s5cli.errors import UserError
+from s5cli.errors import RunFailure, UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
 if TYPE_CHECKING:
@@ -31,6 +31,37 @@ DTYPES = ("float16", "bfloat16", "float32")
 
 class CorruptCacheEntry(FileNotFoundError):
     """A cache file that exists but cannot be read; callers treat it like a missing entry."""
+
+
+class TokensLost(RunFailure):
+    """A video's token file went missing or was damaged after the run checked the cache (deleted by hand,
+    a disk fault): the reason in one line, where the data loader would have shown a worker's traceback.
+
+    `at_step_start`: no forward pass of the step had run yet, so the trainer can save a checkpoint that
+    resumes exactly where an uninterrupted run would be.
+    """
+
+    at_step_start = False
+
+    @classmethod
+    def from_error(cls, error: FileNotFoundError) -> TokensLost:
+        return cls(f"{lost_tokens_reason(error)} (the file went missing or was damaged during the run)")
+
+
+def lost_tokens_reason(error: BaseException) -> str:
+    """The loading error's own one-line message, also when a DataLoader worker raised it.
+
+    Why: torch re-raises a worker's exception in the loading process with the worker's whole traceback
+    as its message ("Caught FileNotFoundError in DataLoader worker process 0. Original Traceback ..."),
+    and the original message is its last line, after the exception's class name.
+    """
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "Original Traceback" in lines[1]:
+        name, _, message = lines[-1].partition(": ")
+        return message or name
+    return lines[0]
 
 
 def check_storage_dtype(name: str) -> None:

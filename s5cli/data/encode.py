@@ -32,6 +32,11 @@ def data_setting(data: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+# The settings that decide which network makes the tokens: a model trained on one's tokens has learned
+# another input space than the other's, even at the same width.
+TOKEN_IDENTITY = ("backbone", "backbone_weights")
+
+
 def settings_from_data(data: Any) -> ExtractionSettings:
     """Extraction settings of a recipe's data section (fps sampling ignores `frames`: it is the clip length then)."""
     backbone = data_setting(data, "backbone")

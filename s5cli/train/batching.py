@@ -17,7 +17,7 @@ from torch.utils.data import DistributedSampler
 from s5cli.data.datasets.base import SampleBatch
 from s5cli.errors import UserError
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import worker_loading
+from s5cli.train.evaluation import read_batches, worker_loading
 
 if TYPE_CHECKING:
     from s5cli.train.loop import TrainSetup
@@ -107,4 +107,4 @@ def clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) ->
         # that draw would shift the model's random numbers, and differently in a run resumed mid-epoch.
         generator=torch.Generator().manual_seed(0),
     )
-    return iter(loader)
+    return read_batches(loader)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from s5cli.data.cache import TokensLost
 from s5cli.data.datasets.base import collate_samples
 from s5cli.train.metrics import aggregate_by_video, compute_metrics
+
+Batch = TypeVar("Batch")
 
 
 class EvaluationStopped(Exception):
@@ -56,7 +60,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
 
         progress = SimpleProgress("evaluating", total=len(loader))
     try:
-        for batch in loader:
+        for batch in read_batches(loader):
             with autocast(device, amp):
                 out = model(as_model_input(batch.tokens, device))
             outputs.append(out.float().cpu())
@@ -73,6 +77,39 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     if not outputs:
         return [], torch.empty(0), torch.empty(0)
     return ids, torch.cat(outputs), torch.cat(labels)
+
+
+def read_batches(loader: Iterable[Batch]) -> Iterator[Batch]:
+    """The loader's batches; a token file that went missing or was damaged since the cache was checked
+    raises `TokensLost`, one line naming the file, where the loader raised a worker's traceback.
+
+    Whatever the loader raises, its worker processes are ended first. Why: the error's traceback holds
+    the loader's iterator, so the workers outlived it, and they ignore SIGTERM
+    (`leave_stop_signals_to_the_owner`), which is how Python's exit ends leftover workers: the command
+    printed its error and then never exited.
+    """
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except BaseException as error:
+            _end_workers(batches)
+            if not isinstance(error, FileNotFoundError):  # CorruptCacheEntry is one too
+                raise
+            lost = TokensLost.from_error(error)
+        else:
+            yield batch
+            continue
+        raise lost  # outside the except block: no traceback of the loader's frames travels with it
+
+
+def _end_workers(batches: Iterator[Any]) -> None:
+    """End a DataLoader iterator's worker processes now (what its `__del__` would do)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own clean-up; absent without workers
+    if callable(shutdown):
+        shutdown()
 
 
 def usable_cpus() -> int:
@@ -95,6 +132,7 @@ def worker_loading(num_workers: int, prefetch_batches: int) -> dict[str, int]:
     num_workers = min(num_workers, usable_cpus())
     if num_workers == 0:
         return {"num_workers": 0}
+    _end_leftover_workers_at_exit()
     return {"num_workers": num_workers, "prefetch_factor": prefetch_batches,
             "worker_init_fn": leave_stop_signals_to_the_owner}
 
@@ -109,6 +147,26 @@ def leave_stop_signals_to_the_owner(_worker_id: int) -> None:
     exits on its own (the loader's watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@functools.cache
+def _end_leftover_workers_at_exit() -> None:
+    """At exit, kill loader workers still alive (once per process).
+
+    Why: Python's exit ends leftover daemon processes with SIGTERM and then waits for them, but loader
+    workers ignore SIGTERM (`leave_stop_signals_to_the_owner`); a worker whose loader an error's traceback
+    still held then kept the finished command from ever exiting. Registered after multiprocessing's own
+    exit hook, so it runs first.
+    """
+    import atexit
+    import multiprocessing
+
+    def kill_daemon_children() -> None:
+        for child in multiprocessing.active_children():
+            if child.daemon:
+                child.kill()
+
+    atexit.register(kill_daemon_children)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:

@@ -67,8 +67,59 @@ WEIGHT_SETTINGS = ("name", "d_input", "d_model", "n_blocks", "d_state", "kernel"
 SELECTION_PREFIXES = ("guide.", "mask_generator.")
 
 
+def check_init(recipe: Any, directory: Path, spec: str) -> dict[str, Any]:
+    """The weights `train.init` gives the recipe's model (`pretrained_state`), checked before any video is
+    extracted: a checkpoint that cannot start this run fails in seconds, not after hours of extraction.
+
+    The tokens must come from the backbone it was trained on (another one's tokens, even of the same
+    width, are another input space); another image size only warns. The model is built here only to
+    check the weights against, under a forked RNG: the run's own model draws exactly what it drew before.
+    """
+    import torch
+
+    from s5cli.data.datasets import task_info
+    from s5cli.recipe import recipe_to_dict
+    from s5cli.train import checkpoint as ckpt
+
+    meta = ckpt.read_metadata(directory)
+    _check_init_tokens(recipe.data, meta, spec)
+    with torch.random.fork_rng(devices=[]):
+        model = build_model_from_recipe(recipe, task_info(recipe.data).num_outputs)
+    return pretrained_state(model, directory, spec, recipe_to_dict(recipe)["model"])
+
+
+def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
+    from s5cli.cli.console import print_warning
+    from s5cli.data.encode import TOKEN_IDENTITY
+    from s5cli.train.loading import stored_recipe
+
+    try:
+        stored = stored_recipe(meta, "").get("data")
+    except UserError:
+        return  # the weights check below names what is wrong with such a checkpoint
+    if not isinstance(stored, dict):
+        return
+    for name in TOKEN_IDENTITY:
+        if name in stored and (getattr(data, name) or None) != (stored[name] or None):
+            raise UserError(f"train.init={spec} was trained on tokens of data.{name}={stored[name]}, this recipe "
+                            f"makes them with data.{name}={getattr(data, name)}: set data.{name}={stored[name]}, "
+                            "or start from a checkpoint trained on this backbone")
+    if "image_size" in stored and data.image_size != stored["image_size"]:
+        print_warning(f"data.image_size={data.image_size}: train.init={spec} was trained on tokens of "
+                      f"{stored['image_size']} px frames, which its weights learned")
+
+
 def init_from_pretrained(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None) -> None:
-    """Load encoder weights from an LSMCL (or any s5cli) checkpoint, leaving a head of another shape alone.
+    """Load encoder weights from an LSMCL (or any s5cli) checkpoint into `model` (see `pretrained_state`)."""
+    from s5cli.train import checkpoint as ckpt
+
+    ckpt.load_into(model, pretrained_state(model, directory, spec, recipe_model), f"train.init={spec}", strict=False)
+
+
+def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """The weights of an LSMCL (or any s5cli) checkpoint that `model` takes, leaving a head of another shape
+    alone.
 
     Every weight of the model but its head comes from the checkpoint, and every weight of the checkpoint
     must have a place in the model: only S5's token selection may be left out, with a warning, when the
@@ -102,7 +153,7 @@ def init_from_pretrained(model: Any, directory: Path, spec: str, recipe_model: d
                  else f"it holds a {meta.get('model_name') or 'different'} model of other settings")
         raise UserError(f"train.init={spec} does not fit the recipe's model: {cause}; {', '.join(parts)}: use the "
                         "checkpoint's model settings, or another train.init")
-    ckpt.load_into(model, state, f"train.init={spec}", strict=False)
+    return state
 
 
 def _settings_that_differ(meta: dict[str, str], recipe_model: dict[str, Any] | None) -> str:

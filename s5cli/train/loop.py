@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s5cli.data.cache import TokensLost
 from s5cli.data.datasets.base import SampleBatch
 from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.seeding import rank_seed
@@ -225,9 +226,13 @@ def train(setup: TrainSetup) -> dict:
         last_good, saved_state = path, (state.step, state.epoch)
         return path
 
+    def checkpoint_of_this_state() -> Path:
+        """This state's checkpoint: the one already written for it, else a new one (a collective)."""
+        return last_good if saved_state == (state.step, state.epoch) and last_good is not None else save(None)
+
     def stop_after_saving(stop_signal: int) -> None:
         """Save (unless this state's checkpoint is written already) and end the command as the signal asks."""
-        path = last_good if saved_state == (state.step, state.epoch) and last_good is not None else save(None)
+        path = checkpoint_of_this_state()
         what, code = stop_outcome(stop_signal)
         raise Interrupted(f"{what} at step {state.step}; checkpoint saved to {path}. "
                           "Continue with the same command and --resume", exit_code=code)
@@ -256,7 +261,14 @@ def train(setup: TrainSetup) -> dict:
                 tick = time.perf_counter()
                 _set_progress(module, state.step / max(1, state.progress_steps))
                 optimizer.zero_grad(set_to_none=True)
-                loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
+                try:
+                    loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
+                except TokensLost as lost:
+                    # In one process, before any forward pass of the step, this state is an uninterrupted
+                    # run's: save it. Under torchrun the other ranks are inside this step's collectives and
+                    # cannot join a save; torchrun stops them when this rank exits.
+                    kept = checkpoint_of_this_state() if lost.at_step_start and not ctx.distributed else None
+                    raise _tokens_lost_failure(lost, f"at step {state.step + 1}", kept, last_good) from None
                 # Mean loss and an agreed stop in one collective, before the optimiser step: a non-finite loss
                 # on any rank makes the mean non-finite, so every rank stops here together (one rank raising
                 # alone left the others blocked in the next collective), and no rank steps on it.
@@ -292,7 +304,13 @@ def train(setup: TrainSetup) -> dict:
             is_last = state.epoch == tcfg.epochs
             metrics = None
             if setup.val_set is not None and len(setup.val_set) and (state.epoch % max(1, tcfg.eval_every) == 0 or is_last):
-                metrics = _validate(setup, module, epoch, stop_requested=lambda: interrupted["signal"] is not None)
+                try:
+                    metrics = _validate(setup, module, epoch,
+                                        stop_requested=lambda: interrupted["signal"] is not None)
+                except TokensLost as lost:  # raised on every rank (see _validate): saved like a stop
+                    state.epoch, state.batch_in_epoch = epoch, len(batches)
+                    raise _tokens_lost_failure(lost, f"validating after epoch {epoch + 1}",
+                                               checkpoint_of_this_state(), last_good) from None
                 if metrics is None:
                     # Stopped during validation: saved as a stop at the epoch's last step, so --resume runs
                     # this validation again (a long split's validation no longer holds a stop for minutes).
@@ -353,7 +371,7 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
         share = len(part) / size
         syncs = not setup.ctx.distributed or m_index == len(micro) - 1
         with contextlib.nullcontext() if syncs else module.no_sync():
-            batch = next(clips)
+            batch = _next_clips(clips, first_of_step=m_index == 0)
             with autocast(setup.ctx.device, setup.recipe.train.amp):
                 loss = _loss(setup, module, batch)
             scaler.scale(loss if share == 1.0 else loss * share).backward()
@@ -361,21 +379,50 @@ def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterato
     return total
 
 
+def _next_clips(clips: Iterator[SampleBatch], first_of_step: bool) -> SampleBatch:
+    """The next micro-batch; a lost token file's `TokensLost` says whether the step had run anything yet."""
+    try:
+        return next(clips)
+    except TokensLost as lost:
+        lost.at_step_start = first_of_step
+        raise
+
+
+def _tokens_lost_failure(lost: TokensLost, when: str, kept: Path | None, last_good: Path | None) -> RunFailure:
+    """One line: which token file, when, which checkpoint to resume from and what resuming does."""
+    if kept is not None:
+        where = f"checkpoint saved to {kept}"
+    elif last_good is not None:
+        where = f"the last checkpoint is {last_good}"
+    else:
+        return RunFailure(f"{lost} {when}; no checkpoint was written yet. Run the same command again: "
+                          "it extracts missing tokens first")
+    return RunFailure(f"{lost} {when}; {where}. Continue with the same command and --resume: "
+                      "it extracts missing tokens first")
+
+
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int,
               stop_requested: Callable[[], bool] | None = None) -> dict | None:
     """Validation metrics (rank 0 evaluates the whole split; every rank gets the result); None on every
-    rank when `stop_requested` (a stop signal on rank 0) abandoned it."""
+    rank when `stop_requested` (a stop signal on rank 0) abandoned it; `TokensLost` on every rank when a
+    validation token file went missing (so all of them can save together)."""
     inner = _unwrap(module)
-    metrics: dict | None = {}
+    outcome: dict | str | None = {}
     if setup.ctx.is_main:
         try:
-            metrics = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
+            outcome = evaluate(inner, setup.val_set, setup.task, setup.recipe.eval.batch_size, setup.ctx.device,
                                setup.recipe.eval.aggregate, num_workers=setup.recipe.data.num_workers,
                                prefetch_batches=setup.recipe.data.prefetch_batches, amp=setup.recipe.train.amp,
                                stop_requested=stop_requested)
         except EvaluationStopped:
-            metrics = None
-    return setup.ctx.gather_objects(metrics)[0] if setup.ctx.distributed else metrics
+            outcome = None
+        except TokensLost as lost:
+            outcome = str(lost)
+    if setup.ctx.distributed:
+        outcome = setup.ctx.gather_objects(outcome)[0]
+    if isinstance(outcome, str):
+        raise TokensLost(outcome)
+    return outcome
 
 
 def _agreed_stop(ctx: DistContext, own_signal: int | None) -> int:

@@ -290,6 +290,12 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     result = runner.invoke(app, ["finetune", RECIPE, *fine, "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fine" / "best" / "model.safetensors").exists()
+    # A checkpoint that cannot start the run is refused before any video is extracted.
+    other = tiny(tmp_path, **{"train.out_dir": tmp_path / "other", "train.init": tmp_path / "pre",
+                              "model.n_blocks": 1, "data.cache_dir": tmp_path / "other-cache"})
+    result = runner.invoke(app, ["finetune", RECIPE, *other, "--quiet"])
+    assert result.exit_code == 2 and "model.n_blocks=2 (recipe: 1)" in " ".join(result.output.split())
+    assert not list((tmp_path / "other-cache").rglob("*.safetensors"))
     # A preemptible job's first start (--resume, no checkpoint yet) starts from train.init too, not from scratch.
     first = tiny(tmp_path, **{"train.out_dir": tmp_path / "first", "train.epochs": 1, "train.init": tmp_path / "pre"})
     result = runner.invoke(app, ["finetune", RECIPE, *first, "--resume"])

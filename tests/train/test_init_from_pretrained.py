@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from s5cli.errors import UserError
 from s5cli.models.lsmcl import LSMCL, LSMCLConfig
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
-from s5cli.train.job import init_from_pretrained, resolve_init
+from s5cli.train.job import _check_init_tokens, init_from_pretrained, resolve_init
 
 S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
 
@@ -98,3 +99,26 @@ def test_an_s4_checkpoint_into_s5_names_the_model(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"model\.name=s4 \(recipe: s5\); \d+ weights missing \(e\.g\. guide\."):
         init_from_pretrained(build_model("s5", S5_SMALL, 3), resolve_init(str(tmp_path / "pre")), "pre",
                              {"name": "s5", **S5_SMALL})
+
+
+def _data(**settings) -> SimpleNamespace:
+    return SimpleNamespace(**{"backbone": "patch_pool", "backbone_weights": None, "image_size": 32, **settings})
+
+
+def _meta(**data) -> dict[str, str]:
+    return {"recipe": json.dumps({"model": {}, "data": {"backbone": "patch_pool", "backbone_weights": None,
+                                                        "image_size": 32, **data}})}
+
+
+def test_a_checkpoint_of_another_backbones_tokens_is_refused_and_another_image_size_warned(capsys) -> None:
+    with pytest.raises(UserError, match=r"train.init=pre was trained on tokens of data.backbone=vit_base_patch16_224,"
+                                        r" this recipe makes them with data.backbone=patch_pool: set data.backbone="):
+        _check_init_tokens(_data(), _meta(backbone="vit_base_patch16_224"), "pre")
+    with pytest.raises(UserError, match=r"data.backbone_weights=w.safetensors"):
+        _check_init_tokens(_data(), _meta(backbone_weights="w.safetensors"), "pre")
+    _check_init_tokens(_data(backbone_weights=""), _meta(), "pre")  # unset either way
+    assert capsys.readouterr().err == ""
+    _check_init_tokens(_data(image_size=64), _meta(), "pre")
+    assert "data.image_size=64: train.init=pre was trained on tokens of 32 px frames" in " ".join(
+        capsys.readouterr().err.split())
+    _check_init_tokens(_data(), {"recipe": "not json"}, "pre")  # the weights check names such a checkpoint
