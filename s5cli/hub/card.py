@@ -89,6 +89,7 @@ def checkpoint_card(
         "```bash",
         f"s5 {command} hf://{repo_id}{rev}/recipe.yaml",
         "```",
+        *_init_lines(recipe, command, f"hf://{repo_id}{rev}/recipe.yaml"),
         "",
         "## Use",
         "",
@@ -99,6 +100,29 @@ def checkpoint_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _init_lines(recipe: Mapping[str, Any], command: str, recipe_url: str) -> list[str]:
+    """What the reproduce command needs besides the recipe: the checkpoint `train.init` started from.
+
+    Why: a local `train.init` (a pretraining run folder) is a path on the machine that trained, so the
+    command above fails anywhere else with "no such local checkpoint folder"; a Hub one is fetched.
+    """
+    init = (recipe.get("train") or {}).get("init")
+    if not init:
+        return []
+    init = str(init)
+    if init.startswith("hf://"):
+        return ["", f"It starts from the weights of `{init}`, which the command fetches from the Hub."]
+    return [
+        "",
+        f"It starts from the weights of `train.init: {init}`. Unless that names a Hub repo, it is a folder on "
+        "the machine that trained this model: pretrain it first, or point `train.init` at your copy:",
+        "",
+        "```bash",
+        f"s5 {command} {recipe_url} train.init=PATH/TO/CHECKPOINT",
+        "```",
+    ]
 
 
 def _classes_line(metadata: Mapping[str, str], shown: int = 20) -> list[str]:

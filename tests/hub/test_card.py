@@ -52,3 +52,17 @@ def test_recipe_card_commands() -> None:
     assert _front(card)["datasets"] == ["coin"]
     assert "s5 recipes pull me/recipes coin.yaml --revision dev" in card
     assert "s5 finetune hf://me/recipes@dev/coin.yaml" in card
+
+
+def test_a_card_says_what_reproducing_needs_from_train_init() -> None:
+    recipe = {"data": {"dataset": "synthetic"}, "model": {"name": "s5"}, "train": {"init": "runs/pretrain-lsmcl"}}
+    meta = {"model_name": "s5", "recipe": json.dumps(recipe)}
+    card = " ".join(checkpoint_card("me/s5", meta, None).split())
+    assert "It starts from the weights of `train.init: runs/pretrain-lsmcl`" in card
+    assert "s5 finetune hf://me/s5/recipe.yaml train.init=PATH/TO/CHECKPOINT" in card
+    recipe["train"]["init"] = "hf://me/lsmcl"
+    card = " ".join(checkpoint_card("me/s5", {**meta, "recipe": json.dumps(recipe)}, None).split())
+    assert "It starts from the weights of `hf://me/lsmcl`, which the command fetches from the Hub." in card
+    assert "train.init=PATH" not in card
+    del recipe["train"]["init"]
+    assert "starts from the weights" not in checkpoint_card("me/s5", {**meta, "recipe": json.dumps(recipe)}, None)
