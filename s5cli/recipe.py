@@ -54,6 +54,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read a recipe YAML, apply `key=value` overrides and validate everything; UserError on any problem."""
     path = Path(path)
     if not path.exists():
+        similar = similar_bundled_recipes(str(path))
+        if similar:
+            raise UserError(f"recipe {path} not found; bundled recipes of a similar name: {', '.join(similar)}",
+                            hint="`s5 recipes ls` lists them all")
         raise UserError(f"recipe {path} not found", hint="`s5 recipes ls` lists the bundled ones")
     if not path.is_file():
         raise UserError(f"recipe {path} is a folder: name a recipe .yaml file in it (`s5 recipes ls` lists the "
@@ -305,6 +309,25 @@ def resolve_recipe_spec(spec: str) -> str:
     if name in bundled:
         return str(bundled[name])
     return spec  # load_recipe reports the missing file with a hint
+
+
+def similar_bundled_recipes(spec: str, most: int = 5) -> list[str]:
+    """Bundled recipe names a mistyped recipe may have meant: those in a folder of its name
+    (`lvu`, `recipes/lvu.yaml` -> `lvu/genre`, ...), else close spellings (`lvu/genr` -> `lvu/genre`).
+
+    Why: the README's `s5 finetune recipes/breakfast.yaml` invites `recipes/lvu.yaml`, but LVU's nine
+    tasks are nine recipes in a folder."""
+    import difflib
+
+    names = list(bundled_recipes())
+    path = Path(spec[: -len(".yaml")] if spec.endswith(".yaml") else spec)
+    in_folder = [name for name in names if name.startswith(f"{path.name}/")]
+    if in_folder:
+        return in_folder[:most] + (["..."] if len(in_folder) > most else [])
+    key = "/".join(path.parts[-2:]) if path.parent.name in {name.split("/")[0] for name in names} else path.name
+    scored = sorted(((difflib.SequenceMatcher(None, key, name).ratio(), name) for name in names), reverse=True)
+    # Only the close runners-up: `lvu/genr` means lvu/genre, not also lvu/year (0.94 against 0.75).
+    return [name for ratio, name in scored[:3] if ratio >= max(0.6, scored[0][0] - 0.1)] if scored else []
 
 
 def dump_recipe(recipe: Recipe | dict[str, Any], header: str | None = None) -> str:

@@ -16,6 +16,7 @@ from s5cli.recipe import (
     check_data_paths,
     dump_recipe,
     load_recipe,
+    load_recipe_spec,
     model_config,
     recipe_to_dict,
     save_recipe,
@@ -63,6 +64,21 @@ def test_list_recipe_empty_recipe_missing_recipe(tmp_path: Path) -> None:
     assert "is empty" in error_of(write(tmp_path, "", "empty.yaml"))
     assert "is empty" in error_of(write(tmp_path, "# only a comment\n", "comment.yaml"))
     assert "not found" in error_of(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("recipes/lvu.yaml", "lvu/director, lvu/genre, lvu/like_ratio, lvu/relationship, lvu/scene, ..."),
+    ("lvu", "lvu/director, lvu/genre, lvu/like_ratio, lvu/relationship, lvu/scene, ..."),
+    ("recipes/lvu/genr.yaml", "lvu/genre"), ("lvu/yeer", "lvu/year"), ("brekfast.yaml", "breakfast"),
+    ("pretrain", "pretrain-lsmcl"),
+])
+def test_a_missing_recipe_names_the_bundled_ones_it_may_mean(typed: str, meant: str) -> None:
+    with pytest.raises(UserError) as info:
+        load_recipe_spec(typed)
+    assert str(info.value) == (f"recipe {typed} not found; bundled recipes of a similar name: {meant} "
+                               "(`s5 recipes ls` lists them all)")
+    with pytest.raises(UserError, match=r"recipe notes.yaml not found \(`s5 recipes ls` lists the bundled ones\)$"):
+        load_recipe_spec("notes.yaml")
 
 
 def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
