@@ -109,13 +109,6 @@ def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
                       f"{stored['image_size']} px frames, which its weights learned")
 
 
-def init_from_pretrained(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None) -> None:
-    """Load encoder weights from an LSMCL (or any s5cli) checkpoint into `model` (see `pretrained_state`)."""
-    from s5cli.train import checkpoint as ckpt
-
-    ckpt.load_into(model, pretrained_state(model, directory, spec, recipe_model), f"train.init={spec}", strict=False)
-
-
 def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None
                      ) -> dict[str, Any]:
     """The weights of an LSMCL (or any s5cli) checkpoint that `model` takes, leaving a head of another shape

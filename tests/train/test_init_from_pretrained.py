@@ -14,9 +14,14 @@ from s5cli.errors import UserError
 from s5cli.models.lsmcl import LSMCL, LSMCLConfig
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
-from s5cli.train.job import _check_init_tokens, init_from_pretrained, resolve_init
+from s5cli.train.job import _check_init_tokens, pretrained_state, resolve_init
 
 S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
+
+
+def init_from_pretrained(model: nn.Module, directory: Path, spec: str, recipe_model: dict | None = None) -> None:
+    """What the trainer does with train.init (checked by `job.check_init`, loaded after extraction)."""
+    ckpt.load_into(model, pretrained_state(model, directory, spec, recipe_model), f"train.init={spec}", strict=False)
 
 
 def _pretrained(folder: Path, num_outputs: int) -> LSMCL:
