@@ -279,14 +279,16 @@ class FeatureCache:
 
         With `frames`, only those frames are read from the file: an evaluation window or a training clip
         needs a minute of a video, and LVU's windows start every second, so loading the whole video for
-        each one read it once per window.
+        each one read it once per window. Not reported here: the caller reports the error it raises
+        (`has` reports a damaged file it finds, before any run reads it).
         """
         from safetensors import safe_open
 
         path = self.path(video_id)
         self.mark_in_use()
+        missing = FileNotFoundError(f"no cached tokens for video {video_id!r} at {path}")
         if not path.is_file():
-            raise FileNotFoundError(f"no cached tokens for video {video_id!r} at {path}")
+            raise missing
         problem = verify_safetensors(path)
         if problem is None:
             try:
@@ -295,7 +297,8 @@ class FeatureCache:
                     return tokens, dict(handle.metadata() or {})
             except Exception as error:  # safetensors raises its own error types for damaged files
                 problem = f"unreadable ({str(error).splitlines()[0][:100]})"
-        self._report(path, problem)
+        if not path.exists():  # deleted while it was being read: missing, not damaged
+            raise missing
         raise CorruptCacheEntry(f"corrupt cache entry {path}: {problem}")
 
     def load_frames(self, video_id: str, start: int, stop: int) -> Tensor:
@@ -303,11 +306,15 @@ class FeatureCache:
         return self.load(video_id, slice(start, stop))[0]
 
     def num_frames(self, video_id: str) -> int:
-        """Cached frame count of a video, read from the file header only."""
+        """Cached frame count of a video, read from the file header only; the errors of `load` when the
+        file went missing or was damaged since the cache was checked."""
         from safetensors import safe_open
 
-        with safe_open(str(self.path(video_id)), framework="pt") as handle:
-            return int(handle.get_slice(TOKENS_KEY).get_shape()[0])
+        try:
+            with safe_open(str(self.path(video_id)), framework="pt") as handle:
+                return int(handle.get_slice(TOKENS_KEY).get_shape()[0])
+        except Exception:  # safetensors' own error types: `load` says which of the two it is
+            return int(self.load(video_id)[0].shape[0])
 
     def _write_settings_file(self) -> None:
         # A human-readable note of what the hashed folder holds; written once per folder.

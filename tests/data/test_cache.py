@@ -110,3 +110,15 @@ def test_ids_that_are_not_file_names_are_refused(tmp_path, bad_id):
 def test_save_rejects_non_sequence_tensors(tmp_path):
     with pytest.raises(ValueError):
         FeatureCache(tmp_path, SETTINGS).save("x", torch.zeros(3, 4))
+
+
+def test_num_frames_of_a_file_gone_or_damaged_since_it_was_checked_raises_what_load_raises(tmp_path):
+    cache = FeatureCache(tmp_path, SETTINGS)
+    path = cache.save("vid", torch.randn(4, 5, 6))
+    assert cache.num_frames("vid") == 4
+    path.write_bytes(b"\xff" * 8 + b"{}")
+    with pytest.raises(CorruptCacheEntry, match=r"corrupt cache entry .*vid\.safetensors"):
+        cache.num_frames("vid")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="no cached tokens for video 'vid'"):
+        cache.num_frames("vid")

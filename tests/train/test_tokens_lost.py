@@ -151,3 +151,26 @@ def test_a_process_whose_loader_workers_lose_tokens_exits_with_the_line(tmp_path
         proc.kill()
     assert proc.returncode == 1, err
     assert "Traceback" not in err and "no cached tokens for video" in err and "--resume" in err
+
+
+def test_under_torchrun_the_rank_that_loses_tokens_names_them_and_every_rank_stops(tmp_path: Path) -> None:
+    """Two processes: whichever finds the file gone (a training step, or rank 0's validation) reports it,
+    and the run ends rather than leaving the other rank waiting in a collective."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "s5cli", "finetune", RECIPE, "--quiet", "--device", "cpu", *tiny(tmp_path, **{"train.epochs": 6})]
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before its tokens could be deleted; make it longer"
+    _lose_tokens(tmp_path / "cache", "delete")
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0, err
+    assert "error: no cached tokens for video" in err and "--resume" in err
+    resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_losses_if_any(metrics)) == 6 * 3
