@@ -133,44 +133,41 @@ def test_lost_tokens_reason_keeps_other_messages_whole() -> None:
     assert lost_tokens_reason(FileNotFoundError()) == "FileNotFoundError"
 
 
+def _run_losing_tokens(args: list[str], tmp_path: Path) -> tuple[int, str]:
+    """Start `args` (a tiny run into tmp_path), delete every token file once 4 steps are logged, and
+    return its exit code and stderr; a process that never exits fails the test at the timeout."""
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before its tokens could be deleted; make it longer"
+    _lose_tokens(tmp_path / "cache", "delete")
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
 def test_a_process_whose_loader_workers_lose_tokens_exits_with_the_line(tmp_path: Path) -> None:
     """As a user runs it: the workers are ended with the error (they ignore SIGTERM, with which Python's
     exit ends leftover workers, so a process whose error held its loader never exited)."""
     args = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet",
             *tiny(tmp_path, **{"train.epochs": 6, "data.num_workers": 2, "data.prefetch_batches": 1})]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
-        time.sleep(0.02)
-    assert proc.poll() is None, "run finished before its tokens could be deleted; make it longer"
-    _lose_tokens(tmp_path / "cache", "delete")
-    try:
-        _, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 1, err
+    code, err = _run_losing_tokens(args, tmp_path)
+    assert code == 1, err
     assert "Traceback" not in err and "no cached tokens for video" in err and "--resume" in err
 
 
 def test_under_torchrun_the_rank_that_loses_tokens_names_them_and_every_rank_stops(tmp_path: Path) -> None:
     """Two processes: whichever finds the file gone (a training step, or rank 0's validation) reports it,
-    and the run ends rather than leaving the other rank waiting in a collective."""
+    and the run ends rather than leaving the other rank waiting in a collective; --resume finishes it."""
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "s5cli", "finetune", RECIPE, "--quiet", "--device", "cpu", *tiny(tmp_path, **{"train.epochs": 6})]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
-        time.sleep(0.02)
-    assert proc.poll() is None, "run finished before its tokens could be deleted; make it longer"
-    _lose_tokens(tmp_path / "cache", "delete")
-    try:
-        _, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0, err
+    code, err = _run_losing_tokens(args, tmp_path)
+    assert code != 0, err
     assert "error: no cached tokens for video" in err and "--resume" in err
     resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert len(_losses_if_any(metrics)) == 6 * 3
+    assert len(_losses_if_any(tmp_path / "run" / "metrics.jsonl")) == 6 * 3
