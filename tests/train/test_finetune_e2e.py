@@ -287,6 +287,12 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "train.init=runs/pre/best" in result.output
     assert not (tmp_path / "typo").exists()  # a run that failed its checks leaves no empty run folder behind
     fine = tiny(tmp_path, **{"train.out_dir": tmp_path / "fine", "train.epochs": 1, "train.init": tmp_path / "pre"})
+    # Checking train.init before extraction builds a model of its own: the run's random numbers stay as they were.
+    from s5cli.train import job
+
+    rng = torch.get_rng_state()
+    assert job.check_init(job.recipe_objects(RECIPE, fine, None), job.resolve_init(str(tmp_path / "pre")), "pre")
+    assert torch.equal(rng, torch.get_rng_state())
     result = runner.invoke(app, ["finetune", RECIPE, *fine, "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fine" / "best" / "model.safetensors").exists()
