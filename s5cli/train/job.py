@@ -88,17 +88,23 @@ def check_init(recipe: Any, directory: Path, spec: str) -> dict[str, Any]:
     return pretrained_state(model, directory, spec, recipe_to_dict(recipe)["model"])
 
 
-def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
-    from s5cli.cli.console import print_warning
-    from s5cli.data.encode import TOKEN_IDENTITY
+def _stored_section(meta: dict[str, str], section: str) -> dict[str, Any]:
+    """A section of the recipe a checkpoint stores; empty when it stores none that can be read (the weights
+    check names what is wrong with such a checkpoint)."""
     from s5cli.train.loading import stored_recipe
 
     try:
-        stored = stored_recipe(meta, "").get("data")
+        stored = stored_recipe(meta, "").get(section)
     except UserError:
-        return  # the weights check below names what is wrong with such a checkpoint
-    if not isinstance(stored, dict):
-        return
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
+    from s5cli.cli.console import print_warning
+    from s5cli.data.encode import TOKEN_IDENTITY
+
+    stored = _stored_section(meta, "data")
     for name in TOKEN_IDENTITY:
         if name in stored and (getattr(data, name) or None) != (stored[name] or None):
             raise UserError(f"train.init={spec} was trained on tokens of data.{name}={stored[name]}, this recipe "
@@ -152,16 +158,9 @@ def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[
 def _settings_that_differ(meta: dict[str, str], recipe_model: dict[str, Any] | None) -> str:
     """`model.n_blocks=2 (recipe: 1), ...` for the weight-shaping settings in which a checkpoint's stored recipe
     and this recipe differ; empty when either is unknown or none differs."""
-    from s5cli.train.loading import stored_recipe
-
     if not recipe_model:
         return ""
-    try:
-        stored = stored_recipe(meta, "").get("model")
-    except UserError:
-        return ""
-    if not isinstance(stored, dict):
-        return ""
+    stored = _stored_section(meta, "model")
     from s5cli.models.registry import UnknownModelError, canonical_name
 
     def same(key: str) -> bool:

@@ -253,13 +253,10 @@ def _frame_count(cache: Any, video_id: str) -> int:
         if path.suffix == ".safetensors" and path.is_file():
             from safetensors import safe_open
 
-            try:
-                with safe_open(str(path), framework="pt") as handle:
-                    keys = list(handle.keys())
-                    key = "tokens" if "tokens" in keys else keys[0]
-                    return int(handle.get_slice(key).get_shape()[0])
-            except Exception:  # damaged since the cache was checked: `load` below raises the reason
-                pass
+            with safe_open(str(path), framework="pt") as handle:
+                keys = list(handle.keys())
+                key = "tokens" if "tokens" in keys else keys[0]
+                return int(handle.get_slice(key).get_shape()[0])
     tokens, _ = cache.load(video_id)
     return int(tokens.shape[0])
 
