@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s5cli.data.decode import RESIZE_MODES
+
 DATASETS = ("synthetic", "lvu", "breakfast", "coin")
 LVU_TASKS = (
     "relationship", "way_speaking", "scene", "director", "genre", "writer", "year", "like_ratio", "view_count",
@@ -130,6 +132,9 @@ class DataSection:
     fps: float | None = knob(None, POSITIVE)  # sample at this rate instead (LVU: 1 fps)
     window_seconds: float | None = knob(None, POSITIVE)  # clip = window_seconds * fps frames (LVU: 60)
     image_size: int = knob(224, Rule(low=PATCH_SIZE, multiple_of=PATCH_SIZE))
+    # How a frame becomes the image_size square: "crop" (shorter side to image_size, centre crop) or
+    # "squash" (the whole frame resized, aspect lost; ViS4mer's features).
+    resize: str = knob("crop", Rule(choices=RESIZE_MODES))
     backbone: str = "patch_pool"
     backbone_weights: str | None = None  # local .safetensors or Hugging Face Hub id
     cache_dtype: str = knob("float16", Rule(choices=("float16", "bfloat16", "float32")))

@@ -206,7 +206,8 @@ def _run(
 
     with progress, _clear_on_error(progress):
         sampling = VideoSampling(frames, fps, image_size, start, threads=int(data.get("decode_threads") or 2),
-                                 storage_dtype=data.get("cache_dtype") or "float16")
+                                 storage_dtype=data.get("cache_dtype") or "float16",
+                                 resize=data.get("resize") or "crop")
         selection = run_selection(video, model, extractor, sampling, model_name=model_name, seed=seed, report=report,
                                   trained=trained)
         rendered = render_selection(selection, style, report, scale=scale)

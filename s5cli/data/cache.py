@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache_lock import mark_in_use
+from s5cli.data.decode import RESIZE_MODES
 from s5cli.errors import RunFailure, UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
@@ -88,9 +89,12 @@ class ExtractionSettings:
     fps: float | None
     image_size: int
     dtype: str = "float16"
+    resize: str = "crop"  # `decode.RESIZE_MODES`: how a frame becomes the backbone's square
 
     def __post_init__(self) -> None:
         check_storage_dtype(self.dtype)
+        if self.resize not in RESIZE_MODES:
+            raise UserError(f"data.resize={self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -102,6 +106,8 @@ class ExtractionSettings:
         values = asdict(self)
         # 8 and 8.0 fps are the same setting; normalise so a YAML spelling does not split the cache.
         values["fps"] = None if self.fps is None else float(self.fps)
+        if self.resize == "crop":  # the only mode before `resize` existed: caches made then keep their key
+            del values["resize"]
         text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -115,6 +121,7 @@ class ExtractionSettings:
             "fps": "" if self.fps is None else str(float(self.fps)),
             "image_size": str(self.image_size),
             "dtype": self.dtype,
+            "resize": self.resize,
             "settings_key": self.key(),
         }
 

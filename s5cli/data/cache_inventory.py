@@ -274,7 +274,8 @@ def _summary(kind: str, marker: dict[str, Any]) -> str:
     # Empty strings stand for None in the note: all frames, or as many as `fps` gives.
     frames = marker.get("frames") and f"{marker['frames']} frames"
     rate = frames or (f"{marker['fps']} fps" if marker.get("fps") else "all frames")
-    return f"{marker.get('backbone', '?')}, {rate}, {marker.get('image_size', '?')} px, {marker.get('dtype', '?')}"
+    size = f"{marker.get('image_size', '?')} px" + (" squashed" if marker.get("resize") == "squash" else "")
+    return f"{marker.get('backbone', '?')}, {rate}, {size}, {marker.get('dtype', '?')}"
 
 
 def _temporary(path: Path, stat: os.stat_result, now: float, folder: Path) -> CacheEntry:

@@ -118,10 +118,30 @@ def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return probe.height, probe.width
 
 
+# How a frame becomes the backbone's square input (recipe `data.resize`). "crop": shorter side to S, then
+# the centre S x S (aspect kept, a 16:9 frame loses 22 % of its width on each side). "squash": the whole
+# frame to S x S (aspect lost, nothing cut), what ViS4mer's features were made from.
+RESIZE_MODES = ("crop", "squash")
+
+
+def check_resize(resize: str) -> str:
+    """`resize` if it names a mode of RESIZE_MODES, else ValueError naming them."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    return resize
+
+
 def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
     """(height, width) with the shorter side scaled to `shorter_side`, aspect ratio kept."""
     scale = shorter_side / min(height, width)
     return max(shorter_side, round(height * scale)), max(shorter_side, round(width * scale))
+
+
+def decoded_size(height: int, width: int, image_size: int, resize: str = "crop") -> tuple[int, int]:
+    """(height, width) a frame is resized to before its centre `image_size` square is taken (`resize`)."""
+    if check_resize(resize) == "squash":
+        return image_size, image_size
+    return resized_size(height, width, image_size)
 
 
 def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
@@ -393,16 +413,18 @@ def open_clip(
     min_frames: int = 1,
     shorter_side: int | None = None,
     planner: Callable[[VideoInfo], FramePlan] | None = None,
+    resize: str = "crop",
 ) -> OpenedClip:
     """Open `path`, plan the frames to sample and decode the first chunk of them (`_decode_first_chunk`: a
     file decord fails on there is re-planned over the frames PyAV decodes, before the caller sees the plan).
 
     With `shorter_side`, much larger videos are scaled down while decoding (by FFmpeg, in decord's threads): a
-    long 720p video then never sits in memory at full size, and the later resize has nothing left to do.
+    long 720p video then never sits in memory at full size, and the later resize has nothing left to do
+    (`resize`: to the size `decoded_size` gives, so "squash" frames arrive already square).
     `planner` chooses the frames from the video's info (default: `plan_frames` with `frames`, `fps` and
     `min_frames`); `fps` is still the rate the plan samples at (`OpenedClip.sampling_fps`).
     """
-    clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, planner)
+    clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, planner, resize)
     clip._decode_first_chunk()
     return clip
 
@@ -415,6 +437,7 @@ def _planned_clip(
     min_frames: int,
     shorter_side: int | None,
     planner: Callable[[VideoInfo], FramePlan] | None,
+    resize: str = "crop",
 ) -> OpenedClip:
     """`open_clip` without decoding any frame."""
     # One read of the container header gives the true size, and proves there is a video stream: decord logs
@@ -428,7 +451,7 @@ def _planned_clip(
     # benchmarks/extract.py) but costs more than it saves for small ones (272p -> 224: 1.6x slower), where the
     # uint8 resize in `preprocess` is cheaper.
     if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
-        size = resized_size(*original, shorter_side)
+        size = decoded_size(*original, shorter_side, resize)
     reader = None
     try:
         try:
@@ -485,13 +508,14 @@ def decode_clip(
     min_frames: int = 1,
     warn: bool = True,
     shorter_side: int | None = None,
+    resize: str = "crop",
 ) -> DecodedClip:
     """Open, plan and decode one video in one read (`shorter_side` as in `open_clip`); warns once when it
     is too short and its last frame is repeated. For long videos, `open_clip(...).chunks` instead.
 
     No frame is handed over before the read ends, so wherever decord fails on a damaged file, the clip can be
     re-planned over the frames PyAV decodes (`OpenedClip._recover`)."""
-    clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, None)
+    clip = _planned_clip(path, frames, fps, num_threads, min_frames, shorter_side, None, resize)
     array = clip._read_span(0, None)
     if warn:
         clip.print_warnings()
@@ -503,13 +527,15 @@ def preprocess(
     image_size: int,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    resize: str = "crop",
 ) -> torch.Tensor:
-    """uint8 `(T, H, W, 3)` -> float `(T, 3, S, S)`: resize the shorter side to S, centre crop, normalise."""
-    return normalize(resized_crops(frames, image_size), mean, std)
+    """uint8 `(T, H, W, 3)` -> float `(T, 3, S, S)`: `resized_crops`, then normalised."""
+    return normalize(resized_crops(frames, image_size, resize), mean, std)
 
 
-def resized_crops(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
-    """uint8 `(T, H, W, 3)` -> uint8 `(T, 3, S, S)`: shorter side resized to S, then the centre crop.
+def resized_crops(frames: np.ndarray | torch.Tensor, image_size: int, resize: str = "crop") -> torch.Tensor:
+    """uint8 `(T, H, W, 3)` -> uint8 `(T, 3, S, S)`: shorter side resized to S, then the centre crop
+    (`resize="squash"`: the whole frame resized to S x S).
 
     Chunk by chunk into one preallocated output; each frame is resized on its own, so the chunking does not
     change the numbers. uint8 because it is a quarter of the float frames' memory: the backbone's input is
@@ -517,18 +543,19 @@ def resized_crops(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.T
     """
     import torch
 
+    check_resize(resize)
     # (T, H, W, 3) -> (T, 3, H, W) as a view: channels-last memory, which torch's uint8 resize kernel wants.
     images = torch.as_tensor(frames).permute(0, 3, 1, 2)
     out = fill_in_chunks(images.shape[0], DECODE_CHUNK_FRAMES,
-                         lambda start, stop: _resized_crop(images[start:stop], image_size))
+                         lambda start, stop: _resized_crop(images[start:stop], image_size, resize))
     return out if out is not None else torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
 
 
-def _resized_crop(images: torch.Tensor, image_size: int) -> torch.Tensor:
+def _resized_crop(images: torch.Tensor, image_size: int, resize: str) -> torch.Tensor:
     import torch.nn.functional as F
 
     height, width = images.shape[-2:]
-    new_h, new_w = resized_size(height, width, image_size)
+    new_h, new_w = decoded_size(height, width, image_size, resize)
     if (new_h, new_w) != (height, width):
         # Resizing the uint8 frames is ~20x faster than resizing floats (a vectorised uint8 path) and costs at
         # most one grey level. Antialiasing matters when shrinking 720p to 224: without it edges alias.

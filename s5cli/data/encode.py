@@ -36,6 +36,15 @@ def data_setting(data: Any, name: str, default: Any = None) -> Any:
 # another input space than the other's, even at the same width.
 TOKEN_IDENTITY = ("backbone", "backbone_weights")
 
+# Data settings added after runs were first saved, with the value every earlier run had (the only
+# behaviour there was): a checkpoint whose stored recipe lacks one was made with it.
+SETTINGS_OF_OLD_RUNS = {"resize": "crop"}
+
+
+def with_settings_of_old_runs(stored_data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored data section with SETTINGS_OF_OLD_RUNS filled in where it has none."""
+    return {**SETTINGS_OF_OLD_RUNS, **stored_data}
+
 
 def settings_from_data(data: Any) -> ExtractionSettings:
     """Extraction settings of a recipe's data section (fps sampling ignores `frames`: it is the clip length then)."""
@@ -64,6 +73,7 @@ def settings_from_data(data: Any) -> ExtractionSettings:
         fps=fps,
         image_size=image_size,
         dtype=str(data_setting(data, "cache_dtype", "float16")),
+        resize=str(data_setting(data, "resize", "crop")),
     )
 
 
@@ -163,17 +173,20 @@ def _rebatched(chunks: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tens
 
 def open_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -> OpenedClip:
     """The video at `path` opened as `settings` sample it, decoded at the backbone's image size."""
-    return open_clip(path, settings.frames, settings.fps, num_threads=threads, shorter_side=settings.image_size)
+    return open_clip(path, settings.frames, settings.fps, num_threads=threads, shorter_side=settings.image_size,
+                     resize=settings.resize)
 
 
-def backbone_crops(clip: OpenedClip, image_size: int) -> Iterator[torch.Tensor]:
-    """The clip's uint8 `(n, 3, S, S)` crops, a decode chunk at a time (the backbone pass normalises them)."""
-    return clip.chunks(lambda frames: resized_crops(frames, image_size))
+def backbone_crops(clip: OpenedClip, image_size: int, resize: str = "crop") -> Iterator[torch.Tensor]:
+    """The clip's uint8 `(n, 3, S, S)` crops (`resized_crops`), a decode chunk at a time (the backbone pass
+    normalises them)."""
+    return clip.chunks(lambda frames: resized_crops(frames, image_size, resize))
 
 
 def encode_clip(
     clip: OpenedClip, backbone: nn.Module, image_size: int, dtype: torch.dtype | None = None,
     on_batch: Callable[[int], None] | None = None, on_crops: Callable[[int, torch.Tensor], None] | None = None,
+    resize: str = "crop",
 ) -> torch.Tensor:
     """An opened clip's `(T, tokens, D)` tokens (`encode_frame_chunks`), its crops decoded in a background
     thread at most two chunks ahead of the backbone: decoding and the backbone overlap, and a film's
@@ -182,7 +195,7 @@ def encode_clip(
     `on_crops(start, crops)` sees each uint8 `(n, 3, S, S)` chunk, rows `start:start + n` of the clip,
     before the backbone does: `visualize-mask` keeps them to draw on.
     """
-    with running_ahead(backbone_crops(clip, image_size), name="s5-decode") as crops:
+    with running_ahead(backbone_crops(clip, image_size, resize), name="s5-decode") as crops:
         if on_crops is not None:
             crops = _tapped(crops, on_crops)
         return encode_frame_chunks(backbone, crops, len(clip.plan), dtype=dtype, on_batch=on_batch)
@@ -238,7 +251,7 @@ def load_video_tokens(
     progress = SimpleProgress(f"backbone {Path(path).name}", total=batches, enabled=show_progress and batches > 1)
     try:
         tokens = encode_clip(clip, backbone, settings.image_size, settings.torch_dtype,
-                             on_batch=lambda _frames: progress.advance())  # the bar counts batches
+                             on_batch=lambda _frames: progress.advance(), resize=settings.resize)  # the bar counts batches
     finally:
         progress.close()
     return tokens.to(device)

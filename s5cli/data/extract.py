@@ -111,7 +111,7 @@ def _decoded_videos(
             clip = open_for_backbone(Path(record.path), settings, threads)
             yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.warnings(), clip.info.fps,
                                clip.repeats_frames)
-            yield from backbone_crops(clip, settings.image_size)
+            yield from backbone_crops(clip, settings.image_size, settings.resize)
         except VideoDecodeError as error:
             yield _VideoFailed(record, error)
 

@@ -102,9 +102,9 @@ def _stored_section(meta: dict[str, str], section: str) -> dict[str, Any]:
 
 def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     from s5cli.cli.console import print_warning
-    from s5cli.data.encode import TOKEN_IDENTITY
+    from s5cli.data.encode import TOKEN_IDENTITY, with_settings_of_old_runs
 
-    stored = _stored_section(meta, "data")
+    stored = with_settings_of_old_runs(_stored_section(meta, "data"))
     for name in TOKEN_IDENTITY:
         if name in stored and (getattr(data, name) or None) != (stored[name] or None):
             raise UserError(f"train.init={spec} was trained on tokens of data.{name}={stored[name]}, this recipe "
@@ -113,6 +113,9 @@ def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     if "image_size" in stored and data.image_size != stored["image_size"]:
         print_warning(f"data.image_size={data.image_size}: train.init={spec} was trained on tokens of "
                       f"{stored['image_size']} px frames, which its weights learned")
+    if data.resize != stored["resize"]:
+        print_warning(f"data.resize={data.resize}: train.init={spec} was trained on tokens of frames resized "
+                      f"with data.resize={stored['resize']}, which its weights learned")
 
 
 def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None

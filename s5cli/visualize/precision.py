@@ -109,10 +109,11 @@ def video_event_precision(
     image_size: int,
     seed: int = 0,
     storage_dtype: str | None = "float16",
+    resize: str = "crop",
 ) -> dict[str, float | int]:
     """`kept_precision` pooled over synthetic videos (each with its `.json` ground truth beside the `.mp4`)."""
     results = []
-    sampling = VideoSampling(frames, fps, image_size, storage_dtype=storage_dtype)
+    sampling = VideoSampling(frames, fps, image_size, storage_dtype=storage_dtype, resize=resize)
     for video in videos:
         selection = run_selection(video, model, backbone, sampling, model_name="eval", seed=seed)
         results.append(kept_precision(selection.to_json(), Path(video).with_suffix(".json")))
@@ -154,7 +155,7 @@ def synthetic_event_precision(
     result = video_event_precision(
         [record.path for record in records], model, backbone,
         frames=data.get("frames"), fps=data.get("fps"), image_size=image_size, seed=seed,
-        storage_dtype=data.get("cache_dtype") or "float16",
+        storage_dtype=data.get("cache_dtype") or "float16", resize=data.get("resize") or "crop",
     )
     return {**result, "keep_ratio": float(model.config.keep_ratio), "selector": str(model.config.selector),
             "selection": str(model.config.selection)}

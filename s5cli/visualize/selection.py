@@ -65,6 +65,7 @@ class MaskSelection:
     scores: list[list[float]] | None  # per frame: S log-probabilities of the mask generator (learned only)
     model: str  # checkpoint path / Hub id, or "random-init"
     images: np.ndarray | None = field(default=None, repr=False)  # (T, size, size, 3) uint8 the backbone saw
+    resize: str = "crop"  # how frames became the backbone's squares (`decode.RESIZE_MODES`)
 
     @property
     def grid(self) -> int:
@@ -100,6 +101,7 @@ class MaskSelection:
             "model": self.model,
             "random_init": self.random_init,
             "image_size": self.image_size,
+            "resize": self.resize,
             "patch_size": self.patch_size,
             "grid": self.grid,
             "tokens_per_frame": self.tokens_per_frame,
@@ -115,8 +117,8 @@ class MaskSelection:
 class VideoSampling:
     """How `encode_video` turns a video into tokens: which frames (`clip_plan`: `frames` uniform frames, every
     frame at `fps`, or with both one clip of `frames` frames at `fps`; from `start` seconds on), the crop
-    size, the decoder's threads and the dtype the tokens are rounded through (the feature cache's; None:
-    not rounded). One value that `run_selection` passes on whole, so a new setting is added in one place."""
+    size and how frames become it (`resize`: the checkpoint's data.resize), the decoder's threads and the dtype
+    the tokens are rounded through (the feature cache's; None: not rounded). One value that `run_selection` passes on whole, so a new setting is added in one place."""
 
     frames: int | None
     fps: float | None
@@ -124,6 +126,7 @@ class VideoSampling:
     start: float = 0.0
     threads: int = 2
     storage_dtype: str | None = "float16"
+    resize: str = "crop"
 
 
 @dataclass
@@ -144,7 +147,7 @@ def encode_video(
     report: ProgressReport | None = None,
     trained: TrainedClips | None = None,
 ) -> EncodedVideo:
-    """Sample frames as `sampling` says, crop them to its `image_size` and run the backbone.
+    """Sample frames as `sampling` says, resize them to its `image_size` squares and run the backbone.
 
     Through the same code as `s5 extract` (`encode_clip`: decoder scaling, uint8 crops, batches,
     normalisation, float16 autocast on CUDA, rounding to the storage dtype), so the model scores exactly the
@@ -175,7 +178,8 @@ def encode_video(
             report("backbone", encoded, total)
 
     dtype = cached_dtype(sampling.storage_dtype) if sampling.storage_dtype else None
-    tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops)
+    tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops,
+                         resize=sampling.resize)
     times = [clip.info.time_of(index) for index in clip.plan.indices]
     return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
 
@@ -214,7 +218,7 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
         return capped
 
     clip = open_clip(video, frames, fps, num_threads=sampling.threads, shorter_side=sampling.image_size,
-                     planner=plan_from_start)
+                     planner=plan_from_start, resize=sampling.resize)
     if asked:
         real = clip.plan.real_frames
         if clip.plan.padded:
@@ -331,6 +335,7 @@ def run_selection(
         scores=scores,
         model=model_name,
         images=encoded.pixels,
+        resize=sampling.resize,
     )
 
 

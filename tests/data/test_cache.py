@@ -31,6 +31,7 @@ def test_key_is_stable_short_and_changes_with_every_field():
         "fps": 2.0,
         "image_size": 256,
         "dtype": "float32",
+        "resize": "squash",
     }
     assert set(changes) == {f.name for f in dataclasses.fields(ExtractionSettings)}
     keys = {dataclasses.replace(SETTINGS, **{name: value}).key() for name, value in changes.items()}

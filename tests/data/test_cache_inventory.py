@@ -261,3 +261,12 @@ def test_a_marker_without_read_permission_leaves_its_folder_unidentified_and_kep
         assert_unidentified_and_kept(tmp_path / ".s5cache", tree["old"], reason)
     finally:
         marker.chmod(0o644)
+
+
+def test_squashed_tokens_say_so_in_the_listing(tmp_path):
+    import dataclasses
+
+    squashed = dataclasses.replace(SETTINGS, resize="squash")
+    write_tokens(tmp_path / ".s5cache" / "features", ["a"], squashed)
+    entries = by_key(inv.scan(tmp_path / ".s5cache"))
+    assert entries[inv.TOKENS, squashed.key()].settings == "patch_pool, 16 frames, 64 px squashed, float32"

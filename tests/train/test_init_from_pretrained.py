@@ -107,7 +107,8 @@ def test_an_s4_checkpoint_into_s5_names_the_model(tmp_path: Path) -> None:
 
 
 def _data(**settings) -> SimpleNamespace:
-    return SimpleNamespace(**{"backbone": "patch_pool", "backbone_weights": None, "image_size": 32, **settings})
+    return SimpleNamespace(**{"backbone": "patch_pool", "backbone_weights": None, "image_size": 32, "resize": "crop",
+                              **settings})
 
 
 def _meta(**data) -> dict[str, str]:
@@ -126,4 +127,10 @@ def test_a_checkpoint_of_another_backbones_tokens_is_refused_and_another_image_s
     _check_init_tokens(_data(image_size=64), _meta(), "pre")
     assert "data.image_size=64: train.init=pre was trained on tokens of 32 px frames" in " ".join(
         capsys.readouterr().err.split())
+    # A checkpoint saved before data.resize existed was trained on centre crops.
+    _check_init_tokens(_data(resize="squash"), _meta(), "pre")
+    assert "data.resize=squash: train.init=pre was trained on tokens of frames resized with data.resize=crop" in (
+        " ".join(capsys.readouterr().err.split()))
+    _check_init_tokens(_data(resize="squash"), _meta(resize="squash"), "pre")
+    assert capsys.readouterr().err == ""
     _check_init_tokens(_data(), {"recipe": "not json"}, "pre")  # the weights check names such a checkpoint

