@@ -37,6 +37,13 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
         add(("data.frames", "data.fps"), "data.frames and data.fps are both null: set one (T frames, or frames per second)")
     if data.window_seconds is not None and data.fps is None:
         add(("data.window_seconds", "data.fps"), f"data.window_seconds={data.window_seconds} needs data.fps to be set")
+    if data.frame_pool is not None:
+        if data.fps is not None:
+            add(("data.frame_pool", "data.fps"), f"data.frame_pool={data.frame_pool} draws from uniform frames over "
+                "a whole video, not frames at data.fps: set data.fps=null, or data.frame_pool=null")
+        elif data.frames is not None and data.frame_pool < data.frames:
+            add(("data.frame_pool", "data.frames"), f"data.frame_pool={data.frame_pool} is fewer frames than a clip "
+                f"of data.frames={data.frames} draws from it: use data.frame_pool >= {data.frames}")
     if data.dataset == "synthetic":
         _check_synthetic(data.synthetic, add)
     _check_backbone(recipe, add)

@@ -131,6 +131,10 @@ class DataSection:
     frames: int | None = knob(32, AT_LEAST_1)  # T frames per video (uniform), or the clip length with fps
     fps: float | None = knob(None, POSITIVE)  # sample at this rate instead (LVU: 1 fps)
     window_seconds: float | None = knob(None, POSITIVE)  # clip = window_seconds * fps frames (LVU: 60)
+    # Cache this many uniform frames per video instead of `frames`, and make each training clip `frames` of
+    # them drawn at random and sorted, anew every epoch (ViS4mer's temporal augmentation on Breakfast and
+    # COIN: 512 / 256 segments); evaluation reads `frames` uniformly spaced ones. null: cache `frames`.
+    frame_pool: int | None = knob(None, AT_LEAST_1)
     image_size: int = knob(224, Rule(low=PATCH_SIZE, multiple_of=PATCH_SIZE))
     # How a frame becomes the image_size square: "crop" (shorter side to image_size, centre crop) or
     # "squash" (the whole frame resized, aspect lost; ViS4mer's features).

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,27 @@ def storage_dtype(name: str) -> torch.dtype:
 
     check_storage_dtype(name)
     return getattr(torch, name)
+
+
+def _read_rows(tokens: Any, rows: Sequence[int]) -> Tensor:
+    """Frames `rows` (ascending, repeats allowed) of a safetensors slice: one read per run of consecutive
+    frames, since safetensors slices only take ranges."""
+    import torch
+
+    distinct = list(dict.fromkeys(rows))
+    if not distinct:
+        raise ValueError("no frames to read")
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive rows
+    for row in distinct:
+        if runs and row == runs[-1][1] + 1:
+            runs[-1][1] = row
+        else:
+            runs.append([row, row])
+    read = torch.cat([tokens[first : last + 1] for first, last in runs])
+    if len(distinct) == len(rows):
+        return read
+    position = {row: i for i, row in enumerate(distinct)}
+    return read[torch.tensor([position[row] for row in rows])]
 
 
 @dataclass(frozen=True)
@@ -281,13 +303,14 @@ class FeatureCache:
             save_tensors({TOKENS_KEY: stored}, tmp, metadata=meta)
         return path
 
-    def load(self, video_id: str, frames: slice | None = None) -> tuple[Tensor, dict[str, str]]:
+    def load(self, video_id: str, frames: slice | Sequence[int] | None = None) -> tuple[Tensor, dict[str, str]]:
         """Tokens `(T, S, D)` and metadata; FileNotFoundError if missing, CorruptCacheEntry if unreadable.
 
-        With `frames`, only those frames are read from the file: an evaluation window or a training clip
-        needs a minute of a video, and LVU's windows start every second, so loading the whole video for
-        each one read it once per window. Not reported here: the caller reports the error it raises
-        (`has` reports a damaged file it finds, before any run reads it).
+        With `frames` (a slice, or ascending frame indices), only those frames are read from the file: an
+        evaluation window or a training clip needs a minute of a video, and LVU's windows start every
+        second, so loading the whole video for each one read it once per window; a clip drawn from a
+        `data.frame_pool` needs only its own frames of the pool (64 of 512). Not reported here: the caller
+        reports the error it raises (`has` reports a damaged file it finds, before any run reads it).
         """
         from safetensors import safe_open
 
@@ -300,7 +323,12 @@ class FeatureCache:
         if problem is None:
             try:
                 with safe_open(str(path), framework="pt") as handle:
-                    tokens = handle.get_tensor(TOKENS_KEY) if frames is None else handle.get_slice(TOKENS_KEY)[frames]
+                    if frames is None:
+                        tokens = handle.get_tensor(TOKENS_KEY)
+                    elif isinstance(frames, slice):
+                        tokens = handle.get_slice(TOKENS_KEY)[frames]
+                    else:
+                        tokens = _read_rows(handle.get_slice(TOKENS_KEY), frames)
                     return tokens, dict(handle.metadata() or {})
             except Exception as error:  # safetensors raises its own error types for damaged files
                 problem = f"unreadable ({str(error).splitlines()[0][:100]})"
@@ -311,6 +339,10 @@ class FeatureCache:
     def load_frames(self, video_id: str, start: int, stop: int) -> Tensor:
         """Frames [start, stop) of a video's tokens, read alone (see `load`)."""
         return self.load(video_id, slice(start, stop))[0]
+
+    def load_rows(self, video_id: str, rows: Sequence[int]) -> Tensor:
+        """Frames `rows` (ascending frame indices) of a video's tokens, read alone (see `load`)."""
+        return self.load(video_id, rows)[0]
 
     def num_frames(self, video_id: str) -> int:
         """Cached frame count of a video, read from the file header only; the errors of `load` when the

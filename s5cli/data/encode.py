@@ -46,8 +46,12 @@ def with_settings_of_old_runs(stored_data: dict[str, Any]) -> dict[str, Any]:
     return {**SETTINGS_OF_OLD_RUNS, **stored_data}
 
 
-def settings_from_data(data: Any) -> ExtractionSettings:
-    """Extraction settings of a recipe's data section (fps sampling ignores `frames`: it is the clip length then)."""
+def settings_from_data(data: Any, pool: bool = True) -> ExtractionSettings:
+    """Extraction settings of a recipe's data section (fps sampling ignores `frames`: it is the clip length then).
+
+    With `data.frame_pool` the cache holds that many uniform frames, which training clips are drawn from;
+    `pool=False` gives the `frames` uniform frames a model reads at evaluation, for a raw video
+    (`eval --video`) that is encoded and read at once."""
     backbone = data_setting(data, "backbone")
     if not backbone:
         raise UserError("data.backbone is not set: use e.g. patch_pool or vit_large_patch16_224")
@@ -61,6 +65,8 @@ def settings_from_data(data: Any) -> ExtractionSettings:
         raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")
     elif int(frames) < 1:
         raise UserError(f"data.frames must be at least 1, got {frames}")
+    elif pool and data_setting(data, "frame_pool") is not None:
+        frames = int(data_setting(data, "frame_pool"))
     image_size = int(data_setting(data, "image_size", 224))
     if image_size < PATCH_SIZE or image_size % PATCH_SIZE:
         raise UserError(
@@ -230,6 +236,7 @@ def load_video_tokens(
 ) -> torch.Tensor:
     """One raw video -> `(T, S, D)` tokens with the recipe's extraction settings, in the cache's dtype:
     the numbers a cached dataset would give (callers convert a window at a time, as the dataset does).
+    With `data.frame_pool`, the `frames` uniform frames evaluation reads, not the pool training draws from.
 
     Pass `backbone` (`load_backbone(settings_from_data(data), device)`) to reuse it over several videos.
     `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
@@ -237,7 +244,7 @@ def load_video_tokens(
 
     from s5cli.cli.console import SimpleProgress
 
-    settings = settings_from_data(data)
+    settings = settings_from_data(data, pool=False)
     if backbone is None:
         backbone = load_backbone(settings, device)
     clip = open_for_backbone(Path(path), settings, int(data_setting(data, "decode_threads", 2)))

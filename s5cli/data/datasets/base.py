@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from s5cli.data.sampling import uniform_plan
 from s5cli.errors import UserError
 
 # Containers accepted for dataset videos, in order of preference when a video exists in several.
@@ -270,6 +271,24 @@ def _load_frames(cache: Any, video_id: str, start: int, stop: int) -> Tensor:
     return tokens[start:stop]
 
 
+def _load_rows(cache: Any, video_id: str, rows: Sequence[int]) -> Tensor:
+    """Frames `rows` (ascending) of a cached video: read alone when the cache can (`FeatureCache.load_rows`)."""
+    reader = getattr(cache, "load_rows", None)
+    if callable(reader):
+        return reader(video_id, rows)
+    tokens, _ = cache.load(video_id)
+    return tokens[list(rows)]
+
+
+def spread_rows(total_frames: int, frames: int, rng: np.random.Generator) -> tuple[int, ...]:
+    """A training clip of `frames` of a video's `total_frames` cached frames, drawn without repeats and
+    sorted (ViS4mer's random segments); a video with fewer frames gives them all, the last repeated
+    (`uniform_plan`'s padding)."""
+    if total_frames <= frames:
+        return uniform_plan(total_frames, frames).indices
+    return tuple(int(row) for row in np.sort(rng.choice(total_frames, size=frames, replace=False)))
+
+
 def _has(cache: Any, video_id: str) -> bool:
     has = getattr(cache, "has", None)
     if callable(has):
@@ -323,6 +342,9 @@ class TokenDataset(Dataset):
     training=False: one item per (video, window): windows of `frames` frames starting every `stride` frames
     (default: consecutive) and covering the video, the last one aligned to its end, so evaluation can
     average predictions over all windows of a video.
+    spread=True (a recipe's `data.frame_pool`): a clip is `frames` frames spread over the whole cached
+    sequence instead of consecutive ones: in training drawn at random without repeats and sorted, for
+    evaluation uniformly spaced (`uniform_plan`), one item per video.
     Records without a cache entry are skipped; their ids are in `missing`.
     """
 
@@ -334,7 +356,10 @@ class TokenDataset(Dataset):
         training: bool = False,
         dtype: torch.dtype | None = torch.float32,  # None: the cache's own dtype
         stride: int | None = None,
+        spread: bool = False,
     ) -> None:
+        if spread and frames is None:
+            raise ValueError("spread clips need a clip length (frames)")
         if frames is not None and frames < 1:
             raise UserError(f"frames must be at least 1, got {frames}")
         if stride is not None and stride < 1:
@@ -343,6 +368,7 @@ class TokenDataset(Dataset):
         self.frames = frames
         self.stride = stride
         self.training = training
+        self.spread = spread
         self.dtype = dtype
         self.missing: list[str] = []
         self.records: list[VideoRecord] = []
@@ -356,6 +382,9 @@ class TokenDataset(Dataset):
             self._entries = [_Entry(record) for record in self.records]
         else:
             for record in self.records:
+                if spread:  # one clip per video: no window count needs the file
+                    self._entries.append(_Entry(record))
+                    continue
                 total = _frame_count(cache, record.video_id) if frames is not None else 0
                 for window in range(num_windows(total, frames, stride)):
                     self._entries.append(_Entry(record, window, total))
@@ -376,22 +405,28 @@ class TokenDataset(Dataset):
         entry = self._entries[index]
         if self.frames is None:
             return self._sample(entry, self.cache.load(entry.record.video_id)[0])
+        if self.spread:
+            rows = uniform_plan(self._total_frames(entry), self.frames).indices
+            return self._sample(entry, _load_rows(self.cache, entry.record.video_id, rows))
         start = window_start(self._total_frames(entry), self.frames, entry.window, self.stride)
         return self._sample(entry, self._clip(entry, start))
 
     def training_clip(self, index: int, seed: int, epoch: int) -> Sample:
         """Video `index`'s training clip in `epoch` of a run seeded `seed`.
 
-        The start is drawn from numpy's generator seeded with (seed, epoch, index): the same clip whoever
-        asks, in whatever order and process, and another one every epoch.
+        The start (spread clips: the frames) is drawn from numpy's generator seeded with (seed, epoch,
+        index): the same clip whoever asks, in whatever order and process, and another one every epoch.
         """
         if not self.training:
             raise ValueError("training_clip needs a TokenDataset built with training=True")
         entry = self._entries[index]
         if self.frames is None:
             return self._sample(entry, self.cache.load(entry.record.video_id)[0])
-        starts = max(1, self._total_frames(entry) - self.frames + 1)
         rng = np.random.default_rng([seed % 2**64, epoch, index])  # SeedSequence mixes the three
+        if self.spread:
+            rows = spread_rows(self._total_frames(entry), self.frames, rng)
+            return self._sample(entry, _load_rows(self.cache, entry.record.video_id, rows))
+        starts = max(1, self._total_frames(entry) - self.frames + 1)
         return self._sample(entry, self._clip(entry, int(rng.integers(starts))))
 
     def epoch_clips(self, seed: int, epoch: int) -> EpochClips:
