@@ -18,11 +18,20 @@ from typing import Any
 
 @contextlib.contextmanager
 def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real suffix last: some writers (PIL, PyAV, safetensors) pick the format from it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds.
+
+    A symlink is written through, as `open(path, "w")` would (the link stays, its target gets the new
+    file), and anything else that is not a regular file (a FIFO, a device such as /dev/stdout) is refused:
+    renaming over it replaced the device or pipe with a file and reported success. A file-system error
+    names `path`, not the temporary file the user never asked for.
+    """
+    target = _regular_file_target(Path(path))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Keep the real suffix last: some writers (PIL, PyAV, safetensors) pick the format from it.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as error:
+        raise _naming(error, Path(path)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -32,9 +41,38 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.filename not in (None, str(tmp), tmp_name):
+            raise  # about another file the block touched: its name is the right one
+        raise _naming(error, Path(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _regular_file_target(path: Path) -> Path:
+    """The file an atomic write of `path` replaces: `path`, or through a symlink its target. UserError when
+    `path` exists as something other than a regular file or folder (folders fail on their own, naming it)."""
+    import stat
+
+    from s5cli.errors import UserError
+
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: /dev/stdout and /proc/self/fd/1 are the device
+    except OSError:
+        mode = None  # nothing there yet (or a dangling link, written through like open() would)
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else (
+            "not a regular file")
+        raise UserError(f"{path} is {kind}, which s5cli does not write into (it writes whole files atomically): "
+                        "give a file path, or - where the option takes it for standard output")
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` as an OSError about `path` (the file the user named)."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def sync_folder(folder: str | os.PathLike[str], files: bool = True) -> None:

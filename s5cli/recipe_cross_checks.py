@@ -66,6 +66,8 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
         add(("eval.window_stride", "data.frames", "data.fps", "data.window_seconds"), f"eval.window_stride={stride} is longer than a clip ({clip} frames): frames "
             f"between windows would never be seen; use at most {clip}")
     train = recipe.train
+    if not str(train.out_dir).strip():
+        add("train.out_dir", "train.out_dir is empty: name the run folder, e.g. runs/mine")
     if train.early_stop_patience is not None and train.objective == "lsmcl":
         add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
             "pretraining has none: set it to null")

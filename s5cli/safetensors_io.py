@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -34,10 +35,24 @@ def save_tensors(
     """
     from safetensors.torch import save_file
 
-    save_file(dict(tensors), os.fspath(path), metadata=dict(metadata) if metadata is not None else None)
+    try:
+        save_file(dict(tensors), os.fspath(path), metadata=dict(metadata) if metadata is not None else None)
+    except OSError:
+        raise
+    except Exception as error:  # safetensors wraps the OS's error: "I/O error: No space left on device (os error 28)"
+        code = _os_error_code(str(error))
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), os.fspath(path)) from error
     sort_metadata(path)
     # The library creates its file with mode 0600; give it what any other file the job writes gets.
     os.chmod(path, default_file_mode())
+
+
+def _os_error_code(message: str) -> int | None:
+    """The errno in a Rust I/O error's text ("... (os error 28)"), as safetensors reports a failed write."""
+    found = re.search(r"\(os error (\d+)\)", message)
+    return int(found.group(1)) if found else None
 
 
 def sort_metadata(path: str | os.PathLike[str]) -> bool:

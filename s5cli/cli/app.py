@@ -76,6 +76,9 @@ _PATH_FIXES = {
 }
 
 
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _system_error_line(error: BaseException) -> tuple[str, int] | None:
     """One line and an exit code for an OSError that names a file, or for running out of memory; None otherwise.
 
@@ -90,6 +93,9 @@ def _system_error_line(error: BaseException) -> tuple[str, int] | None:
     if isinstance(error, MemoryError) or out_of_memory:
         detail = " ".join(str(error).split())[:200] or "allocation failed"
         return f"out of memory ({detail}): ask for less (fewer frames, a smaller size or batch)", 1
+    if isinstance(error, OSError) and error.filename is None and error.errno in _FULL_DISK:
+        # A write to an open stream (standard output redirected to a full disk): no file name to give.
+        return f"{error.strerror or 'no space left'} while writing output: free some space or write elsewhere", 1
     if not isinstance(error, OSError) or error.filename is None:
         return None
     reason = error.strerror or type(error).__name__

@@ -47,6 +47,13 @@ def evaluate(
         from s5cli.io import check_output_file
 
         check_output_file(json_out, "--json", "metrics.json")  # before the evaluation, not after it
+    if checkpoint is None and recipe is not None:
+        from s5cli.train.job import run_folder_of
+
+        # RUN/recipe.yaml means that run (as `s5 finetune RUN/recipe.yaml --resume` does), not the newest one.
+        home = run_folder_of(recipe)
+        if home is not None:
+            checkpoint = str(home / "best") if (home / "best").exists() else str(home)
     if checkpoint is None:
         found = last_run()
         if found is None:
@@ -66,6 +73,7 @@ def evaluate(
 
         # One raw video needs the recipe's decoding settings, not its dataset on this machine.
         rec = recipe_objects(recipe, overrides, None, check_paths=not video_files)
+        _warn_model_section_ignored(rec, stored_recipe.get("model", {}), recipe, checkpoint)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides, source=f"{checkpoint}'s recipe")
     _check_token_settings(rec.data, stored_recipe.get("data", {}), checkpoint)
@@ -125,6 +133,22 @@ def _check_token_settings(data: Any, stored_data: dict, checkpoint: str) -> None
                for name in _TOKEN_SAMPLING if differs(name)]
     if changed:
         print_warning(f"{', '.join(changed)}: {checkpoint} is evaluated on inputs sampled unlike its training")
+
+
+def _warn_model_section_ignored(rec: Any, stored_model: dict, recipe: str, checkpoint: str) -> None:
+    """One warning naming the keys where the recipe file's `model:` differs from the checkpoint's model.
+
+    Why: eval always runs the checkpoint's model; a recipe with `keep_ratio: 0.25` evaluated a 0.5 model
+    without a word, while the same change as an override is refused (`_refuse_model_changes`)."""
+    from s5cli.cli.console import print_warning
+    from s5cli.recipe import recipe_to_dict
+
+    given = recipe_to_dict(rec).get("model", {})
+    changed = [f"model.{name}={given[name]} (trained: {stored_model[name]})"
+               for name in given if name in stored_model and given[name] != stored_model[name]]
+    if changed:
+        print_warning(f"{recipe}: {', '.join(changed)}: eval runs {checkpoint}'s own model as trained (to "
+                      "evaluate these settings, train a model with them)")
 
 
 def _refuse_model_changes(overrides: list[str], stored_model: dict, checkpoint: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from s5cli.cli.help_text import flag
@@ -15,7 +13,7 @@ def finetune(
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
-    out: Path | None = typer.Option(None, "--out", help="Run folder (overrides train.out_dir)."),
+    out: str | None = typer.Option(None, "--out", metavar="PATH", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a video model on labelled data (to try it: the bundled recipes/synthetic.yaml).

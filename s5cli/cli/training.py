@@ -7,8 +7,11 @@ from pathlib import Path
 
 
 def run_training(recipe_path: str, overrides: list[str] | None, objective: str, resume: bool, seed: int | None,
-                 device: str | None, out: Path | None, quiet: bool) -> dict:
-    """Run pretraining or finetuning from a recipe and print a summary; returns the final metrics."""
+                 device: str | None, out: str | Path | None, quiet: bool) -> dict:
+    """Run pretraining or finetuning from a recipe and print a summary; returns the final metrics.
+
+    `out` comes as typed (a str): typer would turn `--out ""` into Path("."), and the run was written
+    into the working folder."""
     from s5cli.cli.console import stderr, stdout
     from s5cli.errors import UserError
     from s5cli.recipe import recipe_to_dict
@@ -22,9 +25,11 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
 
     # The command decides the objective; validating with it applies its own cross-checks (early stopping
     # is fine when finetuning from a pretraining recipe, refused when pretraining).
+    if out is not None and not str(out).strip():
+        raise UserError('--out "" names no folder: give the run folder, e.g. --out runs/mine')
     _check_objective(recipe_path, overrides or [], objective)
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
-    out_dir = job.out_dir_for(recipe, out, recipe_path, overrides or [])
+    out_dir = job.out_dir_for(recipe, None if out is None else Path(out), recipe_path, overrides or [])
     job.check_run_folder(out_dir)
     ctx = None
     try:

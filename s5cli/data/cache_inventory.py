@@ -231,6 +231,11 @@ def _classify(folder: Path) -> tuple[str, dict[str, Any] | str]:
             return UNKNOWN_KIND, f"cannot parse {name}: {error}"
         if not isinstance(found, dict) or not isinstance(found.get("format"), str):
             return UNKNOWN_KIND, f"{name} holds no format: not an s5cli marker"
+        # Another tool's settings.json is not ours to call stale: only this kind's own format family
+        # ("s5cli-tokens/<version>") identifies the folder.
+        family = MARKERS[kind][1].split("/")[0] + "/"
+        if not found["format"].startswith(family):
+            return UNKNOWN_KIND, f"{name} has format {found['format']!r}, not {family}...: not an s5cli marker"
         return kind, found
     return UNKNOWN_KIND, "no synthetic.json or settings.json"
 

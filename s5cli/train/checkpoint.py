@@ -13,6 +13,7 @@ half-written checkpoint where `latest` could point at it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -141,6 +142,12 @@ def save_checkpoint(
         else:
             tmp.rename(directory)
         sync_folder(directory.parent, files=False)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.filename is not None and not str(error.filename).startswith(str(tmp)):
+            raise
+        # A full disk while assembling: name the checkpoint, not the hidden folder it was assembled in.
+        raise OSError(error.errno, error.strerror or str(error), f"checkpoint {directory}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -218,11 +225,24 @@ def latest_target_name(run_dir: Path) -> str | None:
 
 
 def run_best_checkpoint(run_dir: str | Path) -> Path | None:
-    """A run folder's `best/` checkpoint (what eval, visualize-mask and push mean by a run), or None."""
-    try:
-        return checkpoint_dir(Path(run_dir).expanduser() / "best")
-    except UserError:
+    """A run folder's `best/` checkpoint (what eval, visualize-mask and push mean by a run), or None when the
+    run has none (no validation: its latest checkpoint is meant).
+
+    UserError when `best/` is there but damaged: falling back to the latest checkpoint used to score,
+    visualise or upload another checkpoint than the user meant, without a word."""
+    best = Path(run_dir).expanduser() / "best"
+    if not best.exists() and not _set_aside(best).exists():
         return None
+    try:
+        return checkpoint_dir(best)
+    except UserError:
+        if not best.exists():  # only a leftover of an interrupted replace, no checkpoint: as without best/
+            return None
+        latest = ""
+        with contextlib.suppress(UserError, OSError):  # a run without a usable `latest`: no example then
+            latest = f", e.g. the latest one, {_latest_target(best.parent)}"
+        what = f"holds no {MODEL_FILE}" if best.is_dir() else "is not a folder"
+        raise UserError(f"{best} {what} (damaged?): pass a checkpoint folder instead{latest}") from None
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

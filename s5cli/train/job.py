@@ -189,13 +189,13 @@ def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, o
     """
     if out is not None:
         return Path(out).expanduser()
-    home = _run_folder_of(recipe_path)
+    home = run_folder_of(recipe_path)
     if home is not None and not any(o.partition("=")[0].strip() == "train.out_dir" for o in overrides):
         return home
     return Path(recipe.train.out_dir).expanduser()
 
 
-def _run_folder_of(recipe_path: str | None) -> Path | None:
+def run_folder_of(recipe_path: str | None) -> Path | None:
     """The folder of a recipe.yaml that training wrote (checkpoints or a log beside it), else None."""
     if not recipe_path:
         return None

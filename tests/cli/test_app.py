@@ -146,3 +146,13 @@ def test_torch_running_out_of_cpu_memory_is_the_out_of_memory_line() -> None:
                                                  "allocate memory: you tried to allocate 4398046511104 bytes."))
     assert code == 1 and line.startswith("out of memory (") and line.endswith("(fewer frames, a smaller size or batch)")
     assert _system_error_line(RuntimeError("shape mismatch")) is None  # other RuntimeErrors stay tracebacks
+
+
+@pytest.mark.parametrize("args", [["--out", ""], ["train.out_dir=''"], ["--out", " "]])
+def test_an_empty_run_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch, args) -> None:
+    """typer turns `--out ""` into Path("."): the run went into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["finetune", "synthetic", *args, "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "names no folder" in result.output or "train.out_dir is empty" in result.output
+    assert list(tmp_path.iterdir()) == []

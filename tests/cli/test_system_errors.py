@@ -92,3 +92,82 @@ def test_a_terminated_command_says_so_and_exits_143(monkeypatch) -> None:
     monkeypatch.setattr(recipe_module, "load_recipe_spec", terminated)
     stopped = CliRunner().invoke(app, ["recipes", "show", "synthetic"])
     assert stopped.exit_code == 143 and _one_line(stopped.output) == "error: terminated"
+
+
+def test_a_full_disk_names_the_file_asked_for_not_the_temporary_one(monkeypatch, tmp_path) -> None:
+    """A write that fails half-way (no file name on the error, as a file handle's write raises it) names the
+    user's path; the temporary file is gone."""
+    def fills_the_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import s5cli.io
+
+    monkeypatch.setattr(s5cli.io.os, "fsync", fills_the_disk)
+    target = tmp_path / "mine.yaml"
+    result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", str(target)])
+    assert result.exit_code == 1, result.output
+    assert _one_line(result.output) == f"error: {target}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_safetensors_is_an_os_error_naming_the_file(monkeypatch, tmp_path) -> None:
+    """safetensors wraps the OS error in its own type; checkpoints and token files name their path."""
+    import safetensors.torch
+    import torch
+    from torch import nn
+
+    from s5cli.data.cache import ExtractionSettings, FeatureCache
+    from s5cli.train.checkpoint import save_checkpoint
+
+    class SafetensorError(Exception):  # the library's type is not importable by that name in every version
+        pass
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    cache = FeatureCache(tmp_path / "cache", ExtractionSettings("patch_pool", None, 4, None, 64))
+    with pytest.raises(OSError, match="No space left") as caught:
+        cache.save("v", torch.zeros(2, 3, 4))
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(cache.path("v")))
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(tmp_path / "run" / "best", nn.Linear(2, 2), {})
+    assert caught.value.filename == f"checkpoint {tmp_path / 'run' / 'best'}"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # nothing half-assembled left
+    line = app_module._system_error_line(caught.value)
+    assert line == (f"checkpoint {tmp_path / 'run' / 'best'}: No space left on device", 1)
+    # Other safetensors errors stay what they are.
+    monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(SafetensorError("x")))
+    with pytest.raises(SafetensorError):
+        cache.save("v", torch.zeros(2, 3, 4))
+
+
+def test_standard_output_on_a_full_disk_is_one_line() -> None:
+    assert app_module._system_error_line(OSError(errno.ENOSPC, "No space left on device")) == (
+        "No space left on device while writing output: free some space or write elsewhere", 1)
+
+
+def test_outputs_are_written_through_symlinks_and_pipes_or_devices_are_refused(tmp_path) -> None:
+    from s5cli.errors import UserError
+    from s5cli.io import atomic_write_text
+
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "made.json")
+    atomic_write_text(dangling, "made")  # as open() would: the link's target is created
+    assert dangling.is_symlink() and (tmp_path / "made.json").read_text() == "made"
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match=r"pipe\.json is a pipe, .* or - where the option takes it"):
+        atomic_write_text(fifo, "x")
+    assert fifo.exists() and not fifo.is_file()
+    with pytest.raises(UserError, match="/dev/null is a device"):
+        atomic_write_text("/dev/null", "x")
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", "/dev/null", "--force"])
+    assert result.exit_code == 2 and "/dev/null is a device" in _one_line(result.output)

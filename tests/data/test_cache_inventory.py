@@ -194,6 +194,7 @@ UNPARSABLE = {
     "truncated": b'{"format": "s5cli-synthetic/2", "fra',
     "not-an-object": b'["s5cli-synthetic/2"]',
     "no-format": b'{"frames": 16}',
+    "another-tools-format": b'{"format": "other-tool/1"}',  # its folder is not ours to delete
 }
 MARKER_OF = {"old": "synthetic.json", "stale_tokens": "settings.json"}
 
@@ -234,6 +235,11 @@ def test_unidentified_markers_say_why(tree, tmp_path):
     assert reasons[OLD_SPEC.key()].startswith("cannot parse synthetic.json: Expecting")
     assert reasons["0123456789ab"] == "settings.json holds no format: not an s5cli marker"
     assert reasons["my-notes"] == "no synthetic.json or settings.json"
+    (tree["stale_tokens"] / "settings.json").write_text('{"format": "s5cli-synthetic/2"}')  # the other kind's
+    reasons = {key: entry.settings for (kind, key), entry in by_key(inv.scan(tmp_path / ".s5cache")).items()
+               if kind == inv.UNKNOWN_KIND}
+    assert reasons["0123456789ab"] == ("settings.json has format 's5cli-synthetic/2', not s5cli-tokens/...: "
+                                       "not an s5cli marker")
 
 
 @pytest.mark.parametrize("folder", list(MARKER_OF))

@@ -234,3 +234,21 @@ def test_a_run_folder_means_its_best_checkpoint_even_mid_replace(tmp_path) -> No
     assert ckpt.run_best_checkpoint(tmp_path) == best == resolve_checkpoint(tmp_path)
     best.rename(tmp_path / ".best.old")
     assert resolve_checkpoint(tmp_path) == tmp_path / ".best.old"
+
+
+def test_a_damaged_best_checkpoint_is_refused_not_replaced_by_the_latest(tmp_path) -> None:
+    """eval, visualize-mask, push and train.init mean a run's best/: scoring its latest checkpoint instead,
+    silently, gave numbers of another checkpoint."""
+    from s5cli.train.loading import resolve_checkpoint
+
+    model, _ = _trained_pair()
+    step = ckpt.save_checkpoint(tmp_path / "checkpoints" / "step-0000001", model, {})
+    ckpt.set_latest(tmp_path, step)
+    best = ckpt.save_checkpoint(tmp_path / "best", model, {})
+    (best / ckpt.MODEL_FILE).unlink()
+    message = f"{best} holds no model.safetensors (damaged?): pass a checkpoint folder instead, e.g. the latest one, {step}"
+    for resolve in (ckpt.run_best_checkpoint, resolve_checkpoint):
+        with pytest.raises(UserError) as caught:
+            resolve(tmp_path)
+        assert str(caught.value) == message
+    assert resolve_checkpoint(step) == step  # the way out the message gives
