@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from collections.abc import Callable, Sequence
 
 from s5cli.errors import UserError
@@ -56,8 +55,11 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
     if getattr(model, "kernel", None) == "dplr" and getattr(model, "init", "legs") != "legs":
         add(("model.init", "model.kernel"), f"model.init={model.init!r} is not allowed with kernel dplr: use legs (or kernel: s4d)")
     repo_id = recipe.hub.repo_id
-    if repo_id is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", repo_id):
-        add("hub.repo_id", f"hub.repo_id={repo_id!r} is not a Hub repo id: use owner/name")
+    if repo_id is not None:
+        from s5cli.hub.paths import is_repo_id
+
+        if not is_repo_id(repo_id):  # the rule `s5 push` applies: what it would refuse is refused up front
+            add("hub.repo_id", f"hub.repo_id={repo_id!r} is not a Hub repo id: use OWNER/NAME (letters, digits, - _ .)")
     dt_min, dt_max = getattr(model, "dt_min", None), getattr(model, "dt_max", None)
     if dt_min is not None and dt_max is not None and dt_min > dt_max:
         add(("model.dt_min", "model.dt_max"), f"model.dt_min={dt_min} must not exceed model.dt_max={dt_max}")
@@ -76,6 +78,12 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
         add(("train.batch_size", "train.lsmcl.queue_size"), f"train.batch_size={train.batch_size} with LSMCL and no queue contrasts each video "
             "with no other (the loss is 0 and nothing is learnt): use train.batch_size >= 2 or set "
             "train.lsmcl.queue_size")
+    cached = data.frame_pool or data.frames
+    if train.objective == "lsmcl" and data.fps is None and cached is not None and train.lsmcl.long_frames > cached:
+        # Uniform sampling caches `cached` frames a video: a longer clip only repeats its last frame.
+        add(("train.lsmcl.long_frames", "data.frames", "data.frame_pool"), f"train.lsmcl.long_frames="
+            f"{train.lsmcl.long_frames} is more frames than the {cached} each video has cached (data.frames"
+            f"{', data.frame_pool' if data.frame_pool else ''}): use train.lsmcl.long_frames <= {cached}")
     if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts
         add(("train.accumulate", "train.batch_size"), f"train.accumulate={train.accumulate} is more micro-batches than train.batch_size="
             f"{train.batch_size} has clips: use train.accumulate <= {train.batch_size}")

@@ -227,7 +227,7 @@ def _build_model(values: dict[str, Any], problems: Problems, backbone: str) -> A
         keys = ", ".join(f"model.{key}" for key in unused)
         chosen = f"model.name={name}" + (" (command line)" if problems.overridden("model.name") else "")
         problems.note(tuple(f"model.{key}" for key in unused),
-                      f"{keys} not used by {chosen} (settings of another model): ignored")
+                      f"{keys} not used by {chosen}: settings of another model, ignored")
         fields = {k: v for k, v in fields.items() if k not in unused}
     width = backbone_width(backbone)
     if "d_input" not in fields and width is not None and "d_input" in field_names(config_cls):

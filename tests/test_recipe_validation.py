@@ -68,12 +68,23 @@ def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
         ("eval.window_stride=17", "eval.window_stride=17 is longer than a clip (16 frames)"),
         ("eval.window_stride=0", "eval.window_stride=0 is not allowed"),
         ("data.prefetch_batches=0", "data.prefetch_batches=0 is not allowed: must be >= 1"),
+        ("hub.repo_id=bad", "hub.repo_id='bad' is not a Hub repo id"),  # what `s5 push` would refuse
+        ("hub.repo_id=a--b/c", "hub.repo_id='a--b/c' is not a Hub repo id"),
     ],
 )
 def test_out_of_range_and_inconsistent_values(override: str, expected: str) -> None:
     message = error_of(SYNTHETIC, (override,))
     assert expected in message
     assert "command-line override" in message
+
+
+def test_an_lsmcl_long_clip_longer_than_the_cached_frames_is_refused() -> None:
+    """Uniform sampling caches data.frames a video: a longer clip repeated the last frame, without a word."""
+    message = error_of(SYNTHETIC, ("train.objective=lsmcl", "train.lsmcl.long_frames=1000",
+                                   "train.lsmcl.short_frames=999"))
+    assert "train.lsmcl.long_frames=1000 is more frames than the 16 each video has cached" in message
+    load_recipe(SYNTHETIC, ("train.objective=lsmcl", "train.lsmcl.long_frames=32", "data.frame_pool=32"))
+    load_recipe(SYNTHETIC, ("train.lsmcl.long_frames=1000", "train.lsmcl.short_frames=999"))  # supervised: unused
 
 
 def test_a_rule_broken_by_the_file_alone_does_not_blame_the_command_line(tmp_path: Path) -> None:

@@ -84,7 +84,10 @@ def evaluate(
         task = _video_task(rec, meta, checkpoint)
         videos = _predict_videos(model, rec, task, video_files, dev, top, quiet, console)
         failed = [entry for entry in videos if "error" in entry]
-        result = videos[0] if len(videos) == 1 else {"videos": videos}
+        # One object for one video file named; a list whenever a folder or several were asked for, so a
+        # script reading a folder's results does not meet another shape when the folder holds one video.
+        one_file = len(video) == 1 and not Path(video[0]).is_dir()
+        result = videos[0] if one_file and len(videos) == 1 else {"videos": videos}
     else:
         task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
         result = _evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)

@@ -101,8 +101,9 @@ def extract(
         from s5cli.stop_signals import signal_of, stop_outcome
 
         word, code = stop_outcome(signal_of(stop))
-        raise Interrupted(f"{word}; the videos finished so far stay in {folder}: run the same command again to "
-                          "extract the rest", exit_code=code) from None
+        kept = f"the videos finished so far stay in {folder}" if folder.exists() else "nothing was extracted yet"
+        raise Interrupted(f"{word}; {kept}: run the same command again to extract the rest",
+                          exit_code=code) from None
     summary = {
         "cache": str(folder),
         "extracted": report.extracted,
@@ -112,6 +113,7 @@ def extract(
         "skipped_splits": report.skipped_splits,
         "failed_videos": [{"video_id": vid, "reason": reason} for vid, reason in report.failed],
         "missing_videos": report.missing_videos,  # what to download, for a script
+        "padded_videos": report.padded,  # shorter than the sampling asked for: last frame repeated
         "frames_per_second": round(report.frames / report.seconds, 2) if report.frames else None,
     }
     if json_output:

@@ -72,6 +72,12 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         model = job.build_model_from_recipe(recipe, task.num_outputs)
         if init_state is not None:
             ckpt.load_into(model, init_state, f"train.init={recipe.train.init}", strict=False)
+            if ctx.is_main and not quiet:  # the only sign that the weights came from there
+                own = model.state_dict()
+                new = [name for name in own if name not in init_state]
+                rest = f", {len(new)} newly initialised (e.g. {new[0]})" if new else ""
+                stderr.print(f"weights from train.init={recipe.train.init} ({init_dir}): "
+                             f"{len(own) - len(new)} of {len(own)} tensors{rest}", soft_wrap=True)
         module = model
         if objective == "lsmcl":
             from s5cli.models.lsmcl import LSMCL
@@ -103,14 +109,27 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             # Counted, not inferred from checkpoint names: a resume that fell back past a damaged newest
             # checkpoint trains up to that step again and rewrites the checkpoint of the same name.
             if resume and setup.steps_run == 0:
-                stderr.print(f"nothing left to train: {out_dir} had finished its {recipe.train.epochs} epochs or "
-                             "stopped early; raise train.epochs (or train.early_stop_patience) to go on")
+                stderr.print(f"nothing left to train: {out_dir} {_how_it_ended(out_dir, recipe.train.epochs)}",
+                             soft_wrap=True)
             _summary(stdout, out_dir, metrics)
         return metrics
     finally:
         if ctx is not None:
             ctx.close()
         release_run_folder(out_dir)
+
+
+def _how_it_ended(out_dir: Path, epochs: int) -> str:
+    """How a finished run ended, from its metrics.jsonl, and what continues it."""
+    from s5cli.train.metrics_log import read_records
+
+    log = out_dir / "metrics.jsonl"
+    stops = [r for r in read_records(log)[0] if r.get("early_stop")] if log.is_file() else []
+    if stops:
+        return (f"stopped early after epoch {stops[-1].get('epoch')} (no better validation for "
+                "train.early_stop_patience validations); raise train.early_stop_patience, or set it to null, "
+                "to go on")
+    return f"had finished its {epochs} epochs; raise train.epochs to go on"
 
 
 def _summary(console, out_dir: Path, metrics: dict) -> None:

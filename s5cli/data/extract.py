@@ -51,6 +51,7 @@ class ExtractReport:
     skipped_splits: list[str] = field(default_factory=list)  # splits with no video on disk (ensure_cached)
     # (video id, its own fps) of the videos whose frame rate is below data.fps: their cached frames repeat
     fps_above: list[tuple[str, float]] = field(default_factory=list)
+    padded: list[str] = field(default_factory=list)  # videos shorter than their plan: last frame repeated
 
     @property
     def total(self) -> int:
@@ -75,9 +76,10 @@ class _VideoHeader:
     record: Any
     frames: int
     metadata: dict[str, str]
-    warnings: list[str]  # truncation and padding (`OpenedClip.warnings`)
+    warnings: list[str]  # decoder and truncation (`OpenedClip.warnings`)
     video_fps: float
     repeats_frames: bool  # sampled above the video's own rate (`OpenedClip.repeats_frames`)
+    padding: str | None = None  # `OpenedClip.padding_warning`: reported a few times, then counted
 
 
 @dataclass
@@ -109,8 +111,8 @@ def _decoded_videos(
     for record in records:
         try:
             clip = open_for_backbone(Path(record.path), settings, threads)
-            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.warnings(), clip.info.fps,
-                               clip.repeats_frames)
+            yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.warnings(padding=False),
+                               clip.info.fps, clip.repeats_frames, clip.padding_warning())
             yield from backbone_crops(clip, settings.image_size, settings.resize)
         except VideoDecodeError as error:
             yield _VideoFailed(record, error)
@@ -180,6 +182,10 @@ def extract_records(
                 if isinstance(item, _VideoHeader):
                     for warning in item.warnings:
                         print_warning(warning)
+                    if item.padding is not None:
+                        report.padded.append(item.record.video_id)
+                        if len(report.padded) <= PADDING_WARNINGS_SHOWN:
+                            print_warning(item.padding)
                     if item.repeats_frames:
                         report.fps_above.append((item.record.video_id, item.video_fps))
                     on_batch = _video_frames_bar(progress, item, batch_size)
@@ -207,10 +213,17 @@ def extract_records(
             progress.stop()
     if report.fps_above:
         print_warning(fps_above_warning(settings.fps, report.fps_above))
+    if len(report.padded) > PADDING_WARNINGS_SHOWN:
+        # One line per video drowned the run in warnings (400 with the bundled recipe at data.frames=64).
+        print_warning(f"{len(report.padded)} videos in all had fewer frames than sampling asked for and repeat "
+                      f"their last frame (the first {PADDING_WARNINGS_SHOWN} named above; e.g. also "
+                      f"{', '.join(report.padded[PADDING_WARNINGS_SHOWN:PADDING_WARNINGS_SHOWN + 3])}): check "
+                      "data.frames and data.fps if that was not meant")
     report.seconds = time.perf_counter() - started
     return report
 
 
+PADDING_WARNINGS_SHOWN = 3  # videos whose padding is named one by one before the rest are only counted
 FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many backbone batches up
 
 

@@ -250,26 +250,31 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     from s5cli.recipe_validation import show_value
 
     saved_file = out_dir / "recipe.yaml"
-    if not saved_file.is_file():
-        return
-    try:
-        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        saved = None
+    saved, source = None, str(saved_file)
+    if saved_file.is_file():
+        try:
+            saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            saved = None
     if not isinstance(saved, dict):
-        from s5cli.cli.console import print_warning
+        # Deleted or damaged: the latest checkpoint stores the same resolved recipe in its metadata, so a
+        # lost recipe.yaml no longer lets --resume change the optimiser, batch or seed without a word.
+        saved, source = _recipe_of_latest_checkpoint(out_dir), f"the recipe of {out_dir}'s latest checkpoint"
+        if saved is None:
+            if saved_file.exists():
+                from s5cli.cli.console import print_warning
 
-        # The checkpoints' own metadata still guard the model's shape; optimiser, batch and seed go unchecked.
-        print_warning(f"--resume: {saved_file} is unreadable, so changed optimiser, batch or seed settings "
-                      "cannot be caught; the run goes on with this recipe's")
-        return
+                print_warning(f"--resume: {saved_file} is unreadable and no checkpoint holds the run's recipe, so "
+                              "changed optimiser, batch or seed settings cannot be caught; the run goes on with "
+                              "this recipe's")
+            return
     saved_flat = _flatten(saved)
     new_flat = _flatten(recipe_to_dict(recipe))
     objectives = saved_flat.get("train.objective"), new_flat.get("train.objective")
     if objectives[0] != objectives[1] and None not in objectives:
         command = {"lsmcl": "s5 pretrain", "supervised": "s5 finetune"}.get(objectives[0], "the command that made it")
-        raise UserError(f"--resume: {out_dir} is a {objectives[0]} run: resume it with `{command} "
-                        f"{saved_file} --resume`")
+        again = saved_file if saved_file.is_file() else f"RECIPE --out {out_dir}"
+        raise UserError(f"--resume: {out_dir} is a {objectives[0]} run: resume it with `{command} {again} --resume`")
     # Keys only one side has come from another s5cli version (a new key holds its default): not a change.
     changed = [
         f"{key} ({show_value(saved_flat[key])} -> {show_value(new_flat[key])})"
@@ -278,10 +283,23 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     ]
     if changed:
         raise UserError(
-            f"--resume: {saved_file} differs in {', '.join(changed[:4])}"
+            f"--resume: {source} differs in {', '.join(changed[:4])}"
             f"{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}; these cannot change mid-run: "
             "resume without them, or start a new run with another --out"
         )
+
+
+def _recipe_of_latest_checkpoint(out_dir: Path) -> dict[str, Any] | None:
+    """The resolved recipe stored in a run's latest checkpoint, or None when it has none to read."""
+    from s5cli.train import checkpoint as ckpt
+    from s5cli.train.loading import stored_recipe
+
+    if not ckpt.has_checkpoints(out_dir):
+        return None
+    try:
+        return stored_recipe(ckpt.read_metadata(out_dir), out_dir) or None
+    except UserError:  # the resume itself reports a damaged checkpoint
+        return None
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

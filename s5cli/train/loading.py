@@ -51,7 +51,7 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
         raise UserError(f"{directory}: checkpoint metadata names no model")
     if expect_model is not None and canonical_name(expect_model) != canonical_name(name):
         raise UserError(f"{directory} holds a {name!r} model, but this needs {expect_model!r}: pass a checkpoint "
-                        f"of a {expect_model} run (model.name={expect_model})")
+                        f"of an {expect_model} run (model.name={expect_model})")
     outputs = _num_outputs(meta, directory)
     settings = {k: v for k, v in model_cfg.items() if k != "name"}
     state = ckpt.model_weights(directory, meta)  # before the model: its count of tensors bounds the build

@@ -331,12 +331,21 @@ def train(setup: TrainSetup) -> dict:
                 if improved and ctx.is_main:
                     ckpt.save_checkpoint(out_dir / "best", _unwrap(module), {**metadata, "step": str(state.step)},
                                          metrics=metrics)
-                save(metrics)
-                if patience and state.evals_since_best >= patience and not is_last:
-                    progress.log(f"early stop after epoch {state.epoch}: val {name} not better than "
-                                 f"{state.best_metric:.4f} (step {state.best_step}) for {patience} validations")
+                stopping = bool(patience) and state.evals_since_best >= patience and not is_last
+                if stopping:  # logged before the checkpoint counts the log's records: a resume keeps it
                     log.write({"step": state.step, "epoch": state.epoch, "early_stop": True,
                                "best_step": state.best_step})
+                save(metrics)
+                if stopping:
+                    notice = (f"early stop after epoch {state.epoch}: val {name} not better than "
+                              f"{state.best_metric:.4f} (step {state.best_step}) for {patience} "
+                              f"validation{'s' if patience != 1 else ''}")
+                    if progress.enabled:
+                        progress.log(notice)
+                    elif ctx.is_main:  # an outcome, not progress: --quiet hides bars, not why a run ended
+                        from s5cli.cli.console import stderr
+
+                        stderr.print(notice, soft_wrap=True)
                     break
             elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
                 save(None)

@@ -138,6 +138,18 @@ def test_short_video_is_padded_and_warned_once(tmp_path, setup, capsys):
     assert capsys.readouterr().err.count("repeating the last frame") == 1
 
 
+def test_many_short_videos_are_named_a_few_times_then_counted(tmp_path, setup, capsys):
+    """One warning line per padded video drowned a run in them (400 with the bundled recipe at 64 frames)."""
+    _, settings, cache = setup
+    records = [VideoRecord(f"short{i}", write_video(tmp_path / f"short{i}.mp4", frames=2), 0) for i in range(5)]
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert report.padded == [f"short{i}" for i in range(5)] and report.extracted == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("repeating the last frame") == 3
+    assert ("5 videos in all had fewer frames than sampling asked for and repeat their last frame (the first 3 "
+            "named above; e.g. also short3, short4)") in err
+
+
 def test_fps_above_a_videos_rate_is_warned_once_per_run(tmp_path, capsys):
     # 8-fps videos sampled at 16 fps: every source frame is cached twice, and the user hears it once.
     data = data_section(tmp_path, fps=16.0, frames=None)

@@ -40,10 +40,12 @@ def test_stops_after_patience_validations_without_improvement_and_resume_stays_s
     # Better at epochs 1 and 2, then flat: with patience 2 training ends after epoch 4 of 10.
     asked = _validation_scores(monkeypatch, [0.2, 0.5, 0.5, 0.4])
     args = tiny(tmp_path, **{"train.epochs": 10, "train.early_stop_patience": 2})
-    result = CliRunner().invoke(app, ["finetune", RECIPE, *args])
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
     assert result.exit_code == 0, result.output
     assert asked == [1, 2, 3, 4]
-    assert "early stop after epoch 4" in result.output
+    # Said under --quiet too: it hides progress bars, not why a run ended.
+    assert "early stop after epoch 4: val top1 not better than 0.5000 (step 6) for 2 validations" in " ".join(
+        result.output.split())
     run = tmp_path / "run"
     stop = [r for r in _records(run) if r.get("early_stop")]
     assert len(stop) == 1 and stop[0]["epoch"] == 4 and stop[0]["best_step"] == 2 * 3  # 3 steps per epoch
@@ -54,6 +56,8 @@ def test_stops_after_patience_validations_without_improvement_and_resume_stays_s
     assert result.exit_code == 0, result.output
     assert asked == [1, 2, 3, 4]
     assert max(r["step"] for r in _records(run)) == last_step
+    assert f"nothing left to train: {run} stopped early after epoch 4" in " ".join(result.output.split())
+    assert [r for r in _records(run) if r.get("early_stop")] == stop  # the resume kept the log's record
 
 
 def test_without_patience_every_epoch_is_trained(tmp_path, monkeypatch):
@@ -61,6 +65,11 @@ def test_without_patience_every_epoch_is_trained(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **{"train.epochs": 4}), "--quiet"])
     assert result.exit_code == 0, result.output
     assert asked == [1, 2, 3, 4]
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **{"train.epochs": 4}), "--quiet",
+                                      "--resume"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "had finished its 4 epochs; raise train.epochs to go on" in said and "stopped early" not in said
 
 
 def test_patience_needs_validation_metrics(tmp_path):

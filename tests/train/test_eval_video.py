@@ -262,3 +262,10 @@ def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(
     empty.mkdir()
     result = runner.invoke(app, ["eval", "--video", str(empty), "-c", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 2 and "no .mp4" in result.output
+    # A folder holding one video still gives the folder's shape: a list of one.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / sources[0].name).write_bytes(sources[0].read_bytes())
+    result = runner.invoke(app, ["eval", "--video", str(lone), "-c", str(tmp_path / "run"), "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [v["video"] for v in json.loads(out.read_text())["videos"]] == [str(lone / sources[0].name)]

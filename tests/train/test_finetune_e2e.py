@@ -293,9 +293,12 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     rng = torch.get_rng_state()
     assert job.check_init(job.recipe_objects(RECIPE, fine, None), job.resolve_init(str(tmp_path / "pre")), "pre")
     assert torch.equal(rng, torch.get_rng_state())
-    result = runner.invoke(app, ["finetune", RECIPE, *fine, "--quiet"])
+    result = runner.invoke(app, ["finetune", RECIPE, *fine])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fine" / "best" / "model.safetensors").exists()
+    # Said once, so a user can see the weights came from there (and which stayed new).
+    said = " ".join(result.output.split())
+    assert f"weights from train.init={tmp_path / 'pre'} ({tmp_path / 'pre' / 'checkpoints'}/step-" in said
     # A checkpoint that cannot start the run is refused before any video is extracted.
     other = tiny(tmp_path, **{"train.out_dir": tmp_path / "other", "train.init": tmp_path / "pre",
                               "model.n_blocks": 1, "data.cache_dir": tmp_path / "other-cache"})

