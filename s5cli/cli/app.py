@@ -20,9 +20,9 @@ import typer.core
 
 from s5cli import __version__
 from s5cli.cli import benchmark, cache, evaluate, extract, finetune, pretrain, push, recipes, visualize_mask
-from s5cli.cli.console import print_error
+from s5cli.cli.console import print_error, print_stopped
 from s5cli.cli.help_text import USAGE_ERRORS, PlainFlagCommand, PlainFlagGroup, command_help, flag
-from s5cli.errors import RunFailure, Terminated, UserError
+from s5cli.errors import Interrupted, RunFailure, Terminated, UserError
 from s5cli.stop_signals import default_action_in_child, signal_of, stop_outcome
 
 
@@ -48,7 +48,10 @@ class _ErrorReportingGroup(PlainFlagGroup):
         except (UserError, RunFailure) as error:
             if _debug_requested(ctx):  # the traceback as well, same exit code (scripts branch on it)
                 traceback.print_exc()
-            print_error(str(error))
+            if isinstance(error, Interrupted):  # asked for, and something was kept: not a failure to report
+                print_stopped(str(error))
+            else:
+                print_error(str(error))
             raise typer.Exit(code=error.exit_code) from None
         except KeyboardInterrupt as error:
             word, code = stop_outcome(signal_of(error))

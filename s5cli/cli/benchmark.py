@@ -132,6 +132,8 @@ def benchmark(
             given = ", ".join(name for name, set_ in model_only.items() if set_)
             raise UserError(f"--stage kernel times the S4 kernel and FFT convolution alone; drop {given} "
                             "(used by --stage model only)")
+    if amp and not on_cuda:  # autocast is CUDA-only here: the report would say "amp" for float32 steps
+        raise UserError(f"--amp needs a GPU (--device cuda); on {torch_device} the models run in float32")
     amp = on_cuda if amp is None else amp
     if cuda_graphs and not on_cuda:
         raise UserError(f"--cuda-graphs needs a GPU (--device cuda); this run is on {torch_device}")

@@ -78,6 +78,11 @@ def print_error(message: str) -> None:
     stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
+def print_stopped(message: str) -> None:
+    """One yellow line for a run stopped on request (Ctrl-C, SIGTERM) that kept its work: not an error."""
+    stderr.print(f"[yellow]stopped:[/] {escape(message)}", soft_wrap=True)
+
+
 def print_warning(message: str) -> None:
     """Print a warning as one yellow line on stderr."""
     stderr.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)

@@ -43,6 +43,10 @@ def evaluate(
         # `s5 eval eval.split=val -c RUN`: an override, not a recipe file; the checkpoint's recipe is used.
         overrides, recipe = [recipe, *(overrides or [])], None
     video_files = _video_files(video) if video else []  # a mistyped path is reported before the model loads
+    if video_files and split is not None:
+        from s5cli.cli.console import print_warning
+
+        print_warning(f"--split {split} is for dataset evaluation; with --video the videos given are scored")
     if json_out is not None and not is_stdout(json_out):
         from s5cli.io import check_output_file
 

@@ -150,6 +150,10 @@ def check_device(requested: str | None = None) -> torch.device:
     a typo such as "gpu" is refused here, before a run writes anything. Nothing is initialised (the
     benchmark's parent process checks the flag but runs nothing on the device).
     """
+    if requested is not None and not requested.strip():
+        from s5cli.errors import UserError
+
+        raise UserError("--device is empty: use cpu, cuda, cuda:N or auto")
     if requested and requested.strip().lower() != "auto":  # "auto": as `s5 benchmark` takes it
         from s5cli.errors import UserError
 

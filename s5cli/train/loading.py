@@ -21,11 +21,16 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
 
         # A run folder means its best checkpoint (what eval and visualize want); resuming uses `latest`.
         try:
-            return run_best_checkpoint(local) or checkpoint_dir(local)
+            found = run_best_checkpoint(local) or checkpoint_dir(local)
         except UserError as error:
             if beside_a_folder and not local.exists():
                 raise UserError(f"{error} (a Hub repo of that name: hf://{text})") from None
             raise
+        if revision is not None:
+            from s5cli.cli.console import print_warning
+
+            print_warning(f"--revision {revision} is for Hub checkpoints; {text} is a local folder, used as it is")
+        return found
     from s5cli.errors import RunFailure
     from s5cli.hub import resolve_checkpoint_dir
 

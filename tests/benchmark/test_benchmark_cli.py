@@ -248,6 +248,8 @@ def test_kernel_stage_times_the_fused_kernels_beside_the_matmul_form(monkeypatch
         (["--json", "pyproject.toml"], "--json pyproject.toml exists and is not a .json file; refusing to replace"),
         (["--seed", "-1"], "--seed -1 is out of range: use a whole number from 0 to 4294967295"),
         (["--cuda-graphs"], "--cuda-graphs needs a GPU (--device cuda); this run is on cpu"),
+        (["--amp"], "--amp needs a GPU (--device cuda); on cpu the models run in float32"),
+        (["--device", ""], "--device is empty: use cpu, cuda, cuda:N or auto"),
         (["--stage", "kernel", "--no-cuda-graphs"], "drop --cuda-graphs/--no-cuda-graphs"),
     ],
 )

@@ -156,3 +156,12 @@ def test_an_empty_run_folder_is_refused_before_anything_is_written(tmp_path, mon
     assert result.exit_code == 2, result.output
     assert "names no folder" in result.output or "train.out_dir is empty" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_device_is_refused_not_taken_for_auto() -> None:
+    from s5cli.errors import UserError
+    from s5cli.train.distributed import check_device
+
+    with pytest.raises(UserError, match="--device is empty"):
+        check_device(" ")
+    assert check_device(None).type in ("cpu", "cuda") and check_device("auto") == check_device(None)

@@ -171,3 +171,17 @@ def test_outputs_are_written_through_symlinks_and_pipes_or_devices_are_refused(t
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", "/dev/null", "--force"])
     assert result.exit_code == 2 and "/dev/null is a device" in _one_line(result.output)
+
+
+def test_a_stop_that_kept_its_work_is_not_reported_as_an_error(monkeypatch, tmp_path) -> None:
+    """Ctrl-C or SIGTERM after which a checkpoint or partial results were kept: "stopped:", exit 130."""
+    import s5cli.io
+    from s5cli.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("interrupted at step 5; checkpoint saved to runs/x/checkpoints/step-0000005")
+
+    monkeypatch.setattr(s5cli.io, "atomic_write_bytes", stopped)
+    result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", str(tmp_path / "mine.yaml")])
+    assert result.exit_code == 130
+    assert _one_line(result.output) == "stopped: interrupted at step 5; checkpoint saved to runs/x/checkpoints/step-0000005"

@@ -269,3 +269,10 @@ def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(
     result = runner.invoke(app, ["eval", "--video", str(lone), "-c", str(tmp_path / "run"), "--json", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert [v["video"] for v in json.loads(out.read_text())["videos"]] == [str(lone / sources[0].name)]
+    # Flags that do nothing here are said to do nothing, not ignored silently.
+    result = runner.invoke(app, ["eval", "--video", str(lone), "-c", str(tmp_path / "run"), "--split", "val",
+                                 "--revision", "main", "-q"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "warning: --split val is for dataset evaluation; with --video the videos given are scored" in said
+    assert f"warning: --revision main is for Hub checkpoints; {tmp_path / 'run'} is a local folder" in said
