@@ -49,6 +49,12 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         # train.init starts a new run: also under --resume while the folder has no checkpoint yet (a
         # preemptible job's first start, or one killed before its first checkpoint).
         continues = resume and ckpt.has_checkpoints(out_dir)
+        if continues and job.finished_run(out_dir, recipe):  # before data work that would serve no step
+            if ctx.is_main:
+                stderr.print(f"nothing left to train: {out_dir} {_how_it_ended(out_dir, recipe.train.epochs)}",
+                             soft_wrap=True)
+                _summary(stdout, out_dir, _last_validation(out_dir / "metrics.jsonl"))
+            return {}
         init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
         init_state = job.check_init(recipe, init_dir, recipe.train.init) if init_dir is not None else None
         seed_everything(recipe.train.seed)
@@ -153,6 +159,19 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
         table.add_row("train loss (last logged)", _format(last_loss), *(["-"] if best else []))
     console.print(table)
     console.print(f"checkpoint: {out_dir / 'best' if best else out_dir / 'latest'}")
+
+
+def _last_validation(log: Path) -> dict:
+    """The last validation metrics in metrics.jsonl (`val_top1` -> `top1`), {} when there are none."""
+    from s5cli.train.metrics_log import read_records
+
+    if not log.is_file():
+        return {}
+    for record in reversed(read_records(log)[0]):
+        found = {key[len("val_"):]: value for key, value in record.items() if key.startswith("val_")}
+        if found:
+            return found
+    return {}
 
 
 def _last_logged_loss(log: Path) -> float | None:

@@ -289,6 +289,31 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         )
 
 
+def finished_run(out_dir: Path, recipe: Any) -> bool:
+    """Whether `--resume` would train nothing: the latest checkpoint finished every epoch of the recipe's
+    train.epochs, or had stopped early under its train.early_stop_patience.
+
+    Why before any data work: resuming a finished run generated and extracted the whole dataset (22 s
+    for the bundled task, hours for LVU) only to say there was nothing to do. False whenever the
+    checkpoint cannot be read: the resume itself then reports it, or falls back to an older one.
+    """
+    import json
+
+    from s5cli.train import checkpoint as ckpt
+
+    if not ckpt.has_checkpoints(out_dir):
+        return False
+    try:
+        trainer = json.loads((ckpt.checkpoint_dir(out_dir) / ckpt.STATE_JSON).read_text(encoding="utf-8"))["trainer"]
+        epoch, batch, since_best = int(trainer["epoch"]), int(trainer["batch_in_epoch"]), int(trainer["evals_since_best"])
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return False
+    patience = recipe.train.early_stop_patience
+    if batch:
+        return False
+    return epoch >= recipe.train.epochs or bool(patience and since_best >= patience)
+
+
 def _recipe_of_latest_checkpoint(out_dir: Path) -> dict[str, Any] | None:
     """The resolved recipe stored in a run's latest checkpoint, or None when it has none to read."""
     from s5cli.train import checkpoint as ckpt

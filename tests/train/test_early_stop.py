@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,18 @@ def test_stops_after_patience_validations_without_improvement_and_resume_stays_s
     assert len(stop) == 1 and stop[0]["epoch"] == 4 and stop[0]["best_step"] == 2 * 3  # 3 steps per epoch
     assert json.loads((run / "best" / "metrics.json").read_text())["top1"] == 0.5
     last_step = max(r["step"] for r in _records(run))
-    # Resuming a run that stopped early trains nothing more.
+    # Resuming a run that stopped early trains nothing more, and finds so before any data work.
+    import s5cli.train.data
+
+    monkeypatch.setattr(s5cli.train.data, "prepare_splits", lambda *a, **k: pytest.fail("data work for nothing"))
     result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
     assert result.exit_code == 0, result.output
     assert asked == [1, 2, 3, 4]
     assert max(r["step"] for r in _records(run)) == last_step
     assert f"nothing left to train: {run} stopped early after epoch 4" in " ".join(result.output.split())
     assert [r for r in _records(run) if r.get("early_stop")] == stop  # the resume kept the log's record
+    # The summary shows the last validation (epoch 4's 0.4), beside the best checkpoint's 0.5.
+    assert re.search(r"│ top1 +│ +0\.4000 │ +0\.5000 │", result.output), result.output
 
 
 def test_without_patience_every_epoch_is_trained(tmp_path, monkeypatch):
