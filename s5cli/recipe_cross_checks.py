@@ -84,6 +84,10 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
         add(("train.lsmcl.long_frames", "data.frames", "data.frame_pool"), f"train.lsmcl.long_frames="
             f"{train.lsmcl.long_frames} is more frames than the {cached} each video has cached (data.frames"
             f"{', data.frame_pool' if data.frame_pool else ''}): use train.lsmcl.long_frames <= {cached}")
+    if data.dataset == "synthetic" and train.objective == "supervised" and data.synthetic.num_event_types < 2:
+        # Classes are (first, last) event-type pairs: one type is one class, a loss of 0 and top-1 of 1.0.
+        add("data.synthetic.num_event_types", f"data.synthetic.num_event_types={data.synthetic.num_event_types} "
+            "makes a task of one class (classes are pairs of event types), which teaches nothing: use at least 2")
     if train.accumulate > train.batch_size:  # per DDP process it is checked again when training starts
         add(("train.accumulate", "train.batch_size"), f"train.accumulate={train.accumulate} is more micro-batches than train.batch_size="
             f"{train.batch_size} has clips: use train.accumulate <= {train.batch_size}")

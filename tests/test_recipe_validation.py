@@ -69,6 +69,7 @@ def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
         ("eval.window_stride=0", "eval.window_stride=0 is not allowed"),
         ("data.prefetch_batches=0", "data.prefetch_batches=0 is not allowed: must be >= 1"),
         ("hub.repo_id=bad", "hub.repo_id='bad' is not a Hub repo id"),  # what `s5 push` would refuse
+        ("data.synthetic.num_event_types=1", "makes a task of one class"),
         ("hub.repo_id=a--b/c", "hub.repo_id='a--b/c' is not a Hub repo id"),
     ],
 )
