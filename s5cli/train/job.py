@@ -20,6 +20,9 @@ def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | No
 
     extra = list(overrides or [])
     if seed is not None:
+        from s5cli.seeding import check_seed
+
+        check_seed(seed)  # named as typed (--seed), not as the train.seed override it becomes
         extra.append(f"train.seed={seed}")
     recipe = load_recipe_spec(recipe_path, extra)
     if check_paths:

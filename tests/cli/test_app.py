@@ -165,3 +165,10 @@ def test_an_empty_device_is_refused_not_taken_for_auto() -> None:
     with pytest.raises(UserError, match="--device is empty"):
         check_device(" ")
     assert check_device(None).type in ("cpu", "cuda") and check_device("auto") == check_device(None)
+
+
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_a_seed_out_of_range_is_named_as_typed(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "synthetic", "--seed", "4294967296", "--quiet"])
+    assert result.exit_code == 2
+    assert "--seed 4294967296 is out of range: use a whole number from 0 to 4294967295" in result.output
