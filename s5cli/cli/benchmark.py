@@ -79,6 +79,8 @@ def benchmark(
     json_path: Path | None = typer.Option(None, "--json", help="Write the full results as JSON here ('-' = stdout, the table then goes to stderr)."),
     plot_path: Path | None = typer.Option(None, "--plot", help="Write time and memory vs frames (log-log) here."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, inputs and selection."),
+    quiet: bool = flag(False, "--quiet", "-q", help="No progress lines (the settings, the table and the "
+                       "results stay)."),
 ) -> None:
     """Measure speed and memory of S5 against S4 (ViS4mer) and a video transformer.
 
@@ -184,7 +186,8 @@ def benchmark(
                      f"--dim {PAPER_DIM}[/]")
 
     def progress(message: str) -> None:
-        stderr.print(f"[dim]{message}[/]")
+        if not quiet:
+            stderr.print(f"[dim]{message}[/]")
 
     measurements = []
     stopped: tuple[str, int] | None = None  # (word, exit code) of a Ctrl-C or SIGTERM

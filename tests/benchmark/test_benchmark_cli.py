@@ -405,3 +405,11 @@ def test_json_dash_prints_the_report_on_stdout_and_the_table_on_stderr(tmp_path:
     report = json.loads(result.stdout)  # nothing else on stdout
     assert {row["model"] for row in report["results"]} == {"s5", "transformer"}
     assert "transformer" in result.stderr and not (tmp_path / "-").exists()
+
+
+def test_quiet_keeps_the_settings_and_the_table_but_no_progress_lines() -> None:
+    result = _invoke([*TINY, "--compare", "s4", "--mode", "infer", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("s5 benchmark on cpu: frames 4")
+    assert "step median" in result.output  # the table
+    assert not any(word in result.output for word in ("building ", "round 1/", "memory run "))
