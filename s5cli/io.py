@@ -17,21 +17,23 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_write_path(path: str | os.PathLike[str], follow_symlinks: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds.
 
-    A symlink is written through, as `open(path, "w")` would (the link stays, its target gets the new
-    file), and anything else that is not a regular file (a FIFO, a device such as /dev/stdout) is refused:
-    renaming over it replaced the device or pipe with a file and reported success. A file-system error
-    names `path`, not the temporary file the user never asked for.
+    A symlink at `path` is replaced by the new file, unless `follow_symlinks` (an output the user named:
+    `--json`, `--out`, `recipes cp DEST`), where it is written through as `open(path, "w")` would: the link
+    stays, its target gets the new file. Cache entries, checkpoints and run files never follow one: a
+    link planted in a shared folder would otherwise have the job overwrite the file it points to. A
+    FIFO or device (such as /dev/stdout) is refused either way: renaming over it replaced it with a
+    file and reported success. A file-system error names `path`, not the temporary file.
     """
-    target = _regular_file_target(Path(path))
+    target = _regular_file_target(Path(path), follow_symlinks)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Keep the real suffix last: some writers (PIL, PyAV, safetensors) pick the format from it.
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     except OSError as error:
-        raise _naming(error, Path(path)) from None
+        raise _naming(error, Path(path)) from error
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -43,31 +45,34 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        if error.filename not in (None, str(tmp), tmp_name):
-            raise  # about another file the block touched: its name is the right one
-        raise _naming(error, Path(path)) from None
+        if error.errno is None or error.filename not in (None, str(tmp), tmp_name):
+            raise  # a writer's own complaint (PIL: "cannot write mode RGBA as JPEG"), or about another file
+        raise _naming(error, Path(path)) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _regular_file_target(path: Path) -> Path:
-    """The file an atomic write of `path` replaces: `path`, or through a symlink its target. UserError when
-    `path` exists as something other than a regular file or folder (folders fail on their own, naming it)."""
+def _regular_file_target(path: Path, follow_symlinks: bool) -> Path:
+    """The file an atomic write of `path` replaces: `path`, or with `follow_symlinks` the target of a link
+    there. UserError when it is something other than a regular file or folder (folders fail on their own,
+    naming it)."""
     import stat
 
     from s5cli.errors import UserError
 
     try:
-        mode = os.stat(path).st_mode  # follows symlinks: /dev/stdout and /proc/self/fd/1 are the device
+        # Followed: /dev/stdout and /proc/self/fd/1 are the device they name. Not followed: the link itself,
+        # which the rename replaces.
+        mode = (os.stat(path) if follow_symlinks else os.lstat(path)).st_mode
     except OSError:
-        mode = None  # nothing there yet (or a dangling link, written through like open() would)
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        mode = None  # nothing there yet (or a dangling link)
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         kind = "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else (
             "not a regular file")
         raise UserError(f"{path} is {kind}, which s5cli does not write into (it writes whole files atomically): "
                         "give a file path, or - where the option takes it for standard output")
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    return Path(os.path.realpath(path)) if follow_symlinks and path.is_symlink() else path
 
 
 def _naming(error: OSError, path: Path) -> OSError:
@@ -193,20 +198,20 @@ def _umask() -> int:
     return current
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_write_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, follow_symlinks: bool = False) -> None:
+    """Write `data` to `path` atomically (`follow_symlinks` as in `atomic_write_path`)."""
+    with atomic_write_path(path, follow_symlinks) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, follow_symlinks: bool = False) -> None:
+    """Write `text` (UTF-8) to `path` atomically (`follow_symlinks` as in `atomic_write_path`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), follow_symlinks)
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, follow_symlinks: bool = False) -> None:
+    """Write `obj` as indented JSON to `path` atomically (`follow_symlinks` as in `atomic_write_path`)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", follow_symlinks)
 
 
 class NotARegularFile(OSError):

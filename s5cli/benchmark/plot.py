@@ -54,7 +54,7 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
     figure.suptitle(f"s5 benchmark: {subtitle}", fontsize=10)
     figure.tight_layout()
     target = Path(path)
-    with atomic_write_path(target) as tmp:
+    with atomic_write_path(target, follow_symlinks=True) as tmp:
         figure.savefig(tmp, dpi=120, format=target.suffix.lstrip(".").lower() or "png")
     plt.close(figure)
     return target

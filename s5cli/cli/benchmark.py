@@ -382,7 +382,7 @@ def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Pa
 
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     elif json_path is not None:
-        atomic_write_json(json_path, report)
+        atomic_write_json(json_path, report, follow_symlinks=True)
         stderr.print(f"wrote {json_path}")
     if plot_path is not None:
         from s5cli.benchmark.plot import write_plot

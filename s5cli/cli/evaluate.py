@@ -57,7 +57,7 @@ def evaluate(
         # RUN/recipe.yaml means that run (as `s5 finetune RUN/recipe.yaml --resume` does), not the newest one.
         home = run_folder_of(recipe)
         if home is not None:
-            checkpoint = str(home / "best") if (home / "best").exists() else str(home)
+            checkpoint = str(home)  # its best/ (a damaged one refused by name), else its latest
     if checkpoint is None:
         found = last_run()
         if found is None:
@@ -103,7 +103,7 @@ def evaluate(
         else:
             from s5cli.io import atomic_write_text
 
-            atomic_write_text(json_out, text + "\n")
+            atomic_write_text(json_out, text + "\n", follow_symlinks=True)
     if failed:
         from s5cli.errors import RunFailure
 

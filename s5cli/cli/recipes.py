@@ -86,7 +86,7 @@ def copy_recipe(
         raise UserError(f"{target.parent} is a file, not a folder: choose another destination")
     if not target.parent.is_dir():
         raise UserError(f"folder {target.parent} does not exist: create it first")
-    atomic_write_bytes(target, recipes[key].read_bytes())
+    atomic_write_bytes(target, recipes[key].read_bytes(), follow_symlinks=True)
     stderr.print(f"copied recipe {key} to {target}")
 
 

@@ -49,10 +49,11 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         # train.init starts a new run: also under --resume while the folder has no checkpoint yet (a
         # preemptible job's first start, or one killed before its first checkpoint).
         continues = resume and ckpt.has_checkpoints(out_dir)
-        if continues and job.finished_run(out_dir, recipe):  # before data work that would serve no step
+        # Before data work that would serve no step; every rank must agree (each reads the checkpoint).
+        ends = ctx.gather_objects(job.run_end(out_dir, recipe) if continues else None)
+        if all(end is not None for end in ends):
             if ctx.is_main:
-                stderr.print(f"nothing left to train: {out_dir} {_how_it_ended(out_dir, recipe.train.epochs)}",
-                             soft_wrap=True)
+                stderr.print(f"nothing left to train: {out_dir} {ends[0]}", soft_wrap=True)
                 _summary(stdout, out_dir, _last_validation(out_dir / "metrics.jsonl"))
             return {}
         init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
@@ -115,27 +116,14 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             # Counted, not inferred from checkpoint names: a resume that fell back past a damaged newest
             # checkpoint trains up to that step again and rewrites the checkpoint of the same name.
             if resume and setup.steps_run == 0:
-                stderr.print(f"nothing left to train: {out_dir} {_how_it_ended(out_dir, recipe.train.epochs)}",
-                             soft_wrap=True)
+                ended = job.run_end(out_dir, recipe) or f"had nothing left of its {recipe.train.epochs} epochs"
+                stderr.print(f"nothing left to train: {out_dir} {ended}", soft_wrap=True)
             _summary(stdout, out_dir, metrics)
         return metrics
     finally:
         if ctx is not None:
             ctx.close()
         release_run_folder(out_dir)
-
-
-def _how_it_ended(out_dir: Path, epochs: int) -> str:
-    """How a finished run ended, from its metrics.jsonl, and what continues it."""
-    from s5cli.train.metrics_log import read_records
-
-    log = out_dir / "metrics.jsonl"
-    stops = [r for r in read_records(log)[0] if r.get("early_stop")] if log.is_file() else []
-    if stops:
-        return (f"stopped early after epoch {stops[-1].get('epoch')} (no better validation for "
-                "train.early_stop_patience validations); raise train.early_stop_patience, or set it to null, "
-                "to go on")
-    return f"had finished its {epochs} epochs; raise train.epochs to go on"
 
 
 def _summary(console, out_dir: Path, metrics: dict) -> None:

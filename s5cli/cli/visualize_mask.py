@@ -215,7 +215,7 @@ def _run(
         report("write", 0, 1)
         write_frames(out, rendered, rate)
         if json_out is not None and not is_stdout(json_out):
-            atomic_write_json(json_out, selection.to_json())
+            atomic_write_json(json_out, selection.to_json(), follow_symlinks=True)
         report("write", 1, 1)
 
     patches = selection.grid**2

@@ -344,6 +344,14 @@ class FeatureCache:
         """Frames `rows` (ascending frame indices) of a video's tokens, read alone (see `load`)."""
         return self.load(video_id, rows)[0]
 
+    def padded_frames(self, video_id: str) -> int:
+        """How many of a video's cached frames repeat its last one (a video shorter than its sampling plan),
+        from the file header; 0 when the entry does not say (written before extraction recorded it)."""
+        try:
+            return max(0, int(_stored_metadata(self.path(video_id)).get("padded") or 0))
+        except (OSError, ValueError):
+            return 0
+
     def num_frames(self, video_id: str) -> int:
         """Cached frame count of a video, read from the file header only; the errors of `load` when the
         file went missing or was damaged since the cache was checked."""

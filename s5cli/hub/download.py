@@ -253,5 +253,5 @@ def pull_recipes(
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UserError(f"{existing[0]} already exists{more}: pass --force to overwrite")
     for item in pulled:
-        atomic_write_bytes(item.target, item.data)
+        atomic_write_bytes(item.target, item.data, follow_symlinks=True)
     return [p.target for p in pulled]

@@ -107,7 +107,8 @@ def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     from s5cli.cli.console import print_warning
     from s5cli.data.encode import TOKEN_IDENTITY, with_settings_of_old_runs
 
-    stored = with_settings_of_old_runs(_stored_section(meta, "data"))
+    raw = _stored_section(meta, "data")
+    stored = with_settings_of_old_runs(raw) if raw else {}  # no data section: nothing to compare
     for name in TOKEN_IDENTITY:
         if name in stored and (getattr(data, name) or None) != (stored[name] or None):
             raise UserError(f"train.init={spec} was trained on tokens of data.{name}={stored[name]}, this recipe "
@@ -116,7 +117,7 @@ def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     if "image_size" in stored and data.image_size != stored["image_size"]:
         print_warning(f"data.image_size={data.image_size}: train.init={spec} was trained on tokens of "
                       f"{stored['image_size']} px frames, which its weights learned")
-    if data.resize != stored["resize"]:
+    if "resize" in stored and data.resize != stored["resize"]:
         print_warning(f"data.resize={data.resize}: train.init={spec} was trained on tokens of frames resized "
                       f"with data.resize={stored['resize']}, which its weights learned")
 
@@ -271,6 +272,12 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
                               "changed optimiser, batch or seed settings cannot be caught; the run goes on with "
                               "this recipe's")
             return
+    if isinstance(saved.get("data"), dict):
+        from s5cli.data.encode import with_settings_of_old_runs
+
+        # A run saved before data.resize existed cropped its frames: resuming it with a recipe that now
+        # squashes would switch to another token cache mid-run (only keys both sides have are compared).
+        saved = {**saved, "data": with_settings_of_old_runs(saved["data"])}
     saved_flat = _flatten(saved)
     new_flat = _flatten(recipe_to_dict(recipe))
     objectives = saved_flat.get("train.objective"), new_flat.get("train.objective")
@@ -292,29 +299,37 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         )
 
 
-def finished_run(out_dir: Path, recipe: Any) -> bool:
-    """Whether `--resume` would train nothing: the latest checkpoint finished every epoch of the recipe's
-    train.epochs, or had stopped early under its train.early_stop_patience.
+def run_end(out_dir: Path, recipe: Any) -> str | None:
+    """How a run ended when `--resume` would train nothing (its latest checkpoint finished every epoch of
+    the recipe's train.epochs, or had used up its train.early_stop_patience), with what continues it;
+    None when there is training left, or the checkpoint cannot be read (the resume itself then reports
+    it, or falls back to an older one).
 
     Why before any data work: resuming a finished run generated and extracted the whole dataset (22 s
-    for the bundled task, hours for LVU) only to say there was nothing to do. False whenever the
-    checkpoint cannot be read: the resume itself then reports it, or falls back to an older one.
+    for the bundled task, hours for LVU) only to say there was nothing to do. From the trainer state,
+    not from metrics.jsonl: a run that ran out of patience on its last epoch logged no early stop.
     """
     import json
 
     from s5cli.train import checkpoint as ckpt
 
     if not ckpt.has_checkpoints(out_dir):
-        return False
+        return None
     try:
         trainer = json.loads((ckpt.checkpoint_dir(out_dir) / ckpt.STATE_JSON).read_text(encoding="utf-8"))["trainer"]
         epoch, batch, since_best = int(trainer["epoch"]), int(trainer["batch_in_epoch"]), int(trainer["evals_since_best"])
     except (UserError, OSError, ValueError, KeyError, TypeError):
-        return False
-    patience = recipe.train.early_stop_patience
+        return None
+    epochs, patience = recipe.train.epochs, recipe.train.early_stop_patience
     if batch:
-        return False
-    return epoch >= recipe.train.epochs or bool(patience and since_best >= patience)
+        return None
+    if epoch >= epochs:
+        return f"had finished its {epochs} epochs; raise train.epochs to go on"
+    if patience and since_best >= patience:
+        return (f"stopped early after epoch {epoch} ({since_best} validations in a row without a better one, "
+                f"train.early_stop_patience={patience}); raise train.early_stop_patience, or set it to null, "
+                "to go on")
+    return None
 
 
 def _recipe_of_latest_checkpoint(out_dir: Path) -> dict[str, Any] | None:

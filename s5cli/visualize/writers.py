@@ -80,7 +80,7 @@ def write_gif(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float
 
     images = [Image.fromarray(frame) for frame in frames]
     duration = gif_delay_ms(fps)
-    with atomic_write_path(path) as tmp:
+    with atomic_write_path(path, follow_symlinks=True) as tmp:
         images[0].save(
             tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=False
         )
@@ -96,7 +96,7 @@ def write_mp4(path: str | os.PathLike[str], frames: list[np.ndarray], fps: float
     except Exception:  # a PyAV build without libx264
         codec = "mpeg4"
     height, width = frames[0].shape[:2]
-    with atomic_write_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_write_path(path, follow_symlinks=True) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
@@ -137,7 +137,7 @@ def contact_sheet(frames: list[np.ndarray]) -> Image.Image:
 
 def write_png(path: str | os.PathLike[str], frames: list[np.ndarray]) -> None:
     """PNG contact sheet of all frames."""
-    with atomic_write_path(path) as tmp:
+    with atomic_write_path(path, follow_symlinks=True) as tmp:
         contact_sheet(frames).save(tmp, format="PNG")
 
 

@@ -155,12 +155,26 @@ def test_outputs_are_written_through_symlinks_and_pipes_or_devices_are_refused(t
     real.write_text("old")
     link = tmp_path / "link.json"
     link.symlink_to(real)
-    atomic_write_text(link, "new")
+    atomic_write_text(link, "new", follow_symlinks=True)  # an output the user named
     assert link.is_symlink() and real.read_text() == "new"
     dangling = tmp_path / "dangling.json"
     dangling.symlink_to(tmp_path / "made.json")
-    atomic_write_text(dangling, "made")  # as open() would: the link's target is created
+    atomic_write_text(dangling, "made", follow_symlinks=True)  # as open() would: the link's target is created
     assert dangling.is_symlink() and (tmp_path / "made.json").read_text() == "made"
+    # A cache entry or checkpoint file never follows one: a link planted in a shared folder would have the
+    # job overwrite the file it points to. The link is replaced; its target stays as it was.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("important")
+    planted = tmp_path / "entry.safetensors"
+    planted.symlink_to(victim)
+    atomic_write_text(planted, "tokens")
+    assert not planted.is_symlink() and planted.read_text() == "tokens" and victim.read_text() == "important"
+    (tmp_path / "to-null.json").symlink_to("/dev/null")
+    atomic_write_text(tmp_path / "to-null.json", "x")  # not followed: the link is replaced, /dev/null untouched
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    (tmp_path / "null2.json").symlink_to("/dev/null")
+    with pytest.raises(UserError, match=r"null2\.json is a device"):  # followed, it is the device
+        atomic_write_text(tmp_path / "null2.json", "x", follow_symlinks=True)
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
     with pytest.raises(UserError, match=r"pipe\.json is a pipe, .* or - where the option takes it"):
@@ -171,6 +185,11 @@ def test_outputs_are_written_through_symlinks_and_pipes_or_devices_are_refused(t
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", "/dev/null", "--force"])
     assert result.exit_code == 2 and "/dev/null is a device" in _one_line(result.output)
+    mine = tmp_path / "mine.yaml"
+    (tmp_path / "mine-link.yaml").symlink_to(mine)
+    result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", str(tmp_path / "mine-link.yaml"), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mine-link.yaml").is_symlink() and "dataset: synthetic" in mine.read_text()
 
 
 def test_a_stop_that_kept_its_work_is_not_reported_as_an_error(monkeypatch, tmp_path) -> None:

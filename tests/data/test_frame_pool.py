@@ -66,6 +66,23 @@ def test_evaluation_reads_uniformly_spaced_frames_once_per_video(tmp_path) -> No
     assert len(TokenDataset(records, cache, frames=8, training=False)) == 4 + 1
 
 
+def test_a_video_shorter_than_the_pool_is_drawn_from_its_real_frames(tmp_path) -> None:
+    """Extraction pads such a video with copies of its last frame (metadata "padded"): drawing over those
+    gave one frame many rows of a clip."""
+    cache = FeatureCache(tmp_path / "cache", ExtractionSettings("patch_pool", None, 16, None, 64, dtype="float32"))
+    tokens = torch.arange(16, dtype=torch.float32).view(-1, 1, 1).expand(-1, 2, 3).clone()
+    tokens[10:] = 9.0  # 10 real frames, then 6 copies of the last one
+    cache.save("short", tokens, {"padded": "6"})
+    assert cache.padded_frames("short") == 6
+    records = [VideoRecord("short", Path("short.mp4"), 0)]
+    train = TokenDataset(records, cache, frames=8, training=True, spread=True)
+    for epoch in range(10):
+        rows = train.training_clip(0, seed=0, epoch=epoch).tokens[:, 0, 0].long().tolist()
+        assert len(set(rows)) == 8 and rows == sorted(rows)  # never two copies of the last frame
+    evaluation = TokenDataset(records, cache, frames=8, training=False, spread=True)
+    assert evaluation[0].tokens[:, 0, 0].long().tolist() == list(uniform_plan(10, 8).indices)
+
+
 def test_the_cache_holds_the_pool_and_a_raw_video_the_clip(tmp_path) -> None:
     assert settings_from_data(data_section(tmp_path, frames=8, frame_pool=32)).frames == 32
     assert settings_from_data(data_section(tmp_path, frames=8, frame_pool=32), pool=False).frames == 8

@@ -90,3 +90,19 @@ def test_patience_needs_validation_metrics(tmp_path):
     assert result.exit_code == 0, result.output
     assert "the val split has no clips: no best checkpoint is chosen, and no plateau or early stop acts" in (
         " ".join(result.output.split()))
+
+
+def test_patience_used_up_on_the_last_epoch_is_named_when_more_epochs_are_asked(tmp_path, monkeypatch):
+    """No early-stop record (the run ended on its last epoch anyway), yet with more epochs it trains
+    nothing more: the message says patience stopped it, not "raise train.epochs" (just done)."""
+    asked = _validation_scores(monkeypatch, [0.5, 0.4, 0.4])
+    args = tiny(tmp_path, **{"train.epochs": 3, "train.early_stop_patience": 2})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not [r for r in _records(tmp_path / "run") if r.get("early_stop")]
+    more = tiny(tmp_path, **{"train.epochs": 6, "train.early_stop_patience": 2})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *more, "--quiet", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert asked == [1, 2, 3]
+    said = " ".join(result.output.split())
+    assert f"nothing left to train: {tmp_path / 'run'} stopped early after epoch 3 (2 validations in a row" in said

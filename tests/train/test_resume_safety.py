@@ -335,3 +335,16 @@ def test_a_trainer_state_that_cannot_be_applied_is_a_damaged_checkpoint(finished
     state_json.write_text(json.dumps(payload))
     point = find_resume_point(finished_run, report=False)
     assert point is not None and point.directory != latest
+
+
+def test_a_run_saved_before_resize_existed_cannot_resume_squashed(tmp_path: Path, finished_run: Path) -> None:
+    """Its frames were cropped: resuming with a recipe that squashes would switch token caches mid-run."""
+    recipe = finished_run / "recipe.yaml"
+    saved = yaml.safe_load(recipe.read_text())
+    del saved["data"]["resize"]  # as every recipe.yaml before the key existed
+    recipe.write_text(yaml.safe_dump(saved))
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3, "data.resize": "squash"}), "--resume")
+    assert code == 2
+    assert "data.resize ('crop' -> 'squash')" in " ".join(output.split())
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")  # crop, as it was
+    assert code == 0, output

@@ -329,6 +329,7 @@ class _Entry:
     record: VideoRecord
     window: int = 0
     total_frames: int = 0
+    real_frames: int = 0  # spread clips: cached frames that are not padding (read on first use)
 
 
 class TokenDataset(Dataset):
@@ -406,7 +407,7 @@ class TokenDataset(Dataset):
         if self.frames is None:
             return self._sample(entry, self.cache.load(entry.record.video_id)[0])
         if self.spread:
-            rows = uniform_plan(self._total_frames(entry), self.frames).indices
+            rows = uniform_plan(self._real_frames(entry), self.frames).indices
             return self._sample(entry, _load_rows(self.cache, entry.record.video_id, rows))
         start = window_start(self._total_frames(entry), self.frames, entry.window, self.stride)
         return self._sample(entry, self._clip(entry, start))
@@ -424,7 +425,7 @@ class TokenDataset(Dataset):
             return self._sample(entry, self.cache.load(entry.record.video_id)[0])
         rng = np.random.default_rng([seed % 2**64, epoch, index])  # SeedSequence mixes the three
         if self.spread:
-            rows = spread_rows(self._total_frames(entry), self.frames, rng)
+            rows = spread_rows(self._real_frames(entry), self.frames, rng)
             return self._sample(entry, _load_rows(self.cache, entry.record.video_id, rows))
         starts = max(1, self._total_frames(entry) - self.frames + 1)
         return self._sample(entry, self._clip(entry, int(rng.integers(starts))))
@@ -437,6 +438,16 @@ class TokenDataset(Dataset):
         if not entry.total_frames:  # training entries learn their length on first use (a header read)
             entry.total_frames = _frame_count(self.cache, entry.record.video_id)
         return entry.total_frames
+
+    def _real_frames(self, entry: _Entry) -> int:
+        """Cached frames of a spread clip's video that are not padding: a video shorter than the pool was
+        cached with its last frame repeated, and drawing over those copies gave a 300-frame video in a
+        512-frame pool 27 of 64 rows of one frame."""
+        if not entry.real_frames:
+            counter = getattr(self.cache, "padded_frames", None)
+            padded = int(counter(entry.record.video_id)) if callable(counter) else 0
+            entry.real_frames = max(1, self._total_frames(entry) - padded)
+        return entry.real_frames
 
     def _clip(self, entry: _Entry, start: int) -> Tensor:
         assert self.frames is not None
