@@ -445,17 +445,29 @@ def test_a_stopped_extract_says_how_to_go_on(tmp_path, monkeypatch, stop, word, 
 
     import s5cli.data.extract as extract
     from s5cli.cli.app import app
+    from s5cli.train.data import feature_cache
 
-    def stopped(*args, **kwargs):
+    made: list[str] = []
+
+    def stopped(data, *args, **kwargs):
+        if made:  # some videos were extracted: their folder exists
+            feature_cache(data).folder.mkdir(parents=True)
         raise stop()
 
     monkeypatch.setattr(extract, "ensure_cached", stopped)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["extract", str(REPO_ROOT / "recipes" / "synthetic.yaml"), "--quiet",
-                                      f"data.cache_dir={tmp_path / 'cache'}"])
+    command = ["extract", str(REPO_ROOT / "recipes" / "synthetic.yaml"), "--quiet",
+               f"data.cache_dir={tmp_path / 'cache'}"]
+    # Stopped before any video (while generating the synthetic ones): no folder to name.
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == code
     line = " ".join(result.output.split())
-    assert line.startswith(f"error: {word}; the videos finished so far stay in {tmp_path / 'cache'}")
+    assert line == f"stopped: {word}; nothing was extracted yet: run the same command again to extract the rest"
+    made.append("yes")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == code
+    line = " ".join(result.output.split())
+    assert line.startswith(f"stopped: {word}; the videos finished so far stay in {tmp_path / 'cache'}")
     assert line.endswith("run the same command again to extract the rest")
 
 
