@@ -123,10 +123,8 @@ def _check_token_settings(data: Any, stored_data: dict, checkpoint: str) -> None
     a bare shape error ("mat1 and mat2 shapes cannot be multiplied"), and data.image_size=128 quietly gave
     top-1 0.37 for a model that scores 0.96 on its own settings."""
     from s5cli.cli.console import print_warning
-    from s5cli.data.encode import TOKEN_IDENTITY, with_settings_of_old_runs
+    from s5cli.data.encode import TOKEN_IDENTITY
     from s5cli.errors import UserError
-
-    stored_data = with_settings_of_old_runs(stored_data)
 
     def differs(name: str) -> bool:
         return name in stored_data and getattr(data, name) != stored_data[name]

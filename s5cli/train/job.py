@@ -105,10 +105,9 @@ def _stored_section(meta: dict[str, str], section: str) -> dict[str, Any]:
 
 def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     from s5cli.cli.console import print_warning
-    from s5cli.data.encode import TOKEN_IDENTITY, with_settings_of_old_runs
+    from s5cli.data.encode import TOKEN_IDENTITY
 
-    raw = _stored_section(meta, "data")
-    stored = with_settings_of_old_runs(raw) if raw else {}  # no data section: nothing to compare
+    stored = _stored_section(meta, "data")  # with the settings of old runs filled in (`stored_recipe`)
     for name in TOKEN_IDENTITY:
         if name in stored and (getattr(data, name) or None) != (stored[name] or None):
             raise UserError(f"train.init={spec} was trained on tokens of data.{name}={stored[name]}, this recipe "
@@ -275,8 +274,9 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     if isinstance(saved.get("data"), dict):
         from s5cli.data.encode import with_settings_of_old_runs
 
-        # A run saved before data.resize existed cropped its frames: resuming it with a recipe that now
-        # squashes would switch to another token cache mid-run (only keys both sides have are compared).
+        # recipe.yaml of a run saved before data.resize existed (a checkpoint's recipe comes filled in by
+        # `stored_recipe`): it cropped its frames, and resuming it with a recipe that now squashes would
+        # switch to another token cache mid-run (only keys both sides have are compared).
         saved = {**saved, "data": with_settings_of_old_runs(saved["data"])}
     saved_flat = _flatten(saved)
     new_flat = _flatten(recipe_to_dict(recipe))

@@ -107,7 +107,10 @@ MAX_OUTPUTS = 1_000_000
 
 
 def stored_recipe(meta: dict[str, str], directory: Path | str) -> dict[str, Any]:
-    """The recipe a checkpoint's metadata stores (a mapping with a `model` mapping); UserError otherwise."""
+    """The recipe a checkpoint's metadata stores (a mapping with a `model` mapping); UserError otherwise.
+
+    Its data section gets the settings a checkpoint saved before they existed was made with
+    (`encode.SETTINGS_OF_OLD_RUNS`), so every reader compares like with like."""
     try:
         recipe = json.loads(meta.get("recipe") or "{}")
     except ValueError:
@@ -115,6 +118,10 @@ def stored_recipe(meta: dict[str, str], directory: Path | str) -> dict[str, Any]
     if not isinstance(recipe, dict) or not isinstance(recipe.get("model", {}), dict):
         raise UserError(f"{directory}: its metadata's recipe is not the JSON mapping s5cli writes: pass a checkpoint "
                         "written by s5 finetune/pretrain")
+    if isinstance(recipe.get("data"), dict):
+        from s5cli.data.encode import with_settings_of_old_runs
+
+        recipe["data"] = with_settings_of_old_runs(recipe["data"])
     return recipe
 
 

@@ -97,13 +97,17 @@ def test_a_recipe_with_an_unknown_resize_mode_is_refused(tmp_path) -> None:
 
 def test_eval_warns_when_a_checkpoint_without_resize_is_read_squashed(capsys) -> None:
     """A checkpoint saved before `data.resize` existed was trained on cropped frames."""
+    import json
     from types import SimpleNamespace
 
     from s5cli.cli.evaluate import _check_token_settings
+    from s5cli.train.loading import stored_recipe
 
-    stored = {"backbone": "patch_pool", "backbone_weights": None, "image_size": 64, "frames": 32, "fps": None,
-              "window_seconds": None}
-    data = SimpleNamespace(**stored, resize="crop")
+    saved = {"backbone": "patch_pool", "backbone_weights": None, "image_size": 64, "frames": 32, "fps": None,
+             "window_seconds": None}
+    # Read as eval reads a checkpoint's recipe (`stored_recipe` fills in the settings of old runs).
+    stored = stored_recipe({"recipe": json.dumps({"model": {}, "data": saved})}, "runs/old")["data"]
+    data = SimpleNamespace(**saved, resize="crop")
     _check_token_settings(data, stored, "runs/old")
     assert "data.resize" not in capsys.readouterr().err
     data.resize = "squash"
