@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def run_training(recipe_path: str, overrides: list[str] | None, objective: str, resume: bool, seed: int | None,
@@ -151,26 +153,25 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
 
 def _last_validation(log: Path) -> dict:
     """The last validation metrics in metrics.jsonl (`val_top1` -> `top1`), {} when there are none."""
-    from s5cli.train.metrics_log import read_records
-
-    if not log.is_file():
-        return {}
-    for record in reversed(read_records(log)[0]):
-        found = {key[len("val_"):]: value for key, value in record.items() if key.startswith("val_")}
-        if found:
-            return found
-    return {}
+    return _last_logged(log, lambda record: {key[len("val_"):]: value for key, value in record.items()
+                                             if key.startswith("val_")} or None) or {}
 
 
 def _last_logged_loss(log: Path) -> float | None:
     """The training loss of the last record in metrics.jsonl that has one."""
+    return _last_logged(log, lambda record: float(record["loss"]) if "loss" in record else None)
+
+
+def _last_logged(log: Path, pick: Callable[[dict], Any]) -> Any:
+    """`pick` of the last record of metrics.jsonl for which it is not None; None without one (or a log)."""
     if not log.is_file():
         return None
     from s5cli.train.metrics_log import read_records
 
     for record in reversed(read_records(log)[0]):
-        if "loss" in record:
-            return float(record["loss"])
+        found = pick(record)
+        if found is not None:
+            return found
     return None
 
 
