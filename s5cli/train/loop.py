@@ -187,7 +187,8 @@ def train(setup: TrainSetup) -> dict:
         scaler.load_state_dict(point.payload["grad_scaler"])
     log = MetricsLog(out_dir, ctx.is_main, bool(getattr(tcfg, "tensorboard", False)),
                      state.step if resume_from is not None else None, state.log_records)
-    progress = TrainingProgress(total_steps, state.step, enabled=setup.show_progress and ctx.is_main)
+    progress = TrainingProgress(total_steps, state.step, enabled=setup.show_progress and ctx.is_main,
+                                main=ctx.is_main)
     interrupted: dict[str, int | None] = {"signal": None}
 
     trainer_pid = os.getpid()
@@ -340,12 +341,7 @@ def train(setup: TrainSetup) -> dict:
                     notice = (f"early stop after epoch {state.epoch}: val {name} not better than "
                               f"{state.best_metric:.4f} (step {state.best_step}) for {patience} "
                               f"validation{'s' if patience != 1 else ''}")
-                    if progress.enabled:
-                        progress.log(notice)
-                    elif ctx.is_main:  # an outcome, not progress: --quiet hides bars, not why a run ended
-                        from s5cli.cli.console import stderr
-
-                        stderr.print(notice, soft_wrap=True)
+                    progress.notice(notice)
                     break
             elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
                 save(None)

@@ -16,8 +16,9 @@ from rich.progress import (
 class TrainingProgress:
     """Step bar with loss, lr, samples/s and ETA."""
 
-    def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
+    def __init__(self, total_steps: int, start_step: int, enabled: bool = True, main: bool = True):
         self.enabled = enabled
+        self.main = main  # the process that speaks for the run (rank 0), bars or not
         if not enabled:
             return
         from s5cli.cli.console import PeriodicLines, stderr
@@ -60,6 +61,16 @@ class TrainingProgress:
     def log(self, message: str) -> None:
         if self.enabled:
             self._progress.console.print(message)
+
+    def notice(self, message: str) -> None:
+        """An outcome, not progress (why a run ended): printed by the main process also when the bars are
+        off (--quiet hides bars, not that), beside the bar when it is on."""
+        if self.enabled:
+            self._progress.console.print(message)
+        elif self.main:
+            from s5cli.cli.console import stderr
+
+            stderr.print(message, soft_wrap=True)
 
     def close(self) -> None:
         """Stop the bar; on a terminal, say how long the steps took (the plain lines already did)."""
