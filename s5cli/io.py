@@ -33,7 +33,7 @@ def atomic_write_path(path: str | os.PathLike[str], follow_symlinks: bool = Fals
         # Keep the real suffix last: some writers (PIL, PyAV, safetensors) pick the format from it.
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     except OSError as error:
-        raise _naming(error, Path(path)) from error
+        raise os_error_about(error, path) from error
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -47,7 +47,7 @@ def atomic_write_path(path: str | os.PathLike[str], follow_symlinks: bool = Fals
         tmp.unlink(missing_ok=True)
         if error.errno is None or error.filename not in (None, str(tmp), tmp_name):
             raise  # a writer's own complaint (PIL: "cannot write mode RGBA as JPEG"), or about another file
-        raise _naming(error, Path(path)) from error
+        raise os_error_about(error, path) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -75,9 +75,10 @@ def _regular_file_target(path: Path, follow_symlinks: bool) -> Path:
     return Path(os.path.realpath(path)) if follow_symlinks and path.is_symlink() else path
 
 
-def _naming(error: OSError, path: Path) -> OSError:
-    """`error` as an OSError about `path` (the file the user named)."""
-    return OSError(error.errno, error.strerror or str(error), str(path))
+def os_error_about(error: OSError, name: str | os.PathLike[str]) -> OSError:
+    """`error` as an OSError about `name` (what the user asked to write, not a hidden temporary file):
+    the CLI reports an OSError as its file name and reason in one line."""
+    return OSError(error.errno, error.strerror or str(error), os.fspath(name))
 
 
 def sync_folder(folder: str | os.PathLike[str], files: bool = True) -> None:

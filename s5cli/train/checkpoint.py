@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_text, sync_folder
+from s5cli.io import atomic_write_text, os_error_about, sync_folder
 from s5cli.safetensors_io import save_tensors
 from s5cli.train.rng_states import restore_rng, rng_state
 
@@ -147,7 +147,7 @@ def save_checkpoint(
         if error.filename is not None and not str(error.filename).startswith(str(tmp)):
             raise
         # A full disk while assembling: name the checkpoint, not the hidden folder it was assembled in.
-        raise OSError(error.errno, error.strerror or str(error), f"checkpoint {directory}") from None
+        raise os_error_about(error, f"checkpoint {directory}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
