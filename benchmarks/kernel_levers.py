@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import multiprocessing
 import statistics
 import sys
 from queue import Empty
@@ -96,8 +95,11 @@ def _result_or_none(queue: Any, process: Any) -> list[dict[str, Any]] | None:
 
 
 def measure(workload_json: dict[str, Any], lever: str, repeat: int) -> dict[str, Any]:
-    """Run one (workload, lever) in a fresh process; median/min step time and max peak memory."""
-    context = multiprocessing.get_context("spawn")
+    """Run one (workload, lever) in a fresh process (forked from one that only imported torch, as the
+    benchmark's workers are); median/min step time and max peak memory."""
+    from s5cli.benchmark.runner import worker_context
+
+    context = worker_context(workload_json.get("device", "cpu"))  # Workload's default
     queue = context.Queue()
     process = context.Process(target=_child, args=(workload_json, lever, repeat, queue))
     process.start()

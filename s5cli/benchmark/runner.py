@@ -3,7 +3,8 @@
 Why this shape: each model lives in its own process (honest peak memory); all models of a group are
 built and warmed up first, then step r runs the models in an order rotated by r, so a burst of load on a
 shared machine hits every model alike and the ratios stay fair; last, a fresh process per model measures
-its peak memory alone (why a separate process: see worker.py). The parent never imports torch.
+its peak memory alone (why a separate process: see worker.py). The parent never imports torch; on CPU
+the workers are forks of a server that imported it once (`worker_context`).
 With `processes` > 1 the timing is repeated in that many sets of fresh workers and the steps of all sets
 are pooled: a process's speed also depends on its own history (glibc's dynamic mmap threshold decides
 which buffers fault their pages in again every step), so one process per model samples that luck once.
@@ -16,13 +17,14 @@ CUDA/CPU out-of-memory error all mark that model "over budget"; the other models
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import multiprocessing
+import multiprocessing.context
 import queue
 import signal
+import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s5cli.benchmark.measure import format_bytes, read_vm_status, summarize
+from s5cli.benchmark.worker import run_child
 from s5cli.benchmark.workload import Workload
 
 OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
@@ -78,6 +81,25 @@ class Measurement:
         self.status, self.reason = status, reason
 
 
+# What the CPU worker processes' parent (a forkserver) imports once, so each worker starts as a fork that
+# already has it: ~2 s of CPU per worker less for torch, and as much again for torch._dynamo, which a
+# training step imports on first use (12 workers for `--mode both` with two comparisons).
+WORKER_PRELOAD = ["torch", "torch._dynamo", "s5cli.benchmark.worker", "s5cli.models.registry"]
+WORKER_NAME = "s5cli-benchmark-worker"
+
+
+def worker_context(device: str) -> multiprocessing.context.BaseContext:
+    """How worker processes start. CPU: forked from a server that only imported `WORKER_PRELOAD`, so
+    fresh (no state of this process) yet quick to start. CUDA: spawned, a new interpreter each, as a
+    CUDA process must be: a fork of a process where anything had initialised the CUDA driver (an import
+    asking `torch.cuda.is_available()` can) cannot use the GPU. Spawn also where there is no forkserver."""
+    if device.startswith("cuda") or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
+
+
 class _Worker:
     """A running worker process with a line queue fed by a reader thread (so reads can time out)."""
 
@@ -85,27 +107,39 @@ class _Worker:
         # A timing worker adds its steps to the model's one Measurement, which outlives it (`processes`).
         self.measurement = measurement if measurement is not None else Measurement(workload)
         self.memory_budget = memory_budget
-        command = [sys.executable, "-m", "s5cli.benchmark.worker", "--serve", "--workload",
-                   json.dumps(workload.to_json())]
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        self._channel, theirs = socket.socketpair()
+        log, their_log = socket.socketpair()
+        self.process = worker_context(workload.device).Process(
+            target=run_child, args=(workload.to_json(), theirs, their_log), name=WORKER_NAME, daemon=True
         )
+        try:
+            self.process.start()
+        finally:
+            theirs.close()  # the child has its own copies; ours would keep the sockets open after it ends
+            their_log.close()
+        self._commands = self._channel.makefile("w", encoding="utf-8")
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=20)
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._readers = [threading.Thread(target=self._read_events, daemon=True),
+                         threading.Thread(target=self._read_log, args=(log,), daemon=True)]
+        for reader in self._readers:
+            reader.start()
         self.baseline = 0
 
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def _read_events(self) -> None:
+        with self._channel.makefile("r", encoding="utf-8", errors="replace") as events:
+            for line in events:
+                self.lines.put(line)
         self.lines.put(None)
 
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.stderr_tail.append(line.rstrip())
+    def _read_log(self, log: socket.socket) -> None:
+        with log, log.makefile("r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                self.stderr_tail.append(line.rstrip())
 
     @property
     def alive(self) -> bool:
@@ -114,10 +148,9 @@ class _Worker:
     def send(self, command: str) -> None:
         """Write one command line; a dead worker is reported by the next `wait`."""
         try:
-            assert self.process.stdin is not None
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
+            self._commands.write(command + "\n")
+            self._commands.flush()
+        except (BrokenPipeError, OSError, ValueError):  # ValueError: already closed by `kill`
             pass
 
     def wait(self, expected: str, timeout: float | None) -> dict[str, Any] | None:
@@ -161,7 +194,8 @@ class _Worker:
                 return None
 
     def _died(self) -> None:
-        code = self.process.wait()
+        self.process.join()
+        code = self.process.exitcode
         if code in (-signal.SIGKILL, 137):
             self.stop(OVER_BUDGET, "killed by the operating system (out of memory?)")
         else:
@@ -175,18 +209,21 @@ class _Worker:
         self.kill()
 
     def kill(self) -> None:
-        """End the worker process (no-op when it has exited)."""
-        if self.process.poll() is None:
+        """End the worker process (no-op when it has exited) and close this side of its sockets."""
+        if self.process.exitcode is None:
             self.process.kill()
-        self.process.wait()
+        self.process.join()
+        for reader in self._readers:  # they reach the end of the child's output now that it is gone
+            reader.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self._commands.close()
+        self._channel.close()
 
     def quit(self) -> None:
         """Ask a healthy worker to exit, kill it if it does not."""
         self.send("quit")
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.process.join(timeout=30)
+        self.kill()
 
 
 Progress = Callable[[str], None]
@@ -409,17 +446,4 @@ def worker_pids() -> list[int]:
 
     Only workers: other children of a long-lived process (multiprocessing's resource tracker, a
     Manager another test started) are not the benchmark's to end."""
-    try:
-        with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children", encoding="ascii") as handle:
-            children = [int(pid) for pid in handle.read().split()]
-    except OSError:
-        return []
-    return [pid for pid in children if _runs_worker(pid)]
-
-
-def _runs_worker(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"s5cli.benchmark.worker" in handle.read()
-    except OSError:  # ended meanwhile
-        return False
+    return [child.pid for child in multiprocessing.active_children() if child.name == WORKER_NAME]

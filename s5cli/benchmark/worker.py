@@ -1,11 +1,12 @@
 """One benchmark worker: builds one model in its own process and times steps of it; JSON lines on stdout.
 
-Run by the parent (`s5cli.benchmark.runner`) as `python -m s5cli.benchmark.worker --serve --workload JSON`:
-it prints `{"event": "built"}`, one `{"event": "warmup"}` per warm-up step, then answers each `step` line
-on stdin with one `{"event": "step", "seconds": ..., "peak_bytes": ...}` until `quit`. Own process per
-model so that peak memory is this model's alone (no allocator caches or high-water marks of another).
-By hand: `python -m s5cli.benchmark.worker --workload '{"label": "s5", ...}' --repeat 3` prints the same
-events followed by a `result` line with the summary.
+Started by the parent (`s5cli.benchmark.runner`) as a child process (`run_child`; on CPU a fork of a
+process that has imported torch once), talking JSON lines over a socket: it prints `{"event": "built"}`, one `{"event": "warmup"}`
+per warm-up step, then answers each `step` line with one `{"event": "step", "seconds": ..., "peak_bytes":
+...}` until `quit`. Own process per model so that peak memory is this model's alone (no allocator caches
+or high-water marks of another). `python -m s5cli.benchmark.worker --serve --workload JSON` speaks the
+same protocol on stdin/stdout. By hand: `python -m s5cli.benchmark.worker --workload '{"label": "s5",
+...}' --repeat 3` prints the same events followed by a `result` line with the summary.
 
 Memory is "above baseline": the baseline is taken after torch is imported and initialised, before the
 model and its input exist, so the peak counts weights, input, optimiser state and activations, as
@@ -45,6 +46,7 @@ import dataclasses
 import itertools
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -230,11 +232,25 @@ def _prime(workload: Workload) -> None:
     gc.collect()
 
 
-def _stdin_commands() -> Iterator[str]:
-    for line in sys.stdin:
+def _commands(lines: Iterable[str]) -> Iterator[str]:
+    for line in lines:
         command = line.strip()
         if command:
             yield command
+
+
+def run_child(workload_json: dict[str, Any], channel: socket.socket, log: socket.socket) -> None:
+    """Entry of a worker the runner starts: commands in and events out on `channel`; anything printed
+    (stdout too, and a traceback) goes to `log`, which the parent keeps the tail of for its error line."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.dup2(log.fileno(), sys.stdout.fileno())
+    os.dup2(log.fileno(), sys.stderr.fileno())
+    log.close()
+    with channel, channel.makefile("r", encoding="utf-8") as commands, \
+            channel.makefile("w", encoding="utf-8") as out:
+        code = serve(Workload.from_json(workload_json), _commands(commands), out)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     if args.serve:
-        return serve(workload, _stdin_commands(), out)
+        return serve(workload, _commands(sys.stdin), out)
     events = _Recorder(out)
     code = serve(workload, ["step"] * args.repeat, events)
     times = [e["seconds"] for e in events.events if e["event"] == "step"]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import subprocess
 import sys
+import time
 
 import pytest
 
+from s5cli.benchmark import runner
 from s5cli.benchmark.measure import PeakRSSProbe, current_rss, loglog_slope, parse_memory_size, summarize
 from s5cli.benchmark.report import build_report, ratio_rows, result_row
-from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, run_group, worker_pids
+from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, _Worker, run_group, worker_pids
 from s5cli.benchmark.workload import Workload, canonical_label, transformer_heads
 
 
@@ -247,14 +250,49 @@ def test_cuda_memory_is_read_on_the_workers_own_gpu(monkeypatch) -> None:
 
 def test_worker_pids_sees_a_live_worker_and_nothing_else() -> None:
     """The leftover-worker checks above must fail when a worker is left, yet ignore children that are not
-    the benchmark's (multiprocessing's resource tracker, a Manager started by another test)."""
-    worker = subprocess.Popen([sys.executable, "-m", "s5cli.benchmark.worker", "--serve", "--workload",
-                               json.dumps(_tiny("s4").to_json())], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    the benchmark's (multiprocessing's resource tracker, a Manager started by another test, a subprocess)."""
+    worker = _Worker(_tiny("s4"), None)
+    other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    other.start()
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        assert worker.wait("built", 120) is not None
         assert worker_pids() == [worker.pid]
     finally:
-        for process in (worker, other):
-            process.kill()
-            process.wait()
+        worker.kill()
+        other.kill()
+        other.join()
+        plain.kill()
+        plain.wait()
     assert worker_pids() == []
+
+
+@pytest.mark.parametrize("start", ["as on this device", "spawn"])
+def test_a_worker_reports_its_events_over_its_socket_and_its_output_apart(start: str, monkeypatch) -> None:
+    """The runner's own workers: built, warm-up and steps as JSON lines; a crash's last printed line
+    (here: a workload the registry does not know) becomes the row's reason. "spawn" is how CUDA workers
+    start (a new interpreter, no forkserver)."""
+    if start == "spawn":
+        monkeypatch.setattr(runner, "worker_context", lambda device: multiprocessing.get_context("spawn"))
+    else:
+        assert runner.worker_context("cpu").get_start_method() == "forkserver"
+        assert runner.worker_context("cuda:1").get_start_method() == "spawn"
+    worker = _Worker(_tiny("s5"), None)
+    try:
+        built = worker.wait("built", 120)
+        assert built is not None and built["pid"] == worker.pid and built["threads"] >= 1
+        assert worker.wait("warmup", 120) is not None
+        worker.send("step")
+        step = worker.wait("step", 120)
+        assert step is not None and step["seconds"] > 0
+        worker.quit()
+        assert worker.process.exitcode == 0 and worker.alive
+    finally:
+        worker.kill()
+    broken = _Worker(_tiny("no-such-model"), None)
+    try:
+        assert broken.wait("built", 120) is None
+        assert broken.measurement.status == ERROR
+        assert "no-such-model" in broken.measurement.reason, broken.measurement.reason
+    finally:
+        broken.kill()

@@ -381,20 +381,35 @@ def test_a_stop_signal_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, st
     assert len(_losses(tmp_path / "run")) == 6 * 3
 
 
+S5_WITH_DROPOUT = {"train.epochs": 6, "model.dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_dropout_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    """(its data folder, its losses): S5 with dropout, no loader processes, never stopped. Shared by the
+    stop-signal cases below, which train on the same data folder (its videos and tokens are reused)."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    shared = tmp / "shared"
+    full = subprocess.run([sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet",
+                           *tiny(shared, **S5_WITH_DROPOUT, **{"train.out_dir": tmp / "full"})],
+                          env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp)
+    assert full.returncode == 0, full.stderr
+    return shared, _losses(tmp / "full")
+
+
 @pytest.mark.parametrize(("stop_signal", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_loader_workers_and_a_stop_mid_epoch_change_no_number(tmp_path: Path, stop_signal: int, code: int) -> None:
+def test_loader_workers_and_a_stop_mid_epoch_change_no_number(
+    tmp_path: Path, stop_signal: int, code: int, uninterrupted_dropout_run: tuple[Path, list[float]]
+) -> None:
     """Training clips come from per-video generators and the loader never draws from the model's RNG:
     `data.num_workers=2` (one batch ready each), interrupted mid-epoch and resumed, gives the losses of one
-    uninterrupted, in-process run (S5 with dropout, so the model's random numbers are in play).
+    uninterrupted run without loader processes (S5 with dropout, so the model's random numbers are in play).
 
     The signal goes to the whole process group, as a terminal's Ctrl-C and `timeout` send it: workers that
     died of it once failed the trainer's next batch (a traceback, exit 1, no checkpoint)."""
-    shared = tmp_path / "shared"
-    s5 = {"train.epochs": 6, "model.dropout": 0.1}
+    shared, full_losses = uninterrupted_dropout_run
+    s5 = S5_WITH_DROPOUT
     base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
-    full = subprocess.run([*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "full"})],
-                          env=_env(), capture_output=True, text=True, timeout=600)
-    assert full.returncode == 0, full.stderr
     args = [*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2,
                                         "data.prefetch_batches": 1})]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -413,7 +428,8 @@ def test_loader_workers_and_a_stop_mid_epoch_change_no_number(tmp_path: Path, st
     step = json.loads((checkpoint_dir(tmp_path / "cut") / "trainer_state.json").read_text())["trainer"]["step"]
     resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full"), f"interrupted at step {step}"
+    assert len(full_losses) == 6 * 3
+    assert _losses(tmp_path / "cut") == full_losses, f"interrupted at step {step}"
 
 
 def _losses_if_any(metrics: Path) -> list[float]:
