@@ -285,7 +285,7 @@ def _check_sizes(frame_counts: list[int], sweep: str | None, tokens_per_frame: i
     if dim < 8 or dim % 8:
         raise UserError(f"--dim must be a positive multiple of 8 (the S4 decoder halves it 3 times), got {dim}")
     if not 0.0 < keep_ratio <= 1.0:
-        raise UserError(f"--keep-ratio must be in (0, 1], got {keep_ratio}")
+        raise UserError(f"--keep-ratio {keep_ratio} is out of range: use a value in (0, 1]")
     if warmup < 0:
         raise UserError(f"--warmup {warmup}: must be 0 or more")
     if repeat is not None and repeat < 1:

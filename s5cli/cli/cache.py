@@ -123,10 +123,9 @@ def clean_caches(
     # What a deletion would free: entries in use are skipped by `delete`, so they are not counted.
     free = [e for e in chosen if not e.in_use]
     busy = len(chosen) - len(free)
+    # Entries in use are said once here; each one still in use when deleting is named with its fix below.
     stdout.print(f"{len(chosen)} entries, {sum(e.files for e in free)} files: {format_bytes(_bytes(free))} to free"
-                 + (f" ({busy} in use, kept)" if busy else ""))
-    if busy:
-        stderr.print(f"{busy} of them are in use by running s5 jobs: skipped (stop those jobs first)")
+                 + (f" ({busy} in use by running s5 jobs, kept)" if busy else ""))
     if dry_run:
         stdout.print("dry run: nothing deleted")
         return

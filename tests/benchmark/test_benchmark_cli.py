@@ -231,7 +231,7 @@ def test_kernel_stage_times_the_fused_kernels_beside_the_matmul_form(monkeypatch
         (["--compare", "nope"], "unknown model"),
         (["--dim", "12"], "multiple of 8"),
         (["--mode", "fast"], "--mode"),
-        (["--keep-ratio", "0"], "--keep-ratio"),
+        (["--keep-ratio", "0"], "--keep-ratio 0.0 is out of range: use a value in (0, 1]"),
         (["--memory-budget", "lots"], "--memory-budget"),
         (["--sweep", "a,b"], "--sweep"),
         (["--threads", "0"], "--threads"),

@@ -149,4 +149,4 @@ def test_a_dry_run_counts_only_what_a_clean_would_free(tmp_path):
     assert result.exit_code == 0, result.output
     freed = format_bytes(sum(entry.bytes for entry in free))
     line = next(line for line in result.output.splitlines() if "to free" in line)
-    assert f"{sum(e.files for e in free)} files: {freed} to free (1 in use, kept)" in line, line
+    assert f"{sum(e.files for e in free)} files: {freed} to free (1 in use by running s5 jobs, kept)" in line, line
