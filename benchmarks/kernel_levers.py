@@ -97,7 +97,7 @@ def _result_or_none(queue: Any, process: Any) -> list[dict[str, Any]] | None:
 def measure(workload_json: dict[str, Any], lever: str, repeat: int) -> dict[str, Any]:
     """Run one (workload, lever) in a fresh process (forked from one that only imported torch, as the
     benchmark's workers are); median/min step time and max peak memory."""
-    from s5cli.benchmark.runner import worker_context
+    from s5cli.benchmark.worker_process import worker_context
 
     context = worker_context(workload_json.get("device", "cpu"))  # Workload's default
     queue = context.Queue()

@@ -4,7 +4,7 @@ Why this shape: each model lives in its own process (honest peak memory); all mo
 built and warmed up first, then step r runs the models in an order rotated by r, so a burst of load on a
 shared machine hits every model alike and the ratios stay fair; last, a fresh process per model measures
 its peak memory alone (why a separate process: see worker.py). The parent never imports torch; on CPU
-the workers are forks of a server that imported it once (`worker_context`).
+the workers are forks of a server that imported it once (`worker_process`).
 With `processes` > 1 the timing is repeated in that many sets of fresh workers and the steps of all sets
 are pooled: a process's speed also depends on its own history (glibc's dynamic mmap threshold decides
 which buffers fault their pages in again every step), so one process per model samples that luck once.
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import multiprocessing.context
 import queue
 import signal
 import socket
@@ -33,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s5cli.benchmark.measure import format_bytes, read_vm_status, summarize
-from s5cli.benchmark.worker import run_child
+from s5cli.benchmark.worker_process import live_worker_pids, start_worker
 from s5cli.benchmark.workload import Workload
 
 OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
@@ -81,48 +79,22 @@ class Measurement:
         self.status, self.reason = status, reason
 
 
-# What the CPU worker processes' parent (a forkserver) imports once, so each worker starts as a fork that
-# already has it: ~2 s of CPU per worker less for torch, and as much again for torch._dynamo, which a
-# training step imports on first use (12 workers for `--mode both` with two comparisons).
-WORKER_PRELOAD = ["torch", "torch._dynamo", "s5cli.benchmark.worker", "s5cli.models.registry"]
-WORKER_NAME = "s5cli-benchmark-worker"
-
-
-def worker_context(device: str) -> multiprocessing.context.BaseContext:
-    """How worker processes start. CPU: forked from a server that only imported `WORKER_PRELOAD`, so
-    fresh (no state of this process) yet quick to start. CUDA: spawned, a new interpreter each, as a
-    CUDA process must be: a fork of a process where anything had initialised the CUDA driver (an import
-    asking `torch.cuda.is_available()` can) cannot use the GPU. Spawn also where there is no forkserver."""
-    if device.startswith("cuda") or "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_PRELOAD)
-    return context
-
-
 class _Worker:
     """A running worker process with a line queue fed by a reader thread (so reads can time out)."""
 
-    def __init__(self, workload: Workload, memory_budget: int | None, measurement: Measurement | None = None):
+    def __init__(self, workload: Workload, memory_budget: int | None, measurement: Measurement | None = None,
+                 *, fresh: bool = False):
         # A timing worker adds its steps to the model's one Measurement, which outlives it (`processes`).
         self.measurement = measurement if measurement is not None else Measurement(workload)
         self.memory_budget = memory_budget
-        self._channel, theirs = socket.socketpair()
-        log, their_log = socket.socketpair()
-        self.process = worker_context(workload.device).Process(
-            target=run_child, args=(workload.to_json(), theirs, their_log), name=WORKER_NAME, daemon=True
-        )
-        try:
-            self.process.start()
-        finally:
-            theirs.close()  # the child has its own copies; ours would keep the sockets open after it ends
-            their_log.close()
+        started = start_worker(workload.to_json(), fresh=fresh)
+        self.process, self._channel, self._log = started.process, started.channel, started.log
         self._commands = self._channel.makefile("w", encoding="utf-8")
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=20)
-        self._readers = [threading.Thread(target=self._read_events, daemon=True),
-                         threading.Thread(target=self._read_log, args=(log,), daemon=True)]
-        for reader in self._readers:
+        self._events_reader = threading.Thread(target=self._read_events, daemon=True)
+        self._log_reader = threading.Thread(target=self._read_log, daemon=True)
+        for reader in (self._events_reader, self._log_reader):
             reader.start()
         self.baseline = 0
 
@@ -131,13 +103,20 @@ class _Worker:
         return self.process.pid
 
     def _read_events(self) -> None:
-        with self._channel.makefile("r", encoding="utf-8", errors="replace") as events:
-            for line in events:
-                self.lines.put(line)
-        self.lines.put(None)
+        # However reading ends (the worker's end closed, or reset when it died with a command unread, or
+        # `kill` shut the socket), `wait` must learn it: the None below is how it notices a dead worker.
+        try:
+            with self._channel.makefile("r", encoding="utf-8", errors="replace") as events:
+                for line in events:
+                    self.lines.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.lines.put(None)
 
-    def _read_log(self, log: socket.socket) -> None:
-        with log, log.makefile("r", encoding="utf-8", errors="replace") as lines:
+    def _read_log(self) -> None:
+        with contextlib.suppress(OSError, ValueError), \
+                self._log.makefile("r", encoding="utf-8", errors="replace") as lines:
             for line in lines:
                 self.stderr_tail.append(line.rstrip())
 
@@ -199,7 +178,9 @@ class _Worker:
         if code in (-signal.SIGKILL, 137):
             self.stop(OVER_BUDGET, "killed by the operating system (out of memory?)")
         else:
-            tail = next((line for line in reversed(self.stderr_tail) if line.strip()), "no message")
+            self._log_reader.join(timeout=5)  # what it printed last may still be on its way
+            tail = next((line for line in reversed(self.stderr_tail) if line.strip()),
+                        "no message (anything it printed before it started went to this process's stderr)")
             self.stop(ERROR, f"worker exited with code {code}: {tail}")
 
     def stop(self, status: str, reason: str) -> None:
@@ -213,11 +194,18 @@ class _Worker:
         if self.process.exitcode is None:
             self.process.kill()
         self.process.join()
-        for reader in self._readers:  # they reach the end of the child's output now that it is gone
+        # Shut down, not only closed: the readers' files hold the sockets open, and a worker whose exit
+        # could not be seen (its forkserver gone: multiprocessing then reports 255) reads end-of-file
+        # and leaves by itself.
+        for end in (self._channel, self._log):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        for reader in (self._events_reader, self._log_reader):
             reader.join(timeout=5)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             self._commands.close()
         self._channel.close()
+        self._log.close()
 
     def quit(self) -> None:
         """Ask a healthy worker to exit, kill it if it does not."""
@@ -256,8 +244,10 @@ def run_group(
         if not active:
             break
         label = f"process {set_index + 1}/{processes}: " if processes > 1 else ""
+        # Several sets are there to sample independent processes: spawned, not forks of one server.
         _time_in_fresh_workers(active, repeat, set_index * repeat, time_budget, memory_budget,
-                               lambda message, label=label: say(label + message), min_time)
+                               lambda message, label=label: say(label + message), min_time,
+                               fresh=processes > 1)
     for measurement in measurements:
         if measurement.status == OK:
             _measure_memory(measurement, time_budget, memory_budget, say)
@@ -270,14 +260,15 @@ def run_group(
 
 def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, first_round: int,
                            time_budget: float | None, memory_budget: int | None, say: Progress,
-                           min_time: float = 0.0) -> None:
+                           min_time: float = 0.0, *, fresh: bool = False) -> None:
     """One worker per measurement: build and warm up each, then `repeat` rounds rotated by the round's
     number (counted from `first_round`, so later sets keep rotating), then extra rounds for the workers
-    short of `min_time` seconds of timed steps (`run_group`); every worker is ended on return."""
+    short of `min_time` seconds of timed steps (`run_group`); every worker is ended on return.
+    `fresh`: spawned workers (`worker_process.worker_context`)."""
     workers: list[_Worker] = []
     try:
         for measurement in measurements:
-            worker = _Worker(measurement.workload, memory_budget, measurement)
+            worker = _Worker(measurement.workload, memory_budget, measurement, fresh=fresh)
             workers.append(worker)
             _start(worker, time_budget, say)
         alive = [w for w in workers if w.alive]
@@ -446,4 +437,4 @@ def worker_pids() -> list[int]:
 
     Only workers: other children of a long-lived process (multiprocessing's resource tracker, a
     Manager another test started) are not the benchmark's to end."""
-    return [child.pid for child in multiprocessing.active_children() if child.name == WORKER_NAME]
+    return live_worker_pids()

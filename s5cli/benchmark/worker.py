@@ -239,9 +239,19 @@ def _commands(lines: Iterable[str]) -> Iterator[str]:
             yield command
 
 
-def run_child(workload_json: dict[str, Any], channel: socket.socket, log: socket.socket) -> None:
+def use_environment(environment: dict[str, str] | None) -> None:
+    """Make os.environ exactly `environment` (None: keep it)."""
+    if environment is not None and environment != os.environ:
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def run_child(workload_json: dict[str, Any], channel: socket.socket, log: socket.socket,
+              environment: dict[str, str] | None = None) -> None:
     """Entry of a worker the runner starts: commands in and events out on `channel`; anything printed
-    (stdout too, and a traceback) goes to `log`, which the parent keeps the tail of for its error line."""
+    (stdout too, and a traceback) goes to `log`, which the parent keeps the tail of for its error line.
+    `environment`: the parent's, applied first (a forked worker otherwise has its forkserver's)."""
+    use_environment(environment)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.dup2(log.fileno(), sys.stdout.fileno())

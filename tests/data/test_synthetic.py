@@ -178,7 +178,7 @@ generate_split(SyntheticSpec(num_train=0, num_val=9, num_test=0), Path(sys.argv[
 
 
 def test_videos_are_byte_identical_across_processes(tmp_path: Path) -> None:
-    roots = [tmp_path / f"run{i}" for i in range(3)]
+    roots = [tmp_path / f"run{i}" for i in range(2)]
     for root in roots:
         subprocess.run([sys.executable, "-c", _GENERATE_IN_FRESH_PROCESS, str(root)], check=True)
     contents = [{p.name: p.read_bytes() for p in sorted((root / "val").glob("*.mp4"))} for root in roots]

@@ -1,0 +1,174 @@
+"""How benchmark workers start and end: forked from a preloaded server on CPU, spawned where a fork would be
+wrong, and never left behind or mistaken for alive, whatever happens to them or to their server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from s5cli.benchmark import worker_process
+from s5cli.benchmark.runner import ERROR, OVER_BUDGET, _Worker, worker_pids
+from s5cli.benchmark.workload import Workload
+
+
+def _tiny(label: str = "s5", **changes) -> Workload:
+    return Workload(label=label, mode="infer", frames=4, tokens_per_frame=6, dim=16, batch=1, **changes)
+
+
+def _gone(pid: int) -> bool:
+    """No such process any more, or only its exit status left (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["as-on-this-device", "spawned"])
+def test_a_worker_steps_over_its_socket_and_a_crash_is_named_by_its_last_printed_line(fresh: bool) -> None:
+    """The protocol over the socket, in both ways a worker starts ("spawned" is also how CUDA workers
+    start). A worker that fails before its first event (torch refuses -1 threads) is named by the last
+    line it printed, which only its log socket carries."""
+    worker = _Worker(_tiny(), None, fresh=fresh)
+    try:
+        built = worker.wait("built", 120)
+        assert built is not None and built["pid"] == worker.pid and built["threads"] >= 1
+        assert worker.wait("warmup", 120) is not None
+        worker.send("step")
+        step = worker.wait("step", 120)
+        assert step is not None and step["seconds"] > 0
+        worker.quit()
+        assert worker.process.exitcode == 0 and worker.alive
+    finally:
+        worker.kill()
+    broken = _Worker(_tiny(threads=-1), None, fresh=fresh)
+    try:
+        assert broken.wait("built", 120) is None
+        assert broken.measurement.status == ERROR
+        assert broken.measurement.reason.startswith("worker exited with code 1: RuntimeError: ")
+        assert "set_num_threads" in broken.measurement.reason, broken.measurement.reason
+    finally:
+        broken.kill()
+    assert worker_pids() == []
+
+
+def test_workers_are_forked_on_cpu_and_spawned_for_cuda_fresh_sets_or_a_changed_environment(monkeypatch) -> None:
+    monkeypatch.setattr(worker_process, "_forkserver_environment", None)
+    assert worker_process.worker_context("cpu").get_start_method() == "forkserver"
+    assert worker_process.worker_context("cuda:1").get_start_method() == "spawn"
+    assert worker_process.worker_context("cpu", fresh=True).get_start_method() == "spawn"
+    # The forkserver keeps the environment it started with: a changed variable that libraries read as they
+    # load needs a new interpreter; any other reaches a forked worker as it is now (next test).
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_process.worker_context("cpu").get_start_method() == "spawn"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("S5CLI_TEST_PROBE", "changed")
+    assert worker_process.worker_context("cpu").get_start_method() == "forkserver"
+
+
+def _report_environment(workload_json, channel, log, environment) -> None:
+    """A worker's entry for the test below: takes the environment as `run_child` does, then says what it has."""
+    from s5cli.benchmark.worker import use_environment
+
+    use_environment(environment)
+    with channel, log:
+        channel.sendall(os.environ.get("S5CLI_TEST_PROBE", "<unset>").encode())
+
+
+def test_a_forked_worker_sees_the_parents_environment_as_it_is_now(monkeypatch) -> None:
+    monkeypatch.setattr(worker_process, "run_child", _report_environment)
+    for value in ("first", "second"):  # the second worker comes from the same forkserver as the first
+        monkeypatch.setenv("S5CLI_TEST_PROBE", value)
+        started = worker_process.start_worker(_tiny().to_json())
+        with started.channel, started.log:
+            assert started.process._popen.__class__.__module__ == "multiprocessing.popen_forkserver"
+            assert started.channel.makefile("r").read() == value
+        started.process.join(30)
+        assert started.process.exitcode == 0
+
+
+def test_a_forkserver_that_cannot_start_falls_back_to_spawn(monkeypatch) -> None:
+    """Python puts the forkserver's socket under $TMPDIR; a long one passes the AF_UNIX path limit."""
+    real_start = worker_process._start
+    used = []
+
+    def start(context, args):
+        used.append(context.get_start_method())
+        if context.get_start_method() == "forkserver":
+            raise OSError("AF_UNIX path too long")
+        return real_start(context, args)
+
+    monkeypatch.setattr(worker_process, "_start", start)
+    monkeypatch.setattr(worker_process, "_forkserver_environment", None)
+    worker = _Worker(_tiny(), None)
+    try:
+        assert worker.wait("built", 120) is not None
+    finally:
+        worker.kill()
+    assert used == ["forkserver", "spawn"]
+
+
+def test_a_worker_killed_with_a_command_unread_is_reported_at_once() -> None:
+    """Its socket is reset rather than closed then; the reader must still tell `wait` it is gone."""
+    worker = _Worker(_tiny(), None)
+    try:
+        assert worker.wait("built", 120) is not None and worker.wait("warmup", 120) is not None
+        os.kill(worker.pid, signal.SIGSTOP)
+        worker.send("step")
+        os.kill(worker.pid, signal.SIGKILL)
+        started = time.monotonic()
+        assert worker.wait("step", 30) is None
+        assert time.monotonic() - started < 10
+        assert worker.measurement.status == OVER_BUDGET
+        assert worker.measurement.reason == "killed by the operating system (out of memory?)"
+    finally:
+        worker.kill()
+
+
+def test_kill_ends_a_worker_whose_forkserver_died(monkeypatch) -> None:
+    """Without its server multiprocessing reports a live worker as exited (code 255): `kill` must still
+    end it, promptly, and a later worker gets a new server."""
+    monkeypatch.setattr(worker_process, "_forkserver_environment", None)
+    worker = _Worker(_tiny(), None)
+    assert worker.process._popen.__class__.__module__ == "multiprocessing.popen_forkserver"
+    assert worker.wait("built", 120) is not None
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    os.kill(server, signal.SIGKILL)
+    started = time.monotonic()
+    worker.kill()
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 30
+    while not _gone(worker.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(worker.pid)
+    again = _Worker(_tiny(), None)
+    try:
+        assert again.wait("built", 120) is not None
+    finally:
+        again.kill()
+
+
+def test_worker_pids_sees_a_live_worker_and_nothing_else() -> None:
+    """The leftover-worker checks elsewhere must fail when a worker is left, yet ignore children that are
+    not the benchmark's (multiprocessing's resource tracker, a Manager started by another test, a subprocess)."""
+    worker = _Worker(_tiny("s4"), None)
+    other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    other.start()
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert worker.wait("built", 120) is not None
+        assert worker_pids() == [worker.pid]
+    finally:
+        worker.kill()
+        other.kill()
+        other.join()
+        plain.kill()
+        plain.wait()
+    assert worker_pids() == []
