@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import statistics
 import sys
 from queue import Empty
@@ -95,14 +96,13 @@ def _result_or_none(queue: Any, process: Any) -> list[dict[str, Any]] | None:
 
 
 def measure(workload_json: dict[str, Any], lever: str, repeat: int) -> dict[str, Any]:
-    """Run one (workload, lever) in a fresh process (forked from one that only imported torch, as the
-    benchmark's workers are); median/min step time and max peak memory."""
-    from s5cli.benchmark.worker_process import worker_context
+    """Run one (workload, lever) in a fresh process, started as `s5 benchmark` starts its workers (on CPU
+    a fork of a server that preloaded torch, `s5cli.benchmark.worker_process`); median/min step time and
+    max peak memory. The script runs once, so the server's environment is the script's."""
+    from s5cli.benchmark.worker_process import start_process
 
-    context = worker_context(workload_json.get("device", "cpu"))  # Workload's default
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(workload_json, lever, repeat, queue))
-    process.start()
+    queue = multiprocessing.get_context("spawn").Queue()  # passes to a forked and to a spawned child alike
+    process = start_process(_child, (workload_json, lever, repeat, queue), workload_json.get("device", "cpu"))
     events = _result_or_none(queue, process)
     process.join()
     if events is None:  # the child died before it could report (a lever's patch or the build raised)

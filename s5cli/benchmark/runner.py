@@ -1,4 +1,4 @@
-"""The parent side of `s5 benchmark`: one worker subprocess per model, steps taken in turn, budgets enforced.
+"""The parent side of `s5 benchmark`: one worker process per model, steps taken in turn, budgets enforced.
 
 Why this shape: each model lives in its own process (honest peak memory); all models of a group are
 built and warmed up first, then step r runs the models in an order rotated by r, so a burst of load on a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import signal
 import socket
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s5cli.benchmark.measure import format_bytes, read_vm_status, summarize
-from s5cli.benchmark.worker_process import live_worker_pids, start_worker
+from s5cli.benchmark.worker_process import start_worker
 from s5cli.benchmark.workload import Workload
 
 OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
@@ -89,9 +90,14 @@ class _Worker:
         self.memory_budget = memory_budget
         started = start_worker(workload.to_json(), fresh=fresh)
         self.process, self._channel, self._log = started.process, started.channel, started.log
+        # A handle on this very process, to signal it even when its exit cannot be seen (its forkserver
+        # gone: multiprocessing then reports it exited with 255) without the risk of a reused pid.
+        self._pidfd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # pidfds: Linux 5.3+
+            self._pidfd = os.pidfd_open(self.process.pid)
         self._commands = self._channel.makefile("w", encoding="utf-8")
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self.log_tail: deque[str] = deque(maxlen=20)
         self._events_reader = threading.Thread(target=self._read_events, daemon=True)
         self._log_reader = threading.Thread(target=self._read_log, daemon=True)
         for reader in (self._events_reader, self._log_reader):
@@ -118,7 +124,7 @@ class _Worker:
         with contextlib.suppress(OSError, ValueError), \
                 self._log.makefile("r", encoding="utf-8", errors="replace") as lines:
             for line in lines:
-                self.stderr_tail.append(line.rstrip())
+                self.log_tail.append(line.rstrip())
 
     @property
     def alive(self) -> bool:
@@ -179,7 +185,7 @@ class _Worker:
             self.stop(OVER_BUDGET, "killed by the operating system (out of memory?)")
         else:
             self._log_reader.join(timeout=5)  # what it printed last may still be on its way
-            tail = next((line for line in reversed(self.stderr_tail) if line.strip()),
+            tail = next((line for line in reversed(self.log_tail) if line.strip()),
                         "no message (anything it printed before it started went to this process's stderr)")
             self.stop(ERROR, f"worker exited with code {code}: {tail}")
 
@@ -191,12 +197,14 @@ class _Worker:
 
     def kill(self) -> None:
         """End the worker process (no-op when it has exited) and close this side of its sockets."""
-        if self.process.exitcode is None:
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):  # it has exited: nothing to end
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        elif self.process.exitcode is None:
             self.process.kill()
         self.process.join()
-        # Shut down, not only closed: the readers' files hold the sockets open, and a worker whose exit
-        # could not be seen (its forkserver gone: multiprocessing then reports 255) reads end-of-file
-        # and leaves by itself.
+        # Shut down, not only closed: the readers' files hold the sockets open (and without a pidfd a
+        # worker whose exit could not be seen reads end-of-file and leaves by itself).
         for end in (self._channel, self._log):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
@@ -206,6 +214,9 @@ class _Worker:
             self._commands.close()
         self._channel.close()
         self._log.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def quit(self) -> None:
         """Ask a healthy worker to exit, kill it if it does not."""
@@ -430,11 +441,3 @@ def iter_sweep(
                 exceeded[(measurement.workload.label, measurement.workload.mode)] = count
             results.append(measurement)
         yield results
-
-
-def worker_pids() -> list[int]:
-    """Process ids of this process's live benchmark workers (tests check that none is left behind).
-
-    Only workers: other children of a long-lived process (multiprocessing's resource tracker, a
-    Manager another test started) are not the benchmark's to end."""
-    return live_worker_pids()

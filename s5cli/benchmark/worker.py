@@ -1,12 +1,12 @@
-"""One benchmark worker: builds one model in its own process and times steps of it; JSON lines on stdout.
+"""One benchmark worker: builds one model in its own process and times steps of it, reporting JSON lines.
 
-Started by the parent (`s5cli.benchmark.runner`) as a child process (`run_child`; on CPU a fork of a
-process that has imported torch once), talking JSON lines over a socket: it prints `{"event": "built"}`, one `{"event": "warmup"}`
-per warm-up step, then answers each `step` line with one `{"event": "step", "seconds": ..., "peak_bytes":
-...}` until `quit`. Own process per model so that peak memory is this model's alone (no allocator caches
-or high-water marks of another). `python -m s5cli.benchmark.worker --serve --workload JSON` speaks the
-same protocol on stdin/stdout. By hand: `python -m s5cli.benchmark.worker --workload '{"label": "s5",
-...}' --repeat 3` prints the same events followed by a `result` line with the summary.
+Started by the parent (`s5cli.benchmark.runner`) as a child process (`run_child`, started by
+`worker_process`; on CPU a fork of a process that has imported torch once), talking JSON lines over a
+socket: it sends `{"event": "built"}`, one `{"event": "warmup"}` per warm-up step, then answers each
+`step` line with one `{"event": "step", "seconds": ..., "peak_bytes": ...}` until `quit`. Own process
+per model so that peak memory is this model's alone (no allocator caches or high-water marks of another).
+By hand: `python -m s5cli.benchmark.worker --workload '{"label": "s5", ...}' --repeat 3` prints the same
+events on stdout, followed by a `result` line with the summary.
 
 Memory is "above baseline": the baseline is taken after torch is imported and initialised, before the
 model and its input exist, so the peak counts weights, input, optimiser state and activations, as
@@ -253,10 +253,14 @@ def run_child(workload_json: dict[str, Any], channel: socket.socket, log: socket
     `environment`: the parent's, applied first (a forked worker otherwise has its forkserver's)."""
     use_environment(environment)
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os.dup2(log.fileno(), sys.stdout.fileno())
-    os.dup2(log.fileno(), sys.stderr.fileno())
+        if stream is not None:  # None where the parent's stdout or stderr was closed
+            stream.flush()
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
     log.close()
+    # Python's own stdout and stderr, now on the log (None before, when the parent's were closed).
+    sys.stdout = sys.stdout or open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = sys.stderr or open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     with channel, channel.makefile("r", encoding="utf-8") as commands, \
             channel.makefile("w", encoding="utf-8") as out:
         code = serve(Workload.from_json(workload_json), _commands(commands), out)
@@ -267,16 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m s5cli.benchmark.worker`."""
     parser = argparse.ArgumentParser(prog="python -m s5cli.benchmark.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--workload", required=True, help="JSON object with the fields of Workload")
-    parser.add_argument("--serve", action="store_true", help="read step/quit commands from stdin (used by the parent)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed steps when not serving")
+    parser.add_argument("--repeat", type=int, default=3, help="timed steps")
     args = parser.parse_args(argv)
     workload = Workload.from_json(json.loads(args.workload))
     # Only our JSON lines may reach stdout: anything a library prints goes to stderr instead.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    if args.serve:
-        return serve(workload, _commands(sys.stdin), out)
     events = _Recorder(out)
     code = serve(workload, ["step"] * args.repeat, events)
     times = [e["seconds"] for e in events.events if e["event"] == "step"]

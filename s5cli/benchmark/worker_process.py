@@ -16,7 +16,11 @@ Spawned instead (a new interpreter each, as before) when a fork would not be rig
   variable reaches a forked worker as the parent has it now (`run_child` applies the parent's environment).
 * The forkserver cannot start (its socket path under a long `$TMPDIR` passes the AF_UNIX limit).
 Callers whose main module runs work at import must guard it with `if __name__ == "__main__":`, as for
-any multiprocessing program: a worker imports the parent's main module before it starts.
+any multiprocessing program: a worker imports the parent's main module before it starts (the forkserver
+imports it once, in `WORKER_PRELOAD`). The forkserver is one per process: `set_forkserver_preload` applies
+to whatever else in the process uses it, and if something else started it first, workers are still its
+forks, only without the preloads (each then imports torch itself) and the environment check compares
+with the environment of its first use here, not of its start.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ import multiprocessing.context
 import multiprocessing.process
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from s5cli.benchmark.worker import run_child
 
 # What the forkserver imports once for every CPU worker it forks.
-WORKER_PRELOAD = ["torch", "torch._dynamo", "s5cli.benchmark.worker", "s5cli.models.registry"]
+WORKER_PRELOAD = ["__main__", "torch", "torch._dynamo", "s5cli.benchmark.worker", "s5cli.models.registry"]
 WORKER_NAME = "s5cli-benchmark-worker"
 
 # Prefixes of environment variables read when a library loads or a process starts (so in the forkserver,
@@ -72,18 +77,12 @@ def worker_context(device: str, *, fresh: bool = False) -> multiprocessing.conte
 
 
 def start_worker(workload_json: dict[str, Any], *, fresh: bool = False) -> StartedWorker:
-    """Start `run_child` for the workload; spawned instead when the forkserver cannot start."""
+    """Start `run_child` for the workload (see `start_process`)."""
     channel, their_channel = socket.socketpair()
     log, their_log = socket.socketpair()
-    args = (workload_json, their_channel, their_log, dict(os.environ))
-    context = worker_context(str(workload_json.get("device", "cpu")), fresh=fresh)
     try:
-        try:
-            process = _start(context, args)
-        except OSError:
-            if context.get_start_method() != "forkserver":
-                raise
-            process = _start(multiprocessing.get_context("spawn"), args)
+        process = start_process(run_child, (workload_json, their_channel, their_log, dict(os.environ)),
+                                str(workload_json.get("device", "cpu")), fresh=fresh)
     except BaseException:
         for end in (channel, log):
             end.close()
@@ -94,12 +93,29 @@ def start_worker(workload_json: dict[str, Any], *, fresh: bool = False) -> Start
     return StartedWorker(process, channel, log)
 
 
-def _start(context: multiprocessing.context.BaseContext, args: tuple[Any, ...]) -> multiprocessing.process.BaseProcess:
-    process = context.Process(target=run_child, args=args, name=WORKER_NAME, daemon=True)
+def start_process(target: Callable[..., Any], args: tuple[Any, ...], device: str, *,
+                  fresh: bool = False) -> multiprocessing.process.BaseProcess:
+    """A started daemon process running target(*args), from `worker_context`; spawned instead when the
+    forkserver cannot start (its socket path under a long $TMPDIR passes the AF_UNIX limit)."""
+    context = worker_context(device, fresh=fresh)
+    try:
+        return _start(context, target, args)
+    except OSError:
+        if context.get_start_method() != "forkserver":
+            raise
+        return _start(multiprocessing.get_context("spawn"), target, args)
+
+
+def _start(context: multiprocessing.context.BaseContext, target: Callable[..., Any],
+           args: tuple[Any, ...]) -> multiprocessing.process.BaseProcess:
+    process = context.Process(target=target, args=args, name=WORKER_NAME, daemon=True)
     process.start()
     return process
 
 
-def live_worker_pids() -> list[int]:
-    """Process ids of this process's live benchmark workers (not its other children)."""
+def worker_pids() -> list[int]:
+    """Process ids of this process's live benchmark workers (tests check that none is left behind).
+
+    Only workers: other children of a long-lived process (multiprocessing's resource tracker, a
+    Manager another test started) are not the benchmark's to end."""
     return [child.pid for child in multiprocessing.active_children() if child.name == WORKER_NAME]

@@ -1,6 +1,6 @@
 """What one benchmark worker measures: a model built from the registry, a fixed input, and one step.
 
-A `Workload` is plain data (JSON round-trip), so the parent can hand it to a worker subprocess without
+A `Workload` is plain data (JSON round-trip), so the parent can hand it to a worker process without
 importing torch. torch and the models are imported inside the functions that need them.
 """
 

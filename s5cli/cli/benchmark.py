@@ -84,7 +84,7 @@ def benchmark(
 ) -> None:
     """Measure speed and memory of S5 against S4 (ViS4mer) and a video transformer.
 
-    Each model runs in its own subprocess; all are warmed up, then timed in alternating order. Peak
+    Each model runs in its own worker process; all are warmed up, then timed in alternating order. Peak
     memory comes from a second, fresh process per model afterwards (on CPU with glibc's mmap threshold
     fixed at 64 KiB, so freed blocks leave RSS: see benchmarks/README.md). Reports median step time with
     its spread, clips/s, tokens/s, peak memory above the process baseline, and S5's ratios against

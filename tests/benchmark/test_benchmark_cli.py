@@ -97,7 +97,7 @@ def test_a_stop_mid_sweep_reports_and_writes_the_lengths_already_measured(
     tmp_path: Path, monkeypatch, stop: str, code: int, word: str
 ) -> None:
     from s5cli.benchmark import runner
-    from s5cli.benchmark.runner import worker_pids
+    from s5cli.benchmark.worker_process import worker_pids
     from s5cli.errors import Terminated
 
     real_run_group, calls = runner.run_group, {"n": 0}

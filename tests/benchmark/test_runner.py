@@ -11,7 +11,8 @@ import pytest
 
 from s5cli.benchmark.measure import PeakRSSProbe, current_rss, loglog_slope, parse_memory_size, summarize
 from s5cli.benchmark.report import build_report, ratio_rows, result_row
-from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, run_group, worker_pids
+from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, run_group
+from s5cli.benchmark.worker_process import worker_pids
 from s5cli.benchmark.workload import Workload, canonical_label, transformer_heads
 
 
