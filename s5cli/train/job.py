@@ -316,23 +316,22 @@ def run_end(out_dir: Path, recipe: Any) -> str | None:
     if not ckpt.has_checkpoints(out_dir):
         return None
     epochs, patience = recipe.train.epochs, recipe.train.early_stop_patience
-
-    def ended(trainer: dict[str, Any]) -> bool:
-        epoch, batch, since_best = int(trainer["epoch"]), int(trainer["batch_in_epoch"]), int(trainer["evals_since_best"])
-        return not batch and (epoch >= epochs or bool(patience and since_best >= patience))
-
     try:  # the small JSON first: a run with training left costs no extra read of its weights
         trainer = json.loads((ckpt.checkpoint_dir(out_dir) / ckpt.STATE_JSON).read_text(encoding="utf-8"))["trainer"]
-        if not ended(trainer):
+        if _how_it_ended(trainer, epochs, patience) is None:
             return None
         # Then the checkpoint the resume would take: a damaged newest one (a torn model.safetensors beside
         # an intact trainer_state.json) sends the resume to an older one, which has training left.
         point = ckpt.find_resume_point(out_dir, report=False)
-        if point is None or not ended(point.payload["trainer"]):
-            return None
-        trainer = point.payload["trainer"]
-        epoch, since_best = int(trainer["epoch"]), int(trainer["evals_since_best"])
+        return None if point is None else _how_it_ended(point.payload["trainer"], epochs, patience)
     except (UserError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _how_it_ended(trainer: dict[str, Any], epochs: int, patience: int | None) -> str | None:
+    """How the run whose trainer state this is ended, with what continues it; None with training left."""
+    epoch, batch, since_best = int(trainer["epoch"]), int(trainer["batch_in_epoch"]), int(trainer["evals_since_best"])
+    if batch:
         return None
     if epoch >= epochs:
         return f"had finished its {epochs} epochs; raise train.epochs to go on"
