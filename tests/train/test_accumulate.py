@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 from s5cli.train.batching import micro_batches
-from tests.train.test_finetune_e2e import RECIPE, _losses, finetune_in_processes, tiny
+from tests.train.test_finetune_e2e import RECIPE, _losses, finetune_in_processes, run_here, tiny
 
 # ViS4mer without dropout: nothing is sampled, so runs that differ only in how a batch is split must follow
 # the same trajectory up to the order of float sums. On the CPU (as in CI): on a GPU the runs would train in
@@ -110,8 +110,7 @@ def test_two_processes_accumulating_match_one_process(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     one_args = tiny(shared, **DETERMINISTIC, **{"train.out_dir": tmp_path / "one"})
     two_args = tiny(shared, **DETERMINISTIC, **{"train.out_dir": tmp_path / "two", "train.accumulate": 2})
-    one = finetune_in_processes(one_args)
-    assert one.returncode == 0, one.stderr
+    run_here(one_args)
     two = finetune_in_processes(two_args, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-4)

@@ -63,6 +63,13 @@ def finetune_in_processes(args: list[str], processes: int = 1, command: str = "f
                           env=_env(), capture_output=True, text=True, timeout=600)
 
 
+def run_here(args: list[str], command: str = "finetune") -> None:
+    """`s5 COMMAND RECIPE ARGS --quiet --device cpu` in this interpreter: the one-process reference a
+    torchrun run is compared with (torch is imported already, which saves a fresh interpreter's seconds)."""
+    result = CliRunner().invoke(app, [command, RECIPE, *args, "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+
+
 def _losses(run: Path) -> list[float]:
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [rec["loss"] for rec in lines if "loss" in rec]
@@ -147,13 +154,33 @@ def test_eval_of_a_split_without_videos_is_a_user_error(monkeypatch) -> None:
         _evaluate_split(None, load_recipe(RECIPE), None, "test", None, quiet=True)
 
 
-def test_kill9_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
-    base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
-    full = subprocess.run([*base, *tiny(shared, **{"train.epochs": 4, "train.out_dir": tmp_path / "full"})],
-                          env=_env(), capture_output=True, text=True, timeout=600)
+S5_WITH_DROPOUT = {"train.epochs": 6, "model.dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_dropout_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float], dict]:
+    """(its data folder, its losses, its best checkpoint's metrics): S5 with dropout, no loader processes,
+    never stopped. Shared by the interrupted runs below, which train on the same data folder (its videos
+    and tokens are reused) and must end where it ended."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    shared = tmp / "shared"
+    full = subprocess.run([sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet",
+                           *tiny(shared, **S5_WITH_DROPOUT, **{"train.out_dir": tmp / "full"})],
+                          env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp)
     assert full.returncode == 0, full.stderr
-    args = [*base, *tiny(shared, **{"train.epochs": 4, "train.out_dir": tmp_path / "killed"})]
+    losses = _losses(tmp / "full")
+    assert len(losses) == 6 * 3
+    return shared, losses, json.loads((tmp / "full" / "best" / "metrics.json").read_text())
+
+
+def test_kill9_then_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, uninterrupted_dropout_run: tuple[Path, list[float], dict]
+) -> None:
+    """Killed with no chance to save (after its first checkpoint) and resumed: the losses and the best
+    checkpoint's metrics of the run that was never stopped (S5 with dropout: the model's RNG is in play)."""
+    shared, full_losses, full_metrics = uninterrupted_dropout_run
+    args = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet",
+            *tiny(shared, **S5_WITH_DROPOUT, **{"train.out_dir": tmp_path / "killed"})]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = tmp_path / "killed" / "latest"
     deadline = time.time() + 300
@@ -164,10 +191,8 @@ def test_kill9_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     proc.wait()
     resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    final_full = json.loads((tmp_path / "full" / "best" / "metrics.json").read_text())
-    final_resumed = json.loads((tmp_path / "killed" / "best" / "metrics.json").read_text())
-    assert final_resumed == final_full
-    assert _losses(tmp_path / "killed") == _losses(tmp_path / "full")
+    assert json.loads((tmp_path / "killed" / "best" / "metrics.json").read_text()) == full_metrics
+    assert _losses(tmp_path / "killed") == full_losses
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
@@ -179,8 +204,7 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
     extra = {"model.selector": "none", "train.epochs": 1}
     one_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "one"})
     two_args = tiny(shared, **extra, **{"train.out_dir": tmp_path / "two"})
-    one = finetune_in_processes(one_args)
-    assert one.returncode == 0, one.stderr
+    run_here(one_args)
     two = finetune_in_processes(two_args, processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
     losses_one, losses_two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -235,8 +259,7 @@ def test_lsmcl_under_torchrun_contrasts_against_every_process_videos(tmp_path: P
     extra = {"model.selector": "none", "train.epochs": 1, "train.lsmcl.short_frames": 8,
              "train.lsmcl.long_frames": 8, "train.lsmcl.mask_ratio": 0.0, "train.lsmcl.proj_dim": 16,
              "train.lsmcl.queue_size": 0, "train.lsmcl.projector_norm": "none"}
-    one = finetune_in_processes(tiny(shared, **extra, **{"train.out_dir": tmp_path / "one"}), command="pretrain")
-    assert one.returncode == 0, one.stderr
+    run_here(tiny(shared, **extra, **{"train.out_dir": tmp_path / "one"}), command="pretrain")
     two = finetune_in_processes(tiny(shared, **extra, **{"train.out_dir": tmp_path / "two"}), processes=2,
                                 command="pretrain")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -355,63 +378,23 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(t).all() for t in load_state(checkpoint_dir(run)).values() if t.is_floating_point())
 
 
-@pytest.mark.parametrize(("stop_signal", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
-                                                         (signal.SIGTERM, 143, "terminated")])
-def test_a_stop_signal_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, stop_signal: int, code: int,
-                                                              word: str) -> None:
-    """Ctrl-C, and SIGTERM as `kill` or a batch scheduler sends it, finish the step and save a checkpoint."""
-    args = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet", *tiny(tmp_path, **{"train.epochs": 6})]
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    latest = tmp_path / "run" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be interrupted; make it longer"
-    proc.send_signal(stop_signal)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == code, err
-    assert f"{word} at step" in err and "checkpoint saved to" in err and "--resume" in err
-    from s5cli.train.checkpoint import checkpoint_dir
-
-    saved = json.loads((checkpoint_dir(tmp_path / "run") / "trainer_state.json").read_text())
-    # Written at the interrupt; a signal landing just after the epoch-1 checkpoint stops on that one (step 3).
-    assert saved["trainer"]["step"] >= 3 and f"step-{saved['trainer']['step']:07d}" in err
-    resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert len(_losses(tmp_path / "run")) == 6 * 3
-
-
-S5_WITH_DROPOUT = {"train.epochs": 6, "model.dropout": 0.1}
-
-
-@pytest.fixture(scope="module")
-def uninterrupted_dropout_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
-    """(its data folder, its losses): S5 with dropout, no loader processes, never stopped. Shared by the
-    stop-signal cases below, which train on the same data folder (its videos and tokens are reused)."""
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    shared = tmp / "shared"
-    full = subprocess.run([sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet",
-                           *tiny(shared, **S5_WITH_DROPOUT, **{"train.out_dir": tmp / "full"})],
-                          env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp)
-    assert full.returncode == 0, full.stderr
-    return shared, _losses(tmp / "full")
-
-
-@pytest.mark.parametrize(("stop_signal", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_loader_workers_and_a_stop_mid_epoch_change_no_number(
-    tmp_path: Path, stop_signal: int, code: int, uninterrupted_dropout_run: tuple[Path, list[float]]
+@pytest.mark.parametrize(("stop_signal", "code", "word", "to_the_group"),
+                         [(signal.SIGINT, 130, "interrupted", True), (signal.SIGTERM, 143, "terminated", False)])
+def test_a_stop_signal_mid_epoch_saves_a_checkpoint_and_resume_changes_no_number(
+    tmp_path: Path, stop_signal: int, code: int, word: str, to_the_group: bool,
+    uninterrupted_dropout_run: tuple[Path, list[float], dict],
 ) -> None:
-    """Training clips come from per-video generators and the loader never draws from the model's RNG:
-    `data.num_workers=2` (one batch ready each), interrupted mid-epoch and resumed, gives the losses of one
-    uninterrupted run without loader processes (S5 with dropout, so the model's random numbers are in play).
+    """Ctrl-C (SIGINT to the whole process group, as a terminal and `timeout` send it) and SIGTERM to the
+    trainer alone (as `kill` or a batch scheduler sends it) finish the step, save a checkpoint and say how
+    to go on; resumed, the run takes the uninterrupted run's steps.
 
-    The signal goes to the whole process group, as a terminal's Ctrl-C and `timeout` send it: workers that
-    died of it once failed the trainer's next batch (a traceback, exit 1, no checkpoint)."""
-    shared, full_losses = uninterrupted_dropout_run
-    s5 = S5_WITH_DROPOUT
+    With `data.num_workers=2` (one batch ready each): training clips come from per-video generators and
+    the loader never draws from the model's RNG, so loader processes change no number. Workers that died
+    of a group's signal once failed the trainer's next batch (a traceback, exit 1, no checkpoint)."""
+    shared, full_losses, _ = uninterrupted_dropout_run
     base = [sys.executable, "-m", "s5cli", "finetune", RECIPE, "--quiet"]
-    args = [*base, *tiny(shared, **s5, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2,
-                                        "data.prefetch_batches": 1})]
+    args = [*base, *tiny(shared, **S5_WITH_DROPOUT, **{"train.out_dir": tmp_path / "cut", "data.num_workers": 2,
+                                                     "data.prefetch_batches": 1})]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     metrics = tmp_path / "cut" / "metrics.jsonl"
@@ -419,16 +402,21 @@ def test_loader_workers_and_a_stop_mid_epoch_change_no_number(
     while time.time() < deadline and proc.poll() is None and len(_losses_if_any(metrics)) < 4:
         time.sleep(0.02)
     assert proc.poll() is None, "run finished before it could be interrupted; make it longer"
-    os.killpg(proc.pid, stop_signal)
+    if to_the_group:
+        os.killpg(proc.pid, stop_signal)
+    else:
+        proc.send_signal(stop_signal)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == code, err
-    assert "Traceback" not in err and "checkpoint saved to" in err
+    assert "Traceback" not in err
+    assert f"{word} at step" in err and "checkpoint saved to" in err and "--resume" in err
     from s5cli.train.checkpoint import checkpoint_dir
 
     step = json.loads((checkpoint_dir(tmp_path / "cut") / "trainer_state.json").read_text())["trainer"]["step"]
+    # Written at the signal, after the 4th logged step (a signal landing just after a checkpoint stops on it).
+    assert step >= 4 and f"step-{step:07d}" in err
     resumed = subprocess.run([*args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert len(full_losses) == 6 * 3
     assert _losses(tmp_path / "cut") == full_losses, f"interrupted at step {step}"
 
 
