@@ -36,7 +36,8 @@ def _best_of(repeats: int, run) -> float:
 def bench_decode(path: Path, threads: int, frames: int, image_size: int, repeats: int) -> list[dict]:
     """Frames/s decoding every frame in order and `frames` uniformly spread (seeking) frames, at full size and
     scaled to `image_size` (shorter side) inside the decoder, as extraction does."""
-    from s5cli.data.decode import open_video, probe_size, read_frames, resized_size, video_info
+    from s5cli.data.decode import open_video, probe_size, read_frames, video_info
+    from s5cli.data.frame_transform import resized_size
     from s5cli.data.sampling import uniform_indices
 
     info = video_info(open_video(path, threads), path)
@@ -64,7 +65,8 @@ def bench_decode(path: Path, threads: int, frames: int, image_size: int, repeats
 
 def bench_preprocess(path: Path, image_size: int, frames: int, repeats: int) -> dict:
     """Frames/s through resize-shorter-side + centre crop + normalise."""
-    from s5cli.data.decode import decode_clip, preprocess
+    from s5cli.data.decode import decode_clip
+    from s5cli.data.frame_transform import preprocess
 
     clip = decode_clip(path, frames, None, num_threads=2, warn=False)
     seconds = _best_of(repeats, lambda: preprocess(clip.frames, image_size))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s5cli.data.decode import RESIZE_MODES
+from s5cli.data.frame_transform import RESIZE_MODES
 
 DATASETS = ("synthetic", "lvu", "breakfast", "coin")
 LVU_TASKS = (

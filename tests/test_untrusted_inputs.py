@@ -156,7 +156,8 @@ def test_backbone_weights_whose_position_embedding_is_no_square_grid_are_one_lin
 
 
 def test_a_trainer_state_with_values_of_the_wrong_type_is_a_damaged_checkpoint(tmp_path: Path) -> None:
-    from s5cli.train.checkpoint import TrainerState, _check_trainer_fields
+    from s5cli.train.checkpoint import TrainerState
+    from s5cli.train.resume_point import _check_trainer_fields
 
     _check_trainer_fields(TrainerState(step=3, best_metric=0.5, best_step=3))
     for bad in ({"step": "abc"}, {"epoch": 1.5}, {"best_metric": "x"}, {"step": True}):

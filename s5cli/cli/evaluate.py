@@ -343,7 +343,7 @@ def _predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, ba
 def video_windows(total_frames: int, rec) -> tuple[list[int], int]:
     """(first frame of each window, window length) for a video of `total_frames` sampled frames, exactly the
     windows the dataset evaluation cuts (TokenDataset): a shorter video is one window, padded."""
-    from s5cli.data.datasets.base import num_windows, window_start
+    from s5cli.data.datasets.token_dataset import num_windows, window_start
     from s5cli.recipe_schema import clip_frames
 
     frames = clip_frames(rec.data) or total_frames
@@ -362,7 +362,7 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
     import torch
 
     from s5cli.cli.console import SimpleProgress
-    from s5cli.data.datasets.base import fit_length
+    from s5cli.data.datasets.token_dataset import fit_length
     from s5cli.train.evaluation import as_model_input, autocast
 
     batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]

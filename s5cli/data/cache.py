@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache_lock import mark_in_use
-from s5cli.data.decode import RESIZE_MODES
+from s5cli.data.frame_transform import RESIZE_MODES
 from s5cli.errors import RunFailure, UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
@@ -111,7 +111,7 @@ class ExtractionSettings:
     fps: float | None
     image_size: int
     dtype: str = "float16"
-    resize: str = "crop"  # `decode.RESIZE_MODES`: how a frame becomes the backbone's square
+    resize: str = "crop"  # `frame_transform.RESIZE_MODES`: how a frame becomes the backbone's square
 
     def __post_init__(self) -> None:
         check_storage_dtype(self.dtype)

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s5cli.data.frame_transform import decoded_size
 from s5cli.data.probe import (
     DAMAGED,
     NOT_A_VIDEO,
@@ -30,15 +31,10 @@ from s5cli.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-UNIT_MEAN = (0.0, 0.0, 0.0)
-UNIT_STD = (1.0, 1.0, 1.0)
 DECODER_SCALE_RATIO = 1.5  # scale while decoding when the shorter side is at least this many times the target
-# Frames decoded (and transformed) per step by `OpenedClip.chunks`, and resized per step by `preprocess`:
-# intermediates then exist for one chunk, not for the whole video (at 1 fps a film has thousands of frames).
+# Frames decoded (and transformed) per step by `OpenedClip.chunks`: intermediates then exist for one chunk,
+# not for the whole video (at 1 fps a film has thousands of frames).
 DECODE_CHUNK_FRAMES = 64
 # Extra decoding (a fraction of what the next chunk decodes anyway) worth paying to empty decord's queue
 # of frames decoded ahead between two chunks (`OpenedClip._drop_read_ahead`).
@@ -118,32 +114,6 @@ def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return probe.height, probe.width
 
 
-# How a frame becomes the backbone's square input (recipe `data.resize`). "crop": shorter side to S, then
-# the centre S x S (aspect kept, a 16:9 frame loses 22 % of its width on each side). "squash": the whole
-# frame to S x S (aspect lost, nothing cut), what ViS4mer's features were made from.
-RESIZE_MODES = ("crop", "squash")
-
-
-def check_resize(resize: str) -> str:
-    """`resize` if it names a mode of RESIZE_MODES, else ValueError naming them."""
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    return resize
-
-
-def resized_size(height: int, width: int, shorter_side: int) -> tuple[int, int]:
-    """(height, width) with the shorter side scaled to `shorter_side`, aspect ratio kept."""
-    scale = shorter_side / min(height, width)
-    return max(shorter_side, round(height * scale)), max(shorter_side, round(width * scale))
-
-
-def decoded_size(height: int, width: int, image_size: int, resize: str = "crop") -> tuple[int, int]:
-    """(height, width) a frame is resized to before its centre `image_size` square is taken (`resize`)."""
-    if check_resize(resize) == "squash":
-        return image_size, image_size
-    return resized_size(height, width, image_size)
-
-
 def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
     """Frame count, frame rate and size of an open reader."""
     try:
@@ -167,26 +137,6 @@ def _timeline(reader, fps: float) -> Timeline | None:
     if len(times) < 2:
         return None
     return timeline_if_variable([float(t) for t in times[:, 0]], float(times[-1, 1]), fps)
-
-
-def fill_in_chunks(
-    count: int, step: int, piece: Callable[[int, int], torch.Tensor], dtype: torch.dtype | None = None
-) -> torch.Tensor | None:
-    """Rows [0, count) made `step` at a time by `piece(start, stop)`, written into one output allocated from
-    the first piece's shape (in `dtype`, else the piece's). None when `count` is 0.
-
-    Unlike pieces collected in a list and joined by `torch.cat`, the rows never exist twice: for a long
-    video's frames, crops or tokens that is the difference between holding them once and twice.
-    """
-    import torch
-
-    out: torch.Tensor | None = None
-    for start in range(0, count, step):
-        part = piece(start, min(start + step, count))
-        if out is None:
-            out = torch.empty((count, *part.shape[1:]), dtype=dtype or part.dtype)
-        out[start : start + part.shape[0]] = part
-    return out
 
 
 def read_frames(
@@ -449,7 +399,7 @@ def _planned_clip(
     size = None
     # Scaling inside the decoder pays off for large reductions (720p -> 224: 1.7x faster decode in
     # benchmarks/extract.py) but costs more than it saves for small ones (272p -> 224: 1.6x slower), where the
-    # uint8 resize in `preprocess` is cheaper.
+    # uint8 resize in `frame_transform.resized_crops` is cheaper.
     if shorter_side and min(original) >= DECODER_SCALE_RATIO * shorter_side:
         size = decoded_size(*original, shorter_side, resize)
     reader = None
@@ -520,59 +470,3 @@ def decode_clip(
     if warn:
         clip.print_warnings()
     return DecodedClip(frames=array, plan=clip.plan, info=clip.info)
-
-
-def preprocess(
-    frames: np.ndarray | torch.Tensor,
-    image_size: int,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-    resize: str = "crop",
-) -> torch.Tensor:
-    """uint8 `(T, H, W, 3)` -> float `(T, 3, S, S)`: `resized_crops`, then normalised."""
-    return normalize(resized_crops(frames, image_size, resize), mean, std)
-
-
-def resized_crops(frames: np.ndarray | torch.Tensor, image_size: int, resize: str = "crop") -> torch.Tensor:
-    """uint8 `(T, H, W, 3)` -> uint8 `(T, 3, S, S)`: shorter side resized to S, then the centre crop
-    (`resize="squash"`: the whole frame resized to S x S).
-
-    Chunk by chunk into one preallocated output; each frame is resized on its own, so the chunking does not
-    change the numbers. uint8 because it is a quarter of the float frames' memory: the backbone's input is
-    normalised a batch at a time (`normalize`).
-    """
-    import torch
-
-    check_resize(resize)
-    # (T, H, W, 3) -> (T, 3, H, W) as a view: channels-last memory, which torch's uint8 resize kernel wants.
-    images = torch.as_tensor(frames).permute(0, 3, 1, 2)
-    out = fill_in_chunks(images.shape[0], DECODE_CHUNK_FRAMES,
-                         lambda start, stop: _resized_crop(images[start:stop], image_size, resize))
-    return out if out is not None else torch.empty((0, 3, image_size, image_size), dtype=torch.uint8)
-
-
-def _resized_crop(images: torch.Tensor, image_size: int, resize: str) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    height, width = images.shape[-2:]
-    new_h, new_w = decoded_size(height, width, image_size, resize)
-    if (new_h, new_w) != (height, width):
-        # Resizing the uint8 frames is ~20x faster than resizing floats (a vectorised uint8 path) and costs at
-        # most one grey level. Antialiasing matters when shrinking 720p to 224: without it edges alias.
-        images = F.interpolate(
-            images, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
-        )
-    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
-    return images[:, :, top : top + image_size, left : left + image_size]
-
-
-def normalize(
-    images: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
-) -> torch.Tensor:
-    """uint8 `(T, 3, S, S)` -> float `((x / 255) - mean) / std`, computed in place on the float copy."""
-    import torch
-
-    out = images.to(torch.float32)
-    mean_t = torch.tensor(mean, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
-    return out.div_(255.0).sub_(mean_t).div_(std_t)

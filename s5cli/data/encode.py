@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache import ExtractionSettings
-from s5cli.data.decode import OpenedClip, open_clip, resized_crops
+from s5cli.data.decode import OpenedClip, open_clip
+from s5cli.data.frame_transform import resized_crops
 from s5cli.data.prefetch import running_ahead
 from s5cli.errors import UserError
 
@@ -129,7 +130,7 @@ def encode_frame_chunks(
     """
     import torch
 
-    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, fill_in_chunks, normalize
+    from s5cli.data.frame_transform import UNIT_MEAN, UNIT_STD, fill_in_chunks, normalize
 
     mean, std = getattr(backbone, "mean", UNIT_MEAN), getattr(backbone, "std", UNIT_STD)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from s5cli.data.datasets.base import SampleBatch
+from s5cli.data.datasets.token_dataset import SampleBatch
 from s5cli.errors import UserError
 from s5cli.train.distributed import DistContext
 from s5cli.train.evaluation import read_batches, worker_loading
@@ -93,7 +93,7 @@ def clip_batches(setup: TrainSetup, epoch: int, micro: list[list[list[int]]]) ->
     """
     from torch.utils.data import DataLoader
 
-    from s5cli.data.datasets.base import collate_samples
+    from s5cli.data.datasets.token_dataset import collate_samples
 
     data = setup.recipe.data
     workers = data.num_workers

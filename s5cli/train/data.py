@@ -63,7 +63,7 @@ def token_dataset(data: Any, records, training: bool, frames: int | None = None,
     the bytes, and the model's device converts the batch to float32 (`as_model_input`), the same numbers.
     With `data.frame_pool` a clip is spread over the cached pool (`TokenDataset`'s `spread`).
     """
-    from s5cli.data.datasets.base import TokenDataset
+    from s5cli.data.datasets.token_dataset import TokenDataset
 
     return TokenDataset(records, feature_cache(data), frames=frames or clip_frames(data), training=training,
                         stride=stride, dtype=None, spread=data.frame_pool is not None)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from s5cli.data.cache import TokensLost
-from s5cli.data.datasets.base import collate_samples
+from s5cli.data.datasets.token_dataset import collate_samples
 from s5cli.train.metrics import aggregate_by_video, compute_metrics
 
 Batch = TypeVar("Batch")

@@ -312,6 +312,7 @@ def run_end(out_dir: Path, recipe: Any) -> str | None:
     import json
 
     from s5cli.train import checkpoint as ckpt
+    from s5cli.train.resume_point import find_resume_point
 
     if not ckpt.has_checkpoints(out_dir):
         return None
@@ -322,7 +323,7 @@ def run_end(out_dir: Path, recipe: Any) -> str | None:
             return None
         # Then the checkpoint the resume would take: a damaged newest one (a torn model.safetensors beside
         # an intact trainer_state.json) sends the resume to an older one, which has training left.
-        point = ckpt.find_resume_point(out_dir, report=False)
+        point = find_resume_point(out_dir, report=False)
         return None if point is None else _how_it_ended(point.payload["trainer"], epochs, patience)
     except (UserError, OSError, ValueError, KeyError, TypeError):
         return None

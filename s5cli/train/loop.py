@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s5cli.data.cache import TokensLost
-from s5cli.data.datasets.base import SampleBatch
+from s5cli.data.datasets.token_dataset import SampleBatch
 from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.seeding import rank_seed
 from s5cli.stop_signals import default_action_in_child, stop_outcome
@@ -35,6 +35,7 @@ from s5cli.train.evaluation import EvaluationStopped, as_model_input, autocast, 
 from s5cli.train.metrics import headline
 from s5cli.train.metrics_log import MetricsLog
 from s5cli.train.progress import TrainingProgress
+from s5cli.train.resume_point import apply_resume_point, find_resume_point
 from s5cli.train.rng_states import saved_processes, torch_rng_state
 from s5cli.train.schedule import Schedule, build_optimizer
 
@@ -141,7 +142,7 @@ def train(setup: TrainSetup) -> dict:
     total_steps = steps_per_epoch * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
-    point = ckpt.find_resume_point(out_dir, report=ctx.is_main) if setup.resume else None
+    point = find_resume_point(out_dir, report=ctx.is_main) if setup.resume else None
     resume_from = point.directory if point is not None else None
     if setup.resume and point is None and ctx.is_main:
         from s5cli.cli.console import print_warning
@@ -163,7 +164,7 @@ def train(setup: TrainSetup) -> dict:
                           f"{ctx.world_size}: training goes on with the same global batch, but its random draws "
                           "differ from an uninterrupted run's")
         ckpt.load_into(module, point.weights, str(point.directory))
-        state, schedule_state = ckpt.apply_resume_point(point, optimizer, ctx.rank)
+        state, schedule_state = apply_resume_point(point, optimizer, ctx.rank)
         schedule.load_state_dict(schedule_state)
         _say_what_a_new_length_changes(state, total_steps, schedule, setup, ctx)
     elif ctx.distributed:

@@ -65,7 +65,7 @@ class MaskSelection:
     scores: list[list[float]] | None  # per frame: S log-probabilities of the mask generator (learned only)
     model: str  # checkpoint path / Hub id, or "random-init"
     images: np.ndarray | None = field(default=None, repr=False)  # (T, size, size, 3) uint8 the backbone saw
-    resize: str = "crop"  # how frames became the backbone's squares (`decode.RESIZE_MODES`)
+    resize: str = "crop"  # how frames became the backbone's squares (`frame_transform.RESIZE_MODES`)
 
     @property
     def grid(self) -> int:

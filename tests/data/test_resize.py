@@ -10,9 +10,10 @@ import torch
 
 from s5cli.data.cache import ExtractionSettings, FeatureCache
 from s5cli.data.datasets.base import VideoRecord
-from s5cli.data.decode import decode_clip, resized_crops
+from s5cli.data.decode import decode_clip
 from s5cli.data.encode import load_video_tokens, settings_from_data
 from s5cli.data.extract import extract_records
+from s5cli.data.frame_transform import resized_crops
 from s5cli.errors import UserError
 from tests.data.test_extract import data_section
 

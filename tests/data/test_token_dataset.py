@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from s5cli.data.datasets.base import (
+from s5cli.data.datasets.base import VideoRecord
+from s5cli.data.datasets.token_dataset import (
     TokenDataset,
-    VideoRecord,
     collate_samples,
     fit_length,
     num_windows,

@@ -122,7 +122,7 @@ def test_checkpoint_push_pull_same_bytes_and_same_outputs(hub: FakeHub, run_dir:
 
 
 def test_push_with_optimizer_and_bare_repo_id(hub: FakeHub, run_dir: Path) -> None:
-    from s5cli.train.checkpoint import apply_resume_point, read_resume_point
+    from s5cli.train.resume_point import apply_resume_point, read_resume_point
 
     step_dir = run_dir / "checkpoints" / "step-0000007"
     push_checkpoint(step_dir, "alice/resumable", with_optimizer=True, revision="exp1")
@@ -175,7 +175,7 @@ def test_run_folder_with_optimizer_pushes_the_latest_step_checkpoint(hub: FakeHu
     import torch
 
     from s5cli.models.registry import build_model
-    from s5cli.train.checkpoint import apply_resume_point, read_resume_point
+    from s5cli.train.resume_point import apply_resume_point, read_resume_point
     from tests.hub.conftest import TINY_MODEL
 
     step_dir = _later_step_checkpoint(run_dir, 9)

@@ -11,6 +11,7 @@ from safetensors import safe_open
 from s5cli.errors import UserError
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
+from s5cli.train.resume_point import apply_resume_point, read_resume_point
 from s5cli.train.rng_states import restore_rng, saved_processes
 from tests.train.test_rng_states import FakeGpus
 
@@ -40,7 +41,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
     clone = build_model("s5", SMALL, 3)
     opt2 = torch.optim.AdamW([p for p in clone.parameters() if p.requires_grad], lr=1e-2)
     ckpt.load_into(clone, ckpt.load_state(path), "test")
-    restored, schedule = ckpt.apply_resume_point(ckpt.read_resume_point(path), opt2)
+    restored, schedule = apply_resume_point(read_resume_point(path), opt2)
     assert restored == state and schedule["kind"] == "constant"
     for (name, a), b in zip(model.state_dict().items(), clone.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -60,10 +61,10 @@ def test_each_torchrun_rank_takes_back_its_own_generators(monkeypatch, tmp_path)
     rank1 = {"torch": torch.Generator().manual_seed(11).get_state(), "cuda": torch.full((4,), 21, dtype=torch.uint8)}
     path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState(step=3),
                                 other_ranks_rng=[rank1])
-    point = ckpt.read_resume_point(path)
+    point = read_resume_point(path)
     assert saved_processes(point.tensors) == 2  # what a resume on another process count warns about
     one = ckpt.save_checkpoint(tmp_path / "one", model, {}, opt, {}, ckpt.TrainerState(step=3))
-    assert saved_processes(ckpt.read_resume_point(one).tensors) == 1
+    assert saved_processes(read_resume_point(one).tensors) == 1
     rank0_cpu = point.tensors["rng.torch"]
     restore_rng(point.tensors, point.payload["rng"], rank=1)
     assert torch.equal(torch.get_rng_state(), rank1["torch"]) and gpus.restored[-1].tolist() == [21] * 4
@@ -88,11 +89,11 @@ def test_the_float16_grad_scaler_state_is_saved_and_read_back(tmp_path) -> None:
               "_growth_tracker": 17}
     path = ckpt.save_checkpoint(tmp_path / "c", model, {}, opt, {}, ckpt.TrainerState(step=3),
                                 scaler_state=scaler)
-    assert ckpt.read_resume_point(path).payload["grad_scaler"] == scaler
+    assert read_resume_point(path).payload["grad_scaler"] == scaler
     # No scaler (CPU, bfloat16, train.amp false): GradScaler.state_dict() is empty and nothing is written.
     path = ckpt.save_checkpoint(tmp_path / "d", model, {}, opt, {}, ckpt.TrainerState(step=3),
                                 scaler_state=torch.amp.GradScaler("cuda", enabled=False).state_dict())
-    assert "grad_scaler" not in ckpt.read_resume_point(path).payload
+    assert "grad_scaler" not in read_resume_point(path).payload
 
 
 def test_checkpoints_with_the_guides_retired_output_projection_still_load() -> None:

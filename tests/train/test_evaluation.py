@@ -17,7 +17,7 @@ def test_more_workers_than_usable_cpus_are_capped(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_stop_request_abandons_prediction_after_the_batch_in_hand() -> None:
-    from s5cli.data.datasets.base import Sample
+    from s5cli.data.datasets.token_dataset import Sample
 
     class Windows(torch.utils.data.Dataset):
         def __len__(self) -> int:

@@ -121,7 +121,7 @@ def test_predicting_leaves_the_global_generator_alone() -> None:
     draws its workers' base seed there unless it has its own), rank 0's training noise would shift."""
     from torch import nn
 
-    from s5cli.data.datasets.base import Sample
+    from s5cli.data.datasets.token_dataset import Sample
     from s5cli.train.evaluation import predict
 
     samples = [Sample(torch.randn(2, 3, 4), i % 2, f"v{i}") for i in range(5)]

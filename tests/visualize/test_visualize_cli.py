@@ -32,7 +32,7 @@ def source_frames(video: str, indices: list[int], size: int) -> np.ndarray:
     """The undimmed frames, decoded independently of the command (decord + the shared crop/resize)."""
     import decord
 
-    from s5cli.data.decode import UNIT_MEAN, UNIT_STD, preprocess
+    from s5cli.data.frame_transform import UNIT_MEAN, UNIT_STD, preprocess
 
     batch = decord.VideoReader(video).get_batch(indices).asnumpy()
     images = preprocess(batch, size, UNIT_MEAN, UNIT_STD).clamp(0, 1)

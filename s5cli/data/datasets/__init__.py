@@ -1,7 +1,7 @@
 """Dataset adapters: annotation files -> `VideoRecord`s, and the task each dataset poses.
 
 `list_records(data, split, show_progress)` and `task_info(data)` dispatch on `data.dataset`. Adapter modules (and torch, via
-base.py) are imported only when called, so importing this package costs nothing.
+token_dataset.py) are imported only when called, so importing this package costs nothing.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ DATASETS: dict[str, str] = {
     "breakfast": "breakfast",
     "coin": "coin",
 }
-_BASE_NAMES = {
-    "VideoRecord",
-    "Sample",
-    "SampleBatch",
-    "TaskInfo",
-    "TokenDataset",
-    "RecordList",
-    "AnnotationError",
-    "collate_samples",
+# Names this package re-exports lazily, and the module each lives in.
+_REEXPORTS = {
+    "VideoRecord": "base",
+    "TaskInfo": "base",
+    "RecordList": "base",
+    "AnnotationError": "base",
+    "Sample": "token_dataset",
+    "SampleBatch": "token_dataset",
+    "TokenDataset": "token_dataset",
+    "collate_samples": "token_dataset",
 }
 
 
@@ -63,9 +64,7 @@ def task_info(data: Any) -> TaskInfo:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy re-export of base.py's types (base imports torch).
-    if name in _BASE_NAMES:
-        from . import base
-
-        return getattr(base, name)
+    # Lazy re-exports: token_dataset imports torch.
+    if name in _REEXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_REEXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

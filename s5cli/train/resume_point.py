@@ -1,0 +1,143 @@
+"""`--resume`: the newest readable checkpoint of a run, read whole before any of it is applied.
+
+Apart from `checkpoint` (writing and reading one checkpoint) because choosing among a run's checkpoints, and
+falling back past a damaged newest one, is a decision about the run, not about the file format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from s5cli.errors import UserError
+from s5cli.train.checkpoint import (
+    MODEL_FILE,
+    STATE_JSON,
+    STATE_TENSORS,
+    TrainerState,
+    checkpoint_dir,
+    join_optimizer,
+    latest_checkpoint,
+    step_checkpoints,
+)
+from s5cli.train.rng_states import restore_rng
+
+
+@dataclass
+class ResumePoint:
+    """Everything `--resume` needs from one checkpoint, read in full before any of it is applied."""
+
+    directory: Path
+    weights: dict[str, torch.Tensor]
+    payload: dict[str, Any]  # trainer_state.json
+    tensors: dict[str, torch.Tensor]  # trainer_state.safetensors
+
+
+def read_resume_point(path: str | Path) -> ResumePoint:
+    """Read a checkpoint's weights and trainer state; UserError naming the file that cannot be read.
+
+    Reading everything first means a torn file (a crash before the data reached the disk) is found
+    before the model or the optimiser has been changed, so the caller can fall back to an older one.
+    """
+    directory = checkpoint_dir(path)
+    if not (directory / STATE_JSON).is_file():
+        raise UserError(f"{directory} has no {STATE_JSON}: it cannot be resumed (weights-only checkpoint)")
+    reading = directory / MODEL_FILE
+    try:
+        weights = load_file(str(reading))
+        reading = directory / STATE_JSON
+        payload = json.loads(reading.read_text(encoding="utf-8"))
+        _check_trainer_fields(TrainerState(**payload["trainer"]))  # every field, no unknown one, right types
+        if "optimizer" not in payload:
+            raise KeyError("optimizer")
+        reading = directory / STATE_TENSORS
+        tensors = load_file(str(reading))
+        reading = directory / STATE_JSON
+        _check_resume_payload(payload, tensors)
+    except Exception as error:  # safetensors, json and a missing key each raise their own type
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
+    return ResumePoint(directory, weights, payload, tensors)
+
+
+def _check_resume_payload(payload: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """ValueError when the optimiser or generator states could not be applied: found while reading, so
+    `--resume` falls back to an older checkpoint instead of failing half-way through applying this one."""
+    groups = payload["optimizer"].get("param_groups") if isinstance(payload["optimizer"], dict) else None
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise ValueError("optimizer.param_groups is not a list of parameter groups")
+    join_optimizer(tensors, payload["optimizer"])  # raises on a malformed key or scalar
+    cpu_state = torch.get_rng_state()
+    for key, value in tensors.items():
+        generator = key.startswith("rng.") and key.endswith(".torch")  # rng.torch, rng.rankN.torch
+        if generator and (value.dtype != torch.uint8 or value.shape != cpu_state.shape):
+            raise ValueError(f"{key} is not a torch generator state")
+    rng = payload.get("rng", {})
+    if not isinstance(rng, dict):
+        raise ValueError("rng is not a mapping")
+    if "python" in rng and not (isinstance(rng["python"], list) and len(rng["python"]) == 3
+                                and isinstance(rng["python"][1], list)):
+        raise ValueError("rng.python is not a Python generator state")
+    if "numpy" in rng and not (isinstance(rng["numpy"], list) and len(rng["numpy"]) == 5
+                               and isinstance(rng["numpy"][1], list)):
+        raise ValueError("rng.numpy is not a NumPy generator state")
+
+
+def _check_trainer_fields(state: TrainerState) -> None:
+    """ValueError for a hand-edited or damaged trainer position (a step of "abc" failed later, mid-resume)."""
+    for field_ in dataclasses.fields(state):
+        value = getattr(state, field_.name)
+        if field_.name in ("best_metric", "best_step"):
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= -1
+        if not ok:
+            raise ValueError(f"trainer.{field_.name} is {value!r}")
+
+
+def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
+    """The newest readable checkpoint of a run: `latest`, else the older step checkpoints, newest first.
+
+    A damaged newest checkpoint is reported (when `report`: under DDP only the main process says it, every
+    process skips it) rather than ending the run: `keep_last` keeps older ones precisely so that a resume
+    has somewhere to go back to. None when the run has none yet.
+    """
+    from s5cli.cli.console import print_warning
+
+    try:
+        latest = latest_checkpoint(run_dir)
+    except UserError as error:  # a damaged `latest` file: the step checkpoints are still there
+        if report:
+            print_warning(f"--resume: {error}; trying the step checkpoints")
+        latest = None
+    candidates = [latest] if latest is not None else []
+    candidates += [p for p in step_checkpoints(run_dir) if p not in candidates]
+    problems = []
+    for directory in candidates:
+        try:
+            point = read_resume_point(directory)
+        except UserError as error:
+            problems.append(str(error))
+            if report:
+                print_warning(f"--resume: {error}; trying an older checkpoint")
+            continue
+        return point
+    if problems:
+        raise UserError(f"--resume: no readable checkpoint in {run_dir} (newest: {problems[0]}); "
+                        "start a new run with another --out")
+    return None
+
+
+def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
+                       rank: int = 0) -> tuple[TrainerState, dict[str, Any]]:
+    """Restore optimiser and (rank `rank`'s) RNG states; return the trainer position and the scheduler state."""
+    optimizer.load_state_dict(join_optimizer(point.tensors, point.payload["optimizer"]))
+    restore_rng(point.tensors, point.payload.get("rng", {}), rank)
+    return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
