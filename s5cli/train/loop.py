@@ -8,7 +8,6 @@ numbers as an uninterrupted run on the same machine.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from s5cli.data.cache import TokensLost
@@ -29,9 +27,10 @@ from s5cli.errors import Interrupted, RunFailure, UserError
 from s5cli.seeding import rank_seed
 from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
+from s5cli.train import step
 from s5cli.train.batching import check_batch_settings, clip_batches, epoch_batches, micro_batches, rank_batch
 from s5cli.train.distributed import DistContext
-from s5cli.train.evaluation import EvaluationStopped, as_model_input, autocast, evaluate, needs_grad_scaler
+from s5cli.train.evaluation import EvaluationStopped, evaluate, needs_grad_scaler
 from s5cli.train.metrics import headline
 from s5cli.train.metrics_log import MetricsLog
 from s5cli.train.progress import TrainingProgress
@@ -62,33 +61,6 @@ class TrainSetup:
     steps_run: int = 0  # set by `train`: optimizer steps this call took (0: a resumed run had nothing left)
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
-def _optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
-    """`scaler.step` + `scaler.update`; False when the scaler skipped the step (inf/NaN float16 gradients).
-
-    Why the caller needs to know: a skipped step leaves the weights as they were, so it must not advance
-    the lr schedule or the momentum copies either (float16 training skips its first steps while the scale
-    comes down from 65536, and would spend warmup on them). The scaler halves its scale exactly when it
-    skips, so comparing the scale before and after says which happened; reading it waits for the step's
-    GPU work, once per step and only with float16's scaler (the loss was read already)."""
-    if not scaler.is_enabled():
-        optimizer.step()
-        return True
-    before = scaler.get_scale()
-    scaler.step(optimizer)
-    scaler.update()
-    return scaler.get_scale() >= before
-
-
-def _momentum_update(module: nn.Module) -> None:
-    inner = _unwrap(module)
-    if hasattr(inner, "momentum_update"):
-        inner.momentum_update()
-
-
 def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, schedule: Schedule,
                                    setup: TrainSetup, ctx: DistContext) -> None:
     """One warning when a resume changes the run's length (train.epochs) under a cosine schedule: the rate
@@ -102,27 +74,6 @@ def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, s
     print_warning(f"--resume with train.epochs={setup.recipe.train.epochs}: the cosine learning-rate schedule now "
                   f"ends at step {total_steps}, not {planned}; from step {state.step} the rate is "
                   f"{schedule.lr():.3g} (a warm restart if the old schedule had ended)")
-
-
-def _set_progress(module: nn.Module, fraction: float) -> None:
-    """Models with a training-progress schedule (S5's exploration temperature) hear where training is.
-
-    Derived from the step counter, so a resumed run sets exactly what the uninterrupted one did.
-    """
-    inner = _unwrap(module)
-    if hasattr(inner, "set_training_progress"):
-        inner.set_training_progress(fraction)
-
-
-def _loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
-    tokens = as_model_input(batch.tokens, setup.ctx.device)
-    if setup.objective == "lsmcl":
-        return module(tokens).loss
-    out = module(tokens)
-    labels = batch.labels.to(setup.ctx.device)
-    if setup.task.kind == "regression":
-        return F.mse_loss(out.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(out.float(), labels)
 
 
 def _carves_val(recipe: Any) -> bool:
@@ -219,7 +170,7 @@ def train(setup: TrainSetup) -> dict:
         rank_states = ctx.gather_objects(torch_rng_state())  # a collective: every rank takes part
         state.log_records = log.records
         if ctx.is_main:
-            ckpt.save_checkpoint(path, _unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
+            ckpt.save_checkpoint(path, step.unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
                                  schedule.state_dict(), state, tag_metrics, scaler.state_dict(),
                                  other_ranks_rng=rank_states[1:])
             ckpt.set_latest(out_dir, path)
@@ -261,10 +212,10 @@ def train(setup: TrainSetup) -> dict:
             clips = clip_batches(setup, epoch, micro)
             for b_index in range(start_batch, len(batches)):
                 tick = time.perf_counter()
-                _set_progress(module, state.step / max(1, state.progress_steps))
+                step.set_training_progress(module, state.step / max(1, state.progress_steps))
                 optimizer.zero_grad(set_to_none=True)
                 try:
-                    loss_value = _backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
+                    loss_value = step.backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
                 except TokensLost as lost:
                     # In one process, before any forward pass of the step, this state is an uninterrupted
                     # run's: save it. Under torchrun the other ranks are inside this step's collectives and
@@ -284,9 +235,9 @@ def train(setup: TrainSetup) -> dict:
                 if ocfg.grad_clip and ocfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
-                if _optimizer_step(scaler, optimizer):
+                if step.optimizer_step(scaler, optimizer):
                     schedule.after_step()
-                    _momentum_update(module)
+                    step.update_momentum_copies(module)
                 state.step += 1
                 setup.steps_run += 1
                 state.batch_in_epoch = b_index + 1
@@ -331,7 +282,7 @@ def train(setup: TrainSetup) -> dict:
                 # best/ is written before the step checkpoint that records it as best: a kill between the two
                 # then re-runs this epoch on --resume (same numbers) instead of never writing best/.
                 if improved and ctx.is_main:
-                    ckpt.save_checkpoint(out_dir / "best", _unwrap(module), {**metadata, "step": str(state.step)},
+                    ckpt.save_checkpoint(out_dir / "best", step.unwrap(module), {**metadata, "step": str(state.step)},
                                          metrics=metrics)
                 stopping = bool(patience) and state.evals_since_best >= patience and not is_last
                 if stopping:  # logged before the checkpoint counts the log's records: a resume keeps it
@@ -361,39 +312,6 @@ def train(setup: TrainSetup) -> dict:
     return last_metrics
 
 
-def _backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterator[SampleBatch],
-                    micro: list[list[int]]) -> float:
-    """Forward + backward of one batch, its micro-batches `micro` read in turn from `clips`; returns the
-    batch's mean loss.
-
-    Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradients are those
-    of the whole batch's mean. Under DDP gradients are averaged over ranks once, at the last micro-batch.
-    A non-finite loss still goes through its backward pass (under DDP every rank must reach the gradient
-    all-reduce) and makes the returned mean non-finite; the caller stops before the optimiser step.
-    """
-    size = sum(len(part) for part in micro)
-    total = 0.0
-    for m_index, part in enumerate(micro):
-        share = len(part) / size
-        syncs = not setup.ctx.distributed or m_index == len(micro) - 1
-        with contextlib.nullcontext() if syncs else module.no_sync():
-            batch = _next_clips(clips, first_of_step=m_index == 0)
-            with autocast(setup.ctx.device, setup.recipe.train.amp):
-                loss = _loss(setup, module, batch)
-            scaler.scale(loss if share == 1.0 else loss * share).backward()
-        total += float(loss.detach()) * share
-    return total
-
-
-def _next_clips(clips: Iterator[SampleBatch], first_of_step: bool) -> SampleBatch:
-    """The next micro-batch; a lost token file's `TokensLost` says whether the step had run anything yet."""
-    try:
-        return next(clips)
-    except TokensLost as lost:
-        lost.at_step_start = first_of_step
-        raise
-
-
 def _tokens_lost_failure(lost: TokensLost, when: str, kept: Path | None, last_good: Path | None) -> RunFailure:
     """One line: which token file, when, which checkpoint to resume from and what resuming does."""
     if kept is not None:
@@ -412,7 +330,7 @@ def _validate(setup: TrainSetup, module: nn.Module, epoch: int,
     """Validation metrics (rank 0 evaluates the whole split; every rank gets the result); None on every
     rank when `stop_requested` (a stop signal on rank 0) abandoned it; `TokensLost` on every rank when a
     validation token file went missing (so all of them can save together)."""
-    inner = _unwrap(module)
+    inner = step.unwrap(module)
     outcome: dict | str | None = {}
     if setup.ctx.is_main:
         try:

@@ -59,10 +59,10 @@ def _recording_gradient_norms(monkeypatch) -> list[float]:
 
 
 def test_accumulated_micro_batches_train_like_the_whole_batch(tmp_path: Path, monkeypatch) -> None:
-    from s5cli.train import loop
+    from s5cli.train import step as train_step
 
     seen: list[int] = []
-    real_loss = loop._loss
+    real_loss = train_step.batch_loss
 
     def recording_loss(setup, module, batch):
         seen.append(batch.tokens.shape[0])
@@ -74,7 +74,7 @@ def test_accumulated_micro_batches_train_like_the_whole_batch(tmp_path: Path, mo
     assert runner.invoke(app, ["finetune", RECIPE, *whole, "--quiet", *ON_CPU]).exit_code == 0
     monkeypatch.undo()
     split_norms = _recording_gradient_norms(monkeypatch)
-    monkeypatch.setattr(loop, "_loss", recording_loss)
+    monkeypatch.setattr(train_step, "batch_loss", recording_loss)
     split = tiny(tmp_path, **DETERMINISTIC, **{"train.out_dir": tmp_path / "split", "train.accumulate": 2})
     result = runner.invoke(app, ["finetune", RECIPE, *split, "--quiet", *ON_CPU])
     assert result.exit_code == 0, result.output

@@ -44,12 +44,12 @@ def test_autocast_follows_the_recipe_switch(two_gpus) -> None:
 
 
 def _scaled_step(scaler: torch.amp.GradScaler, gradient: float) -> tuple[bool, torch.Tensor]:
-    from s5cli.train.loop import _optimizer_step
+    from s5cli.train.step import optimizer_step
 
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([weight], lr=0.1)
     scaler.scale((weight * gradient).sum()).backward()
-    return _optimizer_step(scaler, optimizer), weight.detach()
+    return optimizer_step(scaler, optimizer), weight.detach()
 
 
 def test_a_step_the_float16_scaler_skips_is_reported_as_not_taken() -> None:
@@ -70,10 +70,11 @@ def test_skipped_steps_leave_the_lr_schedule_and_the_momentum_copies_alone(tmp_p
     from s5cli.cli.app import app
     from s5cli.models.s5 import S5Model
     from s5cli.train import loop
+    from s5cli.train import step as train_step
     from tests.train.test_finetune_e2e import RECIPE, tiny
 
     real_scaler, real_backward, real_step, real_ema = (
-        torch.amp.GradScaler, loop._backward_batch, loop._optimizer_step, S5Model.momentum_update)
+        torch.amp.GradScaler, train_step.backward_batch, train_step.optimizer_step, S5Model.momentum_update)
     monkeypatch.setattr(loop, "needs_grad_scaler", lambda device, enabled=True: True)
     monkeypatch.setattr(torch.amp, "GradScaler",
                         lambda device, enabled=True: real_scaler("cpu", init_scale=1024.0))
@@ -86,8 +87,8 @@ def test_skipped_steps_leave_the_lr_schedule_and_the_momentum_copies_alone(tmp_p
             next(p for p in module.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")
         return loss
 
-    monkeypatch.setattr(loop, "_backward_batch", backward)
-    monkeypatch.setattr(loop, "_optimizer_step",
+    monkeypatch.setattr(train_step, "backward_batch", backward)
+    monkeypatch.setattr(train_step, "optimizer_step",
                         lambda scaler, opt: taken.append(real_step(scaler, opt)) or taken[-1])
     monkeypatch.setattr(S5Model, "momentum_update", lambda self: ema_updates.append(1) or real_ema(self))
     args = tiny(tmp_path, **{"optim.schedule": "cosine", "optim.warmup_steps": 100, "optim.lr": 1e-3})

@@ -356,16 +356,16 @@ def test_a_run_without_validation_clips_says_so_at_the_start(tmp_path: Path) -> 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
     import torch
 
-    from s5cli.train import loop
+    from s5cli.train import step as train_step
 
-    real_loss, calls = loop._loss, {"n": 0}
+    real_loss, calls = train_step.batch_loss, {"n": 0}
 
     def loss_that_explodes(setup, module, batch):
         calls["n"] += 1
         loss = real_loss(setup, module, batch)
         return loss * float("nan") if calls["n"] == 5 else loss
 
-    monkeypatch.setattr(loop, "_loss", loss_that_explodes)
+    monkeypatch.setattr(train_step, "batch_loss", loss_that_explodes)
     result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
     assert result.exit_code == 1, result.output
     assert "loss became nan at step 5" in result.output and "Traceback" not in result.output

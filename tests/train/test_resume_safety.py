@@ -182,11 +182,11 @@ def test_training_longer_keeps_s5s_exploration_done_and_says_what_the_lr_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished cosine run resumed with more epochs: the rate follows the longer curve (a warning says so),
     and S5's exploration, annealed over the first length, does not start again."""
-    from s5cli.train import loop
+    from s5cli.train import step as train_step
 
     fractions: list[float] = []
-    real = loop._set_progress
-    monkeypatch.setattr(loop, "_set_progress", lambda module, fraction: (fractions.append(fraction),
+    real = train_step.set_training_progress
+    monkeypatch.setattr(train_step, "set_training_progress", lambda module, fraction: (fractions.append(fraction),
                                                                          real(module, fraction)))
     extra = {"optim.schedule": "cosine", "model.explore_temperature": 8.0}
     code, output = finetune(RECIPE, *tiny(tmp_path, **extra))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 from s5cli.data.cache import CorruptCacheEntry, TokensLost, lost_tokens_reason
-from s5cli.train import loop
+from s5cli.train import step as train_step
 from s5cli.train.evaluation import read_batches
 from tests.train.test_finetune_e2e import RECIPE, _env, _losses_if_any, tiny
 
@@ -58,7 +58,7 @@ def test_lost_tokens_stop_with_one_line_and_resume_extracts_them_again(
     result = CliRunner().invoke(app, ["finetune", RECIPE, *full, "--quiet"])
     assert result.exit_code == 0, result.output
 
-    real_loss, calls = loop._loss, {"n": 0}
+    real_loss, calls = train_step.batch_loss, {"n": 0}
 
     def loss_then_lose_tokens(setup, module, batch):
         calls["n"] += 1
@@ -66,7 +66,7 @@ def test_lost_tokens_stop_with_one_line_and_resume_extracts_them_again(
             _lose_tokens(shared / "cache", how)
         return real_loss(setup, module, batch)
 
-    monkeypatch.setattr(loop, "_loss", loss_then_lose_tokens)
+    monkeypatch.setattr(train_step, "batch_loss", loss_then_lose_tokens)
     cut = tiny(shared, **settings, **{"train.out_dir": tmp_path / "cut"})
     result = CliRunner().invoke(app, ["finetune", RECIPE, *cut, "--quiet"])
     output = " ".join(result.output.split())
@@ -79,7 +79,7 @@ def test_lost_tokens_stop_with_one_line_and_resume_extracts_them_again(
 
     assert checkpoint_dir(tmp_path / "cut").name in output
 
-    monkeypatch.setattr(loop, "_loss", real_loss)
+    monkeypatch.setattr(train_step, "batch_loss", real_loss)
     result = CliRunner().invoke(app, ["finetune", RECIPE, *cut, "--quiet", "--resume"])
     assert result.exit_code == 0, result.output
     assert _records(tmp_path / "cut") == _records(tmp_path / "full")
