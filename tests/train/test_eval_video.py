@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from s5cli.cli import eval_video
 from s5cli.cli import evaluate as eval_cli
 from s5cli.cli.app import app
 from s5cli.data.datasets.base import TaskInfo
@@ -52,7 +53,7 @@ def _recipe(*overrides: str):
 )
 def test_video_windows_are_the_dataset_windows(total: int, clip: int, stride: int | None, starts: list[int]) -> None:
     rec = _recipe(f"data.frames={clip}", *([f"eval.window_stride={stride}"] if stride else []))
-    assert eval_cli.video_windows(total, rec) == (starts, clip)
+    assert eval_video.video_windows(total, rec) == (starts, clip)
 
 
 def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +63,7 @@ def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pyt
     model = MeanLinear(6, 4).eval()
     task = TaskInfo("classification", 4, ["a", "b", "c", "d"])
     rec = _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=2")  # 3 windows, 2 batches
-    result = eval_cli._predict_video(model, rec, task, Path("movie.mp4"), torch.device("cpu"), top=4, quiet=True)
+    result = eval_video.predict_video(model, rec, task, Path("movie.mp4"), torch.device("cpu"), top=4, quiet=True)
 
     with torch.no_grad():
         windows = torch.stack([tokens[0:4], tokens[3:7], tokens[6:10]])
@@ -77,7 +78,7 @@ def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pyt
     assert all("start_seconds" not in w for w in per_window)  # uniform frames: no time per window
     assert [w["class"] for w in per_window] == expected.argmax(-1).tolist()
     # One batch or several: the same predictions (up to the float rounding of another matmul shape).
-    whole = eval_cli._predict_video(model, _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=8"),
+    whole = eval_video.predict_video(model, _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=8"),
                                     task, Path("movie.mp4"), torch.device("cpu"), top=4, quiet=True)
     assert [p["class"] for p in whole["top"]] == [p["class"] for p in result["top"]]
     assert [p["probability"] for p in whole["top"]] == pytest.approx([p["probability"] for p in result["top"]])
@@ -89,7 +90,7 @@ def test_a_regression_video_averages_its_window_values(monkeypatch: pytest.Monke
     monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")  # windows at 0, 4, 5
-    result = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
+    result = eval_video.predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
                                      top=5, quiet=True)
     with torch.no_grad():
         values = model(torch.stack([tokens[0:4], tokens[4:8], tokens[5:9]])).reshape(-1)
@@ -164,9 +165,9 @@ def test_a_regression_video_prediction_adds_the_offset(tmp_path: Path, monkeypat
     monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda *a, **k: tokens)
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")
-    plain = eval_cli._predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
+    plain = eval_video.predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
                                     top=5, quiet=True)
-    shifted = eval_cli._predict_video(model, rec, TaskInfo("regression", 1, target_offset=8.5), Path("m.mp4"),
+    shifted = eval_video.predict_video(model, rec, TaskInfo("regression", 1, target_offset=8.5), Path("m.mp4"),
                                       torch.device("cpu"), top=5, quiet=True)
     assert shifted["prediction"] == pytest.approx(plain["prediction"] + 8.5)
     assert [w["prediction"] for w in shifted["window_predictions"]] == pytest.approx(
