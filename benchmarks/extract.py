@@ -36,7 +36,7 @@ def _best_of(repeats: int, run) -> float:
 def bench_decode(path: Path, threads: int, frames: int, image_size: int, repeats: int) -> list[dict]:
     """Frames/s decoding every frame in order and `frames` uniformly spread (seeking) frames, at full size and
     scaled to `image_size` (shorter side) inside the decoder, as extraction does."""
-    from s5cli.data.decode import open_video, probe_size, read_frames, video_info
+    from s5cli.data.decord_reading import open_video, probe_size, read_frames, video_info
     from s5cli.data.frame_transform import resized_size
     from s5cli.data.sampling import uniform_indices
 

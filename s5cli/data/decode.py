@@ -1,8 +1,9 @@
-"""Decode sampled frames of a video with decord and prepare them for an image backbone.
+"""Decode the sampled frames of a video: plan them, hand them over chunk by chunk, get past damage.
 
 Every failure to read a video (missing, empty, not a video, truncated) becomes a `VideoDecodeError`: a
 `UserError` whose one-line message names the file, so a dataset run can report it, skip it and go on. A file
 decord refuses, or fails on before any frame is handed over, is read with PyAV up to its damage instead.
+The decoders themselves are read in `decord_reading` and `pyav_reading`.
 """
 
 from __future__ import annotations
@@ -15,18 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s5cli.data.decord_reading import VideoInfo, open_video, read_frames, rows_padded, video_info
 from s5cli.data.frame_transform import decoded_size
-from s5cli.data.probe import (
-    DAMAGED,
-    NOT_A_VIDEO,
-    VideoDecodeError,
-    check_file,
-    error_detail,
-    probe_video,
-    reencode_hint,
-)
+from s5cli.data.probe import VideoDecodeError, check_file, probe_video, reencode_hint
 from s5cli.data.pyav_reading import PyAVFrameReader, count_decodable_frames
-from s5cli.data.sampling import FramePlan, Timeline, fps_plan, timeline_if_variable, uniform_plan
+from s5cli.data.sampling import FramePlan, Timeline, fps_plan, uniform_plan
 from s5cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -42,33 +36,9 @@ READ_AHEAD_RESET_COST = 0.25
 # Decodable frames below this share of the container's claim are reported as a truncated file (stated counts
 # of intact files are exact or off by a frame or two).
 TRUNCATED_FRACTION = 0.9
-# decord's failure on frames whose rows FFmpeg pads ("from_size == to_size"), as `read_frames` reports it.
-ROWS_PADDED = "decoding failed (decord cannot hand over frames of this width)"
 # Why PyAV decodes a file, in the warning that says so (`OpenedClip.decoder_note`).
 DECORD_REFUSED = "decord cannot open it (damaged or cut short?)"
 DECORD_FAILED = "decord failed partway through it (damaged?)"
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about a video."""
-
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-    timeline: Timeline | None = None  # frame start times, for variable-frame-rate videos only
-
-    @property
-    def duration(self) -> float:
-        """Length in seconds."""
-        if self.timeline is not None:
-            return self.timeline.duration
-        return self.num_frames / self.fps if self.fps > 0 else 0.0
-
-    def time_of(self, index: int) -> float:
-        """Seconds from the first frame to frame `index`."""
-        return self.timeline.starts[index] if self.timeline is not None else index / self.fps
 
 
 @dataclass
@@ -78,87 +48,6 @@ class DecodedClip:
     frames: np.ndarray
     plan: FramePlan
     info: VideoInfo
-
-
-def open_video(path: str | os.PathLike[str], num_threads: int = 2, size: tuple[int, int] | None = None):
-    """A decord `VideoReader` on `path` (frames scaled to `size` = (height, width) if given).
-
-    Raises VideoDecodeError naming the file when it cannot be opened.
-    """
-    path = check_file(path)
-    import decord
-
-    # FFmpeg's own log lines ("moov atom not found") would precede our one-line error for every bad file.
-    decord.logging.set_level(decord.logging.QUIET)
-    try:
-        height, width = size if size is not None else (-1, -1)
-        reader = decord.VideoReader(
-            str(path), num_threads=max(0, int(num_threads)), width=width, height=height
-        )
-    except Exception as error:  # decord raises a bare RuntimeError/DECORDError for every container problem
-        detail = error_detail(error)
-        # decord's "Error reading <path>..." says nothing the message does not already say.
-        detail = "" if str(path) in detail else detail
-        raise VideoDecodeError(path, f"{NOT_A_VIDEO}{detail}") from None
-    if len(reader) < 1:
-        raise VideoDecodeError(path, "video has no frames")
-    return reader
-
-
-def probe_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """(height, width) as decord hands frames over (rotation applied); None if the file is no video."""
-    try:
-        probe = probe_video(path)
-    except VideoDecodeError:
-        return None
-    return probe.height, probe.width
-
-
-def video_info(reader, path: str | os.PathLike[str] = "") -> VideoInfo:
-    """Frame count, frame rate and size of an open reader."""
-    try:
-        height, width = reader[0].shape[:2]
-        fps = float(reader.get_avg_fps())
-    except Exception as error:
-        raise VideoDecodeError(path, f"cannot read the first frame{error_detail(error)}") from None
-    if not fps > 0:
-        fps = 25.0  # some containers carry no rate; a nominal one keeps fps sampling defined
-    return VideoInfo(num_frames=len(reader), fps=fps, height=int(height), width=int(width),
-                     timeline=_timeline(reader, fps))
-
-
-def _timeline(reader, fps: float) -> Timeline | None:
-    """The frames' start times when they are not evenly spaced (see `Timeline`); None otherwise, or when the
-    container keeps no times (then the average rate is all there is)."""
-    try:
-        times = reader.get_frame_timestamp(range(len(reader)))
-    except Exception:
-        return None
-    if len(times) < 2:
-        return None
-    return timeline_if_variable([float(t) for t in times[:, 0]], float(times[-1, 1]), fps)
-
-
-def read_frames(
-    reader, indices: list[int] | tuple[int, ...], path: str | os.PathLike[str] = ""
-) -> np.ndarray:
-    """Frames at `indices` as `(T, H, W, 3)` uint8 RGB (repeated indices are decoded once)."""
-    import numpy as np
-
-    unique = sorted(set(indices))
-    try:
-        batch = reader.get_batch(unique).asnumpy()
-    except Exception as error:
-        if "from_size == to_size" in str(error):  # a decord internal, so not shown: see `PyAVFrameReader`
-            raise VideoDecodeError(path, ROWS_PADDED) from None
-        raise VideoDecodeError(path, f"{DAMAGED}{error_detail(error)}") from None
-    position = {index: row for row, index in enumerate(unique)}
-    return np.ascontiguousarray(batch[[position[i] for i in indices]])
-
-
-def _rows_padded(error: VideoDecodeError) -> bool:
-    """Whether decord failed on padded frame rows (see `PyAVFrameReader`)."""
-    return str(error).endswith(ROWS_PADDED)
 
 
 def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_frames: int = 1) -> FramePlan:
@@ -209,7 +98,7 @@ class OpenedClip:
         try:
             return read_frames(self.reader, indices, self.path)
         except VideoDecodeError as error:
-            if not _rows_padded(error):
+            if not rows_padded(error):
                 raise  # a damaged video: reopening at full size only decoded up to a chunk of 4K frames again
             if self.scaled and first:
                 self.reader, self.scaled, self.keyframes = open_video(self.path, self.num_threads), False, None

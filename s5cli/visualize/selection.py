@@ -189,7 +189,8 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     plan far longer than the model's clips before decoding past the first chunk (`open_clip`). UserError for
     an unreadable video or a start past its last frame."""
     from s5cli.cli.console import print_warning
-    from s5cli.data.decode import VideoInfo, open_clip
+    from s5cli.data.decode import open_clip
+    from s5cli.data.decord_reading import VideoInfo
     from s5cli.data.sampling import clip_plan
 
     frames, fps, start = sampling.frames, sampling.fps, sampling.start

