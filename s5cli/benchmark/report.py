@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from s5cli.benchmark.measure import format_bytes, loglog_slope, summarize
-from s5cli.benchmark.runner import OK, Measurement
+from s5cli.benchmark.worker_handle import OK, Measurement
 
 SCHEMA = "s5cli-benchmark/1"
 REFERENCE = "s5"

@@ -12,33 +12,23 @@ On this project's 2-core VM, S4's median step at 60 x 50 x 768 was 76-108 ms ove
 93-100 ms over six batches of steps in one process (`benchmarks/process_spread.py`; the spread comes and goes).
 A step that runs past the time budget, a worker whose memory passes the memory budget (watched from
 here, so a runaway step is stopped before it takes the machine down), a worker the OS kills, or a
-CUDA/CPU out-of-memory error all mark that model "over budget"; the other models go on.
+CUDA/CPU out-of-memory error all mark that model "over budget"; the other models go on. Talking to one
+worker (commands, events, its memory watched, its end) is `worker_handle`'s job.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import queue
-import signal
-import socket
 import statistics
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from s5cli.benchmark.measure import format_bytes, read_vm_status, summarize
-from s5cli.benchmark.worker_process import start_worker
+from s5cli.benchmark.measure import format_bytes, summarize
+from s5cli.benchmark.worker_handle import OK, OVER_BUDGET, Measurement, WorkerHandle
 from s5cli.benchmark.workload import Workload
 
-OK, OVER_BUDGET, ERROR = "ok", "over budget", "error"
 BUILD_TIMEOUT_S = 600.0  # building + priming a model; budgets apply to the steps themselves
-_POLL_S = 0.05
-_GRACE_S = 1.0  # pipe and scheduling latency allowed on top of a time budget before the parent kills
 # Pause before each timed step. Why: after its step a worker's OpenMP threads spin-wait before they sleep
 # (libgomp's default), and with its reply and memory reading that took 4-10 ms of CPU within ~20 ms of the
 # step's end (60 x 50 x 768 inference, /proc/PID/task/*/schedstat sampled from the parent). Started at
@@ -57,172 +47,6 @@ MAX_TIMED_STEPS = 50
 # many times slower already has seconds of samples; pairing it would only cost time (the transformer:
 # ~2 s a step at the default size).
 COMPANION_PACE = 4.0
-
-
-@dataclass
-class Measurement:
-    """Everything measured for one (model, mode, frames): raw step times and peaks, or why there are none."""
-
-    workload: Workload
-    status: str = OK
-    reason: str | None = None
-    times: list[float] = field(default_factory=list)
-    peaks: list[int] = field(default_factory=list)  # bytes above the baseline, one per timed step
-    warmup_times: list[float] = field(default_factory=list)
-    warmup_peaks: list[int] = field(default_factory=list)
-    memory_peaks: list[int] = field(default_factory=list)  # steps of the separate memory run (the reported figure)
-    memory_info: dict[str, Any] = field(default_factory=dict)  # the memory run's "built" event (allocator settings)
-    info: dict[str, Any] = field(default_factory=dict)  # params, baseline_bytes, memory_method, threads, ...
-    process_medians: list[float] = field(default_factory=list)  # median step of each timing process, in order
-
-    def fail(self, status: str, reason: str) -> None:
-        """Mark this measurement as not completed (keeps what was measured before)."""
-        self.status, self.reason = status, reason
-
-
-class _Worker:
-    """A running worker process with a line queue fed by a reader thread (so reads can time out)."""
-
-    def __init__(self, workload: Workload, memory_budget: int | None, measurement: Measurement | None = None,
-                 *, fresh: bool = False):
-        # A timing worker adds its steps to the model's one Measurement, which outlives it (`processes`).
-        self.measurement = measurement if measurement is not None else Measurement(workload)
-        self.memory_budget = memory_budget
-        started = start_worker(workload.to_json(), fresh=fresh)
-        self.process, self._channel, self._log = started.process, started.channel, started.log
-        # A handle on this very process, to signal it even when its exit cannot be seen (its forkserver
-        # gone: multiprocessing then reports it exited with 255) without the risk of a reused pid.
-        self._pidfd: int | None = None
-        with contextlib.suppress(AttributeError, OSError):  # pidfds: Linux 5.3+
-            self._pidfd = os.pidfd_open(self.process.pid)
-        self._commands = self._channel.makefile("w", encoding="utf-8")
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.log_tail: deque[str] = deque(maxlen=20)
-        self._events_reader = threading.Thread(target=self._read_events, daemon=True)
-        self._log_reader = threading.Thread(target=self._read_log, daemon=True)
-        for reader in (self._events_reader, self._log_reader):
-            reader.start()
-        self.baseline = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def _read_events(self) -> None:
-        # However reading ends (the worker's end closed, or reset when it died with a command unread, or
-        # `kill` shut the socket), `wait` must learn it: the None below is how it notices a dead worker.
-        try:
-            with self._channel.makefile("r", encoding="utf-8", errors="replace") as events:
-                for line in events:
-                    self.lines.put(line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.lines.put(None)
-
-    def _read_log(self) -> None:
-        with contextlib.suppress(OSError, ValueError), \
-                self._log.makefile("r", encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                self.log_tail.append(line.rstrip())
-
-    @property
-    def alive(self) -> bool:
-        return self.measurement.status == OK
-
-    def send(self, command: str) -> None:
-        """Write one command line; a dead worker is reported by the next `wait`."""
-        try:
-            self._commands.write(command + "\n")
-            self._commands.flush()
-        except (BrokenPipeError, OSError, ValueError):  # ValueError: already closed by `kill`
-            pass
-
-    def wait(self, expected: str, timeout: float | None) -> dict[str, Any] | None:
-        """Next event of kind `expected`; None (with the measurement marked) on timeout, death or error."""
-        deadline = None if timeout is None else time.monotonic() + timeout + _GRACE_S
-        while True:
-            try:
-                line = self.lines.get(timeout=_POLL_S)
-            except queue.Empty:
-                line = ""
-            if line is None:
-                self._died()
-                return None
-            if line:
-                event = json.loads(line)
-                kind = event.get("event")
-                if kind == expected:
-                    # The worker's own clock decides (no pipe latency); the deadline below is the backstop.
-                    if timeout is not None and event.get("seconds", 0.0) > timeout:
-                        self.stop(OVER_BUDGET, f"time: step took {event['seconds']:.3g} s > budget {timeout:g} s")
-                        return None
-                    return event
-                if kind == "over_budget":
-                    what = event.get("reason", "memory")
-                    peak = event.get("peak_bytes")
-                    detail = f"peak {format_bytes(peak)} > budget {format_bytes(self.memory_budget)}" if peak else what
-                    self.stop(OVER_BUDGET, f"{what}: {detail}" if peak else detail)
-                    return None
-                if kind == "error":
-                    self.stop(ERROR, event.get("message", "worker error"))
-                    return None
-                continue  # an event we do not wait for (e.g. "done")
-            if self.memory_budget is not None and self.baseline:
-                rss = read_vm_status(self.process.pid).get("VmRSS", 0)
-                if rss - self.baseline > self.memory_budget:
-                    self.stop(OVER_BUDGET, f"memory: {format_bytes(rss - self.baseline)} > budget "
-                                           f"{format_bytes(self.memory_budget)} (stopped)")
-                    return None
-            if deadline is not None and time.monotonic() > deadline:
-                self.stop(OVER_BUDGET, f"time: step ran past the {timeout:g} s budget (stopped)")
-                return None
-
-    def _died(self) -> None:
-        self.process.join()
-        code = self.process.exitcode
-        if code in (-signal.SIGKILL, 137):
-            self.stop(OVER_BUDGET, "killed by the operating system (out of memory?)")
-        else:
-            self._log_reader.join(timeout=5)  # what it printed last may still be on its way
-            tail = next((line for line in reversed(self.log_tail) if line.strip()),
-                        "no message (anything it printed before it started went to this process's stderr)")
-            self.stop(ERROR, f"worker exited with code {code}: {tail}")
-
-    def stop(self, status: str, reason: str) -> None:
-        """Mark the measurement and end the process."""
-        if self.measurement.status == OK:
-            self.measurement.fail(status, reason)
-        self.kill()
-
-    def kill(self) -> None:
-        """End the worker process (no-op when it has exited) and close this side of its sockets."""
-        if self._pidfd is not None:
-            with contextlib.suppress(ProcessLookupError):  # it has exited: nothing to end
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-        elif self.process.exitcode is None:
-            self.process.kill()
-        self.process.join()
-        # Shut down, not only closed: the readers' files hold the sockets open (and without a pidfd a
-        # worker whose exit could not be seen reads end-of-file and leaves by itself).
-        for end in (self._channel, self._log):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-        for reader in (self._events_reader, self._log_reader):
-            reader.join(timeout=5)
-        with contextlib.suppress(OSError, ValueError):
-            self._commands.close()
-        self._channel.close()
-        self._log.close()
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-
-    def quit(self) -> None:
-        """Ask a healthy worker to exit, kill it if it does not."""
-        self.send("quit")
-        self.process.join(timeout=30)
-        self.kill()
 
 
 Progress = Callable[[str], None]
@@ -276,16 +100,16 @@ def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, fir
     number (counted from `first_round`, so later sets keep rotating), then extra rounds for the workers
     short of `min_time` seconds of timed steps (`run_group`); every worker is ended on return.
     `fresh`: spawned workers (`worker_process.worker_context`)."""
-    workers: list[_Worker] = []
+    workers: list[WorkerHandle] = []
     try:
         for measurement in measurements:
-            worker = _Worker(measurement.workload, memory_budget, measurement, fresh=fresh)
+            worker = WorkerHandle(measurement.workload, memory_budget, measurement, fresh=fresh)
             workers.append(worker)
             _start(worker, time_budget, say)
         alive = [w for w in workers if w.alive]
         counts = {id(w): len(w.measurement.times) for w in workers}
 
-        def own_times(worker: _Worker) -> list[float]:
+        def own_times(worker: WorkerHandle) -> list[float]:
             return worker.measurement.times[counts[id(worker)]:]
 
         for round_index in range(repeat):
@@ -329,7 +153,7 @@ def extra_round_members(times: Sequence[Sequence[float]], min_time: float, cap: 
             if i in short or (times[i] and statistics.median(times[i]) <= COMPANION_PACE * pace)]
 
 
-def _round(workers: Sequence[_Worker], number: int, time_budget: float | None) -> list[str]:
+def _round(workers: Sequence[WorkerHandle], number: int, time_budget: float | None) -> list[str]:
     """One timed step of each live worker, in the order rotated by `number`; "label seconds" of each step."""
     shift = number % len(workers) if workers else 0
     timings = []
@@ -360,7 +184,7 @@ def _measure_memory(measurement: Measurement, time_budget: float | None, memory_
     by the captured step), so the peak of the eager step is the figure, graphed or not.
     """
     memory_workload = replace(measurement.workload, memory_budget=memory_budget, memory_run=True, cuda_graphs=False)
-    worker = _Worker(memory_workload, memory_budget)
+    worker = WorkerHandle(memory_workload, memory_budget)
     try:
         built = worker.wait("built", BUILD_TIMEOUT_S)
         if built is not None:
@@ -389,7 +213,7 @@ def _watchable_baseline(built: dict[str, Any]) -> int:
     return int(built.get("baseline_bytes", 0)) if str(built.get("memory_method", "")).startswith("vm") else 0
 
 
-def _start(worker: _Worker, time_budget: float | None, say: Progress) -> None:
+def _start(worker: WorkerHandle, time_budget: float | None, say: Progress) -> None:
     w = worker.measurement.workload
     name = f"{w.label} {w.mode} {w.frames}x{w.tokens_per_frame}x{w.dim} batch {w.batch}"
     say(f"building {name}")

@@ -150,7 +150,8 @@ def benchmark(
         return
 
     from s5cli.benchmark.report import build_report, render
-    from s5cli.benchmark.runner import ERROR, MAX_TIMED_STEPS, OK, iter_sweep, run_group
+    from s5cli.benchmark.runner import MAX_TIMED_STEPS, iter_sweep, run_group
+    from s5cli.benchmark.worker_handle import ERROR, OK
     from s5cli.benchmark.workload import MODES, Workload, canonical_label
 
     labels = ["s5", *_parse_compare(compare, canonical_label)]

@@ -11,7 +11,8 @@ import pytest
 
 from s5cli.benchmark.measure import PeakRSSProbe, current_rss, loglog_slope, parse_memory_size, summarize
 from s5cli.benchmark.report import build_report, ratio_rows, result_row
-from s5cli.benchmark.runner import ERROR, OK, OVER_BUDGET, Measurement, run_group
+from s5cli.benchmark.runner import run_group
+from s5cli.benchmark.worker_handle import ERROR, OK, OVER_BUDGET, Measurement
 from s5cli.benchmark.worker_process import worker_pids
 from s5cli.benchmark.workload import Workload, canonical_label, transformer_heads
 
@@ -126,10 +127,10 @@ def test_extra_rounds_keep_models_of_similar_speed_alternating() -> None:
 
 
 def test_processes_pool_the_steps_of_fresh_workers(monkeypatch) -> None:
-    from s5cli.benchmark import runner
+    from s5cli.benchmark import worker_handle
 
-    real_start, fresh = runner.start_worker, []
-    monkeypatch.setattr(runner, "start_worker", lambda workload, **kw: fresh.append(kw["fresh"]) or real_start(
+    real_start, fresh = worker_handle.start_worker, []
+    monkeypatch.setattr(worker_handle, "start_worker", lambda workload, **kw: fresh.append(kw["fresh"]) or real_start(
         workload, **kw))
     results = run_group([_tiny("s5"), _tiny("s4")], repeat=2, processes=2)
     # Timing sets sample independent processes (spawned); the memory runs may be forks.

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from s5cli.benchmark import worker_process
-from s5cli.benchmark.runner import ERROR, OVER_BUDGET, _Worker
+from s5cli.benchmark.worker_handle import ERROR, OVER_BUDGET, WorkerHandle
 from s5cli.benchmark.worker_process import worker_pids
 from s5cli.benchmark.workload import Workload
 
@@ -37,7 +37,7 @@ def test_a_worker_steps_over_its_socket_and_a_crash_is_named_by_its_last_printed
     """The protocol over the socket, in both ways a worker starts ("spawned" is also how CUDA workers
     start). A worker that fails before its first event (torch refuses -1 threads) is named by the last
     line it printed, which only its log socket carries."""
-    worker = _Worker(_tiny(), None, fresh=fresh)
+    worker = WorkerHandle(_tiny(), None, fresh=fresh)
     try:
         built = worker.wait("built", 120)
         assert built is not None and built["pid"] == worker.pid and built["threads"] >= 1
@@ -49,7 +49,7 @@ def test_a_worker_steps_over_its_socket_and_a_crash_is_named_by_its_last_printed
         assert worker.process.exitcode == 0 and worker.alive
     finally:
         worker.kill()
-    broken = _Worker(_tiny(threads=-1), None, fresh=fresh)
+    broken = WorkerHandle(_tiny(threads=-1), None, fresh=fresh)
     try:
         assert broken.wait("built", 120) is None
         assert broken.measurement.status == ERROR
@@ -112,7 +112,7 @@ def test_a_forkserver_that_cannot_start_falls_back_to_spawn(monkeypatch) -> None
 
     monkeypatch.setattr(worker_process, "_start", start)
     monkeypatch.setattr(worker_process, "_forkserver_environment", None)
-    worker = _Worker(_tiny(), None)
+    worker = WorkerHandle(_tiny(), None)
     try:
         assert worker.wait("built", 120) is not None
     finally:
@@ -122,7 +122,7 @@ def test_a_forkserver_that_cannot_start_falls_back_to_spawn(monkeypatch) -> None
 
 def test_a_worker_killed_with_a_command_unread_is_reported_at_once() -> None:
     """Its socket is reset rather than closed then; the reader must still tell `wait` it is gone."""
-    worker = _Worker(_tiny(), None)
+    worker = WorkerHandle(_tiny(), None)
     try:
         assert worker.wait("built", 120) is not None and worker.wait("warmup", 120) is not None
         os.kill(worker.pid, signal.SIGSTOP)
@@ -140,7 +140,7 @@ def test_kill_ends_a_worker_whose_forkserver_died(monkeypatch) -> None:
     """Without its server multiprocessing reports a live worker as exited (code 255): `kill` must still
     end it and its reader threads; a later worker gets a new server."""
     monkeypatch.setattr(worker_process, "_forkserver_environment", None)
-    worker = _Worker(_tiny(), None)
+    worker = WorkerHandle(_tiny(), None)
     try:
         assert worker.process._popen.__class__.__module__ == "multiprocessing.popen_forkserver"
         assert worker.wait("built", 120) is not None and worker.wait("warmup", 120) is not None
@@ -156,7 +156,7 @@ def test_kill_ends_a_worker_whose_forkserver_died(monkeypatch) -> None:
     while not _gone(worker.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(worker.pid)
-    again = _Worker(_tiny(), None)
+    again = WorkerHandle(_tiny(), None)
     try:
         assert again.wait("built", 120) is not None
     finally:
@@ -166,7 +166,7 @@ def test_kill_ends_a_worker_whose_forkserver_died(monkeypatch) -> None:
 def test_worker_pids_sees_a_live_worker_and_nothing_else() -> None:
     """The leftover-worker checks elsewhere must fail when a worker is left, yet ignore children that are
     not the benchmark's (multiprocessing's resource tracker, a Manager started by another test, a subprocess)."""
-    worker = _Worker(_tiny("s4"), None)
+    worker = WorkerHandle(_tiny("s4"), None)
     other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
     other.start()
     plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
