@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -73,9 +74,13 @@ def lever_table(report: dict) -> list[str]:
 
 
 def main(paths: list[str]) -> int:
-    """Print one table per file."""
+    """Print one table per file; exit 2 naming the first file that is missing or not JSON."""
     for path in paths:
-        report = json.loads(Path(path).read_text())
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            print(f"error: {path}: {error} (give files written by `s5 benchmark --json`)", file=sys.stderr)
+            return 2
         print(f"### {Path(path).name}\n")
         if "rows" in report:
             lines = lever_table(report)
@@ -87,4 +92,6 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", help="JSON files written by `s5 benchmark --json`")
+    sys.exit(main(parser.parse_args().reports))

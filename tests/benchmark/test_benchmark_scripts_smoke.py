@@ -57,6 +57,16 @@ def test_results_table_prints_a_row_per_result_of_committed_files() -> None:
     assert [row[:3] for row in _table_rows(lever_part)] == [[r["model"], r["lever"], r["mode"]] for r in levers]
 
 
+def test_results_table_names_a_file_it_cannot_read_in_one_line(tmp_path: Path, capsys) -> None:
+    table = load_script("results_table")
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("not a report")
+    for path in (tmp_path / "missing.json", not_json):
+        assert table.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: ") and "s5 benchmark --json" in err and err.count("\n") == 1
+
+
 def test_process_spread_prints_a_median_per_fresh_process_and_per_batch() -> None:
     """The parent re-runs this very script as its children: both halves of that hand-off must still agree."""
     stdout = run_script("process_spread", "--dim", "16", "--tokens-per-frame", "6", "--processes", "2",
