@@ -49,16 +49,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def finetune_in_processes(args: list[str], processes: int = 1, command: str = "finetune") -> subprocess.CompletedProcess:
-    """`s5 COMMAND RECIPE ARGS --quiet --device cpu` in a fresh interpreter, or under torchrun with `processes` ranks.
+def finetune_in_processes(args: list[str], processes: int = 2, command: str = "finetune") -> subprocess.CompletedProcess:
+    """`s5 COMMAND RECIPE ARGS --quiet --device cpu` under torchrun with `processes` ranks (the one-process
+    references run in this interpreter: `run_here`).
 
     On the CPU always, as in CI: on a GPU machine the ranks would otherwise take GPUs (a one-GPU machine
-    has no second one) and train in mixed precision, which the comparisons here are not written for."""
-    launcher = [sys.executable]
-    if processes > 1:
-        # --standalone: the rendezvous binds a port the OS picks and hands it to the ranks (a port found
-        # free beforehand and passed in could be taken by another process in between).
-        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+    has no second one) and train in mixed precision, which the comparisons here are not written for.
+    --standalone: the rendezvous binds a port the OS picks and hands it to the ranks (a port found free
+    beforehand and passed in could be taken by another process in between)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
     return subprocess.run([*launcher, "-m", "s5cli", command, RECIPE, *args, "--quiet", "--device", "cpu"],
                           env=_env(), capture_output=True, text=True, timeout=600)
 
