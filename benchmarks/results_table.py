@@ -82,6 +82,9 @@ def main(paths: list[str]) -> int:
             print(f"error: {path}: {error} (give files written by `s5 benchmark --json`)", file=sys.stderr)
             return 2
         print(f"### {Path(path).name}\n")
+        environment = report.get("machine", {}).get("environment")  # recorded since v24
+        if environment:  # variables that moved the timings (s5cli/benchmark/machine.py)
+            print("Environment: " + ", ".join(f"`{name}={value}`" for name, value in environment.items()) + "\n")
         if "rows" in report:
             lines = lever_table(report)
         else:

@@ -92,6 +92,7 @@ def benchmark(
     (--no-cuda-graphs: eager steps). Ctrl-C reports (and writes to --json/--plot) what was measured so
     far, exit 130.
     """
+    from s5cli.benchmark.machine import machine_facts
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
     from s5cli.cli.console import stderr, stdout
     from s5cli.errors import Interrupted, RunFailure, UserError
@@ -182,6 +183,7 @@ def benchmark(
         + (", CUDA graphs" if cuda_graphs else "")
         + (f", time budget {time_budget:g} s/step" if time_budget else "")
         + (f", memory budget {format_bytes(budget_bytes)}/model" if budget_bytes else ""))
+    _print_timing_environment(stderr)
     if not on_cuda and (tokens_per_frame, dim) == (CPU_TOKENS_PER_FRAME, CPU_DIM):
         stderr.print(f"[dim]CPU defaults; the paper's LVU size is --tokens-per-frame {PAPER_TOKENS_PER_FRAME} "
                      f"--dim {PAPER_DIM}[/]")
@@ -209,7 +211,8 @@ def benchmark(
             raise
         stopped = stop_outcome(signal_of(stop))
         stderr.print(f"[yellow]{stopped[0]}: reporting the {len(measurements)} measurements finished so far[/]")
-    report = build_report(measurements, {**settings, "interrupted": stopped is not None}, _machine(torch_device))
+    report = build_report(measurements, {**settings, "interrupted": stopped is not None},
+                          machine_facts(torch_device))
     render(report, stderr if is_stdout(json_path) else stdout)
     _write_outputs(report, json_path, plot_path)
     if stopped is not None:
@@ -347,31 +350,13 @@ def _require_matplotlib() -> None:
         raise UserError("--plot needs matplotlib: pip install 's5cli[plot]' (or pip install matplotlib)")
 
 
-def _machine(device: str) -> dict[str, Any]:
-    import os
-    import platform
+def _print_timing_environment(console: Any) -> None:
+    """Name the set variables that move CPU timings (the workers inherit them): see benchmark/machine.py."""
+    from s5cli.benchmark.machine import describe_environment, timing_environment
 
-    import torch
-
-    from s5cli.benchmark.measure import cpu_count
-
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name() or platform.processor() or "cpu"
-    # The load average says how busy a shared machine was: alternation keeps ratios fair, not absolute times.
-    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    return {"device": device, "device_name": name, "cpus": cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "load_average": load}
-
-
-def _cpu_name() -> str | None:
-    """The CPU model from /proc/cpuinfo (Linux); None elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
+    line = describe_environment(timing_environment())
+    if line:
+        console.print(f"[dim]{line}[/]", highlight=False)
 
 
 def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
@@ -395,11 +380,13 @@ def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Pa
 def _run_kernel_stage(device: str, channels: int, length: int, batch: int, repeat: int, seed: int,
                       json_path: Path | None) -> None:
     from s5cli.benchmark.kernel import kernel_stage, render_kernel
+    from s5cli.benchmark.machine import machine_facts
     from s5cli.cli.console import stderr, stdout
 
     stderr.print(f"[bold]s5 benchmark --stage kernel[/] on {device}: H={channels} channels, L={length}, "
                  f"batch {batch}, {repeat} timed runs")
+    _print_timing_environment(stderr)
     report = kernel_stage(channels=channels, length=length, batch=batch, device=device, repeat=repeat, seed=seed)
-    report = {"schema": "s5cli-benchmark/1", **report, "machine": _machine(device)}
+    report = {"schema": "s5cli-benchmark/1", **report, "machine": machine_facts(device)}
     render_kernel(report, stderr if is_stdout(json_path) else stdout)
     _write_outputs(report, json_path, None)

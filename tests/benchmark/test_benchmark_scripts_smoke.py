@@ -57,6 +57,17 @@ def test_results_table_prints_a_row_per_result_of_committed_files() -> None:
     assert [row[:3] for row in _table_rows(lever_part)] == [[r["model"], r["lever"], r["mode"]] for r in levers]
 
 
+def test_results_table_names_the_environment_a_file_was_measured_in() -> None:
+    """A file made with allocator settings says so above its table; one from before v24 has no such line."""
+    folder = REPO / "benchmarks" / "results" / "cpu-2core-intel-v24-allocator"
+    steady, plain = folder / "steady-default-as-typed.json", folder / "default-as-typed.json"
+    stdout = run_script("results_table", str(steady), str(plain)).stdout
+    steady_part, plain_part = stdout.split(f"### {plain.name}")
+    tunables = json.loads(steady.read_text())["machine"]["environment"]["GLIBC_TUNABLES"]
+    assert f"Environment: `GLIBC_TUNABLES={tunables}`" in steady_part
+    assert "Environment" not in plain_part
+
+
 def test_results_table_names_a_file_it_cannot_read_in_one_line(tmp_path: Path, capsys) -> None:
     table = load_script("results_table")
     not_json = tmp_path / "notes.txt"
@@ -72,11 +83,14 @@ def test_process_spread_prints_a_median_per_fresh_process_and_per_batch() -> Non
     stdout = run_script("process_spread", "--dim", "16", "--tokens-per-frame", "6", "--processes", "2",
                   "--steps", "2").stdout
     header, fresh, within = stdout.splitlines()
-    assert header == "s4 inference, 60 x 6 x 16, one thread, median of 2 steps (ms)"
+    assert header == "s4 inference, 60 x 6 x 16, one thread, median of 2 steps (ms; page faults per step)"
     for line, label in ((fresh, "fresh processes:"), (within, "one process:")):
         assert line.startswith(label)
-        medians = [float(value) for value in line.removeprefix(label).split(",")]
-        assert len(medians) == 2  # one per process, then one per batch of the single process
+        times, faults = line.removeprefix(label).split("; faults ")
+        medians = [float(value) for value in times.split(",")]
+        assert len(medians) == 2 and all(m > 0 for m in medians)  # one per process, then per batch
+        counts = [float(value) for value in faults.split(",")]
+        assert len(counts) == 2 and all(c >= 0 for c in counts)
 
 
 LEVER_ROWS = {
