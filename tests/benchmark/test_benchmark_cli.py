@@ -372,6 +372,17 @@ def test_the_cpu_hint_offers_only_what_the_run_did_not_use(settings: dict, hint:
     assert hint in missed_speed_hint({"settings": {"device": "cpu", **settings}, "targets": [check]})
 
 
+@pytest.mark.parametrize(("model", "mode", "thin"), [("s4", "infer", True), ("s4", "train", False),
+                                                     ("transformer", "infer", False)])
+def test_the_cpu_hint_says_when_the_miss_is_s5s_thin_inference_lead_over_s4(model: str, mode: str, thin: bool) -> None:
+    from s5cli.benchmark.report import missed_speed_hint
+
+    check = {"model": model, "mode": mode, "frames": 60, "metric": "throughput", "met": False}
+    hint = missed_speed_hint({"settings": {"device": "cpu", "tokens_per_frame": 50, "dim": 768}, "targets": [check]})
+    assert hint.startswith("one run is one sample")
+    assert ("near 1.5x even in steady runs (benchmarks/README.md, v24)" in hint) == thin
+
+
 def test_piped_report_keeps_each_text_line_whole(tiny_report: dict) -> None:
     """In a log the table is widened to 132 columns and no sentence is split over two lines."""
     from rich.console import Console
