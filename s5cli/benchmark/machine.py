@@ -16,8 +16,10 @@ from typing import Any
 
 # Prefixes of environment variables that change how fast a step runs: thread pools (OpenMP, MKL, BLAS),
 # the C allocator, a preloaded allocator library, torch's own switches and s5cli's (`S5CLI_FUSED_CAUCHY`
-# chooses the GPU's DPLR kernel). Not paths (PYTHONPATH, LD_LIBRARY_PATH): they choose what is loaded, and
-# a report should not carry a user's directories.
+# chooses the GPU's DPLR kernel). Not the search paths PYTHONPATH and LD_LIBRARY_PATH: they choose what is
+# loaded, not how fast it runs. Values are recorded as set, so a matched variable that holds a path
+# (LD_PRELOAD's library, TORCH_HOME) carries it into the report. Kin of `worker_process.LOAD_TIME_VARIABLES`,
+# which asks another question (what needs a fresh interpreter) and so also holds PYTHON* and LD_*.
 TIMING_VARIABLES = ("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD",
                     "TORCH_", "PYTORCH_", "S5CLI_")
 

@@ -11,7 +11,7 @@ from s5cli.benchmark.machine import describe_environment, timing_environment
 from s5cli.cli.app import app
 
 
-def test_timing_environment_keeps_what_moves_timings_and_no_paths() -> None:
+def test_timing_environment_keeps_what_moves_timings_not_the_search_paths() -> None:
     environ = {"OMP_NUM_THREADS": "2", "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1", "LD_PRELOAD": "libjemalloc.so",
                "MKL_NUM_THREADS": "1", "PYTHONPATH": "/home/me/src", "LD_LIBRARY_PATH": "/opt/lib", "HOME": "/home/me",
                "TORCH_HOME": "/cache", "S5CLI_FUSED_CAUCHY": "0"}
