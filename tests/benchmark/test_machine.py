@@ -14,11 +14,23 @@ from s5cli.cli.app import app
 def test_timing_environment_keeps_what_moves_timings_not_the_search_paths() -> None:
     environ = {"OMP_NUM_THREADS": "2", "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1", "LD_PRELOAD": "libjemalloc.so",
                "MKL_NUM_THREADS": "1", "PYTHONPATH": "/home/me/src", "LD_LIBRARY_PATH": "/opt/lib", "HOME": "/home/me",
-               "TORCH_HOME": "/cache", "S5CLI_FUSED_CAUCHY": "0"}
+               "S5CLI_FUSED_CAUCHY": "0"}
     kept = timing_environment(environ)
-    assert list(kept) == ["GLIBC_TUNABLES", "LD_PRELOAD", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
-                          "S5CLI_FUSED_CAUCHY", "TORCH_HOME"]
+    assert list(kept) == ["GLIBC_TUNABLES", "LD_PRELOAD", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "S5CLI_FUSED_CAUCHY"]
     assert kept["GLIBC_TUNABLES"] == "glibc.malloc.trim_threshold=1"
+
+
+def test_timing_environment_carries_no_directories() -> None:
+    """A shared report names which allocator was preloaded, not where the user keeps files."""
+    environ = {"TORCH_HOME": "/home/me/.cache/torch", "TORCH_EXTENSIONS_DIR": "/home/me/ext",
+               "PYTORCH_KERNEL_CACHE_PATH": "/home/me/kernels", "TORCH_SHOW_CPP_STACKTRACES": "1",
+               "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ./build/libprobe.so:/opt/tc/libtcmalloc.so",
+               "MALLOC_CONF": "background_thread:true,prof_prefix:/home/me/prof/jeprof"}
+    kept = timing_environment(environ)
+    assert list(kept) == ["LD_PRELOAD", "MALLOC_CONF", "TORCH_SHOW_CPP_STACKTRACES"]
+    assert kept["LD_PRELOAD"] == "libjemalloc.so.2 libprobe.so:libtcmalloc.so"
+    assert kept["MALLOC_CONF"] == "background_thread:true,prof_prefix:jeprof"
+    assert "/home/me" not in describe_environment(kept)
 
 
 def test_describe_environment_is_one_line_or_nothing() -> None:
