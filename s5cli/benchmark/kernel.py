@@ -96,6 +96,15 @@ def _cost_dplr_fused(h: int, modes: int, ell: int, backward: bool = False) -> tu
     return flops, bytes_moved
 
 
+def kernel_cost(kind: str, h: int, modes: int, length: int, fused: bool) -> tuple[float, float]:
+    """FLOPs and bytes of generating one kernel as `S4Layer.ssm` does on this device. Where the fused Triton
+    kernels run, the whole-ssm row counts their bytes too: counting the matmul form's per-(channel, mode,
+    frequency) terms there (~6 GB at the CUDA default size, never moved) put its rate above the copy limit."""
+    if kind == "s4d":
+        return _cost_s4d_kernel(h, modes, length)
+    return _cost_dplr_fused(h, modes, length) if fused else _cost_dplr_kernel(h, modes, length)
+
+
 def _cost_s4d_kernel(h: int, modes: int, length: int) -> tuple[float, float]:
     """Blocked Vandermonde: one real bmm (H, q, 2M) @ (H, 2M, r) with q·r ≥ L, plus H·M·(q + r) complex exps;
     bytes: the (H, L) float32 kernel written once (the factors are O(H·M·√L), negligible)."""
@@ -216,8 +225,7 @@ def kernel_stage(*, channels: int, length: int, batch: int, d_state: int = 64, d
         for kind, init in (("dplr", "legs"), ("s4d", "lin")):
             layer = S4Layer(S4Config(d_model=channels, d_state=d_state, kernel=kind, init=init)).to(dev)
             k = layer.kernel(length)  # fixes the DPLR internal length ℓ = L before timing
-            cost = _cost_dplr_kernel(channels, modes, length) if kind == "dplr" else _cost_s4d_kernel(
-                channels, modes, length)
+            cost = kernel_cost(kind, channels, modes, length, fused)
             # Layers reuse their kernel at inference while the parameters are unchanged; the stages time
             # what a step with fresh parameters does (every training step, and S5's guide after each update).
             kernel_shape = f"H={channels} N={d_state} L={length}"

@@ -53,7 +53,7 @@ def visualize_mask(
     backbone_weights: str | None = typer.Option(None, "--backbone-weights", help="Backbone safetensors path or Hub id (default: the checkpoint's)."),
     playback_fps: float | None = typer.Option(None, "--playback-fps", min=0.1, help="Frames per second of the GIF/MP4 (default: real time, 1-30)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (random init, random selector)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (random init; the random selector's draw, where 0 shows what s5 eval keeps)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

@@ -75,10 +75,12 @@ class DecoderBlock(nn.Module):
         Why: S5's decoder reads the kept rows of the caller's tokens. `forward` keeps that gathered copy
         alive through the S4 layer for the residual, which is the layer's memory peak; gathering it again
         for the residual costs one row copy (~0.2 ms at the benchmark's default size) and lowers S5's
-        inference peak by the copy's size. Same numbers: the residual sum is the same two operands.
+        inference peak by the copy's size. Same numbers: the residual sum is the same two operands, summed
+        into the float32 copy (under AMP `mixed` is bfloat16, and an in-place sum into it rounded the
+        residual stream, which `forward`'s out-of-place `x + mixed` keeps in float32).
         """
         mixed = self.dropout(self.s4(self.norm(take_tokens(source, indices))))
-        return self._shrink(mixed.add_(take_tokens(source, indices)))
+        return self._shrink(take_tokens(source, indices).add_(mixed))
 
     def _shrink(self, x: Tensor) -> Tensor:
         """Pool the sequence and halve the width."""

@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from s5cli.models.batch_norm import FEATURE_NORMS, VideoBatchNorm
 from s5cli.models.decoder import DecoderConfig, TemporalS4Decoder
 from s5cli.models.s4_kernels import sync_kernel_lengths
-from s5cli.models.selection import gather_weighted, gumbel_topk
+from s5cli.models.selection import draw_uniform, gather_weighted, gumbel_topk
 
 SELECTORS = ("learned", "random", "uniform", "none")
 GUIDE_BLOCK_ELEMENTS = 1 << 21  # floats per block of the guide's full-width entry (8 MiB in fp32)
@@ -121,7 +121,12 @@ class MomentumGuide(nn.Module):
         """
         full = self.channels.numel() == self.s4.config.d_model
         channels = None if full else self.channels
-        return self.s4.ssm(self._entry(x, channels), channels, kernel_length, preselected=True)
+        # In float32 also under AMP, as the mask generator it feeds: a bfloat16 entry Linear (d_input ≠
+        # d_model) moved the scores by ~6e-3 and changed 9 of 144 kept tokens in a CPU bfloat16 test, so
+        # a GPU evaluation would keep other tokens than `visualize-mask` (no autocast) shows.
+        with torch.autocast(x.device.type, enabled=False):
+            entry = self._entry(x.float(), channels)
+            return self.s4.ssm(entry, channels, kernel_length, preselected=True)
 
     def _entry(self, x: Tensor, channels: Tensor | None) -> Tensor:
         """encoder → LayerNorm → the guide's channels, in blocks of tokens.
@@ -245,7 +250,7 @@ class S5Model(nn.Module):
         width = s if per_frame else t * s
         if selector == "random":
             if self.training or generator is not None:
-                noise = torch.rand(rows, width, generator=generator, device=tokens.device)
+                noise = draw_uniform((rows, width), tokens.device, generator)
             else:
                 noise = self._evaluation_noise(rows // b, width, tokens.device).repeat(b, 1)
             local = noise.topk(k, dim=-1).indices.sort(dim=-1).values

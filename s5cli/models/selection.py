@@ -24,10 +24,21 @@ class TopKSelection:
 
 
 def gumbel_noise(shape: torch.Size, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard Gumbel samples −log(−log U), with U kept away from 0 and 1 so the logs stay finite."""
-    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    """Standard Gumbel samples −log(−log U), with U kept away from 0 and 1 so the logs stay finite.
+
+    Drawn on the generator's device and moved to `like`'s: a seeded CPU generator then gives the same draw
+    whatever device the model runs on (CUDA's generator is another algorithm, and rejects CPU tensors).
+    """
+    u = draw_uniform(shape, like.device, generator, like.dtype)
     tiny = torch.finfo(like.dtype).tiny
     return -torch.log(-torch.log(u.clamp(tiny, 1 - 1e-7)))
+
+
+def draw_uniform(shape: torch.Size | tuple[int, ...], device: torch.device, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32) -> Tensor:
+    """U(0, 1) samples on `device`, drawn where `generator` lives (see `gumbel_noise`)."""
+    source = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
 def gumbel_topk(

@@ -20,9 +20,13 @@ CUDA_RNG = "rng.cuda"  # rank 0's CUDA generator key; older checkpoints saved ev
 
 def torch_rng_state() -> dict[str, torch.Tensor]:
     """This process's torch generators: the CPU's and, with CUDA, its own GPU's (the current device,
-    which `pick_device` makes the run's device)."""
+    which `pick_device` makes the run's device).
+
+    Only once this process has initialised CUDA: `torch.cuda.get_rng_state` initialises it, so a
+    `--device cpu` run on a GPU machine made a CUDA context (hundreds of MiB of GPU memory, and an error
+    where another job holds the GPU in exclusive mode) just to save a generator it never drew from."""
     tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         tensors["cuda"] = torch.cuda.get_rng_state()
     return tensors
 
@@ -68,9 +72,12 @@ def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], r
     if cpu is not None:
         torch.set_rng_state(cpu)
     if torch.cuda.is_available():
+        # `set_rng_state` waits for CUDA's initialisation (a `--device cpu` resume never makes a context);
+        # asking for the current device would initialise it, so old checkpoints read it only when it exists.
         cuda = tensors.get(rank_rng_key(saved, "cuda"))
         if cuda is None:  # older checkpoints: every visible GPU's state as rng.cuda.N (see rng_state)
-            cuda = tensors.get(f"{CUDA_RNG}.{torch.cuda.current_device()}", tensors.get(f"{CUDA_RNG}.0"))
+            current = torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+            cuda = tensors.get(f"{CUDA_RNG}.{current}", tensors.get(f"{CUDA_RNG}.0"))
         if cuda is not None:
             torch.cuda.set_rng_state(cuda)
     if "python" in state:

@@ -265,7 +265,7 @@ def random_init_model(d_input: int, keep_ratio: float, seed: int = 0):
         d_input=d_input, d_model=64, n_blocks=2, d_state=16, dropout=0.0, guide_channels=32, mg_hidden=32,
         keep_ratio=keep_ratio,
     )
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):  # built on the CPU: no GPU generator to keep (nor a context to make)
         torch.manual_seed(seed)
         model = S5Model(config, num_outputs=2)
     return model.eval()
@@ -290,7 +290,9 @@ def select_per_frame(
         raise UserError(f"the model is a {type(model).__name__}, which keeps every token: visualize-mask needs an S5 model")
     t, s, _ = tokens.shape
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    # A CPU generator whatever the device: the draw is then the same on a GPU, and at seed 0 it is the
+    # random selector's evaluation draw (`S5Model._evaluation_noise`), so the picture shows what eval keeps.
+    generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         chosen = model.select(tokens[None].to(device), generator=generator)
     flat = chosen.indices[0].cpu().tolist()

@@ -223,6 +223,10 @@ def test_kernel_stage_times_the_fused_kernels_beside_the_matmul_form(monkeypatch
     # The fused rows' bytes count only what the kernels read and write: far less than the matmul form's.
     rows = report["results"]
     assert rows[0]["gbytes"] < rows[2]["gbytes"] and rows[0]["gflop"] == rows[2]["gflop"]
+    # The whole-ssm row runs the fused kernels too: its bytes are theirs plus the convolution's.
+    by_stage = {row["stage"]: row for row in rows}
+    ssm, conv = by_stage["dplr ssm (kernel + fft conv)"], by_stage["fft conv"]
+    assert math.isclose(ssm["gbytes"], rows[0]["gbytes"] + conv["gbytes"])
 
 
 @pytest.mark.parametrize(
