@@ -48,9 +48,10 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         except Exception as error:  # re-raised by stop_together, on every rank
             problem = error
         ctx.stop_together(problem)
-        # train.init starts a new run: also under --resume while the folder has no checkpoint yet (a
-        # preemptible job's first start, or one killed before its first checkpoint).
-        continues = resume and ckpt.has_checkpoints(out_dir)
+        # train.init starts a new run: also under --resume while the folder has no checkpoint with weights
+        # yet (a preemptible job's first start, one killed before its first checkpoint, or one whose
+        # checkpoints were deleted and only `latest` is left).
+        continues = resume and ckpt.holds_weights_to_resume(out_dir)
         # Before data work that would serve no step; every rank must agree (each reads the checkpoint).
         ends = ctx.gather_objects(job.run_end(out_dir, recipe) if continues else None)
         if all(end is not None for end in ends):
@@ -132,8 +133,7 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
     """Last-epoch validation metrics beside those of the best checkpoint (what eval and visualize load)."""
     from rich.table import Table
 
-    best_file = out_dir / "best" / "metrics.json"
-    best = json.loads(best_file.read_text()) if best_file.is_file() else {}
+    best = _best_metrics(out_dir / "best" / "metrics.json")
     table = Table(title=f"run {out_dir}", show_header=True)
     table.add_column("metric")
     table.add_column("last epoch", justify="right")
@@ -149,6 +149,24 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
         table.add_row("train loss (last logged)", _format(last_loss), *(["-"] if best else []))
     console.print(table)
     console.print(f"checkpoint: {out_dir / 'best' if best else out_dir / 'latest'}")
+
+
+def _best_metrics(path: Path) -> dict:
+    """best/metrics.json, or {} with a warning when it cannot be read: the summary comes after the training
+    it sums up, and a damaged file there turned a finished run's exit 0 into a traceback."""
+    if not path.is_file():
+        return {}
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        best = error
+    if isinstance(best, dict):
+        return best
+    from s5cli.cli.console import print_warning
+
+    print_warning(f"{path} is not a JSON object of metrics (damaged?): the summary leaves out the best "
+                  "checkpoint's column; `s5 eval` measures that checkpoint again")
+    return {}
 
 
 def _last_validation(log: Path) -> dict:

@@ -170,6 +170,38 @@ def recover_interrupted_swap(directory: Path) -> None:
         old.rename(directory)
 
 
+def recover_interrupted_swaps(run_dir: Path) -> None:
+    """`recover_interrupted_swap` for a run's best/ and every step checkpoint.
+
+    Why the step checkpoints too: a run resumed from a stop during validation (or at an epoch's last step)
+    saves that step's checkpoint again, a replace; a kill between its renames left `.step-N.old` while
+    `latest` still named step-N, which no resume looked for, so it fell back to an older checkpoint or,
+    with `train.keep_last: 1`, started over. Only the run's own trainer calls this (it holds the run lock).
+    """
+    run_dir = Path(run_dir)
+    recover_interrupted_swap(run_dir / "best")
+    for aside in (run_dir / "checkpoints").glob(".step-*.old"):
+        recover_interrupted_swap(aside.with_name(aside.name[1 : -len(".old")]))
+
+
+def holds_weights_to_resume(run_dir: Path) -> bool:
+    """Whether `--resume` finds a checkpoint with weights to continue from (readable or not), counting one
+    a kill set aside mid-replace (`recover_interrupted_swaps` puts it back).
+
+    Not `has_checkpoints`: that also counts a `latest` file alone, which keeps a run folder from being
+    overwritten, but names nothing to load once its checkpoint was deleted (to free disk, or by
+    `keep_last`). A resume there starts a new run, and `train.init` must then be loaded as on any first
+    start; it was skipped while the start was reported as "from train.init".
+    """
+    try:
+        if latest_checkpoint(run_dir) is not None:
+            return True
+    except UserError:  # a damaged `latest` file: the step checkpoints decide
+        pass
+    root = Path(run_dir) / "checkpoints"
+    return bool(step_checkpoints(run_dir)) or any((aside / MODEL_FILE).is_file() for aside in root.glob(".step-*.old"))
+
+
 def checkpoint_dir(path: str | Path) -> Path:
     """Accept a checkpoint directory, its model.safetensors, or a run directory (its `latest` checkpoint)."""
     path = Path(path).expanduser()

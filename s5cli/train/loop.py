@@ -93,6 +93,10 @@ def train(setup: TrainSetup) -> dict:
     total_steps = steps_per_epoch * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
+    if setup.resume:
+        if ctx.is_main:  # one rank renames: two renaming the same folder at once, one fails
+            ckpt.recover_interrupted_swaps(out_dir)
+        ctx.barrier()
     point = find_resume_point(out_dir, report=ctx.is_main) if setup.resume else None
     resume_from = point.directory if point is not None else None
     if setup.resume and point is None and ctx.is_main:
@@ -101,9 +105,6 @@ def train(setup: TrainSetup) -> dict:
         start = f"from train.init={recipe.train.init}" if recipe.train.init else "from scratch"
         print_warning(f"--resume: no checkpoint in {out_dir} yet; starting a new run {start}")
     if point is not None:
-        if ctx.is_main:  # one rank renames: two renaming the same folder at once, one fails
-            ckpt.recover_interrupted_swap(out_dir / "best")
-        ctx.barrier()
         saved = saved_processes(point.tensors)
         if saved != ctx.world_size and ctx.is_main:
             from s5cli.cli.console import print_warning

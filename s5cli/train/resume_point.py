@@ -79,6 +79,10 @@ def _check_resume_payload(payload: Mapping[str, Any], tensors: Mapping[str, torc
         generator = key.startswith("rng.") and key.endswith(".torch")  # rng.torch, rng.rankN.torch
         if generator and (value.dtype != torch.uint8 or value.shape != cpu_state.shape):
             raise ValueError(f"{key} is not a torch generator state")
+    for group in groups:
+        for name in ("lr", "eps", "weight_decay"):
+            if name in group and not _is_number(group[name]):
+                raise ValueError(f"optimizer.param_groups.{name} is {group[name]!r}, not a number")
     rng = payload.get("rng", {})
     if not isinstance(rng, dict):
         raise ValueError("rng is not a mapping")
@@ -88,6 +92,29 @@ def _check_resume_payload(payload: Mapping[str, Any], tensors: Mapping[str, torc
     if "numpy" in rng and not (isinstance(rng["numpy"], list) and len(rng["numpy"]) == 5
                                and isinstance(rng["numpy"][1], list)):
         raise ValueError("rng.numpy is not a NumPy generator state")
+    _try_generator_states(rng)
+    schedule = payload.get("schedule", {})
+    if not isinstance(schedule, dict) or not isinstance(schedule.get("state", {}), dict):
+        raise ValueError("schedule is not a scheduler state")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _try_generator_states(rng: Mapping[str, Any]) -> None:
+    """Set the Python and NumPy states on throwaway generators, as `restore_rng` will on the real ones: a
+    state of the right shape but wrong contents (a cut key list) raised there, after the weights were loaded."""
+    import random
+
+    import numpy as np
+
+    if "python" in rng:
+        version, inner, gauss = rng["python"]
+        random.Random().setstate((version, tuple(inner), gauss))
+    if "numpy" in rng:
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.RandomState().set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def _check_trainer_fields(state: TrainerState) -> None:
@@ -137,7 +164,16 @@ def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
 
 def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
                        rank: int = 0) -> tuple[TrainerState, dict[str, Any]]:
-    """Restore optimiser and (rank `rank`'s) RNG states; return the trainer position and the scheduler state."""
-    optimizer.load_state_dict(join_optimizer(point.tensors, point.payload["optimizer"]))
+    """Restore optimiser and (rank `rank`'s) RNG states; return the trainer position and the scheduler state.
+
+    An optimiser state that does not fit this model's parameter groups (read intact, so not caught while
+    reading) ends in one line naming the file, not torch's traceback."""
+    try:
+        optimizer.load_state_dict(join_optimizer(point.tensors, point.payload["optimizer"]))
+    except (ValueError, KeyError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{point.directory / STATE_JSON}: its optimiser state does not fit this model ({reason}): "
+                        "delete that checkpoint to resume from an older one, or start a new run with another --out"
+                        ) from None
     restore_rng(point.tensors, point.payload.get("rng", {}), rank)
     return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})

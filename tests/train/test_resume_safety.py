@@ -348,3 +348,80 @@ def test_a_run_saved_before_resize_existed_cannot_resume_squashed(tmp_path: Path
     assert "data.resize ('crop' -> 'squash')" in " ".join(output.split())
     code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")  # crop, as it was
     assert code == 0, output
+
+
+def test_a_step_checkpoint_a_kill_set_aside_mid_replace_is_put_back_and_resumed(tmp_path: Path,
+                                                                                  finished_run: Path) -> None:
+    """A resume that saves a step again (after a stop during validation) replaces that checkpoint with two
+    renames; a kill between them leaves `.step-N.old` while `latest` names step-N. With no older checkpoint
+    (train.keep_last: 1) the resume started the run over."""
+    import shutil
+
+    losses = _losses(finished_run)
+    latest = finished_run / (finished_run / "latest").read_text().strip()
+    for older in (finished_run / "checkpoints").glob("step-*"):
+        if older != latest:
+            shutil.rmtree(older)
+    aside = latest.with_name(f".{latest.name}.old")
+    latest.rename(aside)
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")
+    assert code == 0, output
+    assert "warning" not in output and not aside.exists()
+    assert _losses(finished_run)[: len(losses)] == losses and len(_losses(finished_run)) == 3 * 3
+
+
+def test_a_resume_whose_checkpoints_were_deleted_starts_from_train_init(tmp_path: Path, finished_run: Path) -> None:
+    """Only `latest` left (checkpoints deleted to free disk): the resume starts a new run, and that new run
+    loads train.init as a first start does (it said "from train.init" but trained from random weights)."""
+    run = tmp_path / "again"
+    run.mkdir()
+    (run / "latest").write_text("checkpoints/step-0000006\n")
+    overrides = tiny(tmp_path, **{"train.out_dir": run, "train.init": finished_run, "train.epochs": 1})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *overrides, "--resume"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, output
+    assert f"starting a new run from train.init={finished_run}" in output
+    assert f"weights from train.init={finished_run}" in output
+
+
+def test_a_damaged_best_metrics_file_costs_the_summary_a_column_not_the_exit_code(tmp_path: Path,
+                                                                                   finished_run: Path) -> None:
+    (finished_run / "best" / "metrics.json").write_text("{trunc")
+    code, output = finetune(RECIPE, *tiny(tmp_path), "--resume")
+    assert code == 0, output
+    assert "metrics.json is not a JSON object of metrics (damaged?)" in " ".join(output.split())
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("damage", ["python generator", "numpy generator", "schedule", "learning rate"])
+def test_a_trainer_state_that_could_not_be_applied_is_skipped_while_reading(finished_run: Path, damage: str) -> None:
+    """Found before the weights are loaded, so the resume falls back to the previous checkpoint: applied, each
+    of these raised half-way (or, a learning rate of "x", in the first optimiser step)."""
+    import json
+
+    from s5cli.train.resume_point import find_resume_point
+
+    latest = finished_run / (finished_run / "latest").read_text().strip()
+    state_file = latest / "trainer_state.json"
+    payload = json.loads(state_file.read_text())
+    if damage == "python generator":
+        payload["rng"]["python"][1] = [1, 2]
+    elif damage == "numpy generator":
+        payload["rng"]["numpy"][1] = [1, 2]
+    elif damage == "schedule":
+        payload["schedule"] = [1]
+    else:
+        payload["optimizer"]["param_groups"][0]["lr"] = "x"
+    state_file.write_text(json.dumps(payload))
+    point = find_resume_point(finished_run, report=False)
+    assert point is not None and point.directory != latest
+
+
+def test_an_optimiser_state_for_other_parameter_groups_is_one_line(finished_run: Path) -> None:
+    from s5cli.errors import UserError
+    from s5cli.train.resume_point import apply_resume_point, read_resume_point
+
+    point = read_resume_point(finished_run)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(UserError, match="its optimiser state does not fit this model"):
+        apply_resume_point(point, optimizer)
