@@ -32,6 +32,14 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
     data, model = recipe.data, recipe.model
     if data.dataset == "lvu" and not data.task:
         add(("data.task", "data.dataset"), "data.task is not set: LVU needs one of " + ", ".join(LVU_TASKS))
+    # A dataset's own keys beside another dataset: most often a recipe written without `dataset:`, which
+    # made it the synthetic task (generated into data.root, beside the user's own videos).
+    if data.task and data.dataset != "lvu":
+        add(("data.task", "data.dataset"), f"data.task={data.task} is an LVU task, but data.dataset is "
+            f"{data.dataset}: set data.dataset: lvu, or remove data.task")
+    if data.annotations and data.dataset == "synthetic":
+        add(("data.annotations", "data.dataset"), "data.annotations names split files, which the synthetic task "
+            "does not read: set data.dataset (lvu, breakfast or coin), or remove data.annotations")
     if data.frames is None and data.fps is None:
         add(("data.frames", "data.fps"), "data.frames and data.fps are both null: set one (T frames, or frames per second)")
     if data.window_seconds is not None and data.fps is None:

@@ -264,6 +264,9 @@ LSMCL_RULES: dict[str, Rule] = {
 
 
 # ------------------------------------------------------------------------------ types and model fields
+INT64_MAX = 2**63 - 1
+
+
 def coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     """(ok, value converted to `hint`): ints for floats and '1e-3' strings (YAML 1.1 reads them as text)."""
     origin = typing.get_origin(hint)
@@ -288,11 +291,11 @@ def coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     if value is None or isinstance(value, bool):
         return hint is bool and isinstance(value, bool), value
     if hint is int:
-        if isinstance(value, int):
-            return True, value
+        # Within a 64-bit integer: Python's ints are unbounded, and a value past that ended in a traceback
+        # wherever it became a size or an index (`eval.batch_size=99999999999999999999`).
         if isinstance(value, float) and value.is_integer():
-            return True, int(value)
-        return False, value
+            value = int(value)
+        return isinstance(value, int) and abs(value) <= INT64_MAX, value
     if hint is float:
         if isinstance(value, (int, float)):
             return True, float(value)

@@ -18,6 +18,7 @@ from typing import Any
 from s5cli.errors import UserError
 from s5cli.recipe_cross_checks import backbone_width, cross_checks
 from s5cli.recipe_schema import (
+    INT64_MAX,
     LSMCL_RULES,
     MODEL_RULES,
     SECTIONS,
@@ -174,6 +175,9 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
             checked[key] = _build_lsmcl(_section_mapping(value, dotted, problems), dotted, problems)
             continue
         ok, converted = coerce(value, hint)
+        if not ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+            problems.add(dotted, f"{dotted}={show_value(value)} is too large: use a value of at most {INT64_MAX}")
+            continue
         if not ok:
             problems.add(dotted, f"{dotted}={show_value(value)} has the wrong type: expected {describe_type(hint)}")
             continue

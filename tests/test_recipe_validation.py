@@ -65,6 +65,10 @@ def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
         ("train.lsmcl.mask_ratio=1.0", "train.lsmcl.mask_ratio=1.0"),
         ("data.synthetic.clutter=2", "data.synthetic.clutter=2"),
         ("data.dataset=lvu", "data.task is not set"),
+        # A recipe written without `dataset:` is the synthetic task: another dataset's keys say it was not meant.
+        ("data.task=genre", "data.task=genre is an LVU task, but data.dataset is synthetic: set data.dataset: lvu"),
+        ("data.annotations=data/lvu_1.0", "data.annotations names split files, which the synthetic task does not read"),
+        ("eval.batch_size=99999999999999999999", "is too large: use a value of at most 9223372036854775807"),
         ("eval.window_stride=17", "eval.window_stride=17 is longer than a clip (16 frames)"),
         ("eval.window_stride=0", "eval.window_stride=0 is not allowed"),
         ("data.prefetch_batches=0", "data.prefetch_batches=0 is not allowed: must be >= 1"),

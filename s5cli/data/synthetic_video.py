@@ -348,6 +348,15 @@ def _check_root(spec: SyntheticSpec, root: Path) -> None:
                 "use another data.root or leave it unset (a folder per settings is then used)"
             )
     else:
+        # A folder of someone's own videos named as data.root of the synthetic task (a recipe without
+        # `dataset:` is one) got 600 generated videos written among them.
+        present = sorted(entry.name for entry in root.iterdir() if not entry.name.startswith("."))
+        if present:
+            raise UserError(
+                f"{root} holds files that are not synthetic videos (e.g. {present[0]}) and no synthetic.json: "
+                "the synthetic task generates its videos into a folder of its own; if these are your videos, "
+                "set data.dataset (lvu, breakfast or coin), else use another data.root"
+            )
         atomic_write_json(marker, wanted)
 
 

@@ -266,6 +266,8 @@ def resolve_weights(weights: str) -> tuple[Path, dict]:
         )
     local = Path(text).expanduser()
     if lowered.endswith(".safetensors") or local.exists():
+        if local.is_dir():
+            raise UserError(f"backbone weights {local} is a folder: pass the .safetensors file in it")
         if not local.is_file():
             raise UserError(f"backbone weights file {local} not found")
         return local, _read_pretrained_cfg(local.with_name("config.json"))

@@ -218,8 +218,9 @@ def checkpoint_dir(path: str | Path) -> Path:
             raise UserError(f"{path / 'latest'} names another run folder, not a checkpoint: pass a checkpoint "
                             f"folder instead (e.g. {path / 'checkpoints'}/step-...)")
         return checkpoint_dir(target)
-    interrupted = _set_aside(path)
-    if not path.exists() and (interrupted / MODEL_FILE).is_file():
+    # `.`, `/` and an empty path have no name, so nothing can have been set aside beside them.
+    interrupted = _set_aside(path) if path.name else None
+    if not path.exists() and interrupted is not None and (interrupted / MODEL_FILE).is_file():
         # A kill between the two renames of a replace left the complete previous copy aside. Reads use it
         # where it is: renaming it back here could collide with a trainer that is finishing that replace.
         return interrupted

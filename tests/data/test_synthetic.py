@@ -211,6 +211,14 @@ def test_root_made_with_other_knobs_is_refused(tmp_path: Path) -> None:
         list_records({"dataset": "synthetic", "root": tmp_path, "synthetic": {**SMALL, "seed": 4}}, "val")
 
 
+def test_a_root_of_other_files_gets_no_synthetic_videos(tmp_path: Path) -> None:
+    """A folder of the user's own videos named as the synthetic task's root (a recipe without `dataset:`)."""
+    (tmp_path / "abc.mp4").write_bytes(b"someone's film")
+    with pytest.raises(UserError, match=r"holds files that are not synthetic videos \(e.g. abc.mp4\).*set data.dataset"):
+        list_records({"dataset": "synthetic", "root": tmp_path, "synthetic": SMALL}, "val")
+    assert sorted(entry.name for entry in tmp_path.iterdir() if not entry.name.startswith(".")) == ["abc.mp4"]
+
+
 def test_default_root_depends_on_every_knob() -> None:
     base = synthetic_root({"dataset": "synthetic", "root": None, "synthetic": SMALL})
     assert base.parts[:2] == (".s5cache", "synthetic")

@@ -143,6 +143,15 @@ def test_pickle_and_missing_checkpoints_are_refused(tmp_path) -> None:
         ckpt.checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
 
 
+@pytest.mark.parametrize("given", [".", "", "/"])
+def test_a_nameless_folder_that_is_not_a_checkpoint_is_one_line(tmp_path, monkeypatch, given: str) -> None:
+    """`s5 eval -c .` from a project folder (or `-c "$EMPTY"`): `.`, `/` and "" have no name to look for a
+    set-aside copy beside, which ended in a ValueError traceback."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"holds no model\.safetensors"):
+        ckpt.checkpoint_dir(given)
+
+
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch) -> None:
     model, _ = _trained_pair()
     path = ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"})
