@@ -31,9 +31,15 @@ def aggregate_by_video(
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the k highest scores."""
+    """Fraction of rows whose label is among the k highest scores; tied scores rank the lower class first.
+
+    Why not `topk`: with ties (a collapsed head, identical window averages) it returned an arbitrary one of
+    them (class 8 of 10 equal scores on CPU) while the confusion matrix's `argmax` takes the first, so the
+    printed top-1 disagreed with the matrix's diagonal. A stable descending sort ranks ties as `argmax`.
+    """
     k = min(k, scores.shape[-1])
-    hits = (scores.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1)
+    ranked = scores.sort(dim=-1, descending=True, stable=True).indices[:, :k]
+    hits = (ranked == labels[:, None]).any(dim=-1)
     return float(hits.float().mean().item())
 
 

@@ -106,6 +106,17 @@ def test_missing_videos_are_skipped_and_counted(breakfast_dir: Path, tmp_path: P
     assert len(records.missing) == len(rows) - 5
 
 
+def test_upper_case_suffixes_are_found_in_both_layouts(breakfast_dir: Path, tmp_path: Path) -> None:
+    rows = data_rows(breakfast_dir / "test.csv")
+    person, camera, video = rows[0][0].split("-")
+    (tmp_path / person / camera).mkdir(parents=True)
+    (tmp_path / person / camera / f"{video}.AVI").touch()
+    (tmp_path / f"{rows[1][0]}.MP4").touch()
+    records = list_records(breakfast_data(tmp_path, breakfast_dir), "test")
+    assert [r.path.suffix for r in records] == [".AVI", ".MP4"]
+    assert [r.video_id for r in records] == [rows[0][0], rows[1][0]]
+
+
 def test_missing_root_is_one_line_error(breakfast_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         list_records(breakfast_data(tmp_path / "absent", breakfast_dir), "train")

@@ -99,3 +99,19 @@ def test_a_subset_without_entries_is_an_error(coin: dict) -> None:
     coin["annotations"].write_text(json.dumps({"database": {}}))
     with pytest.raises(NoVideosError, match="no entries with subset 'training'"):
         list_records(coin, "train")
+
+
+def test_the_official_download_layout_one_folder_per_task(coin: dict) -> None:
+    """coin-dataset's download script writes videos/<recipe_type>/<youtube_id>.mp4 (ViS4mer globs it)."""
+    videos = Path(coin["root"]) / "videos"
+    (videos / "1").mkdir()
+    (videos / "1" / "notondisk00.mp4").touch()
+    (videos / "3").mkdir()
+    (videos / "zzzzzzzzzzz.mp4").rename(videos / "3" / "zzzzzzzzzzz.mp4")
+    train = list_records(coin, "train")
+    assert [r.video_id for r in train] == ["-0Xwn_Ax-Ts", "a1b2c3d4e5f", "notondisk00"] and train.missing == []
+    test = list_records(coin, "test")
+    assert [r.path.relative_to(videos).as_posix() for r in test] == ["3/zzzzzzzzzzz.mp4", "_underscore.mp4"]
+    # data.root may name videos/ itself, as recipes/coin.yaml does.
+    inside = list_records({**coin, "root": videos}, "train")
+    assert [r.video_id for r in inside] == ["-0Xwn_Ax-Ts", "notondisk00"]

@@ -119,7 +119,7 @@ def test_missing_local_file_and_unknown_name_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         build_backbone("vit_tiny_test", str(tmp_path / "nope.safetensors"))
     (tmp_path / "release").mkdir()  # the folder a download left, given for the file in it
-    with pytest.raises(UserError, match="is a folder: pass the .safetensors file in it"):
+    with pytest.raises(UserError, match=r"is a folder: pass the \.safetensors file in it"):
         build_backbone("vit_tiny_test", str(tmp_path / "release"))
     with pytest.raises(UserError, match="vit_small_patch16_224"):
         build_backbone("vit_smal_patch16_224")

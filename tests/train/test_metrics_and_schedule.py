@@ -21,6 +21,16 @@ def test_topk_and_confusion() -> None:
     assert "top5" in compute_metrics(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]), "classification")
 
 
+def test_tied_scores_count_top1_as_the_confusion_matrix_does() -> None:
+    """Ties rank the lower class first in top-k, as `argmax` does for the matrix: both say 2 of 3 right."""
+    scores = torch.full((3, 10), 0.1)
+    labels = torch.tensor([0, 0, 2])
+    m = compute_metrics(scores, labels, "classification")
+    diagonal = sum(m["confusion_matrix"][c][c] for c in range(10))
+    assert m["top1"] == pytest.approx(diagonal / 3) == pytest.approx(2 / 3)
+    assert topk_accuracy(scores, labels, 3) == 1.0  # classes 0, 1, 2 are the first three of the tie
+
+
 def test_per_video_aggregation_averages_softmaxed_windows() -> None:
     # Video a: two windows that disagree; the average of the softmaxes decides.
     outputs = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 3.0]])

@@ -128,12 +128,15 @@ def index_videos(folder: Path) -> dict[str, Path]:
 
 
 def find_video(candidates: Sequence[Path]) -> Path | None:
-    """The first existing file among `candidates` (paths without suffix) x VIDEO_SUFFIXES."""
+    """The first existing file among `candidates` (paths without suffix) x VIDEO_SUFFIXES, each suffix in
+    lower or upper case (`index_videos` ignores case too; copies from some cameras and Windows tools
+    end in .AVI / .MP4, and a case-sensitive file system hid them)."""
     for stem in candidates:
         for suffix in VIDEO_SUFFIXES:
-            path = stem.with_name(stem.name + suffix)
-            if path.is_file():
-                return path
+            for spelled in (suffix, suffix.upper()):
+                path = stem.with_name(stem.name + spelled)
+                if path.is_file():
+                    return path
     return None
 
 

@@ -1,8 +1,10 @@
 """COIN (Tang et al., CVPR 2019): 11,827 instructional YouTube videos, 180 tasks (top-1 over the task label).
 
 Annotations: `COIN.json` with `{"database": {youtube_id: {"recipe_type": int, "class": str,
-"subset": "training"|"testing", "duration": float, ...}}}`. Videos: `<root>/videos/<id>.<ext>` or
-`<root>/<id>.<ext>`. No val split: `data.val_fraction` > 0 holds out a stable fraction of training, otherwise
+"subset": "training"|"testing", "duration": float, ...}}}`. Videos: `<root>/videos/<id>.<ext>`,
+`<root>/<id>.<ext>`, or one folder per task, `<root>/videos/<recipe_type>/<id>.<ext>` or
+`<root>/<recipe_type>/<id>.<ext>` (what the dataset's own download script writes, and what ViS4mer reads).
+No val split: `data.val_fraction` > 0 holds out a stable fraction of training, otherwise
 val is the testing subset.
 """
 
@@ -101,6 +103,13 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     root = require_root(data, "COIN")
     videos = index_videos(root)
     videos.update(index_videos(root / "videos"))
+    # The official download script sorts videos into one folder per task (recipe_type): a dataset
+    # downloaded that way was reported missing whole. One listing per task present in the annotations.
+    # data.root may be the release folder or its videos/ (as the bundled recipe has it).
+    for label in sorted({entry.label for entry in entries}):
+        for folder in (root / "videos" / str(label), root / str(label)):
+            for video_id, path in index_videos(folder).items():
+                videos.setdefault(video_id, path)
     val_fraction = float(data_field(data, "val_fraction", 0.0) or 0.0)
     source = "train" if split == "train" or (split == "val" and val_fraction > 0) else "test"
     chosen = [entry for entry in entries if entry.split == source]
@@ -118,7 +127,8 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     if not records:
         raise NoVideosError(
             f"none of the {len(chosen)} COIN {source} videos is under data.root {root} "
-            f"(expected e.g. {root / 'videos' / chosen[0].video_id}.mp4)"
+            f"(expected e.g. {root / 'videos' / chosen[0].video_id}.mp4 or "
+            f"{root / 'videos' / str(chosen[0].label) / chosen[0].video_id}.mp4)"
         )
     report_missing(f"COIN {source}", root, missing, len(chosen))
     if source == "train":
