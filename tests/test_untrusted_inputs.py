@@ -170,6 +170,8 @@ def test_a_trainer_state_with_values_of_the_wrong_type_is_a_damaged_checkpoint(t
     ({"tokens": ("I64", (2, 3, 4))}, None, "is not a float (frames, tokens, width) tensor"),
     ({"tokens": ("F32", (3, 4))}, None, "is not a float (frames, tokens, width) tensor"),
     ({"tokens": ("F32", (0, 3, 4))}, None, "is not a float (frames, tokens, width) tensor"),
+    # 8 bytes an element written: twice what F32 holds, four times F16's; a load failed mid-run on it.
+    ({"tokens": ("F16", (4, 3, 4))}, None, "holds 384 bytes, not the [4, 3, 4] F16 its header states"),
 ])
 def test_a_cache_entry_that_is_no_token_tensor_is_damaged_not_a_crash(tmp_path: Path, tensors, header, reason) -> None:
     import math

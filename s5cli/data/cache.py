@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -176,11 +177,18 @@ def verify_safetensors(path: Path) -> str | None:
     if tokens.get("dtype") not in ("F16", "BF16", "F32") or not isinstance(shape, list) or len(shape) != 3 \
             or not all(isinstance(n, int) and n >= 1 for n in shape):
         return f"{TOKENS_KEY!r} is not a float (frames, tokens, width) tensor"
+    start, end = _offsets(tokens)
+    if end - start != math.prod(shape) * _TOKEN_ITEM_BYTES[tokens["dtype"]]:
+        # Checked here, not at load: a load failing mid-run stopped training instead of re-extracting.
+        return f"{TOKENS_KEY!r} holds {end - start} bytes, not the {shape} {tokens['dtype']} its header states"
     ends = [_offsets(entry)[1] for entry in entries.values()]
     # A file cut short (killed writer, full disk) keeps its header but loses data: sizes must add up.
     if 8 + header_len + max(ends, default=0) != size:
         return "file size does not match its header (truncated)"
     return None
+
+
+_TOKEN_ITEM_BYTES = {"F16": 2, "BF16": 2, "F32": 4}
 
 
 class _MalformedHeader(ValueError):
@@ -272,6 +280,10 @@ class FeatureCache:
         if stored_size and stored_size != str(size):
             return f"{source.name} was {stored_size} bytes, now {size}"
         return None
+
+    def discard(self, video_id: str) -> None:
+        """Delete the entry of `video_id`, if any (its tokens no longer describe the video of that id)."""
+        self.path(video_id).unlink(missing_ok=True)
 
     def cached_ids(self) -> set[str]:
         """Ids with a file in the cache folder (not verified)."""

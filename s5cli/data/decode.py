@@ -20,7 +20,7 @@ from s5cli.data.decord_reading import VideoInfo, open_video, read_frames, rows_p
 from s5cli.data.frame_transform import decoded_size
 from s5cli.data.probe import VideoDecodeError, check_file, probe_video, reencode_hint
 from s5cli.data.pyav_reading import PyAVFrameReader, count_decodable_frames
-from s5cli.data.sampling import FramePlan, Timeline, fps_plan, uniform_plan
+from s5cli.data.sampling import MAX_FPS_PLAN_FRAMES, FramePlan, Timeline, fps_count, fps_plan, uniform_plan
 from s5cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -308,9 +308,30 @@ def _planned_clip(
             info = replace(info, height=original[0], width=original[1])
     if planner is None:
         planner = partial(plan_frames, frames=frames, fps=fps, min_frames=min_frames)
-    return OpenedClip(path, planner(info), info, reader, reader is not None and size is not None, num_threads,
+    try:
+        plan = planner(info)
+    except UserError:
+        if _timestamps_broken(info, fps):
+            # The video's fault, not data.fps's: a VideoDecodeError is reported and skipped, where the
+            # plan's own error stopped a whole extraction at one damaged file (and blamed the setting).
+            raise VideoDecodeError(path, f"its timestamps run to {info.timeline.duration:,.0f} s over "
+                                   f"{info.num_frames} frames (~{info.num_frames / info.fps:.1f} s at its average "
+                                   "rate): damaged timestamps; re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
+                                   ) from None
+        raise
+    return OpenedClip(path, plan, info, reader, reader is not None and size is not None, num_threads,
                       sampling_fps=fps, pyav=reader is None, stated_frames=probe.stated_frames,
                       rotation=probe.rotation, decoder_note=note, planner=planner)
+
+
+def _timestamps_broken(info: VideoInfo, fps: float | None) -> bool:
+    """Whether sampling at `fps` is refused only for the video's own timeline: its timestamps span more
+    than the plan limit allows while its frames at their average rate would not (one frame stamped at
+    1,100,000 s in a 0.8 s video)."""
+    if fps is None or info.timeline is None or not info.fps > 0:
+        return False
+    by_rate = fps_count(info.num_frames, info.fps, fps)
+    return by_rate <= MAX_FPS_PLAN_FRAMES < info.timeline.duration * fps
 
 
 def _pyav_info(path: Path, probe, failed: VideoDecodeError, why: str) -> tuple[VideoInfo, str]:

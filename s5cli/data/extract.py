@@ -148,12 +148,13 @@ def extract_records(
     mine = list(records)[index::count]
     started = time.perf_counter()
     report = ExtractReport()
-    todo, changed = [], []
+    todo, changed, changed_ids = [], [], set()
     for record in mine:
         if not cache.has(record.video_id):
             todo.append(record)
         elif (reason := cache.changed_source(record.video_id, record.path)) is not None:
             changed.append(f"{record.video_id} ({reason})")
+            changed_ids.add(record.video_id)
             todo.append(record)
         else:
             report.reused += 1
@@ -200,7 +201,13 @@ def extract_records(
                         report.frames += tokens.shape[0]
                 if isinstance(item, _VideoFailed):
                     report.failed.append((item.record.video_id, str(item.error)))
-                    print_warning(f"skipping video {item.record.video_id}: {item.error}")
+                    gone = ""
+                    if item.record.video_id in changed_ids:
+                        # The tokens of the file before it changed: kept, training read them as this
+                        # video's although the run said it skipped it.
+                        cache.discard(item.record.video_id)
+                        gone = " (its tokens from before the file changed are deleted)"
+                    print_warning(f"skipping video {item.record.video_id}: {item.error}{gone}")
                 if progress is not None:
                     progress.advance(progress.task_ids[0])
                     done = report.extracted + len(report.failed)

@@ -59,17 +59,32 @@ def _cached_copy_if_unreachable(spec: HubSpec, filename: str, kwargs: dict) -> P
     url = hf_hub_url(spec.repo_id, filename, revision=spec.revision, endpoint=kwargs["endpoint"])
     try:
         get_hf_file_metadata(url, token=kwargs["token"], retry_on_errors=False)
-    except hf.HfHubHTTPError:
-        raise  # the Hub answered: not found, gated, ... (named by hub_errors)
+    except hf.HfHubHTTPError as error:
+        if not _hub_unavailable(error):
+            raise  # the Hub answered about the file: not found, gated, ... (named by hub_errors)
+        failure: Exception = error
     except Exception as error:  # connection refused, unknown host, timeout
-        cached = try_to_load_from_cache(spec.repo_id, filename, cache_dir=kwargs["cache_dir"], revision=spec.revision)
-        if not isinstance(cached, str):
-            raise hf.LocalEntryNotFoundError(first_line(error)) from None
-        from s5cli.cli.console import print_warning
+        failure = error
+    else:
+        return None
+    cached = try_to_load_from_cache(spec.repo_id, filename, cache_dir=kwargs["cache_dir"], revision=spec.revision)
+    if not isinstance(cached, str):
+        if isinstance(failure, hf.HfHubHTTPError):
+            raise failure  # an outage with nothing cached: hub_errors names the status
+        raise hf.LocalEntryNotFoundError(first_line(failure)) from None
+    from s5cli.cli.console import print_warning
 
-        print_warning(f"cannot reach the Hub ({first_line(error)[:120]}): using the cached {filename} of {spec.repo_id}")
-        return Path(cached)
-    return None
+    print_warning(f"cannot reach the Hub ({first_line(failure)[:120]}): using the cached {filename} of {spec.repo_id}")
+    return Path(cached)
+
+
+def _hub_unavailable(error: Exception) -> bool:
+    """A server error (5xx) or rate limit (429): the Hub said nothing about the file, so a cached copy is
+    as good as when it cannot be reached at all (an outage failed `hf://` recipes and backbone weights
+    that were cached, which huggingface_hub's own download would have served)."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return isinstance(status, int) and (status >= 500 or status == 429)
 
 
 def resolve_recipe_path(spec: str, revision: str | None = None) -> Path:
@@ -101,7 +116,13 @@ def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
     root = fetch(sub)
     local = root / sub if sub else root
     if not (local / MODEL_FILE).is_file() and (local / "latest").is_file():
-        # A run folder: `latest` names its checkpoint (checked by checkpoint_dir below); fetch that folder.
+        # A run folder means its best/ checkpoint, as a local run folder does (`run_best_checkpoint`):
+        # `s5 eval -c hf://REPO/run` scored the latest step while the same folder on disk scored best/.
+        fetch(f"{sub}/best" if sub else "best")
+        if (local / "best" / MODEL_FILE).is_file():
+            return checkpoint_dir(local / "best")
+        # No best/ (a run without validation): `latest` names its checkpoint (checked by checkpoint_dir
+        # below); fetch that folder.
         from s5cli.train.checkpoint import latest_target_name
 
         target = latest_target_name(local)

@@ -13,12 +13,16 @@ import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s5cli.errors import UserError
+from s5cli.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from s5cli.hub.paths import HubSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -295,9 +299,35 @@ def resolve_weights(weights: str) -> tuple[Path, dict]:
         raise RunFailure(f"backbone weights {text}: {error}") from None
     try:
         config_file = download_file(spec, "config.json")
-    except (UserError, RunFailure):  # optional: without it the backbone keeps its preset normalisation
+    except (UserError, RunFailure) as error:
+        # Optional where the repo has none: the backbone then keeps its preset normalisation. Said where it
+        # could not be fetched (the Hub unreachable, or offline, and not cached): the preset mean/std may
+        # not be the weights' own, which gave other tokens under the same token-cache key without a word.
+        if not _config_known_absent(spec, error):
+            from s5cli.cli.console import print_warning
+
+            print_warning(f"backbone weights {text}: config.json (the normalisation the weights were trained "
+                          f"with) could not be fetched ({first_line(error)[:160]}): using the preset mean/std; "
+                          "extract again once it can be, if the tokens must match ones made with it")
         config_file = None
     return file, _read_pretrained_cfg(config_file)
+
+
+def _config_known_absent(spec: HubSpec, error: Exception) -> bool:
+    """Whether a failed config.json download means the repo has none: the Hub answered (online, not an
+    outage), or the Hub cache remembers that it answered so (offline, or the Hub unreachable)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from s5cli.hub.client import hub_settings
+
+    settings = hub_settings()
+    if isinstance(error, UserError) and not settings.offline:
+        return True
+    cached = try_to_load_from_cache(spec.repo_id, "config.json", cache_dir=str(settings.cache_dir),
+                                    revision=spec.revision)
+    # A str is the cached file (then download_file had not failed); None: nothing known; anything else is
+    # huggingface_hub's marker of a file the Hub said does not exist.
+    return cached is not None and not isinstance(cached, str)
 
 
 def _read_pretrained_cfg(path: Path | None) -> dict:

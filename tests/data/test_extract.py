@@ -89,6 +89,22 @@ def test_bad_videos_are_reported_counted_and_skipped(tmp_path, setup, capsys):
     assert capsys.readouterr().err.count("skipping video") == 2
 
 
+def test_a_video_with_a_broken_timestamp_is_skipped_not_the_whole_run(tmp_path, capsys):
+    """One frame stamped at 1,100,000 s in a 0.8 s video: at data.fps 1 its timeline asks for more frames than
+    a plan may hold. The video's fault: reported and skipped, where it stopped the run blaming data.fps."""
+    from tests.data.video_files import write_variable_rate_video
+
+    data = data_section(tmp_path, frames=None, fps=1.0)
+    settings = settings_from_data(data)
+    cache = FeatureCache(data.cache_dir, settings)
+    records = make_records(tmp_path / "videos", 2, frames=8)
+    broken = write_variable_rate_video(tmp_path / "videos" / "glitch.mkv", [40 * i for i in range(19)] + [1_100_000_000])
+    records[1:1] = [VideoRecord("glitch", broken, 0)]
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert report.extracted == 2 and [vid for vid, _ in report.failed] == ["glitch"]
+    assert "glitch.mkv: its timestamps run to 1,100,000 s over 20 frames" in report.failed[0][1]
+
+
 def test_rerun_reuses_finished_videos_and_redoes_corrupt_ones(tmp_path, setup, capsys):
     _, settings, cache = setup
     records = make_records(tmp_path / "videos", 3)
@@ -101,6 +117,19 @@ def test_rerun_reuses_finished_videos_and_redoes_corrupt_ones(tmp_path, setup, c
     assert cache.path("-vid00").stat().st_mtime_ns == keep
     assert cache.load("-vid02")[0].shape == (4, 17, 96)
     assert "corrupt cache entry" in capsys.readouterr().err
+
+
+def test_a_changed_video_that_no_longer_decodes_loses_its_old_tokens(tmp_path, setup, capsys):
+    """A download redone that broke: the run says it skips the video, so training must not read the
+    tokens of the file it replaced."""
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 2)
+    extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    Path(records[1].path).write_bytes(b"a broken download")
+    report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
+    assert [vid for vid, _ in report.failed] == ["-vid01"] and report.reused == 1
+    assert not cache.has("-vid01") and cache.has("-vid00")
+    assert "its tokens from before the file changed are deleted" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_video_replaced_under_its_id_is_extracted_again_and_a_moved_copy_is_not(tmp_path, setup, capsys):

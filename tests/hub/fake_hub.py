@@ -44,6 +44,7 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.lfs_blobs: dict[str, bytes] = {}   # sha256 -> content (uploaded through the LFS batch API)
         self.is_lfs: Callable[[str], bool] = lambda path: path.endswith(".safetensors")
+        self.outage: int | None = None  # a status (503, 429) every request gets, as in an outage
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -155,6 +156,9 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             path, query = parts.path, parse_qs(parts.query)
             with hub.lock:
                 hub.requests.append((method, unquote(path)))
+            if hub.outage is not None:
+                self._error(hub.outage, None, "the fake Hub is down", head=method == "HEAD")
+                return
             for pattern, handler in ROUTES.get(method, []):
                 match = re.fullmatch(pattern, path)
                 if match:

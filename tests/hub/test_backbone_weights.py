@@ -60,3 +60,18 @@ def test_an_unreachable_hub_is_one_line_after_one_request(hub: FakeHub, weights,
     model = build_backbone("vit_tiny_test", REPO)
     torch.testing.assert_close(model.norm.weight, weights["norm.weight"])
     assert "cannot reach the Hub" in capsys.readouterr().err
+
+
+def test_weights_whose_config_could_not_be_fetched_say_the_normalisation_may_differ(
+    hub: FakeHub, weights, monkeypatch, capsys
+) -> None:
+    """The repo says it has no config.json: the preset normalisation, no word. Offline with none cached it
+    cannot be known: the preset is used with a warning (it used to change the tokens silently)."""
+    hub.commit(REPO, {"model.safetensors": save(weights)})
+    build_backbone("vit_tiny_test", REPO)
+    assert "config.json" not in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = build_backbone("vit_tiny_test", REPO)
+    assert model.mean == tuple(PRESETS["vit_tiny_test"].mean)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "config.json (the normalisation the weights were trained with) could not be fetched" in err

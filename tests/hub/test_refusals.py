@@ -314,6 +314,37 @@ def test_an_unreachable_hub_fails_or_falls_back_at_the_first_refusal(
     assert sleeps == []
 
 
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_hub_outage_serves_cached_files_and_names_the_status_otherwise(
+    hub: FakeHub, recipe_file: Path, capsys: pytest.CaptureFixture, status: int,
+) -> None:
+    """A server error or rate limit says nothing about the file: a cached copy is used (with a warning), as
+    when the Hub cannot be reached; with nothing cached the status is named. A 404 still means not found."""
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    resolve_recipe_path("hf://bob/r/synthetic.yaml")  # cached once
+    hub.outage = status
+    assert resolve_recipe_path("hf://bob/r/synthetic.yaml").read_bytes() == recipe_file.read_bytes()
+    err = capsys.readouterr().err
+    assert "cannot reach the Hub" in err and str(status) in err and "using the cached synthetic.yaml" in err
+    with pytest.raises((RunFailure, UserError), match=str(status)):
+        resolve_recipe_path("hf://bob/r/other.yaml")
+    hub.outage = None
+    with pytest.raises(UserError):
+        resolve_recipe_path("hf://bob/r/other.yaml")
+
+
+def test_a_run_folder_on_the_hub_means_its_best_checkpoint_as_on_disk(hub: FakeHub, run_dir: Path) -> None:
+    from s5cli.train.checkpoint import run_best_checkpoint
+
+    files = {path.relative_to(run_dir).as_posix(): path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    hub.commit("bob/runs", {f"run/{name}": data for name, data in files.items()})
+    assert run_best_checkpoint(run_dir).name == "best"
+    assert resolve_checkpoint_dir("hf://bob/runs/run").name == "best"
+    # Without best/ (no validation), the checkpoint `latest` names, as on disk.
+    hub.commit("bob/nobest", {name: data for name, data in files.items() if not name.startswith("best/")})
+    assert resolve_checkpoint_dir("hf://bob/nobest").name == "step-0000007"
+
+
 def test_push_refuses_a_checkpoint_file_that_is_a_link(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
     secret = tmp_path / "config.json"
     secret.write_text('{"auths": {"registry": "s3cr3t"}}')
