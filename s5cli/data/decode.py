@@ -9,6 +9,7 @@ The decoders themselves are read in `decord_reading` and `pyav_reading`.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -19,8 +20,16 @@ from typing import TYPE_CHECKING, Any
 from s5cli.data.decord_reading import VideoInfo, open_video, read_frames, rows_padded, video_info
 from s5cli.data.frame_transform import decoded_size
 from s5cli.data.probe import VideoDecodeError, check_file, probe_video, reencode_hint
-from s5cli.data.pyav_reading import PyAVFrameReader, count_decodable_frames
-from s5cli.data.sampling import MAX_FPS_PLAN_FRAMES, FramePlan, Timeline, fps_count, fps_plan, uniform_plan
+from s5cli.data.pyav_reading import PyAVFrameReader, decodable_frame_starts
+from s5cli.data.sampling import (
+    MAX_FPS_PLAN_FRAMES,
+    FramePlan,
+    Timeline,
+    fps_count,
+    fps_plan,
+    timeline_if_variable,
+    uniform_plan,
+)
 from s5cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -159,8 +168,9 @@ class OpenedClip:
         part = self.plan.indices[start:stop]
         found: int | None = None
         if not self.pyav:
-            found, self.decoder_note = _pyav_frames(self.path, self.info.fps, self.stated_frames, error,
-                                                    DECORD_FAILED)
+            starts, self.decoder_note = _pyav_frames(self.path, self.info.fps, self.stated_frames, error,
+                                                     DECORD_FAILED)
+            found = len(starts)
             self.reader, self.keyframes, self.scaled, self.pyav = None, None, False, True
             if max(part) < found:
                 return self._read_pyav(part)
@@ -337,19 +347,35 @@ def _timestamps_broken(info: VideoInfo, fps: float | None) -> bool:
 def _pyav_info(path: Path, probe, failed: VideoDecodeError, why: str) -> tuple[VideoInfo, str]:
     """The info of a file decord refused or failed on (`why`), from the frames PyAV decodes (a cut
     faststart MP4 still holds ~40 %), and the warning saying so; `failed` again when PyAV decodes none."""
-    found, note = _pyav_frames(path, probe.fps, probe.stated_frames, failed, why)
-    return VideoInfo(num_frames=found, fps=probe.fps, height=probe.height, width=probe.width), note
+    starts, note = _pyav_frames(path, probe.fps, probe.stated_frames, failed, why)
+    return VideoInfo(num_frames=len(starts), fps=probe.fps, height=probe.height, width=probe.width,
+                     timeline=_pyav_timeline(starts, probe.fps)), note
 
 
-def _pyav_frames(path: Path, fps: float, stated: int, failed: VideoDecodeError, why: str) -> tuple[int, str]:
-    """How many frames PyAV decodes of a file decord failed on (those before the damage), and the warning
-    that says `why` and how many are used; `failed` again when PyAV decodes no frame either."""
-    found = count_decodable_frames(path)
+def _pyav_timeline(starts: list[float | None], fps: float) -> Timeline | None:
+    """The decodable frames' own timeline where their times stray from the average rate, as decord's
+    timestamps give one (`decord_reading`). Why: a cut variable-frame-rate file (a phone clip) that decord
+    refused was spaced by the average rate, and 1 fps sampling took most of its frames from the first
+    1.5 s of 10. None without a time for every frame, or with times that do not increase."""
+    if len(starts) < 2 or not fps > 0 or any(t is None for t in starts):
+        return None
+    times = [float(t) for t in starts if t is not None]
+    if any(later <= earlier for earlier, later in itertools.pairwise(times)):
+        return None
+    return timeline_if_variable(times, times[-1] + 1 / fps, fps)
+
+
+def _pyav_frames(path: Path, fps: float, stated: int, failed: VideoDecodeError,
+                 why: str) -> tuple[list[float | None], str]:
+    """The start times of the frames PyAV decodes of a file decord failed on (those before the damage),
+    and the warning that says `why` and how many are used; `failed` again when PyAV decodes no frame."""
+    starts = decodable_frame_starts(path)
+    found = len(starts)
     if found < 1 or not fps > 0:
         raise failed
     claimed = f" of the {stated} its container claims" if stated > found else ""
     frames = f"{found} frame{'s' if found != 1 else ''}{claimed}"
-    return found, f"{path}: {why}; PyAV decodes {frames}, using those"
+    return starts, f"{path}: {why}; PyAV decodes {frames}, using those"
 
 
 def _first_frames(timeline: Timeline | None, frames: int) -> Timeline | None:

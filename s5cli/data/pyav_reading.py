@@ -78,18 +78,20 @@ class PyAVFrameReader:
         self._container, self._frames, self._position = None, None, 0
 
 
-def count_decodable_frames(path: str | os.PathLike[str]) -> int:
-    """How many frames PyAV decodes from the start before the first error (or the end).
+def decodable_frame_starts(path: str | os.PathLike[str]) -> list[float | None]:
+    """Start time (s) of each frame PyAV decodes from the start before the first error (or the end); None
+    for a frame without a timestamp. Their count is how many frames are usable; the times give a cut
+    variable-frame-rate file its timeline (`decode._pyav_timeline`).
 
     One full pass, at the video's own size: only for a file decord would not open or failed on (once per
     clip: `OpenedClip._recover`), where the alternative is no result."""
     import av
 
-    count = 0
+    starts: list[float | None] = []
     try:
         with av.open(str(path)) as container:
-            for _ in container.decode(video=0):
-                count += 1
+            for frame in container.decode(video=0):
+                starts.append(frame.time)
     except Exception:  # the damage: everything before it stays usable
         pass
-    return count
+    return starts

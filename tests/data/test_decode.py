@@ -394,6 +394,32 @@ def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_p
     assert len(clip.warnings()) == 1
 
 
+def test_a_cut_variable_frame_rate_file_decord_refuses_keeps_its_timestamps(tmp_path):
+    """PyAV's fallback counted frames only: a cut phone clip was then spaced by its average rate, and 1 fps
+    sampling took most frames from its first seconds. The frames PyAV decodes carry their times."""
+    import av
+
+    from s5cli.data.decode import open_clip
+    from tests.data.test_sampling import PHONE_STARTS
+    from tests.data.video_files import write_variable_rate_video
+
+    source = write_variable_rate_video(tmp_path / "phone.mp4", [round(1000 * t) for t in PHONE_STARTS])
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(source)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 9 // 10])
+    clip = open_clip(cut, None, 1.0, num_threads=1)
+    assert clip.pyav and 15 < clip.info.num_frames < len(PHONE_STARTS) and clip.info.timeline is not None
+    seconds = [clip.info.time_of(i) for i in clip.plan.indices]
+    # One frame a second by the frames' own times (15 frames in the first 0.6 s, then 0.4 s apart).
+    assert seconds[:4] == pytest.approx([0.0, 1.0, 1.8, 3.0])
+
+
 def test_the_pyav_path_turns_frames_as_decord_does(tmp_path):
     from s5cli.data.pyav_reading import PyAVFrameReader
 
