@@ -366,20 +366,27 @@ def test_a_variable_frame_rate_video_is_sampled_by_its_timestamps(tmp_path):
     assert video_info(open_video(write_video(tmp_path / "steady.mp4", frames=20))).timeline is None
 
 
-def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_path, capsys):
-    """decord refuses the whole file at its first bad packet; PyAV still decodes the frames before the cut."""
+def faststart_copy(source: Path, path: Path) -> Path:
+    """`source` remuxed with its index (moov) first, as streaming sites serve MP4s: cut short, such a file
+    keeps its index but loses frames, and decord refuses it whole."""
     import av
 
-    from s5cli.data.decode import open_clip
-
-    source = write_video(tmp_path / "full.mp4", frames=40, size=64)
-    faststart = tmp_path / "faststart.mp4"
-    with av.open(str(source)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
+    with av.open(str(source)) as src, av.open(str(path), "w", options={"movflags": "faststart"}) as dst:
         stream = dst.add_stream_from_template(src.streams.video[0])
         for packet in src.demux(src.streams.video[0]):
             if packet.dts is not None:
                 packet.stream = stream
                 dst.mux(packet)
+    return path
+
+
+def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_path, capsys):
+    """decord refuses the whole file at its first bad packet; PyAV still decodes the frames before the cut."""
+
+    from s5cli.data.decode import open_clip
+
+    source = write_video(tmp_path / "full.mp4", frames=40, size=64)
+    faststart = faststart_copy(source, tmp_path / "faststart.mp4")
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 3 // 4])
     with pytest.raises(VideoDecodeError):
@@ -397,20 +404,13 @@ def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_p
 def test_a_cut_variable_frame_rate_file_decord_refuses_keeps_its_timestamps(tmp_path):
     """PyAV's fallback counted frames only: a cut phone clip was then spaced by its average rate, and 1 fps
     sampling took most frames from its first seconds. The frames PyAV decodes carry their times."""
-    import av
 
     from s5cli.data.decode import open_clip
     from tests.data.test_sampling import PHONE_STARTS
     from tests.data.video_files import write_variable_rate_video
 
     source = write_variable_rate_video(tmp_path / "phone.mp4", [round(1000 * t) for t in PHONE_STARTS])
-    faststart = tmp_path / "faststart.mp4"
-    with av.open(str(source)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                dst.mux(packet)
+    faststart = faststart_copy(source, tmp_path / "faststart.mp4")
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 9 // 10])
     clip = open_clip(cut, None, 1.0, num_threads=1)
