@@ -136,7 +136,11 @@ def clean_caches(
             stderr.print("nothing deleted")
             raise typer.Exit(code=1)
     removed, failures = delete(inventory, chosen)
-    stdout.print(f"deleted {len(removed)} entries, freed {format_bytes(_bytes(removed))}")
+    # Entries that failed part-way (a folder whose files went but which could not be removed itself) freed
+    # what they lost: "freed 0 B" said nothing was gone when all their files were.
+    kept = [entry for entry in chosen if all(entry is not gone for gone in removed)]
+    freed = _bytes(removed) + sum(max(0, entry.bytes - _bytes_left(entry)) for entry in kept)
+    stdout.print(f"deleted {len(removed)} entries, freed {format_bytes(freed)}")
     for failure in failures:
         print_warning(f"could not delete {failure}")
     if failures:
@@ -218,6 +222,20 @@ def _where(inventory: Inventory, root: Path | None) -> str:
 
 def _bytes(entries: list[CacheEntry]) -> int:
     return sum(entry.bytes for entry in entries)
+
+
+def _bytes_left(entry: CacheEntry) -> int:
+    """Bytes still on disk under an entry's targets (files only, links not followed)."""
+    total = 0
+    for target in entry.targets:
+        paths = [target] if not target.is_dir() or target.is_symlink() else [*target.rglob("*")]
+        for path in paths:
+            try:
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+            except OSError:
+                continue
+    return total
 
 
 def _time(stamp: float) -> str:

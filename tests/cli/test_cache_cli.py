@@ -77,6 +77,25 @@ def test_clean_yes_removes_only_stale_entries(runner, root):
     assert again.exit_code == 0 and "nothing to clean" in again.stdout
 
 
+def test_an_entry_deleted_part_way_counts_the_bytes_it_freed(runner, root, monkeypatch):
+    """A folder whose files were deleted but which could not be removed itself (a read-only parent) said
+    "freed 0 B" beside the error: its files were gone all the same."""
+    from s5cli.data import cache_inventory
+
+    def files_only(entry, parents):
+        for target in entry.targets:
+            for path in (target.rglob("*") if target.is_dir() else [target]):
+                if path.is_file():
+                    path.unlink()
+        raise PermissionError(errno.EACCES, "Permission denied", str(entry.path))
+
+    monkeypatch.setattr(cache_inventory, "_remove", files_only)
+    result = invoke(runner, "clean", "--root", str(root), "--yes")
+    assert result.exit_code == 1
+    assert "deleted 0 entries, freed" in result.stdout and "freed 0 B" not in result.stdout
+    assert "could not be deleted" in result.output
+
+
 @pytest.mark.parametrize(
     "args",
     [["--dry-run"], ["--dry-run", "--all"], [], ["--all"], ["--key", "my-notes"]],
