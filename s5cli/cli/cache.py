@@ -108,7 +108,7 @@ def clean_caches(
       s5 cache clean --key 3360df8198b1 # one entry (keys: s5 cache ls)
     """
     from s5cli.cli.console import print_warning, stderr, stdout
-    from s5cli.data.cache_inventory import delete, select
+    from s5cli.data.cache_inventory import bytes_left, delete, select
     from s5cli.errors import RunFailure, UserError
 
     if stale + everything + bool(keys) > 1:
@@ -138,8 +138,8 @@ def clean_caches(
     removed, failures = delete(inventory, chosen)
     # Entries that failed part-way (a folder whose files went but which could not be removed itself) freed
     # what they lost: "freed 0 B" said nothing was gone when all their files were.
-    kept = [entry for entry in chosen if all(entry is not gone for gone in removed)]
-    freed = _bytes(removed) + sum(max(0, entry.bytes - _bytes_left(entry)) for entry in kept)
+    gone = {id(entry) for entry in removed}
+    freed = _bytes(removed) + sum(max(0, entry.bytes - bytes_left(entry)) for entry in chosen if id(entry) not in gone)
     stdout.print(f"deleted {len(removed)} entries, freed {format_bytes(freed)}")
     for failure in failures:
         print_warning(f"could not delete {failure}")
@@ -222,20 +222,6 @@ def _where(inventory: Inventory, root: Path | None) -> str:
 
 def _bytes(entries: list[CacheEntry]) -> int:
     return sum(entry.bytes for entry in entries)
-
-
-def _bytes_left(entry: CacheEntry) -> int:
-    """Bytes still on disk under an entry's targets (files only, links not followed)."""
-    total = 0
-    for target in entry.targets:
-        paths = [target] if not target.is_dir() or target.is_symlink() else [*target.rglob("*")]
-        for path in paths:
-            try:
-                if path.is_file() and not path.is_symlink():
-                    total += path.stat().st_size
-            except OSError:
-                continue
-    return total
 
 
 def _time(stamp: float) -> str:

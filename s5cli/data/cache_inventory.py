@@ -294,6 +294,19 @@ def _unknown(path: Path, note: str) -> CacheEntry:
     return CacheEntry(UNKNOWN_KIND, path.name, path, None, UNKNOWN, note, *_tally(stats, path.lstat().st_mtime))
 
 
+def bytes_left(entry: CacheEntry) -> int:
+    """Bytes still on disk under an entry's targets, measured as the scan measured them (`_walk`, `_tally`):
+    what an entry that failed part-way through `delete` did not free."""
+    stats: list[os.stat_result] = []
+    for target in entry.targets:
+        if target.is_dir() and not target.is_symlink():
+            stats.extend(stat for _, stat in _walk(target))
+        else:
+            with contextlib.suppress(OSError):
+                stats.append(target.lstat())
+    return _tally(stats)[1]
+
+
 def _tally(stats: Iterable[os.stat_result], modified: float = 0.0) -> tuple[int, int, float]:
     """(files, bytes, latest mtime) of some files."""
     files = size = 0

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from s5cli.errors import UserError
+from s5cli.errors import UserError, first_line
 from s5cli.train.checkpoint import (
     MODEL_FILE,
     STATE_JSON,
@@ -62,7 +62,7 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         reading = directory / STATE_JSON
         _check_resume_payload(payload, tensors)
     except Exception as error:  # safetensors, json and a missing key each raise their own type
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
     return ResumePoint(directory, weights, payload, tensors)
 
@@ -122,7 +122,7 @@ def _check_trainer_fields(state: TrainerState) -> None:
     for field_ in dataclasses.fields(state):
         value = getattr(state, field_.name)
         if field_.name in ("best_metric", "best_step"):
-            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            ok = value is None or _is_number(value)
         else:
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= -1
         if not ok:
@@ -171,7 +171,7 @@ def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
     try:
         optimizer.load_state_dict(join_optimizer(point.tensors, point.payload["optimizer"]))
     except (ValueError, KeyError, TypeError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"{point.directory / STATE_JSON}: its optimiser state does not fit this model ({reason}): "
                         "delete that checkpoint to resume from an older one, or start a new run with another --out"
                         ) from None
