@@ -22,6 +22,7 @@ CPU_TOKENS_PER_FRAME, CPU_DIM = 50, 768
 PAPER_TOKENS_PER_FRAME, PAPER_DIM = 197, 1024
 SWEEP_TIME_BUDGET_S = 60.0
 DEFAULT_MIN_TIME_S = 1.0
+MAX_INPUT_ELEMENTS = 2**63 - 1  # a tensor's element count is an int64
 
 _EPILOG = (
     "Examples:\n\n"
@@ -288,6 +289,10 @@ def _check_sizes(frame_counts: list[int], sweep: str | None, tokens_per_frame: i
             raise UserError(f"{option} {value}: must be at least 1")
     if dim < 8 or dim % 8:
         raise UserError(f"--dim must be a positive multiple of 8 (the S4 decoder halves it 3 times), got {dim}")
+    elements = batch * max(frame_counts) * tokens_per_frame * dim
+    if elements > MAX_INPUT_ELEMENTS:  # torch's sizes are int64: past it the workers fail with an overflow
+        raise UserError(f"--batch x frames x --tokens-per-frame x --dim is {elements:.3g} numbers, more than a tensor "
+                        f"can hold ({MAX_INPUT_ELEMENTS:.3g}): use smaller sizes")
     if not 0.0 < keep_ratio <= 1.0:
         raise UserError(f"--keep-ratio {keep_ratio} is out of range: use a value in (0, 1]")
     if warmup < 0:

@@ -22,6 +22,11 @@ DEFAULT_SIZE = 224
 # whose captions covered a third of it.
 MIN_DISPLAY_PX = 224
 RANDOM_INIT_BACKBONE = "patch_pool"  # parameter-free: a smoke test needs no downloads
+# Upper bounds of --frames and --size, so a mistyped value is refused by its flag instead of overflowing
+# inside the frame plan or the image resize. Frames: sampling.MAX_FPS_PLAN_FRAMES (not imported here: start-up
+# time); 8192 px is 262,144 patches a frame, far past any backbone's use.
+MAX_FPS_PLAN_FRAMES = 1_000_000
+MAX_IMAGE_SIZE = 8192
 
 
 def visualize_mask(
@@ -31,7 +36,7 @@ def visualize_mask(
         None, "--checkpoint", "-c", help="S5 checkpoint folder, run folder or Hub id (default: last `s5 finetune` run here)."
     ),
     frames: int | None = typer.Option(
-        None, "--frames", "-t", min=1,
+        None, "--frames", "-t", min=1, max=MAX_FPS_PLAN_FRAMES,
         help="Frames to sample: uniformly over the video, or with --fps a clip of this many (default: the checkpoint's clip, else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
     ),
     fps: float | None = typer.Option(
@@ -40,7 +45,7 @@ def visualize_mask(
     ),
     start: float = typer.Option(0.0, "--start", min=0.0, help="Seconds into the video where sampling starts."),
     keep_ratio: float | None = typer.Option(None, "--keep-ratio", "-k", help="Fraction of tokens kept, in (0, 1] (default: the checkpoint's)."),
-    size: int | None = typer.Option(None, "--size", help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
+    size: int | None = typer.Option(None, "--size", max=MAX_IMAGE_SIZE, help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
     scale: int | None = typer.Option(
         None, "--scale", min=1, max=32,
         help=f"Draw each frame N times larger, nearest neighbour (default: enough for {MIN_DISPLAY_PX} px; 1 from "

@@ -9,7 +9,6 @@ The decoders themselves are read in `decord_reading` and `pyav_reading`.
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -93,6 +92,7 @@ class OpenedClip:
     rotation: int = 0  # display rotation in degrees (decord applies it; the PyAV path turns its frames too)
     decoder_note: str | None = None  # why PyAV decodes this file, for the warnings (decord refused or failed)
     stated_frames: int = 0  # frames the container claims (0: it does not say; see `truncation_warning`)
+    stated_seconds: float = 0.0  # the duration behind an estimated `stated_frames` (`VideoProbe`)
     planner: Callable[[VideoInfo], FramePlan] | None = None  # how `plan` was made, to re-plan (`_recover`)
     held: np.ndarray | None = field(default=None, repr=False, compare=False)  # first chunk (`open_clip`)
     pyav_reader: PyAVFrameReader | None = field(default=None, repr=False, compare=False)  # made when first used
@@ -229,7 +229,16 @@ class OpenedClip:
         without a word (a 100-frame file cut at 50 % decoded 45 frames, cached as if complete).
         """
         found, stated = self.info.num_frames, self.stated_frames
-        if stated <= 0 or found >= TRUNCATED_FRACTION * stated or self.decoder_note:  # the note says it
+        if self.decoder_note:  # the note says it
+            return None
+        if self.stated_seconds > 0:  # a duration, not a count: compare times (an intact variable-rate
+            # Matroska file was warned about, its count estimated at the nominal rate)
+            shown = self.info.duration
+            if shown >= TRUNCATED_FRACTION * self.stated_seconds:
+                return None
+            return (f"{self.path}: the container claims {self.stated_seconds:.1f} s but only {found} frames "
+                    f"({shown:.1f} s) decode (a file cut short?); using those")
+        if stated <= 0 or found >= TRUNCATED_FRACTION * stated:
             return None
         return (f"{self.path}: the container claims {stated} frames but only {found} decode (a file cut "
                 "short?); using those")
@@ -331,6 +340,7 @@ def _planned_clip(
         raise
     return OpenedClip(path, plan, info, reader, reader is not None and size is not None, num_threads,
                       sampling_fps=fps, pyav=reader is None, stated_frames=probe.stated_frames,
+                      stated_seconds=probe.stated_seconds,
                       rotation=probe.rotation, decoder_note=note, planner=planner)
 
 
@@ -360,8 +370,6 @@ def _pyav_timeline(starts: list[float | None], fps: float) -> Timeline | None:
     if len(starts) < 2 or not fps > 0 or any(t is None for t in starts):
         return None
     times = [float(t) for t in starts if t is not None]
-    if any(later <= earlier for earlier, later in itertools.pairwise(times)):
-        return None
     return timeline_if_variable(times, times[-1] + 1 / fps, fps)
 
 

@@ -31,9 +31,13 @@ class VideoProbe:
 
     height: int
     width: int
-    stated_frames: int  # frames the container says it holds (0: it does not say)
+    stated_frames: int  # frames the container says it holds (0: it does not say; see stated_seconds)
     fps: float = 0.0  # the stream's average rate (0: it does not say)
     rotation: int = 0  # degrees the frames are turned when shown (decord hands them over turned)
+    # Matroska and WebM state a duration, not a count: then `stated_frames` is duration x average rate, an
+    # estimate (Matroska's "average" rate of a variable-rate file is its nominal one, 25 fps for a phone
+    # clip of 30 frames in 6.2 s), and this is the duration the estimate came from. 0 for a stated count.
+    stated_seconds: float = 0.0
 
 
 NOT_A_VIDEO = "cannot open as a video (not a video, or truncated/corrupt)"
@@ -84,14 +88,16 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
         rotation = _first_frame_rotation(container, stream)
         if rotation % 180:
             height, width = width, height  # shown upright: decord hands over the rotated frames
-        stated = int(stream.frames or 0)
+        stated, seconds = int(stream.frames or 0), 0.0
         rate = float(stream.average_rate or 0)
         if not stated and rate > 0:  # Matroska and WebM state a duration, not a count
             if stream.duration and stream.time_base:
-                stated = round(float(stream.duration * stream.time_base) * rate)
+                seconds = float(stream.duration * stream.time_base)
             elif container.duration:  # the whole file's, in microseconds
-                stated = round(container.duration / 1_000_000 * rate)
-    return VideoProbe(height=height, width=width, stated_frames=max(0, stated), fps=rate, rotation=rotation)
+                seconds = container.duration / 1_000_000
+            stated = round(seconds * rate)
+    return VideoProbe(height=height, width=width, stated_frames=max(0, stated), fps=rate, rotation=rotation,
+                      stated_seconds=max(0.0, seconds) if stated > 0 else 0.0)
 
 
 def _first_frame_rotation(container, stream) -> int:

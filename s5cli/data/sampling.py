@@ -8,6 +8,7 @@ last frame index; `FramePlan.padded` says by how many so the caller can warn onc
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +62,12 @@ class Timeline:
 
 
 def timeline_if_variable(starts: Sequence[float], end: float, fps: float) -> Timeline | None:
-    """A Timeline when frame start times stray from `index / fps` by more than half a frame, else None."""
-    if len(starts) < 2 or not fps > 0:
+    """A Timeline when frame start times stray from `index / fps` by more than half a frame, else None.
+
+    None also for times that do not increase: no timeline at all (decord reports every frame of a cut
+    Matroska file at the same huge time) made every sampled second show the last frame.
+    """
+    if len(starts) < 2 or not fps > 0 or any(later <= earlier for earlier, later in itertools.pairwise(starts)):
         return None
     first = float(starts[0])
     shifted = tuple(float(t) - first for t in starts)

