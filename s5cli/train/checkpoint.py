@@ -90,6 +90,10 @@ class TrainerState:
     # epoch's last step is saved before that epoch's validation; a run killed after logging the validation
     # and then resumed logged it twice when the log was cut by step number alone.
     log_records: int = -1
+    # Clips in the train split when this was saved (0: a checkpoint from before this field). A resume on a
+    # split that has since grown or shrunk (videos added, a cache pruned) cannot continue the interrupted
+    # run's epochs; with fewer batches than the saved position the rest of that epoch was skipped silently.
+    train_clips: int = 0
 
 
 def save_checkpoint(

@@ -76,6 +76,19 @@ def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, s
                   f"{schedule.lr():.3g} (a warm restart if the old schedule had ended)")
 
 
+def _say_the_train_split_changed(state: ckpt.TrainerState, setup: TrainSetup, ctx: DistContext) -> None:
+    """One warning when a resume finds another number of training clips than the interrupted run had: its
+    epochs are shuffled and cut from the new split, so the run no longer repeats the uninterrupted one."""
+    saved, now = state.train_clips, len(setup.train_set)
+    if not ctx.is_main or not saved or saved == now:
+        return
+    from s5cli.cli.console import print_warning
+
+    print_warning(f"--resume: the train split has {now} clips, the interrupted run had {saved} (videos added or "
+                  f"removed under data.root?): training goes on over the {now}, from epoch {state.epoch + 1}, "
+                  "and no longer repeats an uninterrupted run")
+
+
 def _carves_val(recipe: Any) -> bool:
     """Whether this run's val split is held out of train (Breakfast, COIN with data.val_fraction > 0)."""
     return recipe.data.dataset in ("breakfast", "coin") and float(recipe.data.val_fraction or 0.0) > 0
@@ -119,11 +132,13 @@ def train(setup: TrainSetup) -> dict:
         state, schedule_state = apply_resume_point(point, optimizer, ctx.rank)
         schedule.load_state_dict(schedule_state)
         _say_what_a_new_length_changes(state, total_steps, schedule, setup, ctx)
+        _say_the_train_split_changed(state, setup, ctx)
     elif ctx.distributed:
         # Every rank has built the same model from the same seed (DDP also broadcasts rank 0's weights);
         # from here on each draws its own noise (see `rank_seed`; a resumed rank takes its saved state).
         torch.manual_seed(rank_seed(setup.seed, ctx.rank))
     state.planned_steps = total_steps
+    state.train_clips = len(setup.train_set)
     state.progress_steps = state.progress_steps or total_steps
     if ctx.distributed:
         module = nn.parallel.DistributedDataParallel(

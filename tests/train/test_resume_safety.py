@@ -425,3 +425,25 @@ def test_an_optimiser_state_for_other_parameter_groups_is_one_line(finished_run:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(UserError, match="its optimiser state does not fit this model"):
         apply_resume_point(point, optimizer)
+
+
+def test_a_resume_over_a_changed_train_split_says_so(tmp_path: Path, finished_run: Path) -> None:
+    """Videos added or removed under data.root between runs change the epochs a resume trains on; with fewer
+    batches than the saved position the rest of that epoch was skipped without a word."""
+    import json
+
+    latest = finished_run / (finished_run / "latest").read_text().strip()
+    state_file = latest / "trainer_state.json"
+    payload = json.loads(state_file.read_text())
+    assert payload["trainer"]["train_clips"] == 24
+    payload["trainer"]["train_clips"] = 40  # as if 16 of the run's videos had gone since
+    state_file.write_text(json.dumps(payload))
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 3}), "--resume")
+    assert code == 0, output
+    assert ("warning: --resume: the train split has 24 clips, the interrupted run had 40 (videos added or removed "
+            "under data.root?): training goes on over the 24, from epoch 3, and no longer repeats an uninterrupted "
+            "run") in " ".join(output.split())
+    latest = finished_run / (finished_run / "latest").read_text().strip()
+    assert json.loads((latest / "trainer_state.json").read_text())["trainer"]["train_clips"] == 24
+    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 4}), "--resume")
+    assert code == 0 and "the train split has" not in output  # the same split: nothing to say
