@@ -81,6 +81,11 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
     if train.early_stop_patience is not None and train.objective == "lsmcl":
         add("train.early_stop_patience", "train.early_stop_patience needs validation metrics, and LSMCL "
             "pretraining has none: set it to null")
+    if recipe.optim.schedule == "plateau" and train.objective == "lsmcl":
+        # The plateau schedule steps on validation metrics only: pretraining kept optim.lr throughout, and
+        # ignored optim.warmup_steps, without a word (the paper recipes, which pretraining copies, use it).
+        add("optim.schedule", "optim.schedule=plateau lowers the rate when validation stalls, and LSMCL "
+            "pretraining has no validation: use cosine or constant")
     # train.lsmcl is an LSMCLConfig here: cross checks run once every section has been built without problems.
     if train.objective == "lsmcl" and train.batch_size < 2 and not train.lsmcl.queue_size:
         add(("train.batch_size", "train.lsmcl.queue_size"), f"train.batch_size={train.batch_size} with LSMCL and no queue contrasts each video "

@@ -48,6 +48,16 @@ def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
     load_recipe(SYNTHETIC, ("train.batch_size=1",))  # supervised: fine
 
 
+def test_lsmcl_with_the_plateau_schedule_is_refused() -> None:
+    """The plateau schedule steps on validation metrics, which pretraining has none of: the rate stayed at
+    optim.lr and the warm-up was skipped, without a word."""
+    message = error_of(SYNTHETIC, ("train.objective=lsmcl", "optim.schedule=plateau"))
+    assert "optim.schedule=plateau lowers the rate when validation stalls, and LSMCL pretraining has no " \
+           "validation: use cosine or constant" in " ".join(message.split())
+    load_recipe(SYNTHETIC, ("train.objective=lsmcl", "optim.schedule=cosine"))
+    load_recipe(SYNTHETIC, ("optim.schedule=plateau",))  # supervised: fine
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

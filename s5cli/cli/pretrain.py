@@ -8,7 +8,8 @@ from s5cli.cli.help_text import flag
 
 
 def pretrain(
-    recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/pretrain-lsmcl.yaml."),
+    recipe: str = typer.Argument(
+        ..., help="Recipe YAML (path, bundled name like 'pretrain-lsmcl', or hf://repo/file)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.lsmcl.mask_ratio=0.7"),
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
@@ -16,7 +17,20 @@ def pretrain(
     out: str | None = typer.Option(None, "--out", metavar="PATH", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Pretrain with LSMCL on unlabelled clips; finetune afterwards with train.init=RUN_FOLDER."""
+    """Pretrain with LSMCL on unlabelled clips; finetune afterwards with train.init=RUN_FOLDER.
+
+    Labels are not read and no validation runs (no best/ folder: train.init takes the run's latest
+    checkpoint). To try it on the bundled task, then finetune from it (the recipe's header gives the
+    finetuning command in full):
+
+      s5 pretrain recipes/pretrain-lsmcl.yaml
+
+      s5 finetune recipes/synthetic.yaml train.init=runs/pretrain-lsmcl
+
+    Under torchrun the same command trains with DDP (keys gathered from every process):
+
+      torchrun --nproc-per-node 2 -m s5cli pretrain recipes/pretrain-lsmcl.yaml
+    """
     from s5cli.cli.training import run_training
 
     run_training(recipe, overrides, "lsmcl", resume, seed, device, out, quiet)

@@ -62,7 +62,9 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
         init_state = job.check_init(recipe, init_dir, recipe.train.init) if init_dir is not None else None
         seed_everything(recipe.train.seed)
-        splits = ("train", "val")
+        # Pretraining reads no validation: its videos are not extracted (a ViT-L pass over LVU's val split,
+        # and a damaged val video could stop a run that never uses it).
+        splits = ("train", "val") if objective == "supervised" else ("train",)
         records = prepare_splits(recipe.data, splits, ctx, show_progress=not quiet)
         from s5cli.data.datasets import task_info
 

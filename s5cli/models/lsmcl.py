@@ -3,13 +3,16 @@
 A short clip (contiguous `short_frames` inside the long clip) and the long clip of the same video, each with
 a random fraction `mask_ratio` of every frame's tokens removed, must map to matching embeddings: the query
 encoder (the video model + an MLP projection) against a momentum (EMA) key encoder, with InfoNCE over the
-other videos of the batch (gathered from every process under DDP) and an optional queue of past keys. Long
-and short clips alternately play query and key, so the loss is symmetric in their roles.
+other videos of the batch (gathered from every process under DDP) and an optional queue of past keys (never
+the query's own video's: `VideoIds`). Long and short clips alternately play query and key, so the loss is
+symmetric in their roles.
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,33 +51,62 @@ class LSMCLConfig:
             raise ValueError(f"projector_norm must be one of {FEATURE_NORMS}, got {self.projector_norm!r}")
 
 
+@dataclass
+class VideoIds:
+    """Which video each row came from, so a video's other keys never count as its negatives.
+
+    `query` (B,) for this process's rows, `keys` for the keys gathered from every process, `negatives` for
+    the queued keys (-1: unknown, a key queued by a checkpoint from before ids were kept). Why: a queue
+    longer than an epoch's keys holds each video's own keys from earlier epochs, and InfoNCE pushed the
+    query away from them (cosine ~0.65 to its own queued keys against ~0.02 to others' in a 24-video run).
+    """
+
+    query: Tensor
+    keys: Tensor
+    negatives: Tensor | None = None
+
+
 def info_nce(
-    query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None, key_offset: int = 0
+    query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None, key_offset: int = 0,
+    ids: VideoIds | None = None,
 ) -> Tensor:
     """InfoNCE: row i of `query` must pick row `key_offset + i` of `key` among all keys (+ extra negatives).
 
     Inputs L2-normed. `key_offset` is where this process's videos start in keys gathered from every process.
+    With `ids`, keys of the query's own video other than its positive are left out of the softmax.
     Similarities in float32 also under autocast: in bfloat16 cosines near 1 lie ~0.004 apart, steps of ~0.02
     in the logits after dividing by the temperature (0.2), coarser than the differences being learned.
     """
     with torch.autocast(query.device.type, enabled=False):
         query, key = query.float(), key.float()
         logits = query @ key.t()
-        if negatives is not None and negatives.numel():
+        queued = negatives is not None and negatives.numel() > 0
+        if queued:
             logits = torch.cat([logits, query @ negatives.float().t()], dim=1)
         target = torch.arange(key_offset, key_offset + query.shape[0], device=query.device)
+        if ids is not None:
+            others = torch.cat([ids.keys, ids.negatives[: negatives.shape[0]]]) if queued else ids.keys
+            same_video = ids.query[:, None] == others[None, :]
+            same_video[torch.arange(query.shape[0], device=query.device), target] = False  # the positive stays
+            logits = logits.masked_fill(same_video, float("-inf"))
         return F.cross_entropy(logits / temperature, target)
 
 
 def symmetric_info_nce(
     short_query: Tensor, short_key: Tensor, long_query: Tensor, long_key: Tensor, temperature: float,
-    negatives: Tensor | None = None, key_offset: int = 0,
+    negatives: Tensor | None = None, key_offset: int = 0, ids: VideoIds | None = None,
 ) -> Tensor:
     """Mean of short→long and long→short InfoNCE; swapping the short and long inputs gives the same loss."""
     return 0.5 * (
-        info_nce(short_query, long_key, temperature, negatives, key_offset)
-        + info_nce(long_query, short_key, temperature, negatives, key_offset)
+        info_nce(short_query, long_key, temperature, negatives, key_offset, ids)
+        + info_nce(long_query, short_key, temperature, negatives, key_offset, ids)
     )
+
+
+def video_keys(video_ids: Sequence[str]) -> Tensor:
+    """One integer per video id (CRC-32 of its text), the same in every process and every run: what
+    `VideoIds` compares. A collision only leaves one more key out of a softmax."""
+    return torch.tensor([zlib.crc32(str(video).encode("utf-8")) for video in video_ids], dtype=torch.long)
 
 
 def gather_keys(keys: Tensor) -> tuple[Tensor, int]:
@@ -169,6 +201,12 @@ class LSMCL(nn.Module):
             param.requires_grad_(False)
         self.register_buffer("queue", torch.zeros(config.queue_size, config.proj_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_ids", torch.full((config.queue_size,), -1, dtype=torch.long))
+
+    def defaults_for_older_checkpoints(self) -> dict[str, Tensor]:
+        """Buffers a checkpoint written before they existed lacks, and what they start as on its resume:
+        queued keys of unknown videos (-1), as if none were the query's own."""
+        return {"queue_ids": torch.full_like(self.queue_ids, -1)}
 
     def embed(self, tokens: Tensor, key: bool) -> Tensor:
         """Projected, normalised embedding of (B, T, S, D) tokens by the query or the key encoder."""
@@ -177,8 +215,13 @@ class LSMCL(nn.Module):
                 return self.key_projector(self.key_encoder.forward_features(tokens))
         return self.projector(self.encoder.forward_features(tokens))
 
-    def forward(self, long_tokens: Tensor, generator: torch.Generator | None = None) -> LSMCLOutput:
-        """LSMCL loss for a batch of long clips (B, T_long, S, D); the short clips are cut from them."""
+    def forward(self, long_tokens: Tensor, generator: torch.Generator | None = None,
+                video_ids: Tensor | None = None) -> LSMCLOutput:
+        """LSMCL loss for a batch of long clips (B, T_long, S, D); the short clips are cut from them.
+
+        `video_ids` (B,), from `video_keys`: which video each clip is, so that no video's other keys
+        (queued from earlier steps, or a second clip of it in the batch) serve as its negatives.
+        """
         cfg = self.config
         short = random_token_mask(short_clip(long_tokens, cfg.short_frames, generator), cfg.mask_ratio, generator)
         long = random_token_mask(long_tokens, cfg.mask_ratio, generator)
@@ -186,15 +229,23 @@ class LSMCL(nn.Module):
         # happen before the same weights enter this step's autograd graph through the short clip.
         lq, sq = self.embed(long, key=False), self.embed(short, key=False)
         lk, sk = self.embed(long, key=True), self.embed(short, key=True)
-        negatives = self.queue[: buffer_int(self, "queue_filled")] if cfg.queue_size else None
+        filled = buffer_int(self, "queue_filled") if cfg.queue_size else 0
+        negatives = self.queue[:filled] if cfg.queue_size else None
         # One gather for both keys of a video (side by side), not two.
         gathered, offset = gather_keys(torch.cat([lk, sk], dim=1))
         all_lk, all_sk = (part.contiguous() for part in gathered.split(lk.shape[1], dim=1))
-        loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset)
+        ids = None
+        if video_ids is not None:
+            video_ids = video_ids.to(lq.device)
+            ids = VideoIds(video_ids, gather_keys(video_ids)[0], self.queue_ids[:filled] if cfg.queue_size else None)
+        loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset, ids)
         if cfg.queue_size and self.training:
             # Short and long key of each video side by side: a queue shorter than a batch's 2B keys then keeps
             # both kinds (cat([short, long]) kept the short keys alone).
-            self._enqueue(torch.stack([all_sk, all_lk], dim=1).flatten(0, 1).detach())
+            keys = torch.stack([all_sk, all_lk], dim=1).flatten(0, 1).detach()
+            queued_ids = ids.keys.repeat_interleave(2) if ids is not None else torch.full(
+                (keys.shape[0],), -1, dtype=torch.long, device=keys.device)
+            self._enqueue(keys, queued_ids)
         return LSMCLOutput(loss, sq, lq, sk, lk)
 
     def set_training_progress(self, fraction: float) -> None:
@@ -205,9 +256,10 @@ class LSMCL(nn.Module):
                 encoder.set_training_progress(fraction)
 
     @torch.no_grad()
-    def _enqueue(self, keys: Tensor) -> None:
-        keys = keys[: self.config.queue_size]
+    def _enqueue(self, keys: Tensor, ids: Tensor) -> None:
+        keys, ids = keys[: self.config.queue_size], ids[: self.config.queue_size]
         self.queue = torch.cat([keys, self.queue])[: self.config.queue_size]
+        self.queue_ids = torch.cat([ids, self.queue_ids])[: self.config.queue_size]
         filled = min(buffer_int(self, "queue_filled") + keys.shape[0], self.config.queue_size)
         store_buffer_int(self, "queue_filled", filled)
 

@@ -7,6 +7,7 @@ Every rank draws its batches from (seed, epoch) through DistributedSampler and e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,30 @@ def epoch_batches(dataset, ctx: DistContext, seed: int, epoch: int, global_batch
     return [order[i : i + per_rank] for i in range(0, len(order), per_rank)]
 
 
+def contrastive_videos(rank_clips: int, accumulate: int, world: int) -> int:
+    """Videos in the smallest contrastive task of an LSMCL step of `rank_clips` clips a process: its smallest
+    micro-batch (`micro_batches`), with the keys of every process's micro-batch at the same position."""
+    return world * (rank_clips // max(1, min(accumulate, rank_clips)))
+
+
+def steps_per_epoch(setup: TrainSetup, ctx: DistContext) -> int:
+    """Optimiser steps in an epoch: one per batch of `epoch_batches`, less an LSMCL last batch that would leave
+    a video without a negative.
+
+    Why: without a queue, a contrastive task of one video has one logit, a loss of exactly 0 and no gradient,
+    yet the optimiser stepped on it (weight decay, stale Adam moments) and the log showed a loss of 0
+    (25 videos in batches of 8: the last step of every epoch). MoCo drops short last batches for this reason.
+    """
+    tcfg = setup.recipe.train
+    per_rank = rank_batch(tcfg.batch_size, ctx)
+    rank_clips = math.ceil(len(setup.train_set) / ctx.world_size)  # DistributedSampler pads ranks to equal
+    batches = math.ceil(rank_clips / per_rank)
+    if setup.objective != "lsmcl" or tcfg.lsmcl.queue_size or not batches:
+        return batches
+    last = rank_clips - (batches - 1) * per_rank
+    return batches - (contrastive_videos(last, tcfg.accumulate, ctx.world_size) < 2)
+
+
 def micro_batches(indices: list[int], parts: int) -> list[list[int]]:
     """`indices` in `parts` consecutive pieces as equal as possible (none empty; fewer for a short last batch)."""
     parts = max(1, min(parts, len(indices)))
@@ -65,13 +90,25 @@ def check_batch_settings(setup: TrainSetup) -> None:
             f"train.accumulate={tcfg.accumulate} splits a batch of {per_rank}{where} into more micro-batches than "
             f"it has clips: use train.accumulate <= {per_rank} or a larger train.batch_size"
         )
+    lsmcl_alone = setup.objective == "lsmcl" and not setup.recipe.train.lsmcl.queue_size
+    task = contrastive_videos(per_rank, tcfg.accumulate, ctx.world_size)
+    if lsmcl_alone and task < 2:
+        # One video per contrastive task: one logit, a loss of 0 and nothing learnt (the recipe check refuses
+        # train.batch_size=1; accumulation reached the same task size unnoticed).
+        most = max(1, per_rank // 2)  # (one process: with more, every micro-batch gathers two videos or more)
+        raise UserError(f"train.accumulate={tcfg.accumulate} with LSMCL and no queue leaves micro-batches of one "
+                        "video, which has no negative (the loss is 0 and nothing is learnt): use "
+                        f"train.accumulate <= {most} or set train.lsmcl.queue_size")
+    if lsmcl_alone and not steps_per_epoch(setup, ctx):
+        raise UserError(f"the train split has {len(setup.train_set)} clip(s): LSMCL without a queue needs two "
+                        "videos in a step to contrast; add videos or set train.lsmcl.queue_size")
     if tcfg.accumulate > 1 and setup.objective == "lsmcl" and ctx.is_main:
         from s5cli.cli.console import print_warning
 
+        everywhere = f" over {ctx.world_size} processes" if ctx.distributed else ""
         print_warning(
-            f"train.accumulate={tcfg.accumulate} with LSMCL: each micro-batch of ~{per_rank // tcfg.accumulate} "
-            "videos is its own contrastive task, with only those videos (and train.lsmcl.queue_size queued keys) "
-            "as negatives"
+            f"train.accumulate={tcfg.accumulate} with LSMCL: each micro-batch of ~{task} videos{everywhere} is its "
+            "own contrastive task, with only those videos (and train.lsmcl.queue_size queued keys) as negatives"
         )
     if setup.objective == "lsmcl" and per_rank // tcfg.accumulate == 1 and ctx.is_main \
             and setup.recipe.train.lsmcl.projector_norm == "batch":

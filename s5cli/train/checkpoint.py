@@ -369,6 +369,11 @@ def weight_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.T
 def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, strict: bool = True) -> None:
     """Load weights, naming mismatched keys and shapes (another architecture) in one line."""
     state = {k: v for k, v in state.items() if not any(part in k for part in RETIRED_KEY_PARTS)}
+    # Buffers added since a checkpoint was written, at the value that module gives an older one (LSMCL's
+    # queue ids): its resume otherwise failed as "another model".
+    defaults = getattr(module, "defaults_for_older_checkpoints", None)
+    if defaults is not None:
+        state = {**{k: v for k, v in defaults().items() if k not in state}, **state}
     own = module.state_dict()
     missing, unexpected, wrong = weight_mismatch(own, state)
     if (strict and (missing or unexpected)) or wrong:

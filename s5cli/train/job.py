@@ -124,7 +124,7 @@ def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
 def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None
                      ) -> dict[str, Any]:
     """The weights of an LSMCL (or any s5cli) checkpoint that `model` takes, leaving a head of another shape
-    alone.
+    (and an LSMCL checkpoint's untrained head) alone.
 
     Every weight of the model but its head comes from the checkpoint, and every weight of the checkpoint
     must have a place in the model: only S5's token selection may be left out, with a warning, when the
@@ -136,6 +136,10 @@ def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[
 
     meta = ckpt.read_metadata(directory)
     state = ckpt.model_weights(directory, meta)
+    if meta.get("objective") == "lsmcl":
+        # Pretraining never trains the head: loading it handed every finetuning run the pretraining run's
+        # random draw (the same whatever --seed) and counted it as pretrained. The new run draws its own.
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and (k not in own or own[k].shape != v.shape))}
     missing, unused, wrong = ckpt.weight_mismatch(own, state)

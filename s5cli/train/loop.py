@@ -28,7 +28,13 @@ from s5cli.seeding import rank_seed
 from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
 from s5cli.train import step
-from s5cli.train.batching import check_batch_settings, clip_batches, epoch_batches, micro_batches, rank_batch
+from s5cli.train.batching import (
+    check_batch_settings,
+    clip_batches,
+    epoch_batches,
+    micro_batches,
+    steps_per_epoch,
+)
 from s5cli.train.distributed import DistContext
 from s5cli.train.evaluation import EvaluationStopped, evaluate, needs_grad_scaler
 from s5cli.train.metrics import headline
@@ -102,8 +108,7 @@ def train(setup: TrainSetup) -> dict:
     check_batch_settings(setup)
     module = setup.module.to(ctx.device)
     optimizer = build_optimizer(module, ocfg)
-    steps_per_epoch = math.ceil(len(setup.train_set) / ctx.world_size / rank_batch(tcfg.batch_size, ctx))
-    total_steps = steps_per_epoch * tcfg.epochs
+    total_steps = steps_per_epoch(setup, ctx) * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
     if setup.resume:
@@ -223,6 +228,7 @@ def train(setup: TrainSetup) -> dict:
             if patience and state.evals_since_best >= patience:  # a resumed run that had already stopped
                 break
             batches = epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
+            batches = batches[: steps_per_epoch(setup, ctx)]  # an LSMCL batch with no negative left out
             start_batch = state.batch_in_epoch if epoch == state.epoch else 0
             micro = [micro_batches(batch, tcfg.accumulate) for batch in batches[start_batch:]]
             clips = clip_batches(setup, epoch, micro)

@@ -66,7 +66,9 @@ def batch_loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
     """The objective's loss on one (micro-)batch: LSMCL's InfoNCE, else cross-entropy or MSE on the labels."""
     tokens = as_model_input(batch.tokens, setup.ctx.device)
     if setup.objective == "lsmcl":
-        return module(tokens).loss
+        from s5cli.models.lsmcl import video_keys
+
+        return module(tokens, video_ids=video_keys(batch.video_ids)).loss
     out = module(tokens)
     labels = batch.labels.to(setup.ctx.device)
     if setup.task.kind == "regression":

@@ -12,10 +12,12 @@ from s5cli.models.lsmcl import (
     LSMCL,
     LSMCLConfig,
     Projector,
+    VideoIds,
     info_nce,
     random_token_mask,
     short_clip,
     symmetric_info_nce,
+    video_keys,
 )
 from s5cli.models.registry import build_model
 
@@ -141,6 +143,42 @@ def test_the_queue_keeps_short_and_long_keys_of_the_newest_videos(queue_size: in
     kept = min(queue_size, 8)
     torch.testing.assert_close(model.queue[:kept], keys[:kept].detach())
     assert int(model.queue_filled) == kept
+
+
+def test_a_videos_own_queued_keys_are_not_among_its_negatives() -> None:
+    """A queue longer than an epoch's keys held each video's keys from the epoch before: InfoNCE pushed the
+    query away from its own video. With ids, those keys leave the softmax; other videos' keys stay."""
+    torch.manual_seed(0)
+    query, key = F.normalize(torch.randn(2, 8), dim=-1), F.normalize(torch.randn(2, 8), dim=-1)
+    negatives = torch.cat([key[:1], F.normalize(torch.randn(3, 8), dim=-1)])  # row 0: video 10's own old key
+    ids = VideoIds(torch.tensor([10, 11]), torch.tensor([10, 11]), torch.tensor([10, -1, 12, 13]))
+    logits = torch.cat([query @ key.t(), query @ negatives.t()], dim=1) / 0.2
+    logits[0, 2] = float("-inf")  # video 10's queued key, for video 10's query only
+    expected = F.cross_entropy(logits, torch.tensor([0, 1]))
+    torch.testing.assert_close(info_nce(query, key, 0.2, negatives, ids=ids), expected)
+    assert info_nce(query, key, 0.2, negatives) > expected  # without ids: its own key pushed away
+    # A second clip of the same video in the batch is no negative of the first either.
+    twice = VideoIds(torch.tensor([10, 10]), torch.tensor([10, 10]))
+    alone = F.cross_entropy((query @ key.t() / 0.2).diagonal()[:, None], torch.tensor([0, 0]))
+    torch.testing.assert_close(info_nce(query, key, 0.2, ids=twice), alone)
+
+
+def test_the_queue_keeps_each_keys_video_and_older_checkpoints_resume_with_unknown_ids() -> None:
+    from s5cli.train.checkpoint import load_into
+
+    torch.manual_seed(0)
+    config = LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16, queue_size=16)
+    model = LSMCL(build_model("s5", S5_SMALL, 3), config)
+    ids = video_keys(["v1", "v2", "v3", "v4"])
+    assert ids.tolist() == video_keys(["v1", "v2", "v3", "v4"]).tolist() and len(set(ids.tolist())) == 4
+    model(torch.randn(4, 8, 6, 16), video_ids=ids)
+    assert model.queue_ids[:8].tolist() == ids.repeat_interleave(2).tolist()  # short and long key of each
+    assert (model.queue_ids[8:] == -1).all()
+    older = {k: v for k, v in model.state_dict().items() if k != "queue_ids"}  # saved before ids were kept
+    fresh = LSMCL(build_model("s5", S5_SMALL, 3), config)
+    load_into(fresh, older, "older.safetensors")
+    torch.testing.assert_close(fresh.queue, model.queue)
+    assert (fresh.queue_ids == -1).all()
 
 
 def test_clip_and_mask_shapes() -> None:

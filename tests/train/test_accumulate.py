@@ -118,12 +118,51 @@ def test_two_processes_accumulating_match_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(_weights(tmp_path / "two")[name], value, rtol=1e-4, atol=1e-5)
 
 
-def _setup(batch: int, world: int, objective: str = "supervised", accumulate: int = 1, norm: str = "batch"):
+def _setup(batch: int, world: int, objective: str = "supervised", accumulate: int = 1, norm: str = "batch",
+           queue: int = 0, clips: int = 64):
     from types import SimpleNamespace
 
-    train = SimpleNamespace(batch_size=batch, accumulate=accumulate, lsmcl=SimpleNamespace(projector_norm=norm))
+    lsmcl = SimpleNamespace(projector_norm=norm, queue_size=queue)
+    train = SimpleNamespace(batch_size=batch, accumulate=accumulate, lsmcl=lsmcl)
     ctx = SimpleNamespace(world_size=world, distributed=world > 1, is_main=True)
-    return SimpleNamespace(recipe=SimpleNamespace(train=train), ctx=ctx, objective=objective)
+    return SimpleNamespace(recipe=SimpleNamespace(train=train), ctx=ctx, objective=objective,
+                           train_set=range(clips))
+
+
+def test_lsmcl_micro_batches_of_one_video_without_a_queue_are_refused() -> None:
+    """A contrastive task of one video has one logit: loss 0, no gradient, yet the optimiser stepped on it.
+    The recipe check refused train.batch_size=1; accumulation reached the same thing unnoticed."""
+    from s5cli.errors import UserError
+    from s5cli.train.batching import check_batch_settings
+
+    with pytest.raises(UserError) as error:
+        check_batch_settings(_setup(8, 1, "lsmcl", accumulate=5, norm="none"))  # micro-batches 2, 2, 2, 1, 1
+    assert str(error.value) == ("train.accumulate=5 with LSMCL and no queue leaves micro-batches of one video, "
+                                "which has no negative (the loss is 0 and nothing is learnt): use "
+                                "train.accumulate <= 4 or set train.lsmcl.queue_size")
+    check_batch_settings(_setup(8, 1, "lsmcl", accumulate=4, norm="none"))
+    check_batch_settings(_setup(8, 1, "lsmcl", accumulate=8, norm="none", queue=16))  # queued negatives
+    check_batch_settings(_setup(8, 2, "lsmcl", accumulate=4, norm="none"))  # gathered: 2 videos a task
+    check_batch_settings(_setup(8, 1, "supervised", accumulate=8))
+    with pytest.raises(UserError, match=r"^the train split has 1 clip\(s\): LSMCL without a queue needs two"):
+        check_batch_settings(_setup(8, 1, "lsmcl", norm="none", clips=1))
+
+
+@pytest.mark.parametrize(("clips", "batch", "world", "accumulate", "queue", "objective", "steps"), [
+    (25, 8, 1, 1, 0, "lsmcl", 3),  # the last batch of one video left out
+    (25, 8, 1, 1, 16, "lsmcl", 4),  # with a queue it has negatives
+    (25, 8, 1, 1, 0, "supervised", 4),
+    (26, 8, 1, 2, 0, "lsmcl", 3),  # 2 videos in 2 micro-batches of one
+    (27, 8, 1, 2, 0, "lsmcl", 3),  # 3 in micro-batches of 2 and 1: one video alone again
+    (25, 8, 2, 1, 0, "lsmcl", 4),  # 13 a process: the last step has one video on each, two gathered
+    (24, 8, 1, 1, 0, "lsmcl", 3),
+])
+def test_steps_per_epoch_leave_out_an_lsmcl_batch_with_no_negative(clips, batch, world, accumulate, queue,
+                                                                    objective, steps) -> None:
+    from s5cli.train.batching import steps_per_epoch
+
+    setup = _setup(batch, world, objective, accumulate, queue=queue, clips=clips)
+    assert steps_per_epoch(setup, setup.ctx) == steps
 
 
 def test_a_global_batch_that_does_not_split_over_the_processes_is_refused() -> None:

@@ -293,9 +293,15 @@ def test_a_check_only_rank_0_fails_stops_every_rank_with_its_reason(tmp_path: Pa
 def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     runner = CliRunner()
     pre = tiny(tmp_path, **{"train.out_dir": tmp_path / "pre", "train.epochs": 1, "train.lsmcl.short_frames": 4,
-                            "train.lsmcl.long_frames": 8, "train.lsmcl.proj_dim": 16, "train.log_every": 100})
+                            "train.lsmcl.long_frames": 8, "train.lsmcl.proj_dim": 16, "train.log_every": 100,
+                            "train.lsmcl.queue_size": 8})
     result = runner.invoke(app, ["pretrain", RECIPE, *pre, "--quiet"])
     assert result.exit_code == 0, result.output
+    assert not (tmp_path / "videos" / "val").exists()  # pretraining reads no val split: none made or extracted
+    # The queued keys carry their videos (so no video meets its own keys as negatives): 4 videos, 2 keys each.
+    latest = tmp_path / "pre" / (tmp_path / "pre" / "latest").read_text().strip()
+    queue_ids = load_file(latest / "model.safetensors")["queue_ids"].tolist()
+    assert min(queue_ids) >= 0 and len(set(queue_ids)) == 4 and queue_ids[0] == queue_ids[1]
     # Shorter than log_every (3 steps): the last step is logged, so the summary has a loss to show.
     assert len(_losses(tmp_path / "pre")) == 1 and "loss" in result.output
     # Its head was never trained: eval refuses it (explicitly, and as "the last run", which is not it).
@@ -321,6 +327,7 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     # Said once, so a user can see the weights came from there (and which stayed new).
     said = " ".join(result.output.split())
     assert f"weights from train.init={tmp_path / 'pre'} ({tmp_path / 'pre' / 'checkpoints'}/step-" in said
+    assert "newly initialised (e.g. head." in said  # pretraining never trains the head: the run draws its own
     # A checkpoint that cannot start the run is refused before any video is extracted.
     other = tiny(tmp_path, **{"train.out_dir": tmp_path / "other", "train.init": tmp_path / "pre",
                               "model.n_blocks": 1, "data.cache_dir": tmp_path / "other-cache"})

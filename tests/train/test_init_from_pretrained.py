@@ -53,6 +53,19 @@ def test_encoder_weights_arrive_and_a_head_of_another_size_is_left_alone(tmp_pat
     assert all(torch.equal(loaded[k], v) for k, v in head_before.items())
 
 
+def test_a_pretraining_head_of_the_same_size_is_left_alone_too(tmp_path: Path) -> None:
+    """Pretraining never trains the head: loading it gave every finetuning run the pretraining run's random
+    draw, the same whatever --seed, counted as pretrained weights."""
+    _pretrained(tmp_path / "pre", num_outputs=3)
+    torch.manual_seed(2)
+    model = build_model("s5", S5_SMALL, 3)
+    head_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+    state = pretrained_state(model, resolve_init(str(tmp_path / "pre")), "pre")
+    assert head_before and not [k for k in state if k.startswith("head.")]
+    init_from_pretrained(model, resolve_init(str(tmp_path / "pre")), "pre")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in head_before.items())
+
+
 def test_a_checkpoint_of_another_width_is_refused_naming_the_key(tmp_path: Path) -> None:
     _pretrained(tmp_path / "pre", num_outputs=3)
     model = build_model("s5", {**S5_SMALL, "d_model": 64}, 3)
