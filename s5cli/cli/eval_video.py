@@ -32,8 +32,11 @@ def video_files(paths: list[Path]) -> list[Path]:
         else:
             files.append(path)
     unique: dict[Path, Path] = {}
-    for file in files:  # a file named and also in a named folder is scored once
-        unique.setdefault(file.resolve(), file)
+    # A file named and also in a named folder is scored once. Keyed by the path as named, not the file it
+    # resolves to: two names linked to one file (a folder of symlinks) are two videos to the user, and
+    # keying by target dropped the second without a word.
+    for file in files:
+        unique.setdefault(file.absolute(), file)
     return list(unique.values())
 
 

@@ -36,8 +36,8 @@ def evaluate(
     from s5cli.errors import UserError
     from s5cli.seeding import seed_everything
     from s5cli.train.distributed import pick_device
-    from s5cli.train.job import last_run
-    from s5cli.train.loading import load_trained_model, recipe_from_checkpoint
+    from s5cli.train.job import recipe_objects
+    from s5cli.train.loading import load_trained_model, recipe_from_checkpoint, resolve_checkpoint
 
     seed_everything(seed)
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
@@ -52,20 +52,13 @@ def evaluate(
         from s5cli.io import check_output_file
 
         check_output_file(json_out, "--json", "metrics.json")  # before the evaluation, not after it
-    if checkpoint is None and recipe is not None:
-        from s5cli.train.job import run_folder_of
-
-        # RUN/recipe.yaml means that run (as `s5 finetune RUN/recipe.yaml --resume` does), not the newest one.
-        home = run_folder_of(recipe)
-        if home is not None:
-            checkpoint = str(home)  # its best/ (a damaged one refused by name), else its latest
+    # A recipe is read first: without --checkpoint, its train.out_dir says which run to score.
+    given = None if recipe is None else recipe_objects(recipe, overrides, None, check_paths=not video_files)
     if checkpoint is None:
-        found = last_run()
-        if found is None:
-            raise UserError("no --checkpoint given and no finetune run in this folder: run `s5 finetune RECIPE` first")
-        checkpoint = str(found / "best") if (found / "best").exists() else str(found)
+        checkpoint = _default_checkpoint(given, recipe, overrides or [])
     dev = pick_device(device)
-    model, stored_recipe, meta = load_trained_model(checkpoint, revision=revision)
+    directory = resolve_checkpoint(checkpoint, revision)  # the folder scored: runs/x means runs/x/best
+    model, stored_recipe, meta = load_trained_model(directory)
     _refuse_model_changes(overrides or [], stored_recipe.get("model", {}), checkpoint)
     if meta.get("objective") == "lsmcl":
         raise UserError(
@@ -73,14 +66,13 @@ def evaluate(
             f"finetune it first (s5 finetune RECIPE train.init={checkpoint}) and evaluate that run"
         )
     model.to(dev)
-    if recipe is not None:
-        from s5cli.train.job import recipe_objects
-
+    if given is not None:
         # One raw video needs the recipe's decoding settings, not its dataset on this machine.
-        rec = recipe_objects(recipe, overrides, None, check_paths=not video_files)
+        rec = given
         _warn_model_section_ignored(rec, stored_recipe.get("model", {}), recipe, checkpoint)
     else:
         rec = recipe_from_checkpoint(stored_recipe, overrides, source=f"{checkpoint}'s recipe")
+    _refuse_another_task(rec.data, stored_recipe.get("data", {}), checkpoint)
     _check_token_settings(rec.data, stored_recipe.get("data", {}), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if is_stdout(json_out) else stdout
@@ -95,7 +87,8 @@ def evaluate(
         result = videos[0] if one_file and len(videos) == 1 else {"videos": videos}
     else:
         task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
-        result = _evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)
+        _warn_other_class_names(task, meta, rec.data.dataset, checkpoint)
+        result = {"checkpoint": str(directory), **_evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)}
         _print_metrics(console, checkpoint, result)
     if json_out:
         text = json.dumps(result, indent=1)
@@ -109,6 +102,65 @@ def evaluate(
         from s5cli.errors import RunFailure
 
         raise RunFailure(f"{len(failed)} of {len(videos)} videos could not be read (first: {failed[0]['error']})")
+
+
+def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> str:
+    """What `s5 eval` scores without --checkpoint: the recipe's run (train.out_dir after the overrides, or
+    the run a RUN/recipe.yaml sits in, as training resolves it), else the last finetune run here.
+
+    Why not always the last run: `s5 eval RECIPE train.out_dir=runs/a` scored whichever run was trained
+    last (runs/b), under the name of the metrics the user asked for."""
+    from s5cli.errors import UserError
+    from s5cli.train.job import last_run
+
+    newest = last_run()
+    if rec is None:
+        if newest is None:
+            raise UserError("no --checkpoint given and no finetune run in this folder: run `s5 finetune RECIPE` first")
+        return str(newest / "best") if (newest / "best").exists() else str(newest)
+    from s5cli.train.checkpoint import has_checkpoints
+    from s5cli.train.job import out_dir_for
+
+    run = out_dir_for(rec, None, recipe, overrides)
+    if has_checkpoints(run) or (run / "best").exists():
+        return str(run)
+    hint = f" (the last finetune run here: --checkpoint {newest})" if newest is not None else ""
+    raise UserError(f"train.out_dir={run} holds no checkpoint: train it first, or pass the run to score with "
+                    f"--checkpoint{hint}")
+
+
+def _refuse_another_task(data: Any, stored_data: dict, checkpoint: str) -> None:
+    """UserError when the recipe names another dataset or LVU task than the checkpoint was trained on.
+
+    Why: the class count alone was compared, so a genre model evaluated with data.task=relationship (4
+    classes each) was scored against relationship's labels under its class names, exit 0. Checkpoints
+    whose stored recipe lacks the field are not checked."""
+    from s5cli.errors import UserError
+
+    for name in ("dataset", "task"):
+        if name in stored_data and getattr(data, name) != stored_data[name]:
+            raise UserError(f"data.{name}={getattr(data, name)}: {checkpoint} was trained on data.{name}="
+                            f"{stored_data[name]}, whose classes its outputs are; evaluate it on its own task "
+                            f"(omit RECIPE, or set data.{name}={stored_data[name]})")
+
+
+def _warn_other_class_names(task: Any, meta: dict, dataset: str, checkpoint: str) -> None:
+    """One warning when the checkpoint stored other class names than the recipe's task gives (other split
+    files of the same dataset): the metrics compare labels by index, which then mean other classes."""
+    from s5cli.cli.console import print_warning
+    from s5cli.train.checkpoint import stored_task
+
+    stored = stored_task(meta)
+    trained = stored.get("class_names") if stored is not None else None
+    if not trained or not task.class_names or trained == list(task.class_names):
+        return
+    index = next((i for i, (a, b) in enumerate(zip(trained, task.class_names, strict=False)) if a != b),
+                 min(len(trained), len(task.class_names)))
+    shown = trained[index] if index < len(trained) else "(none)"
+    here = task.class_names[index] if index < len(task.class_names) else "(none)"
+    print_warning(f"{checkpoint} names its classes unlike the recipe's {dataset} task (class {index}: "
+                  f"{shown!r} trained, {here!r} here): the metrics count labels by index; check that these "
+                  "are the split files it was trained on")
 
 
 # Settings that decide what a token is (another backbone: other features, maybe another width) and settings

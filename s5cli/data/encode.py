@@ -17,11 +17,14 @@ from s5cli.data.cache import ExtractionSettings
 from s5cli.data.decode import OpenedClip, open_clip
 from s5cli.data.frame_transform import resized_crops
 from s5cli.data.prefetch import running_ahead
+from s5cli.data.sampling import FramePlan, uniform_plan
 from s5cli.errors import UserError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from s5cli.data.decord_reading import VideoInfo
 
 
 PATCH_SIZE = 16  # every backbone we ship uses 16 px patches
@@ -178,10 +181,32 @@ def _rebatched(chunks: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tens
         yield pending[0] if len(pending) == 1 else torch.cat(pending)
 
 
-def open_for_backbone(path: Path, settings: ExtractionSettings, threads: int) -> OpenedClip:
-    """The video at `path` opened as `settings` sample it, decoded at the backbone's image size."""
+def open_for_backbone(path: Path, settings: ExtractionSettings, threads: int,
+                      planner: Callable[[VideoInfo], FramePlan] | None = None) -> OpenedClip:
+    """The video at `path` opened as `settings` sample it (or as `planner` plans it), decoded at the
+    backbone's image size."""
     return open_clip(path, settings.frames, settings.fps, num_threads=threads, shorter_side=settings.image_size,
-                     resize=settings.resize)
+                     resize=settings.resize, planner=planner)
+
+
+def pool_rows_planner(data: Any) -> Callable[[VideoInfo], FramePlan] | None:
+    """With `data.frame_pool`: a planner of the source frames evaluation reads, the pool's uniform plan
+    (what extraction caches) and then `data.frames` uniform rows of its real frames (`TokenDataset`'s
+    spread evaluation); None without a pool (the usual plan).
+
+    Why: `eval --video` sampled `data.frames` uniform frames of the raw video itself, other frames than
+    the dataset evaluation of the same video scores (frame 6 of 100 where the pool's rows give frame 7)."""
+    pool = data_setting(data, "frame_pool")
+    if pool is None or data_setting(data, "fps") is not None:
+        return None
+    frames = int(data_setting(data, "frames"))
+
+    def plan(info: VideoInfo) -> FramePlan:
+        pooled = uniform_plan(info.num_frames, int(pool))
+        rows = uniform_plan(max(1, pooled.real_frames), frames)
+        return FramePlan(tuple(pooled.indices[row] for row in rows.indices), padded=rows.padded)
+
+    return plan
 
 
 def backbone_crops(clip: OpenedClip, image_size: int, resize: str = "crop") -> Iterator[torch.Tensor]:
@@ -237,7 +262,8 @@ def load_video_tokens(
 ) -> torch.Tensor:
     """One raw video -> `(T, S, D)` tokens with the recipe's extraction settings, in the cache's dtype:
     the numbers a cached dataset would give (callers convert a window at a time, as the dataset does).
-    With `data.frame_pool`, the `frames` uniform frames evaluation reads, not the pool training draws from.
+    With `data.frame_pool`, the source frames evaluation reads (`data.frames` uniform rows of the pool), not
+    the pool training draws from.
 
     Pass `backbone` (`load_backbone(settings_from_data(data), device)`) to reuse it over several videos.
     `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
@@ -248,7 +274,8 @@ def load_video_tokens(
     settings = settings_from_data(data, pool=False)
     if backbone is None:
         backbone = load_backbone(settings, device)
-    clip = open_for_backbone(Path(path), settings, int(data_setting(data, "decode_threads", 2)))
+    clip = open_for_backbone(Path(path), settings, int(data_setting(data, "decode_threads", 2)),
+                             planner=pool_rows_planner(data))
     clip.print_warnings()
     if clip.repeats_frames:
         from s5cli.cli.console import print_warning

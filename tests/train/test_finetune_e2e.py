@@ -346,7 +346,8 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "eval.split=val", "-q", "--json", "-"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["split"] == "val"
-    result = runner.invoke(app, ["eval", RECIPE, *tiny(tmp_path), "data.synthetic.num_event_types=4", "-q"])
+    result = runner.invoke(app, ["eval", RECIPE, *tiny(tmp_path, **{"train.out_dir": tmp_path / "first"}),
+                                 "data.synthetic.num_event_types=4", "-q"])
     assert result.exit_code == 2 and "outputs, but the recipe's synthetic task has" in result.output
 
 

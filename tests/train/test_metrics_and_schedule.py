@@ -57,6 +57,18 @@ def test_aggregate_none_scores_every_window_on_its_own() -> None:
     assert compute_metrics(scores, labels, "classification", 2)["top1"] == pytest.approx(2 / 3)
 
 
+def test_metrics_are_exact_fractions_not_float32_roundings() -> None:
+    """15 hits of 100 videos is 0.15 in the JSON, not float32's 0.15000000596046448; MSE is a float64 mean."""
+    import json
+
+    labels = torch.arange(100) % 4
+    scores = torch.nn.functional.one_hot((labels + (torch.arange(100) >= 15)) % 4, 4).float()  # first 15 right
+    metrics = compute_metrics(scores, labels, "classification")
+    assert metrics["top1"] == 0.15 and '"top1": 0.15,' in json.dumps(metrics)
+    mse = compute_metrics(torch.tensor([[1.0], [2.0], [3.0]]), torch.zeros(3), "regression")["mse"]
+    assert mse == 14 / 3  # float32: 4.666666507720947
+
+
 def test_warmup_cosine_shape() -> None:
     fn = WarmupCosine(warmup=10, total=110)
     assert fn(0) < fn(5) < fn(9) <= 1.0
