@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,8 +58,6 @@ def _regular_file_target(path: Path, follow_symlinks: bool) -> Path:
     """The file an atomic write of `path` replaces: `path`, or with `follow_symlinks` the target of a link
     there. UserError when it is something other than a regular file or folder (folders fail on their own,
     naming it)."""
-    import stat
-
     from s5cli.errors import UserError
 
     try:
@@ -67,12 +66,26 @@ def _regular_file_target(path: Path, follow_symlinks: bool) -> Path:
         mode = (os.stat(path) if follow_symlinks else os.lstat(path)).st_mode
     except OSError:
         mode = None  # nothing there yet (or a dangling link)
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-        kind = "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else (
-            "not a regular file")
-        raise UserError(f"{path} is {kind}, which s5cli does not write into (it writes whole files atomically): "
-                        "give a file path, or - where the option takes it for standard output")
+    kind = _special_kind(mode)
+    if kind:
+        raise UserError(f"{path} is {kind}, {_NOT_WRITTEN_INTO}")
     return Path(os.path.realpath(path)) if follow_symlinks and path.is_symlink() else path
+
+
+_NOT_WRITTEN_INTO = ("which s5cli does not write into (it writes whole files atomically): give a file path, or - "
+                     "where the option takes it for standard output")
+
+
+def _special_kind(mode: int | None) -> str | None:
+    """"a pipe", "a device" or "not a regular file" for a file mode s5cli does not write into; None for a
+    regular file, folder or link (or nothing there: `mode` None)."""
+    import stat
+
+    if mode is None or stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
 
 
 def os_error_about(error: OSError, name: str | os.PathLike[str]) -> OSError:
@@ -182,8 +195,32 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return first.resolve() == second.resolve()
 
 
+_STREAM_NAMES = re.compile(r"^/dev/(stdout|stderr|stdin)$|^/(dev|proc/self|proc/\d+)/fd/\d+$")
+
+
+def refuse_streams_and_devices(path: str | os.PathLike[str], option: str) -> None:
+    """UserError, pointing at `-`, when `path` names a standard stream (/dev/stdout, /proc/self/fd/1) or is a
+    pipe or device: s5cli writes whole files atomically, never into those.
+
+    Why first: a stream redirected to a file was taken for that existing file ("not a .json file ... write
+    to e.g. /dev/metrics.json", which created a file in /dev), and `recipes cp` said "pass --force" before
+    refusing the --force.
+    """
+    from s5cli.errors import UserError
+
+    named = Path(path).expanduser().absolute()
+    try:
+        mode = os.stat(named).st_mode  # followed: a link to a pipe is the pipe
+    except OSError:
+        mode = None
+    kind = "a standard stream" if _STREAM_NAMES.match(named.as_posix()) else _special_kind(mode)
+    if kind:
+        raise UserError(f"{option} {path} is {kind}, {_NOT_WRITTEN_INTO}")
+
+
 def check_output_file(path: str | os.PathLike[str], option: str, example: str) -> None:
     """`check_writable`, and no existing file of another kind replaced: checked before the work, not after it."""
+    refuse_streams_and_devices(path, option)
     check_writable(Path(path).expanduser(), option, example)
     refuse_replacing_another_kind(path, option, example)
 

@@ -322,11 +322,17 @@ def _memory_budget(text: str | None, parse, available, on_cuda: bool, models: in
 def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
     """Check --json and --plot before measuring: a typo must not cost a finished hour-long run."""
     from s5cli.errors import UserError
-    from s5cli.io import check_writable_folder, refuse_replacing_another_kind, same_file
+    from s5cli.io import (
+        check_writable_folder,
+        refuse_replacing_another_kind,
+        refuse_streams_and_devices,
+        same_file,
+    )
 
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is None or (option == "--json" and is_stdout(path)):
             continue
+        refuse_streams_and_devices(path, option)
         if path.is_dir():
             raise UserError(f"{option} {path} is a folder: name a file, e.g. {path / 'benchmark'}"
                             f"{'.json' if option == '--json' else '.png'}")

@@ -64,7 +64,7 @@ def copy_recipe(
     """Copy a bundled recipe to DEST so that you can edit it."""
     from s5cli.cli.console import stderr
     from s5cli.errors import UserError
-    from s5cli.io import atomic_write_bytes
+    from s5cli.io import atomic_write_bytes, refuse_streams_and_devices
     from s5cli.recipe import bundled_recipes
 
     recipes = bundled_recipes()
@@ -80,6 +80,7 @@ def copy_recipe(
     target = folder / f"{Path(key).name}.yaml" if folder.is_dir() or dest.endswith(("/", os.sep)) else folder
     if target.is_dir():
         raise UserError(f"{target} is a folder: name a file, or a folder without a {target.name} in it")
+    refuse_streams_and_devices(target, "recipes cp")
     if target.exists() and not force:
         raise UserError(f"{target} already exists: pass --force to overwrite it")
     if target.parent.exists() and not target.parent.is_dir():

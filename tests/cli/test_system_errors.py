@@ -185,11 +185,34 @@ def test_outputs_are_written_through_symlinks_and_pipes_or_devices_are_refused(t
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", "/dev/null", "--force"])
     assert result.exit_code == 2 and "/dev/null is a device" in _one_line(result.output)
+    result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", "/dev/null"])  # not "pass --force" first
+    assert result.exit_code == 2 and "recipes cp /dev/null is a device" in _one_line(result.output)
     mine = tmp_path / "mine.yaml"
     (tmp_path / "mine-link.yaml").symlink_to(mine)
     result = CliRunner().invoke(app, ["recipes", "cp", "synthetic", str(tmp_path / "mine-link.yaml"), "--force"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "mine-link.yaml").is_symlink() and "dataset: synthetic" in mine.read_text()
+
+
+@pytest.mark.parametrize("stream", ["/dev/stdout", "/dev/stderr", "/proc/self/fd/1"])
+def test_a_standard_stream_given_as_an_output_file_points_at_dash(stream: str, tmp_path) -> None:
+    """Redirected to a file, /dev/stdout was taken for that file: "not a .json file ... write to e.g.
+    /dev/metrics.json", which created a file in /dev. Refused up front, naming `-`."""
+    from s5cli.errors import UserError
+    from s5cli.io import check_output_file
+
+    with pytest.raises(UserError) as error:
+        check_output_file(stream, "--json", "metrics.json")
+    assert str(error.value) == (f"--json {stream} is a standard stream, which s5cli does not write into (it writes "
+                                "whole files atomically): give a file path, or - where the option takes it for "
+                                "standard output")
+    result = CliRunner().invoke(app, ["eval", "-c", str(tmp_path / "none"), "--json", stream])
+    assert result.exit_code == 2 and f"--json {stream} is a standard stream" in _one_line(result.output)
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match=r"out\.json is a pipe, which s5cli does not write into"):
+        check_output_file(fifo, "--json", "metrics.json")
+    check_output_file(tmp_path / "metrics.json", "--json", "metrics.json")  # a plain new file is fine
 
 
 def test_a_stop_that_kept_its_work_is_not_reported_as_an_error(monkeypatch, tmp_path) -> None:
