@@ -4,6 +4,7 @@ scores a video: windows of the clip length, their outputs averaged.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -35,8 +36,8 @@ def video_files(paths: list[Path]) -> list[Path]:
     # A file named and also in a named folder is scored once. Keyed by the path as named, not the file it
     # resolves to: two names linked to one file (a folder of symlinks) are two videos to the user, and
     # keying by target dropped the second without a word.
-    for file in files:
-        unique.setdefault(file.absolute(), file)
+    for file in files:  # normalised by name only (other/../a.mp4 is a.mp4; links stay links)
+        unique.setdefault(Path(os.path.normpath(file.absolute())), file)
     return list(unique.values())
 
 

@@ -16,7 +16,7 @@ from s5cli.io import is_stdout
 def evaluate(
     recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the recipe stored in the checkpoint)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. eval.split=val"),
-    checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: last finetune run here)."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: RECIPE's train.out_dir; without RECIPE, the last finetune run here)."),
     video: list[Path] | None = typer.Option(None, "--video", help="Predict raw videos end to end instead of a dataset split: a file or a folder of videos, repeatable (windows averaged as for a dataset video)."),
     split: str | None = typer.Option(None, "--split", help="train, val or test (overrides eval.split)."),
     top: int = typer.Option(5, "--top", min=1, help="How many predictions to print for --video."),
@@ -105,8 +105,9 @@ def evaluate(
 
 
 def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> str:
-    """What `s5 eval` scores without --checkpoint: the recipe's run (train.out_dir after the overrides, or
-    the run a RUN/recipe.yaml sits in, as training resolves it), else the last finetune run here.
+    """What `s5 eval` scores without --checkpoint: with a recipe, its run (train.out_dir after the overrides,
+    or the run a RUN/recipe.yaml sits in, as training resolves it; UserError when it holds no checkpoint);
+    without one, the last finetune run here.
 
     Why not always the last run: `s5 eval RECIPE train.out_dir=runs/a` scored whichever run was trained
     last (runs/b), under the name of the metrics the user asked for."""
@@ -117,7 +118,7 @@ def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> s
     if rec is None:
         if newest is None:
             raise UserError("no --checkpoint given and no finetune run in this folder: run `s5 finetune RECIPE` first")
-        return str(newest / "best") if (newest / "best").exists() else str(newest)
+        return str(newest)  # its best/ (a damaged one refused naming the latest), else its latest
     from s5cli.train.checkpoint import has_checkpoints
     from s5cli.train.job import out_dir_for
 

@@ -168,9 +168,9 @@ def _warn_random_backbone(name: str, weights: str | None) -> None:
     are then a random network's, and the picture shows what the model keeps of noise. Not for the
     parameter-free patch_pool, nor the vit_tiny_test preset (tests build it without weights on purpose)."""
     from s5cli.cli.console import print_warning
-    from s5cli.models.backbone import PRESETS
+    from s5cli.models.backbone import random_weights_unwarned
 
-    if weights or name not in PRESETS or name == "vit_tiny_test":
+    if not random_weights_unwarned(name, weights):
         return
     print_warning(f"backbone {name} has no weights: using random weights (pass --backbone-weights, a "
                   "safetensors file or Hub id, e.g. timm/vit_large_patch16_224.augreg_in21k, for meaningful tokens)")

@@ -89,13 +89,9 @@ def settings_from_data(data: Any, pool: bool = True) -> ExtractionSettings:
 
 def load_backbone(settings: ExtractionSettings, device: str | torch.device = "cpu") -> nn.Module:
     """The frozen backbone named by the settings, on `device`."""
-    from s5cli.models.backbone import PRESETS, build_backbone
+    from s5cli.models.backbone import build_backbone, random_weights_unwarned
 
-    if (
-        settings.backbone in PRESETS
-        and settings.backbone != "vit_tiny_test"
-        and not settings.backbone_weights
-    ):
+    if random_weights_unwarned(settings.backbone, settings.backbone_weights):
         from s5cli.cli.console import print_warning
 
         print_warning(

@@ -55,6 +55,13 @@ PRESETS: dict[str, ViTConfig] = {
 }
 PATCH_POOL = "patch_pool"
 BACKBONE_NAMES = (*PRESETS, PATCH_POOL)
+
+
+def random_weights_unwarned(name: str, weights: str | None) -> bool:
+    """Whether backbone `name` with `weights` would run a ViT preset's random initialisation, which callers
+    warn about (its tokens are a random network's). Not patch_pool (no parameters), nor vit_tiny_test, which
+    tests build without weights on purpose."""
+    return name in PRESETS and name != "vit_tiny_test" and not weights
 # Keys of a timm checkpoint that a token extractor does not use (classification heads).
 IGNORED_PREFIXES = ("head.", "head_drop.", "pre_logits.", "fc_norm.")
 REFUSED_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl", ".npz", ".h5")

@@ -59,7 +59,10 @@ def steps_per_epoch(setup: TrainSetup, ctx: DistContext) -> int:
     if setup.objective != "lsmcl" or tcfg.lsmcl.queue_size or not batches:
         return batches
     last = rank_clips - (batches - 1) * per_rank
-    return batches - (contrastive_videos(last, tcfg.accumulate, ctx.world_size) < 2)
+    # The padding repeats clips at the end of the order, so the last global batch holds this many distinct
+    # videos; a repeat is the same video, which is no negative (`lsmcl.VideoIds`).
+    distinct = len(setup.train_set) - (batches - 1) * per_rank * ctx.world_size
+    return batches - (min(distinct, contrastive_videos(last, tcfg.accumulate, ctx.world_size)) < 2)
 
 
 def micro_batches(indices: list[int], parts: int) -> list[list[int]]:

@@ -69,17 +69,20 @@ class TrainSetup:
 
 def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, schedule: Schedule,
                                    setup: TrainSetup, ctx: DistContext) -> None:
-    """One warning when a resume changes the run's length (train.epochs) under a cosine schedule: the rate
-    follows the new curve from this step on, so after a finished run it rises again (a warm restart).
-    S5's exploration keeps the run's first length (`TrainerState.progress_steps`)."""
+    """One warning when a resume changes the run's length under a cosine schedule: the rate follows the new
+    curve from this step on, so after a finished run it rises again (a warm restart). The length is epochs
+    x steps an epoch, and either may have changed (train.epochs; the train split or the batch), so the
+    warning names both rather than blaming train.epochs. S5's exploration keeps the run's first length
+    (`TrainerState.progress_steps`)."""
     planned = state.planned_steps
     if not ctx.is_main or not planned or planned == total_steps or schedule.kind != "cosine":
         return
     from s5cli.cli.console import print_warning
 
-    print_warning(f"--resume with train.epochs={setup.recipe.train.epochs}: the cosine learning-rate schedule now "
-                  f"ends at step {total_steps}, not {planned}; from step {state.step} the rate is "
-                  f"{schedule.lr():.3g} (a warm restart if the old schedule had ended)")
+    epochs = setup.recipe.train.epochs
+    print_warning(f"--resume: the cosine learning-rate schedule now ends at step {total_steps}, not {planned} "
+                  f"(train.epochs={epochs} x {total_steps // max(1, epochs)} steps an epoch); from step "
+                  f"{state.step} the rate is {schedule.lr():.3g} (a warm restart if the old schedule had ended)")
 
 
 def _say_the_train_split_changed(state: ckpt.TrainerState, setup: TrainSetup, ctx: DistContext) -> None:

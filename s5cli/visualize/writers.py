@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_path, check_writable, same_file
+from s5cli.io import atomic_write_path, check_writable, refuse_streams_and_devices, same_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,6 +50,7 @@ def output_format(path: str | os.PathLike[str]) -> str:
 
 def check_output(path: str | os.PathLike[str]) -> str:
     """Validate an output path up front: known suffix and writable folder; returns the format suffix."""
+    refuse_streams_and_devices(path, "--out")  # not after decoding and rendering a whole video
     if Path(path).is_dir():
         check_writable(path)  # names the folder problem before the suffix one
     suffix = output_format(path)

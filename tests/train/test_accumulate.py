@@ -146,6 +146,8 @@ def test_lsmcl_micro_batches_of_one_video_without_a_queue_are_refused() -> None:
     check_batch_settings(_setup(8, 1, "supervised", accumulate=8))
     with pytest.raises(UserError, match=r"^the train split has 1 clip\(s\): LSMCL without a queue needs two"):
         check_batch_settings(_setup(8, 1, "lsmcl", norm="none", clips=1))
+    with pytest.raises(UserError, match=r"^the train split has 1 clip\(s\)"):  # padded onto both processes
+        check_batch_settings(_setup(2, 2, "lsmcl", norm="none", clips=1))
 
 
 @pytest.mark.parametrize(("clips", "batch", "world", "accumulate", "queue", "objective", "steps"), [
@@ -154,8 +156,11 @@ def test_lsmcl_micro_batches_of_one_video_without_a_queue_are_refused() -> None:
     (25, 8, 1, 1, 0, "supervised", 4),
     (26, 8, 1, 2, 0, "lsmcl", 3),  # 2 videos in 2 micro-batches of one
     (27, 8, 1, 2, 0, "lsmcl", 3),  # 3 in micro-batches of 2 and 1: one video alone again
-    (25, 8, 2, 1, 0, "lsmcl", 4),  # 13 a process: the last step has one video on each, two gathered
+    (25, 8, 2, 1, 0, "lsmcl", 3),  # 13 a process: the last step's two clips are one video and a padding repeat
+    (26, 8, 2, 1, 0, "lsmcl", 4),  # 13 a process, no padding: two videos in the last step
     (24, 8, 1, 1, 0, "lsmcl", 3),
+    (5, 4, 2, 1, 0, "lsmcl", 1),  # last step: one video on a rank, the other's a repeat of the padding
+    (1, 2, 2, 1, 0, "lsmcl", 0),  # one clip on both ranks: never two videos
 ])
 def test_steps_per_epoch_leave_out_an_lsmcl_batch_with_no_negative(clips, batch, world, accumulate, queue,
                                                                     objective, steps) -> None:

