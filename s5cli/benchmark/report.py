@@ -49,6 +49,8 @@ def result_row(measurement: Measurement) -> dict[str, Any]:
         "peak_memory_from": source,
         "timed_step_peak_bytes": max(measurement.peaks) if measurement.peaks else None,
         "memory_run_peaks": list(measurement.memory_peaks),
+        "memory_error": measurement.memory_error,
+        "interrupted": measurement.interrupted,
         "params": measurement.info.get("params"),
         "memory_method": measurement.info.get("memory_method"),
         "baseline_bytes": measurement.info.get("baseline_bytes"),
@@ -60,6 +62,8 @@ def result_row(measurement: Measurement) -> dict[str, Any]:
 
 def _memory_figure(measurement: Measurement) -> tuple[list[int], str]:
     """The peaks the memory column comes from, and where they come from (see worker.py for why)."""
+    if measurement.memory_error:  # no memory run (hung, or the run was stopped): no figure, not a wrong one
+        return [], f"none ({measurement.memory_error})"
     if measurement.memory_peaks:
         mapped = measurement.memory_info.get("large_blocks_mapped")
         return list(measurement.memory_peaks), "memory run" + (" (large blocks mapped)" if mapped else "")
@@ -79,7 +83,8 @@ def ratio_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if row["model"] == REFERENCE or row["status"] != OK or s5 is None:
             continue
         throughput = s5["clips_per_s"] / row["clips_per_s"]
-        memory = (s5["peak_memory_bytes"] / row["peak_memory_bytes"]) if row["peak_memory_bytes"] else None
+        memory = (s5["peak_memory_bytes"] / row["peak_memory_bytes"]
+                  if row["peak_memory_bytes"] and s5["peak_memory_bytes"] is not None else None)
         ratios.append({"model": row["model"], "mode": row["mode"], "frames": row["frames"],
                        "s5_throughput_ratio": throughput, "s5_memory_ratio": memory})
     return ratios
@@ -99,8 +104,11 @@ def slope_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return slopes
 
 
-def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each of issue 6's targets that this run measured, with the value and whether it is met."""
+def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any]],
+                requested_frames: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """Each of issue 6's targets that this run measured, with the value and whether it is met.
+
+    `requested_frames`: the sweep's lengths, which S5's slope is judged on (`slope_check`)."""
     checks = []
     for ratio in ratios:
         target = TARGETS.get(ratio["model"])
@@ -110,18 +118,35 @@ def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any
         checks.append(_check(where, "throughput", ratio["s5_throughput_ratio"], ">=", target["throughput"]))
         if ratio["s5_memory_ratio"] is not None:
             checks.append(_check(where, "memory", ratio["s5_memory_ratio"], "<=", target["memory"]))
-    for slope in slopes:
-        if slope["model"] == REFERENCE and slope["time_slope"] is not None:
-            where = {"model": REFERENCE, "mode": slope["mode"], "frames": None}
-            checks.append(_check(where, "time_slope", slope["time_slope"], "<=", SLOPE_TARGET))
+    checks += [slope_check(slope, requested_frames) for slope in slopes if slope["model"] == REFERENCE]
     return checks
 
 
-def _check(where: dict[str, Any], metric: str, value: float, comparison: str, threshold: float) -> dict[str, Any]:
-    """One target row: `target` reads ">= 1.5" for people, `comparison` and `threshold` are for scripts."""
-    met = value >= threshold if comparison == ">=" else value <= threshold
+def slope_check(slope: dict[str, Any], requested_frames: Sequence[int]) -> dict[str, Any]:
+    """S5's time-slope target row, with the lengths it was fitted on.
+
+    Why not judged on whatever finished: with S5 over budget from 16 of 4,8,16,32 frames a slope fitted on
+    4 and 8 read "met", though the long lengths are where a super-linear cost shows. Then the verdict is
+    "incomplete" (`met` None); from fewer than two lengths no slope exists: "not fitted"."""
+    requested = sorted(set(requested_frames) | set(slope["frames"]))
+    where = {"model": REFERENCE, "mode": slope["mode"], "frames": list(slope["frames"]),
+             "requested_frames": requested}
+    check = _check(where, "time_slope", slope["time_slope"], "<=", SLOPE_TARGET)
+    if slope["time_slope"] is None:
+        check["verdict"] = "not fitted"
+    elif list(slope["frames"]) != requested:
+        check.update(met=None, verdict="incomplete")
+    return check
+
+
+def _check(where: dict[str, Any], metric: str, value: float | None, comparison: str,
+           threshold: float) -> dict[str, Any]:
+    """One target row: `target` reads ">= 1.5" for people, `comparison` and `threshold` are for scripts;
+    `met` is None where the value cannot be judged (`verdict` says why)."""
+    met = None if value is None else value >= threshold if comparison == ">=" else value <= threshold
     return {**where, "metric": metric, "value": value, "target": f"{comparison} {threshold}",
-            "comparison": comparison, "threshold": threshold, "met": met}
+            "comparison": comparison, "threshold": threshold, "met": met,
+            "verdict": "not fitted" if met is None else "met" if met else "missed"}
 
 
 def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
@@ -131,8 +156,15 @@ def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
     ratios = ratio_rows(rows)
     sweep = len({r["frames"] for r in rows}) > 1
     slopes = slope_rows(rows) if sweep else []
+    targets = target_rows(ratios, slopes, _requested_frames(settings, rows))
     return {"schema": SCHEMA, "stage": "model", "settings": settings, "machine": machine, "results": rows,
-            "ratios": ratios, "slopes": slopes, "targets": target_rows(ratios, slopes)}
+            "ratios": ratios, "slopes": slopes, "targets": targets}
+
+
+def _requested_frames(settings: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[int]:
+    """The sweep's lengths as asked for (an interrupted sweep has rows for fewer), else those of the rows."""
+    asked = settings.get("frames")
+    return sorted(asked) if isinstance(asked, list) else sorted({r["frames"] for r in rows})
 
 
 # --- rendering ----------------------------------------------------------------------------------------
@@ -195,6 +227,9 @@ def render(report: dict[str, Any], console: Any) -> None:
     if report.get("settings", {}).get("cuda_graphs"):
         console.print("CUDA graphs: each model's step was captured once and replayed (every model alike).")
     for row in report["results"]:
+        if row.get("memory_error"):
+            console.print(f"[yellow]{row['model']} {row['mode']} {row['frames']}f: no peak memory figure "
+                          f"({row['memory_error']})[/]")
         if row.get("graph_error"):
             console.print(f"[yellow]{row['model']} {row['mode']} {row['frames']}f: CUDA graph capture failed "
                           f"({row['graph_error']}); timed without a graph[/]")
@@ -208,12 +243,7 @@ def render(report: dict[str, Any], console: Any) -> None:
                            fmt(row["time_slope"]), fmt(row["memory_slope"]))
         console.print(slopes)
     for check in report["targets"]:
-        mark = "[green]met[/]" if check["met"] else "[red]missed[/]"
-        where = f"vs {check['model']}" if check["metric"] != "time_slope" else "time vs frames"
-        frames = f", {check['frames']} frames" if check["frames"] else ""
-        unit = "" if check["metric"] == "time_slope" else "x"
-        console.print(f"target S5 {check['metric']} {where} ({check['mode']}{frames}): "
-                      f"{_target_value(check)}{unit} (target {check['target']}{unit}) {mark}")
+        console.print(_target_line(check))
     hint = missed_speed_hint(report)
     if hint:
         console.print(f"[dim]{hint}[/]")
@@ -252,6 +282,28 @@ def missed_speed_hint(report: dict[str, Any]) -> str | None:
         hint += ("; S5's inference lead over S4 is thin on a small CPU at this size (choosing the tokens is small "
                  "operators over every token), near 1.5x even in steady runs (benchmarks/README.md, v24)")
     return hint
+
+
+_MARKS = {"met": "[green]met[/]", "missed": "[red]missed[/]", "incomplete": "[yellow]incomplete[/]"}
+
+
+def _target_line(check: dict[str, Any]) -> str:
+    """One target check for people: value, target and verdict; a slope also names the lengths it was fitted on."""
+    if check["metric"] != "time_slope":
+        mark = _MARKS["met" if check["met"] else "missed"]
+        return (f"target S5 {check['metric']} vs {check['model']} ({check['mode']}, {check['frames']} frames): "
+                f"{_target_value(check)}x (target {check['target']}x) {mark}")
+    fitted, requested = check["frames"], check.get("requested_frames", check["frames"])
+    head = f"target S5 time_slope time vs frames ({check['mode']}"
+    if check["value"] is None:
+        return (f"{head}): [yellow]could not be fitted[/]: S5 finished {len(fitted)} of the "
+                f"{','.join(map(str, requested))} frame lengths (a slope needs two)")
+    verdict = check.get("verdict") or ("met" if check["met"] else "missed")
+    missing = [f for f in requested if f not in fitted]
+    why = f" (S5 did not finish {','.join(map(str, missing))} frames)" if verdict == "incomplete" else ""
+    of = f" of {','.join(map(str, requested))}" if missing else ""
+    return (f"{head}, fitted on {','.join(map(str, fitted))}{of} frames): "
+            f"{_target_value(check)} (target {check['target']}) {_MARKS[verdict]}{why}")
 
 
 def _target_value(check: dict[str, Any]) -> str:

@@ -10,7 +10,8 @@ are pooled: a process's speed also depends on its own history (glibc's dynamic m
 which buffers fault their pages in again every step), so one process per model samples that luck once.
 On this project's 2-core VM, S4's median step at 60 x 50 x 768 was 76-108 ms over six fresh processes but
 93-100 ms over six batches of steps in one process (`benchmarks/process_spread.py`; the spread comes and goes).
-A step that runs past the time budget, a worker whose memory passes the memory budget (watched from
+A timed step that runs past the time budget (cold steps, warm-ups and memory runs, are only stopped when
+they hang: `COLD_STEP_TIMEOUT_S`), a worker whose memory passes the memory budget (watched from
 here, so a runaway step is stopped before it takes the machine down), a worker the OS kills, or a
 CUDA/CPU out-of-memory error all mark that model "over budget"; the other models go on. Talking to one
 worker (commands, events, its memory watched, its end) is `worker_handle`'s job.
@@ -29,6 +30,11 @@ from s5cli.benchmark.worker_handle import OK, OVER_BUDGET, Measurement, WorkerHa
 from s5cli.benchmark.workload import Workload
 
 BUILD_TIMEOUT_S = 600.0  # building + priming a model; budgets apply to the steps themselves
+# Longest a cold step (a warm-up, or a step of the memory run) may take when --time-budget is set. Why not
+# the budget: cold steps are slower by design (first run; the memory run's allocator maps and unmaps every
+# block), and one was judged by it: timed steps of 19-30 ms fit 0.12 s, the cold memory run took 0.214 s,
+# and the row read "over budget". Only a hang is stopped, after this long.
+COLD_STEP_TIMEOUT_S = BUILD_TIMEOUT_S
 # Pause before each timed step. Why: after its step a worker's OpenMP threads spin-wait before they sleep
 # (libgomp's default), and with its reply and memory reading that took 4-10 ms of CPU within ~20 ms of the
 # step's end (60 x 50 x 768 inference, /proc/PID/task/*/schedstat sampled from the parent). Started at
@@ -74,6 +80,22 @@ def run_group(
     """
     say = progress or (lambda _message: None)
     measurements = [Measurement(replace(workload, memory_budget=memory_budget)) for workload in workloads]
+    try:
+        _time_and_measure_memory(measurements, repeat, processes, time_budget, memory_budget, say, min_time)
+    except KeyboardInterrupt as stop:
+        _keep_finished_steps(stop, measurements)
+        raise
+    for measurement in measurements:
+        if measurement.status != OK:
+            w = measurement.workload
+            say(f"{w.label} {w.mode} {w.frames}f: {measurement.status} ({measurement.reason})")
+    return measurements
+
+
+def _time_and_measure_memory(measurements: Sequence[Measurement], repeat: int, processes: int,
+                             time_budget: float | None, memory_budget: int | None, say: Progress,
+                             min_time: float) -> None:
+    """`run_group`'s work: the timing sets, then one memory run per model still within budget."""
     for set_index in range(processes):
         active = [m for m in measurements if m.status == OK]
         if not active:
@@ -86,11 +108,29 @@ def run_group(
     for measurement in measurements:
         if measurement.status == OK:
             _measure_memory(measurement, time_budget, memory_budget, say)
+
+
+def _keep_finished_steps(stop: KeyboardInterrupt, measurements: Sequence[Measurement]) -> None:
+    """Attach to `stop` what its group finished (`interrupted_measurements`). Why: a run of one group
+    stopped after 34 rounds kept nothing, though the README promises what was measured so far. Kept: every
+    model with a finished timed step (marked interrupted, no memory figure unless its memory run ended)
+    and every model already over budget or failed; a model stopped before its first timed step is left out."""
+    kept = []
     for measurement in measurements:
-        if measurement.status != OK:
-            w = measurement.workload
-            say(f"{w.label} {w.mode} {w.frames}f: {measurement.status} ({measurement.reason})")
-    return measurements
+        if measurement.status == OK and not measurement.times:
+            continue
+        if measurement.status == OK:
+            measurement.interrupted = True
+            if not measurement.memory_peaks:
+                measurement.memory_error = (f"stopped after {len(measurement.times)} timed steps, "
+                                            "before its memory run")
+        kept.append(measurement)
+    stop.s5_benchmark_measurements = [*interrupted_measurements(stop), *kept]  # type: ignore[attr-defined]
+
+
+def interrupted_measurements(stop: KeyboardInterrupt) -> list[Measurement]:
+    """The measurements a stopped `run_group` finished (empty when the stop came from elsewhere)."""
+    return list(getattr(stop, "s5_benchmark_measurements", []))
 
 
 def _time_in_fresh_workers(measurements: Sequence[Measurement], repeat: int, first_round: int,
@@ -170,6 +210,12 @@ def _round(workers: Sequence[WorkerHandle], number: int, time_budget: float | No
     return timings
 
 
+def cold_step_timeout(time_budget: float | None) -> float | None:
+    """How long a warm-up or memory-run step may run: no limit without a time budget (as timed steps), else
+    `COLD_STEP_TIMEOUT_S` or the budget if that is longer (a cold step is never held to less)."""
+    return None if time_budget is None else max(COLD_STEP_TIMEOUT_S, time_budget)
+
+
 def memory_run_steps(mode: str) -> int:
     """Steps of a memory run: inference peaks in its cold first step; training's second step also holds AdamW's state."""
     return 2 if mode == "train" else 1
@@ -192,7 +238,7 @@ def _measure_memory(measurement: Measurement, time_budget: float | None, memory_
             measurement.memory_info = {k: v for k, v in built.items() if k not in ("event", "pid")}
             for _ in range(memory_run_steps(measurement.workload.mode)):
                 worker.send("step")
-                event = worker.wait("step", time_budget)
+                event = worker.wait("step", cold_step_timeout(time_budget), cold="memory run")
                 if event is None:
                     break
                 measurement.memory_peaks.append(int(event["peak_bytes"]))
@@ -200,12 +246,25 @@ def _measure_memory(measurement: Measurement, time_budget: float | None, memory_
             worker.quit()
     finally:
         worker.kill()
-    if not worker.alive:  # over the memory budget in its memory run, or broken: that decides the row
-        measurement.fail(worker.measurement.status, f"memory run: {worker.measurement.reason}")
-        measurement.memory_peaks = []
+    if not worker.alive:
+        _memory_run_failed(measurement, worker, say)
     elif measurement.memory_peaks:
         say(f"memory run {measurement.workload.label} {measurement.workload.mode}: "
             f"{format_bytes(max(measurement.memory_peaks))}")
+
+
+def _memory_run_failed(measurement: Measurement, worker: WorkerHandle, say: Progress) -> None:
+    """A memory run that ended early: over the memory budget, or broken, fails the row (that is the model's
+    memory); stopped only for time (a hang past `COLD_STEP_TIMEOUT_S`), the timed steps stand and only the
+    memory figure is lost, with the reason kept in the row."""
+    measurement.memory_peaks = []
+    reason = f"memory run: {worker.measurement.reason}"
+    if worker.timed_out:
+        measurement.memory_error = reason
+        w = measurement.workload
+        say(f"{w.label} {w.mode} {w.frames}f: no memory figure ({reason})")
+    else:
+        measurement.fail(worker.measurement.status, reason)
 
 
 def _watchable_baseline(built: dict[str, Any]) -> int:
@@ -223,7 +282,7 @@ def _start(worker: WorkerHandle, time_budget: float | None, say: Progress) -> No
     worker.measurement.info = {k: v for k, v in built.items() if k not in ("event", "pid")}
     worker.baseline = _watchable_baseline(built)
     for _ in range(w.warmup):
-        event = worker.wait("warmup", time_budget)
+        event = worker.wait("warmup", cold_step_timeout(time_budget), cold="warm-up")
         if event is None:
             return
         worker.measurement.warmup_times.append(event["seconds"])

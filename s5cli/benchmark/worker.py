@@ -133,8 +133,22 @@ def _emit(stream: IO[str], event: str, **fields: Any) -> None:
     stream.flush()
 
 
+# What an allocation failure says where it has no type of its own: CUDA's "out of memory", torch's CPU
+# allocator's "DefaultCPUAllocator: can't allocate memory ... (Cannot allocate memory)" (strerror(ENOMEM)).
+_OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, MemoryError) or "out of memory" in str(error).lower()
+    """An allocation failure, which makes the model over budget rather than broken (a sweep then stops it)."""
+    import errno
+
+    import torch
+
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+        return True
+    return any(words in str(error).lower() for words in _OUT_OF_MEMORY_WORDS)
 
 
 def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
@@ -185,7 +199,7 @@ def serve(workload: Workload, commands: Iterable[str], out: IO[str]) -> int:
             _emit(out, kind, seconds=seconds, peak_bytes=peak)
     except Exception as error:  # the parent reports it as this model's row, the others go on
         if _is_out_of_memory(error):
-            _emit(out, "over_budget", reason="out of memory", message=str(error).splitlines()[0][:300])
+            _emit(out, "over_budget", reason="out of memory", message=error_summary(error, 300))
             return 0
         traceback.print_exc(file=sys.stderr)
         _emit(out, "error", message=error_summary(error, 300))

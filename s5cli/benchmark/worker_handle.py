@@ -43,10 +43,25 @@ class Measurement:
     memory_info: dict[str, Any] = field(default_factory=dict)  # the memory run's "built" event (allocator settings)
     info: dict[str, Any] = field(default_factory=dict)  # params, baseline_bytes, memory_method, threads, ...
     process_medians: list[float] = field(default_factory=list)  # median step of each timing process, in order
+    memory_error: str | None = None  # why the memory run gave no figure, where that did not fail the row
+    interrupted: bool = False  # a stop (Ctrl-C, SIGTERM) ended its group: the steps finished before it
 
     def fail(self, status: str, reason: str) -> None:
         """Mark this measurement as not completed (keeps what was measured before)."""
         self.status, self.reason = status, reason
+
+
+def _death_reason(code: int | None, last_line: str | None) -> str:
+    """Why a worker ended unasked: a signal by its name (multiprocessing reports it as a negative exit code,
+    which read "exited with code -15"), else the exit code; with the last line it printed, if any."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker was killed by {name}" + (f": {last_line}" if last_line else "")
+    tail = last_line or "no message (anything it printed before it started went to this process's stderr)"
+    return f"worker exited with code {code}: {tail}"
 
 
 class WorkerHandle:
@@ -72,6 +87,7 @@ class WorkerHandle:
         for reader in (self._events_reader, self._log_reader):
             reader.start()
         self.baseline = 0
+        self.timed_out = False  # stopped for time (the memory run forgives that: `runner._measure_memory`)
 
     @property
     def pid(self) -> int | None:
@@ -107,8 +123,13 @@ class WorkerHandle:
         except (BrokenPipeError, OSError, ValueError):  # ValueError: already closed by `kill`
             pass
 
-    def wait(self, expected: str, timeout: float | None) -> dict[str, Any] | None:
-        """Next event of kind `expected`; None (with the measurement marked) on timeout, death or error."""
+    def wait(self, expected: str, timeout: float | None, *, cold: str | None = None) -> dict[str, Any] | None:
+        """Next event of kind `expected`; None (with the measurement marked) on timeout, death or error.
+
+        `timeout` is the time budget a finished step is judged by, unless `cold` names a cold step ("warm-up",
+        "memory run"): those are slower by design (first run, or the memory run's allocator setting), so one
+        is only stopped when it runs past `timeout` (a hang, not a slow step), never judged by its seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout + _GRACE_S
         while True:
             try:
@@ -123,7 +144,8 @@ class WorkerHandle:
                 kind = event.get("event")
                 if kind == expected:
                     # The worker's own clock decides (no pipe latency); the deadline below is the backstop.
-                    if timeout is not None and event.get("seconds", 0.0) > timeout:
+                    if cold is None and timeout is not None and event.get("seconds", 0.0) > timeout:
+                        self.timed_out = True
                         self.stop(OVER_BUDGET, f"time: step took {event['seconds']:.3g} s > budget {timeout:g} s")
                         return None
                     return event
@@ -144,7 +166,9 @@ class WorkerHandle:
                                            f"{format_bytes(self.memory_budget)} (stopped)")
                     return None
             if deadline is not None and time.monotonic() > deadline:
-                self.stop(OVER_BUDGET, f"time: step ran past the {timeout:g} s budget (stopped)")
+                self.timed_out = True
+                limit = f"{timeout:g} s limit of a {cold} step" if cold else f"{timeout:g} s budget"
+                self.stop(OVER_BUDGET, f"time: step ran past the {limit} (stopped)")
                 return None
 
     def _died(self) -> None:
@@ -154,9 +178,8 @@ class WorkerHandle:
             self.stop(OVER_BUDGET, "killed by the operating system (out of memory?)")
         else:
             self._log_reader.join(timeout=5)  # what it printed last may still be on its way
-            tail = next((line for line in reversed(self.log_tail) if line.strip()),
-                        "no message (anything it printed before it started went to this process's stderr)")
-            self.stop(ERROR, f"worker exited with code {code}: {tail}")
+            last = next((line for line in reversed(self.log_tail) if line.strip()), None)
+            self.stop(ERROR, _death_reason(code, last))
 
     def stop(self, status: str, reason: str) -> None:
         """Mark the measurement and end the process."""

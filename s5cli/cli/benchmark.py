@@ -66,7 +66,8 @@ def benchmark(
         None, "--threads", help="CPU threads per model \\[default: torch's default, all cores]. On a machine "
         "shared with other work, --threads 1 gives far steadier timings."),
     time_budget: float | None = typer.Option(
-        None, "--time-budget", help=f"Seconds one step may take before the model is marked over budget "
+        None, "--time-budget", help=f"Seconds one timed step may take before the model is marked over budget "
+        f"(warm-up and memory-run steps, cold by design, are not held to it) "
         f"\\[default: none; {SWEEP_TIME_BUDGET_S:g} in a sweep]."),
     memory_budget: str | None = typer.Option(
         None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB \\[default on CPU: the "
@@ -152,7 +153,7 @@ def benchmark(
         return
 
     from s5cli.benchmark.report import build_report, render
-    from s5cli.benchmark.runner import MAX_TIMED_STEPS, iter_sweep, run_group
+    from s5cli.benchmark.runner import MAX_TIMED_STEPS, interrupted_measurements, iter_sweep, run_group
     from s5cli.benchmark.worker_handle import ERROR, OK
     from s5cli.benchmark.workload import MODES, Workload, canonical_label
 
@@ -208,6 +209,7 @@ def benchmark(
                 measurements += run_group(base, repeat, processes=processes, time_budget=time_budget,
                                           memory_budget=budget_bytes, progress=progress, min_time=min_time)
     except KeyboardInterrupt as stop:
+        measurements += interrupted_measurements(stop)  # the stopped group's finished steps, marked
         if not measurements:
             raise
         stopped = stop_outcome(signal_of(stop))

@@ -435,3 +435,22 @@ def test_quiet_keeps_the_settings_and_the_table_but_no_progress_lines() -> None:
     assert result.output.startswith("s5 benchmark on cpu: frames 4")
     assert "step median" in result.output  # the table
     assert not any(word in result.output for word in ("building ", "round 1/", "memory run "))
+
+
+def test_a_stop_without_a_sweep_keeps_the_rounds_already_measured(tmp_path: Path, monkeypatch) -> None:
+    """One group only: Ctrl-C there used to write nothing, whatever had been measured."""
+    from s5cli.benchmark.worker_process import worker_pids
+    from tests.benchmark.fake_worker import stop_in_round, use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {"step": 0.02}, "s4": {"step": 0.03}})
+    stop_in_round(monkeypatch, 4)
+    out = tmp_path / "stopped.json"
+    result = _invoke([*TINY, "--compare", "s4", "--mode", "infer", "--repeat", "10", "--json", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted; the results above" in result.output and "Traceback" not in result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["interrupted"] is True
+    assert [(r["model"], r["times"], r["interrupted"]) for r in report["results"]] == [
+        ("s5", [0.02] * 3, True), ("s4", [0.03] * 3, True)]
+    assert math.isclose(report["ratios"][0]["s5_throughput_ratio"], 1.5)
+    assert not worker_pids()

@@ -150,7 +150,8 @@ def test_processes_pool_the_steps_of_fresh_workers(monkeypatch) -> None:
 def test_a_model_over_budget_is_not_started_again_by_later_processes() -> None:
     results = run_group([_tiny("s4")], repeat=1, processes=3, time_budget=1e-6)
     assert results[0].status == OVER_BUDGET
-    assert results[0].warmup_times == [] and results[0].process_medians == []  # stopped in its first warm-up
+    # Warmed up once (cold steps are not judged by the budget), stopped in its first timed step.
+    assert len(results[0].warmup_times) == 1 and results[0].process_medians == []
     assert worker_pids() == []
 
 
@@ -252,3 +253,141 @@ def test_cuda_memory_is_read_on_the_workers_own_gpu(monkeypatch) -> None:
     assert {name for name, _ in calls} == {"memory_allocated", "max_memory_allocated", "reset_peak_memory_stats",
                                            "synchronize"}
     assert all(device == torch.device("cuda", 1) for _, device in calls), calls
+
+
+def test_the_time_budget_judges_timed_steps_only(monkeypatch) -> None:
+    """Cold steps (warm-up, the memory run's first step, deliberately slower allocator) may take longer than
+    --time-budget: a model whose timed steps fit stays measured, memory figure included."""
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {"warmup": 0.3, "step": 0.02, "memory": 0.21}})
+    (result,) = run_group([_tiny("s5")], repeat=2, time_budget=0.12)
+    assert result.status == OK, result.reason
+    assert result.times == [0.02, 0.02] and result.warmup_times == [0.3]
+    assert result.memory_peaks == [1000] and result_row(result)["peak_memory_bytes"] == 1000
+    assert worker_pids() == []
+
+
+def test_a_timed_step_over_the_budget_still_fails_the_row(monkeypatch) -> None:
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {"warmup": 0.01, "step": 0.2}})
+    (result,) = run_group([_tiny("s5")], repeat=2, time_budget=0.12)
+    assert result.status == OVER_BUDGET and result.reason == "time: step took 0.2 s > budget 0.12 s"
+    assert result.memory_peaks == []  # no memory run for a row that failed
+    assert worker_pids() == []
+
+
+def test_a_hung_memory_run_loses_the_memory_figure_not_the_row(monkeypatch) -> None:
+    """The cold steps' own, generous limit still ends a hang; past it only the memory figure is lost."""
+    from s5cli.benchmark import runner
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    monkeypatch.setattr(runner, "COLD_STEP_TIMEOUT_S", 0.2)
+    use_fake_workers(monkeypatch, {"s5": {"step": 0.02, "memory": "hang"}, "s4": {"step": 0.03}})
+    s5, s4 = run_group([_tiny("s5"), _tiny("s4")], repeat=2, time_budget=0.12)
+    assert s5.status == OK and s5.times == [0.02, 0.02] and s5.memory_peaks == []
+    assert s5.memory_error is not None and s5.memory_error.startswith("memory run: time: ")
+    row = result_row(s5)
+    assert row["peak_memory_bytes"] is None and row["memory_error"] == s5.memory_error
+    assert row["clips_per_s"] is not None
+    report = build_report([s5, s4], {}, {})
+    (ratio,) = report["ratios"]
+    assert ratio["s5_memory_ratio"] is None and ratio["s5_throughput_ratio"] == 1.5
+    assert worker_pids() == []
+
+
+def test_a_hung_warm_up_still_ends(monkeypatch) -> None:
+    from s5cli.benchmark import runner
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    monkeypatch.setattr(runner, "COLD_STEP_TIMEOUT_S", 0.2)
+    use_fake_workers(monkeypatch, {"s5": {"warmup": "hang"}})
+    (result,) = run_group([_tiny("s5")], repeat=1, time_budget=0.1)
+    assert result.status == OVER_BUDGET and "warm-up" in (result.reason or "")
+    assert worker_pids() == []
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)"),
+    OSError(12, "Cannot allocate memory"),
+    MemoryError(),
+    "torch.OutOfMemoryError",
+], ids=["cpu-allocator", "enomem", "memory-error", "torch-oom"])
+def test_out_of_memory_on_cpu_is_over_budget_not_an_error(monkeypatch, error) -> None:
+    """torch's CPU allocator says "can't allocate memory", not "out of memory": the worker must still report
+    it as over budget (so a sweep stops that model there) instead of as a failure of the run."""
+    import io
+
+    import torch
+
+    from s5cli.benchmark import worker
+
+    if error == "torch.OutOfMemoryError":
+        error = torch.OutOfMemoryError("CUDA error: an illegal memory request")  # the type decides, not the text
+
+    def prepare(workload):
+        raise error
+
+    monkeypatch.setattr(worker, "_prepare", prepare)
+    out = io.StringIO()
+    assert worker.serve(_tiny("s5"), [], out) == 0
+    (event,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert event["event"] == "over_budget" and event["reason"] == "out of memory"
+
+
+def _sweep_with_s5_over_budget_from(first_failed: int | None, lengths=(4, 8, 16, 32)) -> list[Measurement]:
+    measurements = []
+    for frames in lengths:
+        s5 = _measurement("s5", frames / 100, 10 * frames, frames=frames)
+        if first_failed is not None and frames >= first_failed:
+            s5.fail(OVER_BUDGET, "time: step took 61 s > budget 60 s")
+        measurements += [s5, _measurement("s4", frames / 50, 20 * frames, frames=frames)]
+    return measurements
+
+
+def test_the_slope_target_names_its_lengths_and_is_incomplete_without_all_of_them(capsys) -> None:
+    """S5 over budget at 16 of 4,8,16,32: a slope fitted on 4 and 8 alone must not read "met"."""
+    from rich.console import Console
+
+    from s5cli.benchmark.report import render
+
+    settings = {"frames": [4, 8, 16, 32], "sweep": True}
+    (complete,) = [c for c in build_report(_sweep_with_s5_over_budget_from(None), settings, {})["targets"]
+                   if c["metric"] == "time_slope"]
+    assert complete["frames"] == [4, 8, 16, 32] and complete["met"] is True and complete["verdict"] == "met"
+    report = build_report(_sweep_with_s5_over_budget_from(16), settings, {})
+    (partial,) = [c for c in report["targets"] if c["metric"] == "time_slope"]
+    assert partial["frames"] == [4, 8] and partial["requested_frames"] == [4, 8, 16, 32]
+    assert math.isclose(partial["value"], 1.0)
+    assert partial["met"] is None and partial["verdict"] == "incomplete"
+    render(report, Console(file=None, width=200, force_terminal=False))
+    line = next(line for line in capsys.readouterr().out.splitlines() if "time_slope" in line)
+    assert "fitted on 4,8 of 4,8,16,32 frames" in line and "incomplete" in line and " met" not in line
+
+
+def test_a_slope_from_fewer_than_two_lengths_is_reported_as_not_fitted() -> None:
+    report = build_report(_sweep_with_s5_over_budget_from(8), {"frames": [4, 8, 16, 32], "sweep": True}, {})
+    (check,) = [c for c in report["targets"] if c["metric"] == "time_slope"]
+    assert check["frames"] == [4] and check["value"] is None
+    assert check["met"] is None and check["verdict"] == "not fitted"
+
+
+def test_a_stopped_group_keeps_the_steps_it_finished(monkeypatch) -> None:
+    """Ctrl-C in the third round: the two finished rounds travel with the KeyboardInterrupt, marked."""
+    from s5cli.benchmark import runner
+    from tests.benchmark.fake_worker import stop_in_round, use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {"step": 0.02}, "s4": {"step": 0.03}})
+    stop_in_round(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run_group([_tiny("s5"), _tiny("s4")], repeat=5)
+    kept = runner.interrupted_measurements(stop.value)
+    assert [(m.workload.label, m.times, m.interrupted) for m in kept] == [("s5", [0.02, 0.02], True),
+                                                                        ("s4", [0.03, 0.03], True)]
+    row = result_row(kept[0])
+    assert row["status"] == OK and row["interrupted"] is True and row["clips_per_s"] == 1 / 0.02
+    assert row["peak_memory_bytes"] is None and "before its memory run" in row["memory_error"]
+    assert worker_pids() == []
+    assert runner.interrupted_measurements(KeyboardInterrupt()) == []

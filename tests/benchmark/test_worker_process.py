@@ -180,3 +180,20 @@ def test_worker_pids_sees_a_live_worker_and_nothing_else() -> None:
         plain.kill()
         plain.wait()
     assert worker_pids() == []
+
+
+def test_a_worker_ended_by_a_signal_is_named_by_the_signal(monkeypatch) -> None:
+    """Not "exited with code -15": a negative exit code is how multiprocessing reports a signal."""
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {"warmup": "hang"}})
+    worker = WorkerHandle(_tiny(), None)
+    try:
+        assert worker.wait("built", 120) is not None
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait("warmup", 120) is None
+        assert worker.measurement.status == ERROR
+        assert worker.measurement.reason == "worker was killed by SIGTERM", worker.measurement.reason
+    finally:
+        worker.kill()
+    assert worker_pids() == []
