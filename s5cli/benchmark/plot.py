@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from s5cli.benchmark.worker_handle import OK
 from s5cli.errors import UserError
 from s5cli.io import atomic_write_path
 
@@ -20,24 +21,24 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError(_INSTALL_HINT) from None
-    rows = [r for r in report["results"] if r["status"] == "ok"]
+    results = report["results"]
+    rows = [r for r in results if r["status"] == OK]
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key in dict.fromkeys((r["model"], r["mode"]) for r in rows):
+    for key in dict.fromkeys((r["model"], r["mode"]) for r in results):
         series = sorted((r for r in rows if (r["model"], r["mode"]) == key), key=lambda r: r["frames"])
         frames = [r["frames"] for r in series]
-        label = f"{key[0]} ({key[1]})"
+        label = series_label(key[0], key[1], results)
         style = "-" if key[1] == "infer" else "--"
         time_axis.plot(frames, [r["seconds"]["median"] for r in series], style, marker="o", label=label)
         memory = [(f, r["peak_memory_bytes"] / 2**20) for f, r in zip(frames, series, strict=True)
                   if r["peak_memory_bytes"]]
-        if memory:
-            memory_axis.plot(*zip(*memory, strict=True), style, marker="o", label=label)
+        memory_axis.plot(*(zip(*memory, strict=True) if memory else ([], [])), style, marker="o", label=label)
     settings = report.get("settings", {})
     subtitle = (f"{settings.get('tokens_per_frame', '?')} tokens/frame, dim {settings.get('dim', '?')}, "
                 f"batch {settings.get('batch', '?')}, {report.get('machine', {}).get('device', '')}")
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    all_frames = sorted({r["frames"] for r in rows})
+    all_frames = tick_frames(report)
     for axis, ylabel in ((time_axis, "median step time (s)"), (memory_axis, "peak memory above baseline (MiB)")):
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -49,7 +50,7 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
         axis.set_xlabel("frames")
         axis.set_ylabel(ylabel)
         axis.grid(True, which="both", alpha=0.3)
-        if axis.has_data():
+        if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
     figure.suptitle(f"s5 benchmark: {subtitle}", fontsize=10)
     figure.tight_layout()
@@ -58,3 +59,20 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
         figure.savefig(tmp, dpi=120, format=target.suffix.lstrip(".").lower() or "png")
     plt.close(figure)
     return target
+
+
+def series_label(model: str, mode: str, results: list[dict[str, Any]]) -> str:
+    """A line's legend entry, saying where the model stopped: a sweep's over-budget or failed lengths were
+    simply missing from the plot, so a line that ends at 120 frames read like a sweep that ended there."""
+    stopped = sorted((r["frames"], r["status"]) for r in results
+                     if (r["model"], r["mode"]) == (model, mode) and r["status"] != OK)
+    label = f"{model} ({mode})"
+    return f"{label}, {stopped[0][1]} from {stopped[0][0]} frames" if stopped else label
+
+
+def tick_frames(report: dict[str, Any]) -> list[int]:
+    """The frame counts to label on the x axis: every length asked for (a sweep's, where some model went
+    over budget, too), not only those some model finished."""
+    asked = report.get("settings", {}).get("frames")
+    asked = asked if isinstance(asked, list) else [asked] if isinstance(asked, int) else []
+    return sorted({int(f) for f in asked} | {r["frames"] for r in report["results"] if r["status"] == OK})

@@ -337,6 +337,33 @@ def test_plot_without_matplotlib_is_a_clear_user_error(monkeypatch: pytest.Monke
         write_plot({"results": []}, tmp_path / "y.png")
 
 
+def test_the_plot_says_where_a_model_went_over_budget_and_labels_every_length(tmp_path: Path, monkeypatch) -> None:
+    """Over-budget lengths were left out of the plot (and of its x ticks): a line ending at 8 frames read
+    like a sweep that ended there, and a model over budget everywhere was not in the legend at all."""
+    import matplotlib.pyplot as plt
+
+    from s5cli.benchmark import plot
+
+    def row(model: str, frames: int, status: str = "ok") -> dict:
+        ok = status == "ok"
+        return {"model": model, "mode": "infer", "frames": frames, "status": status,
+                "seconds": {"median": 0.01 * frames} if ok else None, "peak_memory_bytes": 2**20 * frames if ok else None}
+
+    report = {"settings": {"frames": [4, 8, 16, 32]},
+              "results": [row("s5", 4), row("s5", 8), row("s5", 16, "over budget"),
+                          row("transformer", 4, "over budget")]}
+    assert plot.series_label("s5", "infer", report["results"]) == "s5 (infer), over budget from 16 frames"
+    assert plot.series_label("transformer", "infer", report["results"]) == (
+        "transformer (infer), over budget from 4 frames")
+    assert plot.tick_frames(report) == [4, 8, 16, 32]
+    drawn: list = []
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figure to read its legend
+    plot.write_plot(report, tmp_path / "p.png")
+    legends = [[t.get_text() for t in axis.get_legend().get_texts()] for axis in drawn[0].axes]
+    assert legends == [["s5 (infer), over budget from 16 frames", "transformer (infer), over budget from 4 frames"]] * 2
+    assert [int(t) for t in drawn[0].axes[0].get_xticks()] == [4, 8, 16, 32]
+
+
 def test_help_shows_the_cpu_and_cuda_default_sizes() -> None:
     result = CliRunner().invoke(app, ["benchmark", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
