@@ -146,9 +146,13 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             cells = [_format(value) if metrics else "-"] + ([_format(best.get(key))] if best else [])
             table.add_row(key, *cells)
-    last_loss = _last_logged_loss(out_dir / "metrics.jsonl")
+    log = out_dir / "metrics.jsonl"
+    last_loss = _last_logged_loss(log)
     if last_loss is not None:  # LSMCL pretraining has no validation: its loss is what there is to show
         table.add_row("train loss (last logged)", _format(last_loss), *(["-"] if best else []))
+    top1 = _last_logged(log, lambda record: record.get("contrastive_top1"))
+    if top1 is not None:  # LSMCL: how often a clip's own key scored highest (chance: 1 / candidates)
+        table.add_row("contrastive top-1 (last logged)", _format(float(top1)), *(["-"] if best else []))
     console.print(table)
     console.print(f"checkpoint: {out_dir / 'best' if best else out_dir / 'latest'}")
 

@@ -78,18 +78,39 @@ def info_nce(
     in the logits after dividing by the temperature (0.2), coarser than the differences being learned.
     """
     with torch.autocast(query.device.type, enabled=False):
-        query, key = query.float(), key.float()
-        logits = query @ key.t()
-        queued = negatives is not None and negatives.numel() > 0
-        if queued:
-            logits = torch.cat([logits, query @ negatives.float().t()], dim=1)
-        target = torch.arange(key_offset, key_offset + query.shape[0], device=query.device)
-        if ids is not None:
-            others = torch.cat([ids.keys, ids.negatives[: negatives.shape[0]]]) if queued else ids.keys
-            same_video = ids.query[:, None] == others[None, :]
-            same_video[torch.arange(query.shape[0], device=query.device), target] = False  # the positive stays
-            logits = logits.masked_fill(same_video, float("-inf"))
+        logits, target = _similarities(query, key, negatives, key_offset, ids)
         return F.cross_entropy(logits / temperature, target)
+
+
+def _similarities(query: Tensor, key: Tensor, negatives: Tensor | None, key_offset: int,
+                  ids: VideoIds | None) -> tuple[Tensor, Tensor]:
+    """(float32 cosine logits of every query against every key and queued negative, each query's positive
+    column) as `info_nce` defines them, a query's own video's other keys at -inf."""
+    query, key = query.float(), key.float()
+    logits = query @ key.t()
+    queued = negatives is not None and negatives.numel() > 0
+    if queued:
+        logits = torch.cat([logits, query @ negatives.float().t()], dim=1)
+    target = torch.arange(key_offset, key_offset + query.shape[0], device=query.device)
+    if ids is not None:
+        others = torch.cat([ids.keys, ids.negatives[: negatives.shape[0]]]) if queued else ids.keys
+        same_video = ids.query[:, None] == others[None, :]
+        same_video[torch.arange(query.shape[0], device=query.device), target] = False  # the positive stays
+        logits = logits.masked_fill(same_video, float("-inf"))
+    return logits, target
+
+
+@torch.no_grad()
+def contrastive_top1(query: Tensor, key: Tensor, negatives: Tensor | None = None, key_offset: int = 0,
+                     ids: VideoIds | None = None) -> Tensor:
+    """Fraction of queries whose own key scores highest among all keys and negatives (MoCo's acc@1).
+
+    Why log it beside the loss: the loss's scale moves with the batch and queue (chance is ln of the
+    candidates), while this reads the same at any size (chance: 1 / candidates) and shows whether the
+    pretext task is being solved or has collapsed."""
+    with torch.autocast(query.device.type, enabled=False):
+        logits, target = _similarities(query, key, negatives, key_offset, ids)
+        return (logits.argmax(dim=1) == target).float().mean()
 
 
 def symmetric_info_nce(
@@ -185,6 +206,7 @@ class LSMCLOutput:
     long_query: Tensor
     short_key: Tensor
     long_key: Tensor
+    top1: Tensor | None = None  # `contrastive_top1`, mean of the short->long and long->short tasks
 
 
 class LSMCL(nn.Module):
@@ -239,6 +261,8 @@ class LSMCL(nn.Module):
             video_ids = video_ids.to(lq.device)
             ids = VideoIds(video_ids, gather_keys(video_ids)[0], self.queue_ids[:filled] if cfg.queue_size else None)
         loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset, ids)
+        top1 = 0.5 * (contrastive_top1(sq, all_sk, negatives, offset, ids)
+                      + contrastive_top1(lq, all_lk, negatives, offset, ids))
         if cfg.queue_size and self.training:
             # Short and long key of each video side by side: a queue shorter than a batch's 2B keys then keeps
             # both kinds (cat([short, long]) kept the short keys alone).
@@ -246,7 +270,7 @@ class LSMCL(nn.Module):
             queued_ids = ids.keys.repeat_interleave(2) if ids is not None else torch.full(
                 (keys.shape[0],), -1, dtype=torch.long, device=keys.device)
             self._enqueue(keys, queued_ids)
-        return LSMCLOutput(loss, sq, lq, sk, lk)
+        return LSMCLOutput(loss, sq, lq, sk, lk, top1)
 
     def set_training_progress(self, fraction: float) -> None:
         """Pass the trainer's progress on to both encoders, so S5's exploration schedule runs in pretraining

@@ -41,8 +41,9 @@ class DistContext:
         if self.distributed:
             dist.barrier()
 
-    def after_step(self, loss: float, stop_signal: int) -> tuple[float, int]:
-        """(the ranks' mean loss, the largest stop signal any rank saw, 0 for none) in one collective.
+    def after_step(self, loss: float, stop_signal: int, top1: float | None = None) -> tuple[float, int, float | None]:
+        """(the ranks' mean loss, the largest stop signal any rank saw, 0 for none, the ranks' mean `top1`:
+        LSMCL's contrastive top-1, None when not given) in one collective.
 
         Why the signal: stopping and saving after this step is a decision every rank must take together
         when only some saw its cause (a signal sent to one process); deciding alone would leave the others
@@ -53,17 +54,19 @@ class DistContext:
         the optimiser step, so all ranks stop on it together.
         """
         if not self.distributed:
-            return loss, stop_signal
+            return loss, stop_signal, top1
         if not 0 <= stop_signal <= MAX_SIGNAL:
             raise ValueError(f"stop_signal must be in [0, {MAX_SIGNAL}], got {stop_signal}")
-        values = torch.zeros(2 + MAX_SIGNAL, dtype=torch.float64)
+        values = torch.zeros(3 + MAX_SIGNAL, dtype=torch.float64)
         values[0] = loss
         values[1 + stop_signal] = 1.0  # slot 1 = no signal
+        values[-1] = 0.0 if top1 is None else top1  # every rank gives one or none alike (one objective)
         tensor = values.to(self._collective_device())
         dist.all_reduce(tensor)
         summed = tensor.cpu()
-        seen = torch.nonzero(summed[2:] > 0)
-        return float(summed[0]) / self.world_size, int(seen.max()) + 1 if seen.numel() else 0
+        seen = torch.nonzero(summed[2:-1] > 0)
+        mean_top1 = None if top1 is None else float(summed[-1]) / self.world_size
+        return float(summed[0]) / self.world_size, int(seen.max()) + 1 if seen.numel() else 0, mean_top1
 
     def _collective_device(self) -> torch.device | str:
         """Where a one-number collective's tensor lives: NCCL needs it on the GPU, gloo on the CPU."""

@@ -240,7 +240,7 @@ def train(setup: TrainSetup) -> dict:
                 step.set_training_progress(module, state.step / max(1, state.progress_steps))
                 optimizer.zero_grad(set_to_none=True)
                 try:
-                    loss_value = step.backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
+                    loss_value, top1 = step.backward_batch(setup, module, scaler, clips, micro[b_index - start_batch])
                 except TokensLost as lost:
                     # In one process, before any forward pass of the step, this state is an uninterrupted
                     # run's: save it. Under torchrun the other ranks are inside this step's collectives and
@@ -250,7 +250,7 @@ def train(setup: TrainSetup) -> dict:
                 # Mean loss and an agreed stop in one collective, before the optimiser step: a non-finite loss
                 # on any rank makes the mean non-finite, so every rank stops here together (one rank raising
                 # alone left the others blocked in the next collective), and no rank steps on it.
-                loss_value, stop_signal = ctx.after_step(loss_value, interrupted["signal"] or 0)
+                loss_value, stop_signal, top1 = ctx.after_step(loss_value, interrupted["signal"] or 0, top1)
                 if not math.isfinite(loss_value):
                     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                     raise RunFailure(
@@ -273,8 +273,9 @@ def train(setup: TrainSetup) -> dict:
                 # The run's last step too: a run shorter than log_every otherwise logged nothing (and
                 # `s5 pretrain` printed an empty summary).
                 if state.step % max(1, tcfg.log_every) == 0 or state.step == total_steps:
-                    log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, "lr": schedule.lr(),
-                               "samples_per_s": speed})
+                    contrast = {} if top1 is None else {"contrastive_top1": top1}  # LSMCL's acc@1
+                    log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, **contrast,
+                               "lr": schedule.lr(), "samples_per_s": speed})
                 if stop_signal:  # agreed above: every rank finishes this step and saves
                     stop_after_saving(stop_signal)
             state.epoch = epoch + 1

@@ -64,11 +64,9 @@ def set_training_progress(module: nn.Module, fraction: float) -> None:
 
 def batch_loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
     """The objective's loss on one (micro-)batch: LSMCL's InfoNCE, else cross-entropy or MSE on the labels."""
-    tokens = as_model_input(batch.tokens, setup.ctx.device)
     if setup.objective == "lsmcl":
-        from s5cli.models.lsmcl import video_keys
-
-        return module(tokens, video_ids=video_keys(batch.video_ids)).loss
+        return lsmcl_output(setup, module, batch).loss
+    tokens = as_model_input(batch.tokens, setup.ctx.device)
     out = module(tokens)
     labels = batch.labels.to(setup.ctx.device)
     if setup.task.kind == "regression":
@@ -76,10 +74,17 @@ def batch_loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(out.float(), labels)
 
 
+def lsmcl_output(setup: TrainSetup, module: nn.Module, batch):
+    """LSMCL's output (loss, contrastive top-1) on one (micro-)batch, each clip tagged with its video."""
+    from s5cli.models.lsmcl import video_keys
+
+    return module(as_model_input(batch.tokens, setup.ctx.device), video_ids=video_keys(batch.video_ids))
+
+
 def backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterator[SampleBatch],
-                   micro: list[list[int]]) -> float:
+                   micro: list[list[int]]) -> tuple[float, float | None]:
     """Forward + backward of one batch, its micro-batches `micro` read in turn from `clips`; returns the
-    batch's mean loss.
+    batch's mean loss and, for LSMCL, its mean contrastive top-1 (None otherwise).
 
     Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradients are those
     of the whole batch's mean. Under DDP gradients are averaged over ranks once, at the last micro-batch.
@@ -87,17 +92,21 @@ def backward_batch(setup: TrainSetup, module: nn.Module, scaler, clips: Iterator
     all-reduce) and makes the returned mean non-finite; the caller stops before the optimiser step.
     """
     size = sum(len(part) for part in micro)
-    total = 0.0
+    total, top1 = 0.0, None
     for m_index, part in enumerate(micro):
         share = len(part) / size
         syncs = not setup.ctx.distributed or m_index == len(micro) - 1
         with contextlib.nullcontext() if syncs else module.no_sync():
             batch = next_clips(clips, first_of_step=m_index == 0)
             with autocast(setup.ctx.device, setup.recipe.train.amp):
-                loss = batch_loss(setup, module, batch)
+                if setup.objective == "lsmcl":
+                    out = lsmcl_output(setup, module, batch)
+                    loss, top1 = out.loss, (top1 or 0.0) + float(out.top1) * share
+                else:
+                    loss = batch_loss(setup, module, batch)
             scaler.scale(loss if share == 1.0 else loss * share).backward()
         total += float(loss.detach()) * share
-    return total
+    return total, top1
 
 
 def next_clips(clips: Iterator[SampleBatch], first_of_step: bool) -> SampleBatch:

@@ -13,6 +13,7 @@ from s5cli.models.lsmcl import (
     LSMCLConfig,
     Projector,
     VideoIds,
+    contrastive_top1,
     info_nce,
     random_token_mask,
     short_clip,
@@ -161,6 +162,22 @@ def test_a_videos_own_queued_keys_are_not_among_its_negatives() -> None:
     twice = VideoIds(torch.tensor([10, 10]), torch.tensor([10, 10]))
     alone = F.cross_entropy((query @ key.t() / 0.2).diagonal()[:, None], torch.tensor([0, 0]))
     torch.testing.assert_close(info_nce(query, key, 0.2, ids=twice), alone)
+
+
+def test_contrastive_top1_counts_queries_whose_own_key_wins() -> None:
+    torch.manual_seed(0)
+    keys = F.normalize(torch.randn(6, 8), dim=-1)
+    assert float(contrastive_top1(keys, keys)) == 1.0  # identical views: every query finds its own key
+    swapped = keys[[1, 0, 2, 3, 4, 5]]  # the first two queries now meet each other's key at their row
+    assert float(contrastive_top1(keys, swapped)) == pytest.approx(4 / 6)
+    # A queued copy of query 0's own key beats its positive, unless ids say it is the same video.
+    query, key = keys[:1], F.normalize(keys[:1] + 0.5 * torch.randn(1, 8), dim=-1)
+    assert float(contrastive_top1(query, key, negatives=keys[:1])) == 0.0
+    ids = VideoIds(torch.tensor([3]), torch.tensor([3]), torch.tensor([3]))
+    assert float(contrastive_top1(query, key, negatives=keys[:1], ids=ids)) == 1.0
+    model = LSMCL(build_model("s5", S5_SMALL, 3), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16))
+    out = model(torch.randn(4, 8, 6, 16))
+    assert out.top1 is not None and 0.0 <= float(out.top1) <= 1.0 and not out.top1.requires_grad
 
 
 def test_the_queue_keeps_each_keys_video_and_older_checkpoints_resume_with_unknown_ids() -> None:

@@ -25,6 +25,8 @@ def _steps_in_process(rank: int, world: int, store_file: str, results: dict) -> 
                          for step, (signals, _) in enumerate(ROUNDS)]
         # A non-finite loss on one rank: every rank's mean is non-finite, so all stop at the same step.
         results[f"nan{rank}"] = ctx.after_step(float("nan") if rank == 1 else 1.0, 0)
+        # LSMCL's contrastive top-1 rides in the same collective: the ranks' mean, the signal unchanged.
+        results[f"top1{rank}"] = ctx.after_step(1.0, signal.SIGINT if rank else 0, 0.5 if rank else 0.25)
     finally:
         dist.destroy_process_group()
 
@@ -43,16 +45,17 @@ def _spawn_two(body, tmp_path) -> dict:
 def test_after_step_averages_the_loss_and_agrees_on_the_largest_stop_signal(tmp_path) -> None:
     results = _spawn_two(_steps_in_process, tmp_path)
     # losses: rank 0 gives step + 1, rank 1 twice that; the mean is 1.5 (step + 1)
-    expected = [(1.5 * (step + 1), agreed) for step, (_, agreed) in enumerate(ROUNDS)]
+    expected = [(1.5 * (step + 1), agreed, None) for step, (_, agreed) in enumerate(ROUNDS)]
     assert results[0] == expected and results[1] == expected
     for rank in (0, 1):
-        loss, stop = results[f"nan{rank}"]
-        assert math.isnan(loss) and stop == 0
+        loss, stop, top1 = results[f"nan{rank}"]
+        assert math.isnan(loss) and stop == 0 and top1 is None
+        assert results[f"top1{rank}"] == (1.0, signal.SIGINT, 0.375)
 
 
 def test_after_step_is_the_identity_in_one_process() -> None:
-    assert DistContext().after_step(0.25, signal.SIGTERM) == (0.25, signal.SIGTERM)
-    assert DistContext().after_step(0.25, 0) == (0.25, 0)
+    assert DistContext().after_step(0.25, signal.SIGTERM) == (0.25, signal.SIGTERM, None)
+    assert DistContext().after_step(0.25, 0, 0.5) == (0.25, 0, 0.5)
 
 
 class _FakeCuda:

@@ -69,9 +69,9 @@ def run_here(args: list[str], command: str = "finetune") -> None:
     assert result.exit_code == 0, result.output
 
 
-def _losses(run: Path) -> list[float]:
+def _losses(run: Path, key: str = "loss") -> list[float]:
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [rec["loss"] for rec in lines if "loss" in rec]
+    return [rec[key] for rec in lines if key in rec]
 
 
 def test_finetune_writes_a_complete_run_and_eval_reads_it(tmp_path: Path) -> None:
@@ -266,6 +266,9 @@ def test_lsmcl_under_torchrun_contrasts_against_every_process_videos(tmp_path: P
     assert len(losses_one) == len(losses_two) == 3
     # Per-process negatives would give a loss near log(4) instead of log(8) from the first step on.
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
+    # The contrastive top-1 is averaged over the processes' queries: one process's 8 in the same step.
+    top1_one, top1_two = _losses(tmp_path / "one", "contrastive_top1"), _losses(tmp_path / "two", "contrastive_top1")
+    assert len(top1_one) == 3 and top1_two == pytest.approx(top1_one, abs=1e-6)
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
@@ -304,6 +307,8 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     assert min(queue_ids) >= 0 and len(set(queue_ids)) == 4 and queue_ids[0] == queue_ids[1]
     # Shorter than log_every (3 steps): the last step is logged, so the summary has a loss to show.
     assert len(_losses(tmp_path / "pre")) == 1 and "loss" in result.output
+    (top1,) = _losses(tmp_path / "pre", "contrastive_top1")  # MoCo's acc@1 beside the loss
+    assert 0.0 <= top1 <= 1.0 and "contrastive top-1 (last logged)" in result.output
     # Its head was never trained: eval refuses it (explicitly, and as "the last run", which is not it).
     result = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "pre"), "-q"])
     assert result.exit_code == 2 and "LSMCL pretraining checkpoint" in result.output
