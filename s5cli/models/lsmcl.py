@@ -77,9 +77,23 @@ def info_nce(
     Similarities in float32 also under autocast: in bfloat16 cosines near 1 lie ~0.004 apart, steps of ~0.02
     in the logits after dividing by the temperature (0.2), coarser than the differences being learned.
     """
+    return info_nce_and_top1(query, key, temperature, negatives, key_offset, ids)[0]
+
+
+def info_nce_and_top1(
+    query: Tensor, key: Tensor, temperature: float, negatives: Tensor | None = None, key_offset: int = 0,
+    ids: VideoIds | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`info_nce` and `contrastive_top1` of one direction from one set of logits: with a large queue the
+    similarities are most of the objective's own work, and the training step needs both numbers."""
     with torch.autocast(query.device.type, enabled=False):
         logits, target = _similarities(query, key, negatives, key_offset, ids)
-        return F.cross_entropy(logits / temperature, target)
+        return F.cross_entropy(logits / temperature, target), _top1(logits.detach(), target)
+
+
+def _top1(logits: Tensor, target: Tensor) -> Tensor:
+    """Fraction of rows whose highest logit is their target column."""
+    return (logits.argmax(dim=1) == target).float().mean()
 
 
 def _similarities(query: Tensor, key: Tensor, negatives: Tensor | None, key_offset: int,
@@ -109,8 +123,7 @@ def contrastive_top1(query: Tensor, key: Tensor, negatives: Tensor | None = None
     candidates), while this reads the same at any size (chance: 1 / candidates) and shows whether the
     pretext task is being solved or has collapsed."""
     with torch.autocast(query.device.type, enabled=False):
-        logits, target = _similarities(query, key, negatives, key_offset, ids)
-        return (logits.argmax(dim=1) == target).float().mean()
+        return _top1(*_similarities(query, key, negatives, key_offset, ids))
 
 
 def symmetric_info_nce(
@@ -260,9 +273,11 @@ class LSMCL(nn.Module):
         if video_ids is not None:
             video_ids = video_ids.to(lq.device)
             ids = VideoIds(video_ids, gather_keys(video_ids)[0], self.queue_ids[:filled] if cfg.queue_size else None)
-        loss = symmetric_info_nce(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset, ids)
-        top1 = 0.5 * (contrastive_top1(sq, all_sk, negatives, offset, ids)
-                      + contrastive_top1(lq, all_lk, negatives, offset, ids))
+        # `symmetric_info_nce(sq, all_sk, lq, all_lk, ...)`, op for op (short queries against long keys, long
+        # against short), with each direction's top-1 from the same logits.
+        short_loss, short_top1 = info_nce_and_top1(sq, all_lk, cfg.temperature, negatives, offset, ids)
+        long_loss, long_top1 = info_nce_and_top1(lq, all_sk, cfg.temperature, negatives, offset, ids)
+        loss, top1 = 0.5 * (short_loss + long_loss), 0.5 * (short_top1 + long_top1)
         if cfg.queue_size and self.training:
             # Short and long key of each video side by side: a queue shorter than a batch's 2B keys then keeps
             # both kinds (cat([short, long]) kept the short keys alone).

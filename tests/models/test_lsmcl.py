@@ -177,7 +177,12 @@ def test_contrastive_top1_counts_queries_whose_own_key_wins() -> None:
     assert float(contrastive_top1(query, key, negatives=keys[:1], ids=ids)) == 1.0
     model = LSMCL(build_model("s5", S5_SMALL, 3), LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16))
     out = model(torch.randn(4, 8, 6, 16))
-    assert out.top1 is not None and 0.0 <= float(out.top1) <= 1.0 and not out.top1.requires_grad
+    assert out.top1 is not None and not out.top1.requires_grad
+    # The loss's pairs: short queries against long keys and long against short (not a view against itself).
+    expected = 0.5 * (contrastive_top1(out.short_query, out.long_key) + contrastive_top1(out.long_query, out.short_key))
+    assert float(out.top1) == float(expected)
+    assert torch.equal(out.loss, symmetric_info_nce(out.short_query, out.short_key, out.long_query, out.long_key,
+                                                    model.config.temperature))
 
 
 def test_the_queue_keeps_each_keys_video_and_older_checkpoints_resume_with_unknown_ids() -> None:
