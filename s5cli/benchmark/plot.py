@@ -73,6 +73,6 @@ def series_label(model: str, mode: str, results: list[dict[str, Any]]) -> str:
 def tick_frames(report: dict[str, Any]) -> list[int]:
     """The frame counts to label on the x axis: every length asked for (a sweep's, where some model went
     over budget, too), not only those some model finished."""
-    asked = report.get("settings", {}).get("frames")
-    asked = asked if isinstance(asked, list) else [asked] if isinstance(asked, int) else []
-    return sorted({int(f) for f in asked} | {r["frames"] for r in report["results"] if r["status"] == OK})
+    from s5cli.benchmark.report import frames_asked_for
+
+    return frames_asked_for(report.get("settings", {}), report["results"])

@@ -131,10 +131,8 @@ def slope_check(slope: dict[str, Any], requested_frames: Sequence[int]) -> dict[
     requested = sorted(set(requested_frames) | set(slope["frames"]))
     where = {"model": REFERENCE, "mode": slope["mode"], "frames": list(slope["frames"]),
              "requested_frames": requested}
-    check = _check(where, "time_slope", slope["time_slope"], "<=", SLOPE_TARGET)
-    if slope["time_slope"] is None:
-        check["verdict"] = "not fitted"
-    elif list(slope["frames"]) != requested:
+    check = _check(where, "time_slope", slope["time_slope"], "<=", SLOPE_TARGET)  # None: "not fitted"
+    if slope["time_slope"] is not None and list(slope["frames"]) != requested:
         check.update(met=None, verdict="incomplete")
     return check
 
@@ -156,12 +154,12 @@ def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
     ratios = ratio_rows(rows)
     sweep = len({r["frames"] for r in rows}) > 1
     slopes = slope_rows(rows) if sweep else []
-    targets = target_rows(ratios, slopes, _requested_frames(settings, rows))
+    targets = target_rows(ratios, slopes, frames_asked_for(settings, rows))
     return {"schema": SCHEMA, "stage": "model", "settings": settings, "machine": machine, "results": rows,
             "ratios": ratios, "slopes": slopes, "targets": targets}
 
 
-def _requested_frames(settings: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[int]:
+def frames_asked_for(settings: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[int]:
     """The sweep's lengths as asked for (an interrupted sweep has rows for fewer), else those of the rows."""
     asked = settings.get("frames")
     return sorted(asked) if isinstance(asked, list) else sorted({r["frames"] for r in rows})

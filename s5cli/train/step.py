@@ -63,9 +63,8 @@ def set_training_progress(module: nn.Module, fraction: float) -> None:
 
 
 def batch_loss(setup: TrainSetup, module: nn.Module, batch) -> torch.Tensor:
-    """The objective's loss on one (micro-)batch: LSMCL's InfoNCE, else cross-entropy or MSE on the labels."""
-    if setup.objective == "lsmcl":
-        return lsmcl_output(setup, module, batch).loss
+    """The supervised loss on one (micro-)batch: cross-entropy or MSE on the labels (LSMCL: `lsmcl_output`,
+    which also gives the contrastive top-1)."""
     tokens = as_model_input(batch.tokens, setup.ctx.device)
     out = module(tokens)
     labels = batch.labels.to(setup.ctx.device)
