@@ -111,7 +111,8 @@ def train(setup: TrainSetup) -> dict:
     check_batch_settings(setup)
     module = setup.module.to(ctx.device)
     optimizer = build_optimizer(module, ocfg)
-    total_steps = steps_per_epoch(setup, ctx) * tcfg.epochs
+    epoch_steps = steps_per_epoch(setup, ctx)
+    total_steps = epoch_steps * tcfg.epochs
     schedule = Schedule(optimizer, ocfg, total_steps, maximize=setup.task.kind == "classification")
     state = ckpt.TrainerState()
     if setup.resume:
@@ -231,7 +232,7 @@ def train(setup: TrainSetup) -> dict:
             if patience and state.evals_since_best >= patience:  # a resumed run that had already stopped
                 break
             batches = epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
-            batches = batches[: steps_per_epoch(setup, ctx)]  # an LSMCL batch with no negative left out
+            batches = batches[:epoch_steps]  # an LSMCL batch with no negative left out
             start_batch = state.batch_in_epoch if epoch == state.epoch else 0
             micro = [micro_batches(batch, tcfg.accumulate) for batch in batches[start_batch:]]
             clips = clip_batches(setup, epoch, micro)
