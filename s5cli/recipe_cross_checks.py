@@ -42,6 +42,16 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
             "does not read: set data.dataset (lvu, breakfast or coin), or remove data.annotations")
     if data.frames is None and data.fps is None:
         add(("data.frames", "data.fps"), "data.frames and data.fps are both null: set one (T frames, or frames per second)")
+    if data.fps is not None and data.frames is None and data.window_seconds is None and data.dataset != "synthetic":
+        # Each clip is then a whole video, and real videos differ in length: a batch of two cannot be
+        # stacked, which surfaced as a traceback on the first batch, after extracting every video.
+        wide = [f"{key}={size}" for key, size in (("train.batch_size", recipe.train.batch_size),
+                                                   ("eval.batch_size", recipe.eval.batch_size)) if size > 1]
+        if wide:
+            add(("data.frames", "data.window_seconds", "train.batch_size", "eval.batch_size"),
+                f"data.frames and data.window_seconds are null with data.fps={data.fps}, so each clip is a whole "
+                f"video and videos differ in length: set data.window_seconds (clip = seconds x fps) or data.frames, "
+                f"or use batches of 1 ({', '.join(wide)})")
     if data.window_seconds is not None and data.fps is None:
         add(("data.window_seconds", "data.fps"), f"data.window_seconds={data.window_seconds} needs data.fps to be set")
     if data.frame_pool is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s5cli.recipe import load_recipe, model_config
+from s5cli.recipe import bundled_recipes_dir, load_recipe, model_config
 from tests.test_recipe import SYNTHETIC, error_of, write
 
 
@@ -46,6 +46,19 @@ def test_lsmcl_with_one_video_a_batch_and_no_queue_is_refused() -> None:
     assert "train.batch_size=1 with LSMCL and no queue" in message
     load_recipe(SYNTHETIC, ("train.objective=lsmcl", "train.batch_size=1", "train.lsmcl.queue_size=8"))
     load_recipe(SYNTHETIC, ("train.batch_size=1",))  # supervised: fine
+
+
+def test_whole_video_clips_in_batches_of_more_than_one_are_refused() -> None:
+    """data.fps with data.frames and data.window_seconds null makes each clip a whole video: the recipe was
+    accepted, every video extracted (hours), then the first batch of two lengths died in a traceback."""
+    breakfast = bundled_recipes_dir() / "breakfast.yaml"
+    message = error_of(breakfast, ("data.fps=1", "data.frames=null"))
+    assert "each clip is a whole video" in message and "set data.window_seconds" in message
+    assert "train.batch_size=" in message and "eval.batch_size=" in message
+    load_recipe(breakfast, ("data.fps=1", "data.frames=null", "train.batch_size=1", "eval.batch_size=1"))
+    load_recipe(breakfast, ("data.fps=1", "data.frames=64"))  # a clip length: fine
+    lvu = bundled_recipes_dir() / "lvu" / "genre.yaml"
+    assert "each clip is a whole video" in error_of(lvu, ("data.window_seconds=null", "data.frames=null"))
 
 
 def test_lsmcl_with_the_plateau_schedule_is_refused() -> None:

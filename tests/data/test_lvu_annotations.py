@@ -100,6 +100,15 @@ def test_explicit_annotations_win_over_the_root(lvu_root: Path, tmp_path: Path, 
     assert [r.video_id for r in list_records(recipe.data, "test")] == youtube_ids(real_lvu / "relationship" / "test.csv")
 
 
+def test_annotations_may_name_a_split_file(tmp_path: Path, real_lvu: Path) -> None:
+    """A split file is a natural thing to point at (Breakfast and COIN take one); LVU refused it with a
+    doubled path (`.../genre/train.csv/genre/train.csv`)."""
+    split_file = real_lvu / "relationship" / "train.csv"
+    recipe = recipe_objects("lvu/relationship", [f"data.root={tmp_path}", f"data.annotations={split_file}"], None)
+    assert annotations_dir(recipe.data, "relationship") == real_lvu
+    assert task_info(recipe.data).num_outputs == 4
+
+
 def test_neither_root_lvu_1_0_nor_annotations_names_the_field_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         recipe_objects("lvu/relationship", [f"data.root={tmp_path}"], None)

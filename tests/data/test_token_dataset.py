@@ -174,6 +174,14 @@ def test_collate_into_a_batch() -> None:
     assert int_batch.labels.dtype == torch.long
 
 
+def test_whole_videos_of_different_lengths_are_refused_in_one_batch() -> None:
+    """No clip length (frames=None) serves whole videos: two lengths in a batch were a torch.stack traceback."""
+    dataset = TokenDataset(records("a", "b"), FakeCache({"a": 5, "b": 7}), frames=None)
+    with pytest.raises(UserError, match=r"cannot batch clips of \[5, 7\] frames \(a, b\): set data\.frames"):
+        collate_samples([dataset[0], dataset[1]])
+    assert collate_samples([dataset[1]]).tokens.shape == (1, 7, 3, 4)
+
+
 def test_a_dataloader_pins_a_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """DataLoader(pin_memory=True) pins what its batches' `pin_memory` returns; a dataclass without one would
     reach the GPU copy unpinned. (Page-locked memory needs CUDA: the pinning itself is stood in for here.)"""

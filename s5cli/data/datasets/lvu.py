@@ -127,6 +127,8 @@ def annotations_dir(data: Any, task: str) -> Path:
     given = data_field(data, "annotations")
     if given:
         folder = Path(given).expanduser()
+        if folder.is_file():  # a split file (`.../lvu_1.0/genre/train.csv`): its task folder
+            folder = folder.parent
     else:
         root = data_field(data, "root")
         if not root:

@@ -286,6 +286,10 @@ class EpochClips(Dataset):
 
 def collate_samples(samples: Sequence[Sample]) -> SampleBatch:
     """Stack samples into a batch (for `DataLoader(collate_fn=collate_samples)`)."""
+    lengths = {len(sample.tokens) for sample in samples}
+    if len(lengths) > 1:  # whole-video clips (no clip length) of videos of different lengths
+        raise UserError(f"cannot batch clips of {sorted(lengths)} frames ({', '.join(s.video_id for s in samples)}): "
+                        "set data.frames or data.window_seconds to a clip length, or use batches of 1")
     labels = [sample.label for sample in samples]
     dtype = torch.float32 if any(isinstance(label, float) for label in labels) else torch.long
     return SampleBatch(
