@@ -73,12 +73,16 @@ def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:
     """A recipe named the way users name it (path, bundled name or hf:// address), loaded and validated.
 
     Errors and the saved recipe's header name a Hub recipe by its hf:// address: the path of its copy in
-    the Hub cache means nothing to its user, and editing that copy would be the wrong fix.
+    the Hub cache means nothing to its user, and editing that copy would be the wrong fix. The address is
+    pinned to the commit fetched (`hf://OWNER/NAME@COMMIT/file.yaml`): a branch moves, and a run's header
+    should still name the recipe it was trained with.
     """
     path = resolve_recipe_spec(spec)
     if not spec.startswith(HUB_SCHEME):
         return load_recipe(path, overrides)
-    return load_recipe_text(Path(path).read_text(encoding="utf-8"), spec, overrides)
+    from s5cli.hub.download import pinned_recipe_address
+
+    return load_recipe_text(Path(path).read_text(encoding="utf-8"), pinned_recipe_address(spec), overrides)
 
 
 def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> Recipe:

@@ -18,7 +18,9 @@ def push(
         "checkpoint's recipe)."),
     private: bool = flag(False, "--private", help="Create the repo as private (ignored if it exists)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
-    revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing; default main)."),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Branch to commit to, created if missing. Default: the recipe's hub.revision "
+        "when REPO_ID is omitted (the push goes to its hub.repo_id), otherwise main."),
     with_optimizer: bool = flag(
         False, "--with-optimizer", help="Also upload trainer_state.* (optimizer + RNG), so training can resume. "
         "A run folder then pushes its latest step checkpoint, not best/ (best/ keeps weights only)."
@@ -26,7 +28,10 @@ def push(
 ) -> None:
     """Upload model.safetensors, metrics.json, the resolved recipe.yaml and a generated README.md model card.
 
-    Needs a token: set HF_TOKEN or run `hf auth login`. Pickle files are never uploaded.
+    One commit, from a still copy of the checkpoint (safe while training runs). Checkpoint files of an
+    earlier push that this one does not upload (trainer_state.* without --with-optimizer, an old
+    metrics.json) are deleted in that commit; other files in the repo are kept. Needs a token: set
+    HF_TOKEN or run `hf auth login`. Pickle files are never uploaded.
     """
     from s5cli.cli.console import stderr, stdout
     from s5cli.hub import push_checkpoint
@@ -38,4 +43,6 @@ def push(
     which = "the latest step checkpoint " if with_optimizer and given.is_dir() and result.source != given else ""
     stderr.print(f"pushed {which}{result.source} ({len(result.files)} files) to "
                  f"{result.repo_id}@{result.revision}: {', '.join(result.files)}")
+    if result.deleted:  # said, so that a file missing from the repo afterwards is no surprise
+        stderr.print(f"removed {', '.join(result.deleted)} of an earlier push (not part of this checkpoint)")
     stdout.print(result.commit_url, soft_wrap=True)

@@ -145,7 +145,9 @@ def push_recipe(
         None, help="Hub repo OWNER/NAME, created if it does not exist (default: the recipe's hub.repo_id)."),
     private: bool = flag(False, "--private", help="Create the repo as private (ignored if it exists)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
-    revision: str | None = typer.Option(None, "--revision", help="Branch to commit to (created if missing)."),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Branch to commit to, created if missing. Default: the recipe's hub.revision "
+        "when REPO_ID is omitted (the push goes to its hub.repo_id), otherwise main."),
     path_in_repo: str | None = typer.Option(None, "--path-in-repo", help="File name in the repo (default: RECIPE's)."),
 ) -> None:
     """Upload a recipe (bytes unchanged) to a Hub repo, with a README card if the repo has none.

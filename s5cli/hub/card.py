@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from s5cli import __version__
+from s5cli.hub.paths import quote_revision
 
 TAGS = ["s5cli", "video-classification", "state-space-model", "s4", "long-form-video"]
 _MODEL_TAGS = {"s5": ["s5", "token-selection"], "s4": ["vis4mer"], "transformer": ["video-transformer"]}
@@ -37,6 +38,16 @@ def _command(recipe: Mapping[str, Any]) -> str:
     return "pretrain" if objective == "lsmcl" else "finetune"
 
 
+def _rev(revision: str | None) -> str:
+    """`@REV` for an hf:// address (URL-encoded: `refs/pr/1` -> `refs%2Fpr%2F1`), empty for main."""
+    return f"@{quote_revision(revision)}" if revision and revision != "main" else ""
+
+
+def _is_pretraining(metadata: Mapping[str, str], recipe: Mapping[str, Any]) -> bool:
+    """An LSMCL pretraining checkpoint: its head was never trained, so `s5 eval` refuses it."""
+    return metadata.get("objective") == "lsmcl" or _command(recipe) == "pretrain"
+
+
 def checkpoint_card(
     repo_id: str, metadata: Mapping[str, str], metrics: Mapping[str, Any] | None, revision: str | None = None,
 ) -> str:
@@ -44,7 +55,8 @@ def checkpoint_card(
     recipe = json.loads(metadata.get("recipe") or "{}")
     model_name = metadata.get("model_name") or (recipe.get("model") or {}).get("name", "s5")
     dataset, dataset_name = _dataset(recipe)
-    rev = f"@{revision}" if revision and revision != "main" else ""
+    rev = _rev(revision)
+    pretraining = _is_pretraining(metadata, recipe)
     scored = {k: float(v) for k, v in (metrics or {}).items() if k in _METRICS and isinstance(v, (int, float))}
     # Checkpoint metrics come from the trainer's validation pass unless `s5 eval` recorded a split.
     split = (metrics or {}).get("split") or "validation"
@@ -52,8 +64,9 @@ def checkpoint_card(
         "library_name": "s5cli",
         "tags": TAGS + _MODEL_TAGS.get(str(model_name), [str(model_name)]),
         "datasets": [dataset],
-        "metrics": [_METRICS[k][0] for k in scored],
     }
+    if scored or not pretraining:  # pretraining scores nothing the Hub lists: no empty `metrics: []`
+        front["metrics"] = [_METRICS[k][0] for k in scored]
     if scored:
         front["model-index"] = [{
             "name": repo_id.split("/")[-1],
@@ -74,7 +87,7 @@ def checkpoint_card(
         f"s5cli {__version__} (S5: selective structured state-spaces for "
         "long-form video, CVPR 2023). Weights are safetensors only.",
         "",
-        f"- step: {metadata.get('step', '?')}, outputs: {metadata.get('num_outputs', '?')}",
+        _step_line(metadata, pretraining),
         *_classes_line(metadata),
     ]
     if scored:
@@ -93,13 +106,34 @@ def checkpoint_card(
         "",
         "## Use",
         "",
-        "```bash",
-        f"s5 eval --checkpoint hf://{repo_id}{rev}",
-        f"s5 eval --checkpoint hf://{repo_id}{rev} --video movie.mp4",
-        "```",
+        *_use_lines(f"hf://{repo_id}{rev}", pretraining),
         "",
     ]
     return "\n".join(lines)
+
+
+def _step_line(metadata: Mapping[str, str], pretraining: bool) -> str:
+    """`- step: N, outputs: K`; without the outputs for pretraining, whose head is untrained."""
+    step = f"- step: {metadata.get('step', '?')}"
+    return step if pretraining else f"{step}, outputs: {metadata.get('num_outputs', '?')}"
+
+
+def _use_lines(address: str, pretraining: bool) -> list[str]:
+    """The commands that use the checkpoint: eval it, or for pretraining, finetune from it.
+
+    Why: `s5 eval` refuses an LSMCL checkpoint (its classifier head was never trained), so a card telling
+    readers to eval one sent every reader into that refusal.
+    """
+    if pretraining:
+        return [
+            "An LSMCL pretraining checkpoint: its classifier head is untrained, so finetune from it on your task "
+            "(RECIPE: a recipe file, a bundled name such as `lvu/genre`, or an hf:// address) and use that run:",
+            "",
+            "```bash",
+            f"s5 finetune RECIPE train.init={address}",
+            "```",
+        ]
+    return ["```bash", f"s5 eval --checkpoint {address}", f"s5 eval --checkpoint {address} --video movie.mp4", "```"]
 
 
 def _init_lines(recipe: Mapping[str, Any], command: str, recipe_url: str) -> list[str]:
@@ -143,7 +177,7 @@ def recipe_card(repo_id: str, recipe: Mapping[str, Any], filename: str, revision
     """README.md for a repo of recipes: front matter and the commands to pull and run one."""
     dataset, dataset_name = _dataset(recipe)
     model_name = (recipe.get("model") or {}).get("name", "s5")
-    rev = f"@{revision}" if revision and revision != "main" else ""
+    rev = _rev(revision)
     front = {"library_name": "s5cli", "tags": [*TAGS, "recipe"], "datasets": [dataset]}
     return "\n".join([
         _front_matter(front),

@@ -8,7 +8,7 @@ outside the destination.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from s5cli.errors import RunFailure, UserError, first_line
 from s5cli.hub.client import hub_errors, hub_settings, optional_token
@@ -92,7 +92,8 @@ def resolve_recipe_path(spec: str, revision: str | None = None) -> Path:
     hub = parse_hub_spec(spec, revision)
     filename = hub.path or DEFAULT_RECIPE
     if not filename.endswith(RECIPE_SUFFIXES):
-        raise UserError(f"{hub}: a recipe is a .yaml file; name one, e.g. hf://{hub.repo_id}/{DEFAULT_RECIPE}")
+        raise UserError(f"{hub}: a recipe is a .yaml file; name one, e.g. "
+                        f"{HubSpec(hub.repo_id, hub.revision, DEFAULT_RECIPE)}")
     return download_file(hub, filename)
 
 
@@ -129,10 +130,12 @@ def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
         if target is not None:
             fetch(f"{sub}/{target}" if sub else target)
     if not (local / MODEL_FILE).is_file() and not (local / "latest").is_file():
-        if hub_settings().offline:  # the repo may well hold one; only the cache is known to lack it
+        settings = hub_settings()
+        if settings.offline:  # the repo may well hold one; only the cache is known to lack it
             raise UserError(
-                f"offline (HF_HUB_OFFLINE=1) and the Hub cache has no checkpoint of {hub.where}"
-                f"{' folder ' + repr(sub) if sub else ''}: download it once online, or pass a local checkpoint folder"
+                f"{settings.offline_reason} and the Hub cache has no checkpoint of {hub.where}"
+                f"{' folder ' + repr(sub) if sub else ''}: {settings.online_fix} to download it, or pass a local "
+                "checkpoint folder"
             )
         pickles = _remote_pickles(hub, sub)
         if pickles:
@@ -166,14 +169,19 @@ def _remote_pickles(hub: HubSpec, sub: str) -> list[str]:
 
 
 def _repo_file_names(api, hub: HubSpec) -> list[str]:
-    """Paths of the repo's files at the revision, in one request (the file list of `model_info`).
+    """Paths of the repo's files at the revision, in one request (the file list of `model_info`)."""
+    return _repo_listing(api, hub)[0]
+
+
+def _repo_listing(api, hub: HubSpec) -> tuple[list[str], str | None]:
+    """(paths of the repo's files at the revision, the commit they are at), in one request (`model_info`).
 
     Not `list_repo_files`: it pages through the repo tree with huggingface_hub's backoff, which retries a
     refused connection or an unknown host five times, printing two lines each, so an offline user waited
     ~25 s before learning anything. One failed request is enough to say the Hub is unreachable.
     """
     info = api.model_info(hub.repo_id, revision=hub.revision)
-    return [sibling.rfilename for sibling in info.siblings or []]
+    return [sibling.rfilename for sibling in info.siblings or []], info.sha
 
 
 # ------------------------------------------------------------------------------------------- recipe pull
@@ -186,23 +194,24 @@ class PulledRecipe:
     data: bytes        # the remote bytes, written unchanged
 
 
-def list_remote_recipes(hub: HubSpec) -> list[str]:
-    """YAML file names in a Hub repo; from the cached snapshot (with a warning) when offline or unreachable."""
+def list_remote_recipes(hub: HubSpec) -> tuple[list[str], str | None]:
+    """(YAML file names in a Hub repo, the commit listed; None when listed from the cached snapshot, with a
+    warning, because offline or unreachable)."""
     from s5cli.cli.console import print_warning
 
     settings = hub_settings()
     if settings.offline:
         names = _cached_recipe_names(hub)
         # Offline the repo cannot be listed: the cache holds what earlier pulls fetched, maybe not everything.
-        print_warning(f"offline (HF_HUB_OFFLINE=1): {hub.where} listed from the Hub cache, which holds only "
+        print_warning(f"{settings.offline_reason}: {hub.where} listed from the Hub cache, which holds only "
                       "the recipes pulled before")
-        return names
+        return names, None
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=settings.endpoint, token=optional_token())
     try:
         with hub_errors(hub.repo_id, hub.revision):
-            files = _repo_file_names(api, hub)
+            files, commit = _repo_listing(api, hub)
     except RunFailure as error:  # the network, not the repo: what an earlier pull cached is still usable
         try:
             names = _cached_recipe_names(hub)
@@ -210,8 +219,28 @@ def list_remote_recipes(hub: HubSpec) -> list[str]:
             raise error from None
         print_warning(f"{error}; using the {len(names)} recipe(s) of {hub.where} in the Hub cache instead, "
                       "which may not be all of them")
-        return names
-    return sorted(f for f in files if f.endswith(RECIPE_SUFFIXES))
+        return names, None
+    return sorted(f for f in files if f.endswith(RECIPE_SUFFIXES)), commit
+
+
+def snapshot_commit(path: Path, name: str) -> str | None:
+    """The commit of a file in the Hub cache (`.../snapshots/COMMIT/NAME`), None for a path laid out otherwise."""
+    depth = len(PurePosixPath(name).parts)
+    folder = path.parents[depth - 1] if 0 < depth <= len(path.parents) else None
+    return folder.name if folder is not None and folder.parent.name == "snapshots" else None
+
+
+def pinned_recipe_address(spec: str, revision: str | None = None) -> str:
+    """`hf://REPO@COMMIT/file.yaml` for a recipe address `resolve_recipe_path` just fetched, from the Hub cache
+    (no request); the address as given when the cache cannot say. A run records this, not a moving branch."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub = parse_hub_spec(spec, revision)
+    filename = hub.path or DEFAULT_RECIPE
+    cached = try_to_load_from_cache(hub.repo_id, filename, cache_dir=str(hub_settings().cache_dir),
+                                    revision=hub.revision)
+    commit = snapshot_commit(Path(cached), filename) if isinstance(cached, str) else None
+    return str(HubSpec(hub.repo_id, commit, filename)) if commit else str(hub)
 
 
 def _cached_recipe_names(hub: HubSpec) -> list[str]:
@@ -235,19 +264,20 @@ def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path)
                         "address or as NAME")
     if name is None and hub.path:
         name = hub.path
+    if name is not None and Path(name).name in ("", ".", ".."):
+        raise UserError(f"recipe name {name!r} names no file: give one like genre.yaml or lvu/genre.yaml")
+    commit = None
     if name is not None:
-        if Path(name).name in ("", ".", ".."):
-            raise UserError(f"recipe name {name!r} names no file: give one like genre.yaml or lvu/genre.yaml")
         names = [name if name.lower().endswith(RECIPE_SUFFIXES) else f"{name}.yaml"]
     else:
-        names = list_remote_recipes(hub)
+        names, commit = list_remote_recipes(hub)
         if not names:
             raise UserError(f"Hub repo {hub.where} holds no recipe (.yaml) files")
     # Check every name before downloading anything, so a hostile listing writes nothing at all.
     targets = [safe_destination(dest, n, where=f"Hub repo {hub.where}") for n in names]
     pulled = []
     for remote, target in zip(names, targets, strict=True):
-        data = download_file(hub, remote).read_bytes()
+        data = _download_listed(hub, remote, commit).read_bytes()
         source = str(HubSpec(hub.repo_id, hub.revision or "main", remote))
         try:
             text = data.decode("utf-8")
@@ -256,6 +286,20 @@ def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path)
         load_recipe_text(text, source)  # UserError (unknown key, bad value ...) names the remote file
         pulled.append(PulledRecipe(remote, target, data))
     return pulled
+
+
+def _download_listed(hub: HubSpec, name: str, commit: str | None) -> Path:
+    """A file of a listing, at `commit`, the commit that was listed (None: as the branch is now).
+
+    Why: each file was fetched from the branch as it was at that moment, so a push landing during a pull
+    mixed recipes of two commits. Fetched by branch first, so that the cache keeps recording which commit
+    the branch is at (offline use and `pinned_recipe_address` read it); by the listed commit when the
+    branch has moved on since.
+    """
+    path = download_file(hub, name)
+    if commit is None or snapshot_commit(path, name) in (commit, None):
+        return path
+    return download_file(HubSpec(hub.repo_id, commit, name), name)
 
 
 def pull_recipes(

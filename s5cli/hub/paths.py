@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from s5cli.errors import UserError
 
@@ -27,13 +27,22 @@ class HubSpec:
     path: str = ""
 
     def __str__(self) -> str:
-        rev = f"@{self.revision}" if self.revision else ""
+        rev = f"@{quote_revision(self.revision)}" if self.revision else ""
         return f"{SCHEME}{self.repo_id}{rev}" + (f"/{self.path}" if self.path else "")
 
     @property
     def where(self) -> str:
         """`owner/name@rev` for error messages."""
         return f"{self.repo_id}@{self.revision or 'main'}"
+
+
+def quote_revision(revision: str) -> str:
+    """A revision as written in an hf:// address: URL-encoded, so `refs/pr/1` becomes `refs%2Fpr%2F1`.
+
+    Why: `parse_hub_spec` reads the first `/` after `@` as the start of the path, so an address printed
+    with a raw `/` in its branch name pointed at another revision and file when copied back.
+    """
+    return quote(revision, safe="")
 
 
 def is_repo_id(text: str) -> bool:
@@ -55,7 +64,8 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> HubSpec:
     parts = body.split("/")
     if len(parts) < 2 or not parts[0] or not parts[1]:
         raise UserError(f"{spec!r} is not a Hub address: use hf://OWNER/NAME[@REVISION][/path] or OWNER/NAME")
-    name, _, inline_rev = parts[1].partition("@")
+    # '@' only counts in the repo-name part: `hf://bob/r/genre@v2.yaml` names a file, not a revision.
+    name, at, inline_rev = parts[1].partition("@")
     repo_id = f"{parts[0]}/{name}"
     if not is_repo_id(repo_id):
         raise UserError(f"{spec!r}: {repo_id!r} is not a valid Hub repo id (OWNER/NAME of letters, digits, - _ .)")
@@ -63,7 +73,7 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> HubSpec:
         raise UserError(f"{spec!r}: a path inside a Hub repo needs the hf:// prefix (hf://{body})")
     # Revisions with '/' (refs/pr/1) are written URL-encoded in the address: hf://o/n@refs%2Fpr%2F1/file.
     inline_rev = unquote(inline_rev) if inline_rev else None
-    if "@" in text and not inline_rev:
+    if at and not inline_rev:
         raise UserError(f"{spec!r}: empty revision after '@'")
     if inline_rev and revision and inline_rev != revision:
         raise UserError(f"{spec!r} names revision {inline_rev!r} but --revision is {revision!r}: give only one")

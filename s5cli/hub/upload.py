@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+import tempfile
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ class PushResult:
     commit_url: str
     files: list[str]
     source: Path | None = None  # the checkpoint folder pushed: a run folder stands for one of its checkpoints
+    deleted: list[str] = field(default_factory=list)  # files of an earlier push this commit removed
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -33,15 +36,20 @@ def _api(action: str):
 
     settings = hub_settings()
     if settings.offline:
-        raise UserError(f"{action}: offline (HF_HUB_OFFLINE=1), nothing can be pushed: unset HF_HUB_OFFLINE")
+        raise UserError(f"{action}: {settings.offline_reason}, nothing can be pushed: {settings.online_fix}")
     return HfApi(endpoint=settings.endpoint, token=require_token(action))
 
 
 def commit_files(
     repo_id: str, files: dict[str, Path | bytes], *, message: str, private: bool = False,
     revision: str | None = None, readme: str | None = None, readme_if_missing: bool = False, action: str = "push",
+    replaces: Collection[str] = (),
 ) -> PushResult:
-    """Create `repo_id` if needed (and branch `revision`), then upload `files` {path in repo: source} in one commit."""
+    """Create `repo_id` if needed (and branch `revision`), then upload `files` {path in repo: source} in one commit.
+
+    `replaces`: the names this kind of push owns; those at the revision that `files` lacks are deleted in the
+    same commit (see `_stale_deletions`). Other files of the repo are left alone.
+    """
     from huggingface_hub import CommitOperationAdd
 
     _check_repo_id(repo_id)
@@ -56,18 +64,44 @@ def commit_files(
         files = dict(files)
         if readme is not None and not (readme_if_missing and api.file_exists(repo_id, "README.md", revision=branch)):
             files["README.md"] = readme.encode("utf-8")
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes)
-                                         else str(source)) for name, source in files.items()]
-        info = api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch)
-    return PushResult(repo_id, branch, str(info.commit_url), sorted(files))
+        operations: list[Any] = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes) else str(source))
+            for name, source in files.items()
+        ]
+        parent, deletions = _stale_deletions(api, repo_id, branch, replaces, files) if replaces else (None, [])
+        info = api.create_commit(repo_id, operations=operations + deletions, commit_message=message,
+                                 revision=branch, parent_commit=parent)
+    return PushResult(repo_id, branch, str(info.commit_url), sorted(files),
+                      deleted=[op.path_in_repo for op in deletions])
+
+
+def _stale_deletions(
+    api: Any, repo_id: str, branch: str, owned: Collection[str], uploading: Collection[str],
+) -> tuple[str | None, list[Any]]:
+    """(commit the branch is at, deletions of the `owned` names it holds that this push does not upload).
+
+    Why: a commit only adds, so a second push without --with-optimizer kept the first push's trainer_state.*,
+    and one without metrics.json its old metrics.json: a download then got the weights of one step beside the
+    trainer state of another. The commit is made on top of the listed one (`parent_commit`), so a push that
+    lands in between makes this one fail rather than delete from a tree it never saw.
+    """
+    from huggingface_hub import CommitOperationDelete
+
+    info = api.model_info(repo_id, revision=branch)
+    present = {sibling.rfilename for sibling in info.siblings or []}
+    stale = sorted(name for name in owned if name in present and name not in uploading)
+    return info.sha, [CommitOperationDelete(path_in_repo=name, is_folder=False) for name in stale]
 
 
 def recipe_hub_target(
     hub: dict[str, Any] | None, repo_id: str | None, revision: str | None, source: str
 ) -> tuple[str, str | None]:
-    """(repo, revision) to push to: the ones given, else the recipe's `hub.repo_id` / `hub.revision`.
+    """(repo, revision) to push to: the ones given, else the recipe's `hub.repo_id` with its `hub.revision`.
 
-    `hub` is the recipe's hub section as a dict (None if it has none); `source` names the recipe in errors.
+    `hub.revision` goes with `hub.repo_id` only: it names a branch of that repo, so pushing to a repo named
+    on the command line used to land on a branch of the recipe's repo's name there. Another repo means
+    main unless a revision is given. `hub` is the recipe's hub section as a dict (None if it has none);
+    `source` names the recipe in errors.
     """
     hub = hub or {}
     if repo_id and repo_id.startswith(SCHEME):  # hf://OWNER/NAME[@REV], the form pull and eval take
@@ -75,10 +109,11 @@ def recipe_hub_target(
         if spec.path:
             raise UserError(f"{repo_id}: push to a repo (hf://OWNER/NAME), not to a path inside it")
         repo_id, revision = spec.repo_id, spec.revision
-    repo_id = repo_id or hub.get("repo_id")
-    if not repo_id:
+    if repo_id:
+        return repo_id, revision
+    if not hub.get("repo_id"):
         raise UserError(f"no Hub repo given and {source} sets no hub.repo_id: pass OWNER/NAME")
-    return repo_id, revision or hub.get("revision")
+    return hub["repo_id"], revision or hub.get("revision")
 
 
 def push_recipe(
@@ -87,7 +122,7 @@ def push_recipe(
 ) -> PushResult:
     """Validate a local recipe, then upload it unchanged (plus a README card if the repo has none).
 
-    `repo_id` None means the recipe's own `hub.repo_id` (and `hub.revision` unless `revision` is given).
+    `repo_id` None means the recipe's own `hub.repo_id` (and its `hub.revision` unless `revision` is given).
     """
     from s5cli.hub.card import recipe_card
     from s5cli.recipe import load_recipe, recipe_to_dict, resolve_recipe_spec
@@ -136,17 +171,6 @@ def latest_step_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-def _check_inside(source: Path, file: Path) -> None:
-    """UserError unless `file` is a regular file of the checkpoint folder itself, not reached through a link.
-
-    Why: a checkpoint in a shared folder whose metrics.json or trainer_state.json was a symlink to the
-    user's ~/.docker/config.json or an SSH key uploaded that file to the Hub (possibly a public repo).
-    """
-    if file.is_symlink() or not file.resolve().is_relative_to(source.resolve()) or not file.is_file():
-        raise UserError(f"{file} is a link or lies outside the checkpoint {source}: s5 push uploads only the "
-                        "files s5cli wrote there (replace the link by the file, or push another checkpoint)")
-
-
 def push_checkpoint(
     path: str | Path, repo_id: str | None, *, private: bool = False, message: str | None = None,
     revision: str | None = None, with_optimizer: bool = False,
@@ -154,49 +178,74 @@ def push_checkpoint(
     """Upload a checkpoint's safetensors + JSON, its resolved recipe.yaml and a generated model card.
 
     `repo_id` None means the `hub.repo_id` of the recipe the checkpoint was trained with. A run folder means
-    its best/, or with `with_optimizer` its latest step checkpoint (see `checkpoint_source`).
+    its best/, or with `with_optimizer` its latest step checkpoint (see `checkpoint_source`). The card and
+    the files come from one still copy of the checkpoint (`s5cli.hub.snapshot`), so a trainer replacing it
+    meanwhile cannot mix two checkpoints in one push; checkpoint files of an earlier push that this one does
+    not upload are deleted in the same commit.
     """
     from s5cli.hub.card import checkpoint_card
+    from s5cli.hub.download import CHECKPOINT_FILES
     from s5cli.recipe import dump_recipe
-    from s5cli.train.checkpoint import METRICS_FILE, MODEL_FILE, STATE_JSON, STATE_TENSORS, read_metadata
-
-    source = checkpoint_source(path, with_optimizer=with_optimizer)
-    metadata = read_metadata(source)
+    from s5cli.train.checkpoint import METRICS_FILE
     from s5cli.train.loading import stored_recipe
 
-    trained_with = stored_recipe(metadata, source)
-    repo_id, revision = recipe_hub_target(trained_with.get("hub"), repo_id, revision,
-                                          f"the recipe of checkpoint {source}")
-    files: dict[str, Path | bytes] = {MODEL_FILE: source / MODEL_FILE}
-    metrics = None
-    if (source / METRICS_FILE).is_file():
-        files[METRICS_FILE] = source / METRICS_FILE
-    if with_optimizer:
-        missing = [n for n in (STATE_TENSORS, STATE_JSON) if not (source / n).is_file()]
+    with tempfile.TemporaryDirectory(prefix="s5-push-") as tmp:
+        source, copy = _checkpoint_snapshot(path, with_optimizer, Path(tmp))
+        metadata = _snapshot_metadata(source, copy)
+        trained_with = stored_recipe(metadata, source)
+        repo_id, revision = recipe_hub_target(trained_with.get("hub"), repo_id, revision,
+                                              f"the recipe of checkpoint {source}")
+        files: dict[str, Path | bytes] = {name: copy / name for name in sorted(p.name for p in copy.iterdir())}
+        metrics = _read_json(source, copy, METRICS_FILE) if METRICS_FILE in files else None
+        if trained_with:
+            files["recipe.yaml"] = dump_recipe(trained_with, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
+        card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)
+        step = metadata.get("step", "?")
+        result = commit_files(
+            repo_id, files, message=message or f"Upload {metadata.get('model_name', 'model')} checkpoint "
+            f"(step {step})", private=private, revision=revision, readme=card, action="s5 push",
+            replaces=CHECKPOINT_FILES,
+        )
+    return replace(result, source=source)
+
+
+def _checkpoint_snapshot(path: str | Path, with_optimizer: bool, tmp: Path) -> tuple[Path, Path]:
+    """(checkpoint folder `path` stands for, a still copy of its files under `tmp`); see `take_snapshot`."""
+    from s5cli.hub.snapshot import take_snapshot
+    from s5cli.train.checkpoint import METRICS_FILE, MODEL_FILE, STATE_JSON, STATE_TENSORS
+
+    state = (STATE_TENSORS, STATE_JSON) if with_optimizer else ()
+
+    def resolve() -> Path:
+        source = checkpoint_source(path, with_optimizer=with_optimizer)
+        missing = [name for name in state if not (source / name).is_file()]
         if missing:
             raise UserError(f"{source} has no {missing[0]}: push without --with-optimizer (weights only)")
-        files[STATE_TENSORS] = source / STATE_TENSORS
-        files[STATE_JSON] = source / STATE_JSON
-    for file in files.values():  # before anything is read from them (metrics go into the model card)
-        if isinstance(file, Path):
-            _check_inside(source, file)
-    if METRICS_FILE in files:
-        try:
-            metrics = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UserError(f"{source / METRICS_FILE}: not valid JSON ({error})") from None
+        return source
+
+    source, copy = take_snapshot(resolve, (MODEL_FILE, METRICS_FILE, *state), (MODEL_FILE, *state), tmp)
     if with_optimizer:
         try:
-            json.loads((source / STATE_JSON).read_text(encoding="utf-8"))
+            json.loads((copy / STATE_JSON).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise UserError(f"{source / STATE_JSON} is not the trainer state s5cli writes: push without "
                             "--with-optimizer, or push a checkpoint s5cli wrote") from None
-    if trained_with:
-        files["recipe.yaml"] = dump_recipe(trained_with, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
-    card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)
-    step = metadata.get("step", "?")
-    result = commit_files(
-        repo_id, files, message=message or f"Upload {metadata.get('model_name', 'model')} checkpoint (step {step})",
-        private=private, revision=revision, readme=card, action="s5 push",
-    )
-    return replace(result, source=source)
+    return source, copy
+
+
+def _snapshot_metadata(source: Path, copy: Path) -> dict[str, str]:
+    """The checkpoint's metadata, read from the copy; errors name the user's folder, not the copy."""
+    from s5cli.train.checkpoint import read_metadata
+
+    try:
+        return read_metadata(copy)
+    except UserError as error:
+        raise UserError(str(error).replace(str(copy), str(source))) from None
+
+
+def _read_json(source: Path, copy: Path, name: str) -> Any:
+    """A JSON file of the copy (metrics go into the model card); UserError naming the user's file."""
+    try:
+        return json.loads((copy / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(f"{source / name}: not valid JSON ({error})") from None

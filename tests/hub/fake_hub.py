@@ -1,9 +1,9 @@
 """A small in-memory stand-in for the Hugging Face Hub HTTP API, served on 127.0.0.1 in a thread.
 
 It implements just the endpoints the real `huggingface_hub` client (2.x, without hf_xet) calls for
-create-repo, branch, preupload + commit (small files "regular": base64 inside the ndjson commit; like the
-real Hub, *.safetensors go through LFS: batch endpoint, PUT of the bytes, `lfsFile` commit entry), repo info,
-file tree and file download (HEAD/GET .../resolve/..., `X-Linked-Etag`/`X-Linked-Size` for LFS files), with
+create-repo, branch, preupload + commit (file deletions and `parentCommit` honoured; small files "regular":
+base64 inside the ndjson commit; like the real Hub, *.safetensors go through LFS: batch endpoint, PUT of the
+bytes, `lfsFile` commit entry), repo info, file tree and file download (HEAD/GET .../resolve/..., `X-Linked-Etag`/`X-Linked-Size` for LFS files), with
 the headers and `X-Error-Code` values the client turns into its exceptions. Every request is recorded in
 `FakeHub.requests`.
 """
@@ -45,6 +45,8 @@ class FakeHub:
         self.lfs_blobs: dict[str, bytes] = {}   # sha256 -> content (uploaded through the LFS batch API)
         self.is_lfs: Callable[[str], bool] = lambda path: path.endswith(".safetensors")
         self.outage: int | None = None  # a status (503, 429) every request gets, as in an outage
+        # Repos the test token may read but not write (a read-only token, another user's namespace): 403.
+        self.read_only: set[str] = set()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -70,12 +72,12 @@ class FakeHub:
                 repo.branches["main"] = sha
             return repo
 
-    def commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
-        """Add/replace files on a branch (creating the repo), bypassing the API; returns the new commit sha."""
+    def commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main", deleted: tuple[str, ...] = ()) -> str:
+        """Add/replace (and delete) files on a branch (creating the repo), bypassing the API; the new commit sha."""
         repo = self.create(repo_id)
         with self.lock:
             parent = repo.branches.get(branch) or repo.branches["main"]
-            tree = {**repo.commits[parent], **files}
+            tree = {name: data for name, data in {**repo.commits[parent], **files}.items() if name not in deleted}
             sha = _sha(parent.encode() + json.dumps(sorted((k, _sha(v)) for k, v in tree.items())).encode())
             repo.commits[sha] = tree
             repo.branches[branch] = sha
@@ -137,6 +139,13 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             auth = self.headers.get("Authorization", "")
             return hub.token is not None and auth == f"Bearer {hub.token}"
 
+        def _may_write(self, repo_id: str) -> bool:
+            """False (after a 403, as the Hub answers a token without write access) for a read-only repo."""
+            if repo_id in hub.read_only:
+                self._error(403, None, f"You don't have the rights to write to {repo_id}")
+                return False
+            return True
+
         def _repo(self, repo_id: str, head: bool = False) -> FakeRepo | None:
             repo = hub.repos.get(repo_id)
             if repo is None or (repo.private and not self._authorized()):
@@ -185,6 +194,10 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._error(401, None, "Invalid credentials in Authorization header")
                 return
             repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
+            # A read-only repo that exists gets the 409 below, not the Hub's 403: on a 403 the client asks
+            # for the repo's info and returns a RepoUrl it cannot build for an endpoint other than the Hub's.
+            if repo_id not in hub.repos and not self._may_write(repo_id):
+                return
             if repo_id in hub.repos:  # the real Hub also names the existing repo's url in a 409
                 self._send(409, json.dumps({"error": "You already created this model repo",
                                             "url": f"{hub.url}/{repo_id}"}).encode())
@@ -203,6 +216,8 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if not self._authorized():
                     self._error(401, None, "Invalid credentials in Authorization header")
                 return
+            if not self._may_write(repo):
+                return
             if branch in found.branches:
                 self._error(409, None, "Reference already exists")
                 return
@@ -213,7 +228,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def preupload(self, query: dict, repo: str, rev: str) -> None:
             payload = json.loads(self._body() or b"{}")
             found = self._repo(repo)
-            if found is None:
+            if found is None or not self._may_write(repo):
                 return
             files = [{"path": f["path"], "uploadMode": "lfs" if hub.is_lfs(f["path"]) else "regular",
                       "shouldIgnore": False, "oid": None} for f in payload.get("files", [])]
@@ -225,14 +240,25 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self._error(401, None, "Invalid credentials in Authorization header")
                 return
             found = self._repo(repo)
-            if found is None:
+            if found is None or not self._may_write(repo):
                 return
             if rev not in found.branches:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
                 return
             files: dict[str, bytes] = {}
+            deleted: list[str] = []
             for item in lines:
-                if item["key"] == "file":
+                if item["key"] == "header":
+                    parent = item["value"].get("parentCommit")
+                    if parent is not None and parent != found.branches[rev]:
+                        self._error(412, None, "A commit has happened since. Please refresh and try again.")
+                        return
+                elif item["key"] == "deletedFile":
+                    if item["value"]["path"] not in found.commits[found.branches[rev]]:
+                        self._error(404, "EntryNotFound", f"{item['value']['path']} does not exist on {rev}")
+                        return
+                    deleted.append(item["value"]["path"])
+                elif item["key"] == "file":
                     assert item["value"]["encoding"] == "base64"
                     files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
                 elif item["key"] == "lfsFile":
@@ -241,10 +267,10 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                         self._error(422, None, f"LFS object {oid} was never uploaded")
                         return
                     files[item["value"]["path"]] = hub.lfs_blobs[oid]
-                elif item["key"] != "header":
-                    self._error(400, None, f"fake hub supports regular files only, got {item['key']}")
+                else:
+                    self._error(400, None, f"fake hub supports files and file deletions only, got {item['key']}")
                     return
-            sha = hub.commit(repo, files, branch=rev)
+            sha = hub.commit(repo, files, branch=rev, deleted=tuple(deleted))
             self._json(200, {"commitUrl": f"{hub.url}/{repo}/commit/{sha}", "commitOid": sha,
                              "pullRequestUrl": None})
 

@@ -43,8 +43,42 @@ def test_lsmcl_card_without_metrics_reproduces_with_pretrain() -> None:
     recipe = {"data": {"dataset": "synthetic"}, "model": {"name": "s5"}, "train": {"objective": "lsmcl"}}
     card = checkpoint_card("me/lsmcl", {"model_name": "s5", "recipe": json.dumps(recipe)}, None)
     front = _front(card)
-    assert front["metrics"] == [] and "model-index" not in front
+    assert "metrics" not in front and "model-index" not in front  # no empty `metrics: []` for pretraining
     assert "s5 pretrain hf://me/lsmcl/recipe.yaml" in card
+
+
+def test_lsmcl_card_says_to_finetune_from_it_not_to_eval_it() -> None:
+    """`s5 eval` refuses LSMCL checkpoints (untrained head): the card's Use section finetunes from it instead."""
+    recipe = {"data": {"dataset": "synthetic"}, "model": {"name": "s5"}, "train": {"objective": "lsmcl"}}
+    meta = {"model_name": "s5", "num_outputs": "9", "step": "40", "objective": "lsmcl", "recipe": json.dumps(recipe)}
+    card = checkpoint_card("me/lsmcl", meta, None, revision="v2")
+    use = card.split("## Use")[1]
+    assert "s5 finetune RECIPE train.init=hf://me/lsmcl@v2" in use
+    assert "s5 eval" not in card
+    assert "- step: 40" in card and "outputs" not in card
+    # The objective stored in the metadata alone is enough (the recipe's train section may be missing).
+    assert "s5 eval" not in checkpoint_card("me/lsmcl", {**meta, "recipe": json.dumps({"model": {"name": "s5"}})},
+                                            None)
+    # A supervised checkpoint keeps its eval commands and output count.
+    supervised = checkpoint_card("me/s5", {**meta, "objective": "supervised", "recipe": "{}"}, None)
+    assert "s5 eval --checkpoint hf://me/s5" in supervised and "outputs: 9" in supervised
+    assert _front(supervised)["metrics"] == []
+
+
+def test_cards_write_a_revision_with_a_slash_url_encoded() -> None:
+    """hf:// addresses read `@refs%2Fpr%2F1`; a raw `@refs/pr/1` meant revision `refs` and file `pr/1/...`."""
+    from s5cli.hub.paths import parse_hub_spec
+
+    recipe = {"data": {"dataset": "synthetic"}, "model": {"name": "s5"}}
+    card = checkpoint_card("me/s5", {"model_name": "s5", "recipe": json.dumps(recipe)}, None, revision="refs/pr/1")
+    assert "s5 finetune hf://me/s5@refs%2Fpr%2F1/recipe.yaml" in card
+    assert "s5 eval --checkpoint hf://me/s5@refs%2Fpr%2F1\n" in card
+    assert "refs/pr/1" not in card
+    spec = parse_hub_spec("hf://me/s5@refs%2Fpr%2F1/recipe.yaml")
+    assert (spec.revision, spec.path) == ("refs/pr/1", "recipe.yaml")
+    card = recipe_card("me/recipes", recipe, "coin.yaml", "feature/x")
+    assert "s5 finetune hf://me/recipes@feature%2Fx/coin.yaml" in card
+    assert "s5 recipes pull me/recipes coin.yaml --revision feature/x" in card  # --revision takes it as it is
 
 
 def test_recipe_card_commands() -> None:
