@@ -33,7 +33,10 @@ app = typer.Typer(
 )
 
 ROOT_HELP = "Cache root holding features/ and synthetic/ (default: .s5cache)."
-CACHE_DIR_HELP = "Also scan this folder of caches, e.g. a recipe's data.cache_dir; repeatable."
+CACHE_DIR_HELP = (
+    "Scan this folder of caches, e.g. a recipe's data.cache_dir, instead of .s5cache (add --root to scan "
+    "a root too); repeatable."
+)
 STATUS_STYLE = {"current": "green", "stale": "yellow", "unknown": "dim", "recent": "cyan"}
 
 
@@ -89,7 +92,9 @@ def clean_caches(
     stale: bool = flag(False, "--stale", help="Delete stale entries and leftover temporary files (default)."),
     everything: bool = flag(False, "--all", help="Delete every recognised entry, current ones too (those running jobs use are skipped)."),
     keys: list[str] | None = typer.Option(
-        None, "--key", metavar="<str>", help="Delete the entry with this key (see `s5 cache ls`); repeatable."
+        None, "--key", metavar="<str>",
+        help="Delete the entry with this key (see `s5 cache ls`); PARENT/KEY where several folders hold it; "
+             "repeatable.",
     ),
     dry_run: bool = flag(False, "--dry-run", help="Show what would be deleted; delete nothing."),
     yes: bool = flag(False, "--yes", "-y", help="Do not ask (needed when stdin is not a terminal)."),
@@ -97,10 +102,11 @@ def clean_caches(
     """Delete stale caches (default), every recognised one (--all) or the entries named with --key.
 
     Stale: videos of an older generator format, the tokens extracted from them, token folders of an older
-    format, and temporary files left by interrupted writes (once 15 min old). Current entries are kept
-    unless --all or --key; folders without a readable marker only go when named with --key. Folders a
-    running s5 job is using are skipped (and the command exits non-zero). Shows what goes and how much it
-    frees, then asks (--yes does not ask; needed when stdin is not a terminal).
+    format, and temporary files left by interrupted writes (once 15 min old; younger ones are kept even
+    with --all). Current entries are kept unless --all or --key; folders without a readable marker only
+    go when named with --key. Folders a running s5 job is using, and the files being written in them, are
+    skipped (and the command exits non-zero). Shows what goes and how much it frees, then asks (--yes
+    does not ask; needed when stdin is not a terminal).
 
       s5 cache clean --dry-run          # show, delete nothing
       s5 cache clean                    # the stale entries, after asking
@@ -108,7 +114,7 @@ def clean_caches(
       s5 cache clean --key 3360df8198b1 # one entry (keys: s5 cache ls)
     """
     from s5cli.cli.console import print_warning, stderr, stdout
-    from s5cli.data.cache_inventory import bytes_left, delete, select
+    from s5cli.data.cache_inventory import bytes_left, delete, kept_in_use, select
     from s5cli.errors import RunFailure, UserError
 
     if stale + everything + bool(keys) > 1:
@@ -120,9 +126,10 @@ def clean_caches(
         stdout.print(f"nothing to clean in {_where(inventory, root)}: no {what} entries")
         return
     stdout.print(_table(stdout, chosen))
-    # What a deletion would free: entries in use are skipped by `delete`, so they are not counted.
-    free = [e for e in chosen if not e.in_use]
-    busy = len(chosen) - len(free)
+    # What a deletion would free: entries in use (and videos whose tokens are) are kept by `delete`.
+    kept = {id(e) for e in kept_in_use(chosen)}
+    free = [e for e in chosen if id(e) not in kept]
+    busy = len(kept)
     # Entries in use are said once here; each one still in use when deleting is named with its fix below.
     stdout.print(f"{len(chosen)} entries, {sum(e.files for e in free)} files: {format_bytes(_bytes(free))} to free"
                  + (f" ({busy} in use by running s5 jobs, kept)" if busy else ""))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
 import typer
 
 from s5cli.cli.help_text import flag
+
+if TYPE_CHECKING:
+    from s5cli.data.extract import ExtractReport
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -104,6 +111,9 @@ def extract(
         kept = f"the videos finished so far stay in {folder}" if folder.exists() else "nothing was extracted yet"
         raise Interrupted(f"{word}; {kept}: run the same command again to extract the rest",
                           exit_code=code) from None
+    prints = True
+    if shares_with_other_ranks(shard_pair):
+        report, prints = gathered_report(report)
     summary = {
         "cache": str(folder),
         "extracted": report.extracted,
@@ -116,14 +126,54 @@ def extract(
         "padded_videos": report.padded,  # shorter than the sampling asked for: last frame repeated
         "frames_per_second": round(report.frames / report.seconds, 2) if report.frames else None,
     }
-    if json_output:
+    if prints and json_output:
         stdout.print_json(json.dumps(summary))
-    else:
+    elif prints:
         _print_summary(stdout, summary)
     if report.failed and report.extracted + report.reused == 0:
         raise RunFailure(f"none of {len(report.failed)} videos could be decoded")
     if strict and (report.failed or report.missing):
         raise RunFailure(_strict_failure(len(report.failed), report.missing))
+
+
+# How long a rank that finished its share waits for the others before its summary. Not the collective
+# timeout (an hour): shares of a dataset of films, or of one resumed unevenly, can end hours apart, and a
+# timeout here would abort the ranks still extracting. A rank that fails or is killed ends the job anyway
+# (torchrun stops the others), so a long wait never outlives it.
+SHARES_WAIT = timedelta(days=7)
+
+
+def shares_with_other_ranks(shard: tuple[int, int] | None) -> bool:
+    """Whether this process is one rank of a torchrun job whose ranks split the dataset (no --shard): then
+    their reports are combined into one summary. torchrun sets MASTER_ADDR/PORT; WORLD_SIZE set by hand
+    (one machine's share, run alone) has no group to join."""
+    env = os.environ
+    return shard is None and int(env.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in env and "MASTER_PORT" in env
+
+
+def gathered_report(report: ExtractReport) -> tuple[ExtractReport, bool]:
+    """(every rank's report merged, whether this process prints the summary: rank 0 alone).
+
+    Why: each rank printed its own summary of its share, so `torchrun ... extract --json` wrote one JSON
+    document per rank to stdout, which no JSON reader takes. A CPU (gloo) group is joined for this one
+    gather, also when the ranks extracted on GPUs: it moves a few Python objects.
+    """
+    import torch.distributed as dist
+
+    from s5cli.data.extract import merge_shard_reports
+    from s5cli.train.distributed import collective_timeout
+
+    joined = not dist.is_initialized()
+    if joined:  # joined once the share is done: a rank waits here until the slowest share is done too
+        dist.init_process_group("gloo", timeout=max(collective_timeout(), SHARES_WAIT))
+    try:
+        reports: list[ExtractReport | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(reports, report)
+        rank = dist.get_rank()
+    finally:
+        if joined:
+            dist.destroy_process_group()
+    return merge_shard_reports([r for r in reports if r is not None]), rank == 0
 
 
 def _strict_failure(failed: int, missing: int) -> str:

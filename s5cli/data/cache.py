@@ -1,7 +1,7 @@
 """On-disk cache of frozen-backbone tokens: one safetensors file per video under a folder named by the settings.
 
-The folder name is a hash of every setting that changes the tokens (backbone, weights, frames, fps, image
-size, storage dtype), so changing any of them can never reuse a stale cache. Files are written atomically and
+The folder name is a hash of every setting that changes the tokens (backbone, weights: a local file by its
+contents, frames, fps, image size, storage dtype), so changing any of them can never reuse a stale cache. Files are written atomically and
 checked when read: a torn or corrupt file is reported and treated as missing, so the next extraction redoes it.
 """
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from s5cli.data.cache_lock import mark_in_use
 from s5cli.data.frame_transform import RESIZE_MODES
+from s5cli.data.weights_fingerprint import local_weights_fingerprint
 from s5cli.errors import RunFailure, UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
@@ -125,18 +126,29 @@ class ExtractionSettings:
         return storage_dtype(self.dtype)
 
     def key(self) -> str:
-        """Short stable hash of all fields (and the file format): any change gives a new key."""
-        values = asdict(self)
+        """Short stable hash of all fields (and the file format): any change gives a new key.
+
+        A local weights file counts by its contents (`local_weights_fingerprint`), not by the path typed:
+        the same path overwritten, or `weights.safetensors` in another folder, is another network, whose
+        tokens were reused as the old one's. Without a local file (no weights, a Hub id) the key is the one
+        earlier versions computed, so their caches stay found.
+        """
+        values: dict[str, Any] = asdict(self)
         # 8 and 8.0 fps are the same setting; normalise so a YAML spelling does not split the cache.
         values["fps"] = None if self.fps is None else float(self.fps)
         if self.resize == "crop":  # the only mode before `resize` existed: caches made then keep their key
             del values["resize"]
+        fingerprint = local_weights_fingerprint(self.backbone_weights)
+        if fingerprint is not None:
+            values["backbone_weights"] = fingerprint
         text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
     def metadata(self) -> dict[str, str]:
         """The settings as safetensors metadata (string values only)."""
+        fingerprint = local_weights_fingerprint(self.backbone_weights)
         return {
+            **({"backbone_weights_sha256": fingerprint["sha256"]} if fingerprint else {}),
             "format": CACHE_FORMAT,
             "backbone": self.backbone,
             "backbone_weights": self.backbone_weights or "",

@@ -87,27 +87,31 @@ def temp_target(name: str) -> str | None:
 def cache_parents(root: Path | None, cache_dirs: Sequence[Path] = ()) -> tuple[list[Path], list[str]]:
     """Folders whose sub-folders are cache entries: `<root>/features`, `<root>/synthetic` and each cache dir.
 
-    A missing default root is fine when cache dirs are given (their recipes keep caches elsewhere); a
-    symlinked `features/` or `synthetic/` is not followed, since it leads out of the root.
+    Cache dirs alone are scanned without the default root (`.s5cache` in the working folder): `clean
+    --all --cache-dir scratch` deleted `.s5cache`'s current caches too, which nobody named; `--root` with
+    them scans both. A symlinked `features/` or `synthetic/` is not followed, since it leads out of the root.
     """
     named_root = root is not None
     root = Path(root if root is not None else DEFAULT_ROOT).expanduser()
+    dirs = [Path(d).expanduser() for d in cache_dirs]
+    # The default root named as a cache dir is scanned as the root it is, as before.
+    scan_root = named_root or not dirs or any(os.path.realpath(d) == os.path.realpath(root) for d in dirs)
     parents: list[Path] = []
     notes: list[str] = []
-    if root.is_dir():
+    if scan_root and root.is_dir():
         for name in ("features", "synthetic"):
             sub = root / name
             if sub.is_symlink():
-                notes.append(f"{sub} is a symlink, not followed: pass --cache-dir {sub} to include it")
+                notes.append(f"{sub} is a symlink, not followed: pass --root {root} --cache-dir {sub} to include it")
             elif sub.is_dir():
                 parents.append(sub)
-    elif named_root or root.exists() or not cache_dirs:
+    elif scan_root and (named_root or root.exists() or not dirs):
         problem = "is not a folder" if root.exists() else "does not exist"
         fix = "run s5 in the folder you train in, or pass --root PATH or --cache-dir PATH"
         raise UserError(f"cache root {root} {problem}", hint=fix)
     # The root itself is never a parent: its features/ and synthetic/ would be "unknown" entries then.
     seen = {os.path.realpath(p) for p in [root, *parents]}
-    for folder in (Path(d).expanduser() for d in cache_dirs):
+    for folder in dirs:
         if not folder.is_dir():
             raise UserError(f"--cache-dir {folder} is not a folder", hint="a recipe's data.cache_dir")
         if any((folder / marker).is_file() for marker, _ in MARKERS.values()):
@@ -152,15 +156,17 @@ def scan(root: Path | None = None, cache_dirs: Sequence[Path] = (), now: float |
 
 
 def select(inventory: Inventory, *, everything: bool = False, keys: Sequence[str] = ()) -> list[CacheEntry]:
-    """Entries to delete: stale ones (default), all but unknown ones, or those named; plus what they hold."""
+    """Entries to delete: stale ones (default), all but unknown and recent ones, or those named (`KEY` or
+    `PARENT/KEY`, see `named`); plus what they hold.
+
+    Recent temporary files are never picked by --all: a running job may still be writing them.
+    """
     entries = inventory.entries
-    for key in keys:
-        if not any(entry.key == key for entry in entries):
-            raise UserError(f"no cache entry with key {key!r}", hint="`s5 cache ls` lists the keys")
     if keys:
-        chosen = [entry for entry in entries if entry.key in keys]
+        chosen = [entry for key in keys for entry in named(inventory, key)]
     else:
-        chosen = [entry for entry in entries if entry.status == STALE or (everything and entry.status != UNKNOWN)]
+        chosen = [entry for entry in entries
+                  if entry.status == STALE or (everything and entry.status not in (UNKNOWN, RECENT))]
     # What lies inside a chosen folder goes with it, and so do the tokens of chosen stale videos: count them.
     gone = {target for entry in chosen for target in entry.targets}
     picked = {id(entry) for entry in chosen}
@@ -169,25 +175,94 @@ def select(inventory: Inventory, *, everything: bool = False, keys: Sequence[str
     ]
 
 
+def named(inventory: Inventory, name: str) -> list[CacheEntry]:
+    """The entries `--key name` means: those with that key, in one scanned folder; UserError otherwise.
+
+    `name` is a key, or `PARENT/KEY` to pick one of several folders holding that key. Why refuse a key
+    found in several folders: the same settings in two cache dirs share a key, and `--key` deleted them
+    all (`.s5cache`'s too when only another cache dir was meant), where the help says "the entry".
+    """
+    parent_text, _, key = name.rpartition("/")
+    found = [e for e in inventory.entries if e.key == key and e.owner is None]  # owned ones follow their owner
+    if parent_text:
+        wanted = os.path.realpath(Path(parent_text).expanduser())
+        found = [e for e in found if os.path.realpath(scanned_parent(e, inventory.parents)) == wanted]
+    if not found:
+        where = f" in {parent_text}" if parent_text else ""
+        raise UserError(f"no cache entry with key {key!r}{where}", hint="`s5 cache ls` lists the keys")
+    parents = sorted({str(scanned_parent(e, inventory.parents)) for e in found})
+    if len(parents) > 1:
+        raise UserError(f"key {key!r} names entries in {len(parents)} cache folders ({', '.join(parents)})",
+                        hint=f"pick one with --key PARENT/{key}, e.g. --key {parents[0]}/{key}")
+    return found
+
+
+def scanned_parent(entry: CacheEntry, parents: Sequence[Path]) -> Path:
+    """The scanned folder an entry lies in (the innermost, if scanned folders nest)."""
+    path = Path(os.path.abspath(entry.path))
+    inside = [p for p in parents if Path(os.path.abspath(p)) in path.parents]
+    return max(inside, key=lambda p: len(Path(os.path.abspath(p)).parts)) if inside else entry.path.parent
+
+
+def kept_in_use(chosen: Sequence[CacheEntry]) -> list[CacheEntry]:
+    """The chosen entries a clean keeps because a running job uses them: those marked in use, and stale
+    videos whose tokens are (deleting the videos would leave the tokens unrecognisable, see `delete`)."""
+    busy_owners = {entry.owner for entry in chosen if entry.in_use and entry.owner is not None}
+    return [entry for entry in chosen if entry.in_use or entry.path in busy_owners]
+
+
 def delete(inventory: Inventory, chosen: Sequence[CacheEntry]) -> tuple[list[CacheEntry], list[str]]:
-    """Remove the chosen entries; (those removed, one line per failure). Only paths inside a scanned folder."""
+    """Remove the chosen entries; (those removed, one line per failure). Only paths inside a scanned folder.
+
+    Entries owned by another (the tokens of stale videos) go before their owner, and an owner whose
+    dependents could not all go is kept: the tokens are recognised as stale only through their videos,
+    so deleting the videos first left tokens in a folder in use that no later clean could find.
+    """
     removed: list[CacheEntry] = []
     failures: list[str] = []
-    for entry in chosen:
-        # A job's mark is checked again now and held off while deleting: a job may have started since the
-        # scan. Leftover temporary files are not guarded: their grace period already says nobody writes them.
-        folder = entry.path if entry.kind != TEMPORARY and entry.path.is_dir() and not entry.path.is_symlink() else None
-        try:
-            with exclusive(folder) if folder else contextlib.nullcontext(True) as free:
-                if not free:
-                    failures.append(f"{entry.path}: in use by a running s5 job; stop it (or let it end) and retry")
-                    continue
-                _remove(entry, inventory.parents)
-        except (OSError, UserError) as error:
-            failures.append(f"{entry.path}: {error}")
-        else:
+    kept_owners: set[Path] = set()
+    for entry in sorted(chosen, key=lambda e: e.owner is None):  # stable: dependents first, in scan order
+        if entry.path in kept_owners:
+            failures.append(f"{entry.path}: kept until the tokens extracted from its videos can go (see "
+                            "above), as only these videos show that those tokens are stale; retry then")
+            continue
+        problem = _delete_one(entry, inventory.parents)
+        if problem is None:
             removed.append(entry)
+        else:
+            failures.append(f"{entry.path}: {problem}")
+            if entry.owner is not None:
+                kept_owners.add(entry.owner)
     return removed, failures
+
+
+def _delete_one(entry: CacheEntry, parents: Sequence[Path]) -> str | None:
+    """Remove one entry holding its cache folder's lock; None, or why it could not.
+
+    The lock (`cache_lock`) is taken again now and held while deleting: a job may have started since the
+    scan. A temporary file takes the lock of the cache folder it is in: its writer holds it, and deleting
+    the file under a running writer made that writer's final rename fail.
+    """
+    folder = _lock_folder(entry, parents)
+    try:
+        with exclusive(folder) if folder else contextlib.nullcontext(True) as free:
+            if not free:
+                return "in use by a running s5 job; stop it (or let it end) and retry"
+            _remove(entry, parents)
+    except (OSError, UserError) as error:
+        return str(error)
+    return None
+
+
+def _lock_folder(entry: CacheEntry, parents: Sequence[Path]) -> Path | None:
+    """The cache folder whose in-use lock guards deleting `entry` (None: a file directly in a scanned folder)."""
+    if entry.kind != TEMPORARY:
+        return entry.path if entry.path.is_dir() and not entry.path.is_symlink() else None
+    parent = scanned_parent(entry, parents)
+    if entry.path.parent == parent:
+        return None
+    top = parent / entry.path.relative_to(parent).parts[0]
+    return top if top.is_dir() and not top.is_symlink() else None
 
 
 def _remove(entry: CacheEntry, parents: Sequence[Path]) -> None:
@@ -246,6 +321,7 @@ def _marked_folder(
     """The folder's entry, then its leftover temporary files, then (tokens) its files of stale videos."""
     found: str = marker["format"]  # a string: `_classify` made sure
     status = CURRENT if found == MARKERS[kind][1] else STALE
+    busy = in_use(folder)  # a running job's mark covers everything inside: its writes and its tokens
     own: list[os.stat_result] = []
     extras: list[CacheEntry] = []
     orphans: dict[Path, list[tuple[Path, os.stat_result]]] = {}
@@ -253,21 +329,21 @@ def _marked_folder(
         if path.parent == folder and path.name == LOCK_NAME:
             continue  # the in-use mark, not cached data
         if temp_target(path.name):
-            extras.append(_temporary(path, stat, now, folder))
+            extras.append(_temporary(path, stat, now, folder, busy))
         elif status == CURRENT and path.suffix == ".safetensors" and path.stem in stale_videos:
             orphans.setdefault(stale_videos[path.stem], []).append((path, stat))
         else:
             own.append(stat)
     summary = _summary(kind, marker)
     entry = CacheEntry(
-        kind, folder.name, folder, found, status, summary, *_tally(own, folder.lstat().st_mtime), in_use=in_use(folder)
+        kind, folder.name, folder, found, status, summary, *_tally(own, folder.lstat().st_mtime), in_use=busy
     )
     for videos, files in orphans.items():
         # Keyed like the videos, and owned by them: `--key` on the videos deletes their tokens too.
         note = f"tokens of these stale videos, in {folder.name}"
         counts = _tally(stat for _, stat in files)
         members = tuple(path for path, _ in files)
-        extras.append(CacheEntry(kind, videos.name, folder, found, STALE, note, *counts, members, videos))
+        extras.append(CacheEntry(kind, videos.name, folder, found, STALE, note, *counts, members, videos, busy))
     return [entry, *extras]
 
 
@@ -283,10 +359,10 @@ def _summary(kind: str, marker: dict[str, Any]) -> str:
     return f"{marker.get('backbone', '?')}, {rate}, {size}, {marker.get('dtype', '?')}"
 
 
-def _temporary(path: Path, stat: os.stat_result, now: float, folder: Path) -> CacheEntry:
+def _temporary(path: Path, stat: os.stat_result, now: float, folder: Path, busy: bool = False) -> CacheEntry:
     status = STALE if now - stat.st_mtime >= TEMP_GRACE_SECONDS else RECENT
     note = f"unfinished {temp_target(path.name)}, in {path.parent.relative_to(folder.parent)}"
-    return CacheEntry(TEMPORARY, path.name, path, None, status, note, 1, stat.st_size, stat.st_mtime)
+    return CacheEntry(TEMPORARY, path.name, path, None, status, note, 1, stat.st_size, stat.st_mtime, in_use=busy)
 
 
 def _unknown(path: Path, note: str) -> CacheEntry:

@@ -59,6 +59,28 @@ class ExtractReport:
         return self.extracted + self.reused + len(self.failed)
 
 
+def merge_shard_reports(reports: Sequence[ExtractReport]) -> ExtractReport:
+    """One report for a dataset extracted in shares (torchrun ranks), from each share's report in rank order.
+
+    Counts and lists of videos add up, since each share did its own videos; the time is the slowest
+    share's, as they ran side by side. What every share found alike (the annotated videos not on disk, the
+    splits without videos: `ensure_cached` lists the whole dataset on each) is taken once, from the first.
+    """
+    first = reports[0]
+    return ExtractReport(
+        extracted=sum(r.extracted for r in reports),
+        reused=sum(r.reused for r in reports),
+        failed=[item for r in reports for item in r.failed],
+        frames=sum(r.frames for r in reports),
+        seconds=max(r.seconds for r in reports),
+        missing=first.missing,
+        missing_videos=list(first.missing_videos),
+        skipped_splits=list(first.skipped_splits),
+        fps_above=[item for r in reports for item in r.fps_above],
+        padded=[video for r in reports for video in r.padded],
+    )
+
+
 def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     """The (index, count) share of this process: given, or torchrun's RANK/WORLD_SIZE, or (0, 1)."""
     if shard is None:

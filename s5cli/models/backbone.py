@@ -275,13 +275,13 @@ def resolve_weights(weights: str) -> tuple[Path, dict]:
             f"backbone weights {text!r} are not safetensors: pickle checkpoints can run code when loaded",
             hint="convert them with safetensors.torch.save_file or use the Hub id of a safetensors release",
         )
-    local = Path(text).expanduser()
-    if lowered.endswith(".safetensors") or local.exists():
+    local = local_weights_path(text)
+    if local is not None:
         if local.is_dir():
             raise UserError(f"backbone weights {local} is a folder: pass the .safetensors file in it")
         if not local.is_file():
             raise UserError(f"backbone weights file {local} not found")
-        return local, _read_pretrained_cfg(local.with_name("config.json"))
+        return local, local_pretrained_cfg(local)
     repo_id = text.removeprefix("hf-hub:").removeprefix("hf://")
     revision = None
     if "@" in repo_id:
@@ -318,6 +318,24 @@ def resolve_weights(weights: str) -> tuple[Path, dict]:
                           "extract again once it can be, if the tokens must match ones made with it")
         config_file = None
     return file, _read_pretrained_cfg(config_file)
+
+
+def local_weights_path(weights: str) -> Path | None:
+    """The path `weights` names when it is a local file rather than a Hub id (whether or not it exists).
+
+    Why a function of its own: the token-cache key fingerprints a local file's contents
+    (`cache.ExtractionSettings.key`), and must take the same text for a file that `resolve_weights` does.
+    """
+    text = str(weights).strip()
+    if text.lower().endswith(REFUSED_SUFFIXES):  # never loaded (`resolve_weights` refuses it): nothing to hash
+        return None
+    local = Path(text).expanduser()
+    return local if text.lower().endswith(".safetensors") or local.exists() else None
+
+
+def local_pretrained_cfg(file: Path) -> dict:
+    """The mean/std of the config.json beside a local weights file ({} without one): they change the tokens."""
+    return _read_pretrained_cfg(file.with_name("config.json"))
 
 
 def _config_known_absent(spec: HubSpec, error: Exception) -> bool:

@@ -228,3 +228,20 @@ def test_folders_whose_marker_cannot_be_read_are_unknown_and_never_cleaned(runne
         assert before <= files_under(root)
     result = invoke(runner, "clean", "--root", str(root), "--yes", "--key", OLD_SPEC.key())
     assert result.exit_code == 0 and not videos.exists()  # named, it goes
+
+
+def test_clean_of_one_cache_dir_leaves_the_default_root_alone(runner, tmp_path, monkeypatch):
+    """`--cache-dir scratch` is what is cleaned: `.s5cache` here is neither listed nor touched."""
+    monkeypatch.chdir(tmp_path)
+    here = write_tokens(tmp_path / ".s5cache" / "features", ["clip"])
+    there = write_tokens(tmp_path / "scratch", ["clip"])
+    result = invoke(runner, "clean", "--cache-dir", "scratch", "--key", SETTINGS.key(), "--yes")
+    assert result.exit_code == 0, result.output
+    assert not there.exists() and (here / "clip.safetensors").is_file()
+    there = write_tokens(tmp_path / "scratch", ["clip"])
+    result = invoke(runner, "clean", "--root", ".s5cache", "--cache-dir", "scratch", "--key", SETTINGS.key(), "-y")
+    assert result.exit_code == 2 and there.is_dir() and here.is_dir()
+    [line] = result.stderr.strip().splitlines()
+    assert "2 cache folders" in line and "--key PARENT/" in line
+    result = invoke(runner, "clean", "--all", "--cache-dir", "scratch", "--yes")
+    assert result.exit_code == 0 and not there.exists() and (here / "clip.safetensors").is_file()

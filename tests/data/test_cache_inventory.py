@@ -276,3 +276,30 @@ def test_squashed_tokens_say_so_in_the_listing(tmp_path):
     write_tokens(tmp_path / ".s5cache" / "features", ["a"], squashed)
     entries = by_key(inv.scan(tmp_path / ".s5cache"))
     assert entries[inv.TOKENS, squashed.key()].settings == "patch_pool, 16 frames, 64 px squashed, float32"
+
+
+def test_a_key_in_several_cache_folders_is_refused_until_one_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = write_tokens(tmp_path / ".s5cache" / "features", ["clip"])
+    there = write_tokens(tmp_path / "scratch", ["clip"])
+    inventory = inv.scan(tmp_path / ".s5cache", [tmp_path / "scratch"])
+    with pytest.raises(UserError, match=r"key '\w+' names entries in 2 cache folders .*scratch") as error:
+        inv.select(inventory, keys=[SETTINGS.key()])
+    assert f"--key PARENT/{SETTINGS.key()}" in error.value.hint
+    [chosen] = inv.select(inventory, keys=[f"{tmp_path / 'scratch'}/{SETTINGS.key()}"])
+    assert chosen.path == there
+    [chosen] = inv.select(inventory, keys=[f".s5cache/features/{SETTINGS.key()}"])  # relative works too
+    assert chosen.path == here
+    with pytest.raises(UserError, match=r"no cache entry with key '\w+' in elsewhere"):
+        inv.select(inventory, keys=[f"elsewhere/{SETTINGS.key()}"])
+
+
+def test_cache_dirs_alone_are_scanned_without_the_default_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = write_tokens(tmp_path / ".s5cache" / "features", ["clip"])
+    there = write_tokens(tmp_path / "scratch", ["clip"])
+    assert [e.path for e in inv.scan(None, [tmp_path / "scratch"]).entries] == [there]
+    both = inv.scan(Path(".s5cache"), [tmp_path / "scratch"])
+    assert {e.path for e in both.entries} == {Path(".s5cache/features") / here.name, there}
+    # The default root given as a cache dir is scanned as a root (its features/, not features/ as an entry).
+    assert [e.path for e in inv.scan(None, [Path(".s5cache")]).entries] == [Path(".s5cache/features") / here.name]

@@ -127,8 +127,11 @@ def test_what_clean_reports_deleted_is_gone_and_what_it_skipped_is_intact(tmp_pa
     skipped = {line.split(": ")[0] for line in failures}
     assert str(tree["tokens"]) in skipped and tree["tokens"].is_dir()
     assert len(list(tree["tokens"].glob("*.safetensors"))) > 0  # nothing of the used folder went
-    assert not tree["temp"].exists()  # a stale leftover inside it did: nobody writes it
-    assert not tree["old"].exists() and not tree["current"].exists()  # folders nobody uses went
+    assert tree["temp"].exists()  # not even an old leftover inside it: the job holding it may be its writer
+    # The stale videos whose tokens are in that folder stay with them: without the videos, a later clean
+    # could no longer tell that those tokens are stale.
+    assert str(tree["old"]) in skipped and tree["old"].is_dir()
+    assert not tree["current"].exists()  # folders nobody uses went
 
 
 def test_a_dry_run_counts_only_what_a_clean_would_free(tmp_path):
@@ -143,10 +146,76 @@ def test_a_dry_run_counts_only_what_a_clean_would_free(tmp_path):
     mark_in_use(tree["tokens"])
     inventory = inv.scan(tmp_path)
     chosen = inv.select(inventory, everything=True)
-    free = [entry for entry in chosen if not entry.in_use]
-    assert 0 < len(free) < len(chosen)
+    # Kept: the folder in use, what lies in it (the old videos' tokens, a leftover), and those old videos.
+    kept = [e for e in chosen if tree["tokens"] in (e.path, *e.path.parents) or e.path == tree["old"]]
+    assert {e.kind for e in kept} == {inv.TOKENS, inv.TEMPORARY, inv.SYNTHETIC} and len(kept) == 4
+    free = [entry for entry in chosen if entry not in kept]
+    assert free
     result = CliRunner().invoke(app, ["cache", "clean", "--all", "--dry-run", "--root", str(tmp_path)])
     assert result.exit_code == 0, result.output
     freed = format_bytes(sum(entry.bytes for entry in free))
     line = next(line for line in result.output.splitlines() if "to free" in line)
-    assert f"{sum(e.files for e in free)} files: {freed} to free (1 in use by running s5 jobs, kept)" in line, line
+    assert f"{sum(e.files for e in free)} files: {freed} to free (4 in use by running s5 jobs, kept)" in line, line
+
+
+def test_clean_all_spares_the_file_a_running_job_is_writing(tmp_path):
+    """A job's unfinished write (a temporary file in the folder it has marked) survives `clean --all`, and
+    the job's final rename then succeeds; a recent leftover outside any cache folder is not picked either."""
+    from s5cli.io import atomic_write_path
+
+    cache = FeatureCache(tmp_path / "scratch", SETTINGS)
+    cache.save("vidA", torch.zeros(2, 3, 4))  # marks the folder in use, as a running extraction does
+    loose = tmp_path / "scratch" / ".notes.abcd1234.tmp.json"
+    loose.write_text("{}")  # recent, directly in the cache dir: no folder lock guards it
+    with atomic_write_path(cache.path("vidE")) as tmp:
+        tmp.write_bytes(b"x" * 1000)
+        entries = {e.path: e for e in inv.select(inv.scan(None, [tmp_path / "scratch"]), everything=True)}
+        assert loose not in entries and entries[tmp].in_use
+        result = CliRunner().invoke(app, ["cache", "clean", "--cache-dir", str(tmp_path / "scratch"), "--all",
+                                          "--yes"])
+        assert result.exit_code != 0 and "in use by a running s5 job" in result.output
+        assert tmp.is_file() and loose.is_file()
+    assert cache.path("vidE").read_bytes() == b"x" * 1000  # the writer's rename found its file
+
+
+def test_an_old_leftover_in_a_folder_in_use_waits_for_the_job(tmp_path):
+    from tests.data.cache_trees import leftover
+
+    cache = FeatureCache(tmp_path / "scratch", SETTINGS)
+    cache.save("vidA", torch.zeros(2, 3, 4))
+    old = leftover(cache.path("vidB"))  # 2 hours old: stale, but the folder's job may still own it
+    inventory = inv.scan(None, [tmp_path / "scratch"])
+    [entry] = [e for e in inventory.entries if e.kind == inv.TEMPORARY]
+    assert entry.status == inv.STALE and entry.in_use
+    removed, failures = inv.delete(inventory, inv.select(inventory))
+    assert removed == [] and old.is_file() and "in use" in failures[0]
+    release_all()
+    inventory = inv.scan(None, [tmp_path / "scratch"])
+    removed, failures = inv.delete(inventory, inv.select(inventory))
+    assert failures == [] and not old.exists()
+
+
+def test_stale_videos_stay_while_their_tokens_are_in_use_so_a_later_clean_still_finds_them(tmp_path):
+    """Deleting the videos first left their tokens in a folder in use, unrecognisable once the job ended."""
+    from tests.data.cache_trees import OLD_SPEC, OLD_SYNTHETIC, write_tokens, write_videos
+
+    root = tmp_path / ".s5cache"
+    videos = root / "synthetic" / OLD_SPEC.key()
+    ids = write_videos(videos, OLD_SPEC, OLD_SYNTHETIC)
+    tokens = write_tokens(root / "features", [*ids[:2], "own-clip"])
+    mark_in_use(tokens)  # a training job reads the token folder
+    inventory = inv.scan(root)
+    chosen = inv.select(inventory)  # the stale videos and their tokens
+    orphan = next(e for e in chosen if e.kind == inv.TOKENS)
+    assert orphan.owner == videos and orphan.in_use
+    assert {e.path for e in inv.kept_in_use(chosen)} == {videos, tokens}
+    dry = CliRunner().invoke(app, ["cache", "clean", "--root", str(root), "--dry-run"])
+    assert "0 files: 0 B to free (2 in use by running s5 jobs, kept)" in dry.output, dry.output
+    removed, failures = inv.delete(inventory, chosen)
+    assert removed == [] and len(failures) == 2 and videos.is_dir()
+    assert "in use" in failures[0] and failures[1].startswith(f"{videos}: kept until the tokens")
+    release_all()  # the job ended: the next clean still knows those tokens are stale, and takes both
+    inventory = inv.scan(root)
+    removed, failures = inv.delete(inventory, inv.select(inventory))
+    assert failures == [] and not videos.exists()
+    assert {p.stem for p in tokens.glob("*.safetensors")} == {"own-clip"}
