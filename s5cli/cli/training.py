@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from s5cli.train.loop import TrainSetup
 
 
 def run_training(recipe_path: str, overrides: list[str] | None, objective: str, resume: bool, seed: int | None,
@@ -120,15 +123,33 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         if ctx.is_main:
             # Counted, not inferred from checkpoint names: a resume that fell back past a damaged newest
             # checkpoint trains up to that step again and rewrites the checkpoint of the same name.
-            if resume and setup.steps_run == 0:
-                ended = job.run_end(out_dir, recipe) or f"had nothing left of its {recipe.train.epochs} epochs"
-                stderr.print(f"nothing left to train: {out_dir} {ended}", soft_wrap=True)
+            # A resume that only ran an interrupted validation again did something (and said so, e.g. its
+            # early stop): "nothing left to train" would contradict it.
+            if resume and setup.steps_run == 0 and setup.validations_run == 0:
+                stderr.print(f"nothing left to train: {out_dir} {_why_nothing_was_left(out_dir, recipe, setup)}",
+                             soft_wrap=True)
             _summary(stdout, out_dir, metrics)
         return metrics
     finally:
         if ctx is not None:
             ctx.close()
         release_run_folder(out_dir)
+
+
+def _why_nothing_was_left(out_dir: Path, recipe: Any, setup: TrainSetup) -> str:
+    """How a resumed run that trained nothing had ended: from its checkpoint (`run_end`), else from what the
+    trainer saw. Why the trainer's word: a run whose used-up patience stopped it was said to have "nothing
+    left of its epochs" when its checkpoint could not tell."""
+    from s5cli.train import job
+
+    ended = job.run_end(out_dir, recipe)
+    if ended is not None:
+        return ended
+    patience = recipe.train.early_stop_patience
+    if setup.stopped_early:
+        return (f"stopped early (train.early_stop_patience={patience} validations in a row without a better "
+                "one); raise train.early_stop_patience, or set it to null, to go on")
+    return f"had nothing left of its {recipe.train.epochs} epochs"
 
 
 def _summary(console, out_dir: Path, metrics: dict) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from s5cli.data.cache import TokensLost
 from s5cli.data.datasets.token_dataset import collate_samples
+from s5cli.stop_signals import ignore_stop_signals, stop_signals_held
 from s5cli.train.metrics import aggregate_by_video, compute_metrics
 
 Batch = TypeVar("Batch")
@@ -87,8 +87,12 @@ def read_batches(loader: Iterable[Batch]) -> Iterator[Batch]:
     the loader's iterator, so the workers outlived it, and they ignore SIGTERM
     (`leave_stop_signals_to_the_owner`), which is how Python's exit ends leftover workers: the command
     printed its error and then never exited.
+
+    The workers start (fork) with Ctrl-C and SIGTERM held back (`stop_signals_held`) until they ignore
+    them; the owner gets one that came meanwhile as the block ends, and stops as usual.
     """
-    batches = iter(loader)
+    with stop_signals_held():
+        batches = iter(loader)
     while True:
         try:
             batch = next(batches)
@@ -144,9 +148,9 @@ def leave_stop_signals_to_the_owner(_worker_id: int) -> None:
     died of it failed the trainer's next batch ("DataLoader worker ... is killed by signal") before the
     trainer could finish its step and save, so a stopped run left a traceback, exit 1 and no checkpoint.
     Ignoring is safe: the loader ends its workers when the owner stops, and a worker whose owner is gone
-    exits on its own (the loader's watchdog)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exits on its own (the loader's watchdog). A signal that came between the fork and here was held back
+    (`read_batches`) and is dropped."""
+    ignore_stop_signals()
 
 
 @functools.cache

@@ -65,6 +65,8 @@ class TrainSetup:
     show_progress: bool = True
     extra_metadata: dict[str, str] = field(default_factory=dict)
     steps_run: int = 0  # set by `train`: optimizer steps this call took (0: a resumed run had nothing left)
+    validations_run: int = 0  # set by `train`: validations this call finished (a resume may only re-run one)
+    stopped_early: bool = False  # set by `train`: train.early_stop_patience ended the run in this call
 
 
 def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, schedule: Schedule,
@@ -104,7 +106,8 @@ def _carves_val(recipe: Any) -> bool:
 
 
 def train(setup: TrainSetup) -> dict:
-    """Train, evaluating and checkpointing each `eval_every` epochs; return the final validation metrics."""
+    """Train, checkpointing every epoch and evaluating each `eval_every` epochs; return the final validation
+    metrics."""
     recipe, ctx = setup.recipe, setup.ctx
     tcfg, ocfg = recipe.train, recipe.optim
     out_dir = setup.out_dir
@@ -171,7 +174,8 @@ def train(setup: TrainSetup) -> dict:
     trainer_pid = os.getpid()
 
     def on_stop_signal(signum, frame) -> None:
-        # A worker forked before its worker_init_fn ran dies as before (evaluation.leave_stop_signals_to_the_owner).
+        # Loader workers start with the signals held back until they ignore them (evaluation.read_batches);
+        # any other process forked from the trainer that inherits this handler takes the default action.
         if not default_action_in_child(trainer_pid, signum):
             interrupted["signal"] = signum
 
@@ -229,7 +233,8 @@ def train(setup: TrainSetup) -> dict:
     try:
         module.train()
         for epoch in range(state.epoch, tcfg.epochs):
-            if patience and state.evals_since_best >= patience:  # a resumed run that had already stopped
+            if _patience_used_up(state, patience):  # a resumed run that had already stopped
+                setup.stopped_early = True
                 break
             batches = epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
             batches = batches[:epoch_steps]  # an LSMCL batch with no negative left out
@@ -296,6 +301,7 @@ def train(setup: TrainSetup) -> dict:
                     # this validation again (a long split's validation no longer holds a stop for minutes).
                     state.epoch, state.batch_in_epoch = epoch, len(batches)
                     stop_after_saving(_agreed_stop(ctx, interrupted["signal"]) or signal.SIGINT)
+                setup.validations_run += 1
                 name, value, higher = headline(metrics)
                 schedule.after_eval(value)
                 log.write({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items()
@@ -317,12 +323,15 @@ def train(setup: TrainSetup) -> dict:
                                "best_step": state.best_step})
                 save(metrics)
                 if stopping:
+                    setup.stopped_early = True
                     notice = (f"early stop after epoch {state.epoch}: val {name} not better than "
                               f"{state.best_metric:.4f} (step {state.best_step}) for {patience} "
                               f"validation{'s' if patience != 1 else ''}")
                     progress.notice(notice)
                     break
-            elif is_last or setup.objective == "lsmcl" or setup.val_set is None:
+            else:
+                # Every finished epoch is a checkpoint, validated or not: with train.eval_every 10 (LVU) or
+                # an empty val split a kill lost every epoch since the last validation.
                 save(None)
             # A signal that came after the epoch's last step (while another rank validated, or while saving)
             # stops here, not one step into the next epoch. After the last epoch the run is complete.
@@ -337,6 +346,17 @@ def train(setup: TrainSetup) -> dict:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     return last_metrics
+
+
+def _patience_used_up(state: ckpt.TrainerState, patience: int | None) -> bool:
+    """Whether `train.early_stop_patience` ends the run before the epoch `state` is at: only at an epoch
+    boundary.
+
+    Why not mid-epoch: a run resumed mid-epoch (or stopped while validating) with a lowered patience
+    dropped the rest of its epoch and said it had nothing left of its epochs; it now finishes the epoch,
+    validates and stops there, with the early-stop record.
+    """
+    return bool(patience) and state.evals_since_best >= patience and not state.batch_in_epoch
 
 
 def _tokens_lost_failure(lost: TokensLost, when: str, kept: Path | None, last_good: Path | None) -> RunFailure:

@@ -5,11 +5,14 @@ command launched twice) both trained to the end, wrote each other's checkpoints 
 metrics. The second one now stops at once with one line naming the first one's process id. The kernel
 releases the lock when the process ends, however it ends, so a killed run never leaves its folder locked.
 Under torchrun only rank 0 takes it (the ranks of one job share the folder). Without `fcntl` (Windows)
-nothing is locked.
+nothing is locked. Forked children (DataLoader workers) close their copy of the lock's descriptor, so the
+lock ends with the trainer itself, not with the last of its workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -52,6 +55,28 @@ def hold_run_folder(out_dir: Path) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode("ascii"))
     _held[key] = (fd, created)
+    _leave_locks_out_of_forks()
+
+
+@functools.cache
+def _leave_locks_out_of_forks() -> None:
+    """Have every forked child close this process's run-folder locks (registered once per process).
+
+    Why: a flock belongs to the open file, which a fork shares; DataLoader workers that outlived a
+    `kill -9`ed trainer (they notice its death seconds later) kept its folder locked, and an immediate
+    `--resume` was refused, naming the dead trainer. Closing the child's copy leaves the parent's lock
+    in place.
+    """
+    os.register_at_fork(after_in_child=_drop_held_in_child)
+
+
+def _drop_held_in_child() -> None:
+    """In a freshly forked child: close the inherited lock descriptors and forget them (the child neither
+    holds nor releases the parent's run folders)."""
+    for fd, _created in _held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
 
 
 def release_run_folder(out_dir: Path) -> None:

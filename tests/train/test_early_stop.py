@@ -106,3 +106,88 @@ def test_patience_used_up_on_the_last_epoch_is_named_when_more_epochs_are_asked(
     assert asked == [1, 2, 3]
     said = " ".join(result.output.split())
     assert f"nothing left to train: {tmp_path / 'run'} stopped early after epoch 3 (2 validations in a row" in said
+
+
+def _stop_at_step(monkeypatch, n: int) -> None:
+    """SIGTERM to the trainer as its `n`-th step starts: it finishes the step, saves and exits 143."""
+    import os
+    import signal
+
+    from s5cli.train import step
+
+    real, calls = step.backward_batch, {"n": 0}
+
+    def backward_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler takes it: a flag, nothing raised
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step, "backward_batch", backward_batch)
+
+
+def test_a_lowered_patience_on_a_mid_epoch_resume_finishes_the_epoch_then_stops(tmp_path, monkeypatch):
+    """Patience acts at epoch boundaries only: a run resumed mid-epoch with a patience it had used up
+    dropped the rest of the epoch and said it had "nothing left of its 6 epochs"."""
+    asked = _validation_scores(monkeypatch, [0.5, 0.4, 0.4, 0.4])
+    with monkeypatch.context() as patch:
+        _stop_at_step(patch, 11)  # in epoch 4 (3 steps an epoch), 2 validations after the best one
+        result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **{"train.epochs": 6}), "--quiet"])
+    assert result.exit_code == 143, result.output
+    args = tiny(tmp_path, **{"train.epochs": 6, "train.early_stop_patience": 2})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert asked == [1, 2, 3, 4]
+    assert "early stop after epoch 4: val top1 not better than 0.5000 (step 3) for 2 validations" in said
+    assert "nothing left to train" not in said
+    run = tmp_path / "run"
+    assert max(r["step"] for r in _records(run)) == 12
+    stop = [r for r in _records(run) if r.get("early_stop")]
+    assert len(stop) == 1 and stop[0]["epoch"] == 4 and stop[0]["best_step"] == 3
+
+
+def test_a_resume_that_only_validates_again_says_only_why_it_stopped(tmp_path, monkeypatch):
+    """Stopped while validating epoch 3; the resume runs that validation again, which uses up the patience:
+    it said "early stop after epoch 3" and then "nothing left to train"."""
+    import os
+    import signal
+
+    from s5cli.train import loop
+
+    scores, asked = iter([0.5, 0.4, None, 0.4]), []
+
+    def validate(setup, module, epoch, **_):
+        asked.append(epoch + 1)
+        value = next(scores)
+        if value is None:  # SIGTERM while validating: abandoned, as `_validate` does
+            os.kill(os.getpid(), signal.SIGTERM)
+            return None
+        return {"top1": value, "top5": 1.0, "count": 8, "windows": 8}
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    args = tiny(tmp_path, **{"train.epochs": 6, "train.early_stop_patience": 2})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
+    assert result.exit_code == 143, result.output
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert asked == [1, 2, 3, 3]
+    assert "early stop after epoch 3" in said and "nothing left to train" not in said
+
+
+def test_a_resume_stopped_by_patience_gives_that_reason_when_the_checkpoint_cannot(tmp_path, monkeypatch):
+    """The trainer's own word when `run_end` cannot read how the run ended: patience, not "nothing left of
+    its epochs"."""
+    from s5cli.train import job
+
+    _validation_scores(monkeypatch, [0.5, 0.4, 0.4])
+    args = tiny(tmp_path, **{"train.epochs": 10, "train.early_stop_patience": 2})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr(job, "run_end", lambda *_: None)
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"nothing left to train: {tmp_path / 'run'} stopped early (train.early_stop_patience=2" in said
+    assert "nothing left of its" not in said

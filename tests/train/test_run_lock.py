@@ -30,3 +30,44 @@ def test_folders_that_existed_or_hold_something_else_stay(tmp_path: Path) -> Non
     hold_run_folder(tmp_path / "runs" / "other")
     release_run_folder(tmp_path / "runs" / "other")
     assert (tmp_path / "runs").is_dir() and not (tmp_path / "runs" / "other").exists()
+
+
+def test_a_killed_trainers_forked_children_do_not_keep_its_run_folder_locked(tmp_path: Path) -> None:
+    """DataLoader workers (forked) that outlive a `kill -9`ed trainer by seconds kept its lock, and an
+    immediate `--resume` was refused naming the dead trainer; the trainer itself still holds it after forking."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from s5cli.errors import UserError
+    from tests.train.test_finetune_e2e import _env
+
+    run = tmp_path / "run"
+    trainer = textwrap.dedent(f"""
+        import os, sys, time
+        from s5cli.train.run_lock import hold_run_folder
+        hold_run_folder({str(run)!r})
+        child = os.fork()
+        if child == 0:  # a loader worker: lives on after its parent
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", trainer], env=_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        with pytest.raises(UserError, match=f"in use by another training \\(pid {proc.pid}\\)"):
+            hold_run_folder(run)  # the fork left the trainer's lock in place
+        proc.kill()
+        proc.wait()
+        os.kill(child, 0)  # still alive
+        hold_run_folder(run)  # at once: the child held no copy of the lock
+        release_run_folder(run)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.kill(child, signal.SIGKILL)
