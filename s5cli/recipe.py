@@ -92,6 +92,7 @@ def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> R
     problems = Problems(source, override_keys)
     recipe = build_recipe(raw, problems)
     recipe.source = source  # not a field: reported in later errors, never saved
+    recipe.overrides = tuple(overrides)  # not a field either: listed in a saved recipe's header
     if problems.notes:
         from s5cli.cli.console import print_warning
 
@@ -259,8 +260,7 @@ def check_data_paths(recipe: Recipe) -> None:
             raise UserError(f"{source}: data.root={data.root!r} is a file: the synthetic videos are generated into "
                             "a folder (pass data.root=/path/to/a/folder)")
         return
-    fix = f"pass data.root=/path/to/{data.dataset}/videos" + (
-        "" if str(source).startswith(HUB_SCHEME) else f" or set data.root in {source}")
+    fix = f"pass data.root=/path/to/{data.dataset}/videos" + _where_to_set("data.root", source)
     if not data.root:
         raise UserError(f"{source}: data.root is not set: the {data.dataset} videos must be there ({fix})")
     root = Path(data.root).expanduser()
@@ -279,6 +279,21 @@ def check_data_paths(recipe: Recipe) -> None:
     if not target.exists():
         what = _ANNOTATIONS[data.dataset]
         raise UserError(f"{source}: {target} not found: set data.annotations to the {what}")
+
+
+def _where_to_set(key: str, source: Any) -> str:
+    """' or set KEY in FILE' for a recipe the user may edit; for a bundled one, how to get such a copy.
+
+    Why: a bundled recipe lies in the installed package (site-packages), whose files are replaced by the
+    next install; the hint sent users to edit it there. A Hub recipe is edited by pushing a new one.
+    """
+    if str(source).startswith(HUB_SCHEME):
+        return ""
+    try:
+        name = Path(source).resolve().relative_to(bundled_recipes_dir().resolve()).with_suffix("").as_posix()
+    except (ValueError, OSError):
+        return f" or set {key} in {source}"
+    return f" or set {key} in a copy of the bundled recipe: s5 recipes cp {name} my.yaml"
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -347,9 +362,20 @@ def save_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the resolved recipe (every default filled in) atomically as YAML."""
     from s5cli.io import atomic_write_text
 
+    atomic_write_text(path, dump_recipe(recipe, recipe_header(recipe)))
+
+
+def recipe_header(recipe: Recipe) -> str:
+    """Where a resolved recipe came from: its file and, one per line, the overrides given with it.
+
+    Why listed: the header said "and overrides" whether or not there were any, and not which.
+    """
     source = getattr(recipe, "source", None)
-    header = "Resolved s5cli recipe" + (f" (from {source} and overrides)" if source else "")
-    atomic_write_text(path, dump_recipe(recipe, header))
+    header = "Resolved s5cli recipe" + (f" (from {source})" if source else "")
+    overrides = getattr(recipe, "overrides", ())
+    if overrides:
+        header += "\nwith overrides:" + "".join(f"\n  {item}" for item in overrides)
+    return header
 
 
 def model_config(recipe: Recipe) -> Any:

@@ -32,3 +32,16 @@ def test_bundled_recipes_resolve_by_name() -> None:
     assert Path(resolve_recipe_spec("synthetic")) == names["synthetic"]
     assert Path(resolve_recipe_spec("lvu/genre.yaml")) == names["lvu/genre"]
     assert resolve_recipe_spec("no-such-recipe") == "no-such-recipe"
+
+
+def test_the_version_is_kept_in_one_place() -> None:
+    """pyproject.toml and s5cli.__version__ each held "0.1.0": one release would have bumped one of them."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in config["project"] and "version" in config["project"]["dynamic"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "s5cli.__version__"}
+
+
+def test_the_sdist_carries_the_whole_test_tree_and_the_changelog() -> None:
+    """setuptools' default sdist took 6 of the tests (no conftest.py) and no CHANGELOG.md."""
+    rules = (ROOT / "MANIFEST.in").read_text().splitlines()
+    assert {"include CHANGELOG.md", "graft tests", "graft benchmarks"} <= set(rules)

@@ -115,6 +115,32 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
         check_data_paths(load_recipe(SYNTHETIC, [f"data.root={SYNTHETIC}"]))
 
 
+def test_a_bundled_recipes_data_root_fix_says_to_copy_it_not_to_edit_the_package(tmp_path: Path) -> None:
+    """Installed, a bundled recipe lies in site-packages: the hint sent users to edit it there."""
+    absent = f"data.root={tmp_path / 'absent'}"
+    with pytest.raises(UserError) as info:
+        check_data_paths(load_recipe_spec("breakfast", [absent]))
+    assert "or set data.root in a copy of the bundled recipe: s5 recipes cp breakfast my.yaml" in str(info.value)
+    with pytest.raises(UserError) as info:
+        check_data_paths(load_recipe_spec("lvu/genre", [absent]))
+    assert "s5 recipes cp lvu/genre my.yaml" in str(info.value)
+    mine = write(tmp_path, (REPO / "recipes" / "breakfast.yaml").read_text(), "mine.yaml")
+    with pytest.raises(UserError) as info:
+        check_data_paths(load_recipe(mine, [absent]))
+    assert f"or set data.root in {mine}" in str(info.value) and "recipes cp" not in str(info.value)
+
+
+def test_a_saved_recipe_names_its_source_and_lists_its_overrides(tmp_path: Path) -> None:
+    """The header said "and overrides" whether or not there were any, and never which."""
+    save_recipe(load_recipe(SYNTHETIC), tmp_path / "plain.yaml")
+    assert (tmp_path / "plain.yaml").read_text().startswith(f"# Resolved s5cli recipe (from {SYNTHETIC})\n")
+    save_recipe(load_recipe(SYNTHETIC, ["train.epochs=3", "optim.lr=0.01"]), tmp_path / "changed.yaml")
+    text = (tmp_path / "changed.yaml").read_text()
+    assert text.startswith(f"# Resolved s5cli recipe (from {SYNTHETIC})\n# with overrides:\n#   train.epochs=3\n"
+                           "#   optim.lr=0.01\n")
+    assert load_recipe(tmp_path / "changed.yaml").train.epochs == 3  # still a recipe
+
+
 def test_data_paths_accept_real_split_files(tmp_path: Path, shared_data_dir: Path) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()

@@ -43,12 +43,10 @@ def show_recipe(
     """
     from s5cli.cli.console import print_warning
     from s5cli.errors import UserError
-    from s5cli.recipe import check_data_paths, dump_recipe, load_recipe_spec
+    from s5cli.recipe import check_data_paths, dump_recipe, load_recipe_spec, recipe_header
 
     loaded = load_recipe_spec(recipe, overrides or [])
-    source = getattr(loaded, "source", None) or recipe
-    typer.echo(dump_recipe(loaded, f"Resolved s5cli recipe (from {source}" + (" and overrides)" if overrides else ")")),
-               nl=False)
+    typer.echo(dump_recipe(loaded, recipe_header(loaded)), nl=False)
     try:
         check_data_paths(loaded)
     except UserError as error:  # the recipe is valid; its data is just not on this machine (yet)

@@ -61,7 +61,8 @@ def test_a_run_records_the_commit_of_its_hub_recipe(hub: FakeHub, recipe_file: P
 
     first = hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
     save_recipe(load_recipe_spec("hf://bob/r/synthetic.yaml", ["train.epochs=2"]), tmp_path / "recipe.yaml")
-    assert f"(from hf://bob/r@{first}/synthetic.yaml and overrides)" in (tmp_path / "recipe.yaml").read_text()
+    assert f"(from hf://bob/r@{first}/synthetic.yaml)\n# with overrides:\n#   train.epochs=2\n" in (
+        tmp_path / "recipe.yaml").read_text()
     hub.commit("bob/r", {"synthetic.yaml": _with_epochs(recipe_file.read_bytes(), 7)})
     again = load_recipe_spec(f"hf://bob/r@{first}/synthetic.yaml")  # the recorded address reads the old one
     assert again.train.epochs != 7
