@@ -2,7 +2,8 @@
 
 The whole recipe is checked before any work starts. Every problem is reported as one line naming the file,
 the key, the value and what is allowed (`UserError`, exit code 2). The schema (sections, defaults, ranges)
-is in `s5cli.recipe_schema`, the checks against it in `s5cli.recipe_validation`; this module reads the
+is in `s5cli.recipe_schema`, the checks against it in `s5cli.recipe_validation`, the YAML reading in
+`s5cli.recipe_yaml`; this module reads the
 recipe (file, bundled name or hf:// address), applies the overrides and writes the resolved recipe back out.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ import yaml
 from s5cli.errors import UserError
 from s5cli.hub.paths import SCHEME as HUB_SCHEME
 from s5cli.recipe_schema import (
+    NESTED_SECTIONS,
     SECTIONS,
     DataSection,
     EvalSection,
     HubSection,
     ModelSection,
     OptimSection,
+    OverrideText,
     Recipe,
     SyntheticSection,
     TrainSection,
@@ -41,6 +44,7 @@ from s5cli.recipe_validation import (
     not_a_section,
     show_value,
 )
+from s5cli.recipe_yaml import StrictLoader, parse_recipe_yaml
 
 __all__ = [
     "DataSection", "EvalSection", "HubSection", "ModelSection", "OptimSection", "Recipe", "SyntheticSection",
@@ -87,7 +91,7 @@ def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:
 
 def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> Recipe:
     """Validate recipe YAML held in memory (e.g. downloaded); `source` names it in error messages."""
-    raw = _parse_yaml(text, source)
+    raw = parse_recipe_yaml(text, source)
     override_keys = _apply_overrides(raw, parse_overrides(overrides), source)
     problems = Problems(source, override_keys)
     recipe = build_recipe(raw, problems)
@@ -101,62 +105,6 @@ def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> R
     return recipe
 
 
-class _DuplicateKeyError(yaml.constructor.ConstructorError):
-    """A key given twice in one mapping."""
-
-
-# Aliases (*name) one recipe may use: a few `<<: *defaults` merges at most. Nested aliases multiply: 450
-# bytes of them described 10^9 values, and printing one in an error message took all memory.
-MAX_YAML_ALIASES = 32
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping, and more than `MAX_YAML_ALIASES` aliases.
-
-    PyYAML keeps the last value silently, so `lr: 0.001` followed further down by `lr: 1` trained at 1.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.events.AliasEvent):
-            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
-            if self.aliases_seen > MAX_YAML_ALIASES:
-                mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name): a recipe needs a few at most", mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` merges, it does not repeat
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, typing.Hashable):
-                continue  # the base constructor reports unhashable keys itself
-            if key in seen:
-                raise _DuplicateKeyError(None, None, f"key {key!r} is given twice in one section",
-                                         key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _parse_yaml(text: str, path: str) -> dict[str, Any]:
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        kind = "repeated key" if isinstance(error, _DuplicateKeyError) else "YAML syntax error"
-        raise UserError(f"{path}: {kind}{line}: {problem}") from None
-    if raw is None:
-        raise UserError(f"{path} is empty: a recipe is a mapping of sections (data:, model:, optim:, train:, ...)")
-    if not isinstance(raw, dict):
-        kind = "a list" if isinstance(raw, list) else f"a {type(raw).__name__}"
-        raise UserError(f"{path} holds {kind}, not a recipe: the top level must map section names (data:, model:, ...)")
-    return raw
-
-
 def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
     """`a.b=value` strings -> (dotted key, YAML-parsed value); UserError for malformed ones."""
     parsed = []
@@ -165,45 +113,84 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise UserError(f"override {item!r} is not key=value", hint=_override_hint(str(item)))
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text  # not YAML: keep the text; the schema decides whether a string is allowed
-        parsed.append((key, value))
+        parsed.append((key, _override_value(text)))
     return parsed
+
+
+# What YAML does to a command-line value that it would not keep as typed: `data.root=/data/Breakfast #2`
+# was '/data/Breakfast', `data.root=#x` null and `data.root=&a b` 'b'. A quoted value is YAML's to read.
+_REREAD_BY_YAML = (
+    (re.compile(r"(^|\s)#"), "YAML reads '#' after a space as the start of a comment"),
+    (re.compile(r"^[&*!]"), "YAML reads a leading '&', '*' or '!' as an anchor, alias or tag"),
+    (re.compile(r"^[|>]"), "YAML reads a leading '|' or '>' as a block of text"),
+    (re.compile(r"^(---|\.\.\.)(\s|$)"), "YAML reads '---' and '...' as document markers"),
+    (re.compile(r"[\r\n]"), "YAML joins lines"),
+)
+
+
+def _override_value(text: str) -> Any:
+    """An override's value as YAML reads it, or as typed (`OverrideText`) where YAML would cut or reread it."""
+    text = text.strip()
+    if not text:
+        return None
+    if text[0] not in "'\"":
+        for pattern, why in _REREAD_BY_YAML:
+            if pattern.search(text):
+                return OverrideText(text, why)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass, numbers as in recipe files
+    except yaml.YAMLError:
+        return text  # not YAML: keep the text; the schema decides whether a string is allowed
 
 
 def _override_hint(item: str) -> str:
     """What a non-key=value argument most likely is, and the fix: a recipe given after its overrides, or a
-    file for `s5 extract --json` (a flag there: it prints the JSON on stdout)."""
+    file meant for --json. Worded for every command: `s5 eval --json FILE` writes a file, while `s5 extract
+    --json` is a flag that prints the JSON."""
     suffix = Path(item).suffix.lower()
     if suffix in (".yaml", ".yml"):
         return "the recipe comes first: s5 COMMAND RECIPE key=value ..."
     if suffix == ".json":
-        return "if it was meant for --json: here --json prints the JSON on stdout; redirect it: --json > FILE"
+        return ("if it was meant for --json: `--json FILE` where the command writes a file, `--json > FILE` where "
+                "it prints the JSON; its --help says which")
     return "e.g. optim.lr=3e-4 model.keep_ratio=0.5"
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path: str) -> set[str]:
-    keys = set()
+    """Set each override's key in `raw`; the full keys set. A whole nested section, or a key given twice with
+    two values, is refused: a file's repeated key is too, and the last one won without a word."""
+    given: dict[str, tuple[str, Any]] = {}
     for key, value in overrides:
         parts = key.split(".")
         if len(parts) == 1:
             parts = _expand_bare_key(raw, key, path)
-        node = raw
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                if depth == 0:  # the file's own mistake, whatever the override (s5 pretrain adds one itself)
-                    raise UserError(f"{path}: {not_a_section(where, child)}")
-                raise UserError(f"override {key}={show_value(value)}: {path} has {where}={show_value(child)}, not a section")
-            node = child
-        node[parts[-1]] = value
-        keys.add(".".join(parts))
-    return keys
+        full = ".".join(parts)
+        if full in NESTED_SECTIONS:
+            raise UserError(f"override {key}={show_value(value)}: {full} is a section; set one of its keys, e.g. "
+                            f"{NESTED_SECTIONS[full]}")
+        if full in given and given[full][1] != value:  # the same value twice: a command's own `train.seed=`
+            first = "=".join((given[full][0], show_value(given[full][1])))
+            raise UserError(f"override {full} is given twice ({first}, then {key}={show_value(value)}): keep one")
+        given[full] = (key, value)
+        _set_key(raw, parts, key, value, path)
+    return set(given)
+
+
+def _set_key(raw: dict[str, Any], parts: list[str], key: str, value: Any, path: str) -> None:
+    """raw[a][b]... = value for parts [a, b, ...], making the sections on the way; UserError where a value
+    stands in the way of a section."""
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            if depth == 0:  # the file's own mistake, whatever the override (s5 pretrain adds one itself)
+                raise UserError(f"{path}: {not_a_section(where, child)}")
+            raise UserError(f"override {key}={show_value(value)}: {path} has {where}={show_value(child)}, not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 # Bare keys that would be ambiguous but have one obvious meaning (`s5 finetune R init=PATH` as in the docs).
@@ -320,11 +307,12 @@ def resolve_recipe_spec(spec: str) -> str:
         from s5cli.hub import resolve_recipe_path
 
         return str(resolve_recipe_path(spec))
-    if Path(spec).exists():
-        return spec
     bundled = bundled_recipes()
     name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
     name = name[len("recipes/"):] if name.startswith("recipes/") else name
+    # A folder is never a recipe: `mkdir breakfast` in the working folder hid the bundled `breakfast`.
+    if Path(spec).exists() and not (Path(spec).is_dir() and name in bundled):
+        return spec
     if name in bundled:
         return str(bundled[name])
     return spec  # load_recipe reports the missing file with a hint

@@ -16,9 +16,13 @@ from s5cli.recipe_schema import LVU_TASKS, Recipe, SyntheticSection, clip_frames
 
 
 def suggest_choice(value: str, choices: Sequence[str]) -> str:
-    """' (did you mean X?)' for the closest choice, or a unique one that starts with `value`, else ''."""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    starts = [c for c in choices if len(value) >= 3 and c.startswith(value)]
+    """' (did you mean X?)' for the closest choice, or a unique one that starts with `value`, else ''.
+
+    In any case: `PATCH_POOL` means patch_pool, as `model.kernel=DPLR` is dplr."""
+    lowered = {choice.lower(): choice for choice in choices}
+    value = value.lower()
+    close = [lowered[m] for m in difflib.get_close_matches(value, list(lowered), n=1, cutoff=0.6)]
+    starts = [c for low, c in lowered.items() if len(value) >= 3 and low.startswith(value)]
     if not close and len(starts) == 1:
         close = starts
     return f" (did you mean {close[0]}?)" if close else ""

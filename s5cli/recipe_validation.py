@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from typing import Any
 
@@ -21,8 +22,10 @@ from s5cli.recipe_schema import (
     INT64_MAX,
     LSMCL_RULES,
     MODEL_RULES,
+    PATH_KEYS,
     SECTIONS,
     ModelSection,
+    OverrideText,
     Recipe,
     Rule,
     SyntheticSection,
@@ -30,7 +33,12 @@ from s5cli.recipe_schema import (
     coerce,
     describe_type,
     model_section_class,
+    too_large,
+    written_text,
 )
+
+# C0 control characters and DEL: no path holds one on purpose.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Problems:
@@ -69,6 +77,11 @@ def show_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    text = written_text(value)  # a number as written (`0042`), and no repr() of one too long for Python
+    if text is not None:
+        return text if len(text) <= 200 else text[:196] + " ..."
+    if isinstance(value, int) and value.bit_length() > 640:  # repr() of over 4300 digits raises
+        return f"(an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits)"
     import reprlib
 
     # Bounded: a value from a hostile recipe may be nested and huge, and the message is one line.
@@ -83,6 +96,13 @@ def model_config_class(name: str) -> type:
     from s5cli.models import registry
 
     return registry.model_config_class(name)
+
+
+def canonical_model_name(name: str) -> str:
+    """The registered name of model `name` (`S5` -> s5, `vit` -> transformer); ValueError for unknown ones."""
+    from s5cli.models import registry
+
+    return registry.canonical_name(name)
 
 
 def _other_model_keys(config_cls: type) -> set[str]:
@@ -123,9 +143,14 @@ def build_recipe(raw: dict[str, Any], problems: Problems) -> Recipe:
     return recipe
 
 
+def yaml_kind(value: Any) -> str:
+    """The name of a YAML value's type as a user knows it (`int` for the loader's WrittenInt)."""
+    return next((kind.__name__ for kind in (bool, int, float, str) if isinstance(value, kind)), type(value).__name__)
+
+
 def not_a_section(key: str, value: Any) -> str:
     """The problem of a section (`train: 5`) that holds no mapping, with the value's type and its article."""
-    kind = type(value).__name__
+    kind = yaml_kind(value)
     return f"{key}={show_value(value)} must be a mapping of keys (a YAML section), not {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
@@ -175,18 +200,22 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
             checked[key] = _build_lsmcl(_section_mapping(value, dotted, problems), dotted, problems)
             continue
         ok, converted = coerce(value, hint)
-        if not ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
-            problems.add(dotted, f"{dotted}={show_value(value)} is too large: use a value of at most {INT64_MAX}")
-            continue
         if not ok:
-            problems.add(dotted, f"{dotted}={show_value(value)} has the wrong type: expected {describe_type(hint)}")
+            problems.add(dotted, _type_problem(dotted, value, hint))
             continue
         if isinstance(converted, float) and not math.isfinite(converted):
             problems.add(dotted, f"{dotted}={show_value(value)} is not a finite number")
             continue
+        control = _CONTROL.search(converted) if dotted in PATH_KEYS and isinstance(converted, str) else None
+        if control is not None:
+            problems.add(dotted, f"{dotted}={show_value(converted)} holds the control character "
+                                 f"{control.group()!r}, which no path should: remove it")
+            continue
         rule = spec.metadata.get("rule") or (extra_rules or {}).get(key)
+        if rule is not None and rule.choices and isinstance(converted, str):
+            converted = _choice_named(converted, rule.choices)
         if rule is not None and not rule.allows(converted):
-            hint = _suggest(str(value), [str(c) for c in rule.choices], listing=None) if rule.choices else ""
+            hint = _suggest(str(value).lower(), [str(c) for c in rule.choices], listing=None) if rule.choices else ""
             problems.add(dotted, f"{dotted}={show_value(value)} is not allowed: must be {rule.describe()}{hint}")
             continue
         checked[key] = converted
@@ -199,6 +228,26 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
     except (TypeError, ValueError) as error:
         problems.add(prefix, f"{prefix}: {error}")
         return cls()
+
+
+def _type_problem(dotted: str, value: Any, hint: Any) -> str:
+    """Why `value` cannot be a `hint`: a number too large for it, a command-line value YAML would have cut
+    (kept as text), or simply another type."""
+    shown = f"{dotted}={show_value(value)}"
+    takes = {hint, *typing.get_args(hint)}
+    if too_large(value) and takes & {int, float}:
+        limit = f"use a value of at most {INT64_MAX}" if int in takes else "use a number below 1.8e308"
+        return f"{shown} is too large: {limit}"
+    expected = f"has the wrong type: expected {describe_type(hint)}"
+    if isinstance(value, OverrideText):
+        return (f"{shown} {expected} ({value.why}, so the command line kept the value as text: write the value "
+                f"alone, or quote it, e.g. {dotted}='...')")
+    return f"{shown} {expected}"
+
+
+def _choice_named(value: str, choices: tuple[Any, ...]) -> str:
+    """The choice `value` names in any case (`DPLR` -> dplr): choices are stored in their own spelling."""
+    return next((choice for choice in choices if isinstance(choice, str) and choice.lower() == value.lower()), value)
 
 
 def _build_lsmcl(values: dict[str, Any], prefix: str, problems: Problems) -> Any:
@@ -217,9 +266,11 @@ def _build_model(values: dict[str, Any], problems: Problems, backbone: str) -> A
         problems.add("model.name", f"model.name={show_value(name)} has the wrong type: expected a string")
         return ModelSection()
     try:
+        # Stored as registered (`S5` -> s5): the run's checkpoints, cards and eval compare it as text.
+        name = canonical_model_name(str(name))
         config_cls = model_config_class(name)
     except (ValueError, KeyError) as error:
-        problems.add("model.name", f"model.name={name!r}: {str(error).strip(chr(39))}")
+        problems.add("model.name", f"model.name={show_value(name)}: {str(error).strip(chr(39))}")
         return ModelSection()
     section_cls = model_section_class(config_cls)
     fields = {k: v for k, v in values.items() if k != "name"}

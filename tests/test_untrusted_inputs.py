@@ -51,7 +51,8 @@ def test_a_latest_file_naming_the_run_itself_is_one_line(tmp_path: Path) -> None
 
 
 def test_nested_yaml_aliases_are_refused_quickly(tmp_path: Path) -> None:
-    from s5cli.recipe import MAX_YAML_ALIASES, load_recipe_text
+    from s5cli.recipe import load_recipe_text
+    from s5cli.recipe_yaml import MAX_YAML_ALIASES
 
     lines = ["x0: &x0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
     lines += [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values

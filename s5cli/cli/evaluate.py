@@ -14,7 +14,7 @@ from s5cli.io import is_stdout
 
 
 def evaluate(
-    recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the recipe stored in the checkpoint)."),
+    recipe: str | None = typer.Argument(None, help="Recipe YAML: path, bundled name or hf://repo/file (default: the recipe stored in the checkpoint)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. eval.split=val"),
     checkpoint: str | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint folder, run folder or hf://repo (default: RECIPE's train.out_dir; without RECIPE, the last finetune run here)."),
     video: list[Path] | None = typer.Option(None, "--video", help="Predict raw videos end to end instead of a dataset split: a file or a folder of videos, repeatable (windows averaged as for a dataset video)."),
@@ -59,7 +59,7 @@ def evaluate(
     dev = pick_device(device)
     directory = resolve_checkpoint(checkpoint, revision)  # the folder scored: runs/x means runs/x/best
     model, stored_recipe, meta = load_trained_model(directory)
-    _refuse_model_changes(overrides or [], stored_recipe.get("model", {}), checkpoint)
+    _refuse_model_changes(overrides or [], stored_recipe, checkpoint)
     if meta.get("objective") == "lsmcl":
         raise UserError(
             f"{checkpoint} is an LSMCL pretraining checkpoint, whose classifier head was never trained: "
@@ -204,29 +204,70 @@ def _warn_model_section_ignored(rec: Any, stored_model: dict, recipe: str, check
 
     given = recipe_to_dict(rec).get("model", {})
     changed = [f"model.{name}={given[name]} (trained: {stored_model[name]})"
-               for name in given if name in stored_model and given[name] != stored_model[name]]
+               for name in given if name in stored_model and not _same_setting(name, given[name], stored_model[name])]
     if changed:
         print_warning(f"{recipe}: {', '.join(changed)}: eval runs {checkpoint}'s own model as trained (to "
                       "evaluate these settings, train a model with them)")
 
 
-def _refuse_model_changes(overrides: list[str], stored_model: dict, checkpoint: str) -> None:
+def _same_setting(name: str, given: Any, trained: Any) -> bool:
+    """Whether a model setting equals the trained one; names as registered (a run may store `S5` or `vit`)."""
+    if name != "name" or given == trained:
+        return given == trained
+    from s5cli.models.registry import UnknownModelError, canonical_name
+
+    try:
+        return canonical_name(str(given)) == canonical_name(str(trained))
+    except UnknownModelError:
+        return False
+
+
+def _refuse_model_changes(overrides: list[str], stored_recipe: dict, checkpoint: str) -> None:
     """UserError for a `model.*` override that differs from the checkpoint's model, which eval cannot change.
 
     Why: such an override used to be accepted and ignored, so a user comparing `keep_ratio=0.25` at eval
     time got the trained ratio's numbers. One that repeats the trained value (the finetune command line
-    reused for eval) is fine.
+    reused for eval) is fine, compared as the recipe reads it: `model.dt_min=1e-3` is the trained 0.001,
+    `model.name=S5` the trained s5.
     """
     from s5cli.errors import UserError
-    from s5cli.recipe import full_override_key, parse_overrides
+    from s5cli.recipe import full_override_key, parse_overrides, recipe_to_dict
+    from s5cli.train.loading import recipe_from_checkpoint
 
-    for given, value in parse_overrides([item for item in overrides if "=" in item]):
-        key = full_override_key({"model": stored_model}, given) or given  # the short form too: keep_ratio=
-        name = key.split(".", 1)[1] if key.startswith("model.") else None
-        if name is not None and stored_model.get(name) != value:
-            raise UserError(f"override {key}={value}: {checkpoint} was trained with {key}="
-                            f"{stored_model.get(name)}, and eval cannot change the model (train one with it: "
-                            "s5 finetune RECIPE ...)")
+    stored_model = stored_recipe.get("model") or {}
+    items = [item for item in overrides if "=" in item]
+    asked = []  # (override as typed, full key, value)
+    for item, (key, value) in zip(items, parse_overrides(items), strict=True):
+        full = full_override_key({"model": stored_model}, key) or key  # the short form too: keep_ratio=
+        if full.startswith("model."):
+            asked.append((item, full, value))
+    if not asked:
+        return
+    source = f"{checkpoint}'s recipe"
+    trained = recipe_to_dict(recipe_from_checkpoint(stored_recipe, [], source))["model"]
+    for item, key, value in asked:
+        name = key.split(".", 1)[1]
+        if name not in trained:  # a setting of another model (or of none)
+            raise UserError(f"override {item}: {checkpoint} is a {trained.get('name')} model, which has no {key}, "
+                            "and eval cannot change the model (train one with it: s5 finetune RECIPE ...)")
+        if name == "name" and not _same_setting(name, value, trained[name]):
+            _refuse_change(key, value, trained[name], checkpoint)
+    # The values as the recipe reads them: `1e-3` is the trained 0.001.
+    settings = [item for item, key, _ in asked if key != "model.name"]
+    changed = recipe_to_dict(recipe_from_checkpoint(stored_recipe, settings, source))["model"] if settings else trained
+    for _, key, _ in asked:
+        name = key.split(".", 1)[1]
+        if changed.get(name) != trained.get(name):
+            _refuse_change(key, changed.get(name), trained.get(name), checkpoint)
+
+
+def _refuse_change(key: str, value: Any, trained: Any, checkpoint: str) -> None:
+    """UserError: the override `key=value` asks for another model than the `trained` one."""
+    from s5cli.errors import UserError
+    from s5cli.recipe import show_value
+
+    raise UserError(f"override {key}={show_value(value)}: {checkpoint} was trained with {key}={show_value(trained)}, "
+                    "and eval cannot change the model (train one with it: s5 finetune RECIPE ...)")
 
 
 def _task_that_fits(rec, num_outputs: int, checkpoint: str):

@@ -43,7 +43,7 @@ def parse_splits(text: str) -> tuple[str, ...]:
 
 
 def extract(
-    recipe: str = typer.Argument(..., help="Recipe YAML (path or bundled name like 'synthetic')."),
+    recipe: str = typer.Argument(..., help="Recipe YAML (path, bundled name like 'synthetic', or hf://repo/file)."),
     overrides: list[str] | None = typer.Argument(
         None, help="key=value overrides, e.g. data.fps=1 data.cache_dtype=float32"
     ),

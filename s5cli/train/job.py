@@ -23,11 +23,32 @@ def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | No
         from s5cli.seeding import check_seed
 
         check_seed(seed)  # named as typed (--seed), not as the train.seed override it becomes
+        _refuse_two_seeds(extra, seed)
         extra.append(f"train.seed={seed}")
     recipe = load_recipe_spec(recipe_path, extra)
     if check_paths:
         check_data_paths(recipe)
     return recipe
+
+
+def _refuse_two_seeds(overrides: list[str], seed: int) -> None:
+    """UserError when an override sets train.seed to another value than --seed: the one given last won."""
+    from s5cli.recipe import parse_overrides, show_value
+
+    for key, value in parse_overrides(overrides):
+        if overrides_key(key, "train.seed") and value != seed:
+            raise UserError(f"--seed {seed} and the override {key}={show_value(value)} both set train.seed: give one")
+
+
+def overrides_key(key: str, full: str, model_name: str = "s5") -> bool:
+    """Whether an override's `key` as typed (`out_dir`, `train.out_dir`) sets the recipe key `full`.
+
+    Why resolved: bare keys set the one section's key that has that name, and a check of the text alone
+    missed `out_dir=runs/a`, so `s5 finetune RUN/recipe.yaml out_dir=runs/d --resume` trained RUN.
+    """
+    from s5cli.recipe import full_override_key
+
+    return full_override_key({"model": {"name": model_name}}, key) == full
 
 
 def build_model_from_recipe(recipe: Any, num_outputs: int):
@@ -197,7 +218,8 @@ def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, o
     if out is not None:
         return Path(out).expanduser()
     home = run_folder_of(recipe_path)
-    if home is not None and not any(o.partition("=")[0].strip() == "train.out_dir" for o in overrides):
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    if home is not None and not any(overrides_key(key, "train.out_dir", recipe.model.name) for key in keys):
         return home
     return Path(recipe.train.out_dir).expanduser()
 
@@ -284,6 +306,8 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         saved = {**saved, "data": with_settings_of_old_runs(saved["data"])}
     saved_flat = _flatten(saved)
     new_flat = _flatten(recipe_to_dict(recipe))
+    if "model.name" in saved_flat:  # a run saved before names were stored as registered (`S5`, `vit`)
+        saved_flat["model.name"] = _registered_name(saved_flat["model.name"])
     objectives = saved_flat.get("train.objective"), new_flat.get("train.objective")
     if objectives[0] != objectives[1] and None not in objectives:
         command = {"lsmcl": "s5 pretrain", "supervised": "s5 finetune"}.get(objectives[0], "the command that made it")
@@ -301,6 +325,16 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
             f"{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}; these cannot change mid-run: "
             "resume without them, or start a new run with another --out"
         )
+
+
+def _registered_name(name: Any) -> Any:
+    """The registered name of model `name` (`S5` -> s5); `name` itself when no model has it."""
+    from s5cli.models.registry import UnknownModelError, canonical_name
+
+    try:
+        return canonical_name(str(name))
+    except UnknownModelError:
+        return name
 
 
 def run_end(out_dir: Path, recipe: Any) -> str | None:

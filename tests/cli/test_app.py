@@ -128,8 +128,8 @@ def test_a_single_process_run_exits_normally(monkeypatch: pytest.MonkeyPatch) ->
      "error: override 'recipes/synthetic.yaml' is not key=value (the recipe comes first: s5 COMMAND RECIPE "
      "key=value ...)"),
     (["extract", "synthetic", "--json", "out.json"],
-     "error: override 'out.json' is not key=value (if it was meant for --json: here --json prints the JSON on "
-     "stdout; redirect it: --json > FILE)"),
+     "error: override 'out.json' is not key=value (if it was meant for --json: `--json FILE` where the command "
+     "writes a file, `--json > FILE` where it prints the JSON; its --help says which)"),
     (["eval", "--debug", "-c", "runs/x"], "error: --debug goes before the command: s5 --debug eval ..."),
     (["recipes", "show", "--debug", "synthetic"], "error: --debug goes before the command: s5 --debug recipes show ..."),
 ])

@@ -76,6 +76,14 @@ def test_a_recipe_without_checkpoint_scores_its_own_out_dir(runs: Path, tmp_path
             f"--checkpoint (the last finetune run here: --checkpoint {(runs / 'newest').resolve()})") in _said(result)
 
 
+def test_a_bare_out_dir_override_moves_a_runs_recipe_too(runs: Path) -> None:
+    """`s5 eval RUN/recipe.yaml out_dir=runs/a` scored RUN: only the text `train.out_dir=` moved it."""
+    result = CliRunner().invoke(app, ["eval", str(runs / "first" / "recipe.yaml"), "out_dir=runs/nothing", "--quiet",
+                                      "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "train.out_dir=runs/nothing holds no checkpoint" in _said(result)
+
+
 def test_a_checkpoint_is_scored_only_on_its_own_dataset_and_task(runs: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     first = runs / "first"

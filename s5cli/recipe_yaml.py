@@ -1,0 +1,128 @@
+"""Reading recipe YAML: numbers as YAML 1.2 writes them (keeping their text), no repeated keys, few aliases.
+
+Why a loader of its own: PyYAML reads YAML 1.1, where `0042` is octal, `2:00` base 60 and `2024-01-01` a
+date, and it keeps the last of a repeated key silently; a recipe is read (and overrides parsed) through
+the loaders here instead. Only SafeLoader subclasses: a recipe can never build arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import typing
+from typing import Any
+
+import yaml
+
+from s5cli.errors import UserError
+from s5cli.recipe_schema import MAX_NUMBER_DIGITS, LongNumber, WrittenFloat, WrittenInt
+from s5cli.recipe_validation import yaml_kind
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping."""
+
+
+# Numbers as YAML 1.2 writes them. PyYAML reads YAML 1.1, where `0042` is octal 34, `2:00` is 120 (base
+# 60), `2024_06_01` is 20240601 and `2024-01-01` a date: a seed, a revision or a folder name quietly became
+# another value. Here those are text, and `0o42` is octal.
+_INT = re.compile(r"^[-+]?(?:[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$")
+_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                    r"|\.(?:nan|NaN|NAN))$")
+_YAML11_ONLY = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp",
+                "tag:yaml.org,2002:value"}
+_SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """A `WrittenInt` (decimal, 0x hex or 0o octal), or the text when it has too many digits to convert."""
+    text = str(loader.construct_scalar(node))
+    digits = text.strip().lstrip("+-")
+    base = {"0x": 16, "0o": 8}.get(digits[:2].lower(), 10)
+    digits = digits[2:] if base != 10 else digits
+    if len(digits) > MAX_NUMBER_DIGITS:
+        return LongNumber(text)
+    try:
+        number = int(digits, base)
+    except ValueError:  # an explicit `!!int` on other text
+        raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not an integer", node.start_mark) from None
+    return WrittenInt(-number if text.strip().startswith("-") else number, text)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """A `WrittenFloat` (its text kept for a text field)."""
+    text = str(loader.construct_scalar(node))
+    try:
+        number = _SPECIAL_FLOATS.get(text.strip().lower()) or float(text)
+    except ValueError:  # an explicit `!!float` on other text
+        raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not a number", node.start_mark) from None
+    return WrittenFloat(number, text)
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that reads numbers as YAML 1.2 does (`_INT`, `_FLOAT`), keeping the text they were written as,
+    and no dates: a recipe holds none, and `train.out_dir=2024-01-01` is a folder name."""
+
+    yaml_implicit_resolvers: typing.ClassVar[dict[Any, Any]] = {
+        first: [(tag, regex) for tag, regex in resolvers if tag not in _YAML11_ONLY]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+.0123456789"))
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+# Aliases (*name) one recipe may use: a few `<<: *defaults` merges at most. Nested aliases multiply: 450
+# bytes of them described 10^9 values, and printing one in an error message took all memory.
+MAX_YAML_ALIASES = 32
+
+
+class StrictLoader(Yaml12Loader):
+    """`Yaml12Loader` that refuses a key repeated in one mapping, and more than `MAX_YAML_ALIASES` aliases.
+
+    PyYAML keeps the last value silently, so `lr: 0.001` followed further down by `lr: 1` trained at 1.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
+            if self.aliases_seen > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name): a recipe needs a few at most", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` merges, it does not repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base constructor reports unhashable keys itself
+            if key in seen:
+                raise _DuplicateKeyError(None, None, f"key {key!r} is given twice in one section",
+                                         key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_recipe_yaml(text: str, path: str) -> dict[str, Any]:
+    """The top-level mapping of a recipe's YAML text; one-line UserError naming `path` for anything else."""
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        kind = "repeated key" if isinstance(error, _DuplicateKeyError) else "YAML syntax error"
+        raise UserError(f"{path}: {kind}{line}: {problem}") from None
+    if raw is None:
+        raise UserError(f"{path} is empty: a recipe is a mapping of sections (data:, model:, optim:, train:, ...)")
+    if not isinstance(raw, dict):
+        kind = "a list" if isinstance(raw, list) else f"{'an' if yaml_kind(raw)[0] in 'aeiou' else 'a'} {yaml_kind(raw)}"
+        raise UserError(f"{path} holds {kind}, not a recipe: the top level must map section names (data:, model:, ...)")
+    return raw
