@@ -46,7 +46,8 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
             "does not read: set data.dataset (lvu, breakfast or coin), or remove data.annotations")
     if data.frames is None and data.fps is None:
         add(("data.frames", "data.fps"), "data.frames and data.fps are both null: set one (T frames, or frames per second)")
-    if data.fps is not None and data.frames is None and data.window_seconds is None and data.dataset != "synthetic":
+    if (data.fps is not None and data.frames is None and data.window_seconds is None and data.dataset != "synthetic"
+            and recipe.train.objective != "lsmcl"):  # LSMCL cuts every clip to train.lsmcl.long_frames
         # Each clip is then a whole video, and real videos differ in length: a batch of two cannot be
         # stacked, which surfaced as a traceback on the first batch, after extracting every video.
         wide = [f"{key}={size}" for key, size in (("train.batch_size", recipe.train.batch_size),

@@ -24,9 +24,10 @@ class _DuplicateKeyError(yaml.constructor.ConstructorError):
 
 
 # Numbers as YAML 1.2 writes them. PyYAML reads YAML 1.1, where `0042` is octal 34, `2:00` is 120 (base
-# 60), `2024_06_01` is 20240601 and `2024-01-01` a date: a seed, a revision or a folder name quietly became
-# another value. Here those are text, and `0o42` is octal.
-_INT = re.compile(r"^[-+]?(?:[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$")
+# 60) and `2024-01-01` a date: a seed, a revision or a folder name quietly became another value. Here
+# `0042` is 42, those others are text, and `0o42` is octal. Digit groups (`65_536`) stay a number, as
+# recipes written for PyYAML used them; a text field keeps what was written (`2024_06_01`) in any case.
+_INT = re.compile(r"^[-+]?(?:[0-9]+(?:_[0-9]+)*|0x[0-9a-fA-F]+|0o[0-7]+)$")
 _FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
                     r"|\.(?:nan|NaN|NAN))$")
 _YAML11_ONLY = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp",

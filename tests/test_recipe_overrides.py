@@ -27,6 +27,7 @@ def value_of(key: str, overrides: tuple[str, ...] = (), path: Path = SYNTHETIC) 
     ("train.seed=0o42", 34),
     ("train.epochs=0x10", 16),
     ("train.epochs=+5", 5),
+    ("train.lsmcl.queue_size=65_536", 65536),  # digit groups, as recipes written for PyYAML use them
     ("optim.lr=.001", 0.001),
     ("optim.lr=1e-3", 0.001),
     ("optim.lr=1E-3", 0.001),

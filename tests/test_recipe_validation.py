@@ -59,6 +59,8 @@ def test_whole_video_clips_in_batches_of_more_than_one_are_refused() -> None:
     load_recipe(breakfast, ("data.fps=1", "data.frames=64"))  # a clip length: fine
     lvu = bundled_recipes_dir() / "lvu" / "genre.yaml"
     assert "each clip is a whole video" in error_of(lvu, ("data.window_seconds=null", "data.frames=null"))
+    # LSMCL pretraining cuts every clip to train.lsmcl.long_frames: its batches stack whatever the videos.
+    load_recipe(breakfast, ("data.fps=1", "data.frames=null", "train.objective=lsmcl", "optim.schedule=cosine"))
 
 
 def test_lsmcl_with_the_plateau_schedule_is_refused() -> None:

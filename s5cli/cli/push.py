@@ -20,7 +20,7 @@ def push(
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch to commit to, created if missing. Default: the recipe's hub.revision "
-        "when REPO_ID is omitted (the push goes to its hub.repo_id), otherwise main."),
+        "when the push goes to its hub.repo_id (REPO_ID omitted or that repo), otherwise main."),
     with_optimizer: bool = flag(
         False, "--with-optimizer", help="Also upload trainer_state.* (optimizer + RNG), so training can resume. "
         "A run folder then pushes its latest step checkpoint, not best/ (best/ keeps weights only)."

@@ -145,7 +145,7 @@ def push_recipe(
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch to commit to, created if missing. Default: the recipe's hub.revision "
-        "when REPO_ID is omitted (the push goes to its hub.repo_id), otherwise main."),
+        "when the push goes to its hub.repo_id (REPO_ID omitted or that repo), otherwise main."),
     path_in_repo: str | None = typer.Option(None, "--path-in-repo", help="File name in the repo (default: RECIPE's)."),
 ) -> None:
     """Upload a recipe (bytes unchanged) to a Hub repo, with a README card if the repo has none.

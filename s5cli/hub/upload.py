@@ -100,8 +100,8 @@ def recipe_hub_target(
 
     `hub.revision` goes with `hub.repo_id` only: it names a branch of that repo, so pushing to a repo named
     on the command line used to land on a branch of the recipe's repo's name there. Another repo means
-    main unless a revision is given. `hub` is the recipe's hub section as a dict (None if it has none);
-    `source` names the recipe in errors.
+    main unless a revision is given; the recipe's own repo named there keeps its branch. `hub` is the
+    recipe's hub section as a dict (None if it has none); `source` names the recipe in errors.
     """
     hub = hub or {}
     if repo_id and repo_id.startswith(SCHEME):  # hf://OWNER/NAME[@REV], the form pull and eval take
@@ -109,9 +109,9 @@ def recipe_hub_target(
         if spec.path:
             raise UserError(f"{repo_id}: push to a repo (hf://OWNER/NAME), not to a path inside it")
         repo_id, revision = spec.repo_id, spec.revision
-    if repo_id:
+    if repo_id and repo_id != hub.get("repo_id"):
         return repo_id, revision
-    if not hub.get("repo_id"):
+    if not repo_id and not hub.get("repo_id"):
         raise UserError(f"no Hub repo given and {source} sets no hub.repo_id: pass OWNER/NAME")
     return hub["repo_id"], revision or hub.get("revision")
 
@@ -189,7 +189,7 @@ def push_checkpoint(
     from s5cli.train.checkpoint import METRICS_FILE
     from s5cli.train.loading import stored_recipe
 
-    with tempfile.TemporaryDirectory(prefix="s5-push-") as tmp:
+    with _snapshot_room(path) as tmp:
         source, copy = _checkpoint_snapshot(path, with_optimizer, Path(tmp))
         metadata = _snapshot_metadata(source, copy)
         trained_with = stored_recipe(metadata, source)
@@ -207,6 +207,19 @@ def push_checkpoint(
             replaces=CHECKPOINT_FILES,
         )
     return replace(result, source=source)
+
+
+def _snapshot_room(path: str | Path) -> tempfile.TemporaryDirectory:
+    """A temporary folder for the still copy, beside `path` (a run or checkpoint folder) where possible.
+
+    Why beside: hard links cannot cross file systems, and runs often live on another one than the system
+    temp folder (NFS or Lustre against a tmpfs /tmp), where every file, optimizer state included, was
+    copied into RAM or a small disk. The system temp folder is the fallback (a read-only run folder).
+    """
+    try:
+        return tempfile.TemporaryDirectory(prefix=".s5-push-", dir=Path(path).expanduser().resolve().parent)
+    except OSError:
+        return tempfile.TemporaryDirectory(prefix="s5-push-")
 
 
 def _checkpoint_snapshot(path: str | Path, with_optimizer: bool, tmp: Path) -> tuple[Path, Path]:

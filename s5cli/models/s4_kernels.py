@@ -38,7 +38,7 @@ def _widened(values: Tensor) -> Tensor:
     """`values` in float64 / complex128, for re-expressing C̃ at another length ℓ.
 
     Why: Ā^ℓ in complex64 rounds a little on every doubling of ℓ, and whole-video training doubles it again
-    and again: nine doublings (30 -> 15,360 frames) moved the learned kernel by 6e-4 of its peak. The
+    and again: nine doublings (30 -> 15,360 frames) moved the learned kernel by 3e-4 to 6e-4 of its peak. The
     matrices are N x N per channel, so the wider type costs nothing that shows; MPS has no float64.
     """
     if values.device.type == "mps":

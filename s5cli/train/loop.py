@@ -330,9 +330,22 @@ def train(setup: TrainSetup) -> dict:
                     progress.notice(notice)
                     break
             else:
+                # A patience used up before this epoch (lowered on a mid-epoch --resume) stops after it, with
+                # the record a validating epoch's stop writes (logged before the checkpoint, as there).
+                stopping = _patience_used_up(state, patience) and not is_last
+                if stopping:
+                    log.write({"step": state.step, "epoch": state.epoch, "early_stop": True,
+                               "best_step": state.best_step})
                 # Every finished epoch is a checkpoint, validated or not: with train.eval_every 10 (LVU) or
                 # an empty val split a kill lost every epoch since the last validation.
                 save(None)
+                if stopping:
+                    setup.stopped_early = True
+                    since = state.evals_since_best
+                    progress.notice(f"early stop after epoch {state.epoch}: {since} validation{'s' if since != 1 else ''} "
+                                    f"without a better one (train.early_stop_patience={patience}; best at step "
+                                    f"{state.best_step})")
+                    break
             # A signal that came after the epoch's last step (while another rank validated, or while saving)
             # stops here, not one step into the next epoch. After the last epoch the run is complete.
             if not is_last:

@@ -194,6 +194,27 @@ def test_a_checkpoint_is_copied_not_linked_across_file_systems(
         assert hub.files("alice/copied")[name] == (step / name).read_bytes(), name
 
 
+def test_the_still_copy_is_made_beside_the_run_so_its_files_are_linked(
+    hub: FakeHub, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the system temp folder (often another file system: tmpfs /tmp, runs on NFS) links fail and every
+    file, optimizer state included, was copied there; beside the run it is one file system, and nothing
+    of the copy is left behind."""
+    from s5cli.hub import snapshot
+
+    real, targets = snapshot._link_or_copy, []
+
+    def recording(file: Path, target: Path, *args) -> None:
+        real(file, target, *args)
+        targets.append((target, target.stat().st_nlink))
+
+    monkeypatch.setattr(snapshot, "_link_or_copy", recording)
+    push_checkpoint(run_dir, "alice/near", with_optimizer=True)
+    assert targets and all(target.is_relative_to(run_dir.parent) for target, _ in targets)
+    assert all(links == 2 for _, links in targets)  # linked, not copied
+    assert not list(run_dir.parent.glob(".s5-push-*"))
+
+
 def test_a_local_file_error_during_a_hub_call_names_the_file_not_the_network(tmp_path: Path) -> None:
     from s5cli.hub.client import hub_errors
 
@@ -210,6 +231,8 @@ def test_the_recipe_revision_goes_only_with_the_recipe_repo(hub: FakeHub, recipe
     assert recipe_hub_target(hub_section, None, None, "r.yaml") == ("erin/recipes", "drafts")
     assert recipe_hub_target(hub_section, None, "v2", "r.yaml") == ("erin/recipes", "v2")
     assert recipe_hub_target(hub_section, "frank/other", None, "r.yaml") == ("frank/other", None)
+    assert recipe_hub_target(hub_section, "erin/recipes", None, "r.yaml") == ("erin/recipes", "drafts")  # its own
+    assert recipe_hub_target(hub_section, "hf://erin/recipes@v3", None, "r.yaml") == ("erin/recipes", "v3")
     assert recipe_hub_target(hub_section, "hf://frank/other@exp", None, "r.yaml") == ("frank/other", "exp")
 
     recipe_file.write_text(recipe_file.read_text().replace("repo_id: null", "repo_id: erin/recipes")

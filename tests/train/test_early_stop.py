@@ -147,6 +147,31 @@ def test_a_lowered_patience_on_a_mid_epoch_resume_finishes_the_epoch_then_stops(
     assert len(stop) == 1 and stop[0]["epoch"] == 4 and stop[0]["best_step"] == 3
 
 
+def test_a_lowered_patience_resumed_into_an_epoch_that_does_not_validate_stops_after_it_with_its_record(
+        tmp_path, monkeypatch):
+    """With train.eval_every 2 the resumed epoch 5 validates nothing: the run stopped at the next epoch's
+    start without a word or an early-stop record (a second --resume said why)."""
+    asked = _validation_scores(monkeypatch, [0.5, 0.4])
+    extra = {"train.epochs": 8, "train.eval_every": 2}
+    with monkeypatch.context() as patch:
+        _stop_at_step(patch, 14)  # in epoch 5 (3 steps an epoch), 1 validation after the best one
+        result = CliRunner().invoke(app, ["finetune", RECIPE, *tiny(tmp_path, **extra), "--quiet"])
+    assert result.exit_code == 143, result.output
+    args = tiny(tmp_path, **extra, **{"train.early_stop_patience": 1})
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert asked == [2, 4]
+    assert "early stop after epoch 5: 1 validation without a better one (train.early_stop_patience=1; " \
+           "best at step 6)" in said
+    run = tmp_path / "run"
+    assert max(r["step"] for r in _records(run)) == 15
+    stop = [r for r in _records(run) if r.get("early_stop")]
+    assert len(stop) == 1 and stop[0]["epoch"] == 5 and stop[0]["best_step"] == 6
+    result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])  # stays stopped
+    assert result.exit_code == 0 and len([r for r in _records(run) if r.get("early_stop")]) == 1
+
+
 def test_a_resume_that_only_validates_again_says_only_why_it_stopped(tmp_path, monkeypatch):
     """Stopped while validating epoch 3; the resume runs that validation again, which uses up the patience:
     it said "early stop after epoch 3" and then "nothing left to train"."""
