@@ -279,30 +279,27 @@ MAX_NUMBER_DIGITS = 1000
 _MAX_STR_BITS = 10_000
 
 
-class WrittenInt(int):
-    """An integer read from YAML that remembers the text it was written as.
+class _RemembersText:
+    """A number read from YAML that remembers the text it was written as (mixed into int and float).
 
     Why: a text field (a path, a revision) takes its value as written: str() of the number made
-    `hub.revision=0123456` '123456' and `train.out_dir=0x10` '16'.
+    `hub.revision=0123456` '123456', `train.out_dir=0x10` '16' and `data.root=0.10` '0.1'.
     """
 
     text: str
 
-    def __new__(cls, value: int, text: str) -> WrittenInt:
-        number = super().__new__(cls, value)
+    def __new__(cls, value: Any, text: str) -> Any:
+        number = super().__new__(cls, value)  # type: ignore[call-arg]  # int's or float's
         number.text = text
         return number
 
 
-class WrittenFloat(float):
-    """A float read from YAML that remembers the text it was written as (`data.root=0.10` stays '0.10')."""
+class WrittenInt(_RemembersText, int):
+    """An integer read from YAML, with the text it was written as."""
 
-    text: str
 
-    def __new__(cls, value: float, text: str) -> WrittenFloat:
-        number = super().__new__(cls, value)
-        number.text = text
-        return number
+class WrittenFloat(_RemembersText, float):
+    """A float read from YAML, with the text it was written as."""
 
 
 class LongNumber(str):
@@ -324,7 +321,7 @@ class OverrideText(str):
 
 def written_text(value: Any) -> str | None:
     """The text a number was written as in the YAML (None for other values)."""
-    if isinstance(value, (WrittenInt, WrittenFloat)):
+    if isinstance(value, _RemembersText):
         return value.text
     return str(value) if isinstance(value, LongNumber) else None
 

@@ -126,7 +126,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             # A resume that only ran an interrupted validation again did something (and said so, e.g. its
             # early stop): "nothing left to train" would contradict it.
             if resume and setup.steps_run == 0 and setup.validations_run == 0:
-                stderr.print(f"nothing left to train: {out_dir} {_why_nothing_was_left(out_dir, recipe, setup)}",
+                stderr.print(f"nothing left to train: {out_dir} {_why_nothing_was_left(ends[0], recipe, setup)}",
                              soft_wrap=True)
             _summary(stdout, out_dir, metrics)
         return metrics
@@ -136,13 +136,11 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         release_run_folder(out_dir)
 
 
-def _why_nothing_was_left(out_dir: Path, recipe: Any, setup: TrainSetup) -> str:
-    """How a resumed run that trained nothing had ended: from its checkpoint (`run_end`), else from what the
-    trainer saw. Why the trainer's word: a run whose used-up patience stopped it was said to have "nothing
-    left of its epochs" when its checkpoint could not tell."""
-    from s5cli.train import job
-
-    ended = job.run_end(out_dir, recipe)
+def _why_nothing_was_left(ended: str | None, recipe: Any, setup: TrainSetup) -> str:
+    """How a resumed run that trained nothing had ended: `ended`, what `run_end` read from its checkpoint
+    before training (a run that trained nothing wrote none since), else what the trainer saw. Why the
+    trainer's word: a run whose used-up patience stopped it was said to have "nothing left of its epochs"
+    when its checkpoint could not tell."""
     if ended is not None:
         return ended
     patience = recipe.train.early_stop_patience

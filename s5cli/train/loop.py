@@ -317,35 +317,18 @@ def train(setup: TrainSetup) -> dict:
                 if improved and ctx.is_main:
                     ckpt.save_checkpoint(out_dir / "best", step.unwrap(module), {**metadata, "step": str(state.step)},
                                          metrics=metrics)
-                stopping = bool(patience) and state.evals_since_best >= patience and not is_last
-                if stopping:  # logged before the checkpoint counts the log's records: a resume keeps it
-                    log.write({"step": state.step, "epoch": state.epoch, "early_stop": True,
-                               "best_step": state.best_step})
-                save(metrics)
-                if stopping:
-                    setup.stopped_early = True
-                    notice = (f"early stop after epoch {state.epoch}: val {name} not better than "
-                              f"{state.best_metric:.4f} (step {state.best_step}) for {patience} "
-                              f"validation{'s' if patience != 1 else ''}")
-                    progress.notice(notice)
-                    break
-            else:
-                # A patience used up before this epoch (lowered on a mid-epoch --resume) stops after it, with
-                # the record a validating epoch's stop writes (logged before the checkpoint, as there).
-                stopping = _patience_used_up(state, patience) and not is_last
-                if stopping:
-                    log.write({"step": state.step, "epoch": state.epoch, "early_stop": True,
-                               "best_step": state.best_step})
-                # Every finished epoch is a checkpoint, validated or not: with train.eval_every 10 (LVU) or
-                # an empty val split a kill lost every epoch since the last validation.
-                save(None)
-                if stopping:
-                    setup.stopped_early = True
-                    since = state.evals_since_best
-                    progress.notice(f"early stop after epoch {state.epoch}: {since} validation{'s' if since != 1 else ''} "
-                                    f"without a better one (train.early_stop_patience={patience}; best at step "
-                                    f"{state.best_step})")
-                    break
+            # Every finished epoch is a checkpoint, validated or not: with train.eval_every 10 (LVU) or an
+            # empty val split a kill lost every epoch since the last validation. A patience used up (at this
+            # validation, or before an epoch that validates nothing: lowered on a mid-epoch --resume) stops
+            # after it; the record is logged before the checkpoint counts the log's records, so a resume keeps it.
+            stopping = _patience_used_up(state, patience) and not is_last
+            if stopping:
+                log.write({"step": state.step, "epoch": state.epoch, "early_stop": True, "best_step": state.best_step})
+            save(metrics)
+            if stopping:
+                setup.stopped_early = True
+                progress.notice(_early_stop_notice(state, patience, metrics))
+                break
             # A signal that came after the epoch's last step (while another rank validated, or while saving)
             # stops here, not one step into the next epoch. After the last epoch the run is complete.
             if not is_last:
@@ -359,6 +342,17 @@ def train(setup: TrainSetup) -> dict:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     return last_metrics
+
+
+def _early_stop_notice(state: ckpt.TrainerState, patience: int, metrics: dict | None) -> str:
+    """What the run says when patience stops it: after a validation its metric, else the count of them."""
+    if metrics is not None:
+        name = headline(metrics)[0]
+        return (f"early stop after epoch {state.epoch}: val {name} not better than {state.best_metric:.4f} "
+                f"(step {state.best_step}) for {patience} validation{'s' if patience != 1 else ''}")
+    since = state.evals_since_best
+    return (f"early stop after epoch {state.epoch}: {since} validation{'s' if since != 1 else ''} without a better "
+            f"one (train.early_stop_patience={patience}; best at step {state.best_step})")
 
 
 def _patience_used_up(state: ckpt.TrainerState, patience: int | None) -> bool:
