@@ -131,10 +131,19 @@ def symmetric_info_nce(
     negatives: Tensor | None = None, key_offset: int = 0, ids: VideoIds | None = None,
 ) -> Tensor:
     """Mean of short→long and long→short InfoNCE; swapping the short and long inputs gives the same loss."""
-    return 0.5 * (
-        info_nce(short_query, long_key, temperature, negatives, key_offset, ids)
-        + info_nce(long_query, short_key, temperature, negatives, key_offset, ids)
-    )
+    return symmetric_info_nce_and_top1(short_query, short_key, long_query, long_key, temperature, negatives,
+                                       key_offset, ids)[0]
+
+
+def symmetric_info_nce_and_top1(
+    short_query: Tensor, short_key: Tensor, long_query: Tensor, long_key: Tensor, temperature: float,
+    negatives: Tensor | None = None, key_offset: int = 0, ids: VideoIds | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`symmetric_info_nce` and the mean of both directions' `contrastive_top1`, each direction's pair from
+    one set of logits (`info_nce_and_top1`): the training step logs the top-1 beside the loss."""
+    short_loss, short_top1 = info_nce_and_top1(short_query, long_key, temperature, negatives, key_offset, ids)
+    long_loss, long_top1 = info_nce_and_top1(long_query, short_key, temperature, negatives, key_offset, ids)
+    return 0.5 * (short_loss + long_loss), 0.5 * (short_top1 + long_top1)
 
 
 def video_keys(video_ids: Sequence[str]) -> Tensor:
@@ -273,11 +282,7 @@ class LSMCL(nn.Module):
         if video_ids is not None:
             video_ids = video_ids.to(lq.device)
             ids = VideoIds(video_ids, gather_keys(video_ids)[0], self.queue_ids[:filled] if cfg.queue_size else None)
-        # `symmetric_info_nce(sq, all_sk, lq, all_lk, ...)`, op for op (short queries against long keys, long
-        # against short), with each direction's top-1 from the same logits.
-        short_loss, short_top1 = info_nce_and_top1(sq, all_lk, cfg.temperature, negatives, offset, ids)
-        long_loss, long_top1 = info_nce_and_top1(lq, all_sk, cfg.temperature, negatives, offset, ids)
-        loss, top1 = 0.5 * (short_loss + long_loss), 0.5 * (short_top1 + long_top1)
+        loss, top1 = symmetric_info_nce_and_top1(sq, all_sk, lq, all_lk, cfg.temperature, negatives, offset, ids)
         if cfg.queue_size and self.training:
             # Short and long key of each video side by side: a queue shorter than a batch's 2B keys then keeps
             # both kinds (cat([short, long]) kept the short keys alone).
