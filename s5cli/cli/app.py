@@ -166,6 +166,25 @@ def _root(
 ) -> None:
     """Selective structured state-spaces (S5) for long-form video."""
     ctx.obj = {"debug": debug}
+    _refuse_torchrun_for_one_process_commands(ctx.invoked_subcommand, os.environ)
+
+
+# The commands that split their work over torchrun's processes; every other one runs in one process.
+MULTI_PROCESS_COMMANDS = frozenset({"pretrain", "finetune", "extract"})
+
+
+def _refuse_torchrun_for_one_process_commands(command: str | None, env: Any) -> None:
+    """UserError when torchrun started several copies of a command that runs in one process.
+
+    Why: `torchrun --nproc-per-node 2 -m s5cli eval` ran the evaluation twice; each process extracted its
+    share of the missing videos, scored the split without the other share (counted "missing", exit 0) and
+    both printed (two JSON documents on stdout) or wrote the same --json file.
+    """
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    if command is None or command in MULTI_PROCESS_COMMANDS or world <= 1 or "MASTER_ADDR" not in env:
+        return
+    raise UserError(f"s5 {command} runs in one process, and torchrun started {world} (WORLD_SIZE={world}): run it "
+                    f"without torchrun (only {', '.join(sorted(MULTI_PROCESS_COMMANDS))} use several processes)")
 
 
 for _name, _function, _needs_args in (

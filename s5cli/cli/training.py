@@ -98,6 +98,10 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             from s5cli.models.lsmcl import LSMCL
 
             module = LSMCL(model, job.lsmcl_config(recipe))
+            if ctx.is_main and (warning := lsmcl_dropout_warning(recipe)):
+                from s5cli.cli.console import print_warning
+
+                print_warning(warning)
         recipe_dict = recipe_to_dict(recipe)
         if ctx.is_main:
             try:
@@ -267,3 +271,19 @@ def _recipe_file_objective(recipe_path: str) -> object | None:
         return None
     train = raw.get("train") if isinstance(raw, dict) else None
     return train.get("objective") if isinstance(train, dict) else None
+
+
+def lsmcl_dropout_warning(recipe: Any) -> str | None:
+    """What to say when LSMCL pretrains with channel dropout in its encoders, else None.
+
+    Why: `s5 pretrain recipes/lvu/genre.yaml` takes the finetuning recipe's `model.dropout: 0.2`, and on the
+    bundled task any dropout in the query and key encoders kept the loss above log B (the noise was larger
+    than what tells two videos apart; benchmarks/README.md). A warning, not a refusal: real videos differ
+    more than the bundled ones, and the user may mean it.
+    """
+    dropout = float(getattr(recipe.model, "dropout", 0.0) or 0.0)
+    if dropout <= 0:
+        return None
+    return (f"model.dropout={dropout:g} while pretraining with LSMCL: on the bundled task any channel dropout in "
+            "the two encoders kept the loss at chance, above log B (benchmarks/README.md); set model.dropout=0 for "
+            "pretraining (finetuning keeps its own)")

@@ -32,7 +32,10 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
     # On the run's device: a video not cached yet goes through the backbone (ViT-L for LVU) on the GPU.
     failure: UserError | RunFailure | None = None
     try:
-        ensure_cached(data, splits=splits, show_progress=show_progress and ctx.is_main, device=ctx.device)
+        # The context's share, not the environment's: `s5 eval` under torchrun (a one-process context) read
+        # RANK/WORLD_SIZE, extracted half the videos and scored the split with the other half "missing".
+        ensure_cached(data, splits=splits, shard=(ctx.rank, ctx.world_size),
+                      show_progress=show_progress and ctx.is_main, device=ctx.device)
     except (UserError, RunFailure) as error:
         failure = error
     _fail_together(ctx, failure)

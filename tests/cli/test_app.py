@@ -172,3 +172,26 @@ def test_a_seed_out_of_range_is_named_as_typed(command: str) -> None:
     result = CliRunner().invoke(app, [command, "synthetic", "--seed", "4294967296", "--quiet"])
     assert result.exit_code == 2
     assert "--seed 4294967296 is out of range: use a whole number from 0 to 4294967295" in result.output
+
+
+@pytest.mark.parametrize("command", [["eval"], ["visualize-mask", "movie.mp4"], ["benchmark"], ["recipes", "ls"]])
+def test_torchrun_copies_of_a_one_process_command_are_refused_with_the_fix(monkeypatch, command: list[str]) -> None:
+    """`torchrun --nproc-per-node 2 -m s5cli eval` scored the split twice, each copy without the videos the
+    other was extracting (counted missing, exit 0), and printed two JSON documents."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert f"s5 {command[0]} runs in one process, and torchrun started 2" in said
+    assert "run it without torchrun" in said
+
+
+def test_only_torchrun_itself_is_refused_and_training_commands_are_not() -> None:
+    from s5cli.cli.app import _refuse_torchrun_for_one_process_commands as refuse
+
+    torchrun = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    for command in ("finetune", "pretrain", "extract", None):
+        refuse(command, torchrun)  # nothing raised
+    refuse("eval", {"WORLD_SIZE": "2"})  # set by hand, no rendezvous: not torchrun
+    refuse("eval", {"WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})

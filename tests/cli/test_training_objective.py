@@ -51,3 +51,19 @@ def test_s5_pretrain_blames_the_command_line_only_for_the_users_overrides(
     result = CliRunner().invoke(app, ["pretrain", str(recipe), *overrides])
     assert result.exit_code == 2, result.output
     assert f"{recipe}{' (command-line override)' if blamed else ''}: train." in " ".join(result.output.split())
+
+
+def test_pretraining_a_finetuning_recipe_gets_the_measured_lsmcl_settings_and_a_dropout_warning() -> None:
+    """`s5 pretrain recipes/lvu/genre.yaml` has no train.lsmcl section: it must get the settings that learned
+    on the bundled task (mask ratio 0.25, batch-norm projector), not 0.5 and a plain projector, which did not;
+    and its model.dropout 0.2 is named, with the fix."""
+    from s5cli.cli.training import lsmcl_dropout_warning
+    from s5cli.recipe import load_recipe
+
+    genre = load_recipe(str(REPO / "recipes" / "lvu" / "genre.yaml"),
+                        ["train.objective=lsmcl", "optim.schedule=cosine"])
+    assert (genre.train.lsmcl.mask_ratio, genre.train.lsmcl.projector_norm) == (0.25, "batch")
+    warning = lsmcl_dropout_warning(genre)
+    assert warning is not None and "model.dropout=0.2" in warning and "set model.dropout=0" in warning
+    bundled = load_recipe(str(REPO / "recipes" / "pretrain-lsmcl.yaml"), [])
+    assert lsmcl_dropout_warning(bundled) is None
