@@ -70,8 +70,8 @@ def benchmark(
         f"(warm-up and memory-run steps, cold by design, are not held to it) "
         f"\\[default: none; {SWEEP_TIME_BUDGET_S:g} in a sweep]."),
     memory_budget: str | None = typer.Option(
-        None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB \\[default on CPU: the "
-        "available memory shared by the models]."),
+        None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB \\[default on CPU: 80 % of the "
+        "available memory, shared by the models]."),
     stage: str = typer.Option("model", "--stage", help="model (whole models) or kernel (S4 kernel + FFT conv)."),
     amp: bool | None = flag(None, "--amp/--no-amp", help="Mixed precision \\[default: on for CUDA]."),
     cuda_graphs: bool | None = flag(

@@ -79,7 +79,7 @@ def list_caches(
         return
     stdout.print(_table(stdout, entries))
     stale = [e for e in entries if e.status == STALE]
-    line = f"{len(entries)} entries, {sum(e.files for e in entries)} files, {format_bytes(_bytes(entries))}"
+    line = f"{_count(len(entries), 'entry')}, {_count(sum(e.files for e in entries), 'file')}, {format_bytes(_bytes(entries))}"
     stdout.print(line + (f"; {len(stale)} stale: {format_bytes(_bytes(stale))}" if stale else ""))
     _notes(stderr, entries)
     if stale:
@@ -131,7 +131,7 @@ def clean_caches(
     free = [e for e in chosen if id(e) not in kept]
     busy = len(kept)
     # Entries in use are said once here; each one still in use when deleting is named with its fix below.
-    stdout.print(f"{len(chosen)} entries, {sum(e.files for e in free)} files: {format_bytes(_bytes(free))} to free"
+    stdout.print(f"{_count(len(chosen), 'entry')}, {_count(sum(e.files for e in free), 'file')}: {format_bytes(_bytes(free))} to free"
                  + (f" ({busy} in use by running s5 jobs, kept)" if busy else ""))
     if dry_run:
         stdout.print("dry run: nothing deleted")
@@ -139,7 +139,8 @@ def clean_caches(
     if not yes:
         if not _interactive():
             raise UserError("stdin is not a terminal, so s5 cannot ask: pass --yes to delete these entries")
-        if not typer.confirm(f"Delete these {len(chosen)} entries?", default=False):
+        question = "Delete this entry?" if len(chosen) == 1 else f"Delete these {len(chosen)} entries?"
+        if not typer.confirm(question, default=False):
             stderr.print("nothing deleted")
             raise typer.Exit(code=1)
     removed, failures = delete(inventory, chosen)
@@ -147,11 +148,11 @@ def clean_caches(
     # what they lost: "freed 0 B" said nothing was gone when all their files were.
     gone = {id(entry) for entry in removed}
     freed = _bytes(removed) + sum(max(0, entry.bytes - bytes_left(entry)) for entry in chosen if id(entry) not in gone)
-    stdout.print(f"deleted {len(removed)} entries, freed {format_bytes(freed)}")
+    stdout.print(f"deleted {_count(len(removed), 'entry')}, freed {format_bytes(freed)}")
     for failure in failures:
         print_warning(f"could not delete {failure}")
     if failures:
-        raise RunFailure(f"{len(failures)} of {len(chosen)} entries could not be deleted (see above)")
+        raise RunFailure(f"{len(failures)} of {_count(len(chosen), 'entry')} could not be deleted (see above)")
 
 
 app.command("ls", cls=PlainFlagCommand, help=command_help(list_caches.__doc__))(list_caches)
@@ -209,11 +210,13 @@ def _notes(console: Console, entries: list[CacheEntry]) -> None:
 
     busy = sum(e.in_use for e in entries)
     if busy:
-        console.print(f"{busy} entries are in use by running s5 jobs; `clean` skips them until those end")
+        console.print(f"{_count(busy, 'entry')} {'is' if busy == 1 else 'are'} in use by running s5 jobs; "
+                      f"`clean` skips {'it' if busy == 1 else 'them'} until those end")
     recent = sum(e.status == RECENT for e in entries)
     if recent:
         minutes = TEMP_GRACE_SECONDS // 60
-        console.print(f"{recent} temporary files are under {minutes} min old: a job may still be writing them")
+        console.print(f"{_count(recent, 'temporary file')} {'is' if recent == 1 else 'are'} under {minutes} min old: "
+                      f"a job may still be writing {'it' if recent == 1 else 'them'}")
     if any(e.status == UNKNOWN for e in entries):
         note = "unknown folders have no marker s5cli can read: they go only with `s5 cache clean --key KEY`"
         console.print(note)
@@ -225,6 +228,13 @@ def _where(inventory: Inventory, root: Path | None) -> str:
     from s5cli.data.cache_inventory import DEFAULT_ROOT
 
     return escape(", ".join(str(p) for p in inventory.parents) or str(root or DEFAULT_ROOT))
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 entry', '2 entries', '0 files': the noun in the plural unless there is exactly one."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
 
 
 def _bytes(entries: list[CacheEntry]) -> int:

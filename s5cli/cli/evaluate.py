@@ -349,10 +349,11 @@ def _print_metrics(console, checkpoint: str, metrics: dict) -> None:
     table = Table(title=f"{checkpoint} on {metrics.get('split')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("top1", "top5", "mse", "count", "windows", "missing"):
+    for key in ("top1", "top5", "mse", "count", "windows", "missing", "nonfinite", "nonfinite_windows"):
         if key in metrics:
             value = metrics[key]
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+            shown = "not finite" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+            table.add_row(key, shown)
     console.print(table)
     matrix = metrics.get("confusion_matrix")
     if matrix and len(matrix) <= 20:

@@ -36,11 +36,11 @@ def visualize_mask(
     ),
     frames: int | None = typer.Option(
         None, "--frames", "-t", min=1, max=MAX_FPS_PLAN_FRAMES,
-        help="Frames to sample: uniformly over the video, or with --fps a clip of this many (default: the checkpoint's clip, else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
+        help="Frames to sample: a clip of this many at --fps, or at the checkpoint's data.fps when it was trained at a fixed rate, else uniformly over the video (default: the checkpoint's clip, else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
     ),
     fps: float | None = typer.Option(
         None, "--fps", min=0.001,
-        help="Sample at this rate (also the playback rate): every frame from --start on, or a clip of --frames.",
+        help="Sample at this rate (also the playback rate): every frame from --start on, or a clip of --frames (default: the checkpoint's data.fps; another rate is warned about).",
     ),
     start: float = typer.Option(0.0, "--start", min=0.0, help="Seconds into the video where sampling starts."),
     keep_ratio: float | None = typer.Option(None, "--keep-ratio", "-k", help="Fraction of tokens kept, in (0, 1] (default: the checkpoint's)."),
@@ -79,7 +79,9 @@ def visualize_mask(
       s5 visualize-mask movie.mp4 --out 1h.gif --fps 1 --frames 60 --start 3600
 
     Without --frames/--fps it samples what the checkpoint was trained on: a clip of data.frames frames at
-    data.fps from --start (LVU: 60 s at 1 fps), or data.frames uniform frames over the whole video.
+    data.fps from --start (LVU: 60 s at 1 fps), every frame at data.fps without a clip length, or the
+    data.frames uniform frames evaluation reads (of its data.frame_pool, if set). A plan longer than the
+    checkpoint's clip is selected a window at a time, as s5 eval does.
     """
     from s5cli.cli.console import print_warning, stdout
     from s5cli.errors import UserError
@@ -109,7 +111,7 @@ def visualize_mask(
         check_output_file(json_out, "--json", "selection.json")
     seed_everything(seed)
 
-    model, data, model_name = _load_model(checkpoint, random_init, revision)
+    model, data, window_stride, model_name = _load_model(checkpoint, random_init, revision)
     name, weights = _backbone_and_weights(backbone, backbone_weights, data)
     if backbone_weights is not None and name == "patch_pool":
         raise UserError(f"--backbone-weights {backbone_weights}: the backbone here is patch_pool, which has no "
@@ -121,16 +123,43 @@ def visualize_mask(
     if trained_size and image_size != int(trained_size):
         # Allowed (the patch grid just grows), but the model then judges patches at a scale it never saw.
         print_warning(f"--size {image_size} differs from the checkpoint's image size {trained_size}: selections may differ")
-    trained = _trained_clips(data)
-    if fps is None and frames is None:
-        # What the checkpoint saw: one clip at data.fps when it was trained at a fixed rate, so the guide reads
-        # its tokens at the spacing it learned; else its (or 60) uniform frames.
-        frames, fps = (trained.frames, trained.fps) if trained else (DEFAULT_FRAMES, None)
+    trained = _trained_clips(data, window_stride)
+    frames, fps, frame_pool = _sampled_as(frames, fps, data, trained)
     drawn_scale = scale if scale is not None else max(1, math.ceil(MIN_DISPLAY_PX / image_size))
     _run(
         video, out, json_out, model, model_name, random_init, name, weights, image_size, frames, fps, start,
         trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json, drawn_scale,
+        frame_pool,
     )
+
+
+def _sampled_as(
+    frames: int | None, fps: float | None, data: dict, trained: TrainedClips | None
+) -> tuple[int | None, float | None, int | None]:
+    """(frames, fps, frame pool) to sample from --frames and --fps (None: not given) and the checkpoint's data
+    section, as the checkpoint's evaluation samples where a flag leaves it open.
+
+    Why: the picture must show what `s5 eval` scores. Without flags: one clip at data.fps (the guide reads
+    tokens at the spacing it learned), every frame at data.fps for a model trained on whole videos at a
+    rate, the pool rows evaluation reads for data.frame_pool, else its (or 60) uniform frames. `--frames`
+    alone on a rate-trained checkpoint is a clip at that rate (uniform frames were 0.64 s apart where
+    training used 0.25 s); another `--fps` is allowed but warned about, as another --size is.
+    """
+    from s5cli.cli.console import print_warning
+
+    trained_fps = float(data["fps"]) if data.get("fps") else None
+    if frames is None and fps is None:
+        if trained_fps is not None:
+            return (trained.frames if trained else None), trained_fps, None
+        if trained is not None:
+            return trained.frames, None, int(data["frame_pool"]) if data.get("frame_pool") else None
+        return DEFAULT_FRAMES, None, None
+    if fps is None:
+        return frames, trained_fps, None
+    if trained_fps is not None and not math.isclose(fps, trained_fps):
+        print_warning(f"--fps {fps:g} differs from the checkpoint's data.fps {trained_fps:g}: selections may differ "
+                      f"(drop --fps to sample at {trained_fps:g} fps)")
+    return frames, fps, None
 
 
 def _backbone_and_weights(backbone: str | None, backbone_weights: str | None, data: dict) -> tuple[str, str | None]:
@@ -176,24 +205,25 @@ def _warn_random_backbone(name: str, weights: str | None) -> None:
                   "safetensors file or Hub id, e.g. timm/vit_large_patch16_224.augreg_in21k, for meaningful tokens)")
 
 
-def _trained_clips(data: dict) -> TrainedClips | None:
-    """How a checkpoint's training clips were sampled; None without a recipe that says (random init)."""
+def _trained_clips(data: dict, window_stride: int | None = None) -> TrainedClips | None:
+    """How a checkpoint's training clips were sampled, with evaluation's window stride; None without a clip
+    length (random init, or whole videos at data.fps: evaluation then reads a video whole)."""
     from s5cli.recipe_schema import clip_frames
     from s5cli.visualize.selection import TrainedClips
 
     frames = clip_frames(data)
     if not frames:
         return None
-    return TrainedClips(int(frames), float(data["fps"]) if data.get("fps") else None)
+    return TrainedClips(int(frames), float(data["fps"]) if data.get("fps") else None, window_stride)
 
 
 def _load_model(checkpoint: str | None, random_init: bool, revision: str | None):
-    """(model or None for random init, recipe data section, display name)."""
+    """(model or None for random init, recipe data section, eval.window_stride or None, display name)."""
     from s5cli.errors import UserError
     from s5cli.visualize.selection import RANDOM_INIT
 
     if random_init:
-        return None, {}, RANDOM_INIT
+        return None, {}, None, RANDOM_INIT
     if checkpoint is None:
         from s5cli.train.job import last_run
 
@@ -207,12 +237,15 @@ def _load_model(checkpoint: str | None, random_init: bool, revision: str | None)
     from s5cli.train.loading import load_trained_model
 
     model, recipe, _ = load_trained_model(checkpoint, expect_model="s5", revision=revision)
-    return model, dict(recipe.get("data") or {}), checkpoint
+    evaluation = recipe.get("eval") if isinstance(recipe.get("eval"), dict) else {}
+    stride = evaluation.get("window_stride")
+    return model, dict(recipe.get("data") or {}), int(stride) if stride else None, checkpoint
 
 
 def _run(
     video, out, json_out, model, model_name, random_init, backbone_name, weights, image_size, frames, fps, start,
     trained, keep_ratio, style, playback_fps, seed, device, quiet, data, stdout, atomic_write_json, scale,
+    frame_pool=None,
 ) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -256,7 +289,7 @@ def _run(
     with progress, _clear_on_error(progress):
         sampling = VideoSampling(frames, fps, image_size, start, threads=int(data.get("decode_threads") or 2),
                                  storage_dtype=data.get("cache_dtype") or "float16",
-                                 resize=data.get("resize") or "crop")
+                                 resize=data.get("resize") or "crop", frame_pool=frame_pool)
         selection = run_selection(video, model, extractor, sampling, model_name=model_name, seed=seed, report=report,
                                   trained=trained)
         hint = slow_gif_hint(out, len(selection.kept))

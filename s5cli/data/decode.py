@@ -217,9 +217,10 @@ class OpenedClip:
         """The one-line warning for a video too short for its plan (its last frame repeated), else None."""
         if not self.plan.padded:
             return None
+        real, padded = self.plan.real_frames, self.plan.padded
         return (
-            f"{self.path}: only {self.plan.real_frames} frames to sample, asked for "
-            f"{len(self.plan)}; repeating the last frame {self.plan.padded} time{'' if self.plan.padded == 1 else 's'}"
+            f"{self.path}: only {real} frame{'' if real == 1 else 's'} to sample, asked for "
+            f"{len(self.plan)}; repeating the last frame {padded} time{'' if padded == 1 else 's'}"
         )
 
     def truncation_warning(self) -> str | None:

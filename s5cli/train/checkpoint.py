@@ -231,8 +231,16 @@ def checkpoint_dir(path: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist: pass a checkpoint folder (with {MODEL_FILE}) or a run folder")
     if path.is_file():
-        raise UserError(f"{path} is a file: pass the checkpoint or run folder that holds it ({path.parent})")
+        if _holds_checkpoint(path.parent):
+            raise UserError(f"{path} is a file: pass the checkpoint or run folder that holds it ({path.parent})")
+        raise UserError(f"{path} is a file, not a checkpoint: pass a checkpoint folder (with {MODEL_FILE}) or a run folder")
     raise UserError(f"{path} holds no {MODEL_FILE}: pass a checkpoint folder written by s5 finetune/pretrain")
+
+
+def _holds_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is what `checkpoint_dir` or `run_best_checkpoint` load: a checkpoint, or a run with
+    `latest` or `best/`. Why: a file's folder was suggested for `-c some/video.mp4` too, where it holds none."""
+    return any((folder / name).exists() for name in (MODEL_FILE, "latest", "best"))
 
 
 def _latest_target(run_dir: Path) -> Path:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from s5cli.data.cache import TokensLost
 from s5cli.data.datasets.token_dataset import collate_samples
 from s5cli.stop_signals import ignore_stop_signals, stop_signals_held
-from s5cli.train.metrics import aggregate_by_video, compute_metrics
+from s5cli.train.metrics import aggregate_by_video, compute_metrics, nonfinite_rows
 
 Batch = TypeVar("Batch")
 
@@ -193,14 +193,19 @@ def autocast(device: torch.device, enabled: bool = True, cache_enabled: bool = T
 
 def needs_grad_scaler(device: torch.device, enabled: bool = True) -> bool:
     """Whether training needs a GradScaler: float16 autocast only (bfloat16 has float32's range)."""
-    return device.type == "cuda" and enabled and amp_dtype(device) == torch.float16
+    return float16_autocast(device, enabled)
 
 
 def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, device: torch.device,
              aggregate: str = "mean", show_progress: bool = False, num_workers: int = 0,
              prefetch_batches: int = 2, amp: bool = True, stop_requested: Callable[[], bool] | None = None) -> dict:
     """Metrics of `model` on `dataset`, aggregated per video over windows (LVU protocol); `stop_requested`
-    as for `predict`."""
+    as for `predict`.
+
+    Videos whose outputs are not finite are counted (`nonfinite`, and their windows `nonfinite_windows`;
+    see `compute_metrics` for how they are scored) and named in one warning: a float16 overflow or a
+    diverged model otherwise showed as a believable top-1 (all-NaN scores ranked class 0 first).
+    """
     ids, outputs, labels = predict(model, dataset, batch_size, device, show_progress, num_workers, prefetch_batches,
                                    amp, stop_requested)
     if not ids:
@@ -208,4 +213,26 @@ def evaluate(model: nn.Module, dataset: Dataset, task: Any, batch_size: int, dev
     _, scores, vid_labels = aggregate_by_video(ids, outputs, labels, task.kind, aggregate)
     metrics = compute_metrics(scores, vid_labels, task.kind, task.num_outputs)
     metrics["windows"] = len(ids)
+    if metrics.get("nonfinite"):
+        metrics["nonfinite_windows"] = int(nonfinite_rows(outputs).sum().item())
+        from s5cli.cli.console import print_warning
+
+        print_warning(nonfinite_warning(metrics, aggregate, float16_autocast(device, amp)))
     return metrics
+
+
+def float16_autocast(device: torch.device, amp: bool = True) -> bool:
+    """Whether `autocast(device, amp)` computes in float16 (whose range ends at 65504)."""
+    return device.type == "cuda" and amp and amp_dtype(device) == torch.float16
+
+
+def nonfinite_warning(metrics: dict, aggregate: str, float16: bool) -> str:
+    """One line: how many scored videos (windows with aggregate none) had NaN or inf outputs, what that did
+    to the metrics, and the likely fix: full precision after float16 autocast, else an earlier checkpoint."""
+    rows = "windows" if aggregate == "none" else "videos"
+    windows = "" if aggregate == "none" else f"; {metrics['nonfinite_windows']} of {metrics['windows']} windows"
+    effect = "no mse is reported (null)" if "mse" in metrics else "they count as wrong predictions"
+    cause = ("float16 mixed precision overflowed on this GPU: set train.amp=false (or use --device cpu)"
+             if float16 else "the model may have diverged: use an earlier checkpoint, or a lower optim.lr")
+    return (f"{metrics['nonfinite']} of {metrics['count']} {rows} had non-finite model outputs (NaN or inf"
+            f"{windows}), so {effect}; {cause}")

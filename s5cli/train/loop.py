@@ -307,7 +307,7 @@ def train(setup: TrainSetup) -> dict:
                 log.write({"step": state.step, "epoch": state.epoch, **{f"val_{k}": v for k, v in metrics.items()
                                                                           if not isinstance(v, list)}})
                 progress.log(f"epoch {state.epoch}: val {name} {value:.4f}")
-                improved = state.best_metric is None or (value > state.best_metric if higher else value < state.best_metric)
+                improved = is_improvement(value, state.best_metric, higher)
                 if improved:
                     state.best_metric, state.best_step = value, state.step
                 state.evals_since_best = 0 if improved else state.evals_since_best + 1
@@ -344,15 +344,35 @@ def train(setup: TrainSetup) -> dict:
     return last_metrics
 
 
+def is_improvement(value: float, best: float | None, higher_is_better: bool) -> bool:
+    """Whether a validation's headline `value` beats the `best` so far (a tie keeps the earlier checkpoint).
+
+    A non-finite value (NaN outputs: a float16 overflow, a diverged model) is never better. Why: a first
+    NaN became the best, every later comparison with it was false, so best/ was never written again and
+    early-stop patience ran out on a model that was improving. A non-finite best (stored by a run from
+    before this rule) is beaten by any finite value.
+    """
+    if not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return value > best if higher_is_better else value < best
+
+
 def _early_stop_notice(state: ckpt.TrainerState, patience: int, metrics: dict | None) -> str:
     """What the run says when patience stops it: after a validation its metric, else the count of them."""
+    if metrics is not None and state.best_metric is None:  # every validation was non-finite
+        name = headline(metrics)[0]
+        return (f"early stop after epoch {state.epoch}: val {name} not finite for {patience} "
+                f"validation{'s' if patience != 1 else ''}; no best checkpoint was written")
     if metrics is not None:
         name = headline(metrics)[0]
         return (f"early stop after epoch {state.epoch}: val {name} not better than {state.best_metric:.4f} "
                 f"(step {state.best_step}) for {patience} validation{'s' if patience != 1 else ''}")
     since = state.evals_since_best
+    best = "no best checkpoint" if state.best_step is None else f"best at step {state.best_step}"
     return (f"early stop after epoch {state.epoch}: {since} validation{'s' if since != 1 else ''} without a better "
-            f"one (train.early_stop_patience={patience}; best at step {state.best_step})")
+            f"one (train.early_stop_patience={patience}; {best})")
 
 
 def _patience_used_up(state: ckpt.TrainerState, patience: int | None) -> bool:

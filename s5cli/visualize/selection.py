@@ -3,7 +3,8 @@
 Token index `s` within a frame follows the backbone's layout: 0 = CLS, 1..P = patches in row-major order of the
 (size/16) x (size/16) grid. The model sees all T·S tokens of the clip at once, exactly as in training, and its
 `select` (deterministic top-K in eval mode) decides what reaches the S4 decoder; we only regroup the answer by
-frame. `s5cli.visualize.precision` scores a selection against the synthetic task's ground-truth event cells.
+frame. A plan longer than the checkpoint's clip is selected a window at a time, the windows `s5 eval` cuts.
+`s5cli.visualize.precision` scores a selection against the synthetic task's ground-truth event cells.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from s5cli.data.decord_reading import VideoInfo
+
 PATCH_SIZE = 16  # every backbone we ship uses 16 px patches
 JSON_FORMAT = "s5cli-mask-selection/1"
 RANDOM_INIT = "random-init"
@@ -36,11 +39,14 @@ ProgressReport = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class TrainedClips:
     """How the checkpoint's clips were sampled: `frames` a clip, at `fps`, or spread uniformly over each
-    video (fps None). A plan many times that long is one sequence to the model, unlike anything it
-    learned from, and is warned about with the fix that fits this kind of checkpoint and what was asked."""
+    video (fps None); `stride`: frames between the starts of evaluation's windows over a longer video
+    (eval.window_stride; None: the clip length). A longer plan is selected a window at a time as `s5 eval`
+    does (`select_by_window`); one many times that long is warned about with the fix that fits this kind
+    of checkpoint and what was asked."""
 
     frames: int
     fps: float | None = None
+    stride: int | None = None
 
     def advice(self, frames: int | None, fps: float | None) -> str:
         """The command-line change that shows the model one clip like its training clips, from a plan asked
@@ -124,7 +130,10 @@ class VideoSampling:
     """How `encode_video` turns a video into tokens: which frames (`clip_plan`: `frames` uniform frames, every
     frame at `fps`, or with both one clip of `frames` frames at `fps`; from `start` seconds on), the crop
     size and how frames become it (`resize`: the checkpoint's data.resize), the decoder's threads and the dtype
-    the tokens are rounded through (the feature cache's; None: not rounded). One value that `run_selection` passes on whole, so a new setting is added in one place."""
+    the tokens are rounded through (the feature cache's; None: not rounded). `frame_pool` (with `frames` and
+    no fps): instead the `frames` rows of that many uniform frames, which evaluation reads of a checkpoint
+    trained with data.frame_pool (`pool_rows_from_start`). One value that `run_selection` passes on whole,
+    so a new setting is added in one place."""
 
     frames: int | None
     fps: float | None
@@ -133,6 +142,7 @@ class VideoSampling:
     threads: int = 2
     storage_dtype: str | None = "float16"
     resize: str = "crop"
+    frame_pool: int | None = None
 
 
 @dataclass
@@ -191,12 +201,11 @@ def encode_video(
 
 
 def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, trained: TrainedClips | None = None):
-    """The video opened for the backbone with `clip_plan`'s frames; warns about padding, repeated frames and a
-    plan far longer than the model's clips before decoding past the first chunk (`open_clip`). UserError for
-    an unreadable video or a start past its last frame."""
+    """The video opened for the backbone with `clip_plan`'s frames (or a pool's rows, `pool_rows_from_start`);
+    warns about padding, repeated frames and a plan far longer than the model's clips before decoding past
+    the first chunk (`open_clip`). UserError for an unreadable video or a start past its last frame."""
     from s5cli.cli.console import print_warning
     from s5cli.data.decode import open_clip
-    from s5cli.data.decord_reading import VideoInfo
     from s5cli.data.sampling import clip_plan
 
     frames, fps, start = sampling.frames, sampling.fps, sampling.start
@@ -216,7 +225,10 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
             raise UserError(f"--start {start:g} is past the last frame of {video} (at {last:.2f} s): give a time "
                             "in seconds from 0 to that")
         try:
-            plan = clip_plan(info.num_frames, info.fps, frames, fps, start, timeline=info.timeline)
+            if sampling.frame_pool is not None and frames is not None and fps is None:
+                plan = pool_rows_from_start(info, frames, sampling.frame_pool, start)
+            else:
+                plan = clip_plan(info.num_frames, info.fps, frames, fps, start, timeline=info.timeline)
         except ValueError as error:  # an fps plan past MAX_FPS_PLAN_FRAMES
             raise UserError(f"{video}: --fps {fps:g}: {error}") from None
         capped = cap_padding(plan, trained.frames if trained else 0)
@@ -245,19 +257,39 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     return clip
 
 
+def pool_rows_from_start(info: VideoInfo, frames: int, pool: int, start: float = 0.0) -> FramePlan:
+    """The source frames evaluation reads of a checkpoint trained with data.frame_pool (`pool_rows_planner`:
+    `frames` uniform rows of a `pool`-frame uniform plan), over the video from `start` seconds on.
+
+    Why not `clip_plan`'s `frames` uniform frames: they are other frames than the pool rows `s5 eval` and
+    `s5 eval --video` score (source frame 3 where the rows give 5), so the picture showed another selection."""
+    from dataclasses import replace
+
+    from s5cli.data.encode import pool_rows_planner
+    from s5cli.data.sampling import start_frame
+
+    first = start_frame(info.num_frames, info.fps, start, info.timeline)
+    rest = replace(info, num_frames=info.num_frames - first,
+                   timeline=info.timeline.after(first) if info.timeline is not None else None)
+    plan = pool_rows_planner({"frames": frames, "frame_pool": pool})(rest)  # a pool and no fps: never None
+    return FramePlan(tuple(first + index for index in plan.indices), plan.padded)
+
+
 def long_plan_warning(
     video: str | os.PathLike[str], planned: int, frames: int | None, fps: float | None, trained: TrainedClips | None
 ) -> str | None:
-    """The warning for a plan of `planned` frames more than LONG_PLAN_CLIPS times the model's clip, asked for
-    with these --frames/--fps (None: not given); None for a shorter plan or a model without a clip length.
+    """The warning for a plan of `planned` frames more than LONG_PLAN_CLIPS times the model's clip, sampled
+    with these frames and fps (None: not set); None for a shorter plan or a model without a clip length.
 
-    Why, however the plan was asked for: the model reads it as one sequence, nothing like the clips it
-    learned from; a film at 1 fps, or --frames 1000, is also gigabytes of tokens for a ViT-L checkpoint."""
+    Why, however the plan was asked for: it is selected a window at a time (`select_by_window`), many
+    pictures of windows rather than one of a clip like the model's; a film at 1 fps, or --frames 1000, is
+    also gigabytes of tokens for a ViT-L checkpoint and minutes of windows."""
     if trained is None or planned <= LONG_PLAN_CLIPS * trained.frames:
         return None
     sampled = f"at {fps:g} fps" if fps is not None else "spread over the video"
-    return (f"{video}: {planned} frames {sampled} are one sequence {planned / trained.frames:.0f} times as long "
-            f"as the model's {trained.frames}-frame clips: {trained.advice(frames, fps)}")
+    return (f"{video}: {planned} frames {sampled} are {planned / trained.frames:.0f} times the model's "
+            f"{trained.frames}-frame clips, selected a window at a time as s5 eval does: "
+            f"{trained.advice(frames, fps)}")
 
 
 def cap_padding(plan: FramePlan, clip_frames: int) -> FramePlan:
@@ -323,6 +355,40 @@ def select_per_frame(
     return [sorted(row) for row in kept], scores
 
 
+def select_by_window(
+    model: Any, tokens: torch.Tensor, trained: TrainedClips | None, seed: int = 0,
+    report: ProgressReport | None = None,
+) -> tuple[list[list[int]], list[list[float]] | None]:
+    """`select_per_frame` over evaluation's windows of (T, S, D) tokens longer than the model's clip
+    (`TokenDataset`'s: `trained.frames` frames every `trained.stride`, the last one ending at the last
+    frame), each frame keeping the selection of the first window that covers it; one selection for a plan
+    no longer than a clip, or a model without a clip length (as evaluation then reads it whole).
+
+    Why: `s5 eval` selects each window on its own, and the guide's context and S4 kernel length depend on
+    the sequence's length: one selection over a 16-frame plan of an 8-frame model kept other tokens in a
+    quarter of the frames than evaluation's two windows. Windows adding no frame are skipped."""
+    from s5cli.data.datasets.token_dataset import num_windows, window_start
+
+    total = tokens.shape[0]
+    if trained is None or total <= trained.frames:
+        return select_per_frame(model, tokens, seed)
+    length = trained.frames
+    stride = min(trained.stride or length, length)  # a longer one (refused in recipes) would leave frames out
+    kept: list[list[int]] = []
+    scores: list[list[float]] | None = []
+    count = num_windows(total, length, stride)
+    for window in range(count):
+        first = window_start(total, length, window, stride)
+        if first + length > len(kept):  # windows end later and later: the new frames are the last ones
+            window_kept, window_scores = select_per_frame(model, tokens[first : first + length], seed)
+            new = len(kept) - first
+            kept += window_kept[new:]
+            scores = None if window_scores is None or scores is None else scores + window_scores[new:]
+        if report is not None:
+            report("select", window + 1, count)
+    return kept, scores
+
+
 def run_selection(
     video: str | os.PathLike[str],
     model: Any,
@@ -334,14 +400,14 @@ def run_selection(
     report: ProgressReport | None = None,
     trained: TrainedClips | None = None,
 ) -> MaskSelection:
-    """Decode `video` (frames as `encode_video` samples them), run backbone + S5 selection, and group the
-    kept tokens by frame."""
+    """Decode `video` (frames as `encode_video` samples them), run backbone + S5 selection (a window of the
+    `trained` clip length at a time, `select_by_window`), and group the kept tokens by frame."""
     # Checked before decoding where the backbone states its width: a film takes minutes to encode.
     _check_width(getattr(backbone, "dim", None), model)
     encoded = encode_video(video, backbone, sampling, report=report, trained=trained)
     tokens = encoded.tokens
     _check_width(tokens.shape[-1], model)
-    kept, scores = select_per_frame(model, tokens, seed)
+    kept, scores = select_by_window(model, tokens, trained, seed, report)
     return MaskSelection(
         video=str(video),
         source_frames=encoded.source_frames,

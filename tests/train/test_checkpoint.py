@@ -138,7 +138,11 @@ def test_pickle_and_missing_checkpoints_are_refused(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"holds no model\.safetensors"):
         ckpt.checkpoint_dir(tmp_path / "empty")
-    (tmp_path / "empty" / "recipe.yaml").write_text("model: {}\n")  # a run's recipe given for the run
+    (tmp_path / "empty" / "recipe.yaml").write_text("model: {}\n")  # a file in no checkpoint: its folder is none
+    with pytest.raises(UserError, match=r"recipe\.yaml is a file, not a checkpoint: pass a checkpoint folder \(with "
+                                        r"model\.safetensors\) or a run folder$"):
+        ckpt.checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
+    (tmp_path / "empty" / "latest").write_text("checkpoints/step-1\n")  # now a run's recipe given for the run
     with pytest.raises(UserError, match=r"recipe\.yaml is a file: pass the checkpoint or run folder that holds it"):
         ckpt.checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
 

