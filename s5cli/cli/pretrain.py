@@ -20,12 +20,13 @@ def pretrain(
     """Pretrain with LSMCL on unlabelled clips; finetune afterwards with train.init=RUN_FOLDER.
 
     Labels are not read and no validation runs (no best/ folder: train.init takes the run's latest
-    checkpoint). To try it on the bundled task, then finetune from it on the same shared-background
-    videos, into a run folder of its own:
+    checkpoint). To try it on the bundled task:
 
       s5 pretrain recipes/pretrain-lsmcl.yaml
 
-      s5 finetune recipes/synthetic.yaml data.synthetic.shared_background=true train.init=runs/pretrain-lsmcl --out runs/lsmcl-init
+    then finetune from it with the command in that recipe's header: recipes/synthetic.yaml on the same
+    videos (data.synthetic.shared_background=true), with train.init=runs/pretrain-lsmcl, into a run
+    folder of its own (--out runs/lsmcl-init).
 
     Under torchrun the same command trains with DDP (keys gathered from every process):
 
