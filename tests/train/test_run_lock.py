@@ -40,29 +40,37 @@ def test_a_killed_trainers_forked_children_do_not_keep_its_run_folder_locked(tmp
     import subprocess
     import sys
     import textwrap
+    import time
 
     from s5cli.errors import UserError
     from tests.train.test_finetune_e2e import _env
 
-    run = tmp_path / "run"
+    run, ready = tmp_path / "run", tmp_path / "child-ready"
     trainer = textwrap.dedent(f"""
         import os, sys, time
         from s5cli.train.run_lock import hold_run_folder
         hold_run_folder({str(run)!r})
         child = os.fork()
         if child == 0:  # a loader worker: lives on after its parent
-            print("forked", flush=True)  # after the fork handlers: its copy of the lock is closed by now
+            open({str(ready)!r}, "w").close()  # after the fork handlers: its copy of the lock is closed by now
             time.sleep(60)
             os._exit(0)
         print(child, flush=True)
         sys.stdin.read()
     """)
     proc = subprocess.Popen([sys.executable, "-c", trainer], env=_env(), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    # Both lines, in either order: on a loaded machine the child ran its fork handler only after the
-    # trainer had been killed, and still held the lock when the test took it.
-    lines = {proc.stdout.readline().strip(), proc.stdout.readline().strip()}
-    child = int(next(line for line in lines if line.isdigit()))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.isdigit():  # the trainer failed: say how
+        proc.kill()
+        pytest.fail(f"trainer printed {line!r}; stderr: {proc.communicate()[1]}")
+    child = int(line)
+    # On a loaded machine the child ran its fork handler only after the trainer had been killed, and
+    # still held the lock when the test took it: wait until it has run.
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ready.exists(), "the forked child never started"
     try:
         with pytest.raises(UserError, match=f"in use by another training \\(pid {proc.pid}\\)"):
             hold_run_folder(run)  # the fork left the trainer's lock in place
