@@ -14,6 +14,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +145,27 @@ class ExtractionSettings:
         text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
+    def token_shape(self) -> tuple[int, int] | None:
+        """(tokens per frame, width) the backbone gives at `image_size`; None for a backbone not known here.
+
+        Why: an entry of another shape (hand-made, or written under other settings and copied in) passed every
+        check and stopped training mid-epoch when a batch stacked it with the others. Weights load strictly
+        into the preset (`load_timm_state_dict`), so the preset's shape is the shape of every weights file.
+        """
+        import inspect
+
+        from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
+
+        if self.backbone == PATCH_POOL:  # build_backbone makes PatchPool() with its defaults
+            defaults = inspect.signature(PatchPool).parameters
+            patch, width, prefix = defaults["patch_size"].default, defaults["dim"].default, 1
+        elif self.backbone in PRESETS:
+            preset = PRESETS[self.backbone]
+            patch, width, prefix = preset.patch_size, preset.dim, int(preset.class_token)
+        else:
+            return None
+        return prefix + (self.image_size // patch) ** 2, width
+
     def metadata(self) -> dict[str, str]:
         """The settings as safetensors metadata (string values only)."""
         fingerprint = local_weights_fingerprint(self.backbone_weights)
@@ -168,8 +190,9 @@ def check_video_id(video_id: str) -> str:
     return video_id
 
 
-def verify_safetensors(path: Path) -> str | None:
-    """None if `path` is a complete safetensors file holding `tokens`, else a short reason why not."""
+def verify_safetensors(path: Path, token_shape: tuple[int, int] | None = None) -> str | None:
+    """None if `path` is a complete safetensors file holding `tokens` (of `token_shape` = (tokens per frame,
+    width) a frame, when given), else a short reason why not."""
     try:
         size = path.stat().st_size
         header_len, header = _read_header(path, size)
@@ -189,6 +212,10 @@ def verify_safetensors(path: Path) -> str | None:
     if tokens.get("dtype") not in ("F16", "BF16", "F32") or not isinstance(shape, list) or len(shape) != 3 \
             or not all(isinstance(n, int) and n >= 1 for n in shape):
         return f"{TOKENS_KEY!r} is not a float (frames, tokens, width) tensor"
+    if token_shape is not None and tuple(shape[1:]) != tuple(token_shape):
+        # From the header already parsed: no second read of the file.
+        return (f"{TOKENS_KEY!r} has {shape[1]} tokens x {shape[2]}-d a frame, where the cache's settings give "
+                f"{token_shape[0]} x {token_shape[1]}-d")
     start, end = _offsets(tokens)
     if end - start != math.prod(shape) * _TOKEN_ITEM_BYTES[tokens["dtype"]]:
         # Checked here, not at load: a load failing mid-run stopped training instead of re-extracting.
@@ -248,6 +275,11 @@ class FeatureCache:
         self._reported: set[str] = set()
         self._marked = False
 
+    @cached_property
+    def token_shape(self) -> tuple[int, int] | None:
+        """(tokens per frame, width) every entry must have (`ExtractionSettings.token_shape`); worked out once."""
+        return self.settings.token_shape()
+
     def mark_in_use(self) -> None:
         """Tell `s5 cache clean` that this process uses the folder (see `cache_lock`); once it exists."""
         if not self._marked and self.folder.is_dir():
@@ -259,12 +291,18 @@ class FeatureCache:
         return self.folder / f"{check_video_id(video_id)}.safetensors"
 
     def has(self, video_id: str) -> bool:
-        """True if a complete, readable entry exists (a corrupt one is reported and counts as missing)."""
+        """True if a complete, readable entry of the settings' token shape exists (a corrupt one, or one of
+        another shape, is reported and counts as missing, so extraction redoes it).
+
+        The shape is checked here because every run checks its entries here before it reads any tokens
+        (`extract_records`), so an entry of another shape is extracted again; one that passed used to stop
+        training mid-epoch, when a batch stacked it with the others. `load` does not check it again.
+        """
         path = self.path(video_id)
         self.mark_in_use()
         if not path.is_file():
             return False
-        problem = verify_safetensors(path)
+        problem = verify_safetensors(path, self.token_shape)
         if problem is not None:
             self._report(path, problem)
             return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 METRICS_FILE = "metrics.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# The name of a step checkpoint folder in RUN/checkpoints/ (the trainer writes `step-%07d`).
+STEP_NAME = re.compile(r"step-(\d+)")
 
 
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -44,7 +47,8 @@ def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _split_optimizer(optimizer: torch.optim.Optimizer, module: nn.Module | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -54,7 +58,20 @@ def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.
                 tensors[f"optim.{pid}.{name}"] = value
             else:
                 scalars[f"{pid}.{name}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    info: dict[str, Any] = {"param_groups": state["param_groups"], "scalars": scalars}
+    if module is not None:
+        info["param_names"] = _param_names(optimizer, module)
+    return tensors, info
+
+
+def _param_names(optimizer: torch.optim.Optimizer, module: nn.Module) -> list[str | None]:
+    """The weight name of each optimiser parameter, by its id in the state dict (ids count through the groups).
+
+    Why stored: a resume checks each saved moment against the weight it belongs to while it reads the
+    checkpoint, so a moment of another shape sends it to an older checkpoint instead of into torch's AdamW.
+    """
+    names = {id(param): name for name, param in module.named_parameters()}
+    return [names.get(id(param)) for group in optimizer.param_groups for param in group["params"]]
 
 
 def join_optimizer(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,7 +140,7 @@ def save_checkpoint(
         meta = {"format": FORMAT, **{k: str(v) for k, v in metadata.items()}}
         save_tensors(_contiguous(module.state_dict()), tmp / MODEL_FILE, metadata=meta)
         if optimizer is not None and trainer_state is not None:
-            opt_tensors, opt_info = _split_optimizer(optimizer)
+            opt_tensors, opt_info = _split_optimizer(optimizer, module)
             rng_tensors, rng_json = rng_state(other_ranks_rng)
             save_tensors(_contiguous({**opt_tensors, **rng_tensors}), tmp / STATE_TENSORS)
             payload = {
@@ -184,8 +201,14 @@ def recover_interrupted_swaps(run_dir: Path) -> None:
     """
     run_dir = Path(run_dir)
     recover_interrupted_swap(run_dir / "best")
-    for aside in (run_dir / "checkpoints").glob(".step-*.old"):
+    for aside in _set_aside_steps(run_dir):
         recover_interrupted_swap(aside.with_name(aside.name[1 : -len(".old")]))
+
+
+def _set_aside_steps(run_dir: Path) -> list[Path]:
+    """`.step-N.old` folders a kill left mid-replace (only checkpoint names: `.step-2 copy.old` is the user's)."""
+    root = Path(run_dir) / "checkpoints"
+    return [aside for aside in root.glob(".step-*.old") if step_number(aside.name[1 : -len(".old")]) is not None]
 
 
 def holds_weights_to_resume(run_dir: Path) -> bool:
@@ -202,8 +225,7 @@ def holds_weights_to_resume(run_dir: Path) -> bool:
             return True
     except UserError:  # a damaged `latest` file: the step checkpoints decide
         pass
-    root = Path(run_dir) / "checkpoints"
-    return bool(step_checkpoints(run_dir)) or any((aside / MODEL_FILE).is_file() for aside in root.glob(".step-*.old"))
+    return bool(step_checkpoints(run_dir)) or any((aside / MODEL_FILE).is_file() for aside in _set_aside_steps(run_dir))
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -404,10 +426,25 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def step_number(name: str) -> int | None:
+    """The step of a step checkpoint's folder name (`step-0000012` -> 12); None for any other name.
+
+    Why the whole name: a user's backup copy (`step-0000002 copy`) or `step-foo` beside the checkpoints was
+    read as a step number, and the ValueError stopped every save of the run."""
+    match = STEP_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _step_folders(run_dir: Path) -> list[Path]:
+    """A run's step checkpoint folders (with or without weights), oldest first; other folders are left out."""
+    root = Path(run_dir) / "checkpoints"
+    folders = [p for p in root.glob("step-*") if step_number(p.name) is not None and p.is_dir()]
+    return sorted(folders, key=lambda p: step_number(p.name) or 0)
+
+
 def step_checkpoints(run_dir: Path) -> list[Path]:
-    """A run's step checkpoints that hold weights, newest first (names are zero-padded step numbers)."""
-    return sorted((p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / MODEL_FILE).is_file()),
-                  key=lambda p: p.name, reverse=True)
+    """A run's step checkpoints that hold weights, newest first (by step number, not by name)."""
+    return [p for p in reversed(_step_folders(run_dir)) if (p / MODEL_FILE).is_file()]
 
 
 def has_checkpoints(run_dir: Path) -> bool:
@@ -436,12 +473,28 @@ def prune_checkpoints(run_dir: Path, keep_last: int, just_saved: Path | None = N
     it as the newest deleted the checkpoint just written (the one `latest` names) and kept the damaged
     one, so the run could not be resumed at all. Newer ones are left to be overwritten when reached.
     """
-    root = Path(run_dir) / "checkpoints"
-    def step_of(folder: Path) -> int:
-        return int(folder.name.split("-")[1])
-
-    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), key=step_of)
-    if just_saved is not None:
-        steps = [p for p in steps if step_of(p) <= step_of(Path(just_saved))]
+    _warn_of_strays(Path(run_dir))
+    steps = _step_folders(run_dir)
+    newest = step_number(Path(just_saved).name) if just_saved is not None else None
+    if newest is not None:
+        steps = [p for p in steps if (step_number(p.name) or 0) <= newest]
     for old in steps[: max(0, len(steps) - keep_last)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_REPORTED_STRAYS: set[Path] = set()
+
+
+def _warn_of_strays(run_dir: Path) -> None:
+    """Warn once per folder about folders in RUN/checkpoints/ named like a checkpoint but not one (a backup
+    `step-0000002 copy`): pruning leaves them, so the user learns why they stay and that they use disk."""
+    root = run_dir / "checkpoints"
+    strays = sorted(p for p in root.glob("step-*") if step_number(p.name) is None and p not in _REPORTED_STRAYS)
+    if not strays:
+        return
+    _REPORTED_STRAYS.update(strays)
+    from s5cli.cli.console import print_warning
+
+    names = ", ".join(repr(p.name) for p in strays[:3]) + (f" and {len(strays) - 3} more" if len(strays) > 3 else "")
+    print_warning(f"{root}: {names} not named step-NUMBER, so not checkpoints of this run: never pruned or "
+                  "resumed from (move them out of the run folder to silence this)")

@@ -258,6 +258,41 @@ def check_run_folder(out_dir: Path) -> None:
     from s5cli.io import check_writable_folder
 
     check_writable_folder(out_dir, "run folder", "pass a folder with --out or train.out_dir")
+    refuse_folder_of_another_run(out_dir)
+
+
+# What a run keeps its checkpoints in: replaced (best/) or pruned (checkpoints/step-N) as it trains.
+CHECKPOINT_AREAS = ("best", "checkpoints")
+
+
+def refuse_folder_of_another_run(out_dir: Path) -> None:
+    """UserError when `out_dir` is a checkpoint folder or lies in another run's best/ or checkpoints/.
+
+    Why: a run trained into runs/a/best was deleted without a word when run a wrote a new best (the replace
+    removes the old folder whole), one in runs/a/checkpoints/step-N when run a pruned it, and `s5 eval -c
+    runs/a/best` scored run a's model instead. A run folder of its own, fresh or resumed, is not refused.
+    """
+    from s5cli.train.checkpoint import MODEL_FILE
+
+    try:
+        here = Path(out_dir).expanduser().resolve()  # through links: a link into runs/a/best is still in it
+    except (OSError, RuntimeError):  # a link loop: creating the folder reports it
+        return
+    for run in here.parents:
+        if here.relative_to(run).parts[0] in CHECKPOINT_AREAS and _is_run_folder(run):
+            raise UserError(f"train.out_dir={out_dir} is inside run {run} (its best/ or checkpoints/ are replaced as "
+                            "it trains): pick another --out")
+    if (here / MODEL_FILE).is_file():
+        raise UserError(f"train.out_dir={out_dir} is a checkpoint folder (it holds {MODEL_FILE}), not a run folder: "
+                        "pick another --out")
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds a training run: its `latest`, checkpoints/, best checkpoint or metrics log."""
+    from s5cli.train.checkpoint import MODEL_FILE
+
+    return ((folder / "latest").is_file() or (folder / "checkpoints").is_dir()
+            or (folder / "best" / MODEL_FILE).is_file() or (folder / "metrics.jsonl").is_file())
 
 
 # Recipe keys a resumed run may change: how long it trains and when it stops, what it logs and keeps,

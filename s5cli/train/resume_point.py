@@ -64,6 +64,12 @@ def read_resume_point(path: str | Path) -> ResumePoint:
     except Exception as error:  # safetensors, json and a missing key each raise their own type
         reason = first_line(error)
         raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
+    try:
+        _check_moments(join_optimizer(tensors, payload["optimizer"])["state"],
+                       _saved_params(payload["optimizer"], weights))
+    except ValueError as error:
+        raise UserError(f"{directory / STATE_TENSORS} does not fit the checkpoint's weights ({first_line(error)}): "
+                        "the checkpoint is damaged") from None
     return ResumePoint(directory, weights, payload, tensors)
 
 
@@ -96,6 +102,41 @@ def _check_resume_payload(payload: Mapping[str, Any], tensors: Mapping[str, torc
     schedule = payload.get("schedule", {})
     if not isinstance(schedule, dict) or not isinstance(schedule.get("state", {}), dict):
         raise ValueError("schedule is not a scheduler state")
+
+
+def _saved_params(info: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """The checkpoint's own weight for each optimiser parameter id, where it names them (`param_names`,
+    written since 2026-12); empty for older checkpoints, whose moments are then only checked in pairs."""
+    names = info.get("param_names")
+    if not isinstance(names, list):
+        return {}
+    return {pid: weights[name] for pid, name in enumerate(names) if isinstance(name, str) and name in weights}
+
+
+def _tensor_kind(tensor: torch.Tensor) -> str:
+    return "complex" if tensor.is_complex() else "float" if tensor.is_floating_point() else "integer"
+
+
+def _check_moments(state: Mapping[int, Mapping[str, Any]], params: Mapping[int, torch.Tensor]) -> None:
+    """ValueError for an optimiser moment whose shape or kind (float, complex) is not its parameter's, or a
+    step counter that is not one number.
+
+    Why: read intact, such a state loaded and the first step ended in a traceback inside torch's AdamW
+    ("size of tensor a (3) must match ..."). Without the parameter (`params` lacks its id), a parameter's
+    moments must at least agree with each other."""
+    for pid, entries in state.items():
+        moments = {name: value for name, value in entries.items() if isinstance(value, torch.Tensor)}
+        step = moments.pop("step", None)
+        if step is not None and step.numel() != 1:
+            raise ValueError(f"optim.{pid}.step holds {step.numel()} values, not one step count")
+        reference, what = params.get(pid), "its parameter"
+        if reference is None and moments:
+            what, reference = next(iter(moments.items()))
+            what = f"optim.{pid}.{what}"
+        for name, moment in moments.items():
+            if moment.shape != reference.shape or _tensor_kind(moment) != _tensor_kind(reference):
+                raise ValueError(f"optim.{pid}.{name} is {_tensor_kind(moment)} {tuple(moment.shape)}, {what} "
+                                 f"{_tensor_kind(reference)} {tuple(reference.shape)}")
 
 
 def _is_number(value: Any) -> bool:
@@ -169,7 +210,9 @@ def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
     An optimiser state that does not fit this model's parameter groups (read intact, so not caught while
     reading) ends in one line naming the file, not torch's traceback."""
     try:
-        optimizer.load_state_dict(join_optimizer(point.tensors, point.payload["optimizer"]))
+        saved = join_optimizer(point.tensors, point.payload["optimizer"])
+        _check_moments(saved["state"], _live_params(saved["param_groups"], optimizer))
+        optimizer.load_state_dict(saved)
     except (ValueError, KeyError, TypeError) as error:
         reason = first_line(error)
         raise UserError(f"{point.directory / STATE_JSON}: its optimiser state does not fit this model ({reason}): "
@@ -177,3 +220,12 @@ def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
                         ) from None
     restore_rng(point.tensors, point.payload.get("rng", {}), rank)
     return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
+
+
+def _live_params(saved_groups: list[dict[str, Any]], optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor]:
+    """This optimiser's parameter for each saved parameter id, paired as torch's `load_state_dict` pairs them
+    (group by group, in order); a checkpoint whose groups do not pair up is left to torch to refuse."""
+    pairs: dict[int, torch.Tensor] = {}
+    for saved, live in zip(saved_groups, optimizer.param_groups, strict=False):
+        pairs.update({int(pid): param.detach() for pid, param in zip(saved["params"], live["params"], strict=False)})
+    return pairs

@@ -49,12 +49,12 @@ def test_unknown_dtype_is_a_user_error():
 
 def test_save_load_round_trip_in_fp16_with_metadata(tmp_path):
     cache = FeatureCache(tmp_path, SETTINGS)
-    tokens = torch.randn(5, 7, 16)
+    tokens = torch.randn(5, *SETTINGS.token_shape())  # (197, 1024): `has` checks the shape against the settings
     path = cache.save("-dQw4w9WgXcQ", tokens, {"source": "clip.mp4"})
     assert path == tmp_path / SETTINGS.key() / "-dQw4w9WgXcQ.safetensors"
     assert cache.has("-dQw4w9WgXcQ") and not cache.has("other")
     loaded, meta = cache.load("-dQw4w9WgXcQ")
-    assert loaded.dtype == torch.float16 and loaded.shape == (5, 7, 16)
+    assert loaded.dtype == torch.float16 and loaded.shape == tokens.shape
     torch.testing.assert_close(loaded.float(), tokens, atol=1e-2, rtol=1e-3)
     assert meta["backbone"] == "vit_large_patch16_224"
     assert meta["fps"] == "1.0" and meta["frames"] == "" and meta["image_size"] == "224"

@@ -27,7 +27,7 @@ def _cache_with(tmp_path: Path, lengths: dict[str, int]) -> FeatureCache:
     """A real feature cache whose video `v` holds frames whose every token is the frame's index."""
     cache = FeatureCache(tmp_path / "cache", ExtractionSettings("patch_pool", None, 16, None, 64, dtype="float32"))
     for video_id, length in lengths.items():
-        cache.save(video_id, torch.arange(length, dtype=torch.float32).view(-1, 1, 1).expand(-1, 2, 3).clone())
+        cache.save(video_id, torch.arange(length, dtype=torch.float32).view(-1, 1, 1).expand(-1, 17, 96).clone())
     return cache
 
 
@@ -71,7 +71,7 @@ def test_a_video_shorter_than_the_pool_is_drawn_from_its_real_frames(tmp_path) -
     """Extraction pads such a video with copies of its last frame (metadata "padded"): drawing over those
     gave one frame many rows of a clip."""
     cache = FeatureCache(tmp_path / "cache", ExtractionSettings("patch_pool", None, 16, None, 64, dtype="float32"))
-    tokens = torch.arange(16, dtype=torch.float32).view(-1, 1, 1).expand(-1, 2, 3).clone()
+    tokens = torch.arange(16, dtype=torch.float32).view(-1, 1, 1).expand(-1, 17, 96).clone()
     tokens[10:] = 9.0  # 10 real frames, then 6 copies of the last one
     cache.save("short", tokens, {"padded": "6"})
     assert cache.padded_frames("short") == 6

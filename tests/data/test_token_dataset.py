@@ -214,7 +214,7 @@ def test_feature_cache_windows_read_only_their_frames(tmp_path: Path, monkeypatc
     from s5cli.data.cache import ExtractionSettings, FeatureCache
 
     cache = FeatureCache(tmp_path, ExtractionSettings("patch_pool", None, None, 1.0, 64, "float16"))
-    whole = torch.randn(9, 3, 4).half()
+    whole = torch.randn(9, 17, 96).half()  # the shape patch_pool gives at 64 px
     cache.save("a", whole)
     reads: list[slice | None] = []
     original = FeatureCache.load
