@@ -69,6 +69,7 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
     if data.dataset == "synthetic":
         _check_synthetic(data.synthetic, add)
     _check_backbone(recipe, add)
+    _check_position_embeddings(recipe, add)
     d_model, n_blocks = getattr(model, "d_model", None), getattr(model, "n_blocks", None)
     if d_model is not None and n_blocks is not None and hasattr(model, "pool") and d_model % (2**n_blocks):
         add(("model.d_model", "model.n_blocks"), f"model.d_model={d_model} must be divisible by 2**model.n_blocks = {2**n_blocks}")
@@ -139,6 +140,51 @@ def backbone_width(backbone: str) -> int | None:
     if backbone == PATCH_POOL:  # build_backbone makes PatchPool() with its default width
         return int(inspect.signature(PatchPool).parameters["dim"].default)
     return PRESETS[backbone].dim if backbone in PRESETS else None
+
+
+def backbone_tokens_per_frame(backbone: str, image_size: int) -> int | None:
+    """Tokens a known backbone makes of one `image_size` frame, its class token included (None if unknown).
+
+    The same count as the backbones' own `num_tokens`, read from their settings so that nothing is built."""
+    import inspect
+
+    from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
+
+    if backbone == PATCH_POOL:
+        patch = int(inspect.signature(PatchPool).parameters["patch_size"].default)
+        return 1 + (image_size // patch) ** 2
+    if backbone not in PRESETS:
+        return None
+    preset = PRESETS[backbone]
+    return int(preset.class_token) + (image_size // preset.patch_size) ** 2
+
+
+def _model_frames(recipe: Recipe) -> int | None:
+    """The most frames one clip gives the model (None when a clip is a whole video of unknown length)."""
+    frames = clip_frames(recipe.data)
+    if recipe.train.objective == "lsmcl":  # pretraining's long views are clips of their own length
+        return max(frames or 0, recipe.train.lsmcl.long_frames)
+    return frames
+
+
+def _check_position_embeddings(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], None]) -> None:
+    """A model with position embeddings (the transformer) must have one for every frame and token it is given.
+
+    Why up front: the transformer refused the first batch ("input has 16 frames x 290 tokens") after
+    every video had been extracted, minutes or hours into the run."""
+    data, model = recipe.data, recipe.model
+    max_tokens, max_frames = getattr(model, "max_tokens_per_frame", None), getattr(model, "max_frames", None)
+    tokens = backbone_tokens_per_frame(data.backbone, data.image_size)
+    if max_tokens is not None and tokens is not None and max_tokens < tokens:
+        add(("model.max_tokens_per_frame", "data.image_size", "data.backbone"),
+            f"model.max_tokens_per_frame={max_tokens} < {tokens} tokens per frame of data.image_size="
+            f"{data.image_size} (data.backbone={data.backbone}): raise it to at least {tokens}, or lower "
+            "data.image_size")
+    frames = _model_frames(recipe)
+    if max_frames is not None and frames is not None and max_frames < frames:
+        add(("model.max_frames", "data.frames", "data.fps", "data.window_seconds", "train.lsmcl.long_frames"),
+            f"model.max_frames={max_frames} < {frames} frames per clip: raise it to at least {frames}, or use "
+            "shorter clips")
 
 
 def _check_backbone(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], None]) -> None:

@@ -24,6 +24,7 @@ from s5cli.cli.console import print_error, print_stopped
 from s5cli.cli.help_text import USAGE_ERRORS, PlainFlagCommand, PlainFlagGroup, command_help, flag
 from s5cli.errors import Interrupted, RunFailure, Terminated, UserError
 from s5cli.stop_signals import default_action_in_child, signal_of, stop_outcome
+from s5cli.torchrun_env import world_size
 
 
 class _ErrorReportingGroup(PlainFlagGroup):
@@ -76,6 +77,7 @@ _PATH_FIXES = {
     errno.ENOTDIR: "part of the path is a file where a folder is needed: choose another path",
     errno.EEXIST: "something is in the way (a file where a folder is needed?): choose another path",
     errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "a name in the path is too long: use a shorter name",
 }
 
 
@@ -180,7 +182,7 @@ def _refuse_torchrun_for_one_process_commands(command: str | None, env: Any) -> 
     share of the missing videos, scored the split without the other share (counted "missing", exit 0) and
     both printed (two JSON documents on stdout) or wrote the same --json file.
     """
-    world = int(env.get("WORLD_SIZE", "1") or 1)
+    world = world_size(env)
     if command is None or command in MULTI_PROCESS_COMMANDS or world <= 1 or "MASTER_ADDR" not in env:
         return
     raise UserError(f"s5 {command} runs in one process, and torchrun started {world} (WORLD_SIZE={world}): run it "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from s5cli.cli.help_text import flag
+from s5cli.torchrun_env import world_size
 
 if TYPE_CHECKING:
     from s5cli.data.extract import ExtractReport
@@ -148,7 +149,7 @@ def shares_with_other_ranks(shard: tuple[int, int] | None) -> bool:
     their reports are combined into one summary. torchrun sets MASTER_ADDR/PORT; WORLD_SIZE set by hand
     (one machine's share, run alone) has no group to join."""
     env = os.environ
-    return shard is None and int(env.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in env and "MASTER_PORT" in env
+    return shard is None and world_size(env) > 1 and "MASTER_ADDR" in env and "MASTER_PORT" in env
 
 
 def gathered_report(report: ExtractReport) -> tuple[ExtractReport, bool]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s5cli import torchrun_env
 from s5cli.data.cache import SOURCE_BYTES, ExtractionSettings, FeatureCache
 from s5cli.data.decode import OpenedClip, VideoDecodeError
 from s5cli.data.encode import (
@@ -84,7 +85,7 @@ def merge_shard_reports(reports: Sequence[ExtractReport]) -> ExtractReport:
 def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     """The (index, count) share of this process: given, or torchrun's RANK/WORLD_SIZE, or (0, 1)."""
     if shard is None:
-        shard = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+        shard = (torchrun_env.rank(), torchrun_env.world_size())
     index, count = int(shard[0]), int(shard[1])
     if count < 1 or not 0 <= index < count:
         raise UserError(f"shard {index}/{count} is invalid: use i/n with 0 <= i < n")

@@ -16,6 +16,8 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+from s5cli import torchrun_env
+
 MAX_SIGNAL = 64  # the largest POSIX signal number (SIGRTMAX on Linux); see `DistContext.after_step`
 
 
@@ -187,8 +189,8 @@ def _made_current(device: torch.device) -> torch.device:
     """
     if device.type != "cuda":
         return device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if torchrun_env.world_size() > 1:
+        local_rank, gpus = torchrun_env.local_rank(), torch.cuda.device_count()
         if local_rank >= gpus:  # else CUDA's "invalid device ordinal" from deep inside the first tensor move
             from s5cli.errors import UserError
 
@@ -225,12 +227,11 @@ def collective_timeout() -> timedelta:
 
 def init_distributed(requested_device: str | None = None) -> DistContext:
     """Join the torchrun process group if there is one; otherwise a single-process context."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if torchrun_env.world_size() <= 1:
+        return DistContext(device=pick_device(requested_device))
+    rank, world = torchrun_env.require_group_variables()  # before the device: the first mistake reported
     device = pick_device(requested_device)  # under torchrun on CUDA: cuda:LOCAL_RANK, made current
-    if world <= 1:
-        return DistContext(device=device)
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = torchrun_env.local_rank()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=collective_timeout())
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)

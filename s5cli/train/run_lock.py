@@ -16,6 +16,7 @@ import functools
 import os
 from pathlib import Path
 
+from s5cli import torchrun_env
 from s5cli.errors import UserError
 from s5cli.io import NotARegularFile, open_regular_file
 
@@ -32,7 +33,7 @@ _held: dict[str, tuple[int, Path | None]] = {}
 
 def hold_run_folder(out_dir: Path) -> None:
     """Lock `out_dir` (created if missing) for this process until it exits; UserError if another has it."""
-    if fcntl is None or os.environ.get("RANK", "0") != "0":
+    if fcntl is None or torchrun_env.rank() != 0:
         return
     out_dir = Path(out_dir)
     key = os.path.realpath(out_dir)

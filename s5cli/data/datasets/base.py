@@ -69,6 +69,39 @@ class AnnotationError(UserError):
         super().__init__(f"{where}: {problem}")
 
 
+# How far the largest class id may lie above the ids in use: classes are numbered from 0, so the largest id is
+# about the number of distinct ids. Far above it (10x, and above 1,000 so that a subset of COIN's 180 tasks, or
+# any real dataset here, never trips it), or above 10,000 at all, it is a typo: `max id + 1` classes would
+# allocate a name per id, a head output per id and a confusion matrix of that size squared (a MemoryError,
+# or "out of memory" blamed on the frames, for one stray digit).
+CLASS_ID_SPREAD = 10
+CLASS_ID_FLOOR = 1_000
+MAX_CLASS_ID = 10_000
+
+
+def class_id_limit(distinct: int) -> int:
+    """The largest class id taken as real when `distinct` different ids are in use."""
+    return min(MAX_CLASS_ID, max(CLASS_ID_FLOOR, CLASS_ID_SPREAD * distinct))
+
+
+def check_class_ids(labelled: Iterable[tuple[int, str | os.PathLike[str], int | None, str]]) -> None:
+    """AnnotationError at the largest class id when it is implausible (`class_id_limit`), else nothing.
+
+    `labelled`: (class id, file, line or None, what holds it, e.g. "class id" or "database['x'].recipe_type")
+    for every annotated video; the error names the file and line (or entry) of the largest."""
+    items = list(labelled)
+    if not items:
+        return
+    distinct = {item[0] for item in items}
+    largest = max(items, key=lambda item: item[0])
+    class_id, path, line, what = largest
+    if class_id <= class_id_limit(len(distinct)):
+        return
+    others = max(distinct - {class_id}, default=None)
+    raise AnnotationError(path, line, f"{what} {class_id} is far above the other {len(distinct) - 1} class ids "
+                          f"(the largest {others}): class ids number the classes from 0; correct the typo")
+
+
 def read_annotation_text(path: str | os.PathLike[str]) -> str:
     """The text of an annotation file, or AnnotationError naming the line of the first non-UTF-8 byte.
 

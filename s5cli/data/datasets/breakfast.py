@@ -23,6 +23,7 @@ from .base import (
     RecordList,
     TaskInfo,
     VideoRecord,
+    check_class_ids,
     check_split,
     data_field,
     find_video,
@@ -151,11 +152,14 @@ def task_info(data: Any) -> TaskInfo:
     """10-way classification (classes = max class id + 1 over train and test), names from the action column."""
     folder = annotations_dir(data)
     names: dict[int, str] = {}
+    labelled: list[tuple[int, Path, int | None, str]] = []
     for split in ("train", "test"):
         path = folder / f"{split}.csv"
         if path.is_file():
             for row in parse_split_file(path):
                 names.setdefault(row.class_id, row.action)
+                labelled.append((row.class_id, path, row.line, "class id"))
+    check_class_ids(labelled)
     if len(names) < 2:
         raise AnnotationError(folder / "train.csv", None, "fewer than 2 classes in the split files")
     num_classes = max(names) + 1

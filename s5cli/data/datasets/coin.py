@@ -23,6 +23,7 @@ from .base import (
     RecordList,
     TaskInfo,
     VideoRecord,
+    check_class_ids,
     check_split,
     data_field,
     index_videos,
@@ -140,7 +141,10 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
 def task_info(data: Any) -> TaskInfo:
     """Task classification over recipe_type (classes = max id + 1), names from the `class` field."""
     names: dict[int, str] = {}
-    for entry in parse_annotations(annotations_file(data)):
+    path = annotations_file(data)
+    entries = parse_annotations(path)
+    check_class_ids((entry.label, path, None, f"database[{entry.video_id!r}].recipe_type") for entry in entries)
+    for entry in entries:
         names.setdefault(entry.label, entry.class_name)
     if len(names) < 2:
         raise AnnotationError(annotations_file(data), None, "fewer than 2 classes in the database")

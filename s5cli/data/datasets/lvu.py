@@ -27,6 +27,7 @@ from .base import (
     RecordList,
     TaskInfo,
     VideoRecord,
+    check_class_ids,
     check_split,
     data_field,
     index_videos,
@@ -222,7 +223,10 @@ def task_info(data: Any) -> TaskInfo:
     if task in REGRESSION_TASKS:
         return TaskInfo("regression", 1, None, target_offset=train_mean(folder, task))
     names: dict[int, str] = {}
-    for rows in _all_rows(folder, task).values():
+    all_rows = _all_rows(folder, task)
+    check_class_ids((int(row.target), folder / task / f"{split}.csv", row.line, "class id")
+                    for split, rows in all_rows.items() for row in rows)
+    for rows in all_rows.values():
         for row in rows:
             names.setdefault(int(row.target), row.class_name or str(row.target))
     num_classes = max(names) + 1 if names else 0
