@@ -63,3 +63,16 @@ def require_group_variables(env: Mapping[str, str] | None = None) -> tuple[int, 
         raise UserError(f"RANK={this_rank} is not below WORLD_SIZE={world}: start the command with torchrun, "
                         "or give each process a RANK from 0 to WORLD_SIZE-1")
     return this_rank, world
+
+
+def launched_by_torchrun(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is one of several that torchrun started: WORLD_SIZE above 1 with the rendezvous
+    address set (WORLD_SIZE set by hand, say for `s5 extract`'s share of one machine, has none). A
+    WORLD_SIZE that is no number is not torchrun's (the commands that use it say so)."""
+    env = os.environ if env is None else env
+    try:
+        world = world_size(env)
+    except UserError:
+        return False
+    return world > 1 and all(env.get(name, "").strip() for name in ("MASTER_ADDR", "MASTER_PORT"))
+

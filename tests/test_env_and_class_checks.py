@@ -35,12 +35,17 @@ def one_line(output: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- torchrun variables
-def test_a_world_size_that_is_not_a_number_is_named_by_any_command(clean_env: pytest.MonkeyPatch) -> None:
+def test_a_world_size_that_is_not_a_number_is_named_where_it_is_used(clean_env: pytest.MonkeyPatch) -> None:
+    """`WORLD_SIZE=abc s5 recipes ls` was a traceback; a command that never uses processes ignores it, and
+    one that does (`finetune` joins a group) names it."""
+    from s5cli.torchrun_env import world_size
+
     clean_env.setenv("WORLD_SIZE", "abc")
-    result = CliRunner().invoke(app, ["recipes", "ls"])
-    assert result.exit_code == 2, result.output
-    assert "WORLD_SIZE='abc' is not a whole number: unset it, or start the command with torchrun" in one_line(
-        result.output)
+    listed = CliRunner().invoke(app, ["recipes", "ls"])
+    assert listed.exit_code == 0, listed.output
+    with pytest.raises(UserError, match="WORLD_SIZE='abc' is not a whole number: unset it, or start the command "
+                                        "with torchrun"):
+        world_size()
 
 
 @pytest.mark.parametrize("value", ["x", "-1", "1.5"])
@@ -64,11 +69,13 @@ def test_blank_variables_keep_their_defaults(clean_env: pytest.MonkeyPatch) -> N
 
 def test_the_other_readers_name_the_variable(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from s5cli.cli.extract import shares_with_other_ranks
+    from s5cli.data.extract import resolve_shard
     from s5cli.train.run_lock import hold_run_folder
 
     clean_env.setenv("WORLD_SIZE", "two")
+    assert not shares_with_other_ranks(None)  # not torchrun's: no group to join
     with pytest.raises(UserError, match="WORLD_SIZE='two'"):
-        shares_with_other_ranks(None)
+        resolve_shard(None)  # the share extraction takes names it
     clean_env.setenv("RANK", "zero")
     with pytest.raises(UserError, match="RANK='zero'"):
         hold_run_folder(tmp_path / "run")
@@ -204,3 +211,12 @@ def test_the_class_id_limit() -> None:
     assert class_id_limit(2) == 1_000  # a subset of COIN's 180 tasks, or of any dataset here
     assert class_id_limit(180) == 1_800
     assert class_id_limit(5_000) == 10_000  # the hard cap: beyond it the confusion matrix alone is gigabytes
+
+
+def test_a_lone_class_id_far_too_large_is_worded_for_one_id(tmp_path: Path) -> None:
+    from s5cli.data.datasets.base import check_class_ids
+
+    with pytest.raises(AnnotationError) as info:
+        check_class_ids([(99999, tmp_path / "train.csv", 2, "class id")])
+    assert "class id 99999 is the only class id, far above 1000" in str(info.value)
+    assert "None" not in str(info.value)

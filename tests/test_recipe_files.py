@@ -106,3 +106,20 @@ def test_a_huge_recipe_in_a_pipe_is_refused_after_the_cap() -> None:
 def test_huge_recipe_text_in_memory_is_refused() -> None:
     with pytest.raises(UserError, match=r"^recipe hf://o/n/r\.yaml is 1\.0 MiB, more than the 1 MiB"):
         load_recipe_text("#" * (MAX_RECIPE_BYTES + 1), "hf://o/n/r.yaml")
+
+
+def test_s5_finetune_reads_a_piped_recipe_once(tmp_path: Path) -> None:
+    """`s5 finetune <(cat r.yaml)`: the objective check read the pipe first, and loading it then found it
+    empty. The check leaves a pipe to the loading."""
+    from s5cli.cli.training import _check_objective
+    from s5cli.train.job import recipe_objects
+
+    read_end, write_end = os.pipe()
+    feeder = _feed(write_end, SYNTHETIC.read_bytes())
+    try:
+        _check_objective(f"/dev/fd/{read_end}", [], "supervised")
+        recipe = recipe_objects(f"/dev/fd/{read_end}", ["train.objective=supervised"], None)
+    finally:
+        os.close(read_end)
+        feeder.join(5)
+    assert recipe.data.dataset == "synthetic"

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import click
@@ -24,7 +25,7 @@ from s5cli.cli.console import print_error, print_stopped
 from s5cli.cli.help_text import USAGE_ERRORS, PlainFlagCommand, PlainFlagGroup, command_help, flag
 from s5cli.errors import Interrupted, RunFailure, Terminated, UserError
 from s5cli.stop_signals import default_action_in_child, signal_of, stop_outcome
-from s5cli.torchrun_env import world_size
+from s5cli.torchrun_env import launched_by_torchrun, world_size
 
 
 class _ErrorReportingGroup(PlainFlagGroup):
@@ -175,16 +176,16 @@ def _root(
 MULTI_PROCESS_COMMANDS = frozenset({"pretrain", "finetune", "extract"})
 
 
-def _refuse_torchrun_for_one_process_commands(command: str | None, env: Any) -> None:
+def _refuse_torchrun_for_one_process_commands(command: str | None, env: Mapping[str, str]) -> None:
     """UserError when torchrun started several copies of a command that runs in one process.
 
     Why: `torchrun --nproc-per-node 2 -m s5cli eval` ran the evaluation twice; each process extracted its
     share of the missing videos, scored the split without the other share (counted "missing", exit 0) and
     both printed (two JSON documents on stdout) or wrote the same --json file.
     """
-    world = world_size(env)
-    if command is None or command in MULTI_PROCESS_COMMANDS or world <= 1 or "MASTER_ADDR" not in env:
+    if command is None or command in MULTI_PROCESS_COMMANDS or not launched_by_torchrun(env):
         return
+    world = world_size(env)
     raise UserError(f"s5 {command} runs in one process, and torchrun started {world} (WORLD_SIZE={world}): run it "
                     f"without torchrun (only {', '.join(sorted(MULTI_PROCESS_COMMANDS))} use several processes)")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import typer
 
 from s5cli.cli.help_text import flag
-from s5cli.torchrun_env import world_size
+from s5cli.torchrun_env import launched_by_torchrun
 
 if TYPE_CHECKING:
     from s5cli.data.extract import ExtractReport
@@ -148,8 +147,7 @@ def shares_with_other_ranks(shard: tuple[int, int] | None) -> bool:
     """Whether this process is one rank of a torchrun job whose ranks split the dataset (no --shard): then
     their reports are combined into one summary. torchrun sets MASTER_ADDR/PORT; WORLD_SIZE set by hand
     (one machine's share, run alone) has no group to join."""
-    env = os.environ
-    return shard is None and world_size(env) > 1 and "MASTER_ADDR" in env and "MASTER_PORT" in env
+    return shard is None and launched_by_torchrun()
 
 
 def gathered_report(report: ExtractReport) -> tuple[ExtractReport, bool]:

@@ -166,9 +166,10 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
         table.add_column("best checkpoint", justify="right")
     # A resumed run with nothing left to do has no new validation: show the best one's numbers.
     for key, value in (metrics or best).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            cells = [_format(value) if metrics else "-"] + ([_format(best.get(key))] if best else [])
-            table.add_row(key, *cells)
+        # None: a metric that could not be computed (non-finite outputs), a row all the same.
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            cells = [_format(value, missing="not finite") if metrics else "-"]
+            table.add_row(key, *cells, *([_format(best.get(key))] if best else []))
     log = out_dir / "metrics.jsonl"
     last_loss = _last_logged_loss(log)
     if last_loss is not None:  # LSMCL pretraining has no validation: its loss is what there is to show
@@ -222,10 +223,11 @@ def _last_logged(log: Path, pick: Callable[[dict], Any]) -> Any:
     return None
 
 
-def _format(value: object) -> str:
+def _format(value: object, missing: str = "-") -> str:
+    """A summary cell: floats to 4 places, None as `missing`."""
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "-" if value is None else str(value)
+    return missing if value is None else str(value)
 
 
 _COMMANDS = {"supervised": "finetune", "lsmcl": "pretrain"}
@@ -265,8 +267,11 @@ def _recipe_file_objective(recipe_path: str) -> object | None:
 
     if recipe_path.startswith(SCHEME):
         return None
+    path = Path(resolve_recipe_spec(recipe_path))
+    if not path.is_file():  # a pipe (`<(...)`) can be read once, by the loading itself
+        return None
     try:
-        raw = yaml.safe_load(Path(resolve_recipe_spec(recipe_path)).read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     train = raw.get("train") if isinstance(raw, dict) else None

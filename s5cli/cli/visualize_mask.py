@@ -36,7 +36,7 @@ def visualize_mask(
     ),
     frames: int | None = typer.Option(
         None, "--frames", "-t", min=1, max=MAX_FPS_PLAN_FRAMES,
-        help="Frames to sample: a clip of this many at --fps, or at the checkpoint's data.fps when it was trained at a fixed rate, else uniformly over the video (default: the checkpoint's clip, else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
+        help="Frames to sample: a clip of this many at --fps, or at the checkpoint's data.fps when it was trained at a fixed rate, else uniformly over the video (default: the checkpoint's clip; every frame at data.fps for a checkpoint trained on whole videos; else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
     ),
     fps: float | None = typer.Option(
         None, "--fps", min=0.001,

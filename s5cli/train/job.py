@@ -288,11 +288,17 @@ def refuse_folder_of_another_run(out_dir: Path) -> None:
 
 
 def _is_run_folder(folder: Path) -> bool:
-    """Whether `folder` holds a training run: its `latest`, checkpoints/, best checkpoint or metrics log."""
+    """Whether `folder` holds a training run: its `latest` file, or its recipe.yaml with a metrics log or a
+    best checkpoint.
+
+    Why not a `checkpoints/` folder alone: the path being checked passes through it, so any working folder
+    under `.../checkpoints/...` (a cluster's scratch layout) was taken for the inside of a run."""
     from s5cli.train.checkpoint import MODEL_FILE
 
-    return ((folder / "latest").is_file() or (folder / "checkpoints").is_dir()
-            or (folder / "best" / MODEL_FILE).is_file() or (folder / "metrics.jsonl").is_file())
+    if (folder / "latest").is_file():
+        return True
+    return (folder / "recipe.yaml").is_file() and (
+        (folder / "metrics.jsonl").is_file() or (folder / "best" / MODEL_FILE).is_file())
 
 
 # Recipe keys a resumed run may change: how long it trains and when it stops, what it logs and keeps,
@@ -349,10 +355,11 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         again = saved_file if saved_file.is_file() else f"RECIPE --out {out_dir}"
         raise UserError(f"--resume: {out_dir} is a {objectives[0]} run: resume it with `{command} {again} --resume`")
     # Keys only one side has come from another s5cli version (a new key holds its default): not a change.
+    unread = _keys_not_read_by(new_flat.get("train.objective"))
     changed = [
         f"{key} ({show_value(saved_flat[key])} -> {show_value(new_flat[key])})"
         for key in sorted(set(saved_flat) & set(new_flat))
-        if saved_flat[key] != new_flat[key] and not key.startswith(RESUMABLE_KEYS)
+        if saved_flat[key] != new_flat[key] and not key.startswith(RESUMABLE_KEYS + unread)
     ]
     if changed:
         raise UserError(
@@ -360,6 +367,15 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
             f"{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}; these cannot change mid-run: "
             "resume without them, or start a new run with another --out"
         )
+
+
+def _keys_not_read_by(objective: Any) -> tuple[str, ...]:
+    """Recipe key prefixes a run of `objective` never reads, so a change in them is no change to the run.
+
+    Why: every run's recipe.yaml holds train.lsmcl, a supervised one too; when the LSMCL defaults moved
+    (mask_ratio 0.5 -> 0.25), `s5 finetune recipes/lvu/genre.yaml --resume` of an older run was refused
+    over settings that finetuning never uses."""
+    return ("train.lsmcl.",) if objective == "supervised" else ()
 
 
 def _registered_name(name: Any) -> Any:

@@ -288,7 +288,7 @@ def long_plan_warning(
         return None
     sampled = f"at {fps:g} fps" if fps is not None else "spread over the video"
     return (f"{video}: {planned} frames {sampled} are {planned / trained.frames:.0f} times the model's "
-            f"{trained.frames}-frame clips, selected a window at a time as s5 eval does: "
+            f"{trained.frames}-frame clips, selected a clip-length window at a time: "
             f"{trained.advice(frames, fps)}")
 
 

@@ -180,6 +180,7 @@ def test_torchrun_copies_of_a_one_process_command_are_refused_with_the_fix(monke
     other was extracting (counted missing, exit 0), and printed two JSON documents."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
@@ -190,7 +191,7 @@ def test_torchrun_copies_of_a_one_process_command_are_refused_with_the_fix(monke
 def test_only_torchrun_itself_is_refused_and_training_commands_are_not() -> None:
     from s5cli.cli.app import _refuse_torchrun_for_one_process_commands as refuse
 
-    torchrun = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    torchrun = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     for command in ("finetune", "pretrain", "extract", None):
         refuse(command, torchrun)  # nothing raised
     refuse("eval", {"WORLD_SIZE": "2"})  # set by hand, no rendezvous: not torchrun

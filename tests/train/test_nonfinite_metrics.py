@@ -125,3 +125,20 @@ def test_s5_eval_table_shows_a_metric_that_could_not_be_computed_and_the_nonfini
     text = console.export_text()
     assert "not finite" in text and "None" not in text
     assert "nonfinite " in text.replace("│", " ") and "nonfinite_windows" in text
+
+
+def test_the_training_summary_keeps_a_metric_that_could_not_be_computed(tmp_path) -> None:
+    """The summary skipped rows whose value was not a number, so a non-finite MSE left no mse row at all
+    (and with it the best checkpoint's finite one)."""
+    import json as json_module
+
+    from rich.console import Console
+
+    from s5cli.cli.training import _summary
+
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "metrics.json").write_text(json_module.dumps({"mse": 0.42, "count": 4}))
+    console = Console(record=True, width=100)
+    _summary(console, tmp_path, {"mse": None, "count": 4, "nonfinite": 4})
+    rows = [line for line in console.export_text().splitlines() if " mse " in line.replace("│", " ")]
+    assert rows and "not finite" in rows[0] and "0.4200" in rows[0]

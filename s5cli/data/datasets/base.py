@@ -98,8 +98,10 @@ def check_class_ids(labelled: Iterable[tuple[int, str | os.PathLike[str], int | 
     if class_id <= class_id_limit(len(distinct)):
         return
     others = max(distinct - {class_id}, default=None)
-    raise AnnotationError(path, line, f"{what} {class_id} is far above the other {len(distinct) - 1} class ids "
-                          f"(the largest {others}): class ids number the classes from 0; correct the typo")
+    compared = (f"far above the other {len(distinct) - 1} class id{'s' * (len(distinct) > 2)} (the largest "
+                f"{others})" if others is not None else f"the only class id, far above {class_id_limit(1)}")
+    raise AnnotationError(path, line, f"{what} {class_id} is {compared}: class ids number the classes from 0; "
+                          "correct the typo")
 
 
 def read_annotation_text(path: str | os.PathLike[str]) -> str:
