@@ -133,30 +133,18 @@ def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None])
 
 def backbone_width(backbone: str) -> int | None:
     """Token width of a known backbone (None for unknown names, reported elsewhere)."""
-    import inspect
+    from s5cli.models.backbone import backbone_token_shape
 
-    from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
-
-    if backbone == PATCH_POOL:  # build_backbone makes PatchPool() with its default width
-        return int(inspect.signature(PatchPool).parameters["dim"].default)
-    return PRESETS[backbone].dim if backbone in PRESETS else None
+    shape = backbone_token_shape(backbone, 224)
+    return None if shape is None else shape[1]
 
 
 def backbone_tokens_per_frame(backbone: str, image_size: int) -> int | None:
-    """Tokens a known backbone makes of one `image_size` frame, its class token included (None if unknown).
+    """Tokens a known backbone makes of one `image_size` frame, its class token included (None if unknown)."""
+    from s5cli.models.backbone import backbone_token_shape
 
-    The same count as the backbones' own `num_tokens`, read from their settings so that nothing is built."""
-    import inspect
-
-    from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
-
-    if backbone == PATCH_POOL:
-        patch = int(inspect.signature(PatchPool).parameters["patch_size"].default)
-        return 1 + (image_size // patch) ** 2
-    if backbone not in PRESETS:
-        return None
-    preset = PRESETS[backbone]
-    return int(preset.class_token) + (image_size // preset.patch_size) ** 2
+    shape = backbone_token_shape(backbone, image_size)
+    return None if shape is None else shape[0]
 
 
 def _model_frames(recipe: Recipe) -> int | None:

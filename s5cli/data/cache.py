@@ -152,19 +152,9 @@ class ExtractionSettings:
         check and stopped training mid-epoch when a batch stacked it with the others. Weights load strictly
         into the preset (`load_timm_state_dict`), so the preset's shape is the shape of every weights file.
         """
-        import inspect
+        from s5cli.models.backbone import backbone_token_shape
 
-        from s5cli.models.backbone import PATCH_POOL, PRESETS, PatchPool
-
-        if self.backbone == PATCH_POOL:  # build_backbone makes PatchPool() with its defaults
-            defaults = inspect.signature(PatchPool).parameters
-            patch, width, prefix = defaults["patch_size"].default, defaults["dim"].default, 1
-        elif self.backbone in PRESETS:
-            preset = PRESETS[self.backbone]
-            patch, width, prefix = preset.patch_size, preset.dim, int(preset.class_token)
-        else:
-            return None
-        return prefix + (self.image_size // patch) ** 2, width
+        return backbone_token_shape(self.backbone, self.image_size)
 
     def metadata(self) -> dict[str, str]:
         """The settings as safetensors metadata (string values only)."""

@@ -57,6 +57,25 @@ PATCH_POOL = "patch_pool"
 BACKBONE_NAMES = (*PRESETS, PATCH_POOL)
 
 
+def backbone_token_shape(name: str, image_size: int) -> tuple[int, int] | None:
+    """(tokens per frame, width) the backbone `name` makes of one `image_size` frame, class token included;
+    None for a name not known here. Read from the settings, so nothing is built.
+
+    Why one place: the recipe checks (a model's input width, a transformer's position tables) and the token
+    cache (an entry of another shape is re-extracted) must count as the backbones' own `num_tokens` does."""
+    import inspect
+
+    if name == PATCH_POOL:  # build_backbone makes PatchPool() with its defaults
+        defaults = inspect.signature(PatchPool).parameters
+        patch, width, prefix = int(defaults["patch_size"].default), int(defaults["dim"].default), 1
+    elif name in PRESETS:
+        preset = PRESETS[name]
+        patch, width, prefix = preset.patch_size, preset.dim, int(preset.class_token)
+    else:
+        return None
+    return prefix + (int(image_size) // patch) ** 2, width
+
+
 def random_weights_unwarned(name: str, weights: str | None) -> bool:
     """Whether backbone `name` with `weights` would run a ViT preset's random initialisation, which callers
     warn about (its tokens are a random network's). Not patch_pool (no parameters), nor vit_tiny_test, which
