@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ from s5cli.recipe_validation import (
     not_a_section,
     show_value,
 )
-from s5cli.recipe_yaml import MAX_RECIPE_BYTES, StrictLoader, parse_recipe_yaml, recipe_too_large
+from s5cli.recipe_yaml import StrictLoader, parse_recipe_yaml, read_recipe_file
 
 __all__ = [
     "DataSection", "EvalSection", "HubSection", "ModelSection", "OptimSection", "Recipe", "SyntheticSection",
@@ -66,42 +64,6 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
                             hint="`s5 recipes ls` lists them all")
         raise UserError(f"recipe {path} not found", hint="`s5 recipes ls` lists the bundled ones")
     return load_recipe_text(read_recipe_file(path), str(path), overrides)
-
-
-def read_recipe_file(path: Path, name: str | None = None) -> str:
-    """The text of recipe file `path` (`name` names it in errors); one-line UserError for a folder, a file
-    over `MAX_RECIPE_BYTES` or one that is not UTF-8.
-
-    Read once and as a stream, not by `is_file()`: `<(cat recipe.yaml)`, /dev/stdin and a named pipe are
-    no regular files but hold a recipe's text, and were called folders. At most `MAX_RECIPE_BYTES` + 1 bytes
-    are read, so a huge file or an endless pipe is refused at once instead of parsed for minutes.
-    """
-    name = name or str(path)
-    if path.is_dir():
-        raise UserError(f"recipe {name} is a folder: name a recipe .yaml file in it (`s5 recipes ls` lists the "
-                        "bundled ones)")
-    try:
-        with open(path, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_RECIPE_BYTES:  # refused before reading any
-                raise recipe_too_large(name, info.st_size)
-            data = handle.read(MAX_RECIPE_BYTES + 1)
-    except OSError as error:
-        raise UserError(f"recipe {name} cannot be read: {error.strerror or error}") from None
-    if len(data) > MAX_RECIPE_BYTES:  # a pipe, whose size is known only by reading it
-        raise recipe_too_large(name, None)
-    return _decode_recipe(data, name)
-
-
-def _decode_recipe(data: bytes, name: str) -> str:
-    """`data` as UTF-8 text; else a UserError naming the line of the first other byte (Python's own message
-    gave a byte offset and no fix)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise UserError(f"recipe {name} is not UTF-8 text: line {line} holds byte 0x{data[error.start]:02x} "
-                        "(Latin-1 or another legacy encoding?): save it as UTF-8") from None
 
 
 def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:

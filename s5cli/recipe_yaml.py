@@ -2,14 +2,18 @@
 
 Why a loader of its own: PyYAML reads YAML 1.1, where `0042` is octal, `2:00` base 60 and `2024-01-01` a
 date, and it keeps the last of a repeated key silently; a recipe is read (and overrides parsed) through
-the loaders here instead. Only SafeLoader subclasses: a recipe can never build arbitrary objects.
+the loaders here instead. Only SafeLoader subclasses: a recipe can never build arbitrary objects. A recipe
+file's bytes are read here too (`read_recipe_file`: pipes, a size cap, UTF-8 with the line of a bad byte).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -121,6 +125,42 @@ def recipe_too_large(path: str, size: int | None) -> UserError:
     amount = f"is {size / (1 << 20):.1f} MiB, more than" if size is not None else "holds more than"
     return UserError(f"recipe {path} {amount} the 1 MiB a recipe may be (bundled ones are about 5 KB): "
                      "name the recipe's .yaml file, or remove what was added to it")
+
+
+def read_recipe_file(path: Path, name: str | None = None) -> str:
+    """The text of recipe file `path` (`name` names it in errors); one-line UserError for a folder, a file
+    over `MAX_RECIPE_BYTES` or one that is not UTF-8.
+
+    Read once and as a stream, not by `is_file()`: `<(cat recipe.yaml)`, /dev/stdin and a named pipe are
+    no regular files but hold a recipe's text, and were called folders. At most `MAX_RECIPE_BYTES` + 1 bytes
+    are read, so a huge file or an endless pipe is refused at once instead of parsed for minutes.
+    """
+    name = name or str(path)
+    if path.is_dir():
+        raise UserError(f"recipe {name} is a folder: name a recipe .yaml file in it (`s5 recipes ls` lists the "
+                        "bundled ones)")
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_RECIPE_BYTES:  # refused before reading any
+                raise recipe_too_large(name, info.st_size)
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+    except OSError as error:
+        raise UserError(f"recipe {name} cannot be read: {error.strerror or error}") from None
+    if len(data) > MAX_RECIPE_BYTES:  # a pipe, whose size is known only by reading it
+        raise recipe_too_large(name, None)
+    return _decode_recipe(data, name)
+
+
+def _decode_recipe(data: bytes, name: str) -> str:
+    """`data` as UTF-8 text; else a UserError naming the line of the first other byte (Python's own message
+    gave a byte offset and no fix)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserError(f"recipe {name} is not UTF-8 text: line {line} holds byte 0x{data[error.start]:02x} "
+                        "(Latin-1 or another legacy encoding?): save it as UTF-8") from None
 
 
 def parse_recipe_yaml(text: str, path: str) -> dict[str, Any]:
