@@ -147,6 +147,6 @@ def task_info(data: Any) -> TaskInfo:
     for entry in entries:
         names.setdefault(entry.label, entry.class_name)
     if len(names) < 2:
-        raise AnnotationError(annotations_file(data), None, "fewer than 2 classes in the database")
+        raise AnnotationError(path, None, "fewer than 2 classes in the database")
     num_classes = max(names) + 1
     return TaskInfo("classification", num_classes, [names.get(i, f"class_{i}") for i in range(num_classes)])
