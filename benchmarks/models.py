@@ -60,12 +60,24 @@ def main() -> int:
             summary.append(f"{part}: failed (exit code {code})")
             continue
         report = json.loads(result_file.read_text())
-        for check in report.get("targets", []):
-            where = f"{check['mode']}" + (f", {check['frames']} frames" if check["frames"] else "")
-            summary.append(f"{part}: S5 {check['metric']} vs {check['model']} ({where}) = {check['value']:.2f} "
-                           f"(target {check['target']}) {'met' if check['met'] else 'MISSED'}")
+        summary += [target_line(part, check) for check in report.get("targets", [])]
     print("\n".join(summary))
     return 0
+
+
+def target_line(part: str, check: dict) -> str:
+    """One target check of the summary, by its verdict. Why not `met`: a slope that could not be fitted
+    (value None) crashed the summary, and one judged "incomplete" (met None) read MISSED."""
+    frames = check.get("frames")
+    if isinstance(frames, list):  # a slope: the lengths it was fitted on, of those asked for
+        requested = check.get("requested_frames", frames)
+        frames = ",".join(map(str, frames)) + ("" if requested == frames else f" of {','.join(map(str, requested))}")
+    where = check["mode"] + (f", {frames} frames" if frames else "")
+    versus = "" if check["model"] == "s5" else f" vs {check['model']}"
+    value = "" if check["value"] is None else f" = {check['value']:.2f}"
+    verdict = check.get("verdict") or ("met" if check["met"] else "missed")
+    return (f"{part}: S5 {check['metric']}{versus} ({where}){value} (target {check['target']}) "
+            f"{'MISSED' if verdict == 'missed' else verdict}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import yaml
 
 from s5cli.errors import UserError
 from s5cli.hub.paths import SCHEME as HUB_SCHEME
+from s5cli.hub.paths import is_repo_id
 from s5cli.recipe_schema import (
     NESTED_SECTIONS,
     SECTIONS,
@@ -62,8 +63,16 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         if similar:
             raise UserError(f"recipe {path} not found; bundled recipes of a similar name: {', '.join(similar)}",
                             hint="`s5 recipes ls` lists them all")
-        raise UserError(f"recipe {path} not found", hint="`s5 recipes ls` lists the bundled ones")
+        raise UserError(f"recipe {path} not found", hint=_not_found_hint(str(path)))
     return load_recipe_text(read_recipe_file(path), str(path), overrides)
+
+
+def _not_found_hint(spec: str) -> str:
+    """The hint for a recipe that is not there: its hf:// address when it reads as a Hub repo id (`alice/recipes`,
+    as checkpoints are named), else where the bundled recipes are listed."""
+    if is_repo_id(spec) and not spec.endswith((".yaml", ".yml")):
+        return f"for the Hub repo of that name: hf://{spec} (its recipe.yaml) or hf://{spec}/FILE.yaml"
+    return "`s5 recipes ls` lists the bundled ones"
 
 
 def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:

@@ -55,7 +55,15 @@ def test_a_process_substitution_is_read_as_the_recipe_it_holds() -> None:
 def test_a_named_pipe_is_read_as_the_recipe_it_holds(tmp_path: Path) -> None:
     fifo = tmp_path / "recipe.fifo"
     os.mkfifo(fifo)
-    feeder = _feed(os.open(fifo, os.O_RDWR), SYNTHETIC.read_bytes())  # O_RDWR: opening does not wait for us
+    data = SYNTHETIC.read_bytes()
+
+    def write() -> None:
+        # Opened for writing in the thread, which waits for the reader: an O_RDWR end written and closed
+        # before `load_recipe` opened the pipe lost its bytes, and the reader then waited forever.
+        _feed(os.open(fifo, os.O_WRONLY), data).join(5)
+
+    feeder = threading.Thread(target=write, daemon=True)
+    feeder.start()
     assert load_recipe(fifo).data.dataset == "synthetic"
     feeder.join(5)
 

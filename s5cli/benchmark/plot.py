@@ -7,9 +7,36 @@ from typing import Any
 
 from s5cli.benchmark.worker_handle import OK
 from s5cli.errors import UserError
-from s5cli.io import atomic_write_path
+from s5cli.io import atomic_write_path, is_stdout
 
 _INSTALL_HINT = "--plot needs matplotlib: pip install 's5cli[plot]' (or pip install matplotlib)"
+
+
+def plot_format(path: str | Path) -> str:
+    """The format `write_plot` writes `path` in: its suffix, png without one."""
+    return Path(path).suffix.lstrip(".").lower() or "png"
+
+
+def check_plot_path(path: Path) -> None:
+    """Refuse, before anything is measured, a --plot that `write_plot` could not write: not a file ('-' is
+    stdout for --json, but a plot is no text), a format matplotlib lacks, or .pgf without its TeX program
+    (matplotlib runs it to size the labels: it failed with a traceback after the whole run)."""
+    import shutil
+
+    import matplotlib
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if is_stdout(path):
+        raise UserError("--plot -: a plot cannot go to stdout; name a file, e.g. --plot benchmark.png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = plot_format(path)
+    if suffix not in formats:
+        raise UserError(f"--plot {path}: matplotlib cannot write {path.suffix} files; use .png, .svg "
+                        f"or .pdf (or one of {', '.join(sorted(formats))})")
+    texsystem = matplotlib.rcParams["pgf.texsystem"]
+    if suffix == "pgf" and shutil.which(texsystem) is None:
+        raise UserError(f"--plot {path}: matplotlib writes .pgf with {texsystem}, which is not on PATH; "
+                        "use .png, .svg or .pdf, or install TeX")
 
 
 def write_plot(report: dict[str, Any], path: str | Path) -> Path:
@@ -56,7 +83,7 @@ def write_plot(report: dict[str, Any], path: str | Path) -> Path:
     figure.tight_layout()
     target = Path(path)
     with atomic_write_path(target, follow_symlinks=True) as tmp:
-        figure.savefig(tmp, dpi=120, format=target.suffix.lstrip(".").lower() or "png")
+        figure.savefig(tmp, dpi=120, format=plot_format(target))
     plt.close(figure)
     return target
 

@@ -152,7 +152,9 @@ def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
     """The whole JSON document of one `s5 benchmark` run (stage "model")."""
     rows = [result_row(m) for m in measurements]
     ratios = ratio_rows(rows)
-    sweep = len({r["frames"] for r in rows}) > 1
+    # A sweep that measured one length (`--sweep 60`, or stopped after its first) still gets its slope
+    # target, "not fitted": without it the run looked as if it had no slope target at all.
+    sweep = bool(settings.get("sweep")) or len({r["frames"] for r in rows}) > 1
     slopes = slope_rows(rows) if sweep else []
     targets = target_rows(ratios, slopes, frames_asked_for(settings, rows))
     return {"schema": SCHEMA, "stage": "model", "settings": settings, "machine": machine, "results": rows,
@@ -294,8 +296,11 @@ def _target_line(check: dict[str, Any]) -> str:
     fitted, requested = check["frames"], check.get("requested_frames", check["frames"])
     head = f"target S5 time_slope time vs frames ({check['mode']}"
     if check["value"] is None:
-        return (f"{head}): [yellow]could not be fitted[/]: S5 finished {len(fitted)} of the "
-                f"{','.join(map(str, requested))} frame lengths (a slope needs two)")
+        if len(requested) < 2:
+            return (f"{head}): [yellow]could not be fitted[/]: the sweep has one length "
+                    f"({','.join(map(str, requested))} frames); a slope needs two")
+        return (f"{head}): [yellow]could not be fitted[/]: S5 finished {len(fitted)} of the {len(requested)} "
+                f"lengths ({','.join(map(str, requested))} frames); a slope needs two")
     verdict = check.get("verdict") or ("met" if check["met"] else "missed")
     missing = [f for f in requested if f not in fitted]
     why = f" (S5 did not finish {','.join(map(str, missing))} frames)" if verdict == "incomplete" else ""

@@ -29,8 +29,10 @@ memory that is free:
   already fragmented does not help: glibc reuses free heap chunks before it considers mmap.)
 Timing processes keep glibc's defaults untouched (a fixed threshold changes how often pages fault, i.e.
 the times). Before the baseline and before each warm-up the worker calls `malloc_trim(0)`, so the RSS
-the parent watches against the memory budget holds less of what earlier steps freed. Without glibc a
-memory run still runs (cold, nothing mapped) and says so in its "built" event.
+the parent watches holds less of what earlier steps freed. Hence also which limit a worker is held to
+(`Workload.memory_budget`): a memory run the memory budget, a timing process only a ceiling above it
+(`runner.TIMING_MEMORY_CEILING`) against runaways. Without glibc a memory run still runs (cold, nothing
+mapped) and says so in its "built" event.
 
 CUDA graphs (`Workload.cuda_graphs`): the step is captured while the model is built and each step replays
 it. A replay allocates nothing (its tensors stay in the graph's pool), so a timed step's peak is only what

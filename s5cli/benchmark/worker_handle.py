@@ -2,7 +2,7 @@
 
 Apart from `runner` (which workers run when, and in what order) because talking to one worker is its
 own job: commands down a socket, events read back by a thread so that every wait can time out, the
-worker's memory watched against the budget from outside, and a clean kill however the worker ended.
+worker's memory watched against its limit from outside, and a clean kill however the worker ended.
 """
 
 from __future__ import annotations
@@ -64,14 +64,26 @@ def _death_reason(code: int | None, last_line: str | None) -> str:
     return f"worker exited with code {code}: {tail}"
 
 
+def _time_out_reason(expected: str, timeout: float, cold: str | None) -> str:
+    """Why a worker was stopped for time. A model not built in time says so: it read "step ran past the
+    600 s budget", also in runs without --time-budget."""
+    if expected == "built":
+        return f"time: building the model took longer than {timeout:g} s (stopped)"
+    limit = f"{timeout:g} s limit of a {cold} step" if cold else f"{timeout:g} s budget"
+    return f"time: step ran past the {limit} (stopped)"
+
+
 class WorkerHandle:
     """A running worker process with a line queue fed by a reader thread (so reads can time out)."""
 
     def __init__(self, workload: Workload, memory_budget: int | None, measurement: Measurement | None = None,
-                 *, fresh: bool = False):
+                 *, fresh: bool = False, memory_limit: str | None = None):
+        """`memory_budget`: the bytes the worker is stopped at (`workload.memory_budget`, which the worker
+        checks itself, should be the same); `memory_limit` names that limit in the reason ("budget 2.00 GiB")."""
         # A timing worker adds its steps to the model's one Measurement, which outlives it (`processes`).
         self.measurement = measurement if measurement is not None else Measurement(workload)
         self.memory_budget = memory_budget
+        self.memory_limit = memory_limit or f"budget {format_bytes(memory_budget)}"
         started = start_worker(workload.to_json(), fresh=fresh)
         self.process, self._channel, self._log = started.process, started.channel, started.log
         # A handle on this very process, to signal it even when its exit cannot be seen (its forkserver
@@ -152,7 +164,7 @@ class WorkerHandle:
                 if kind == "over_budget":
                     what = event.get("reason", "memory")
                     peak = event.get("peak_bytes")
-                    detail = f"peak {format_bytes(peak)} > budget {format_bytes(self.memory_budget)}" if peak else what
+                    detail = f"peak {format_bytes(peak)} > {self.memory_limit}" if peak else what
                     self.stop(OVER_BUDGET, f"{what}: {detail}" if peak else detail)
                     return None
                 if kind == "error":
@@ -162,13 +174,12 @@ class WorkerHandle:
             if self.memory_budget is not None and self.baseline:
                 rss = read_vm_status(self.process.pid).get("VmRSS", 0)
                 if rss - self.baseline > self.memory_budget:
-                    self.stop(OVER_BUDGET, f"memory: {format_bytes(rss - self.baseline)} > budget "
-                                           f"{format_bytes(self.memory_budget)} (stopped)")
+                    self.stop(OVER_BUDGET, f"memory: {format_bytes(rss - self.baseline)} > {self.memory_limit} "
+                                           "(stopped)")
                     return None
             if deadline is not None and time.monotonic() > deadline:
                 self.timed_out = True
-                limit = f"{timeout:g} s limit of a {cold} step" if cold else f"{timeout:g} s budget"
-                self.stop(OVER_BUDGET, f"time: step ran past the {limit} (stopped)")
+                self.stop(OVER_BUDGET, _time_out_reason(expected, timeout, cold))
                 return None
 
     def _died(self) -> None:

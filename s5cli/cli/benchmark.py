@@ -69,8 +69,9 @@ def benchmark(
         None, "--time-budget", help=f"Seconds one timed step may take before the model is marked over budget "
         f"(warm-up and memory-run steps, cold by design, are not held to it) "
         f"\\[default: none; {SWEEP_TIME_BUDGET_S:g} in a sweep]."),
-    memory_budget: str | None = typer.Option(
-        None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB \\[default on CPU: 80 % of the "
+    memory_budget: str | None = typer.Option(  # "twice": runner.TIMING_MEMORY_CEILING (not imported: start-up)
+        None, "--memory-budget", help="Peak memory one model may use, e.g. 8GB, judged on the peak memory reported "
+        "(the memory run's); a timing process is only stopped at twice the budget (on CPU at most its share of the free memory) \\[default on CPU: 80 % of the "
         "available memory, shared by the models]."),
     stage: str = typer.Option("model", "--stage", help="model (whole models) or kernel (S4 kernel + FFT conv)."),
     amp: bool | None = flag(None, "--amp/--no-amp", help="Mixed precision \\[default: on for CUDA]."),
@@ -92,7 +93,7 @@ def benchmark(
     its spread, clips/s, tokens/s, peak memory above the process baseline, and S5's ratios against
     every other model. On CUDA each model's step is captured once as a CUDA graph and replayed
     (--no-cuda-graphs: eager steps). Ctrl-C reports (and writes to --json/--plot) what was measured so
-    far, exit 130.
+    far, exit 130 (--stage kernel then writes nothing).
     """
     from s5cli.benchmark.machine import machine_facts
     from s5cli.benchmark.measure import available_memory, format_bytes, parse_memory_size
@@ -331,6 +332,10 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
         same_file,
     )
 
+    if plot_path is not None:
+        from s5cli.benchmark.plot import check_plot_path
+
+        check_plot_path(plot_path)
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is None or (option == "--json" and is_stdout(path)):
             continue
@@ -344,14 +349,6 @@ def _check_output_paths(json_path: Path | None, plot_path: Path | None) -> None:
     if json_path is not None and plot_path is not None and not is_stdout(json_path) and same_file(json_path, plot_path):
         raise UserError(f"--json and --plot are both {json_path}: the plot would replace the JSON; give each its "
                         f"own file, e.g. --json {json_path.with_suffix('.json')} --plot {plot_path.with_suffix('.png')}")
-    if plot_path is not None:
-        from matplotlib.backend_bases import FigureCanvasBase
-
-        formats = FigureCanvasBase.get_supported_filetypes()
-        suffix = plot_path.suffix.lstrip(".").lower() or "png"  # write_plot's default
-        if suffix not in formats:
-            raise UserError(f"--plot {plot_path}: matplotlib cannot write {plot_path.suffix} files; use .png, .svg "
-                            f"or .pdf (or one of {', '.join(sorted(formats))})")
 
 
 def _require_matplotlib() -> None:
@@ -384,10 +381,24 @@ def _write_outputs(report: dict[str, Any], json_path: Path | None, plot_path: Pa
         atomic_write_json(json_path, report, follow_symlinks=True)
         stderr.print(f"wrote {json_path}")
     if plot_path is not None:
-        from s5cli.benchmark.plot import write_plot
-
-        write_plot(report, plot_path)
+        _write_plot(report, plot_path, json_path)
         stderr.print(f"wrote {plot_path}")
+
+
+def _write_plot(report: dict[str, Any], plot_path: Path, json_path: Path | None) -> None:
+    """`write_plot`, a failure of matplotlib's (TeX, fonts: what `check_plot_path` cannot foresee) one line
+    that says the JSON is kept, not a traceback after the whole run."""
+    from s5cli.benchmark.plot import write_plot
+    from s5cli.errors import RunFailure, UserError, first_line
+
+    try:
+        write_plot(report, plot_path)
+    except UserError:
+        raise
+    except Exception as error:
+        kept = "" if json_path is None else f"; the results are in --json {json_path}"
+        raise RunFailure(f"--plot {plot_path}: the plot could not be written: {first_line(error).rstrip(':')}"
+                         f"{kept}") from error
 
 
 def _run_kernel_stage(device: str, channels: int, length: int, batch: int, repeat: int, seed: int,

@@ -77,7 +77,7 @@ def list_caches(
     if not entries:
         stdout.print(f"nothing cached in {_where(inventory, root)}")
         return
-    stdout.print(_table(stdout, entries))
+    stdout.print(_table(stdout, entries, inventory.parents))
     stale = [e for e in entries if e.status == STALE]
     line = f"{_count(len(entries), 'entry')}, {_count(sum(e.files for e in entries), 'file')}, {format_bytes(_bytes(entries))}"
     stdout.print(line + (f"; {len(stale)} stale: {format_bytes(_bytes(stale))}" if stale else ""))
@@ -125,7 +125,7 @@ def clean_caches(
         what = "recognised" if everything else "stale"
         stdout.print(f"nothing to clean in {_where(inventory, root)}: no {what} entries")
         return
-    stdout.print(_table(stdout, chosen))
+    stdout.print(_table(stdout, chosen, inventory.parents))
     # What a deletion would free: entries in use (and videos whose tokens are) are kept by `delete`.
     kept = {id(e) for e in kept_in_use(chosen)}
     free = [e for e in chosen if id(e) not in kept]
@@ -177,10 +177,12 @@ def _scan(root: Path | None, cache_dirs: list[Path] | None) -> Inventory:
     return inventory
 
 
-def _table(console: Console, entries: list[CacheEntry]) -> Table:
+def _table(console: Console, entries: list[CacheEntry], parents: list[Path]) -> Table:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
+
+    from s5cli.data.cache_inventory import scanned_parent
 
     # On a narrow terminal kind and date break at their space and settings wraps; keys and sizes never do.
     narrow = 9 if console.width < 120 else None
@@ -193,15 +195,18 @@ def _table(console: Console, entries: list[CacheEntry]) -> Table:
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("modified", min_width=10, max_width=narrow and 10)
     # Entries from several cache folders (--root and --cache-dir) can share a key: then say where each is.
-    several = len({entry.path.parent for entry in entries}) > 1
+    # By the scanned folder, not the entry's own parent: a leftover temporary file inside a token folder
+    # added the column when one cache dir was listed.
+    where = [scanned_parent(entry, parents) for entry in entries]
+    several = len(set(where)) > 1
     if several:
         table.add_column("in", overflow="fold", min_width=8)
-    for entry in entries:
+    for entry, folder in zip(entries, where, strict=True):
         # A folder a running job uses is one this version reads: "in use" says more than "current".
         status = "[bold cyan]in use[/]" if entry.in_use else f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
         row = [entry.kind, escape(entry.key), status, escape(entry.settings), str(entry.files)]
         row += [format_bytes(entry.bytes), _time(entry.modified)]
-        table.add_row(*row, *([escape(str(entry.path.parent))] if several else []))
+        table.add_row(*row, *([escape(str(folder))] if several else []))
     return table
 
 

@@ -177,14 +177,15 @@ def _check_token_settings(data: Any, stored_data: dict, checkpoint: str) -> None
     a bare shape error ("mat1 and mat2 shapes cannot be multiplied"), and data.image_size=128 quietly gave
     top-1 0.37 for a model that scores 0.96 on its own settings."""
     from s5cli.cli.console import print_warning
-    from s5cli.data.encode import TOKEN_IDENTITY
+    from s5cli.data.encode import TOKEN_IDENTITY, token_identity
     from s5cli.errors import UserError
 
     def differs(name: str) -> bool:
         return name in stored_data and getattr(data, name) != stored_data[name]
 
     for name in TOKEN_IDENTITY:
-        if differs(name):
+        if name in stored_data and token_identity(name, getattr(data, name)) != token_identity(
+                name, stored_data[name]):
             raise UserError(f"data.{name}={getattr(data, name)}: {checkpoint} was trained on tokens of "
                             f"data.{name}={stored_data[name]}; evaluate with its own (drop the recipe, or set "
                             f"data.{name}={stored_data[name]})")

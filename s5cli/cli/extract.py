@@ -97,7 +97,8 @@ def extract(
     loaded = recipe_objects(recipe, overrides, seed)
     seed_everything(loaded.train.seed)
     settings = settings_from_data(loaded.data)
-    folder = FeatureCache(loaded.data.cache_dir, settings).folder
+    cache = FeatureCache(loaded.data.cache_dir, settings)
+    folder = cache.folder
     try:
         report = ensure_cached(
             loaded.data, splits, shard=shard_pair, show_progress=not quiet, device=dev, fail_if_none=False,
@@ -108,7 +109,8 @@ def extract(
         from s5cli.stop_signals import signal_of, stop_outcome
 
         word, code = stop_outcome(signal_of(stop))
-        kept = f"the videos finished so far stay in {folder}" if folder.exists() else "nothing was extracted yet"
+        # Token files, not the folder: it is made (with the videos' claims) before the first video is done.
+        kept = f"the videos finished so far stay in {folder}" if cache.cached_ids() else "nothing was extracted yet"
         raise Interrupted(f"{word}; {kept}: run the same command again to extract the rest",
                           exit_code=code) from None
     prints = True

@@ -10,13 +10,14 @@ from s5cli.cli.help_text import flag
 
 
 def push(
-    checkpoint: Path = typer.Argument(
+    # A str, not a Path: a Path folds `//`, and an hf:// address given by mistake was then printed as hf:/...
+    checkpoint: str = typer.Argument(
         ..., help="Checkpoint folder, or a run folder (pushes best/, else latest; with --with-optimizer, the "
         "latest step checkpoint)."),
     repo_id: str | None = typer.Argument(
         None, help="Hub repo OWNER/NAME, created if it does not exist (default: hub.repo_id of the "
         "checkpoint's recipe)."),
-    private: bool = flag(False, "--private", help="Create the repo as private (ignored if it exists)."),
+    private: bool = flag(False, "--private", help="Create the repo as private; refused if it exists and is public."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch to commit to, created if missing. Default: the recipe's hub.revision "
@@ -39,7 +40,7 @@ def push(
     result = push_checkpoint(checkpoint, repo_id, private=private, message=message, revision=revision,
                              with_optimizer=with_optimizer)
     # A run folder stands for one of its checkpoints; with --with-optimizer not the best/ one, so say which.
-    given = checkpoint.expanduser()
+    given = Path(checkpoint).expanduser()
     which = "the latest step checkpoint " if with_optimizer and given.is_dir() and result.source != given else ""
     stderr.print(f"pushed {which}{result.source} ({len(result.files)} files) to "
                  f"{result.repo_id}@{result.revision}: {', '.join(result.files)}")

@@ -138,10 +138,11 @@ def pull_recipes(
 
 @app.command("push", cls=PlainFlagCommand, no_args_is_help=True)
 def push_recipe(
-    recipe: Path = typer.Argument(..., help="Local recipe YAML or a bundled name (validated before upload)."),
+    # A str, not a Path: a Path folds `//`, and an hf:// address given by mistake was then printed as hf:/...
+    recipe: str = typer.Argument(..., help="Local recipe YAML or a bundled name (validated before upload)."),
     repo_id: str | None = typer.Argument(
         None, help="Hub repo OWNER/NAME, created if it does not exist (default: the recipe's hub.repo_id)."),
-    private: bool = flag(False, "--private", help="Create the repo as private (ignored if it exists)."),
+    private: bool = flag(False, "--private", help="Create the repo as private; refused if it exists and is public."),
     message: str | None = typer.Option(None, "--message", "-m", help="Commit message."),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch to commit to, created if missing. Default: the recipe's hub.revision "

@@ -178,7 +178,14 @@ def _summary(console, out_dir: Path, metrics: dict) -> None:
     if top1 is not None:  # LSMCL: how often a clip's own key scored highest (chance: 1 / candidates)
         table.add_row("contrastive top-1 (last logged)", _format(float(top1)), *(["-"] if best else []))
     console.print(table)
-    console.print(f"checkpoint: {out_dir / 'best' if best else out_dir / 'latest'}")
+    console.print(f"checkpoint: {_checkpoint_to_load(out_dir, bool(best))}")
+
+
+def _checkpoint_to_load(out_dir: Path, has_best: bool) -> Path:
+    """What the summary names for `train.init` and `s5 eval -c`: best/ when validation chose one, else the
+    run folder, which both read as its latest checkpoint. Why not RUN/latest: that is the pointer file, and
+    both refused it (every pretraining run, which has no best/, printed it)."""
+    return out_dir / "best" if has_best else out_dir
 
 
 def _best_metrics(path: Path) -> dict:

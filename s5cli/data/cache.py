@@ -132,7 +132,8 @@ class ExtractionSettings:
         A local weights file counts by its contents (`local_weights_fingerprint`), not by the path typed:
         the same path overwritten, or `weights.safetensors` in another folder, is another network, whose
         tokens were reused as the old one's. Without a local file (no weights, a Hub id) the key is the one
-        earlier versions computed, so their caches stay found.
+        earlier versions computed, so their caches stay found; a Hub id counts as its bare `OWNER/NAME[@REV]`
+        (the spelling of the bundled recipes), so `hf://` and `hf-hub:` before it no longer split the cache.
         """
         values: dict[str, Any] = asdict(self)
         # 8 and 8.0 fps are the same setting; normalise so a YAML spelling does not split the cache.
@@ -142,6 +143,8 @@ class ExtractionSettings:
         fingerprint = local_weights_fingerprint(self.backbone_weights)
         if fingerprint is not None:
             values["backbone_weights"] = fingerprint
+        elif self.backbone_weights:
+            values["backbone_weights"] = hub_spelling(self.backbone_weights)
         text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -171,6 +174,14 @@ class ExtractionSettings:
             "resize": self.resize,
             "settings_key": self.key(),
         }
+
+
+def hub_spelling(weights: str) -> str:
+    """A Hub id as the bundled recipes spell it (`resolve_weights` takes it with `hf://` or `hf-hub:` too);
+    any other text as it is, so that no key of that spelling changes."""
+    text = weights.strip()
+    bare = text.removeprefix("hf-hub:").removeprefix("hf://")  # as `resolve_weights` reads it
+    return bare if bare != text else weights
 
 
 def check_video_id(video_id: str) -> str:
@@ -276,6 +287,13 @@ class FeatureCache:
             mark_in_use(self.folder)
             self._marked = True
 
+    def create_folder(self) -> None:
+        """The folder, marked in use, with its settings note: before the first claim (`cache_lock.claim`) or
+        entry, so that `s5 cache ls` never shows a folder being extracted into as unknown."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.mark_in_use()
+        self._write_settings_file()
+
     def path(self, video_id: str) -> Path:
         """Where the tokens of `video_id` live (whether or not they exist yet)."""
         return self.folder / f"{check_video_id(video_id)}.safetensors"
@@ -342,9 +360,7 @@ class FeatureCache:
         if tokens.dim() != 3:
             raise ValueError(f"tokens must be (T, S, D), got shape {tuple(tokens.shape)}")
         path = self.path(video_id)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.mark_in_use()
-        self._write_settings_file()
+        self.create_folder()
         meta = {
             **{k: str(v) for k, v in (metadata or {}).items()},
             **self.settings.metadata(),

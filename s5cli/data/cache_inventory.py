@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from s5cli.data.cache import CACHE_FORMAT
-from s5cli.data.cache_lock import LOCK_NAME, exclusive, in_use
+from s5cli.data.cache_lock import LOCK_NAME, exclusive, in_use, is_claim
 from s5cli.data.synthetic_video import FORMAT as SYNTHETIC_FORMAT
 from s5cli.errors import UserError
 
@@ -95,10 +95,12 @@ def cache_parents(root: Path | None, cache_dirs: Sequence[Path] = ()) -> tuple[l
     root = Path(root if root is not None else DEFAULT_ROOT).expanduser()
     dirs = [Path(d).expanduser() for d in cache_dirs]
     # The default root named as a cache dir is scanned as the root it is, as before.
-    scan_root = named_root or not dirs or any(os.path.realpath(d) == os.path.realpath(root) for d in dirs)
+    scan_root = named_root or not dirs or _names(dirs, root)
     parents: list[Path] = []
     notes: list[str] = []
+    root_is_cache_dir = scan_root and _is_cache_dir(root)
     if scan_root and root.is_dir():
+        _check_root_is_a_root(root, root_is_cache_dir, named_as_cache_dir=_names(dirs, root))
         for name in ("features", "synthetic"):
             sub = root / name
             if sub.is_symlink():
@@ -109,8 +111,9 @@ def cache_parents(root: Path | None, cache_dirs: Sequence[Path] = ()) -> tuple[l
         problem = "is not a folder" if root.exists() else "does not exist"
         fix = "run s5 in the folder you train in, or pass --root PATH or --cache-dir PATH"
         raise UserError(f"cache root {root} {problem}", hint=fix)
-    # The root itself is never a parent: its features/ and synthetic/ would be "unknown" entries then.
-    seen = {os.path.realpath(p) for p in [root, *parents]}
+    # The root itself is never a parent: its features/ and synthetic/ would be "unknown" entries then. A
+    # root that is a cache dir, named with --cache-dir too (`_check_root_is_a_root`), is scanned as one.
+    seen = {os.path.realpath(p) for p in (parents if root_is_cache_dir else [root, *parents])}
     for folder in dirs:
         if not folder.is_dir():
             raise UserError(f"--cache-dir {folder} is not a folder", hint="a recipe's data.cache_dir")
@@ -120,6 +123,39 @@ def cache_parents(root: Path | None, cache_dirs: Sequence[Path] = ()) -> tuple[l
             seen.add(os.path.realpath(folder))
             parents.append(folder)
     return parents, notes
+
+
+def _names(dirs: Sequence[Path], folder: Path) -> bool:
+    """Whether `folder` is one of `dirs` (by real path)."""
+    return any(os.path.realpath(d) == os.path.realpath(folder) for d in dirs)
+
+
+def _is_cache_dir(folder: Path) -> bool:
+    """Whether `folder` holds cache entries itself (a sub-folder with a marker) instead of features/ and
+    synthetic/: a recipe's data.cache_dir, such as .s5cache/features."""
+    if (folder / "features").exists() or (folder / "synthetic").exists() or not folder.is_dir():
+        return False
+    with contextlib.suppress(OSError):
+        for child in folder.iterdir():
+            if child.is_dir() and not child.is_symlink() and _is_entry(child):
+                return True
+    return False
+
+
+def _is_entry(folder: Path) -> bool:
+    """Whether `folder` carries an s5cli marker. Why not any `settings.json`: editors and other tools
+    leave theirs (`.vscode/settings.json`), and a project folder was then called a cache dir."""
+    return _classify(folder)[0] != UNKNOWN_KIND
+
+
+def _check_root_is_a_root(root: Path, is_cache_dir: bool, named_as_cache_dir: bool) -> None:
+    """UserError when the root is one cache entry or a cache dir: scanned as a root, it said "nothing
+    cached" although it held entries (`--root .s5cache/features`). Fine when also named with --cache-dir."""
+    if _is_entry(root):
+        raise UserError(f"{root} is one cache entry, not a cache root", hint=f"use --cache-dir {root.parent}")
+    if is_cache_dir and not named_as_cache_dir:
+        raise UserError(f"{root} is a cache dir, not a cache root holding features/ and synthetic/",
+                        hint=f"use --cache-dir {root}")
 
 
 def scan(root: Path | None = None, cache_dirs: Sequence[Path] = (), now: float | None = None) -> Inventory:
@@ -326,8 +362,8 @@ def _marked_folder(
     extras: list[CacheEntry] = []
     orphans: dict[Path, list[tuple[Path, os.stat_result]]] = {}
     for path, stat in _walk(folder):
-        if path.parent == folder and path.name == LOCK_NAME:
-            continue  # the in-use mark, not cached data
+        if path.parent == folder and (path.name == LOCK_NAME or is_claim(path.name)):
+            continue  # the in-use mark or a video's claim (empty, deleted by its extraction): not cached data
         if temp_target(path.name):
             extras.append(_temporary(path, stat, now, folder, busy))
         elif status == CURRENT and path.suffix == ".safetensors" and path.stem in stale_videos:

@@ -6,12 +6,17 @@ process exits; DataLoader workers and DDP ranks share or take their own. `s5 cac
 *exclusive* lock without waiting before it deletes a folder, and skips the folder when it cannot: the
 kernel releases locks of killed processes, so a crashed job never leaves a folder marked forever (unlike
 a PID file). Where `fcntl` does not exist (Windows) folders are never marked and `clean` cannot tell.
+
+Extraction also claims each video before it decodes it (`claim`): an exclusive lock on `.<video id>.claim`
+in the token folder, held until its tokens are saved, so two extractions of one cache (a finetune of S5
+and one of S4 started together) share the videos instead of each extracting all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +28,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".in-use.lock"
+CLAIM_SUFFIX = ".claim"  # `.<video id>.claim`: a video being extracted (`claim`)
 _held: dict[str, int] = {}  # real path of a folder -> the descriptor holding its shared lock
 
 
@@ -98,3 +104,96 @@ def release_all() -> None:
     for fd in _held.values():
         os.close(fd)
     _held.clear()
+
+
+def is_claim(name: str) -> bool:
+    """Whether a file name is a video's claim (`claim`): no cached data, left out of sizes and counts."""
+    return name.startswith(".") and name.endswith(CLAIM_SUFFIX)
+
+
+class Claim:
+    """A video this process extracts: its claim file locked exclusively, until `release`."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        """Delete the claim file, then unlock it: a waiter then finds the tokens saved (or takes over)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+def claim(folder: str | os.PathLike[str], name: str, wait: bool) -> Claim | None:
+    """Claim `name` (a video id) in an existing `folder`; None when another process has it and not `wait`.
+
+    Without `fcntl` (Windows), or in a folder this process cannot write, the claim guards nothing (every
+    process extracts, as before claims). The holder deletes the file when done, so a claim taken on a file
+    that was deleted meanwhile is dropped and taken again on the file now at the path (as `mark_in_use`).
+    """
+    path = Path(folder) / f".{name}{CLAIM_SUFFIX}"
+    if fcntl is None:
+        return Claim(path, None)
+    while True:
+        try:
+            fd = open_regular_file(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:  # read-only folder, or a link or FIFO planted as the claim: extract unguarded
+            return Claim(path, None)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            held, current = os.fstat(fd), os.stat(path)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:  # released (and deleted) while we waited
+            os.close(fd)
+            continue
+        except BaseException:  # Ctrl-C while waiting
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+            return Claim(path, fd)
+        os.close(fd)
+
+
+class Claims:
+    """The claims one extraction holds, by video id: taken by its decoding thread, released by its loop."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._held: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+
+    def take(self, name: str, wait: bool) -> bool:
+        """Whether this extraction holds `name` now (already, or claimed here); see `claim`."""
+        with self._lock:
+            if name in self._held:
+                return True
+        taken = claim(self.folder, name, wait)
+        if taken is None:
+            return False
+        try:
+            with self._lock:
+                self._held[name] = taken
+        except BaseException:  # Ctrl-C before it was recorded: a held, unrecorded lock blocked a later run
+            taken.release()
+            raise
+        return True
+
+    def release(self, name: str) -> None:
+        """Give up the claim on `name`, if held."""
+        with self._lock:
+            taken = self._held.pop(name, None)
+        if taken is not None:
+            taken.release()
+
+    def release_all(self) -> None:
+        """Give up every claim (the run ended, maybe by an error: a claim left held blocked a later run of
+        the same process forever, as a lock conflicts with another open file of the same process)."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        for taken in held:
+            taken.release()

@@ -40,6 +40,17 @@ def data_setting(data: Any, name: str, default: Any = None) -> Any:
 # another input space than the other's, even at the same width.
 TOKEN_IDENTITY = ("backbone", "backbone_weights")
 
+
+def token_identity(name: str, value: Any) -> Any:
+    """A TOKEN_IDENTITY setting as compared between a checkpoint and a recipe: empty is None, and a Hub id
+    is its bare spelling. Why: the token cache takes `hf://timm/X` and `timm/X` as one (`hub_spelling`), so
+    a run trained on one spelling and finetuned or evaluated with the other was refused."""
+    from s5cli.data.cache import hub_spelling
+
+    if not value:
+        return None
+    return hub_spelling(value) if name == "backbone_weights" and isinstance(value, str) else value
+
 # Data settings added after runs were first saved, with the value every earlier run had (the only
 # behaviour there was): a checkpoint whose stored recipe lacks one was made with it.
 SETTINGS_OF_OLD_RUNS = {"resize": "crop"}

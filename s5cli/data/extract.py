@@ -2,7 +2,9 @@
 
 `extract_records` is the loop behind `s5 extract` and behind training on a dataset that is not cached yet.
 Finished videos are skipped (the cache is the progress record), a video that cannot be decoded is reported,
-counted and skipped, and each torchrun rank (or `--shard i/n`) takes every n-th record. How a video becomes
+counted and skipped, and each torchrun rank (or `--shard i/n`) takes every n-th record. Two extractions of
+one cache at once share its videos: each claims a video before decoding it (`cache_lock.Claims`), leaves
+the ones the other holds for last, then waits for those and reuses their tokens. How a video becomes
 tokens (the backbone pass that `eval --video` and `visualize-mask` share) is `s5cli.data.encode`.
 """
 
@@ -12,13 +14,14 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli import torchrun_env
 from s5cli.data.cache import SOURCE_BYTES, ExtractionSettings, FeatureCache
+from s5cli.data.cache_lock import Claims
 from s5cli.data.decode import OpenedClip, VideoDecodeError
 from s5cli.data.encode import (
     BACKBONE_BATCH_FRAMES,
@@ -30,6 +33,7 @@ from s5cli.data.encode import (
     open_for_backbone,
     settings_from_data,
 )
+from s5cli.data.extract_progress import video_frames_bar, videos_progress
 from s5cli.data.prefetch import running_ahead
 from s5cli.errors import RunFailure, UserError
 
@@ -92,6 +96,9 @@ def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     return index, count
 
 
+PADDING_WARNINGS_SHOWN = 3  # videos whose padding is named one by one before the rest are only counted
+
+
 @dataclass
 class _VideoHeader:
     """A video opened for the backbone: its crops follow in the stream, `frames` rows in all."""
@@ -113,6 +120,20 @@ class _VideoFailed:
     error: VideoDecodeError
 
 
+@dataclass
+class _VideoReused:
+    """A video whose tokens another extraction of the cache saved after this run listed its to-do."""
+
+    record: Any
+
+
+@dataclass
+class _VideoDeferred:
+    """A video another extraction of the cache holds (`Claims`): this run comes back to it at the end."""
+
+    record: Any
+
+
 def _cache_metadata(clip: OpenedClip) -> dict[str, str]:
     metadata = {
         "source": clip.path.name,
@@ -126,12 +147,28 @@ def _cache_metadata(clip: OpenedClip) -> dict[str, str]:
     return metadata
 
 
+def _still_to_do(cache: FeatureCache, record: Any) -> bool:
+    """Whether a video's tokens are missing or older than its file (`extract_records` lists its to-do so)."""
+    return not cache.has(record.video_id) or cache.changed_source(record.video_id, record.path) is not None
+
+
 def _decoded_videos(
-    records: Sequence[Any], settings: ExtractionSettings, threads: int
-) -> Iterator[_VideoHeader | _VideoFailed | torch.Tensor]:
+    records: Sequence[Any], settings: ExtractionSettings, threads: int, cache: FeatureCache, claims: Claims
+) -> Iterator[_VideoHeader | _VideoFailed | _VideoReused | _VideoDeferred | torch.Tensor]:
     """For each record: its header then its crop chunks, or a `_VideoFailed` (possibly after some chunks).
-    One flat stream, so that a background thread can decode it a few chunks ahead of the backbone."""
+    One flat stream, so that a background thread can decode it a few chunks ahead of the backbone.
+
+    Each video is claimed first, without waiting: one another extraction holds is `_VideoDeferred`, and
+    one it finished since the to-do was listed is `_VideoReused` (checked once claimed, so never twice).
+    """
     for record in records:
+        if not claims.take(record.video_id, wait=False):
+            yield _VideoDeferred(record)
+            continue
+        if not _still_to_do(cache, record):
+            claims.release(record.video_id)
+            yield _VideoReused(record)
+            continue
         try:
             clip = open_for_backbone(Path(record.path), settings, threads)
             yield _VideoHeader(record, len(clip.plan), _cache_metadata(clip), clip.warnings(padding=False),
@@ -190,55 +227,29 @@ def extract_records(
         return report
     if backbone is None:
         backbone = load_backbone(settings, device)
+    cache.create_folder()  # the claims live in it
     description = f"extract {index}/{count}" if count > 1 else "extract"
-    progress = _progress(len(todo), description) if show_progress else None
-    # In a log the bars are off (`_progress`): a plain line every ~5 % of the videos shows the job is alive.
+    progress = videos_progress(len(todo), description) if show_progress else None
+    # In a log the bars are off (`videos_progress`): a plain line every ~5 % of the videos shows the job is alive.
     lines = None
     if progress is not None and progress.disable:
         from s5cli.cli.console import PeriodicLines
 
         lines = PeriodicLines(len(todo))
+    run = _Extraction(settings, cache, Claims(cache.folder), backbone, batch_size, report, changed_ids,
+                      progress, lines, description, len(todo))
     try:
         if progress is not None:
             progress.start()
-        with running_ahead(_decoded_videos(todo, settings, decode_threads), name="s5-decode") as stream:
-            for item in stream:
-                if isinstance(item, _VideoHeader):
-                    for warning in item.warnings:
-                        print_warning(warning)
-                    if item.padding is not None:
-                        report.padded.append(item.record.video_id)
-                        if len(report.padded) <= PADDING_WARNINGS_SHOWN:
-                            print_warning(item.padding)
-                    if item.repeats_frames:
-                        report.fps_above.append((item.record.video_id, item.video_fps))
-                    on_batch = _video_frames_bar(progress, item, batch_size)
-                    try:
-                        tokens = encode_frame_chunks(backbone, _frames_of(stream, item.frames), item.frames,
-                                                     batch_size, settings.torch_dtype, on_batch)
-                    except VideoDecodeError as error:
-                        item = _VideoFailed(item.record, error)
-                    else:
-                        cache.save(item.record.video_id, tokens, item.metadata)
-                        report.extracted += 1
-                        report.frames += tokens.shape[0]
-                if isinstance(item, _VideoFailed):
-                    report.failed.append((item.record.video_id, str(item.error)))
-                    gone = ""
-                    if item.record.video_id in changed_ids:
-                        # The tokens of the file before it changed: kept, training read them as this
-                        # video's although the run said it skipped it.
-                        cache.discard(item.record.video_id)
-                        gone = " (its tokens from before the file changed are deleted)"
-                    print_warning(f"skipping video {item.record.video_id}: {item.error}{gone}")
-                if progress is not None:
-                    progress.advance(progress.task_ids[0])
-                    done = report.extracted + len(report.failed)
-                    if lines is not None and lines.due(done):
-                        elapsed, rate, eta = lines.timing(done)
-                        progress.console.print(f"{description} {done}/{len(todo)} videos {rate:.2f} videos/s "
-                                               f"elapsed {elapsed:.0f}s ETA {eta:.0f}s")
+        deferred = run.videos(todo, decode_threads)
+        if deferred and progress is not None:
+            progress.console.print(f"{description}: waiting for another extraction into {cache.folder} to "
+                                   f"finish {len(deferred)} video{'s' * (len(deferred) > 1)}")
+        for record in deferred:  # blocks until that extraction is done with it, then reuses (or extracts) it
+            run.claims.take(record.video_id, wait=True)
+            run.videos([record], decode_threads)
     finally:
+        run.claims.release_all()
         if progress is not None:
             progress.stop()
     if report.fps_above:
@@ -253,59 +264,84 @@ def extract_records(
     return report
 
 
-PADDING_WARNINGS_SHOWN = 3  # videos whose padding is named one by one before the rest are only counted
-FRAMES_BAR_MIN_BATCHES = 4  # a video gets its own frames bar from this many backbone batches up
+@dataclass
+class _Extraction:
+    """One `extract_records` run over its to-do videos: where their tokens go, its report, its progress."""
 
+    settings: ExtractionSettings
+    cache: FeatureCache
+    claims: Claims
+    backbone: Any
+    batch_size: int
+    report: ExtractReport
+    changed_ids: set[str]  # videos whose cached tokens are older than their file
+    progress: Any  # `extract_progress.videos_progress`, or None
+    lines: Any  # `PeriodicLines` in a log, or None
+    description: str
+    total: int
+    done: int = 0
 
-def _video_frames_bar(progress: Any, header: _VideoHeader, batch_size: int) -> Callable[[int], None] | None:
-    """For a long video, the second row of `_progress` over its frames, shown and reset; the callback that
-    advances it after each backbone batch. A 2-hour film is one step of the videos bar for minutes."""
-    if progress is None:
-        return None
-    row = progress.task_ids[1]
-    if header.frames < FRAMES_BAR_MIN_BATCHES * batch_size:
-        progress.update(row, visible=False)
-        return None
-    progress.reset(row, total=header.frames, description=f"  {header.record.video_id}", visible=True)
-    return lambda frames: progress.advance(row, frames)
+    def videos(self, records: Sequence[Any], decode_threads: int) -> list[Any]:
+        """Extract `records` but those another extraction holds; returns those, to come back to."""
+        deferred = []
+        decoded = _decoded_videos(records, self.settings, decode_threads, self.cache, self.claims)
+        with running_ahead(decoded, name="s5-decode") as stream:
+            for item in stream:
+                if isinstance(item, _VideoDeferred):
+                    deferred.append(item.record)
+                    continue
+                if isinstance(item, _VideoReused):
+                    self.report.reused += 1
+                else:
+                    self._extract(item, stream)
+                self.claims.release(item.record.video_id)  # saved (or failed): a waiting extraction goes on
+                self._advance()
+        return deferred
 
+    def _extract(self, item: _VideoHeader | _VideoFailed, stream: Iterator[Any]) -> None:
+        """Encode and save the video `item` opens, or report it as failed."""
+        from s5cli.cli.console import print_warning
 
-def _progress(total: int, description: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+        report = self.report
+        if isinstance(item, _VideoHeader):
+            for warning in item.warnings:
+                print_warning(warning)
+            if item.padding is not None:
+                report.padded.append(item.record.video_id)
+                if len(report.padded) <= PADDING_WARNINGS_SHOWN:
+                    print_warning(item.padding)
+            if item.repeats_frames:
+                report.fps_above.append((item.record.video_id, item.video_fps))
+            on_batch = video_frames_bar(self.progress, item.frames, item.record.video_id, self.batch_size)
+            try:
+                tokens = encode_frame_chunks(self.backbone, _frames_of(stream, item.frames), item.frames,
+                                             self.batch_size, self.settings.torch_dtype, on_batch)
+            except VideoDecodeError as error:
+                item = _VideoFailed(item.record, error)
+            else:
+                self.cache.save(item.record.video_id, tokens, item.metadata)
+                report.extracted += 1
+                report.frames += tokens.shape[0]
+                return
+        report.failed.append((item.record.video_id, str(item.error)))
+        gone = ""
+        if item.record.video_id in self.changed_ids:
+            # The tokens of the file before it changed: kept, training read them as this
+            # video's although the run said it skipped it.
+            self.cache.discard(item.record.video_id)
+            gone = " (its tokens from before the file changed are deleted)"
+        print_warning(f"skipping video {item.record.video_id}: {item.error}{gone}")
 
-    from s5cli.cli.console import stderr
-
-    class ItemsPerSecond(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            unit = task.fields.get("unit", "videos")
-            return Text(f"? {unit}/s" if speed is None else f"{speed:.2f} {unit}/s", style="cyan")
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        ItemsPerSecond(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=stderr,
-        transient=False,
-        # Off in logs, where `extract_records` prints plain lines instead: Rich would only add the last frame.
-        disable=not stderr.is_terminal,
-    )
-    progress.add_task(description, total=total, unit="videos")
-    progress.add_task("", total=None, unit="frames", visible=False)  # a long video's frames (_video_frames_bar)
-    return progress
+    def _advance(self) -> None:
+        """One more video done (extracted, failed, or reused from another extraction): the bar, or a line."""
+        self.done += 1
+        if self.progress is None:
+            return
+        self.progress.advance(self.progress.task_ids[0])
+        if self.lines is not None and self.lines.due(self.done):
+            elapsed, rate, eta = self.lines.timing(self.done)
+            self.progress.console.print(f"{self.description} {self.done}/{self.total} videos {rate:.2f} videos/s "
+                                        f"elapsed {elapsed:.0f}s ETA {eta:.0f}s")
 
 
 def unique_records(groups: Sequence[Sequence[Any]]) -> list[Any]:
@@ -333,7 +369,8 @@ def ensure_cached(
     """Extract whatever the recipe's splits still miss in the cache; RunFailure if every video failed.
 
     With `skip_empty_splits` (`s5 extract`), a split with no video on disk is skipped with a warning
-    rather than stopping the run, so a user who has downloaded only some splits can still extract them.
+    rather than stopping the run, so a user who has downloaded only some splits can still extract them;
+    its videos count as missing (`NoVideosError.missing`), as a split's few missing ones do.
     """
     from s5cli.cli.console import print_warning
     from s5cli.data.datasets import list_records
@@ -353,6 +390,7 @@ def ensure_cached(
                 raise
             print_warning(f"split {split} skipped: {error}")
             skipped.append(split)
+            missing.update(error.missing)  # not on disk, as much as a split's missing few: --strict fails
             continue
         groups.append(group)
         missing.update(getattr(group, "missing", ()))

@@ -47,10 +47,17 @@ DAMAGED = "decoding failed (truncated or corrupt video)"
 
 
 def reencode_hint(path: str | os.PathLike[str]) -> str:
-    """How to repair a damaged video: FFmpeg decodes past damaged packets and writes a clean copy."""
-    name = Path(path).name
-    copy = shlex.quote(f"{Path(name).stem}-fixed.mp4")
-    return f"re-encode it (ffmpeg -i {shlex.quote(name)} -c:v libx264 {copy}) and use the copy"
+    """How to repair a damaged video: FFmpeg decodes past damaged packets and writes a clean copy, which
+    then takes the original's place under the video's id (datasets find a video by its file name)."""
+    stem = Path(path).stem
+    command = f"ffmpeg -i {_shell_name(Path(path).name)} -c:v libx264 {_shell_name(f'{stem}-fixed.mp4')}"
+    return f"re-encode it ({command}), then replace the original with the copy, named {stem}.mp4"
+
+
+def _shell_name(name: str) -> str:
+    """A file name as a shell argument: quoted, and as ./NAME when it starts with '-' (161 LVU ids do),
+    which ffmpeg (and mv, rm) would otherwise read as an option."""
+    return shlex.quote(f"./{name}" if name.startswith("-") else name)
 
 
 def check_file(path: str | os.PathLike[str]) -> Path:

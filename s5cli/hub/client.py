@@ -1,14 +1,17 @@
-"""Hub client settings read at call time (endpoint, cache, offline, token) and one-line error translation.
+"""Hub client settings read at call time (endpoint, cache, offline, token, time limit) and one-line error translation.
 
-huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) once, when it is imported. s5cli reads
-them again on every call and passes them explicitly, so a setting changed after import (tests, notebooks)
-is honoured the same way as one set before `s5` started.
+huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) /
+HF_HUB_ETAG_TIMEOUT once, when it is imported. s5cli reads them again on every call and passes them
+explicitly, so a setting changed after import (tests, notebooks) is honoured the same way as one set
+before `s5` started.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,10 @@ TOKEN_FIX = "set HF_TOKEN or run `hf auth login` (formerly `huggingface-cli logi
 _TRUE = {"1", "on", "yes", "true"}
 # The variables huggingface_hub reads for offline mode, in its order: the first one set (non-empty) decides.
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# huggingface_hub's limit, in seconds, for metadata requests (file metadata, repo info); s5cli uses it for every
+# request that is not a file's bytes.
+TIMEOUT_VARIABLE = "HF_HUB_ETAG_TIMEOUT"
+DOWNLOAD_TIMEOUT_VARIABLE = "HF_HUB_DOWNLOAD_TIMEOUT"  # huggingface_hub's limit on a file's bytes
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,105 @@ def hub_settings() -> HubSettings:
     from huggingface_hub import constants
 
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    if os.environ.get("HF_HUB_CACHE"):
-        cache = Path(os.environ["HF_HUB_CACHE"])
-    elif os.environ.get("HF_HOME"):
-        cache = Path(os.environ["HF_HOME"]) / "hub"
-    else:
-        cache = Path(constants.HF_HUB_CACHE)
     offline, setting = _offline_mode(bool(constants.HF_HUB_OFFLINE))
-    return HubSettings(endpoint, cache.expanduser(), offline, setting)
+    return HubSettings(endpoint, _cache_dir(constants.HF_HUB_CACHE), offline, setting)
+
+
+def _cache_dir(imported: str) -> Path:
+    """The Hub cache folder as huggingface_hub finds it, but at call time: HF_HUB_CACHE, then the legacy
+    HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then XDG_CACHE_HOME/huggingface/hub, each with `~` and `$VAR`
+    expanded; `imported` (huggingface_hub's own value) when none is set.
+
+    Why its order: with HUGGINGFACE_HUB_CACHE and HF_HOME both set, or `$SCRATCH/hub` in HF_HUB_CACHE,
+    s5cli used another folder than huggingface_hub (and `hf cache`), so offline use found nothing.
+    """
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return _expand(os.environ[name])
+    if os.environ.get("HF_HOME"):
+        return _expand(os.environ["HF_HOME"]) / "hub"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return _expand(os.environ["XDG_CACHE_HOME"]) / "huggingface" / "hub"
+    return Path(imported).expanduser()
+
+
+def _expand(path: str) -> Path:
+    """`~` and `$VAR` expanded, in huggingface_hub's order (the user first, then variables)."""
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
+def request_timeout() -> float:
+    """Seconds to wait for the Hub's answer to a request that is not a file's bytes (HF_HUB_ETAG_TIMEOUT,
+    huggingface_hub's own limit for metadata, default 10), read at call time.
+
+    Why s5cli passes it to every such request: huggingface_hub's HTTP client waits forever by default, and
+    only its file downloads are bounded, so behind a proxy that accepted the connection and never answered
+    `s5 eval -c hf://...`, `s5 recipes pull` and `s5 push` hung with no end and no message.
+    """
+    from huggingface_hub import constants
+
+    text = (os.environ.get(TIMEOUT_VARIABLE) or "").strip()
+    if not text:
+        return float(constants.HF_HUB_ETAG_TIMEOUT)
+    if text == "0":  # huggingface_hub reads 0 as its default
+        return float(constants.DEFAULT_ETAG_TIMEOUT)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"{TIMEOUT_VARIABLE}={text!r} is not a number of seconds: set it to one such as 30, or "
+                        f"unset it ({constants.DEFAULT_ETAG_TIMEOUT} s)")
+    return seconds
+
+
+@contextlib.contextmanager
+def bounded_requests(*, answer: bool = True) -> Iterator[None]:
+    """Within: huggingface_hub's requests that send no timeout of their own (create_repo, create_branch,
+    create_commit's) give up after `request_timeout()` seconds without an answer.
+
+    `answer` False bounds connecting only, for a commit: it uploads the files (maybe gigabytes) and the Hub
+    may take long to answer it, so no wait for bytes may cut it short. A request that sends a timeout keeps
+    it, even None (no limit): `model_info` and the like need `timeout=` passed as well. Set on
+    huggingface_hub's shared client, and restored on the way out.
+    """
+    from huggingface_hub import get_session
+
+    seconds = request_timeout()
+    session = get_session()
+    before = session.timeout
+    # The client's own Timeout class (httpx's, or huggingface_hub's fork of it), so s5cli names neither.
+    session.timeout = type(before)(seconds if answer else None, connect=seconds)
+    try:
+        yield
+    finally:
+        session.timeout = before
+
+
+def is_transport_error(error: BaseException) -> bool:
+    """An error of huggingface_hub's HTTP layer (httpx2 / httpcore): no connection, no answer, a broken one."""
+    return type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore")
+
+
+def is_timeout(error: BaseException | None) -> bool:
+    """Whether `error` (or the error that caused it: huggingface_hub wraps them) is a request that got no
+    answer in time."""
+    for _ in range(4):
+        if error is None:
+            return False
+        if isinstance(error, TimeoutError) or (is_transport_error(error) and type(error).__name__.endswith("Timeout")):
+            return True
+        error = error.__cause__
+    return False
+
+
+def unreachable_reason(error: BaseException) -> str:
+    """Why the Hub could not be used, for one-line messages: for a timeout, the limit and how to raise it."""
+    if is_timeout(error):
+        # A file's bytes are bounded by huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT, not by ours: name both.
+        return (f"no answer within {request_timeout():g} s (set {TIMEOUT_VARIABLE} to wait longer; a file's "
+                f"bytes: {DOWNLOAD_TIMEOUT_VARIABLE})")
+    return first_line(error)
 
 
 def _offline_mode(imported: bool) -> tuple[bool, str]:
@@ -93,8 +191,15 @@ def optional_token() -> str | None:
 
 
 @contextlib.contextmanager
-def hub_errors(repo_id: str, revision: str | None, file: str | None = None, *, writing: bool = False) -> Iterator[None]:
-    """Turn huggingface_hub / network exceptions into one-line UserError / RunFailure naming repo, revision, file."""
+def hub_errors(
+    repo_id: str, revision: str | None, file: str | None = None, *, writing: bool = False,
+    revision_option: bool = False,
+) -> Iterator[None]:
+    """Turn huggingface_hub / network exceptions into one-line UserError / RunFailure naming repo, revision, file.
+
+    `revision_option`: the revision was given with --revision (the fix for a missing one goes there), not
+    after @ in an hf:// address.
+    """
     from huggingface_hub import errors as hf
 
     rev = revision or "main"
@@ -110,11 +215,12 @@ def hub_errors(repo_id: str, revision: str | None, file: str | None = None, *, w
             f"Hub repo {repo_id} not found (or private): check the repo id, or for a private repo {TOKEN_FIX}"
         ) from None
     except hf.RevisionNotFoundError:
-        raise UserError(
-            f"revision {rev!r} not found in Hub repo {repo_id}: pass an existing branch, tag or commit to --revision"
-        ) from None
+        raise UserError(f"revision {rev!r} not found in Hub repo {repo_id}: {_revision_fix(repo_id, revision_option)}"
+                        ) from None
     except hf.RemoteEntryNotFoundError:
-        raise UserError(f"{what}: file not found in the Hub repo: check the path (`hf ls` lists the files)") from None
+        listing = f"hf models ls {repo_id} -R" + (f" --revision {shlex.quote(revision)}" if revision else "")
+        raise UserError(f"{what}: file not found in the Hub repo: check the path (`{listing}` lists the files)"
+                        ) from None
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) as error:
         settings = hub_settings()
         if settings.offline:
@@ -122,21 +228,34 @@ def hub_errors(repo_id: str, revision: str | None, file: str | None = None, *, w
                 f"{settings.offline_reason} and {what} is not in the Hub cache: "
                 f"{settings.online_fix} to download it, or pull it once while online"
             ) from None
-        raise RunFailure(f"cannot reach the Hub for {what} and it is not cached: {first_line(error)}") from None
+        raise RunFailure(f"cannot reach the Hub for {what} and it is not cached: {unreachable_reason(error)}"
+                         ) from None
     except hf.HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
             raise _refusal(repo_id, status, writing) from None
+        if status == 412 and writing:  # the commit's parent is no longer the branch's head
+            raise UserError(f"{what} changed while pushing (another push landed): push again") from None
         raise RunFailure(f"Hub request for {what} failed: {first_line(error)}") from None
     except OSError as error:
         if error.filename is not None:  # a local file (an upload's source), not the network
             raise _local_file_error(error) from None
-        raise RunFailure(f"cannot reach the Hub for {what}: {first_line(error)}") from None
+        raise RunFailure(f"cannot reach the Hub for {what}: {unreachable_reason(error)}") from None
     except Exception as error:
-        # huggingface_hub's HTTP layer (httpx2 / httpcore) raises its own transport errors.
-        if type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
-            raise RunFailure(f"cannot reach the Hub for {what}: {first_line(error)}") from None
+        if is_transport_error(error):  # huggingface_hub's HTTP layer raises its own errors
+            raise RunFailure(f"cannot reach the Hub for {what}: {unreachable_reason(error)}") from None
         raise
+
+
+def _revision_fix(repo_id: str, revision_option: bool) -> str:
+    """Where to name another revision: the option it was given with, else the address it was written in.
+
+    Why: `s5 finetune hf://alice/recipes@nope/recipe.yaml` was told to pass a revision to --revision, an
+    option finetune does not have.
+    """
+    if revision_option:
+        return "pass an existing branch, tag or commit to --revision"
+    return f"name an existing branch, tag or commit after @ in the address (hf://{repo_id}@REVISION/...)"
 
 
 def _refusal(repo_id: str, status: int, writing: bool) -> UserError:

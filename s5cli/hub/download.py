@@ -1,8 +1,7 @@
-"""Download recipes and checkpoints from the Hub into its cache (HF_HUB_OFFLINE and --revision honoured).
+"""Download recipes (and single files) from the Hub into its cache (HF_HUB_OFFLINE and --revision honoured).
 
-Checkpoints are fetched as safetensors + JSON/YAML only (never pickle). Recipes are validated against the
-schema before anything is written to the user's folder, and remote names are checked so nothing lands
-outside the destination.
+Recipes are validated against the schema before anything is written to the user's folder, and remote names
+are checked so nothing lands outside the destination. Checkpoints are in `s5cli.hub.checkpoints`.
 """
 
 from __future__ import annotations
@@ -10,19 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from s5cli.errors import RunFailure, UserError, first_line
-from s5cli.hub.client import hub_errors, hub_settings, optional_token
-from s5cli.hub.paths import HubSpec, is_pickle_name, parse_hub_spec, safe_destination
+from s5cli.errors import RunFailure, UserError
+from s5cli.hub.client import hub_errors, hub_settings, optional_token, request_timeout, unreachable_reason
+from s5cli.hub.paths import HubSpec, parse_hub_spec, safe_destination
 
-# The files of one checkpoint folder, by exact name: a pattern such as "*.safetensors" also matches every
-# file below the folder (fnmatch's * crosses "/"), so `eval -c hf://REPO` downloaded the whole repo.
-CHECKPOINT_FILES = ("model.safetensors", "metrics.json", "recipe.yaml", "latest", "README.md",
-                    "trainer_state.json", "trainer_state.safetensors")
 RECIPE_SUFFIXES = (".yaml", ".yml")
 DEFAULT_RECIPE = "recipe.yaml"
 
 
-def _client_kwargs() -> dict:
+def client_kwargs() -> dict:
+    """The settings every download call takes: endpoint, cache, offline mode, token (read now)."""
     settings = hub_settings()
     return {
         "endpoint": settings.endpoint,
@@ -36,13 +32,14 @@ def download_file(spec: HubSpec, filename: str) -> Path:
     """One file of a Hub repo, from the cache when possible (hf_hub_download)."""
     from huggingface_hub import hf_hub_download
 
-    kwargs = _client_kwargs()
-    with hub_errors(spec.repo_id, spec.revision, filename):
+    kwargs = client_kwargs()
+    with hub_errors(spec.repo_id, spec.revision, filename, revision_option=spec.revision_option):
         if not kwargs["local_files_only"]:
             cached = _cached_copy_if_unreachable(spec, filename, kwargs)
             if cached is not None:
                 return cached
-        return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, **kwargs))
+        return Path(hf_hub_download(spec.repo_id, filename, revision=spec.revision, etag_timeout=request_timeout(),
+                                    **kwargs))
 
 
 def _cached_copy_if_unreachable(spec: HubSpec, filename: str, kwargs: dict) -> Path | None:
@@ -58,9 +55,9 @@ def _cached_copy_if_unreachable(spec: HubSpec, filename: str, kwargs: dict) -> P
 
     url = hf_hub_url(spec.repo_id, filename, revision=spec.revision, endpoint=kwargs["endpoint"])
     try:
-        get_hf_file_metadata(url, token=kwargs["token"], retry_on_errors=False)
+        get_hf_file_metadata(url, token=kwargs["token"], timeout=request_timeout(), retry_on_errors=False)
     except hf.HfHubHTTPError as error:
-        if not _hub_unavailable(error):
+        if not hub_unavailable(error):
             raise  # the Hub answered about the file: not found, gated, ... (named by hub_errors)
         failure: Exception = error
     except Exception as error:  # connection refused, unknown host, timeout
@@ -71,14 +68,15 @@ def _cached_copy_if_unreachable(spec: HubSpec, filename: str, kwargs: dict) -> P
     if not isinstance(cached, str):
         if isinstance(failure, hf.HfHubHTTPError):
             raise failure  # an outage with nothing cached: hub_errors names the status
-        raise hf.LocalEntryNotFoundError(first_line(failure)) from None
+        raise hf.LocalEntryNotFoundError(unreachable_reason(failure)) from None
     from s5cli.cli.console import print_warning
 
-    print_warning(f"cannot reach the Hub ({first_line(failure)[:120]}): using the cached {filename} of {spec.repo_id}")
+    print_warning(f"cannot reach the Hub: {unreachable_reason(failure)[:160]}; using the cached {filename} of "
+                  f"{spec.repo_id}")
     return Path(cached)
 
 
-def _hub_unavailable(error: Exception) -> bool:
+def hub_unavailable(error: Exception) -> bool:
     """A server error (5xx) or rate limit (429): the Hub said nothing about the file, so a cached copy is
     as good as when it cannot be reached at all (an outage failed `hf://` recipes and backbone weights
     that were cached, which huggingface_hub's own download would have served)."""
@@ -97,90 +95,18 @@ def resolve_recipe_path(spec: str, revision: str | None = None) -> Path:
     return download_file(hub, filename)
 
 
-def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
-    """`hf://REPO[@REV][/subdir]` or `owner/name` -> local checkpoint folder in the Hub cache (safetensors only)."""
-    from huggingface_hub import snapshot_download
-
-    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir
-
-    hub = parse_hub_spec(spec, revision)
-    if is_pickle_name(hub.path):
-        raise _pickle_error(hub, hub.path)
-    sub = hub.path[: -len(MODEL_FILE)].rstrip("/") if hub.path.endswith(MODEL_FILE) else hub.path
-
-    def fetch(folder: str) -> Path:
-        patterns = [f"{folder}/{name}" if folder else name for name in CHECKPOINT_FILES]
-        with hub_errors(hub.repo_id, hub.revision, folder or None):
-            return Path(snapshot_download(hub.repo_id, revision=hub.revision, allow_patterns=patterns,
-                                          **_client_kwargs()))
-
-    root = fetch(sub)
-    local = root / sub if sub else root
-    if not (local / MODEL_FILE).is_file() and (local / "latest").is_file():
-        # A run folder means its best/ checkpoint, as a local run folder does (`run_best_checkpoint`):
-        # `s5 eval -c hf://REPO/run` scored the latest step while the same folder on disk scored best/.
-        fetch(f"{sub}/best" if sub else "best")
-        if (local / "best" / MODEL_FILE).is_file():
-            return checkpoint_dir(local / "best")
-        # No best/ (a run without validation): `latest` names its checkpoint (checked by checkpoint_dir
-        # below); fetch that folder.
-        from s5cli.train.checkpoint import latest_target_name
-
-        target = latest_target_name(local)
-        if target is not None:
-            fetch(f"{sub}/{target}" if sub else target)
-    if not (local / MODEL_FILE).is_file() and not (local / "latest").is_file():
-        settings = hub_settings()
-        if settings.offline:  # the repo may well hold one; only the cache is known to lack it
-            raise UserError(
-                f"{settings.offline_reason} and the Hub cache has no checkpoint of {hub.where}"
-                f"{' folder ' + repr(sub) if sub else ''}: {settings.online_fix} to download it, or pass a local "
-                "checkpoint folder"
-            )
-        pickles = _remote_pickles(hub, sub)
-        if pickles:
-            raise _pickle_error(hub, pickles[0])
-        raise UserError(
-            f"Hub repo {hub.where}{' folder ' + repr(sub) if sub else ''} holds no {MODEL_FILE}: "
-            "push a checkpoint with `s5 push CHECKPOINT_DIR REPO_ID`, or name the folder that holds it"
-        )
-    return checkpoint_dir(local)
-
-
-def _pickle_error(hub: HubSpec, name: str) -> UserError:
-    return UserError(
-        f"Hub repo {hub.where} file {name!r} is a pickle checkpoint: s5cli loads safetensors only "
-        "(unpickling can run arbitrary code); convert it to model.safetensors or use a repo pushed with `s5 push`"
-    )
-
-
-def _remote_pickles(hub: HubSpec, sub: str) -> list[str]:
-    """Pickle checkpoint names in the repo (to explain why no safetensors file came down); [] offline."""
-    settings = hub_settings()
-    if settings.offline:
-        return []
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=settings.endpoint, token=optional_token())
-    with hub_errors(hub.repo_id, hub.revision):
-        files = _repo_file_names(api, hub)
-    prefix = f"{sub}/" if sub else ""
-    return sorted(f for f in files if f.startswith(prefix) and is_pickle_name(f))
-
-
-def _repo_file_names(api, hub: HubSpec) -> list[str]:
-    """Paths of the repo's files at the revision, in one request (the file list of `model_info`)."""
-    return _repo_listing(api, hub)[0]
-
-
-def _repo_listing(api, hub: HubSpec) -> tuple[list[str], str | None]:
-    """(paths of the repo's files at the revision, the commit they are at), in one request (`model_info`).
+def repo_listing(hub: HubSpec) -> tuple[list[str], str | None]:
+    """(paths of the repo's files at the revision, the commit they are at), in one request (`model_info`)
+    answered within `request_timeout()`.
 
     Not `list_repo_files`: it pages through the repo tree with huggingface_hub's backoff, which retries a
     refused connection or an unknown host five times, printing two lines each, so an offline user waited
     ~25 s before learning anything. One failed request is enough to say the Hub is unreachable.
     """
-    info = api.model_info(hub.repo_id, revision=hub.revision)
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub_settings().endpoint, token=optional_token())
+    info = api.model_info(hub.repo_id, revision=hub.revision, timeout=request_timeout())
     return [sibling.rfilename for sibling in info.siblings or []], info.sha
 
 
@@ -206,12 +132,9 @@ def list_remote_recipes(hub: HubSpec) -> tuple[list[str], str | None]:
         print_warning(f"{settings.offline_reason}: {hub.where} listed from the Hub cache, which holds only "
                       "the recipes pulled before")
         return names, None
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=settings.endpoint, token=optional_token())
     try:
-        with hub_errors(hub.repo_id, hub.revision):
-            files, commit = _repo_listing(api, hub)
+        with hub_errors(hub.repo_id, hub.revision, revision_option=hub.revision_option):
+            files, commit = repo_listing(hub)
     except RunFailure as error:  # the network, not the repo: what an earlier pull cached is still usable
         try:
             names = _cached_recipe_names(hub)
@@ -247,8 +170,8 @@ def _cached_recipe_names(hub: HubSpec) -> list[str]:
     """Recipe files of the repo's cached snapshot; UserError (offline) or RunFailure when nothing is cached."""
     from huggingface_hub import snapshot_download
 
-    kwargs = {**_client_kwargs(), "local_files_only": True}
-    with hub_errors(hub.repo_id, hub.revision):
+    kwargs = {**client_kwargs(), "local_files_only": True}
+    with hub_errors(hub.repo_id, hub.revision, revision_option=hub.revision_option):
         root = Path(snapshot_download(hub.repo_id, revision=hub.revision,
                                       allow_patterns=[f"*{s}" for s in RECIPE_SUFFIXES], **kwargs))
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.name.endswith(RECIPE_SUFFIXES))
@@ -257,6 +180,7 @@ def _cached_recipe_names(hub: HubSpec) -> list[str]:
 def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path) -> list[PulledRecipe]:
     """Download and validate one recipe (NAME) or all recipes of a repo; nothing is written here."""
     from s5cli.recipe import load_recipe_text
+    from s5cli.recipe_yaml import read_recipe_file
 
     hub = parse_hub_spec(repo, revision)
     if name is not None and hub.path and name != hub.path:
@@ -277,14 +201,11 @@ def fetch_recipes(repo: str, name: str | None, revision: str | None, dest: Path)
     targets = [safe_destination(dest, n, where=f"Hub repo {hub.where}") for n in names]
     pulled = []
     for remote, target in zip(names, targets, strict=True):
-        data = _download_listed(hub, remote, commit).read_bytes()
         source = str(HubSpec(hub.repo_id, hub.revision or "main", remote))
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{source}: not UTF-8 text, so not a recipe") from None
+        # Read capped (1 MiB) and checked as UTF-8: a huge remote file is refused by its size, not read whole.
+        text = read_recipe_file(_download_listed(hub, remote, commit), source)
         load_recipe_text(text, source)  # UserError (unknown key, bad value ...) names the remote file
-        pulled.append(PulledRecipe(remote, target, data))
+        pulled.append(PulledRecipe(remote, target, text.encode("utf-8")))  # the same bytes: UTF-8 round-trips
     return pulled
 
 

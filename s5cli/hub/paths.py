@@ -6,7 +6,7 @@ Pure string handling, no huggingface_hub import, so that `s5 --help` and recipe 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
 
@@ -25,6 +25,8 @@ class HubSpec:
     repo_id: str
     revision: str | None = None
     path: str = ""
+    # The revision came from a --revision option, not from `@REV` in the address: errors say where to fix it.
+    revision_option: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         rev = f"@{quote_revision(self.revision)}" if self.revision else ""
@@ -80,7 +82,7 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> HubSpec:
     path = "/".join(p for p in parts[2:] if p)
     if path:
         check_repo_path(path, where=repo_id)
-    return HubSpec(repo_id, inline_rev or revision or None, path)
+    return HubSpec(repo_id, inline_rev or revision or None, path, revision_option=bool(revision and not inline_rev))
 
 
 def check_repo_path(name: str, where: str = "Hub repo", uploading: bool = False) -> PurePosixPath:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from s5cli.errors import UserError
-from s5cli.hub.client import hub_errors, hub_settings, require_token
+from s5cli.hub.client import bounded_requests, hub_errors, hub_settings, request_timeout, require_token
 from s5cli.hub.paths import SCHEME, check_repo_path, is_repo_id, parse_hub_spec
 
 
@@ -58,21 +58,43 @@ def commit_files(
     api = _api(action)
     branch = revision or "main"
     with hub_errors(repo_id, branch, writing=True):
-        api.create_repo(repo_id, private=True if private else None, exist_ok=True)
-        if branch != "main":
-            api.create_branch(repo_id, branch=branch, exist_ok=True)
-        files = dict(files)
-        if readme is not None and not (readme_if_missing and api.file_exists(repo_id, "README.md", revision=branch)):
-            files["README.md"] = readme.encode("utf-8")
+        with bounded_requests():  # the requests before the upload: each answered within request_timeout()
+            if private:
+                _refuse_public(api, repo_id)
+            api.create_repo(repo_id, private=True if private else None, exist_ok=True)
+            if branch != "main":
+                api.create_branch(repo_id, branch=branch, exist_ok=True)
+            files = dict(files)
+            if readme is not None and not (readme_if_missing and api.file_exists(repo_id, "README.md", revision=branch)):
+                files["README.md"] = readme.encode("utf-8")
+            parent, deletions = _stale_deletions(api, repo_id, branch, replaces, files) if replaces else (None, [])
         operations: list[Any] = [
             CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes) else str(source))
             for name, source in files.items()
         ]
-        parent, deletions = _stale_deletions(api, repo_id, branch, replaces, files) if replaces else (None, [])
-        info = api.create_commit(repo_id, operations=operations + deletions, commit_message=message,
-                                 revision=branch, parent_commit=parent)
+        with bounded_requests(answer=False):  # the upload itself may take long: only connecting is bounded
+            info = api.create_commit(repo_id, operations=operations + deletions, commit_message=message,
+                                     revision=branch, parent_commit=parent)
     return PushResult(repo_id, branch, str(info.commit_url), sorted(files),
                       deleted=[op.path_in_repo for op in deletions])
+
+
+def _refuse_public(api: Any, repo_id: str) -> None:
+    """UserError when `repo_id` exists and is public: `--private` cannot make it private.
+
+    Why: `create_repo(private=True, exist_ok=True)` leaves an existing repo as it is, so `--private` was
+    dropped without a word and the files went to a public repo. A repo this token cannot see is left to
+    `create_repo` (which then creates it private, or is refused).
+    """
+    from huggingface_hub import errors as hf
+
+    try:
+        info = api.model_info(repo_id, timeout=request_timeout())
+    except hf.RepositoryNotFoundError:
+        return
+    if not info.private:
+        raise UserError(f"{repo_id} exists and is public: make it private first (`hf repos settings {repo_id} "
+                        "--private`, or its Settings page on the Hub) or push without --private")
 
 
 def _stale_deletions(
@@ -87,7 +109,7 @@ def _stale_deletions(
     """
     from huggingface_hub import CommitOperationDelete
 
-    info = api.model_info(repo_id, revision=branch)
+    info = api.model_info(repo_id, revision=branch, timeout=request_timeout())
     present = {sibling.rfilename for sibling in info.siblings or []}
     stale = sorted(name for name in owned if name in present and name not in uploading)
     return info.sha, [CommitOperationDelete(path_in_repo=name, is_folder=False) for name in stale]
@@ -127,6 +149,7 @@ def push_recipe(
     from s5cli.hub.card import recipe_card
     from s5cli.recipe import load_recipe, recipe_to_dict, resolve_recipe_spec
 
+    _refuse_hub_address(str(recipe_path), recipe=True)
     path = Path(resolve_recipe_spec(str(recipe_path)))  # a bundled name such as `synthetic` works too
     recipe = load_recipe(path)  # refuse to publish a recipe that would not load
     resolved = recipe_to_dict(recipe)
@@ -139,6 +162,31 @@ def push_recipe(
         repo_id, {name: path.read_bytes()}, message=message or f"Add recipe {name} (s5cli)", private=private,
         revision=revision, readme=card, readme_if_missing=True, action="s5 recipes push",
     )
+
+
+def _refuse_hub_address(source: str, *, recipe: bool) -> None:
+    """UserError for an hf:// address given as what to push: a push uploads local files; say how to get them.
+
+    Why: the CLI took the argument as a path, which folds `//`, so `s5 push hf://bob/model erin/x` said
+    "checkpoint hf:/bob/model does not exist", naming an address nobody typed.
+    """
+    if not source.startswith(SCHEME):
+        return
+    try:
+        hub = parse_hub_spec(source)
+    except UserError:
+        hub = None
+    if recipe:
+        name = (hub.path if hub else "") or "recipe.yaml"
+        raise UserError(f"s5 recipes push takes a local recipe file, not {source}: download it first "
+                        f"(s5 recipes pull {source} --dest DIR), then push DIR/{name}")
+    download, folder = "hf download OWNER/NAME --local-dir DIR", "DIR"
+    if hub is not None:
+        download = " ".join([f"hf download {hub.repo_id}", *([f"--revision {hub.revision}"] if hub.revision else []),
+                             *([f"--include '{hub.path}/*'"] if hub.path else []), "--local-dir DIR"])
+        folder = f"DIR/{hub.path}" if hub.path else "DIR"
+    raise UserError(f"s5 push takes a local checkpoint or run folder, not {source}: download it first ({download}), "
+                    f"then push {folder}")
 
 
 def checkpoint_source(path: str | Path, *, with_optimizer: bool = False) -> Path:
@@ -184,11 +232,12 @@ def push_checkpoint(
     not upload are deleted in the same commit.
     """
     from s5cli.hub.card import checkpoint_card
-    from s5cli.hub.download import CHECKPOINT_FILES
+    from s5cli.hub.checkpoints import CHECKPOINT_FILES
     from s5cli.recipe import dump_recipe
     from s5cli.train.checkpoint import METRICS_FILE
     from s5cli.train.loading import stored_recipe
 
+    _refuse_hub_address(str(path), recipe=False)
     with _snapshot_room(path) as tmp:
         source, copy = _checkpoint_snapshot(path, with_optimizer, Path(tmp))
         metadata = _snapshot_metadata(source, copy)

@@ -178,16 +178,32 @@ def gather_keys(keys: Tensor) -> tuple[Tensor, int]:
     return torch.cat([part[:count] for part, count in zip(gathered, counts, strict=True)]), sum(counts[:rank])
 
 
-def random_token_mask(tokens: Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> Tensor:
+@dataclass
+class MaskedClip:
+    """The tokens a mask kept (B, T, K, D) and where each sat in its frame (B, T, K); `index` is None when
+    nothing was removed. Why the index: a model that embeds positions (the transformer) must give a kept
+    token its own slot's embedding, not that of the slot it lands in once the others are packed away."""
+
+    tokens: Tensor
+    index: Tensor | None = None
+
+
+def mask_tokens(tokens: Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> MaskedClip:
     """Remove a random `mask_ratio` of the tokens of every frame (same count per frame, order kept)."""
     b, t, s, d = tokens.shape
     keep = max(1, round((1 - mask_ratio) * s))
     if keep == s:
-        return tokens
+        return MaskedClip(tokens)
     device = generator.device if generator is not None else tokens.device  # a CPU generator draws on the CPU
     noise = torch.rand(b, t, s, generator=generator, device=device).to(tokens.device)
     idx = noise.topk(keep, dim=-1).indices.sort(dim=-1).values
-    return take_tokens(tokens.reshape(b * t, s, d), idx.reshape(b * t, keep)).view(b, t, keep, d)
+    kept = take_tokens(tokens.reshape(b * t, s, d), idx.reshape(b * t, keep)).view(b, t, keep, d)
+    return MaskedClip(kept, idx)
+
+
+def random_token_mask(tokens: Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> Tensor:
+    """`mask_tokens`' kept tokens alone, for models that embed no positions."""
+    return mask_tokens(tokens, mask_ratio, generator).tokens
 
 
 def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = None) -> Tensor:
@@ -201,6 +217,15 @@ def short_clip(tokens: Tensor, frames: int, generator: torch.Generator | None = 
     start = torch.randint(0, t - frames + 1, (b,), generator=generator, device=device).to(tokens.device)
     idx = start[:, None] + torch.arange(frames, device=tokens.device)
     return take_tokens(tokens.reshape(b, t, -1), idx).view(b, frames, *tokens.shape[2:])
+
+
+def encoder_features(encoder: nn.Module, clip: MaskedClip) -> Tensor:
+    """`encoder.forward_features` of a masked clip; the kept tokens' frame positions go only to a model that
+    declares `embeds_token_positions` (the transformer). The others (S5, S4) embed no positions and are
+    called exactly as before the positions were kept."""
+    if clip.index is not None and getattr(encoder, "embeds_token_positions", False):
+        return encoder.forward_features(clip.tokens, token_index=clip.index)
+    return encoder.forward_features(clip.tokens)
 
 
 class Projector(nn.Module):
@@ -235,7 +260,8 @@ class LSMCLOutput:
 
 
 class LSMCL(nn.Module):
-    """Wraps any video model with `forward_features` and `feature_dim`: query encoder + EMA key encoder."""
+    """Wraps any video model with `forward_features` and `feature_dim`: query encoder + EMA key encoder.
+    A model that embeds token positions also declares `embeds_token_positions` (`encoder_features`)."""
 
     def __init__(self, encoder: nn.Module, config: LSMCLConfig):
         super().__init__()
@@ -255,12 +281,14 @@ class LSMCL(nn.Module):
         queued keys of unknown videos (-1), as if none were the query's own."""
         return {"queue_ids": torch.full_like(self.queue_ids, -1)}
 
-    def embed(self, tokens: Tensor, key: bool) -> Tensor:
-        """Projected, normalised embedding of (B, T, S, D) tokens by the query or the key encoder."""
+    def embed(self, tokens: Tensor | MaskedClip, key: bool) -> Tensor:
+        """Projected, normalised embedding of (B, T, S, D) tokens (or a masked clip) by the query or the key
+        encoder."""
+        clip = tokens if isinstance(tokens, MaskedClip) else MaskedClip(tokens)
         if key:
             with torch.no_grad():
-                return self.key_projector(self.key_encoder.forward_features(tokens))
-        return self.projector(self.encoder.forward_features(tokens))
+                return self.key_projector(encoder_features(self.key_encoder, clip))
+        return self.projector(encoder_features(self.encoder, clip))
 
     def forward(self, long_tokens: Tensor, generator: torch.Generator | None = None,
                 video_ids: Tensor | None = None) -> LSMCLOutput:
@@ -270,8 +298,11 @@ class LSMCL(nn.Module):
         (queued from earlier steps, or a second clip of it in the batch) serve as its negatives.
         """
         cfg = self.config
-        short = random_token_mask(short_clip(long_tokens, cfg.short_frames, generator), cfg.mask_ratio, generator)
-        long = random_token_mask(long_tokens, cfg.mask_ratio, generator)
+        # Each clip's frames carry time positions 0, 1, … from its own first frame (the transformer's
+        # `time_embed[:T]`), the short clip's too, wherever it sits in the long one: as every clip is given
+        # to the model in finetuning and evaluation, and without telling the model where the short clip sits.
+        short = mask_tokens(short_clip(long_tokens, cfg.short_frames, generator), cfg.mask_ratio, generator)
+        long = mask_tokens(long_tokens, cfg.mask_ratio, generator)
         # Long clips first: a DPLR kernel may grow its internal length in place on a longer input, which must
         # happen before the same weights enter this step's autograd graph through the short clip.
         lq, sq = self.embed(long, key=False), self.embed(short, key=False)

@@ -53,6 +53,9 @@ class SpaceTimeBlock(nn.Module):
 class VideoTransformer(nn.Module):
     """Input projection + spatial and temporal position embeddings + space-time blocks + mean pool + head."""
 
+    # LSMCL then passes the frame slots of the tokens its masking kept (`token_index`): `encoder_features`.
+    embeds_token_positions = True
+
     def __init__(self, config: VideoTransformerConfig, num_outputs: int):
         super().__init__()
         if config.d_model % config.heads:
@@ -68,15 +71,17 @@ class VideoTransformer(nn.Module):
         self.feature_dim = config.d_model
         self.head = nn.Linear(config.d_model, num_outputs)
 
-    def forward_features(self, tokens: Tensor) -> Tensor:
-        """(B, T, S, D) → (B, d_model)."""
+    def forward_features(self, tokens: Tensor, token_index: Tensor | None = None) -> Tensor:
+        """(B, T, S, D) → (B, d_model). `token_index` (B, T, S): the slot in its frame each token came from,
+        when some were removed (LSMCL's masking); without it token j of a frame is slot j."""
         b, t, s, _ = tokens.shape
         if t > self.config.max_frames or s > self.config.max_tokens_per_frame:
             raise ValueError(
                 f"input has {t} frames x {s} tokens; this transformer embeds at most "
                 f"{self.config.max_frames} x {self.config.max_tokens_per_frame}"
             )
-        x = self.embed(tokens) + self.time_embed[:t, None] + self.space_embed[None, :s]
+        space = self.space_embed[None, :s] if token_index is None else self.space_embed[token_index]
+        x = self.embed(tokens) + self.time_embed[:t, None] + space
         x = x.reshape(b, t * s, -1)
         for block in self.blocks:
             x = block(x)

@@ -77,6 +77,23 @@ def _multiples_near(batch: int, world: int) -> list[int]:
     return sorted({below, (batch // world + 1) * world})
 
 
+def distinct_videos(dataset) -> int:
+    """Distinct videos of a training set: its records' ids (its length for a set without records)."""
+    records = getattr(dataset, "records", None)
+    return len({record.video_id for record in records}) if records is not None else len(dataset)
+
+
+def _check_lsmcl_has_two_videos(setup: TrainSetup) -> None:
+    """Refuse an LSMCL run whose train split has one video, queue or not.
+
+    Why also with a queue: a video's own queued keys are no negatives (`lsmcl.VideoIds`), so with one video
+    in the split every step had one logit, a loss of exactly 0 and a top-1 of 1.0, and the run ended "ok"."""
+    videos = distinct_videos(setup.train_set)
+    if videos < 2:
+        raise UserError(f"the train split has {videos} video(s): LSMCL contrasts each video with others and needs "
+                        "at least two videos (with one the loss is 0 and nothing is learnt): add videos to it")
+
+
 def check_batch_settings(setup: TrainSetup) -> None:
     """One-line errors and warnings for train.batch_size and train.accumulate before anything is trained."""
     tcfg, ctx = setup.recipe.train, setup.ctx
@@ -93,6 +110,8 @@ def check_batch_settings(setup: TrainSetup) -> None:
             f"train.accumulate={tcfg.accumulate} splits a batch of {per_rank}{where} into more micro-batches than "
             f"it has clips: use train.accumulate <= {per_rank} or a larger train.batch_size"
         )
+    if setup.objective == "lsmcl":
+        _check_lsmcl_has_two_videos(setup)
     lsmcl_alone = setup.objective == "lsmcl" and not setup.recipe.train.lsmcl.queue_size
     task = contrastive_videos(per_rank, tcfg.accumulate, ctx.world_size)
     if lsmcl_alone and task < 2:
@@ -103,8 +122,10 @@ def check_batch_settings(setup: TrainSetup) -> None:
                         "video, which has no negative (the loss is 0 and nothing is learnt): use "
                         f"train.accumulate <= {most} or set train.lsmcl.queue_size")
     if lsmcl_alone and not steps_per_epoch(setup, ctx):
-        raise UserError(f"the train split has {len(setup.train_set)} clip(s): LSMCL without a queue needs two "
-                        "videos in a step to contrast; add videos or set train.lsmcl.queue_size")
+        # Reached only through accumulation: the split's videos fill one batch, cut into micro-batches of one.
+        raise UserError(f"the train split has {distinct_videos(setup.train_set)} videos, but train.accumulate="
+                        f"{tcfg.accumulate} gives each a micro-batch of its own, with no negative: lower "
+                        "train.accumulate or set train.lsmcl.queue_size")
     if tcfg.accumulate > 1 and setup.objective == "lsmcl" and ctx.is_main:
         from s5cli.cli.console import print_warning
 

@@ -126,11 +126,11 @@ def _stored_section(meta: dict[str, str], section: str) -> dict[str, Any]:
 
 def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     from s5cli.cli.console import print_warning
-    from s5cli.data.encode import TOKEN_IDENTITY
+    from s5cli.data.encode import TOKEN_IDENTITY, token_identity
 
     stored = _stored_section(meta, "data")  # with the settings of old runs filled in (`stored_recipe`)
     for name in TOKEN_IDENTITY:
-        if name in stored and (getattr(data, name) or None) != (stored[name] or None):
+        if name in stored and token_identity(name, getattr(data, name)) != token_identity(name, stored[name]):
             raise UserError(f"train.init={spec} was trained on tokens of data.{name}={stored[name]}, this recipe "
                             f"makes them with data.{name}={getattr(data, name)}: set data.{name}={stored[name]}, "
                             "or start from a checkpoint trained on this backbone")
@@ -168,11 +168,9 @@ def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[
     if unused and not missing and not wrong and all(k.startswith(SELECTION_PREFIXES) for k in unused):
         from s5cli.cli.console import print_warning
 
-        settings = recipe_model or {}
-        which = ("model.selector=none" if settings.get("selector") == "none"
-                 else f"model.name={settings.get('name', model.__class__.__name__)}")
         print_warning(f"train.init={spec}: its token selection ({len(unused)} tensors of the guide and mask "
-                      f"generator) is left out, as this model ({which}) selects no tokens; the rest is loaded")
+                      f"generator) is left out, as this model {_why_no_selection_weights(model, recipe_model)}; "
+                      "the rest is loaded")
         state = {k: v for k, v in state.items() if k in own}
     elif missing or unused or wrong:
         parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in (
@@ -184,6 +182,20 @@ def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[
         raise UserError(f"train.init={spec} does not fit the recipe's model: {cause}; {', '.join(parts)}: use the "
                         "checkpoint's model settings, or another train.init")
     return state
+
+
+def _why_no_selection_weights(model: Any, recipe_model: dict[str, Any] | None) -> str:
+    """Why a model has no place for a checkpoint's guide and mask generator, naming the setting that decides.
+
+    Why not always "selects no tokens": `model.selector=random` (or uniform) selects tokens, it only has
+    nothing learned to select them with."""
+    settings = recipe_model or {}
+    selector = settings.get("selector")
+    if selector == "none":
+        return "(model.selector=none) selects no tokens"
+    if selector not in (None, "learned"):
+        return f"(model.selector={selector}) has no learned selector"
+    return f"(model.name={settings.get('name', model.__class__.__name__)}) selects no tokens"
 
 
 def _settings_that_differ(meta: dict[str, str], recipe_model: dict[str, Any] | None) -> str:

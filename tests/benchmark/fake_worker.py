@@ -4,8 +4,10 @@ deaths) without real models or real durations.
 Why through the real `run_child` and forkserver: the parent's side (`WorkerHandle`, its reader threads,
 its kill) is what the tests are about, so only `serve` is replaced. The script travels in an environment
 variable, which `run_child` applies in the child: per model label, the seconds each kind of step reports
-("warmup", "step", "memory" for a memory-run step), "hang" for a step that never ends, or
-"raise: <message>" for a step that fails with a RuntimeError of that message.
+("warmup", "step", "memory" for a memory-run step), or "hang" for a step that never ends; "build": "hang"
+for a model that is never built; "<kind>_bytes" for the peak a kind of step reports (else `PEAK_BYTES`).
+As `worker.serve` does, a step whose peak passes the workload's `memory_budget` ends the worker with an
+"over_budget" event.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def run_fake_child(workload_json: dict[str, Any], channel: Any, log: Any,
 def fake_serve(workload: Any, commands: Iterable[str], out: IO[str]) -> int:
     """Answer like `worker.serve`, with the scripted seconds instead of running a model."""
     script = json.loads(os.environ[SCRIPT_ENV])[workload.label]
+    if script.get("build") == "hang":
+        time.sleep(3600)
     _emit(out, "built", params=1, build_seconds=0.0, build_peak_bytes=0, baseline_bytes=0, memory_method="fake",
           memory_released=False, large_blocks_mapped=False, memory_run=workload.memory_run, threads=1,
           pid=os.getpid(), cuda_graph=False, graph_error=None)
@@ -67,7 +71,11 @@ def fake_serve(workload: Any, commands: Iterable[str], out: IO[str]) -> int:
         seconds = script.get(key, 0.01)
         if seconds == "hang":
             time.sleep(3600)
-        _emit(out, kind, seconds=seconds, peak_bytes=PEAK_BYTES[key])
+        peak = script.get(f"{key}_bytes", PEAK_BYTES[key])
+        if workload.memory_budget is not None and peak > workload.memory_budget:
+            _emit(out, "over_budget", reason="memory", peak_bytes=peak, seconds=seconds)
+            return 0
+        _emit(out, kind, seconds=seconds, peak_bytes=peak)
     _emit(out, "done")
     return 0
 

@@ -246,6 +246,7 @@ def test_kernel_stage_times_the_fused_kernels_beside_the_matmul_form(monkeypatch
         (["--stage", "kernel", "--compare", "s4", "--mode", "infer"], "drop --compare, --mode"),
         (["--memory-budget", "0"], "must be more than 0"),
         (["--plot", "results.xyz"], "matplotlib cannot write .xyz"),
+        (["--plot", "-"], "--plot -: a plot cannot go to stdout; name a file, e.g. --plot benchmark.png"),
         (["--json", "r.png", "--plot", "./r.png"], "--json and --plot are both r.png: the plot would replace the JSON"),
         (["--time-budget", "nan"], "--time-budget nan: must be a positive number of seconds"),
         (["--json", "pyproject.toml/r.json"], "--json folder pyproject.toml is a file"),
@@ -335,6 +336,60 @@ def test_plot_without_matplotlib_is_a_clear_user_error(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(UserError, match="matplotlib"):
         write_plot({"results": []}, tmp_path / "y.png")
+
+
+def test_a_pgf_plot_without_its_tex_program_is_refused_before_the_run(monkeypatch, tmp_path: Path) -> None:
+    """matplotlib lists pgf among its formats, but writes it with a TeX program: without one the plot failed
+    with a traceback after the whole run."""
+    import shutil
+
+    import matplotlib
+
+    import s5cli.benchmark.runner as runner
+
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runner, "run_group", lambda *a, **k: pytest.fail("a model ran before the flags were checked"))
+    result = _invoke([*TINY, "--plot", str(tmp_path / "out.pgf")])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: --plot {tmp_path / 'out.pgf'}: matplotlib writes .pgf with {matplotlib.rcParams['pgf.texsystem']}, "
+        "which is not on PATH; use .png, .svg or .pdf, or install TeX"]
+
+
+def test_a_plot_that_cannot_be_written_is_one_line_and_the_json_is_kept(monkeypatch, tmp_path: Path) -> None:
+    from s5cli.benchmark import plot
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {}, "s4": {}})
+
+    def write_plot(report, path):
+        raise RuntimeError("latex was not able to process the following string:\nb'lp'")
+
+    monkeypatch.setattr(plot, "write_plot", write_plot)
+    out, figure = tmp_path / "r.json", tmp_path / "r.png"
+    result = _invoke([*TINY, "--compare", "s4", "--mode", "infer", "--json", str(out), "--plot", str(figure)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == (
+        f"error: --plot {figure}: the plot could not be written: latex was not able to process the following "
+        f"string; the results are in --json {out}")
+    assert {row["model"] for row in json.loads(out.read_text())["results"]} == {"s5", "s4"}
+
+
+def test_ctrl_c_in_the_kernel_stage_writes_nothing_as_the_help_says(monkeypatch, tmp_path: Path) -> None:
+    """The help promised partial results on Ctrl-C for both stages; the kernel stage keeps none."""
+    help_text = " ".join(CliRunner().invoke(app, ["benchmark", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "what was measured so far, exit 130 (--stage kernel then writes nothing)" in help_text
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kernel_module, "kernel_stage", interrupted)
+    out = tmp_path / "kernel.json"
+    result = _invoke(["--stage", "kernel", "--frames", "8", "--tokens-per-frame", "8", "--dim", "16",
+                      "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 130 and "error: interrupted" in result.output
+    assert not out.exists()
 
 
 def test_the_plot_says_where_a_model_went_over_budget_and_labels_every_length(tmp_path: Path, monkeypatch) -> None:

@@ -391,3 +391,94 @@ def test_a_stopped_group_keeps_the_steps_it_finished(monkeypatch) -> None:
     assert row["peak_memory_bytes"] is None and "before its memory run" in row["memory_error"]
     assert worker_pids() == []
     assert runner.interrupted_measurements(KeyboardInterrupt()) == []
+
+
+def test_the_memory_budget_judges_the_memory_runs_peak_not_the_timing_process(monkeypatch) -> None:
+    """A timing process's peak also holds freed heap blocks (above the reported figure): 17.8 MiB models
+    read "over budget" under 22MB. The memory run's peak, the figure reported, decides."""
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {"warmup_bytes": 3072, "step_bytes": 3072, "memory_bytes": 1024},
+                                   "s4": {"step_bytes": 3072, "memory_bytes": 2560}})
+    s5, s4 = run_group([_tiny("s5"), _tiny("s4")], repeat=2, memory_budget=2048)
+    assert s5.status == OK and s5.times == [0.01, 0.01] and s5.peaks == [3072, 3072], s5.reason
+    row = result_row(s5)
+    assert row["peak_memory_bytes"] == 1024 and row["timed_step_peak_bytes"] == 3072
+    # Over the budget where the memory run is: that model's memory, as reported.
+    assert s4.status == OVER_BUDGET and s4.reason == "memory run: memory: peak 2.50 KiB > budget 2.00 KiB"
+    assert worker_pids() == []
+
+
+def test_a_timing_process_past_its_ceiling_is_stopped_as_a_runaway(monkeypatch) -> None:
+    from s5cli.benchmark.runner import TIMING_MEMORY_CEILING
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    assert TIMING_MEMORY_CEILING == 2
+    use_fake_workers(monkeypatch, {"s5": {"step_bytes": 5120, "memory_bytes": 1024}})
+    (result,) = run_group([_tiny("s5")], repeat=2, memory_budget=2048)
+    assert result.status == OVER_BUDGET and result.times == []
+    assert result.reason == "memory: peak 5.00 KiB > 4.00 KiB, a timing process's ceiling (2x the budget)"
+    assert worker_pids() == []
+
+
+def test_the_timing_ceiling_stays_within_each_processs_share_of_the_free_memory() -> None:
+    """Twice the default CPU budget (80 % of the free memory per model) let the timing processes together
+    grow past the free memory: the ceiling is capped at each one's share, and never below the budget."""
+    from s5cli.benchmark.runner import timing_memory_limit
+
+    gib = 1 << 30
+    assert timing_memory_limit(None, 3, 20 * gib) == (None, None)
+    assert timing_memory_limit(gib, 2, 20 * gib)[0] == 2 * gib  # room enough: twice the budget
+    ceiling, words = timing_memory_limit(8 * gib, 2, 20 * gib)  # the default budget for two models
+    assert ceiling == 8 * gib and words.endswith("(its share of the free memory)")
+    assert timing_memory_limit(4 * gib, 3, 20 * gib)[0] == int(0.8 * 20 * gib / 3)
+    assert timing_memory_limit(4 * gib, 1, None)[0] == 8 * gib  # free memory unknown (or a GPU's budget)
+
+
+def test_a_model_not_built_in_time_is_named_a_build_timeout_not_a_step_over_budget(monkeypatch) -> None:
+    from s5cli.benchmark import runner
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    monkeypatch.setattr(runner, "BUILD_TIMEOUT_S", 0.2)
+    use_fake_workers(monkeypatch, {"s5": {"build": "hang"}})
+    (result,) = run_group([_tiny("s5")], repeat=1)
+    assert result.status == OVER_BUDGET
+    assert result.reason == "time: building the model took longer than 0.2 s (stopped)"
+    assert worker_pids() == []
+
+
+def test_a_sweep_keeps_the_model_order_when_a_model_is_skipped(monkeypatch) -> None:
+    """The transformer over budget at 4 frames is skipped at 8: it stays in its place, not first."""
+    from s5cli.benchmark.runner import iter_sweep
+    from tests.benchmark.fake_worker import use_fake_workers
+
+    use_fake_workers(monkeypatch, {"s5": {}, "transformer": {"step": 0.2}, "s4": {}})
+    groups = list(iter_sweep([_tiny("s5"), _tiny("transformer"), _tiny("s4")], [4, 8], repeat=1,
+                             time_budget=0.12))
+    assert [[(m.workload.label, m.workload.frames, m.status) for m in group] for group in groups] == [
+        [("s5", 4, OK), ("transformer", 4, OVER_BUDGET), ("s4", 4, OK)],
+        [("s5", 8, OK), ("transformer", 8, OVER_BUDGET), ("s4", 8, OK)]]
+    assert "not run" in (groups[1][1].reason or "")
+    assert worker_pids() == []
+
+
+@pytest.mark.parametrize("lengths", [(4,), (4, 8, 16)], ids=["one-length-sweep", "stopped-after-one-length"])
+def test_a_sweep_with_one_measured_length_still_has_its_slope_target(lengths, capsys) -> None:
+    """`--sweep 60`, or a sweep stopped after its first length: the target reads "could not be fitted",
+    not nothing at all."""
+    from rich.console import Console
+
+    from s5cli.benchmark.report import render
+
+    measured = [m for m in _sweep_with_s5_over_budget_from(None, lengths) if m.workload.frames == 4]
+    report = build_report(measured, {"frames": list(lengths), "sweep": True}, {})
+    (check,) = [c for c in report["targets"] if c["metric"] == "time_slope"]
+    assert check["frames"] == [4] and check["requested_frames"] == list(lengths)
+    assert check["value"] is None and check["verdict"] == "not fitted"
+    render(report, Console(file=None, width=200, force_terminal=False))
+    line = next(line for line in capsys.readouterr().out.splitlines() if "time_slope" in line)
+    if len(lengths) == 1:
+        assert line.endswith("could not be fitted: the sweep has one length (4 frames); a slope needs two")
+    else:
+        assert line.endswith("could not be fitted: S5 finished 1 of the 3 lengths (4,8,16 frames); a slope "
+                             "needs two")

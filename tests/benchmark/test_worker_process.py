@@ -62,6 +62,9 @@ def test_a_worker_steps_over_its_socket_and_a_crash_is_named_by_its_last_printed
 
 def test_workers_are_forked_on_cpu_and_spawned_for_cuda_fresh_sets_or_a_changed_environment(monkeypatch) -> None:
     monkeypatch.setattr(worker_process, "_forkserver_environment", None)
+    # Unset from the start: run with OMP_NUM_THREADS=1 (as on a shared machine), the delenv below left an
+    # environment that differed from the first one.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert worker_process.worker_context("cpu").get_start_method() == "forkserver"
     assert worker_process.worker_context("cuda:1").get_start_method() == "spawn"
     assert worker_process.worker_context("cpu", fresh=True).get_start_method() == "spawn"
@@ -97,6 +100,39 @@ def test_a_forked_worker_sees_the_parents_environment_as_it_is_now(monkeypatch) 
             assert started.channel.makefile("r").read() == value
         started.process.join(30)
         assert started.process.exitcode == 0
+
+
+def _run_child_reporting_its_ctrl_c_handling(workload_json, channel, log, environment) -> None:
+    """The real `run_child`, with a `serve` that only says whether this process ignores SIGINT."""
+    from s5cli.benchmark import worker
+
+    def serve(workload, commands, out) -> int:
+        out.write("ignored" if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else "handled")
+        out.flush()
+        return 0
+
+    worker.serve = serve
+    worker.run_child(workload_json, channel, log, environment)
+
+
+def test_the_forkserver_ignores_ctrl_c_from_its_first_import_and_so_do_its_workers(monkeypatch) -> None:
+    """A Ctrl-C while the forkserver imported torch printed its KeyboardInterrupt traceback under the
+    parent's "error: interrupted": it ignored SIGINT only after its preloads. The parent handles Ctrl-C
+    and ends the workers itself."""
+    assert worker_process.WORKER_PRELOAD[0] == "s5cli.benchmark.forkserver_ignores_ctrl_c"
+    probe = ("import signal{}, s5cli.benchmark.forkserver_ignores_ctrl_c; "
+             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    for imports, ignored in ((", multiprocessing.forkserver", "True"), ("", "False")):  # elsewhere: no effect
+        completed = subprocess.run([sys.executable, "-c", probe.format(imports)], capture_output=True, text=True,
+                                   timeout=60, check=True)
+        assert completed.stdout.strip() == ignored
+    monkeypatch.setattr(worker_process, "run_child", _run_child_reporting_its_ctrl_c_handling)
+    started = worker_process.start_worker(_tiny().to_json())
+    with started.channel, started.log:
+        assert started.process._popen.__class__.__module__ == "multiprocessing.popen_forkserver"
+        assert started.channel.makefile("r").read() == "ignored"
+    started.process.join(30)
+    assert started.process.exitcode == 0
 
 
 def test_a_forkserver_that_cannot_start_falls_back_to_spawn(monkeypatch) -> None:

@@ -128,6 +128,23 @@ def test_empty_root_names_the_layouts(breakfast_dir: Path, tmp_path: Path) -> No
         list_records(breakfast_data(tmp_path, breakfast_dir), "train")
 
 
+def test_a_split_without_any_video_on_disk_lists_its_own_videos_as_missing(breakfast_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """`s5 extract` counts them as not on disk; with a val carved out of train, each split its own share."""
+    from s5cli.data.datasets.base import NoVideosError
+
+    data = breakfast_data(tmp_path, breakfast_dir, val_fraction=0.1)
+    missing = {}
+    for split in ("train", "val", "test"):
+        with pytest.raises(NoVideosError) as caught:
+            list_records(data, split)
+        missing[split] = caught.value.missing
+    assert missing["test"] == [row[0] for row in data_rows(breakfast_dir / "test.csv")]
+    assert missing["val"] and not set(missing["val"]) & set(missing["train"])
+    train_csv = [row[0] for row in data_rows(breakfast_dir / "train.csv")]
+    assert sorted(missing["train"] + missing["val"]) == sorted(train_csv)
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [

@@ -187,6 +187,61 @@ def test_roots_and_cache_dirs_are_checked(tmp_path, monkeypatch):
         inv.scan(None, [tmp_path / "nope"])
 
 
+def test_a_cache_dir_given_as_the_root_is_named_with_the_flag_that_scans_it(tmp_path, monkeypatch):
+    """`--root .s5cache/features` said "nothing cached" although it held entries: it is a cache dir (a
+    recipe's data.cache_dir), so the error says to pass it as --cache-dir, which lists them."""
+    from typer.testing import CliRunner
+
+    from s5cli.cli.app import app
+
+    folder = write_tokens(tmp_path / "tokens", ["a"])
+    with pytest.raises(UserError, match=r"tokens is a cache dir, not a cache root") as error:
+        inv.scan(tmp_path / "tokens")
+    assert error.value.hint == f"use --cache-dir {tmp_path / 'tokens'}"
+    with pytest.raises(UserError, match=r"is one cache entry, not a cache root"):
+        inv.scan(folder)
+    assert [e.path for e in inv.scan(tmp_path / "tokens", [tmp_path / "tokens"]).entries] == [folder]
+    for command in ("ls", "clean"):
+        result = CliRunner().invoke(app, ["cache", command, "--root", str(tmp_path / "tokens")])
+        assert result.exit_code == 2 and "nothing" not in result.output
+        assert f"--cache-dir {tmp_path / 'tokens'}" in " ".join(result.output.split())
+    # The default root holding entries itself (data.cache_dir=.s5cache): named so, and listed with the flag.
+    monkeypatch.chdir(tmp_path)
+    here = write_tokens(tmp_path / ".s5cache", ["b"])
+    with pytest.raises(UserError, match=r"\.s5cache is a cache dir"):
+        inv.scan()
+    assert [e.path for e in inv.scan(None, [Path(".s5cache")]).entries] == [Path(".s5cache") / here.name]
+
+
+def test_a_project_folder_with_another_tools_settings_json_is_no_cache_dir(tmp_path):
+    """Only an s5cli marker makes a folder a cache entry: `--root proj` with `.vscode/settings.json` in it
+    was called a cache dir (and `--root app` with its own settings.json a cache entry)."""
+    project = tmp_path / "proj"
+    (project / ".vscode").mkdir(parents=True)
+    (project / ".vscode" / "settings.json").write_text('{"editor.tabSize": 4}')
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "settings.json").write_text('{"format": "theme/1"}')
+    for root in (project, app):
+        assert inv.scan(root).entries == []
+
+
+def test_a_leftover_inside_a_token_folder_adds_no_where_column_to_one_cache_dir(tmp_path):
+    """The "in" column names the cache folder of each entry when several are listed; a temporary file left
+    inside a token folder (another parent than the folder's own) added it when only one was."""
+    from typer.testing import CliRunner
+
+    from s5cli.cli.app import app
+
+    folder = write_tokens(tmp_path / "tokens", ["a"])
+    leftover(folder / "b.safetensors")
+    command = ["cache", "ls", "--cache-dir", str(tmp_path / "tokens")]
+    result = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "temporary file" in result.stdout
+    assert result.stdout.splitlines()[0].split()[-1] == "modified", result.stdout
+
+
 # What a marker may hold that identifies nothing: bytes that are not UTF-8, JSON cut short, JSON that is no
 # object, an object without the "format" every s5cli marker has had.
 UNPARSABLE = {

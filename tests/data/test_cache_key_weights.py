@@ -43,6 +43,17 @@ def test_keys_without_a_local_weights_file_are_the_ones_earlier_versions_compute
     assert "backbone_weights_sha256" not in hub.metadata()
 
 
+def test_one_hub_id_spelled_three_ways_is_one_cache(tmp_path, monkeypatch):
+    """`timm/X`, `hf://timm/X` and `hf-hub:timm/X` load the same weights (`resolve_weights`) but gave three
+    keys; the bare id (the bundled recipes' spelling) keeps the key earlier versions gave it."""
+    monkeypatch.chdir(tmp_path)
+    hub_id = "timm/vit_small_patch16_224.augreg_in21k@abc123"
+    spellings = [hub_id, f"hf://{hub_id}", f"hf-hub:{hub_id}", f" hf://{hub_id} "]
+    keys = {ExtractionSettings("vit_small_patch16_224", w, None, 8.0, 224, "bfloat16").key() for w in spellings}
+    assert keys == {"63fd02611cb5"}
+    assert tiny("hf://timm/other").key() != tiny("timm/vit_small_patch16_224.augreg_in21k").key()
+
+
 def test_overwriting_the_weights_file_at_the_same_path_changes_the_key(tmp_path):
     weights = write_tiny_vit(tmp_path / "weights.safetensors", seed=1)
     before = tiny(str(weights)).key()

@@ -219,3 +219,72 @@ def test_stale_videos_stay_while_their_tokens_are_in_use_so_a_later_clean_still_
     removed, failures = inv.delete(inventory, inv.select(inventory))
     assert failures == [] and not videos.exists()
     assert {p.stem for p in tokens.glob("*.safetensors")} == {"own-clip"}
+
+
+def test_a_claimed_video_is_refused_to_others_until_released_and_leaves_no_file(tmp_path):
+    """Two extractions of one cache share its videos: a claim held is refused without waiting, and the
+    holder's release deletes the claim file (no file per video piles up in the token folder)."""
+    from s5cli.data.cache_lock import CLAIM_SUFFIX, claim
+
+    held = claim(tmp_path, "-vid00", wait=False)
+    assert held is not None and (tmp_path / f".-vid00{CLAIM_SUFFIX}").is_file()
+    assert claim(tmp_path, "-vid00", wait=False) is None  # another open file: refused, in the same process too
+    other = claim(tmp_path, "-vid01", wait=False)
+    assert other is not None  # one claim per video
+    held.release()
+    other.release()
+    assert list(tmp_path.iterdir()) == []
+    again = claim(tmp_path, "-vid00", wait=False)
+    assert again is not None
+    again.release()
+
+
+def test_a_waiter_takes_the_claim_once_its_holder_releases_it(tmp_path):
+    """The holder deletes the claim file before unlocking: the waiter, locked on the deleted file, takes the
+    claim again on the file now at the path, so a third extraction cannot take it at the same time."""
+    from s5cli.data.cache_lock import claim
+
+    held = claim(tmp_path, "clip", wait=False)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(claim(tmp_path, "clip", wait=True)))
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive() and not got  # blocked, not spinning through
+    held.release()
+    waiter.join(timeout=10)
+    assert got and got[0] is not None
+    assert claim(tmp_path, "clip", wait=False) is None  # the waiter's claim is on the file at the path
+    got[0].release()
+
+
+def test_without_fcntl_or_a_writable_folder_a_claim_guards_nothing(tmp_path, monkeypatch):
+    """Windows has no flock, and a read-only cache cannot hold a claim file: extraction goes on unguarded."""
+    from s5cli.data import cache_lock
+
+    readonly = tmp_path / "absent"  # cannot create the claim file in it
+    assert cache_lock.claim(readonly, "clip", wait=False) is not None
+    monkeypatch.setattr(cache_lock, "fcntl", None)
+    first, second = (cache_lock.claim(tmp_path, "clip", wait=False) for _ in range(2))
+    assert first is not None and second is not None
+    first.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_claim_file_is_neither_counted_by_ls_nor_hides_the_in_use_mark(tmp_path):
+    """A video being extracted (or a claim left by a killed extraction) adds no file to `s5 cache ls`'s
+    counts, and the folder still shows as in use; `clean` takes a leftover claim with its folder."""
+    from s5cli.data.cache_lock import claim
+
+    cache = FeatureCache(tmp_path / "scratch", SETTINGS)
+    cache.save("vidA", torch.zeros(2, 3, 4))
+    held = claim(cache.folder, "vidB", wait=False)
+    [entry] = inv.scan(None, [tmp_path / "scratch"]).entries
+    assert entry.files == 2 and entry.in_use  # the tokens and settings.json
+    release_all()
+    held.release()
+    claim(cache.folder, "vidC", wait=False)  # left behind: its process was killed
+    [entry] = inv.scan(None, [tmp_path / "scratch"]).entries
+    assert entry.files == 2 and not entry.in_use
+    result = CliRunner().invoke(app, ["cache", "clean", "--cache-dir", str(tmp_path / "scratch"), "--all", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert not cache.folder.exists()

@@ -101,6 +101,20 @@ def test_a_subset_without_entries_is_an_error(coin: dict) -> None:
         list_records(coin, "train")
 
 
+def test_a_subset_without_any_video_on_disk_lists_them_as_missing(coin: dict, tmp_path: Path) -> None:
+    """`s5 extract` counts them as not on disk (--strict fails), where the skipped split counted none."""
+    from s5cli.data.datasets.base import NoVideosError
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    with pytest.raises(NoVideosError) as caught:
+        list_records({**coin, "root": empty}, "train")
+    assert caught.value.missing == ["-0Xwn_Ax-Ts", "a1b2c3d4e5f", "notondisk00"]
+    with pytest.raises(NoVideosError) as caught:
+        list_records({**coin, "root": empty, "val_fraction": 0.5}, "val")
+    assert caught.value.missing == ["notondisk00"]  # the held-out share alone (`in_holdout`)
+
+
 def test_the_official_download_layout_one_folder_per_task(coin: dict) -> None:
     """coin-dataset's download script writes videos/<recipe_type>/<youtube_id>.mp4 (ViS4mer globs it)."""
     videos = Path(coin["root"]) / "videos"

@@ -504,7 +504,8 @@ def test_a_video_damaged_after_its_first_chunk_says_how_far_decoding_got(tmp_pat
         assert all(abs(level - frame_value(i)) <= 3 for i, level in enumerate(levels))
         assert str(caught.value) == (
             f"{damaged}: decoding failed after frame 192 of 240 (damaged from there?): re-encode it "
-            "(ffmpeg -i film.mp4 -c:v libx264 film-fixed.mp4) and use the copy")
+            "(ffmpeg -i film.mp4 -c:v libx264 film-fixed.mp4), then replace the original with the copy, "
+            "named film.mp4")
 
 
 def test_pyav_reads_a_clip_chunk_by_chunk_in_one_pass(tmp_path, monkeypatch):

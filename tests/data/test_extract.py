@@ -219,6 +219,98 @@ def test_shards_split_the_records_by_stride(tmp_path, setup, monkeypatch):
         resolve_shard((3, 3))
 
 
+class SlowBackbone(torch.nn.Module):
+    """The real test backbone, with a pass that takes a while, as a ViT-L's does (`fail_on`: calls that raise)."""
+
+    def __init__(self, settings, seconds: float = 0.3, fail_on: int | None = None) -> None:
+        super().__init__()
+        from s5cli.data.encode import load_backbone
+
+        self.inner = load_backbone(settings)
+        self.mean, self.std = self.inner.mean, self.inner.std
+        self.seconds, self.fail_on, self.calls = seconds, fail_on, 0
+
+    def forward(self, images):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("CUDA out of memory")
+        time.sleep(self.seconds)
+        return self.inner(images)
+
+
+def test_two_extractions_of_one_cache_at_once_share_the_videos(tmp_path, setup):
+    """Two runs started together (a finetune of S5 and one of S4 on one data.cache_dir) each extracted every
+    video, twice the backbone compute: now each video is extracted once, and each run counts what the
+    other extracted as reused, so both reports (and bars) cover every video."""
+    import threading
+
+    _, settings, _ = setup
+    records = make_records(tmp_path / "videos", 6)
+    reports = []
+
+    def run():
+        cache = FeatureCache(tmp_path / "cache", settings)
+        reports.append(extract_records(records, settings, cache, decode_threads=1, show_progress=False,
+                                       backbone=SlowBackbone(settings)))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(reports) == 2, "an extraction did not finish"
+    assert sum(r.extracted for r in reports) == len(records), [(r.extracted, r.reused) for r in reports]
+    assert all(r.extracted + r.reused == len(records) and r.failed == [] for r in reports)
+    folder = FeatureCache(tmp_path / "cache", settings).folder
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [".in-use.lock"]  # no claims
+
+
+@pytest.mark.parametrize("holder_saves", [True, False])
+def test_a_video_another_extraction_holds_is_waited_for_then_reused_or_extracted(tmp_path, setup, holder_saves):
+    """Deferred to the end, then waited for (no spinning, no second extraction): reused when the holder
+    saved it, extracted when the holder gave up (a decode failure, a crash)."""
+    import threading
+
+    from s5cli.data.cache_lock import claim
+
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 3)
+    cache.create_folder()
+    held = claim(cache.folder, "-vid00", wait=False)  # another extraction is busy with the first video
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(
+        extract_records(records, settings, FeatureCache(tmp_path / "cache", settings), decode_threads=1,
+                        show_progress=False)))
+    worker.start()
+    assert wait_until(lambda: cache.cached_ids() == {"-vid01", "-vid02"}, timeout=60)
+    time.sleep(0.2)
+    assert worker.is_alive() and "-vid00" not in cache.cached_ids()  # waiting for the holder
+    if holder_saves:
+        cache.save("-vid00", torch.zeros(4, 17, 96), {"source": "-vid00.mp4"})
+    held.release()
+    worker.join(timeout=60)
+    [report] = reports
+    assert (report.extracted, report.reused) == ((2, 1) if holder_saves else (3, 0))
+
+
+def test_an_extraction_that_fails_leaves_no_video_claimed(tmp_path, setup):
+    """A run ended by an error (out of memory) gave up its claims: a later run in the same process, which a
+    claim left held would block forever, extracts the rest."""
+    import threading
+
+    _, settings, cache = setup
+    records = make_records(tmp_path / "videos", 3)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        extract_records(records, settings, cache, decode_threads=1, show_progress=False,
+                        backbone=SlowBackbone(settings, seconds=0, fail_on=2))
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(
+        extract_records(records, settings, cache, decode_threads=1, show_progress=False)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert reports and (reports[0].extracted, reports[0].reused) == (2, 1)
+
+
 def _terminal_stderr(monkeypatch) -> io.StringIO:
     """stderr as a 120-column terminal, so the live bars are drawn (into the returned buffer)."""
     from s5cli.cli import console
@@ -480,8 +572,10 @@ def test_a_stopped_extract_says_how_to_go_on(tmp_path, monkeypatch, stop, word, 
     made: list[str] = []
 
     def stopped(data, *args, **kwargs):
-        if made:  # some videos were extracted: their folder exists
-            feature_cache(data).folder.mkdir(parents=True)
+        cache = feature_cache(data)
+        cache.create_folder()  # made before the first video is done, as extraction claims videos in it
+        if made:  # some videos were extracted
+            cache.save("clip", torch.zeros(1, 17, 96))
         raise stop()
 
     monkeypatch.setattr(extract, "ensure_cached", stopped)
@@ -528,6 +622,37 @@ def test_cli_extract_strict_fails_on_a_broken_or_missing_video(tmp_path, monkeyp
     missing = CliRunner().invoke(app, [*base, "--split", "val", "--strict"])
     assert missing.exit_code == 1 and "1 video of the split files not under data.root" in missing.output
     assert '"missing_videos": [' in missing.output and '"gone"' in missing.output  # which ones, for a script
+
+
+def test_cli_extract_strict_fails_when_a_whole_split_is_not_on_disk(tmp_path, monkeypatch):
+    """A split skipped because none of its videos is on disk counts them all as missing: --strict exits 1
+    (it exited 0 with "missing": 0); without --strict the other splits are extracted and the run exits 0."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import s5cli.data.datasets as datasets
+    from s5cli.cli.app import app
+    from s5cli.data.datasets.base import NoVideosError, RecordList
+
+    records = make_records(tmp_path / "videos", 2)
+
+    def list_records(data, split, show_progress=True):
+        if split == "test":
+            raise NoVideosError("none of the 3 Breakfast test videos is under data.root", missing=["a", "b", "c"])
+        return RecordList(records, missing=[])
+
+    monkeypatch.setattr(datasets, "list_records", list_records)
+    recipe = str(REPO_ROOT / "recipes" / "synthetic.yaml")
+    base = ["extract", recipe, f"data.cache_dir={tmp_path / 'cache'}", "data.frames=4", "--quiet", "--json"]
+    strict = CliRunner().invoke(app, [*base, "--strict"])
+    assert strict.exit_code == 1, strict.output
+    assert "--strict: 3 videos of the split files not under data.root" in strict.output
+    lenient = CliRunner().invoke(app, base)
+    assert lenient.exit_code == 0, lenient.output
+    summary = json.loads(lenient.stdout[lenient.stdout.index("{"):])
+    assert (summary["reused"], summary["missing"], summary["missing_videos"]) == (2, 3, ["a", "b", "c"])
+    assert summary["skipped_splits"] == ["test"]
 
 
 def test_extract_skips_a_split_without_videos_and_counts_missing_ones(tmp_path, monkeypatch, capsys):

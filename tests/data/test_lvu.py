@@ -124,6 +124,15 @@ def test_no_video_at_all_names_the_root(lvu_dir: Path, tmp_path: Path) -> None:
         list_records(lvu_data(tmp_path, lvu_dir, "genre"), "train")
 
 
+def test_a_split_without_any_video_on_disk_lists_them_as_missing(lvu_dir: Path, tmp_path: Path) -> None:
+    """`s5 extract` counts them as not on disk (--strict fails), where the skipped split counted none."""
+    from s5cli.data.datasets.base import NoVideosError
+
+    with pytest.raises(NoVideosError) as caught:
+        list_records(lvu_data(tmp_path, lvu_dir, "genre"), "test")
+    assert caught.value.missing == [fields[-2] for fields in data_lines(lvu_dir / "genre" / "test.csv")]
+
+
 def test_missing_root_is_one_line_error(lvu_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         list_records(lvu_data(tmp_path / "nowhere", lvu_dir, "genre"), "train")

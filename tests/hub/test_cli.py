@@ -127,3 +127,38 @@ def test_the_recipe_hub_section_is_the_default_target(
     assert result.exit_code == 0, result.output
     assert f"pushed {run_dir / 'best'}" in " ".join(result.output.split())
     assert "model.safetensors" in hub.files("erin/model")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["push", "hf://bob/model", "erin/x"],
+         "s5 push takes a local checkpoint or run folder, not hf://bob/model: download it first "
+         "(hf download bob/model --local-dir DIR), then push DIR"),
+        (["recipes", "push", "hf://alice/recipes/recipe.yaml", "carol/x"],
+         "s5 recipes push takes a local recipe file, not hf://alice/recipes/recipe.yaml: download it first "
+         "(s5 recipes pull hf://alice/recipes/recipe.yaml --dest DIR), then push DIR/recipe.yaml"),
+    ],
+)
+def test_push_of_a_hub_address_says_to_download_it_first(
+    runner: CliRunner, hub: FakeHub, args: list[str], expected: str
+) -> None:
+    """The address was printed with one slash dropped ("checkpoint hf:/bob/model does not exist")."""
+    result = runner.invoke(app, args, env={"COLUMNS": "400"}, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    lines = _lines(result.output)
+    assert len(lines) == 1 and lines[0] == f"error: {expected}", result.output
+    assert hub.requests == []
+
+
+def test_a_recipe_named_like_a_repo_id_suggests_its_hub_address(runner: CliRunner, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`s5 recipes show alice/recipes` said only "not found"; checkpoints named so suggest hf://alice/recipes."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["recipes", "show", "alice/recipes"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    lines = _lines(result.output)
+    assert len(lines) == 1 and "recipe alice/recipes not found" in lines[0], result.output
+    assert "hf://alice/recipes" in lines[0], result.output
+    result = runner.invoke(app, ["recipes", "show", "alice/recipes.yaml"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "hf://" not in result.output  # a file name, not a repo

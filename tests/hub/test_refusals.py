@@ -95,20 +95,41 @@ def test_missing_revision_is_refused(hub: FakeHub, recipe_file: Path, tmp_path: 
     hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
     for call in (lambda: pull_recipes("bob/r", revision="v9", dest=tmp_path / "d"),
                  lambda: pull_recipes("bob/r", "synthetic", revision="v9", dest=tmp_path / "d"),
-                 lambda: resolve_recipe_path("hf://bob/r@v9/synthetic.yaml"),
-                 lambda: resolve_checkpoint_dir("hf://bob/r@v9")):
+                 lambda: resolve_checkpoint_dir("bob/r", revision="v9")):
         with pytest.raises(UserError) as error:
             call()
         message = _one_line(error)
-        assert "revision 'v9' not found" in message and "bob/r" in message and "--revision" in message
+        assert "revision 'v9' not found" in message and "bob/r" in message and "to --revision" in message
     assert _tree(tmp_path / "d") == []
+
+
+def test_a_missing_revision_in_an_address_is_fixed_in_the_address(hub: FakeHub, recipe_file: Path) -> None:
+    """`s5 finetune hf://bob/r@v9/x.yaml` was told to pass a revision to --revision, which finetune has not."""
+    from s5cli.recipe import resolve_recipe_spec
+
+    hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    for call in (lambda: resolve_recipe_spec("hf://bob/r@v9/synthetic.yaml"),
+                 lambda: resolve_recipe_path("hf://bob/r@v9/synthetic.yaml"),
+                 lambda: resolve_checkpoint_dir("hf://bob/r@v9"),
+                 lambda: pull_recipes("hf://bob/r@v9", dest=Path("unused"))):
+        with pytest.raises(UserError) as error:
+            call()
+        message = _one_line(error)
+        assert "revision 'v9' not found in Hub repo bob/r" in message and "--revision" not in message, message
+        assert "after @ in the address (hf://bob/r@REVISION" in message, message
 
 
 def test_missing_file_is_refused(hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:
     hub.commit("bob/r", {"synthetic.yaml": recipe_file.read_bytes()})
+    hub.commit("bob/r", {"other.yaml": recipe_file.read_bytes()}, branch="v2")
     with pytest.raises(UserError) as error:
         pull_recipes("bob/r", "nope.yaml", dest=tmp_path / "d")
     assert "nope.yaml" in _one_line(error) and "not found" in str(error.value)
+    # huggingface_hub's CLI has no `hf ls`: the command named is one that lists a repo's files.
+    assert "`hf models ls bob/r -R` lists the files" in str(error.value)
+    with pytest.raises(UserError) as error:
+        resolve_recipe_path("hf://bob/r@v2/nope.yaml")
+    assert "`hf models ls bob/r -R --revision v2` lists the files" in _one_line(error)
     assert _tree(tmp_path / "d") == []
 
 
@@ -367,3 +388,29 @@ def test_a_checkpoint_is_fetched_by_its_own_files_not_the_whole_repo(hub: FakeHu
     assert local.name == step.name and (local / "model.safetensors").is_file()
     requested = hub.paths_requested("GET")
     assert not any("huge" in p or "notes" in p for p in requested)
+
+
+def test_a_checkpoint_fetch_prints_no_noise_of_huggingface_hub(
+    hub: FakeHub, run_dir: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pickle repo, or a run folder without best/, printed huggingface_hub's "No files matched
+    allow_patterns=[...]" warning and a "Fetching 0 files" bar before s5cli's own line."""
+    hub.commit("bob/pickled", {"pytorch_model.bin": b"\x80\x04not really a pickle"})
+    with pytest.raises(UserError, match="safetensors only"):
+        resolve_checkpoint_dir("bob/pickled")
+    files = {path.relative_to(run_dir).as_posix(): path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    hub.commit("bob/nobest", {name: data for name, data in files.items() if not name.startswith("best/")})
+    assert resolve_checkpoint_dir("hf://bob/nobest").name == "step-0000007"
+    noise = capsys.readouterr().err + caplog.text
+    assert "No files matched" not in noise and "Fetching 0 files" not in noise, noise
+
+
+def test_a_huge_remote_recipe_is_refused_by_its_size_before_it_is_read(hub: FakeHub, tmp_path: Path) -> None:
+    """`recipes pull` read each remote file whole (and decoded it) before the 1 MiB cap: the size decides
+    first, so a 2 MiB file whose end is not UTF-8 is refused for its size, not its bytes."""
+    hub.commit("bob/big", {"big.yaml": b"a" * (2 << 20) + b"\xff"})
+    with pytest.raises(UserError) as error:
+        pull_recipes("bob/big", dest=tmp_path / "d")
+    message = _one_line(error)
+    assert "hf://bob/big@main/big.yaml" in message and "more than the 1 MiB a recipe may be" in message, message
+    assert _tree(tmp_path / "d") == []

@@ -270,3 +270,55 @@ def test_a_token_without_write_access_is_told_so_not_to_log_in(
         assert "own namespace (YOUR_NAME/" in message
         assert "hf auth login" not in message and TOKEN not in message
     assert set(hub.files("bob/theirs")) == {".gitattributes", "x.yaml"}
+
+
+# ------------------------------------------------------------------------- --private on a public repo
+def test_private_is_refused_for_an_existing_public_repo_before_anything_is_uploaded(
+    hub: FakeHub, recipe_file: Path, run_dir: Path
+) -> None:
+    """`--private` was dropped without a word for a repo that exists: the push published to a public repo."""
+    hub.create("bob/public")
+    for call in (lambda: push_checkpoint(run_dir, "bob/public", private=True),
+                 lambda: push_recipe(recipe_file, "bob/public", private=True)):
+        with pytest.raises(UserError) as error:
+            call()
+        message = str(error.value)
+        assert "\n" not in message
+        assert message.startswith("bob/public exists and is public: make it private first"), message
+        assert "hf repos settings bob/public --private" in message and "push without --private" in message
+    assert set(hub.files("bob/public")) == {".gitattributes"}
+    assert not hub.paths_requested("POST")  # not even the repo creation was asked for
+    # A private repo that exists, and one created by the push, take it.
+    hub.create("bob/secret", private=True)
+    push_recipe(recipe_file, "bob/secret", private=True)
+    push_checkpoint(run_dir, "bob/new", private=True)
+    assert hub.repos["bob/new"].private and "model.safetensors" in hub.files("bob/new")
+
+
+@pytest.mark.parametrize("command", [["push"], ["recipes", "push"]])
+def test_private_help_says_an_existing_public_repo_is_refused(command: list[str]) -> None:
+    from s5cli.cli.app import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "ignored if it exists" not in text
+    assert "refused if it exists and is public" in text
+
+
+# ------------------------------------------------------------------------------------- racing pushes
+def test_a_push_that_lost_a_race_says_to_push_again(hub: FakeHub, run_dir: Path, monkeypatch) -> None:
+    """HTTP 412 (the branch moved since it was listed) was "Hub request ... failed: Client error '412 ...'"."""
+    from s5cli.hub import upload
+
+    push_checkpoint(run_dir, "bob/model")
+    listed = upload._stale_deletions
+
+    def another_push_lands(*args, **kwargs):
+        result = listed(*args, **kwargs)
+        hub.commit("bob/model", {"notes.md": b"theirs\n"})
+        return result
+
+    monkeypatch.setattr(upload, "_stale_deletions", another_push_lands)
+    with pytest.raises(UserError) as error:
+        push_checkpoint(run_dir, "bob/model")
+    assert str(error.value) == "bob/model@main changed while pushing (another push landed): push again"

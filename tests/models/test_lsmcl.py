@@ -14,7 +14,9 @@ from s5cli.models.lsmcl import (
     Projector,
     VideoIds,
     contrastive_top1,
+    encoder_features,
     info_nce,
+    mask_tokens,
     random_token_mask,
     short_clip,
     symmetric_info_nce,
@@ -259,3 +261,59 @@ def test_training_progress_reaches_the_wrapped_s5_encoders() -> None:
     assert model.encoder.selection_temperature() == model.key_encoder.selection_temperature() == 8.0
     model.set_training_progress(1.0)
     assert model.encoder.selection_temperature() == 1.0
+
+
+VIT_SMALL = dict(d_input=8, d_model=16, depth=1, heads=2, dropout=0.0, max_frames=8, max_tokens_per_frame=17)
+
+
+def test_transformer_gives_kept_tokens_their_own_position_embeddings() -> None:
+    """Tokens of identical content differ only by their slot's embedding: two masks keeping different slots
+    must give different features. The kept tokens were packed and took slots 0..K-1's embeddings, so every
+    mask gave the features of the frame's first K tokens."""
+    torch.manual_seed(0)
+    config = LSMCLConfig(short_frames=2, long_frames=4, proj_dim=8, mask_ratio=0.25, projector_norm="none")
+    model = LSMCL(build_model("transformer", VIT_SMALL, 3), config).eval()
+    tokens = torch.ones(1, 4, 17, 8)
+    with torch.no_grad():
+        first = model(tokens, generator=torch.Generator().manual_seed(1)).long_query
+        second = model(tokens, generator=torch.Generator().manual_seed(2)).long_query
+    assert not torch.allclose(first, second)
+
+
+def test_masked_clip_keeps_each_tokens_slot_in_its_frame() -> None:
+    tokens = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8, 1)
+    clip = mask_tokens(tokens, 0.5, torch.Generator().manual_seed(0))
+    assert clip.index is not None and clip.index.shape == (2, 3, 4)
+    torch.testing.assert_close(clip.tokens[..., 0], tokens[..., 0].gather(-1, clip.index))
+    assert mask_tokens(tokens, 0.0).index is None  # nothing removed: token j is slot j
+    same = random_token_mask(tokens, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(same, clip.tokens)  # the same draw as before the slots were kept
+
+
+def test_transformer_given_every_slot_in_order_changes_nothing() -> None:
+    torch.manual_seed(0)
+    model = build_model("transformer", VIT_SMALL, 3).eval()
+    tokens = torch.randn(2, 3, 5, 8)
+    every_slot = torch.arange(5).expand(2, 3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(tokens, token_index=every_slot),
+                                   model.forward_features(tokens), rtol=0, atol=0)
+
+
+class _TokensOnly(torch.nn.Module):
+    """A video model whose `forward_features` takes the tokens alone, as S5's and S4's do."""
+
+    feature_dim = 4
+
+    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(dim=(1, 2))[:, :4]
+
+
+def test_models_that_embed_no_positions_are_given_the_kept_tokens_alone() -> None:
+    """S5 and S4 are called as before the slots were kept, so their pretraining numbers do not move."""
+    tokens = torch.randn(2, 3, 8, 4)
+    clip = mask_tokens(tokens, 0.5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(encoder_features(_TokensOnly(), clip), clip.tokens.mean(dim=(1, 2)))
+    assert not getattr(build_model("s5", S5_SMALL, 3), "embeds_token_positions", False)
+    assert not getattr(build_model("s4", {k: v for k, v in S5_SMALL.items() if k != "guide_channels"}, 3),
+                       "embeds_token_positions", False)

@@ -144,10 +144,48 @@ def test_lsmcl_micro_batches_of_one_video_without_a_queue_are_refused() -> None:
     check_batch_settings(_setup(8, 1, "lsmcl", accumulate=8, norm="none", queue=16))  # queued negatives
     check_batch_settings(_setup(8, 2, "lsmcl", accumulate=4, norm="none"))  # gathered: 2 videos a task
     check_batch_settings(_setup(8, 1, "supervised", accumulate=8))
-    with pytest.raises(UserError, match=r"^the train split has 1 clip\(s\): LSMCL without a queue needs two"):
+    with pytest.raises(UserError, match=r"^the train split has 1 video\(s\): LSMCL .* needs at least two videos"):
         check_batch_settings(_setup(8, 1, "lsmcl", norm="none", clips=1))
-    with pytest.raises(UserError, match=r"^the train split has 1 clip\(s\)"):  # padded onto both processes
+    with pytest.raises(UserError, match=r"^the train split has 1 video\(s\)"):  # padded onto both processes
         check_batch_settings(_setup(2, 2, "lsmcl", norm="none", clips=1))
+
+
+def test_lsmcl_on_a_split_of_one_video_is_refused_also_with_a_queue() -> None:
+    """A video's own queued keys are no negatives: with a queue, one video trained on a loss of exactly 0 and
+    a top-1 of 1.0, and the run ended ok. The message sent users without a queue to that very setting."""
+    from s5cli.errors import UserError
+    from s5cli.train.batching import check_batch_settings
+
+    for queue in (0, 8):
+        with pytest.raises(UserError) as error:
+            check_batch_settings(_setup(2, 1, "lsmcl", norm="none", queue=queue, clips=1))
+        assert str(error.value) == ("the train split has 1 video(s): LSMCL contrasts each video with others and "
+                                    "needs at least two videos (with one the loss is 0 and nothing is learnt): "
+                                    "add videos to it")
+    check_batch_settings(_setup(2, 1, "lsmcl", norm="none", queue=8, clips=2))
+    check_batch_settings(_setup(2, 1, "supervised", clips=1))
+
+
+def test_two_videos_in_micro_batches_of_one_are_refused_with_the_settings_that_fix_it() -> None:
+    from s5cli.errors import UserError
+    from s5cli.train.batching import check_batch_settings
+
+    with pytest.raises(UserError) as error:
+        check_batch_settings(_setup(8, 1, "lsmcl", accumulate=4, norm="none", clips=2))
+    assert str(error.value) == ("the train split has 2 videos, but train.accumulate=4 gives each a micro-batch "
+                                "of its own, with no negative: lower train.accumulate or set "
+                                "train.lsmcl.queue_size")
+    check_batch_settings(_setup(8, 1, "lsmcl", accumulate=4, norm="none", queue=8, clips=2))
+
+
+def test_distinct_videos_counts_video_ids_not_records() -> None:
+    from types import SimpleNamespace
+
+    from s5cli.train.batching import distinct_videos
+
+    records = [SimpleNamespace(video_id=video) for video in ("a", "a", "b")]
+    assert distinct_videos(SimpleNamespace(records=records)) == 2
+    assert distinct_videos(range(5)) == 5
 
 
 @pytest.mark.parametrize(("clips", "batch", "world", "accumulate", "queue", "objective", "steps"), [

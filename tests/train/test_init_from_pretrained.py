@@ -111,6 +111,19 @@ def test_an_s5_checkpoint_into_s4_leaves_out_only_the_selection_and_says_so(tmp_
     assert "train.init=pre: its token selection" in err and "(model.name=s4) selects no tokens" in err
 
 
+@pytest.mark.parametrize("selector", ["random", "uniform"])
+def test_a_learned_selection_into_another_selector_names_that_selector(tmp_path: Path, capsys, selector: str) -> None:
+    """A random (or uniform) selector selects tokens: it has no learned selector to take the weights, and the
+    warning said the model (model.name=s5) "selects no tokens"."""
+    _pretrained(tmp_path / "pre", num_outputs=3)
+    settings = {**S5_SMALL, "selector": selector}
+    init_from_pretrained(build_model("s5", settings, 3), resolve_init(str(tmp_path / "pre")), "pre",
+                         {"name": "s5", **settings})
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"left out, as this model (model.selector={selector}) has no learned selector; the rest is loaded" in err
+    assert "selects no tokens" not in err
+
+
 def test_an_s4_checkpoint_into_s5_names_the_model(tmp_path: Path) -> None:
     decoder = {k: v for k, v in S5_SMALL.items() if k not in ("guide_channels",)}
     _saved_with_recipe(tmp_path / "pre", "s4", decoder)
@@ -127,6 +140,20 @@ def _data(**settings) -> SimpleNamespace:
 def _meta(**data) -> dict[str, str]:
     return {"recipe": json.dumps({"model": {}, "data": {"backbone": "patch_pool", "backbone_weights": None,
                                                         "image_size": 32, **data}})}
+
+
+def test_one_hub_weights_id_spelled_two_ways_is_the_same_backbone_for_init_and_eval(capsys) -> None:
+    """The token cache takes `hf://timm/X` and `timm/X` as one; train.init and `s5 eval` refused a run
+    trained on one spelling when the recipe used the other."""
+    from s5cli.cli.evaluate import _check_token_settings
+
+    for recipe, stored in (("hf://timm/vit", "timm/vit"), ("timm/vit", "hf-hub:timm/vit")):
+        _check_init_tokens(_data(backbone_weights=recipe), _meta(backbone_weights=stored), "pre")
+        _check_token_settings(_data(backbone_weights=recipe, frames=8, fps=None, window_seconds=None),
+                              {"backbone": "patch_pool", "backbone_weights": stored}, "ckpt")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(UserError, match=r"data.backbone_weights=timm/other"):
+        _check_init_tokens(_data(backbone_weights="hf://timm/vit"), _meta(backbone_weights="timm/other"), "pre")
 
 
 def test_a_checkpoint_of_another_backbones_tokens_is_refused_and_another_image_size_warned(capsys) -> None:

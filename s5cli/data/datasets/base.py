@@ -56,7 +56,15 @@ class NoVideosError(UserError):
 
     Training needs every split it reads, so there this is an error; `s5 extract` skips such a split with a
     warning instead, because extracting the splits a user does have is still worth doing.
+
+    `missing`: the ids the split lists that are not on disk (all of them; none for an empty split file).
+    Why: `s5 extract` counts them as missing, so `--strict` fails and the summary's "not on disk" is true
+    for a split of which nothing was downloaded, where the skipped split used to count as 0 missing.
     """
+
+    def __init__(self, message: str, *, missing: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.missing: list[str] = list(missing)
 
 
 class AnnotationError(UserError):

@@ -124,7 +124,8 @@ def _records(rows: list[BreakfastRow], root: Path, what: str) -> RecordList:
         person, camera, video = rows[0].file_name.split("-")
         raise NoVideosError(
             f"none of the {len(rows)} Breakfast {what} videos is under data.root {root} "
-            f"(expected e.g. {root / person / camera / video}.avi or {root / rows[0].file_name}.mp4)"
+            f"(expected e.g. {root / person / camera / video}.avi or {root / rows[0].file_name}.mp4)",
+            missing=missing,
         )
     report_missing(f"Breakfast {what}", root, missing, len(rows))
     return RecordList(records, missing)
@@ -139,7 +140,11 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     val_fraction = float(data_field(data, "val_fraction", 0.0) or 0.0)
     if split == "val" and val_fraction <= 0:
         source = "test"
-    listed = _records(parse_split_file(folder / f"{source}.csv"), root, source)
+    try:
+        listed = _records(parse_split_file(folder / f"{source}.csv"), root, source)
+    except NoVideosError as error:  # with a val carved out of train.csv: only this split's videos
+        error.missing = missing_in_split(error.missing, split, val_fraction, group=person_of)
+        raise
     # Held out by person, as the test split is (its people never appear in train): validation then asks the
     # question the test asks, and no session reaches it from another camera of the same recording.
     if source == "test":

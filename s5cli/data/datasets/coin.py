@@ -129,7 +129,8 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
         raise NoVideosError(
             f"none of the {len(chosen)} COIN {source} videos is under data.root {root} "
             f"(expected e.g. {root / 'videos' / chosen[0].video_id}.mp4 or "
-            f"{root / 'videos' / str(chosen[0].label) / chosen[0].video_id}.mp4)"
+            f"{root / 'videos' / str(chosen[0].label) / chosen[0].video_id}.mp4)",
+            missing=missing_in_split(missing, split, val_fraction),  # the videos of this split
         )
     report_missing(f"COIN {source}", root, missing, len(chosen))
     if source == "train":

@@ -210,7 +210,8 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     if not records:
         raise NoVideosError(
             f"none of the {len(rows)} LVU {task}/{split} videos is under data.root {root} "
-            f"(expected <youtube_id>{'|'.join(VIDEO_SUFFIXES)}, e.g. {root / rows[0].youtube_id}.mp4)"
+            f"(expected <youtube_id>{'|'.join(VIDEO_SUFFIXES)}, e.g. {root / rows[0].youtube_id}.mp4)",
+            missing=missing,
         )
     report_missing(f"LVU {task}/{split}", root, missing, len(rows))
     return RecordList(records, missing)
