@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -27,6 +27,9 @@ from s5cli.errors import Interrupted, RunFailure, Terminated, UserError
 from s5cli.stop_signals import default_action_in_child, signal_of, stop_outcome
 from s5cli.torchrun_env import launched_by_torchrun, world_size
 
+# Where the root context keeps the command line as typed (`_dash_file_hint` looks for file names in it).
+_ARGS_KEY = "s5cli.args"
+
 
 class _ErrorReportingGroup(PlainFlagGroup):
     """Turns `UserError`/`RunFailure` raised anywhere in a command into one red line and an exit code.
@@ -37,16 +40,19 @@ class _ErrorReportingGroup(PlainFlagGroup):
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
+        given = list(args)  # as typed: parsing consumes the list
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
         except USAGE_ERRORS as error:
-            _report_usage_error(error)
+            _report_usage_error(error, given)
+        ctx.meta[_ARGS_KEY] = given  # meta is shared with the subcommand's context
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except USAGE_ERRORS as error:  # a subcommand's own arguments
-            _report_usage_error(error)
+            _report_usage_error(error, ctx.meta.get(_ARGS_KEY, ()))
         except (UserError, RunFailure) as error:
             if _debug_requested(ctx):  # the traceback as well, same exit code (scripts branch on it)
                 traceback.print_exc()
@@ -111,12 +117,15 @@ def _system_error_line(error: BaseException) -> tuple[str, int] | None:
     return f"{error.filename}: {reason} ({fix})", 2
 
 
-def _report_usage_error(error: Any) -> NoReturn:
+def _report_usage_error(error: Any, args: Sequence[str] = ()) -> NoReturn:
     """One red line naming the problem and the help to read; exit code 2 (click's own for usage errors)."""
     if type(error).__name__ == "NoArgsIsHelpError":
         raise error  # `s5 finetune` alone prints the help, which is what click does with it
     command = error.ctx.command_path if error.ctx is not None else "s5"
     message = " ".join(error.format_message().split())
+    if (hint := _dash_file_hint(error, args)) is not None:
+        print_error(f"{message} ({hint})")
+        raise typer.Exit(code=error.exit_code)
     if message.startswith("No such option: --debug") and command != "s5":
         # --debug belongs to `s5` itself (every command's tracebacks), so it goes before the command.
         subcommand = command.split(" ", 1)[1]
@@ -124,6 +133,21 @@ def _report_usage_error(error: Any) -> NoReturn:
         raise typer.Exit(code=error.exit_code)
     print_error(f"{message} (see `{command} --help`)")
     raise typer.Exit(code=error.exit_code)
+
+
+def _dash_file_hint(error: Any, args: Sequence[str]) -> str | None:
+    """How to pass a file whose name click took for options, when the unknown option comes from such a file
+    in the working directory; None otherwise.
+
+    Why: 161 LVU YouTube ids begin with '-', and `s5 visualize-mask -e6lEsIUf3U.mp4` answered only "No such
+    option: -e", which does not say that the video was read as options."""
+    option = getattr(error, "option_name", None)  # click's NoSuchOption (and Typer's vendored copy)
+    if not option:
+        return None
+    for arg in args:
+        if len(arg) > 1 and arg.startswith("-") and option.lstrip("-") in arg and os.path.isfile(arg):
+            return f"a file named {arg}? pass it as ./{arg}, or after -- at the end of the command"
+    return None
 
 
 def _debug_requested(ctx: click.Context) -> bool:

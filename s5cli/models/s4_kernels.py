@@ -224,12 +224,13 @@ class DPLRKernel(nn.Module):
 
     def step_matrices(self) -> dict[str, Tensor]:
         """Ā, B̄ and the true C = C̃ (I − Ā^ℓ)^{-1} for the recurrent mode (state: (B, H, N) complex)."""
-        a_bar, b_bar, c_tilde = self._full_system(None)
+        a_bar, b_bar, c_tilde = self._full_system(None, wide=True)
         ell = max(self.length, 1)
         eye = torch.eye(a_bar.shape[-1], dtype=a_bar.dtype, device=a_bar.device)
         lhs = (eye - torch.linalg.matrix_power(a_bar, ell)).transpose(-1, -2)
         c = torch.linalg.solve(lhs, c_tilde[..., None])[..., 0]
-        return {"a": a_bar, "b": b_bar, "c": c}
+        dtype = _as_complex(self.C).dtype
+        return {"a": a_bar.to(dtype), "b": b_bar.to(dtype), "c": c.to(dtype)}
 
     @staticmethod
     def step(u: Tensor, state: Tensor, mats: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

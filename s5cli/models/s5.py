@@ -125,7 +125,7 @@ class MomentumGuide(nn.Module):
         # d_model) moved the scores by ~6e-3 and changed 9 of 144 kept tokens in a CPU bfloat16 test, so
         # a GPU evaluation would keep other tokens than `visualize-mask` (no autocast) shows.
         with torch.autocast(x.device.type, enabled=False):
-            entry = self._entry(x.float(), channels)
+            entry = self._entry(_at_least_float32(x), channels)
             return self.s4.ssm(entry, channels, kernel_length, preselected=True)
 
     def _entry(self, x: Tensor, channels: Tensor | None) -> Tensor:
@@ -144,6 +144,11 @@ class MomentumGuide(nn.Module):
             part = self.norm(self.encoder(x[:, start : start + block]))
             out[:, start : start + block] = part if channels is None else _pick_channels(part, channels)
         return out
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """x in float32 when it is half precision (AMP), else unchanged (a float64 model stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _pick_channels(x: Tensor, channels: Tensor) -> Tensor:
@@ -172,7 +177,7 @@ class MaskGenerator(nn.Module):
         a GPU evaluation kept other tokens than `visualize-mask` shows (2 of 200 in a CPU bfloat16 test).
         """
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
+            x = _at_least_float32(x)
             if torch.is_grad_enabled() and self.training:
                 scores = checkpoint(self.net, x, use_reentrant=False).squeeze(-1)
             else:

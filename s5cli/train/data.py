@@ -24,6 +24,7 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
     from s5cli.data.extract import ensure_cached
 
     if ctx.is_main:
+        _warn_if_val_is_test(data, splits)
         # Listing may generate the synthetic videos; do it once, before the other ranks look.
         records = {split: list_records(data, split, show_progress=show_progress) for split in splits}
     ctx.barrier()
@@ -41,6 +42,22 @@ def prepare_splits(data: Any, splits: tuple[str, ...], ctx: DistContext, show_pr
     _fail_together(ctx, failure)
     ctx.barrier()
     return records
+
+
+def _warn_if_val_is_test(data: Any, splits: tuple[str, ...]) -> None:
+    """Warn when a training run (train and val listed) validates on the test split's videos.
+
+    Why: Breakfast and COIN have no val split, and with data.val_fraction 0 (the schema's default) val is
+    the test split: model selection then happens on the videos `s5 eval` scores, without a word."""
+    from s5cli.data.datasets import val_split_warning
+
+    if "train" not in splits or "val" not in splits:
+        return
+    warning = val_split_warning(data)
+    if warning is not None:
+        from s5cli.cli.console import print_warning
+
+        print_warning(warning)
 
 
 def _fail_together(ctx: DistContext, failure: UserError | RunFailure | None) -> None:

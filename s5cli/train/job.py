@@ -107,6 +107,7 @@ def check_init(recipe: Any, directory: Path, spec: str) -> dict[str, Any]:
 
     meta = ckpt.read_metadata(directory)
     _check_init_tokens(recipe.data, meta, spec)
+    _check_init_task(recipe.data, meta, spec)
     with torch.random.fork_rng(devices=[]):
         model = build_model_from_recipe(recipe, task_info(recipe.data).num_outputs)
     return pretrained_state(model, directory, spec, recipe_to_dict(recipe)["model"])
@@ -140,6 +141,27 @@ def _check_init_tokens(data: Any, meta: dict[str, str], spec: str) -> None:
     if "resize" in stored and data.resize != stored["resize"]:
         print_warning(f"data.resize={data.resize}: train.init={spec} was trained on tokens of frames resized "
                       f"with data.resize={stored['resize']}, which its weights learned")
+
+
+def _check_init_task(data: Any, meta: dict[str, str], spec: str) -> None:
+    """Warn when `train.init` was trained on another LVU task than the recipe's.
+
+    Why: LVU's tasks are labels over one pool of movie clips, and a video in one task's train split may be
+    in another's test split (genre's train holds 26 of way_speaking's test videos): weights trained on
+    those inputs have seen this task's test videos, so its test scores are no longer held out."""
+    from s5cli import torchrun_env
+
+    stored = _stored_section(meta, "data")
+    if data.dataset != "lvu" or stored.get("dataset") != "lvu" or stored.get("task") in (None, data.task):
+        return
+    if torchrun_env.rank() != 0:  # every rank checks the checkpoint; one says so
+        return
+    from s5cli.cli.console import print_warning
+
+    print_warning(f"train.init={spec} was trained on LVU task {stored['task']}, this recipe trains "
+                  f"data.task={data.task}: LVU tasks share videos, so its weights may have seen "
+                  f"{data.task}'s test videos and the test scores are not held out; start from a run of "
+                  f"{data.task} or of another dataset")
 
 
 def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None

@@ -196,3 +196,18 @@ def test_only_torchrun_itself_is_refused_and_training_commands_are_not() -> None
         refuse(command, torchrun)  # nothing raised
     refuse("eval", {"WORLD_SIZE": "2"})  # set by hand, no rendezvous: not torchrun
     refuse("eval", {"WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
+
+
+def test_a_file_name_starting_with_a_dash_gets_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """161 LVU YouTube ids begin with '-': click read `-e6lEsIUf3U.mp4` as options and said only "No such
+    option: -e"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-e6lEsIUf3U.mp4").touch()
+    result = CliRunner().invoke(app, ["visualize-mask", "-e6lEsIUf3U.mp4", "--out", "x.gif"], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["error: No such option: -e (a file named -e6lEsIUf3U.mp4? pass it as ./-e6lEsIUf3U.mp4, or "
+                     "after -- at the end of the command)"], result.output
+    # No such file: click's own message, as before.
+    result = CliRunner().invoke(app, ["visualize-mask", "-x6lEsIUf3U.mp4", "--out", "x.gif"], env={"COLUMNS": "80"})
+    assert "error: No such option: -x (see `s5 visualize-mask --help`)" in result.output

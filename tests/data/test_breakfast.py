@@ -177,3 +177,50 @@ def test_header_only_split_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text("file_name,duration,action,class_id\n")
     with pytest.raises(NoVideosError, match="lists no videos"):
         list_records(breakfast_data(tmp_path, tmp_path), "train")
+
+
+def test_val_fraction_0_1_holds_out_6_of_the_44_train_people(breakfast_dir: Path, video_root: Path) -> None:
+    """What recipes/breakfast.yaml says its val_fraction 0.1 holds out: 6 of 44 people, 176 of 1357 videos."""
+    val = list_records(breakfast_data(video_root, breakfast_dir, val_fraction=0.1), "val")
+    people = {row[0].split("-")[0] for row in data_rows(breakfast_dir / "train.csv")}
+    assert (len({r.video_id.split("-")[0] for r in val}), len(people)) == (6, 44)
+    assert (len(val), len(data_rows(breakfast_dir / "train.csv"))) == (176, 1357)
+
+
+def test_a_carved_val_reports_its_own_missing_videos(breakfast_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """The warning for val named train and counted all of train.csv ("Breakfast train: 136 of 1357")."""
+    rows = data_rows(breakfast_dir / "train.csv")
+    for row in rows[::2]:
+        (tmp_path / f"{row[0]}.mp4").touch()
+    data = breakfast_data(tmp_path, breakfast_dir, val_fraction=0.1)
+    val, train = list_records(data, "val"), list_records(data, "train")
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"Breakfast val: {len(val.missing)} of {len(val) + len(val.missing)} videos not found" in err
+    assert f"Breakfast train: {len(train.missing)} of {len(train) + len(train.missing)} videos not found" in err
+    assert f"of {len(rows)} videos" not in err and err.count("videos not found") == 2
+
+
+def test_missing_videos_are_reported_by_the_first_process_only(breakfast_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun every rank lists the splits: each printed the same warning."""
+    rows = data_rows(breakfast_dir / "test.csv")
+    (tmp_path / f"{rows[0][0]}.mp4").touch()
+    data = breakfast_data(tmp_path, breakfast_dir)
+    monkeypatch.setenv("RANK", "1")
+    assert len(list_records(data, "test").missing) == len(rows) - 1
+    assert "not found" not in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")
+    list_records(data, "test")
+    assert f"{len(rows) - 1} of {len(rows)} videos not found" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_video_listed_twice_in_a_split_names_both_lines(tmp_path: Path) -> None:
+    """A second row for a video (perhaps another label) was accepted, and evaluation kept the first label."""
+    (tmp_path / "train.csv").write_text("file_name,duration,action,class_id\nP03-cam01-P03_tea,5,tea,2\n"
+                                        "P03-cam01-P03_milk,5,milk,1\nP03-cam01-P03_tea,5,tea,3\n")
+    (tmp_path / "P03-cam01-P03_tea.mp4").touch()
+    with pytest.raises(AnnotationError, match=r"train\.csv:4: video 'P03-cam01-P03_tea' is listed again \(first "
+                                              r"on line 2\): keep one of the two lines"):
+        list_records(breakfast_data(tmp_path, tmp_path), "train")

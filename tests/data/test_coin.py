@@ -129,3 +129,22 @@ def test_the_official_download_layout_one_folder_per_task(coin: dict) -> None:
     # data.root may name videos/ itself, as recipes/coin.yaml does.
     inside = list_records({**coin, "root": videos}, "train")
     assert [r.video_id for r in inside] == ["-0Xwn_Ax-Ts", "notondisk00"]
+
+
+def test_a_carved_val_reports_its_own_missing_videos(coin: dict, capsys: pytest.CaptureFixture) -> None:
+    """The warning for val said "COIN train: 1 of 3 videos not found", counting all of training."""
+    coin["val_fraction"] = 0.5  # val: notondisk00 alone (`in_holdout`); train: the two on disk
+    assert list_records(coin, "val").missing == ["notondisk00"]
+    assert list_records(coin, "train").missing == []
+    err = " ".join(capsys.readouterr().err.split())
+    assert "COIN val: 1 of 1 videos not found" in err and "COIN train" not in err
+
+
+def test_val_on_the_testing_subset_is_named_for_training() -> None:
+    """With val_fraction 0 a run validates on the testing subset: `prepare_splits` warns with this."""
+    from s5cli.data.datasets import val_split_warning
+
+    assert val_split_warning({"dataset": "coin", "val_fraction": 0.1}) is None
+    assert val_split_warning({"dataset": "coin", "val_fraction": 0.0}) == (
+        "data.val_fraction=0: COIN's val split is its test split, so the best checkpoint, the plateau schedule "
+        "and early stopping are chosen on test videos: set data.val_fraction (e.g. 0.1) for a held-out val")

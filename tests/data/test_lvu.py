@@ -238,3 +238,73 @@ def test_a_folder_or_dangling_link_named_like_a_video_does_not_hide_the_real_fil
     (tmp_path / "b.mp4").symlink_to(tmp_path / "gone.mp4")
     (tmp_path / "b.webm").write_bytes(b"x")
     assert index_videos(tmp_path) == {"a": tmp_path / "a.mkv", "b": tmp_path / "b.webm"}
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "problem"),
+    [
+        ("genre", "O Comedy aaa tt1\n1 Drama bbb tt2\n", "class_id 'O' is not a whole number"),
+        ("like_ratio", "l0 2 aaa tt1\n1 2 bbb tt2\n", "like_count 'l0' is not a whole number"),
+        # another task's header is no header of this one
+        ("view_count", "class_id class_name youtube_id imdb_id\n10 aaa tt1\n", "got 4 fields"),
+    ],
+)
+def test_a_typo_in_the_first_row_is_reported_not_taken_for_a_header(task: str, text: str, problem: str,
+                                                                     tmp_path: Path) -> None:
+    """Any first line that did not start with a number was skipped as the header: a typo dropped the video."""
+    annotations = _write_task(tmp_path / "lvu_1.0", task, text)
+    (tmp_path / "aaa.mp4").touch()
+    with pytest.raises(AnnotationError, match=rf"train\.csv:1: .*{problem}"):
+        list_records(lvu_data(tmp_path, annotations, task), "train")
+
+
+def test_the_release_headers_are_skipped_and_a_headerless_file_is_read(lvu_dir: Path, tmp_path: Path) -> None:
+    from s5cli.data.datasets.lvu import header_of, parse_split_file
+
+    for task in TASKS:  # every real file starts with its task's header
+        for split in SPLITS:
+            assert (lvu_dir / task / f"{split}.csv").read_text().split("\n", 1)[0].split() == header_of(task)
+    (tmp_path / "train.csv").write_text("0 Comedy aaa tt1\n")
+    assert [row.youtube_id for row in parse_split_file(tmp_path / "train.csv", "genre")] == ["aaa"]
+
+
+def test_a_video_listed_twice_in_a_split_names_both_lines(tmp_path: Path) -> None:
+    """Evaluation merges windows by video id and kept the first label; tasks sharing videos stay fine."""
+    text = "class_id class_name youtube_id imdb_id\n0 Comedy aaa tt1\n1 Drama bbb tt2\n\n1 Drama aaa tt1\n"
+    annotations = _write_task(tmp_path / "lvu_1.0", "genre", text, other="0 Comedy aaa tt1\n1 Drama bbb tt2\n")
+    (tmp_path / "aaa.mp4").touch()
+    data = lvu_data(tmp_path, annotations, "genre")
+    assert [r.video_id for r in list_records(data, "test")] == ["aaa"]  # the same video in another split
+    with pytest.raises(AnnotationError, match=r"genre/train\.csv:5: video 'aaa' is listed again \(first on line "
+                                              r"2\): keep one of the two lines"):
+        list_records(data, "train")
+
+
+def test_an_unreadable_durations_row_is_skipped_with_one_warning(lvu_dir: Path, video_root: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """Nothing but the records reads the durations, and one bad row stopped every LVU command."""
+    import shutil
+
+    folder = tmp_path / "lvu_1.0"
+    shutil.copytree(lvu_dir / "scene", folder / "scene")
+    lines = (lvu_dir / "lvu_durations.csv").read_text().splitlines()
+    (folder / "lvu_durations.csv").write_text("\n".join([lines[0], "abcdefghijk,NA", *lines[1:], "x,1,2"]) + "\n")
+    data = lvu_data(video_root, folder, "scene")
+    records = list_records(data, "val")
+    list_records(data, "train")
+    assert records and all(r.duration is not None for r in records if r.video_id != "abcdefghijk")
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("lvu_durations.csv:2: 'abcdefghijk,NA' and 1 other row skipped") == 1, err
+
+
+def test_a_split_file_missing_beside_train_says_to_copy_it(tmp_path: Path) -> None:
+    """data.annotations is right when the task folder holds train.csv: the message sent users to set it."""
+    folder = tmp_path / "lvu_1.0"
+    (folder / "genre").mkdir(parents=True)
+    (folder / "genre" / "train.csv").write_text("class_id class_name youtube_id imdb_id\n0 Comedy aaa tt1\n")
+    (tmp_path / "aaa.mp4").touch()
+    with pytest.raises(UserError) as caught:
+        list_records(lvu_data(tmp_path, folder, "genre"), "val")
+    assert str(caught.value) == (f"LVU split file {folder / 'genre' / 'val.csv'} not found, though "
+                                 f"{folder / 'genre'} holds train.csv: copy genre/val.csv from the LVU release "
+                                 "(lvu_1.0) into that folder")

@@ -367,3 +367,13 @@ def test_random_selector_at_seed_zero_draws_what_evaluation_keeps() -> None:
         shown = model.select(tokens, generator=torch.Generator().manual_seed(0)).indices
         other = model.select(tokens, generator=torch.Generator().manual_seed(1)).indices
     assert torch.equal(shown, evaluated) and not torch.equal(other, evaluated)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_learned_selector_model_runs_in_float64(training: bool) -> None:
+    """The guide and the mask generator cast their input to float32 (for AMP), which broke a float64 model
+    (float64 gradient checks of the whole S5): half precision only is raised to float32."""
+    torch.manual_seed(0)
+    config = S5Config(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
+    model = S5Model(config, 3).double().train(training)
+    assert model(torch.randn(2, 5, 7, 16, dtype=torch.float64)).dtype == torch.float64

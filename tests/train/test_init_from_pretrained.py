@@ -174,3 +174,34 @@ def test_a_checkpoint_of_another_backbones_tokens_is_refused_and_another_image_s
     _check_init_tokens(_data(resize="squash"), _meta(resize="squash"), "pre")
     assert capsys.readouterr().err == ""
     _check_init_tokens(_data(), {"recipe": "not json"}, "pre")  # the weights check names such a checkpoint
+
+
+def _lvu_recipe(task: str) -> SimpleNamespace:
+    return SimpleNamespace(data=_data(dataset="lvu", task=task), model=SimpleNamespace())
+
+
+@pytest.mark.parametrize(("stored", "warned"), [("genre", True), ("way_speaking", False), (None, False)])
+def test_init_from_another_lvu_task_warns_that_its_test_videos_may_have_been_seen(
+        monkeypatch: pytest.MonkeyPatch, capsys, stored: str | None, warned: bool) -> None:
+    """LVU's tasks share videos (genre's train holds 26 of way_speaking's test videos): weights trained on
+    another task have seen inputs of this task's test split, and nothing said so."""
+    import s5cli.data.datasets as datasets
+    from s5cli import recipe as recipe_module
+    from s5cli.train import job
+
+    data = {"dataset": "lvu", "task": stored} if stored else {"dataset": "synthetic"}
+    monkeypatch.setattr(ckpt, "read_metadata", lambda directory: _meta(**data))
+    monkeypatch.setattr(datasets, "task_info", lambda data: SimpleNamespace(num_outputs=5))
+    monkeypatch.setattr(job, "build_model_from_recipe", lambda recipe, outputs: nn.Linear(1, outputs))
+    monkeypatch.setattr(job, "pretrained_state", lambda *args: {})
+    monkeypatch.setattr(recipe_module, "recipe_to_dict", lambda recipe: {"model": {}})
+    job.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
+    err = " ".join(capsys.readouterr().err.split())
+    expected = ("train.init=runs/genre was trained on LVU task genre, this recipe trains data.task=way_speaking: "
+                "LVU tasks share videos, so its weights may have seen way_speaking's test videos and the test "
+                "scores are not held out; start from a run of way_speaking or of another dataset")
+    assert (expected in err) is warned, err
+    if warned:  # under torchrun one rank says so
+        monkeypatch.setenv("RANK", "1")
+        job.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
+        assert "LVU task" not in capsys.readouterr().err

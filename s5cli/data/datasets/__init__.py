@@ -1,7 +1,8 @@
 """Dataset adapters: annotation files -> `VideoRecord`s, and the task each dataset poses.
 
-`list_records(data, split, show_progress)` and `task_info(data)` dispatch on `data.dataset`. Adapter modules (and torch, via
-token_dataset.py) are imported only when called, so importing this package costs nothing.
+`list_records(data, split, show_progress)`, `task_info(data)` and `val_split_warning(data)` dispatch on
+`data.dataset`. Adapter modules (and torch, via token_dataset.py) are imported only when called, so
+importing this package costs nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
 def task_info(data: Any) -> TaskInfo:
     """Task kind ("classification"/"regression"), number of model outputs and class names of the dataset."""
     return adapter(_dataset_name(data)).task_info(data)
+
+
+def val_split_warning(data: Any) -> str | None:
+    """Why this recipe's validation would choose on test videos, or None (a dataset with its own val split,
+    or one whose val is held out of train)."""
+    check = getattr(adapter(_dataset_name(data)), "val_split_warning", None)
+    return check(data) if check is not None else None
 
 
 def __getattr__(name: str) -> Any:

@@ -136,6 +136,11 @@ def data_field(data: Any, name: str, default: Any = None) -> Any:
     return getattr(data, name, default)
 
 
+def val_fraction_of(data: Any) -> float:
+    """data.val_fraction as a number (0 when unset): the share of train held out as val (Breakfast, COIN)."""
+    return float(data_field(data, "val_fraction", 0.0) or 0.0)
+
+
 def require_root(data: Any, dataset: str) -> Path:
     """The dataset root from the recipe, which must exist as a folder."""
     root = data_field(data, "root")
@@ -229,20 +234,71 @@ def check_split(split: str, dataset: str) -> None:
         raise UserError(f"unknown split {split!r} for {dataset}: use one of {', '.join(SPLITS)}")
 
 
-_REPORTED: set[tuple[str, str, int]] = set()
+_WARNED: set[tuple[str, ...]] = set()
+
+
+def first_process() -> bool:
+    """Whether this process speaks for all: RANK 0 of a torchrun group, or a process on its own.
+
+    Why: every rank lists the same splits, so a warning about them was printed once per process (eight
+    identical lines on an eight-GPU machine). A RANK that is no number is left to the commands that read it.
+    """
+    from s5cli import torchrun_env
+
+    try:
+        return torchrun_env.rank() == 0
+    except UserError:
+        return True
+
+
+def warn_once(key: tuple[str, ...], message: str) -> None:
+    """Print `message` as a warning the first time `key` is seen in this process, on the first process only.
+
+    Listing runs once per split and command step (train, then val, then again for extraction): the same
+    finding would otherwise be repeated."""
+    if key in _WARNED or not first_process():
+        return
+    _WARNED.add(key)
+    from s5cli.cli.console import print_warning
+
+    print_warning(message)
 
 
 def report_missing(what: str, root: Path, missing: Sequence[str], total: int) -> None:
-    """Warn once (per dataset split and count) that some annotated videos are not on disk and are skipped."""
+    """Warn once (per dataset split and count) that some annotated videos are not on disk and are skipped.
+
+    `what` names the split as the command uses it (`Breakfast val`, not the train.csv it was carved from),
+    and `total` counts that split's own videos."""
     if not missing:
         return
-    key = (what, str(root), len(missing))
-    if key in _REPORTED:
-        return
-    _REPORTED.add(key)
-    from s5cli.cli.console import print_warning
-
     examples = ", ".join(missing[:3])
-    print_warning(
-        f"{what}: {len(missing)} of {total} videos not found under {root}; skipped (e.g. {examples})"
-    )
+    warn_once(("missing", what, str(root), str(len(missing))),
+              f"{what}: {len(missing)} of {total} videos not found under {root}; skipped (e.g. {examples})")
+
+
+def duplicate_check(path: str | os.PathLike[str]) -> Callable[[str, int], None]:
+    """A checker that raises AnnotationError when a video id comes again within one split file.
+
+    Why: a second line for the same video (perhaps with another label) was accepted, so the video weighed
+    twice in training, and evaluation, which merges windows by video id, kept whichever label came first."""
+    seen: dict[str, int] = {}
+
+    def check(video_id: str, line: int) -> None:
+        first = seen.setdefault(video_id, line)
+        if first != line:
+            raise AnnotationError(path, line, f"video {video_id!r} is listed again (first on line {first}): "
+                                  "keep one of the two lines")
+
+    return check
+
+
+def val_is_test_warning(dataset: str, val_fraction: float) -> str | None:
+    """The warning for a training run whose val split is the test split (no `data.val_fraction`), else None.
+
+    Why: validation picks the best checkpoint, steps the plateau schedule and stops early, so with the
+    test videos as val every one of those choices is made on the test set that `s5 eval` then scores."""
+    if val_fraction > 0:
+        return None
+    return (f"data.val_fraction=0: {dataset}'s val split is its test split, so the best checkpoint, the plateau "
+            "schedule and early stopping are chosen on test videos: set data.val_fraction (e.g. 0.1) for a "
+            "held-out val")

@@ -26,12 +26,15 @@ from .base import (
     check_class_ids,
     check_split,
     data_field,
+    duplicate_check,
     find_video,
     missing_in_split,
     read_annotation_text,
     report_missing,
     require_root,
     split_with_holdout,
+    val_fraction_of,
+    val_is_test_warning,
 )
 
 HEADER = ["file_name", "duration", "action", "class_id"]
@@ -55,6 +58,7 @@ def parse_split_file(path: Path) -> list[BreakfastRow]:
             f"Breakfast split file {path} not found: set data.annotations to the Breakfast folder"
         )
     rows: list[BreakfastRow] = []
+    check_unique = duplicate_check(path)
     text = read_annotation_text(path)
     for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         if not fields or not "".join(fields).strip():
@@ -77,6 +81,7 @@ def parse_split_file(path: Path) -> list[BreakfastRow]:
             ) from None
         if label < 0:
             raise AnnotationError(path, number, f"class_id {label} is negative")
+        check_unique(name, number)  # _ch0/_ch1 stereo rows of one camera are distinct ids
         rows.append(BreakfastRow(name, seconds, action, label, number))
     return rows
 
@@ -110,6 +115,7 @@ def annotations_dir(data: Any) -> Path:
 
 
 def _records(rows: list[BreakfastRow], root: Path, what: str) -> RecordList:
+    """The rows' videos found under `root` (the others in `.missing`); NoVideosError if there is none."""
     records: list[VideoRecord] = []
     missing: list[str] = []
     for row in rows:
@@ -127,7 +133,6 @@ def _records(rows: list[BreakfastRow], root: Path, what: str) -> RecordList:
             f"(expected e.g. {root / person / camera / video}.avi or {root / rows[0].file_name}.mp4)",
             missing=missing,
         )
-    report_missing(f"Breakfast {what}", root, missing, len(rows))
     return RecordList(records, missing)
 
 
@@ -136,10 +141,8 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
     check_split(split, "Breakfast")
     folder = annotations_dir(data)
     root = require_root(data, "Breakfast")
-    source = "test" if split == "test" else "train"
-    val_fraction = float(data_field(data, "val_fraction", 0.0) or 0.0)
-    if split == "val" and val_fraction <= 0:
-        source = "test"
+    val_fraction = val_fraction_of(data)
+    source = "test" if split == "test" or (split == "val" and val_fraction <= 0) else "train"
     try:
         listed = _records(parse_split_file(folder / f"{source}.csv"), root, source)
     except NoVideosError as error:  # with a val carved out of train.csv: only this split's videos
@@ -147,10 +150,18 @@ def list_records(data: Any, split: str, show_progress: bool = True) -> RecordLis
         raise
     # Held out by person, as the test split is (its people never appear in train): validation then asks the
     # question the test asks, and no session reaches it from another camera of the same recording.
-    if source == "test":
-        return listed
-    chosen = split_with_holdout(listed, listed, split, val_fraction, group=person_of)
-    return RecordList(chosen, missing_in_split(listed.missing, split, val_fraction, group=person_of))
+    if source == "train":
+        chosen = split_with_holdout(listed, listed, split, val_fraction, group=person_of)
+        listed = RecordList(chosen, missing_in_split(listed.missing, split, val_fraction, group=person_of))
+    # Counted after carving, under the split's own name: a carved val reported every train video missing.
+    what = split if source == "train" else source
+    report_missing(f"Breakfast {what}", root, listed.missing, len(listed) + len(listed.missing))
+    return listed
+
+
+def val_split_warning(data: Any) -> str | None:
+    """Why validating on this recipe's val split chooses on test videos (no data.val_fraction), else None."""
+    return val_is_test_warning("Breakfast", val_fraction_of(data))
 
 
 def task_info(data: Any) -> TaskInfo:

@@ -21,6 +21,7 @@ from typing import Any
 from s5cli.errors import UserError
 
 from .base import (
+    SPLITS,
     VIDEO_SUFFIXES,
     AnnotationError,
     NoVideosError,
@@ -30,16 +31,24 @@ from .base import (
     check_class_ids,
     check_split,
     data_field,
+    duplicate_check,
     index_videos,
     read_annotation_text,
     report_missing,
     require_root,
+    warn_once,
 )
 
 CLASSIFICATION_TASKS = ("relationship", "way_speaking", "scene", "director", "genre", "writer", "year")
 REGRESSION_TASKS = ("like_ratio", "view_count")
 TASKS = CLASSIFICATION_TASKS + REGRESSION_TASKS
 DURATIONS_FILE = "lvu_durations.csv"
+# The first line of the release's split files, by task kind (`class_name` may hold spaces in data rows only).
+CLASSIFICATION_HEADER = ["class_id", "class_name", "youtube_id", "imdb_id"]
+HEADERS = {
+    "like_ratio": ["like_count", "dislike_count", "youtube_id", "imdb_id"],
+    "view_count": ["view_count", "youtube_id", "imdb_id"],
+}
 
 
 @dataclass
@@ -66,8 +75,9 @@ def _number(text: str, path: Path, line: int, what: str) -> int:
 def parse_split_file(path: Path, task: str) -> list[LVURow]:
     """Parse every line of one LVU split file; a malformed line raises AnnotationError with its number."""
     if not path.is_file():
-        raise UserError(f"LVU split file {path} not found: set data.annotations to the lvu_1.0 folder")
+        raise _missing_split_file(path, task)
     rows: list[LVURow] = []
+    check_unique = duplicate_check(path)  # within one file: tasks share videos across files, legitimately
     header_seen = False
     for number, raw in enumerate(read_annotation_text(path).splitlines(), start=1):
         fields = raw.split()
@@ -75,11 +85,32 @@ def parse_split_file(path: Path, task: str) -> list[LVURow]:
             continue
         if not header_seen:
             header_seen = True
-            # The header is the first non-blank line if its first field is not a number ("class_id", ...).
-            if not fields[0].lstrip("-").isdigit():
+            # Only the release's own header is skipped: taking any first line that does not start with a
+            # number for one dropped a data row with a typo in its first field ("O Comedy ..."), unreported.
+            if fields == header_of(task):
                 continue
-        rows.append(_parse_fields(fields, task, path, number))
+        row = _parse_fields(fields, task, path, number)
+        check_unique(row.youtube_id, number)
+        rows.append(row)
     return rows
+
+
+def header_of(task: str) -> list[str]:
+    """The fields of the header line the LVU release's split files of `task` begin with."""
+    return HEADERS.get(task, CLASSIFICATION_HEADER)
+
+
+def _missing_split_file(path: Path, task: str) -> UserError:
+    """The error for a split file that is not there, saying which folder to fix.
+
+    Why two cases: with train.csv present the folder is the right one (data.annotations is set well) and
+    only this file was not copied; telling the user to set data.annotations sent them to a setting that
+    was already right."""
+    present = sorted(f"{split}.csv" for split in SPLITS if (path.parent / f"{split}.csv").is_file())
+    if present:
+        return UserError(f"LVU split file {path} not found, though {path.parent} holds {', '.join(present)}: "
+                         f"copy {task}/{path.name} from the LVU release (lvu_1.0) into that folder")
+    return UserError(f"LVU split file {path} not found: set data.annotations to the lvu_1.0 folder")
 
 
 def _parse_fields(fields: list[str], task: str, path: Path, line: int) -> LVURow:
@@ -153,19 +184,37 @@ def annotations_dir(data: Any, task: str) -> Path:
 
 
 def read_durations(path: Path) -> dict[str, float]:
-    """`videoid,duration` rows of lvu_durations.csv (seconds)."""
+    """`videoid,duration` rows of lvu_durations.csv (seconds); unreadable rows are skipped with one warning.
+
+    Why not an error: the durations only ride along on each `VideoRecord` (nothing in training or
+    evaluation reads them), and one bad row (`abcdefghijk,NA`) stopped every LVU command."""
     durations: dict[str, float] = {}
+    bad: list[str] = []
     text = read_annotation_text(path)
     for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
-        if not row or (not durations and row[0].strip() == "videoid"):
+        if not row or (not durations and not bad and row[0].strip() == "videoid"):
             continue
-        if len(row) != 2:
-            raise AnnotationError(path, number, f"expected 'videoid,duration', got {len(row)} fields")
-        try:
-            durations[row[0]] = float(row[1])
-        except ValueError:
-            raise AnnotationError(path, number, f"duration {row[1]!r} is not a number") from None
+        seconds = _duration(row)
+        if seconds is None:
+            bad.append(f"{path}:{number}: {','.join(row)!r}")
+        else:
+            durations[row[0]] = seconds
+    if bad:
+        others = f" and {len(bad) - 1} other row{'s' * (len(bad) > 2)}" if len(bad) > 1 else ""
+        warn_once(("durations", str(path), str(len(bad))),
+                  f"{bad[0]}{others} skipped: not 'videoid,duration' with a number of seconds (durations "
+                  "are only recorded, not used: correct or remove the rows to silence this)")
     return durations
+
+
+def _duration(row: list[str]) -> float | None:
+    """The seconds of a `videoid,duration` row, or None when the row is not one."""
+    if len(row) != 2:
+        return None
+    try:
+        return float(row[1])
+    except ValueError:
+        return None
 
 
 def _all_rows(folder: Path, task: str) -> dict[str, list[LVURow]]:
