@@ -140,12 +140,13 @@ def _dash_file_hint(error: Any, args: Sequence[str]) -> str | None:
     in the working directory; None otherwise.
 
     Why: 161 LVU YouTube ids begin with '-', and `s5 visualize-mask -e6lEsIUf3U.mp4` answered only "No such
-    option: -e", which does not say that the video was read as options."""
-    option = getattr(error, "option_name", None)  # click's NoSuchOption (and Typer's vendored copy)
-    if not option:
+    option: -e", which does not say that the video was read as options. Any usage error, not only an unknown
+    option: `-cAbc.mp4` is `-c Abc.mp4` to click (an option taking a value), which then misses the video."""
+    if error.ctx is None or error.ctx.parent is None:  # `s5 -x.mp4`: no command takes a file there
         return None
+    option = (getattr(error, "option_name", None) or "").lstrip("-")  # NoSuchOption's (Typer's copy too)
     for arg in args:
-        if len(arg) > 1 and arg.startswith("-") and option.lstrip("-") in arg and os.path.isfile(arg):
+        if len(arg) > 1 and arg.startswith("-") and option in arg and os.path.isfile(arg):
             return f"a file named {arg}? pass it as ./{arg}, or after -- at the end of the command"
     return None
 

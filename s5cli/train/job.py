@@ -156,12 +156,32 @@ def _check_init_task(data: Any, meta: dict[str, str], spec: str) -> None:
         return
     if torchrun_env.rank() != 0:  # every rank checks the checkpoint; one says so
         return
+    shared = _lvu_test_videos_seen(data, stored["task"])
+    if shared is not None and shared[0] == 0:  # 10 of the 72 task pairs share none
+        return
     from s5cli.cli.console import print_warning
 
+    seen = (f"so its weights may have seen {data.task}'s test videos" if shared is None else
+            f"and {stored['task']}'s train and val splits hold {shared[0]} of {data.task}'s {shared[1]} test videos")
     print_warning(f"train.init={spec} was trained on LVU task {stored['task']}, this recipe trains "
-                  f"data.task={data.task}: LVU tasks share videos, so its weights may have seen "
-                  f"{data.task}'s test videos and the test scores are not held out; start from a run of "
-                  f"{data.task} or of another dataset")
+                  f"data.task={data.task}: LVU tasks share videos, {seen}, so its test scores are not held out; "
+                  f"start from a run of {data.task} or of another dataset")
+
+
+def _lvu_test_videos_seen(data: Any, trained_task: str) -> tuple[int, int] | None:
+    """(how many of this task's test videos are in `trained_task`'s train and val splits, test videos); None
+    when the split files cannot be read here (the warning then says "may")."""
+    from s5cli.data.datasets import lvu
+
+    try:
+        def ids(task: str, split: str) -> set[str]:
+            return {row.youtube_id for row in lvu.parse_split_file(lvu.annotations_dir(data, task) / task
+                                                                   / f"{split}.csv", task)}
+
+        test = ids(data.task, "test")
+        return len(test & (ids(trained_task, "train") | ids(trained_task, "val"))), len(test)
+    except (UserError, OSError):
+        return None
 
 
 def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[str, Any] | None = None

@@ -211,3 +211,17 @@ def test_a_file_name_starting_with_a_dash_gets_a_hint(tmp_path: Path, monkeypatc
     # No such file: click's own message, as before.
     result = CliRunner().invoke(app, ["visualize-mask", "-x6lEsIUf3U.mp4", "--out", "x.gif"], env={"COLUMNS": "80"})
     assert "error: No such option: -x (see `s5 visualize-mask --help`)" in result.output
+
+
+def test_a_dash_file_read_as_an_option_with_a_value_gets_the_hint_too(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-cAbc.mp4` is `-c Abc.mp4` to click (a short option taking a value): the error was "Missing argument
+    'video'", with no word of the file. At the top level no command takes a file: no hint there."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("-cAbc.mp4", "-t5ab.mp4"):
+        (tmp_path / name).touch()
+        result = CliRunner().invoke(app, ["visualize-mask", name, "--out", "x.gif"], env={"COLUMNS": "80"})
+        assert result.exit_code == 2
+        assert f"pass it as ./{name}" in " ".join(result.output.split()), result.output
+    result = CliRunner().invoke(app, ["-cAbc.mp4"], env={"COLUMNS": "80"})
+    assert result.exit_code == 2 and "pass it as" not in result.output

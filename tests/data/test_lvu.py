@@ -258,6 +258,20 @@ def test_a_typo_in_the_first_row_is_reported_not_taken_for_a_header(task: str, t
         list_records(lvu_data(tmp_path, annotations, task), "train")
 
 
+def test_a_header_of_another_spelling_names_the_releases_header(tmp_path: Path) -> None:
+    """`label name youtube_id imdb_id` (accepted before only the release's header was skipped) said only
+    "class_id 'label' is not a whole number"; a later bad row says nothing of headers."""
+    from s5cli.data.datasets.lvu import parse_split_file
+
+    (tmp_path / "train.csv").write_text("label name youtube_id imdb_id\n0 Comedy aaa tt1\n")
+    with pytest.raises(AnnotationError, match=r"train\.csv:1: class_id 'label' is not a whole number \(a header "
+                                              r"line\? the release's is 'class_id class_name youtube_id imdb_id'\)"):
+        parse_split_file(tmp_path / "train.csv", "genre")
+    (tmp_path / "train.csv").write_text("0 Comedy aaa tt1\nx Comedy bbb tt2\n")
+    with pytest.raises(AnnotationError, match=r"train\.csv:2: class_id 'x' is not a whole number$"):
+        parse_split_file(tmp_path / "train.csv", "genre")
+
+
 def test_the_release_headers_are_skipped_and_a_headerless_file_is_read(lvu_dir: Path, tmp_path: Path) -> None:
     from s5cli.data.datasets.lvu import header_of, parse_split_file
 

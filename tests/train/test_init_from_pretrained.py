@@ -198,10 +198,26 @@ def test_init_from_another_lvu_task_warns_that_its_test_videos_may_have_been_see
     job.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
     err = " ".join(capsys.readouterr().err.split())
     expected = ("train.init=runs/genre was trained on LVU task genre, this recipe trains data.task=way_speaking: "
-                "LVU tasks share videos, so its weights may have seen way_speaking's test videos and the test "
+                "LVU tasks share videos, so its weights may have seen way_speaking's test videos, so its test "
                 "scores are not held out; start from a run of way_speaking or of another dataset")
     assert (expected in err) is warned, err
     if warned:  # under torchrun one rank says so
         monkeypatch.setenv("RANK", "1")
         job.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
         assert "LVU task" not in capsys.readouterr().err
+
+
+def test_init_from_another_lvu_task_counts_the_test_videos_it_saw(monkeypatch: pytest.MonkeyPatch, capsys,
+                                                                  shared_data_dir: Path) -> None:
+    """With the split files at hand the warning counts the shared videos, and pairs that share none (10 of
+    the 72, e.g. relationship -> scene) are not warned about."""
+    from s5cli.train import job
+
+    def recipe(task: str) -> SimpleNamespace:
+        return SimpleNamespace(data=_data(dataset="lvu", task=task, annotations=str(shared_data_dir / "lvu_1.0")))
+
+    job._check_init_task(recipe("way_speaking").data, _meta(dataset="lvu", task="genre"), "pre")
+    assert ("genre's train and val splits hold 33 of way_speaking's 201 test videos, so its test scores are not "
+            "held out") in " ".join(capsys.readouterr().err.split())
+    job._check_init_task(recipe("scene").data, _meta(dataset="lvu", task="relationship"), "pre")
+    assert capsys.readouterr().err == ""

@@ -73,6 +73,7 @@ class AnnotationError(UserError):
     def __init__(self, path: str | os.PathLike[str], line: int | None, problem: str) -> None:
         self.path = Path(path)
         self.line = line
+        self.problem = problem
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {problem}")
 
@@ -246,7 +247,9 @@ def first_process() -> bool:
     from s5cli import torchrun_env
 
     try:
-        return torchrun_env.rank() == 0
+        # RANK set by hand (`s5 extract`'s share of several machines, each with its own copy of the data)
+        # is no torchrun group: each process names its own missing videos.
+        return not torchrun_env.launched_by_torchrun() or torchrun_env.rank() == 0
     except UserError:
         return True
 

@@ -83,13 +83,19 @@ def parse_split_file(path: Path, task: str) -> list[LVURow]:
         fields = raw.split()
         if not fields:
             continue
-        if not header_seen:
-            header_seen = True
-            # Only the release's own header is skipped: taking any first line that does not start with a
-            # number for one dropped a data row with a typo in its first field ("O Comedy ..."), unreported.
-            if fields == header_of(task):
-                continue
-        row = _parse_fields(fields, task, path, number)
+        first, header_seen = not header_seen, True
+        # Only the release's own header is skipped: taking any first line that does not start with a
+        # number for one dropped a data row with a typo in its first field ("O Comedy ..."), unreported.
+        if first and fields == header_of(task):
+            continue
+        try:
+            row = _parse_fields(fields, task, path, number)
+        except AnnotationError as error:
+            if not first:
+                raise
+            # A header of another spelling ("label name youtube_id imdb_id") reads as a bad first row.
+            raise AnnotationError(path, number, f"{error.problem} (a header line? the release's "
+                                  f"is '{' '.join(header_of(task))}')") from None
         check_unique(row.youtube_id, number)
         rows.append(row)
     return rows
