@@ -106,7 +106,10 @@ class S4Layer(nn.Module):
     def _kernel_key(self, length: int, channels: Tensor | None) -> tuple | None:
         """What the kernel depends on; None where it cannot be told (inference-mode parameters)."""
         try:
-            versions = tuple(t._version for t in (*self.kernel_gen.parameters(), *self.kernel_gen.buffers()))
+            # The storage too: `p.data = ...`, `torch.func.functional_call` and `swap_tensors` replace a
+            # parameter's tensor without bumping a version counter, and returned the old kernel.
+            versions = tuple((t._version, t.data_ptr())
+                             for t in (*self.kernel_gen.parameters(), *self.kernel_gen.buffers()))
         except RuntimeError:  # parameters created under torch.inference_mode have no version counter
             return None
         first = self.D

@@ -245,3 +245,21 @@ def test_float32_dplr_step_mode_is_as_accurate_as_the_convolution(length: int) -
     conv_error = (conv.double() - reference).abs().max().item()
     step_error = (torch.stack(steps, 1).double() - reference).abs().max().item()
     assert step_error < 10 * max(conv_error, 1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dplr", "s4d"])
+def test_a_kernel_parameter_replaced_without_a_version_bump_is_not_served_stale(kind: str) -> None:
+    """The eval-mode kernel cache was keyed on version counters only: `p.data = ...` (or functional_call)
+    swaps the tensor without bumping one, and the old kernel came back."""
+    torch.manual_seed(0)
+    layer = S4Layer(S4Config(d_model=8, d_state=16, kernel=kind)).eval()
+    u = torch.randn(1, 12, 8)
+    with torch.no_grad():
+        before = layer.ssm(u)
+        param = next(p for name, p in layer.kernel_gen.named_parameters() if "dt" in name)
+        param.data = param.data + 0.5
+        after = layer.ssm(u)
+        layer.drop_reused_kernel()
+        fresh = layer.ssm(u)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, fresh)

@@ -54,3 +54,14 @@ def test_training_that_validates_on_the_test_split_says_so_once(tmp_path, monkey
     prepare_splits(data, ("train",), ctx, show_progress=False)  # pretraining reads no val
     prepare_splits({**data, "val_fraction": 0.5}, ("train", "val"), ctx, show_progress=False)
     assert "val_fraction" not in capsys.readouterr().err
+
+
+def test_a_val_fraction_for_a_dataset_with_its_own_val_split_is_named_unused() -> None:
+    """LVU and the synthetic task have a val split of their own: data.val_fraction was ignored silently."""
+    from s5cli.data.datasets import val_split_warning
+
+    assert val_split_warning({"dataset": "lvu", "task": "genre", "val_fraction": 0.2}) == (
+        "data.val_fraction=0.2 is not used: lvu has its own val split (data.val_fraction holds out part of train "
+        "for Breakfast and COIN only); drop it from the recipe")
+    assert val_split_warning({"dataset": "synthetic", "val_fraction": 0.0}) is None
+    assert val_split_warning({"dataset": "breakfast", "val_fraction": 0.1}) is None

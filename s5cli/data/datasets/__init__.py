@@ -65,10 +65,20 @@ def task_info(data: Any) -> TaskInfo:
 
 
 def val_split_warning(data: Any) -> str | None:
-    """Why this recipe's validation would choose on test videos, or None (a dataset with its own val split,
-    or one whose val is held out of train)."""
-    check = getattr(adapter(_dataset_name(data)), "val_split_warning", None)
-    return check(data) if check is not None else None
+    """What to say about this recipe's val split before training: validation would choose on test videos
+    (Breakfast, COIN without data.val_fraction), or data.val_fraction is set for a dataset with its own val
+    split (LVU, synthetic), where it was ignored without a word; else None."""
+    from s5cli.data.datasets.base import val_fraction_of
+
+    name = _dataset_name(data)
+    check = getattr(adapter(name), "val_split_warning", None)
+    if check is not None:
+        return check(data)
+    fraction = val_fraction_of(data)
+    if fraction > 0:
+        return (f"data.val_fraction={fraction:g} is not used: {name} has its own val split (data.val_fraction holds "
+                "out part of train for Breakfast and COIN only); drop it from the recipe")
+    return None
 
 
 def __getattr__(name: str) -> Any:
