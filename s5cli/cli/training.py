@@ -22,7 +22,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     from s5cli.recipe import recipe_to_dict
     from s5cli.seeding import seed_everything
     from s5cli.train import checkpoint as ckpt
-    from s5cli.train import job
+    from s5cli.train import init_weights, job
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import init_distributed
     from s5cli.train.loop import TrainSetup, check_fresh_run, train
@@ -62,8 +62,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                 stderr.print(f"nothing left to train: {out_dir} {ends[0]}", soft_wrap=True)
                 _summary(stdout, out_dir, _last_validation(out_dir / "metrics.jsonl"))
             return {}
-        init_dir = job.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
-        init_state = job.check_init(recipe, init_dir, recipe.train.init) if init_dir is not None else None
+        init_dir = init_weights.resolve_init(recipe.train.init) if recipe.train.init and not continues else None
+        init_state = init_weights.check_init(recipe, init_dir, recipe.train.init) if init_dir is not None else None
         seed_everything(recipe.train.seed)
         # Pretraining reads no validation: its videos are not extracted (a ViT-L pass over LVU's val split,
         # and a damaged val video could stop a run that never uses it).

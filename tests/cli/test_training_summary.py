@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 from s5cli.train import checkpoint as ckpt
-from s5cli.train.job import resolve_init
+from s5cli.train.init_weights import resolve_init
 from tests.train.test_finetune_e2e import RECIPE, tiny
 
 PRETRAIN = {"train.epochs": 1, "train.lsmcl.short_frames": 4, "train.lsmcl.long_frames": 8,

@@ -321,10 +321,11 @@ def test_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
     assert not (tmp_path / "typo").exists()  # a run that failed its checks leaves no empty run folder behind
     fine = tiny(tmp_path, **{"train.out_dir": tmp_path / "fine", "train.epochs": 1, "train.init": tmp_path / "pre"})
     # Checking train.init before extraction builds a model of its own: the run's random numbers stay as they were.
-    from s5cli.train import job
+    from s5cli.train import init_weights, job
 
     rng = torch.get_rng_state()
-    assert job.check_init(job.recipe_objects(RECIPE, fine, None), job.resolve_init(str(tmp_path / "pre")), "pre")
+    recipe = job.recipe_objects(RECIPE, fine, None)
+    assert init_weights.check_init(recipe, init_weights.resolve_init(str(tmp_path / "pre")), "pre")
     assert torch.equal(rng, torch.get_rng_state())
     result = runner.invoke(app, ["finetune", RECIPE, *fine])
     assert result.exit_code == 0, result.output

@@ -14,13 +14,13 @@ from s5cli.errors import UserError
 from s5cli.models.lsmcl import LSMCL, LSMCLConfig
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
-from s5cli.train.job import _check_init_tokens, pretrained_state, resolve_init
+from s5cli.train.init_weights import _check_init_tokens, pretrained_state, resolve_init
 
 S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
 
 
 def init_from_pretrained(model: nn.Module, directory: Path, spec: str, recipe_model: dict | None = None) -> None:
-    """What the trainer does with train.init (checked by `job.check_init`, loaded after extraction)."""
+    """What the trainer does with train.init (checked by `init_weights.check_init`, loaded after extraction)."""
     ckpt.load_into(model, pretrained_state(model, directory, spec, recipe_model), f"train.init={spec}", strict=False)
 
 
@@ -187,15 +187,15 @@ def test_init_from_another_lvu_task_warns_that_its_test_videos_may_have_been_see
     another task have seen inputs of this task's test split, and nothing said so."""
     import s5cli.data.datasets as datasets
     from s5cli import recipe as recipe_module
-    from s5cli.train import job
+    from s5cli.train import init_weights, job
 
     data = {"dataset": "lvu", "task": stored} if stored else {"dataset": "synthetic"}
     monkeypatch.setattr(ckpt, "read_metadata", lambda directory: _meta(**data))
     monkeypatch.setattr(datasets, "task_info", lambda data: SimpleNamespace(num_outputs=5))
     monkeypatch.setattr(job, "build_model_from_recipe", lambda recipe, outputs: nn.Linear(1, outputs))
-    monkeypatch.setattr(job, "pretrained_state", lambda *args: {})
+    monkeypatch.setattr(init_weights, "pretrained_state", lambda *args: {})
     monkeypatch.setattr(recipe_module, "recipe_to_dict", lambda recipe: {"model": {}})
-    job.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
+    init_weights.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
     err = " ".join(capsys.readouterr().err.split())
     expected = ("train.init=runs/genre was trained on LVU task genre, this recipe trains data.task=way_speaking: "
                 "LVU tasks share videos, so its weights may have seen way_speaking's test videos, so its test "
@@ -203,7 +203,7 @@ def test_init_from_another_lvu_task_warns_that_its_test_videos_may_have_been_see
     assert (expected in err) is warned, err
     if warned:  # under torchrun one rank says so
         monkeypatch.setenv("RANK", "1")
-        job.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
+        init_weights.check_init(_lvu_recipe("way_speaking"), Path("runs/genre"), "runs/genre")
         assert "LVU task" not in capsys.readouterr().err
 
 
@@ -211,13 +211,13 @@ def test_init_from_another_lvu_task_counts_the_test_videos_it_saw(monkeypatch: p
                                                                   shared_data_dir: Path) -> None:
     """With the split files at hand the warning counts the shared videos, and pairs that share none (10 of
     the 72, e.g. relationship -> scene) are not warned about."""
-    from s5cli.train import job
+    from s5cli.train import init_weights
 
     def recipe(task: str) -> SimpleNamespace:
         return SimpleNamespace(data=_data(dataset="lvu", task=task, annotations=str(shared_data_dir / "lvu_1.0")))
 
-    job._check_init_task(recipe("way_speaking").data, _meta(dataset="lvu", task="genre"), "pre")
+    init_weights._check_init_task(recipe("way_speaking").data, _meta(dataset="lvu", task="genre"), "pre")
     assert ("genre's train and val splits hold 33 of way_speaking's 201 test videos, so its test scores are not "
             "held out") in " ".join(capsys.readouterr().err.split())
-    job._check_init_task(recipe("scene").data, _meta(dataset="lvu", task="relationship"), "pre")
+    init_weights._check_init_task(recipe("scene").data, _meta(dataset="lvu", task="relationship"), "pre")
     assert capsys.readouterr().err == ""
