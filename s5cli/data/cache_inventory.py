@@ -95,12 +95,13 @@ def cache_parents(root: Path | None, cache_dirs: Sequence[Path] = ()) -> tuple[l
     root = Path(root if root is not None else DEFAULT_ROOT).expanduser()
     dirs = [Path(d).expanduser() for d in cache_dirs]
     # The default root named as a cache dir is scanned as the root it is, as before.
-    scan_root = named_root or not dirs or _names(dirs, root)
+    root_named = _names(dirs, root)  # also given as --cache-dir
+    scan_root = named_root or not dirs or root_named
     parents: list[Path] = []
     notes: list[str] = []
     root_is_cache_dir = scan_root and _is_cache_dir(root)
     if scan_root and root.is_dir():
-        _check_root_is_a_root(root, root_is_cache_dir, named_as_cache_dir=_names(dirs, root))
+        _check_root_is_a_root(root, root_is_cache_dir, named_as_cache_dir=root_named)
         for name in ("features", "synthetic"):
             sub = root / name
             if sub.is_symlink():

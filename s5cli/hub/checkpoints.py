@@ -156,11 +156,16 @@ def _cached_source(hub: HubSpec, sub: str, failure: Exception) -> _Source:
     return _Source(hub, unreachable=reason)
 
 
-def _snapshot_folder(hub: HubSpec, commit: str, cache_dir: str) -> Path:
-    """Where the cache keeps the files of `hub` at `commit` (it may not exist yet)."""
+def _repo_cache_folder(hub: HubSpec, cache_dir: str | Path) -> Path:
+    """The Hub cache's folder of `hub`'s repo (`models--OWNER--NAME`), holding its snapshots and refs."""
     from huggingface_hub.file_download import repo_folder_name
 
-    return Path(cache_dir) / repo_folder_name(repo_id=hub.repo_id, repo_type="model") / "snapshots" / commit
+    return Path(cache_dir) / repo_folder_name(repo_id=hub.repo_id, repo_type="model")
+
+
+def _snapshot_folder(hub: HubSpec, commit: str, cache_dir: str) -> Path:
+    """Where the cache keeps the files of `hub` at `commit` (it may not exist yet)."""
+    return _repo_cache_folder(hub, cache_dir) / "snapshots" / commit
 
 
 def _remember_commit(hub: HubSpec, commit: str) -> None:
@@ -173,11 +178,9 @@ def _remember_commit(hub: HubSpec, commit: str) -> None:
     revision = hub.revision or "main"
     if revision == commit or _COMMIT.match(revision):
         return
-    from huggingface_hub.file_download import repo_folder_name
-
     from s5cli.io import atomic_write_text
 
-    ref = Path(client_kwargs()["cache_dir"]) / repo_folder_name(repo_id=hub.repo_id, repo_type="model") / "refs"
+    ref = _repo_cache_folder(hub, client_kwargs()["cache_dir"]) / "refs"
     try:
         if not (ref / revision).is_file() or (ref / revision).read_text() != commit:
             atomic_write_text(ref / revision, commit)
