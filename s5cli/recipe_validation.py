@@ -239,10 +239,23 @@ def _type_problem(dotted: str, value: Any, hint: Any) -> str:
         limit = f"use a value of at most {INT64_MAX}" if int in takes else "use a number below 1.8e308"
         return f"{shown} is too large: {limit}"
     expected = f"has the wrong type: expected {describe_type(hint)}"
+    if bool in takes and _reads_as_yes_or_no(value):
+        return f"{shown} {expected} (YAML 1.2 reads {str(value)!r} as text: write true or false)"
     if isinstance(value, OverrideText):
         return (f"{shown} {expected} ({value.why}, so the command line kept the value as text: write the value "
                 f"alone, or quote it, e.g. {dotted}='...')")
     return f"{shown} {expected}"
+
+
+# Text meant as a boolean: YAML 1.1 read yes/no/on/off (and y/n) as ones, other cases of true/false are text;
+# recipes are read as YAML 1.2, whose booleans are only true/false, True/False and TRUE/FALSE.
+_YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n", "true", "false"}
+
+
+def _reads_as_yes_or_no(value: Any) -> bool:
+    """Whether `value` is text meant as a boolean (`yes`, `off`, `tRUE`): recipes written for YAML 1.1 used
+    them, and "expected true or false" alone did not say that the spelling is the problem."""
+    return isinstance(value, str) and value.strip().lower() in _YAML11_BOOL_WORDS
 
 
 def _choice_named(value: str, choices: tuple[Any, ...]) -> str:

@@ -1,7 +1,8 @@
-"""Reading recipe YAML: numbers as YAML 1.2 writes them (keeping their text), no repeated keys, few aliases.
+"""Reading recipe YAML: numbers and booleans as YAML 1.2 writes them (numbers keeping their text), no repeated
+keys, few aliases.
 
-Why a loader of its own: PyYAML reads YAML 1.1, where `0042` is octal, `2:00` base 60 and `2024-01-01` a
-date, and it keeps the last of a repeated key silently; a recipe is read (and overrides parsed) through
+Why a loader of its own: PyYAML reads YAML 1.1, where `0042` is octal, `2:00` base 60, `2024-01-01` a
+date and `off` false, and it keeps the last of a repeated key silently; a recipe is read (and overrides parsed) through
 the loaders here instead. Only SafeLoader subclasses: a recipe can never build arbitrary objects. A recipe
 file's bytes are read here too (`read_recipe_file`: pipes, a size cap, UTF-8 with the line of a bad byte).
 """
@@ -35,7 +36,11 @@ _INT = re.compile(r"^[-+]?(?:[0-9]+(?:_[0-9]+)*|0x[0-9a-fA-F]+|0o[0-7]+)$")
 _FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
                     r"|\.(?:nan|NaN|NAN))$")
 _YAML11_ONLY = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp",
-                "tag:yaml.org,2002:value"}
+                "tag:yaml.org,2002:value", "tag:yaml.org,2002:bool"}
+# Booleans as YAML 1.2's core schema writes them. YAML 1.1 also read yes/no/on/off as booleans, so
+# `train.out_dir=off` or `hub.revision=yes` became false/true and "had the wrong type"; now they are text,
+# and a true/false field given one is told to write true or false.
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
 
 
@@ -66,7 +71,8 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 
 class Yaml12Loader(yaml.SafeLoader):
     """SafeLoader that reads numbers as YAML 1.2 does (`_INT`, `_FLOAT`), keeping the text they were written as,
-    and no dates: a recipe holds none, and `train.out_dir=2024-01-01` is a folder name."""
+    booleans as YAML 1.2 does (`_BOOL`: `off` is text), and no dates: a recipe holds none, and
+    `train.out_dir=2024-01-01` is a folder name."""
 
     yaml_implicit_resolvers: typing.ClassVar[dict[Any, Any]] = {
         first: [(tag, regex) for tag, regex in resolvers if tag not in _YAML11_ONLY]
@@ -76,6 +82,7 @@ class Yaml12Loader(yaml.SafeLoader):
 
 Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
 Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+.0123456789"))
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
 Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 

@@ -1,4 +1,4 @@
-"""Recipe values as typed: YAML 1.2 numbers, text fields keeping their text, values YAML would cut, huge
+"""Recipe values as typed: YAML 1.2 numbers and booleans, text fields keeping their text, values YAML would cut, huge
 numbers, whole nested sections, keys given twice, case in names and choices, control characters in paths,
 and a folder that shares a bundled recipe's name."""
 
@@ -31,8 +31,8 @@ def value_of(key: str, overrides: tuple[str, ...] = (), path: Path = SYNTHETIC) 
     ("optim.lr=.001", 0.001),
     ("optim.lr=1e-3", 0.001),
     ("optim.lr=1E-3", 0.001),
-    ("train.amp=off", False),
-    ("train.amp=yes", True),
+    ("train.amp=False", False),  # booleans as YAML 1.2 writes them: true/false in three cases
+    ("train.amp=TRUE", True),
     # A text field keeps the text as typed: str() of the number it reads as was another name.
     ("hub.revision=0123456", "0123456"),  # YAML 1.1: octal, '42798'
     ("train.out_dir=2024_06_01", "2024_06_01"),  # YAML 1.1: 20240601
@@ -41,6 +41,9 @@ def value_of(key: str, overrides: tuple[str, ...] = (), path: Path = SYNTHETIC) 
     ("data.root=1e3", "1e3"),
     ("hub.revision=0x1F", "0x1F"),
     ("data.root=null", None),
+    ("train.out_dir=off", "off"),  # YAML 1.1: false, "has the wrong type"
+    ("hub.revision=yes", "yes"),
+    ("data.root=N", "N"),
 ])
 def test_override_numbers_are_read_as_yaml_1_2_and_text_keeps_its_text(override: str, value: object) -> None:
     assert value_of(override.partition("=")[0], (override,)) == value
@@ -59,6 +62,23 @@ def test_numbers_in_a_file_are_read_as_yaml_1_2_and_text_fields_keep_their_text(
     assert (resolved["train"]["out_dir"], resolved["hub"]["revision"], resolved["data"]["root"]) == (
         "2024_01", "0123", "1.50")
     assert "train.epochs='2024-01-01' has the wrong type" in error_of(write(tmp_path, "train:\n  epochs: 2024-01-01\n"))
+
+
+def test_yes_no_on_off_in_a_file_are_text(tmp_path: Path) -> None:
+    """`out_dir: no` was false, and a text field refused it."""
+    recipe = write(tmp_path, "train:\n  out_dir: no\nhub:\n  revision: On\n")
+    resolved = recipe_to_dict(load_recipe(recipe))
+    assert (resolved["train"]["out_dir"], resolved["hub"]["revision"]) == ("no", "On")
+
+
+@pytest.mark.parametrize("text", ["yes", "off", "No", "Y"])
+def test_a_true_false_field_given_yes_or_off_says_to_write_true_or_false(tmp_path: Path, text: str) -> None:
+    assert error_of(SYNTHETIC, (f"train.amp={text}",)).endswith(
+        f"train.amp={text!r} has the wrong type: expected true or false (YAML 1.2 reads {text!r} as text: write "
+        "true or false)")
+    message = error_of(write(tmp_path, f"model:\n  bidirectional: {text}\n"))
+    assert message.endswith(f"model.bidirectional={text!r} has the wrong type: expected true or false (YAML 1.2 "
+                            f"reads {text!r} as text: write true or false)")
 
 
 # ----------------------------------------------------------------------------------------- huge numbers

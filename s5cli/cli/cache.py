@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,7 +78,7 @@ def list_caches(
     if not entries:
         stdout.print(f"nothing cached in {_where(inventory, root)}")
         return
-    stdout.print(_table(stdout, entries, inventory.parents))
+    _print_tables(stdout, entries, inventory.parents)
     stale = [e for e in entries if e.status == STALE]
     line = f"{_count(len(entries), 'entry')}, {_count(sum(e.files for e in entries), 'file')}, {format_bytes(_bytes(entries))}"
     stdout.print(line + (f"; {len(stale)} stale: {format_bytes(_bytes(stale))}" if stale else ""))
@@ -125,7 +126,7 @@ def clean_caches(
         what = "recognised" if everything else "stale"
         stdout.print(f"nothing to clean in {_where(inventory, root)}: no {what} entries")
         return
-    stdout.print(_table(stdout, chosen, inventory.parents))
+    _print_tables(stdout, chosen, inventory.parents)
     # What a deletion would free: entries in use (and videos whose tokens are) are kept by `delete`.
     kept = {id(e) for e in kept_in_use(chosen)}
     free = [e for e in chosen if id(e) not in kept]
@@ -177,36 +178,72 @@ def _scan(root: Path | None, cache_dirs: list[Path] | None) -> Inventory:
     return inventory
 
 
-def _table(console: Console, entries: list[CacheEntry], parents: list[Path]) -> Table:
+def _print_tables(console: Console, entries: list[CacheEntry], parents: list[Path]) -> None:
+    """The entries as one table, or one table per cache folder under an `in FOLDER:` line where the folder
+    says something the kind does not.
+
+    Why not an "in" column: the other columns already fill 80, so the table grew to 92 columns and the
+    folder broke mid-word (`.s5cache/syntheti` / `c`); for `.s5cache` alone it only repeated the kind.
+    """
+    from rich.markup import escape
+
+    from s5cli.data.cache_inventory import scanned_parent
+
+    # By the scanned folder, not the entry's own parent: a leftover temporary file inside a token folder
+    # lies in the token folder's cache dir.
+    groups: dict[Path, list[CacheEntry]] = {}
+    for entry in entries:
+        groups.setdefault(scanned_parent(entry, parents), []).append(entry)
+    # soft_wrap=False: a table is no one-line message, and soft wrapping made it a column wider than asked.
+    if not _folders_matter(list(groups)):
+        console.print(_table(console, entries), soft_wrap=False)
+        return
+    for folder in sorted(groups, key=lambda f: parents.index(f) if f in parents else len(parents)):
+        console.print(f"in [bold]{escape(_shown_folder(folder))}[/]:")
+        console.print(_table(console, groups[folder]), soft_wrap=False)
+
+
+def _folders_matter(folders: list[Path]) -> bool:
+    """Whether entries come from several cache folders (--root and --cache-dir, or two cache dirs), where
+    one key may be in each; a root's own features/ and synthetic/ need no saying (the kind says which)."""
+    if len(folders) < 2:
+        return False
+    one_root = len({os.path.abspath(folder.parent) for folder in folders}) == 1
+    return not (one_root and {folder.name for folder in folders} <= {"features", "synthetic"})
+
+
+def _shown_folder(folder: Path) -> str:
+    """`folder` relative to the working folder when inside it (short, and what `--key PARENT/KEY` takes)."""
+    absolute = Path(os.path.abspath(folder))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:  # elsewhere: as given
+        return str(folder)
+
+
+def _table(console: Console, entries: list[CacheEntry]) -> Table:
+    """One table of `entries`: it fits 80 columns, kind and date breaking at their space and settings
+    wrapping; keys and sizes never break."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    from s5cli.data.cache_inventory import scanned_parent
-
-    # On a narrow terminal kind and date break at their space and settings wraps; keys and sizes never do.
-    narrow = 9 if console.width < 120 else None
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("kind", min_width=9, max_width=narrow)
-    table.add_column("key", overflow="fold", min_width=12)
+    # Narrow, kind, key and date get fixed widths (a word, a 12-character key, a date over its time) and
+    # settings alone shrinks to fit: Rich shrank them all, and at 80 columns cut the date to `2026-12-0`.
+    narrow = console.width < 120
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("kind", min_width=9, width=9 if narrow else None)
+    table.add_column("key", overflow="fold", min_width=12, width=12 if narrow else None)
     table.add_column("status", no_wrap=True)
-    table.add_column("settings", ratio=1, min_width=11, overflow="fold")
+    table.add_column("settings", ratio=1, overflow="fold")
     table.add_column("files", justify="right", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("modified", min_width=10, max_width=narrow and 10)
-    # Entries from several cache folders (--root and --cache-dir) can share a key: then say where each is.
-    # By the scanned folder, not the entry's own parent: a leftover temporary file inside a token folder
-    # added the column when one cache dir was listed.
-    where = [scanned_parent(entry, parents) for entry in entries]
-    several = len(set(where)) > 1
-    if several:
-        table.add_column("in", overflow="fold", min_width=8)
-    for entry, folder in zip(entries, where, strict=True):
+    table.add_column("modified", min_width=10, width=10 if narrow else None)
+    for entry in entries:
         # A folder a running job uses is one this version reads: "in use" says more than "current".
         status = "[bold cyan]in use[/]" if entry.in_use else f"[{STATUS_STYLE.get(entry.status, '')}]{entry.status}[/]"
         row = [entry.kind, escape(entry.key), status, escape(entry.settings), str(entry.files)]
-        row += [format_bytes(entry.bytes), _time(entry.modified)]
-        table.add_row(*row, *([escape(str(folder))] if several else []))
+        table.add_row(*row, format_bytes(entry.bytes), _time(entry.modified))
     return table
 
 

@@ -4,6 +4,7 @@ scores a video: windows of the clip length, their outputs averaged.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -73,34 +74,60 @@ def predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, bac
     """
     import torch
 
-    from s5cli.data.encode import load_video_tokens
-    from s5cli.train.metrics import aggregate_by_video
+    from s5cli.data.encode import load_video_tokens_with_plan
+    from s5cli.train.metrics import aggregate_by_video, nonfinite_rows
 
-    tokens = load_video_tokens(video, rec.data, device=str(dev), backbone=backbone, show_progress=not quiet)
+    tokens, plan = load_video_tokens_with_plan(video, rec.data, device=str(dev), backbone=backbone,
+                                               show_progress=not quiet)
     starts, frames = video_windows(tokens.shape[0], rec)
     outputs = _window_outputs(model, tokens, starts, frames, rec.eval.batch_size, dev, quiet, rec.train.amp)
     _, merged, _ = aggregate_by_video(["video"] * len(starts), outputs, torch.zeros(len(starts)), task.kind)
-    result: dict = {"video": str(video), "frames": int(tokens.shape[0]), "window_frames": frames,
-                    "windows": len(starts)}
+    # The video's own frames: a short one is padded while sampled (uniform frames, pool rows), and a short
+    # window after (frames at data.fps); "frames" said 16 sampled of a 1-frame video.
+    real = plan.real_frames
+    result: dict = {"video": str(video), "frames": real, "padded_frames": max(0, frames - real),
+                    "window_frames": frames, "windows": len(starts)}
     fps = rec.data.fps  # frames sampled at a fixed rate: a window's start is also a time in the video
     where = [{"start_frame": start, **({"start_seconds": round(start / fps, 3)} if fps else {})} for start in starts]
+    nonfinite = int(nonfinite_rows(outputs).sum())
+    if nonfinite:  # as `s5 eval`'s metrics count them: outputs that predict nothing
+        result["nonfinite"] = nonfinite
     if task.kind == "regression":  # on the target's own scale: the training targets were centred
-        result["prediction"] = float(merged.reshape(-1)[0]) + task.target_offset
-        result["window_predictions"] = [{**at, "prediction": float(value) + task.target_offset}
+        result["prediction"] = _finite_or_none(float(merged.reshape(-1)[0]) + task.target_offset)
+        result["window_predictions"] = [{**at, "prediction": _finite_or_none(float(value) + task.target_offset)}
                                         for at, value in zip(where, outputs.reshape(-1), strict=True)]
         return result
-    probs = merged[0]
-    names = task.class_names or [str(i) for i in range(probs.numel())]
-    values, idx = probs.topk(min(top, probs.numel()))
-    result["top"] = [{"class": int(i), "name": names[int(i)], "probability": float(v)}
-                     for v, i in zip(values, idx, strict=True)]
+    names = task.class_names or [str(i) for i in range(merged.shape[-1])]
+    ranked = ranked_classes(merged[0]) if bool(merged[0].isfinite().all()) else []  # NaN: no prediction
+    result["top"] = [{"class": c, "name": names[c], "probability": p} for c, p in ranked[:top]]
     window_probs = outputs.softmax(-1)
-    best_prob, best = window_probs.max(-1)
-    result["window_predictions"] = [
-        {**at, "class": int(c), "name": names[int(c)], "probability": float(p)}
-        for at, c, p in zip(where, best, best_prob, strict=True)
-    ]
+    result["window_predictions"] = [{**at, **_window_class(row, names)}
+                                    for at, row in zip(where, window_probs, strict=True)]
     return result
+
+
+def ranked_classes(probs) -> list[tuple[int, float]]:
+    """(class, probability) of a (C,) row, highest first; tied classes lower index first.
+
+    Why not `topk`: its order among equal values is arbitrary (a collapsed head's 9 equal probabilities
+    listed class 7 first while the window prediction and `s5 eval`'s confusion matrix said class 0). The
+    stable descending sort `topk_accuracy` ranks with gives `argmax`'s first maximum."""
+    ranked = probs.sort(descending=True, stable=True)
+    return [(int(c), float(p)) for p, c in zip(ranked.values, ranked.indices, strict=True)]
+
+
+def _window_class(probs, names: list[str]) -> dict:
+    """One window's prediction from its (C,) probabilities: the first of `ranked_classes`, or None for
+    each field when they are not finite (NaN/inf outputs predict nothing, and JSON has no NaN)."""
+    if not bool(probs.isfinite().all()):
+        return {"class": None, "name": None, "probability": None}
+    best, probability = ranked_classes(probs)[0]
+    return {"class": best, "name": names[best], "probability": probability}
+
+
+def _finite_or_none(value: float) -> float | None:
+    """`value`, or None when it is NaN or infinite: `json.dumps` wrote NaN, which strict readers refuse."""
+    return value if math.isfinite(value) else None
 
 
 def video_windows(total_frames: int, rec) -> tuple[list[int], int]:
@@ -144,6 +171,11 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
 
 
 def _print_video(console, video: Path, result: dict) -> None:
+    if result.get("nonfinite"):
+        count = result["nonfinite"]
+        console.print(f"{video}: {count} of {_windows_text(result)} gave non-finite outputs (NaN/inf): no "
+                      "prediction", soft_wrap=True)
+        return
     if "prediction" in result:
         console.print(f"{video}: predicted value {result['prediction']:.4f} (mean of {_windows_text(result)})")
         return
@@ -161,5 +193,8 @@ def _print_video(console, video: Path, result: dict) -> None:
 
 
 def _windows_text(result: dict) -> str:
-    count = result["windows"]
-    return f"{count} window{'s' if count != 1 else ''} of {result['window_frames']} frames ({result['frames']} sampled)"
+    """"3 windows of 8 frames (20 sampled)", and for a video shorter than a window how many frames were
+    copies of its last one: a 1-frame video read "1 window of 16 frames (16 sampled)"."""
+    count, padded = result["windows"], result.get("padded_frames", 0)
+    sampled = f"{result['frames']} sampled" + (f", padded with {padded} copies of the last" if padded else "")
+    return f"{count} window{'s' if count != 1 else ''} of {result['window_frames']} frames ({sampled})"

@@ -66,13 +66,14 @@ def evaluate(
             f"finetune it first (s5 finetune RECIPE train.init={checkpoint}) and evaluate that run"
         )
     model.to(dev)
-    if given is not None:
-        # One raw video needs the recipe's decoding settings, not its dataset on this machine.
-        rec = given
-        _warn_model_section_ignored(rec, stored_recipe.get("model", {}), recipe, checkpoint)
-    else:
-        rec = recipe_from_checkpoint(stored_recipe, overrides, source=f"{checkpoint}'s recipe")
+    # A recipe given is used as it is (one raw video needs its decoding settings, not its dataset here).
+    rec = given if given is not None else recipe_from_checkpoint(stored_recipe, overrides,
+                                                                 source=f"{checkpoint}'s recipe")
+    # The task before the model section: a recipe for another dataset differs in its model too, and its
+    # six-setting warning came before the refusal that says what is wrong.
     _refuse_another_task(rec.data, stored_recipe.get("data", {}), checkpoint)
+    if given is not None:
+        _warn_model_section_ignored(rec, stored_recipe.get("model", {}), recipe, checkpoint)
     _check_token_settings(rec.data, stored_recipe.get("data", {}), checkpoint)
     # With --json - stdout carries only the JSON (pipe-able); the human-readable tables go to stderr.
     console = stderr if is_stdout(json_out) else stdout
@@ -112,12 +113,13 @@ def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> s
     Why not always the last run: `s5 eval RECIPE train.out_dir=runs/a` scored whichever run was trained
     last (runs/b), under the name of the metrics the user asked for."""
     from s5cli.errors import UserError
-    from s5cli.train.job import last_run
+    from s5cli.train.job import last_run, stale_last_run
 
     newest = last_run()
     if rec is None:
         if newest is None:
-            raise UserError("no --checkpoint given and no finetune run in this folder: run `s5 finetune RECIPE` first")
+            raise UserError(stale_last_run() or "no --checkpoint given and no finetune run in this folder: run "
+                            "`s5 finetune RECIPE` first")
         return str(newest)  # its best/ (a damaged one refused naming the latest), else its latest
     from s5cli.train.checkpoint import has_checkpoints
     from s5cli.train.job import out_dir_for

@@ -84,8 +84,31 @@ class _UntypedHelpOption:
         return option
 
 
-class PlainFlagCommand(_UntypedHelpOption, typer.core.TyperCommand):
-    """A Typer command whose help shows no `<bool>` (see `_UntypedHelpOption`)."""
+class _ConventionalUsage:
+    """Mixin: the usage line names arguments as click and man pages do (`RECIPE [OVERRIDES]...`). Typer
+    0.29 writes a required one in braces (`{recipe}`), which reads as a choice of values."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []  # type: ignore[attr-defined]
+        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+            if getattr(param, "param_type_name", None) == "argument":
+                pieces.append(argument_usage(param))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+def argument_usage(param: Any) -> str:
+    """`NAME`, `[NAME]` when optional, `...` after either when it takes several values: the metavar where one
+    is set, else the name in capitals."""
+    name = param.metavar or (param.name or "").upper()
+    name = name if param.required else f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
+class PlainFlagCommand(_ConventionalUsage, _UntypedHelpOption, typer.core.TyperCommand):
+    """A Typer command whose help shows no `<bool>` (see `_UntypedHelpOption`) and writes its arguments in
+    the usage line as `RECIPE [OVERRIDES]...` (see `_ConventionalUsage`)."""
 
 
 class _SubcommandErrorContext:

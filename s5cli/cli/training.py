@@ -33,7 +33,9 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     if out is not None and not str(out).strip():
         raise UserError('--out "" names no folder: give the run folder, e.g. --out runs/mine')
     _check_objective(recipe_path, overrides or [], objective)
-    recipe = job.recipe_objects(recipe_path, [*(overrides or []), f"train.objective={objective}"], seed)
+    injected = f"train.objective={objective}"
+    recipe = job.recipe_objects(recipe_path, [*(overrides or []), injected], seed)
+    recipe.overrides = _without_last(recipe.overrides, injected)
     out_dir = job.out_dir_for(recipe, None if out is None else Path(out), recipe_path, overrides or [])
     job.check_run_folder(out_dir)
     ctx = None
@@ -84,6 +86,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
             raise UserError(f"no training videos with cached tokens for {recipe.data.dataset} "
                             f"(data.root={recipe.data.root}): check that data.root holds the videos the train "
                             "split names (missing ones are skipped)")
+        job.import_lazy_torch_modules()  # before the optimizer imports them, where a stop signal could abort
         model = job.build_model_from_recipe(recipe, task.num_outputs)
         if init_state is not None:
             ckpt.load_into(model, init_state, f"train.init={recipe.train.init}", strict=False)
@@ -108,7 +111,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise UserError(f"cannot create run folder {out_dir}: {error.strerror}") from None
-            job.save_run_recipe(recipe, out_dir)
+            job.save_run_recipe(recipe, out_dir, resume=resume)
             if not quiet:
                 n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 stderr.print(
@@ -138,6 +141,16 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         if ctx is not None:
             ctx.close()
         release_run_folder(out_dir)
+
+
+def _without_last(overrides: tuple[str, ...], item: str) -> tuple[str, ...]:
+    """`overrides` without the last `item`: the override the command added, which RUN/recipe.yaml's header
+    listed as if the user had given it (`train.objective=supervised` in every run). One the user typed as
+    well, earlier in the list, stays."""
+    if item not in overrides:
+        return overrides
+    last = len(overrides) - 1 - overrides[::-1].index(item)
+    return (*overrides[:last], *overrides[last + 1:])
 
 
 def _why_nothing_was_left(ended: str | None, recipe: Any, setup: TrainSetup) -> str:

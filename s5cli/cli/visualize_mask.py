@@ -36,13 +36,13 @@ def visualize_mask(
     ),
     frames: int | None = typer.Option(
         None, "--frames", "-t", min=1, max=MAX_FPS_PLAN_FRAMES,
-        help="Frames to sample: a clip of this many at --fps, or at the checkpoint's data.fps when it was trained at a fixed rate, else uniformly over the video (default: the checkpoint's clip; every frame at data.fps for a checkpoint trained on whole videos; else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
+        help="Frames to sample: a clip of this many at --fps, or at the checkpoint's data.fps when it was trained at a fixed rate, else uniformly over the video, or, at a data.frame_pool checkpoint's own data.frames, the pool rows s5 eval reads (default: the checkpoint's clip; every frame at data.fps for a checkpoint trained on whole videos; else 60 uniform). A shorter video is padded with its last frame up to the checkpoint's clip length, no further.",
     ),
     fps: float | None = typer.Option(
         None, "--fps", min=0.001,
         help="Sample at this rate (also the playback rate): every frame from --start on, or a clip of --frames (default: the checkpoint's data.fps; another rate is warned about).",
     ),
-    start: float = typer.Option(0.0, "--start", min=0.0, help="Seconds into the video where sampling starts."),
+    start: float = typer.Option(0.0, "--start", min=0.0, help="Seconds into the video where sampling starts (at a rate: the same frames extraction samples, so the first may be shown up to one frame before it)."),
     keep_ratio: float | None = typer.Option(None, "--keep-ratio", "-k", help="Fraction of tokens kept, in (0, 1] (default: the checkpoint's)."),
     size: int | None = typer.Option(None, "--size", max=MAX_IMAGE_SIZE, help="Frame size in px, a multiple of 16 (default: the checkpoint's image size, else 224)."),
     scale: int | None = typer.Option(
@@ -143,19 +143,23 @@ def _sampled_as(
     tokens at the spacing it learned), every frame at data.fps for a model trained on whole videos at a
     rate, the pool rows evaluation reads for data.frame_pool, else its (or 60) uniform frames. `--frames`
     alone on a rate-trained checkpoint is a clip at that rate (uniform frames were 0.64 s apart where
-    training used 0.25 s); another `--fps` is allowed but warned about, as another --size is.
+    training used 0.25 s); another `--fps` is allowed but warned about, as another --size is. `--frames`
+    equal to data.frames on a data.frame_pool checkpoint is its default clip, the pool rows evaluation
+    reads (other source frames than that many uniform ones: the picture showed another selection); another
+    count is that many uniform frames, as --help says.
     """
     from s5cli.cli.console import print_warning
 
     trained_fps = float(data["fps"]) if data.get("fps") else None
+    pool = int(data["frame_pool"]) if data.get("frame_pool") and trained_fps is None else None
     if frames is None and fps is None:
         if trained_fps is not None:
             return (trained.frames if trained else None), trained_fps, None
         if trained is not None:
-            return trained.frames, None, int(data["frame_pool"]) if data.get("frame_pool") else None
+            return trained.frames, None, pool
         return DEFAULT_FRAMES, None, None
     if fps is None:
-        return frames, trained_fps, None
+        return frames, trained_fps, pool if trained is not None and frames == trained.frames else None
     if trained_fps is not None and not math.isclose(fps, trained_fps):
         print_warning(f"--fps {fps:g} differs from the checkpoint's data.fps {trained_fps:g}: selections may differ "
                       f"(drop --fps to sample at {trained_fps:g} fps)")
@@ -225,13 +229,13 @@ def _load_model(checkpoint: str | None, random_init: bool, revision: str | None)
     if random_init:
         return None, {}, None, RANDOM_INIT
     if checkpoint is None:
-        from s5cli.train.job import last_run
+        from s5cli.train.job import last_run, stale_last_run
 
         found = last_run()
         if found is None:
             raise UserError(
-                "no --checkpoint given and no `s5 finetune` run in this folder: train one with "
-                "`s5 finetune recipes/synthetic.yaml`, or pass --random-init for a smoke test"
+                stale_last_run() or "no --checkpoint given and no `s5 finetune` run in this folder: train one "
+                "with `s5 finetune recipes/synthetic.yaml`, or pass --random-init for a smoke test"
             )
         checkpoint = str(found / "best") if (found / "best").exists() else str(found)
     from s5cli.train.loading import load_trained_model
@@ -291,7 +295,7 @@ def _run(
                                  storage_dtype=data.get("cache_dtype") or "float16",
                                  resize=data.get("resize") or "crop", frame_pool=frame_pool)
         selection = run_selection(video, model, extractor, sampling, model_name=model_name, seed=seed, report=report,
-                                  trained=trained)
+                                  trained=trained, scale=scale)
         hint = slow_gif_hint(out, len(selection.kept))
         if hint:
             stderr.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)

@@ -132,7 +132,8 @@ class ExtractionSettings:
         A local weights file counts by its contents (`local_weights_fingerprint`), not by the path typed:
         the same path overwritten, or `weights.safetensors` in another folder, is another network, whose
         tokens were reused as the old one's. Without a local file (no weights, a Hub id) the key is the one
-        earlier versions computed, so their caches stay found; a Hub id counts as its bare `OWNER/NAME[@REV]`
+        earlier versions computed, so their caches stay found (but for a real ViT preset without weights,
+        whose frames are now normalised with its own mean/std); a Hub id counts as its bare `OWNER/NAME[@REV]`
         (the spelling of the bundled recipes), so `hf://` and `hf-hub:` before it no longer split the cache.
         """
         values: dict[str, Any] = asdict(self)
@@ -140,11 +141,17 @@ class ExtractionSettings:
         values["fps"] = None if self.fps is None else float(self.fps)
         if self.resize == "crop":  # the only mode before `resize` existed: caches made then keep their key
             del values["resize"]
+        # The real ViT presets' own mean/std where no config.json states one (`normalisation_key`): earlier
+        # keys held none, and their tokens were normalised with ImageNet's. Every other key stays as it was.
+        from s5cli.models.backbone import normalisation_key
+
         fingerprint = local_weights_fingerprint(self.backbone_weights)
         if fingerprint is not None:
-            values["backbone_weights"] = fingerprint
+            values["backbone_weights"] = {**fingerprint, **normalisation_key(self.backbone, fingerprint)}
         elif self.backbone_weights:
             values["backbone_weights"] = hub_spelling(self.backbone_weights)
+        elif unstated := normalisation_key(self.backbone, {}):  # a random preset: its input changed as well
+            values["normalisation"] = unstated
         text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 

@@ -46,6 +46,7 @@ READ_AHEAD_RESET_COST = 0.25
 TRUNCATED_FRACTION = 0.9
 # Why PyAV decodes a file, in the warning that says so (`OpenedClip.decoder_note`).
 DECORD_REFUSED = "decord cannot open it (damaged or cut short?)"
+DECORD_UNSUPPORTED = "decord cannot open it (a format or codec it does not read)"  # intact, by PyAV's count
 DECORD_FAILED = "decord failed partway through it (damaged?)"
 
 
@@ -59,14 +60,15 @@ class DecodedClip:
 
 
 def plan_frames(info: VideoInfo, frames: int | None, fps: float | None, min_frames: int = 1) -> FramePlan:
-    """Uniform T frames (`frames`), or every frame at `fps` over the whole video (`fps` wins when both are set)."""
+    """Uniform T frames (`frames`), or every frame at `fps` over the whole video (`fps` wins when both are set);
+    both by time on a variable-frame-rate video's timeline (`uniform_plan`, `fps_indices`)."""
     if fps is not None:
         try:
             return fps_plan(info.num_frames, info.fps, fps, min_frames=min_frames, timeline=info.timeline)
         except ValueError as error:  # a plan past MAX_FPS_PLAN_FRAMES (a mistyped data.fps)
             raise UserError(f"data.fps {fps:g}: {error}") from None
     if frames is not None:
-        return uniform_plan(info.num_frames, frames)
+        return uniform_plan(info.num_frames, frames, info.timeline)
     raise UserError("set data.frames (T uniform frames per video) or data.fps (frames per second)")
 
 
@@ -100,8 +102,10 @@ class OpenedClip:
     def read(self, indices: list[int] | tuple[int, ...], first: bool = True) -> np.ndarray:
         """Frames at `indices` (`read_frames`). decord fails for some frame widths (48 or 72 px: "from_size
         == to_size", its rows are padded), and only when frames are read: a scaled reader is then reopened
-        at full size (the later resize gives the same clip), and a video whose own width fails is read with
-        PyAV from then on (`PyAVFrameReader`)."""
+        at full size, and a video whose own width fails is read with PyAV from then on (`PyAVFrameReader`).
+        The later resize (`resized_crops`) then does the scaling: the same size, not the same pixels (torch's
+        antialiased bilinear differs from FFmpeg's scaler by ~1 grey level on average), so only a first read
+        reopens, before any frame of the clip was handed over."""
         if self.pyav:
             return self._read_pyav(indices)
         try:
@@ -160,17 +164,20 @@ class OpenedClip:
 
         Why PyAV's count decides: decord decodes ahead of the frames asked for, so damage shortly past them
         fails a read by timing. PyAV counts the frames before the damage (one pass, for damaged files only;
-        `_pyav_frames`) and reads from then on: frames all before it are the same pictures decord gives. A
+        `_pyav_starts`) and reads from then on: frames all before it are the same pictures decord gives. A
         plan needing frames past it is re-planned over those frames while none were handed over (`start`
         0: the first chunk, or a whole clip), and fails saying how far it got otherwise: the plan the
         caller holds cannot shrink then. `error` again where PyAV decodes no frame, or failed itself on a
-        clip it reads already."""
+        clip it reads already.
+
+        PyAV decodes at full size (`PyAVFrameReader`): where a scaled decord reader handed over the first
+        chunks, the clip's later frames are scaled by `resized_crops` instead of FFmpeg's scaler, ~1 grey
+        level apart on average (`read`), so their tokens differ that little from what decord would give."""
         part = self.plan.indices[start:stop]
         found: int | None = None
         if not self.pyav:
-            starts, self.decoder_note = _pyav_frames(self.path, self.info.fps, self.stated_frames, error,
-                                                     DECORD_FAILED)
-            found = len(starts)
+            found = len(_pyav_starts(self.path, self.info.fps, error))
+            self.decoder_note = _pyav_note(self.path, DECORD_FAILED, found, self.stated_frames)
             self.reader, self.keyframes, self.scaled, self.pyav = None, None, False, True
             if max(part) < found:
                 return self._read_pyav(part)
@@ -358,9 +365,18 @@ def _timestamps_broken(info: VideoInfo, fps: float | None) -> bool:
 def _pyav_info(path: Path, probe, failed: VideoDecodeError, why: str) -> tuple[VideoInfo, str]:
     """The info of a file decord refused or failed on (`why`), from the frames PyAV decodes (a cut
     faststart MP4 still holds ~40 %), and the warning saying so; `failed` again when PyAV decodes none."""
-    starts, note = _pyav_frames(path, probe.fps, probe.stated_frames, failed, why)
+    starts = _pyav_starts(path, probe.fps, failed)
+    if why == DECORD_REFUSED and _intact(probe, len(starts)):
+        why = DECORD_UNSUPPORTED
     return VideoInfo(num_frames=len(starts), fps=probe.fps, height=probe.height, width=probe.width,
-                     timeline=_pyav_timeline(starts, probe.fps)), note
+                     timeline=_pyav_timeline(starts, probe.fps)), _pyav_note(path, why, len(starts),
+                                                                             probe.stated_frames)
+
+
+def _intact(probe, found: int) -> bool:
+    """Whether a file decord refused looks whole: PyAV decodes every frame its container states, or it is a
+    picture format that states none (a PNG). Why: a valid GIF was called "damaged or cut short?"."""
+    return found >= probe.stated_frames > 0 or (probe.stated_frames == 0 and probe.image)
 
 
 def _pyav_timeline(starts: list[float | None], fps: float) -> Timeline | None:
@@ -374,17 +390,20 @@ def _pyav_timeline(starts: list[float | None], fps: float) -> Timeline | None:
     return timeline_if_variable(times, times[-1] + 1 / fps, fps)
 
 
-def _pyav_frames(path: Path, fps: float, stated: int, failed: VideoDecodeError,
-                 why: str) -> tuple[list[float | None], str]:
-    """The start times of the frames PyAV decodes of a file decord failed on (those before the damage),
-    and the warning that says `why` and how many are used; `failed` again when PyAV decodes no frame."""
+def _pyav_starts(path: Path, fps: float, failed: VideoDecodeError) -> list[float | None]:
+    """The start times of the frames PyAV decodes of a file decord failed on (those before the damage);
+    `failed` again when PyAV decodes no frame."""
     starts = decodable_frame_starts(path)
-    found = len(starts)
-    if found < 1 or not fps > 0:
+    if not starts or not fps > 0:
         raise failed
+    return starts
+
+
+def _pyav_note(path: Path, why: str, found: int, stated: int) -> str:
+    """The warning that PyAV decodes the file, saying `why` and how many of its frames are used."""
     claimed = f" of the {stated} its container claims" if stated > found else ""
     frames = f"{found} frame{'s' if found != 1 else ''}{claimed}"
-    return starts, f"{path}: {why}; PyAV decodes {frames}, using those"
+    return f"{path}: {why}; PyAV decodes {frames}, using those"
 
 
 def _first_frames(timeline: Timeline | None, frames: int) -> Timeline | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from s5cli.data.cache import ExtractionSettings
 from s5cli.data.decode import OpenedClip, open_clip
@@ -209,7 +209,7 @@ def pool_rows_planner(data: Any) -> Callable[[VideoInfo], FramePlan] | None:
     frames = int(data_setting(data, "frames"))
 
     def plan(info: VideoInfo) -> FramePlan:
-        pooled = uniform_plan(info.num_frames, int(pool))
+        pooled = uniform_plan(info.num_frames, int(pool), info.timeline)  # extraction's pool
         rows = uniform_plan(max(1, pooled.real_frames), frames)
         return FramePlan(tuple(pooled.indices[row] for row in rows.indices), padded=rows.padded)
 
@@ -263,14 +263,31 @@ def fps_above_warning(fps: float, videos: Sequence[tuple[str, float]]) -> str:
             f"tokens repeat source frames; set data.fps to {slowest:g} or less to sample each frame once")
 
 
+class VideoTokens(NamedTuple):
+    """A raw video's tokens and the frame plan they were sampled by (`plan.padded`: rows that repeat the
+    video's last frame because it had fewer frames than the plan asked for)."""
+
+    tokens: torch.Tensor
+    plan: FramePlan
+
+
 def load_video_tokens(
     path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu",
     backbone: nn.Module | None = None, show_progress: bool = False,
 ) -> torch.Tensor:
+    """One raw video -> `(T, S, D)` tokens (`load_video_tokens_with_plan` without its plan)."""
+    return load_video_tokens_with_plan(path, data, device, backbone, show_progress).tokens
+
+
+def load_video_tokens_with_plan(
+    path: str | os.PathLike[str], data: Any, device: str | torch.device = "cpu",
+    backbone: nn.Module | None = None, show_progress: bool = False,
+) -> VideoTokens:
     """One raw video -> `(T, S, D)` tokens with the recipe's extraction settings, in the cache's dtype:
     the numbers a cached dataset would give (callers convert a window at a time, as the dataset does).
     With `data.frame_pool`, the source frames evaluation reads (`data.frames` uniform rows of the pool), not
-    the pool training draws from.
+    the pool training draws from. With them the plan they were sampled by: `eval --video` counts a short
+    video's real frames from it (planning again from the header opened every video a second time).
 
     Pass `backbone` (`load_backbone(settings_from_data(data), device)`) to reuse it over several videos.
     `show_progress`: a bar over the backbone's batches (a film at 1 fps is thousands of frames).
@@ -296,4 +313,4 @@ def load_video_tokens(
                              on_batch=lambda _frames: progress.advance(), resize=settings.resize)  # the bar counts batches
     finally:
         progress.close()
-    return tokens.to(device)
+    return VideoTokens(tokens.to(device), clip.plan)

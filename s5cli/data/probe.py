@@ -38,9 +38,12 @@ class VideoProbe:
     # estimate (Matroska's "average" rate of a variable-rate file is its nominal one, 25 fps for a phone
     # clip of 30 frames in 6.2 s), and this is the duration the estimate came from. 0 for a stated count.
     stated_seconds: float = 0.0
+    image: bool = False  # an image or animation format (GIF, PNG, ...), which decord does not open
 
 
 NOT_A_VIDEO = "cannot open as a video (not a video, or truncated/corrupt)"
+# PyAV's names of containers of pictures rather than video (also every "*_pipe": png_pipe, jpeg_pipe, ...).
+IMAGE_CONTAINERS = ("gif", "apng", "image2")
 UNREADABLE = "permission denied: make the file readable (chmod +r) or copy it"
 # Why a read of frames failed, for any failure but decord's padded rows (`read_frames`, `PyAVFrameReader`).
 DAMAGED = "decoding failed (truncated or corrupt video)"
@@ -103,8 +106,15 @@ def probe_video(path: str | os.PathLike[str]) -> VideoProbe:
             elif container.duration:  # the whole file's, in microseconds
                 seconds = container.duration / 1_000_000
             stated = round(seconds * rate)
+        image = _image_container(container)
     return VideoProbe(height=height, width=width, stated_frames=max(0, stated), fps=rate, rotation=rotation,
-                      stated_seconds=max(0.0, seconds) if stated > 0 else 0.0)
+                      stated_seconds=max(0.0, seconds) if stated > 0 else 0.0, image=image)
+
+
+def _image_container(container) -> bool:
+    """Whether the container holds pictures (a GIF, PNG or JPEG), which decord refuses although intact."""
+    names = str(getattr(container.format, "name", "") or "").split(",")
+    return any(name in IMAGE_CONTAINERS or name.endswith("_pipe") for name in names)
 
 
 def _first_frame_rotation(container, stream) -> int:

@@ -9,6 +9,7 @@ Hugging Face Hub id. It returns every token after the final LayerNorm (what timm
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# timm's ViT-S/B/L/16 weights (ImageNet-21k, augreg) were trained on frames normalised with mean = std = 0.5.
+HALF = (0.5, 0.5, 0.5)
 
 
 @dataclass
@@ -46,13 +49,18 @@ class ViTConfig:
     init_seed: int = 0
 
 
+# The real presets' mean/std are their timm weights' own: what a weights file without a config.json beside it
+# (or a Hub repo without one) is normalised with. ImageNet's made other tokens than the network was trained on.
 PRESETS: dict[str, ViTConfig] = {
-    "vit_small_patch16_224": ViTConfig(dim=384, depth=12, heads=6),
-    "vit_base_patch16_224": ViTConfig(dim=768, depth=12, heads=12),
-    "vit_large_patch16_224": ViTConfig(dim=1024, depth=24, heads=16),
+    "vit_small_patch16_224": ViTConfig(dim=384, depth=12, heads=6, mean=HALF, std=HALF),
+    "vit_base_patch16_224": ViTConfig(dim=768, depth=12, heads=12, mean=HALF, std=HALF),
+    "vit_large_patch16_224": ViTConfig(dim=1024, depth=24, heads=16, mean=HALF, std=HALF),
     # Random but seeded: the same tokens on every machine, fast enough for tests.
     "vit_tiny_test": ViTConfig(image_size=64, dim=32, depth=2, heads=2),
 }
+# The mean/std every preset had before the real ones took their weights' own: token-cache keys that did not
+# state the normalisation were made with these (`normalisation_key`).
+FORMER_NORMALISATION = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 PATCH_POOL = "patch_pool"
 BACKBONE_NAMES = (*PRESETS, PATCH_POOL)
 
@@ -273,6 +281,8 @@ def build_backbone(name: str, weights: str | None = None, image_size: int | None
     if not weights:
         return _freeze(VisionTransformer(config))
     file, pretrained_cfg = resolve_weights(weights)
+    if local_weights_path(weights) is not None and name != "vit_tiny_test":  # a test network: no trained weights
+        _warn_unstated_normalisation(file, name, tuple(sorted(pretrained_cfg)))
     if pretrained_cfg:
         # Weights define their own input normalisation (timm's augreg ViTs use mean = std = 0.5).
         config = replace(
@@ -283,6 +293,47 @@ def build_backbone(name: str, weights: str | None = None, image_size: int | None
     model = VisionTransformer(config)
     load_timm_state_dict(model, read_safetensors(file), source=weights)
     return _freeze(model)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_unstated_normalisation(file: Path, name: str, stated: tuple[str, ...]) -> None:
+    """Warn (once per file) that a local weights file has no config.json stating its mean/std beside it.
+
+    Why: the frames are normalised with what the weights were trained with, which only that file says;
+    without it the preset's values are used, and weights trained with others give other tokens silently.
+    """
+    missing = [key for key in ("mean", "std") if key not in stated]
+    if not missing:
+        return
+    from s5cli.cli.console import print_warning
+
+    preset = PRESETS[name]
+    used = f"mean {_values(preset.mean)} / std {_values(preset.std)}"
+    has_config = file.with_name("config.json").is_file()
+    where = f"its config.json states no {' or '.join(missing)}" if has_config else "no config.json beside it"
+    print_warning(f"backbone weights {file}: {where}: normalising frames with the {name} preset's {used}; if the "
+                  'weights were trained with others, put a config.json beside them ({"pretrained_cfg": {"mean": '
+                  '[...], "std": [...]}})')
+
+
+def _values(values: tuple[float, ...]) -> str:
+    return f"({', '.join(f'{v:g}' for v in values)})"
+
+
+def normalisation_key(name: str, stated: dict) -> dict:
+    """The preset mean/std backbone `name` uses where `stated` (a config.json's) gives none, for the token-cache
+    key; only those that differ from `FORMER_NORMALISATION`.
+
+    Why: keys of weights without a stated mean/std held none, and the tokens cached under them were made
+    with ImageNet's; the real ViT presets now normalise with 0.5, so their key must differ, while every
+    other key (vit_tiny_test, a config.json that states both) stays as it was.
+    """
+    preset = PRESETS.get(name)
+    if preset is None:
+        return {}
+    defaults = {"mean": tuple(preset.mean), "std": tuple(preset.std)}
+    return {key: list(value) for key, value in defaults.items()
+            if key not in stated and value != FORMER_NORMALISATION[key]}
 
 
 def resolve_weights(weights: str) -> tuple[Path, dict]:

@@ -419,11 +419,16 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
         raise UserError(f"{source} does not fit this model: {'; '.join(parts)} — was it trained with another model?")
     # Training stops on a non-finite loss before it saves, so non-finite weights mean a damaged or foreign
     # file: they loaded silently and evaluated to plausible-looking numbers (every video one class).
-    broken = sorted(k for k in own if k in state and state[k].is_floating_point() and not torch.isfinite(state[k]).all())
+    broken = nonfinite_weights({k: state[k] for k in own if k in state})
     if broken:
         raise UserError(f"{source} holds non-finite (NaN/inf) weights in {len(broken)} tensors (e.g. {broken[0]}): "
                         "the checkpoint is damaged; use another one")
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def nonfinite_weights(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The floating-point tensors of `state` holding NaN or inf, by name, sorted (a diverged or damaged model)."""
+    return sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
 
 
 def step_number(name: str) -> int | None:

@@ -51,6 +51,33 @@ def overrides_key(key: str, full: str, model_name: str = "s5") -> bool:
     return full_override_key({"model": {"name": model_name}}, key) == full
 
 
+# What torch imports on first use once training runs: torch._dynamo when the first optimizer is built
+# (`torch._compile` wraps Optimizer.add_param_group; with it sympy and triton, ~900 modules, seconds), the
+# CUPTI monitor at the first optimizer step (`record_function`).
+LAZY_TORCH_MODULES = ("torch._dynamo", "torch.profiler._cupti_monitor")
+
+
+def import_lazy_torch_modules() -> None:
+    """Import LAZY_TORCH_MODULES now, with Ctrl-C and SIGTERM deferred until they are in.
+
+    Why: the CLI's SIGTERM handler raises `Terminated` wherever Python is, and raised while torch.optim
+    imported torch._dynamo (triton's C++ extension loading) it aborted the process: exit 134, "terminate
+    called after throwing an instance of 'nanobind::python_error'", instead of the clean stop with exit 143.
+    A signal that comes meanwhile is raised as the imports end, where Python stops cleanly (a few seconds
+    later). Call before the optimizer is built.
+    """
+    import contextlib
+    import importlib
+
+    from s5cli.signals_deferred import stop_signals_deferred
+
+    with stop_signals_deferred():
+        for name in LAZY_TORCH_MODULES:
+            # Not in this torch version: torch imports what it needs where it did.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+
+
 def build_model_from_recipe(recipe: Any, num_outputs: int):
     """The video model named in recipe.model."""
     from s5cli.models.registry import build_model
@@ -99,8 +126,9 @@ def run_folder_of(recipe_path: str | None) -> Path | None:
     return folder if has_checkpoints(folder) or (folder / "metrics.jsonl").is_file() else None
 
 
-def save_run_recipe(recipe: Any, out_dir: Path) -> None:
-    """Write RUN/recipe.yaml with train.out_dir set to the run folder itself.
+def save_run_recipe(recipe: Any, out_dir: Path, resume: bool = False) -> None:
+    """Write RUN/recipe.yaml with train.out_dir set to the run folder itself; with `resume`, its header keeps
+    the run's own provenance (`_with_saved_provenance`).
 
     So `s5 finetune RUN/recipe.yaml --resume` continues that run, not the recipe's original folder. Only
     this file says where the run lives: the recipe inside its checkpoints keeps train.out_dir as given, so
@@ -112,7 +140,50 @@ def save_run_recipe(recipe: Any, out_dir: Path) -> None:
 
     located = copy.deepcopy(recipe)
     located.train.out_dir = str(out_dir)
+    if resume:
+        _with_saved_provenance(located, out_dir / "recipe.yaml")
     save_recipe(located, out_dir / "recipe.yaml")
+
+
+def _with_saved_provenance(recipe: Any, saved: Path) -> None:
+    """Give `recipe` the source and overrides the header of `saved` lists, then its own new overrides.
+
+    Why: `s5 finetune runs/s4/recipe.yaml --resume train.epochs=2` rewrote the header as "(from
+    runs/s4/recipe.yaml)" with train.epochs=2 alone, and the run's real origin (its recipe file and the
+    `model.name=s4` it was started with) was lost. Left as it is when `saved` has no header to read."""
+    provenance = saved_provenance(saved)
+    if provenance is None:
+        return
+    source, listed = provenance
+    recipe.source = source or getattr(recipe, "source", None)
+    # A new override is listed unless the last one listed for its key already says the same (an earlier
+    # `key=5` followed by `key=10` reads as 10: resuming with `key=5` must list it again).
+    last = {item.split("=", 1)[0]: item for item in listed}
+    recipe.overrides = (*listed, *(item for item in getattr(recipe, "overrides", ())
+                                   if last.get(item.split("=", 1)[0]) != item))
+
+
+_HEADER = "# Resolved s5cli recipe"
+
+
+def saved_provenance(path: Path) -> tuple[str | None, tuple[str, ...]] | None:
+    """(source, overrides) from the header `recipe_header` wrote at the top of a saved recipe; None when the
+    file cannot be read or has no such header (written by hand, or by an older s5cli)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or not lines[0].startswith(_HEADER):
+        return None
+    rest = lines[0][len(_HEADER):]
+    source = rest[len(" (from "):-1] if rest.startswith(" (from ") and rest.endswith(")") else None
+    overrides: list[str] = []
+    if len(lines) > 1 and lines[1] == "# with overrides:":
+        for line in lines[2:]:
+            if not line.startswith("#   "):
+                break
+            overrides.append(line[len("#   "):])
+    return source, tuple(overrides)
 
 
 def check_run_folder(out_dir: Path) -> None:
@@ -331,11 +402,43 @@ def remember_last_run(out_dir: Path, ctx: DistContext) -> None:
 
 def last_run() -> Path | None:
     """The run folder of the last `s5 finetune` in this working directory, if it still exists."""
+    path = _last_run_marker()
+    return path if path is not None and (path / "latest").is_file() else None
+
+
+def stale_last_run() -> str | None:
+    """The error for a ./.s5/last_run that names a run no longer there (deleted, moved, or without a
+    checkpoint), with the runs beside it to pass instead; None when it names a run or there is none.
+
+    Why: `s5 eval` and `s5 visualize-mask` said "no finetune run in this folder" after the last run was
+    deleted, though other runs sat beside it."""
+    path = _last_run_marker()
+    if path is None or (path / "latest").is_file():
+        return None
+    what = "no longer exists" if not path.exists() else "holds no checkpoint"
+    others = _runs_in(path.parent)
+    listed = f" (runs there: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+    return f"the last finetune run here ({path}) {what}; pass -c/--checkpoint <run folder>{listed}"
+
+
+def _last_run_marker() -> Path | None:
+    """The folder ./.s5/last_run names, whether or not it is still a run; None without one."""
     marker = Path(".s5") / "last_run"
     if not marker.is_file():
         return None
     try:
-        path = Path(marker.read_text(encoding="utf-8").strip())
+        text = marker.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:  # not written by s5cli: as if there were none
         return None
-    return path if str(path) not in ("", ".") and (path / "latest").is_file() else None
+    return Path(text) if text not in ("", ".") else None
+
+
+def _runs_in(folder: Path) -> list[str]:
+    """The run folders (those with a `latest` checkpoint) directly in `folder`, sorted, as a -c argument:
+    relative to the working folder when inside it."""
+    try:
+        entries = sorted(entry for entry in folder.resolve().iterdir() if (entry / "latest").is_file())
+    except OSError:  # gone too, or unreadable: nothing to list
+        return []
+    here = Path.cwd().resolve()
+    return [str(entry.relative_to(here)) if entry.is_relative_to(here) else str(entry) for entry in entries]

@@ -100,6 +100,50 @@ def _say_the_train_split_changed(state: ckpt.TrainerState, setup: TrainSetup, ct
                   "and no longer repeats an uninterrupted run")
 
 
+def _say_the_process_count_changed(directory: Path, saved: int, processes: int) -> None:
+    """One warning when a resume runs on another number of processes than wrote the checkpoint: same global
+    batch and schedule, but the noise each process draws (dropout, Gumbel, LSMCL masks) no longer continues
+    as one uninterrupted run's would. Said rather than let a user expect byte-identical results."""
+    from s5cli.cli.console import print_warning
+
+    if processes > saved:
+        ranks = f"rank {saved}" if processes == saved + 1 else f"ranks {saved}-{processes - 1}"
+        fate = f"{ranks} had no saved generator state and draw from a new seed (train.seed, the step and the rank)"
+    else:
+        fate = f"the generator states of its ranks {processes}-{saved - 1} are not used"
+    print_warning(f"--resume: {directory} was written by {saved} process(es), this run has {processes}: training "
+                  f"goes on with the same global batch, but its random draws differ from an uninterrupted run's "
+                  f"({fate})")
+
+
+# eval.* keys that change what a validation scores (eval.batch_size and eval.split do not): a resume may change
+# them (`job.RESUMABLE_KEYS`), but the best metric and the patience count then compare two protocols.
+VALIDATION_KEYS = ("aggregate", "window_stride")
+
+
+def _say_the_validation_changed(directory: Path, state: ckpt.TrainerState, setup: TrainSetup,
+                                ctx: DistContext) -> None:
+    """One warning when a resume changes how validation scores (`VALIDATION_KEYS`) after the run validated:
+    the best metric so far and train.early_stop_patience then compare numbers of two protocols silently.
+    Compared with the recipe stored in the checkpoint resumed (the one its validations used)."""
+    if not ctx.is_main or (state.best_step is None and not state.evals_since_best):
+        return
+    try:
+        stored = json.loads(ckpt.read_metadata(directory).get("recipe", "{}")).get("eval", {})
+    except (UserError, ValueError, AttributeError):  # unreadable or older metadata: nothing to compare
+        return
+    from s5cli.cli.console import print_warning
+    from s5cli.recipe_validation import show_value
+
+    now = setup.recipe_dict.get("eval", {})
+    changed = [f"eval.{key} ({show_value(stored[key])} -> {show_value(now[key])})" for key in VALIDATION_KEYS
+               if key in stored and key in now and stored[key] != now[key]]
+    if changed:
+        verb = "changes" if len(changed) == 1 else "change"
+        print_warning(f"--resume: {', '.join(changed)} {verb} how validation scores: the best metric so far and "
+                      "train.early_stop_patience compare it with validations scored the old way")
+
+
 def _carves_val(recipe: Any) -> bool:
     """Whether this run's val split is held out of train (Breakfast, COIN with data.val_fraction > 0)."""
     return recipe.data.dataset in ("breakfast", "coin") and float(recipe.data.val_fraction or 0.0) > 0
@@ -132,22 +176,17 @@ def train(setup: TrainSetup) -> dict:
     if point is not None:
         saved = saved_processes(point.tensors)
         if saved != ctx.world_size and ctx.is_main:
-            from s5cli.cli.console import print_warning
-
-            # Same global batch and schedule, but the noise each process draws (dropout, Gumbel, LSMCL
-            # masks) no longer continues as one uninterrupted run's would: say so rather than let a user
-            # expect byte-identical results.
-            print_warning(f"--resume: {point.directory} was written by {saved} process(es), this run has "
-                          f"{ctx.world_size}: training goes on with the same global batch, but its random draws "
-                          "differ from an uninterrupted run's")
+            _say_the_process_count_changed(point.directory, saved, ctx.world_size)
         ckpt.load_into(module, point.weights, str(point.directory))
-        state, schedule_state = apply_resume_point(point, optimizer, ctx.rank)
+        state, schedule_state = apply_resume_point(point, optimizer, ctx.rank, setup.seed)
         schedule.load_state_dict(schedule_state)
         _say_what_a_new_length_changes(state, total_steps, schedule, setup, ctx)
         _say_the_train_split_changed(state, setup, ctx)
+        _say_the_validation_changed(point.directory, state, setup, ctx)
     elif ctx.distributed:
         # Every rank has built the same model from the same seed (DDP also broadcasts rank 0's weights);
-        # from here on each draws its own noise (see `rank_seed`; a resumed rank takes its saved state).
+        # from here on each draws its own noise (see `rank_seed`; a resumed rank takes its saved state, or
+        # without one a seed of its own, `restore_rng`).
         torch.manual_seed(rank_seed(setup.seed, ctx.rank))
     state.planned_steps = total_steps
     state.train_clips = len(setup.train_set)
@@ -258,14 +297,15 @@ def train(setup: TrainSetup) -> dict:
                 # alone left the others blocked in the next collective), and no rank steps on it.
                 loss_value, stop_signal, top1 = ctx.after_step(loss_value, interrupted["signal"] or 0, top1)
                 if not math.isfinite(loss_value):
-                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-                    raise RunFailure(
-                        f"loss became {loss_value} at step {state.step + 1} (epoch {epoch + 1}); stopped, {where}. "
-                        "Try a lower optim.lr or optim.grad_clip"
-                    )
-                if ocfg.grad_clip and ocfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], ocfg.grad_clip)
+                    raise _diverged(f"loss became {loss_value}", state.step + 1, epoch, last_good,
+                                    "Try a lower optim.lr or optim.grad_clip")
+                # A finite loss can still have a non-finite gradient: stepping on it made every weight NaN,
+                # which was then validated, checkpointed and named as the last good checkpoint.
+                grad_norm = _clip_gradients(module, optimizer, scaler, ocfg.grad_clip)
+                if grad_norm is not None and not math.isfinite(grad_norm):
+                    raise _diverged(f"the gradient norm became {grad_norm}", state.step + 1, epoch, last_good,
+                                    "Try a lower optim.lr")
+                lr = schedule.lr()  # this step's rate: `after_step` sets the next step's
                 if step.optimizer_step(scaler, optimizer):
                     schedule.after_step()
                     step.update_momentum_copies(module)
@@ -275,13 +315,13 @@ def train(setup: TrainSetup) -> dict:
                 # Clips of this step over every process (the sampler gives each rank as many; the last
                 # batch of an epoch may be short): batch_size overstated a short or uneven batch.
                 speed = len(batches[b_index]) * ctx.world_size / max(time.perf_counter() - tick, 1e-9)
-                progress.update(state.step, epoch, loss_value, schedule.lr(), speed)
+                progress.update(state.step, epoch, loss_value, lr, speed)
                 # The run's last step too: a run shorter than log_every otherwise logged nothing (and
                 # `s5 pretrain` printed an empty summary).
                 if state.step % max(1, tcfg.log_every) == 0 or state.step == total_steps:
                     contrast = {} if top1 is None else {"contrastive_top1": top1}  # LSMCL's acc@1
                     log.write({"step": state.step, "epoch": epoch + 1, "loss": loss_value, **contrast,
-                               "lr": schedule.lr(), "samples_per_s": speed})
+                               "lr": lr, "samples_per_s": speed})
                 if stop_signal:  # agreed above: every rank finishes this step and saves
                     stop_after_saving(stop_signal)
             state.epoch = epoch + 1
@@ -384,6 +424,32 @@ def _patience_used_up(state: ckpt.TrainerState, patience: int | None) -> bool:
     validates and stops there, with the early-stop record.
     """
     return bool(patience) and state.evals_since_best >= patience and not state.batch_in_epoch
+
+
+def _clip_gradients(module: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    grad_clip: float | None) -> float | None:
+    """Clip this step's gradients to `grad_clip` (unscaled first) and return their total norm before
+    clipping, for the caller to stop on a non-finite one; None with a float16 GradScaler.
+
+    Why None there: inf/NaN float16 gradients are routine, the scaler skips that step and lowers its scale.
+    Without clipping the norm is computed for the check alone (one read per step, as for the loss); after
+    DDP's all-reduce it is the same on every rank, so all of them stop together."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if grad_clip and grad_clip > 0:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(params, grad_clip)
+    elif scaler.is_enabled():
+        return None
+    else:
+        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return None if scaler.is_enabled() else float(norm)
+
+
+def _diverged(what: str, at_step: int, epoch: int, last_good: Path | None, advice: str) -> RunFailure:
+    """One line for a run that diverged before the optimiser step `at_step`: what, where, and which
+    checkpoint still holds a finite model."""
+    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+    return RunFailure(f"{what} at step {at_step} (epoch {epoch + 1}); stopped, {where}. {advice}")
 
 
 def _tokens_lost_failure(lost: TokensLost, when: str, kept: Path | None, last_good: Path | None) -> RunFailure:

@@ -25,6 +25,7 @@ from s5cli.train.checkpoint import (
     checkpoint_dir,
     join_optimizer,
     latest_checkpoint,
+    nonfinite_weights,
     step_checkpoints,
 )
 from s5cli.train.rng_states import restore_rng
@@ -64,6 +65,7 @@ def read_resume_point(path: str | Path) -> ResumePoint:
     except Exception as error:  # safetensors, json and a missing key each raise their own type
         reason = first_line(error)
         raise UserError(f"{reading} is unreadable ({reason}): the checkpoint is damaged") from None
+    _check_finite_weights(weights, directory / MODEL_FILE)
     try:
         _check_moments(join_optimizer(tensors, payload["optimizer"])["state"],
                        _saved_params(payload["optimizer"], weights))
@@ -71,6 +73,17 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         raise UserError(f"{directory / STATE_TENSORS} does not fit the checkpoint's weights ({first_line(error)}): "
                         "the checkpoint is damaged") from None
     return ResumePoint(directory, weights, payload, tensors)
+
+
+def _check_finite_weights(weights: Mapping[str, torch.Tensor], file: Path) -> None:
+    """UserError for NaN/inf weights, found while reading so that `--resume` falls back to an older checkpoint.
+
+    Why here and not only in `load_into`: a checkpoint of a model that had already diverged was picked as
+    the newest readable one and then refused when loaded, so the run could not be resumed at all."""
+    broken = nonfinite_weights(weights)
+    if broken:
+        raise UserError(f"{file} holds non-finite (NaN/inf) weights in {len(broken)} tensors (e.g. {broken[0]}): "
+                        "the model had diverged or the file is damaged")
 
 
 def _check_resume_payload(payload: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
@@ -203,9 +216,12 @@ def find_resume_point(run_dir: Path, report: bool = True) -> ResumePoint | None:
     return None
 
 
-def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
-                       rank: int = 0) -> tuple[TrainerState, dict[str, Any]]:
+def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer, rank: int = 0,
+                       seed: int = 0) -> tuple[TrainerState, dict[str, Any]]:
     """Restore optimiser and (rank `rank`'s) RNG states; return the trainer position and the scheduler state.
+
+    `seed`: the run's seed; a rank the checkpoint has no generator state for seeds its own from it and the
+    step resumed at (`restore_rng`).
 
     An optimiser state that does not fit this model's parameter groups (read intact, so not caught while
     reading) ends in one line naming the file, not torch's traceback."""
@@ -218,8 +234,9 @@ def apply_resume_point(point: ResumePoint, optimizer: torch.optim.Optimizer,
         raise UserError(f"{point.directory / STATE_JSON}: its optimiser state does not fit this model ({reason}): "
                         "delete that checkpoint to resume from an older one, or start a new run with another --out"
                         ) from None
-    restore_rng(point.tensors, point.payload.get("rng", {}), rank)
-    return TrainerState(**point.payload["trainer"]), point.payload.get("schedule", {})
+    state = TrainerState(**point.payload["trainer"])
+    restore_rng(point.tensors, point.payload.get("rng", {}), rank, fresh_seed=seed + state.step)
+    return state, point.payload.get("schedule", {})
 
 
 def _live_params(saved_groups: list[dict[str, Any]], optimizer: torch.optim.Optimizer) -> dict[int, torch.Tensor]:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from s5cli.seeding import rank_seed
+
 CUDA_RNG = "rng.cuda"  # rank 0's CUDA generator key; older checkpoints saved every GPU's as rng.cuda.N (`restore_rng`)
 
 
@@ -64,22 +66,39 @@ def saved_processes(tensors: Mapping[str, torch.Tensor]) -> int:
     return 1 + len(ranks)
 
 
-def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank: int = 0) -> None:
-    """Undo `rng_state` in rank `rank`. A rank the checkpoint has no state for (one written by fewer
-    processes, or before per-rank states) takes rank 0's."""
-    saved = rank if rank_rng_key(rank, "torch") in tensors else 0
-    cpu = tensors.get(rank_rng_key(saved, "torch"))
+def restore_rng(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], rank: int = 0,
+                fresh_seed: int = 0) -> None:
+    """Undo `rng_state` in rank `rank`. A rank above 0 that the checkpoint has no state for (one written by
+    fewer processes, or before per-rank states) seeds its torch and CUDA generators with
+    `rank_seed(fresh_seed, rank)` (the trainer passes the run's seed plus the step resumed at).
+
+    Why not rank 0's state, as before: every such rank then drew the same dropout, Gumbel noise and
+    LSMCL masks as rank 0. Python's and NumPy's states are rank 0's on every rank, as `rng_state` saves them."""
+    if rank and rank_rng_key(rank, "torch") not in tensors:
+        torch.manual_seed(rank_seed(fresh_seed, rank))  # the CPU's and every GPU's (lazily: no CUDA context)
+    else:
+        _restore_torch(tensors, rank)
+    _restore_python_numpy(state)
+
+
+def _restore_torch(tensors: Mapping[str, torch.Tensor], rank: int) -> None:
+    """Set the torch and CUDA generators to rank `rank`'s saved states (or an older checkpoint's CUDA ones)."""
+    cpu = tensors.get(rank_rng_key(rank, "torch"))
     if cpu is not None:
         torch.set_rng_state(cpu)
     if torch.cuda.is_available():
         # `set_rng_state` waits for CUDA's initialisation (a `--device cpu` resume never makes a context);
         # asking for the current device would initialise it, so old checkpoints read it only when it exists.
-        cuda = tensors.get(rank_rng_key(saved, "cuda"))
+        cuda = tensors.get(rank_rng_key(rank, "cuda"))
         if cuda is None:  # older checkpoints: every visible GPU's state as rng.cuda.N (see rng_state)
             current = torch.cuda.current_device() if torch.cuda.is_initialized() else 0
             cuda = tensors.get(f"{CUDA_RNG}.{current}", tensors.get(f"{CUDA_RNG}.0"))
         if cuda is not None:
             torch.cuda.set_rng_state(cuda)
+
+
+def _restore_python_numpy(state: Mapping[str, Any]) -> None:
+    """Set Python's and NumPy's generators to the saved (rank 0's) states."""
     if "python" in state:
         version, inner, gauss = state["python"]
         random.setstate((version, tuple(inner), gauss))

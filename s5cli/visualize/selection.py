@@ -32,6 +32,10 @@ MAX_FPS_OVER_SOURCE = 2.0
 # A plan longer than this many of the checkpoint's clips is warned about (`long_plan_warning`), however it
 # was asked for: --fps over a whole video, many uniform --frames, or a long clip of both.
 LONG_PLAN_CLIPS = 4
+# A plan whose frames to draw take more memory than this is warned about (`drawing_memory_warning`) where
+# `long_plan_warning` says nothing (no clip length: --random-init, whole videos at data.fps): 2 GiB is
+# ~7,000 frames at 224 px drawn 1:1, two hours at 1 fps.
+LARGE_DRAWING_BYTES = 2 * 2**30
 # report(stage, done, total): lets the CLI drive a progress bar without this module knowing about Rich.
 ProgressReport = Callable[[str, int, int], None]
 
@@ -149,7 +153,7 @@ class VideoSampling:
 class EncodedVideo:
     """A video's sampled frames as backbone tokens, with the crops the backbone saw (to draw on)."""
 
-    tokens: torch.Tensor  # (T, S, D) float32, rounded through the storage dtype like the feature cache's
+    tokens: torch.Tensor  # (T, S, D) in the storage dtype, like the feature cache's (float32 without one)
     pixels: np.ndarray  # (T, size, size, 3) uint8
     source_frames: list[int]
     times: list[float]
@@ -162,21 +166,26 @@ def encode_video(
     *,
     report: ProgressReport | None = None,
     trained: TrainedClips | None = None,
+    scale: int = 1,
 ) -> EncodedVideo:
     """Sample frames as `sampling` says, resize them to its `image_size` squares and run the backbone.
 
     Through the same code as `s5 extract` (`encode_clip`: decoder scaling, uint8 crops, batches,
     normalisation, float16 autocast on CUDA, rounding to the storage dtype), so the model scores exactly the
     tokens its feature cache would hold; and streamed, so a film sampled at `--fps` is held as uint8
-    crops (to draw on) and tokens, never as float frames. UserError if the video cannot be read.
-    `trained`: how the model's training clips were sampled (a much longer plan is warned about).
+    crops (to draw on) and tokens, never as float frames. The tokens stay in the storage dtype, as the cache
+    holds them: a float32 copy of a whole film's float16 tokens doubled their memory for numbers that
+    `select_per_frame` gets anyway by converting a window at a time (as `s5 eval --video` does).
+    UserError if the video cannot be read. `trained`: how the model's training clips were sampled (a much
+    longer plan is warned about); `scale`: how many times larger the CLI draws each frame (a plan whose
+    drawing would take gigabytes is warned about).
     """
     import numpy as np
 
     from s5cli.data.cache import storage_dtype as cached_dtype
     from s5cli.data.encode import encode_clip
 
-    clip = _open_sampled(video, sampling, trained)
+    clip = _open_sampled(video, sampling, trained, scale)
     image_size = sampling.image_size
     total = len(clip.plan)
     pixels = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
@@ -197,10 +206,12 @@ def encode_video(
     tokens = encode_clip(clip, backbone, image_size, dtype, on_batch=batch_done, on_crops=keep_crops,
                          resize=sampling.resize)
     times = [clip.info.time_of(index) for index in clip.plan.indices]
-    return EncodedVideo(tokens.float(), pixels, list(clip.plan.indices), times)
+    return EncodedVideo(tokens, pixels, list(clip.plan.indices), times)
 
 
-def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, trained: TrainedClips | None = None):
+def _open_sampled(
+    video: str | os.PathLike[str], sampling: VideoSampling, trained: TrainedClips | None = None, scale: int = 1
+):
     """The video opened for the backbone with `clip_plan`'s frames (or a pool's rows, `pool_rows_from_start`);
     warns about padding, repeated frames and a plan far longer than the model's clips before decoding past
     the first chunk (`open_clip`). UserError for an unreadable video or a start past its last frame."""
@@ -251,7 +262,8 @@ def _open_sampled(video: str | os.PathLike[str], sampling: VideoSampling, traine
     if clip.repeats_frames:
         print_warning(f"--fps {fps:g} is above the video's own {clip.info.fps:g} fps: source frames will "
                       "repeat in the output")
-    long_plan = long_plan_warning(video, len(clip.plan), frames, fps, trained)
+    long_plan = (long_plan_warning(video, len(clip.plan), frames, fps, trained)
+                 or drawing_memory_warning(video, len(clip.plan), sampling, scale))
     if long_plan:
         print_warning(long_plan)
     return clip
@@ -290,6 +302,32 @@ def long_plan_warning(
     return (f"{video}: {planned} frames {sampled} are {planned / trained.frames:.0f} times the model's "
             f"{trained.frames}-frame clips, selected a clip-length window at a time: "
             f"{trained.advice(frames, fps)}")
+
+
+def drawing_memory(frames: int, image_size: int, scale: int = 1) -> int:
+    """Bytes of the uint8 RGB frames a plan of `frames` holds to draw on: the backbone's `image_size` crops
+    (`encode_video`) and the frames drawn from them `scale` times larger (`render_selection`)."""
+    return 3 * frames * image_size**2 * (1 + scale**2)
+
+
+def drawing_memory_warning(
+    video: str | os.PathLike[str], planned: int, sampling: VideoSampling, scale: int = 1
+) -> str | None:
+    """The warning for a plan of `planned` frames whose frames to draw (`drawing_memory`) take more than
+    LARGE_DRAWING_BYTES; None for a smaller one.
+
+    Why: `long_plan_warning` needs the model's clip length, so with --random-init or a checkpoint trained on
+    whole videos a film at --fps 25 (180,000 frames, ~54 GB at 224 px) started without a word and ran out
+    of memory partway, after minutes of decoding."""
+    needed = drawing_memory(planned, sampling.image_size, scale)
+    if needed <= LARGE_DRAWING_BYTES:
+        return None
+    sampled = f"at {sampling.fps:g} fps" if sampling.fps is not None else "spread over the video"
+    drawn = f"{sampling.image_size} px" + (f" drawn x{scale}" if scale > 1 else "")
+    fix = ("add --frames N (and --start SECONDS) to show one clip" if sampling.frames is None
+           else "give fewer --frames")
+    return (f"{video}: {planned} frames {sampled} need ~{needed / 2**30:.3g} GiB of memory to draw ({drawn}): "
+            f"{fix}")
 
 
 def cap_padding(plan: FramePlan, clip_frames: int) -> FramePlan:
@@ -333,8 +371,12 @@ def set_keep_ratio(model: Any, keep_ratio: float | None) -> float:
 def select_per_frame(
     model: Any, tokens: torch.Tensor, seed: int = 0
 ) -> tuple[list[list[int]], list[list[float]] | None]:
-    """Kept token indices per frame (and per-frame score rows) for (T, S, D) tokens of one clip."""
+    """Kept token indices per frame (and per-frame score rows) for (T, S, D) tokens of one clip, in any float
+    dtype: converted to the model's float32 input on its device (`as_model_input`), as evaluation
+    converts the cache's float16 windows."""
     import torch
+
+    from s5cli.train.evaluation import as_model_input
 
     if not hasattr(model, "select"):
         raise UserError(f"the model is a {type(model).__name__}, which keeps every token: visualize-mask needs an S5 model")
@@ -344,7 +386,7 @@ def select_per_frame(
     # random selector's evaluation draw (`S5Model._evaluation_noise`), so the picture shows what eval keeps.
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
-        chosen = model.select(tokens[None].to(device), generator=generator)
+        chosen = model.select(as_model_input(tokens[None], device), generator=generator)
     flat = chosen.indices[0].cpu().tolist()
     kept: list[list[int]] = [[] for _ in range(t)]
     for index in flat:
@@ -366,12 +408,15 @@ def select_by_window(
 
     Why: `s5 eval` selects each window on its own, and the guide's context and S4 kernel length depend on
     the sequence's length: one selection over a 16-frame plan of an 8-frame model kept other tokens in a
-    quarter of the frames than evaluation's two windows. Windows adding no frame are skipped."""
+    quarter of the frames than evaluation's two windows. Windows adding no frame are skipped. A plan
+    shorter than a clip is selected padded to it (`select_padded`), as evaluation pads it."""
     from s5cli.data.datasets.token_dataset import num_windows, window_start
 
     total = tokens.shape[0]
-    if trained is None or total <= trained.frames:
+    if trained is None or total == trained.frames:
         return select_per_frame(model, tokens, seed)
+    if total < trained.frames:
+        return select_padded(model, tokens, trained.frames, seed)
     length = trained.frames
     stride = min(trained.stride or length, length)  # a longer one (refused in recipes) would leave frames out
     kept: list[list[int]] = []
@@ -389,6 +434,22 @@ def select_by_window(
     return kept, scores
 
 
+def select_padded(
+    model: Any, tokens: torch.Tensor, frames: int, seed: int = 0
+) -> tuple[list[list[int]], list[list[float]] | None]:
+    """`select_per_frame` over (T, S, D) tokens padded with their last frame to `frames` frames (`fit_length`),
+    cut back to the T real frames.
+
+    Why: evaluation pads a sequence shorter than the clip length (a short video at --fps, a clip of fewer
+    --frames) before the model sees it; selected unpadded, 2 of 3 frames of a 3-frame plan of an 8-frame
+    model kept other tokens than `s5 eval --video` keeps."""
+    from s5cli.data.datasets.token_dataset import fit_length
+
+    total = tokens.shape[0]
+    kept, scores = select_per_frame(model, fit_length(tokens, frames), seed)
+    return kept[:total], None if scores is None else scores[:total]
+
+
 def run_selection(
     video: str | os.PathLike[str],
     model: Any,
@@ -399,12 +460,14 @@ def run_selection(
     seed: int = 0,
     report: ProgressReport | None = None,
     trained: TrainedClips | None = None,
+    scale: int = 1,
 ) -> MaskSelection:
     """Decode `video` (frames as `encode_video` samples them), run backbone + S5 selection (a window of the
-    `trained` clip length at a time, `select_by_window`), and group the kept tokens by frame."""
+    `trained` clip length at a time, `select_by_window`), and group the kept tokens by frame. `scale`: how
+    many times larger the frames will be drawn (for `encode_video`'s memory warning)."""
     # Checked before decoding where the backbone states its width: a film takes minutes to encode.
     _check_width(getattr(backbone, "dim", None), model)
-    encoded = encode_video(video, backbone, sampling, report=report, trained=trained)
+    encoded = encode_video(video, backbone, sampling, report=report, trained=trained, scale=scale)
     tokens = encoded.tokens
     _check_width(tokens.shape[-1], model)
     kept, scores = select_by_window(model, tokens, trained, seed, report)

@@ -6,6 +6,7 @@ import errno
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,17 +189,41 @@ def test_cache_commands_do_not_import_torch(tmp_path):
 
 
 def test_entries_of_several_cache_folders_say_where_they_are(runner, tmp_path, monkeypatch):
-    """The same settings in two cache folders give two entries with one key: the table names each folder."""
-    monkeypatch.chdir(tmp_path)
-    write_tokens(tmp_path / "a", ["clip"])
+    """The same settings in two cache folders give two entries with one key: a table per folder, under a
+    line naming it (relative to the working folder when inside it, else as given)."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    write_tokens(tmp_path / "work" / "a", ["clip"])
     write_tokens(tmp_path / "b", ["clip"])
-    result = invoke(runner, "ls", "--cache-dir", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "b"))
+    result = invoke(runner, "ls", "--cache-dir", str(tmp_path / "work" / "a"), "--cache-dir", str(tmp_path / "b"))
     assert result.exit_code == 0, result.output
     assert result.stdout.count(SETTINGS.key()) == 2
-    assert str(tmp_path / "a") in result.stdout and str(tmp_path / "b") in result.stdout
-    assert result.stdout.splitlines()[0].split()[-1] == "in"
-    one = invoke(runner, "ls", "--cache-dir", str(tmp_path / "a"))
-    assert one.stdout.splitlines()[0].split()[-1] == "modified"  # one folder: no "in" column
+    lines = result.stdout.splitlines()
+    assert lines[0] == "in a:" and f"in {tmp_path / 'b'}:" in lines
+    assert [line.split()[-1] for line in lines if line.startswith("kind")] == ["modified", "modified"]
+    one = invoke(runner, "ls", "--cache-dir", "a")
+    assert one.stdout.splitlines()[0].split()[-1] == "modified"  # one folder: no line naming it
+
+
+def _ls_lines(runner: CliRunner, root: Path, width: int) -> list[str]:
+    result = runner.invoke(app, ["cache", "ls", "--root", str(root)], env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_ls_fits_the_terminal_and_keeps_keys_and_dates_whole(runner, root, width):
+    """At 80 columns the table was 92 wide, with an "in" column that broke `.s5cache/syntheti` / `c` and
+    only repeated the kind; squeezed, the date was cut to `2026-12-0`."""
+    lines = _ls_lines(runner, root, width)
+    table = lines[: next(i for i, line in enumerate(lines) if "entries," in line)]
+    assert max(len(line) for line in table) <= width
+    assert table[0].split() == ["kind", "key", "status", "settings", "files", "size", "modified"]
+    text = "\n".join(table)
+    for key in (SPEC.key(), OLD_SPEC.key(), SETTINGS.key(), "0123456789ab"):
+        assert re.search(rf"\s{key}\s", text), key  # whole, on one line
+    assert len(re.findall(r"\b\d{4}-\d\d-\d\d\b", text)) == 7  # one whole date per entry
+    assert not any(line.startswith("in ") for line in lines)  # .s5cache's features/ and synthetic/: kind says
 
 
 def test_folders_whose_marker_cannot_be_read_are_unknown_and_never_cleaned(runner, root, monkeypatch):

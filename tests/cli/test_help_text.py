@@ -96,3 +96,29 @@ def test_flags_show_no_value_type_in_any_help() -> None:
         offenders = [row for row in rows if "<bool>" in row]
         assert not offenders, f"s5 {' '.join(path)} --help: {offenders}"
     assert flags_seen >= 5
+
+
+@pytest.mark.parametrize(("path", "usage"), [
+    (("finetune",), "s5 finetune [OPTIONS] RECIPE [OVERRIDES]..."),
+    (("eval",), "s5 eval [OPTIONS] [RECIPE] [OVERRIDES]..."),
+    (("visualize-mask",), "s5 visualize-mask [OPTIONS] VIDEO"),
+    (("push",), "s5 push [OPTIONS] CHECKPOINT [REPO_ID]"),
+    (("recipes", "cp"), "s5 recipes cp [OPTIONS] NAME DEST"),
+    (("cache", "ls"), "s5 cache ls [OPTIONS]"),
+    ((), "s5 [OPTIONS] COMMAND [ARGS]..."),
+])
+def test_usage_lines_name_arguments_in_capitals(path: tuple[str, ...], usage: str) -> None:
+    """Typer 0.29 wrote a required argument in braces (`{recipe}`), which reads as a choice of values."""
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    [line] = [line.strip() for line in result.output.splitlines() if line.strip().startswith("Usage:")]
+    assert line == f"Usage: {usage}"
+
+
+def test_no_usage_line_has_braces() -> None:
+    import typer
+
+    for path in _command_paths(typer.main.get_command(app)):
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+        usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+        assert "{" not in usage and "}" not in usage, usage

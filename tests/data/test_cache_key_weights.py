@@ -142,3 +142,30 @@ def test_an_unreadable_weights_file_is_one_line_naming_it(tmp_path, monkeypatch)
     monkeypatch.setattr(fingerprint_module, "open", denied, raising=False)
     with pytest.raises(UserError, match=r"data\.backbone_weights=.*cannot read .*weights\.safetensors \(Permission"):
         tiny(str(weights)).key()
+
+
+def test_keys_of_real_vit_presets_without_a_stated_normalisation_are_new(tmp_path, monkeypatch):
+    """Weights without a config.json beside them were normalised with ImageNet's mean/std, under a key that
+    held none; the real ViT presets now use their weights' 0.5 / 0.5, so those tokens must not be found.
+    Keys marked "earlier" were computed by the code before: every setting whose tokens stay keeps its key."""
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "w" / "weights.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not really weights")  # the key reads the bytes only, and these never change
+
+    def key(name: str, weights: str | None, frames: int | None = None, fps: float | None = 1.0) -> str:
+        return ExtractionSettings(name, weights, frames, fps, 224).key()
+
+    assert key("vit_small_patch16_224", str(weights)) != "5cda197b4a57"  # earlier: ImageNet-normalised tokens
+    assert key("vit_large_patch16_224", str(weights)) != "651cfee853e8"
+    assert key("vit_small_patch16_224", None, 16, None) != "e04124e5ba8f"  # a random preset's input too
+    assert key("vit_tiny_test", str(weights)) == "e04eb0700809"  # earlier, and the same tokens: kept
+    assert key("vit_tiny_test", None, 16, None) == "5387cb003be7"
+    assert key("patch_pool", None, 16, None) == ExtractionSettings("patch_pool", None, 16, None, 224).key()
+    # A config.json stating what the preset now uses is the same normalisation: the same tokens, one cache.
+    unstated = key("vit_small_patch16_224", str(weights))
+    config = weights.with_name("config.json")
+    config.write_text(json.dumps({"pretrained_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}))
+    assert key("vit_small_patch16_224", str(weights)) == unstated == "92a0ff049b5c"  # earlier key of that config
+    config.write_text(json.dumps({"pretrained_cfg": {"mean": [0.5] * 3}}))  # std: the preset's, now 0.5
+    assert key("vit_small_patch16_224", str(weights)) == unstated

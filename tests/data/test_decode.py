@@ -395,6 +395,19 @@ def test_a_variable_frame_rate_video_is_sampled_by_its_timestamps(tmp_path):
     assert video_info(open_video(write_video(tmp_path / "steady.mp4", frames=20))).timeline is None
 
 
+def test_uniform_frames_of_a_variable_frame_rate_video_are_spread_over_its_time(tmp_path):
+    """`data.frames` picked frames by index: 15 of this phone clip's 30 frames are in its first 0.6 s of
+    6.24, so 4 uniform frames held 2 from there. By time: the frames shown at the centres of its quarters."""
+    path = write_variable_rate_video(tmp_path / "phone.mp4", PHONE_STARTS_MS)
+    clip = decode_clip(path, frames=4, fps=None, num_threads=1)
+    assert clip.plan.indices == (15, 19, 23, 27)
+    levels = clip.frames[:, 16, 16, 0].astype(int)
+    assert all(abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True))
+    # A constant-rate video keeps the index rule's frames (the bundled quick start's tokens stay the same).
+    steady = decode_clip(write_video(tmp_path / "steady.mp4", frames=20), frames=4, fps=None, num_threads=1)
+    assert steady.plan.indices == (2, 7, 12, 17)
+
+
 def faststart_copy(source: Path, path: Path) -> Path:
     """`source` remuxed with its index (moov) first, as streaming sites serve MP4s: cut short, such a file
     keeps its index but loses frames, and decord refuses it whole."""
@@ -428,6 +441,26 @@ def test_a_cut_faststart_file_decord_refuses_is_read_with_pyav_and_said_so(tmp_p
     assert clip.warnings()[0] == (f"{cut}: decord cannot open it (damaged or cut short?); PyAV decodes "
                                   f"{clip.info.num_frames} frames of the 40 its container claims, using those")
     assert len(clip.warnings()) == 1
+
+
+@pytest.mark.parametrize(("name", "count"), [("clip.gif", 6), ("still.png", 1), ("anim.png", 6)])
+def test_a_picture_format_decord_refuses_is_not_called_damaged(tmp_path, name, count):
+    """decord opens no GIF or PNG: a valid one was warned about as "damaged or cut short?" although PyAV
+    decodes every frame it holds."""
+    from PIL import Image
+
+    from s5cli.data.decode import open_clip
+
+    pictures = [Image.fromarray(np.full((48, 64, 3), frame_value(i), dtype=np.uint8)) for i in range(count)]
+    path = tmp_path / name
+    pictures[0].save(path, save_all=count > 1, append_images=pictures[1:], duration=100)
+    clip = open_clip(path, count, None, num_threads=1)
+    assert clip.pyav and clip.info.num_frames == count
+    plural = "s" if count > 1 else ""
+    assert clip.warnings() == [f"{path}: decord cannot open it (a format or codec it does not read); PyAV decodes "
+                               f"{count} frame{plural}, using those"]
+    levels = clip.read(clip.plan.indices)[:, 24, 32, 0].astype(int)
+    assert all(abs(level - frame_value(i)) <= 3 for level, i in zip(levels, clip.plan.indices, strict=True))
 
 
 def test_a_cut_variable_frame_rate_file_decord_refuses_keeps_its_timestamps(tmp_path):

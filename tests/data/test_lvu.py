@@ -157,6 +157,26 @@ def test_a_task_folder_missing_from_a_real_lvu_folder_names_the_tasks_there(tmp_
                                "pick one of those")
 
 
+def test_the_folder_above_lvu_1_0_is_told_to_name_lvu_1_0(shared_data_dir: Path, video_root: Path) -> None:
+    """The folder above lvu_1.0 (which also holds Breakfast/train.csv) was said to hold the LVU task
+    'Breakfast', with the advice to copy genre/ into it."""
+    with pytest.raises(UserError) as info:
+        list_records(lvu_data(video_root, shared_data_dir, "genre"), "train")
+    assert str(info.value) == (f"LVU annotations not found: expected {shared_data_dir / 'genre' / 'train.csv'} "
+                               f"(data.annotations); {shared_data_dir / 'lvu_1.0'} holds the split files: set "
+                               f"data.annotations={shared_data_dir / 'lvu_1.0'}")
+
+
+def test_only_lvu_task_folders_count_as_tasks(tmp_path: Path) -> None:
+    """A Breakfast-style folder with train.csv files is no LVU task folder."""
+    (tmp_path / "Breakfast").mkdir()
+    (tmp_path / "Breakfast" / "train.csv").write_text("")
+    with pytest.raises(UserError) as info:
+        list_records(lvu_data(tmp_path, tmp_path, "genre"), "train")
+    assert str(info.value) == (f"LVU annotations not found: expected {tmp_path / 'genre' / 'train.csv'} "
+                               "(data.annotations); set data.annotations to the lvu_1.0 folder")
+
+
 def test_unknown_task_suggests_the_closest(lvu_dir: Path, video_root: Path) -> None:
     with pytest.raises(UserError, match="did you mean 'genre'"):
         task_info(lvu_data(video_root, lvu_dir, "genra"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from s5cli.data.sampling import (
@@ -118,3 +120,49 @@ def test_a_variable_rate_timeline_samples_by_time_and_a_constant_one_keeps_the_i
     assert fps_indices(30, 30 / 6.24, 1.0, timeline=timeline) == [0, 16, 18, 21, 23, 26]  # shown at 0, 1, ..., 5 s
     assert start_frame(30, 30 / 6.24, 2.0, timeline) == 19  # the first frame starting at or after 2 s (2.2 s)
     assert clip_plan(30, 30 / 6.24, 3, 1.0, 1.0, timeline=timeline).indices == (16, 18, 21)  # 1, 2, 3 s
+
+
+NTSC = 30000 / 1001
+
+
+@pytest.mark.parametrize("start", [33.0, 32.5, 0.7, 99.0])
+def test_an_fps_clip_from_a_start_is_the_whole_video_plan_from_there(start: float) -> None:
+    """A clip from --start at --fps is the rows extraction caches from that time on (row k: the frame shown
+    at k / fps). A new grid from the first frame after the start gave frames 990, 1019, ... of a 29.97 fps
+    video from 33 s where the cache holds 989, 1018, ..., so visualize-mask showed other frames than it scored."""
+    whole = fps_plan(3000, NTSC, 1.0).indices  # 100 s
+    first = math.ceil(start)
+    clip = clip_plan(3000, NTSC, 5, 1.0, start_seconds=start)
+    assert clip.indices[: clip.real_frames] == whole[first : first + 5]
+    assert clip_plan(3000, NTSC, None, 1.0, start_seconds=start).indices == whole[first:]
+    assert clip_plan(3000, NTSC, 3, 1.0, start_seconds=33.0).indices == (989, 1018, 1048)
+
+
+def test_an_fps_clip_starting_after_the_last_row_is_the_last_frame_padded() -> None:
+    # 250 frames at 25 fps: rows 0..9 at 1 fps; from 9.5 s there is no row left, one frame still shows.
+    assert clip_plan(250, 25.0, 3, 1.0, start_seconds=9.5) == FramePlan((249, 249, 249), padded=2)
+
+
+def test_uniform_frames_of_a_variable_rate_video_are_spread_over_its_time() -> None:
+    """By index, half of 4 uniform frames came from the first 0.6 s of a 6.24 s phone clip (15 of its 30
+    frames are there); by time each is the frame shown at the centre of a quarter of the clip."""
+    from s5cli.data.sampling import timeline_if_variable
+
+    timeline = timeline_if_variable(PHONE_STARTS, 6.24, 30 / 6.24)
+    assert uniform_plan(30, 4).indices == (3, 11, 18, 26)
+    assert uniform_plan(30, 4, timeline).indices == (15, 19, 23, 27)  # shown at 0.78, 2.34, 3.9, 5.46 s
+    assert uniform_indices(30, 4, timeline) == [15, 19, 23, 27]
+    assert uniform_plan(10, 12, timeline) == uniform_plan(10, 12)  # a short video: padded the same way
+    assert clip_plan(30, 30 / 6.24, 4, None, timeline=timeline) == uniform_plan(30, 4, timeline)
+    # From 1 s (frame 16) on: the rest's own time, 5.24 s, in two halves (centres at 2.31 and 4.93 s).
+    assert clip_plan(30, 30 / 6.24, 2, None, 1.0, timeline=timeline).indices == (19, 25)
+
+
+@pytest.mark.parametrize(("n", "fps"), [(132, 25.0), (250, 25.0), (3000, NTSC), (97, 24.0), (16, 8.0)])
+def test_uniform_frames_by_time_on_an_even_timeline_are_the_index_rule(n: int, fps: float) -> None:
+    """The time rule is the index rule on evenly spaced frames, so a constant-rate video keeps its frames."""
+    from s5cli.data.sampling import Timeline
+
+    even = Timeline(tuple(i / fps for i in range(n)), n / fps)
+    for frames in (1, 7, 8, 16, n):
+        assert uniform_plan(n, frames, even) == uniform_plan(n, frames)

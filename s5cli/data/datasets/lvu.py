@@ -179,14 +179,38 @@ def annotations_dir(data: Any, task: str) -> Path:
         return folder.parent
     # Say where the folder came from: with data.annotations null the user may not know <root>/lvu_1.0 was tried.
     origin = "data.annotations" if given else "data.annotations is null, so <data.root>/lvu_1.0"
-    others = sorted(found.parent.name for found in folder.glob("*/train.csv"))
+    raise _annotations_not_found(folder, task, origin)
+
+
+def _annotations_not_found(folder: Path, task: str, origin: str) -> UserError:
+    """The error for a `folder` without `<task>/train.csv`: the lvu_1.0 folder inside it (the folder above
+    lvu_1.0 was given), the tasks it holds (a task folder not copied), or where to point data.annotations."""
+    expected = f"expected {folder / task / 'train.csv'} ({origin}"
+    inside = _lvu_folder_inside(folder, task)
+    if inside is not None:
+        return UserError(f"LVU annotations not found: {expected}); {inside} holds the split files: set "
+                         f"data.annotations={inside}")
+    others = _task_folders(folder)
     if others:  # the lvu_1.0 folder is right; only this task's split files are not in it
-        raise UserError(f"LVU task {task!r} has no split files: expected {folder / task / 'train.csv'} ({origin} "
-                        f"holds {', '.join(others)}); copy the {task}/ folder of lvu_1.0 there, or pick one of those")
-    raise UserError(
-        f"LVU annotations not found: expected {folder / task / 'train.csv'} ({origin}); "
-        "set data.annotations to the lvu_1.0 folder"
-    )
+        return UserError(f"LVU task {task!r} has no split files: {expected} holds {', '.join(others)}); copy the "
+                         f"{task}/ folder of lvu_1.0 there, or pick one of those")
+    return UserError(f"LVU annotations not found: {expected}); set data.annotations to the lvu_1.0 folder")
+
+
+def _task_folders(folder: Path) -> list[str]:
+    """The LVU tasks `folder` holds split files of. Only task names count: the folder above lvu_1.0 also
+    holds `Breakfast/train.csv`, which was reported as a task of an lvu_1.0 folder."""
+    return sorted(task for task in TASKS if (folder / task / "train.csv").is_file())
+
+
+def _lvu_folder_inside(folder: Path, task: str) -> Path | None:
+    """A folder directly inside `folder` that holds `<task>/train.csv` (`lvu_1.0` first), or None."""
+    try:
+        children = sorted((child for child in folder.iterdir() if child.is_dir()),
+                          key=lambda child: (child.name != "lvu_1.0", child.name))
+    except OSError:  # missing or unreadable: nothing inside to suggest
+        return None
+    return next((child for child in children if (child / task / "train.csv").is_file()), None)
 
 
 def read_durations(path: Path) -> dict[str, float]:
