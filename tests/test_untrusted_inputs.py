@@ -42,7 +42,7 @@ def test_a_fifo_or_link_as_a_cache_lock_neither_blocks_nor_is_followed(tmp_path:
 
 
 def test_a_latest_file_naming_the_run_itself_is_one_line(tmp_path: Path) -> None:
-    from s5cli.train.checkpoint import checkpoint_dir
+    from s5cli.train.checkpoint_paths import checkpoint_dir
 
     for text in (".", "./", "././"):
         (tmp_path / "latest").write_text(text + "\n")
@@ -145,7 +145,8 @@ def test_hub_file_names_with_control_characters_or_folded_parts_are_refused(name
 def test_backbone_weights_whose_position_embedding_is_no_square_grid_are_one_line() -> None:
     import torch
 
-    from s5cli.models.backbone import build_backbone, load_timm_state_dict
+    from s5cli.models.backbone import build_backbone
+    from s5cli.models.backbone_weights import load_timm_state_dict
 
     model = build_backbone("vit_tiny_test", None, 32)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -198,7 +199,7 @@ def test_a_cache_entry_that_is_no_token_tensor_is_damaged_not_a_crash(tmp_path: 
 def test_non_finite_weights_are_refused_not_evaluated(tmp_path: Path) -> None:
     import torch
 
-    from s5cli.train.checkpoint import load_into
+    from s5cli.train.checkpoint_weights import load_into
 
     model = torch.nn.Linear(3, 2)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -209,7 +210,7 @@ def test_non_finite_weights_are_refused_not_evaluated(tmp_path: Path) -> None:
 
 
 def test_stored_class_names_are_printable_and_a_regression_task_has_one_output() -> None:
-    from s5cli.train.checkpoint import stored_task
+    from s5cli.train.checkpoint_metadata import stored_task
 
     task = {"kind": "classification", "num_outputs": 2, "class_names": ["\x1b[2Jcleared", "ok"]}
     assert stored_task({"task": json.dumps(task)})["class_names"] == ["\\x1b[2Jcleared", "ok"]

@@ -113,7 +113,7 @@ def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> s
     Why not always the last run: `s5 eval RECIPE train.out_dir=runs/a` scored whichever run was trained
     last (runs/b), under the name of the metrics the user asked for."""
     from s5cli.errors import UserError
-    from s5cli.train.job import last_run, stale_last_run
+    from s5cli.train.last_run import last_run, stale_last_run
 
     newest = last_run()
     if rec is None:
@@ -121,8 +121,8 @@ def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> s
             raise UserError(stale_last_run() or "no --checkpoint given and no finetune run in this folder: run "
                             "`s5 finetune RECIPE` first")
         return str(newest)  # its best/ (a damaged one refused naming the latest), else its latest
-    from s5cli.train.checkpoint import has_checkpoints
-    from s5cli.train.job import out_dir_for
+    from s5cli.train.checkpoint_paths import has_checkpoints
+    from s5cli.train.run_folder import out_dir_for
 
     run = out_dir_for(rec, None, recipe, overrides)
     if has_checkpoints(run) or (run / "best").exists():
@@ -151,7 +151,7 @@ def _warn_other_class_names(task: Any, meta: dict, dataset: str, checkpoint: str
     """One warning when the checkpoint stored other class names than the recipe's task gives (other split
     files of the same dataset): the metrics compare labels by index, which then mean other classes."""
     from s5cli.cli.console import print_warning
-    from s5cli.train.checkpoint import stored_task
+    from s5cli.train.checkpoint_metadata import stored_task
 
     stored = stored_task(meta)
     trained = stored.get("class_names") if stored is not None else None
@@ -292,7 +292,7 @@ def _video_task(rec, meta: dict, checkpoint: str):
     """What the model's outputs mean for --video: the task stored in the checkpoint (its class names travel
     with it, so a downloaded LVU model needs no split files), else the recipe's (older checkpoints)."""
     from s5cli.data.datasets.base import TaskInfo
-    from s5cli.train.checkpoint import stored_task
+    from s5cli.train.checkpoint_metadata import stored_task
 
     stored = stored_task(meta)
     if stored is None or stored["num_outputs"] != int(meta["num_outputs"]):

@@ -21,11 +21,12 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     from s5cli.errors import UserError
     from s5cli.recipe import recipe_to_dict
     from s5cli.seeding import seed_everything
-    from s5cli.train import checkpoint as ckpt
-    from s5cli.train import init_weights, job
+    from s5cli.train import init_weights, job, last_run, resume_checks, run_folder, run_recipe
+    from s5cli.train.checkpoint_paths import holds_weights_to_resume
+    from s5cli.train.checkpoint_weights import load_into
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import init_distributed
-    from s5cli.train.loop import TrainSetup, check_fresh_run, train
+    from s5cli.train.loop import TrainSetup, train
     from s5cli.train.run_lock import hold_run_folder, release_run_folder
 
     # The command decides the objective; validating with it applies its own cross-checks (early stopping
@@ -36,8 +37,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     injected = f"train.objective={objective}"
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), injected], seed)
     recipe.overrides = _without_last(recipe.overrides, injected)
-    out_dir = job.out_dir_for(recipe, None if out is None else Path(out), recipe_path, overrides or [])
-    job.check_run_folder(out_dir)
+    out_dir = run_folder.out_dir_for(recipe, None if out is None else Path(out), recipe_path, overrides or [])
+    run_folder.check_run_folder(out_dir)
     ctx = None
     try:
         # The process group first: checks that fail on some ranks only (rank 0 alone takes the lock) then
@@ -47,18 +48,18 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         try:
             # Before the fresh-run check: a second launch seconds later found no run yet.
             hold_run_folder(out_dir)
-            check_fresh_run(out_dir, resume)
+            run_folder.check_fresh_run(out_dir, resume)
             if resume:
-                job.check_resume_recipe(out_dir, recipe)
+                resume_checks.check_resume_recipe(out_dir, recipe)
         except Exception as error:  # re-raised by stop_together, on every rank
             problem = error
         ctx.stop_together(problem)
         # train.init starts a new run: also under --resume while the folder has no checkpoint with weights
         # yet (a preemptible job's first start, one killed before its first checkpoint, or one whose
         # checkpoints were deleted and only `latest` is left).
-        continues = resume and ckpt.holds_weights_to_resume(out_dir)
+        continues = resume and holds_weights_to_resume(out_dir)
         # Before data work that would serve no step; every rank must agree (each reads the checkpoint).
-        ends = ctx.gather_objects(job.run_end(out_dir, recipe) if continues else None)
+        ends = ctx.gather_objects(resume_checks.run_end(out_dir, recipe) if continues else None)
         if all(end is not None for end in ends):
             if ctx.is_main:
                 stderr.print(f"nothing left to train: {out_dir} {ends[0]}", soft_wrap=True)
@@ -89,7 +90,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         job.import_lazy_torch_modules()  # before the optimizer imports them, where a stop signal could abort
         model = job.build_model_from_recipe(recipe, task.num_outputs)
         if init_state is not None:
-            ckpt.load_into(model, init_state, f"train.init={recipe.train.init}", strict=False)
+            load_into(model, init_state, f"train.init={recipe.train.init}", strict=False)
             if ctx.is_main and not quiet:  # the only sign that the weights came from there
                 own = model.state_dict()
                 new = [name for name in own if name not in init_state]
@@ -111,7 +112,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise UserError(f"cannot create run folder {out_dir}: {error.strerror}") from None
-            job.save_run_recipe(recipe, out_dir, resume=resume)
+            run_recipe.save_run_recipe(recipe, out_dir, resume=resume)
             if not quiet:
                 n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
                 stderr.print(
@@ -120,7 +121,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
                     f"device {ctx.device}, world {ctx.world_size}, run folder {out_dir}"
                 )
         if objective == "supervised":  # what eval and visualize-mask fall back to: a trained classifier
-            job.remember_last_run(out_dir, ctx)
+            last_run.remember_last_run(out_dir, ctx)
         setup = TrainSetup(
             module=module, model_name=recipe.model.name, num_outputs=task.num_outputs, objective=objective,
             task=task, train_set=train_set, val_set=val_set, recipe=recipe, recipe_dict=recipe_dict,

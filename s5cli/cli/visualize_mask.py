@@ -13,7 +13,7 @@ from s5cli.cli.help_text import flag
 from s5cli.io import is_stdout
 
 if TYPE_CHECKING:
-    from s5cli.visualize.selection import TrainedClips
+    from s5cli.visualize.plan_warnings import TrainedClips
 
 DEFAULT_FRAMES = 60
 DEFAULT_SIZE = 224
@@ -213,7 +213,7 @@ def _trained_clips(data: dict, window_stride: int | None = None) -> TrainedClips
     """How a checkpoint's training clips were sampled, with evaluation's window stride; None without a clip
     length (random init, or whole videos at data.fps: evaluation then reads a video whole)."""
     from s5cli.recipe_schema import clip_frames
-    from s5cli.visualize.selection import TrainedClips
+    from s5cli.visualize.plan_warnings import TrainedClips
 
     frames = clip_frames(data)
     if not frames:
@@ -229,7 +229,7 @@ def _load_model(checkpoint: str | None, random_init: bool, revision: str | None)
     if random_init:
         return None, {}, None, RANDOM_INIT
     if checkpoint is None:
-        from s5cli.train.job import last_run, stale_last_run
+        from s5cli.train.last_run import last_run, stale_last_run
 
         found = last_run()
         if found is None:
@@ -259,7 +259,8 @@ def _run(
     from s5cli.train.distributed import pick_device
     from s5cli.visualize.progress import StageLines
     from s5cli.visualize.render import render_selection
-    from s5cli.visualize.selection import VideoSampling, random_init_model, run_selection, set_keep_ratio
+    from s5cli.visualize.selection import random_init_model, run_selection, set_keep_ratio
+    from s5cli.visualize.video_encoding import VideoSampling
     from s5cli.visualize.writers import slow_gif_hint, write_frames
 
     dev = pick_device(device)

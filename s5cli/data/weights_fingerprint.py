@@ -22,7 +22,7 @@ def local_weights_fingerprint(weights: str | None) -> dict[str, Any] | None:
     file that is not there (building the backbone then says so)."""
     if not weights:
         return None
-    from s5cli.models.backbone import local_pretrained_cfg, local_weights_path
+    from s5cli.models.backbone_weights import local_pretrained_cfg, local_weights_path
 
     path = local_weights_path(weights)
     if path is None or not path.is_file():

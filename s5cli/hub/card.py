@@ -161,7 +161,7 @@ def _init_lines(recipe: Mapping[str, Any], command: str, recipe_url: str) -> lis
 
 def _classes_line(metadata: Mapping[str, str], shown: int = 20) -> list[str]:
     """`- classes (N): a, b, …` from the task the checkpoint stores, so readers see what the outputs mean."""
-    from s5cli.train.checkpoint import stored_task
+    from s5cli.train.checkpoint_metadata import stored_task
 
     if metadata.get("objective") == "lsmcl":  # pretraining never trains the head: its outputs mean nothing yet
         return []

@@ -25,7 +25,8 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 def resolve_checkpoint_dir(spec: str, revision: str | None = None) -> Path:
     """`hf://REPO[@REV][/subdir]` or `owner/name` -> local checkpoint folder in the Hub cache (safetensors only)."""
-    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir, latest_target_name
+    from s5cli.train.checkpoint import MODEL_FILE
+    from s5cli.train.checkpoint_paths import checkpoint_dir, latest_target_name
 
     hub = parse_hub_spec(spec, revision)
     if is_pickle_name(hub.path):

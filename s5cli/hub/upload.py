@@ -195,7 +195,8 @@ def checkpoint_source(path: str | Path, *, with_optimizer: bool = False) -> Path
     With `with_optimizer`, a run folder means its latest step checkpoint instead: the trainer writes best/
     with weights and metrics only, so the step checkpoints are the only resumable copies a run has.
     """
-    from s5cli.train.checkpoint import MODEL_FILE, checkpoint_dir, run_best_checkpoint
+    from s5cli.train.checkpoint import MODEL_FILE
+    from s5cli.train.checkpoint_paths import checkpoint_dir, run_best_checkpoint
 
     path = Path(path).expanduser()
     if (path / MODEL_FILE).is_file():
@@ -210,7 +211,7 @@ def latest_step_checkpoint(run_dir: Path) -> Path:
 
     The fallback covers a run copied without its `latest` file; the order is the one `--resume` tries.
     """
-    from s5cli.train.checkpoint import latest_checkpoint, step_checkpoints
+    from s5cli.train.checkpoint_paths import latest_checkpoint, step_checkpoints
 
     latest = latest_checkpoint(run_dir) or next(iter(step_checkpoints(run_dir)), None)
     if latest is None:
@@ -297,7 +298,7 @@ def _checkpoint_snapshot(path: str | Path, with_optimizer: bool, tmp: Path) -> t
 
 def _snapshot_metadata(source: Path, copy: Path) -> dict[str, str]:
     """The checkpoint's metadata, read from the copy; errors name the user's folder, not the copy."""
-    from s5cli.train.checkpoint import read_metadata
+    from s5cli.train.checkpoint_metadata import read_metadata
 
     try:
         return read_metadata(copy)

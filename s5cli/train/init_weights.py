@@ -49,10 +49,10 @@ def check_init(recipe: Any, directory: Path, spec: str) -> dict[str, Any]:
 
     from s5cli.data.datasets import task_info
     from s5cli.recipe import recipe_to_dict
-    from s5cli.train import checkpoint as ckpt
+    from s5cli.train.checkpoint_metadata import read_metadata
     from s5cli.train.job import build_model_from_recipe
 
-    meta = ckpt.read_metadata(directory)
+    meta = read_metadata(directory)
     _check_init_tokens(recipe.data, meta, spec)
     _check_init_task(recipe.data, meta, spec)
     with torch.random.fork_rng(devices=[]):
@@ -142,17 +142,18 @@ def pretrained_state(model: Any, directory: Path, spec: str, recipe_model: dict[
     n_blocks=3, finetuned with 1) loaded its first block and dropped the rest without a word.
     `recipe_model` (the recipe's `model` section) lets the error name the settings that differ.
     """
-    from s5cli.train import checkpoint as ckpt
+    from s5cli.train.checkpoint_metadata import read_metadata
+    from s5cli.train.checkpoint_weights import model_weights, weight_mismatch
 
-    meta = ckpt.read_metadata(directory)
-    state = ckpt.model_weights(directory, meta)
+    meta = read_metadata(directory)
+    state = model_weights(directory, meta)
     if meta.get("objective") == "lsmcl":
         # Pretraining never trains the head: loading it handed every finetuning run the pretraining run's
         # random draw (the same whatever --seed) and counted it as pretrained. The new run draws its own.
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and (k not in own or own[k].shape != v.shape))}
-    missing, unused, wrong = ckpt.weight_mismatch(own, state)
+    missing, unused, wrong = weight_mismatch(own, state)
     missing = [k for k in missing if not k.startswith("head.")]
     if unused and not missing and not wrong and all(k.startswith(SELECTION_PREFIXES) for k in unused):
         from s5cli.cli.console import print_warning

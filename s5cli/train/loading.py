@@ -17,7 +17,7 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
     # id; asking the Hub then only added its connection error to the message. `hf://` still means the Hub.
     beside_a_folder = not text.startswith("hf://") and text.count("/") == 1 and local.parent.is_dir()
     if local.exists() or beside_a_folder or not (text.startswith("hf://") or text.count("/") == 1):
-        from s5cli.train.checkpoint import checkpoint_dir, run_best_checkpoint
+        from s5cli.train.checkpoint_paths import checkpoint_dir, run_best_checkpoint
 
         # A run folder means its best checkpoint (what eval and visualize want); resuming uses `latest`.
         try:
@@ -45,10 +45,11 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
 def load_trained_model(spec: str | Path, expect_model: str | None = None, revision: str | None = None):
     """(model in eval mode, recipe dict, metadata) of a finetune checkpoint; LSMCL checkpoints give the encoder."""
     from s5cli.models.registry import canonical_name
-    from s5cli.train import checkpoint as ckpt
+    from s5cli.train.checkpoint_metadata import read_metadata
+    from s5cli.train.checkpoint_weights import load_into, model_weights
 
     directory = resolve_checkpoint(spec, revision)
-    meta = ckpt.read_metadata(directory)
+    meta = read_metadata(directory)
     recipe = stored_recipe(meta, directory)
     model_cfg = dict(recipe.get("model", {}))
     name = meta.get("model_name") or model_cfg.get("name")
@@ -59,10 +60,10 @@ def load_trained_model(spec: str | Path, expect_model: str | None = None, revisi
                         f"of an {expect_model} run (model.name={expect_model})")
     outputs = _num_outputs(meta, directory)
     settings = {k: v for k, v in model_cfg.items() if k != "name"}
-    state = ckpt.model_weights(directory, meta)  # before the model: its count of tensors bounds the build
+    state = model_weights(directory, meta)  # before the model: its count of tensors bounds the build
     _check_block_counts(settings, len(state), directory)
     model = _build(name, settings, outputs, directory)
-    ckpt.load_into(model, state, str(directory))
+    load_into(model, state, str(directory))
     model.eval()
     return model, recipe, meta
 

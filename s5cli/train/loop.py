@@ -23,7 +23,7 @@ from torch import nn
 
 from s5cli.data.cache import TokensLost
 from s5cli.data.datasets.token_dataset import SampleBatch
-from s5cli.errors import Interrupted, RunFailure, UserError
+from s5cli.errors import Interrupted
 from s5cli.seeding import rank_seed
 from s5cli.stop_signals import default_action_in_child, stop_outcome
 from s5cli.train import checkpoint as ckpt
@@ -35,14 +35,27 @@ from s5cli.train.batching import (
     micro_batches,
     steps_per_epoch,
 )
+from s5cli.train.checkpoint_metadata import task_metadata
+from s5cli.train.checkpoint_paths import set_latest
+from s5cli.train.checkpoint_pruning import prune_checkpoints
+from s5cli.train.checkpoint_weights import load_into
 from s5cli.train.distributed import DistContext
+from s5cli.train.early_stop import early_stop_notice, is_improvement, patience_used_up
 from s5cli.train.evaluation import EvaluationStopped, evaluate, needs_grad_scaler
 from s5cli.train.metrics import headline
 from s5cli.train.metrics_log import MetricsLog
 from s5cli.train.progress import TrainingProgress
 from s5cli.train.resume_point import apply_resume_point, find_resume_point
+from s5cli.train.resume_warnings import (
+    say_the_process_count_changed,
+    say_the_train_split_changed,
+    say_the_validation_changed,
+    say_what_a_new_length_changes,
+)
 from s5cli.train.rng_states import saved_processes, torch_rng_state
+from s5cli.train.run_failures import divergence_failure, tokens_lost_failure
 from s5cli.train.schedule import Schedule, build_optimizer
+from s5cli.train.step import clip_gradients
 
 
 @dataclass
@@ -67,81 +80,6 @@ class TrainSetup:
     steps_run: int = 0  # set by `train`: optimizer steps this call took (0: a resumed run had nothing left)
     validations_run: int = 0  # set by `train`: validations this call finished (a resume may only re-run one)
     stopped_early: bool = False  # set by `train`: train.early_stop_patience ended the run in this call
-
-
-def _say_what_a_new_length_changes(state: ckpt.TrainerState, total_steps: int, schedule: Schedule,
-                                   setup: TrainSetup, ctx: DistContext) -> None:
-    """One warning when a resume changes the run's length under a cosine schedule: the rate follows the new
-    curve from this step on, so after a finished run it rises again (a warm restart). The length is epochs
-    x steps an epoch, and either may have changed (train.epochs; the train split or the batch), so the
-    warning names both rather than blaming train.epochs. S5's exploration keeps the run's first length
-    (`TrainerState.progress_steps`)."""
-    planned = state.planned_steps
-    if not ctx.is_main or not planned or planned == total_steps or schedule.kind != "cosine":
-        return
-    from s5cli.cli.console import print_warning
-
-    epochs = setup.recipe.train.epochs
-    print_warning(f"--resume: the cosine learning-rate schedule now ends at step {total_steps}, not {planned} "
-                  f"(train.epochs={epochs} x {total_steps // max(1, epochs)} steps an epoch); from step "
-                  f"{state.step} the rate is {schedule.lr():.3g} (a warm restart if the old schedule had ended)")
-
-
-def _say_the_train_split_changed(state: ckpt.TrainerState, setup: TrainSetup, ctx: DistContext) -> None:
-    """One warning when a resume finds another number of training clips than the interrupted run had: its
-    epochs are shuffled and cut from the new split, so the run no longer repeats the uninterrupted one."""
-    saved, now = state.train_clips, len(setup.train_set)
-    if not ctx.is_main or not saved or saved == now:
-        return
-    from s5cli.cli.console import print_warning
-
-    print_warning(f"--resume: the train split has {now} clips, the interrupted run had {saved} (videos added or "
-                  f"removed under data.root?): training goes on over the {now}, from epoch {state.epoch + 1}, "
-                  "and no longer repeats an uninterrupted run")
-
-
-def _say_the_process_count_changed(directory: Path, saved: int, processes: int) -> None:
-    """One warning when a resume runs on another number of processes than wrote the checkpoint: same global
-    batch and schedule, but the noise each process draws (dropout, Gumbel, LSMCL masks) no longer continues
-    as one uninterrupted run's would. Said rather than let a user expect byte-identical results."""
-    from s5cli.cli.console import print_warning
-
-    if processes > saved:
-        ranks = f"rank {saved}" if processes == saved + 1 else f"ranks {saved}-{processes - 1}"
-        fate = f"{ranks} had no saved generator state and draw from a new seed (train.seed, the step and the rank)"
-    else:
-        fate = f"the generator states of its ranks {processes}-{saved - 1} are not used"
-    print_warning(f"--resume: {directory} was written by {saved} process(es), this run has {processes}: training "
-                  f"goes on with the same global batch, but its random draws differ from an uninterrupted run's "
-                  f"({fate})")
-
-
-# eval.* keys that change what a validation scores (eval.batch_size and eval.split do not): a resume may change
-# them (`job.RESUMABLE_KEYS`), but the best metric and the patience count then compare two protocols.
-VALIDATION_KEYS = ("aggregate", "window_stride")
-
-
-def _say_the_validation_changed(directory: Path, state: ckpt.TrainerState, setup: TrainSetup,
-                                ctx: DistContext) -> None:
-    """One warning when a resume changes how validation scores (`VALIDATION_KEYS`) after the run validated:
-    the best metric so far and train.early_stop_patience then compare numbers of two protocols silently.
-    Compared with the recipe stored in the checkpoint resumed (the one its validations used)."""
-    if not ctx.is_main or (state.best_step is None and not state.evals_since_best):
-        return
-    try:
-        stored = json.loads(ckpt.read_metadata(directory).get("recipe", "{}")).get("eval", {})
-    except (UserError, ValueError, AttributeError):  # unreadable or older metadata: nothing to compare
-        return
-    from s5cli.cli.console import print_warning
-    from s5cli.recipe_validation import show_value
-
-    now = setup.recipe_dict.get("eval", {})
-    changed = [f"eval.{key} ({show_value(stored[key])} -> {show_value(now[key])})" for key in VALIDATION_KEYS
-               if key in stored and key in now and stored[key] != now[key]]
-    if changed:
-        verb = "changes" if len(changed) == 1 else "change"
-        print_warning(f"--resume: {', '.join(changed)} {verb} how validation scores: the best metric so far and "
-                      "train.early_stop_patience compare it with validations scored the old way")
 
 
 def _carves_val(recipe: Any) -> bool:
@@ -176,13 +114,13 @@ def train(setup: TrainSetup) -> dict:
     if point is not None:
         saved = saved_processes(point.tensors)
         if saved != ctx.world_size and ctx.is_main:
-            _say_the_process_count_changed(point.directory, saved, ctx.world_size)
-        ckpt.load_into(module, point.weights, str(point.directory))
+            say_the_process_count_changed(point.directory, saved, ctx.world_size)
+        load_into(module, point.weights, str(point.directory))
         state, schedule_state = apply_resume_point(point, optimizer, ctx.rank, setup.seed)
         schedule.load_state_dict(schedule_state)
-        _say_what_a_new_length_changes(state, total_steps, schedule, setup, ctx)
-        _say_the_train_split_changed(state, setup, ctx)
-        _say_the_validation_changed(point.directory, state, setup, ctx)
+        say_what_a_new_length_changes(state, total_steps, schedule, setup, ctx)
+        say_the_train_split_changed(state, setup, ctx)
+        say_the_validation_changed(point.directory, state, setup, ctx)
     elif ctx.distributed:
         # Every rank has built the same model from the same seed (DDP also broadcasts rank 0's weights);
         # from here on each draws its own noise (see `rank_seed`; a resumed rank takes its saved state, or
@@ -224,7 +162,7 @@ def train(setup: TrainSetup) -> dict:
     )
     metadata = {
         "model_name": setup.model_name, "num_outputs": str(setup.num_outputs), "objective": setup.objective,
-        "recipe": json.dumps(setup.recipe_dict), "task": ckpt.task_metadata(setup.task), **setup.extra_metadata,
+        "recipe": json.dumps(setup.recipe_dict), "task": task_metadata(setup.task), **setup.extra_metadata,
     }
     last_metrics: dict = {}
     last_good: Path | None = resume_from
@@ -241,8 +179,8 @@ def train(setup: TrainSetup) -> dict:
             ckpt.save_checkpoint(path, step.unwrap(module), {**metadata, "step": str(state.step)}, optimizer,
                                  schedule.state_dict(), state, tag_metrics, scaler.state_dict(),
                                  other_ranks_rng=rank_states[1:])
-            ckpt.set_latest(out_dir, path)
-            ckpt.prune_checkpoints(out_dir, max(1, tcfg.keep_last), just_saved=path)
+            set_latest(out_dir, path)
+            prune_checkpoints(out_dir, max(1, tcfg.keep_last), just_saved=path)
         ctx.barrier()
         last_good, saved_state = path, (state.step, state.epoch)
         return path
@@ -272,7 +210,7 @@ def train(setup: TrainSetup) -> dict:
     try:
         module.train()
         for epoch in range(state.epoch, tcfg.epochs):
-            if _patience_used_up(state, patience):  # a resumed run that had already stopped
+            if patience_used_up(state, patience):  # a resumed run that had already stopped
                 setup.stopped_early = True
                 break
             batches = epoch_batches(setup.train_set, ctx, setup.seed, epoch, tcfg.batch_size)
@@ -291,19 +229,19 @@ def train(setup: TrainSetup) -> dict:
                     # run's: save it. Under torchrun the other ranks are inside this step's collectives and
                     # cannot join a save; torchrun stops them when this rank exits.
                     kept = checkpoint_of_this_state() if lost.at_step_start and not ctx.distributed else None
-                    raise _tokens_lost_failure(lost, f"at step {state.step + 1}", kept, last_good) from None
+                    raise tokens_lost_failure(lost, f"at step {state.step + 1}", kept, last_good) from None
                 # Mean loss and an agreed stop in one collective, before the optimiser step: a non-finite loss
                 # on any rank makes the mean non-finite, so every rank stops here together (one rank raising
                 # alone left the others blocked in the next collective), and no rank steps on it.
                 loss_value, stop_signal, top1 = ctx.after_step(loss_value, interrupted["signal"] or 0, top1)
                 if not math.isfinite(loss_value):
-                    raise _diverged(f"loss became {loss_value}", state.step + 1, epoch, last_good,
+                    raise divergence_failure(f"loss became {loss_value}", state.step + 1, epoch, last_good,
                                     "Try a lower optim.lr or optim.grad_clip")
                 # A finite loss can still have a non-finite gradient: stepping on it made every weight NaN,
                 # which was then validated, checkpointed and named as the last good checkpoint.
-                grad_norm = _clip_gradients(module, optimizer, scaler, ocfg.grad_clip)
+                grad_norm = clip_gradients(module, optimizer, scaler, ocfg.grad_clip)
                 if grad_norm is not None and not math.isfinite(grad_norm):
-                    raise _diverged(f"the gradient norm became {grad_norm}", state.step + 1, epoch, last_good,
+                    raise divergence_failure(f"the gradient norm became {grad_norm}", state.step + 1, epoch, last_good,
                                     "Try a lower optim.lr")
                 lr = schedule.lr()  # this step's rate: `after_step` sets the next step's
                 if step.optimizer_step(scaler, optimizer):
@@ -334,7 +272,7 @@ def train(setup: TrainSetup) -> dict:
                                         stop_requested=lambda: interrupted["signal"] is not None)
                 except TokensLost as lost:  # raised on every rank (see _validate): saved like a stop
                     state.epoch, state.batch_in_epoch = epoch, len(batches)
-                    raise _tokens_lost_failure(lost, f"validating after epoch {epoch + 1}",
+                    raise tokens_lost_failure(lost, f"validating after epoch {epoch + 1}",
                                                checkpoint_of_this_state(), last_good) from None
                 if metrics is None:
                     # Stopped during validation: saved as a stop at the epoch's last step, so --resume runs
@@ -361,13 +299,13 @@ def train(setup: TrainSetup) -> dict:
             # empty val split a kill lost every epoch since the last validation. A patience used up (at this
             # validation, or before an epoch that validates nothing: lowered on a mid-epoch --resume) stops
             # after it; the record is logged before the checkpoint counts the log's records, so a resume keeps it.
-            stopping = _patience_used_up(state, patience) and not is_last
+            stopping = patience_used_up(state, patience) and not is_last
             if stopping:
                 log.write({"step": state.step, "epoch": state.epoch, "early_stop": True, "best_step": state.best_step})
             save(metrics)
             if stopping:
                 setup.stopped_early = True
-                progress.notice(_early_stop_notice(state, patience, metrics))
+                progress.notice(early_stop_notice(state, patience, metrics))
                 break
             # A signal that came after the epoch's last step (while another rank validated, or while saving)
             # stops here, not one step into the next epoch. After the last epoch the run is complete.
@@ -382,87 +320,6 @@ def train(setup: TrainSetup) -> dict:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     return last_metrics
-
-
-def is_improvement(value: float, best: float | None, higher_is_better: bool) -> bool:
-    """Whether a validation's headline `value` beats the `best` so far (a tie keeps the earlier checkpoint).
-
-    A non-finite value (NaN outputs: a float16 overflow, a diverged model) is never better. Why: a first
-    NaN became the best, every later comparison with it was false, so best/ was never written again and
-    early-stop patience ran out on a model that was improving. A non-finite best (stored by a run from
-    before this rule) is beaten by any finite value.
-    """
-    if not math.isfinite(value):
-        return False
-    if best is None or not math.isfinite(best):
-        return True
-    return value > best if higher_is_better else value < best
-
-
-def _early_stop_notice(state: ckpt.TrainerState, patience: int, metrics: dict | None) -> str:
-    """What the run says when patience stops it: after a validation its metric, else the count of them."""
-    if metrics is not None and state.best_metric is None:  # every validation was non-finite
-        name = headline(metrics)[0]
-        return (f"early stop after epoch {state.epoch}: val {name} not finite for {patience} "
-                f"validation{'s' if patience != 1 else ''}; no best checkpoint was written")
-    if metrics is not None:
-        name = headline(metrics)[0]
-        return (f"early stop after epoch {state.epoch}: val {name} not better than {state.best_metric:.4f} "
-                f"(step {state.best_step}) for {patience} validation{'s' if patience != 1 else ''}")
-    since = state.evals_since_best
-    best = "no best checkpoint" if state.best_step is None else f"best at step {state.best_step}"
-    return (f"early stop after epoch {state.epoch}: {since} validation{'s' if since != 1 else ''} without a better "
-            f"one (train.early_stop_patience={patience}; {best})")
-
-
-def _patience_used_up(state: ckpt.TrainerState, patience: int | None) -> bool:
-    """Whether `train.early_stop_patience` ends the run before the epoch `state` is at: only at an epoch
-    boundary.
-
-    Why not mid-epoch: a run resumed mid-epoch (or stopped while validating) with a lowered patience
-    dropped the rest of its epoch and said it had nothing left of its epochs; it now finishes the epoch,
-    validates and stops there, with the early-stop record.
-    """
-    return bool(patience) and state.evals_since_best >= patience and not state.batch_in_epoch
-
-
-def _clip_gradients(module: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    grad_clip: float | None) -> float | None:
-    """Clip this step's gradients to `grad_clip` (unscaled first) and return their total norm before
-    clipping, for the caller to stop on a non-finite one; None with a float16 GradScaler.
-
-    Why None there: inf/NaN float16 gradients are routine, the scaler skips that step and lowers its scale.
-    Without clipping the norm is computed for the check alone (one read per step, as for the loss); after
-    DDP's all-reduce it is the same on every rank, so all of them stop together."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if grad_clip and grad_clip > 0:
-        scaler.unscale_(optimizer)
-        norm = nn.utils.clip_grad_norm_(params, grad_clip)
-    elif scaler.is_enabled():
-        return None
-    else:
-        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    return None if scaler.is_enabled() else float(norm)
-
-
-def _diverged(what: str, at_step: int, epoch: int, last_good: Path | None, advice: str) -> RunFailure:
-    """One line for a run that diverged before the optimiser step `at_step`: what, where, and which
-    checkpoint still holds a finite model."""
-    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-    return RunFailure(f"{what} at step {at_step} (epoch {epoch + 1}); stopped, {where}. {advice}")
-
-
-def _tokens_lost_failure(lost: TokensLost, when: str, kept: Path | None, last_good: Path | None) -> RunFailure:
-    """One line: which token file, when, which checkpoint to resume from and what resuming does."""
-    if kept is not None:
-        where = f"checkpoint saved to {kept}"
-    elif last_good is not None:
-        where = f"the last checkpoint is {last_good}"
-    else:
-        return RunFailure(f"{lost} {when}; no checkpoint was written yet. Run the same command again: "
-                          "it extracts missing tokens first")
-    return RunFailure(f"{lost} {when}; {where}. Continue with the same command and --resume: "
-                      "it extracts missing tokens first")
 
 
 def _validate(setup: TrainSetup, module: nn.Module, epoch: int,
@@ -498,14 +355,3 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def check_fresh_run(out_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a run folder that already has checkpoints unless resuming."""
-    # Step checkpoints count too: a run whose `latest` was lost (deleted, or never written by a kill between
-    # the two) was overwritten by a fresh start, without a word.
-    if not resume and ckpt.has_checkpoints(out_dir):
-        raise UserError(
-            f"{out_dir} already holds a run: pass --resume to continue it, or pick another folder for a new one "
-            "(--out or train.out_dir)"
-        )

@@ -17,17 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from s5cli.errors import UserError, first_line
-from s5cli.train.checkpoint import (
-    MODEL_FILE,
-    STATE_JSON,
-    STATE_TENSORS,
-    TrainerState,
-    checkpoint_dir,
-    join_optimizer,
-    latest_checkpoint,
-    nonfinite_weights,
-    step_checkpoints,
-)
+from s5cli.train.checkpoint import MODEL_FILE, STATE_JSON, STATE_TENSORS, TrainerState, join_optimizer
+from s5cli.train.checkpoint_paths import checkpoint_dir, latest_checkpoint, step_checkpoints
+from s5cli.train.checkpoint_weights import nonfinite_weights
 from s5cli.train.rng_states import restore_rng
 
 

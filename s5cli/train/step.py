@@ -28,6 +28,25 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
+def clip_gradients(module: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    grad_clip: float | None) -> float | None:
+    """Clip this step's gradients to `grad_clip` (unscaled first) and return their total norm before
+    clipping, for the caller to stop on a non-finite one; None with a float16 GradScaler.
+
+    Why None there: inf/NaN float16 gradients are routine, the scaler skips that step and lowers its scale.
+    Without clipping the norm is computed for the check alone (one read per step, as for the loss); after
+    DDP's all-reduce it is the same on every rank, so all of them stop together."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if grad_clip and grad_clip > 0:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(params, grad_clip)
+    elif scaler.is_enabled():
+        return None
+    else:
+        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return None if scaler.is_enabled() else float(norm)
+
+
 def optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
     """`scaler.step` + `scaler.update`; False when the scaler skipped the step (inf/NaN float16 gradients).
 

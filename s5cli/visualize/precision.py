@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli.errors import UserError
-from s5cli.visualize.selection import VideoSampling, run_selection, set_keep_ratio
+from s5cli.visualize.selection import run_selection, set_keep_ratio
+from s5cli.visualize.video_encoding import VideoSampling
 
 if TYPE_CHECKING:
     from torch import nn

@@ -1,14 +1,18 @@
-"""Plain progress lines of `s5 visualize-mask` in a log or pipe: one line per stage as it ends, with its time."""
+"""Progress of `s5 visualize-mask`: the report callback its stages call, and plain progress lines in a log or
+pipe (one line per stage as it ends, with its time)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
+# report(stage, done, total): lets the CLI drive a progress bar without the modules that report knowing about Rich.
+ProgressReport = Callable[[str, int, int], None]
+
 
 class StageLines:
     """Prints "decode    8/8 1.2s" once per stage, when its last step is reported (`report`'s signature is
-    `selection.ProgressReport`'s).
+    `ProgressReport`'s).
 
     A stage's time runs from when the previous stage ended (the first stage's: from when this was made),
     or from its first report where that came earlier (the backbone starts on the first decoded chunk,

@@ -16,7 +16,8 @@ from s5cli.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
-    from s5cli.visualize.selection import MaskSelection, ProgressReport
+    from s5cli.visualize.progress import ProgressReport
+    from s5cli.visualize.selection import MaskSelection
 
 STYLES = ("dim", "heatmap", "both")
 DIM = 0.35  # brightness factor of a dropped patch: dark enough to see at a glance, light enough to see what it was

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from s5cli.cli.app import app
-from s5cli.train import checkpoint as ckpt
+from s5cli.train.checkpoint_paths import checkpoint_dir
 from s5cli.train.init_weights import resolve_init
 from tests.train.test_finetune_e2e import RECIPE, tiny
 
@@ -31,7 +31,7 @@ def test_a_pretraining_summary_names_a_checkpoint_train_init_accepts(tmp_path: P
     printed = re.search(r"^checkpoint: (.+)$", result.output, re.MULTILINE)
     assert printed is not None, result.output
     named = printed.group(1).strip()
-    assert resolve_init(named) == ckpt.checkpoint_dir(tmp_path / "run")  # the run's latest checkpoint
+    assert resolve_init(named) == checkpoint_dir(tmp_path / "run")  # the run's latest checkpoint
 
 
 def test_lsmcl_on_one_video_with_a_queue_is_refused_before_training(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from s5cli.data import weights_fingerprint as fingerprint_module
 from s5cli.data.cache import ExtractionSettings, FeatureCache
 from s5cli.data.encode import settings_from_data
 from s5cli.data.extract import extract_records
-from s5cli.models.backbone import PRESETS, VisionTransformer
+from s5cli.models.backbone import PRESETS
+from s5cli.models.vit import VisionTransformer
 from tests.data.test_extract import data_section, make_records
 
 

@@ -436,7 +436,7 @@ def test_extraction_holds_a_few_decoded_chunks_not_the_whole_video(tmp_path, mon
     """Decoding runs a bounded distance ahead of the backbone: a film's crops never all exist at once."""
     from s5cli.data import decode
     from s5cli.data import extract as extract_module
-    from s5cli.models.backbone import PatchPool
+    from s5cli.models.patch_pool import PatchPool
 
     data = data_section(tmp_path, frames=40)
     settings = settings_from_data(data)
@@ -476,7 +476,7 @@ from pathlib import Path
 from s5cli.data.cache import ExtractionSettings, FeatureCache
 from s5cli.data.datasets.base import VideoRecord
 from s5cli.data.extract import extract_records
-from s5cli.models.backbone import PatchPool
+from s5cli.models.patch_pool import PatchPool
 
 class SlowPool(PatchPool):
     # Slow enough that the parent can kill the run between two videos or in the middle of a write.

@@ -70,6 +70,7 @@ def run_dir(tmp_path: Path) -> Path:
     from s5cli.models.registry import build_model
     from s5cli.recipe import load_recipe, recipe_to_dict
     from s5cli.train import checkpoint as ckpt
+    from s5cli.train.checkpoint_paths import set_latest
 
     recipe_path = tmp_path / "tiny.yaml"
     recipe_path.write_bytes((REPO_ROOT / "recipes" / "synthetic.yaml").read_bytes())
@@ -86,6 +87,6 @@ def run_dir(tmp_path: Path) -> Path:
     metrics = {"top1": 0.375, "top5": 0.875, "count": 8, "windows": 8, "confusion_matrix": [[1]]}
     step = ckpt.save_checkpoint(run / "checkpoints" / "step-0000007", model, metadata, optimizer, {},
                                 ckpt.TrainerState(step=7, epoch=1), metrics)
-    ckpt.set_latest(run, step)
+    set_latest(run, step)
     ckpt.save_checkpoint(run / "best", model, metadata, metrics=metrics)
     return run

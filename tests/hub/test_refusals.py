@@ -355,7 +355,7 @@ def test_a_hub_outage_serves_cached_files_and_names_the_status_otherwise(
 
 
 def test_a_run_folder_on_the_hub_means_its_best_checkpoint_as_on_disk(hub: FakeHub, run_dir: Path) -> None:
-    from s5cli.train.checkpoint import run_best_checkpoint
+    from s5cli.train.checkpoint_paths import run_best_checkpoint
 
     files = {path.relative_to(run_dir).as_posix(): path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
     hub.commit("bob/runs", {f"run/{name}": data for name, data in files.items()})

@@ -155,18 +155,21 @@ def _later_step_checkpoint(run_dir: Path, step: int) -> Path:
 
     from s5cli.models.registry import build_model
     from s5cli.train import checkpoint as ckpt
+    from s5cli.train.checkpoint_metadata import read_metadata
+    from s5cli.train.checkpoint_paths import set_latest
+    from s5cli.train.checkpoint_weights import load_into, load_state
     from tests.hub.conftest import TINY_MODEL
 
     model = build_model("s5", {k: v for k, v in TINY_MODEL.items() if k != "name"}, 9)
-    ckpt.load_into(model, ckpt.load_state(run_dir / "best"), "best")
+    load_into(model, load_state(run_dir / "best"), "best")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model(torch.randn(2, 4, 37, 96)).sum().backward()
     optimizer.step()
-    metadata = {**ckpt.read_metadata(run_dir / "best"), "step": str(step)}
+    metadata = {**read_metadata(run_dir / "best"), "step": str(step)}
     metadata.pop("format")
     path = ckpt.save_checkpoint(run_dir / "checkpoints" / f"step-{step:07d}", model, metadata, optimizer, {},
                                 ckpt.TrainerState(step=step, epoch=2), {"top1": 0.25})
-    ckpt.set_latest(run_dir, path)
+    set_latest(run_dir, path)
     return path
 
 

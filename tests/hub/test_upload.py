@@ -37,11 +37,12 @@ def _save_best(run_dir: Path, step: int, top1: float) -> None:
 
     from s5cli.models.registry import build_model
     from s5cli.train import checkpoint as ckpt
+    from s5cli.train.checkpoint_metadata import read_metadata
     from tests.hub.conftest import TINY_MODEL
 
     torch.manual_seed(step)
     model = build_model("s5", {k: v for k, v in TINY_MODEL.items() if k != "name"}, 9)
-    metadata = {**ckpt.read_metadata(run_dir / "best"), "step": str(step)}
+    metadata = {**read_metadata(run_dir / "best"), "step": str(step)}
     metadata.pop("format")
     ckpt.save_checkpoint(run_dir / "best", model, metadata, metrics={"top1": top1})
 

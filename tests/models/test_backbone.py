@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from s5cli.errors import UserError
-from s5cli.models.backbone import PRESETS, PatchPool, VisionTransformer, build_backbone, resample_pos_embed
+from s5cli.models.backbone import PRESETS, build_backbone
+from s5cli.models.patch_pool import PatchPool
+from s5cli.models.vit import VisionTransformer, resample_pos_embed
 
 
 def timm_vit_state_dict(dim: int, depth: int, grid: int, patch: int = 16, classes: int = 10, seed: int = 1):
@@ -197,7 +199,7 @@ def test_the_real_vit_presets_normalise_as_their_weights_were_trained():
     """timm's ViT-S/B/L/16 (ImageNet-21k, augreg) weights expect mean = std = 0.5; the presets said ImageNet's
     mean/std, which a weights file without a config.json (or a Hub repo without one) was then normalised
     with. vit_tiny_test, a random test network, keeps its normalisation and so its tokens."""
-    from s5cli.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+    from s5cli.models.vit import IMAGENET_MEAN, IMAGENET_STD
 
     for name in ("vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"):
         assert (PRESETS[name].mean, PRESETS[name].std) == ((0.5,) * 3, (0.5,) * 3), name

@@ -188,7 +188,7 @@ def test_contrastive_top1_counts_queries_whose_own_key_wins() -> None:
 
 
 def test_the_queue_keeps_each_keys_video_and_older_checkpoints_resume_with_unknown_ids() -> None:
-    from s5cli.train.checkpoint import load_into
+    from s5cli.train.checkpoint_weights import load_into
 
     torch.manual_seed(0)
     config = LSMCLConfig(short_frames=4, long_frames=8, proj_dim=16, queue_size=16)

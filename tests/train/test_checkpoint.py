@@ -11,6 +11,10 @@ from safetensors import safe_open
 from s5cli.errors import UserError
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
+from s5cli.train.checkpoint_metadata import read_metadata
+from s5cli.train.checkpoint_paths import checkpoint_dir, latest_checkpoint, run_best_checkpoint, set_latest
+from s5cli.train.checkpoint_pruning import prune_checkpoints
+from s5cli.train.checkpoint_weights import load_into, load_state
 from s5cli.train.resume_point import apply_resume_point, read_resume_point
 from s5cli.train.rng_states import restore_rng, saved_processes
 from tests.train.test_rng_states import FakeGpus
@@ -40,7 +44,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
     torch.manual_seed(123)
     clone = build_model("s5", SMALL, 3)
     opt2 = torch.optim.AdamW([p for p in clone.parameters() if p.requires_grad], lr=1e-2)
-    ckpt.load_into(clone, ckpt.load_state(path), "test")
+    load_into(clone, load_state(path), "test")
     restored, schedule = apply_resume_point(read_resume_point(path), opt2)
     assert restored == state and schedule["kind"] == "constant"
     for (name, a), b in zip(model.state_dict().items(), clone.state_dict().values(), strict=True):
@@ -51,7 +55,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path) -> None:
         for key, value in entries.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b[pid][key])), (pid, key)
     assert torch.equal(torch.rand(3), expected_next)
-    meta = ckpt.read_metadata(path)
+    meta = read_metadata(path)
     assert meta["format"] == ckpt.FORMAT and meta["model_name"] == "s5"
 
 
@@ -106,7 +110,7 @@ def test_checkpoints_with_the_guides_retired_output_projection_still_load() -> N
     old["guide.s4.out_linear.weight"] = torch.zeros(16, 16)
     old["guide.s4.out_linear.bias"] = torch.zeros(16)
     clone = build_model("s5", SMALL, 3)
-    ckpt.load_into(clone, old, "old checkpoint")  # strict: any other unexpected key would be refused
+    load_into(clone, old, "old checkpoint")  # strict: any other unexpected key would be refused
     for name, value in model.state_dict().items():
         assert torch.equal(clone.state_dict()[name], value), name
 
@@ -125,28 +129,28 @@ def test_other_architecture_names_mismatched_keys(tmp_path) -> None:
     path = ckpt.save_checkpoint(tmp_path / "c", model, {"model_name": "s5"})
     vit = build_model("vit", dict(d_input=8, d_model=16, depth=1, heads=2), 3)
     with pytest.raises(UserError, match=r"does not fit this model: missing .* keys"):
-        ckpt.load_into(vit, ckpt.load_state(path), str(path))
+        load_into(vit, load_state(path), str(path))
     wider = build_model("s5", {**SMALL, "d_model": 32}, 3)
     with pytest.raises(UserError, match="shape mismatch"):
-        ckpt.load_into(wider, ckpt.load_state(path), str(path))
+        load_into(wider, load_state(path), str(path))
 
 
 def test_pickle_and_missing_checkpoints_are_refused(tmp_path) -> None:
     (tmp_path / "model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(UserError, match="pickle"):
-        ckpt.checkpoint_dir(tmp_path / "model.bin")
+        checkpoint_dir(tmp_path / "model.bin")
     with pytest.raises(UserError, match="does not exist"):
-        ckpt.checkpoint_dir(tmp_path / "nope")
+        checkpoint_dir(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"holds no model\.safetensors"):
-        ckpt.checkpoint_dir(tmp_path / "empty")
+        checkpoint_dir(tmp_path / "empty")
     (tmp_path / "empty" / "recipe.yaml").write_text("model: {}\n")  # a file in no checkpoint: its folder is none
     with pytest.raises(UserError, match=r"recipe\.yaml is a file, not a checkpoint: pass a checkpoint folder \(with "
                                         r"model\.safetensors\) or a run folder$"):
-        ckpt.checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
+        checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
     (tmp_path / "empty" / "latest").write_text("checkpoints/step-1\n")  # now a run's recipe given for the run
     with pytest.raises(UserError, match=r"recipe\.yaml is a file: pass the checkpoint or run folder that holds it"):
-        ckpt.checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
+        checkpoint_dir(tmp_path / "empty" / "recipe.yaml")
 
 
 @pytest.mark.parametrize("given", [".", "", "/"])
@@ -155,7 +159,7 @@ def test_a_nameless_folder_that_is_not_a_checkpoint_is_one_line(tmp_path, monkey
     set-aside copy beside, which ended in a ValueError traceback."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=r"holds no model\.safetensors"):
-        ckpt.checkpoint_dir(given)
+        checkpoint_dir(given)
 
 
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch) -> None:
@@ -188,11 +192,11 @@ def test_latest_pointer_and_pruning(tmp_path) -> None:
     model, _ = _trained_pair()
     for step in (1, 2, 3):
         path = ckpt.save_checkpoint(tmp_path / "checkpoints" / f"step-{step:07d}", model, {})
-        ckpt.set_latest(tmp_path, path)
-    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+        set_latest(tmp_path, path)
+    prune_checkpoints(tmp_path, keep_last=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-0000002", "step-0000003"]
-    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
-    assert ckpt.checkpoint_dir(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
+    assert checkpoint_dir(tmp_path) == tmp_path / "checkpoints" / "step-0000003"
 
 
 def test_pruning_keeps_the_checkpoint_just_saved_below_a_newer_damaged_one(tmp_path) -> None:
@@ -201,7 +205,7 @@ def test_pruning_keeps_the_checkpoint_just_saved_below_a_newer_damaged_one(tmp_p
     model, _ = _trained_pair()
     for step in (4, 6, 8):
         ckpt.save_checkpoint(tmp_path / "checkpoints" / f"step-{step:07d}", model, {})
-    ckpt.prune_checkpoints(tmp_path, keep_last=1, just_saved=tmp_path / "checkpoints" / "step-0000006")
+    prune_checkpoints(tmp_path, keep_last=1, just_saved=tmp_path / "checkpoints" / "step-0000006")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-0000006", "step-0000008"]
 
 
@@ -231,11 +235,11 @@ def test_mistyped_run_folder_names_both_readings(tmp_path, monkeypatch) -> None:
 def test_reads_find_a_checkpoint_caught_between_the_two_renames(tmp_path) -> None:
     model, _ = _trained_pair()
     path = ckpt.save_checkpoint(tmp_path / "best", model, {"model_name": "s5"})
-    expected = ckpt.load_state(path)
+    expected = load_state(path)
     path.rename(tmp_path / ".best.old")  # what a kill -9 after the first rename leaves
-    assert ckpt.checkpoint_dir(tmp_path / "best") == tmp_path / ".best.old"
-    assert ckpt.read_metadata(tmp_path / "best")["model_name"] == "s5"
-    assert all(torch.equal(v, expected[k]) for k, v in ckpt.load_state(tmp_path / "best").items())
+    assert checkpoint_dir(tmp_path / "best") == tmp_path / ".best.old"
+    assert read_metadata(tmp_path / "best")["model_name"] == "s5"
+    assert all(torch.equal(v, expected[k]) for k, v in load_state(tmp_path / "best").items())
     assert not (tmp_path / "best").exists()  # a read repairs nothing; the next save or --resume does
 
 
@@ -244,10 +248,10 @@ def test_a_run_folder_means_its_best_checkpoint_even_mid_replace(tmp_path) -> No
 
     model, _ = _trained_pair()
     step = ckpt.save_checkpoint(tmp_path / "checkpoints" / "step-0000001", model, {})
-    ckpt.set_latest(tmp_path, step)
-    assert ckpt.run_best_checkpoint(tmp_path) is None and resolve_checkpoint(tmp_path) == step
+    set_latest(tmp_path, step)
+    assert run_best_checkpoint(tmp_path) is None and resolve_checkpoint(tmp_path) == step
     best = ckpt.save_checkpoint(tmp_path / "best", model, {})
-    assert ckpt.run_best_checkpoint(tmp_path) == best == resolve_checkpoint(tmp_path)
+    assert run_best_checkpoint(tmp_path) == best == resolve_checkpoint(tmp_path)
     best.rename(tmp_path / ".best.old")
     assert resolve_checkpoint(tmp_path) == tmp_path / ".best.old"
 
@@ -259,11 +263,11 @@ def test_a_damaged_best_checkpoint_is_refused_not_replaced_by_the_latest(tmp_pat
 
     model, _ = _trained_pair()
     step = ckpt.save_checkpoint(tmp_path / "checkpoints" / "step-0000001", model, {})
-    ckpt.set_latest(tmp_path, step)
+    set_latest(tmp_path, step)
     best = ckpt.save_checkpoint(tmp_path / "best", model, {})
     (best / ckpt.MODEL_FILE).unlink()
     message = f"{best} holds no model.safetensors (damaged?): pass a checkpoint folder instead, e.g. the latest one, {step}"
-    for resolve in (ckpt.run_best_checkpoint, resolve_checkpoint):
+    for resolve in (run_best_checkpoint, resolve_checkpoint):
         with pytest.raises(UserError) as caught:
             resolve(tmp_path)
         assert str(caught.value) == message

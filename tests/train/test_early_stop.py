@@ -204,13 +204,13 @@ def test_a_resume_that_only_validates_again_says_only_why_it_stopped(tmp_path, m
 def test_a_resume_stopped_by_patience_gives_that_reason_when_the_checkpoint_cannot(tmp_path, monkeypatch):
     """The trainer's own word when `run_end` cannot read how the run ended: patience, not "nothing left of
     its epochs"."""
-    from s5cli.train import job
+    from s5cli.train import resume_checks
 
     _validation_scores(monkeypatch, [0.5, 0.4, 0.4])
     args = tiny(tmp_path, **{"train.epochs": 10, "train.early_stop_patience": 2})
     result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--quiet"])
     assert result.exit_code == 0, result.output
-    monkeypatch.setattr(job, "run_end", lambda *_: None)
+    monkeypatch.setattr(resume_checks, "run_end", lambda *_: None)
     result = CliRunner().invoke(app, ["finetune", RECIPE, *args, "--resume", "--quiet"])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 from s5cli.train import step as train_step
-from s5cli.train.checkpoint import checkpoint_dir
+from s5cli.train.checkpoint_paths import checkpoint_dir
 from tests.train.test_finetune_e2e import RECIPE, tiny
 
 

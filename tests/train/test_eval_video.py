@@ -16,7 +16,7 @@ from s5cli.cli import evaluate as eval_cli
 from s5cli.cli.app import app
 from s5cli.data.datasets.base import TaskInfo
 from s5cli.recipe import load_recipe
-from s5cli.train import checkpoint as ckpt
+from s5cli.train.checkpoint_metadata import read_metadata, stored_task, task_metadata
 from tests.train.test_finetune_e2e import RECIPE, tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_checkpoints_store_their_task_and_eval_video_uses_its_windows(tmp_path: 
     result = runner.invoke(app, ["finetune", RECIPE, *tiny(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     best = tmp_path / "run" / "best"
-    stored = ckpt.stored_task(ckpt.read_metadata(best))
+    stored = stored_task(read_metadata(best))
     from s5cli.data.datasets import task_info
 
     expected = task_info(_recipe(*tiny(tmp_path)).data)
@@ -161,7 +161,7 @@ def test_regression_predictions_come_back_on_the_targets_own_scale(tmp_path: Pat
     mean = train_mean(folder, "like_ratio")
     assert 5.0 < mean < 10.0  # like / (like + dislike) x 10 over the real train split
     assert task_info(rec.data).target_offset == pytest.approx(mean)
-    stored = {"num_outputs": "1", "task": ckpt.task_metadata(task_info(rec.data))}
+    stored = {"num_outputs": "1", "task": task_metadata(task_info(rec.data))}
     assert eval_cli._video_task(rec, stored, "run").target_offset == pytest.approx(mean)
     older = {"num_outputs": "1", "task": json.dumps({"kind": "regression", "num_outputs": 1, "class_names": None})}
     assert eval_cli._video_task(rec, older, "run").target_offset == pytest.approx(mean)  # from the split files
@@ -186,7 +186,7 @@ def test_a_regression_video_prediction_adds_the_offset(tmp_path: Path, monkeypat
 @pytest.mark.parametrize("entry", ["not json", '{"kind": "classification"}', '{"kind": "x", "num_outputs": 2}',
                                    '{"kind": "classification", "num_outputs": 3, "class_names": ["a"]}'])
 def test_an_unreadable_task_entry_counts_as_absent(entry: str) -> None:
-    assert ckpt.stored_task({"task": entry}) is None
+    assert stored_task({"task": entry}) is None
 
 
 def test_float16_caches_train_and_evaluate_the_same_with_loader_processes(tmp_path: Path, monkeypatch) -> None:

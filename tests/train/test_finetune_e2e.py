@@ -136,7 +136,7 @@ def _eval_refusals(runner: CliRunner, run: Path) -> None:
     assert result.exit_code == 2 and f"{run}'s recipe (command-line override)" in result.output, result.output
     (run / "latest").write_text("")  # emptied by hand: it named the run itself, an endless lookup
     from s5cli.errors import UserError
-    from s5cli.train.checkpoint import checkpoint_dir
+    from s5cli.train.checkpoint_paths import checkpoint_dir
 
     with pytest.raises(UserError, match="does not name a checkpoint of this run"):
         checkpoint_dir(run)
@@ -383,7 +383,8 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert result.exit_code == 1, result.output
     assert "loss became nan at step 5" in result.output and "Traceback" not in result.output
     run = tmp_path / "run"
-    from s5cli.train.checkpoint import checkpoint_dir, load_state
+    from s5cli.train.checkpoint_paths import checkpoint_dir
+    from s5cli.train.checkpoint_weights import load_state
 
     good = checkpoint_dir(run)
     assert good.name == "step-0000003" and good.name in result.output
@@ -423,7 +424,7 @@ def test_a_stop_signal_mid_epoch_saves_a_checkpoint_and_resume_changes_no_number
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert f"{word} at step" in err and "checkpoint saved to" in err and "--resume" in err
-    from s5cli.train.checkpoint import checkpoint_dir
+    from s5cli.train.checkpoint_paths import checkpoint_dir
 
     step = json.loads((checkpoint_dir(tmp_path / "cut") / "trainer_state.json").read_text())["trainer"]["step"]
     # Written at the signal, after the 4th logged step (a signal landing just after a checkpoint stops on it).

@@ -14,6 +14,8 @@ from s5cli.errors import UserError
 from s5cli.models.lsmcl import LSMCL, LSMCLConfig
 from s5cli.models.registry import build_model
 from s5cli.train import checkpoint as ckpt
+from s5cli.train.checkpoint_paths import set_latest
+from s5cli.train.checkpoint_weights import load_into
 from s5cli.train.init_weights import _check_init_tokens, pretrained_state, resolve_init
 
 S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8, dropout=0.0)
@@ -21,7 +23,7 @@ S5_SMALL = dict(d_input=16, d_model=32, n_blocks=2, d_state=8, guide_channels=8,
 
 def init_from_pretrained(model: nn.Module, directory: Path, spec: str, recipe_model: dict | None = None) -> None:
     """What the trainer does with train.init (checked by `init_weights.check_init`, loaded after extraction)."""
-    ckpt.load_into(model, pretrained_state(model, directory, spec, recipe_model), f"train.init={spec}", strict=False)
+    load_into(model, pretrained_state(model, directory, spec, recipe_model), f"train.init={spec}", strict=False)
 
 
 def _pretrained(folder: Path, num_outputs: int) -> LSMCL:
@@ -34,7 +36,7 @@ def _pretrained(folder: Path, num_outputs: int) -> LSMCL:
     step = ckpt.save_checkpoint(folder / "checkpoints" / "step-0000001", module,
                                 {"model_name": "s5", "num_outputs": str(num_outputs), "objective": "lsmcl",
                                  "recipe": json.dumps({})})
-    ckpt.set_latest(folder, step)
+    set_latest(folder, step)
     return module
 
 
@@ -84,7 +86,7 @@ def _saved_with_recipe(folder: Path, name: str, settings: dict) -> nn.Module:
     step = ckpt.save_checkpoint(folder / "checkpoints" / "step-0000001", model,
                                 {"model_name": name, "num_outputs": "3", "objective": "supervised",
                                  "recipe": json.dumps(recipe)})
-    ckpt.set_latest(folder, step)
+    set_latest(folder, step)
     return model
 
 
@@ -187,10 +189,10 @@ def test_init_from_another_lvu_task_warns_that_its_test_videos_may_have_been_see
     another task have seen inputs of this task's test split, and nothing said so."""
     import s5cli.data.datasets as datasets
     from s5cli import recipe as recipe_module
-    from s5cli.train import init_weights, job
+    from s5cli.train import checkpoint_metadata, init_weights, job
 
     data = {"dataset": "lvu", "task": stored} if stored else {"dataset": "synthetic"}
-    monkeypatch.setattr(ckpt, "read_metadata", lambda directory: _meta(**data))
+    monkeypatch.setattr(checkpoint_metadata, "read_metadata", lambda directory: _meta(**data))
     monkeypatch.setattr(datasets, "task_info", lambda data: SimpleNamespace(num_outputs=5))
     monkeypatch.setattr(job, "build_model_from_recipe", lambda recipe, outputs: nn.Linear(1, outputs))
     monkeypatch.setattr(init_weights, "pretrained_state", lambda *args: {})

@@ -12,7 +12,8 @@ import pytest
 from s5cli.cli.evaluate import _refuse_model_changes
 from s5cli.errors import UserError
 from s5cli.recipe import load_recipe, recipe_to_dict
-from s5cli.train.job import check_resume_recipe, out_dir_for
+from s5cli.train.resume_checks import check_resume_recipe
+from s5cli.train.run_folder import out_dir_for
 from tests.test_recipe import SYNTHETIC
 
 

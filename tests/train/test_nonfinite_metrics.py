@@ -11,7 +11,7 @@ import torch
 
 from s5cli.train import evaluation
 from s5cli.train.checkpoint import TrainerState
-from s5cli.train.loop import _early_stop_notice, is_improvement
+from s5cli.train.early_stop import early_stop_notice, is_improvement
 from s5cli.train.metrics import compute_metrics, headline
 
 NAN = float("nan")
@@ -109,9 +109,9 @@ def test_non_finite_values_and_ties() -> None:
 
 def test_early_stop_after_only_nonfinite_validations_says_so() -> None:
     state = TrainerState(step=6, epoch=3, evals_since_best=2)
-    said = _early_stop_notice(state, 2, {"mse": None, "count": 3, "nonfinite": 3})
+    said = early_stop_notice(state, 2, {"mse": None, "count": 3, "nonfinite": 3})
     assert "val mse not finite for 2 validations" in said and "no best checkpoint" in said
-    assert "no best checkpoint" in _early_stop_notice(state, 2, None)
+    assert "no best checkpoint" in early_stop_notice(state, 2, None)
 
 
 def test_s5_eval_table_shows_a_metric_that_could_not_be_computed_and_the_nonfinite_count() -> None:

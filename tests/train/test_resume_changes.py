@@ -50,13 +50,13 @@ def test_a_rank_without_a_saved_state_seeds_its_own_instead_of_copying_rank_0s(
 
 
 def test_the_process_count_warning_says_what_the_other_ranks_draw(capsys: pytest.CaptureFixture[str]) -> None:
-    from s5cli.train.loop import _say_the_process_count_changed
+    from s5cli.train.resume_warnings import say_the_process_count_changed
 
-    _say_the_process_count_changed(Path("run/checkpoints/step-0000003"), 1, 3)
+    say_the_process_count_changed(Path("run/checkpoints/step-0000003"), 1, 3)
     more = " ".join(capsys.readouterr().err.split())
     assert "written by 1 process(es), this run has 3" in more
     assert "ranks 1-2 had no saved generator state and draw from a new seed" in more
-    _say_the_process_count_changed(Path("run/checkpoints/step-0000003"), 4, 2)
+    say_the_process_count_changed(Path("run/checkpoints/step-0000003"), 4, 2)
     fewer = " ".join(capsys.readouterr().err.split())
     assert "the generator states of its ranks 2-3 are not used" in fewer
 

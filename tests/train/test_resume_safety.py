@@ -75,7 +75,7 @@ def test_a_lost_run_recipe_is_replaced_by_the_checkpoints_on_resume(tmp_path: Pa
 
 def test_an_unreadable_run_recipe_without_a_readable_checkpoint_is_warned_about(tmp_path: Path,
                                                                                 finished_run: Path) -> None:
-    from s5cli.train import job
+    from s5cli.train import job, resume_checks
 
     (finished_run / "recipe.yaml").write_text("x: [\n")
     for model in (finished_run / "checkpoints").glob("*/model.safetensors"):
@@ -84,7 +84,7 @@ def test_an_unreadable_run_recipe_without_a_readable_checkpoint_is_warned_about(
     from s5cli.cli.console import stderr
 
     with stderr.capture() as captured:
-        job.check_resume_recipe(finished_run, recipe)
+        resume_checks.check_resume_recipe(finished_run, recipe)
     assert "recipe.yaml is unreadable and no checkpoint holds the run's recipe" in " ".join(captured.get().split())
 
 

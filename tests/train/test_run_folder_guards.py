@@ -14,8 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from s5cli.errors import UserError
 from s5cli.train import checkpoint as ckpt
-from s5cli.train.job import refuse_folder_of_another_run
+from s5cli.train.checkpoint_paths import step_checkpoints
+from s5cli.train.checkpoint_pruning import prune_checkpoints
 from s5cli.train.resume_point import apply_resume_point, read_resume_point
+from s5cli.train.run_folder import refuse_folder_of_another_run
 from tests.train.test_checkpoint import SMALL, _trained_pair
 from tests.train.test_finetune_e2e import RECIPE, tiny
 from tests.train.test_resume_safety import finetune
@@ -51,18 +53,18 @@ def test_pruning_leaves_stray_folders_alone_and_names_them_once(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     run = _fake_run(tmp_path / "r", ["step-0000001", "step-0000002", "step-0000003", *STRAYS])
     capsys.readouterr()
-    ckpt.prune_checkpoints(run, 1, just_saved=run / "checkpoints" / "step-0000003")
+    prune_checkpoints(run, 1, just_saved=run / "checkpoints" / "step-0000003")
     left = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert left == sorted(["step-0000003", *STRAYS])
     warning = " ".join(capsys.readouterr().err.split())
     assert all(repr(name) in warning for name in STRAYS) and "not named step-NUMBER" in warning
-    ckpt.prune_checkpoints(run, 1, just_saved=run / "checkpoints" / "step-0000003")
+    prune_checkpoints(run, 1, just_saved=run / "checkpoints" / "step-0000003")
     assert capsys.readouterr().err == ""  # said once, not at every save
 
 
 def test_step_checkpoints_are_the_step_number_folders_newest_first(tmp_path: Path) -> None:
     run = _fake_run(tmp_path / "r", ["step-9999999", "step-10000000", "step-9999999 copy", "step-x"])
-    assert [p.name for p in ckpt.step_checkpoints(run)] == ["step-10000000", "step-9999999"]
+    assert [p.name for p in step_checkpoints(run)] == ["step-10000000", "step-9999999"]
 
 
 def test_a_backup_copy_of_a_checkpoint_does_not_stop_a_resumed_run(tmp_path: Path, finished_run: Path) -> None:
@@ -187,7 +189,7 @@ def test_a_finetuning_run_made_before_the_lsmcl_defaults_moved_still_resumes(tmp
     RECIPE --resume` of an older supervised run was refused over settings finetuning never reads. A
     pretraining run still refuses them."""
     from s5cli.recipe import dump_recipe, load_recipe
-    from s5cli.train.job import check_resume_recipe
+    from s5cli.train.resume_checks import check_resume_recipe
 
     repo = Path(__file__).resolve().parents[2]
     for objective, refused in (("supervised", False), ("lsmcl", True)):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from s5cli.cli.app import app
 from s5cli.recipe import load_recipe
-from s5cli.train import job
+from s5cli.train import run_recipe
 from tests.train.test_finetune_e2e import RECIPE, tiny
 
 
@@ -50,10 +50,10 @@ def test_a_resume_without_a_readable_header_keeps_the_new_provenance(tmp_path: P
     """A recipe.yaml written by hand (no header) or unreadable: the header is the resume's own."""
     (tmp_path / "recipe.yaml").write_text("model:\n  name: s5\n")
     recipe = load_recipe(RECIPE, ["train.epochs=2"])
-    job.save_run_recipe(recipe, tmp_path, resume=True)
+    run_recipe.save_run_recipe(recipe, tmp_path, resume=True)
     assert _header(tmp_path) == [f"# Resolved s5cli recipe (from {RECIPE})", "# with overrides:",
                                  "#   train.epochs=2"]
-    assert job.saved_provenance(tmp_path / "missing.yaml") is None
+    assert run_recipe.saved_provenance(tmp_path / "missing.yaml") is None
 
 
 def test_a_resume_lists_a_value_again_when_a_later_one_replaced_it(tmp_path: Path) -> None:
@@ -61,12 +61,12 @@ def test_a_resume_lists_a_value_again_when_a_later_one_replaced_it(tmp_path: Pat
     dropped because `=5` appeared earlier in the list."""
     (tmp_path / "recipe.yaml").write_text(f"# Resolved s5cli recipe (from {RECIPE})\n# with overrides:\n"
                                           "#   train.log_every=5\n#   train.log_every=10\nmodel:\n  name: s5\n")
-    job.save_run_recipe(load_recipe(RECIPE, ["train.log_every=5", "train.epochs=2"]), tmp_path, resume=True)
+    run_recipe.save_run_recipe(load_recipe(RECIPE, ["train.log_every=5", "train.epochs=2"]), tmp_path, resume=True)
     assert _header(tmp_path)[2:] == [f"#   {item}" for item in
                                      ["train.log_every=5", "train.log_every=10", "train.log_every=5",
                                       "train.epochs=2"]]
     # The same value as the last one listed is not repeated.
-    job.save_run_recipe(load_recipe(RECIPE, ["train.epochs=2"]), tmp_path, resume=True)
+    run_recipe.save_run_recipe(load_recipe(RECIPE, ["train.epochs=2"]), tmp_path, resume=True)
     assert _header(tmp_path)[2:] == [f"#   {item}" for item in
                                      ["train.log_every=5", "train.log_every=10", "train.log_every=5",
                                       "train.epochs=2"]]

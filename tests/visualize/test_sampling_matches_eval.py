@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from s5cli.cli.app import app
-from s5cli.visualize.selection import TrainedClips, random_init_model, select_per_frame
+from s5cli.visualize.plan_warnings import TrainedClips
+from s5cli.visualize.selection import random_init_model, select_per_frame
 from tests.visualize.test_visualize_cli import TINY_DATA, TINY_S5
 
 BIKES = "bikes.mp4"  # 250 frames at 25 fps, 10 s

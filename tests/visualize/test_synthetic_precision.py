@@ -9,7 +9,7 @@ import pytest
 
 from s5cli.models.backbone import build_backbone
 from s5cli.visualize.precision import synthetic_event_precision
-from s5cli.visualize.selection import VideoSampling, encode_video
+from s5cli.visualize.video_encoding import VideoSampling, encode_video
 
 SYNTHETIC = {"seed": 3, "num_train": 1, "num_val": 1, "num_test": 2, "frames": 12, "size": 96, "grid": 6,
              "num_event_types": 2, "events_per_video": 2, "clutter": 0.5, "fps": 8.0}
