@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from s5cli.bundled_recipes import bundled_recipes, bundled_recipes_dir
 from s5cli.errors import UserError
 from s5cli.hub.paths import SCHEME as HUB_SCHEME
 from s5cli.hub.paths import is_repo_id
@@ -29,12 +30,9 @@ from s5cli.recipe_schema import (
     HubSection,
     ModelSection,
     OptimSection,
-    OverrideText,
     Recipe,
     SyntheticSection,
     TrainSection,
-    bundled_recipes,
-    bundled_recipes_dir,
 )
 from s5cli.recipe_validation import (
     Problems,
@@ -45,6 +43,7 @@ from s5cli.recipe_validation import (
     not_a_section,
     show_value,
 )
+from s5cli.recipe_values import OverrideText
 from s5cli.recipe_yaml import StrictLoader, parse_recipe_yaml, read_recipe_file
 
 __all__ = [

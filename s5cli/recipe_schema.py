@@ -4,24 +4,30 @@
 The `model:` section and `train.lsmcl` are not declared here: their fields are those of the model's config
 dataclass (`s5cli.models.registry.model_config_class`) and of `s5cli.models.lsmcl.LSMCLConfig`, so a new
 model setting never needs a schema change. Their ranges are in `MODEL_RULES` / `LSMCL_RULES`.
-Also here: YAML value -> field type conversion, the clip length a data section gives (`clip_frames`) and
-where the bundled recipes are (`bundled_recipes`). The rules that tie several keys together are in
-`s5cli.recipe_cross_checks`.
+Also here: the clip length a data section gives (`clip_frames`). A field's `Rule` and `knob` are in
+`s5cli.recipe_rules`, YAML value -> field type conversion in `s5cli.recipe_values`, where the bundled recipes
+are in `s5cli.bundled_recipes`. The rules that tie several keys together are in `s5cli.recipe_cross_checks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from s5cli.data.frame_transform import RESIZE_MODES
+from s5cli.recipe_rules import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROPER_FRACTION,
+    SEED,
+    Rule,
+    knob,
+)
 
 DATASETS = ("synthetic", "lvu", "breakfast", "coin")
 LVU_TASKS = (
@@ -29,7 +35,6 @@ LVU_TASKS = (
 )
 SPLITS = ("train", "val", "test")
 PATCH_SIZE = 16
-_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # Keys that name files or folders: a control character in one is a typo or a broken file (and NUL ended in
 # a traceback when the path was first opened).
 PATH_KEYS = frozenset({"data.root", "data.annotations", "data.cache_dir", "data.backbone_weights", "train.out_dir",
@@ -37,75 +42,6 @@ PATH_KEYS = frozenset({"data.root", "data.annotations", "data.cache_dir", "data.
 # Sections inside sections, with a key to set in them: a value for the whole section (`data.synthetic={clutter:
 # 0.2}`) replaced it, every key it did not name reset to its default.
 NESTED_SECTIONS = {"data.synthetic": "data.synthetic.clutter=0.2", "train.lsmcl": "train.lsmcl.mask_ratio=0.5"}
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Allowed values of one field: a numeric interval, a set of choices, a multiple, a list length."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[Any, ...] | None = None
-    multiple_of: int | None = None
-    length: int | None = None
-
-    def allows(self, value: Any) -> bool:
-        """True if `value` (already of the right type) is allowed; lists are checked item by item."""
-        if isinstance(value, list):
-            if self.length is not None and len(value) != self.length:
-                return False
-            return all(self.allows(item) for item in value)
-        if value is None:
-            return True
-        if self.choices is not None and value not in self.choices:
-            return False
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, float) and not math.isfinite(value):
-                return False
-            if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-                return False
-            if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-                return False
-            if self.multiple_of is not None and value % self.multiple_of:
-                return False
-        return True
-
-    def describe(self) -> str:
-        """The allowed values in words, e.g. 'in (0, 1]' or 'one of cosine, plateau, constant'."""
-        if self.choices is not None:
-            return "one of " + ", ".join(str(c) for c in self.choices)
-        parts = []
-        if self.length is not None:
-            parts.append(f"a list of {self.length} numbers")
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            parts.append(f"in {left}{_num(self.low)}, {_num(self.high)}{right}")
-        elif self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {_num(self.low)}")
-        elif self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {_num(self.high)}")
-        if self.multiple_of is not None:
-            parts.append(f"a multiple of {self.multiple_of}")
-        return " and ".join(parts) if parts else "any value"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-POSITIVE = Rule(low=0, low_open=True)
-AT_LEAST_1 = Rule(low=1)
-NON_NEGATIVE = Rule(low=0)
-FRACTION = Rule(low=0, high=1)  # [0, 1]
-PROPER_FRACTION = Rule(low=0, high=1, high_open=True)  # [0, 1)
-SEED = Rule(low=0, high=2**32 - 1)  # s5cli.seeding.MAX_SEED (not imported: this module stays light)
-
-
-def knob(default: Any = None, rule: Rule | None = None) -> Any:
-    """A dataclass field with a default and the rule its values must follow."""
-    return field(default=default, metadata={"rule": rule} if rule is not None else {})
 
 
 @dataclass
@@ -270,161 +206,7 @@ LSMCL_RULES: dict[str, Rule] = {
 }
 
 
-# ------------------------------------------------------------------------------ types and model fields
-INT64_MAX = 2**63 - 1
-# Digits past which YAML text is not converted to a number (Python's int() refuses over 4300): no field holds
-# such a number, and a text field keeps the text as it is.
-MAX_NUMBER_DIGITS = 1000
-# The largest integer str() is asked to write (about 3000 digits), kept under Python's 4300-digit limit.
-_MAX_STR_BITS = 10_000
-
-
-class _RemembersText:
-    """A number read from YAML that remembers the text it was written as (mixed into int and float).
-
-    Why: a text field (a path, a revision) takes its value as written: str() of the number made
-    `hub.revision=0123456` '123456', `train.out_dir=0x10` '16' and `data.root=0.10` '0.1'.
-    """
-
-    text: str
-
-    def __new__(cls, value: Any, text: str) -> Any:
-        number = super().__new__(cls, value)  # type: ignore[call-arg]  # int's or float's
-        number.text = text
-        return number
-
-
-class WrittenInt(_RemembersText, int):
-    """An integer read from YAML, with the text it was written as."""
-
-
-class WrittenFloat(_RemembersText, float):
-    """A float read from YAML, with the text it was written as."""
-
-
-class LongNumber(str):
-    """Digits YAML would read as a number, too many to convert (`MAX_NUMBER_DIGITS`): text for a text field,
-    too large for any number field."""
-
-
-class OverrideText(str):
-    """A command-line value kept as typed because YAML would have cut or reread it (`#` starts a comment, `&`
-    an anchor, ...); `why` says what YAML does with it, for the error when the key takes no text."""
-
-    why: str
-
-    def __new__(cls, text: str, why: str) -> OverrideText:
-        value = super().__new__(cls, text)
-        value.why = why
-        return value
-
-
-def written_text(value: Any) -> str | None:
-    """The text a number was written as in the YAML (None for other values)."""
-    if isinstance(value, _RemembersText):
-        return value.text
-    return str(value) if isinstance(value, LongNumber) else None
-
-
-def too_large(value: Any) -> bool:
-    """Whether `value` is a number past any field's range: past a 64-bit integer, or too long to convert."""
-    if isinstance(value, LongNumber):
-        return True
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX
-
-
-def coerce(value: Any, hint: Any) -> tuple[bool, Any]:
-    """(ok, value converted to `hint`): ints for floats, numbers for '1e-3' strings, text as written for numbers.
-
-    The value comes back a plain int, float or str: the loader's `WrittenInt` and kin stop here (a subclass
-    in the Recipe would not even dump back to YAML).
-    """
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None:
-            return type(None) in args, None
-        for arg in args:
-            if arg is not type(None):
-                ok, converted = coerce(value, arg)
-                if ok:
-                    return True, converted
-        return False, value
-    if hint is Any:
-        return True, _plain(value)
-    if origin is list:
-        (item_hint,) = typing.get_args(hint) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        items = [coerce(item, item_hint) for item in value]
-        return all(ok for ok, _ in items), [converted for _, converted in items]
-    if value is None or isinstance(value, bool):
-        return hint is bool and isinstance(value, bool), value
-    if hint is str:
-        return _coerce_text(value)
-    if isinstance(value, LongNumber):
-        return False, value
-    if hint is int:
-        # Within a 64-bit integer: Python's ints are unbounded, and a value past that ended in a traceback
-        # wherever it became a size or an index (`eval.batch_size=99999999999999999999`).
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int) and abs(value) <= INT64_MAX
-        return ok, int(value) if ok else value
-    if hint is float:
-        return _coerce_float(value)
-    return isinstance(value, hint) if isinstance(hint, type) else True, value
-
-
-def _coerce_float(value: Any) -> tuple[bool, Any]:
-    """A float field's value; an integer past a float's range is refused (float() raised OverflowError)."""
-    if isinstance(value, (int, float)):
-        try:
-            return True, float(value)
-        except OverflowError:
-            return False, value
-    if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-        return True, float(value)
-    return False, value
-
-
-def _coerce_text(value: Any) -> tuple[bool, Any]:
-    """A text field's value: a number as it was written (`0123456`, not 123456), never str() of a huge int."""
-    if isinstance(value, str):
-        return True, str(value)
-    text = written_text(value)
-    if text is not None:
-        return True, text
-    if isinstance(value, int) and value.bit_length() > _MAX_STR_BITS:
-        return False, value
-    if isinstance(value, (int, float)):
-        return True, str(value)
-    return False, value
-
-
-def _plain(value: Any) -> Any:
-    """`value` as the plain int, float or str it stands for (what a field of any type stores)."""
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, WrittenInt):
-        return int(value)
-    return float(value) if isinstance(value, WrittenFloat) else value
-
-
-def describe_type(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        parts = [describe_type(a) for a in typing.get_args(hint) if a is not type(None)]
-        nullable = type(None) in typing.get_args(hint)
-        return " or ".join(parts) + (" or null" if nullable else "")
-    if origin is list:
-        plurals = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
-        item = typing.get_args(hint)[0]
-        return f"a list of {plurals.get(item) or describe_type(item)}"
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
+# ------------------------------------------------------------------------------------- model fields
 _MODEL_SECTIONS: dict[type, type] = {}
 
 
@@ -457,27 +239,3 @@ def clip_frames(data: Any) -> int | None:
     if window and fps:
         return max(1, round(window * fps))
     return field("frames")
-
-
-# ---------------------------------------------------------------------------------- bundled recipes
-def bundled_recipes_dir() -> Path:
-    """Folder of the recipes that ship with s5cli (package data `s5cli.recipes`, or the checkout's recipes/)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("s5cli.recipes")
-    except ModuleNotFoundError:
-        spec = None
-    # submodule_search_locations works for a regular and a namespace package (no __init__.py in recipes/).
-    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
-    for location in locations:
-        if Path(location).is_dir():
-            return Path(location)
-    return Path(__file__).resolve().parent.parent / "recipes"
-
-
-def bundled_recipes() -> dict[str, Path]:
-    """Name (e.g. 'synthetic', 'lvu/genre') -> path of every bundled recipe, sorted by name."""
-    folder = bundled_recipes_dir()
-    found = {p.relative_to(folder).with_suffix("").as_posix(): p for p in folder.rglob("*.yaml")}
-    return dict(sorted(found.items()))

@@ -18,24 +18,19 @@ from typing import Any
 
 from s5cli.errors import UserError
 from s5cli.recipe_cross_checks import backbone_width, cross_checks
+from s5cli.recipe_rules import Rule
 from s5cli.recipe_schema import (
-    INT64_MAX,
     LSMCL_RULES,
     MODEL_RULES,
     PATH_KEYS,
     SECTIONS,
     ModelSection,
-    OverrideText,
     Recipe,
-    Rule,
     SyntheticSection,
     TrainSection,
-    coerce,
-    describe_type,
     model_section_class,
-    too_large,
-    written_text,
 )
+from s5cli.recipe_values import INT64_MAX, OverrideText, coerce, describe_type, too_large, written_text
 
 # C0 control characters and DEL: no path holds one on purpose.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from s5cli.errors import UserError
-from s5cli.recipe_schema import MAX_NUMBER_DIGITS, LongNumber, WrittenFloat, WrittenInt
 from s5cli.recipe_validation import yaml_kind
+from s5cli.recipe_values import MAX_NUMBER_DIGITS, LongNumber, WrittenFloat, WrittenInt
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):

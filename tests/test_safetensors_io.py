@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.safetensors_io import save_tensors, sort_metadata
 from s5cli.train.checkpoint import MODEL_FILE, save_checkpoint
 

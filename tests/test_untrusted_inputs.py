@@ -179,7 +179,7 @@ def test_a_cache_entry_that_is_no_token_tensor_is_damaged_not_a_crash(tmp_path: 
     import math
     import struct
 
-    from s5cli.data.cache import verify_safetensors
+    from s5cli.data.cache_entry_header import verify_safetensors
 
     if header is None:
         header, offset = {}, 0

@@ -1,37 +1,29 @@
 """On-disk cache of frozen-backbone tokens: one safetensors file per video under a folder named by the settings.
 
-The folder name is a hash of every setting that changes the tokens (backbone, weights: a local file by its
-contents, frames, fps, image size, storage dtype), so changing any of them can never reuse a stale cache. Files are written atomically and
-checked when read: a torn or corrupt file is reported and treated as missing, so the next extraction redoes it.
+The folder name is a hash of every setting that changes the tokens (`cache_settings.ExtractionSettings.key`),
+so changing any of them can never reuse a stale cache. Files are written atomically and checked when read
+(`cache_entry_header.verify_safetensors`): a torn or corrupt file is reported and treated as missing, so the
+next extraction redoes it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import struct
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from s5cli.data.cache_entry_header import TOKENS_KEY, stored_metadata, verify_safetensors
 from s5cli.data.cache_lock import mark_in_use
-from s5cli.data.frame_transform import RESIZE_MODES
-from s5cli.data.weights_fingerprint import local_weights_fingerprint
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.errors import RunFailure, UserError
 from s5cli.io import atomic_write_json, atomic_write_path
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor
 
-CACHE_FORMAT = "s5cli-tokens/1"
-TOKENS_KEY = "tokens"
 SOURCE_BYTES = "source_bytes"  # metadata: size of the video file the tokens were extracted from
-DTYPES = ("float16", "bfloat16", "float32")
 
 
 class CorruptCacheEntry(FileNotFoundError):
@@ -69,20 +61,6 @@ def lost_tokens_reason(error: BaseException) -> str:
     return lines[0]
 
 
-def check_storage_dtype(name: str) -> None:
-    """UserError unless `name` is a dtype the cache stores tokens in."""
-    if name not in DTYPES:
-        raise UserError(f"data.cache_dtype={name!r} is not supported: use one of {', '.join(DTYPES)}")
-
-
-def storage_dtype(name: str) -> torch.dtype:
-    """The torch dtype of a `data.cache_dtype` name; visualize-mask rounds its tokens to it as the cache does."""
-    import torch
-
-    check_storage_dtype(name)
-    return getattr(torch, name)
-
-
 def _read_rows(tokens: Any, rows: Sequence[int]) -> Tensor:
     """Frames `rows` (ascending, repeats allowed) of a safetensors slice: one read per run of consecutive
     frames, since safetensors slices only take ranges."""
@@ -104,173 +82,11 @@ def _read_rows(tokens: Any, rows: Sequence[int]) -> Tensor:
     return read[torch.tensor([position[row] for row in rows])]
 
 
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """Everything that changes the cached tokens; `key()` names the cache folder."""
-
-    backbone: str
-    backbone_weights: str | None
-    frames: int | None
-    fps: float | None
-    image_size: int
-    dtype: str = "float16"
-    resize: str = "crop"  # `frame_transform.RESIZE_MODES`: how a frame becomes the backbone's square
-
-    def __post_init__(self) -> None:
-        check_storage_dtype(self.dtype)
-        if self.resize not in RESIZE_MODES:
-            raise UserError(f"data.resize={self.resize!r} is not one of {', '.join(RESIZE_MODES)}")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """The torch dtype tokens are stored in (`dtype` names it)."""
-        return storage_dtype(self.dtype)
-
-    def key(self) -> str:
-        """Short stable hash of all fields (and the file format): any change gives a new key.
-
-        A local weights file counts by its contents (`local_weights_fingerprint`), not by the path typed:
-        the same path overwritten, or `weights.safetensors` in another folder, is another network, whose
-        tokens were reused as the old one's. Without a local file (no weights, a Hub id) the key is the one
-        earlier versions computed, so their caches stay found (but for a real ViT preset without weights,
-        whose frames are now normalised with its own mean/std); a Hub id counts as its bare `OWNER/NAME[@REV]`
-        (the spelling of the bundled recipes), so `hf://` and `hf-hub:` before it no longer split the cache.
-        """
-        values: dict[str, Any] = asdict(self)
-        # 8 and 8.0 fps are the same setting; normalise so a YAML spelling does not split the cache.
-        values["fps"] = None if self.fps is None else float(self.fps)
-        if self.resize == "crop":  # the only mode before `resize` existed: caches made then keep their key
-            del values["resize"]
-        # The real ViT presets' own mean/std where no config.json states one (`normalisation_key`): earlier
-        # keys held none, and their tokens were normalised with ImageNet's. Every other key stays as it was.
-        from s5cli.models.backbone import normalisation_key
-
-        fingerprint = local_weights_fingerprint(self.backbone_weights)
-        if fingerprint is not None:
-            values["backbone_weights"] = {**fingerprint, **normalisation_key(self.backbone, fingerprint)}
-        elif self.backbone_weights:
-            values["backbone_weights"] = hub_spelling(self.backbone_weights)
-        elif unstated := normalisation_key(self.backbone, {}):  # a random preset: its input changed as well
-            values["normalisation"] = unstated
-        text = json.dumps({"format": CACHE_FORMAT, **values}, sort_keys=True)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-    def token_shape(self) -> tuple[int, int] | None:
-        """(tokens per frame, width) the backbone gives at `image_size`; None for a backbone not known here.
-
-        Why: an entry of another shape (hand-made, or written under other settings and copied in) passed every
-        check and stopped training mid-epoch when a batch stacked it with the others. Weights load strictly
-        into the preset (`load_timm_state_dict`), so the preset's shape is the shape of every weights file.
-        """
-        from s5cli.models.backbone import backbone_token_shape
-
-        return backbone_token_shape(self.backbone, self.image_size)
-
-    def metadata(self) -> dict[str, str]:
-        """The settings as safetensors metadata (string values only)."""
-        fingerprint = local_weights_fingerprint(self.backbone_weights)
-        return {
-            **({"backbone_weights_sha256": fingerprint["sha256"]} if fingerprint else {}),
-            "format": CACHE_FORMAT,
-            "backbone": self.backbone,
-            "backbone_weights": self.backbone_weights or "",
-            "frames": "" if self.frames is None else str(self.frames),
-            "fps": "" if self.fps is None else str(float(self.fps)),
-            "image_size": str(self.image_size),
-            "dtype": self.dtype,
-            "resize": self.resize,
-            "settings_key": self.key(),
-        }
-
-
-def hub_spelling(weights: str) -> str:
-    """A Hub id as the bundled recipes spell it (`resolve_weights` takes it with `hf://` or `hf-hub:` too);
-    any other text as it is, so that no key of that spelling changes."""
-    text = weights.strip()
-    bare = text.removeprefix("hf-hub:").removeprefix("hf://")  # as `resolve_weights` reads it
-    return bare if bare != text else weights
-
-
 def check_video_id(video_id: str) -> str:
     """Video ids are used as file names as they are ('-abc', 'P03-cam01-P03_cereals'); refuse path separators."""
     if not video_id or "/" in video_id or "\\" in video_id or video_id in (".", "..") or "\0" in video_id:
         raise UserError(f"video id {video_id!r} cannot be used as a cache file name")
     return video_id
-
-
-def verify_safetensors(path: Path, token_shape: tuple[int, int] | None = None) -> str | None:
-    """None if `path` is a complete safetensors file holding `tokens` (of `token_shape` = (tokens per frame,
-    width) a frame, when given), else a short reason why not."""
-    try:
-        size = path.stat().st_size
-        header_len, header = _read_header(path, size)
-    except _MalformedHeader as error:
-        return str(error)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        return f"unreadable header ({type(error).__name__})"
-    if not isinstance(header, dict) or TOKENS_KEY not in header:
-        return f"no {TOKENS_KEY!r} tensor"
-    entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
-    if not all(isinstance(entry, dict) and _offsets(entry) is not None for entry in entries.values()):
-        return "malformed header entry"
-    # What every reader assumes of the tokens: a float (T, S, D) with at least one frame. A hand-made or
-    # damaged entry otherwise failed mid-epoch with a traceback instead of being re-extracted.
-    tokens = entries[TOKENS_KEY]
-    shape = tokens.get("shape")
-    if tokens.get("dtype") not in ("F16", "BF16", "F32") or not isinstance(shape, list) or len(shape) != 3 \
-            or not all(isinstance(n, int) and n >= 1 for n in shape):
-        return f"{TOKENS_KEY!r} is not a float (frames, tokens, width) tensor"
-    if token_shape is not None and tuple(shape[1:]) != tuple(token_shape):
-        # From the header already parsed: no second read of the file.
-        return (f"{TOKENS_KEY!r} has {shape[1]} tokens x {shape[2]}-d a frame, where the cache's settings give "
-                f"{token_shape[0]} x {token_shape[1]}-d")
-    start, end = _offsets(tokens)
-    if end - start != math.prod(shape) * _TOKEN_ITEM_BYTES[tokens["dtype"]]:
-        # Checked here, not at load: a load failing mid-run stopped training instead of re-extracting.
-        return f"{TOKENS_KEY!r} holds {end - start} bytes, not the {shape} {tokens['dtype']} its header states"
-    ends = [_offsets(entry)[1] for entry in entries.values()]
-    # A file cut short (killed writer, full disk) keeps its header but loses data: sizes must add up.
-    if 8 + header_len + max(ends, default=0) != size:
-        return "file size does not match its header (truncated)"
-    return None
-
-
-_TOKEN_ITEM_BYTES = {"F16": 2, "BF16": 2, "F32": 4}
-
-
-class _MalformedHeader(ValueError):
-    """A safetensors file whose first bytes cannot be a header; the message says why."""
-
-
-def _read_header(path: Path, size: int) -> tuple[int, Any]:
-    """(header length, the parsed JSON header) of the safetensors file `path` of `size` bytes, read without
-    loading any tensor; `_MalformedHeader`, OSError or a JSON error when there is none."""
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise _MalformedHeader("file is shorter than a safetensors header")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100_000_000):
-            raise _MalformedHeader("header length runs past the end of the file")
-        return header_len, json.loads(handle.read(header_len))
-
-
-def _stored_metadata(path: Path) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file's header (empty when it has none or cannot be read)."""
-    try:
-        _, header = _read_header(path, path.stat().st_size)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return {k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {}
-
-
-def _offsets(entry: dict) -> tuple[int, int] | None:
-    """An entry's (start, end) data offsets, or None when the header does not hold two integers there."""
-    offsets = entry.get("data_offsets")
-    if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets):
-        return offsets[0], offsets[1]
-    return None
 
 
 class FeatureCache:
@@ -334,7 +150,7 @@ class FeatureCache:
         as unchanged.
         """
         source = Path(source)
-        stored = _stored_metadata(self.path(video_id))
+        stored = stored_metadata(self.path(video_id))
         try:
             size = source.stat().st_size
         except OSError:
@@ -423,7 +239,7 @@ class FeatureCache:
         """How many of a video's cached frames repeat its last one (a video shorter than its sampling plan),
         from the file header; 0 when the entry does not say (written before extraction recorded it)."""
         try:
-            return max(0, int(_stored_metadata(self.path(video_id)).get("padded") or 0))
+            return max(0, int(stored_metadata(self.path(video_id)).get("padded") or 0))
         except (OSError, ValueError):
             return 0
 

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from s5cli.data.cache import CACHE_FORMAT
 from s5cli.data.cache_lock import LOCK_NAME, exclusive, in_use, is_claim
+from s5cli.data.cache_settings import CACHE_FORMAT
 from s5cli.data.synthetic_video import FORMAT as SYNTHETIC_FORMAT
 from s5cli.errors import UserError
 

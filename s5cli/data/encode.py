@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from s5cli.data.cache import ExtractionSettings
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.decode import OpenedClip, open_clip
 from s5cli.data.frame_transform import resized_crops
 from s5cli.data.prefetch import running_ahead
@@ -45,7 +45,7 @@ def token_identity(name: str, value: Any) -> Any:
     """A TOKEN_IDENTITY setting as compared between a checkpoint and a recipe: empty is None, and a Hub id
     is its bare spelling. Why: the token cache takes `hf://timm/X` and `timm/X` as one (`hub_spelling`), so
     a run trained on one spelling and finetuned or evaluated with the other was refused."""
-    from s5cli.data.cache import hub_spelling
+    from s5cli.data.cache_settings import hub_spelling
 
     if not value:
         return None

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s5cli import torchrun_env
-from s5cli.data.cache import SOURCE_BYTES, ExtractionSettings, FeatureCache
+from s5cli.data.cache import SOURCE_BYTES, FeatureCache
 from s5cli.data.cache_lock import Claims
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.decode import OpenedClip, VideoDecodeError
 from s5cli.data.encode import (
     BACKBONE_BATCH_FRAMES,

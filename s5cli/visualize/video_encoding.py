@@ -80,7 +80,7 @@ def encode_video(
     """
     import numpy as np
 
-    from s5cli.data.cache import storage_dtype as cached_dtype
+    from s5cli.data.cache_settings import storage_dtype as cached_dtype
     from s5cli.data.encode import encode_clip
 
     clip = _open_sampled(video, sampling, trained, scale)

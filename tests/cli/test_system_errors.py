@@ -116,7 +116,8 @@ def test_a_full_disk_under_safetensors_is_an_os_error_naming_the_file(monkeypatc
     import torch
     from torch import nn
 
-    from s5cli.data.cache import ExtractionSettings, FeatureCache
+    from s5cli.data.cache import FeatureCache
+    from s5cli.data.cache_settings import ExtractionSettings
     from s5cli.train.checkpoint import save_checkpoint
 
     class SafetensorError(Exception):  # the library's type is not importable by that name in every version

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
 from s5cli.data.cache_lock import LOCK_NAME, release_all
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.synthetic_video import FORMAT, SyntheticSpec, _check_root, video_id
 from s5cli.io import atomic_write_path
 

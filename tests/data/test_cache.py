@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from s5cli.data.cache import CorruptCacheEntry, ExtractionSettings, FeatureCache
+from s5cli.data.cache import CorruptCacheEntry, FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.errors import UserError
 
 SETTINGS = ExtractionSettings(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from s5cli.data import cache_inventory as inv
-from s5cli.data.cache import CACHE_FORMAT
+from s5cli.data.cache_settings import CACHE_FORMAT
 from s5cli.data.synthetic_video import FORMAT, video_id
 from s5cli.errors import UserError
 from tests.data.cache_trees import (

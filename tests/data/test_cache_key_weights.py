@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from s5cli.data import weights_fingerprint as fingerprint_module
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.encode import settings_from_data
 from s5cli.data.extract import extract_records
 from s5cli.models.backbone import PRESETS

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="in-use marks ne
 JOB = textwrap.dedent(
     """
     import sys, torch
-    from s5cli.data.cache import ExtractionSettings, FeatureCache
+    from s5cli.data.cache import FeatureCache
+    from s5cli.data.cache_settings import ExtractionSettings
     cache = FeatureCache(sys.argv[1], ExtractionSettings("patch_pool", None, 16, None, 64, "float32"))
     cache.save("clip", torch.zeros(2, 3, 4))
     print("ready", flush=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 
 SETTINGS = ExtractionSettings("patch_pool", None, 10, None, 64, "float32")  # 1 + (64 / 16)^2 = 17 tokens x 96-d
 

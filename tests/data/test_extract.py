@@ -473,7 +473,8 @@ def test_extraction_holds_a_few_decoded_chunks_not_the_whole_video(tmp_path, mon
 KILLED_SCRIPT = """
 import sys, time
 from pathlib import Path
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.datasets.base import VideoRecord
 from s5cli.data.extract import extract_records
 from s5cli.models.patch_pool import PatchPool

@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from s5cli.cli.app import app
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.datasets.base import VideoRecord
 from s5cli.data.datasets.token_dataset import TokenDataset, spread_rows
 from s5cli.data.encode import settings_from_data

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from s5cli.data.cache import ExtractionSettings, FeatureCache
+from s5cli.data.cache import FeatureCache
+from s5cli.data.cache_settings import ExtractionSettings
 from s5cli.data.datasets.base import VideoRecord
 from s5cli.data.decode import decode_clip
 from s5cli.data.encode import load_video_tokens, settings_from_data

@@ -211,7 +211,8 @@ def test_bad_frames_is_user_error() -> None:
 def test_feature_cache_windows_read_only_their_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LVU windows start every second: each reads its own frames from the file, not the whole video, and
     gets exactly the numbers of slicing the whole video."""
-    from s5cli.data.cache import ExtractionSettings, FeatureCache
+    from s5cli.data.cache import FeatureCache
+    from s5cli.data.cache_settings import ExtractionSettings
 
     cache = FeatureCache(tmp_path, ExtractionSettings("patch_pool", None, None, 1.0, 64, "float16"))
     whole = torch.randn(9, 17, 96).half()  # the shape patch_pool gives at 64 px
