@@ -3,7 +3,6 @@ count, how it validates): each says why the run no longer repeats an uninterrupt
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,9 +75,13 @@ def say_the_validation_changed(directory: Path, state: ckpt.TrainerState, setup:
     Compared with the recipe stored in the checkpoint resumed (the one its validations used)."""
     if not ctx.is_main or (state.best_step is None and not state.evals_since_best):
         return
+    from s5cli.train.loading import stored_recipe
+
     try:
-        stored = json.loads(read_metadata(directory).get("recipe", "{}")).get("eval", {})
-    except (UserError, ValueError, AttributeError):  # unreadable or older metadata: nothing to compare
+        stored = stored_recipe(read_metadata(directory), directory).get("eval", {})
+    except UserError:  # unreadable or older metadata: nothing to compare
+        return
+    if not isinstance(stored, dict):
         return
     from s5cli.cli.console import print_warning
     from s5cli.recipe_validation import show_value
