@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 from torch import Tensor
@@ -57,7 +58,9 @@ def fit_probe(train_x: Tensor, train_y: Tensor, num_classes: int, l2: float) -> 
     return head
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Probe the source and print one row of JSON; a user's mistake (a missing run folder, a bad override) is
+    one `error:` line and exit 2, as in mask_precision.py, not a traceback ending in exit 1."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="checkpoint folder (finetune or LSMCL), or a recipe with --random")
     parser.add_argument("overrides", nargs="*", help="key=value recipe overrides (e.g. the data section)")
@@ -66,10 +69,25 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the result here")
-    args = parser.parse_intermixed_args()  # overrides may come after the options
+    args = parser.parse_intermixed_args(argv)  # overrides may come after the options
 
-    from s5cli.data.datasets import task_info
+    from s5cli.errors import UserError
     from s5cli.io import atomic_write_json
+
+    try:
+        result = probe(args)
+        print(json.dumps(result))
+        if args.json:
+            atomic_write_json(args.json, result)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def probe(args: argparse.Namespace) -> dict:
+    """Fit the probe on the training split's features and score it on `args.split`: the JSON row."""
+    from s5cli.data.datasets import task_info
     from s5cli.seeding import seed_everything
     from s5cli.train.data import prepare_splits, token_dataset
     from s5cli.train.distributed import DistContext
@@ -93,13 +111,10 @@ def main() -> None:
     with torch.no_grad():
         train_acc = (head((train_x - mean) / std).argmax(1) == train_y).float().mean().item()
         acc = (head((test_x - mean) / std).argmax(1) == test_y).float().mean().item()
-    result = {"source": args.source, "random": args.random, "split": args.split, "probe_top1": acc,
-              "train_top1": train_acc, "train_videos": len(train_y), "eval_videos": len(test_y),
-              "feature_dim": train_x.shape[1]}
-    print(json.dumps(result))
-    if args.json:
-        atomic_write_json(args.json, result)
+    return {"source": args.source, "random": args.random, "split": args.split, "probe_top1": acc,
+            "train_top1": train_acc, "train_videos": len(train_y), "eval_videos": len(test_y),
+            "feature_dim": train_x.shape[1]}
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value / 2**20:,.0f}"
+    """MiB to one decimal: whole MiB printed 1.54 and 1.38 as 2 and 1, a 10 % difference read as 2x."""
+    return "-" if value is None else f"{value / 2**20:,.1f}"
 
 
 def _seconds(stats: dict | None) -> str:
@@ -21,10 +22,22 @@ def _seconds(stats: dict | None) -> str:
     return f"{stats['median']:.3g} ({stats['q1']:.3g}-{stats['q3']:.3g})"
 
 
+def partial_note(report: dict) -> list[str]:
+    """A line above the table of a run that Ctrl-C or SIGTERM stopped (`settings.interrupted`), else none:
+    without it a partial run's table looked complete, its missing models and lengths as never asked for."""
+    if not report.get("settings", {}).get("interrupted"):
+        return []
+    cut = sum(1 for row in report["results"] if row.get("interrupted"))
+    marked = f"; {cut} row{'s' if cut != 1 else ''} from steps cut short by the stop (marked)" if cut else ""
+    return [f"**Partial (interrupted)**: the run was stopped before it finished; models and lengths it did not "
+            f"reach are missing{marked}.", ""]
+
+
 def model_table(report: dict) -> list[str]:
     """Rows with times, throughput, memory and S5 ratios of one model-stage report."""
     ratios = {(r["model"], r["mode"], r["frames"]): r for r in report["ratios"]}
-    lines = ["| model | mode | T x S x D | step s, median (q1-q3) | clips/s | tokens/s | peak MiB | S5 speed-up | S5 memory |",
+    lines = [*partial_note(report),
+             "| model | mode | T x S x D | step s, median (q1-q3) | clips/s | tokens/s | peak MiB | S5 speed-up | S5 memory |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in report["results"]:
         size = f"{row['frames']} x {row['tokens_per_frame']} x {row['dim']}"
@@ -32,10 +45,12 @@ def model_table(report: dict) -> list[str]:
             lines.append(f"| {row['model']} | {row['mode']} | {size} | {row['status']}: {row['reason']} | | | | | |")
             continue
         ratio = ratios.get((row["model"], row["mode"], row["frames"]))
-        speed = "1" if row["model"] == "s5" else (f"{ratio['s5_throughput_ratio']:.2f}x" if ratio else "-")
-        memory = "1" if row["model"] == "s5" else (
+        speed = "1.00x" if row["model"] == "s5" else (f"{ratio['s5_throughput_ratio']:.2f}x" if ratio else "-")
+        own = "1.00x" if row["peak_memory_bytes"] else "-"  # a stopped memory run leaves no peak
+        memory = own if row["model"] == "s5" else (
             f"{ratio['s5_memory_ratio']:.2f}x" if ratio and ratio["s5_memory_ratio"] else "-")
-        lines.append(f"| {row['model']} | {row['mode']} | {size} | {_seconds(row['seconds'])} | "
+        cut = ", cut short" if row.get("interrupted") else ""
+        lines.append(f"| {row['model']} | {row['mode']} | {size} | {_seconds(row['seconds'])}{cut} | "
                      f"{row['clips_per_s']:.3g} | {row['tokens_per_s']:,.0f} | {_mib(row['peak_memory_bytes'])} | "
                      f"{speed} | {memory} |")
     if report.get("slopes"):

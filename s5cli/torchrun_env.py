@@ -58,7 +58,17 @@ def require_group_variables(env: Mapping[str, str] | None = None) -> tuple[int, 
     if missing:
         raise UserError(f"WORLD_SIZE={world} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
                         "set: start the command with torchrun, or unset WORLD_SIZE to run one process")
-    this_rank = rank(env)
+    return rank_and_world(env)
+
+
+def rank_and_world(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(RANK, WORLD_SIZE), (0, 1) when unset; UserError naming both when RANK is not below WORLD_SIZE.
+
+    Also for processes that join no group (`s5 extract` with WORLD_SIZE and RANK set by hand takes that share):
+    a RANK past WORLD_SIZE is a mistake in those variables, and the message names them.
+    """
+    env = os.environ if env is None else env
+    world, this_rank = world_size(env), rank(env)
     if this_rank >= world:
         raise UserError(f"RANK={this_rank} is not below WORLD_SIZE={world}: start the command with torchrun, "
                         "or give each process a RANK from 0 to WORLD_SIZE-1")

@@ -4,14 +4,19 @@ Peak CPU memory. `getrusage().ru_maxrss` is a high-water mark since the process 
 charge a step with whatever model construction or an earlier, larger step once touched. On Linux we
 instead reset the kernel's own high-water mark before each timed step (`echo 5 > /proc/self/clear_refs`
 sets VmHWM to the current VmRSS) and read VmHWM after it: exact (the kernel updates it on every page
-fault), free, and per step. Where that reset is not allowed we fall back to a thread that samples VmRSS
-every millisecond (torch kernels release the GIL, so it keeps running; it can miss spikes shorter than
-that), and off Linux to ru_maxrss (a process-lifetime high-water mark, flagged as such in the report).
+fault), free, and per step. Whether the reset works is tested once per probe by raising the peak on
+purpose (`_hwm_reset_works`), not by reading VmHWM twice: right after a fork RSS still grows by a few pages
+between two reads, so "VmHWM did not rise after a reset" failed in forked benchmark workers and they fell back
+needlessly. Where the reset does not work we fall back to a thread that samples VmRSS every millisecond
+(torch kernels release the GIL, so it keeps running; it can miss spikes shorter than that), and off Linux
+to ru_maxrss (a process-lifetime high-water mark, flagged as such in the report). `memory_method` in the
+JSON says which a worker used.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import re
 import resource
@@ -21,6 +26,10 @@ import threading
 from collections.abc import Sequence
 
 _STATUS_FIELD = re.compile(r"^(VmRSS|VmHWM):\s+(\d+)\s+kB", re.MULTILINE)
+# The block `_hwm_reset_works` touches and unmaps to raise VmHWM above RSS: large beside the few pages a
+# process may fault in between two reads, small beside any machine. Mapped directly, so unmapping it surely
+# leaves RSS (a freed heap block may stay resident).
+_RESET_CHECK_BYTES = 16 * 2**20
 _MEMORY_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 
 
@@ -57,6 +66,23 @@ def _reset_hwm() -> bool:
     return True
 
 
+def _hwm_reset_works() -> bool:
+    """Whether writing 5 to clear_refs really lowers VmHWM to the current RSS.
+
+    Why a block: the write may be accepted and ignored (old kernels, sandboxes), so its success is not
+    enough, and comparing VmHWM before and after a reset is not either: where VmHWM already equals RSS (a
+    fresh fork), RSS growing by a page between the reads looked like a failed reset. A touched, unmapped
+    block puts the high-water mark `_RESET_CHECK_BYTES` above RSS; a working reset brings it at least half
+    of that down."""
+    with mmap.mmap(-1, _RESET_CHECK_BYTES) as block:
+        for offset in range(0, _RESET_CHECK_BYTES, mmap.PAGESIZE):
+            block[offset] = 1
+        raised = read_vm_status().get("VmHWM", 0)
+    if not _reset_hwm():
+        return False
+    return read_vm_status().get("VmHWM", raised) <= raised - _RESET_CHECK_BYTES // 2
+
+
 class PeakRSSProbe:
     """Peak resident memory of this process between `start()` and `stop()`, in bytes (absolute RSS)."""
 
@@ -66,7 +92,7 @@ class PeakRSSProbe:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         status = read_vm_status()
-        if "VmHWM" in status and _reset_hwm() and read_vm_status().get("VmHWM", 0) <= status["VmHWM"]:
+        if "VmHWM" in status and _hwm_reset_works():
             self.method = "vmhwm-reset"
         elif "VmRSS" in status:
             self.method = "vmrss-sampler"

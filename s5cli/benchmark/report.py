@@ -16,6 +16,12 @@ REFERENCE = "s5"
 # Issue 6's targets for S5 at keep ratio 0.5: throughput at least, memory at most, these multiples.
 TARGETS = {"transformer": {"throughput": 4.0, "memory": 0.5}, "s4": {"throughput": 1.5, "memory": 0.77}}
 SLOPE_TARGET = 1.15  # S5's log-log slope of time vs frames
+TARGET_SOURCE = "issue 6"  # named on every target line: the design notes set one bar differently
+# Where the design notes' bar differs from issue 6's: at the paper's LVU size (60 x 197 x 1024) S5 <= 0.1x the
+# transformer's peak memory (their reading of the paper's "10% memory"); their other bars are issue 6's. Judged
+# beside issue 6's, not instead: a line reading "met" against 0.5x alone overstated what the run shows.
+DESIGN_TARGETS = {"transformer": {"memory": 0.1}}
+PAPER_SIZE = (60, 197, 1024)  # frames, tokens per frame, width: the only size the design notes' bar is judged at
 # Frames x tokens per frame x width of `s5 benchmark`'s CPU default (60 x 50 x 768): the smallest size the
 # targets are set for; below it fixed per-step costs decide the ratios, not load.
 DEFAULT_CPU_SIZE = 60 * 50 * 768
@@ -105,10 +111,12 @@ def slope_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any]],
-                requested_frames: Sequence[int] = ()) -> list[dict[str, Any]]:
+                requested_frames: Sequence[int] = (), grid: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """Each of issue 6's targets that this run measured, with the value and whether it is met.
 
-    `requested_frames`: the sweep's lengths, which S5's slope is judged on (`slope_check`)."""
+    `requested_frames`: the sweep's lengths, which S5's slope is judged on (`slope_check`). `grid`: (tokens per
+    frame, width) of the run; the design notes' bar is judged only at the paper size (`design_met` None
+    elsewhere: a default-size run read "missed" against a bar set for 60 x 197 x 1024)."""
     checks = []
     for ratio in ratios:
         target = TARGETS.get(ratio["model"])
@@ -117,7 +125,13 @@ def target_rows(ratios: Sequence[dict[str, Any]], slopes: Sequence[dict[str, Any
         where = {"model": ratio["model"], "mode": ratio["mode"], "frames": ratio["frames"]}
         checks.append(_check(where, "throughput", ratio["s5_throughput_ratio"], ">=", target["throughput"]))
         if ratio["s5_memory_ratio"] is not None:
-            checks.append(_check(where, "memory", ratio["s5_memory_ratio"], "<=", target["memory"]))
+            memory = _check(where, "memory", ratio["s5_memory_ratio"], "<=", target["memory"])
+            design = DESIGN_TARGETS.get(ratio["model"], {}).get("memory")
+            if design is not None:
+                at_paper_size = grid is not None and (ratio["frames"], *grid) == PAPER_SIZE
+                memory.update(design_threshold=design,
+                              design_met=memory["value"] <= design if at_paper_size else None)
+            checks.append(memory)
     checks += [slope_check(slope, requested_frames) for slope in slopes if slope["model"] == REFERENCE]
     return checks
 
@@ -140,10 +154,10 @@ def slope_check(slope: dict[str, Any], requested_frames: Sequence[int]) -> dict[
 def _check(where: dict[str, Any], metric: str, value: float | None, comparison: str,
            threshold: float) -> dict[str, Any]:
     """One target row: `target` reads ">= 1.5" for people, `comparison` and `threshold` are for scripts;
-    `met` is None where the value cannot be judged (`verdict` says why)."""
+    `met` is None where the value cannot be judged (`verdict` says why); `source` is where the bar comes from."""
     met = None if value is None else value >= threshold if comparison == ">=" else value <= threshold
     return {**where, "metric": metric, "value": value, "target": f"{comparison} {threshold}",
-            "comparison": comparison, "threshold": threshold, "met": met,
+            "comparison": comparison, "threshold": threshold, "source": TARGET_SOURCE, "met": met,
             "verdict": "not fitted" if met is None else "met" if met else "missed"}
 
 
@@ -156,7 +170,8 @@ def build_report(measurements: Sequence[Measurement], settings: dict[str, Any],
     # target, "not fitted": without it the run looked as if it had no slope target at all.
     sweep = bool(settings.get("sweep")) or len({r["frames"] for r in rows}) > 1
     slopes = slope_rows(rows) if sweep else []
-    targets = target_rows(ratios, slopes, frames_asked_for(settings, rows))
+    grid = (settings.get("tokens_per_frame"), settings.get("dim"))
+    targets = target_rows(ratios, slopes, frames_asked_for(settings, rows), grid)
     return {"schema": SCHEMA, "stage": "model", "settings": settings, "machine": machine, "results": rows,
             "ratios": ratios, "slopes": slopes, "targets": targets}
 
@@ -223,7 +238,7 @@ def render(report: dict[str, Any], console: Any) -> None:
     console = wide(console)
     console.print(table)
     console.print("S5 speedup = S5 clips/s / model clips/s; S5 memory = S5 peak / model peak "
-                  "(peak above the process baseline, weights + input + optimiser + activations).")
+                  f"(peak above the process baseline: {_peak_contents(report['results'])}).")
     if report.get("settings", {}).get("cuda_graphs"):
         console.print("CUDA graphs: each model's step was captured once and replayed (every model alike).")
     for row in report["results"]:
@@ -247,6 +262,17 @@ def render(report: dict[str, Any], console: Any) -> None:
     hint = missed_speed_hint(report)
     if hint:
         console.print(f"[dim]{hint}[/]")
+
+
+def _peak_contents(rows: Sequence[dict[str, Any]]) -> str:
+    """What a peak holds, by the modes in the table: an inference step has no optimiser state, and a footnote
+    naming it under inference rows told the reader it was counted there."""
+    modes = {row["mode"] for row in rows}
+    if "train" not in modes:
+        return "weights + input + activations"
+    if modes == {"train"}:
+        return "weights + input + optimiser state + activations"
+    return "weights + input + activations, + optimiser state in train"
 
 
 def missed_speed_hint(report: dict[str, Any]) -> str | None:
@@ -288,11 +314,20 @@ _MARKS = {"met": "[green]met[/]", "missed": "[red]missed[/]", "incomplete": "[ye
 
 
 def _target_line(check: dict[str, Any]) -> str:
-    """One target check for people: value, target and verdict; a slope also names the lengths it was fitted on."""
+    """One target check for people: value, target with where it comes from, and verdict; a slope also names
+    the lengths it was fitted on; where the design notes set another bar, its verdict follows."""
+    source = f"{check.get('source', TARGET_SOURCE)} target"
     if check["metric"] != "time_slope":
         mark = _MARKS["met" if check["met"] else "missed"]
-        return (f"target S5 {check['metric']} vs {check['model']} ({check['mode']}, {check['frames']} frames): "
-                f"{_target_value(check)}x (target {check['target']}x) {mark}")
+        line = (f"target S5 {check['metric']} vs {check['model']} ({check['mode']}, {check['frames']} frames): "
+                f"{_target_value(check)}x ({source} {check['target']}x) {mark}")
+        if check.get("design_threshold") is not None:
+            bar = f"{check['comparison']} {check['design_threshold']}x"
+            if check["design_met"] is None:
+                line += f"; design notes' bar {bar} is set for the paper size (60 x 197 x 1024): not judged here"
+            else:
+                line += f"; design notes' bar at the paper size {bar} {_MARKS['met' if check['design_met'] else 'missed']}"
+        return line
     fitted, requested = check["frames"], check.get("requested_frames", check["frames"])
     head = f"target S5 time_slope time vs frames ({check['mode']}"
     if check["value"] is None:
@@ -306,10 +341,11 @@ def _target_line(check: dict[str, Any]) -> str:
     why = f" (S5 did not finish {','.join(map(str, missing))} frames)" if verdict == "incomplete" else ""
     of = f" of {','.join(map(str, requested))}" if missing else ""
     return (f"{head}, fitted on {','.join(map(str, fitted))}{of} frames): "
-            f"{_target_value(check)} (target {check['target']}) {_MARKS[verdict]}{why}")
+            f"{_target_value(check)} ({source} {check['target']}) {_MARKS[verdict]}{why}")
 
 
 def _target_value(check: dict[str, Any]) -> str:
-    """The value to 2 decimals, or 3 where 2 would print the target itself ('0.77 ... <= 0.77 missed')."""
+    """The value to 2 decimals, or 3 where 2 would print a bar of the line itself ('0.77 ... <= 0.77 missed')."""
     short = f"{check['value']:.2f}"
-    return f"{check['value']:.3f}" if float(short) == check["threshold"] else short
+    bars = (check["threshold"], check.get("design_threshold"))
+    return f"{check['value']:.3f}" if float(short) in bars else short

@@ -261,6 +261,9 @@ def _parse_sweep(text: str) -> list[int]:
 
 
 def _parse_compare(text: str, canonical) -> list[str]:
+    """The models measured beside S5, in the order given; a list naming none of them (',', 's5') is refused:
+    it ran S5 alone, a table without a single ratio, and no word that the comparison had been dropped."""
+    from s5cli.benchmark.workload import LABEL_ALIASES, MODEL_LABELS
     from s5cli.errors import UserError
 
     labels: list[str] = []
@@ -273,6 +276,10 @@ def _parse_compare(text: str, canonical) -> list[str]:
             raise UserError(str(error)) from None
         if label != "s5" and label not in labels:
             labels.append(label)
+    if not labels:
+        choices = [name for name in [*MODEL_LABELS, *LABEL_ALIASES] if canonical(name) != "s5"]
+        raise UserError(f"--compare {text!r} names no model to measure beside S5 (always measured); "
+                        f"choose from {', '.join(choices)}")
     return labels
 
 

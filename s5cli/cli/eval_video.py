@@ -50,6 +50,7 @@ def predict_videos(model, rec, task, files: list[Path], dev, top: int, quiet: bo
     from s5cli.data.encode import load_backbone, settings_from_data
 
     backbone = load_backbone(settings_from_data(rec.data), str(dev))
+    scale = target_scale(rec.data) if task.kind == "regression" else None
     results = []
     for path in files:
         try:
@@ -60,7 +61,7 @@ def predict_videos(model, rec, task, files: list[Path], dev, top: int, quiet: bo
             print_warning(f"{error}; skipped")  # the message names the file already
             results.append({"video": str(path), "error": str(error)})
             continue
-        _print_video(console, path, result)
+        _print_video(console, path, result, scale)
         results.append(result)
     return results
 
@@ -93,6 +94,9 @@ def predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, bac
     if nonfinite:  # as `s5 eval`'s metrics count them: outputs that predict nothing
         result["nonfinite"] = nonfinite
     if task.kind == "regression":  # on the target's own scale: the training targets were centred
+        scale = target_scale(rec.data)
+        if scale is not None:  # what the value is ("ln(view count)"), for a script as for a reader
+            result["target"] = scale.name
         result["prediction"] = _finite_or_none(float(merged.reshape(-1)[0]) + task.target_offset)
         result["window_predictions"] = [{**at, "prediction": _finite_or_none(float(value) + task.target_offset)}
                                         for at, value in zip(where, outputs.reshape(-1), strict=True)]
@@ -104,6 +108,15 @@ def predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, bac
     result["window_predictions"] = [{**at, **_window_class(row, names)}
                                     for at, row in zip(where, window_probs, strict=True)]
     return result
+
+
+def target_scale(data):
+    """What the dataset's regression target is on its own scale (a `TargetScale`: LVU's like ratio x10 and
+    ln(view count)), or None where the adapter does not say (the value is then printed bare)."""
+    from s5cli.data.datasets import adapter
+
+    describe = getattr(adapter(data.dataset), "target_scale", None)
+    return describe(data) if describe is not None else None
 
 
 def ranked_classes(probs) -> list[tuple[int, float]]:
@@ -170,14 +183,18 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
     return torch.cat(outputs)
 
 
-def _print_video(console, video: Path, result: dict) -> None:
+def _print_video(console, video: Path, result: dict, scale=None) -> None:
+    """One video's result as a line (regression: the value, described by `scale` when the dataset's target
+    has one) or a table of its top classes."""
     if result.get("nonfinite"):
         count = result["nonfinite"]
         console.print(f"{video}: {count} of {_windows_text(result)} gave non-finite outputs (NaN/inf): no "
                       "prediction", soft_wrap=True)
         return
     if "prediction" in result:
-        console.print(f"{video}: predicted value {result['prediction']:.4f} (mean of {_windows_text(result)})")
+        value = result["prediction"]
+        shown = scale.describe(value) if scale is not None else f"value {value:.4f}"
+        console.print(f"{video}: predicted {shown}; mean of {_windows_text(result)}", soft_wrap=True)
         return
     from rich.table import Table
 

@@ -28,6 +28,9 @@ def evaluate(
 ) -> None:
     """Top-1/top-5 (classification) or MSE (regression), per video over all windows, with a confusion matrix.
 
+    Also counted: `missing` videos (listed, not under data.root) and `broken` ones (could not be decoded).
+    Regression values are on the target's own scale (LVU: like ratio x10, ln(view count)).
+
     With --video, predict raw videos instead (the backbone is loaded once for all of them):
 
       s5 eval -c runs/synthetic --video movie.mp4 --video clips/ --json out.json
@@ -71,7 +74,7 @@ def evaluate(
                                                                  source=f"{checkpoint}'s recipe")
     # The task before the model section: a recipe for another dataset differs in its model too, and its
     # six-setting warning came before the refusal that says what is wrong.
-    _refuse_another_task(rec.data, stored_recipe.get("data", {}), checkpoint)
+    _refuse_another_task(rec.data, stored_recipe.get("data", {}), checkpoint, _checkpoint_kind(meta))
     if given is not None:
         _warn_model_section_ignored(rec, stored_recipe.get("model", {}), recipe, checkpoint)
     _check_token_settings(rec.data, stored_recipe.get("data", {}), checkpoint)
@@ -89,7 +92,9 @@ def evaluate(
     else:
         task = _task_that_fits(rec, int(meta["num_outputs"]), checkpoint)
         _warn_other_class_names(task, meta, rec.data.dataset, checkpoint)
-        result = {"checkpoint": str(directory), **_evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet)}
+        shift = _label_shift(task, meta)
+        result = {"checkpoint": str(directory),
+                  **_evaluate_split(model, rec, task, split or rec.eval.split, dev, quiet, shift)}
         _print_metrics(console, checkpoint, result)
     if json_out:
         text = json.dumps(result, indent=1)
@@ -132,19 +137,32 @@ def _default_checkpoint(rec: Any, recipe: str | None, overrides: list[str]) -> s
                     f"--checkpoint{hint}")
 
 
-def _refuse_another_task(data: Any, stored_data: dict, checkpoint: str) -> None:
+def _refuse_another_task(data: Any, stored_data: dict, checkpoint: str, kind: str = "classification") -> None:
     """UserError when the recipe names another dataset or LVU task than the checkpoint was trained on.
 
     Why: the class count alone was compared, so a genre model evaluated with data.task=relationship (4
     classes each) was scored against relationship's labels under its class names, exit 0. Checkpoints
-    whose stored recipe lacks the field are not checked."""
+    whose stored recipe lacks the field are not checked. `kind`: the checkpoint's task kind, so that a
+    regression model is not said to output classes."""
     from s5cli.errors import UserError
 
+    outputs = "whose target its output predicts" if kind == "regression" else "whose classes its outputs are"
     for name in ("dataset", "task"):
         if name in stored_data and getattr(data, name) != stored_data[name]:
             raise UserError(f"data.{name}={getattr(data, name)}: {checkpoint} was trained on data.{name}="
-                            f"{stored_data[name]}, whose classes its outputs are; evaluate it on its own task "
+                            f"{stored_data[name]}, {outputs}; evaluate it on its own task "
                             f"(omit RECIPE, or set data.{name}={stored_data[name]})")
+
+
+def _checkpoint_kind(meta: dict) -> str:
+    """"regression" or "classification": the checkpoint's stored task, else its output count (a classifier
+    has at least two classes, a regression head one output)."""
+    from s5cli.train.checkpoint_metadata import stored_task
+
+    stored = stored_task(meta)
+    if stored is not None:
+        return stored["kind"]
+    return "regression" if int(meta.get("num_outputs", 0)) == 1 else "classification"
 
 
 def _warn_other_class_names(task: Any, meta: dict, dataset: str, checkpoint: str) -> None:
@@ -318,7 +336,33 @@ def _recipe_offset(rec, checkpoint: str) -> float:
         return 0.0
 
 
-def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
+def _label_shift(task, meta: dict) -> float:
+    """What to add to the split's regression labels so that they are centred as the checkpoint's outputs are.
+
+    Why: the labels are centred by the mean of the eval recipe's train.csv, the outputs by the one the model
+    was trained with (stored in the checkpoint); a copy of the split files with another train.csv changed
+    the MSE of the same model on the same videos and targets. Shifted, the MSE is that of prediction +
+    stored offset against the raw target. A checkpoint from before the offset was stored: 0 (the recipe's
+    offset is taken to be the trained one, as before)."""
+    from s5cli.train.checkpoint_metadata import stored_task
+
+    stored = stored_task(meta)
+    if task.kind != "regression" or stored is None or stored["target_offset"] is None:
+        return 0.0
+    return task.target_offset - float(stored["target_offset"])
+
+
+def _shifted(records, shift: float) -> list:
+    """`records` with `shift` added to each label (the records themselves unchanged); `records` for 0."""
+    from dataclasses import replace
+
+    if not shift:
+        return records
+    return [replace(record, label=record.label + shift) for record in records]
+
+
+def _evaluate_split(model, rec, task, split: str, dev, quiet: bool, label_shift: float = 0.0) -> dict:
+    """The metrics of `split`; `label_shift` is added to each regression label first (`_label_shift`)."""
     from s5cli.data.cache import TokensLost
     from s5cli.errors import RunFailure
     from s5cli.train.data import prepare_splits, token_dataset
@@ -331,7 +375,8 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
 
         raise UserError(f"the {split} split of {rec.data.dataset} has no videos: evaluate another split "
                         "(--split train|val|test)")
-    dataset = token_dataset(rec.data, records[split], training=False, stride=rec.eval.window_stride)
+    listed = records[split]
+    dataset = token_dataset(rec.data, _shifted(listed, label_shift), training=False, stride=rec.eval.window_stride)
     try:
         metrics = run_eval(model, dataset, task, rec.eval.batch_size, dev, rec.eval.aggregate,
                            show_progress=not quiet, num_workers=rec.data.num_workers,
@@ -339,8 +384,10 @@ def _evaluate_split(model, rec, task, split: str, dev, quiet: bool) -> dict:
     except TokensLost as lost:
         raise RunFailure(f"{lost}: run the same command again; it extracts missing tokens first") from None
     metrics["split"] = split
-    # Not scored: videos the split names but data.root lacks, and videos whose tokens could not be made.
-    metrics["missing"] = len(getattr(records[split], "missing", [])) + dataset.num_missing
+    # Not scored: videos the split names but data.root lacks (`missing`, as `s5 extract` counts them), and
+    # videos on disk whose tokens could not be made (`broken`: undecodable, reported while extracting).
+    metrics["missing"] = len(getattr(listed, "missing", []))
+    metrics["broken"] = dataset.num_missing
     if task.class_names:
         metrics["class_names"] = task.class_names
     return metrics
@@ -352,7 +399,7 @@ def _print_metrics(console, checkpoint: str, metrics: dict) -> None:
     table = Table(title=f"{checkpoint} on {metrics.get('split')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("top1", "top5", "mse", "count", "windows", "missing", "nonfinite", "nonfinite_windows"):
+    for key in ("top1", "top5", "mse", "count", "windows", "missing", "broken", "nonfinite", "nonfinite_windows"):
         if key in metrics:
             value = metrics[key]
             shown = "not finite" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
     from s5cli.data.extract import ExtractReport
 
 SPLIT_NAMES = ("train", "val", "test")
+# A full disk or quota while extracting: nothing finished is lost (tokens are written atomically), so the
+# way forward is space and the same command again, which `_system_error_line`'s generic line does not say.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -85,7 +89,7 @@ def extract(
     from s5cli.cli.console import stdout
     from s5cli.data.cache import FeatureCache
     from s5cli.data.encode import settings_from_data
-    from s5cli.data.extract import ensure_cached
+    from s5cli.data.extract import ensure_cached, resolve_shard
     from s5cli.errors import RunFailure
     from s5cli.seeding import seed_everything
     from s5cli.train.distributed import pick_device
@@ -93,6 +97,7 @@ def extract(
 
     splits = parse_splits(split)
     shard_pair = parse_shard(shard)
+    resolve_shard(shard_pair)  # RANK/WORLD_SIZE checked now, not after the videos are listed
     dev = pick_device(device)
     loaded = recipe_objects(recipe, overrides, seed)
     seed_everything(loaded.train.seed)
@@ -113,6 +118,11 @@ def extract(
         kept = f"the videos finished so far stay in {folder}" if cache.cached_ids() else "nothing was extracted yet"
         raise Interrupted(f"{word}; {kept}: run the same command again to extract the rest",
                           exit_code=code) from None
+    except OSError as error:
+        if error.errno not in FULL_DISK or error.filename is None:
+            raise  # the app's own line (`app._system_error_line`) names the file and the fix
+        raise RunFailure(f"{error.filename}: {error.strerror or 'no space left'} (free space or choose another "
+                         "data.cache_dir, then run the same command again: finished videos are kept)") from error
     prints = True
     if shares_with_other_ranks(shard_pair):
         report, prints = gathered_report(report)

@@ -1,13 +1,17 @@
 """On-disk cache of frozen-backbone tokens: one safetensors file per video under a folder named by the settings.
 
 The folder name is a hash of every setting that changes the tokens (`cache_settings.ExtractionSettings.key`),
-so changing any of them can never reuse a stale cache. Files are written atomically and checked when read
-(`cache_entry_header.verify_safetensors`): a torn or corrupt file is reported and treated as missing, so the
-next extraction redoes it.
+so changing any of them can never reuse a stale cache. Files are written atomically, and each file's
+structure is checked before a run uses it and when it is read (`cache_entry_header.verify_safetensors`:
+its header, the token shape and byte count it states, and a file size that adds up): a torn or truncated
+file, or a damaged header, is reported and treated as missing, so the next extraction redoes it. The
+token data itself carries no checksum: bytes flipped inside it (a disk fault) go unnoticed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -82,6 +86,14 @@ def _read_rows(tokens: Any, rows: Sequence[int]) -> Tensor:
     return read[torch.tensor([position[row] for row in rows])]
 
 
+def _is_json_object(path: Path) -> bool:
+    """Whether `path` is a file that reads and parses as a JSON object (a cache folder's settings note)."""
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):  # missing, unreadable, not JSON or not UTF-8
+        return False
+
+
 def check_video_id(video_id: str) -> str:
     """Video ids are used as file names as they are ('-abc', 'P03-cam01-P03_cereals'); refuse path separators."""
     if not video_id or "/" in video_id or "\\" in video_id or video_id in (".", "..") or "\0" in video_id:
@@ -116,6 +128,14 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.mark_in_use()
         self._write_settings_file()
+
+    def repair_settings_file(self) -> None:
+        """Rewrite the settings note of an existing folder if it is missing or damaged, when the folder can be
+        written: for a run with nothing to extract, which never calls `create_folder` (a read-only cache that
+        is complete stays usable as it is)."""
+        if self.folder.is_dir():
+            with contextlib.suppress(OSError):
+                self._write_settings_file()
 
     def path(self, video_id: str) -> Path:
         """Where the tokens of `video_id` live (whether or not they exist yet)."""
@@ -255,9 +275,13 @@ class FeatureCache:
             return int(self.load(video_id)[0].shape[0])
 
     def _write_settings_file(self) -> None:
-        # A human-readable note of what the hashed folder holds; written once per folder.
+        """A human-readable note of what the hashed folder holds, and its marker for `s5 cache ls`/`clean`.
+
+        Written when missing, and rewritten (atomically) when it does not parse as a JSON object: a damaged
+        note was kept forever, so `s5 cache ls` called a folder still being extracted into unknown.
+        """
         note = self.folder / "settings.json"
-        if not note.exists():
+        if not _is_json_object(note):
             atomic_write_json(note, self.settings.metadata())
 
     def _report(self, path: Path, problem: str) -> None:

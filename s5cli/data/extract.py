@@ -88,9 +88,13 @@ def merge_shard_reports(reports: Sequence[ExtractReport]) -> ExtractReport:
 
 
 def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
-    """The (index, count) share of this process: given, or torchrun's RANK/WORLD_SIZE, or (0, 1)."""
+    """The (index, count) share of this process: given, or torchrun's RANK/WORLD_SIZE, or (0, 1).
+
+    Shares from the environment are checked as the variables they came from (`torchrun_env.rank_and_world`):
+    "shard 5/2 is invalid: use i/n" asked for an --shard the user never gave.
+    """
     if shard is None:
-        shard = (torchrun_env.rank(), torchrun_env.world_size())
+        return torchrun_env.rank_and_world()
     index, count = int(shard[0]), int(shard[1])
     if count < 1 or not 0 <= index < count:
         raise UserError(f"shard {index}/{count} is invalid: use i/n with 0 <= i < n")
@@ -190,6 +194,24 @@ def _frames_of(stream: Iterator[Any], frames: int) -> Iterator[torch.Tensor]:
         yield item
 
 
+def _check_tokens_writable(cache: FeatureCache, cached: int) -> None:
+    """UserError unless the token folder takes new files, before the backbone loads or a video is decoded.
+
+    Why here and not in `ensure_cached`: a read-only cache that is complete is fine to read from, so only a
+    run with videos to do needs to write; without this check, a read-only folder was found only when the
+    first video's tokens were saved, after decoding and encoding it (an hour of ViT-L on a CPU).
+    """
+    from s5cli.io import folder_problem
+
+    problem = folder_problem(cache.folder)
+    if problem is None:
+        return
+    videos = "1 video" if cached == 1 else f"{cached} videos"
+    kept = f" and copy {cache.folder} into it to keep the {videos} cached so far" if cached else ""
+    raise UserError(f"data.cache_dir {cache.root} takes no new tokens ({problem}): make it writable, or set "
+                    f"data.cache_dir to a writable folder{kept}")
+
+
 def extract_records(
     records: Sequence[Any],
     settings: ExtractionSettings,
@@ -220,12 +242,14 @@ def extract_records(
         else:
             report.reused += 1
     if changed:
-        videos = "1 video" if len(changed) == 1 else f"{len(changed)} videos"
-        print_warning(f"{videos} changed since their tokens were cached, extracting again: "
+        videos = "1 video changed since its" if len(changed) == 1 else f"{len(changed)} videos changed since their"
+        print_warning(f"{videos} tokens were cached, extracting again: "
                       f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}")
     if not todo:
+        cache.repair_settings_file()  # else only an extraction into the folder repairs it
         report.seconds = time.perf_counter() - started
         return report
+    _check_tokens_writable(cache, len(mine) - len(todo))
     if backbone is None:
         backbone = load_backbone(settings, device)
     cache.create_folder()  # the claims live in it

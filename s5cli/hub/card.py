@@ -58,8 +58,8 @@ def checkpoint_card(
     rev = _rev(revision)
     pretraining = _is_pretraining(metadata, recipe)
     scored = {k: float(v) for k, v in (metrics or {}).items() if k in _METRICS and isinstance(v, (int, float))}
-    # Checkpoint metrics come from the trainer's validation pass unless `s5 eval` recorded a split.
-    split = (metrics or {}).get("split") or "validation"
+    on_test = not pretraining and validated_on_test(recipe)
+    split = _split_name(metrics, on_test)
     front: dict[str, Any] = {
         "library_name": "s5cli",
         "tags": TAGS + _MODEL_TAGS.get(str(model_name), [str(model_name)]),
@@ -89,6 +89,7 @@ def checkpoint_card(
         "",
         _step_line(metadata, pretraining),
         *_classes_line(metadata),
+        *(["", SELECTED_ON_TEST] if on_test else []),
     ]
     if scored:
         lines += ["", f"| metric ({split}) | value |", "|---|---|"]
@@ -110,6 +111,39 @@ def checkpoint_card(
         "",
     ]
     return "\n".join(lines)
+
+
+SELECTED_ON_TEST = (
+    "The training recipe held no val split out of train (data.val_fraction=0), so the dataset's test split "
+    "served as val: model selection (best checkpoint, plateau schedule, early stopping) used the test videos, "
+    "and test scores of this model are not a clean held-out result. Set data.val_fraction (e.g. 0.1) to hold "
+    "val out of train."
+)
+
+
+def validated_on_test(recipe: Mapping[str, Any]) -> bool:
+    """Whether the run chose its checkpoint on test videos: a dataset without a val split of its own (Breakfast,
+    COIN) and no data.val_fraction, the case the trainer warns about (the dataset's `val_split_warning`)."""
+    from s5cli.data.datasets import adapter
+    from s5cli.errors import UserError
+
+    data = recipe.get("data") or {}
+    try:
+        check = getattr(adapter(data.get("dataset") or "synthetic"), "val_split_warning", None)
+    except UserError:  # a dataset this version does not know: nothing can be said
+        return False
+    return check is not None and check(data) is not None
+
+
+def _split_name(metrics: Mapping[str, Any] | None, on_test: bool) -> str:
+    """The split the card's scores are on: the one `s5 eval` recorded, else the trainer's validation pass;
+    "test" where that val split is the test split.
+
+    Why: a Breakfast or COIN card said "validation" for scores on the test videos, which the model was
+    also selected on.
+    """
+    split = str((metrics or {}).get("split") or "validation")
+    return "test" if on_test and split in ("val", "validation") else split
 
 
 def _step_line(metadata: Mapping[str, str], pretraining: bool) -> str:

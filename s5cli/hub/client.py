@@ -174,20 +174,44 @@ def _offline_mode(imported: bool) -> tuple[bool, str]:
 
 
 def require_token(action: str) -> str:
-    """The user's Hub token (HF_TOKEN or the saved login); UserError naming the fix when there is none."""
+    """The user's Hub token (HF_TOKEN or the saved login); UserError naming the fix when there is none or it
+    cannot be sent."""
     from huggingface_hub import get_token
 
     token = get_token()
     if not token:
         raise UserError(f"{action} needs a Hugging Face token: {TOKEN_FIX}")
-    return token
+    return _sendable(token)
 
 
 def optional_token() -> str | None:
-    """The saved token if any (private repos download with it; public ones need none)."""
+    """The saved token if any (private repos download with it; public ones need none); UserError when it
+    cannot be sent. Offline it is never sent, so it is not checked then: a cached pull still works."""
     from huggingface_hub import get_token
 
-    return get_token() or None
+    token = get_token() or None
+    return token if token is None or hub_settings().offline else _sendable(token)
+
+
+def _sendable(token: str) -> str:
+    """`token` when it can go in an HTTP header as a Hub token (printable ASCII, no spaces); else UserError
+    naming where it came from and how to set it again. The token itself is never printed.
+
+    Why: a token with a non-ASCII character (a stray `é` pasted along) failed inside the HTTP client with an
+    87-line UnicodeEncodeError traceback, which also printed the token.
+    """
+    if all(33 <= ord(char) <= 126 for char in token):
+        return token
+    source, fix = _token_source()
+    raise UserError(f"{source} holds characters a Hub token cannot have (non-ASCII or spaces): {fix}")
+
+
+def _token_source() -> tuple[str, str]:
+    """(where huggingface_hub took the token from, how to set it again), in `get_token`'s order."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if (os.environ.get(name) or "").strip():
+            return name, "set it again (copy it from huggingface.co/settings/tokens)"
+    return "the saved Hugging Face token", "run `hf auth login` again (or set HF_TOKEN)"
 
 
 @contextlib.contextmanager

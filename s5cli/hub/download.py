@@ -6,6 +6,8 @@ are checked so nothing lands outside the destination. Checkpoints are in `s5cli.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -227,17 +229,52 @@ def pull_recipes(
     repo: str, name: str | None = None, revision: str | None = None, dest: Path = Path("recipes"),
     force: bool = False,
 ) -> list[Path]:
-    """Fetch, validate, then write recipes under `dest` (atomic; existing files only with `force`)."""
-    from s5cli.io import atomic_write_bytes
-
+    """Fetch, validate, then write recipes under `dest`: all of them or none (existing files only with `force`)."""
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise UserError(f"--dest {dest} is a file: pass a folder")
     pulled = fetch_recipes(repo, name, revision, dest)
-    existing = [p.target for p in pulled if p.target.exists()]
+    for item in pulled:
+        _check_target(dest, item)
+    # lexists: a link to nothing is in the way too; written through, it would create the file it names.
+    existing = [p.target for p in pulled if os.path.lexists(p.target)]
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UserError(f"{existing[0]} already exists{more}: pass --force to overwrite")
-    for item in pulled:
-        atomic_write_bytes(item.target, item.data, follow_symlinks=True)
+    _write_all(pulled)
     return [p.target for p in pulled]
+
+
+def _check_target(dest: Path, item: PulledRecipe) -> None:
+    """UserError when `item` cannot be written: a file where one of its folders goes, a folder where it goes,
+    or a folder that takes no new file.
+
+    Why before writing: with `DEST/z` a file, a pull wrote a.yaml, then failed on z/x.yaml, and the next
+    pull refused because a.yaml already existed.
+    """
+    from s5cli.io import folder_problem
+
+    fix = "move it away, or pull into another --dest"
+    folder = dest.resolve()
+    for part in PurePosixPath(item.name).parts[:-1]:
+        folder = folder / part
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise UserError(f"cannot pull {item.name}: {folder} is a file, not a folder ({fix})")
+    if item.target.is_dir():
+        raise UserError(f"cannot pull {item.name}: {item.target} is a folder ({fix})")
+    problem = folder_problem(item.target.parent)
+    if problem:
+        raise UserError(f"cannot pull {item.name} into {item.target.parent}: {problem}")
+
+
+def _write_all(pulled: list[PulledRecipe]) -> None:
+    """Write every recipe to a temporary file beside its target, then rename them all into place.
+
+    Why: written one by one, a failure on a later file (disk full) left the earlier ones behind. The user's
+    own links are written through (`follow_symlinks`), as `s5 recipes cp` writes through them.
+    """
+    from s5cli.io import atomic_write_path
+
+    with contextlib.ExitStack() as stack:
+        for item in pulled:
+            stack.enter_context(atomic_write_path(item.target, follow_symlinks=True)).write_bytes(item.data)

@@ -59,11 +59,76 @@ def looks_like_hub_spec(text: str) -> bool:
     return is_repo_id(text) and not Path(text).expanduser().exists()
 
 
+# Repo-type prefixes of huggingface_hub's HfFileSystem (`hf://datasets/OWNER/NAME`); models is the default type.
+_OTHER_REPO_TYPES = {"datasets": "a dataset", "spaces": "a Space"}
+_MODELS_PREFIX = "models"
+# A web address as typed (`https://...`) or as a Path folded it (`https:/...`).
+_WEB = re.compile(r"^(https?):/+(.*)$", re.IGNORECASE)
+_HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+_WEB_REVISION_PARTS = ("tree", "blob", "resolve")
+
+
+def web_address(text: str) -> str | None:
+    """`text` as the http(s) address the user typed (`//` restored where a Path folded it), or None when it
+    is not one."""
+    match = _WEB.match(text.strip())
+    return f"{match.group(1)}://{match.group(2)}" if match else None
+
+
+def hub_address_of_url(text: str) -> str | None:
+    """The hf:// address of a huggingface.co link to a model repo (`.../tree/REV/path`, `/blob/` and
+    `/resolve/` keep their revision and path); None for other links, or when no valid address follows."""
+    match = _WEB.match(text.strip())
+    if not match:
+        return None
+    host, _, rest = match.group(2).partition("/")
+    parts = [part for part in rest.split("?")[0].split("#")[0].split("/") if part]
+    if host.lower() not in _HUB_HOSTS or not parts or parts[0] in _OTHER_REPO_TYPES:
+        return None
+    parts = parts[1:] if parts[0] == _MODELS_PREFIX else parts
+    if len(parts) < 2 or not is_repo_id(f"{parts[0]}/{parts[1]}"):
+        return None
+    revision, path = None, parts[2:]
+    if len(path) >= 2 and path[0] in _WEB_REVISION_PARTS:
+        revision, path = unquote(path[1]), path[2:]
+    try:
+        return str(parse_hub_spec(str(HubSpec(f"{parts[0]}/{parts[1]}", revision, "/".join(path)))))
+    except UserError:
+        return None
+
+
+def web_address_error(text: str, what: str) -> UserError:
+    """The refusal for an http(s) link given where a path or hf:// address goes, suggesting its hf:// form
+    only where it has a valid one.
+
+    Why: `s5 eval -c https://huggingface.co/alice/s5-synth` said "checkpoint https:/huggingface.co/... does
+    not exist", naming an address nobody typed and not the form that works.
+    """
+    address = hub_address_of_url(text)
+    fix = f"use {address}" if address else "give a local path, or a Hub model repo as hf://OWNER/NAME[@REVISION][/path]"
+    return UserError(f"{what}{web_address(text) or text} is a web address, not a path or an hf:// address: {fix}")
+
+
+def _strip_repo_type(spec: str, parts: list[str]) -> list[str]:
+    """`parts` of an address without a `models/` prefix; UserError for a dataset or Space repo.
+
+    Why: `hf://datasets/alice/recipes` (HfFileSystem's form) was read as the model repo `datasets/alice`, and
+    the user was told it was not found or private and to set HF_TOKEN.
+    """
+    if len(parts) >= 2 and parts[0] in _OTHER_REPO_TYPES:
+        raise UserError(f"{spec!r} names {_OTHER_REPO_TYPES[parts[0]]} repo: s5cli reads and writes model repos "
+                        "only (hf://OWNER/NAME)")
+    return parts[1:] if len(parts) >= 3 and parts[0] == _MODELS_PREFIX else parts
+
+
 def parse_hub_spec(spec: str, revision: str | None = None) -> HubSpec:
     """Split `hf://owner/name[@rev][/path]` or `owner/name`; `revision` (e.g. --revision) must agree with `@rev`."""
     text = spec.strip()
+    if web_address(text):
+        raise web_address_error(text, "")
     body = text[len(SCHEME):] if text.startswith(SCHEME) else text
-    parts = body.split("/")
+    parts = _strip_repo_type(spec, body.split("/"))
+    body = "/".join(parts)
     if len(parts) < 2 or not parts[0] or not parts[1]:
         raise UserError(f"{spec!r} is not a Hub address: use hf://OWNER/NAME[@REVISION][/path] or OWNER/NAME")
     # '@' only counts in the repo-name part: `hf://bob/r/genre@v2.yaml` names a file, not a revision.
@@ -113,13 +178,20 @@ def check_repo_path(name: str, where: str = "Hub repo", uploading: bool = False)
 
 
 def safe_destination(dest: Path, name: str, where: str = "Hub repo") -> Path:
-    """`dest/name` for a remote file name, guaranteed to stay inside `dest` (checked after resolving)."""
+    """`dest/name` for a remote file name, its folder guaranteed to stay inside `dest` (checked after resolving
+    every folder on the way, so neither `..` nor a linked sub-folder leads out).
+
+    The final name is not resolved: a link there is the user's own file in their own folder, which a pull
+    with --force writes through, as `s5 recipes cp` does (without --force it is refused: it exists).
+    Resolving it refused `--force` onto such a link as if the remote name were hostile ("it resolves
+    outside DEST").
+    """
     relative = check_repo_path(name, where)
-    target = (dest / Path(*relative.parts)).resolve()
     root = dest.resolve()
-    if root != target and root not in target.parents:
+    folder = (dest / Path(*relative.parts[:-1])).resolve()
+    if root != folder and root not in folder.parents:
         raise UserError(f"{where}: refusing remote file name {name!r}: it resolves outside {dest}")
-    return target
+    return folder / relative.name
 
 
 def is_pickle_name(name: str) -> bool:

@@ -11,7 +11,14 @@ from typing import Any
 
 from s5cli.errors import UserError
 from s5cli.hub.client import bounded_requests, hub_errors, hub_settings, request_timeout, require_token
-from s5cli.hub.paths import SCHEME, check_repo_path, is_repo_id, parse_hub_spec
+from s5cli.hub.paths import (
+    SCHEME,
+    check_repo_path,
+    hub_address_of_url,
+    is_repo_id,
+    parse_hub_spec,
+    web_address,
+)
 
 
 @dataclass
@@ -158,18 +165,23 @@ def push_recipe(
     if not name.endswith((".yaml", ".yml")):
         raise UserError(f"{name}: recipes are pushed as .yaml files (pass --path-in-repo NAME.yaml)")
     card = recipe_card(repo_id, resolved, name, revision)
-    return commit_files(
+    result = commit_files(
         repo_id, {name: path.read_bytes()}, message=message or f"Add recipe {name} (s5cli)", private=private,
         revision=revision, readme=card, readme_if_missing=True, action="s5 recipes push",
     )
+    warn_local_paths(resolved, f"{name} pushed to {repo_id}")
+    return result
 
 
 def _refuse_hub_address(source: str, *, recipe: bool) -> None:
     """UserError for an hf:// address given as what to push: a push uploads local files; say how to get them.
 
     Why: the CLI took the argument as a path, which folds `//`, so `s5 push hf://bob/model erin/x` said
-    "checkpoint hf:/bob/model does not exist", naming an address nobody typed.
+    "checkpoint hf:/bob/model does not exist", naming an address nobody typed. A huggingface.co link is
+    read as its hf:// address (the checkpoint error would suggest `hf://...`, which push refuses too).
     """
+    if web_address(source) and not Path(source).exists():
+        source = hub_address_of_url(source) or source
     if not source.startswith(SCHEME):
         return
     try:
@@ -248,7 +260,8 @@ def push_checkpoint(
         files: dict[str, Path | bytes] = {name: copy / name for name in sorted(p.name for p in copy.iterdir())}
         metrics = _read_json(source, copy, METRICS_FILE) if METRICS_FILE in files else None
         if trained_with:
-            files["recipe.yaml"] = dump_recipe(trained_with, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
+            published = published_recipe(trained_with, repo_id, revision)
+            files["recipe.yaml"] = dump_recipe(published, f"Resolved s5cli recipe of {repo_id}").encode("utf-8")
         card = checkpoint_card(repo_id, metadata, metrics if isinstance(metrics, dict) else None, revision)
         step = metadata.get("step", "?")
         result = commit_files(
@@ -256,7 +269,55 @@ def push_checkpoint(
             f"(step {step})", private=private, revision=revision, readme=card, action="s5 push",
             replaces=CHECKPOINT_FILES,
         )
+    if trained_with:
+        warn_local_paths(trained_with, f"recipe.yaml pushed to {repo_id}")
     return replace(result, source=source)
+
+
+def published_recipe(recipe: dict[str, Any], repo_id: str, revision: str | None) -> dict[str, Any]:
+    """The recipe as published with a checkpoint: its hub section names the repo and branch pushed to.
+
+    Why: it kept the hub.repo_id of the recipe the run was trained from, so a run finetuned from
+    hf://alice/s5-synth and pushed to erin/from-init published a recipe.yaml headed "of erin/from-init"
+    whose hub section sent the next `s5 push` (REPO_ID omitted) to alice's repo.
+    """
+    return {**recipe, "hub": {**(recipe.get("hub") or {}), "repo_id": repo_id, "revision": revision}}
+
+
+def local_path_keys(recipe: dict[str, Any]) -> list[str]:
+    """The recipe's path keys (data.root, data.cache_dir, ...) whose value is an absolute path: one of this
+    machine, meaningless (and maybe telling: user names) on anyone else's."""
+    from s5cli.recipe_schema import PATH_KEYS
+
+    keys = []
+    for key in sorted(PATH_KEYS):
+        section, _, field_name = key.partition(".")
+        value = (recipe.get(section) or {}).get(field_name)
+        if isinstance(value, str) and _is_absolute_path(value):
+            keys.append(key)
+    return keys
+
+
+def _is_absolute_path(value: str) -> bool:
+    """`/...`, `\\server\\...` or `C:\\...`/`C:/...`: absolute on POSIX or Windows, whichever machine wrote it."""
+    import re
+
+    return value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", value) is not None
+
+
+def warn_local_paths(recipe: dict[str, Any], what: str) -> None:
+    """One warning naming the keys of a pushed recipe that hold absolute local paths; they are published as
+    they are (a recipe is the user's to edit), and readers must override them.
+
+    Why: `s5 push RUN` and `s5 recipes push` published data.root and data.cache_dir such as /home/NAME/...
+    without a word.
+    """
+    keys = local_path_keys(recipe)
+    if keys:
+        from s5cli.cli.console import print_warning
+
+        print_warning(f"{what} holds absolute paths of this machine ({', '.join(keys)}): readers must override "
+                      f"them (e.g. {keys[0]}=PATH); use relative paths or null in the recipe to publish none")
 
 
 def _snapshot_room(path: str | Path) -> tempfile.TemporaryDirectory:

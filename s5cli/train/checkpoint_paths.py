@@ -30,6 +30,10 @@ def holds_weights_to_resume(run_dir: Path) -> bool:
 
 def checkpoint_dir(path: str | Path) -> Path:
     """Accept a checkpoint directory, its model.safetensors, or a run directory (its `latest` checkpoint)."""
+    from s5cli.hub.paths import web_address, web_address_error
+
+    if web_address(str(path)) and not Path(path).exists():
+        raise web_address_error(str(path), "checkpoint ")
     path = Path(path).expanduser()
     if path.suffix in PICKLE_SUFFIXES:
         raise UserError(f"{path}: pickle checkpoints are not loaded (unsafe); s5cli reads safetensors only")

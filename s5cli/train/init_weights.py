@@ -55,6 +55,7 @@ def check_init(recipe: Any, directory: Path, spec: str) -> dict[str, Any]:
     meta = read_metadata(directory)
     _check_init_tokens(recipe.data, meta, spec)
     _check_init_task(recipe.data, meta, spec)
+    _check_init_finished(directory, spec)
     with torch.random.fork_rng(devices=[]):
         model = build_model_from_recipe(recipe, task_info(recipe.data).num_outputs)
     return pretrained_state(model, directory, spec, recipe_to_dict(recipe)["model"])
@@ -113,6 +114,78 @@ def _check_init_task(data: Any, meta: dict[str, str], spec: str) -> None:
     print_warning(f"train.init={spec} was trained on LVU task {stored['task']}, this recipe trains "
                   f"data.task={data.task}: LVU tasks share videos, {seen}, so its test scores are not held out; "
                   f"start from a run of {data.task} or of another dataset")
+
+
+def _check_init_finished(directory: Path, spec: str) -> None:
+    """Warn when `train.init` takes the weights of a run that has training left (interrupted, or still running).
+
+    Why: a pretraining run stopped by Ctrl-C at step 5 of 18 left its `latest` there, and `train.init=RUN`
+    took those weights with only the usual "weights from train.init" line. From a finetuning run `best/` is
+    taken, the best of the epochs it validated: a sound choice in itself, but of only part of the run, so
+    it is said too. A run stopped by train.early_stop_patience has finished, and a step checkpoint other
+    than the run's latest was named on purpose: neither is warned about.
+    """
+    from s5cli import torchrun_env
+
+    if torchrun_env.rank() != 0:  # every rank checks the checkpoint; one says so
+        return
+    unfinished = _unfinished_run(directory)
+    if unfinished is None:
+        return
+    from s5cli.cli.console import print_warning
+    from s5cli.train.resume_checks import resume_command
+
+    run_dir, trainer, recipe, objective = unfinished
+    where = _where_it_stopped(trainer, recipe["train"]["epochs"])
+    if directory.name == "best":
+        at = f" (step {trainer['best_step']})" if trainer.get("best_step") is not None else ""
+        these = f"its best/{at} is the best of the epochs validated so far, not of the whole run"
+    else:
+        these = "these are not its final weights"
+    print_warning(f"train.init={spec} {where} (interrupted, or still running?): {these}; finish it first with "
+                  f"`{resume_command(run_dir, objective)}`")
+
+
+def _unfinished_run(directory: Path) -> tuple[Path, dict[str, Any], dict[str, Any], str] | None:
+    """(run folder, its latest trainer state, its recipe, its train.objective) when checkpoint `directory`
+    is its run's `best/` or latest and that run has training left; None otherwise, and when any of it
+    cannot be read (a checkpoint from the Hub or copied out of its run holds no run to ask)."""
+    import json
+
+    from s5cli.train.checkpoint import STATE_JSON, STEP_NAME
+    from s5cli.train.checkpoint_metadata import read_metadata
+    from s5cli.train.checkpoint_paths import checkpoint_dir
+    from s5cli.train.loading import stored_recipe
+    from s5cli.train.resume_checks import has_training_left
+
+    if directory.name == "best":
+        run_dir = directory.parent
+    elif directory.parent.name == "checkpoints" and STEP_NAME.fullmatch(directory.name):
+        run_dir = directory.parent.parent
+    else:
+        return None
+    try:
+        latest = checkpoint_dir(run_dir)
+        if directory.name != "best" and latest.resolve() != directory.resolve():
+            return None  # an earlier step of the run, named on purpose
+        trainer = json.loads((latest / STATE_JSON).read_text(encoding="utf-8"))["trainer"]
+        meta = read_metadata(latest)
+        recipe = stored_recipe(meta, latest)
+        train = recipe["train"]
+        if not has_training_left(trainer, int(train["epochs"]), train.get("early_stop_patience")):
+            return None
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return run_dir, trainer, recipe, meta.get("objective") or train.get("objective")
+
+
+def _where_it_stopped(trainer: dict[str, Any], epochs: int) -> str:
+    """`stopped at step 5 of 18`: where a run's latest checkpoint stands in the run's planned length (in its
+    epochs for a checkpoint from before the planned steps were stored)."""
+    planned = int(trainer.get("planned_steps") or 0)
+    if planned:
+        return f"stopped at step {trainer['step']} of {planned}"
+    return f"stopped at step {trainer['step']}, with {trainer['epoch']} of its {epochs} epochs done"
 
 
 def _lvu_test_videos_seen(data: Any, trained_task: str) -> tuple[int, int] | None:

@@ -23,7 +23,7 @@ def resolve_checkpoint(spec: str | Path, revision: str | None = None) -> Path:
         try:
             found = run_best_checkpoint(local) or checkpoint_dir(local)
         except UserError as error:
-            if beside_a_folder and not local.exists():
+            if beside_a_folder and not local.exists() and _names_a_repo(text):
                 raise UserError(f"{error} (a Hub repo of that name: hf://{text})") from None
             raise
         if revision is not None:
@@ -145,3 +145,11 @@ def recipe_from_checkpoint(recipe_dict: dict[str, Any], overrides: list[str] | N
     from s5cli.recipe import load_recipe_text
 
     return load_recipe_text(yaml.safe_dump(recipe_dict, sort_keys=False), source, list(overrides or []))
+
+
+def _names_a_repo(text: str) -> bool:
+    """Whether `text` is a valid Hub repo id, so that suggesting hf://TEXT helps: `alice/` is not one, and the
+    suggested hf://alice/ was itself refused as invalid."""
+    from s5cli.hub.paths import is_repo_id
+
+    return is_repo_id(text)

@@ -58,9 +58,8 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
         saved_flat["model.name"] = _registered_name(saved_flat["model.name"])
     objectives = saved_flat.get("train.objective"), new_flat.get("train.objective")
     if objectives[0] != objectives[1] and None not in objectives:
-        command = {"lsmcl": "s5 pretrain", "supervised": "s5 finetune"}.get(objectives[0], "the command that made it")
-        again = saved_file if saved_file.is_file() else f"RECIPE --out {out_dir}"
-        raise UserError(f"--resume: {out_dir} is a {objectives[0]} run: resume it with `{command} {again} --resume`")
+        raise UserError(f"--resume: {out_dir} is {run_kind(objectives[0])}: resume it with "
+                        f"`{resume_command(out_dir, objectives[0])}`")
     # Keys only one side has come from another s5cli version (a new key holds its default): not a change.
     unread = _keys_not_read_by(new_flat.get("train.objective"))
     changed = [
@@ -74,6 +73,25 @@ def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
             f"{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}; these cannot change mid-run: "
             "resume without them, or start a new run with another --out"
         )
+
+
+# What a run of each train.objective is called in messages (the objective's own name, `lsmcl`, is a recipe value).
+RUN_KINDS = {"lsmcl": "an LSMCL pretraining run", "supervised": "a finetuning run"}
+COMMANDS = {"lsmcl": "s5 pretrain", "supervised": "s5 finetune"}
+
+
+def run_kind(objective: Any) -> str:
+    """`an LSMCL pretraining run`: a run of train.objective `objective`, as a message names it."""
+    return RUN_KINDS.get(objective, f"a run of train.objective={objective}")
+
+
+def resume_command(out_dir: Path, objective: Any) -> str:
+    """The command that continues run `out_dir` of train.objective `objective`: its own recipe.yaml when
+    it has one (the recipe it was started with, overrides included), else a placeholder for the recipe."""
+    command = COMMANDS.get(objective, "the command that made it")
+    saved_file = out_dir / "recipe.yaml"
+    again = saved_file if saved_file.is_file() else f"RECIPE --out {out_dir}"
+    return f"{command} {again} --resume"
 
 
 def _keys_not_read_by(objective: Any) -> tuple[str, ...]:
@@ -124,6 +142,13 @@ def run_end(out_dir: Path, recipe: Any) -> str | None:
         return None if point is None else _how_it_ended(point.payload["trainer"], epochs, patience)
     except (UserError, OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def has_training_left(trainer: dict[str, Any], epochs: int, patience: int | None) -> bool:
+    """Whether the run whose trainer state this is (of `epochs` epochs and train.early_stop_patience
+    `patience`) would train on under `--resume`: it stopped mid-epoch, or before its last epoch without
+    running out of patience. KeyError, TypeError or ValueError when the state lacks a field."""
+    return _how_it_ended(trainer, epochs, patience) is None
 
 
 def _how_it_ended(trainer: dict[str, Any], epochs: int, patience: int | None) -> str | None:

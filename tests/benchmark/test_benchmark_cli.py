@@ -486,7 +486,7 @@ def test_piped_report_keeps_each_text_line_whole(tiny_report: dict) -> None:
     render(tiny_report, Console(file=out, width=80))
     lines = out.getvalue().splitlines()
     footnote = next(line for line in lines if line.startswith("S5 speedup = "))
-    assert footnote.rstrip().endswith("optimiser + activations).")
+    assert footnote.rstrip().endswith("+ optimiser state in train).")  # both modes in the table
     assert max(len(line) for line in lines) > 80  # the table's width, not a terminal's
 
 

@@ -145,7 +145,7 @@ def test_a_video_replaced_under_its_id_is_extracted_again_and_a_moved_copy_is_no
     capsys.readouterr()
     report = extract_records(records, settings, cache, decode_threads=1, show_progress=False)
     assert (report.extracted, report.reused) == (1, 1)
-    assert "1 video changed since their tokens were cached, extracting again: -vid01 (" in " ".join(capsys.readouterr().err.split())
+    assert "1 video changed since its tokens were cached, extracting again: -vid01 (" in " ".join(capsys.readouterr().err.split())
     new, _ = cache.load("-vid01")
     reference = FeatureCache(tmp_path / "reference", settings)
     extract_records(records[1:], settings, reference, decode_threads=1, show_progress=False)

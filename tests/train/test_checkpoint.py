@@ -230,6 +230,10 @@ def test_mistyped_run_folder_names_both_readings(tmp_path, monkeypatch) -> None:
                                 "model.safetensors) or a run folder (a Hub repo of that name: hf://runs/synthtic)")
     with pytest.raises(UserError, match="offline"):
         resolve_checkpoint("hf://runs/synthtic")
+    # `alice/` (a trailing slash) is no repo id: suggesting hf://alice/ sent the user to an address refused too.
+    with pytest.raises(UserError) as error:
+        resolve_checkpoint("alice/")
+    assert "hf://" not in str(error.value) and "checkpoint alice" in str(error.value)
 
 
 def test_reads_find_a_checkpoint_caught_between_the_two_renames(tmp_path) -> None:

@@ -52,7 +52,7 @@ def test_resuming_with_the_other_command_names_the_right_one(tmp_path: Path, fin
     result = CliRunner().invoke(app, ["pretrain", RECIPE, *tiny(tmp_path, **clips), "--resume", "--quiet"])
     assert result.exit_code == 2
     assert " ".join(result.output.split()).endswith(  # after the warning that pretrain trains lsmcl
-        f"error: --resume: {finished_run} is a supervised run: resume it with `s5 finetune "
+        f"error: --resume: {finished_run} is a finetuning run: resume it with `s5 finetune "
         f"{finished_run / 'recipe.yaml'} --resume`")
 
 

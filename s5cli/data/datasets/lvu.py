@@ -4,8 +4,10 @@ Annotations: `<annotations>/<task>/{train,val,test}.csv`, space separated with a
 data.annotations, else `<root>/lvu_1.0` (the bundled recipes leave it null, so data.root alone is enough).
 Classification tasks: `class_id class_name... youtube_id imdb_id` (the name may contain spaces, so only the
 first field and the last two are positional). `like_ratio`: `like_count dislike_count youtube_id imdb_id`,
-target like/(like+dislike)*10. `view_count`: `view_count youtube_id imdb_id`, target log(view_count).
-Regression targets are centred by the mean over the train split file. Videos: `<root>/<youtube_id>.<ext>`.
+target like/(like+dislike)*10. `view_count`: `view_count youtube_id imdb_id`, target ln(view_count).
+Regression targets are centred by the mean over the train split file (not scaled; ViS4mer subtracts fixed
+constants, 9.1382 and 11.7643, instead); `REGRESSION_TARGETS` says how a prediction reads. Videos:
+`<root>/<youtube_id>.<ext>`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,42 @@ HEADERS = {
     "like_ratio": ["like_count", "dislike_count", "youtube_id", "imdb_id"],
     "view_count": ["view_count", "youtube_id", "imdb_id"],
 }
+
+# Past this, e^value overflows a float: no count is shown for such a (diverged) prediction.
+_LARGEST_LOG_COUNT = 700.0
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """What a regression task's target is on its own scale (the split file's numbers, before centring), so a
+    prediction can be shown as that: `s5 eval --video` printed "predicted value 12.0093" for ln(views)."""
+
+    name: str  # printed before the value: "ln(view count)"
+    count: str | None = None  # the target is ln(a count of these): e^value is shown as "~164,000 views"
+
+    def describe(self, value: float) -> str:
+        """`value` as a user reads it: "like ratio x10 9.3400", "ln(view count) 12.0093 (~164,000 views)"."""
+        text = f"{self.name} {value:.4f}"
+        if self.count is None or not value < _LARGEST_LOG_COUNT:
+            return text
+        return f"{text} (~{_three_figures(math.exp(value)):,} {self.count})"
+
+
+def _three_figures(number: float) -> int:
+    """`number` rounded to three significant figures: a count from a log prediction is no more precise."""
+    return round(float(f"{number:.3g}"))
+
+
+# The one place the regression targets' meaning is written down for users (the parsing below computes them).
+REGRESSION_TARGETS = {
+    "like_ratio": TargetScale("like ratio x10"),  # like_count / (like_count + dislike_count) x 10, 0..10
+    "view_count": TargetScale("ln(view count)", count="views"),  # natural log of the view count
+}
+
+
+def target_scale(data: Any) -> TargetScale | None:
+    """The target scale of the recipe's task (None for a classification task)."""
+    return REGRESSION_TARGETS.get(data_field(data, "task"))
 
 
 @dataclass
