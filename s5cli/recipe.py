@@ -44,7 +44,7 @@ from s5cli.recipe_validation import (
     show_value,
 )
 from s5cli.recipe_values import OverrideText
-from s5cli.recipe_yaml import StrictLoader, parse_recipe_yaml, read_recipe_file
+from s5cli.recipe_yaml import KeyMarks, StrictLoader, YamlTooDeepError, parse_recipe_yaml, read_recipe_file
 
 __all__ = [
     "DataSection", "EvalSection", "HubSection", "ModelSection", "OptimSection", "Recipe", "SyntheticSection",
@@ -93,9 +93,10 @@ def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:
 
 def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> Recipe:
     """Validate recipe YAML held in memory (e.g. downloaded); `source` names it in error messages."""
-    raw = parse_recipe_yaml(text, source)
-    override_keys = _apply_overrides(raw, parse_overrides(overrides), source)
-    problems = Problems(source, override_keys)
+    marks = KeyMarks()
+    raw = parse_recipe_yaml(text, source, marks)
+    override_keys, empty_overrides = _apply_overrides(raw, overrides, source)
+    problems = Problems(source, override_keys, marks, empty_overrides)
     recipe = build_recipe(raw, problems)
     recipe.source = source  # not a field: reported in later errors, never saved
     recipe.overrides = tuple(overrides)  # not a field either: listed in a saved recipe's header
@@ -115,7 +116,10 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise UserError(f"override {item!r} is not key=value", hint=_override_hint(str(item)))
-        parsed.append((key, _override_value(text)))
+        try:
+            parsed.append((key, _override_value(text)))
+        except YamlTooDeepError as error:  # the recursion it stops raised a RecursionError traceback
+            raise UserError(f"override {key}=...: {error.problem}") from None
     return parsed
 
 
@@ -127,6 +131,10 @@ _REREAD_BY_YAML = (
     (re.compile(r"^[|>]"), "YAML reads a leading '|' or '>' as a block of text"),
     (re.compile(r"^(---|\.\.\.)(\s|$)"), "YAML reads '---' and '...' as document markers"),
     (re.compile(r"[\r\n]"), "YAML joins lines"),
+    # `data.root=/data/run: final` became {'/data/run': 'final'}, `data.root=C:` {'C': None}, `- a` ['a'].
+    # Flow values (`[0.9, 0.95]`, `{...}`) stay YAML's: optim.betas takes a list.
+    (re.compile(r"^[^\[{].*:(\s|$)"), "YAML reads 'KEY: VALUE' (a colon and a space) as a mapping"),
+    (re.compile(r"^[-?](\s|$)"), "YAML reads a leading '- ' as a list and '? ' as a mapping key"),
 )
 
 
@@ -141,6 +149,8 @@ def _override_value(text: str) -> Any:
                 return OverrideText(text, why)
     try:
         return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass, numbers as in recipe files
+    except YamlTooDeepError:
+        raise
     except yaml.YAMLError:
         return text  # not YAML: keep the text; the schema decides whether a string is allowed
 
@@ -158,14 +168,18 @@ def _override_hint(item: str) -> str:
     return "e.g. optim.lr=3e-4 model.keep_ratio=0.5"
 
 
-def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path: str) -> set[str]:
-    """Set each override's key in `raw`; the full keys set. A whole nested section, or a key given twice with
-    two values, is refused: a file's repeated key is too, and the last one won without a word."""
+def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str], path: str) -> tuple[set[str], set[str]]:
+    """Set each override's key in `raw`; the full keys set, and those given no value (`optim.lr=`). A whole
+    nested section, or a key given twice with two values, is refused: a file's repeated key is too, and the
+    last one won without a word."""
     given: dict[str, tuple[str, Any]] = {}
-    for key, value in overrides:
+    parsed = parse_overrides(overrides)
+    named = _with_model_named(raw, parsed)
+    empty: set[str] = set()
+    for item, (key, value) in zip(overrides, parsed, strict=True):
         parts = key.split(".")
         if len(parts) == 1:
-            parts = _expand_bare_key(raw, key, path)
+            parts = _expand_bare_key(named, key, path)
         full = ".".join(parts)
         if full in NESTED_SECTIONS:
             raise UserError(f"override {key}={show_value(value)}: {full} is a section; set one of its keys, e.g. "
@@ -175,7 +189,18 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], path
             raise UserError(f"override {full} is given twice ({first}, then {key}={show_value(value)}): keep one")
         given[full] = (key, value)
         _set_key(raw, parts, key, value, path)
-    return set(given)
+        (empty.add if not str(item).partition("=")[2].strip() else empty.discard)(full)
+    return set(given), empty
+
+
+def _with_model_named(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`raw` as bare keys read it: with the model an override names (the last `model.name=`), wherever on the
+    command line. Why: `heads=4 model.name=transformer` named no key, while the other order set model.heads."""
+    names = [value for key, value in overrides if key in ("model.name", "name")]  # `name=` is model.name
+    if not names:
+        return raw
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    return {**raw, "model": {**model, "name": names[-1]}}
 
 
 def _set_key(raw: dict[str, Any], parts: list[str], key: str, value: Any, path: str) -> None:
@@ -310,14 +335,20 @@ def resolve_recipe_spec(spec: str) -> str:
 
         return str(resolve_recipe_path(spec))
     bundled = bundled_recipes()
-    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
-    name = name[len("recipes/"):] if name.startswith("recipes/") else name
+    name = bundled_name(spec)
     # A folder is never a recipe: `mkdir breakfast` in the working folder hid the bundled `breakfast`.
     if Path(spec).exists() and not (Path(spec).is_dir() and name in bundled):
         return spec
     if name in bundled:
         return str(bundled[name])
     return spec  # load_recipe reports the missing file with a hint
+
+
+def bundled_name(spec: str) -> str:
+    """The bundled recipe name `spec` would be (`recipes/lvu/genre.yaml` -> lvu/genre), as the README spells
+    recipes both ways."""
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    return name[len("recipes/"):] if name.startswith("recipes/") else name
 
 
 def similar_bundled_recipes(spec: str, most: int = 5) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from s5cli.errors import UserError
 from s5cli.recipe_schema import LVU_TASKS, Recipe, SyntheticSection, clip_frames
@@ -113,6 +114,8 @@ def cross_checks(recipe: Recipe, add: Callable[[str | tuple[str, ...], str], Non
         add(("train.lsmcl.long_frames", "data.frames", "data.frame_pool"), f"train.lsmcl.long_frames="
             f"{train.lsmcl.long_frames} is more frames than the {cached} each video has cached (data.frames"
             f"{', data.frame_pool' if data.frame_pool else ''}): use train.lsmcl.long_frames <= {cached}")
+    if data.dataset == "synthetic":  # after the rules above: theirs is the message when both apply
+        _check_synthetic_frames(data, add)
     if data.dataset == "synthetic" and train.objective == "supervised" and data.synthetic.num_event_types < 2:
         # Classes are (first, last) event-type pairs: one type is one class, a loss of 0 and top-1 of 1.0.
         add("data.synthetic.num_event_types", f"data.synthetic.num_event_types={data.synthetic.num_event_types} "
@@ -129,6 +132,22 @@ def _check_synthetic(section: SyntheticSection, add: Callable[[str, str], None])
         SyntheticSpec(**dataclasses.asdict(section))
     except UserError as error:
         add("data.synthetic", str(error))
+
+
+def _check_synthetic_frames(data: Any, add: Callable[[str | tuple[str, ...], str], None]) -> None:
+    """Uniform sampling must not ask a synthetic video for more frames than it has (data.synthetic.frames).
+
+    Why: `data.frames=64` on the bundled recipe's 16-frame videos was accepted, and the run then warned for
+    every video that it repeated the last frame 48 times. At a rate (data.fps) a clip's frames depend on
+    the video's length, and `s5 eval --video` reads other videos: neither is checked here."""
+    if data.fps is not None:
+        return
+    key, cached = ("data.frame_pool", data.frame_pool) if data.frame_pool else ("data.frames", data.frames)
+    have = data.synthetic.frames
+    if cached is not None and cached > have:
+        add((key, "data.synthetic.frames"), f"{key}={cached} is more frames than the synthetic videos have "
+            f"(data.synthetic.frames={have}): each would repeat its last frame {cached - have} times; use "
+            f"{key} <= {have}, or raise data.synthetic.frames")
 
 
 def backbone_width(backbone: str) -> int | None:

@@ -30,17 +30,33 @@ from s5cli.recipe_schema import (
     TrainSection,
     model_section_class,
 )
-from s5cli.recipe_values import INT64_MAX, OverrideText, coerce, describe_type, too_large, written_text
+from s5cli.recipe_values import (
+    INT64_MAX,
+    KeyMarks,
+    OverrideText,
+    coerce,
+    describe_type,
+    too_large,
+    written_text,
+)
 
 # C0 control characters and DEL: no path holds one on purpose.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An integer written as text ("10"): the type message says to drop the quotes.
+_QUOTED_INT = re.compile(r"^[-+]?[0-9]+$")
 
 
 class Problems:
-    """Collects validation problems; the first is reported (one line), with a count of the others."""
+    """Collects validation problems; the first is reported (one line), with a count of the others.
 
-    def __init__(self, source: str, override_keys: set[str]) -> None:
+    `marks` says where the file's keys are: a problem of one key's own value (`add_for_key`) names its line.
+    `empty_overrides` are the keys an override gave no value (`optim.lr=`).
+    """
+
+    def __init__(self, source: str, override_keys: set[str], marks: KeyMarks | None = None,
+                 empty_overrides: set[str] | None = None) -> None:
         self.source, self.override_keys, self.items = source, override_keys, []
+        self.marks, self.empty_overrides = marks or KeyMarks(), empty_overrides or set()
         self.notes: list[str] = []  # not problems: printed as warnings once the recipe is valid
 
     def note(self, key: str | tuple[str, ...], text: str) -> None:
@@ -59,6 +75,16 @@ class Problems:
 
     def add(self, key: str | tuple[str, ...], text: str) -> None:
         self.items.append(f"{self.where(key)}: {text}")
+
+    def add_for_key(self, key: str, text: str) -> None:
+        """A problem of `key`'s own value (unknown, wrong type, out of range), with the key's line when the
+        file set it. Why: a CHANGELOG promised YAML line numbers, and only syntax errors had them."""
+        line = None if self.overridden(key) else self.marks.lines.get(key)
+        self.items.append(f"{self.source} (line {line}): {text}" if line else f"{self.where(key)}: {text}")
+
+    def is_empty(self, key: str) -> bool:
+        """Whether `key` was given no value (`epochs:` in the file, `optim.lr=` on the command line)."""
+        return key in (self.empty_overrides if self.overridden(key) else self.marks.empty)
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -123,7 +149,7 @@ def build_recipe(raw: dict[str, Any], problems: Problems) -> Recipe:
     """The typed, range-checked `Recipe` of a parsed mapping (overrides applied); UserError on its problems."""
     for key in raw:
         if key not in SECTIONS:
-            problems.add(str(key), f"unknown section {key!r}{_suggest(str(key), list(SECTIONS), listing='sections')}")
+            problems.add_for_key(str(key), f"unknown section {key!r}{_suggest(str(key), list(SECTIONS), listing='sections')}")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         values = _section_mapping(raw.get(name), name, problems)
@@ -153,7 +179,7 @@ def _section_mapping(value: Any, key: str, problems: Problems) -> dict[str, Any]
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.add(key, not_a_section(key, value))
+        problems.add_for_key(key, not_a_section(key, value))
         return {}
     return value
 
@@ -184,7 +210,7 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
         dotted = f"{prefix}.{key}"
         if key not in known:
             hint = _suggest(str(key), [*also_known, *known], prefix + ".")
-            problems.add(dotted, f"unknown key {dotted}{hint}")
+            problems.add_for_key(dotted, f"unknown key {dotted}{hint}")
             continue
         spec = next(f for f in dataclasses.fields(cls) if f.name == key)
         hint = hints[key]
@@ -196,14 +222,14 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
             continue
         ok, converted = coerce(value, hint)
         if not ok:
-            problems.add(dotted, _type_problem(dotted, value, hint))
+            problems.add_for_key(dotted, _type_problem(dotted, value, hint, problems.is_empty(dotted)))
             continue
         if isinstance(converted, float) and not math.isfinite(converted):
-            problems.add(dotted, f"{dotted}={show_value(value)} is not a finite number")
+            problems.add_for_key(dotted, f"{dotted}={show_value(value)} is not a finite number")
             continue
         control = _CONTROL.search(converted) if dotted in PATH_KEYS and isinstance(converted, str) else None
         if control is not None:
-            problems.add(dotted, f"{dotted}={show_value(converted)} holds the control character "
+            problems.add_for_key(dotted, f"{dotted}={show_value(converted)} holds the control character "
                                  f"{control.group()!r}, which no path should: remove it")
             continue
         rule = spec.metadata.get("rule") or (extra_rules or {}).get(key)
@@ -211,7 +237,7 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
             converted = _choice_named(converted, rule.choices)
         if rule is not None and not rule.allows(converted):
             hint = _suggest(str(value).lower(), [str(c) for c in rule.choices], listing=None) if rule.choices else ""
-            problems.add(dotted, f"{dotted}={show_value(value)} is not allowed: must be {rule.describe()}{hint}")
+            problems.add_for_key(dotted, f"{dotted}={show_value(value)} is not allowed: must be {rule.describe()}{hint}")
             continue
         checked[key] = converted
     if not construct:
@@ -225,17 +251,22 @@ def _build_dataclass(cls: type, values: dict[str, Any], prefix: str, problems: P
         return cls()
 
 
-def _type_problem(dotted: str, value: Any, hint: Any) -> str:
-    """Why `value` cannot be a `hint`: a number too large for it, a command-line value YAML would have cut
-    (kept as text), or simply another type."""
+def _type_problem(dotted: str, value: Any, hint: Any, empty: bool = False) -> str:
+    """Why `value` cannot be a `hint`: no value given (`empty`), a number too large for it, a quoted integer,
+    a command-line value YAML would have cut (kept as text), or simply another type."""
     shown = f"{dotted}={show_value(value)}"
     takes = {hint, *typing.get_args(hint)}
+    if empty and value is None:  # `epochs:` / `optim.lr=` read as null: "=null" was not what was typed
+        return f"{dotted} is empty: give {describe_type(hint)}"
     if too_large(value) and takes & {int, float}:
         limit = f"use a value of at most {INT64_MAX}" if int in takes else "use a number below 1.8e308"
         return f"{shown} is too large: {limit}"
     expected = f"has the wrong type: expected {describe_type(hint)}"
     if bool in takes and _reads_as_yes_or_no(value):
         return f"{shown} {expected} (YAML 1.2 reads {str(value)!r} as text: write true or false)"
+    if int in takes and isinstance(value, str) and _QUOTED_INT.match(value.strip()):
+        # Quoted, so text: unlike '1e-3' (text to YAML 1.1, so recipes quoted it), an integer was never text.
+        return f"{shown} {expected} (quoted, so it is text: drop the quotes)"
     if isinstance(value, OverrideText):
         return (f"{shown} {expected} ({value.why}, so the command line kept the value as text: write the value "
                 f"alone, or quote it, e.g. {dotted}='...')")
@@ -271,14 +302,14 @@ def _build_lsmcl(values: dict[str, Any], prefix: str, problems: Problems) -> Any
 def _build_model(values: dict[str, Any], problems: Problems, backbone: str) -> Any:
     name = values.get("name", ModelSection.name)
     if not isinstance(name, str):
-        problems.add("model.name", f"model.name={show_value(name)} has the wrong type: expected a string")
+        problems.add_for_key("model.name", f"model.name={show_value(name)} has the wrong type: expected a string")
         return ModelSection()
     try:
         # Stored as registered (`S5` -> s5): the run's checkpoints, cards and eval compare it as text.
         name = canonical_model_name(str(name))
         config_cls = model_config_class(name)
     except (ValueError, KeyError) as error:
-        problems.add("model.name", f"model.name={show_value(name)}: {str(error).strip(chr(39))}")
+        problems.add_for_key("model.name", f"model.name={show_value(name)}: {str(error).strip(chr(39))}")
         return ModelSection()
     section_cls = model_section_class(config_cls)
     fields = {k: v for k, v in values.items() if k != "name"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 _FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -56,6 +57,16 @@ class OverrideText(str):
         value = super().__new__(cls, text)
         value.why = why
         return value
+
+
+@dataclass
+class KeyMarks:
+    """Where the keys of a recipe file are: dotted key -> its line (1-based), and the keys written with no
+    value (`epochs:`), which YAML reads as null. Filled by `s5cli.recipe_yaml.parse_recipe_yaml`; the
+    validation names the line of a key whose own value is wrong."""
+
+    lines: dict[str, int] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)
 
 
 def written_text(value: Any) -> str | None:

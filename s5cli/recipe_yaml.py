@@ -1,5 +1,5 @@
 """Reading recipe YAML: numbers and booleans as YAML 1.2 writes them (numbers keeping their text), no repeated
-keys, few aliases.
+keys, few aliases, little nesting, and the line of each key (`KeyMarks`) for the validation's messages.
 
 Why a loader of its own: PyYAML reads YAML 1.1, where `0042` is octal, `2:00` base 60, `2024-01-01` a
 date and `off` false, and it keeps the last of a repeated key silently; a recipe is read (and overrides parsed) through
@@ -21,11 +21,15 @@ import yaml
 
 from s5cli.errors import UserError
 from s5cli.recipe_validation import yaml_kind
-from s5cli.recipe_values import MAX_NUMBER_DIGITS, LongNumber, WrittenFloat, WrittenInt
+from s5cli.recipe_values import MAX_NUMBER_DIGITS, KeyMarks, LongNumber, WrittenFloat, WrittenInt
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
     """A key given twice in one mapping."""
+
+
+class YamlTooDeepError(yaml.composer.ComposerError):
+    """Values nested more than `MAX_YAML_DEPTH` levels (the loader's recursion would exhaust Python's stack)."""
 
 
 # Numbers as YAML 1.2 writes them. PyYAML reads YAML 1.1, where `0042` is octal 34, `2:00` is 120 (base
@@ -90,10 +94,16 @@ Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 # Aliases (*name) one recipe may use: a few `<<: *defaults` merges at most. Nested aliases multiply: 450
 # bytes of them described 10^9 values, and printing one in an error message took all memory.
 MAX_YAML_ALIASES = 32
+# Levels of nesting (sections, lists, `[`/`{`) one recipe may use: its deepest key is data.synthetic.seed or
+# train.lsmcl.mask_ratio (3). PyYAML composes nested values by recursion: 400 `[` ended in a RecursionError
+# traceback, of a file, a Hub recipe being pulled or a command-line value alike.
+MAX_YAML_DEPTH = 50
+_NULL_TAG = "tag:yaml.org,2002:null"
 
 
 class StrictLoader(Yaml12Loader):
-    """`Yaml12Loader` that refuses a key repeated in one mapping, and more than `MAX_YAML_ALIASES` aliases.
+    """`Yaml12Loader` that refuses a key repeated in one mapping, more than `MAX_YAML_ALIASES` aliases and
+    more than `MAX_YAML_DEPTH` levels of nesting, and notes each mapping's key lines (`mapping_marks`).
 
     PyYAML keeps the last value silently, so `lr: 0.001` followed further down by `lr: 1` trained at 1.
     """
@@ -105,7 +115,14 @@ class StrictLoader(Yaml12Loader):
                 mark = self.peek_event().start_mark
                 raise yaml.composer.ComposerError(
                     None, None, f"more than {MAX_YAML_ALIASES} aliases (*name): a recipe needs a few at most", mark)
-        return super().compose_node(parent, index)
+        self.depth = getattr(self, "depth", 0) + 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise YamlTooDeepError(None, None, f"more than {MAX_YAML_DEPTH} levels of nested values "
+                                       "(sections, lists, [ or {): a recipe needs 3", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -120,6 +137,42 @@ class StrictLoader(Yaml12Loader):
                                          key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_marked_map(self, node: yaml.MappingNode) -> Any:
+        """SafeLoader's mapping, and its keys' lines and empty values noted in `mapping_marks` under the id of
+        the dict (alive as long as the parsed recipe is)."""
+        data: dict[Any, Any] = {}
+        yield data
+        data.update(self.construct_mapping(node))
+        marks = KeyMarks()
+        for key_node, value_node in node.value:  # merged keys first, then the mapping's own: as the dict has them
+            key = self.construct_object(key_node)
+            if isinstance(key, typing.Hashable):
+                marks.lines[str(key)] = key_node.start_mark.line + 1
+                empty = isinstance(value_node, yaml.ScalarNode) and value_node.tag == _NULL_TAG and not value_node.value
+                (marks.empty.add if empty else marks.empty.discard)(str(key))
+        self.mapping_marks = getattr(self, "mapping_marks", {})
+        self.mapping_marks[id(data)] = marks
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:map", StrictLoader.construct_marked_map)
+
+
+def _collect_marks(mapping: dict[Any, Any], loader: StrictLoader, into: KeyMarks, prefix: str = "",
+                   depth: int = 3) -> None:
+    """`into` filled with the dotted keys of `mapping` and its mappings, `depth` levels down (a recipe's
+    deepest key is data.synthetic.seed)."""
+    own = getattr(loader, "mapping_marks", {}).get(id(mapping))
+    if own is None:
+        return
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if str(key) in own.lines:
+            into.lines[dotted] = own.lines[str(key)]
+        if str(key) in own.empty:
+            into.empty.add(dotted)
+        if isinstance(value, dict) and depth > 1:
+            _collect_marks(value, loader, into, f"{dotted}.", depth - 1)
 
 
 # The largest recipe read: bundled ones are about 5 KB. Parsing is slow (5 MB of comments took 2.5 s and
@@ -170,21 +223,48 @@ def _decode_recipe(data: bytes, name: str) -> str:
                         "(Latin-1 or another legacy encoding?): save it as UTF-8") from None
 
 
-def parse_recipe_yaml(text: str, path: str) -> dict[str, Any]:
-    """The top-level mapping of a recipe's YAML text; one-line UserError naming `path` for anything else."""
+def parse_recipe_yaml(text: str, path: str, marks: KeyMarks | None = None) -> dict[str, Any]:
+    """The top-level mapping of a recipe's YAML text; one-line UserError naming `path` for anything else.
+    `marks`, when given, is filled with where the file's keys are."""
     if len(text) > MAX_RECIPE_BYTES:  # text in memory (a download): each character is a byte at least
         raise recipe_too_large(path, len(text.encode("utf-8")))
+    loader = StrictLoader(text)  # a SafeLoader subclass: no arbitrary objects
     try:
-        raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+        raw = loader.get_single_data()
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        kind = "repeated key" if isinstance(error, _DuplicateKeyError) else "YAML syntax error"
-        raise UserError(f"{path}: {kind}{line}: {problem}") from None
+        raise UserError(f"{path}: {_yaml_problem(error, text)}") from None
+    finally:
+        loader.dispose()
     if raw is None:
         raise UserError(f"{path} is empty: a recipe is a mapping of sections (data:, model:, optim:, train:, ...)")
     if not isinstance(raw, dict):
         kind = "a list" if isinstance(raw, list) else f"{'an' if yaml_kind(raw)[0] in 'aeiou' else 'a'} {yaml_kind(raw)}"
         raise UserError(f"{path} holds {kind}, not a recipe: the top level must map section names (data:, model:, ...)")
+    if marks is not None:
+        _collect_marks(raw, loader, marks)
     return raw
+
+
+def peek_recipe_yaml(text: str) -> Any:
+    """The YAML value of `text` read as a recipe is (`StrictLoader`), or None where it cannot be: for a look
+    ahead of the real loading, which reports the problem. Why not yaml.safe_load: a file nested a thousand
+    levels deep raised a RecursionError traceback there, which no `except yaml.YAMLError` caught."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError:
+        return None
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error as one line: what is wrong, where (line, column) and, where known, the fix."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if str(getattr(error, "context", "")).startswith("expected a single document") and mark is not None:
+        # PyYAML said only "but found another document": its context was dropped with the second line.
+        lines = text.splitlines()
+        if mark.line < len(lines) and lines[mark.line].startswith("---"):
+            return f"a recipe is one YAML document: remove the `---` at line {mark.line + 1}"
+        return f"a recipe is one YAML document, but another starts at line {mark.line + 1}: make them one"
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    kinds = {_DuplicateKeyError: "repeated key", YamlTooDeepError: "too deeply nested"}
+    return f"{kinds.get(type(error), 'YAML syntax error')}{line}: {problem}"

@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _pyproject() -> dict:
+    """pyproject.toml read; skips the calling test on Python 3.10 (no tomllib), not the whole module."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
 def _listed_packages() -> set[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return set(config["tool"]["setuptools"]["packages"])
+    return set(_pyproject()["tool"]["setuptools"]["packages"])
 
 
 def test_every_subpackage_is_listed_in_pyproject() -> None:
@@ -22,6 +25,18 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
     }
     missing = on_disk - _listed_packages()
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_every_recipes_folder_ships_as_a_package_with_its_yaml() -> None:
+    """recipes/ ships as `s5cli.recipes` through package-dir: a new recipes/<sub>/ folder missing from
+    `packages` or `package-data` would silently not be in the wheel (the editable install CI runs reads the
+    checkout's recipes/, so no other test would notice)."""
+    folders = {path.parent for path in (ROOT / "recipes").rglob("*.yaml")}
+    wanted = {".".join(("s5cli", "recipes", *folder.relative_to(ROOT / "recipes").parts)) for folder in folders}
+    assert not wanted - _listed_packages(), f"add {sorted(wanted - _listed_packages())} to packages in pyproject.toml"
+    data = _pyproject()["tool"]["setuptools"]["package-data"]
+    missing = sorted(name for name in wanted if "*.yaml" not in data.get(name, []))
+    assert not missing, f"add {missing} = [\"*.yaml\"] to [tool.setuptools.package-data] in pyproject.toml"
 
 
 def test_bundled_recipes_resolve_by_name() -> None:
@@ -36,7 +51,7 @@ def test_bundled_recipes_resolve_by_name() -> None:
 
 def test_the_version_is_kept_in_one_place() -> None:
     """pyproject.toml and s5cli.__version__ each held "0.1.0": one release would have bumped one of them."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    config = _pyproject()
     assert "version" not in config["project"] and "version" in config["project"]["dynamic"]
     assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "s5cli.__version__"}
 

@@ -113,7 +113,8 @@ def test_an_lsmcl_long_clip_longer_than_the_cached_frames_is_refused() -> None:
     message = error_of(SYNTHETIC, ("train.objective=lsmcl", "train.lsmcl.long_frames=1000",
                                    "train.lsmcl.short_frames=999"))
     assert "train.lsmcl.long_frames=1000 is more frames than the 16 each video has cached" in message
-    load_recipe(SYNTHETIC, ("train.objective=lsmcl", "train.lsmcl.long_frames=32", "data.frame_pool=32"))
+    load_recipe(SYNTHETIC, ("train.objective=lsmcl", "train.lsmcl.long_frames=32", "data.frame_pool=32",
+                            "data.synthetic.frames=32"))  # a pool of 32 needs videos of 32 frames
     load_recipe(SYNTHETIC, ("train.lsmcl.long_frames=1000", "train.lsmcl.short_frames=999"))  # supervised: unused
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from s5cli.data.datasets.lvu import TargetScale
 
 
 def video_files(paths: list[Path]) -> list[Path]:
@@ -110,7 +114,7 @@ def predict_video(model, rec, task, video: Path, dev, top: int, quiet: bool, bac
     return result
 
 
-def target_scale(data):
+def target_scale(data: Any) -> TargetScale | None:
     """What the dataset's regression target is on its own scale (a `TargetScale`: LVU's like ratio x10 and
     ln(view count)), or None where the adapter does not say (the value is then printed bare)."""
     from s5cli.data.datasets import adapter
@@ -183,7 +187,7 @@ def _window_outputs(model, tokens, starts: list[int], frames: int, batch_size: i
     return torch.cat(outputs)
 
 
-def _print_video(console, video: Path, result: dict, scale=None) -> None:
+def _print_video(console, video: Path, result: dict, scale: TargetScale | None = None) -> None:
     """One video's result as a line (regression: the value, described by `scale` when the dataset's target
     has one) or a table of its top classes."""
     if result.get("nonfinite"):

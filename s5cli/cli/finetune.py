@@ -11,7 +11,7 @@ def finetune(
     recipe: str = typer.Argument(..., help="Recipe YAML (path, bundled name like 'synthetic', or hf://repo/file)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. optim.lr=3e-4 model.keep_ratio=0.5"),
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the recipe file's train.seed; with a train.seed= override of another value it is refused)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     out: str | None = typer.Option(None, "--out", metavar="PATH", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),

@@ -12,7 +12,7 @@ def pretrain(
         ..., help="Recipe YAML (path, bundled name like 'pretrain-lsmcl', or hf://repo/file)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.lsmcl.mask_ratio=0.7"),
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides train.seed)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the recipe file's train.seed; with a train.seed= override of another value it is refused)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
     out: str | None = typer.Option(None, "--out", metavar="PATH", help="Run folder (overrides train.out_dir)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),

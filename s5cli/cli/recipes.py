@@ -56,23 +56,23 @@ def show_recipe(
 @app.command("cp", cls=PlainFlagCommand)
 def copy_recipe(
     name: str = typer.Argument(..., help="Bundled recipe name (see `s5 recipes ls`), e.g. synthetic or lvu/genre."),
-    dest: str = typer.Argument(..., help="Destination file, or an existing folder to copy into (DIR/ for a folder)."),
+    dest: str = typer.Argument(..., help="Destination file, an existing folder to copy into (DIR/ for a folder), or "
+                               "- for standard output."),
     force: bool = flag(False, "--force", "-f", help="Overwrite an existing file."),
 ) -> None:
-    """Copy a bundled recipe to DEST so that you can edit it."""
+    """Copy a bundled recipe to DEST so that you can edit it (`-`: print it, comments and all)."""
     from s5cli.cli.console import stderr
     from s5cli.errors import UserError
     from s5cli.io import atomic_write_bytes, refuse_streams_and_devices
     from s5cli.recipe import bundled_recipes
 
-    recipes = bundled_recipes()
-    key = name[: -len(".yaml")] if name.endswith(".yaml") else name
-    if key not in recipes:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(recipes), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "`s5 recipes ls` lists them"
-        raise UserError(f"no bundled recipe named {name!r}", hint=hint)
+    key = _bundled_recipe_named(name)
+    source = bundled_recipes()[key]
+    if dest == "-":  # as elsewhere `-` is standard output; once it wrote a file named `-`
+        typer.echo(source.read_text(encoding="utf-8"), nl=False)
+        return
+    if not dest.strip():  # Path("") is the working folder: `cp synthetic ""` wrote ./synthetic.yaml
+        raise UserError('DEST "" names no file: give a file, a folder to copy into, or - for standard output')
     folder = Path(dest)
     # A trailing slash means a folder (Path drops it): `cp synthetic new/` once wrote a file named `new`.
     target = folder / f"{Path(key).name}.yaml" if folder.is_dir() or dest.endswith(("/", os.sep)) else folder
@@ -85,8 +85,25 @@ def copy_recipe(
         raise UserError(f"{target.parent} is a file, not a folder: choose another destination")
     if not target.parent.is_dir():
         raise UserError(f"folder {target.parent} does not exist: create it first")
-    atomic_write_bytes(target, recipes[key].read_bytes(), follow_symlinks=True)
+    atomic_write_bytes(target, source.read_bytes(), follow_symlinks=True)
     stderr.print(f"copied recipe {key} to {target}")
+
+
+def _bundled_recipe_named(name: str) -> str:
+    """The bundled recipe `name` means, spelled as `show` and `finetune` take it (`recipes/synthetic.yaml`);
+    UserError naming the recipes it may have meant (`lvu`: the nine in lvu/, as `recipes show lvu` does)."""
+    from s5cli.errors import UserError
+    from s5cli.recipe import bundled_name, bundled_recipes, similar_bundled_recipes
+
+    key = bundled_name(name)
+    if key in bundled_recipes():
+        return key
+    similar = similar_bundled_recipes(key)
+    if len(similar) > 1:
+        raise UserError(f"no bundled recipe named {name!r}; bundled recipes of a similar name: {', '.join(similar)}",
+                        hint="`s5 recipes ls` lists them all")
+    raise UserError(f"no bundled recipe named {name!r}",
+                    hint=f"did you mean {similar[0]!r}?" if similar else "`s5 recipes ls` lists them")
 
 
 def describe_recipe_file(path: Path) -> tuple[str, str, str]:

@@ -21,7 +21,7 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     from s5cli.errors import UserError
     from s5cli.recipe import recipe_to_dict
     from s5cli.seeding import seed_everything
-    from s5cli.train import init_weights, job, last_run, resume_checks, run_folder, run_recipe
+    from s5cli.train import batching, init_weights, job, last_run, resume_checks, run_folder, run_recipe
     from s5cli.train.checkpoint_paths import holds_weights_to_resume
     from s5cli.train.checkpoint_weights import load_into
     from s5cli.train.data import prepare_splits, token_dataset
@@ -37,6 +37,10 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
     injected = f"train.objective={objective}"
     recipe = job.recipe_objects(recipe_path, [*(overrides or []), injected], seed)
     recipe.overrides = _without_last(recipe.overrides, injected)
+    if recipe.data.dataset == "synthetic" and recipe.data.synthetic.num_train == 0:
+        # Before any work: it was found only when the train split came back empty, after the val split's
+        # videos were made and their tokens extracted (the recipe check cannot tell a training command).
+        raise UserError("data.synthetic.num_train=0: there is nothing to train on (set it to at least 1)")
     out_dir = run_folder.out_dir_for(recipe, None if out is None else Path(out), recipe_path, overrides or [])
     run_folder.check_run_folder(out_dir)
     ctx = None
@@ -47,6 +51,8 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         problem = None
         try:
             # Before the fresh-run check: a second launch seconds later found no run yet.
+            # Before the lock, the folder and any data work: it needs only the recipe and the process count.
+            batching.check_batch_split(recipe, objective, ctx)
             hold_run_folder(out_dir)
             run_folder.check_fresh_run(out_dir, resume)
             if resume:
@@ -82,8 +88,6 @@ def run_training(recipe_path: str, overrides: list[str] | None, objective: str, 
         val_set = (token_dataset(recipe.data, records["val"], training=False, stride=recipe.eval.window_stride)
                    if objective == "supervised" else None)
         if len(train_set) == 0:
-            if recipe.data.dataset == "synthetic" and recipe.data.synthetic.num_train == 0:
-                raise UserError("data.synthetic.num_train=0: there is nothing to train on (set it to at least 1)")
             raise UserError(f"no training videos with cached tokens for {recipe.data.dataset} "
                             f"(data.root={recipe.data.root}): check that data.root holds the videos the train "
                             "split names (missing ones are skipped)")
@@ -281,10 +285,9 @@ def _check_objective(recipe_path: str, overrides: list[str], objective: str) -> 
 def _recipe_file_objective(recipe_path: str) -> object | None:
     """`train.objective` as written in a local or bundled recipe file; None when unset or not readable here
     (loading the recipe reports a broken file; a Hub recipe is not downloaded twice for a warning)."""
-    import yaml
-
     from s5cli.hub.paths import SCHEME
     from s5cli.recipe import resolve_recipe_spec
+    from s5cli.recipe_yaml import peek_recipe_yaml
 
     if recipe_path.startswith(SCHEME):
         return None
@@ -292,8 +295,8 @@ def _recipe_file_objective(recipe_path: str) -> object | None:
     if not path.is_file():  # a pipe (`<(...)`) can be read once, by the loading itself
         return None
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = peek_recipe_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         return None
     train = raw.get("train") if isinstance(raw, dict) else None
     return train.get("objective") if isinstance(train, dict) else None

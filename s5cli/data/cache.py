@@ -11,7 +11,6 @@ token data itself carries no checksum: bytes flipped inside it (a disk fault) go
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -86,14 +85,6 @@ def _read_rows(tokens: Any, rows: Sequence[int]) -> Tensor:
     return read[torch.tensor([position[row] for row in rows])]
 
 
-def _is_json_object(path: Path) -> bool:
-    """Whether `path` is a file that reads and parses as a JSON object (a cache folder's settings note)."""
-    try:
-        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
-    except (OSError, ValueError):  # missing, unreadable, not JSON or not UTF-8
-        return False
-
-
 def check_video_id(video_id: str) -> str:
     """Video ids are used as file names as they are ('-abc', 'P03-cam01-P03_cereals'); refuse path separators."""
     if not video_id or "/" in video_id or "\\" in video_id or video_id in (".", "..") or "\0" in video_id:
@@ -132,9 +123,9 @@ class FeatureCache:
     def repair_settings_file(self) -> None:
         """Rewrite the settings note of an existing folder if it is missing or damaged, when the folder can be
         written: for a run with nothing to extract, which never calls `create_folder` (a read-only cache that
-        is complete stays usable as it is)."""
+        is complete stays usable as it is, and so does one whose note became a pipe after it was checked)."""
         if self.folder.is_dir():
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, UserError):
                 self._write_settings_file()
 
     def path(self, video_id: str) -> Path:
@@ -277,12 +268,18 @@ class FeatureCache:
     def _write_settings_file(self) -> None:
         """A human-readable note of what the hashed folder holds, and its marker for `s5 cache ls`/`clean`.
 
-        Written when missing, and rewritten (atomically) when it does not parse as a JSON object: a damaged
-        note was kept forever, so `s5 cache ls` called a folder still being extracted into unknown.
+        Written when missing, and rewritten (atomically) when `s5 cache ls` would call the folder unknown for
+        what the note holds (`read_marker`: not JSON, no s5cli-tokens format, too big): such a note was kept
+        forever, so a folder still being extracted into was listed as unknown. Never rewritten: a note of any
+        s5cli-tokens format (a stale one is how `clean` finds the folder), one that cannot be read (what it
+        holds is unknown), and a link, pipe or device, which is not damage but something put there, and is
+        never read (a pipe blocked the run forever): the folder stays unknown, and `s5 cache ls` says why.
         """
-        note = self.folder / "settings.json"
-        if not _is_json_object(note):
-            atomic_write_json(note, self.settings.metadata())
+        from s5cli.data.cache_inventory import ABSENT, NOT_A_MARKER, TOKENS, read_marker
+
+        state, _ = read_marker(self.folder, TOKENS)
+        if state in (ABSENT, NOT_A_MARKER):
+            atomic_write_json(self.folder / "settings.json", self.settings.metadata())
 
     def _report(self, path: Path, problem: str) -> None:
         if str(path) in self._reported:

@@ -12,6 +12,7 @@ No Typer or Rich here: `s5 cache` (`s5cli/cli/cache.py`) renders it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from stat import S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG
 from typing import Any
 
 from s5cli.data.cache_lock import LOCK_NAME, exclusive, in_use, is_claim
@@ -38,6 +40,11 @@ MARKERS = {SYNTHETIC: ("synthetic.json", SYNTHETIC_FORMAT), TOKENS: ("settings.j
 TEMP_GRACE_SECONDS = 15 * 60
 # `s5cli.io.atomic_write_path` names its temporary files `.<stem>.<8 mkstemp chars>.tmp<suffix>`.
 _TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]+)?$")
+# What `read_marker` finds: a marker that identifies the folder, nothing there, something that is not a
+# regular file (never read), a file it cannot read, or one it read that is no marker of its kind.
+FOUND, ABSENT, NOT_A_FILE, UNREADABLE, NOT_A_MARKER = "found", "absent", "not a file", "unreadable", "not a marker"
+# s5cli's markers are well under 1 KiB: a bigger file is not one, and is not read into memory to find out.
+MAX_MARKER_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -325,31 +332,81 @@ def _check_inside(target: Path, parents: Sequence[Path]) -> None:
 
 
 def _classify(folder: Path) -> tuple[str, dict[str, Any] | str]:
-    """(kind, its marker) of a folder, or (UNKNOWN_KIND, why it is not identified).
+    """(kind, its marker) of a folder, or (UNKNOWN_KIND, why it is not identified), by `read_marker`.
 
-    Only a marker that reads and parses as an object with a format identifies the folder: one that cannot
-    be read or parsed says nothing about what the folder holds, and calling it stale would let a plain
-    `clean` delete what may be anyone's data. Every marker s5cli ever wrote has a string "format".
+    A marker that is missing, or is not a regular file, lets the next kind's marker speak; one that cannot
+    be read, or is no marker of its kind, leaves the folder unidentified.
     """
-    for kind, (name, _) in MARKERS.items():
-        marker = folder / name
-        try:
-            if not marker.is_file() or marker.is_symlink():
-                continue
-            found = json.loads(marker.read_text(encoding="utf-8"))
-        except OSError as error:  # no permission (also to look inside the folder), an I/O error
-            return UNKNOWN_KIND, f"cannot read {name}: {error.strerror or error}"
-        except ValueError as error:  # not JSON, or not UTF-8
-            return UNKNOWN_KIND, f"cannot parse {name}: {error}"
-        if not isinstance(found, dict) or not isinstance(found.get("format"), str):
-            return UNKNOWN_KIND, f"{name} holds no format: not an s5cli marker"
-        # Another tool's settings.json is not ours to call stale: only this kind's own format family
-        # ("s5cli-tokens/<version>") identifies the folder.
-        family = MARKERS[kind][1].split("/")[0] + "/"
-        if not found["format"].startswith(family):
-            return UNKNOWN_KIND, f"{name} has format {found['format']!r}, not {family}...: not an s5cli marker"
-        return kind, found
-    return UNKNOWN_KIND, "no synthetic.json or settings.json"
+    skipped: list[str] = []
+    for kind in MARKERS:
+        state, found = read_marker(folder, kind)
+        if state == FOUND:
+            return kind, found
+        if state in (UNREADABLE, NOT_A_MARKER):
+            return UNKNOWN_KIND, found
+        if state == NOT_A_FILE:
+            skipped.append(str(found))
+    return UNKNOWN_KIND, "; ".join(skipped) or "no synthetic.json or settings.json"
+
+
+def read_marker(folder: Path, kind: str) -> tuple[str, dict[str, Any] | str]:
+    """What `folder` holds as `kind`'s marker: (FOUND, the marker) when it identifies the folder, else
+    (ABSENT, NOT_A_FILE, UNREADABLE or NOT_A_MARKER, why not in one line).
+
+    The one rule for what identifies a folder: `s5 cache ls` judges folders by it, and `s5 extract`
+    writes a token folder's note exactly when it is ABSENT or NOT_A_MARKER (`FeatureCache`). Only a
+    marker that reads and parses as an object with a format of this kind's family identifies the folder:
+    one that cannot be read or parsed says nothing about what the folder holds, and calling it stale would
+    let a plain `clean` delete what may be anyone's data. Every marker s5cli ever wrote has a string
+    "format". Only a regular file, not a link, of at most MAX_MARKER_BYTES is read: a pipe blocked every
+    reader until it was killed, a link may lead anywhere (/dev/zero), and a huge file was read whole.
+    """
+    name, current = MARKERS[kind]
+    marker = folder / name
+    try:
+        mode, size = _lstat(marker)
+    except OSError as error:  # no permission to look inside the folder, an I/O error
+        return UNREADABLE, f"cannot read {name}: {error.strerror or error}"
+    if mode is None:
+        return ABSENT, f"no {name}"
+    if not S_ISREG(mode):
+        return NOT_A_FILE, f"{name} is {_file_kind(mode)}: not read"
+    if size > MAX_MARKER_BYTES:
+        return NOT_A_MARKER, f"{name} is over {MAX_MARKER_BYTES // 1024} KiB: not an s5cli marker"
+    try:
+        found = json.loads(marker.read_text(encoding="utf-8"))
+    except OSError as error:
+        return UNREADABLE, f"cannot read {name}: {error.strerror or error}"
+    except ValueError as error:  # not JSON, or not UTF-8
+        return NOT_A_MARKER, f"cannot parse {name}: {error}"
+    if not isinstance(found, dict) or not isinstance(found.get("format"), str):
+        return NOT_A_MARKER, f"{name} holds no format: not an s5cli marker"
+    # Another tool's settings.json is not ours to call stale: only this kind's own format family
+    # ("s5cli-tokens/<version>") identifies the folder.
+    family = current.split("/")[0] + "/"
+    if not found["format"].startswith(family):
+        return NOT_A_MARKER, f"{name} has format {found['format']!r}, not {family}...: not an s5cli marker"
+    return FOUND, found
+
+
+def _lstat(path: Path) -> tuple[int | None, int]:
+    """(mode, size) of `path` itself, not of what a link there names; (None, 0) when nothing is there."""
+    try:
+        info = path.lstat()
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None, 0
+        raise
+    return info.st_mode, info.st_size
+
+
+def _file_kind(mode: int) -> str:
+    """What a marker that is not a regular file is, for the reason `s5 cache ls` shows."""
+    if S_ISLNK(mode):
+        return "a symbolic link"
+    if S_ISFIFO(mode):
+        return "a pipe"
+    return "a folder" if S_ISDIR(mode) else "not a regular file"
 
 
 def _marked_folder(

@@ -194,8 +194,9 @@ def optional_token() -> str | None:
 
 
 def _sendable(token: str) -> str:
-    """`token` when it can go in an HTTP header as a Hub token (printable ASCII, no spaces); else UserError
-    naming where it came from and how to set it again. The token itself is never printed.
+    """`token` when it can go in an HTTP header as a Hub token (printable ASCII: no spaces or control
+    characters); else UserError naming where it came from and how to set it again. The token itself is
+    never printed.
 
     Why: a token with a non-ASCII character (a stray `é` pasted along) failed inside the HTTP client with an
     87-line UnicodeEncodeError traceback, which also printed the token.
@@ -203,7 +204,8 @@ def _sendable(token: str) -> str:
     if all(33 <= ord(char) <= 126 for char in token):
         return token
     source, fix = _token_source()
-    raise UserError(f"{source} holds characters a Hub token cannot have (non-ASCII or spaces): {fix}")
+    raise UserError(f"{source} holds characters a Hub token cannot have (non-ASCII characters, spaces or "
+                    f"control characters): {fix}")
 
 
 def _token_source() -> tuple[str, str]:

@@ -246,8 +246,8 @@ def pull_recipes(
 
 
 def _check_target(dest: Path, item: PulledRecipe) -> None:
-    """UserError when `item` cannot be written: a file where one of its folders goes, a folder where it goes,
-    or a folder that takes no new file.
+    """UserError when `item` cannot be written: a file where one of its folders goes, a folder (or a pipe or
+    device) where it goes, or a folder that takes no new file.
 
     Why before writing: with `DEST/z` a file, a pull wrote a.yaml, then failed on z/x.yaml, and the next
     pull refused because a.yaml already existed.
@@ -262,19 +262,153 @@ def _check_target(dest: Path, item: PulledRecipe) -> None:
             raise UserError(f"cannot pull {item.name}: {folder} is a file, not a folder ({fix})")
     if item.target.is_dir():
         raise UserError(f"cannot pull {item.name}: {item.target} is a folder ({fix})")
+    if item.target.exists() and not item.target.is_file():  # followed: a link to a pipe is the pipe
+        raise UserError(f"cannot pull {item.name}: {item.target} is not a regular file, which s5cli does not "
+                        f"write into ({fix})")
     problem = folder_problem(item.target.parent)
     if problem:
         raise UserError(f"cannot pull {item.name} into {item.target.parent}: {problem}")
 
 
+@dataclass
+class _Staged:
+    """A recipe written and flushed to a temp file beside its target, not yet renamed into place."""
+
+    target: Path             # the file replaced: the recipe's path, or the file a link there names
+    temp: Path
+    existed: bool            # a file was at `target` (a forced pull replaces it)
+    old: Path | None = None  # a hard link to that file, to put back if the pull fails
+
+
 def _write_all(pulled: list[PulledRecipe]) -> None:
-    """Write every recipe to a temporary file beside its target, then rename them all into place.
+    """Write and flush every recipe to a temp file beside its target, then rename them into place in order.
 
-    Why: written one by one, a failure on a later file (disk full) left the earlier ones behind. The user's
-    own links are written through (`follow_symlinks`), as `s5 recipes cp` writes through them.
+    Why in two phases: each file was flushed and renamed as its own write finished, last file first, so a
+    failed flush of the first recipe (a full disk reported at fsync, as NFS and quotas do) came after the
+    others were in place. Now a failure before the renames leaves nothing: temp files and the folders this
+    pull made are removed. A rename failing midway (rare: the data is already on disk) puts back what was
+    renamed: a new file is removed, a replaced one gets its old file back from a hard link kept until the
+    end (where the folder takes no hard link, that file keeps the new recipe, and a warning names it). Only
+    a crash during the renames themselves can still leave some files renamed and others not.
+    The user's own links are written through, as `s5 recipes cp` writes through them.
     """
-    from s5cli.io import atomic_write_path
-
-    with contextlib.ExitStack() as stack:
+    made: list[Path] = []
+    staged: list[_Staged] = []
+    try:
         for item in pulled:
-            stack.enter_context(atomic_write_path(item.target, follow_symlinks=True)).write_bytes(item.data)
+            target = Path(os.path.realpath(item.target)) if item.target.is_symlink() else item.target
+            _make_folders(target, made)
+            entry = _Staged(target, _write_temp(target, item.data), existed=target.is_file())
+            staged.append(entry)
+            entry.old = _keep_old(target) if entry.existed else None
+        _rename_all(staged)
+    except BaseException:
+        for entry in staged:
+            for leftover in (entry.temp, entry.old):
+                if leftover is not None:
+                    leftover.unlink(missing_ok=True)
+        _remove_folders(made)
+        raise
+    for entry in staged:
+        if entry.old is not None:
+            entry.old.unlink(missing_ok=True)
+
+
+def _make_folders(target: Path, made: list[Path]) -> None:
+    """Create the missing folders above `target`, appending the ones this call made to `made` (parents first)."""
+    from s5cli.io import os_error_about
+
+    missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, not removed on failure
+        except OSError as error:
+            raise os_error_about(error, target) from error
+        made.append(folder)
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Remove the folders a failed pull made, deepest first, each only if empty."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile, leave it
+            folder.rmdir()
+
+
+def _write_temp(target: Path, data: bytes) -> Path:
+    """`data` in a new temp file beside `target` (named `.STEM.XXXX.tmpSUFFIX`), flushed to disk, with the
+    permissions a plain open() gives; an OSError names `target`, not the hidden temp file."""
+    import tempfile
+
+    from s5cli.io import default_file_mode, os_error_about
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as error:
+        raise os_error_about(error, target) from error
+    os.close(fd)
+    temp = Path(name)
+    try:
+        temp.write_bytes(data)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(temp, default_file_mode())
+    except BaseException as error:
+        temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise os_error_about(error, target) from error
+        raise
+    return temp
+
+
+def _keep_old(target: Path) -> Path | None:
+    """A hard link to the file at `target` (a forced pull replaces it), so a failed pull can put it back;
+    None where the folder takes no hard link."""
+    import secrets
+
+    old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+    try:
+        os.link(target, old)
+    except OSError:
+        return None
+    return old
+
+
+def _rename_all(staged: list[_Staged]) -> None:
+    """Rename every temp file onto its target in order; on a failure, undo the renames done (`_undo`)."""
+    from s5cli.io import os_error_about
+
+    done: list[_Staged] = []
+    try:
+        for entry in staged:
+            try:
+                os.replace(entry.temp, entry.target)
+            except OSError as error:
+                raise os_error_about(error, entry.target) from error
+            done.append(entry)
+    except BaseException:
+        _undo(done)
+        raise
+
+
+def _undo(done: list[_Staged]) -> None:
+    """Put back what the renames in `done` replaced: the old file from its hard link, nothing for a new one.
+    A file that cannot be put back is named in a warning (with where its old content is, when it was kept)."""
+    kept = []
+    for entry in reversed(done):
+        try:
+            if entry.old is not None:
+                os.replace(entry.old, entry.target)
+                entry.old = None
+            elif not entry.existed:
+                entry.target.unlink(missing_ok=True)
+            else:
+                kept.append(str(entry.target))
+        except OSError:
+            kept.append(str(entry.target) + (f" (its old content is in {entry.old})" if entry.old else ""))
+            entry.old = None  # not removed: it may be the only copy left
+    if kept:
+        from s5cli.cli.console import print_warning
+
+        print_warning(f"the failed pull could not undo {len(kept)} file(s) it had replaced: {', '.join(kept)}")

@@ -65,7 +65,9 @@ _MODELS_PREFIX = "models"
 # A web address as typed (`https://...`) or as a Path folded it (`https:/...`).
 _WEB = re.compile(r"^(https?):/+(.*)$", re.IGNORECASE)
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
-_WEB_REVISION_PARTS = ("tree", "blob", "resolve")
+# Routes of a repo page followed by REVISION[/path]: the files, their history and the file editor.
+_WEB_REVISION_PARTS = ("tree", "blob", "resolve", "raw", "commits", "edit")
+_WEB_COMMIT_PART = "commit"  # `commit/SHA`: one commit, the repo as it was then
 
 
 def web_address(text: str) -> str | None:
@@ -76,8 +78,9 @@ def web_address(text: str) -> str | None:
 
 
 def hub_address_of_url(text: str) -> str | None:
-    """The hf:// address of a huggingface.co link to a model repo (`.../tree/REV/path`, `/blob/` and
-    `/resolve/` keep their revision and path); None for other links, or when no valid address follows."""
+    """The hf:// address of a huggingface.co link to a model repo (`.../tree/REV/path`, `/blob/`, `/resolve/`,
+    `/raw/`, `/commits/` and `/edit/` keep their revision and path, `/commit/SHA` its commit); None for other
+    links, or when no valid address follows."""
     match = _WEB.match(text.strip())
     if not match:
         return None
@@ -88,13 +91,25 @@ def hub_address_of_url(text: str) -> str | None:
     parts = parts[1:] if parts[0] == _MODELS_PREFIX else parts
     if len(parts) < 2 or not is_repo_id(f"{parts[0]}/{parts[1]}"):
         return None
-    revision, path = None, parts[2:]
-    if len(path) >= 2 and path[0] in _WEB_REVISION_PARTS:
-        revision, path = unquote(path[1]), path[2:]
+    revision, path = _web_revision_and_path(parts[2:])
     try:
-        return str(parse_hub_spec(str(HubSpec(f"{parts[0]}/{parts[1]}", revision, "/".join(path)))))
+        return str(parse_hub_spec(str(HubSpec(f"{parts[0]}/{parts[1]}", revision, path))))
     except UserError:
         return None
+
+
+def _web_revision_and_path(route: list[str]) -> tuple[str | None, str]:
+    """(revision, path in the repo) of what follows OWNER/NAME in a repo page's link; the bare repo for pages
+    about no file (`discussions/3`, `settings`, a route without its revision).
+
+    Why not everything after NAME as the path: `.../discussions/3` became `hf://alice/x/discussions/3`, a file
+    that does not exist, and `.../raw/main/a.yaml` the file `raw/main/a.yaml`.
+    """
+    if len(route) >= 2 and route[0] in _WEB_REVISION_PARTS:
+        return unquote(route[1]), "/".join(route[2:])
+    if len(route) >= 2 and route[0] == _WEB_COMMIT_PART:
+        return unquote(route[1]), ""
+    return None, ""
 
 
 def web_address_error(text: str, what: str) -> UserError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -94,9 +94,13 @@ def _check_lsmcl_has_two_videos(setup: TrainSetup) -> None:
                         "at least two videos (with one the loss is 0 and nothing is learnt): add videos to it")
 
 
-def check_batch_settings(setup: TrainSetup) -> None:
-    """One-line errors and warnings for train.batch_size and train.accumulate before anything is trained."""
-    tcfg, ctx = setup.recipe.train, setup.ctx
+def check_batch_split(recipe: Any, objective: str, ctx: DistContext) -> None:
+    """One-line errors for a train.batch_size / train.accumulate that the processes cannot split.
+
+    Why apart from `check_batch_settings`: these depend on the recipe and the process count alone, so the
+    commands run them before any data work; under torchrun an uneven batch was refused only after a whole
+    extraction, with the run folder and `.s5/last_run` already written."""
+    tcfg = recipe.train
     if tcfg.batch_size % ctx.world_size:
         # train.batch_size is the global batch of one optimiser step; split unevenly, every process would
         # take batch_size // world clips and the run would train on another batch than its recipe says.
@@ -110,17 +114,25 @@ def check_batch_settings(setup: TrainSetup) -> None:
             f"train.accumulate={tcfg.accumulate} splits a batch of {per_rank}{where} into more micro-batches than "
             f"it has clips: use train.accumulate <= {per_rank} or a larger train.batch_size"
         )
-    if setup.objective == "lsmcl":
-        _check_lsmcl_has_two_videos(setup)
-    lsmcl_alone = setup.objective == "lsmcl" and not setup.recipe.train.lsmcl.queue_size
-    task = contrastive_videos(per_rank, tcfg.accumulate, ctx.world_size)
-    if lsmcl_alone and task < 2:
+    lsmcl_alone = objective == "lsmcl" and not tcfg.lsmcl.queue_size
+    if lsmcl_alone and contrastive_videos(per_rank, tcfg.accumulate, ctx.world_size) < 2:
         # One video per contrastive task: one logit, a loss of 0 and nothing learnt (the recipe check refuses
         # train.batch_size=1; accumulation reached the same task size unnoticed).
         most = max(1, per_rank // 2)  # (one process: with more, every micro-batch gathers two videos or more)
         raise UserError(f"train.accumulate={tcfg.accumulate} with LSMCL and no queue leaves micro-batches of one "
                         "video, which has no negative (the loss is 0 and nothing is learnt): use "
                         f"train.accumulate <= {most} or set train.lsmcl.queue_size")
+
+
+def check_batch_settings(setup: TrainSetup) -> None:
+    """One-line errors and warnings for train.batch_size and train.accumulate before anything is trained."""
+    tcfg, ctx = setup.recipe.train, setup.ctx
+    check_batch_split(setup.recipe, setup.objective, ctx)
+    per_rank = rank_batch(tcfg.batch_size, ctx)
+    if setup.objective == "lsmcl":
+        _check_lsmcl_has_two_videos(setup)
+    lsmcl_alone = setup.objective == "lsmcl" and not setup.recipe.train.lsmcl.queue_size
+    task = contrastive_videos(per_rank, tcfg.accumulate, ctx.world_size)
     if lsmcl_alone and not steps_per_epoch(setup, ctx):
         # Reached only through accumulation: the split's videos fill one batch, cut into micro-batches of one.
         raise UserError(f"the train split has {distinct_videos(setup.train_set)} videos, but train.accumulate="

@@ -135,10 +135,9 @@ def _check_init_finished(directory: Path, spec: str) -> None:
     from s5cli.cli.console import print_warning
     from s5cli.train.resume_checks import resume_command
 
-    run_dir, trainer, recipe, objective = unfinished
-    where = _where_it_stopped(trainer, recipe["train"]["epochs"])
+    run_dir, where, best_step, objective = unfinished
     if directory.name == "best":
-        at = f" (step {trainer['best_step']})" if trainer.get("best_step") is not None else ""
+        at = f" (step {best_step})" if best_step is not None else ""
         these = f"its best/{at} is the best of the epochs validated so far, not of the whole run"
     else:
         these = "these are not its final weights"
@@ -146,10 +145,11 @@ def _check_init_finished(directory: Path, spec: str) -> None:
                   f"`{resume_command(run_dir, objective)}`")
 
 
-def _unfinished_run(directory: Path) -> tuple[Path, dict[str, Any], dict[str, Any], str] | None:
-    """(run folder, its latest trainer state, its recipe, its train.objective) when checkpoint `directory`
-    is its run's `best/` or latest and that run has training left; None otherwise, and when any of it
-    cannot be read (a checkpoint from the Hub or copied out of its run holds no run to ask)."""
+def _unfinished_run(directory: Path) -> tuple[Path, str, Any, str] | None:
+    """(run folder, where it stopped ("stopped at step 5 of 18"), its best step or None, its train.objective)
+    when checkpoint `directory` is its run's `best/` or latest and that run has training left; None
+    otherwise, and when any of it cannot be read (a checkpoint from the Hub or copied out of its run holds
+    no run to ask; a hand-edited trainer state without `step` is not worth a crash in finetune)."""
     import json
 
     from s5cli.train.checkpoint import STATE_JSON, STEP_NAME
@@ -174,9 +174,10 @@ def _unfinished_run(directory: Path) -> tuple[Path, dict[str, Any], dict[str, An
         train = recipe["train"]
         if not has_training_left(trainer, int(train["epochs"]), train.get("early_stop_patience")):
             return None
+        where = _where_it_stopped(trainer, int(train["epochs"]))
     except (UserError, OSError, ValueError, KeyError, TypeError):
         return None
-    return run_dir, trainer, recipe, meta.get("objective") or train.get("objective")
+    return run_dir, where, trainer.get("best_step"), meta.get("objective") or train.get("objective")
 
 
 def _where_it_stopped(trainer: dict[str, Any], epochs: int) -> str:

@@ -21,17 +21,16 @@ RESUMABLE_KEYS = (
 
 def check_resume_recipe(out_dir: Path, recipe: Any) -> None:
     """Refuse `--resume` with a recipe that differs from the run's own in keys that cannot change mid-run."""
-    import yaml
-
     from s5cli.recipe import recipe_to_dict
     from s5cli.recipe_validation import show_value
+    from s5cli.recipe_yaml import peek_recipe_yaml
 
     saved_file = out_dir / "recipe.yaml"
     saved, source = None, str(saved_file)
     if saved_file.is_file():
         try:
-            saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            saved = peek_recipe_yaml(saved_file.read_text(encoding="utf-8"))  # None where YAML cannot read it
+        except (OSError, UnicodeDecodeError):
             saved = None
     if not isinstance(saved, dict):
         # Deleted or damaged: the latest checkpoint stores the same resolved recipe in its metadata, so a

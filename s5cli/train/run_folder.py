@@ -18,13 +18,18 @@ def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, o
     Why the recipe's own folder: RUN/recipe.yaml names its run folder as typed when the run started, so a
     relative train.out_dir (the bundled recipes' `runs/NAME`) made `s5 finetune RUN/recipe.yaml --resume`
     from another working folder start a new run there, and a copied run folder resumed the original.
-    A `train.out_dir=` override still wins.
+    A `train.out_dir=` override still wins; given with another --out it is refused, as --seed with another
+    train.seed is: --out won, and RUN/recipe.yaml listed the override that was not used.
     """
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    set_by_override = any(overrides_key(key, "train.out_dir", recipe.model.name) for key in keys)
     if out is not None:
+        if set_by_override and Path(recipe.train.out_dir).expanduser() != Path(out).expanduser():
+            raise UserError(f"--out {out} and the override train.out_dir={recipe.train.out_dir} both set the run "
+                            "folder: give one")
         return Path(out).expanduser()
     home = run_folder_of(recipe_path)
-    keys = [item.partition("=")[0].strip() for item in overrides]
-    if home is not None and not any(overrides_key(key, "train.out_dir", recipe.model.name) for key in keys):
+    if home is not None and not set_by_override:
         return home
     return Path(recipe.train.out_dir).expanduser()
 

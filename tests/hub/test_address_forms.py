@@ -53,11 +53,23 @@ def test_recipes_pull_of_a_dataset_address_is_one_line_and_asks_nothing(hub: Fak
     ("https://huggingface.co/alice/s5-synth/blob/main/recipe.yaml", "hf://alice/s5-synth@main/recipe.yaml"),
     ("https://huggingface.co/alice/s5-synth/resolve/refs%2Fpr%2F1/best/model.safetensors",
      "hf://alice/s5-synth@refs%2Fpr%2F1/best/model.safetensors"),
+    ("https://huggingface.co/alice/x/raw/main/a.yaml", "hf://alice/x@main/a.yaml"),
+    ("https://huggingface.co/alice/x/commits/v2", "hf://alice/x@v2"),
+    ("https://huggingface.co/alice/x/commits/main/lvu/a.yaml", "hf://alice/x@main/lvu/a.yaml"),
+    ("https://huggingface.co/alice/x/edit/main/a.yaml", "hf://alice/x@main/a.yaml"),
+    ("https://huggingface.co/alice/x/commit/0123abc", "hf://alice/x@0123abc"),
+    ("https://huggingface.co/alice/x/commit/0123abc#diff", "hf://alice/x@0123abc"),
+    ("https://huggingface.co/alice/x/resolve/main", "hf://alice/x@main"),
+    ("https://huggingface.co/alice/x/tree", "hf://alice/x"),
+    ("https://huggingface.co/alice/x/discussions/3", "hf://alice/x"),
+    ("https://huggingface.co/alice/x/settings", "hf://alice/x"),
     ("https://huggingface.co/datasets/alice/recipes", None),
     ("https://huggingface.co/alice", None),
     ("https://example.com/alice/s5-synth", None),
 ])
 def test_a_hub_link_maps_to_its_hf_address(url: str, address: str | None) -> None:
+    """Only the file and history routes carry a revision and path; `discussions/3` or `settings` became a
+    path in the repo (`hf://alice/x/discussions/3`), and `raw/main/a.yaml` the path `raw/main/a.yaml`."""
     from s5cli.hub.paths import hub_address_of_url
 
     assert hub_address_of_url(url) == address

@@ -1,4 +1,4 @@
-"""A Hub token that cannot be sent (non-ASCII, spaces): one line naming where it came from, never the token."""
+"""A Hub token that cannot be sent (non-ASCII, spaces, control characters): one line naming where it came from, never the token."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ def test_spaces_and_control_characters_are_refused_too(
     monkeypatch.setenv("HF_TOKEN", token)
     with pytest.raises(UserError) as error:
         pull_recipes("alice/r", dest=tmp_path / "d")
-    assert str(error.value).startswith("HF_TOKEN holds characters") and token not in str(error.value)
+    message = str(error.value)
+    assert message.startswith("HF_TOKEN holds characters") and token not in message
+    # It said "(non-ASCII or spaces)" for a tab or an escape too.
+    assert "(non-ASCII characters, spaces or control characters)" in message
 
 
 def test_a_bad_saved_login_token_says_to_log_in_again(

@@ -196,6 +196,16 @@ def test_kill9_then_resume_matches_an_uninterrupted_run(
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
+def test_a_batch_the_processes_cannot_split_is_refused_before_any_data_work(tmp_path: Path) -> None:
+    """train.batch_size=7 on 2 processes was refused only inside the trainer: after the whole extraction (on
+    LVU a ViT-L pass), with the run folder and .s5/last_run already written."""
+    result = finetune_in_processes(tiny(tmp_path, **{"train.batch_size": 7}), processes=2)
+    assert result.returncode != 0
+    assert "train.batch_size=7 (the global batch) does not split evenly over 2 processes" in result.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "videos").exists()  # no video made or read
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".s5").exists()
+
+
 def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
     # ViS4mer without dropout: no sampling noise, so one process with global batch 8 and two with 4 each
     # must follow the same trajectory up to float reduction order.
@@ -447,3 +457,6 @@ def test_a_synthetic_recipe_without_training_videos_names_the_field(tmp_path: Pa
                                       "--quiet"])
     assert result.exit_code == 2
     assert "data.synthetic.num_train=0: there is nothing to train on (set it to at least 1)" in result.output
+    # Refused before any work: no val videos made, no tokens extracted, no run folder.
+    assert not (tmp_path / "videos").exists() and not (tmp_path / "cache").exists()
+    assert not (tmp_path / "run").exists()

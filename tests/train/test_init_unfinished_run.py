@@ -127,3 +127,15 @@ def test_finetuning_from_a_ctrl_c_pretraining_run_warns_until_it_is_finished(tmp
     assert finished.returncode == 0, finished.stderr
     assert json.loads((tmp_path / "U" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 18
     assert "stopped at step" not in finetune("ft2")
+
+
+def test_a_trainer_state_without_its_step_is_not_a_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-edited (or odd) trainer state that still reads as unfinished but lacks `step`: the message that
+    names the step was built outside the guarded reading and raised KeyError in finetune."""
+    run = tmp_path / "U"
+    path = _save_step(run, step=5, epoch=1, batch_in_epoch=2, planned_steps=18)
+    state_file = path / ckpt.STATE_JSON
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    del state["trainer"]["step"]
+    state_file.write_text(json.dumps(state), encoding="utf-8")
+    assert _warning(capsys, run) == ""

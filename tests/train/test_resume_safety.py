@@ -89,7 +89,7 @@ def test_an_unreadable_run_recipe_without_a_readable_checkpoint_is_warned_about(
 
 
 def test_the_saved_recipe_names_the_folder_given_with_out(tmp_path: Path) -> None:
-    code, output = finetune(RECIPE, *tiny(tmp_path), "--out", str(tmp_path / "elsewhere"))
+    code, output = finetune(RECIPE, *_no_out_dir(tiny(tmp_path)), "--out", str(tmp_path / "elsewhere"))
     assert code == 0, output
     recipe = tmp_path / "elsewhere" / "recipe.yaml"
     assert yaml.safe_load(recipe.read_text())["train"]["out_dir"] == str(tmp_path / "elsewhere")
@@ -224,10 +224,10 @@ def test_a_second_training_in_the_same_folder_stops_at_once(tmp_path: Path) -> N
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 1}), "--out", str(tmp_path / "other"))
+    code, output = finetune(RECIPE, *_no_out_dir(tiny(tmp_path, **{"train.epochs": 1})), "--out", str(tmp_path / "other"))
     assert code == 0, output  # the kernel released the killed run's lock; other folders were never locked
-    code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 1}), "--out", str(tmp_path / "other"),
-                            "--resume")
+    code, output = finetune(RECIPE, *_no_out_dir(tiny(tmp_path, **{"train.epochs": 1})), "--out",
+                            str(tmp_path / "other"), "--resume")
     assert code == 0, output  # and an in-process run gives its lock back when it ends
 
 
@@ -447,3 +447,8 @@ def test_a_resume_over_a_changed_train_split_says_so(tmp_path: Path, finished_ru
     assert json.loads((latest / "trainer_state.json").read_text())["trainer"]["train_clips"] == 24
     code, output = finetune(RECIPE, *tiny(tmp_path, **{"train.epochs": 4}), "--resume")
     assert code == 0 and "the train split has" not in output  # the same split: nothing to say
+
+
+def _no_out_dir(overrides: list[str]) -> list[str]:
+    """`overrides` without train.out_dir: beside `--out` another value is refused (as `--seed` beside train.seed=)."""
+    return [item for item in overrides if not item.startswith("train.out_dir=")]

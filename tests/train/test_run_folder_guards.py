@@ -20,7 +20,7 @@ from s5cli.train.resume_point import apply_resume_point, read_resume_point
 from s5cli.train.run_folder import refuse_folder_of_another_run
 from tests.train.test_checkpoint import SMALL, _trained_pair
 from tests.train.test_finetune_e2e import RECIPE, tiny
-from tests.train.test_resume_safety import finetune
+from tests.train.test_resume_safety import _no_out_dir, finetune
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,7 @@ def test_a_backup_copy_of_a_checkpoint_does_not_stop_a_resumed_run(tmp_path: Pat
 def test_a_run_inside_another_runs_checkpoints_is_refused(tmp_path: Path, finished_run: Path, inside: str) -> None:
     target = finished_run / inside
     before = sorted(p.relative_to(finished_run) for p in finished_run.rglob("*"))
-    code, output = finetune(RECIPE, *tiny(tmp_path), "--out", str(target))
+    code, output = finetune(RECIPE, *_no_out_dir(tiny(tmp_path)), "--out", str(target))
     assert code == 2, output
     assert " ".join(output.split()) == (f"error: train.out_dir={target} is inside run {finished_run.resolve()} (its "
                                         "best/ or checkpoints/ are replaced as it trains): pick another --out")
@@ -92,7 +92,7 @@ def test_a_run_inside_another_runs_checkpoints_is_refused(tmp_path: Path, finish
 
 def test_a_checkpoint_folder_is_not_a_run_folder(tmp_path: Path, finished_run: Path) -> None:
     copy = shutil.copytree(finished_run / "best", tmp_path / "mine")
-    code, output = finetune(RECIPE, *tiny(tmp_path), "--out", str(copy))
+    code, output = finetune(RECIPE, *_no_out_dir(tiny(tmp_path)), "--out", str(copy))
     assert code == 2
     assert "is a checkpoint folder (it holds model.safetensors), not a run folder: pick another --out" in (
         " ".join(output.split()))
