@@ -91,12 +91,15 @@ def load_recipe_spec(spec: str, overrides: Sequence[str] = ()) -> Recipe:
     return load_recipe_text(read_recipe_file(Path(path), address), address, overrides)
 
 
-def load_recipe_text(text: str, source: str, overrides: Sequence[str] = ()) -> Recipe:
-    """Validate recipe YAML held in memory (e.g. downloaded); `source` names it in error messages."""
+def load_recipe_text(text: str, source: str, overrides: Sequence[str] = (), line_numbers: bool = True) -> Recipe:
+    """Validate recipe YAML held in memory (e.g. downloaded); `source` names it in error messages.
+
+    `line_numbers=False` for YAML s5cli wrote itself from stored JSON (a checkpoint's recipe): its lines
+    are of no file the user has, so errors name the key alone."""
     marks = KeyMarks()
     raw = parse_recipe_yaml(text, source, marks)
     override_keys, empty_overrides = _apply_overrides(raw, overrides, source)
-    problems = Problems(source, override_keys, marks, empty_overrides)
+    problems = Problems(source, override_keys, marks if line_numbers else KeyMarks(), empty_overrides)
     recipe = build_recipe(raw, problems)
     recipe.source = source  # not a field: reported in later errors, never saved
     recipe.overrides = tuple(overrides)  # not a field either: listed in a saved recipe's header

@@ -70,6 +70,27 @@ def test_out_and_the_same_train_out_dir_override_are_one_folder(tmp_path: Path) 
     assert out_dir_for(load_recipe(SYNTHETIC), tmp_path / "a", str(SYNTHETIC), []) == tmp_path / "a"
 
 
+def test_out_relative_and_train_out_dir_absolute_are_one_folder(tmp_path: Path, monkeypatch) -> None:
+    """`--out runs/x train.out_dir=$PWD/runs/x` named one folder twice and was refused as two."""
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"train.out_dir={tmp_path / 'runs' / 'x'}"]
+    recipe = load_recipe(SYNTHETIC, overrides)
+    assert out_dir_for(recipe, Path("runs/x"), str(SYNTHETIC), overrides) == Path("runs/x")
+    assert out_dir_for(recipe, Path("./runs/../runs/x"), str(SYNTHETIC), overrides) == Path("runs/../runs/x")
+
+
+def test_a_checkpoints_stored_recipe_errors_name_no_line(tmp_path: Path) -> None:
+    """A checkpoint's recipe is YAML s5cli dumps from stored JSON: "(line 93)" pointed at no file the user has."""
+    from s5cli.recipe import recipe_to_dict
+    from s5cli.train.loading import recipe_from_checkpoint
+
+    stored = recipe_to_dict(load_recipe(SYNTHETIC))
+    stored["train"]["bogus"] = 1
+    with pytest.raises(UserError) as error:
+        recipe_from_checkpoint(stored, source="runs/x/checkpoints/step-5")
+    assert "unknown key train.bogus" in str(error.value) and "(line" not in str(error.value)
+
+
 # ------------------------------------------------------------------------ bare keys and model.name
 @pytest.mark.parametrize("overrides", [
     ("heads=4", "model.name=transformer"),

@@ -14,7 +14,7 @@ def pretrain(
     resume: bool = flag(False, "--resume", help="Continue the run in the output folder from its latest checkpoint."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the recipe file's train.seed; with a train.seed= override of another value it is refused)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default: auto, cuda if available)."),
-    out: str | None = typer.Option(None, "--out", metavar="PATH", help="Run folder (overrides train.out_dir)."),
+    out: str | None = typer.Option(None, "--out", metavar="PATH", help="Run folder (overrides the recipe file's train.out_dir; with a train.out_dir= override of another folder it is refused)."),
     quiet: bool = flag(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Pretrain with LSMCL on unlabelled clips; finetune afterwards with train.init=RUN_FOLDER.

@@ -363,15 +363,21 @@ def _write_temp(target: Path, data: bytes) -> Path:
 
 
 def _keep_old(target: Path) -> Path | None:
-    """A hard link to the file at `target` (a forced pull replaces it), so a failed pull can put it back;
-    None where the folder takes no hard link."""
+    """A hard link to the file at `target` (a forced pull replaces it), so a failed pull can put it back; a
+    copy where the folder takes no hard link (FAT/exFAT, some SMB and FUSE mounts: recipes are small);
+    None where neither can be made."""
     import secrets
+    import shutil
 
     old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
     try:
         os.link(target, old)
     except OSError:
-        return None
+        try:
+            shutil.copy2(target, old)
+        except OSError:
+            old.unlink(missing_ok=True)
+            return None
     return old
 
 
@@ -400,11 +406,14 @@ def _undo(done: list[_Staged]) -> None:
         try:
             if entry.old is not None:
                 os.replace(entry.old, entry.target)
+                # Two pulled names of one file (a link in --dest): the target may already be this backup's
+                # inode, and renaming a file onto itself does nothing, leaving the backup's name behind.
+                entry.old.unlink(missing_ok=True)
                 entry.old = None
             elif not entry.existed:
                 entry.target.unlink(missing_ok=True)
             else:
-                kept.append(str(entry.target))
+                kept.append(f"{entry.target} (its old content is lost)")
         except OSError:
             kept.append(str(entry.target) + (f" (its old content is in {entry.old})" if entry.old else ""))
             entry.old = None  # not removed: it may be the only copy left

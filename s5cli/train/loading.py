@@ -144,7 +144,8 @@ def recipe_from_checkpoint(recipe_dict: dict[str, Any], overrides: list[str] | N
 
     from s5cli.recipe import load_recipe_text
 
-    return load_recipe_text(yaml.safe_dump(recipe_dict, sort_keys=False), source, list(overrides or []))
+    return load_recipe_text(yaml.safe_dump(recipe_dict, sort_keys=False), source, list(overrides or []),
+                            line_numbers=False)
 
 
 def _names_a_repo(text: str) -> bool:

@@ -24,7 +24,7 @@ def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, o
     keys = [item.partition("=")[0].strip() for item in overrides]
     set_by_override = any(overrides_key(key, "train.out_dir", recipe.model.name) for key in keys)
     if out is not None:
-        if set_by_override and Path(recipe.train.out_dir).expanduser() != Path(out).expanduser():
+        if set_by_override and _absolute(recipe.train.out_dir) != _absolute(out):
             raise UserError(f"--out {out} and the override train.out_dir={recipe.train.out_dir} both set the run "
                             "folder: give one")
         return Path(out).expanduser()
@@ -32,6 +32,14 @@ def out_dir_for(recipe: Any, out: Path | None, recipe_path: str | None = None, o
     if home is not None and not set_by_override:
         return home
     return Path(recipe.train.out_dir).expanduser()
+
+
+def _absolute(path: str | Path) -> str:
+    """`path` as one folder is spelt (`~` expanded, made absolute, `.`/`..`/`//` folded): `runs/x` and
+    `$PWD/runs/x` given as --out and train.out_dir name one run folder."""
+    import os
+
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def run_folder_of(recipe_path: str | None) -> Path | None:

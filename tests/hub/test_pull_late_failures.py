@@ -103,12 +103,13 @@ def test_a_failed_rename_with_force_leaves_the_old_files(
     assert (dest / "a.yaml").stat().st_ino == inode
 
 
-def test_without_hard_links_a_replaced_file_that_cannot_be_put_back_is_named(
+def test_without_hard_links_a_replaced_file_is_kept_as_a_copy(
     hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Where the folder takes no hard link the old a.yaml cannot be kept: the warning says it was replaced."""
-    data = _two_recipes(hub, recipe_file)
+    """Where the folder takes no hard link (FAT/exFAT, some network mounts) the old a.yaml is kept as a copy
+    and put back: only a hard link was tried, and the old content was lost."""
+    _two_recipes(hub, recipe_file)
     dest = tmp_path / "d"
     dest.mkdir()
     (dest / "a.yaml").write_text("old\n")
@@ -120,8 +121,33 @@ def test_without_hard_links_a_replaced_file_that_cannot_be_put_back_is_named(
     _fail_rename_onto(monkeypatch, "b.yaml")
     with pytest.raises(OSError, match="Input/output error"):
         pull_recipes("carol/two", dest=dest, force=True)
+    assert _tree(dest) == ["a.yaml"] and (dest / "a.yaml").read_text() == "old\n"
+    assert "could not undo" not in capsys.readouterr().err
+
+
+def test_a_replaced_file_that_cannot_be_kept_at_all_is_named_as_lost(
+    hub: FakeHub, recipe_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Neither a hard link nor a copy can be made: the warning names the file and says its old content is lost."""
+    import shutil
+
+    data = _two_recipes(hub, recipe_file)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "a.yaml").write_text("old\n")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    monkeypatch.setattr(shutil, "copy2", refuse)
+    _fail_rename_onto(monkeypatch, "b.yaml")
+    with pytest.raises(OSError, match="Input/output error"):
+        pull_recipes("carol/two", dest=dest, force=True)
     assert _tree(dest) == ["a.yaml"] and (dest / "a.yaml").read_bytes() == data
-    assert f"could not undo 1 file(s) it had replaced: {dest / 'a.yaml'}" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"could not undo 1 file(s) it had replaced: {dest / 'a.yaml'} (its old content is lost)" in err
 
 
 def test_a_forced_pull_that_succeeds_leaves_no_backup(hub: FakeHub, recipe_file: Path, tmp_path: Path) -> None:
