@@ -240,7 +240,11 @@ def pull_recipes(
     existing = [p.target for p in pulled if os.path.lexists(p.target)]
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UserError(f"{existing[0]} already exists{more}: pass --force to overwrite")
+        first = existing[0]
+        if not first.exists():  # only lexists: a dangling link, which "already exists" misdescribed
+            raise UserError(f"{first} is a link to nothing{more}: pass --force to write through it (creating "
+                            "the file it names)")
+        raise UserError(f"{first} already exists{more}: pass --force to overwrite")
     _write_all(pulled)
     return [p.target for p in pulled]
 
