@@ -138,7 +138,10 @@ def test_seed_flag_and_a_seed_override_that_disagree_are_refused() -> None:
 
     with pytest.raises(UserError, match=r"^--seed 3 and the override train\.seed=4 both set train\.seed: give one$"):
         recipe_objects(str(SYNTHETIC), ["train.seed=4"], 3, check_paths=False)
-    assert recipe_objects(str(SYNTHETIC), ["seed=3"], 3, check_paths=False).train.seed == 3
+    recipe = recipe_objects(str(SYNTHETIC), ["seed=3"], 3, check_paths=False)
+    assert recipe.train.seed == 3
+    # Listed once in RUN/recipe.yaml's header: `seed=3` and the `train.seed=3` --seed would add were both.
+    assert recipe.overrides == ("seed=3",)
 
 
 # ---------------------------------------------------------------------------------- names and choices

@@ -20,21 +20,27 @@ def recipe_objects(recipe_path: str, overrides: list[str] | None, seed: int | No
         from s5cli.seeding import check_seed
 
         check_seed(seed)  # named as typed (--seed), not as the train.seed override it becomes
-        _refuse_two_seeds(extra, seed)
-        extra.append(f"train.seed={seed}")
+        if not _seed_set_alike(extra, seed):  # `seed=0 --seed 0`: RUN/recipe.yaml's header listed both
+            extra.append(f"train.seed={seed}")
     recipe = load_recipe_spec(recipe_path, extra)
     if check_paths:
         check_data_paths(recipe)
     return recipe
 
 
-def _refuse_two_seeds(overrides: list[str], seed: int) -> None:
-    """UserError when an override sets train.seed to another value than --seed: the one given last won."""
+def _seed_set_alike(overrides: list[str], seed: int) -> bool:
+    """Whether an override already sets train.seed to `seed`; UserError when one sets another value (the
+    one given last won)."""
     from s5cli.recipe import parse_overrides, show_value
 
+    alike = False
     for key, value in parse_overrides(overrides):
-        if overrides_key(key, "train.seed") and value != seed:
-            raise UserError(f"--seed {seed} and the override {key}={show_value(value)} both set train.seed: give one")
+        if overrides_key(key, "train.seed"):
+            if value != seed:
+                raise UserError(f"--seed {seed} and the override {key}={show_value(value)} both set train.seed: "
+                                "give one")
+            alike = True
+    return alike
 
 
 def overrides_key(key: str, full: str, model_name: str = "s5") -> bool:
