@@ -31,27 +31,42 @@ def atomic_write_path(path: str | os.PathLike[str], follow_symlinks: bool = Fals
     target = _regular_file_target(Path(path), follow_symlinks)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Keep the real suffix last: some writers (PIL, PyAV, safetensors) pick the format from it.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     except OSError as error:
         raise os_error_about(error, path) from error
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = new_temp_beside(target, path)
     try:
         yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
-        os.chmod(tmp, default_file_mode())
+        flush_with_default_mode(tmp)
         os.replace(tmp, target)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        if error.errno is None or error.filename not in (None, str(tmp), tmp_name):
+        if error.errno is None or error.filename not in (None, str(tmp)):
             raise  # a writer's own complaint (PIL: "cannot write mode RGBA as JPEG"), or about another file
         raise os_error_about(error, path) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def new_temp_beside(target: Path, named: str | os.PathLike[str]) -> Path:
+    """A new empty file beside `target`, hidden and named `.STEM.XXXX.tmpSUFFIX`, for a write that is renamed
+    onto `target` once whole; an OSError names `named` (what the user asked for), not the temp file.
+
+    The real suffix stays last: some writers (PIL, PyAV, safetensors) pick the format from it."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as error:
+        raise os_error_about(error, named) from error
+    os.close(fd)
+    return Path(name)
+
+
+def flush_with_default_mode(tmp: Path) -> None:
+    """Flush a written temp file to disk and give it the permissions a plain open() would have (mkstemp
+    creates 0600 files): the step between writing it and renaming it into place."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, default_file_mode())
 
 
 def _regular_file_target(path: Path, follow_symlinks: bool) -> Path:

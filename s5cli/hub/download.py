@@ -343,21 +343,12 @@ def _remove_folders(made: list[Path]) -> None:
 def _write_temp(target: Path, data: bytes) -> Path:
     """`data` in a new temp file beside `target` (named `.STEM.XXXX.tmpSUFFIX`), flushed to disk, with the
     permissions a plain open() gives; an OSError names `target`, not the hidden temp file."""
-    import tempfile
+    from s5cli.io import flush_with_default_mode, new_temp_beside, os_error_about
 
-    from s5cli.io import default_file_mode, os_error_about
-
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    except OSError as error:
-        raise os_error_about(error, target) from error
-    os.close(fd)
-    temp = Path(name)
+    temp = new_temp_beside(target, target)
     try:
         temp.write_bytes(data)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(temp, default_file_mode())
+        flush_with_default_mode(temp)
     except BaseException as error:
         temp.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno is not None:
